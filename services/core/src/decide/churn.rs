@@ -1,0 +1,162 @@
+//! Churn risk: a score in [0, 1] from journey features, and bands with
+//! hysteresis so a customer on a boundary does not flap.
+//!
+//! score = 1 - exp(-sum(weight_i * x_i)); each feature's contribution is its
+//! share of the sum times the score, so the contributions add up to the score.
+
+use serde::{Deserialize, Serialize};
+
+use crate::journey::{Band, Factor, Journey};
+use crate::time::EventTime;
+
+/// Weights of the churn features (per unit of each feature's `x`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnWeights {
+    /// x = days since the last event / 30, at most 4.
+    pub days_since_last_activity: f64,
+    /// x = days since the last purchase / 30, at most 4 (customers only).
+    pub days_since_last_purchase: f64,
+    /// x = 1 when the customer never bought.
+    pub never_purchased: f64,
+    /// x = complaints, at most 5.
+    pub complaints: f64,
+    /// x = cancel requests, at most 3.
+    pub cancel_requests: f64,
+    /// x = unresolved or escalated calls, at most 5.
+    pub unresolved_calls: f64,
+    /// x = 1 when the last CSAT was 1 or 2.
+    pub low_csat: f64,
+    /// x = -sentiment of the last call when negative.
+    pub negative_sentiment: f64,
+    /// x = returns, at most 5.
+    pub returns: f64,
+    /// x = checkouts started but not completed, at most 5.
+    pub abandoned_checkouts: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnConfig {
+    pub weights: ChurnWeights,
+    /// Scores at or above this are `medium`.
+    pub medium: f64,
+    /// Scores at or above this are `high`.
+    pub high: f64,
+    /// A band is left downward only once the score is this far below its threshold.
+    pub hysteresis: f64,
+}
+
+impl ChurnConfig {
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if !(0.0 < self.medium && self.medium < self.high && self.high < 1.0) {
+            return Err("thresholds must satisfy 0 < medium < high < 1");
+        }
+        if !(0.0..0.5).contains(&self.hysteresis) {
+            return Err("hysteresis must be within 0..0.5");
+        }
+        Ok(())
+    }
+
+    fn raw_band(&self, score: f64) -> Band {
+        if score >= self.high {
+            Band::High
+        } else if score >= self.medium {
+            Band::Medium
+        } else {
+            Band::Low
+        }
+    }
+
+    /// The band for `score`, given the band last reported.
+    pub fn band(&self, score: f64, previous: Option<Band>) -> Band {
+        let raw = self.raw_band(score);
+        match previous {
+            Some(prev) if raw < prev => raw.max(prev.min(self.raw_band(score + self.hysteresis))),
+            _ => raw,
+        }
+    }
+}
+
+/// A churn evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Score {
+    pub score: f64,
+    pub factors: Vec<Factor>,
+}
+
+/// Scores a journey at event time `now`.
+pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
+    let w = &cfg.weights;
+    let mut feats: Vec<(&'static str, f64, f64)> = Vec::with_capacity(10);
+    // (name, reported value, weighted x)
+    if let Some(last) = j.last_seen {
+        let d = now.days_since(last);
+        feats.push((
+            "days_since_last_activity",
+            d.floor(),
+            w.days_since_last_activity * (d / 30.0).min(4.0),
+        ));
+    }
+    match j.last_purchase {
+        Some(last) => {
+            let d = now.days_since(last);
+            feats.push((
+                "days_since_last_purchase",
+                d.floor(),
+                w.days_since_last_purchase * (d / 30.0).min(4.0),
+            ));
+        }
+        None => feats.push(("never_purchased", 1.0, w.never_purchased)),
+    }
+    let count =
+        |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
+    feats.push(count("complaints", j.complaints, 5, w.complaints));
+    feats.push(count(
+        "cancel_requests",
+        j.cancel_requests,
+        3,
+        w.cancel_requests,
+    ));
+    feats.push(count(
+        "unresolved_calls",
+        j.call.unresolved + j.call.escalated,
+        5,
+        w.unresolved_calls,
+    ));
+    feats.push(count("returns", j.returns, 5, w.returns));
+    feats.push(count(
+        "abandoned_checkouts",
+        j.checkouts_started.saturating_sub(j.purchases),
+        5,
+        w.abandoned_checkouts,
+    ));
+    if let Some(c) = j.last_csat {
+        feats.push((
+            "last_csat",
+            f64::from(c),
+            if c <= 2 { w.low_csat } else { 0.0 },
+        ));
+    }
+    if let Some(s) = j.last_sentiment {
+        feats.push(("last_sentiment", s, w.negative_sentiment * (-s).max(0.0)));
+    }
+    let raw: f64 = feats.iter().map(|f| f.2).sum();
+    let score = if raw > 0.0 { 1.0 - (-raw).exp() } else { 0.0 };
+    let factors = feats
+        .into_iter()
+        .map(|(name, value, x)| Factor {
+            name,
+            value,
+            contribution: if raw > 0.0 {
+                super::round2(score * x / raw)
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    Score {
+        score: (score * 1000.0).round() / 1000.0,
+        factors,
+    }
+}

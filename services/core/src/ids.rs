@@ -1,0 +1,422 @@
+//! Identifier namespaces and normalisation.
+//!
+//! In: the raw `identifiers` object of an event. Out: [`IdKey`]s, one per
+//! identifier that may be recorded, plus the values that were blocked as junk.
+//! Invariant: raw email and phone values never leave this module; they are
+//! normalised and replaced by their SHA-256 hex in the `email_sha256` /
+//! `phone_sha256` namespaces before anything else sees them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What an identifier says about who is behind it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Belongs to one person (account number, email).
+    Person,
+    /// Belongs to a device that one or more people use (cookie, app install).
+    Device,
+    /// Shared by a household (a payment card): recorded, never links.
+    Household,
+}
+
+/// The rule for one namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceRule {
+    pub name: String,
+    pub kind: Kind,
+    /// Higher wins: the strongest identifier on an event anchors it.
+    pub priority: u8,
+    /// A profile holds at most one value of a unique namespace.
+    #[serde(default)]
+    pub unique: bool,
+    /// Whether an identifier of this namespace may link two profiles.
+    #[serde(default = "yes")]
+    pub links: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Index of a namespace in the [`Namespaces`] table.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ns(pub u8);
+
+/// One identifier after normalisation: a namespace and a value. Email and phone
+/// values are SHA-256 hex.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdKey {
+    pub ns: Ns,
+    pub value: Arc<str>,
+}
+
+/// Why an identifier value was not recorded.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BlockReason {
+    Empty,
+    Junk,
+}
+
+impl BlockReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            BlockReason::Empty => "empty_value",
+            BlockReason::Junk => "junk_value",
+        }
+    }
+}
+
+/// Options for normalisation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormaliseConfig {
+    /// Country calling code put in front of phone numbers given without one
+    /// (no leading `+` or `00`). Empty: such numbers are hashed as given.
+    #[serde(default)]
+    pub default_country_code: String,
+    /// Extra junk values (compared after trimming and lowercasing).
+    #[serde(default)]
+    pub extra_blocked_values: Vec<String>,
+}
+
+pub const EMAIL_SHA256: &str = "email_sha256";
+pub const PHONE_SHA256: &str = "phone_sha256";
+
+/// The namespace table: the contract's defaults plus configured additions.
+#[derive(Debug)]
+pub struct Namespaces {
+    rules: Vec<NamespaceRule>,
+    by_name: HashMap<String, Ns>,
+    email: Ns,
+    phone: Ns,
+    norm: NormaliseConfig,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum NamespaceError {
+    #[error("namespace {0:?} is defined twice")]
+    Duplicate(String),
+    #[error("namespace {0:?} is required and cannot be removed")]
+    Missing(&'static str),
+    #[error("namespace {0:?} is reserved for raw input values")]
+    Reserved(String),
+    #[error("at most 200 namespaces are supported")]
+    TooMany,
+}
+
+impl Namespaces {
+    /// The namespaces of the wire contract.
+    pub fn default_rules() -> Vec<NamespaceRule> {
+        let r = |name: &str, kind, priority, unique| NamespaceRule {
+            name: name.to_string(),
+            kind,
+            priority,
+            unique,
+            links: kind != Kind::Household,
+        };
+        vec![
+            r("customer_id", Kind::Person, 100, true),
+            r("loyalty_id", Kind::Person, 90, true),
+            r(EMAIL_SHA256, Kind::Person, 80, false),
+            r(PHONE_SHA256, Kind::Person, 70, false),
+            r("device_id", Kind::Device, 40, false),
+            r("cookie_id", Kind::Device, 30, false),
+            r("card_token", Kind::Household, 10, false),
+        ]
+    }
+
+    pub fn new(rules: Vec<NamespaceRule>, norm: NormaliseConfig) -> Result<Self, NamespaceError> {
+        if rules.len() > 200 {
+            return Err(NamespaceError::TooMany);
+        }
+        let mut by_name = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.name == "email" || rule.name == "phone" {
+                return Err(NamespaceError::Reserved(rule.name.clone()));
+            }
+            let idx = u8::try_from(i).map_err(|_| NamespaceError::TooMany)?;
+            if by_name.insert(rule.name.clone(), Ns(idx)).is_some() {
+                return Err(NamespaceError::Duplicate(rule.name.clone()));
+            }
+        }
+        let email = *by_name
+            .get(EMAIL_SHA256)
+            .ok_or(NamespaceError::Missing(EMAIL_SHA256))?;
+        let phone = *by_name
+            .get(PHONE_SHA256)
+            .ok_or(NamespaceError::Missing(PHONE_SHA256))?;
+        Ok(Namespaces {
+            rules,
+            by_name,
+            email,
+            phone,
+            norm,
+        })
+    }
+
+    pub fn with_defaults() -> Self {
+        match Namespaces::new(Self::default_rules(), NormaliseConfig::default()) {
+            Ok(n) => n,
+            Err(e) => unreachable!("default namespaces are valid: {e}"),
+        }
+    }
+
+    pub fn rule(&self, ns: Ns) -> &NamespaceRule {
+        &self.rules[usize::from(ns.0)]
+    }
+
+    pub fn name(&self, ns: Ns) -> &str {
+        &self.rule(ns).name
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<Ns> {
+        self.by_name.get(name).copied()
+    }
+
+    /// True when `name` may appear in an event's `identifiers`.
+    pub fn accepts(&self, name: &str) -> bool {
+        name == "email" || name == "phone" || self.by_name.contains_key(name)
+    }
+
+    /// Normalises one raw identifier: the outer error is an unknown namespace,
+    /// the inner result the key or why its value was blocked.
+    pub fn normalise(
+        &self,
+        name: &str,
+        raw: &str,
+    ) -> Result<Result<IdKey, BlockReason>, UnknownNamespace> {
+        let (ns, value) = match name {
+            "email" => (self.email, normalise_email(raw).map(|e| sha256_hex(&e))),
+            "phone" => (
+                self.phone,
+                normalise_phone(raw, &self.norm.default_country_code).map(|p| sha256_hex(&p)),
+            ),
+            _ => {
+                let ns = self
+                    .lookup(name)
+                    .ok_or_else(|| UnknownNamespace(name.to_string()))?;
+                let v = raw.trim();
+                let v = if ns == self.email || ns == self.phone {
+                    v.to_ascii_lowercase()
+                } else {
+                    v.to_string()
+                };
+                (ns, Ok(v))
+            }
+        };
+        let checked = value.and_then(|v| self.check_junk(raw).map(|()| v));
+        Ok(checked.map(|v| IdKey {
+            ns,
+            value: Arc::from(v),
+        }))
+    }
+
+    /// Blocks values that are empty or well-known placeholders.
+    fn check_junk(&self, raw: &str) -> Result<(), BlockReason> {
+        let v = raw.trim().to_ascii_lowercase();
+        if v.is_empty() {
+            return Err(BlockReason::Empty);
+        }
+        const JUNK: &[&str] = &[
+            "null",
+            "nil",
+            "none",
+            "undefined",
+            "nan",
+            "-1",
+            "anonymous",
+            "guest",
+            "unknown",
+            "n/a",
+            "[object object]",
+            "test@test.com",
+        ];
+        let all_same_filler = v.chars().all(|c| c == '0') || v.chars().all(|c| c == '-');
+        if all_same_filler
+            || JUNK.contains(&v.as_str())
+            || self
+                .norm
+                .extra_blocked_values
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(&v))
+        {
+            return Err(BlockReason::Junk);
+        }
+        Ok(())
+    }
+}
+
+/// An identifier namespace the engine does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownNamespace(pub String);
+
+impl fmt::Display for UnknownNamespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown identifier namespace {:?}", self.0)
+    }
+}
+
+/// Trim and lowercase. An email without `@` is not an email.
+pub fn normalise_email(raw: &str) -> Result<String, BlockReason> {
+    let e = raw.trim().to_lowercase();
+    if e.is_empty() {
+        Err(BlockReason::Empty)
+    } else if !e.contains('@') {
+        Err(BlockReason::Junk)
+    } else {
+        Ok(e)
+    }
+}
+
+/// Digits with the country code: `+44 20 7946 0000` and `0044 20 7946 0000`
+/// become `442079460000`; a national number gets `default_cc` in front (its
+/// leading trunk zeros dropped).
+pub fn normalise_phone(raw: &str, default_cc: &str) -> Result<String, BlockReason> {
+    let t = raw.trim();
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    let number = if t.starts_with('+') {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_string()
+    } else if !default_cc.is_empty() {
+        format!("{default_cc}{}", digits.trim_start_matches('0'))
+    } else {
+        digits
+    };
+    if number.trim_start_matches('0').len() < 5 {
+        return Err(if number.is_empty() {
+            BlockReason::Empty
+        } else {
+            BlockReason::Junk
+        });
+    }
+    Ok(number)
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns() -> Namespaces {
+        Namespaces::with_defaults()
+    }
+
+    #[test]
+    fn email_is_normalised_then_hashed() {
+        let n = ns();
+        let a = n
+            .normalise("email", "  Ann.Lee@Example.com ")
+            .unwrap()
+            .unwrap();
+        let b = n
+            .normalise(
+                "email_sha256",
+                &sha256_hex("ann.lee@example.com").to_uppercase(),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(n.name(a.ns), "email_sha256");
+        assert!(!a.value.contains('@'));
+    }
+
+    #[test]
+    fn phone_forms_agree() {
+        assert_eq!(
+            normalise_phone("+44 20 7946 0000", "").unwrap(),
+            "442079460000"
+        );
+        assert_eq!(
+            normalise_phone("0044-20-7946-0000", "").unwrap(),
+            "442079460000"
+        );
+        assert_eq!(
+            normalise_phone("020 7946 0000", "44").unwrap(),
+            "442079460000"
+        );
+        assert_eq!(normalise_phone("0", "44"), Err(BlockReason::Junk));
+        assert_eq!(normalise_phone("  ", ""), Err(BlockReason::Empty));
+    }
+
+    #[test]
+    fn junk_values_are_blocked() {
+        let n = ns();
+        for junk in [
+            "null",
+            "NULL",
+            " undefined ",
+            "0000",
+            "---",
+            "-1",
+            "guest",
+            "[object Object]",
+        ] {
+            assert_eq!(
+                n.normalise("cookie_id", junk).unwrap(),
+                Err(BlockReason::Junk),
+                "{junk}"
+            );
+        }
+        assert_eq!(
+            n.normalise("email", "null").unwrap(),
+            Err(BlockReason::Junk)
+        );
+        assert_eq!(
+            n.normalise("device_id", "   ").unwrap(),
+            Err(BlockReason::Empty)
+        );
+        assert!(n.normalise("device_id", "d-1").unwrap().is_ok());
+    }
+
+    #[test]
+    fn unknown_namespace_is_an_error() {
+        assert_eq!(
+            ns().normalise("ssn", "1").unwrap_err(),
+            UnknownNamespace("ssn".into())
+        );
+    }
+
+    #[test]
+    fn configured_namespaces_are_accepted() {
+        let mut rules = Namespaces::default_rules();
+        rules.push(NamespaceRule {
+            name: "ticket_id".into(),
+            kind: Kind::Person,
+            priority: 20,
+            unique: false,
+            links: true,
+        });
+        let n = Namespaces::new(rules, NormaliseConfig::default()).unwrap();
+        assert!(n.accepts("ticket_id"));
+        assert!(n.normalise("ticket_id", "t-1").unwrap().is_ok());
+    }
+
+    #[test]
+    fn bad_tables_are_refused() {
+        let mut rules = Namespaces::default_rules();
+        rules.push(rules[0].clone());
+        assert!(matches!(
+            Namespaces::new(rules, NormaliseConfig::default()),
+            Err(NamespaceError::Duplicate(_))
+        ));
+        let rules: Vec<_> = Namespaces::default_rules()
+            .into_iter()
+            .filter(|r| r.name != EMAIL_SHA256)
+            .collect();
+        assert_eq!(
+            Namespaces::new(rules, NormaliseConfig::default()).unwrap_err(),
+            NamespaceError::Missing(EMAIL_SHA256)
+        );
+    }
+}

@@ -1,0 +1,423 @@
+//! Journey state per One ID.
+//!
+//! In: a validated [`ChannelEvent`] already stitched to a One ID. Out: the
+//! updated [`Journey`] and the [`Transition`]s the event caused, which the
+//! decision stage reads.
+//! Invariants: state depends only on event time, never on arrival time (an
+//! out-of-order event moves `first_seen`/`last_seen` only outward); a merge
+//! combines two journeys with [`Journey::absorb`] and drops nothing.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
+use crate::time::EventTime;
+
+#[cfg(test)]
+mod tests;
+
+/// Where a customer is in their journey.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    New,
+    Browsing,
+    Cart,
+    Customer,
+    AtRisk,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChannelStats {
+    pub events: u64,
+    pub last_seen: Option<EventTime>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CartLine {
+    pub quantity: u32,
+    pub unit_price: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Cart {
+    pub items: BTreeMap<String, CartLine>,
+    /// Event time of the last change to the cart.
+    pub updated_at: Option<EventTime>,
+}
+
+impl Cart {
+    pub fn value(&self) -> f64 {
+        self.items
+            .values()
+            .map(|l| f64::from(l.quantity) * l.unit_price)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Counts of call outcomes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CallStats {
+    pub calls: u32,
+    pub resolved: u32,
+    pub unresolved: u32,
+    pub escalated: u32,
+    pub abandoned: u32,
+    pub last_call: Option<EventTime>,
+}
+
+/// A decision already taken for this customer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RecentAction {
+    pub action_id: String,
+    pub action: String,
+    pub channel: String,
+    pub reason: String,
+    pub decided_at: EventTime,
+}
+
+/// The churn band and what put the customer there.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Low,
+    Medium,
+    High,
+}
+
+impl Band {
+    pub fn label(self) -> &'static str {
+        match self {
+            Band::Low => "low",
+            Band::Medium => "medium",
+            Band::High => "high",
+        }
+    }
+}
+
+/// One feature of the churn score.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Factor {
+    pub name: &'static str,
+    pub value: f64,
+    pub contribution: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChurnState {
+    pub score: f64,
+    /// The band last reported downstream; `None` until one was.
+    pub band: Option<Band>,
+    pub factors: Vec<Factor>,
+    pub evaluated_at: Option<EventTime>,
+}
+
+/// How many recent decisions a journey keeps for the lookup API.
+pub const RECENT_ACTIONS: usize = 10;
+
+/// Everything onejourney knows about one customer's journey.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Journey {
+    pub first_seen: Option<EventTime>,
+    pub last_seen: Option<EventTime>,
+    /// Indexed by [`Channel::index`]: web, pos, app, call_center.
+    pub channels: [ChannelStats; 4],
+    pub purchases: u32,
+    pub revenue: f64,
+    /// Purchases per channel (web, pos, app).
+    pub purchases_by_channel: [u32; 4],
+    pub last_purchase: Option<EventTime>,
+    pub returns: u32,
+    pub returned_value: f64,
+    pub cart: Cart,
+    pub checkouts_started: u32,
+    pub last_checkout_start: Option<EventTime>,
+    pub complaints: u32,
+    pub cancel_requests: u32,
+    pub last_complaint: Option<EventTime>,
+    pub call: CallStats,
+    pub last_csat: Option<u8>,
+    pub last_sentiment: Option<f64>,
+    pub push_opt_out: bool,
+    pub churn: ChurnState,
+    /// Event time each action was last decided, for cool-downs.
+    pub last_action: BTreeMap<String, EventTime>,
+    pub recent_actions: VecDeque<RecentAction>,
+}
+
+/// What an event changed, for the decision stage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+    CartChanged {
+        value: f64,
+    },
+    Purchased {
+        value: f64,
+    },
+    Returned {
+        value: f64,
+    },
+    /// A call that left the customer unhappy: a complaint, an unresolved or
+    /// escalated outcome, a low CSAT or a negative sentiment.
+    ServiceIssue {
+        complaint: bool,
+        cancel_request: bool,
+    },
+    StageChanged {
+        from: Stage,
+        to: Stage,
+    },
+}
+
+impl Journey {
+    pub fn stage(&self) -> Stage {
+        if self.cancel_requests > 0 || self.complaints >= 2 || self.churn.band == Some(Band::High) {
+            Stage::AtRisk
+        } else if !self.cart.is_empty() {
+            Stage::Cart
+        } else if self.purchases > 0 {
+            Stage::Customer
+        } else if self.total_events() > 1 {
+            Stage::Browsing
+        } else {
+            Stage::New
+        }
+    }
+
+    pub fn total_events(&self) -> u64 {
+        self.channels.iter().map(|c| c.events).sum()
+    }
+
+    pub fn channels_touched(&self) -> Vec<&'static str> {
+        Channel::ALL
+            .iter()
+            .filter(|c| self.channels[c.index()].events > 0)
+            .map(|c| c.label())
+            .collect()
+    }
+
+    /// Applies one event. The caller guarantees it is not a duplicate.
+    pub fn apply(&mut self, ev: &ChannelEvent) -> Vec<Transition> {
+        let at = ev.occurred_at;
+        let before = self.stage();
+        let mut out = Vec::new();
+        self.first_seen = Some(self.first_seen.map_or(at, |f| f.min(at)));
+        self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
+        let ch = &mut self.channels[ev.channel.index()];
+        ch.events += 1;
+        ch.last_seen = Some(ch.last_seen.map_or(at, |l| l.max(at)));
+
+        match &ev.activity {
+            Activity::AddToCart(p) => {
+                let line = self.cart.items.entry(p.sku.clone()).or_insert(CartLine {
+                    quantity: 0,
+                    unit_price: p.price,
+                    category: p.category.clone(),
+                });
+                line.quantity += 1;
+                line.unit_price = p.price;
+                self.touch_cart(at);
+                out.push(Transition::CartChanged {
+                    value: self.cart.value(),
+                });
+            }
+            Activity::RemoveFromCart(p) => {
+                if let Some(line) = self.cart.items.get_mut(&p.sku) {
+                    line.quantity = line.quantity.saturating_sub(1);
+                    if line.quantity == 0 {
+                        self.cart.items.remove(&p.sku);
+                    }
+                }
+                self.touch_cart(at);
+                out.push(Transition::CartChanged {
+                    value: self.cart.value(),
+                });
+            }
+            Activity::CheckoutStart => {
+                self.checkouts_started += 1;
+                self.last_checkout_start = Some(self.last_checkout_start.map_or(at, |l| l.max(at)));
+            }
+            Activity::Purchase { revenue } => out.push(self.purchase(ev.channel, *revenue, at)),
+            Activity::Sale { total, .. } => out.push(self.purchase(ev.channel, *total, at)),
+            Activity::Return { total } => {
+                self.returns += 1;
+                self.returned_value += total;
+                out.push(Transition::Returned { value: *total });
+            }
+            Activity::PushOptIn => self.push_opt_out = false,
+            Activity::PushOptOut => self.push_opt_out = true,
+            Activity::Call {
+                reason,
+                outcome,
+                csat,
+                sentiment,
+                ..
+            } => {
+                self.call.calls += 1;
+                self.call.last_call = Some(self.call.last_call.map_or(at, |l| l.max(at)));
+                match outcome {
+                    Some(CallOutcome::Resolved) => self.call.resolved += 1,
+                    Some(CallOutcome::Unresolved) => self.call.unresolved += 1,
+                    Some(CallOutcome::Escalated) => self.call.escalated += 1,
+                    Some(CallOutcome::Abandoned) => self.call.abandoned += 1,
+                    None => {}
+                }
+                let complaint = *reason == Some(CallReason::Complaint);
+                let cancel_request = *reason == Some(CallReason::CancelRequest);
+                if complaint {
+                    self.complaints += 1;
+                    self.last_complaint = Some(self.last_complaint.map_or(at, |l| l.max(at)));
+                }
+                if cancel_request {
+                    self.cancel_requests += 1;
+                }
+                if csat.is_some() {
+                    self.last_csat = *csat;
+                }
+                if sentiment.is_some() {
+                    self.last_sentiment = *sentiment;
+                }
+                let unhappy = matches!(
+                    outcome,
+                    Some(CallOutcome::Unresolved | CallOutcome::Escalated)
+                ) || csat.is_some_and(|c| c <= 2)
+                    || sentiment.is_some_and(|s| s <= -0.5);
+                if complaint || cancel_request || unhappy {
+                    out.push(Transition::ServiceIssue {
+                        complaint,
+                        cancel_request,
+                    });
+                }
+            }
+            Activity::PageView
+            | Activity::ProductView(_)
+            | Activity::Search
+            | Activity::Login
+            | Activity::Signup
+            | Activity::SessionStart
+            | Activity::ScreenView
+            | Activity::SessionEnd => {}
+        }
+        let after = self.stage();
+        if after != before {
+            out.push(Transition::StageChanged {
+                from: before,
+                to: after,
+            });
+        }
+        out
+    }
+
+    fn touch_cart(&mut self, at: EventTime) {
+        self.cart.updated_at = Some(self.cart.updated_at.map_or(at, |u| u.max(at)));
+    }
+
+    fn purchase(&mut self, channel: Channel, value: f64, at: EventTime) -> Transition {
+        self.purchases += 1;
+        self.revenue += value;
+        self.purchases_by_channel[channel.index()] += 1;
+        self.last_purchase = Some(self.last_purchase.map_or(at, |l| l.max(at)));
+        // A purchase at or after the last cart change closes the open cart.
+        if self.cart.updated_at.is_none_or(|u| u <= at) {
+            self.cart = Cart::default();
+        }
+        Transition::Purchased { value }
+    }
+
+    /// Records a decision taken for this customer.
+    pub fn record_action(&mut self, action: RecentAction) {
+        let at = action.decided_at;
+        self.last_action
+            .entry(action.action.clone())
+            .and_modify(|t| *t = (*t).max(at))
+            .or_insert(at);
+        self.recent_actions.push_front(action);
+        self.recent_actions.truncate(RECENT_ACTIONS);
+    }
+
+    /// Combines another profile's journey into this one (a merge). Counts add,
+    /// times take the outer bounds, the newer cart and the newer call facts win.
+    pub fn absorb(&mut self, other: Journey) {
+        fn min_t(a: Option<EventTime>, b: Option<EventTime>) -> Option<EventTime> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            }
+        }
+        fn max_t(a: Option<EventTime>, b: Option<EventTime>) -> Option<EventTime> {
+            a.max(b)
+        }
+        let other_newer_call = other.call.last_call > self.call.last_call;
+        let other_newer_cart = other.cart.updated_at > self.cart.updated_at;
+        self.first_seen = min_t(self.first_seen, other.first_seen);
+        self.last_seen = max_t(self.last_seen, other.last_seen);
+        for (mine, theirs) in self.channels.iter_mut().zip(other.channels) {
+            mine.events += theirs.events;
+            mine.last_seen = max_t(mine.last_seen, theirs.last_seen);
+        }
+        self.purchases += other.purchases;
+        self.revenue += other.revenue;
+        for (m, t) in self
+            .purchases_by_channel
+            .iter_mut()
+            .zip(other.purchases_by_channel)
+        {
+            *m += t;
+        }
+        self.last_purchase = max_t(self.last_purchase, other.last_purchase);
+        self.returns += other.returns;
+        self.returned_value += other.returned_value;
+        if other_newer_cart {
+            self.cart = other.cart;
+        }
+        self.checkouts_started += other.checkouts_started;
+        self.last_checkout_start = max_t(self.last_checkout_start, other.last_checkout_start);
+        self.complaints += other.complaints;
+        self.cancel_requests += other.cancel_requests;
+        self.last_complaint = max_t(self.last_complaint, other.last_complaint);
+        self.call.calls += other.call.calls;
+        self.call.resolved += other.call.resolved;
+        self.call.unresolved += other.call.unresolved;
+        self.call.escalated += other.call.escalated;
+        self.call.abandoned += other.call.abandoned;
+        self.call.last_call = max_t(self.call.last_call, other.call.last_call);
+        if other_newer_call {
+            self.last_csat = other.last_csat.or(self.last_csat);
+            self.last_sentiment = other.last_sentiment.or(self.last_sentiment);
+        } else {
+            self.last_csat = self.last_csat.or(other.last_csat);
+            self.last_sentiment = self.last_sentiment.or(other.last_sentiment);
+        }
+        self.push_opt_out |= other.push_opt_out;
+        // The band reported downstream stays the survivor's; the next
+        // evaluation re-scores the combined journey.
+        if self.churn.band.is_none() {
+            self.churn.band = other.churn.band;
+        }
+        for (action, at) in other.last_action {
+            self.last_action
+                .entry(action)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+        let mut recent: Vec<RecentAction> = self
+            .recent_actions
+            .drain(..)
+            .chain(other.recent_actions)
+            .collect();
+        recent.sort_by(|a, b| {
+            b.decided_at
+                .cmp(&a.decided_at)
+                .then_with(|| a.action_id.cmp(&b.action_id))
+        });
+        recent.truncate(RECENT_ACTIONS);
+        self.recent_actions = recent.into();
+    }
+}

@@ -1,0 +1,91 @@
+//! Helpers for the core's tests: events from JSON and the shipped defaults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::decide::DecideConfig;
+use crate::event::{Channel, ChannelEvent, Decoder};
+use crate::ids::Namespaces;
+use crate::processor::CoreConfig;
+use crate::time::EventTime;
+
+pub fn decoder() -> Decoder {
+    Decoder::new(Arc::new(Namespaces::with_defaults()), 1 << 20).expect("schemas compile")
+}
+
+/// The `[decide]` section of the engine's shipped `default.toml`.
+pub fn default_decide() -> DecideConfig {
+    let text = include_str!("../../engine/src/default.toml");
+    let doc: toml::Table = toml::from_str(text).expect("default.toml parses");
+    let section = doc.get("decide").expect("[decide] present").clone();
+    let cfg: DecideConfig = section.try_into().expect("[decide] matches DecideConfig");
+    cfg.validate().expect("default catalog is valid");
+    cfg
+}
+
+pub fn core_config() -> CoreConfig {
+    CoreConfig {
+        decide: default_decide(),
+        allowed_lateness: Duration::from_secs(60),
+    }
+}
+
+/// 2026-11-01T00:00:00Z plus `minutes`.
+pub fn at(minutes: i64) -> String {
+    EventTime(1_793_491_200_000 + minutes * 60_000).to_rfc3339()
+}
+
+pub fn t(minutes: i64) -> EventTime {
+    EventTime(1_793_491_200_000 + minutes * 60_000)
+}
+
+/// Decodes a JSON event of `channel`, panicking on a decode error.
+pub fn ev(channel: Channel, v: Value) -> ChannelEvent {
+    let bytes = serde_json::to_vec(&v).expect("json");
+    decoder()
+        .decode(channel, &bytes)
+        .unwrap_or_else(|e| panic!("{e}: {v}"))
+}
+
+pub fn web(id: &str, minute: i64, ids: Value, event_type: &str, extra: Value) -> ChannelEvent {
+    let mut v = json!({"event_id": id, "event_type": event_type, "occurred_at": at(minute),
+        "identifiers": ids, "session_id": "s-1"});
+    merge(&mut v, extra);
+    ev(Channel::Web, v)
+}
+
+pub fn app(id: &str, minute: i64, ids: Value, event_type: &str, extra: Value) -> ChannelEvent {
+    let mut v = json!({"event_id": id, "event_type": event_type, "occurred_at": at(minute),
+        "identifiers": ids, "session_id": "as-1", "platform": "ios"});
+    merge(&mut v, extra);
+    ev(Channel::App, v)
+}
+
+pub fn pos(id: &str, minute: i64, ids: Value, total: f64) -> ChannelEvent {
+    ev(
+        Channel::Pos,
+        json!({"event_id": id, "event_type": "sale", "occurred_at": at(minute), "identifiers": ids,
+            "transaction_id": format!("tx-{id}"), "store_id": "st-1", "total": total, "currency": "EUR",
+            "items": [{"sku": "sku-1", "quantity": 1, "unit_price": total}]}),
+    )
+}
+
+pub fn call(id: &str, minute: i64, ids: Value, reason: &str, outcome: &str) -> ChannelEvent {
+    ev(
+        Channel::CallCenter,
+        json!({"event_id": id, "event_type": "inbound_call", "occurred_at": at(minute), "identifiers": ids,
+            "call_id": format!("call-{id}"), "reason": reason, "outcome": outcome}),
+    )
+}
+
+pub fn product(sku: &str, price: f64) -> Value {
+    json!({"product": {"sku": sku, "price": price, "category": "shoes"}})
+}
+
+fn merge(v: &mut Value, extra: Value) {
+    if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
+        obj.extend(more);
+    }
+}
