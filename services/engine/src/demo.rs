@@ -1,0 +1,198 @@
+//! `onejourney demo`: the embedded default, with no broker to install.
+//!
+//! Starts librdkafka's in-process mock cluster (it speaks the real protocol
+//! on a loopback port), runs the engine against it, publishes simulated
+//! traffic at a steady rate (small backlog: the mock cluster is not built for
+//! large ones), and prints every decision as a readable line.
+
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use onejourney_simulator::{generate, kafka as sim_kafka, SimConfig, Stream};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::Engine;
+
+const PARTITIONS: i32 = 2;
+
+/// Runs the mock cluster on its own thread until `stop` is dropped or sent.
+fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::Sender<()>)> {
+    let (addr_tx, addr_rx) = std_mpsc::channel();
+    let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("mock-kafka".into())
+        .spawn(move || {
+            let cluster = match MockCluster::new(1) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(anyhow::anyhow!("starting the mock cluster: {e}")));
+                    return;
+                }
+            };
+            for t in &topics {
+                if let Err(e) = cluster.create_topic(t, PARTITIONS, 1) {
+                    let _ = addr_tx.send(Err(anyhow::anyhow!("creating topic {t}: {e}")));
+                    return;
+                }
+            }
+            let _ = addr_tx.send(Ok(cluster.bootstrap_servers()));
+            let _ = stop_rx.recv();
+        })
+        .context("spawning the mock cluster thread")?;
+    let addr = addr_rx.recv().context("the mock cluster thread ended")??;
+    Ok((addr, stop_tx))
+}
+
+pub async fn run(
+    mut settings: Settings,
+    customers: usize,
+    rate: u32,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut topics: Vec<String> = settings
+        .topics
+        .inputs()
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    topics.extend(settings.topics.outputs().iter().map(|t| t.to_string()));
+    let (brokers, stop_cluster) = start_mock_cluster(topics)?;
+    settings.kafka.brokers = brokers.clone();
+    settings.kafka.output_partitions = PARTITIONS;
+    let topic_names = settings.topics.clone();
+
+    let engine = Engine::start(settings, cancel.clone()).await?;
+    let http = engine.http_addr;
+    println!("onejourney demo: embedded Kafka at {brokers}");
+    println!("  metrics    http://{http}/metrics");
+    println!("  readiness  http://{http}/readyz");
+    println!("  lookup     http://{http}/v1/profiles/customer_id/C0000001   (any namespace/value)");
+    println!("  {customers} simulated people, {rate} events/s; Ctrl-C stops\n");
+
+    let printer = tokio::spawn(print_decisions(
+        brokers.clone(),
+        vec![
+            topic_names.next_best_actions.clone(),
+            topic_names.churn_risk.clone(),
+        ],
+        cancel.clone(),
+    ));
+
+    let sim = generate(&SimConfig {
+        customers,
+        ..SimConfig::default()
+    });
+    let producer = sim_kafka::producer(&brokers)?;
+    let names = topic_names.clone();
+    let topic_of = move |s: Stream| {
+        match s {
+            Stream::Web => &names.web_clicks,
+            Stream::Pos => &names.pos_transactions,
+            Stream::App => &names.app_sessions,
+            Stream::CallCenter => &names.call_center_events,
+        }
+        .clone()
+    };
+    let total = sim.events.len();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        r = sim_kafka::publish(&producer, &sim.events, &topic_of, rate) => {
+            r?;
+            println!("\n-- all {total} simulated events published; the engine keeps serving until Ctrl-C --\n");
+        }
+    }
+    let result = engine.wait().await;
+    printer.abort();
+    drop(stop_cluster);
+    result
+}
+
+/// Prints every record of `topics` as one readable line.
+async fn print_decisions(
+    brokers: String,
+    topics: Vec<String>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "onejourney-demo-printer")
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("creating the demo printer")?;
+    let mut tpl = TopicPartitionList::new();
+    for t in &topics {
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(t, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    loop {
+        let m = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = consumer.recv() => m,
+        };
+        let Ok(m) = m else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Some(v) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+        else {
+            continue;
+        };
+        println!("{}", describe(&v));
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    let short = |id: String| id.chars().take(11).collect::<String>();
+    if v.get("action").is_some() {
+        let when = s("decided_at");
+        format!(
+            "{}  ACTION {:<24} via {:<11} score {:.2}  {}  {}",
+            &when[..16.min(when.len())],
+            s("action"),
+            s("channel"),
+            v["score"].as_f64().unwrap_or(0.0),
+            short(s("one_id")),
+            s("reason"),
+        )
+    } else {
+        let when = s("evaluated_at");
+        let top: Vec<String> = v["factors"]
+            .as_array()
+            .map(|f| {
+                let mut f = f.clone();
+                f.sort_by(|a, b| {
+                    b["contribution"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        .total_cmp(&a["contribution"].as_f64().unwrap_or(0.0))
+                });
+                f.iter()
+                    .take(2)
+                    .map(|x| format!("{}={}", x["name"].as_str().unwrap_or(""), x["value"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "{}  CHURN  {:>6} -> {:<6}                 score {:.2}  {}  top factors: {}",
+            &when[..16.min(when.len())],
+            v["previous_band"].as_str().unwrap_or("none"),
+            s("band"),
+            v["score"].as_f64().unwrap_or(0.0),
+            short(s("one_id")),
+            top.join(", "),
+        )
+    }
+}

@@ -1,0 +1,203 @@
+//! Kafka clients: configuration, the consumer context, and topic set-up.
+//!
+//! Rebalance callbacks run on the polling thread: they only flip flags and
+//! count. Blocking librdkafka calls (metadata, commit, flush) run on
+//! `spawn_blocking`, never on an async worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+/// The settings every client shares: brokers and the pass-through properties.
+pub fn base_config(s: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &s.kafka.brokers);
+    for (k, v) in &s.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+pub fn producer(s: &Settings) -> anyhow::Result<FutureProducer> {
+    let mut c = base_config(s);
+    set_default(&mut c, "acks", "all");
+    set_default(&mut c, "linger.ms", "5");
+    set_default(&mut c, "queue.buffering.max.messages", "1000000");
+    c.create().context("creating the Kafka producer")
+}
+
+pub type IngestConsumer = StreamConsumer<IngestContext>;
+
+pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsumer> {
+    let mut c = base_config(s);
+    c.set("group.id", &s.kafka.group_id);
+    // At-least-once: offsets are stored by the pipeline only after every
+    // output of a message is acknowledged; the background commit sends them.
+    c.set("enable.auto.offset.store", "false");
+    set_default(&mut c, "enable.auto.commit", "true");
+    set_default(&mut c, "auto.commit.interval.ms", "1000");
+    set_default(&mut c, "auto.offset.reset", "earliest");
+    set_default(&mut c, "enable.partition.eof", "false");
+    c.create_with_context(ctx)
+        .context("creating the Kafka consumer")
+}
+
+fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
+/// Flips readiness and counts rebalances; never blocks.
+pub struct IngestContext {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ClientContext for IngestContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.consumer_errors.inc();
+        warn!(error = %error, reason, "kafka consumer error");
+    }
+}
+
+impl ConsumerContext for IngestContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.metrics.rebalances.with_label_values(&["assign"]).inc();
+                self.health.set_assigned(true);
+                info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+                info!(partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Creates the output topics that are missing, retrying while the broker is
+/// unreachable. Returns `false` when cancelled first.
+pub async fn ensure_output_topics(
+    s: &Settings,
+    producer: &FutureProducer,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let admin: AdminClient<DefaultClientContext> = base_config(s)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    loop {
+        let problem = match topic_names(producer).await? {
+            Err(e) => format!("could not read topic metadata: {e}"),
+            Ok(existing) => {
+                let missing: Vec<NewTopic> = s
+                    .topics
+                    .outputs()
+                    .iter()
+                    .filter(|t| !existing.iter().any(|e| e == *t))
+                    .map(|t| {
+                        NewTopic::new(
+                            t,
+                            s.kafka.output_partitions,
+                            TopicReplication::Fixed(s.kafka.replication_factor),
+                        )
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(true);
+                }
+                let created = tokio::select! {
+                    _ = cancel.cancelled() => return Ok(false),
+                    r = admin.create_topics(&missing, &opts) => r,
+                };
+                match created {
+                    Ok(results) => {
+                        let mut failed = Vec::new();
+                        for r in results {
+                            match r {
+                                Ok(t) => info!(topic = %t, "created output topic"),
+                                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                                Err((t, e)) => failed.push(format!("{t}: {e}")),
+                            }
+                        }
+                        if failed.is_empty() {
+                            return Ok(true);
+                        }
+                        format!("could not create output topics: {}", failed.join(", "))
+                    }
+                    Err(e) => format!("could not create output topics: {e}"),
+                }
+            }
+        };
+        warn!(problem = %problem, "output topics not ready; retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// The names of every topic the cluster knows.
+async fn topic_names(producer: &FutureProducer) -> anyhow::Result<Result<Vec<String>, KafkaError>> {
+    let p = producer.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        p.client()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| {
+                m.topics()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<Vec<_>>()
+            })
+    })
+    .await?)
+}
+
+/// Waits until every input topic exists. Returns `false` when cancelled first.
+pub async fn wait_for_input_topics(
+    s: &Settings,
+    producer: &FutureProducer,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let wanted: Vec<String> = s
+        .topics
+        .inputs()
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    loop {
+        match topic_names(producer).await? {
+            Ok(names) => {
+                let missing: Vec<&String> = wanted.iter().filter(|t| !names.contains(t)).collect();
+                if missing.is_empty() {
+                    return Ok(true);
+                }
+                warn!(missing = ?missing, "waiting for input topics; not ready");
+            }
+            Err(e) => warn!(error = %e, "could not read topic metadata; not ready"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The onejourney service around the pure core.
+//!
+//! # Layout
+//!
+//! - [`config`]: layered settings (defaults -> file -> env -> flags).
+//! - [`kafka`]: client configuration, consumer context, topic set-up.
+//! - [`pipeline`]: ingest -> (core: stitch, journey, decide) -> emit -> ack.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
+//! - [`metrics`], [`health`]: what ops watch.
+//! - [`demo`]: the embedded default: an in-process broker fed by the simulator.
+//!
+//! [`Engine::start`] wires these together; one `CancellationToken` stops them.
+
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod http;
+pub mod kafka;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use onejourney_core::State;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use config::Settings;
+use health::Health;
+use metrics::Metrics;
+
+/// A running engine.
+pub struct Engine {
+    pub http_addr: SocketAddr,
+    pub state: Arc<State>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub cancel: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Engine {
+    /// Binds the HTTP port and starts the pipeline. A stage that fails cancels
+    /// the others.
+    pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Engine> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new(&settings.decide)?);
+        let health = Arc::new(Health::default());
+        let state = Arc::new(State::new(settings.namespaces()?));
+        let mut tasks = JoinSet::new();
+
+        let (http_addr, server) = http::serve(
+            settings.http.addr,
+            http::HttpState {
+                metrics: metrics.clone(),
+                health: health.clone(),
+                state: state.clone(),
+            },
+            cancel.clone(),
+        )
+        .await
+        .with_context(|| format!("binding the HTTP port {}", settings.http.addr))?;
+        tasks.spawn(async move {
+            server
+                .await
+                .context("the HTTP server panicked")?
+                .context("the HTTP server failed")
+        });
+
+        let pipeline = pipeline::run(
+            settings.clone(),
+            state.clone(),
+            metrics.clone(),
+            health.clone(),
+            cancel.clone(),
+        );
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            let r = pipeline.await;
+            if let Err(e) = &r {
+                error!(error = %format!("{e:#}"), "pipeline failed; stopping");
+            }
+            c.cancel();
+            r
+        });
+        Ok(Engine {
+            http_addr,
+            state,
+            metrics,
+            health,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Waits until every task has ended; the first error wins.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            let r = r.context("an engine task panicked").and_then(|r| r);
+            if let Err(e) = r {
+                self.cancel.cancel();
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Cancels and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.wait().await
+    }
+}

@@ -1,0 +1,155 @@
+//! `onejourney`: the real-time customer journey engine.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use onejourney_engine::config::{Overrides, Settings};
+use onejourney_engine::{demo, logging, Engine};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "onejourney",
+    version,
+    about = "Real-time customer journey engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Config file (TOML) layered over the built-in defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// HTTP address for /metrics, /healthz, /readyz and the lookup API.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Consumer group id.
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Where local state lives.
+    #[arg(long)]
+    state_dir: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run against a Kafka cluster.
+    Run {
+        /// Bootstrap servers, HOST:PORT[,HOST:PORT...].
+        #[arg(long)]
+        brokers: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the embedded default: an in-process broker fed by the simulator.
+    Demo {
+        /// Simulated people.
+        #[arg(long, default_value_t = 400)]
+        customers: usize,
+        /// Simulated events published per second.
+        #[arg(long, default_value_t = 400)]
+        rate: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the effective configuration, or the first error with its key.
+    CheckConfig {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn load(brokers: Option<String>, c: &Common) -> anyhow::Result<Settings> {
+    let overrides = Overrides {
+        brokers,
+        http_addr: c.http_addr.clone(),
+        group_id: c.group_id.clone(),
+        state_dir: c.state_dir.clone(),
+    };
+    Ok(Settings::load(c.config.as_deref(), None, &overrides)?)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Run { brokers, common } => {
+            let settings = load(brokers, &common)?;
+            logging::init(&settings.log);
+            runtime.block_on(async {
+                let cancel = CancellationToken::new();
+                let engine = Engine::start(settings, cancel.clone()).await?;
+                info!(http = %engine.http_addr, "onejourney running");
+                tokio::spawn(cancel_on_signal(cancel));
+                engine.wait().await
+            })
+        }
+        Command::Demo {
+            customers,
+            rate,
+            common,
+        } => {
+            let settings = load(None, &common)?;
+            logging::init(&settings.log);
+            runtime.block_on(async {
+                let cancel = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(cancel.clone()));
+                demo::run(settings, customers, rate, cancel).await
+            })
+        }
+        Command::CheckConfig { common } => {
+            let settings = load(None, &common)?;
+            let text = toml_like(&settings)?;
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn toml_like(s: &Settings) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(s)?;
+    if let Some(client) = v
+        .pointer_mut("/kafka/client")
+        .and_then(|c| c.as_object_mut())
+    {
+        for (k, val) in client.iter_mut() {
+            if k.contains("password") || k.contains("secret") || k.contains("key") {
+                *val = serde_json::Value::from("***");
+            }
+        }
+    }
+    Ok(serde_json::to_string_pretty(&v)?)
+}
+
+/// Cancels on SIGINT or SIGTERM.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    info!("signal received; draining, flushing and committing");
+    cancel.cancel();
+}

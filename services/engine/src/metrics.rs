@@ -1,0 +1,227 @@
+//! Every metric the engine exports, declared once with its help text.
+//!
+//! Names are `onejourney_<noun>_<unit>[_total]`; labels come from small fixed
+//! sets (channel, reason, action name from the catalog, contact channel, band),
+//! never a customer id, One ID or identifier value.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+use onejourney_core::decide::DecideConfig;
+use onejourney_core::processor::CONTACT_CHANNELS;
+use onejourney_core::{Channel, DecodeError};
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: IntCounterVec,
+    pub events_invalid: IntCounterVec,
+    pub events_duplicate: IntCounterVec,
+    pub events_late: IntCounter,
+    pub dead_letter: IntCounter,
+    pub profiles: IntGauge,
+    pub identifiers: IntGauge,
+    pub identity_merges: IntCounter,
+    pub links_rejected: IntCounterVec,
+    pub identifiers_blocked: IntCounterVec,
+    pub actions_emitted: IntCounterVec,
+    pub churn_band_changes: IntCounterVec,
+    pub timers_fired: IntCounter,
+    pub timers_pending: IntGauge,
+    pub event_to_output: Histogram,
+    pub in_flight: IntGauge,
+    pub delivery_errors: IntCounter,
+    pub consumer_errors: IntCounter,
+    pub rebalances: IntCounterVec,
+    pub ready: IntGauge,
+}
+
+/// A metric definition error is a programming error caught by the tests.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new(decide: &DecideConfig) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
+            let c = IntCounter::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
+            let g = IntGauge::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let event_to_output = Histogram::with_opts(
+            HistogramOpts::new(
+                "onejourney_event_to_output_seconds",
+                "Time from receiving an input message to the broker acknowledging every output it caused.",
+            )
+            .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+        )?;
+        registry.register(Box::new(event_to_output.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "onejourney",
+            ),
+        ))?;
+
+        let m = Metrics {
+            events_consumed: counter_vec(
+                "onejourney_events_consumed_total",
+                "Input messages received, by channel (valid or not).",
+                &["channel"],
+            )?,
+            events_invalid: counter_vec(
+                "onejourney_events_invalid_total",
+                "Input messages rejected and sent to the dead-letter topic, by channel and reason.",
+                &["channel", "reason"],
+            )?,
+            events_duplicate: counter_vec(
+                "onejourney_events_duplicate_total",
+                "Events whose (channel, event_id) was already processed; they change nothing.",
+                &["channel"],
+            )?,
+            events_late: counter(
+                "onejourney_events_late_total",
+                "Events older than the watermark when they arrived (still applied to state).",
+            )?,
+            dead_letter: counter(
+                "onejourney_dead_letter_total",
+                "Messages written to the dead-letter topic.",
+            )?,
+            profiles: gauge(
+                "onejourney_profiles",
+                "Profiles (One IDs) in the identity graph.",
+            )?,
+            identifiers: gauge(
+                "onejourney_identifiers",
+                "Linking identifiers in the identity graph.",
+            )?,
+            identity_merges: counter(
+                "onejourney_identity_merges_total",
+                "Profiles merged into another profile.",
+            )?,
+            links_rejected: counter_vec(
+                "onejourney_identity_links_rejected_total",
+                "Links between identifiers refused by the stitching rules, by reason.",
+                &["reason"],
+            )?,
+            identifiers_blocked: counter_vec(
+                "onejourney_identifiers_blocked_total",
+                "Identifier values dropped as empty or placeholder values, by reason.",
+                &["reason"],
+            )?,
+            actions_emitted: counter_vec(
+                "onejourney_actions_emitted_total",
+                "Next-best-action decisions published, by action and contact channel.",
+                &["action", "channel"],
+            )?,
+            churn_band_changes: counter_vec(
+                "onejourney_churn_band_changes_total",
+                "Churn-risk band changes published, by the new band.",
+                &["band"],
+            )?,
+            timers_fired: counter(
+                "onejourney_timers_fired_total",
+                "Event-time timers that came due.",
+            )?,
+            timers_pending: gauge(
+                "onejourney_timers_pending",
+                "Event-time timers waiting for the watermark.",
+            )?,
+            event_to_output,
+            in_flight: gauge(
+                "onejourney_messages_in_flight",
+                "Input messages processed whose outputs the broker has not acknowledged yet.",
+            )?,
+            delivery_errors: counter(
+                "onejourney_delivery_errors_total",
+                "Output messages the producer failed to deliver.",
+            )?,
+            consumer_errors: counter(
+                "onejourney_consumer_errors_total",
+                "Errors reported by the Kafka consumer.",
+            )?,
+            rebalances: counter_vec(
+                "onejourney_rebalances_total",
+                "Consumer group rebalances, by kind (assign, revoke).",
+                &["kind"],
+            )?,
+            ready: gauge(
+                "onejourney_ready",
+                "1 when the engine is ready (partitions assigned), else 0.",
+            )?,
+            registry,
+        };
+        // Pre-register the fixed label sets so dashboards see zeros, not gaps.
+        for c in Channel::ALL {
+            m.events_consumed.with_label_values(&[c.label()]);
+            m.events_duplicate.with_label_values(&[c.label()]);
+            for r in DecodeError::REASONS {
+                m.events_invalid.with_label_values(&[c.label(), r]);
+            }
+        }
+        m.links_rejected.with_label_values(&["unique_conflict"]);
+        for action in &decide.actions {
+            for ch in CONTACT_CHANNELS
+                .iter()
+                .filter(|c| action.channels.contains(c))
+            {
+                m.actions_emitted
+                    .with_label_values(&[&action.name, ch.label()]);
+            }
+        }
+        for band in ["low", "medium", "high"] {
+            m.churn_band_changes.with_label_values(&[band]);
+        }
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_prefixed_and_has_help() {
+        let cfg = crate::config::Settings::defaults().unwrap();
+        let m = Metrics::new(&cfg.decide).unwrap();
+        m.events_late.inc();
+        let text = m.render();
+        for family in m.registry.gather() {
+            assert!(
+                family.name().starts_with("onejourney_"),
+                "{}",
+                family.name()
+            );
+            assert!(!family.help().is_empty(), "{}", family.name());
+        }
+        assert!(text.contains("onejourney_events_consumed_total{channel=\"call_center\"} 0"));
+        assert!(text.contains(
+            "onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"} 0"
+        ));
+        assert!(text.contains("onejourney_events_late_total 1"));
+    }
+}

@@ -1,0 +1,190 @@
+//! Ingest: one input message -> the records it causes.
+//!
+//! In: an input message (topic, partition, offset, key, payload). Out: the
+//! [`OutRecord`]s to publish: the outputs of the pure core, or one
+//! dead-letter record carrying the original key and bytes with a readable
+//! reason. Invariant: every message yields either processed outputs (possibly
+//! none) or exactly one dead-letter record; nothing is dropped silently.
+
+use std::sync::Arc;
+
+use onejourney_core::output::Output;
+use onejourney_core::{Channel, Decoder, Processor};
+use rdkafka::message::{Header, OwnedHeaders};
+use tracing::warn;
+
+use crate::config::Topics;
+use crate::metrics::Metrics;
+
+/// A record to publish.
+pub struct OutRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Where an input message came from.
+pub struct Origin<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+pub struct Ingest {
+    decoder: Decoder,
+    processor: Processor,
+    topics: Topics,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    pub fn new(
+        decoder: Decoder,
+        processor: Processor,
+        topics: Topics,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Ingest {
+            decoder,
+            processor,
+            topics,
+            metrics,
+        }
+    }
+
+    /// The records one input message causes.
+    pub fn handle(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+        let Some(channel) = self.topics.channel_of(m.topic) else {
+            return vec![self.dead_letter(
+                m,
+                None,
+                "not_an_input_topic",
+                "the topic is not an input topic",
+            )];
+        };
+        self.metrics
+            .events_consumed
+            .with_label_values(&[channel.label()])
+            .inc();
+        let payload = m.payload.unwrap_or_default();
+        let ev = match self.decoder.decode(channel, payload) {
+            Ok(ev) => ev,
+            Err(e) => return vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())],
+        };
+        for (_, reason) in &ev.blocked {
+            self.metrics
+                .identifiers_blocked
+                .with_label_values(&[reason.label()])
+                .inc();
+        }
+        let processed = match self.processor.process(&ev) {
+            Ok(p) => p,
+            Err(e) => return vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())],
+        };
+        if processed.duplicate {
+            self.metrics
+                .events_duplicate
+                .with_label_values(&[channel.label()])
+                .inc();
+            return Vec::new();
+        }
+        if processed.late {
+            self.metrics.events_late.inc();
+        }
+        self.metrics.identity_merges.inc_by(processed.merges as u64);
+        for r in &processed.rejected {
+            self.metrics
+                .links_rejected
+                .with_label_values(&[r.reason.label()])
+                .inc();
+        }
+        self.metrics
+            .timers_fired
+            .inc_by(processed.timers_fired as u64);
+        self.metrics
+            .timers_pending
+            .set(i64::try_from(self.processor.pending_timers()).unwrap_or(i64::MAX));
+        processed.outputs.iter().map(|o| self.record(o)).collect()
+    }
+
+    fn record(&self, o: &Output) -> OutRecord {
+        let topic = match o {
+            Output::Action(a) => {
+                self.metrics
+                    .actions_emitted
+                    .with_label_values(&[&a.action, a.channel])
+                    .inc();
+                &self.topics.next_best_actions
+            }
+            Output::Churn(c) => {
+                self.metrics
+                    .churn_band_changes
+                    .with_label_values(&[c.band.label()])
+                    .inc();
+                &self.topics.churn_risk
+            }
+            Output::Identity(_) => &self.topics.identity_changes,
+        };
+        OutRecord {
+            topic: topic.clone(),
+            key: Some(o.one_id().as_bytes().to_vec()),
+            payload: o.to_json(),
+            headers: None,
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        m: &Origin<'_>,
+        channel: Option<Channel>,
+        reason: &str,
+        message: &str,
+    ) -> OutRecord {
+        let label = channel.map_or("unknown", Channel::label);
+        self.metrics
+            .events_invalid
+            .with_label_values(&[label, reason])
+            .inc();
+        self.metrics.dead_letter.inc();
+        warn!(
+            topic = m.topic,
+            partition = m.partition,
+            offset = m.offset,
+            reason,
+            error = message,
+            "invalid event sent to dead-letter"
+        );
+        let partition = m.partition.to_string();
+        let offset = m.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "dlq.error",
+                value: Some(message),
+            })
+            .insert(Header {
+                key: "dlq.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "dlq.topic",
+                value: Some(m.topic),
+            })
+            .insert(Header {
+                key: "dlq.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "dlq.offset",
+                value: Some(offset.as_str()),
+            });
+        OutRecord {
+            topic: self.topics.dead_letter.clone(),
+            key: m.key.map(<[u8]>::to_vec),
+            payload: m.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: Some(headers),
+        }
+    }
+}

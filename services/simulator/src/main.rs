@@ -1,0 +1,70 @@
+//! `onejourney-sim`: generate simulated channel traffic to a file or a broker.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use onejourney_simulator::{generate, kafka, SimConfig, Stream};
+
+#[derive(Parser)]
+#[command(
+    name = "onejourney-sim",
+    about = "Simulated omnichannel traffic with ground truth"
+)]
+struct Args {
+    /// How many people.
+    #[arg(long, default_value_t = 1000)]
+    customers: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Days of event time.
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Write events as JSON lines here (`{"topic","key","value"}`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write the ground truth (one person a line) here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Publish to this broker instead of (or as well as) a file.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Prefix for the default topic names.
+    #[arg(long, default_value = "")]
+    topic_prefix: String,
+    /// Events per second when publishing (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sim = generate(&SimConfig {
+        customers: args.customers,
+        seed: args.seed,
+        days: args.days,
+        ..SimConfig::default()
+    });
+    eprintln!(
+        "{} people, {} events, segments {:?}",
+        sim.people.len(),
+        sim.events.len(),
+        sim.segment_counts()
+    );
+    if let Some(p) = &args.out {
+        std::fs::write(p, sim.events_jsonl())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.truth {
+        std::fs::write(p, sim.truth_jsonl()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(brokers) = &args.brokers {
+        let producer = kafka::producer(brokers)?;
+        let prefix = args.topic_prefix.clone();
+        let topic_of = move |s: Stream| format!("{prefix}{}", s.default_topic());
+        kafka::publish(&producer, &sim.events, &topic_of, args.rate).await?;
+        eprintln!("published {} events", sim.events.len());
+    }
+    Ok(())
+}
