@@ -157,6 +157,9 @@ impl Activity {
     }
 }
 
+/// An identifier value dropped on arrival: its namespace and why.
+pub type Blocked = (String, BlockReason);
+
 /// A validated event from one channel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChannelEvent {
@@ -167,7 +170,7 @@ pub struct ChannelEvent {
     /// Normalised identifiers, sorted and without repeats.
     pub ids: Vec<IdKey>,
     /// Identifier values that were dropped as junk, by namespace name.
-    pub blocked: Vec<(String, BlockReason)>,
+    pub blocked: Vec<Blocked>,
     pub activity: Activity,
 }
 
@@ -303,7 +306,7 @@ impl Decoder {
     fn normalise(
         &self,
         raw: &BTreeMap<String, String>,
-    ) -> Result<(Vec<IdKey>, Vec<(String, BlockReason)>), DecodeError> {
+    ) -> Result<(Vec<IdKey>, Vec<Blocked>), DecodeError> {
         let mut ids = Vec::with_capacity(raw.len());
         let mut blocked = Vec::new();
         for (name, value) in raw {

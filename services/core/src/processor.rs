@@ -102,7 +102,7 @@ pub struct JourneyView {
     pub first_seen: Option<EventTime>,
     pub last_seen: Option<EventTime>,
     pub stage: crate::journey::Stage,
-    pub channels: Vec<&'static str>,
+    pub channels_touched: Vec<&'static str>,
     #[serde(flatten)]
     pub state: Journey,
 }
@@ -113,7 +113,7 @@ impl JourneyView {
             first_seen: j.first_seen,
             last_seen: j.last_seen,
             stage: j.stage(),
-            channels: j.channels_touched(),
+            channels_touched: j.channels_touched(),
             state: Journey {
                 recent_actions: Default::default(),
                 churn: Default::default(),

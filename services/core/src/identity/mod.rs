@@ -437,7 +437,7 @@ impl IdentityGraph {
         }
     }
 
-    fn uniques_of(&self, one_id: &str) -> Option<(EventTime, Vec<(Ns, Arc<str>)>)> {
+    fn uniques_of(&self, one_id: &str) -> Option<(EventTime, Uniques)> {
         let p = self.profiles.get(one_id)?;
         let uniques = p
             .ids
@@ -455,6 +455,9 @@ impl IdentityGraph {
             .unwrap_or_default()
     }
 }
+
+/// The values a profile holds in unique namespaces.
+type Uniques = Vec<(Ns, Arc<str>)>;
 
 fn compatible(acc: &BTreeMap<Ns, Arc<str>>, theirs: &[(Ns, Arc<str>)]) -> bool {
     theirs

@@ -128,10 +128,12 @@ pub struct Journey {
     pub first_seen: Option<EventTime>,
     pub last_seen: Option<EventTime>,
     /// Indexed by [`Channel::index`]: web, pos, app, call_center.
+    #[serde(serialize_with = "by_channel")]
     pub channels: [ChannelStats; 4],
     pub purchases: u32,
     pub revenue: f64,
-    /// Purchases per channel (web, pos, app).
+    /// Purchases per channel, indexed like `channels`.
+    #[serde(serialize_with = "by_channel")]
     pub purchases_by_channel: [u32; 4],
     pub last_purchase: Option<EventTime>,
     pub returns: u32,
@@ -150,6 +152,16 @@ pub struct Journey {
     /// Event time each action was last decided, for cool-downs.
     pub last_action: BTreeMap<String, EventTime>,
     pub recent_actions: VecDeque<RecentAction>,
+}
+
+/// Serialises a per-channel array as a map keyed by channel label.
+fn by_channel<T: Serialize, S: serde::Serializer>(v: &[T; 4], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(4))?;
+    for c in Channel::ALL {
+        m.serialize_entry(c.label(), &v[c.index()])?;
+    }
+    m.end()
 }
 
 /// What an event changed, for the decision stage.

@@ -1,0 +1,398 @@
+//! Harness for end-to-end tests against a real broker.
+//!
+//! The broker's address comes from `ONEJOURNEY_TEST_BROKERS` (`make test`
+//! starts tansu and sets it). Each test gets its own topic prefix and consumer
+//! group, so tests run in parallel on one broker without seeing each other.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use onejourney_engine::config::{Settings, Topics};
+use onejourney_engine::Engine;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const INPUT_PARTITIONS: i32 = 2;
+
+/// The broker the tests run against.
+pub fn brokers() -> String {
+    std::env::var("ONEJOURNEY_TEST_BROKERS").expect(
+        "ONEJOURNEY_TEST_BROKERS is not set: run `make test` (it starts a tansu broker) \
+         or start one with `scripts/broker.sh start` and export its address",
+    )
+}
+
+fn unique_prefix(name: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{name}-{}-{nanos}-{}-",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// Settings for one test: defaults with a private prefix, group and HTTP port.
+pub fn settings(name: &str) -> Settings {
+    let mut s = Settings::defaults().expect("defaults parse");
+    let prefix = unique_prefix(name);
+    s.kafka.brokers = brokers();
+    s.kafka.group_id = format!("{prefix}group");
+    s.kafka.output_partitions = 2;
+    s.topics = s.topics.prefixed(&prefix);
+    s.http.addr = "127.0.0.1:0".parse().expect("addr");
+    s
+}
+
+pub async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topics");
+    for r in res {
+        if let Err((t, e)) = r {
+            assert_eq!(
+                e,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "creating {t}"
+            );
+        }
+    }
+}
+
+/// An engine running in this process against the test broker.
+pub struct TestEngine {
+    pub engine: Option<Engine>,
+    pub topics: Topics,
+    pub http: SocketAddr,
+    pub settings: Settings,
+    producer: FutureProducer,
+    client: reqwest::Client,
+}
+
+impl TestEngine {
+    /// Creates the input topics, starts the engine and waits until it is ready.
+    pub async fn start(settings: Settings) -> TestEngine {
+        let inputs: Vec<String> = settings
+            .topics
+            .inputs()
+            .iter()
+            .map(|(t, _)| t.to_string())
+            .collect();
+        create_topics(
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            INPUT_PARTITIONS,
+        )
+        .await;
+        let engine = Engine::start(settings.clone(), CancellationToken::new())
+            .await
+            .expect("engine starts");
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "1")
+            .create()
+            .expect("producer");
+        let t = TestEngine {
+            http: engine.http_addr,
+            engine: Some(engine),
+            topics: settings.topics.clone(),
+            settings,
+            producer,
+            client: reqwest::Client::new(),
+        };
+        t.wait_ready(Duration::from_secs(90)).await;
+        t
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.get_status("/readyz").await == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine not ready within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn state(&self) -> &onejourney_core::State {
+        &self.engine.as_ref().expect("running").state
+    }
+
+    /// Publishes raw bytes and waits for the broker's acknowledgement.
+    pub async fn produce(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) {
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        self.producer
+            .send(r, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+
+    pub async fn produce_json(&self, topic: &str, v: &Value) {
+        let key = v["event_id"].as_str().unwrap_or("k").to_string();
+        self.produce(topic, Some(key.as_bytes()), &serde_json::to_vec(v).unwrap())
+            .await;
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+
+    pub async fn get_status(&self, path: &str) -> u16 {
+        match self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .expect("http request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("http://{}/metrics", self.http))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of one sample line of `/metrics`, e.g.
+    /// `onejourney_dead_letter_total` or `onejourney_events_invalid_total{channel="web",reason="schema"}`.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|rest| rest.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Reads `topic` from the beginning until `done` holds for what was read.
+    pub async fn read_until(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        done: impl Fn(&[Record]) -> bool,
+    ) -> Vec<Record> {
+        read_until(topic, timeout, done).await
+    }
+
+    /// Waits until `check` holds for the engine's state.
+    pub async fn eventually(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&onejourney_core::State) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !check(self.state()) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the engine gracefully (drain, flush, commit).
+    pub async fn stop(&mut self) {
+        if let Some(e) = self.engine.take() {
+            e.stop().await.expect("engine stops cleanly");
+        }
+    }
+}
+
+/// Reads every partition of `topic` from the beginning until `done` holds
+/// for all records read, or the timeout passes (then returns what it has).
+pub async fn read_until(
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let topic = topic.to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Record>>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("reader-{}", unique_prefix("r")))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let partitions = loop {
+            let n = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                .unwrap_or(0);
+            if n > 0 || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p as i32, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut batch = Vec::new();
+        while stop_rx.try_recv().is_err() {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let mut headers = BTreeMap::new();
+                    if let Some(h) = m.headers() {
+                        for i in 0..h.count() {
+                            let hd = h.get(i);
+                            headers.insert(
+                                hd.key.to_string(),
+                                hd.value
+                                    .map(|v| String::from_utf8_lossy(v).to_string())
+                                    .unwrap_or_default(),
+                            );
+                        }
+                    }
+                    batch.push(Record {
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        headers,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    });
+                }
+                _ => {
+                    if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
+    loop {
+        while let Ok(b) = rx.try_recv() {
+            all.extend(b);
+        }
+        if done(&all) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    all
+}
+
+/// The committed offsets of `group` on `topic`, per partition.
+pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let group = group.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let c = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..partitions)
+            .map(|p| match c.find_partition(&topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            })
+            .collect()
+    })
+    .await
+    .expect("committed task")
+}
+
+/// The end offsets (high watermarks) of `topic`, per partition.
+pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", "watermarks")
+            .create()
+            .expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map(|(_, high)| high)
+                    .expect("watermarks")
+            })
+            .collect()
+    })
+    .await
+    .expect("watermarks task")
+}
