@@ -5,7 +5,7 @@ CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
 
-.PHONY: run test lint unit e2e build broker-install clean
+.PHONY: run test lint unit e2e build tools deploy-check clean
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
@@ -14,8 +14,9 @@ run:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## Everything CI checks: format, lints, unit and end-to-end tests on a real broker.
-test: lint broker-install
+## Everything CI checks: format, lints, deploy configs and alert rules, unit
+## and end-to-end tests on a real broker.
+test: lint tools deploy-check
 	scripts/with-broker.sh $(CARGO) test --workspace --all-targets
 
 lint:
@@ -27,11 +28,18 @@ unit:
 	$(CARGO) test -p onejourney-core -p onejourney-engine -p onejourney-simulator
 
 ## End-to-end tests only.
-e2e: broker-install
+e2e: tools
 	scripts/with-broker.sh $(CARGO) test -p onejourney-e2e
 
-broker-install:
-	scripts/broker.sh install
+## Installs tansu, Prometheus and promtool when missing.
+tools:
+	scripts/tools.sh
+
+## Prometheus config and alert-rule tests.
+deploy-check: tools
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check config --syntax-only deploy/compose/prometheus.yml
+	promtool test rules deploy/prometheus/onejourney.rules.test.yml
 
 clean:
 	$(CARGO) clean

@@ -47,20 +47,11 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
     // Each identifier is first seen alone, then linked: three merges.
     e.produce_json(
         &t.web_clicks,
-        &web(
-            "w1",
-            0,
-            "page_view",
-            json!({"cookie_id": "c-ann"}),
-            json!({}),
-        ),
+        &web("w1", 0, "page_view", json!({"cookie_id": "c-ann"}), json!({})),
     )
     .await;
-    e.produce_json(
-        &t.app_sessions,
-        &app("a1", 1, json!({"device_id": "d-ann"})),
-    )
-    .await;
+    e.produce_json(&t.app_sessions, &app("a1", 1, json!({"device_id": "d-ann"})))
+        .await;
     e.produce_json(
         &t.pos_transactions,
         &sale("p1", 2, json!({"loyalty_id": "L-ann"}), 20.0),
@@ -71,10 +62,8 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
         &call("k1", 3, json!({"phone": phone}), "billing", "resolved"),
     )
     .await;
-    e.eventually("four separate profiles", WAIT, |s| {
-        s.identity.profile_count() == 4
-    })
-    .await;
+    e.eventually("four separate profiles", WAIT, |s| s.identity.profile_count() == 4)
+        .await;
     e.produce_json(
         &t.web_clicks,
         &web(
@@ -86,27 +75,16 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
         ),
     )
     .await;
-    e.eventually("login stitched", WAIT, |s| {
-        s.identity.identifier_count() == 6
-    })
-    .await;
+    e.eventually("login stitched", WAIT, |s| s.identity.identifier_count() == 6)
+        .await;
     e.produce_json(
         &t.app_sessions,
-        &app(
-            "a2",
-            20,
-            json!({"device_id": "d-ann", "customer_id": "C-1001"}),
-        ),
+        &app("a2", 20, json!({"device_id": "d-ann", "customer_id": "C-1001"})),
     )
     .await;
     e.produce_json(
         &t.pos_transactions,
-        &sale(
-            "p2",
-            30,
-            json!({"loyalty_id": "L-ann", "email": email}),
-            45.0,
-        ),
+        &sale("p2", 30, json!({"loyalty_id": "L-ann", "email": email}), 45.0),
     )
     .await;
     e.produce_json(
@@ -121,9 +99,7 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
     )
     .await;
 
-    let changes = e
-        .read_until(&t.identity_changes, WAIT, |r| r.len() >= 3)
-        .await;
+    let changes = e.read_until(&t.identity_changes, WAIT, |r| r.len() >= 3).await;
     assert_eq!(changes.len(), 3, "three merges on identity-changes");
     let survivor = changes[0].json()["one_id"].as_str().unwrap().to_string();
     let mut merged = BTreeSet::new();
@@ -173,10 +149,7 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
     );
     assert_eq!(body["journey"]["channels"]["call_center"]["events"], 2);
     assert_eq!(body["journey"]["purchases"], 2);
-    assert!(
-        !body.to_string().contains("Ann.Lee"),
-        "no raw email in the profile"
-    );
+    assert!(!body.to_string().contains("Ann.Lee"), "no raw email in the profile");
     assert_eq!(e.get_json("/v1/profiles/customer_id/nobody").await.0, 404);
     assert_eq!(e.get_json("/v1/profiles/ssn/1").await.0, 400);
     assert_eq!(e.metric("onejourney_identity_merges_total").await, 3.0);
@@ -189,20 +162,12 @@ async fn two_customers_sharing_a_device_stay_two_profiles() {
     let t = e.topics.clone();
     e.produce_json(
         &t.app_sessions,
-        &app(
-            "a1",
-            0,
-            json!({"device_id": "family-tablet", "customer_id": "C-1"}),
-        ),
+        &app("a1", 0, json!({"device_id": "family-tablet", "customer_id": "C-1"})),
     )
     .await;
     e.produce_json(
         &t.app_sessions,
-        &app(
-            "a2",
-            5,
-            json!({"device_id": "family-tablet", "customer_id": "C-2"}),
-        ),
+        &app("a2", 5, json!({"device_id": "family-tablet", "customer_id": "C-2"})),
     )
     .await;
     e.eventually("both events processed", WAIT, |s| s.journeys.len() == 2)
@@ -231,16 +196,8 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
     let mut e = TestEngine::start(s).await;
     let t = e.topics.clone();
     let bad: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            t.web_clicks.as_str(),
-            b"{this is not json".to_vec(),
-            "invalid_json",
-        ),
-        (
-            t.web_clicks.as_str(),
-            vec![0xff, 0x00, 0x13],
-            "invalid_json",
-        ),
+        (t.web_clicks.as_str(), b"{this is not json".to_vec(), "invalid_json"),
+        (t.web_clicks.as_str(), vec![0xff, 0x00, 0x13], "invalid_json"),
         (
             t.web_clicks.as_str(),
             serde_json::to_vec(&json!({"event_type": "page_view"})).unwrap(),
@@ -248,14 +205,7 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
         ),
         (
             t.web_clicks.as_str(),
-            serde_json::to_vec(&web(
-                "b1",
-                0,
-                "teleport",
-                json!({"cookie_id": "x"}),
-                json!({}),
-            ))
-            .unwrap(),
+            serde_json::to_vec(&web("b1", 0, "teleport", json!({"cookie_id": "x"}), json!({}))).unwrap(),
             "schema",
         ),
         (
@@ -309,8 +259,7 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
     ];
     let mut valid = 0;
     for (i, (topic, bytes, _)) in bad.iter().enumerate() {
-        e.produce(topic, Some(format!("key-{i}").as_bytes()), bytes)
-            .await;
+        e.produce(topic, Some(format!("key-{i}").as_bytes()), bytes).await;
         let ok = web(
             &format!("v{i}"),
             i as i64,
@@ -321,9 +270,7 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
         e.produce_json(&t.web_clicks, &ok).await;
         valid += 1;
     }
-    let dlq = e
-        .read_until(&t.dead_letter, WAIT, |r| r.len() >= bad.len())
-        .await;
+    let dlq = e.read_until(&t.dead_letter, WAIT, |r| r.len() >= bad.len()).await;
     assert_eq!(dlq.len(), bad.len());
     for (i, (topic, bytes, reason)) in bad.iter().enumerate() {
         let key = format!("key-{i}");
@@ -332,10 +279,7 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
             .find(|r| r.key.as_deref() == Some(key.as_bytes()))
             .unwrap_or_else(|| panic!("message {i} ({reason}) not on dead-letter"));
         assert_eq!(&rec.payload, bytes, "original bytes, untouched");
-        assert_eq!(
-            rec.headers.get("dlq.topic").map(String::as_str),
-            Some(*topic)
-        );
+        assert_eq!(rec.headers.get("dlq.topic").map(String::as_str), Some(*topic));
         assert_eq!(
             rec.headers.get("dlq.reason").map(String::as_str),
             Some(*reason),
@@ -350,20 +294,14 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
             .headers
             .get("dlq.partition")
             .is_some_and(|p| p.parse::<i32>().is_ok()));
-        assert!(rec
-            .headers
-            .get("dlq.offset")
-            .is_some_and(|o| o.parse::<i64>().is_ok()));
+        assert!(rec.headers.get("dlq.offset").is_some_and(|o| o.parse::<i64>().is_ok()));
     }
     e.eventually("every valid event processed", WAIT, |s| {
         s.identity.profile_count() == valid
     })
     .await;
     assert_eq!(e.get_status("/readyz").await, 200, "still ready");
-    assert_eq!(
-        e.metric("onejourney_dead_letter_total").await,
-        bad.len() as f64
-    );
+    assert_eq!(e.metric("onejourney_dead_letter_total").await, bad.len() as f64);
     assert_eq!(
         e.metric("onejourney_events_invalid_total{channel=\"web\",reason=\"invalid_json\"}")
             .await,
@@ -398,13 +336,9 @@ async fn malformed_messages_go_to_dead_letter_and_valid_ones_are_processed() {
 async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
     let mut e = TestEngine::start(settings("decide")).await;
     let t = e.topics.clone();
-    let shopper =
-        json!({"cookie_id": "c-shop", "email": "shopper@example.org", "customer_id": "C-77"});
-    e.produce_json(
-        &t.web_clicks,
-        &web("w1", 0, "login", shopper.clone(), json!({})),
-    )
-    .await;
+    let shopper = json!({"cookie_id": "c-shop", "email": "shopper@example.org", "customer_id": "C-77"});
+    e.produce_json(&t.web_clicks, &web("w1", 0, "login", shopper.clone(), json!({})))
+        .await;
     e.produce_json(
         &t.web_clicks,
         &web(
@@ -419,13 +353,7 @@ async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
     // Someone else's event, 45 minutes later, moves event time past the cart timer.
     e.produce_json(
         &t.web_clicks,
-        &web(
-            "w3",
-            47,
-            "page_view",
-            json!({"cookie_id": "c-other"}),
-            json!({}),
-        ),
+        &web("w3", 47, "page_view", json!({"cookie_id": "c-other"}), json!({})),
     )
     .await;
 
@@ -468,9 +396,7 @@ async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
         .any(|f| f["name"] == "cart_value" && f["value"] == 129.0));
 
     let churn = e
-        .read_until(&t.churn_risk, WAIT, |r| {
-            r.iter().any(|x| x.json()["band"] == "high")
-        })
+        .read_until(&t.churn_risk, WAIT, |r| r.iter().any(|x| x.json()["band"] == "high"))
         .await;
     let high = churn
         .iter()
@@ -485,11 +411,7 @@ async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
         .unwrap()
         .iter()
         .any(|f| f["name"] == "cancel_requests"));
-    assert!(
-        e.metric("onejourney_churn_band_changes_total{band=\"high\"}")
-            .await
-            >= 1.0
-    );
+    assert!(e.metric("onejourney_churn_band_changes_total{band=\"high\"}").await >= 1.0);
     assert!(
         e.metric("onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"}")
             .await

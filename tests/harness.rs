@@ -92,11 +92,7 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
         .expect("create topics");
     for r in res {
         if let Err((t, e)) = r {
-            assert_eq!(
-                e,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "creating {t}"
-            );
+            assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "creating {t}");
         }
     }
 }
@@ -114,17 +110,8 @@ pub struct TestEngine {
 impl TestEngine {
     /// Creates the input topics, starts the engine and waits until it is ready.
     pub async fn start(settings: Settings) -> TestEngine {
-        let inputs: Vec<String> = settings
-            .topics
-            .inputs()
-            .iter()
-            .map(|(t, _)| t.to_string())
-            .collect();
-        create_topics(
-            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-            INPUT_PARTITIONS,
-        )
-        .await;
+        let inputs: Vec<String> = settings.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
+        create_topics(&inputs.iter().map(String::as_str).collect::<Vec<_>>(), INPUT_PARTITIONS).await;
         let engine = Engine::start(settings.clone(), CancellationToken::new())
             .await
             .expect("engine starts");
@@ -151,10 +138,7 @@ impl TestEngine {
             if self.get_status("/readyz").await == 200 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "engine not ready within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "engine not ready within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -187,12 +171,7 @@ impl TestEngine {
     }
 
     pub async fn get_status(&self, path: &str) -> u16 {
-        match self
-            .client
-            .get(format!("http://{}{path}", self.http))
-            .send()
-            .await
-        {
+        match self.client.get(format!("http://{}{path}", self.http)).send().await {
             Ok(r) => r.status().as_u16(),
             Err(_) => 0,
         }
@@ -225,30 +204,17 @@ impl TestEngine {
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.metrics().await;
         text.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|rest| rest.trim().parse::<f64>().ok())
-            })
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse::<f64>().ok()))
             .unwrap_or(0.0)
     }
 
     /// Reads `topic` from the beginning until `done` holds for what was read.
-    pub async fn read_until(
-        &self,
-        topic: &str,
-        timeout: Duration,
-        done: impl Fn(&[Record]) -> bool,
-    ) -> Vec<Record> {
+    pub async fn read_until(&self, topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
         read_until(topic, timeout, done).await
     }
 
     /// Waits until `check` holds for the engine's state.
-    pub async fn eventually(
-        &self,
-        what: &str,
-        timeout: Duration,
-        check: impl Fn(&onejourney_core::State) -> bool,
-    ) {
+    pub async fn eventually(&self, what: &str, timeout: Duration, check: impl Fn(&onejourney_core::State) -> bool) {
         let deadline = Instant::now() + timeout;
         while !check(self.state()) {
             assert!(Instant::now() < deadline, "timed out waiting for: {what}");
@@ -266,11 +232,7 @@ impl TestEngine {
 
 /// Reads every partition of `topic` from the beginning until `done` holds
 /// for all records read, or the timeout passes (then returns what it has).
-pub async fn read_until(
-    topic: &str,
-    timeout: Duration,
-    done: impl Fn(&[Record]) -> bool,
-) -> Vec<Record> {
+pub async fn read_until(topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
     let topic = topic.to_string();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();

@@ -27,12 +27,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [
-        Channel::Web,
-        Channel::Pos,
-        Channel::App,
-        Channel::CallCenter,
-    ];
+    pub const ALL: [Channel; 4] = [Channel::Web, Channel::Pos, Channel::App, Channel::CallCenter];
 
     /// Label for metrics and outputs.
     pub fn label(self) -> &'static str {
@@ -240,8 +235,7 @@ impl Decoder {
                 file: c.schema_file(),
                 message,
             };
-            let schema: Value =
-                serde_json::from_str(c.schema_text()).map_err(|e| err(e.to_string()))?;
+            let schema: Value = serde_json::from_str(c.schema_text()).map_err(|e| err(e.to_string()))?;
             jsonschema::validator_for(&schema).map_err(|e| err(e.to_string()))
         };
         Ok(Decoder {
@@ -286,10 +280,8 @@ impl Decoder {
                 first.masked()
             )));
         }
-        let envelope: Envelope =
-            serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
-        let occurred_at =
-            EventTime::parse_rfc3339(&envelope.occurred_at).ok_or(DecodeError::BadTimestamp)?;
+        let envelope: Envelope = serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        let occurred_at = EventTime::parse_rfc3339(&envelope.occurred_at).ok_or(DecodeError::BadTimestamp)?;
         let activity = activity(channel, &envelope)?;
         let (ids, blocked) = self.normalise(&envelope.identifiers)?;
         Ok(ChannelEvent {
@@ -303,19 +295,14 @@ impl Decoder {
         })
     }
 
-    fn normalise(
-        &self,
-        raw: &BTreeMap<String, String>,
-    ) -> Result<(Vec<IdKey>, Vec<Blocked>), DecodeError> {
+    fn normalise(&self, raw: &BTreeMap<String, String>) -> Result<(Vec<IdKey>, Vec<Blocked>), DecodeError> {
         let mut ids = Vec::with_capacity(raw.len());
         let mut blocked = Vec::new();
         for (name, value) in raw {
             match self.namespaces.normalise(name, value) {
                 Ok(Ok(key)) => ids.push(key),
                 Ok(Err(reason)) => blocked.push((name.clone(), reason)),
-                Err(unknown) => {
-                    return Err(DecodeError::UnknownNamespace(truncate(&unknown.0, 64)))
-                }
+                Err(unknown) => return Err(DecodeError::UnknownNamespace(truncate(&unknown.0, 64))),
             }
         }
         ids.sort();

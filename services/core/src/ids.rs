@@ -146,12 +146,8 @@ impl Namespaces {
                 return Err(NamespaceError::Duplicate(rule.name.clone()));
             }
         }
-        let email = *by_name
-            .get(EMAIL_SHA256)
-            .ok_or(NamespaceError::Missing(EMAIL_SHA256))?;
-        let phone = *by_name
-            .get(PHONE_SHA256)
-            .ok_or(NamespaceError::Missing(PHONE_SHA256))?;
+        let email = *by_name.get(EMAIL_SHA256).ok_or(NamespaceError::Missing(EMAIL_SHA256))?;
+        let phone = *by_name.get(PHONE_SHA256).ok_or(NamespaceError::Missing(PHONE_SHA256))?;
         Ok(Namespaces {
             rules,
             by_name,
@@ -187,11 +183,7 @@ impl Namespaces {
 
     /// Normalises one raw identifier: the outer error is an unknown namespace,
     /// the inner result the key or why its value was blocked.
-    pub fn normalise(
-        &self,
-        name: &str,
-        raw: &str,
-    ) -> Result<Result<IdKey, BlockReason>, UnknownNamespace> {
+    pub fn normalise(&self, name: &str, raw: &str) -> Result<Result<IdKey, BlockReason>, UnknownNamespace> {
         let (ns, value) = match name {
             "email" => (self.email, normalise_email(raw).map(|e| sha256_hex(&e))),
             "phone" => (
@@ -199,9 +191,7 @@ impl Namespaces {
                 normalise_phone(raw, &self.norm.default_country_code).map(|p| sha256_hex(&p)),
             ),
             _ => {
-                let ns = self
-                    .lookup(name)
-                    .ok_or_else(|| UnknownNamespace(name.to_string()))?;
+                let ns = self.lookup(name).ok_or_else(|| UnknownNamespace(name.to_string()))?;
                 let v = raw.trim();
                 let v = if ns == self.email || ns == self.phone {
                     v.to_ascii_lowercase()
@@ -315,15 +305,9 @@ mod tests {
     #[test]
     fn email_is_normalised_then_hashed() {
         let n = ns();
-        let a = n
-            .normalise("email", "  Ann.Lee@Example.com ")
-            .unwrap()
-            .unwrap();
+        let a = n.normalise("email", "  Ann.Lee@Example.com ").unwrap().unwrap();
         let b = n
-            .normalise(
-                "email_sha256",
-                &sha256_hex("ann.lee@example.com").to_uppercase(),
-            )
+            .normalise("email_sha256", &sha256_hex("ann.lee@example.com").to_uppercase())
             .unwrap()
             .unwrap();
         assert_eq!(a, b);
@@ -333,18 +317,9 @@ mod tests {
 
     #[test]
     fn phone_forms_agree() {
-        assert_eq!(
-            normalise_phone("+44 20 7946 0000", "").unwrap(),
-            "442079460000"
-        );
-        assert_eq!(
-            normalise_phone("0044-20-7946-0000", "").unwrap(),
-            "442079460000"
-        );
-        assert_eq!(
-            normalise_phone("020 7946 0000", "44").unwrap(),
-            "442079460000"
-        );
+        assert_eq!(normalise_phone("+44 20 7946 0000", "").unwrap(), "442079460000");
+        assert_eq!(normalise_phone("0044-20-7946-0000", "").unwrap(), "442079460000");
+        assert_eq!(normalise_phone("020 7946 0000", "44").unwrap(), "442079460000");
         assert_eq!(normalise_phone("0", "44"), Err(BlockReason::Junk));
         assert_eq!(normalise_phone("  ", ""), Err(BlockReason::Empty));
     }
@@ -368,23 +343,14 @@ mod tests {
                 "{junk}"
             );
         }
-        assert_eq!(
-            n.normalise("email", "null").unwrap(),
-            Err(BlockReason::Junk)
-        );
-        assert_eq!(
-            n.normalise("device_id", "   ").unwrap(),
-            Err(BlockReason::Empty)
-        );
+        assert_eq!(n.normalise("email", "null").unwrap(), Err(BlockReason::Junk));
+        assert_eq!(n.normalise("device_id", "   ").unwrap(), Err(BlockReason::Empty));
         assert!(n.normalise("device_id", "d-1").unwrap().is_ok());
     }
 
     #[test]
     fn unknown_namespace_is_an_error() {
-        assert_eq!(
-            ns().normalise("ssn", "1").unwrap_err(),
-            UnknownNamespace("ssn".into())
-        );
+        assert_eq!(ns().normalise("ssn", "1").unwrap_err(), UnknownNamespace("ssn".into()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::decide::{self, churn, ContactChannel, DecideConfig, Reach, Trigger};
+use crate::decide::{self, churn, ContactChannel, DecideConfig, Reach, Suppressed, Trigger};
 use crate::event::ChannelEvent;
 use crate::identity::{IdentityGraph, OneId, Profile, Rejection, StitchError};
 use crate::ids::{IdKey, Namespaces};
@@ -56,6 +56,41 @@ impl State {
             identity: IdentityGraph::new(namespaces),
             journeys: DashMap::new(),
         }
+    }
+
+    /// An estimate of the bytes the state holds: the sizes of its structures
+    /// and strings plus a fixed per-entry overhead for the hash maps. It walks
+    /// every entry, so call it at scrape time, not per event.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        const MAP_ENTRY: usize = 16;
+        let identity = self.identity.approx_bytes();
+        let journeys: usize = self
+            .journeys
+            .iter()
+            .map(|j| {
+                let cart: usize = j
+                    .cart
+                    .items
+                    .keys()
+                    .map(|sku| sku.len() + size_of::<crate::journey::CartLine>() + 48)
+                    .sum();
+                let actions: usize = j.last_action.keys().map(|a| a.len() + 48).sum();
+                let recent: usize = j
+                    .recent_actions
+                    .iter()
+                    .map(|r| {
+                        size_of::<RecentAction>()
+                            + r.action_id.len()
+                            + r.action.len()
+                            + r.reason.len()
+                            + r.channel.len()
+                    })
+                    .sum();
+                size_of::<Journey>() + j.key().len() + MAP_ENTRY + cart + actions + recent
+            })
+            .sum();
+        identity + journeys
     }
 
     /// The profile an identifier belongs to, as the lookup API shows it.
@@ -166,6 +201,8 @@ pub struct Processed {
     pub merges: usize,
     pub rejected: Vec<Rejection>,
     pub timers_fired: usize,
+    /// Actions whose facts held but that policy held back, with why.
+    pub suppressed: Vec<(String, Suppressed)>,
 }
 
 /// The single writer of [`State`].
@@ -175,6 +212,7 @@ pub struct Processor {
     seen: HashSet<u64>,
     timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
     max_event_time: EventTime,
+    suppressed: Vec<(String, Suppressed)>,
 }
 
 impl Processor {
@@ -185,6 +223,7 @@ impl Processor {
             seen: HashSet::new(),
             timers: BTreeSet::new(),
             max_event_time: EventTime::MIN,
+            suppressed: Vec::new(),
         }
     }
 
@@ -221,23 +260,14 @@ impl Processor {
         for (merged, link) in stitch.merged() {
             out.merges += 1;
             if let Some((_, gone)) = self.state.journeys.remove(merged) {
-                self.state
-                    .journeys
-                    .entry(one_id.clone())
-                    .or_default()
-                    .absorb(gone);
+                self.state.journeys.entry(one_id.clone()).or_default().absorb(gone);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
                 one_id: one_id.clone(),
                 merged_one_ids: vec![merged.clone()],
                 link: Some(LinkRef {
-                    namespace: self
-                        .state
-                        .identity
-                        .namespaces()
-                        .name(link.from.ns)
-                        .to_string(),
+                    namespace: self.state.identity.namespaces().name(link.from.ns).to_string(),
                     value: link.from.value.to_string(),
                 }),
                 event_id: Some(ev.event_id.clone()),
@@ -246,12 +276,7 @@ impl Processor {
         }
 
         let trigger = TriggerRef::event(&ev.event_id);
-        let mut journey = self
-            .state
-            .journeys
-            .remove(one_id)
-            .map(|(_, j)| j)
-            .unwrap_or_default();
+        let mut journey = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
         let transitions = journey.apply(ev);
         let mut triggers = Vec::new();
         for t in &transitions {
@@ -289,12 +314,13 @@ impl Processor {
 
         self.max_event_time = self.max_event_time.max(ev.occurred_at);
         out.timers_fired = self.fire_due(&mut out.outputs);
+        out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
     }
 
     /// Churn, then the next best action, for one journey at `now`.
     fn evaluate(
-        &self,
+        &mut self,
         one_id: &OneId,
         j: &mut Journey,
         triggers: &[Trigger],
@@ -330,7 +356,9 @@ impl Processor {
             return;
         };
         let reach = reach(&profile, j, self.state.identity.namespaces());
-        let Some(choice) = decide::decide(cfg, j, &reach, triggers, now) else {
+        let decision = decide::decide(cfg, j, &reach, triggers, now);
+        self.suppressed.extend(decision.suppressed);
+        let Some(choice) = decision.choice else {
             return;
         };
         let trigger_key = match &trigger.event_id {
@@ -378,23 +406,14 @@ impl Processor {
             let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
                 continue;
             };
-            let cfg = &self.cfg.decide;
+            let cfg = self.cfg.clone();
+            let cfg = &cfg.decide;
             let trigger = TriggerRef::timer(kind.label());
             match kind {
                 TimerKind::CartCheck => {
-                    let idle = j
-                        .cart
-                        .updated_at
-                        .is_some_and(|u| u.plus(cfg.cart_abandon_after) <= due);
+                    let idle = j.cart.updated_at.is_some_and(|u| u.plus(cfg.cart_abandon_after) <= due);
                     if idle && !j.cart.is_empty() {
-                        self.evaluate(
-                            &one_id,
-                            &mut j,
-                            &[Trigger::CartAbandoned],
-                            due,
-                            &trigger,
-                            outputs,
-                        );
+                        self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                     }
                 }
                 TimerKind::QuietCheck => {
@@ -433,10 +452,7 @@ fn action_id(one_id: &str, action: &str, trigger_key: &str) -> String {
 
 /// The channels a profile can be reached on.
 fn reach(p: &Profile, j: &Journey, ns: &Namespaces) -> Reach {
-    let has = |name: &str| {
-        ns.lookup(name)
-            .is_some_and(|n| p.ids.iter().any(|k| k.ns == n))
-    };
+    let has = |name: &str| ns.lookup(name).is_some_and(|n| p.ids.iter().any(|k| k.ns == n));
     Reach {
         email: has("email_sha256"),
         push: has("device_id") && !j.push_opt_out,

@@ -44,9 +44,7 @@ pub fn t(minutes: i64) -> EventTime {
 /// Decodes a JSON event of `channel`, panicking on a decode error.
 pub fn ev(channel: Channel, v: Value) -> ChannelEvent {
     let bytes = serde_json::to_vec(&v).expect("json");
-    decoder()
-        .decode(channel, &bytes)
-        .unwrap_or_else(|e| panic!("{e}: {v}"))
+    decoder().decode(channel, &bytes).unwrap_or_else(|e| panic!("{e}: {v}"))
 }
 
 pub fn web(id: &str, minute: i64, ids: Value, event_type: &str, extra: Value) -> ChannelEvent {

@@ -39,6 +39,14 @@ pub struct KafkaSettings {
     pub group_id: String,
     pub output_partitions: i32,
     pub replication_factor: i32,
+    /// Static group membership (`group.instance.id`): a stable id per
+    /// instance, e.g. the StatefulSet pod name. Empty: dynamic membership.
+    #[serde(default)]
+    pub group_instance_id: String,
+    /// SASL password, kept out of config files: set it with
+    /// `ONEJOURNEY__KAFKA__SASL_PASSWORD`. Empty: not used.
+    #[serde(default)]
+    pub sasl_password: String,
     /// Passed to librdkafka as-is, for every client.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
@@ -77,10 +85,7 @@ impl Topics {
     }
 
     pub fn channel_of(&self, topic: &str) -> Option<Channel> {
-        self.inputs()
-            .iter()
-            .find(|(t, _)| *t == topic)
-            .map(|(_, c)| *c)
+        self.inputs().iter().find(|(t, _)| *t == topic).map(|(_, c)| *c)
     }
 
     /// Every topic name with a prefix, for isolated test runs.
@@ -103,6 +108,12 @@ impl Topics {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// When set, `/v1/...` requires `Authorization: Bearer <token>`.
+    /// `/metrics`, `/healthz` and `/readyz` stay open.
+    #[serde(default)]
+    pub bearer_token: String,
+    /// Lookup requests served at once; more get 503.
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +128,9 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// At most this many identical warnings (same kind and reason) a minute;
+    /// the rest are counted and summarised.
+    pub repeated_warnings_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,6 +216,27 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
+        let mut s = self.clone();
+        let mask = |v: &mut String| {
+            if !v.is_empty() {
+                *v = String::from("***");
+            }
+        };
+        mask(&mut s.kafka.sasl_password);
+        mask(&mut s.http.bearer_token);
+        for (k, v) in s.kafka.client.iter_mut() {
+            if is_secret_key(k) {
+                mask(v);
+            }
+        }
+        toml::to_string_pretty(&s).map_err(|e| ConfigError::Invalid {
+            key: "(all)",
+            reason: e.to_string(),
+        })
+    }
+
     /// The built-in defaults alone.
     pub fn defaults() -> Result<Settings, ConfigError> {
         Settings::load(None, Some(BTreeMap::new()), &Overrides::default())
@@ -227,6 +262,9 @@ impl Settings {
         if self.ingest.max_message_bytes == 0 {
             return Err(invalid("ingest.max_message_bytes", "must be > 0"));
         }
+        if self.http.max_concurrent_requests == 0 {
+            return Err(invalid("http.max_concurrent_requests", "must be > 0"));
+        }
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));
         }
@@ -241,11 +279,8 @@ impl Settings {
         if sorted.len() != names.len() {
             return Err(invalid("topics", "every topic needs its own name"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", &e.to_string()))?;
-        self.decide
-            .validate()
-            .map_err(|e| invalid("decide", &e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", &e.to_string()))?;
+        self.decide.validate().map_err(|e| invalid("decide", &e.to_string()))?;
         self.namespaces()?;
         Ok(())
     }
@@ -273,17 +308,18 @@ impl Settings {
     }
 }
 
+/// librdkafka properties whose values are secrets.
+pub fn is_secret_key(k: &str) -> bool {
+    let k = k.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".key") || k.contains("key.pem")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-        Some(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
@@ -315,12 +351,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = Settings::load(
-            None,
-            env(&[("ONEJOURNEY__KAFKA__BROKRES", "x")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = Settings::load(None, env(&[("ONEJOURNEY__KAFKA__BROKRES", "x")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("brokres"), "{err}");
     }
 
@@ -332,10 +363,7 @@ mod tests {
             &Overrides::default(),
         )
         .unwrap_err();
-        assert!(
-            err.to_string().contains("ingest.max_message_bytes"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("ingest.max_message_bytes"), "{err}");
         let err = Settings::load(
             None,
             env(&[("ONEJOURNEY__TOPICS__CHURN_RISK", "web-clicks")]),
@@ -350,6 +378,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("addr"), "{err}");
+    }
+
+    #[test]
+    fn check_config_masks_secrets_and_keeps_dotted_librdkafka_keys() {
+        let dir = std::env::temp_dir().join(format!("oj-config-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[kafka.client]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.password\" = \"hunter2\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&f),
+            env(&[("ONEJOURNEY__HTTP__BEARER_TOKEN", "tok-123")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.kafka.client.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+        let text = s.to_masked_toml().unwrap();
+        assert!(text.contains("SASL_SSL"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("tok-123"), "{text}");
+        // What check-config prints loads back as a config file.
+        let back = dir.join("back.toml");
+        std::fs::write(&back, &text).unwrap();
+        assert!(Settings::load(Some(&back), env(&[]), &Overrides::default()).is_ok());
     }
 
     #[test]

@@ -51,18 +51,8 @@ fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::
     Ok((addr, stop_tx))
 }
 
-pub async fn run(
-    mut settings: Settings,
-    customers: usize,
-    rate: u32,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut topics: Vec<String> = settings
-        .topics
-        .inputs()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
+pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut topics: Vec<String> = settings.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
     topics.extend(settings.topics.outputs().iter().map(|t| t.to_string()));
     let (brokers, stop_cluster) = start_mock_cluster(topics)?;
     settings.kafka.brokers = brokers.clone();
@@ -79,10 +69,7 @@ pub async fn run(
 
     let printer = tokio::spawn(print_decisions(
         brokers.clone(),
-        vec![
-            topic_names.next_best_actions.clone(),
-            topic_names.churn_risk.clone(),
-        ],
+        vec![topic_names.next_best_actions.clone(), topic_names.churn_risk.clone()],
         cancel.clone(),
     ));
 
@@ -116,11 +103,7 @@ pub async fn run(
 }
 
 /// Prints every record of `topics` as one readable line.
-async fn print_decisions(
-    brokers: String,
-    topics: Vec<String>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
+async fn print_decisions(brokers: String, topics: Vec<String>, cancel: CancellationToken) -> anyhow::Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", "onejourney-demo-printer")
@@ -143,10 +126,7 @@ async fn print_decisions(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let Some(v) = m
-            .payload()
-            .and_then(|p| serde_json::from_slice::<Value>(p).ok())
-        else {
+        let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<Value>(p).ok()) else {
             continue;
         };
         println!("{}", describe(&v));

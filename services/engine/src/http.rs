@@ -2,37 +2,51 @@
 //! `GET /v1/profiles/{namespace}/{value}`.
 //!
 //! Raw email and phone values in a lookup path are normalised and hashed
-//! before the lookup, exactly as on ingest; they are never logged.
+//! before the lookup, exactly as on ingest; they are never logged. The lookup
+//! API can require a bearer token, serves a bounded number of requests at
+//! once, and answers every malformed request with a 4xx and a JSON reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State as AxumState};
+use axum::extract::{Path, Request, State as AxumState};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use onejourney_core::State;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+
+/// Longest identifier value the contract allows, plus room for URL escapes.
+const MAX_VALUE_LEN: usize = 256;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub state: Arc<State>,
+    /// Empty: no token required.
+    pub bearer_token: Arc<str>,
+    pub lookups: Arc<Semaphore>,
 }
 
 pub fn router(s: HttpState) -> Router {
+    let api = Router::new()
+        .route("/v1/profiles/{namespace}/{value}", get(profile))
+        .route_layer(middleware::from_fn_with_state(s.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/profiles/{namespace}/{value}", get(profile))
+        .merge(api)
+        .fallback(not_found)
         .with_state(s)
 }
 
@@ -53,20 +67,42 @@ pub async fn serve(
     Ok((bound, handle))
 }
 
+/// Bearer token and concurrency limit for the lookup API.
+async fn guard(AxumState(s): AxumState<HttpState>, req: Request, next: Next) -> Response {
+    if !s.bearer_token.is_empty() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), s.bearer_token.as_bytes())) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    let Ok(_permit) = s.lookups.try_acquire() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent lookups; retry shortly",
+        );
+    };
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    s.metrics
-        .profiles
-        .set(count(s.state.identity.profile_count()));
-    s.metrics
-        .identifiers
-        .set(count(s.state.identity.identifier_count()));
+    s.metrics.profiles.set(count(s.state.identity.profile_count()));
+    s.metrics.identifiers.set(count(s.state.identity.identifier_count()));
+    s.metrics.state_memory.set(count(s.state.approx_bytes()));
     s.metrics.ready.set(i64::from(s.health.ready()));
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         s.metrics.render(),
     )
         .into_response()
@@ -92,19 +128,27 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
     }
 }
 
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}",
+    )
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn profile(
-    AxumState(s): AxumState<HttpState>,
-    Path((namespace, value)): Path<(String, String)>,
-) -> Response {
+async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
+    if value.is_empty() || value.len() > MAX_VALUE_LEN {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the identifier value must be 1 to 256 characters",
+        );
+    }
     let key = match s.state.identity.namespaces().normalise(&namespace, &value) {
         Err(unknown) => return error(StatusCode::BAD_REQUEST, &unknown.to_string()),
-        Ok(Err(_blocked)) => {
-            return error(StatusCode::NOT_FOUND, "no profile holds this identifier")
-        }
+        Ok(Err(_blocked)) => return error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
         Ok(Ok(key)) => key,
     };
     match s.state.view(&key) {

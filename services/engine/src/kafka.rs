@@ -14,6 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -28,6 +29,9 @@ pub fn base_config(s: &Settings) -> ClientConfig {
     c.set("bootstrap.servers", &s.kafka.brokers);
     for (k, v) in &s.kafka.client {
         c.set(k, v);
+    }
+    if !s.kafka.sasl_password.is_empty() {
+        c.set("sasl.password", &s.kafka.sasl_password);
     }
     c
 }
@@ -45,6 +49,10 @@ pub type IngestConsumer = StreamConsumer<IngestContext>;
 pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsumer> {
     let mut c = base_config(s);
     c.set("group.id", &s.kafka.group_id);
+    if !s.kafka.group_instance_id.is_empty() {
+        c.set("group.instance.id", &s.kafka.group_instance_id);
+    }
+    set_default(&mut c, "statistics.interval.ms", "5000");
     // At-least-once: offsets are stored by the pipeline only after every
     // output of a message is acknowledged; the background commit sends them.
     c.set("enable.auto.offset.store", "false");
@@ -52,8 +60,7 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     set_default(&mut c, "auto.commit.interval.ms", "1000");
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "enable.partition.eof", "false");
-    c.create_with_context(ctx)
-        .context("creating the Kafka consumer")
+    c.create_with_context(ctx).context("creating the Kafka consumer")
 }
 
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
@@ -66,12 +73,40 @@ fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
 pub struct IngestContext {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// Client errors repeat while a broker is down: log each kind a few times a minute.
+    pub warnings: std::sync::Mutex<crate::logging::WarnLimiter>,
 }
 
 impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.consumer_errors.inc();
-        warn!(error = %error, reason, "kafka consumer error");
+        let code = error.rdkafka_error_code().map(|c| format!("{c:?}")).unwrap_or_default();
+        let allowed = self
+            .warnings
+            .lock()
+            .map(|mut w| w.allow("kafka_client_error", &code))
+            .unwrap_or(true);
+        if allowed {
+            warn!(error = %error, reason, "kafka consumer error");
+        } else {
+            self.metrics.warnings_suppressed.inc();
+        }
+    }
+
+    /// Consumer lag per partition from librdkafka's statistics.
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" queue.
+                if *id < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[topic, &id.to_string()])
+                    .set(p.consumer_lag);
+            }
+        }
     }
 }
 
@@ -99,9 +134,8 @@ pub async fn ensure_output_topics(
     producer: &FutureProducer,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let admin: AdminClient<DefaultClientContext> = base_config(s)
-        .create()
-        .context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(s).create().context("creating the Kafka admin client")?;
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
@@ -162,12 +196,7 @@ async fn topic_names(producer: &FutureProducer) -> anyhow::Result<Result<Vec<Str
     Ok(tokio::task::spawn_blocking(move || {
         p.client()
             .fetch_metadata(None, Duration::from_secs(5))
-            .map(|m| {
-                m.topics()
-                    .iter()
-                    .map(|t| t.name().to_string())
-                    .collect::<Vec<_>>()
-            })
+            .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect::<Vec<_>>())
     })
     .await?)
 }
@@ -178,12 +207,7 @@ pub async fn wait_for_input_topics(
     producer: &FutureProducer,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let wanted: Vec<String> = s
-        .topics
-        .inputs()
-        .iter()
-        .map(|(t, _)| t.to_string())
-        .collect();
+    let wanted: Vec<String> = s.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
     loop {
         match topic_names(producer).await? {
             Ok(names) => {

@@ -59,6 +59,8 @@ impl Engine {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 state: state.clone(),
+                bearer_token: Arc::from(settings.http.bearer_token.as_str()),
+                lookups: Arc::new(tokio::sync::Semaphore::new(settings.http.max_concurrent_requests)),
             },
             cancel.clone(),
         )

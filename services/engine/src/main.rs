@@ -10,11 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(
-    name = "onejourney",
-    version,
-    about = "Real-time customer journey engine"
-)]
+#[command(name = "onejourney", version, about = "Real-time customer journey engine")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,28 +101,17 @@ fn main() -> anyhow::Result<()> {
                 demo::run(settings, customers, rate, cancel).await
             })
         }
-        Command::CheckConfig { common } => {
-            let settings = load(None, &common)?;
-            let text = toml_like(&settings)?;
-            println!("{text}");
-            Ok(())
-        }
-    }
-}
-
-fn toml_like(s: &Settings) -> anyhow::Result<String> {
-    let mut v = serde_json::to_value(s)?;
-    if let Some(client) = v
-        .pointer_mut("/kafka/client")
-        .and_then(|c| c.as_object_mut())
-    {
-        for (k, val) in client.iter_mut() {
-            if k.contains("password") || k.contains("secret") || k.contains("key") {
-                *val = serde_json::Value::from("***");
+        Command::CheckConfig { common } => match load(None, &common) {
+            Ok(settings) => {
+                println!("{}", settings.to_masked_toml()?);
+                Ok(())
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
     }
-    Ok(serde_json::to_string_pretty(&v)?)
 }
 
 /// Cancels on SIGINT or SIGTERM.

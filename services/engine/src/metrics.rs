@@ -5,11 +5,12 @@
 //! never a customer id, One ID or identifier value.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use onejourney_core::decide::DecideConfig;
+use onejourney_core::ids::BlockReason;
 use onejourney_core::processor::CONTACT_CHANNELS;
 use onejourney_core::{Channel, DecodeError};
 
@@ -35,6 +36,12 @@ pub struct Metrics {
     pub consumer_errors: IntCounter,
     pub rebalances: IntCounterVec,
     pub ready: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub decision_duration: Histogram,
+    pub actions_suppressed: IntCounterVec,
+    pub state_memory: IntGauge,
+    pub producer_queue: IntGauge,
+    pub warnings_suppressed: IntCounter,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -50,12 +57,11 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
             let g = IntGauge::with_opts(Opts::new(name, help))?;
             registry.register(Box::new(g.clone()))?;
@@ -69,13 +75,27 @@ impl Metrics {
             .buckets(exponential_buckets(0.0005, 2.0, 16)?),
         )?;
         registry.register(Box::new(event_to_output.clone()))?;
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::new(
-                std::process::id() as i32,
-                "onejourney",
+        let decision_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "onejourney_decision_duration_seconds",
+                "Time the pure core spends on one input message (validate, stitch, journey, decide).",
+            )
+            .buckets(exponential_buckets(0.000_002, 2.0, 18)?),
+        )?;
+        registry.register(Box::new(decision_duration.clone()))?;
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "onejourney_consumer_lag_messages",
+                "Messages between the committed offset and the end of each input partition (librdkafka statistics).",
             ),
-        ))?;
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::new(
+            std::process::id() as i32,
+            "onejourney",
+        )))?;
 
         let m = Metrics {
             events_consumed: counter_vec(
@@ -101,14 +121,8 @@ impl Metrics {
                 "onejourney_dead_letter_total",
                 "Messages written to the dead-letter topic.",
             )?,
-            profiles: gauge(
-                "onejourney_profiles",
-                "Profiles (One IDs) in the identity graph.",
-            )?,
-            identifiers: gauge(
-                "onejourney_identifiers",
-                "Linking identifiers in the identity graph.",
-            )?,
+            profiles: gauge("onejourney_profiles", "Profiles (One IDs) in the identity graph.")?,
+            identifiers: gauge("onejourney_identifiers", "Linking identifiers in the identity graph.")?,
             identity_merges: counter(
                 "onejourney_identity_merges_total",
                 "Profiles merged into another profile.",
@@ -133,10 +147,7 @@ impl Metrics {
                 "Churn-risk band changes published, by the new band.",
                 &["band"],
             )?,
-            timers_fired: counter(
-                "onejourney_timers_fired_total",
-                "Event-time timers that came due.",
-            )?,
+            timers_fired: counter("onejourney_timers_fired_total", "Event-time timers that came due.")?,
             timers_pending: gauge(
                 "onejourney_timers_pending",
                 "Event-time timers waiting for the watermark.",
@@ -163,6 +174,25 @@ impl Metrics {
                 "onejourney_ready",
                 "1 when the engine is ready (partitions assigned), else 0.",
             )?,
+            consumer_lag,
+            decision_duration,
+            actions_suppressed: counter_vec(
+                "onejourney_actions_suppressed_total",
+                "Actions whose trigger facts held but that contact policy held back, by action and reason.",
+                &["action", "reason"],
+            )?,
+            state_memory: gauge(
+                "onejourney_state_memory_bytes",
+                "Estimated bytes held by the identity graph and journey state (computed at scrape).",
+            )?,
+            producer_queue: gauge(
+                "onejourney_producer_queue_messages",
+                "Messages in the producer's queue, not yet acknowledged by the broker.",
+            )?,
+            warnings_suppressed: counter(
+                "onejourney_log_warnings_suppressed_total",
+                "Repeated warnings not logged because of the per-minute limit.",
+            )?,
             registry,
         };
         // Pre-register the fixed label sets so dashboards see zeros, not gaps.
@@ -174,13 +204,20 @@ impl Metrics {
             }
         }
         m.links_rejected.with_label_values(&["unique_conflict"]);
+        for kind in ["assign", "revoke"] {
+            m.rebalances.with_label_values(&[kind]);
+        }
+        for reason in [BlockReason::Empty, BlockReason::Junk] {
+            m.identifiers_blocked.with_label_values(&[reason.label()]);
+        }
         for action in &decide.actions {
-            for ch in CONTACT_CHANNELS
-                .iter()
-                .filter(|c| action.channels.contains(c))
-            {
-                m.actions_emitted
-                    .with_label_values(&[&action.name, ch.label()]);
+            for ch in CONTACT_CHANNELS.iter().filter(|c| action.channels.contains(c)) {
+                m.actions_emitted.with_label_values(&[&action.name, ch.label()]);
+            }
+        }
+        for action in &decide.actions {
+            for reason in ["cooldown", "unreachable"] {
+                m.actions_suppressed.with_label_values(&[&action.name, reason]);
             }
         }
         for band in ["low", "medium", "high"] {
@@ -211,17 +248,79 @@ mod tests {
         m.events_late.inc();
         let text = m.render();
         for family in m.registry.gather() {
-            assert!(
-                family.name().starts_with("onejourney_"),
-                "{}",
-                family.name()
-            );
+            assert!(family.name().starts_with("onejourney_"), "{}", family.name());
             assert!(!family.help().is_empty(), "{}", family.name());
         }
         assert!(text.contains("onejourney_events_consumed_total{channel=\"call_center\"} 0"));
-        assert!(text.contains(
-            "onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"} 0"
-        ));
+        assert!(text.contains("onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"} 0"));
         assert!(text.contains("onejourney_events_late_total 1"));
+    }
+
+    /// Every `onejourney_*` metric name in `text` (histogram and counter
+    /// suffixes folded to the family name).
+    fn referenced(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while let Some(pos) = text[i..].find("onejourney_") {
+            let start = i + pos;
+            let mut end = start;
+            while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+                end += 1;
+            }
+            // `onejourney:` recording rules and the dashboard uid are not metrics.
+            let name = &text[start..end];
+            if name.len() > "onejourney_".len() {
+                out.insert(name.to_string());
+            }
+            i = end;
+        }
+        out
+    }
+
+    fn exported() -> std::collections::BTreeSet<String> {
+        let cfg = crate::config::Settings::defaults().unwrap();
+        let m = Metrics::new(&cfg.decide).unwrap();
+        m.consumer_lag.with_label_values(&["t", "0"]).set(1);
+        m.event_to_output.observe(0.1);
+        m.decision_duration.observe(0.001);
+        let text = m.render();
+        let mut names = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alerts_use_only_exported_metrics() {
+        let exported = exported();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../deploy/grafana/onejourney.json"))
+                .expect("dashboard is valid JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 10);
+        let mut exprs = String::new();
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                exprs.push_str(t["expr"].as_str().expect("expr"));
+                exprs.push('\n');
+            }
+        }
+        let rules = include_str!("../../../deploy/prometheus/onejourney.rules.yml");
+        for (source, text) in [("dashboard", exprs.as_str()), ("alert rules", rules)] {
+            let used = referenced(text);
+            assert!(used.len() >= 4, "{source} references metrics");
+            for name in used {
+                assert!(
+                    exported.contains(&name),
+                    "{source} uses {name}, which /metrics does not export"
+                );
+            }
+        }
     }
 }

@@ -44,10 +44,7 @@ fn the_demo_prints_decisions_and_stops_on_sigterm() {
         }
     }
     let pid = child.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
     assert!(sent.success());
     let stop_deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
@@ -60,20 +57,9 @@ fn the_demo_prints_decisions_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(
-        actions >= 5,
-        "decisions printed: {actions}\n{}",
-        lines.join("\n")
-    );
-    assert!(
-        churn >= 1,
-        "churn changes printed: {churn}\n{}",
-        lines.join("\n")
-    );
-    assert!(
-        lines.iter().any(|l| l.contains("/metrics")),
-        "prints where metrics are"
-    );
+    assert!(actions >= 5, "decisions printed: {actions}\n{}", lines.join("\n"));
+    assert!(churn >= 1, "churn changes printed: {churn}\n{}", lines.join("\n"));
+    assert!(lines.iter().any(|l| l.contains("/metrics")), "prints where metrics are");
     let status = status.expect("the demo stops within 60 s of SIGTERM");
     assert!(status.success(), "clean exit: {status:?}");
 }

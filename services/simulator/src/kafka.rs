@@ -44,9 +44,7 @@ pub async fn publish(
             match producer.send_result(record) {
                 Ok(f) => break f,
                 Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     _,
                 )) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -125,10 +125,8 @@ impl Simulation {
         self.events
             .iter()
             .map(|e| {
-                serde_json::to_string(
-                    &json!({"topic": e.stream.default_topic(), "key": e.key, "value": e.value}),
-                )
-                .unwrap_or_default()
+                serde_json::to_string(&json!({"topic": e.stream.default_topic(), "key": e.key, "value": e.value}))
+                    .unwrap_or_default()
                     + "\n"
             })
             .collect()
@@ -137,8 +135,7 @@ impl Simulation {
     pub fn segment_counts(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for p in &self.people {
-            *m.entry(format!("{:?}", p.segment).to_lowercase())
-                .or_default() += 1;
+            *m.entry(format!("{:?}", p.segment).to_lowercase()).or_default() += 1;
         }
         m
     }
@@ -184,9 +181,7 @@ pub fn generate(cfg: &SimConfig) -> Simulation {
 
 fn make_person(rng: &mut StdRng, i: usize, segment: Segment) -> Person {
     let known = segment != Segment::Browser;
-    let cookies = (0..rng.gen_range(1..=3))
-        .map(|c| format!("ck-{i:06}-{c}"))
-        .collect();
+    let cookies = (0..rng.gen_range(1..=3)).map(|c| format!("ck-{i:06}-{c}")).collect();
     Person {
         person_id: format!("p{i:06}"),
         segment,
@@ -279,12 +274,7 @@ impl Gen<'_> {
             0..=4 => {
                 let cookie = self.cookie();
                 let anon = json!({"cookie_id": cookie});
-                self.web(
-                    t,
-                    "page_view",
-                    anon.clone(),
-                    json!({"url": "https://shop.example/"}),
-                );
+                self.web(t, "page_view", anon.clone(), json!({"url": "https://shop.example/"}));
                 let mut login = json!({"cookie_id": cookie});
                 if let (Some(c), Some(e)) = (&p.customer_id, &p.email) {
                     login["customer_id"] = json!(c);
@@ -292,18 +282,8 @@ impl Gen<'_> {
                 }
                 self.web(t + MINUTE, "login", login, json!({}));
                 let prod = self.product();
-                self.web(
-                    t + 2 * MINUTE,
-                    "product_view",
-                    anon.clone(),
-                    json!({"product": prod}),
-                );
-                self.web(
-                    t + 3 * MINUTE,
-                    "add_to_cart",
-                    anon.clone(),
-                    json!({"product": prod}),
-                );
+                self.web(t + 2 * MINUTE, "product_view", anon.clone(), json!({"product": prod}));
+                self.web(t + 3 * MINUTE, "add_to_cart", anon.clone(), json!({"product": prod}));
                 if buys && self.rng.gen_bool(0.7) {
                     self.web(t + 5 * MINUTE, "checkout_start", anon.clone(), json!({}));
                     let price = prod["price"].as_f64().unwrap_or(0.0);
@@ -322,20 +302,10 @@ impl Gen<'_> {
                     ids["customer_id"] = json!(c);
                 }
                 self.app(t, "session_start", ids.clone(), json!({}));
-                self.app(
-                    t + MINUTE,
-                    "screen_view",
-                    ids.clone(),
-                    json!({"screen": "home"}),
-                );
+                self.app(t + MINUTE, "screen_view", ids.clone(), json!({"screen": "home"}));
                 if buys && self.rng.gen_bool(0.5) {
                     let prod = self.product();
-                    self.app(
-                        t + 2 * MINUTE,
-                        "add_to_cart",
-                        ids.clone(),
-                        json!({"product": prod}),
-                    );
+                    self.app(t + 2 * MINUTE, "add_to_cart", ids.clone(), json!({"product": prod}));
                     self.app(
                         t + 4 * MINUTE,
                         "purchase",
@@ -343,12 +313,7 @@ impl Gen<'_> {
                         json!({"revenue": prod["price"]}),
                     );
                 }
-                self.app(
-                    t + 6 * MINUTE,
-                    "session_end",
-                    ids,
-                    json!({"duration_s": 360}),
-                );
+                self.app(t + 6 * MINUTE, "session_end", ids, json!({"duration_s": 360}));
             }
             7..=8 => {
                 let mut ids = serde_json::Map::new();
@@ -422,14 +387,7 @@ impl Gen<'_> {
         });
     }
 
-    fn envelope(
-        &mut self,
-        prefix: &str,
-        t: i64,
-        event_type: &str,
-        ids: Value,
-        extra: Value,
-    ) -> (String, Value) {
+    fn envelope(&mut self, prefix: &str, t: i64, event_type: &str, ids: Value, extra: Value) -> (String, Value) {
         let id = self.id(prefix);
         let mut v = json!({"event_id": id, "event_type": event_type, "occurred_at": rfc3339(t), "identifiers": ids});
         if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
@@ -449,11 +407,7 @@ impl Gen<'_> {
     fn app(&mut self, t: i64, event_type: &str, ids: Value, extra: Value) {
         let (_, mut v) = self.envelope("app", t, event_type, ids.clone(), extra);
         v["session_id"] = json!(format!("as-{}-{}", self.index, t / DAY));
-        v["platform"] = json!(if self.index % 2 == 0 {
-            "ios"
-        } else {
-            "android"
-        });
+        v["platform"] = json!(if self.index % 2 == 0 { "ios" } else { "android" });
         v["app_version"] = json!("5.2.1");
         let key = ids["device_id"].as_str().unwrap_or_default().to_string();
         self.push(Stream::App, key, t, v);

@@ -7,10 +7,7 @@ use clap::Parser;
 use onejourney_simulator::{generate, kafka, SimConfig, Stream};
 
 #[derive(Parser)]
-#[command(
-    name = "onejourney-sim",
-    about = "Simulated omnichannel traffic with ground truth"
-)]
+#[command(name = "onejourney-sim", about = "Simulated omnichannel traffic with ground truth")]
 struct Args {
     /// How many people.
     #[arg(long, default_value_t = 1000)]
@@ -53,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
         sim.segment_counts()
     );
     if let Some(p) = &args.out {
-        std::fs::write(p, sim.events_jsonl())
-            .with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, sim.events_jsonl()).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.truth {
         std::fs::write(p, sim.truth_jsonl()).with_context(|| format!("writing {}", p.display()))?;

@@ -109,15 +109,9 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
         }
         None => feats.push(("never_purchased", 1.0, w.never_purchased)),
     }
-    let count =
-        |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
+    let count = |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
     feats.push(count("complaints", j.complaints, 5, w.complaints));
-    feats.push(count(
-        "cancel_requests",
-        j.cancel_requests,
-        3,
-        w.cancel_requests,
-    ));
+    feats.push(count("cancel_requests", j.cancel_requests, 3, w.cancel_requests));
     feats.push(count(
         "unresolved_calls",
         j.call.unresolved + j.call.escalated,
@@ -132,11 +126,7 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
         w.abandoned_checkouts,
     ));
     if let Some(c) = j.last_csat {
-        feats.push((
-            "last_csat",
-            f64::from(c),
-            if c <= 2 { w.low_csat } else { 0.0 },
-        ));
+        feats.push(("last_csat", f64::from(c), if c <= 2 { w.low_csat } else { 0.0 }));
     }
     if let Some(s) = j.last_sentiment {
         feats.push(("last_sentiment", s, w.negative_sentiment * (-s).max(0.0)));
@@ -148,11 +138,7 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
         .map(|(name, value, x)| Factor {
             name,
             value,
-            contribution: if raw > 0.0 {
-                super::round2(score * x / raw)
-            } else {
-                0.0
-            },
+            contribution: if raw > 0.0 { super::round2(score * x / raw) } else { 0.0 },
         })
         .collect();
     Score {

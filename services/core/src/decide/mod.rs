@@ -181,60 +181,95 @@ pub struct Choice {
     pub expires_after: Duration,
 }
 
-/// Picks the best eligible action for the triggers that fired at `now`.
-pub fn decide(
-    cfg: &DecideConfig,
-    j: &Journey,
-    reach: &Reach,
-    triggers: &[Trigger],
-    now: EventTime,
-) -> Option<Choice> {
-    let mut ranked: Vec<Choice> = cfg
-        .actions
-        .iter()
-        .filter(|a| triggers.contains(&a.trigger))
-        .filter_map(|a| candidate(cfg, a, j, reach, now))
-        .collect();
-    // Highest score first; ties by catalog name so the choice is stable.
-    ranked.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.action.cmp(&b.action))
-    });
-    let mut it = ranked.into_iter();
-    let mut best = it.next()?;
-    let beaten: Vec<String> = it
-        .map(|c| format!("{} ({:.2})", c.action, c.score))
-        .collect();
-    if !beaten.is_empty() {
-        best.reason = format!("{}; chosen over {}", best.reason, beaten.join(", "));
-    }
-    Some(best)
+/// Why an action whose trigger fired was not offered.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Suppressed {
+    /// Offered to this customer too recently.
+    Cooldown,
+    /// None of its channels reaches the customer (or consent is missing).
+    Unreachable,
 }
 
-/// `Some` when the action is eligible: trigger facts hold, the cool-down has
+impl Suppressed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Suppressed::Cooldown => "cooldown",
+            Suppressed::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The outcome of arbitration: the winner, if any, and the actions whose
+/// facts held but that policy held back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    pub choice: Option<Choice>,
+    pub suppressed: Vec<(String, Suppressed)>,
+}
+
+/// Picks the best eligible action for the triggers that fired at `now`.
+pub fn decide(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigger], now: EventTime) -> Decision {
+    let mut ranked: Vec<Choice> = Vec::new();
+    let mut suppressed = Vec::new();
+    for a in cfg.actions.iter().filter(|a| triggers.contains(&a.trigger)) {
+        match candidate(cfg, a, j, reach, now) {
+            Ok(c) => ranked.push(c),
+            Err(Some(why)) => suppressed.push((a.name.clone(), why)),
+            Err(None) => {}
+        }
+    }
+    // Highest score first; ties by catalog name so the choice is stable.
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.action.cmp(&b.action)));
+    let mut it = ranked.into_iter();
+    let choice = it.next().map(|mut best| {
+        let beaten: Vec<String> = it.map(|c| format!("{} ({:.2})", c.action, c.score)).collect();
+        if !beaten.is_empty() {
+            best.reason = format!("{}; chosen over {}", best.reason, beaten.join(", "));
+        }
+        best
+    });
+    Decision { choice, suppressed }
+}
+
+/// `Ok` when the action is eligible: trigger facts hold, the cool-down has
 /// passed and the customer can be reached on one of its channels.
+/// `Err(None)`: the facts do not hold; `Err(Some(_))`: policy held it back.
 fn candidate(
     cfg: &DecideConfig,
     a: &ActionSpec,
     j: &Journey,
     reach: &Reach,
     now: EventTime,
-) -> Option<Choice> {
+) -> Result<Choice, Option<Suppressed>> {
+    let (boost, factors, detail) = facts(cfg, a, j, now).ok_or(None)?;
     if let Some(last) = j.last_action.get(&a.name) {
         if now < last.plus(a.cooldown) {
-            return None;
+            return Err(Some(Suppressed::Cooldown));
         }
     }
-    let channel = *a.channels.iter().find(|c| reach.allows(**c))?;
-    let (boost, factors, detail) = match a.trigger {
+    let channel = *a
+        .channels
+        .iter()
+        .find(|c| reach.allows(**c))
+        .ok_or(Some(Suppressed::Unreachable))?;
+    Ok(Choice {
+        action: a.name.clone(),
+        channel,
+        score: round2((a.base_score * boost).clamp(0.0, 1.0)),
+        reason: format!("{}: {detail}", a.reason),
+        factors,
+        expires_after: a.expires_after,
+    })
+}
+
+/// The trigger's facts: `None` when they do not hold, else the score boost,
+/// the factors and a phrase for the reason.
+fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Option<(f64, Vec<NamedValue>, String)> {
+    Some(match a.trigger {
         Trigger::CartAbandoned => {
             let value = j.cart.value();
             let updated = j.cart.updated_at?;
-            if j.cart.is_empty()
-                || value < a.min_cart_value
-                || now < updated.plus(cfg.cart_abandon_after)
-            {
+            if j.cart.is_empty() || value < a.min_cart_value || now < updated.plus(cfg.cart_abandon_after) {
                 return None;
             }
             let minutes = (now.millis() - updated.millis()) as f64 / 60_000.0;
@@ -281,8 +316,7 @@ fn candidate(
         Trigger::ServiceIssue => {
             let issues = j.complaints + j.call.unresolved + j.call.escalated;
             (
-                1.0 + 0.15 * f64::from(issues.min(4))
-                    + if j.cancel_requests > 0 { 0.3 } else { 0.0 },
+                1.0 + 0.15 * f64::from(issues.min(4)) + if j.cancel_requests > 0 { 0.3 } else { 0.0 },
                 vec![
                     NamedValue {
                         name: "complaints",
@@ -333,20 +367,9 @@ fn candidate(
                         value: round2(j.churn.score),
                     },
                 ],
-                format!(
-                    "no purchase for {days:.0} days after {} purchase(s)",
-                    j.purchases
-                ),
+                format!("no purchase for {days:.0} days after {} purchase(s)", j.purchases),
             )
         }
-    };
-    Some(Choice {
-        action: a.name.clone(),
-        channel,
-        score: round2((a.base_score * boost).clamp(0.0, 1.0)),
-        reason: format!("{}: {detail}", a.reason),
-        factors,
-        expires_after: a.expires_after,
     })
 }
 

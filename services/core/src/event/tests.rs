@@ -49,12 +49,7 @@ fn samples() -> Vec<(Channel, Value)> {
             ),
         ));
     }
-    for t in [
-        "session_start",
-        "screen_view",
-        "push_opt_in",
-        "push_opt_out",
-    ] {
+    for t in ["session_start", "screen_view", "push_opt_in", "push_opt_out"] {
         out.push((
             Channel::App,
             with(
@@ -65,17 +60,11 @@ fn samples() -> Vec<(Channel, Value)> {
     }
     out.push((
         Channel::App,
-        with(
-            base("session_end"),
-            json!({"session_id": "s", "duration_s": 30}),
-        ),
+        with(base("session_end"), json!({"session_id": "s", "duration_s": 30})),
     ));
     out.push((
         Channel::App,
-        with(
-            with(base("add_to_cart"), json!({"session_id": "s"})),
-            product.clone(),
-        ),
+        with(with(base("add_to_cart"), json!({"session_id": "s"})), product.clone()),
     ));
     out.push((
         Channel::App,
@@ -124,12 +113,7 @@ fn each_documented_constraint_rejects() {
         v
     };
     let cases: Vec<(&str, Channel, Value, &str)> = vec![
-        (
-            "missing event_id",
-            Channel::Web,
-            strip(&web, "event_id"),
-            "schema",
-        ),
+        ("missing event_id", Channel::Web, strip(&web, "event_id"), "schema"),
         (
             "empty event_id",
             Channel::Web,
@@ -175,10 +159,7 @@ fn each_documented_constraint_rejects() {
         (
             "identifier too long",
             Channel::Web,
-            with(
-                web.clone(),
-                json!({"identifiers": {"cookie_id": "x".repeat(257)}}),
-            ),
+            with(web.clone(), json!({"identifiers": {"cookie_id": "x".repeat(257)}})),
             "schema",
         ),
         (
@@ -202,12 +183,7 @@ fn each_documented_constraint_rejects() {
             ),
             "no_usable_identifier",
         ),
-        (
-            "web without session",
-            Channel::Web,
-            strip(&web, "session_id"),
-            "schema",
-        ),
+        ("web without session", Channel::Web, strip(&web, "session_id"), "schema"),
         (
             "cart without product",
             Channel::Web,
@@ -268,10 +244,7 @@ fn each_documented_constraint_rejects() {
         (
             "app bad platform",
             Channel::App,
-            with(
-                base("session_start"),
-                json!({"session_id": "s", "platform": "windows"}),
-            ),
+            with(base("session_start"), json!({"session_id": "s", "platform": "windows"})),
             "schema",
         ),
         (
@@ -283,19 +256,13 @@ fn each_documented_constraint_rejects() {
         (
             "call bad reason",
             Channel::CallCenter,
-            with(
-                base("inbound_call"),
-                json!({"call_id": "k", "reason": "angry"}),
-            ),
+            with(base("inbound_call"), json!({"call_id": "k", "reason": "angry"})),
             "schema",
         ),
         (
             "call bad outcome",
             Channel::CallCenter,
-            with(
-                base("inbound_call"),
-                json!({"call_id": "k", "outcome": "fine"}),
-            ),
+            with(base("inbound_call"), json!({"call_id": "k", "outcome": "fine"})),
             "schema",
         ),
         (
@@ -313,10 +280,7 @@ fn each_documented_constraint_rejects() {
         (
             "sentiment out of range",
             Channel::CallCenter,
-            with(
-                base("inbound_call"),
-                json!({"call_id": "k", "sentiment": -1.5}),
-            ),
+            with(base("inbound_call"), json!({"call_id": "k", "sentiment": -1.5})),
             "schema",
         ),
     ];
@@ -339,10 +303,7 @@ fn malformed_bytes_and_oversized_messages_are_rejected() {
     let big = vec![b' '; 101];
     assert_eq!(
         d.decode(Channel::Web, &big).unwrap_err(),
-        DecodeError::TooLarge {
-            size: 101,
-            limit: 100
-        }
+        DecodeError::TooLarge { size: 101, limit: 100 }
     );
 }
 
@@ -371,11 +332,7 @@ fn raw_email_and_phone_are_hashed_and_junk_dropped() {
     let ns = Namespaces::with_defaults();
     let names: Vec<&str> = ev.ids.iter().map(|k| ns.name(k.ns)).collect();
     assert_eq!(names.len(), 3);
-    assert!(
-        names.contains(&"email_sha256")
-            && names.contains(&"phone_sha256")
-            && names.contains(&"device_id")
-    );
+    assert!(names.contains(&"email_sha256") && names.contains(&"phone_sha256") && names.contains(&"device_id"));
     assert!(ev
         .ids
         .iter()

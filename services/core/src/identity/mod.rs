@@ -191,6 +191,30 @@ impl IdentityGraph {
         self.index.len()
     }
 
+    /// An estimate of the bytes the graph holds (see `State::approx_bytes`).
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        const MAP_ENTRY: usize = 16;
+        let index: usize = self
+            .index
+            .iter()
+            .map(|e| size_of::<IdKey>() + size_of::<OneId>() + e.key().value.len() + 16 + MAP_ENTRY)
+            .sum();
+        let profiles: usize = self
+            .profiles
+            .iter()
+            .map(|p| {
+                size_of::<Profile>()
+                    + p.one_id.len()
+                    + (p.ids.capacity() + p.households.capacity()) * size_of::<IdKey>()
+                    + p.links.capacity() * size_of::<LinkRecord>()
+                    + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
+                    + MAP_ENTRY
+            })
+            .sum();
+        index + profiles
+    }
+
     /// The One ID an identifier belongs to.
     pub fn one_id_of(&self, key: &IdKey) -> Option<OneId> {
         self.index.get(key).map(|r| r.value().clone())
@@ -239,10 +263,7 @@ impl IdentityGraph {
         }
         // Strongest first; ties by namespace and value so the order is total.
         linking.sort_by(|a, b| {
-            let (pa, pb) = (
-                self.rules.rule(a.ns).priority,
-                self.rules.rule(b.ns).priority,
-            );
+            let (pa, pb) = (self.rules.rule(a.ns).priority, self.rules.rule(b.ns).priority);
             pb.cmp(&pa).then_with(|| a.cmp(b))
         });
 
@@ -377,15 +398,13 @@ impl IdentityGraph {
     pub fn apply(&self, op: &IdentityOp) {
         match op {
             IdentityOp::Create { one_id, at } => {
-                self.profiles
-                    .entry(one_id.clone())
-                    .or_insert_with(|| Profile {
-                        one_id: one_id.clone(),
-                        first_seen: *at,
-                        ids: Vec::new(),
-                        households: Vec::new(),
-                        links: Vec::new(),
-                    });
+                self.profiles.entry(one_id.clone()).or_insert_with(|| Profile {
+                    one_id: one_id.clone(),
+                    first_seen: *at,
+                    ids: Vec::new(),
+                    households: Vec::new(),
+                    links: Vec::new(),
+                });
             }
             IdentityOp::Attach { one_id, link } => {
                 let household = link.provenance.rule == Rule::Household;
@@ -403,11 +422,7 @@ impl IdentityGraph {
                     self.index.insert(link.from.clone(), one_id.clone());
                 }
             }
-            IdentityOp::Merge {
-                survivor,
-                merged,
-                link,
-            } => {
+            IdentityOp::Merge { survivor, merged, link } => {
                 if !self.profiles.contains_key(survivor) {
                     return;
                 }
@@ -460,9 +475,7 @@ impl IdentityGraph {
 type Uniques = Vec<(Ns, Arc<str>)>;
 
 fn compatible(acc: &BTreeMap<Ns, Arc<str>>, theirs: &[(Ns, Arc<str>)]) -> bool {
-    theirs
-        .iter()
-        .all(|(ns, v)| acc.get(ns).is_none_or(|mine| mine == v))
+    theirs.iter().all(|(ns, v)| acc.get(ns).is_none_or(|mine| mine == v))
 }
 
 /// `oj-` and 24 hex digits of SHA-256 over the founding identifier.

@@ -64,11 +64,7 @@ fn the_story_ends_on_one_one_id() {
         ("loyalty_id", "L-1"),
         ("phone", "+15550100200"),
     ] {
-        assert_eq!(
-            g.one_id_of(&key(&g, ns, v)),
-            Some(login.one_id.clone()),
-            "{ns}"
-        );
+        assert_eq!(g.one_id_of(&key(&g, ns, v)), Some(login.one_id.clone()), "{ns}");
     }
     // card_token is recorded but not indexed.
     let p = g.profile(&login.one_id).unwrap();
@@ -80,22 +76,10 @@ fn the_story_ends_on_one_one_id() {
 fn merge_keeps_the_earliest_profile_and_reports_it() {
     let g = graph();
     let a = g
-        .stitch(&web(
-            "w1",
-            10,
-            json!({"cookie_id": "c-1"}),
-            "page_view",
-            json!({}),
-        ))
+        .stitch(&web("w1", 10, json!({"cookie_id": "c-1"}), "page_view", json!({})))
         .unwrap();
     let b = g
-        .stitch(&web(
-            "w2",
-            0,
-            json!({"cookie_id": "c-2"}),
-            "page_view",
-            json!({}),
-        ))
+        .stitch(&web("w2", 0, json!({"cookie_id": "c-2"}), "page_view", json!({})))
         .unwrap();
     let m = g
         .stitch(&web(
@@ -175,10 +159,7 @@ fn a_conflicting_unique_value_on_the_event_is_refused() {
             json!({}),
         ))
         .unwrap();
-    assert_eq!(
-        a.one_id, b.one_id,
-        "attached to the strongest identifier's profile"
-    );
+    assert_eq!(a.one_id, b.one_id, "attached to the strongest identifier's profile");
     assert_eq!(b.rejected.len(), 1);
     assert_eq!(g.one_id_of(&key(&g, "loyalty_id", "L-2")), None);
     let p = g.profile(&a.one_id).unwrap();
@@ -238,19 +219,12 @@ fn free_event() -> impl Strategy<Value = Vec<(usize, usize)>> {
 fn ids_json(parts: &[(usize, usize)], names: &[&str]) -> Value {
     let mut m = Map::new();
     for (ns, v) in parts {
-        m.insert(
-            names[*ns].to_string(),
-            Value::from(format!("{}-{v}@x.io", names[*ns])),
-        );
+        m.insert(names[*ns].to_string(), Value::from(format!("{}-{v}@x.io", names[*ns])));
     }
     Value::Object(m)
 }
 
-fn components(
-    events: &[Vec<(usize, usize)>],
-    names: &[&str],
-    g: &IdentityGraph,
-) -> BTreeSet<BTreeSet<IdKey>> {
+fn components(events: &[Vec<(usize, usize)>], names: &[&str], g: &IdentityGraph) -> BTreeSet<BTreeSet<IdKey>> {
     let mut parent: HashMap<IdKey, IdKey> = HashMap::new();
     fn find(p: &mut HashMap<IdKey, IdKey>, k: &IdKey) -> IdKey {
         let up = p.get(k).cloned().unwrap_or_else(|| k.clone());
@@ -284,10 +258,7 @@ fn components(
 }
 
 fn partition_sets(g: &IdentityGraph) -> BTreeSet<BTreeSet<IdKey>> {
-    g.partition()
-        .into_values()
-        .map(|v| v.into_iter().collect())
-        .collect()
+    g.partition().into_values().map(|v| v.into_iter().collect()).collect()
 }
 
 proptest! {

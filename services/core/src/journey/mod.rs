@@ -51,10 +51,7 @@ pub struct Cart {
 
 impl Cart {
     pub fn value(&self) -> f64 {
-        self.items
-            .values()
-            .map(|l| f64::from(l.quantity) * l.unit_price)
-            .sum()
+        self.items.values().map(|l| f64::from(l.quantity) * l.unit_price).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -296,10 +293,8 @@ impl Journey {
                 if sentiment.is_some() {
                     self.last_sentiment = *sentiment;
                 }
-                let unhappy = matches!(
-                    outcome,
-                    Some(CallOutcome::Unresolved | CallOutcome::Escalated)
-                ) || csat.is_some_and(|c| c <= 2)
+                let unhappy = matches!(outcome, Some(CallOutcome::Unresolved | CallOutcome::Escalated))
+                    || csat.is_some_and(|c| c <= 2)
                     || sentiment.is_some_and(|s| s <= -0.5);
                 if complaint || cancel_request || unhappy {
                     out.push(Transition::ServiceIssue {
@@ -376,11 +371,7 @@ impl Journey {
         }
         self.purchases += other.purchases;
         self.revenue += other.revenue;
-        for (m, t) in self
-            .purchases_by_channel
-            .iter_mut()
-            .zip(other.purchases_by_channel)
-        {
+        for (m, t) in self.purchases_by_channel.iter_mut().zip(other.purchases_by_channel) {
             *m += t;
         }
         self.last_purchase = max_t(self.last_purchase, other.last_purchase);
@@ -419,11 +410,7 @@ impl Journey {
                 .and_modify(|t| *t = (*t).max(at))
                 .or_insert(at);
         }
-        let mut recent: Vec<RecentAction> = self
-            .recent_actions
-            .drain(..)
-            .chain(other.recent_actions)
-            .collect();
+        let mut recent: Vec<RecentAction> = self.recent_actions.drain(..).chain(other.recent_actions).collect();
         recent.sort_by(|a, b| {
             b.decided_at
                 .cmp(&a.decided_at)

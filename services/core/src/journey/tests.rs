@@ -43,15 +43,10 @@ fn calls_count_complaints_and_service_issues() {
         cancel_request: false
     }));
     let tr = j.apply(&call("2", 1, ids(), "billing", "resolved"));
-    assert!(tr
-        .iter()
-        .all(|t| !matches!(t, Transition::ServiceIssue { .. })));
+    assert!(tr.iter().all(|t| !matches!(t, Transition::ServiceIssue { .. })));
     j.apply(&call("3", 2, ids(), "cancel_request", "escalated"));
     assert_eq!((j.complaints, j.cancel_requests, j.call.calls), (1, 1, 3));
-    assert_eq!(
-        (j.call.unresolved, j.call.escalated, j.call.resolved),
-        (1, 1, 1)
-    );
+    assert_eq!((j.call.unresolved, j.call.escalated, j.call.resolved), (1, 1, 1));
     assert_eq!(j.stage(), Stage::AtRisk);
 }
 

@@ -19,10 +19,7 @@ fn actions(outs: &[Output]) -> Vec<&NextBestAction> {
 }
 
 fn run(p: &mut Processor, events: &[ChannelEvent]) -> Vec<Output> {
-    events
-        .iter()
-        .flat_map(|e| p.process(e).unwrap().outputs)
-        .collect()
+    events.iter().flat_map(|e| p.process(e).unwrap().outputs).collect()
 }
 
 fn story() -> Vec<ChannelEvent> {
@@ -50,19 +47,8 @@ fn story() -> Vec<ChannelEvent> {
             json!({}),
         ),
         // Event time moves past the 30-minute mark: the cart timer fires.
-        app(
-            "a2",
-            40,
-            json!({"device_id": "d-1"}),
-            "screen_view",
-            json!({}),
-        ),
-        pos(
-            "p1",
-            24 * 60,
-            json!({"loyalty_id": "L-1", "email": "ann@x.com"}),
-            120.0,
-        ),
+        app("a2", 40, json!({"device_id": "d-1"}), "screen_view", json!({})),
+        pos("p1", 24 * 60, json!({"loyalty_id": "L-1", "email": "ann@x.com"}), 120.0),
         call(
             "k1",
             25 * 60,
@@ -90,10 +76,7 @@ fn the_story_lands_on_one_profile_with_decisions() {
     assert!(!cart.identifiers.values().any(|v| v.contains('@')));
     let j = p.state().journeys.iter().next().unwrap().value().clone();
     assert_eq!(j.total_events(), 7);
-    assert_eq!(
-        j.channels_touched(),
-        vec!["web", "pos", "app", "call_center"]
-    );
+    assert_eq!(j.channels_touched(), vec!["web", "pos", "app", "call_center"]);
 }
 
 #[test]
@@ -107,14 +90,8 @@ fn merges_are_reported_and_journeys_combined() {
         product("a", 10.0),
     ))
     .unwrap();
-    p.process(&app(
-        "a1",
-        1,
-        json!({"device_id": "d-1"}),
-        "session_start",
-        json!({}),
-    ))
-    .unwrap();
+    p.process(&app("a1", 1, json!({"device_id": "d-1"}), "session_start", json!({})))
+        .unwrap();
     let out = p
         .process(&web(
             "w2",
@@ -144,13 +121,7 @@ fn merges_are_reported_and_journeys_combined() {
 #[test]
 fn duplicates_change_nothing() {
     let mut p = processor();
-    let e = web(
-        "w1",
-        0,
-        json!({"cookie_id": "c-1"}),
-        "add_to_cart",
-        product("a", 10.0),
-    );
+    let e = web("w1", 0, json!({"cookie_id": "c-1"}), "add_to_cart", product("a", 10.0));
     p.process(&e).unwrap();
     let before = p.state().journeys.iter().next().unwrap().value().clone();
     let again = p.process(&e).unwrap();
@@ -158,13 +129,7 @@ fn duplicates_change_nothing() {
     assert!(again.outputs.is_empty());
     assert_eq!(p.state().journeys.iter().next().unwrap().value(), &before);
     // The same id on another channel is another event.
-    let other = app(
-        "w1",
-        0,
-        json!({"cookie_id": "c-1"}),
-        "session_start",
-        json!({}),
-    );
+    let other = app("w1", 0, json!({"cookie_id": "c-1"}), "session_start", json!({}));
     assert!(!p.process(&other).unwrap().duplicate);
 }
 
@@ -195,22 +160,15 @@ fn an_unhappy_customer_gets_a_high_churn_band_once() {
         1,
         "emitted on change only: {bands:?}"
     );
-    assert!(actions(&outs)
-        .iter()
-        .any(|a| a.action == "service_recovery"));
+    assert!(actions(&outs).iter().any(|a| a.action == "service_recovery"));
 }
 
 #[test]
 fn a_quiet_customer_rises_on_timers_alone() {
     let mut p = processor();
     let day = 24 * 60;
-    p.process(&pos(
-        "p1",
-        0,
-        json!({"loyalty_id": "L-1", "email": "q@x.com"}),
-        50.0,
-    ))
-    .unwrap();
+    p.process(&pos("p1", 0, json!({"loyalty_id": "L-1", "email": "q@x.com"}), 50.0))
+        .unwrap();
     // Another customer's events move event time forward 100 days.
     let outs = run(
         &mut p,
@@ -244,14 +202,8 @@ fn a_quiet_customer_rises_on_timers_alone() {
 
 #[test]
 fn replay_gives_identical_outputs() {
-    let a: Vec<Vec<u8>> = run(&mut processor(), &story())
-        .iter()
-        .map(Output::to_json)
-        .collect();
-    let b: Vec<Vec<u8>> = run(&mut processor(), &story())
-        .iter()
-        .map(Output::to_json)
-        .collect();
+    let a: Vec<Vec<u8>> = run(&mut processor(), &story()).iter().map(Output::to_json).collect();
+    let b: Vec<Vec<u8>> = run(&mut processor(), &story()).iter().map(Output::to_json).collect();
     assert!(!a.is_empty());
     assert_eq!(a, b);
 }
@@ -276,16 +228,7 @@ fn outputs_match_the_output_schemas() {
     let mut p = processor();
     let mut events = story();
     // An anonymous app session first: the login on the app merges it.
-    events.insert(
-        0,
-        app(
-            "a0",
-            1,
-            json!({"device_id": "d-1"}),
-            "session_start",
-            json!({}),
-        ),
-    );
+    events.insert(0, app("a0", 1, json!({"device_id": "d-1"}), "session_start", json!({})));
     events.push(call(
         "k9",
         26 * 60,
@@ -301,8 +244,7 @@ fn outputs_match_the_output_schemas() {
         "unresolved",
     ));
     let outs = run(&mut p, &events);
-    let schema =
-        |text: &str| jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap();
+    let schema = |text: &str| jsonschema::validator_for(&serde_json::from_str(text).unwrap()).unwrap();
     let nba = schema(include_str!("../../../../schemas/next-best-action.v1.json"));
     let churn = schema(include_str!("../../../../schemas/churn-risk.v1.json"));
     let ident = schema(include_str!("../../../../schemas/identity-change.v1.json"));
@@ -319,8 +261,5 @@ fn outputs_match_the_output_schemas() {
             panic!("{e}: {v}");
         }
     }
-    assert!(
-        seen.iter().all(|n| *n > 0),
-        "every output kind checked: {seen:?}"
-    );
+    assert!(seen.iter().all(|n| *n > 0), "every output kind checked: {seen:?}");
 }

@@ -51,9 +51,7 @@ pub async fn run(
             }
         }
         if had_outputs {
-            metrics
-                .event_to_output
-                .observe(p.received.elapsed().as_secs_f64());
+            metrics.event_to_output.observe(p.received.elapsed().as_secs_f64());
         }
         metrics.in_flight.dec();
         // Fails only when the partition was revoked meanwhile: its new owner

@@ -14,8 +14,7 @@ use super::ingest::OutRecord;
 
 pub async fn send(producer: &FutureProducer, r: &OutRecord) -> Result<DeliveryFuture, KafkaError> {
     loop {
-        let mut rec: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&r.topic).payload(&r.payload[..]);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).payload(&r.payload[..]);
         if let Some(k) = &r.key {
             rec = rec.key(&k[..]);
         }

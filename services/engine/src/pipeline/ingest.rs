@@ -7,6 +7,7 @@
 //! none) or exactly one dead-letter record; nothing is dropped silently.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use onejourney_core::output::Output;
 use onejourney_core::{Channel, Decoder, Processor};
@@ -14,6 +15,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use tracing::warn;
 
 use crate::config::Topics;
+use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
 
 /// A record to publish.
@@ -38,6 +40,7 @@ pub struct Ingest {
     processor: Processor,
     topics: Topics,
     metrics: Arc<Metrics>,
+    warnings: WarnLimiter,
 }
 
 impl Ingest {
@@ -46,29 +49,30 @@ impl Ingest {
         processor: Processor,
         topics: Topics,
         metrics: Arc<Metrics>,
+        warnings: WarnLimiter,
     ) -> Self {
         Ingest {
             decoder,
             processor,
             topics,
             metrics,
+            warnings,
         }
     }
 
     /// The records one input message causes.
     pub fn handle(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+        let started = Instant::now();
+        let records = self.handle_inner(m);
+        self.metrics.decision_duration.observe(started.elapsed().as_secs_f64());
+        records
+    }
+
+    fn handle_inner(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
         let Some(channel) = self.topics.channel_of(m.topic) else {
-            return vec![self.dead_letter(
-                m,
-                None,
-                "not_an_input_topic",
-                "the topic is not an input topic",
-            )];
+            return vec![self.dead_letter(m, None, "not_an_input_topic", "the topic is not an input topic")];
         };
-        self.metrics
-            .events_consumed
-            .with_label_values(&[channel.label()])
-            .inc();
+        self.metrics.events_consumed.with_label_values(&[channel.label()]).inc();
         let payload = m.payload.unwrap_or_default();
         let ev = match self.decoder.decode(channel, payload) {
             Ok(ev) => ev,
@@ -96,14 +100,15 @@ impl Ingest {
         }
         self.metrics.identity_merges.inc_by(processed.merges as u64);
         for r in &processed.rejected {
+            self.metrics.links_rejected.with_label_values(&[r.reason.label()]).inc();
+        }
+        for (action, why) in &processed.suppressed {
             self.metrics
-                .links_rejected
-                .with_label_values(&[r.reason.label()])
+                .actions_suppressed
+                .with_label_values(&[action.as_str(), why.label()])
                 .inc();
         }
-        self.metrics
-            .timers_fired
-            .inc_by(processed.timers_fired as u64);
+        self.metrics.timers_fired.inc_by(processed.timers_fired as u64);
         self.metrics
             .timers_pending
             .set(i64::try_from(self.processor.pending_timers()).unwrap_or(i64::MAX));
@@ -136,27 +141,22 @@ impl Ingest {
         }
     }
 
-    fn dead_letter(
-        &self,
-        m: &Origin<'_>,
-        channel: Option<Channel>,
-        reason: &str,
-        message: &str,
-    ) -> OutRecord {
+    fn dead_letter(&mut self, m: &Origin<'_>, channel: Option<Channel>, reason: &str, message: &str) -> OutRecord {
         let label = channel.map_or("unknown", Channel::label);
-        self.metrics
-            .events_invalid
-            .with_label_values(&[label, reason])
-            .inc();
+        self.metrics.events_invalid.with_label_values(&[label, reason]).inc();
         self.metrics.dead_letter.inc();
-        warn!(
-            topic = m.topic,
-            partition = m.partition,
-            offset = m.offset,
-            reason,
-            error = message,
-            "invalid event sent to dead-letter"
-        );
+        if self.warnings.allow("dead_letter", reason) {
+            warn!(
+                topic = m.topic,
+                partition = m.partition,
+                offset = m.offset,
+                reason,
+                error = message,
+                "invalid event sent to dead-letter"
+            );
+        } else {
+            self.metrics.warnings_suppressed.inc();
+        }
         let partition = m.partition.to_string();
         let offset = m.offset.to_string();
         let headers = OwnedHeaders::new()

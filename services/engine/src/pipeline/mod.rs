@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::config::Settings;
 use crate::health::Health;
 use crate::kafka::{self, IngestConsumer, IngestContext};
+use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
 use ingest::{Ingest, Origin};
 
@@ -50,35 +51,26 @@ pub async fn run(
         IngestContext {
             health: health.clone(),
             metrics: metrics.clone(),
+            warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
         },
     )?);
     let inputs: Vec<&str> = settings.topics.inputs().iter().map(|(t, _)| *t).collect();
-    consumer
-        .subscribe(&inputs)
-        .context("subscribing to the input topics")?;
+    consumer.subscribe(&inputs).context("subscribing to the input topics")?;
     info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
 
     let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
     let processor = Processor::new(Arc::new(settings.core()), state);
-    let mut ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone());
+    let mut ingest = Ingest::new(
+        decoder,
+        processor,
+        settings.topics.clone(),
+        metrics.clone(),
+        WarnLimiter::new(settings.log.repeated_warnings_per_minute),
+    );
 
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
-    let acker = tokio::spawn(ack::run(
-        rx,
-        consumer.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    ));
-    let result = poll_loop(
-        &consumer,
-        &producer,
-        &mut ingest,
-        &tx,
-        &health,
-        &metrics,
-        &cancel,
-    )
-    .await;
+    let acker = tokio::spawn(ack::run(rx, consumer.clone(), metrics.clone(), cancel.clone()));
+    let result = poll_loop(&consumer, &producer, &mut ingest, &tx, &health, &metrics, &cancel).await;
     health.set_stopping();
     drop(tx);
     let acked = acker.await.context("the ack task panicked")?;
@@ -99,7 +91,11 @@ async fn poll_loop(
     loop {
         let msg = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tick.tick() => { health.beat(); continue; }
+            _ = tick.tick() => {
+                health.beat();
+                metrics.producer_queue.set(i64::from(producer.in_flight_count()));
+                continue;
+            }
             m = consumer.recv() => m,
         };
         health.beat();
