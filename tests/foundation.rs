@@ -337,8 +337,12 @@ async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
     let mut e = TestEngine::start(settings("decide")).await;
     let t = e.topics.clone();
     let shopper = json!({"cookie_id": "c-shop", "email": "shopper@example.org", "customer_id": "C-77"});
-    e.produce_json(&t.web_clicks, &web("w1", 0, "login", shopper.clone(), json!({})))
-        .await;
+    e.produce_keyed(
+        &t.web_clicks,
+        "session-1",
+        &web("w1", 0, "login", shopper.clone(), json!({})),
+    )
+    .await;
     e.produce_json(
         &t.web_clicks,
         &web(
@@ -350,7 +354,8 @@ async fn an_abandoned_cart_and_an_unhappy_customer_get_decisions() {
         ),
     )
     .await;
-    // Someone else's event, 45 minutes later, moves event time past the cart timer.
+    // Someone else's event on the same partition, 45 minutes later, moves that
+    // partition's event time (its watermark) past the cart timer.
     e.produce_json(
         &t.web_clicks,
         &web("w3", 47, "page_view", json!({"cookie_id": "c-other"}), json!({})),

@@ -110,7 +110,7 @@ pub struct TestEngine {
 impl TestEngine {
     /// Creates the input topics, starts the engine and waits until it is ready.
     pub async fn start(settings: Settings) -> TestEngine {
-        let inputs: Vec<String> = settings.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
+        let inputs: Vec<String> = settings.topics.consumed().iter().map(|t| t.to_string()).collect();
         create_topics(&inputs.iter().map(String::as_str).collect::<Vec<_>>(), INPUT_PARTITIONS).await;
         let engine = Engine::start(settings.clone(), CancellationToken::new())
             .await
@@ -158,6 +158,12 @@ impl TestEngine {
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
+    }
+
+    /// Publishes JSON with an explicit key (events with one key share a partition).
+    pub async fn produce_keyed(&self, topic: &str, key: &str, v: &Value) {
+        self.produce(topic, Some(key.as_bytes()), &serde_json::to_vec(v).unwrap())
+            .await;
     }
 
     pub async fn produce_json(&self, topic: &str, v: &Value) {

@@ -18,7 +18,8 @@ use crate::ids::{BlockReason, IdKey, Namespaces};
 use crate::time::EventTime;
 
 /// The four input channels.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Channel {
     Web,
     Pos,
@@ -216,6 +217,7 @@ impl DecodeError {
 /// Compiled validators for the four channels plus the namespace table.
 pub struct Decoder {
     validators: [jsonschema::Validator; 4],
+    outcome: jsonschema::Validator,
     namespaces: Arc<Namespaces>,
     max_bytes: usize,
 }
@@ -238,7 +240,17 @@ impl Decoder {
             let schema: Value = serde_json::from_str(c.schema_text()).map_err(|e| err(e.to_string()))?;
             jsonschema::validator_for(&schema).map_err(|e| err(e.to_string()))
         };
+        let outcome_schema: Value = serde_json::from_str(include_str!("../../../schemas/action-outcome.v1.json"))
+            .map_err(|e| SchemaCompileError {
+                file: "action-outcome.v1.json",
+                message: e.to_string(),
+            })?;
+        let outcome = jsonschema::validator_for(&outcome_schema).map_err(|e| SchemaCompileError {
+            file: "action-outcome.v1.json",
+            message: e.to_string(),
+        })?;
         Ok(Decoder {
+            outcome,
             validators: [
                 compile(Channel::Web)?,
                 compile(Channel::Pos)?,
@@ -248,6 +260,28 @@ impl Decoder {
             namespaces,
             max_bytes,
         })
+    }
+
+    /// Decodes an `action-outcomes` record.
+    pub fn decode_outcome(&self, bytes: &[u8]) -> Result<crate::processor::ActionOutcome, DecodeError> {
+        if bytes.len() > self.max_bytes {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        if let Some(first) = self.outcome.iter_errors(&value).next() {
+            return Err(DecodeError::Schema(format!(
+                "at {:?}: {}",
+                first.instance_path().as_str(),
+                first.masked()
+            )));
+        }
+        let o: crate::processor::ActionOutcome =
+            serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        EventTime::parse_rfc3339(&o.at).ok_or(DecodeError::BadTimestamp)?;
+        Ok(o)
     }
 
     pub fn namespaces(&self) -> &Arc<Namespaces> {

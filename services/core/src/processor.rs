@@ -14,7 +14,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +23,12 @@ use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::decide::propensity::{Outcome, Propensities};
 use crate::decide::{self, churn, ContactChannel, DecideConfig, Reach, Suppressed, Trigger};
 use crate::event::ChannelEvent;
 use crate::identity::{IdentityGraph, OneId, Profile, Rejection, StitchError};
 use crate::ids::{IdKey, Namespaces};
-use crate::journey::{Band, Journey, RecentAction, Transition};
+use crate::journey::{Band, Journey, RecentAction, Tier, Transition};
 use crate::output::{ChurnRisk, IdentityChange, LinkRef, NextBestAction, Output, TriggerRef};
 use crate::time::EventTime;
 
@@ -177,15 +178,17 @@ pub struct ProfileView {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKind {
-    CartCheck,
-    QuietCheck,
+    Cart,
+    Browse,
+    Quiet,
 }
 
 impl TimerKind {
     fn label(self) -> &'static str {
         match self {
-            TimerKind::CartCheck => "cart_abandonment",
-            TimerKind::QuietCheck => "inactivity",
+            TimerKind::Cart => "cart_abandonment",
+            TimerKind::Browse => "browse_abandonment",
+            TimerKind::Quiet => "inactivity",
         }
     }
 }
@@ -196,7 +199,7 @@ pub struct Processed {
     pub one_id: Option<OneId>,
     pub outputs: Vec<Output>,
     pub duplicate: bool,
-    /// Before the watermark when it arrived (still applied).
+    /// Before its partition's watermark when it arrived (still applied).
     pub late: bool,
     pub merges: usize,
     pub rejected: Vec<Rejection>,
@@ -205,14 +208,40 @@ pub struct Processed {
     pub suppressed: Vec<(String, Suppressed)>,
 }
 
+/// An `action-outcomes` record.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct ActionOutcome {
+    pub action_id: String,
+    pub one_id: String,
+    pub outcome: Outcome,
+    pub at: String,
+}
+
+/// What an outcome did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OutcomeEffect {
+    /// Counted toward the action's learned propensity.
+    Learned,
+    /// Already counted for this decision: nothing changed.
+    Repeated,
+    /// No recent decision with that id for that One ID (too old, or forgotten).
+    Unknown,
+}
+
+/// Timers of one input partition, ordered by due time.
+type TimerSet = BTreeSet<(EventTime, TimerKind, IdKey)>;
+
 /// The single writer of [`State`].
 pub struct Processor {
     cfg: Arc<CoreConfig>,
     state: Arc<State>,
     seen: HashSet<u64>,
-    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
-    max_event_time: EventTime,
+    /// Per input partition (any number the caller picks): the largest event
+    /// time seen and the timers its events armed.
+    partitions: HashMap<u32, (EventTime, TimerSet)>,
     suppressed: Vec<(String, Suppressed)>,
+    tiers: ValueTiers,
+    propensities: Propensities,
 }
 
 impl Processor {
@@ -221,9 +250,10 @@ impl Processor {
             cfg,
             state,
             seen: HashSet::new(),
-            timers: BTreeSet::new(),
-            max_event_time: EventTime::MIN,
+            partitions: HashMap::new(),
             suppressed: Vec::new(),
+            tiers: ValueTiers::default(),
+            propensities: Propensities::default(),
         }
     }
 
@@ -232,15 +262,19 @@ impl Processor {
     }
 
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
+        self.partitions.values().map(|(_, t)| t.len()).sum()
     }
 
-    /// The watermark: timers due at or before it have fired.
-    pub fn watermark(&self) -> EventTime {
-        self.max_event_time.minus(self.cfg.allowed_lateness)
+    /// The watermark of one input partition: its largest event time minus the
+    /// allowed lateness. Its timers due at or before it have fired.
+    pub fn watermark(&self, partition: u32) -> EventTime {
+        self.partitions
+            .get(&partition)
+            .map_or(EventTime::MIN, |(max, _)| max.minus(self.cfg.allowed_lateness))
     }
 
-    pub fn process(&mut self, ev: &ChannelEvent) -> Result<Processed, StitchError> {
+    /// Applies one event that arrived on input `partition`.
+    pub fn process(&mut self, ev: &ChannelEvent, partition: u32) -> Result<Processed, StitchError> {
         let dedupe = dedupe_key(ev);
         if self.seen.contains(&dedupe) {
             return Ok(Processed {
@@ -252,7 +286,7 @@ impl Processor {
         self.seen.insert(dedupe);
         let mut out = Processed {
             one_id: Some(stitch.one_id.clone()),
-            late: ev.occurred_at < self.watermark(),
+            late: ev.occurred_at < self.watermark(partition),
             rejected: stitch.rejected.clone(),
             ..Processed::default()
         };
@@ -260,7 +294,12 @@ impl Processor {
         for (merged, link) in stitch.merged() {
             out.merges += 1;
             if let Some((_, gone)) = self.state.journeys.remove(merged) {
-                self.state.journeys.entry(one_id.clone()).or_default().absorb(gone);
+                self.tiers.remove(gone.revenue);
+                let mut survivor = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
+                self.tiers.remove(survivor.revenue);
+                survivor.absorb(gone);
+                self.tiers.add(survivor.revenue);
+                self.state.journeys.insert(one_id.clone(), survivor);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
@@ -277,31 +316,42 @@ impl Processor {
 
         let trigger = TriggerRef::event(&ev.event_id);
         let mut journey = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
+        let revenue_before = journey.revenue;
         let transitions = journey.apply(ev);
+        if journey.revenue != revenue_before {
+            self.tiers.remove(revenue_before);
+            self.tiers.add(journey.revenue);
+        }
+        let decide = &self.cfg.decide;
         let mut triggers = Vec::new();
+        let mut arm = Vec::new();
         for t in &transitions {
             match t {
                 Transition::Purchased { .. } => triggers.push(Trigger::Purchased),
                 Transition::ServiceIssue { .. } => triggers.push(Trigger::ServiceIssue),
+                Transition::ChannelSwitch { .. } => triggers.push(Trigger::ChannelSwitch),
                 Transition::CartChanged { .. } if !journey.cart.is_empty() => {
                     if let Some(updated) = journey.cart.updated_at {
-                        self.timers.insert((
-                            updated.plus(self.cfg.decide.cart_abandon_after),
-                            TimerKind::CartCheck,
-                            stitch.anchor.clone(),
-                        ));
+                        arm.push((updated.plus(decide.cart_abandon_after), TimerKind::Cart));
                     }
+                }
+                Transition::ProductViewed { at } => {
+                    arm.push((at.plus(decide.browse_abandon_after), TimerKind::Browse));
                 }
                 _ => {}
             }
         }
         if journey.last_seen == Some(ev.occurred_at) {
-            self.timers.insert((
-                ev.occurred_at.plus(self.cfg.decide.quiet_after),
-                TimerKind::QuietCheck,
-                stitch.anchor.clone(),
-            ));
+            arm.push((ev.occurred_at.plus(decide.quiet_after), TimerKind::Quiet));
         }
+        let entry = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| (EventTime::MIN, TimerSet::new()));
+        for (due, kind) in arm {
+            entry.1.insert((due, kind, stitch.anchor.clone()));
+        }
+        entry.0 = entry.0.max(ev.occurred_at);
         self.evaluate(
             one_id,
             &mut journey,
@@ -312,10 +362,40 @@ impl Processor {
         );
         self.state.journeys.insert(one_id.clone(), journey);
 
-        self.max_event_time = self.max_event_time.max(ev.occurred_at);
-        out.timers_fired = self.fire_due(&mut out.outputs);
+        out.timers_fired = self.fire_due(partition, &mut out.outputs);
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
+    }
+
+    /// Learns from an `action-outcomes` record.
+    pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
+        let Some(mut j) = self.state.journeys.get_mut(o.one_id.as_str()) else {
+            return OutcomeEffect::Unknown;
+        };
+        let Some(r) = j.recent_actions.iter_mut().find(|r| r.action_id == o.action_id) else {
+            return OutcomeEffect::Unknown;
+        };
+        let new_trial = !r.counted_trial;
+        let new_response = o.outcome.is_response() && !r.counted_response;
+        r.counted_trial = true;
+        r.counted_response |= new_response;
+        r.outcome = Some(o.outcome.label());
+        let (action, tier) = (r.action.clone(), r.tier);
+        if o.outcome == Outcome::Dismissed {
+            *j.ignored.entry(action.clone()).or_insert(0) += 1;
+        }
+        drop(j);
+        if !new_trial && !new_response {
+            return OutcomeEffect::Repeated;
+        }
+        self.propensities.record(&action, tier, new_trial, new_response);
+        OutcomeEffect::Learned
+    }
+
+    /// The learned propensity of `action` for `tier`.
+    pub fn propensity(&self, action: &str, tier: Tier) -> Option<f64> {
+        let spec = self.cfg.decide.actions.iter().find(|a| a.name == action)?;
+        Some(self.propensities.estimate(spec, tier, self.cfg.decide.prior_strength))
     }
 
     /// Churn, then the next best action, for one journey at `now`.
@@ -328,7 +408,9 @@ impl Processor {
         trigger: &TriggerRef,
         outputs: &mut Vec<Output>,
     ) {
-        let cfg = &self.cfg.decide;
+        let cfg = self.cfg.clone();
+        let cfg = &cfg.decide;
+        j.tier = self.tiers.tier_of(j.revenue);
         let s = churn::score(&cfg.churn, j, now);
         let band = cfg.churn.band(s.score, j.churn.band);
         let previous = j.churn.band;
@@ -356,7 +438,9 @@ impl Processor {
             return;
         };
         let reach = reach(&profile, j, self.state.identity.namespaces());
-        let decision = decide::decide(cfg, j, &reach, triggers, now);
+        let tier = j.tier;
+        let learned = |a: &decide::ActionSpec| self.propensities.estimate(a, tier, cfg.prior_strength);
+        let decision = decide::decide(cfg, j, &reach, triggers, now, &learned);
         self.suppressed.extend(decision.suppressed);
         let Some(choice) = decision.choice else {
             return;
@@ -366,12 +450,17 @@ impl Processor {
             None => format!("timer:{}:{}", trigger.timer.unwrap_or(""), now.millis()),
         };
         let action_id = action_id(one_id, &choice.action, &trigger_key);
+        j.record_contact(now, choice.channel);
         j.record_action(RecentAction {
             action_id: action_id.clone(),
             action: choice.action.clone(),
             channel: choice.channel.label().to_string(),
             reason: choice.reason.clone(),
             decided_at: now,
+            tier,
+            outcome: None,
+            counted_trial: false,
+            counted_response: false,
         });
         outputs.push(Output::Action(NextBestAction {
             action_id,
@@ -388,17 +477,20 @@ impl Processor {
         }));
     }
 
-    /// Fires every timer due at or before the watermark; returns how many.
-    fn fire_due(&mut self, outputs: &mut Vec<Output>) -> usize {
-        let wm = self.watermark();
+    /// The next timer of `partition` due at or before `wm`.
+    fn pop_due(&mut self, partition: u32, wm: EventTime) -> Option<(EventTime, TimerKind, IdKey)> {
+        let timers = &mut self.partitions.get_mut(&partition)?.1;
+        if timers.first()?.0 > wm {
+            return None;
+        }
+        timers.pop_first()
+    }
+
+    /// Fires the timers of `partition` due at or before its watermark.
+    fn fire_due(&mut self, partition: u32, outputs: &mut Vec<Output>) -> usize {
+        let wm = self.watermark(partition);
         let mut fired = 0;
-        while let Some(first) = self.timers.first() {
-            if first.0 > wm {
-                break;
-            }
-            let Some((due, kind, key)) = self.timers.pop_first() else {
-                break;
-            };
+        while let Some((due, kind, key)) = self.pop_due(partition, wm) {
             fired += 1;
             let Some(one_id) = self.state.identity.one_id_of(&key) else {
                 continue;
@@ -410,19 +502,30 @@ impl Processor {
             let cfg = &cfg.decide;
             let trigger = TriggerRef::timer(kind.label());
             match kind {
-                TimerKind::CartCheck => {
+                TimerKind::Cart => {
                     let idle = j.cart.updated_at.is_some_and(|u| u.plus(cfg.cart_abandon_after) <= due);
                     if idle && !j.cart.is_empty() {
                         self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                     }
                 }
-                TimerKind::QuietCheck => {
+                TimerKind::Browse => {
+                    let armed_for = j
+                        .last_product_view
+                        .as_ref()
+                        .map(|v| v.at.plus(cfg.browse_abandon_after));
+                    if armed_for == Some(due) {
+                        self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
+                    }
+                }
+                TimerKind::Quiet => {
                     let last = j.last_seen.unwrap_or(due);
                     if last.plus(cfg.quiet_after) <= due {
                         self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
                         let next = due.plus(cfg.quiet_after);
                         if next <= last.plus(cfg.quiet_checks_until) {
-                            self.timers.insert((next, TimerKind::QuietCheck, key));
+                            if let Some(p) = self.partitions.get_mut(&partition) {
+                                p.1.insert((next, TimerKind::Quiet, key));
+                            }
                         }
                     }
                 }
@@ -430,6 +533,98 @@ impl Processor {
             self.state.journeys.insert(one_id, j);
         }
         fired
+    }
+}
+
+/// Customers' revenue in quarter-octave buckets, to place each customer in the
+/// A/B/C value tiers: A holds the customers who bring the first 80% of revenue,
+/// B the next 15%, C the rest. Thresholds are recomputed every 64 changes.
+#[derive(Debug, Default)]
+struct ValueTiers {
+    buckets: Vec<(u64, f64)>,
+    total: f64,
+    a_min: f64,
+    b_min: f64,
+    changes: u32,
+}
+
+impl ValueTiers {
+    const MAX_BUCKET: usize = 200;
+
+    fn bucket(revenue: f64) -> usize {
+        // Bucket b holds revenues in [2^((b-1)/4), 2^(b/4)); revenue <= 1 is bucket 0.
+        ((revenue.max(1.0).log2() * 4.0).ceil() as usize).min(Self::MAX_BUCKET)
+    }
+
+    fn lower_bound(b: usize) -> f64 {
+        if b == 0 {
+            0.0
+        } else {
+            2f64.powf((b as f64 - 1.0) / 4.0)
+        }
+    }
+
+    fn add(&mut self, revenue: f64) {
+        self.shift(revenue, 1.0);
+    }
+
+    fn remove(&mut self, revenue: f64) {
+        self.shift(revenue, -1.0);
+    }
+
+    fn shift(&mut self, revenue: f64, sign: f64) {
+        if revenue <= 0.0 {
+            return;
+        }
+        let b = Self::bucket(revenue);
+        if self.buckets.len() <= b {
+            self.buckets.resize(b + 1, (0, 0.0));
+        }
+        let slot = &mut self.buckets[b];
+        slot.0 = if sign > 0.0 {
+            slot.0 + 1
+        } else {
+            slot.0.saturating_sub(1)
+        };
+        slot.1 = (slot.1 + sign * revenue).max(0.0);
+        self.total = (self.total + sign * revenue).max(0.0);
+        self.changes += 1;
+        if self.changes >= 64 {
+            self.recompute();
+        }
+    }
+
+    fn recompute(&mut self) {
+        self.changes = 0;
+        let (mut cum, mut a_min, mut b_min) = (0.0, f64::INFINITY, f64::INFINITY);
+        for (b, (_, sum)) in self.buckets.iter().enumerate().rev() {
+            if *sum <= 0.0 {
+                continue;
+            }
+            if cum < 0.80 * self.total {
+                a_min = Self::lower_bound(b);
+            } else if cum < 0.95 * self.total {
+                b_min = Self::lower_bound(b);
+            }
+            cum += sum;
+        }
+        self.a_min = a_min;
+        self.b_min = b_min.min(a_min);
+    }
+
+    fn tier_of(&mut self, revenue: f64) -> Tier {
+        if self.changes > 0 && self.a_min == 0.0 && self.b_min == 0.0 {
+            self.recompute();
+        }
+        if revenue <= 0.0 {
+            Tier::C
+        } else if revenue >= self.a_min {
+            Tier::A
+        } else if revenue >= self.b_min {
+            Tier::B
+        } else {
+            Tier::C
+        }
     }
 }
 

@@ -63,6 +63,8 @@ pub struct Topics {
     pub churn_risk: String,
     pub identity_changes: String,
     pub dead_letter: String,
+    /// Outcomes of decisions, fed back into the learned propensities.
+    pub action_outcomes: String,
 }
 
 impl Topics {
@@ -73,6 +75,13 @@ impl Topics {
             (&self.app_sessions, Channel::App),
             (&self.call_center_events, Channel::CallCenter),
         ]
+    }
+
+    /// Every topic the engine consumes: the four channels and the outcomes.
+    pub fn consumed(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.inputs().iter().map(|(t, _)| *t).collect();
+        v.push(&self.action_outcomes);
+        v
     }
 
     pub fn outputs(&self) -> [&str; 4] {
@@ -100,6 +109,7 @@ impl Topics {
             churn_risk: p(&self.churn_risk),
             identity_changes: p(&self.identity_changes),
             dead_letter: p(&self.dead_letter),
+            action_outcomes: p(&self.action_outcomes),
         }
     }
 }
@@ -268,7 +278,7 @@ impl Settings {
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));
         }
-        let mut names: Vec<&str> = self.topics.inputs().iter().map(|(t, _)| *t).collect();
+        let mut names: Vec<&str> = self.topics.consumed();
         names.extend(self.topics.outputs());
         if names.iter().any(|t| t.is_empty()) {
             return Err(invalid("topics", "topic names must not be empty"));
@@ -327,7 +337,8 @@ mod tests {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.topics.web_clicks, "web-clicks");
         assert_eq!(s.http.addr.port(), 9100);
-        assert_eq!(s.decide.actions.len(), 4);
+        assert_eq!(s.decide.actions.len(), 7);
+        assert_eq!(s.topics.action_outcomes, "action-outcomes");
         assert_eq!(s.ingest.max_message_bytes, 1 << 20);
     }
 

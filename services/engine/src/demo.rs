@@ -52,7 +52,7 @@ fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::
 }
 
 pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut topics: Vec<String> = settings.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
+    let mut topics: Vec<String> = settings.topics.consumed().iter().map(|t| t.to_string()).collect();
     topics.extend(settings.topics.outputs().iter().map(|t| t.to_string()));
     let (brokers, stop_cluster) = start_mock_cluster(topics)?;
     settings.kafka.brokers = brokers.clone();

@@ -207,7 +207,7 @@ pub async fn wait_for_input_topics(
     producer: &FutureProducer,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let wanted: Vec<String> = s.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
+    let wanted: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
     loop {
         match topic_names(producer).await? {
             Ok(names) => {

@@ -9,7 +9,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use onejourney_core::decide::DecideConfig;
+use onejourney_core::decide::{DecideConfig, Suppressed};
 use onejourney_core::ids::BlockReason;
 use onejourney_core::processor::CONTACT_CHANNELS;
 use onejourney_core::{Channel, DecodeError};
@@ -42,6 +42,7 @@ pub struct Metrics {
     pub state_memory: IntGauge,
     pub producer_queue: IntGauge,
     pub warnings_suppressed: IntCounter,
+    pub outcomes: IntCounterVec,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -193,9 +194,22 @@ impl Metrics {
                 "onejourney_log_warnings_suppressed_total",
                 "Repeated warnings not logged because of the per-minute limit.",
             )?,
+            outcomes: counter_vec(
+                "onejourney_action_outcomes_total",
+                "Outcomes received on action-outcomes, by outcome and effect (learned, repeated, unknown).",
+                &["outcome", "effect"],
+            )?,
             registry,
         };
         // Pre-register the fixed label sets so dashboards see zeros, not gaps.
+        for r in DecodeError::REASONS {
+            m.events_invalid.with_label_values(&["action_outcomes", r]);
+        }
+        for outcome in ["delivered", "opened", "clicked", "converted", "dismissed"] {
+            for effect in ["learned", "repeated", "unknown"] {
+                m.outcomes.with_label_values(&[outcome, effect]);
+            }
+        }
         for c in Channel::ALL {
             m.events_consumed.with_label_values(&[c.label()]);
             m.events_duplicate.with_label_values(&[c.label()]);
@@ -216,8 +230,8 @@ impl Metrics {
             }
         }
         for action in &decide.actions {
-            for reason in ["cooldown", "unreachable"] {
-                m.actions_suppressed.with_label_values(&[&action.name, reason]);
+            for reason in Suppressed::ALL {
+                m.actions_suppressed.with_label_values(&[&action.name, reason.label()]);
             }
         }
         for band in ["low", "medium", "high"] {

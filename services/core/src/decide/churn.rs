@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::journey::{Band, Factor, Journey};
+use super::DAYS_30;
+use crate::journey::{count_within, Band, Factor, Journey};
 use crate::time::EventTime;
 
 /// Weights of the churn features (per unit of each feature's `x`).
@@ -19,12 +20,15 @@ pub struct ChurnWeights {
     pub days_since_last_purchase: f64,
     /// x = 1 when the customer never bought.
     pub never_purchased: f64,
-    /// x = complaints, at most 5.
-    pub complaints: f64,
+    /// x = complaints in the last 30 days, at most 5.
+    pub complaints_30d: f64,
     /// x = cancel requests, at most 3.
     pub cancel_requests: f64,
-    /// x = unresolved or escalated calls, at most 5.
-    pub unresolved_calls: f64,
+    /// x = unresolved or escalated calls in the last 30 days, at most 5.
+    pub unresolved_calls_30d: f64,
+    /// x = 1 - (visits in the last 30 days / the customer's own 30-day average
+    /// over the 150 days before), when that baseline is at least one visit.
+    pub visit_frequency_drop: f64,
     /// x = 1 when the last CSAT was 1 or 2.
     pub low_csat: f64,
     /// x = -sentiment of the last call when negative.
@@ -85,6 +89,25 @@ pub struct Score {
     pub factors: Vec<Factor>,
 }
 
+/// How much less often the customer visits now than they used to: `None`
+/// until there is a baseline of at least one visit per 30 days.
+pub fn visit_frequency_drop(j: &Journey, now: EventTime) -> Option<f64> {
+    let recent = count_within(&j.visits, now, DAYS_30) as f64;
+    let before = now.minus(DAYS_30);
+    let baseline_window = std::time::Duration::from_secs(150 * 24 * 3600);
+    let first = j.first_seen?;
+    // The baseline covers the part of those 150 days the customer existed.
+    let covered_days = before.days_since(first.max(before.minus(baseline_window)));
+    if covered_days < 30.0 {
+        return None;
+    }
+    let baseline = count_within(&j.visits, before, baseline_window) as f64 / (covered_days / 30.0);
+    if baseline < 1.0 {
+        return None;
+    }
+    Some((1.0 - recent / baseline).clamp(0.0, 1.0))
+}
+
 /// Scores a journey at event time `now`.
 pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
     let w = &cfg.weights;
@@ -110,14 +133,22 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
         None => feats.push(("never_purchased", 1.0, w.never_purchased)),
     }
     let count = |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
-    feats.push(count("complaints", j.complaints, 5, w.complaints));
+    let in_30d = |v| u32::try_from(count_within(v, now, DAYS_30)).unwrap_or(u32::MAX);
+    feats.push(count("complaints_30d", in_30d(&j.complaint_times), 5, w.complaints_30d));
     feats.push(count("cancel_requests", j.cancel_requests, 3, w.cancel_requests));
     feats.push(count(
-        "unresolved_calls",
-        j.call.unresolved + j.call.escalated,
+        "unresolved_calls_30d",
+        in_30d(&j.unresolved_times),
         5,
-        w.unresolved_calls,
+        w.unresolved_calls_30d,
     ));
+    if let Some(drop) = visit_frequency_drop(j, now) {
+        feats.push((
+            "visit_frequency_drop",
+            super::round2(drop),
+            w.visit_frequency_drop * drop,
+        ));
+    }
     feats.push(count("returns", j.returns, 5, w.returns));
     feats.push(count(
         "abandoned_checkouts",

@@ -1,18 +1,30 @@
 //! Decisions: which next best action, and how likely a customer is to churn.
 //!
 //! In: a [`Journey`], the triggers an event or timer produced, the channels the
-//! customer can be reached on, and the event time `now`. Out: at most one
-//! [`Choice`] (the best eligible action) and a churn [`churn::Score`].
+//! customer can be reached on, the learned propensities and the event time
+//! `now`. Out: a [`Decision`]: at most one [`Choice`] (the best eligible
+//! action) and the actions policy held back, with why.
+//!
+//! Ranking: expected value = propensity x value x weight x lever, where the
+//! propensity is learned from outcomes ([`propensity`]), the value and weight
+//! come from the catalog and the lever from the business (`decide.levers`).
+//! Contact policy, checked for every candidate: not dismissed `ignore_limit`
+//! times, past its cool-down, no promotional action within the quiet period
+//! after a complaint or cancel request, a channel the customer can be reached
+//! on (push needs consent) and under that channel's caps.
+//!
 //! Invariant: pure functions of their arguments; the same journey and time give
 //! the same decision, so replaying history gives the same outputs.
 
 pub mod churn;
+pub mod propensity;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journey::Journey;
+use crate::journey::{count_within, Journey, Stage, Tier};
 use crate::time::EventTime;
 
 #[cfg(test)]
@@ -24,16 +36,21 @@ mod tests;
 pub enum Trigger {
     /// Timer: a non-empty cart untouched for `cart_abandon_after`.
     CartAbandoned,
+    /// Timer: a product looked at, neither put in the cart nor bought, for
+    /// `browse_abandon_after`.
+    BrowseAbandoned,
     /// Event: a purchase or sale.
     Purchased,
     /// Event: a complaint, cancel request, unresolved call, low CSAT.
     ServiceIssue,
+    /// Event: active on another channel after looking at a product elsewhere.
+    ChannelSwitch,
     /// Timer: a customer who bought before has gone quiet.
     Lapsed,
 }
 
 /// A channel an action can be delivered on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContactChannel {
     Email,
@@ -81,6 +98,47 @@ impl Reach {
     }
 }
 
+/// Conditions on journey state; every one given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// One of these stages (empty: any).
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// One of these value tiers (empty: any).
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    pub min_cart_value: Option<f64>,
+    pub min_purchases: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_since_purchase: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_since_purchase: Option<Duration>,
+    /// At most this many complaints in the last 30 days.
+    pub max_complaints_30d: Option<u32>,
+}
+
+impl Conditions {
+    fn hold(&self, j: &Journey, now: EventTime) -> bool {
+        let since_purchase = |min: bool, d: Duration| match j.last_purchase {
+            Some(p) if min => now >= p.plus(d),
+            Some(p) => now <= p.plus(d),
+            None => false,
+        };
+        (self.stages.is_empty() || self.stages.contains(&j.stage()))
+            && (self.tiers.is_empty() || self.tiers.contains(&j.tier))
+            && self.min_cart_value.is_none_or(|v| j.cart.value() >= v)
+            && self.min_purchases.is_none_or(|n| j.purchases >= n)
+            && self.min_since_purchase.is_none_or(|d| since_purchase(true, d))
+            && self.max_since_purchase.is_none_or(|d| since_purchase(false, d))
+            && self
+                .max_complaints_30d
+                .is_none_or(|n| count_within(&j.complaint_times, now, DAYS_30) <= n as usize)
+    }
+}
+
+pub const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// One entry of the action catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,24 +146,57 @@ pub struct ActionSpec {
     pub name: String,
     pub trigger: Trigger,
     /// Channels in order of preference; the first one the customer can be
-    /// reached on is used.
+    /// reached on and that is under its caps is used.
     pub channels: Vec<ContactChannel>,
-    /// Score before the trigger's own factors, in [0, 1].
-    pub base_score: f64,
+    /// Business value of a success (a conversion), in currency units.
+    pub value: f64,
+    /// Cart actions: value added per unit of cart value.
+    #[serde(default)]
+    pub value_per_cart_unit: f64,
+    /// Prior probability of success, before outcomes are learned.
+    pub propensity: f64,
+    /// Business weight (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
     /// No repeat of this action to the same customer within this time.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
     /// How long the decision stays valid for downstream.
     #[serde(with = "humantime_serde")]
     pub expires_after: Duration,
-    /// Cart actions: the least cart value worth acting on.
+    /// Promotional actions keep quiet after a complaint or cancel request.
     #[serde(default)]
-    pub min_cart_value: f64,
-    /// Lapse actions: the least time since the last purchase.
-    #[serde(default, with = "humantime_serde::option")]
-    pub min_since_purchase: Option<Duration>,
+    pub promotional: bool,
+    #[serde(default)]
+    pub when: Conditions,
     /// A short sentence for marketers, completed with the trigger's facts.
     pub reason: String,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A cap: at most `max` messages on `channel` in any window of `per`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    pub channel: ContactChannel,
+    pub max: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPolicy {
+    pub caps: Vec<Cap>,
+    /// Promotional actions are held back this long after a complaint or
+    /// cancel request; service actions still go.
+    #[serde(with = "humantime_serde")]
+    pub quiet_after_complaint: Duration,
+    /// An action the customer dismissed this many times is not offered again.
+    pub ignore_limit: u32,
 }
 
 /// The decision settings of the engine's `[decide]` config section.
@@ -115,6 +206,9 @@ pub struct DecideConfig {
     /// A cart untouched this long is abandoned.
     #[serde(with = "humantime_serde")]
     pub cart_abandon_after: Duration,
+    /// A product looked at and left this long is an abandoned browse.
+    #[serde(with = "humantime_serde")]
+    pub browse_abandon_after: Duration,
     /// A customer with no event for this long is re-scored for churn and
     /// considered for lapse actions, and again after each further period.
     #[serde(with = "humantime_serde")]
@@ -122,6 +216,13 @@ pub struct DecideConfig {
     /// Quiet checks stop after this long without an event.
     #[serde(with = "humantime_serde")]
     pub quiet_checks_until: Duration,
+    /// Business levers per action name (default 1): multiply its expected value.
+    #[serde(default)]
+    pub levers: BTreeMap<String, f64>,
+    pub policy: ContactPolicy,
+    /// How many pseudo-observations the catalog propensity counts for when
+    /// outcomes are learned (see `propensity`).
+    pub prior_strength: f64,
     pub actions: Vec<ActionSpec>,
     pub churn: churn::ChurnConfig,
 }
@@ -134,8 +235,8 @@ pub enum ConfigError {
         name: String,
         problem: &'static str,
     },
-    #[error("decide.churn: {0}")]
-    Churn(&'static str),
+    #[error("decide.{0}")]
+    Other(&'static str),
 }
 
 impl DecideConfig {
@@ -152,14 +253,30 @@ impl DecideConfig {
             if a.channels.is_empty() {
                 return Err(bad("channels is empty"));
             }
-            if !(0.0..=1.0).contains(&a.base_score) {
-                return Err(bad("base_score must be within 0..=1"));
+            if !(0.0..=1.0).contains(&a.propensity) {
+                return Err(bad("propensity must be within 0..=1"));
+            }
+            if a.value < 0.0 || a.weight < 0.0 || a.value_per_cart_unit < 0.0 {
+                return Err(bad("value, value_per_cart_unit and weight must be >= 0"));
             }
             if self.actions[..index].iter().any(|b| b.name == a.name) {
                 return Err(bad("name is used twice"));
             }
         }
-        self.churn.validate().map_err(ConfigError::Churn)
+        if let Some(name) = self.levers.keys().find(|k| !self.actions.iter().any(|a| &a.name == *k)) {
+            let _ = name;
+            return Err(ConfigError::Other("levers: a lever names an action not in the catalog"));
+        }
+        if self.levers.values().any(|l| *l < 0.0) {
+            return Err(ConfigError::Other("levers: must be >= 0"));
+        }
+        if self.policy.caps.iter().any(|c| c.max == 0 || c.per.is_zero()) {
+            return Err(ConfigError::Other("policy.caps: max and per must be > 0"));
+        }
+        if self.prior_strength <= 0.0 {
+            return Err(ConfigError::Other("prior_strength: must be > 0"));
+        }
+        self.churn.validate().map_err(ConfigError::Other)
     }
 }
 
@@ -175,26 +292,44 @@ pub struct NamedValue {
 pub struct Choice {
     pub action: String,
     pub channel: ContactChannel,
+    /// Expected value: propensity x value x weight x lever.
     pub score: f64,
     pub reason: String,
     pub factors: Vec<NamedValue>,
     pub expires_after: Duration,
 }
 
-/// Why an action whose trigger fired was not offered.
+/// Why an action whose trigger fired and whose conditions held was not offered.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Suppressed {
+    /// The customer dismissed it `ignore_limit` times.
+    Ignored,
     /// Offered to this customer too recently.
     Cooldown,
+    /// Promotional, within the quiet period after a complaint.
+    QuietPeriod,
     /// None of its channels reaches the customer (or consent is missing).
     Unreachable,
+    /// Every channel that reaches the customer is at its cap.
+    Capped,
 }
 
 impl Suppressed {
+    pub const ALL: [Suppressed; 5] = [
+        Suppressed::Ignored,
+        Suppressed::Cooldown,
+        Suppressed::QuietPeriod,
+        Suppressed::Unreachable,
+        Suppressed::Capped,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
+            Suppressed::Ignored => "ignored",
             Suppressed::Cooldown => "cooldown",
+            Suppressed::QuietPeriod => "quiet_period",
             Suppressed::Unreachable => "unreachable",
+            Suppressed::Capped => "capped",
         }
     }
 }
@@ -208,17 +343,25 @@ pub struct Decision {
 }
 
 /// Picks the best eligible action for the triggers that fired at `now`.
-pub fn decide(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigger], now: EventTime) -> Decision {
+/// `propensity(action)` is the learned success probability for this customer's tier.
+pub fn decide(
+    cfg: &DecideConfig,
+    j: &Journey,
+    reach: &Reach,
+    triggers: &[Trigger],
+    now: EventTime,
+    propensity: &dyn Fn(&ActionSpec) -> f64,
+) -> Decision {
     let mut ranked: Vec<Choice> = Vec::new();
     let mut suppressed = Vec::new();
     for a in cfg.actions.iter().filter(|a| triggers.contains(&a.trigger)) {
-        match candidate(cfg, a, j, reach, now) {
+        match candidate(cfg, a, j, reach, now, propensity(a)) {
             Ok(c) => ranked.push(c),
             Err(Some(why)) => suppressed.push((a.name.clone(), why)),
             Err(None) => {}
         }
     }
-    // Highest score first; ties by catalog name so the choice is stable.
+    // Highest expected value first; ties by catalog name so the choice is stable.
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.action.cmp(&b.action)));
     let mut it = ranked.into_iter();
     let choice = it.next().map(|mut best| {
@@ -231,50 +374,106 @@ pub fn decide(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigge
     Decision { choice, suppressed }
 }
 
-/// `Ok` when the action is eligible: trigger facts hold, the cool-down has
-/// passed and the customer can be reached on one of its channels.
-/// `Err(None)`: the facts do not hold; `Err(Some(_))`: policy held it back.
+/// `Ok` when the action is eligible. `Err(None)`: its facts or conditions do
+/// not hold; `Err(Some(_))`: contact policy held it back.
 fn candidate(
     cfg: &DecideConfig,
     a: &ActionSpec,
     j: &Journey,
     reach: &Reach,
     now: EventTime,
+    propensity: f64,
 ) -> Result<Choice, Option<Suppressed>> {
-    let (boost, factors, detail) = facts(cfg, a, j, now).ok_or(None)?;
-    if let Some(last) = j.last_action.get(&a.name) {
-        if now < last.plus(a.cooldown) {
-            return Err(Some(Suppressed::Cooldown));
-        }
+    let (extra_value, mut factors, detail) = facts(cfg, a, j, now).ok_or(None)?;
+    if !a.when.hold(j, now) {
+        return Err(None);
     }
-    let channel = *a
-        .channels
-        .iter()
-        .find(|c| reach.allows(**c))
-        .ok_or(Some(Suppressed::Unreachable))?;
+    if j.ignored.get(&a.name).is_some_and(|n| *n >= cfg.policy.ignore_limit) {
+        return Err(Some(Suppressed::Ignored));
+    }
+    if j.last_action
+        .get(&a.name)
+        .is_some_and(|last| now < last.plus(a.cooldown))
+    {
+        return Err(Some(Suppressed::Cooldown));
+    }
+    if a.promotional
+        && j.last_service_issue
+            .is_some_and(|t| t <= now && now < t.plus(cfg.policy.quiet_after_complaint))
+    {
+        return Err(Some(Suppressed::QuietPeriod));
+    }
+    let reachable: Vec<ContactChannel> = a.channels.iter().copied().filter(|c| reach.allows(*c)).collect();
+    if reachable.is_empty() {
+        return Err(Some(Suppressed::Unreachable));
+    }
+    let channel = reachable
+        .into_iter()
+        .find(|c| under_caps(cfg, j, *c, now))
+        .ok_or(Some(Suppressed::Capped))?;
+    let value = a.value + extra_value;
+    let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
+    let score = propensity * value * a.weight * lever;
+    factors.extend([
+        NamedValue {
+            name: "propensity",
+            value: round4(propensity),
+        },
+        NamedValue {
+            name: "value",
+            value: round2(value),
+        },
+        NamedValue {
+            name: "weight",
+            value: a.weight,
+        },
+        NamedValue {
+            name: "lever",
+            value: lever,
+        },
+    ]);
     Ok(Choice {
         action: a.name.clone(),
         channel,
-        score: round2((a.base_score * boost).clamp(0.0, 1.0)),
-        reason: format!("{}: {detail}", a.reason),
+        score: round4(score),
+        reason: format!(
+            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2})",
+            a.reason, score, propensity, value
+        ),
         factors,
         expires_after: a.expires_after,
     })
 }
 
-/// The trigger's facts: `None` when they do not hold, else the score boost,
-/// the factors and a phrase for the reason.
+/// True when one more message on `channel` at `now` keeps every window of
+/// every cap on that channel within its maximum. Counts messages within `per`
+/// on either side of `now`, so decisions taken out of event-time order (late
+/// events, timers) cannot overfill a window either.
+pub fn under_caps(cfg: &DecideConfig, j: &Journey, channel: ContactChannel, now: EventTime) -> bool {
+    cfg.policy.caps.iter().filter(|c| c.channel == channel).all(|cap| {
+        let (from, to) = (now.minus(cap.per), now.plus(cap.per));
+        let n = j
+            .contacts
+            .iter()
+            .filter(|c| c.channel == channel && c.at > from && c.at < to)
+            .count();
+        n < cap.max as usize
+    })
+}
+
+/// The trigger's facts: `None` when they do not hold, else the value the facts
+/// add, the factors and a phrase for the reason.
 fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Option<(f64, Vec<NamedValue>, String)> {
     Some(match a.trigger {
         Trigger::CartAbandoned => {
             let value = j.cart.value();
             let updated = j.cart.updated_at?;
-            if j.cart.is_empty() || value < a.min_cart_value || now < updated.plus(cfg.cart_abandon_after) {
+            if j.cart.is_empty() || now < updated.plus(cfg.cart_abandon_after) {
                 return None;
             }
             let minutes = (now.millis() - updated.millis()) as f64 / 60_000.0;
             (
-                (0.6 + value / 250.0).min(1.25),
+                a.value_per_cart_unit * value,
                 vec![
                     NamedValue {
                         name: "cart_value",
@@ -292,10 +491,26 @@ fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Opt
                 format!("cart of {value:.2} untouched for {minutes:.0} minutes"),
             )
         }
+        Trigger::BrowseAbandoned => {
+            let v = j.last_product_view.as_ref()?;
+            let untouched = j.cart.updated_at.is_none_or(|u| u < v.at) && j.last_purchase.is_none_or(|p| p < v.at);
+            if !untouched || now < v.at.plus(cfg.browse_abandon_after) {
+                return None;
+            }
+            let hours = (now.millis() - v.at.millis()) as f64 / 3_600_000.0;
+            (
+                0.0,
+                vec![NamedValue {
+                    name: "hours_since_product_view",
+                    value: round2(hours),
+                }],
+                format!("looked at {} {hours:.0} hours ago and left", v.sku),
+            )
+        }
         Trigger::Purchased => {
             let first = j.purchases == 1;
             (
-                if first { 1.2 } else { 1.0 },
+                0.0,
                 vec![
                     NamedValue {
                         name: "purchases",
@@ -309,22 +524,23 @@ fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Opt
                 if first {
                     String::from("first purchase")
                 } else {
-                    format!("purchase number {}", j.purchases)
+                    format!("purchase number {}, tier {}", j.purchases, j.tier.label())
                 },
             )
         }
         Trigger::ServiceIssue => {
-            let issues = j.complaints + j.call.unresolved + j.call.escalated;
+            let complaints = count_within(&j.complaint_times, now, DAYS_30);
+            let unresolved = count_within(&j.unresolved_times, now, DAYS_30);
             (
-                1.0 + 0.15 * f64::from(issues.min(4)) + if j.cancel_requests > 0 { 0.3 } else { 0.0 },
+                0.0,
                 vec![
                     NamedValue {
-                        name: "complaints",
-                        value: f64::from(j.complaints),
+                        name: "complaints_30d",
+                        value: complaints as f64,
                     },
                     NamedValue {
-                        name: "unresolved_calls",
-                        value: f64::from(j.call.unresolved + j.call.escalated),
+                        name: "unresolved_calls_30d",
+                        value: unresolved as f64,
                     },
                     NamedValue {
                         name: "cancel_requests",
@@ -336,23 +552,31 @@ fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Opt
                     },
                 ],
                 format!(
-                    "{} complaint(s), {} unresolved call(s), {} cancel request(s)",
-                    j.complaints,
-                    j.call.unresolved + j.call.escalated,
+                    "{complaints} complaint(s) and {unresolved} unresolved call(s) in 30 days, {} cancel request(s)",
                     j.cancel_requests
+                ),
+            )
+        }
+        Trigger::ChannelSwitch => {
+            let v = j.last_product_view.as_ref()?;
+            (
+                0.0,
+                vec![NamedValue {
+                    name: "days_since_product_view",
+                    value: round2(now.days_since(v.at)),
+                }],
+                format!(
+                    "looked at {} on {} and is now on another channel",
+                    v.sku,
+                    v.channel.label()
                 ),
             )
         }
         Trigger::Lapsed => {
             let last = j.last_purchase?;
             let days = now.days_since(last);
-            if let Some(min) = a.min_since_purchase {
-                if now < last.plus(min) {
-                    return None;
-                }
-            }
             (
-                1.0 + j.churn.score,
+                0.0,
                 vec![
                     NamedValue {
                         name: "days_since_last_purchase",
@@ -375,4 +599,8 @@ fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Opt
 
 pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+pub(crate) fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
 }

@@ -1,8 +1,14 @@
 use serde_json::json;
 
 use super::*;
-use crate::journey::{Band, Journey, RecentAction};
+use crate::journey::{Band, Journey, RecentAction, Tier};
 use crate::testkit::{call, default_decide, pos, product, t, web};
+use crate::time::EventTime;
+
+/// Arbitration with the catalog's propensities (nothing learned yet).
+fn run(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigger], now: EventTime) -> Decision {
+    decide(cfg, j, reach, triggers, now, &|a| a.propensity)
+}
 
 fn all_reach() -> Reach {
     Reach {
@@ -31,10 +37,10 @@ fn with_cart(value: f64) -> Journey {
 fn cart_recovery_waits_for_the_abandonment_time() {
     let cfg = default_decide();
     let j = with_cart(80.0);
-    assert!(decide(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(29))
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(29))
         .choice
         .is_none());
-    let c = decide(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(30))
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(30))
         .choice
         .unwrap();
     assert_eq!((c.action.as_str(), c.channel), ("cart_recovery", ContactChannel::Email));
@@ -46,11 +52,11 @@ fn cart_recovery_waits_for_the_abandonment_time() {
 fn cart_recovery_needs_a_cart_worth_it_and_a_reachable_channel() {
     let cfg = default_decide();
     assert!(
-        decide(&cfg, &with_cart(0.5), &all_reach(), &[Trigger::CartAbandoned], t(60))
+        run(&cfg, &with_cart(0.5), &all_reach(), &[Trigger::CartAbandoned], t(60))
             .choice
             .is_none()
     );
-    assert!(decide(
+    assert!(run(
         &cfg,
         &Journey::default(),
         &all_reach(),
@@ -63,7 +69,7 @@ fn cart_recovery_needs_a_cart_worth_it_and_a_reachable_channel() {
         push: true,
         ..Reach::default()
     };
-    let c = decide(&cfg, &with_cart(50.0), &push_only, &[Trigger::CartAbandoned], t(60))
+    let c = run(&cfg, &with_cart(50.0), &push_only, &[Trigger::CartAbandoned], t(60))
         .choice
         .unwrap();
     assert_eq!(c.channel, ContactChannel::Push);
@@ -71,7 +77,7 @@ fn cart_recovery_needs_a_cart_worth_it_and_a_reachable_channel() {
         sms: true,
         ..Reach::default()
     };
-    let d = decide(&cfg, &with_cart(50.0), &sms_only, &[Trigger::CartAbandoned], t(60));
+    let d = run(&cfg, &with_cart(50.0), &sms_only, &[Trigger::CartAbandoned], t(60));
     assert!(d.choice.is_none());
     assert_eq!(
         d.suppressed,
@@ -89,18 +95,20 @@ fn cool_down_holds_then_expires() {
         channel: "email".into(),
         reason: "r".into(),
         decided_at: t(30),
+        tier: Tier::C,
+        outcome: None,
+        counted_trial: false,
+        counted_response: false,
     });
-    let held = decide(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60));
+    let held = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60));
     assert!(held.choice.is_none());
     assert_eq!(
         held.suppressed,
         vec![("cart_recovery".to_string(), Suppressed::Cooldown)]
     );
-    assert!(
-        decide(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(30 + 24 * 60))
-            .choice
-            .is_some()
-    );
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(30 + 24 * 60))
+        .choice
+        .is_some());
 }
 
 #[test]
@@ -108,11 +116,9 @@ fn post_purchase_follows_a_purchase_only() {
     let cfg = default_decide();
     let mut j = Journey::default();
     j.apply(&pos("1", 0, json!({"loyalty_id": "L"}), 30.0));
-    let c = decide(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(0))
-        .choice
-        .unwrap();
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(0)).choice.unwrap();
     assert_eq!(c.action, "post_purchase_follow_up");
-    assert!(decide(&cfg, &j, &all_reach(), &[Trigger::ServiceIssue], t(0))
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::ServiceIssue], t(0))
         .choice
         .is_none_or(|c| c.action != "post_purchase_follow_up"));
 }
@@ -122,7 +128,7 @@ fn service_recovery_prefers_the_call_center() {
     let cfg = default_decide();
     let mut j = Journey::default();
     j.apply(&call("1", 0, json!({"customer_id": "C"}), "complaint", "unresolved"));
-    let c = decide(&cfg, &j, &all_reach(), &[Trigger::ServiceIssue], t(0))
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::ServiceIssue], t(0))
         .choice
         .unwrap();
     assert_eq!(
@@ -134,7 +140,7 @@ fn service_recovery_prefers_the_call_center() {
         ..Reach::default()
     };
     assert_eq!(
-        decide(&cfg, &j, &email_only, &[Trigger::ServiceIssue], t(0))
+        run(&cfg, &j, &email_only, &[Trigger::ServiceIssue], t(0))
             .choice
             .unwrap()
             .channel,
@@ -147,39 +153,245 @@ fn win_back_only_for_customers_quiet_long_enough() {
     let cfg = default_decide();
     let mut j = Journey::default();
     assert!(
-        decide(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(0))
-            .choice
-            .is_none(),
+        run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(0)).choice.is_none(),
         "never bought"
     );
     j.apply(&pos("1", 0, json!({"loyalty_id": "L"}), 30.0));
     let day = 24 * 60;
-    assert!(decide(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(59 * day))
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(59 * day))
         .choice
         .is_none());
-    let c = decide(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(60 * day))
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], t(60 * day))
         .choice
         .unwrap();
     assert_eq!(c.action, "win_back");
 }
 
 #[test]
-fn arbitration_picks_the_highest_score_and_names_what_it_beat() {
+fn arbitration_ranks_by_expected_value_and_names_what_it_beat() {
+    let cfg = default_decide();
+    let mut j = Journey::default();
+    for (i, m) in [0, 10, 20].into_iter().enumerate() {
+        j.apply(&pos(&format!("p{i}"), m, json!({"loyalty_id": "L"}), 500.0));
+    }
+    j.tier = Tier::A;
+    let d = run(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(30));
+    let c = d.choice.unwrap();
+    // loyalty_upgrade: 0.1 x 60 = 6.00; post_purchase_follow_up: 0.2 x 12 = 2.40
+    assert_eq!(c.action, "loyalty_upgrade");
+    assert_eq!(c.score, 6.0);
+    assert!(
+        c.reason.contains("chosen over post_purchase_follow_up (2.40)"),
+        "{}",
+        c.reason
+    );
+    assert!(c.factors.iter().any(|f| f.name == "propensity" && f.value == 0.1));
+    // A lever moves the ranking.
+    let mut levered = cfg.clone();
+    levered.levers.insert("post_purchase_follow_up".into(), 3.0);
+    let c = run(&levered, &j, &all_reach(), &[Trigger::Purchased], t(30))
+        .choice
+        .unwrap();
+    assert_eq!(c.action, "post_purchase_follow_up", "2.40 x 3 = 7.20 beats 6.00");
+    // Learned propensities move it too.
+    let c = decide(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(30), &|a| {
+        if a.name == "loyalty_upgrade" {
+            0.01
+        } else {
+            a.propensity
+        }
+    })
+    .choice
+    .unwrap();
+    assert_eq!(c.action, "post_purchase_follow_up");
+}
+
+#[test]
+fn loyalty_upgrade_needs_the_top_tier_and_three_purchases() {
+    let cfg = default_decide();
+    let mut j = Journey::default();
+    for (i, m) in [0, 10].into_iter().enumerate() {
+        j.apply(&pos(&format!("p{i}"), m, json!({"loyalty_id": "L"}), 500.0));
+    }
+    j.tier = Tier::A;
+    let pick = |j: &Journey| {
+        run(&cfg, j, &all_reach(), &[Trigger::Purchased], t(30))
+            .choice
+            .unwrap()
+            .action
+    };
+    assert_eq!(pick(&j), "post_purchase_follow_up", "two purchases only");
+    j.apply(&pos("p3", 20, json!({"loyalty_id": "L"}), 500.0));
+    assert_eq!(pick(&j), "loyalty_upgrade");
+    j.tier = Tier::B;
+    assert_eq!(pick(&j), "post_purchase_follow_up", "not top tier");
+}
+
+#[test]
+fn a_complaint_quiets_promotional_actions_but_not_service_recovery() {
     let cfg = default_decide();
     let mut j = with_cart(200.0);
     j.apply(&call("2", 1, json!({"customer_id": "C"}), "complaint", "unresolved"));
-    let c = decide(
+    let d = run(
         &cfg,
         &j,
         &all_reach(),
         &[Trigger::CartAbandoned, Trigger::ServiceIssue],
         t(60),
-    )
-    .choice
-    .unwrap();
-    // cart: 0.75 * min(0.6 + 200/250, 1.25) = 0.94; service: 0.7 * (1 + 0.15 * 2) = 0.91
-    assert_eq!(c.action, "cart_recovery");
-    assert!(c.reason.contains("chosen over service_recovery (0.91)"), "{}", c.reason);
+    );
+    assert_eq!(d.choice.unwrap().action, "service_recovery");
+    assert_eq!(
+        d.suppressed,
+        vec![("cart_recovery".to_string(), Suppressed::QuietPeriod)]
+    );
+    // Seven days later the quiet period is over.
+    let week = 7 * 24 * 60;
+    let d = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(2 + week));
+    assert_eq!(d.choice.unwrap().action, "cart_recovery");
+}
+
+#[test]
+fn channel_caps_hold_in_rolling_windows() {
+    let cfg = default_decide();
+    let mut j = with_cart(50.0);
+    let day = 24 * 60;
+    // One email already went out: the next cart email moves to push.
+    j.record_contact(t(60), ContactChannel::Email);
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(2 * day))
+        .choice
+        .unwrap();
+    assert_eq!(c.channel, ContactChannel::Push);
+    // Three pushes within a day: push is full too, web is next.
+    for m in [0, 60, 120] {
+        j.record_contact(t(2 * day - 200 + m), ContactChannel::Push);
+    }
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(2 * day))
+        .choice
+        .unwrap();
+    assert_eq!(c.channel, ContactChannel::Web);
+    // Email only and capped: held back and counted as capped.
+    let email_only = Reach {
+        email: true,
+        ..Reach::default()
+    };
+    let d = run(&cfg, &j, &email_only, &[Trigger::CartAbandoned], t(2 * day));
+    assert!(d.choice.is_none());
+    assert_eq!(d.suppressed, vec![("cart_recovery".to_string(), Suppressed::Capped)]);
+    // Eight days after the email, email is free again.
+    assert!(run(&cfg, &j, &email_only, &[Trigger::CartAbandoned], t(8 * day + 61))
+        .choice
+        .is_some());
+    // A window also looks forward: an email decided later in event time blocks an earlier one.
+    let mut k = with_cart(50.0);
+    k.record_contact(t(3 * day), ContactChannel::Email);
+    assert!(run(&cfg, &k, &email_only, &[Trigger::CartAbandoned], t(day))
+        .choice
+        .is_none());
+}
+
+#[test]
+fn an_action_dismissed_too_often_is_not_offered() {
+    let cfg = default_decide();
+    let mut j = with_cart(50.0);
+    j.ignored.insert("cart_recovery".into(), cfg.policy.ignore_limit - 1);
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60))
+        .choice
+        .is_some());
+    j.ignored.insert("cart_recovery".into(), cfg.policy.ignore_limit);
+    let d = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60));
+    assert_eq!(d.suppressed, vec![("cart_recovery".to_string(), Suppressed::Ignored)]);
+}
+
+#[test]
+fn browse_abandonment_waits_and_is_cancelled_by_a_cart_or_purchase() {
+    let cfg = default_decide();
+    let mut j = Journey::default();
+    j.apply(&web(
+        "1",
+        0,
+        json!({"cookie_id": "c"}),
+        "product_view",
+        product("lamp", 80.0),
+    ));
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::BrowseAbandoned], t(239))
+        .choice
+        .is_none());
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::BrowseAbandoned], t(240))
+        .choice
+        .unwrap();
+    assert_eq!(c.action, "browse_abandonment");
+    assert!(c.reason.contains("lamp"));
+    j.apply(&web(
+        "2",
+        5,
+        json!({"cookie_id": "c"}),
+        "add_to_cart",
+        product("lamp", 80.0),
+    ));
+    // The add to cart is itself the latest product view: its own timer decides later.
+    j.apply(&web(
+        "3",
+        6,
+        json!({"cookie_id": "c"}),
+        "purchase",
+        json!({"revenue": 80.0}),
+    ));
+    assert!(run(&cfg, &j, &all_reach(), &[Trigger::BrowseAbandoned], t(300))
+        .choice
+        .is_none());
+}
+
+#[test]
+fn cross_channel_continuity_follows_a_product_to_the_app() {
+    let cfg = default_decide();
+    let mut j = Journey::default();
+    j.apply(&web(
+        "1",
+        0,
+        json!({"cookie_id": "c"}),
+        "product_view",
+        product("boot", 120.0),
+    ));
+    let tr = j.apply(&crate::testkit::app(
+        "2",
+        60,
+        json!({"device_id": "d"}),
+        "session_start",
+        json!({}),
+    ));
+    assert!(tr
+        .iter()
+        .any(|t| matches!(t, crate::journey::Transition::ChannelSwitch { .. })));
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::ChannelSwitch], t(60))
+        .choice
+        .unwrap();
+    assert_eq!(
+        (c.action.as_str(), c.channel),
+        ("cross_channel_continuity", ContactChannel::Push)
+    );
+    // The same channel, or after eight days, is no switch.
+    let tr = j.apply(&web("3", 61, json!({"cookie_id": "c"}), "page_view", json!({})));
+    assert!(!tr
+        .iter()
+        .any(|t| matches!(t, crate::journey::Transition::ChannelSwitch { .. })));
+    let mut late = Journey::default();
+    late.apply(&web(
+        "1",
+        0,
+        json!({"cookie_id": "c"}),
+        "product_view",
+        product("boot", 120.0),
+    ));
+    let tr = late.apply(&crate::testkit::app(
+        "2",
+        8 * 24 * 60,
+        json!({"device_id": "d"}),
+        "session_start",
+        json!({}),
+    ));
+    assert!(!tr
+        .iter()
+        .any(|t| matches!(t, crate::journey::Transition::ChannelSwitch { .. })));
 }
 
 #[test]

@@ -342,3 +342,26 @@ fn raw_email_and_phone_are_hashed_and_junk_dropped() {
         vec![("cookie_id".to_string(), crate::ids::BlockReason::Junk)]
     );
 }
+
+#[test]
+fn action_outcomes_are_validated() {
+    let d = decoder();
+    let ok = json!({"action_id": "act-1", "one_id": "oj-1", "outcome": "clicked", "at": at(3)});
+    let o = d.decode_outcome(&serde_json::to_vec(&ok).unwrap()).unwrap();
+    assert_eq!(o.outcome, crate::decide::propensity::Outcome::Clicked);
+    for bad in [
+        json!({"action_id": "act-1", "one_id": "oj-1", "outcome": "loved", "at": at(3)}),
+        json!({"action_id": "", "one_id": "oj-1", "outcome": "clicked", "at": at(3)}),
+        json!({"one_id": "oj-1", "outcome": "clicked", "at": at(3)}),
+        json!({"action_id": "a", "one_id": "oj-1", "outcome": "clicked", "at": "yesterday"}),
+    ] {
+        assert_eq!(
+            d.decode_outcome(&serde_json::to_vec(&bad).unwrap())
+                .unwrap_err()
+                .reason(),
+            "schema",
+            "{bad}"
+        );
+    }
+    assert_eq!(d.decode_outcome(b"nope").unwrap_err().reason(), "invalid_json");
+}

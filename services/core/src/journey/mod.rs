@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
+use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::decide::ContactChannel;
 use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
 use crate::time::EventTime;
 
@@ -18,7 +21,7 @@ use crate::time::EventTime;
 mod tests;
 
 /// Where a customer is in their journey.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     New,
@@ -78,6 +81,14 @@ pub struct RecentAction {
     pub channel: String,
     pub reason: String,
     pub decided_at: EventTime,
+    /// The customer's tier when it was decided (propensities learn per tier).
+    pub tier: Tier,
+    /// The last outcome reported for it, if any.
+    pub outcome: Option<&'static str>,
+    #[serde(skip)]
+    pub counted_trial: bool,
+    #[serde(skip)]
+    pub counted_response: bool,
 }
 
 /// The churn band and what put the customer there.
@@ -97,6 +108,64 @@ impl Band {
             Band::High => "high",
         }
     }
+}
+
+/// A customer's value tier: `a` for the customers who together bring the
+/// first 80% of revenue, `b` for the next 15%, `c` for the rest.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    A,
+    B,
+    #[default]
+    C,
+}
+
+impl Tier {
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::A => "a",
+            Tier::B => "b",
+            Tier::C => "c",
+        }
+    }
+}
+
+/// The product a customer looked at last.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProductView {
+    pub sku: String,
+    pub channel: Channel,
+    pub at: EventTime,
+}
+
+/// A message sent to the customer, for contact-policy caps.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+pub struct Contact {
+    pub at: EventTime,
+    pub channel: ContactChannel,
+}
+
+/// How many timestamps a journey keeps for windowed features.
+pub const KEPT_TIMES: usize = 64;
+/// A gap longer than this between two events starts a new visit.
+pub const VISIT_GAP: Duration = Duration::from_secs(30 * 60);
+/// A product view counts for cross-channel continuity this long.
+pub const CONTINUITY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Inserts `t` keeping `v` sorted and at most `KEPT_TIMES` long (oldest dropped).
+fn keep_time(v: &mut VecDeque<EventTime>, t: EventTime) {
+    let pos = v.partition_point(|x| *x <= t);
+    v.insert(pos, t);
+    while v.len() > KEPT_TIMES {
+        v.pop_front();
+    }
+}
+
+/// How many of `v` fall within `window` before `now` (inclusive of `now`).
+pub fn count_within(v: &VecDeque<EventTime>, now: EventTime, window: Duration) -> usize {
+    let from = now.minus(window);
+    v.iter().filter(|t| **t > from && **t <= now).count()
 }
 
 /// One feature of the churn score.
@@ -145,6 +214,20 @@ pub struct Journey {
     pub last_csat: Option<u8>,
     pub last_sentiment: Option<f64>,
     pub push_opt_out: bool,
+    /// Value tier at the last evaluation.
+    pub tier: Tier,
+    /// Start times of visits (events after a gap of `VISIT_GAP`), oldest first.
+    pub visits: VecDeque<EventTime>,
+    /// Times of complaints and of unresolved or escalated calls, oldest first.
+    pub complaint_times: VecDeque<EventTime>,
+    pub unresolved_times: VecDeque<EventTime>,
+    /// The last complaint or cancel request: promotional actions keep quiet after it.
+    pub last_service_issue: Option<EventTime>,
+    pub last_product_view: Option<ProductView>,
+    /// Messages decided for this customer, for contact caps; oldest first.
+    pub contacts: VecDeque<Contact>,
+    /// How often the customer dismissed each action.
+    pub ignored: BTreeMap<String, u32>,
     pub churn: ChurnState,
     /// Event time each action was last decided, for cool-downs.
     pub last_action: BTreeMap<String, EventTime>,
@@ -172,6 +255,16 @@ pub enum Transition {
     },
     Returned {
         value: f64,
+    },
+    /// A product was looked at (web product view or app add to cart).
+    ProductViewed {
+        at: EventTime,
+    },
+    /// The customer is active on another channel than the one where they
+    /// last looked at a product they have not bought.
+    ChannelSwitch {
+        sku: String,
+        from: Channel,
     },
     /// A call that left the customer unhappy: a complaint, an unresolved or
     /// escalated outcome, a low CSAT or a negative sentiment.
@@ -217,6 +310,22 @@ impl Journey {
         let at = ev.occurred_at;
         let before = self.stage();
         let mut out = Vec::new();
+        if self.last_seen.is_none_or(|l| at > l.plus(VISIT_GAP)) {
+            keep_time(&mut self.visits, at);
+        }
+        if let Some(v) = &self.last_product_view {
+            let browsing = matches!(
+                ev.activity,
+                Activity::SessionStart | Activity::ScreenView | Activity::PageView | Activity::Login
+            );
+            let unbought = self.last_purchase.is_none_or(|p| p < v.at);
+            if browsing && v.channel != ev.channel && at > v.at && at <= v.at.plus(CONTINUITY_WINDOW) && unbought {
+                out.push(Transition::ChannelSwitch {
+                    sku: v.sku.clone(),
+                    from: v.channel,
+                });
+            }
+        }
         self.first_seen = Some(self.first_seen.map_or(at, |f| f.min(at)));
         self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
         let ch = &mut self.channels[ev.channel.index()];
@@ -225,6 +334,7 @@ impl Journey {
 
         match &ev.activity {
             Activity::AddToCart(p) => {
+                self.saw_product(&p.sku, ev.channel, at, &mut out);
                 let line = self.cart.items.entry(p.sku.clone()).or_insert(CartLine {
                     quantity: 0,
                     unit_price: p.price,
@@ -280,7 +390,14 @@ impl Journey {
                 }
                 let complaint = *reason == Some(CallReason::Complaint);
                 let cancel_request = *reason == Some(CallReason::CancelRequest);
+                if matches!(outcome, Some(CallOutcome::Unresolved | CallOutcome::Escalated)) {
+                    keep_time(&mut self.unresolved_times, at);
+                }
+                if complaint || cancel_request {
+                    self.last_service_issue = Some(self.last_service_issue.map_or(at, |l| l.max(at)));
+                }
                 if complaint {
+                    keep_time(&mut self.complaint_times, at);
                     self.complaints += 1;
                     self.last_complaint = Some(self.last_complaint.map_or(at, |l| l.max(at)));
                 }
@@ -303,8 +420,9 @@ impl Journey {
                     });
                 }
             }
+            Activity::ProductView(Some(p)) => self.saw_product(&p.sku, ev.channel, at, &mut out),
             Activity::PageView
-            | Activity::ProductView(_)
+            | Activity::ProductView(None)
             | Activity::Search
             | Activity::Login
             | Activity::Signup
@@ -320,6 +438,26 @@ impl Journey {
             });
         }
         out
+    }
+
+    fn saw_product(&mut self, sku: &str, channel: Channel, at: EventTime, out: &mut Vec<Transition>) {
+        if self.last_product_view.as_ref().is_none_or(|v| v.at <= at) {
+            self.last_product_view = Some(ProductView {
+                sku: sku.to_string(),
+                channel,
+                at,
+            });
+            out.push(Transition::ProductViewed { at });
+        }
+    }
+
+    /// Records a message sent on `channel`, keeping the newest `KEPT_TIMES`.
+    pub fn record_contact(&mut self, at: EventTime, channel: ContactChannel) {
+        let pos = self.contacts.partition_point(|c| c.at <= at);
+        self.contacts.insert(pos, Contact { at, channel });
+        while self.contacts.len() > KEPT_TIMES {
+            self.contacts.pop_front();
+        }
     }
 
     fn touch_cart(&mut self, at: EventTime) {
@@ -399,6 +537,26 @@ impl Journey {
             self.last_sentiment = self.last_sentiment.or(other.last_sentiment);
         }
         self.push_opt_out |= other.push_opt_out;
+        self.tier = self.tier.min(other.tier);
+        for t in other.visits {
+            keep_time(&mut self.visits, t);
+        }
+        for t in other.complaint_times {
+            keep_time(&mut self.complaint_times, t);
+        }
+        for t in other.unresolved_times {
+            keep_time(&mut self.unresolved_times, t);
+        }
+        self.last_service_issue = max_t(self.last_service_issue, other.last_service_issue);
+        if other.last_product_view.as_ref().map(|v| v.at) > self.last_product_view.as_ref().map(|v| v.at) {
+            self.last_product_view = other.last_product_view;
+        }
+        for c in other.contacts {
+            self.record_contact(c.at, c.channel);
+        }
+        for (action, n) in other.ignored {
+            *self.ignored.entry(action).or_insert(0) += n;
+        }
         // The band reported downstream stays the survivor's; the next
         // evaluation re-scores the combined journey.
         if self.churn.band.is_none() {

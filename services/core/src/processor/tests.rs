@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::journey::Tier;
 use crate::output::Output;
 use crate::testkit::{app, call, core_config, pos, product, web};
 
@@ -19,7 +20,7 @@ fn actions(outs: &[Output]) -> Vec<&NextBestAction> {
 }
 
 fn run(p: &mut Processor, events: &[ChannelEvent]) -> Vec<Output> {
-    events.iter().flat_map(|e| p.process(e).unwrap().outputs).collect()
+    events.iter().flat_map(|e| p.process(e, 0).unwrap().outputs).collect()
 }
 
 fn story() -> Vec<ChannelEvent> {
@@ -67,8 +68,13 @@ fn the_story_lands_on_one_profile_with_decisions() {
     assert_eq!(p.state().journeys.len(), 1);
     let acts = actions(&outs);
     let names: Vec<&str> = acts.iter().map(|a| a.action.as_str()).collect();
-    assert_eq!(names, vec!["cart_recovery", "post_purchase_follow_up"]);
-    let cart = acts[0];
+    // The product viewed on the web follows the customer into the app.
+    assert_eq!(
+        names,
+        vec!["cross_channel_continuity", "cart_recovery", "post_purchase_follow_up"]
+    );
+    assert_eq!(acts[0].channel, "push");
+    let cart = acts[1];
     assert_eq!(cart.trigger.kind, "timer");
     assert_eq!(cart.channel, "email");
     assert_eq!(cart.decided_at, crate::testkit::t(33));
@@ -82,24 +88,27 @@ fn the_story_lands_on_one_profile_with_decisions() {
 #[test]
 fn merges_are_reported_and_journeys_combined() {
     let mut p = processor();
-    p.process(&web(
-        "w1",
+    p.process(
+        &web("w1", 0, json!({"cookie_id": "c-1"}), "add_to_cart", product("a", 10.0)),
         0,
-        json!({"cookie_id": "c-1"}),
-        "add_to_cart",
-        product("a", 10.0),
-    ))
+    )
     .unwrap();
-    p.process(&app("a1", 1, json!({"device_id": "d-1"}), "session_start", json!({})))
-        .unwrap();
+    p.process(
+        &app("a1", 1, json!({"device_id": "d-1"}), "session_start", json!({})),
+        0,
+    )
+    .unwrap();
     let out = p
-        .process(&web(
-            "w2",
-            2,
-            json!({"cookie_id": "c-1", "device_id": "d-1"}),
-            "page_view",
-            json!({}),
-        ))
+        .process(
+            &web(
+                "w2",
+                2,
+                json!({"cookie_id": "c-1", "device_id": "d-1"}),
+                "page_view",
+                json!({}),
+            ),
+            0,
+        )
         .unwrap();
     assert_eq!(out.merges, 1);
     let changes: Vec<_> = out
@@ -122,15 +131,15 @@ fn merges_are_reported_and_journeys_combined() {
 fn duplicates_change_nothing() {
     let mut p = processor();
     let e = web("w1", 0, json!({"cookie_id": "c-1"}), "add_to_cart", product("a", 10.0));
-    p.process(&e).unwrap();
+    p.process(&e, 0).unwrap();
     let before = p.state().journeys.iter().next().unwrap().value().clone();
-    let again = p.process(&e).unwrap();
+    let again = p.process(&e, 0).unwrap();
     assert!(again.duplicate);
     assert!(again.outputs.is_empty());
     assert_eq!(p.state().journeys.iter().next().unwrap().value(), &before);
     // The same id on another channel is another event.
     let other = app("w1", 0, json!({"cookie_id": "c-1"}), "session_start", json!({}));
-    assert!(!p.process(&other).unwrap().duplicate);
+    assert!(!p.process(&other, 0).unwrap().duplicate);
 }
 
 #[test]
@@ -167,7 +176,7 @@ fn an_unhappy_customer_gets_a_high_churn_band_once() {
 fn a_quiet_customer_rises_on_timers_alone() {
     let mut p = processor();
     let day = 24 * 60;
-    p.process(&pos("p1", 0, json!({"loyalty_id": "L-1", "email": "q@x.com"}), 50.0))
+    p.process(&pos("p1", 0, json!({"loyalty_id": "L-1", "email": "q@x.com"}), 50.0), 0)
         .unwrap();
     // Another customer's events move event time forward 100 days.
     let outs = run(
@@ -262,4 +271,182 @@ fn outputs_match_the_output_schemas() {
         }
     }
     assert!(seen.iter().all(|n| *n > 0), "every output kind checked: {seen:?}");
+}
+
+#[test]
+fn push_needs_consent() {
+    let day = 24 * 60;
+    let run_with = |opt_out: bool| {
+        let mut p = processor();
+        let ids = json!({"device_id": "d-9"});
+        if opt_out {
+            p.process(&app("o", 0, ids.clone(), "push_opt_out", json!({})), 0)
+                .unwrap();
+        }
+        let mut outs = run(&mut p, &[app("c", 1, ids.clone(), "add_to_cart", product("a", 40.0))]);
+        outs.extend(run(
+            &mut p,
+            &[app(
+                "later",
+                day,
+                json!({"device_id": "other"}),
+                "session_start",
+                json!({}),
+            )],
+        ));
+        outs
+    };
+    let with_consent = run_with(false);
+    assert!(actions(&with_consent)
+        .iter()
+        .any(|a| a.action == "cart_recovery" && a.channel == "push"));
+    let opted_out = run_with(true);
+    assert!(
+        actions(&opted_out).iter().all(|a| a.action != "cart_recovery"),
+        "no push without consent"
+    );
+}
+
+#[test]
+fn timers_follow_the_watermark_of_their_own_partition() {
+    let mut p = processor();
+    let ids = json!({"cookie_id": "c", "email": "w@x.com"});
+    p.process(&web("1", 0, ids.clone(), "add_to_cart", product("a", 50.0)), 1)
+        .unwrap();
+    // Partition 0 races ahead: partition 1's cart timer does not fire.
+    let ahead = p
+        .process(&web("2", 600, json!({"cookie_id": "z"}), "page_view", json!({})), 0)
+        .unwrap();
+    assert!(actions(&ahead.outputs).is_empty());
+    assert_eq!(p.watermark(1), crate::testkit::t(0).minus(p.cfg.allowed_lateness));
+    // Partition 1 moves past the due time (plus the allowed lateness): it fires.
+    let moved = p
+        .process(&web("3", 32, json!({"cookie_id": "y"}), "page_view", json!({})), 1)
+        .unwrap();
+    assert_eq!(actions(&moved.outputs)[0].action, "cart_recovery");
+    // An event behind its partition's watermark is late, and still applied.
+    let late = p
+        .process(&web("4", 0, json!({"cookie_id": "q"}), "page_view", json!({})), 1)
+        .unwrap();
+    assert!(late.late);
+    assert_eq!(p.state().identity.profile_count(), 4);
+}
+
+#[test]
+fn outcomes_teach_propensities_once_per_decision() {
+    let mut p = processor();
+    let outs = run(
+        &mut p,
+        &[pos("p1", 0, json!({"loyalty_id": "L", "email": "o@x.com"}), 30.0)],
+    );
+    let a = actions(&outs)[0].clone();
+    assert_eq!(a.action, "post_purchase_follow_up");
+    let tier = p.state().journeys.get(&a.one_id).unwrap().tier;
+    let before = p.propensity(&a.action, tier).unwrap();
+    let outcome = |o: &str| ActionOutcome {
+        action_id: a.action_id.clone(),
+        one_id: a.one_id.to_string(),
+        outcome: serde_json::from_value(json!(o)).unwrap(),
+        at: crate::testkit::at(5),
+    };
+    assert_eq!(p.outcome(&outcome("delivered")), OutcomeEffect::Learned);
+    let after_trial = p.propensity(&a.action, tier).unwrap();
+    assert!(after_trial < before, "a trial without response lowers it");
+    assert_eq!(p.outcome(&outcome("converted")), OutcomeEffect::Learned);
+    let after_response = p.propensity(&a.action, tier).unwrap();
+    assert!(after_response > before, "{after_response} > {before}");
+    assert_eq!(p.outcome(&outcome("clicked")), OutcomeEffect::Repeated, "counted once");
+    assert_eq!(p.propensity(&a.action, tier).unwrap(), after_response);
+    let unknown = ActionOutcome {
+        action_id: "act-nope".into(),
+        ..outcome("clicked")
+    };
+    assert_eq!(p.outcome(&unknown), OutcomeEffect::Unknown);
+    // Dismissals count toward the ignore limit.
+    p.outcome(&outcome("dismissed"));
+    assert_eq!(
+        p.state().journeys.get(&a.one_id).unwrap().ignored.get(&a.action),
+        Some(&1)
+    );
+}
+
+#[test]
+fn value_tiers_split_customers_by_revenue_contribution() {
+    let mut p = processor();
+    // 10 big spenders (1000 each) and 90 small ones (10 each): the big ones
+    // bring 10000 of 10900, over 80%: they are tier A.
+    let mut events = Vec::new();
+    for i in 0..100 {
+        let amount = if i < 10 { 1000.0 } else { 10.0 };
+        events.push(pos(&format!("p{i}"), i, json!({"loyalty_id": format!("L{i}")}), amount));
+    }
+    run(&mut p, &events);
+    // Tiers are assigned at each evaluation: touch everyone once more.
+    let touch: Vec<ChannelEvent> = (0..100)
+        .map(|i| {
+            web(
+                &format!("w{i}"),
+                200 + i,
+                json!({"loyalty_id": format!("L{i}")}),
+                "page_view",
+                json!({}),
+            )
+        })
+        .collect();
+    run(&mut p, &touch);
+    let tier_of = |i: usize| {
+        let key = p
+            .state()
+            .identity
+            .namespaces()
+            .normalise("loyalty_id", &format!("L{i}"))
+            .unwrap()
+            .unwrap();
+        let id = p.state().identity.one_id_of(&key).unwrap();
+        p.state().journeys.get(&id).unwrap().tier
+    };
+    assert_eq!(tier_of(0), Tier::A);
+    assert_eq!(tier_of(9), Tier::A);
+    assert_ne!(tier_of(50), Tier::A);
+}
+
+#[test]
+fn complaints_count_for_churn_for_thirty_days() {
+    let cfg = core_config();
+    let mut j = Journey::default();
+    j.apply(&pos("p", 0, json!({"loyalty_id": "L"}), 30.0));
+    j.apply(&call("k", 1, json!({"loyalty_id": "L"}), "complaint", "unresolved"));
+    let day = 24 * 60;
+    let factor = |now| {
+        churn::score(&cfg.decide.churn, &j, crate::testkit::t(now))
+            .factors
+            .into_iter()
+            .find(|f| f.name == "complaints_30d")
+            .unwrap()
+            .value
+    };
+    assert_eq!(factor(2), 1.0);
+    assert_eq!(factor(29 * day), 1.0);
+    assert_eq!(factor(31 * day), 0.0);
+}
+
+#[test]
+fn fewer_visits_than_usual_raise_churn() {
+    let day = 24 * 60;
+    // Weekly visits for 150 days, then nothing for 30.
+    let mut j = Journey::default();
+    for w in 0..22 {
+        j.apply(&web(
+            &format!("v{w}"),
+            w * 7 * day,
+            json!({"cookie_id": "c"}),
+            "page_view",
+            json!({}),
+        ));
+    }
+    let last = 21 * 7 * day;
+    let drop = churn::visit_frequency_drop(&j, crate::testkit::t(last + 30 * day)).unwrap();
+    assert!(drop > 0.95, "{drop}");
+    let steady = churn::visit_frequency_drop(&j, crate::testkit::t(last + day)).unwrap();
+    assert!(steady < 0.3, "{steady}");
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use onejourney_core::output::Output;
+use onejourney_core::processor::OutcomeEffect;
 use onejourney_core::{Channel, Decoder, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
 use tracing::warn;
@@ -69,6 +70,9 @@ impl Ingest {
     }
 
     fn handle_inner(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+        if m.topic == self.topics.action_outcomes {
+            return self.outcome(m);
+        }
         let Some(channel) = self.topics.channel_of(m.topic) else {
             return vec![self.dead_letter(m, None, "not_an_input_topic", "the topic is not an input topic")];
         };
@@ -84,7 +88,7 @@ impl Ingest {
                 .with_label_values(&[reason.label()])
                 .inc();
         }
-        let processed = match self.processor.process(&ev) {
+        let processed = match self.processor.process(&ev, source_id(channel, m.partition)) {
             Ok(p) => p,
             Err(e) => return vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())],
         };
@@ -115,6 +119,25 @@ impl Ingest {
         processed.outputs.iter().map(|o| self.record(o)).collect()
     }
 
+    /// An `action-outcomes` record: learn from it, or dead-letter it.
+    fn outcome(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+        match self.decoder.decode_outcome(m.payload.unwrap_or_default()) {
+            Ok(o) => {
+                let effect = match self.processor.outcome(&o) {
+                    OutcomeEffect::Learned => "learned",
+                    OutcomeEffect::Repeated => "repeated",
+                    OutcomeEffect::Unknown => "unknown",
+                };
+                self.metrics
+                    .outcomes
+                    .with_label_values(&[o.outcome.label(), effect])
+                    .inc();
+                Vec::new()
+            }
+            Err(e) => vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
+        }
+    }
+
     fn record(&self, o: &Output) -> OutRecord {
         let topic = match o {
             Output::Action(a) => {
@@ -142,7 +165,11 @@ impl Ingest {
     }
 
     fn dead_letter(&mut self, m: &Origin<'_>, channel: Option<Channel>, reason: &str, message: &str) -> OutRecord {
-        let label = channel.map_or("unknown", Channel::label);
+        let label = match channel {
+            Some(c) => c.label(),
+            None if m.topic == self.topics.action_outcomes => "action_outcomes",
+            None => "unknown",
+        };
         self.metrics.events_invalid.with_label_values(&[label, reason]).inc();
         self.metrics.dead_letter.inc();
         if self.warnings.allow("dead_letter", reason) {
@@ -187,4 +214,9 @@ impl Ingest {
             headers: Some(headers),
         }
     }
+}
+
+/// One number per input partition, for the core's per-partition watermarks.
+fn source_id(channel: Channel, partition: i32) -> u32 {
+    ((channel.index() as u32) << 20) | (u32::try_from(partition).unwrap_or(0) & 0xF_FFFF)
 }

@@ -54,7 +54,7 @@ pub async fn run(
             warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
         },
     )?);
-    let inputs: Vec<&str> = settings.topics.inputs().iter().map(|(t, _)| *t).collect();
+    let inputs: Vec<&str> = settings.topics.consumed();
     consumer.subscribe(&inputs).context("subscribing to the input topics")?;
     info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
 

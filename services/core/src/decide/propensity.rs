@@ -1,0 +1,112 @@
+//! Propensities learned online from `action-outcomes`.
+//!
+//! The model: per (action, tier) a Beta-Bernoulli estimate of the probability
+//! that a delivered action gets a response (clicked or converted):
+//!
+//! ```text
+//! p = (responses + k * p0) / (trials + k)
+//! ```
+//!
+//! where `p0` is the catalog's `propensity` for the action and `k` is
+//! `decide.prior_strength` (how many outcomes the prior is worth). A trial is
+//! one decision with any outcome (delivered, opened, clicked, converted,
+//! dismissed); each decision counts once as a trial and at most once as a
+//! response, however many outcomes arrive for it. Actions customers respond
+//! to rise; actions they ignore or dismiss fall toward their observed rate.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::ActionSpec;
+use crate::journey::Tier;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Delivered,
+    Opened,
+    Clicked,
+    Converted,
+    Dismissed,
+}
+
+impl Outcome {
+    pub fn is_response(self) -> bool {
+        matches!(self, Outcome::Clicked | Outcome::Converted)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Opened => "opened",
+            Outcome::Clicked => "clicked",
+            Outcome::Converted => "converted",
+            Outcome::Dismissed => "dismissed",
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+struct Counts {
+    trials: f64,
+    responses: f64,
+}
+
+/// Learned response rates.
+#[derive(Clone, Debug, Default)]
+pub struct Propensities {
+    counts: HashMap<(String, Tier), Counts>,
+}
+
+impl Propensities {
+    /// The current estimate for `action` among customers of `tier`.
+    pub fn estimate(&self, action: &ActionSpec, tier: Tier, prior_strength: f64) -> f64 {
+        let c = self
+            .counts
+            .get(&(action.name.clone(), tier))
+            .copied()
+            .unwrap_or_default();
+        (c.responses + prior_strength * action.propensity) / (c.trials + prior_strength)
+    }
+
+    /// Records what one decision led to: `new_trial` the first time any
+    /// outcome arrives for it, `new_response` the first time it got a response.
+    pub fn record(&mut self, action: &str, tier: Tier, new_trial: bool, new_response: bool) {
+        let c = self.counts.entry((action.to_string(), tier)).or_default();
+        if new_trial {
+            c.trials += 1.0;
+        }
+        if new_response {
+            c.responses += 1.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::default_decide;
+
+    #[test]
+    fn responses_raise_and_silence_lowers_the_estimate() {
+        let cfg = default_decide();
+        let a = &cfg.actions[0];
+        let mut p = Propensities::default();
+        let prior = p.estimate(a, Tier::A, cfg.prior_strength);
+        assert!((prior - a.propensity).abs() < 1e-12);
+        for _ in 0..50 {
+            p.record(&a.name, Tier::A, true, true);
+        }
+        for _ in 0..50 {
+            p.record(&a.name, Tier::B, true, false);
+        }
+        assert!(p.estimate(a, Tier::A, cfg.prior_strength) > prior + 0.3);
+        assert!(p.estimate(a, Tier::B, cfg.prior_strength) < prior);
+        assert_eq!(
+            p.estimate(a, Tier::C, cfg.prior_strength),
+            prior,
+            "tiers learn separately"
+        );
+    }
+}
