@@ -210,8 +210,21 @@ impl Gen<'_> {
         let end = cfg.start_ms + span;
         match self.person.segment {
             Segment::Loyal => {
+                // Some loyal customers have a bad experience too, and stay.
+                let hiccup = self
+                    .rng
+                    .gen_bool(0.15)
+                    .then(|| cfg.start_ms + self.rng.gen_range(0..span));
                 while t < end {
                     self.visit(t, true);
+                    if hiccup.is_some_and(|h| h >= t && h < t + 3 * DAY) {
+                        let (outcome, csat) = if self.rng.gen_bool(0.5) {
+                            ("resolved", 3)
+                        } else {
+                            ("unresolved", 2)
+                        };
+                        self.call(t + DAY, "complaint", outcome, Some(csat), -0.3);
+                    }
                     t += self.rng.gen_range(3..12) * DAY + self.rng.gen_range(0..DAY);
                 }
             }
@@ -221,13 +234,16 @@ impl Gen<'_> {
                     self.visit(t, true);
                     t += self.rng.gen_range(4..12) * DAY;
                 }
-                // The falling out: complaints, a bad call, often a cancel request.
-                for k in 0..self.rng.gen_range(1..=3) {
-                    let csat = self.rng.gen_range(1..=2);
-                    self.call(t + k * DAY, "complaint", "unresolved", Some(csat), -0.7);
-                }
-                if self.rng.gen_bool(0.7) {
-                    self.call(t + 4 * DAY, "cancel_request", "escalated", Some(1), -0.9);
+                // Four in ten just drift away without a word; the rest fall out:
+                // complaints, a bad call, often a cancel request, then silence.
+                if self.rng.gen_bool(0.6) {
+                    for k in 0..self.rng.gen_range(1..=3) {
+                        let csat = self.rng.gen_range(1..=2);
+                        self.call(t + k * DAY, "complaint", "unresolved", Some(csat), -0.7);
+                    }
+                    if self.rng.gen_bool(0.7) {
+                        self.call(t + 4 * DAY, "cancel_request", "escalated", Some(1), -0.9);
+                    }
                 }
             }
             Segment::CartAbandoner => {
@@ -283,6 +299,10 @@ impl Gen<'_> {
                 self.web(t + MINUTE, "login", login, json!({}));
                 let prod = self.product();
                 self.web(t + 2 * MINUTE, "product_view", anon.clone(), json!({"product": prod}));
+                if self.rng.gen_bool(0.3) {
+                    // Just looking: no cart, no purchase this time.
+                    return;
+                }
                 self.web(t + 3 * MINUTE, "add_to_cart", anon.clone(), json!({"product": prod}));
                 if buys && self.rng.gen_bool(0.7) {
                     self.web(t + 5 * MINUTE, "checkout_start", anon.clone(), json!({}));
@@ -502,11 +522,14 @@ mod tests {
     }
 
     #[test]
-    fn churning_people_end_with_complaints_and_go_quiet() {
-        let sim = generate(&SimConfig {
+    fn churners_go_quiet_some_after_complaints_some_without_a_word() {
+        let cfg = SimConfig {
             customers: 300,
             ..SimConfig::default()
-        });
+        };
+        let sim = generate(&cfg);
+        let span_end = cfg.start_ms + i64::from(cfg.days) * DAY;
+        let (mut loud, mut silent) = (0, 0);
         for (i, p) in sim
             .people
             .iter()
@@ -515,7 +538,17 @@ mod tests {
         {
             let mine: Vec<&SimEvent> = sim.events.iter().filter(|e| e.person == i).collect();
             let last = mine.last().unwrap();
-            assert_eq!(last.stream, Stream::CallCenter, "{}", p.person_id);
+            // Every churner is silent for at least the last third of the period.
+            assert!(last.at_ms < span_end - 25 * DAY, "{}", p.person_id);
+            if last.stream == Stream::CallCenter {
+                loud += 1;
+            } else {
+                silent += 1;
+            }
         }
+        assert!(
+            loud > 10 && silent > 10,
+            "both kinds of churners: {loud} loud, {silent} silent"
+        );
     }
 }

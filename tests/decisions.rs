@@ -1,0 +1,196 @@
+//! End-to-end: decisions on simulator traffic through a real broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use onejourney_core::ids::sha256_hex;
+use onejourney_e2e::{brokers, settings, TestEngine};
+use onejourney_simulator::{generate, kafka as sim_kafka, Segment, SimConfig, Stream};
+
+/// Area under the ROC curve of `scores` for positives vs negatives (ties count half).
+fn auc(pos: &[f64], neg: &[f64]) -> f64 {
+    let mut wins = 0.0;
+    for p in pos {
+        for n in neg {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    wins / (pos.len() * neg.len()) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events() {
+    let mut e = TestEngine::start(settings("sim")).await;
+    let t = e.topics.clone();
+    let sim = generate(&SimConfig {
+        customers: 3600,
+        seed: 21,
+        days: 120,
+        ..SimConfig::default()
+    });
+    assert!(sim.events.len() >= 100_000, "{} events", sim.events.len());
+    let producer = sim_kafka::producer(&brokers()).unwrap();
+    let names = t.clone();
+    let topic_of = move |s: Stream| {
+        match s {
+            Stream::Web => &names.web_clicks,
+            Stream::Pos => &names.pos_transactions,
+            Stream::App => &names.app_sessions,
+            Stream::CallCenter => &names.call_center_events,
+        }
+        .clone()
+    };
+    sim_kafka::publish(&producer, &sim.events, &topic_of, 0).await.unwrap();
+    let total = sim.events.len() as f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    loop {
+        let consumed = e.metric("onejourney_events_consumed_total{channel=\"web\"}").await
+            + e.metric("onejourney_events_consumed_total{channel=\"pos\"}").await
+            + e.metric("onejourney_events_consumed_total{channel=\"app\"}").await
+            + e.metric("onejourney_events_consumed_total{channel=\"call_center\"}")
+                .await;
+        if consumed >= total {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "consumed {consumed} of {total}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        e.metric("onejourney_dead_letter_total").await,
+        0.0,
+        "the simulator's events are all valid"
+    );
+
+    // --- churn: churners end high more often than loyal customers ---
+    let ns = e.state().identity.namespaces().clone();
+    let person_score = |customer_id: &str| {
+        let key = ns.normalise("customer_id", customer_id).unwrap().unwrap();
+        let id = e.state().identity.one_id_of(&key)?;
+        let j = e.state().journeys.get(&id)?;
+        Some((j.churn.score, j.churn.band))
+    };
+    let (mut churners, mut loyal) = (Vec::new(), Vec::new());
+    let (mut churners_high, mut loyal_high) = (0usize, 0usize);
+    for p in &sim.people {
+        let Some(cid) = &p.customer_id else { continue };
+        let Some((score, band)) = person_score(cid) else {
+            continue;
+        };
+        let high = band == Some(onejourney_core::journey::Band::High);
+        match p.segment {
+            Segment::Churning => {
+                churners.push(score);
+                churners_high += usize::from(high);
+            }
+            Segment::Loyal => {
+                loyal.push(score);
+                loyal_high += usize::from(high);
+            }
+            _ => {}
+        }
+    }
+    let churn_rate = churners_high as f64 / churners.len() as f64;
+    let loyal_rate = loyal_high as f64 / loyal.len() as f64;
+    let area = auc(&churners, &loyal);
+    println!(
+        "churn: {} churners, {:.1}% in band high; {} loyal, {:.1}% in band high; AUC {:.3}",
+        churners.len(),
+        100.0 * churn_rate,
+        loyal.len(),
+        100.0 * loyal_rate,
+        area
+    );
+    assert!(churners.len() > 300 && loyal.len() > 800);
+    assert!(churn_rate > loyal_rate, "{churn_rate} vs {loyal_rate}");
+    assert!(area > 0.8, "AUC {area}");
+
+    // --- contact policy: nobody gets more than the caps allow ---
+    // Every action the engine counted as emitted is on the topic.
+    let emitted: f64 = e
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("onejourney_actions_emitted_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let actions = e
+        .read_until(&t.next_best_actions, Duration::from_secs(120), |r| {
+            r.len() as f64 >= emitted
+        })
+        .await;
+    assert_eq!(actions.len() as f64, emitted, "every emitted action read back");
+    // Every identifier value (hashed like the engine does) -> person.
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, p) in sim.people.iter().enumerate() {
+        for v in [&p.customer_id, &p.loyalty_id, &p.device_id].into_iter().flatten() {
+            owner.insert(v.clone(), i);
+        }
+        if let Some(email) = &p.email {
+            owner.insert(sha256_hex(&email.trim().to_lowercase()), i);
+        }
+        for c in &p.cookies {
+            owner.insert(c.clone(), i);
+        }
+    }
+    let mut sent: BTreeMap<(usize, String), Vec<i64>> = BTreeMap::new();
+    let mut by_action: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &actions {
+        let v = r.json();
+        let ids = v["identifiers"].as_object().unwrap();
+        let person = ids
+            .values()
+            .find_map(|x| owner.get(x.as_str().unwrap()))
+            .copied()
+            .expect("every action names a known identifier");
+        let at = chrono_ms(v["decided_at"].as_str().unwrap());
+        sent.entry((person, v["channel"].as_str().unwrap().to_string()))
+            .or_default()
+            .push(at);
+        *by_action.entry(v["action"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    println!("{} actions: {by_action:?}", actions.len());
+    let metrics = e.metrics().await;
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("onejourney_actions_suppressed_total") && !l.ends_with(" 0"))
+    {
+        println!("{line}");
+    }
+    let day = 86_400_000i64;
+    let caps = [("email", 1usize, 7 * day), ("sms", 1, 7 * day), ("push", 3, day)];
+    let mut checked = 0;
+    for ((person, channel), mut times) in sent {
+        times.sort_unstable();
+        for (cap_channel, max, per) in caps {
+            if channel != cap_channel {
+                continue;
+            }
+            for (i, start) in times.iter().enumerate() {
+                let in_window = times[i..].iter().take_while(|t| **t < start + per).count();
+                assert!(
+                    in_window <= max,
+                    "person {person} got {in_window} {channel} messages within {per} ms"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked} capped messages checked");
+    assert!(
+        by_action.len() >= 5,
+        "most of the catalog fires on simulator traffic: {by_action:?}"
+    );
+    e.stop().await;
+}
+
+fn chrono_ms(s: &str) -> i64 {
+    onejourney_core::EventTime::parse_rfc3339(s).unwrap().millis()
+}
