@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::decide::propensity::{Outcome, Propensities};
 use crate::decide::{self, churn, ContactChannel, DecideConfig, Reach, Suppressed, Trigger};
-use crate::event::ChannelEvent;
+use crate::event::{Channel, ChannelEvent};
 use crate::identity::{IdentityGraph, OneId, Profile, Rejection, StitchError};
 use crate::ids::{IdKey, Namespaces};
 use crate::journey::{Band, Journey, RecentAction, Tier, Transition};
@@ -39,9 +39,12 @@ mod tests;
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
     pub decide: DecideConfig,
-    /// How far behind the largest event time an event may arrive and still
-    /// be before the watermark.
+    /// How far an event may trail the largest event time of its partition
+    /// and still be applied in order.
     pub allowed_lateness: Duration,
+    /// A partition with no message for this long (processing time, given by
+    /// the caller) stops holding the watermark back.
+    pub idle_after: Duration,
 }
 
 /// State shared with readers (the lookup API): the identity graph and the
@@ -196,6 +199,8 @@ impl TimerKind {
 /// What one event did.
 #[derive(Debug, Default)]
 pub struct Processed {
+    /// The event's channel (`None` for timer releases).
+    pub channel: Option<Channel>,
     pub one_id: Option<OneId>,
     pub outputs: Vec<Output>,
     pub duplicate: bool,
@@ -228,20 +233,49 @@ pub enum OutcomeEffect {
     Unknown,
 }
 
-/// Timers of one input partition, ordered by due time.
-type TimerSet = BTreeSet<(EventTime, TimerKind, IdKey)>;
+/// What the watermark released: one buffered event applied (`seq` is the
+/// number the caller gave it) or, with `seq: None`, timers that came due.
+#[derive(Debug)]
+pub struct Released {
+    pub seq: Option<u64>,
+    pub result: Result<Processed, StitchError>,
+}
+
+/// An input partition's progress.
+#[derive(Copy, Clone, Debug)]
+struct PartitionClock {
+    /// The largest event time seen on it.
+    max: EventTime,
+    /// When its last message arrived (caller's processing time, ms).
+    last_arrival_ms: u64,
+}
+
+/// Buffered events in the order they are applied: event time, then channel
+/// and event id, then arrival (only duplicates tie that far).
+type PendingKey = (EventTime, Channel, String, u64);
 
 /// The single writer of [`State`].
+///
+/// Events are buffered and applied in event-time order once the watermark
+/// passes them, interleaved with the timers that come due; the watermark is
+/// the smallest, over active partitions, of each partition's largest event
+/// time minus the allowed lateness. So the order in which partitions happen
+/// to be consumed (a replay at full speed, or living through it) does not
+/// change what is decided. An event older than what was already applied is
+/// late: it is applied at once and counted.
 pub struct Processor {
     cfg: Arc<CoreConfig>,
     state: Arc<State>,
     seen: HashSet<u64>,
-    /// Per input partition (any number the caller picks): the largest event
-    /// time seen and the timers its events armed.
-    partitions: HashMap<u32, (EventTime, TimerSet)>,
+    partitions: HashMap<u32, PartitionClock>,
+    pending: BTreeMap<PendingKey, ChannelEvent>,
+    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    /// Everything at or before this event time has been applied.
+    applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
     tiers: ValueTiers,
     propensities: Propensities,
+    next_seq: u64,
 }
 
 impl Processor {
@@ -251,9 +285,13 @@ impl Processor {
             state,
             seen: HashSet::new(),
             partitions: HashMap::new(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
             propensities: Propensities::default(),
+            next_seq: 0,
         }
     }
 
@@ -262,22 +300,165 @@ impl Processor {
     }
 
     pub fn pending_timers(&self) -> usize {
-        self.partitions.values().map(|(_, t)| t.len()).sum()
+        self.timers.len()
+    }
+
+    /// Events buffered until the watermark passes them.
+    pub fn pending_events(&self) -> usize {
+        self.pending.len()
     }
 
     /// The watermark of one input partition: its largest event time minus the
-    /// allowed lateness. Its timers due at or before it have fired.
-    pub fn watermark(&self, partition: u32) -> EventTime {
+    /// allowed lateness.
+    pub fn partition_watermark(&self, partition: u32) -> EventTime {
         self.partitions
             .get(&partition)
-            .map_or(EventTime::MIN, |(max, _)| max.minus(self.cfg.allowed_lateness))
+            .map_or(EventTime::MIN, |p| p.max.minus(self.cfg.allowed_lateness))
     }
 
-    /// Applies one event that arrived on input `partition`.
+    /// The watermark at processing time `now_ms`: the smallest partition
+    /// watermark among partitions heard from within `idle_after`; when every
+    /// partition is idle, the largest event time seen (nothing is held back).
+    pub fn watermark(&self, now_ms: u64) -> Option<EventTime> {
+        let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
+        let active = self
+            .partitions
+            .values()
+            .filter(|p| now_ms.saturating_sub(p.last_arrival_ms) < idle_ms)
+            .map(|p| p.max.minus(self.cfg.allowed_lateness))
+            .min();
+        active.or_else(|| self.partitions.values().map(|p| p.max).max())
+    }
+
+    /// Declares an input partition (when it is assigned): until it delivers an
+    /// event or stays silent for `idle_after`, it holds the watermark back, so
+    /// a partition consumed late cannot be overtaken by the others.
+    pub fn register_partition(&mut self, partition: u32, now_ms: u64) {
+        self.partitions.entry(partition).or_insert(PartitionClock {
+            max: EventTime::MIN,
+            last_arrival_ms: now_ms,
+        });
+    }
+
+    /// Buffers one event that arrived on input `partition` at processing
+    /// time `now_ms`, and applies whatever the watermark now releases. `seq`
+    /// is the caller's number for the event, returned with its result.
+    pub fn offer(&mut self, ev: ChannelEvent, partition: u32, seq: u64, now_ms: u64) -> Vec<Released> {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max: ev.occurred_at,
+            last_arrival_ms: now_ms,
+        });
+        clock.max = clock.max.max(ev.occurred_at);
+        clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+        let mut out = Vec::new();
+        if ev.occurred_at < self.applied_to {
+            let result = self.apply(&ev).map(|mut p| {
+                p.late = true;
+                p
+            });
+            out.push(Released { seq: Some(seq), result });
+        } else {
+            let key = (ev.occurred_at, ev.channel, ev.event_id.clone(), seq);
+            self.pending.insert(key, ev);
+        }
+        out.extend(self.release(now_ms));
+        out
+    }
+
+    /// Applies what the watermark releases at processing time `now_ms`
+    /// without a new event: partitions may have gone idle.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Released> {
+        self.release(now_ms)
+    }
+
+    /// Applies buffered events and due timers up to the watermark, in event-time order.
+    fn release(&mut self, now_ms: u64) -> Vec<Released> {
+        let Some(wm) = self.watermark(now_ms) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut timer_outputs = Vec::new();
+        let mut fired = 0;
+        loop {
+            let next_event = self.pending.first_key_value().map(|(k, _)| k.0).filter(|t| *t <= wm);
+            let next_timer = self.timers.first().map(|t| t.0).filter(|t| *t <= wm);
+            match (next_event, next_timer) {
+                (None, None) => break,
+                // A timer strictly before the next event fires first; on a tie the event goes first.
+                (Some(te), Some(tt)) if tt < te => {
+                    fired += self.fire_next(&mut timer_outputs);
+                }
+                (None, Some(_)) => {
+                    fired += self.fire_next(&mut timer_outputs);
+                }
+                (Some(_), _) => {
+                    if !timer_outputs.is_empty() || fired > 0 {
+                        out.push(self.timer_release(std::mem::take(&mut timer_outputs), fired));
+                        fired = 0;
+                    }
+                    let Some(((at, _, _, seq), ev)) = self.pending.pop_first() else {
+                        break;
+                    };
+                    self.applied_to = self.applied_to.max(at);
+                    out.push(Released {
+                        seq: Some(seq),
+                        result: self.apply(&ev),
+                    });
+                }
+            }
+        }
+        if !timer_outputs.is_empty() || fired > 0 {
+            out.push(self.timer_release(timer_outputs, fired));
+        }
+        self.applied_to = self.applied_to.max(wm);
+        out
+    }
+
+    fn timer_release(&mut self, outputs: Vec<Output>, fired: usize) -> Released {
+        Released {
+            seq: None,
+            result: Ok(Processed {
+                outputs,
+                timers_fired: fired,
+                suppressed: std::mem::take(&mut self.suppressed),
+                ..Processed::default()
+            }),
+        }
+    }
+
+    /// Offers `ev` and applies what that releases at once, as one result: the
+    /// event's own outcome plus every output released with it. For callers
+    /// without processing time (tests, tools): partitions never go idle.
     pub fn process(&mut self, ev: &ChannelEvent, partition: u32) -> Result<Processed, StitchError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut merged = Processed::default();
+        let mut own = None;
+        for r in self.offer(ev.clone(), partition, seq, 0) {
+            let p = r.result?;
+            if r.seq == Some(seq) {
+                own = Some((p.one_id.clone(), p.duplicate, p.late, p.merges, p.rejected.clone()));
+            }
+            merged.outputs.extend(p.outputs);
+            merged.timers_fired += p.timers_fired;
+            merged.suppressed.extend(p.suppressed);
+        }
+        if let Some((one_id, duplicate, late, merges, rejected)) = own {
+            merged.one_id = one_id;
+            merged.duplicate = duplicate;
+            merged.late = late;
+            merged.merges = merges;
+            merged.rejected = rejected;
+        }
+        Ok(merged)
+    }
+
+    /// Applies one event now.
+    fn apply(&mut self, ev: &ChannelEvent) -> Result<Processed, StitchError> {
         let dedupe = dedupe_key(ev);
         if self.seen.contains(&dedupe) {
             return Ok(Processed {
+                channel: Some(ev.channel),
                 duplicate: true,
                 ..Processed::default()
             });
@@ -285,8 +466,8 @@ impl Processor {
         let stitch = self.state.identity.stitch(ev)?;
         self.seen.insert(dedupe);
         let mut out = Processed {
+            channel: Some(ev.channel),
             one_id: Some(stitch.one_id.clone()),
-            late: ev.occurred_at < self.watermark(partition),
             rejected: stitch.rejected.clone(),
             ..Processed::default()
         };
@@ -344,14 +525,9 @@ impl Processor {
         if journey.last_seen == Some(ev.occurred_at) {
             arm.push((ev.occurred_at.plus(decide.quiet_after), TimerKind::Quiet));
         }
-        let entry = self
-            .partitions
-            .entry(partition)
-            .or_insert_with(|| (EventTime::MIN, TimerSet::new()));
         for (due, kind) in arm {
-            entry.1.insert((due, kind, stitch.anchor.clone()));
+            self.timers.insert((due, kind, stitch.anchor.clone()));
         }
-        entry.0 = entry.0.max(ev.occurred_at);
         self.evaluate(
             one_id,
             &mut journey,
@@ -362,7 +538,6 @@ impl Processor {
         );
         self.state.journeys.insert(one_id.clone(), journey);
 
-        out.timers_fired = self.fire_due(partition, &mut out.outputs);
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
     }
@@ -477,62 +652,55 @@ impl Processor {
         }));
     }
 
-    /// The next timer of `partition` due at or before `wm`.
-    fn pop_due(&mut self, partition: u32, wm: EventTime) -> Option<(EventTime, TimerKind, IdKey)> {
-        let timers = &mut self.partitions.get_mut(&partition)?.1;
-        if timers.first()?.0 > wm {
-            return None;
-        }
-        timers.pop_first()
+    /// Fires the earliest timer; returns how many fired (0 or 1).
+    fn fire_next(&mut self, outputs: &mut Vec<Output>) -> usize {
+        let Some((due, kind, key)) = self.timers.pop_first() else {
+            return 0;
+        };
+        self.fire(due, kind, key, outputs);
+        1
     }
 
-    /// Fires the timers of `partition` due at or before its watermark.
-    fn fire_due(&mut self, partition: u32, outputs: &mut Vec<Output>) -> usize {
-        let wm = self.watermark(partition);
-        let mut fired = 0;
-        while let Some((due, kind, key)) = self.pop_due(partition, wm) {
-            fired += 1;
-            let Some(one_id) = self.state.identity.one_id_of(&key) else {
-                continue;
-            };
-            let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
-                continue;
-            };
-            let cfg = self.cfg.clone();
-            let cfg = &cfg.decide;
-            let trigger = TriggerRef::timer(kind.label());
-            match kind {
-                TimerKind::Cart => {
-                    let idle = j.cart.updated_at.is_some_and(|u| u.plus(cfg.cart_abandon_after) <= due);
-                    if idle && !j.cart.is_empty() {
-                        self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
-                    }
+    /// Runs one timer: re-checks its condition on the journey as it is now
+    /// (every event before `due` has been applied) and decides.
+    fn fire(&mut self, due: EventTime, kind: TimerKind, key: IdKey, outputs: &mut Vec<Output>) {
+        let Some(one_id) = self.state.identity.one_id_of(&key) else {
+            return;
+        };
+        let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let cfg = &cfg.decide;
+        let trigger = TriggerRef::timer(kind.label());
+        match kind {
+            TimerKind::Cart => {
+                let idle = j.cart.updated_at.is_some_and(|u| u.plus(cfg.cart_abandon_after) <= due);
+                if idle && !j.cart.is_empty() {
+                    self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                 }
-                TimerKind::Browse => {
-                    let armed_for = j
-                        .last_product_view
-                        .as_ref()
-                        .map(|v| v.at.plus(cfg.browse_abandon_after));
-                    if armed_for == Some(due) {
-                        self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
-                    }
+            }
+            TimerKind::Browse => {
+                let armed_for = j
+                    .last_product_view
+                    .as_ref()
+                    .map(|v| v.at.plus(cfg.browse_abandon_after));
+                if armed_for == Some(due) {
+                    self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
                 }
-                TimerKind::Quiet => {
-                    let last = j.last_seen.unwrap_or(due);
-                    if last.plus(cfg.quiet_after) <= due {
-                        self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
-                        let next = due.plus(cfg.quiet_after);
-                        if next <= last.plus(cfg.quiet_checks_until) {
-                            if let Some(p) = self.partitions.get_mut(&partition) {
-                                p.1.insert((next, TimerKind::Quiet, key));
-                            }
-                        }
+            }
+            TimerKind::Quiet => {
+                let last = j.last_seen.unwrap_or(due);
+                if last.plus(cfg.quiet_after) <= due {
+                    self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
+                    let next = due.plus(cfg.quiet_after);
+                    if next <= last.plus(cfg.quiet_checks_until) {
+                        self.timers.insert((next, TimerKind::Quiet, key));
                     }
                 }
             }
-            self.state.journeys.insert(one_id, j);
         }
-        fired
+        self.state.journeys.insert(one_id, j);
     }
 }
 

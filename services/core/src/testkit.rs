@@ -28,7 +28,8 @@ pub fn default_decide() -> DecideConfig {
 pub fn core_config() -> CoreConfig {
     CoreConfig {
         decide: default_decide(),
-        allowed_lateness: Duration::from_secs(60),
+        allowed_lateness: Duration::ZERO,
+        idle_after: Duration::from_secs(2),
     }
 }
 

@@ -169,6 +169,8 @@ pub struct IdentitySettings {
 pub struct TimerSettings {
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
 }
 
 /// Values given on the command line; they override every other layer.
@@ -314,6 +316,7 @@ impl Settings {
         CoreConfig {
             decide: self.decide.clone(),
             allowed_lateness: self.timers.allowed_lateness,
+            idle_after: self.timers.idle_after,
         }
     }
 }

@@ -190,6 +190,21 @@ pub async fn ensure_output_topics(
     }
 }
 
+/// How many partitions `topic` has (0 when it cannot be read).
+pub async fn partition_count(producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
+    let p = producer.clone();
+    let topic = topic.to_string();
+    let n = tokio::task::spawn_blocking(move || {
+        p.client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0)
+    })
+    .await?;
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
+}
+
 /// The names of every topic the cluster knows.
 async fn topic_names(producer: &FutureProducer) -> anyhow::Result<Result<Vec<String>, KafkaError>> {
     let p = producer.clone();

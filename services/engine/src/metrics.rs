@@ -43,6 +43,7 @@ pub struct Metrics {
     pub producer_queue: IntGauge,
     pub warnings_suppressed: IntCounter,
     pub outcomes: IntCounterVec,
+    pub events_buffered: IntGauge,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -198,6 +199,10 @@ impl Metrics {
                 "onejourney_action_outcomes_total",
                 "Outcomes received on action-outcomes, by outcome and effect (learned, repeated, unknown).",
                 &["outcome", "effect"],
+            )?,
+            events_buffered: gauge(
+                "onejourney_events_buffered",
+                "Events waiting for the watermark (the slowest active input partition) to pass them.",
             )?,
             registry,
         };

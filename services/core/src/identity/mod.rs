@@ -237,6 +237,15 @@ impl IdentityGraph {
             .collect()
     }
 
+    /// True when `ev` has an identifier that can anchor it to a profile (not
+    /// only household identifiers); `stitch` fails otherwise.
+    pub fn can_link(&self, ev: &ChannelEvent) -> bool {
+        ev.ids.iter().any(|k| {
+            let r = self.rules.rule(k.ns);
+            r.links && r.kind != Kind::Household
+        })
+    }
+
     /// Plans and applies the ops for one event.
     pub fn stitch(&self, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
         let stitch = self.plan(ev)?;

@@ -20,7 +20,14 @@ fn actions(outs: &[Output]) -> Vec<&NextBestAction> {
 }
 
 fn run(p: &mut Processor, events: &[ChannelEvent]) -> Vec<Output> {
-    events.iter().flat_map(|e| p.process(e, 0).unwrap().outputs).collect()
+    run_on(p, 0, events)
+}
+
+fn run_on(p: &mut Processor, partition: u32, events: &[ChannelEvent]) -> Vec<Output> {
+    events
+        .iter()
+        .flat_map(|e| p.process(e, partition).unwrap().outputs)
+        .collect()
 }
 
 fn story() -> Vec<ChannelEvent> {
@@ -308,28 +315,66 @@ fn push_needs_consent() {
 }
 
 #[test]
-fn timers_follow_the_watermark_of_their_own_partition() {
+fn the_slowest_active_partition_holds_the_watermark() {
     let mut p = processor();
     let ids = json!({"cookie_id": "c", "email": "w@x.com"});
     p.process(&web("1", 0, ids.clone(), "add_to_cart", product("a", 50.0)), 1)
         .unwrap();
-    // Partition 0 races ahead: partition 1's cart timer does not fire.
+    // Partition 0 races ahead: its event waits, and the cart timer does not fire.
     let ahead = p
         .process(&web("2", 600, json!({"cookie_id": "z"}), "page_view", json!({})), 0)
         .unwrap();
-    assert!(actions(&ahead.outputs).is_empty());
-    assert_eq!(p.watermark(1), crate::testkit::t(0).minus(p.cfg.allowed_lateness));
-    // Partition 1 moves past the due time (plus the allowed lateness): it fires.
+    assert!(ahead.outputs.is_empty());
+    assert_eq!(p.pending_events(), 1);
+    assert_eq!(p.watermark(0), Some(crate::testkit::t(0)));
+    // Partition 1 moves past the due time: the timer fires before the event after it.
     let moved = p
         .process(&web("3", 32, json!({"cookie_id": "y"}), "page_view", json!({})), 1)
         .unwrap();
     assert_eq!(actions(&moved.outputs)[0].action, "cart_recovery");
-    // An event behind its partition's watermark is late, and still applied.
+    assert_eq!(actions(&moved.outputs)[0].decided_at, crate::testkit::t(30));
+    // An event older than what was applied is late, and still applied.
     let late = p
         .process(&web("4", 0, json!({"cookie_id": "q"}), "page_view", json!({})), 1)
         .unwrap();
     assert!(late.late);
+    assert_eq!(
+        p.state().identity.profile_count(),
+        3,
+        "partition 0's event is still buffered"
+    );
+    // Both partitions fall silent: nothing holds the watermark back any more.
+    let flushed = p.tick(10_000);
+    assert_eq!(flushed.iter().filter(|r| r.seq.is_some()).count(), 1);
+    assert_eq!(p.pending_events(), 0);
     assert_eq!(p.state().identity.profile_count(), 4);
+}
+
+#[test]
+fn a_store_purchase_on_a_lagging_partition_still_cancels_cart_recovery() {
+    // The cart is on the web partition, the purchase on the store partition,
+    // which is consumed later: the timer waits for the store partition.
+    let ids = json!({"cookie_id": "c", "email": "s@x.com", "loyalty_id": "L"});
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    let mut outs = run_on(
+        &mut p,
+        0,
+        &[web("1", 0, ids.clone(), "add_to_cart", product("a", 50.0))],
+    );
+    outs.extend(run_on(
+        &mut p,
+        0,
+        &[web("2", 120, json!({"cookie_id": "o"}), "page_view", json!({}))],
+    ));
+    outs.extend(run_on(&mut p, 1, &[pos("3", 10, json!({"loyalty_id": "L"}), 50.0)]));
+    outs.extend(run_on(&mut p, 1, &[pos("4", 130, json!({"loyalty_id": "o2"}), 5.0)]));
+    assert!(
+        actions(&outs).iter().all(|a| a.action != "cart_recovery"),
+        "{:?}",
+        actions(&outs)
+    );
 }
 
 #[test]

@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use onejourney_core::identity::StitchError;
 use onejourney_core::output::Output;
-use onejourney_core::processor::OutcomeEffect;
+use onejourney_core::processor::{OutcomeEffect, Processed, Released};
 use onejourney_core::{Channel, Decoder, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
 use tracing::warn;
@@ -18,6 +19,16 @@ use tracing::warn;
 use crate::config::Topics;
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
+
+/// What handling a message or a tick produced, for the pipeline's
+/// bookkeeping of offsets.
+pub enum Step {
+    /// Message `seq` is fully processed; these are all its records.
+    Done { seq: u64, records: Vec<OutRecord> },
+    /// Timer outputs: they keep message `seq` (if any) from being acknowledged
+    /// until they are delivered.
+    Attach { seq: Option<u64>, records: Vec<OutRecord> },
+}
 
 /// A record to publish.
 pub struct OutRecord {
@@ -61,26 +72,46 @@ impl Ingest {
         }
     }
 
-    /// The records one input message causes.
-    pub fn handle(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
-        let started = Instant::now();
-        let records = self.handle_inner(m);
-        self.metrics.decision_duration.observe(started.elapsed().as_secs_f64());
-        records
+    /// Declares an input partition as assigned (see `Processor::register_partition`).
+    pub fn register_partition(&mut self, channel: Channel, partition: i32, now_ms: u64) {
+        self.processor.register_partition(source_id(channel, partition), now_ms);
     }
 
-    fn handle_inner(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+    /// What one input message (number `seq`) causes, at processing time
+    /// `now_ms`: a valid channel event waits for the watermark, so the steps
+    /// may complete earlier messages and not this one.
+    pub fn handle(&mut self, m: &Origin<'_>, seq: u64, now_ms: u64) -> Vec<Step> {
+        let started = Instant::now();
+        let steps = self.handle_inner(m, seq, now_ms);
+        self.metrics.decision_duration.observe(started.elapsed().as_secs_f64());
+        steps
+    }
+
+    /// Releases what the watermark lets through when partitions go idle;
+    /// timer outputs are attached to message `attach_to` when there is one.
+    pub fn tick(&mut self, now_ms: u64, attach_to: Option<u64>) -> Vec<Step> {
+        let released = self.processor.tick(now_ms);
+        self.steps(released, attach_to)
+    }
+
+    fn handle_inner(&mut self, m: &Origin<'_>, seq: u64, now_ms: u64) -> Vec<Step> {
+        let done = |records| vec![Step::Done { seq, records }];
         if m.topic == self.topics.action_outcomes {
-            return self.outcome(m);
+            return done(self.outcome(m));
         }
         let Some(channel) = self.topics.channel_of(m.topic) else {
-            return vec![self.dead_letter(m, None, "not_an_input_topic", "the topic is not an input topic")];
+            return done(vec![self.dead_letter(
+                m,
+                None,
+                "not_an_input_topic",
+                "the topic is not an input topic",
+            )]);
         };
         self.metrics.events_consumed.with_label_values(&[channel.label()]).inc();
         let payload = m.payload.unwrap_or_default();
         let ev = match self.decoder.decode(channel, payload) {
             Ok(ev) => ev,
-            Err(e) => return vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())],
+            Err(e) => return done(vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())]),
         };
         for (_, reason) in &ev.blocked {
             self.metrics
@@ -88,15 +119,49 @@ impl Ingest {
                 .with_label_values(&[reason.label()])
                 .inc();
         }
-        let processed = match self.processor.process(&ev, source_id(channel, m.partition)) {
-            Ok(p) => p,
-            Err(e) => return vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())],
-        };
+        if !self.processor.state().identity.can_link(&ev) {
+            let e = StitchError::NoLinkableIdentifier;
+            return done(vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())]);
+        }
+        let released = self.processor.offer(ev, source_id(channel, m.partition), seq, now_ms);
+        self.steps(released, Some(seq))
+    }
+
+    /// Turns released results into records, with metrics.
+    fn steps(&mut self, released: Vec<Released>, attach_to: Option<u64>) -> Vec<Step> {
+        let mut steps = Vec::with_capacity(released.len());
+        for r in released {
+            let processed = match r.result {
+                Ok(p) => p,
+                Err(e) => {
+                    // Checked before offering (`can_link`): not expected here.
+                    warn!(error = %e, "a buffered event could not be stitched");
+                    Processed::default()
+                }
+            };
+            let records = self.account(processed);
+            match r.seq {
+                Some(seq) => steps.push(Step::Done { seq, records }),
+                None => steps.push(Step::Attach {
+                    seq: attach_to,
+                    records,
+                }),
+            }
+        }
+        self.metrics
+            .timers_pending
+            .set(i64::try_from(self.processor.pending_timers()).unwrap_or(i64::MAX));
+        self.metrics
+            .events_buffered
+            .set(i64::try_from(self.processor.pending_events()).unwrap_or(i64::MAX));
+        steps
+    }
+
+    /// Counts what one released result did and returns its records.
+    fn account(&mut self, processed: Processed) -> Vec<OutRecord> {
         if processed.duplicate {
-            self.metrics
-                .events_duplicate
-                .with_label_values(&[channel.label()])
-                .inc();
+            let label = processed.channel.map_or("unknown", Channel::label);
+            self.metrics.events_duplicate.with_label_values(&[label]).inc();
             return Vec::new();
         }
         if processed.late {
@@ -113,9 +178,6 @@ impl Ingest {
                 .inc();
         }
         self.metrics.timers_fired.inc_by(processed.timers_fired as u64);
-        self.metrics
-            .timers_pending
-            .set(i64::try_from(self.processor.pending_timers()).unwrap_or(i64::MAX));
         processed.outputs.iter().map(|o| self.record(o)).collect()
     }
 

@@ -12,6 +12,7 @@ pub mod ack;
 pub mod emit;
 pub mod ingest;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use anyhow::Context as _;
 use onejourney_core::{Decoder, Processor, State};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -29,7 +30,7 @@ use crate::health::Health;
 use crate::kafka::{self, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
-use ingest::{Ingest, Origin};
+use ingest::{Ingest, Origin, Step};
 
 /// Runs the pipeline until `cancel`, then drains, commits and flushes.
 pub async fn run(
@@ -70,7 +71,23 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
     let acker = tokio::spawn(ack::run(rx, consumer.clone(), metrics.clone(), cancel.clone()));
-    let result = poll_loop(&consumer, &producer, &mut ingest, &tx, &health, &metrics, &cancel).await;
+    let clock = Instant::now();
+    for (topic, channel) in settings.topics.inputs() {
+        for p in 0..kafka::partition_count(&producer, topic).await? {
+            ingest.register_partition(channel, p, 0);
+        }
+    }
+    let result = poll_loop(
+        &consumer,
+        &producer,
+        &mut ingest,
+        &tx,
+        &health,
+        &metrics,
+        &cancel,
+        clock,
+    )
+    .await;
     health.set_stopping();
     drop(tx);
     let acked = acker.await.context("the ack task panicked")?;
@@ -78,6 +95,100 @@ pub async fn run(
     result.and(acked)
 }
 
+/// A message taken from the consumer whose processing is not finished: its
+/// event may still wait for the watermark, and its outputs for the broker.
+struct InFlight {
+    seq: u64,
+    topic: String,
+    partition: i32,
+    offset: i64,
+    received: Instant,
+    deliveries: Vec<DeliveryFuture>,
+    done: bool,
+}
+
+/// Messages in arrival order. Only the done prefix is handed to the ack
+/// stage, so offsets are stored in order even though events are applied in
+/// event-time order.
+#[derive(Default)]
+struct InFlightQueue {
+    entries: VecDeque<InFlight>,
+    next_seq: u64,
+}
+
+impl InFlightQueue {
+    fn push(&mut self, topic: &str, partition: i32, offset: i64, received: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.push_back(InFlight {
+            seq,
+            topic: topic.to_string(),
+            partition,
+            offset,
+            received,
+            deliveries: Vec::new(),
+            done: false,
+        });
+        seq
+    }
+
+    fn get(&mut self, seq: u64) -> Option<&mut InFlight> {
+        let front = self.entries.front()?.seq;
+        let i = usize::try_from(seq.checked_sub(front)?).ok()?;
+        self.entries.get_mut(i)
+    }
+
+    fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|e| e.seq)
+    }
+}
+
+/// Sends the steps' records and marks finished messages.
+async fn apply_steps(producer: &FutureProducer, queue: &mut InFlightQueue, steps: Vec<Step>) -> anyhow::Result<()> {
+    for step in steps {
+        let (seq, records, done) = match step {
+            Step::Done { seq, records } => (Some(seq), records, true),
+            Step::Attach { seq, records } => (seq, records, false),
+        };
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in &records {
+            deliveries.push(
+                emit::send(producer, r)
+                    .await
+                    .context("handing a record to the producer")?,
+            );
+        }
+        // Timer outputs with no message left to hold are sent untracked.
+        if let Some(entry) = seq.and_then(|s| queue.get(s)) {
+            entry.deliveries.extend(deliveries);
+            entry.done |= done;
+        }
+    }
+    Ok(())
+}
+
+/// Hands the finished prefix to the ack stage; false when it has stopped.
+async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Pending>, metrics: &Metrics) -> bool {
+    while queue.entries.front().is_some_and(|e| e.done) {
+        let Some(e) = queue.entries.pop_front() else {
+            break;
+        };
+        metrics.in_flight.inc();
+        let pending = ack::Pending {
+            topic: e.topic,
+            partition: e.partition,
+            offset: e.offset,
+            deliveries: e.deliveries,
+            received: e.received,
+        };
+        if tx.send(pending).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn poll_loop(
     consumer: &IngestConsumer,
     producer: &FutureProducer,
@@ -86,14 +197,29 @@ async fn poll_loop(
     health: &Health,
     metrics: &Metrics,
     cancel: &CancellationToken,
+    clock: Instant,
 ) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let now_ms = || u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut queue = InFlightQueue::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         let msg = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => {
+                // Drain: apply every buffered event (as if every partition
+                // were idle) so a graceful stop leaves nothing half-done.
+                let steps = ingest.tick(u64::MAX, queue.newest());
+                apply_steps(producer, &mut queue, steps).await?;
+                flush_done(&mut queue, tx, metrics).await;
+                return Ok(());
+            }
             _ = tick.tick() => {
                 health.beat();
                 metrics.producer_queue.set(i64::from(producer.in_flight_count()));
+                let steps = ingest.tick(now_ms(), queue.newest());
+                apply_steps(producer, &mut queue, steps).await?;
+                if !flush_done(&mut queue, tx, metrics).await {
+                    return Ok(());
+                }
                 continue;
             }
             m = consumer.recv() => m,
@@ -107,7 +233,7 @@ async fn poll_loop(
                 continue;
             }
         };
-        let received = Instant::now();
+        let seq = queue.push(msg.topic(), msg.partition(), msg.offset(), Instant::now());
         let origin = Origin {
             topic: msg.topic(),
             partition: msg.partition(),
@@ -115,24 +241,9 @@ async fn poll_loop(
             key: msg.key(),
             payload: msg.payload(),
         };
-        let records = ingest.handle(&origin);
-        let mut deliveries = Vec::with_capacity(records.len());
-        for r in &records {
-            deliveries.push(
-                emit::send(producer, r)
-                    .await
-                    .context("handing a record to the producer")?,
-            );
-        }
-        metrics.in_flight.inc();
-        let pending = ack::Pending {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            deliveries,
-            received,
-        };
-        if tx.send(pending).await.is_err() {
+        let steps = ingest.handle(&origin, seq, now_ms());
+        apply_steps(producer, &mut queue, steps).await?;
+        if !flush_done(&mut queue, tx, metrics).await {
             // The ack task stopped: it failed and cancelled; its error is reported.
             return Ok(());
         }
