@@ -57,7 +57,8 @@ async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events(
             + e.metric("onejourney_events_consumed_total{channel=\"app\"}").await
             + e.metric("onejourney_events_consumed_total{channel=\"call_center\"}")
                 .await;
-        if consumed >= total {
+        // Consumed, and applied: nothing left waiting for the watermark.
+        if consumed >= total && e.metric("onejourney_events_buffered").await == 0.0 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "consumed {consumed} of {total}");

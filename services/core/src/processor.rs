@@ -334,16 +334,31 @@ impl Processor {
     /// event or stays silent for `idle_after`, it holds the watermark back, so
     /// a partition consumed late cannot be overtaken by the others.
     pub fn register_partition(&mut self, partition: u32, now_ms: u64) {
-        self.partitions.entry(partition).or_insert(PartitionClock {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max: EventTime::MIN,
             last_arrival_ms: now_ms,
         });
+        // A re-assigned partition gets a fresh grace period.
+        clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
     }
 
     /// Buffers one event that arrived on input `partition` at processing
     /// time `now_ms`, and applies whatever the watermark now releases. `seq`
     /// is the caller's number for the event, returned with its result.
     pub fn offer(&mut self, ev: ChannelEvent, partition: u32, seq: u64, now_ms: u64) -> Vec<Released> {
+        // After a pause in which every partition went idle, a new burst
+        // usually reaches all of them: give each a fresh grace period, so the
+        // first partition to deliver does not run ahead of the others.
+        let idle_ms = u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX);
+        if self
+            .partitions
+            .values()
+            .all(|p| now_ms.saturating_sub(p.last_arrival_ms) >= idle_ms)
+        {
+            for p in self.partitions.values_mut() {
+                p.last_arrival_ms = now_ms;
+            }
+        }
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max: ev.occurred_at,
             last_arrival_ms: now_ms,

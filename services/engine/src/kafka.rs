@@ -75,6 +75,8 @@ pub struct IngestContext {
     pub metrics: Arc<Metrics>,
     /// Client errors repeat while a broker is down: log each kind a few times a minute.
     pub warnings: std::sync::Mutex<crate::logging::WarnLimiter>,
+    /// Assigned partitions, for the pipeline's watermark bookkeeping.
+    pub assigned: tokio::sync::mpsc::UnboundedSender<Vec<(String, i32)>>,
 }
 
 impl ClientContext for IngestContext {
@@ -116,6 +118,13 @@ impl ConsumerContext for IngestContext {
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
                 self.health.set_assigned(true);
+                let parts = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                // The pipeline may have stopped; nothing to tell it then.
+                let _ = self.assigned.send(parts);
                 info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
@@ -188,21 +197,6 @@ pub async fn ensure_output_topics(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
-}
-
-/// How many partitions `topic` has (0 when it cannot be read).
-pub async fn partition_count(producer: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
-    let p = producer.clone();
-    let topic = topic.to_string();
-    let n = tokio::task::spawn_blocking(move || {
-        p.client()
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            .unwrap_or(0)
-    })
-    .await?;
-    Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
 /// The names of every topic the cluster knows.

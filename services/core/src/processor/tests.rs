@@ -495,3 +495,21 @@ fn fewer_visits_than_usual_raise_churn() {
     let steady = churn::visit_frequency_drop(&j, crate::testkit::t(last + day)).unwrap();
     assert!(steady < 0.3, "{steady}");
 }
+
+#[test]
+fn after_a_pause_every_partition_gets_a_grace_period() {
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    let ids = |c: &str| json!({"cookie_id": c});
+    p.offer(web("1", 0, ids("a"), "page_view", json!({})), 0, 1, 0);
+    p.offer(web("2", 1, ids("b"), "page_view", json!({})), 1, 2, 0);
+    // A long pause: both partitions idle. Partition 0 delivers first, far ahead...
+    let first = p.offer(web("3", 100, ids("c"), "page_view", json!({})), 0, 3, 10_000);
+    assert!(first.iter().all(|r| r.seq != Some(3)), "held back for partition 1");
+    // ...and partition 1's older event of the same burst is still applied in order.
+    let second = p.offer(web("4", 50, ids("d"), "page_view", json!({})), 1, 4, 10_001);
+    let order: Vec<u64> = second.iter().filter_map(|r| r.seq).collect();
+    assert_eq!(order, vec![4]);
+    assert!(second.iter().all(|r| !r.result.as_ref().unwrap().late));
+}

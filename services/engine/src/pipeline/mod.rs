@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Settings;
+use crate::config::{Settings, Topics};
 use crate::health::Health;
 use crate::kafka::{self, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
@@ -47,12 +47,14 @@ pub async fn run(
     if !kafka::wait_for_input_topics(&settings, &producer, &cancel).await? {
         return Ok(());
     }
+    let (assigned_tx, mut assigned) = mpsc::unbounded_channel();
     let consumer = Arc::new(kafka::consumer(
         &settings,
         IngestContext {
             health: health.clone(),
             metrics: metrics.clone(),
             warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
+            assigned: assigned_tx,
         },
     )?);
     let inputs: Vec<&str> = settings.topics.consumed();
@@ -71,23 +73,18 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
     let acker = tokio::spawn(ack::run(rx, consumer.clone(), metrics.clone(), cancel.clone()));
-    let clock = Instant::now();
-    for (topic, channel) in settings.topics.inputs() {
-        for p in 0..kafka::partition_count(&producer, topic).await? {
-            ingest.register_partition(channel, p, 0);
-        }
-    }
-    let result = poll_loop(
-        &consumer,
-        &producer,
-        &mut ingest,
-        &tx,
-        &health,
-        &metrics,
-        &cancel,
-        clock,
-    )
-    .await;
+    let mut poll = Poll {
+        consumer: &consumer,
+        producer: &producer,
+        tx: &tx,
+        health: &health,
+        metrics: &metrics,
+        cancel: &cancel,
+        clock: Instant::now(),
+        topics: &settings.topics,
+        assigned: &mut assigned,
+    };
+    let result = poll.run(&mut ingest).await;
     health.set_stopping();
     drop(tx);
     let acked = acker.await.context("the ack task panicked")?;
@@ -188,64 +185,89 @@ async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Pending>, 
     true
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn poll_loop(
-    consumer: &IngestConsumer,
-    producer: &FutureProducer,
-    ingest: &mut Ingest,
-    tx: &mpsc::Sender<ack::Pending>,
-    health: &Health,
-    metrics: &Metrics,
-    cancel: &CancellationToken,
+/// The poll loop's surroundings.
+struct Poll<'a> {
+    consumer: &'a IngestConsumer,
+    producer: &'a FutureProducer,
+    tx: &'a mpsc::Sender<ack::Pending>,
+    health: &'a Health,
+    metrics: &'a Metrics,
+    cancel: &'a CancellationToken,
+    /// Processing time for the core's idle-partition rule starts here.
     clock: Instant,
-) -> anyhow::Result<()> {
-    let now_ms = || u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let mut queue = InFlightQueue::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => {
-                // Drain: apply every buffered event (as if every partition
-                // were idle) so a graceful stop leaves nothing half-done.
-                let steps = ingest.tick(u64::MAX, queue.newest());
-                apply_steps(producer, &mut queue, steps).await?;
-                flush_done(&mut queue, tx, metrics).await;
-                return Ok(());
+    topics: &'a Topics,
+    assigned: &'a mut mpsc::UnboundedReceiver<Vec<(String, i32)>>,
+}
+
+impl Poll<'_> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Partitions just assigned hold the watermark back until they deliver
+    /// or stay silent for `idle_after`.
+    fn register_assigned(&mut self, ingest: &mut Ingest) {
+        let now = self.now_ms();
+        while let Ok(parts) = self.assigned.try_recv() {
+            for (topic, partition) in parts {
+                if let Some(channel) = self.topics.channel_of(&topic) {
+                    ingest.register_partition(channel, partition, now);
+                }
             }
-            _ = tick.tick() => {
-                health.beat();
-                metrics.producer_queue.set(i64::from(producer.in_flight_count()));
-                let steps = ingest.tick(now_ms(), queue.newest());
-                apply_steps(producer, &mut queue, steps).await?;
-                if !flush_done(&mut queue, tx, metrics).await {
+        }
+    }
+
+    async fn run(&mut self, ingest: &mut Ingest) -> anyhow::Result<()> {
+        let (producer, tx, metrics) = (self.producer, self.tx, self.metrics);
+        let mut queue = InFlightQueue::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let msg = tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    // Drain: apply every buffered event (as if every partition
+                    // were idle) so a graceful stop leaves nothing half-done.
+                    let steps = ingest.tick(u64::MAX, queue.newest());
+                    apply_steps(producer, &mut queue, steps).await?;
+                    flush_done(&mut queue, tx, metrics).await;
                     return Ok(());
                 }
-                continue;
+                _ = tick.tick() => {
+                    self.health.beat();
+                    metrics.producer_queue.set(i64::from(producer.in_flight_count()));
+                    self.register_assigned(ingest);
+                    let steps = ingest.tick(self.now_ms(), queue.newest());
+                    apply_steps(producer, &mut queue, steps).await?;
+                    if !flush_done(&mut queue, tx, metrics).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                m = self.consumer.recv() => m,
+            };
+            self.health.beat();
+            let msg = match msg {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    metrics.consumer_errors.inc();
+                    warn!(error = %e, "consume failed");
+                    continue;
+                }
+            };
+            self.register_assigned(ingest);
+            let seq = queue.push(msg.topic(), msg.partition(), msg.offset(), Instant::now());
+            let origin = Origin {
+                topic: msg.topic(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key(),
+                payload: msg.payload(),
+            };
+            let steps = ingest.handle(&origin, seq, self.now_ms());
+            apply_steps(producer, &mut queue, steps).await?;
+            if !flush_done(&mut queue, tx, metrics).await {
+                // The ack task stopped: it failed and cancelled; its error is reported.
+                return Ok(());
             }
-            m = consumer.recv() => m,
-        };
-        health.beat();
-        let msg = match msg {
-            Ok(m) => m.detach(),
-            Err(e) => {
-                metrics.consumer_errors.inc();
-                warn!(error = %e, "consume failed");
-                continue;
-            }
-        };
-        let seq = queue.push(msg.topic(), msg.partition(), msg.offset(), Instant::now());
-        let origin = Origin {
-            topic: msg.topic(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key(),
-            payload: msg.payload(),
-        };
-        let steps = ingest.handle(&origin, seq, now_ms());
-        apply_steps(producer, &mut queue, steps).await?;
-        if !flush_done(&mut queue, tx, metrics).await {
-            // The ack task stopped: it failed and cancelled; its error is reported.
-            return Ok(());
         }
     }
 }
