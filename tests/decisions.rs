@@ -189,6 +189,18 @@ async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events(
         by_action.len() >= 5,
         "most of the catalog fires on simulator traffic: {by_action:?}"
     );
+
+    // Explain: a One ID's last decisions with their reasons, and its churn factors.
+    let one = actions[0].json();
+    let (status, view) = e
+        .get_json(&format!("/v1/profiles/one_id/{}", one["one_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200);
+    let recent = view["recent_actions"].as_array().unwrap();
+    assert!(recent
+        .iter()
+        .any(|r| r["action"] == one["action"] && r["reason"].as_str().unwrap().contains("expected value")));
+    assert!(!view["churn"]["factors"].as_array().unwrap().is_empty());
     e.stop().await;
 }
 

@@ -151,6 +151,10 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
     assert_eq!(body["journey"]["purchases"], 2);
     assert!(!body.to_string().contains("Ann.Lee"), "no raw email in the profile");
     assert_eq!(e.get_json("/v1/profiles/customer_id/nobody").await.0, 404);
+    let (status, by_id) = e.get_json(&format!("/v1/profiles/one_id/{survivor}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(by_id["one_id"].as_str(), Some(survivor.as_str()));
+    assert_eq!(e.get_json("/v1/profiles/one_id/oj-nobody").await.0, 404);
     assert_eq!(e.get_json("/v1/profiles/ssn/1").await.0, 400);
     assert_eq!(e.metric("onejourney_identity_merges_total").await, 3.0);
     e.stop().await;

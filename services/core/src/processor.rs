@@ -99,7 +99,12 @@ impl State {
 
     /// The profile an identifier belongs to, as the lookup API shows it.
     pub fn view(&self, key: &IdKey) -> Option<ProfileView> {
-        let one_id = self.identity.one_id_of(key)?;
+        self.view_one_id(&self.identity.one_id_of(key)?)
+    }
+
+    /// A profile by its One ID.
+    pub fn view_one_id(&self, one_id: &str) -> Option<ProfileView> {
+        let one_id: OneId = self.identity.profile(one_id)?.one_id;
         let profile = self.identity.profile(&one_id)?;
         let journey = self
             .journeys

@@ -146,6 +146,12 @@ async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): P
             "the identifier value must be 1 to 256 characters",
         );
     }
+    if namespace == "one_id" {
+        return match s.state.view_one_id(&value) {
+            Some(view) => Json(view).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no profile has this One ID"),
+        };
+    }
     let key = match s.state.identity.namespaces().normalise(&namespace, &value) {
         Err(unknown) => return error(StatusCode::BAD_REQUEST, &unknown.to_string()),
         Ok(Err(_blocked)) => return error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
