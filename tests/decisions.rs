@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use onejourney_core::ids::sha256_hex;
-use onejourney_e2e::{brokers, settings, TestEngine};
-use onejourney_simulator::{generate, kafka as sim_kafka, Segment, SimConfig, Stream};
+use onejourney_e2e::{settings, TestEngine};
+use onejourney_simulator::{generate, Segment, SimConfig};
 
 /// Area under the ROC curve of `scores` for positives vs negatives (ties count half).
 fn auc(pos: &[f64], neg: &[f64]) -> f64 {
@@ -37,33 +37,9 @@ async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events(
         ..SimConfig::default()
     });
     assert!(sim.events.len() >= 100_000, "{} events", sim.events.len());
-    let producer = sim_kafka::producer(&brokers()).unwrap();
-    let names = t.clone();
-    let topic_of = move |s: Stream| {
-        match s {
-            Stream::Web => &names.web_clicks,
-            Stream::Pos => &names.pos_transactions,
-            Stream::App => &names.app_sessions,
-            Stream::CallCenter => &names.call_center_events,
-        }
-        .clone()
-    };
-    sim_kafka::publish(&producer, &sim.events, &topic_of, 0).await.unwrap();
-    let total = sim.events.len() as f64;
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    loop {
-        let consumed = e.metric("onejourney_events_consumed_total{channel=\"web\"}").await
-            + e.metric("onejourney_events_consumed_total{channel=\"pos\"}").await
-            + e.metric("onejourney_events_consumed_total{channel=\"app\"}").await
-            + e.metric("onejourney_events_consumed_total{channel=\"call_center\"}")
-                .await;
-        // Consumed, and applied: nothing left waiting for the watermark.
-        if consumed >= total && e.metric("onejourney_events_buffered").await == 0.0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "consumed {consumed} of {total}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    e.publish_sim(&sim.events).await;
+    // Consumed, and applied: nothing left waiting for the watermark.
+    e.wait_applied(sim.events.len(), Duration::from_secs(600)).await;
     assert_eq!(
         e.metric("onejourney_dead_letter_total").await,
         0.0,

@@ -176,6 +176,37 @@ impl TestEngine {
         self.producer.flush(Duration::from_secs(10)).expect("flush");
     }
 
+    /// Publishes simulated events to this engine's input topics, at full speed.
+    pub async fn publish_sim(&self, events: &[onejourney_simulator::SimEvent]) {
+        let producer = onejourney_simulator::kafka::producer(&brokers()).expect("producer");
+        let topics = self.topics.clone();
+        let topic_of = move |s| topics.for_stream(s).to_string();
+        onejourney_simulator::kafka::publish(&producer, events, &topic_of, 0)
+            .await
+            .expect("publish");
+    }
+
+    /// Waits until `n` channel events were consumed and none waits for the watermark.
+    pub async fn wait_applied(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut consumed = 0.0;
+            for c in ["web", "pos", "app", "call_center"] {
+                consumed += self
+                    .metric(&format!("onejourney_events_consumed_total{{channel=\"{c}\"}}"))
+                    .await;
+            }
+            if consumed >= n as f64 && self.metric("onejourney_events_buffered").await == 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "consumed {consumed} of {n} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
     pub async fn get_status(&self, path: &str) -> u16 {
         match self.client.get(format!("http://{}{path}", self.http)).send().await {
             Ok(r) => r.status().as_u16(),

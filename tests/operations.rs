@@ -6,8 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use onejourney_e2e::{brokers, create_topics, settings, TestEngine, INPUT_PARTITIONS};
-use onejourney_simulator::{generate, kafka as sim_kafka, SimConfig, Stream};
+use onejourney_e2e::{create_topics, settings, TestEngine, INPUT_PARTITIONS};
+use onejourney_simulator::{generate, SimConfig};
 use serde_json::Value;
 
 /// Kills the Prometheus server when the test ends, however it ends.
@@ -90,18 +90,7 @@ async fn prometheus_scrapes_throughput_and_lag_during_a_simulator_run() {
         INPUT_PARTITIONS,
     )
     .await;
-    let producer = sim_kafka::producer(&brokers()).unwrap();
-    let names = t.clone();
-    let topic_of = move |st: Stream| {
-        match st {
-            Stream::Web => &names.web_clicks,
-            Stream::Pos => &names.pos_transactions,
-            Stream::App => &names.app_sessions,
-            Stream::CallCenter => &names.call_center_events,
-        }
-        .clone()
-    };
-    sim_kafka::publish(&producer, &sim.events, &topic_of, 0).await.unwrap();
+    e.publish_sim(&sim.events).await;
     let total = sim.events.len() as f64;
 
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
-use onejourney_e2e::{brokers, settings, TestEngine};
+use onejourney_e2e::{settings, TestEngine};
 use onejourney_engine::config::Settings;
-use onejourney_simulator::{generate, kafka as sim_kafka, SimConfig, SimEvent, Stream};
+use onejourney_simulator::{generate, SimConfig, SimEvent, Stream};
 
 fn channel(s: Stream) -> Channel {
     match s {
@@ -129,38 +129,6 @@ async fn all_outputs(e: &TestEngine) -> Vec<String> {
     out
 }
 
-async fn publish(e: &TestEngine, events: &[SimEvent]) {
-    let producer = sim_kafka::producer(&brokers()).unwrap();
-    let names = e.topics.clone();
-    let topic_of = move |s: Stream| {
-        match s {
-            Stream::Web => &names.web_clicks,
-            Stream::Pos => &names.pos_transactions,
-            Stream::App => &names.app_sessions,
-            Stream::CallCenter => &names.call_center_events,
-        }
-        .clone()
-    };
-    sim_kafka::publish(&producer, events, &topic_of, 0).await.unwrap();
-}
-
-async fn wait_consumed(e: &TestEngine, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let mut consumed = 0.0;
-        for c in ["web", "pos", "app", "call_center"] {
-            consumed += e
-                .metric(&format!("onejourney_events_consumed_total{{channel=\"{c}\"}}"))
-                .await;
-        }
-        if consumed >= n as f64 && e.metric("onejourney_events_buffered").await == 0.0 {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "consumed {consumed} of {n}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_broker_full_speed_and_paced_replays_decide_the_same() {
     let sim = generate(&SimConfig {
@@ -170,18 +138,18 @@ async fn through_the_broker_full_speed_and_paced_replays_decide_the_same() {
     });
     // Full speed: everything published at once, consumed as fast as it goes.
     let mut fast = TestEngine::start(settings("replay-fast")).await;
-    publish(&fast, &sim.events).await;
-    wait_consumed(&fast, sim.events.len()).await;
+    fast.publish_sim(&sim.events).await;
+    fast.wait_applied(sim.events.len(), Duration::from_secs(300)).await;
     let a = all_outputs(&fast).await;
     fast.stop().await;
 
     // Lived through: in event-time order, ten slices, pauses longer than idle_after.
     let mut paced = TestEngine::start(settings("replay-paced")).await;
     for slice in sim.events.chunks(sim.events.len().div_ceil(10)) {
-        publish(&paced, slice).await;
+        paced.publish_sim(slice).await;
         tokio::time::sleep(Duration::from_millis(2_500)).await;
     }
-    wait_consumed(&paced, sim.events.len()).await;
+    paced.wait_applied(sim.events.len(), Duration::from_secs(300)).await;
     let b = all_outputs(&paced).await;
     paced.stop().await;
 

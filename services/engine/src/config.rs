@@ -93,6 +93,17 @@ impl Topics {
         ]
     }
 
+    /// The topic of one simulator stream.
+    pub fn for_stream(&self, s: onejourney_simulator::Stream) -> &str {
+        use onejourney_simulator::Stream;
+        match s {
+            Stream::Web => &self.web_clicks,
+            Stream::Pos => &self.pos_transactions,
+            Stream::App => &self.app_sessions,
+            Stream::CallCenter => &self.call_center_events,
+        }
+    }
+
     pub fn channel_of(&self, topic: &str) -> Option<Channel> {
         self.inputs().iter().find(|(t, _)| *t == topic).map(|(_, c)| *c)
     }

@@ -79,15 +79,7 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     });
     let producer = sim_kafka::producer(&brokers)?;
     let names = topic_names.clone();
-    let topic_of = move |s: Stream| {
-        match s {
-            Stream::Web => &names.web_clicks,
-            Stream::Pos => &names.pos_transactions,
-            Stream::App => &names.app_sessions,
-            Stream::CallCenter => &names.call_center_events,
-        }
-        .clone()
-    };
+    let topic_of = move |s: Stream| names.for_stream(s).to_string();
     let total = sim.events.len();
     tokio::select! {
         _ = cancel.cancelled() => {}
