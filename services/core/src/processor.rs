@@ -733,7 +733,9 @@ struct ValueTiers {
     total: f64,
     a_min: f64,
     b_min: f64,
+    /// Changes since the thresholds were last computed.
     changes: u32,
+    computed: bool,
 }
 
 impl ValueTiers {
@@ -784,6 +786,7 @@ impl ValueTiers {
 
     fn recompute(&mut self) {
         self.changes = 0;
+        self.computed = true;
         let (mut cum, mut a_min, mut b_min) = (0.0, f64::INFINITY, f64::INFINITY);
         for (b, (_, sum)) in self.buckets.iter().enumerate().rev() {
             if *sum <= 0.0 {
@@ -801,7 +804,7 @@ impl ValueTiers {
     }
 
     fn tier_of(&mut self, revenue: f64) -> Tier {
-        if self.changes > 0 && self.a_min == 0.0 && self.b_min == 0.0 {
+        if !self.computed && self.changes > 0 {
             self.recompute();
         }
         if revenue <= 0.0 {

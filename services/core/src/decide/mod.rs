@@ -263,8 +263,7 @@ impl DecideConfig {
                 return Err(bad("name is used twice"));
             }
         }
-        if let Some(name) = self.levers.keys().find(|k| !self.actions.iter().any(|a| &a.name == *k)) {
-            let _ = name;
+        if self.levers.keys().any(|k| !self.actions.iter().any(|a| &a.name == k)) {
             return Err(ConfigError::Other("levers: a lever names an action not in the catalog"));
         }
         if self.levers.values().any(|l| *l < 0.0) {
