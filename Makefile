@@ -5,7 +5,7 @@ CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
 
-.PHONY: run test lint unit e2e build tools deploy-check clean
+.PHONY: run test lint unit e2e build tools deploy-check bench clean
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
@@ -40,6 +40,10 @@ deploy-check: tools
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check config --syntax-only deploy/compose/prometheus.yml
 	promtool test rules deploy/prometheus/onejourney.rules.test.yml
+
+## Throughput and memory figures (release build); BENCH_OUT=path writes them as JSON.
+bench:
+	$(CARGO) run --release -p onejourney-engine --bin onejourney -- bench $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 clean:
 	$(CARGO) clean

@@ -11,6 +11,7 @@
 //!
 //! [`Engine::start`] wires these together; one `CancellationToken` stops them.
 
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -53,6 +53,20 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Measure parse, core and memory figures on this machine (see docs/benchmarks.md).
+    Bench {
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Simulator events to measure with.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Profiles in memory before the core is measured.
+        #[arg(long, default_value_t = 1_000_000)]
+        profiles: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the effective configuration, or the first error with its key.
     CheckConfig {
         #[command(flatten)]
@@ -100,6 +114,18 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cancel_on_signal(cancel.clone()));
                 demo::run(settings, customers, rate, cancel).await
             })
+        }
+        Command::Bench {
+            out,
+            events,
+            profiles,
+            common,
+        } => {
+            let settings = load(None, &common)?;
+            onejourney_engine::bench::run(
+                &settings,
+                &onejourney_engine::bench::BenchArgs { out, events, profiles },
+            )
         }
         Command::CheckConfig { common } => match load(None, &common) {
             Ok(settings) => {
