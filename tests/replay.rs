@@ -7,27 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
+use onejourney_core::{ChannelEvent, Decoder, Processor, State};
 use onejourney_e2e::{settings, TestEngine};
-use onejourney_engine::config::Settings;
-use onejourney_simulator::{generate, SimConfig, SimEvent, Stream};
-
-fn channel(s: Stream) -> Channel {
-    match s {
-        Stream::Web => Channel::Web,
-        Stream::Pos => Channel::Pos,
-        Stream::App => Channel::App,
-        Stream::CallCenter => Channel::CallCenter,
-    }
-}
+use onejourney_engine::config::{Settings, Topics};
+use onejourney_simulator::{generate, SimConfig, SimEvent};
 
 /// Two partitions per channel, chosen by key as Kafka would spread them.
 fn partition_of(e: &SimEvent) -> u32 {
-    let h = e
-        .key
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    channel(e.stream) as u32 * 2 + h % 2
+    Topics::stream_channel(e.stream) as u32 * 2 + e.key_partition(2)
 }
 
 fn processor() -> (Processor, Decoder) {
@@ -56,7 +43,8 @@ fn core_full_speed_and_paced_replays_decide_the_same() {
         seed: 5,
         ..SimConfig::default()
     });
-    let decoded = |d: &Decoder, e: &SimEvent| -> ChannelEvent { d.decode(channel(e.stream), &e.bytes()).unwrap() };
+    let decoded =
+        |d: &Decoder, e: &SimEvent| -> ChannelEvent { d.decode(Topics::stream_channel(e.stream), &e.bytes()).unwrap() };
 
     // Full speed: partitions drained in fetch-sized batches, one after the
     // other, with no processing time passing at all.

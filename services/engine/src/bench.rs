@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
-use onejourney_simulator::{generate, SimConfig, Stream};
+use onejourney_simulator::{generate, SimConfig};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::Settings;
+use crate::config::{Settings, Topics};
 
 pub struct BenchArgs {
     pub out: Option<PathBuf>,
@@ -32,15 +32,6 @@ struct Figure {
     value: f64,
     unit: &'static str,
     note: String,
-}
-
-fn channel(s: Stream) -> Channel {
-    match s {
-        Stream::Web => Channel::Web,
-        Stream::Pos => Channel::Pos,
-        Stream::App => Channel::App,
-        Stream::CallCenter => Channel::CallCenter,
-    }
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
@@ -64,12 +55,8 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
         .iter()
         .take(args.events)
         .map(|e| {
-            let part = e
-                .key
-                .bytes()
-                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-                % 2;
-            (channel(e.stream), e.bytes(), channel(e.stream) as u32 * 2 + part)
+            let c = Topics::stream_channel(e.stream);
+            (c, e.bytes(), c as u32 * 2 + e.key_partition(2))
         })
         .collect();
     let n = events.len() as f64;

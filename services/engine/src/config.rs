@@ -93,6 +93,17 @@ impl Topics {
         ]
     }
 
+    /// The core channel of one simulator stream.
+    pub fn stream_channel(s: onejourney_simulator::Stream) -> Channel {
+        use onejourney_simulator::Stream;
+        match s {
+            Stream::Web => Channel::Web,
+            Stream::Pos => Channel::Pos,
+            Stream::App => Channel::App,
+            Stream::CallCenter => Channel::CallCenter,
+        }
+    }
+
     /// The topic of one simulator stream.
     pub fn for_stream(&self, s: onejourney_simulator::Stream) -> &str {
         use onejourney_simulator::Stream;

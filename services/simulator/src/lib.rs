@@ -83,6 +83,16 @@ impl SimEvent {
     pub fn bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.value).unwrap_or_default()
     }
+
+    /// Which of `partitions` partitions the key picks (a stable hash, like a
+    /// Kafka partitioner): for feeding the core without a broker.
+    pub fn key_partition(&self, partitions: u32) -> u32 {
+        let h = self
+            .key
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        h % partitions.max(1)
+    }
 }
 
 #[derive(Clone, Debug)]
