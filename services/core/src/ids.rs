@@ -39,6 +39,38 @@ pub struct NamespaceRule {
     /// Whether an identifier of this namespace may link two profiles.
     #[serde(default = "yes")]
     pub links: bool,
+    /// At most this many identifiers of this namespace per profile; when a
+    /// new one joins a full profile, the oldest link of the namespace is
+    /// dropped (device namespaces). `None`: only the profile-wide cap applies.
+    #[serde(default)]
+    pub max_per_profile: Option<u16>,
+}
+
+/// Limits of the identity graph that are not per namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityLimits {
+    /// Identifiers per profile in all. When a profile is full the oldest
+    /// device link is dropped; a person identifier that does not fit is
+    /// refused (`profile_full`) and founds its own profile.
+    pub max_identifiers_per_profile: usize,
+    /// A device identifier seen with more than this many distinct values of
+    /// one person namespace within `shared_device_window` is shared (a kiosk,
+    /// a family tablet): it stops linking and leaves the profile it was in.
+    pub shared_device_max_persons: usize,
+    /// The event-time window of the shared-device rule.
+    #[serde(with = "humantime_serde")]
+    pub shared_device_window: std::time::Duration,
+}
+
+impl Default for IdentityLimits {
+    fn default() -> Self {
+        IdentityLimits {
+            max_identifiers_per_profile: 50,
+            shared_device_max_persons: 1,
+            shared_device_window: std::time::Duration::from_secs(90 * 86_400),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -84,6 +116,10 @@ pub struct NormaliseConfig {
     /// Extra junk values (compared after trimming and lowercasing).
     #[serde(default)]
     pub extra_blocked_values: Vec<String>,
+    /// Regular expressions (Rust `regex` syntax) a raw value is blocked by
+    /// when one matches the trimmed value, e.g. `^(test|dummy)[0-9]*$`.
+    #[serde(default)]
+    pub blocked_patterns: Vec<String>,
 }
 
 pub const EMAIL_SHA256: &str = "email_sha256";
@@ -97,6 +133,8 @@ pub struct Namespaces {
     email: Ns,
     phone: Ns,
     norm: NormaliseConfig,
+    patterns: Vec<regex::Regex>,
+    limits: IdentityLimits,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -109,26 +147,31 @@ pub enum NamespaceError {
     Reserved(String),
     #[error("at most 200 namespaces are supported")]
     TooMany,
+    #[error("blocked pattern {pattern:?} is not a valid regular expression: {reason}")]
+    Pattern { pattern: String, reason: String },
+    #[error("{0}")]
+    Limits(&'static str),
 }
 
 impl Namespaces {
     /// The namespaces of the wire contract.
     pub fn default_rules() -> Vec<NamespaceRule> {
-        let r = |name: &str, kind, priority, unique| NamespaceRule {
+        let r = |name: &str, kind, priority, unique, max_per_profile| NamespaceRule {
             name: name.to_string(),
             kind,
             priority,
             unique,
             links: kind != Kind::Household,
+            max_per_profile,
         };
         vec![
-            r("customer_id", Kind::Person, 100, true),
-            r("loyalty_id", Kind::Person, 90, true),
-            r(EMAIL_SHA256, Kind::Person, 80, false),
-            r(PHONE_SHA256, Kind::Person, 70, false),
-            r("device_id", Kind::Device, 40, false),
-            r("cookie_id", Kind::Device, 30, false),
-            r("card_token", Kind::Household, 10, false),
+            r("customer_id", Kind::Person, 100, true, None),
+            r("loyalty_id", Kind::Person, 90, true, None),
+            r(EMAIL_SHA256, Kind::Person, 80, false, None),
+            r(PHONE_SHA256, Kind::Person, 70, false, None),
+            r("device_id", Kind::Device, 40, false, Some(10)),
+            r("cookie_id", Kind::Device, 30, false, Some(20)),
+            r("card_token", Kind::Household, 10, false, Some(10)),
         ]
     }
 
@@ -148,13 +191,44 @@ impl Namespaces {
         }
         let email = *by_name.get(EMAIL_SHA256).ok_or(NamespaceError::Missing(EMAIL_SHA256))?;
         let phone = *by_name.get(PHONE_SHA256).ok_or(NamespaceError::Missing(PHONE_SHA256))?;
+        let patterns = norm
+            .blocked_patterns
+            .iter()
+            .map(|p| {
+                regex::Regex::new(p).map_err(|e| NamespaceError::Pattern {
+                    pattern: p.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Namespaces {
             rules,
             by_name,
             email,
             phone,
             norm,
+            patterns,
+            limits: IdentityLimits::default(),
         })
+    }
+
+    /// The same table with other graph limits.
+    pub fn with_limits(mut self, limits: IdentityLimits) -> Result<Self, NamespaceError> {
+        if limits.max_identifiers_per_profile < 2 {
+            return Err(NamespaceError::Limits("max_identifiers_per_profile must be at least 2"));
+        }
+        if limits.shared_device_max_persons == 0 {
+            return Err(NamespaceError::Limits("shared_device_max_persons must be at least 1"));
+        }
+        if self.rules.iter().any(|r| r.max_per_profile == Some(0)) {
+            return Err(NamespaceError::Limits("max_per_profile must be at least 1"));
+        }
+        self.limits = limits;
+        Ok(self)
+    }
+
+    pub fn limits(&self) -> &IdentityLimits {
+        &self.limits
     }
 
     pub fn with_defaults() -> Self {
@@ -236,6 +310,7 @@ impl Namespaces {
                 .extra_blocked_values
                 .iter()
                 .any(|b| b.eq_ignore_ascii_case(&v))
+            || self.patterns.iter().any(|p| p.is_match(raw.trim()))
         {
             return Err(BlockReason::Junk);
         }
@@ -349,6 +424,26 @@ mod tests {
     }
 
     #[test]
+    fn configured_patterns_block_values_and_bad_patterns_are_refused() {
+        let norm = NormaliseConfig {
+            blocked_patterns: vec!["^(test|dummy)[0-9]*$".into()],
+            ..NormaliseConfig::default()
+        };
+        let n = Namespaces::new(Namespaces::default_rules(), norm).unwrap();
+        assert_eq!(n.normalise("cookie_id", " test42 ").unwrap(), Err(BlockReason::Junk));
+        assert_eq!(n.normalise("email", "dummy").unwrap(), Err(BlockReason::Junk));
+        assert!(n.normalise("cookie_id", "latest42").unwrap().is_ok());
+        let bad = NormaliseConfig {
+            blocked_patterns: vec!["([".into()],
+            ..NormaliseConfig::default()
+        };
+        assert!(matches!(
+            Namespaces::new(Namespaces::default_rules(), bad),
+            Err(NamespaceError::Pattern { .. })
+        ));
+    }
+
+    #[test]
     fn unknown_namespace_is_an_error() {
         assert_eq!(ns().normalise("ssn", "1").unwrap_err(), UnknownNamespace("ssn".into()));
     }
@@ -362,6 +457,7 @@ mod tests {
             priority: 20,
             unique: false,
             links: true,
+            max_per_profile: None,
         });
         let n = Namespaces::new(rules, NormaliseConfig::default()).unwrap();
         assert!(n.accepts("ticket_id"));

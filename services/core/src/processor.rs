@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::decide::propensity::{Outcome, Propensities};
 use crate::decide::{self, churn, ContactChannel, DecideConfig, Reach, Suppressed, Trigger};
 use crate::event::{Channel, ChannelEvent};
-use crate::identity::{IdentityGraph, OneId, Profile, Rejection, StitchError};
+use crate::identity::{IdentityGraph, OneId, Profile, Rejection, Rule, StitchError};
 use crate::ids::{IdKey, Namespaces};
 use crate::journey::{Band, Journey, RecentAction, Tier, Transition};
 use crate::output::{ChurnRisk, IdentityChange, LinkRef, NextBestAction, Output, TriggerRef};
@@ -102,6 +102,32 @@ impl State {
         self.view_one_id(&self.identity.one_id_of(key)?)
     }
 
+    /// Why the identifiers of `key`'s profile are one profile: every link,
+    /// in the order they were made, with the event and rule that made it.
+    pub fn explain(&self, key: &IdKey) -> Option<ExplainView> {
+        let one_id = self.identity.one_id_of(key)?;
+        let ns = self.identity.namespaces();
+        let id = |k: &IdKey| IdentifierView {
+            namespace: ns.name(k.ns).to_string(),
+            value: k.value.to_string(),
+        };
+        self.identity.with_profile(&one_id, |p| ExplainView {
+            one_id: p.one_id.clone(),
+            links: p
+                .links
+                .iter()
+                .map(|l| LinkView {
+                    from: id(&l.from),
+                    to: l.to.as_ref().map(id),
+                    event_id: l.provenance.event_id.to_string(),
+                    channel: l.provenance.channel.label(),
+                    at: l.provenance.at,
+                    rule: l.provenance.rule,
+                })
+                .collect(),
+        })
+    }
+
     /// A profile by its One ID.
     pub fn view_one_id(&self, one_id: &str) -> Option<ProfileView> {
         let one_id: OneId = self.identity.profile(one_id)?.one_id;
@@ -133,6 +159,23 @@ impl State {
             recent_actions: journey.recent_actions.iter().cloned().collect(),
         })
     }
+}
+
+/// The body of `GET /v1/profiles/{namespace}/{value}/explain`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainView {
+    pub one_id: OneId,
+    pub links: Vec<LinkView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkView {
+    pub from: IdentifierView,
+    pub to: Option<IdentifierView>,
+    pub event_id: String,
+    pub channel: &'static str,
+    pub at: EventTime,
+    pub rule: Rule,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -213,6 +256,15 @@ pub struct Processed {
     pub late: bool,
     pub merges: usize,
     pub rejected: Vec<Rejection>,
+    /// Every identifier on the event was forgotten: nothing was applied.
+    pub forgotten: bool,
+    /// Devices that became shared on this event.
+    pub shared_devices: usize,
+    /// Device links the per-profile caps dropped.
+    pub links_dropped: usize,
+    /// The event sorted before identity evidence already applied: its
+    /// identity component was folded again.
+    pub rebuilt: bool,
     pub timers_fired: usize,
     /// Actions whose facts held but that policy held back, with why.
     pub suppressed: Vec<(String, Suppressed)>,
@@ -483,32 +535,54 @@ impl Processor {
                 ..Processed::default()
             });
         }
-        let stitch = self.state.identity.stitch(ev)?;
+        let stitch = match self.state.identity.stitch(ev) {
+            Ok(s) => s,
+            Err(StitchError::Forgotten) => {
+                self.seen.insert(dedupe);
+                return Ok(Processed {
+                    channel: Some(ev.channel),
+                    forgotten: true,
+                    ..Processed::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.seen.insert(dedupe);
         let mut out = Processed {
             channel: Some(ev.channel),
             one_id: Some(stitch.one_id.clone()),
             rejected: stitch.rejected.clone(),
+            shared_devices: stitch.shared.len(),
+            links_dropped: stitch.dropped,
+            rebuilt: stitch.rebuilt,
             ..Processed::default()
         };
         let one_id = &stitch.one_id;
-        for (merged, link) in stitch.merged() {
+        for moved in &stitch.moved {
+            let gone = self.state.journeys.remove(&moved.from).map(|(_, j)| j);
+            let (Some(to), Some(via)) = (&moved.to, &moved.via) else {
+                // None of its identifiers is in a profile any more.
+                if let Some(gone) = gone {
+                    self.tiers.remove(gone.revenue);
+                }
+                continue;
+            };
             out.merges += 1;
-            if let Some((_, gone)) = self.state.journeys.remove(merged) {
+            if let Some(gone) = gone {
                 self.tiers.remove(gone.revenue);
-                let mut survivor = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
+                let mut survivor = self.state.journeys.remove(to).map(|(_, j)| j).unwrap_or_default();
                 self.tiers.remove(survivor.revenue);
                 survivor.absorb(gone);
                 self.tiers.add(survivor.revenue);
-                self.state.journeys.insert(one_id.clone(), survivor);
+                self.state.journeys.insert(to.clone(), survivor);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
-                one_id: one_id.clone(),
-                merged_one_ids: vec![merged.clone()],
+                one_id: to.clone(),
+                merged_one_ids: vec![moved.from.clone()],
                 link: Some(LinkRef {
-                    namespace: self.state.identity.namespaces().name(link.from.ns).to_string(),
-                    value: link.from.value.to_string(),
+                    namespace: self.state.identity.namespaces().name(via.ns).to_string(),
+                    value: via.value.to_string(),
                 }),
                 event_id: Some(ev.event_id.clone()),
                 at: ev.occurred_at,
@@ -560,6 +634,31 @@ impl Processor {
 
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
+    }
+
+    /// Forgets the profile `key` belongs to (erasure): its identifiers,
+    /// journey, contact history and timers go, and its identifiers are
+    /// suppressed so no later or replayed event brings them back. Returns the
+    /// `identity-changes` notice; `None` when no profile holds `key`.
+    pub fn forget(&mut self, key: &IdKey) -> Option<Output> {
+        let (_, gone) = self.state.identity.forget(key)?;
+        if let Some((_, j)) = self.state.journeys.remove(&gone.one_id) {
+            self.tiers.remove(j.revenue);
+        }
+        self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
+        let at = if self.applied_to == EventTime::MIN {
+            EventTime(0)
+        } else {
+            self.applied_to
+        };
+        Some(Output::Identity(IdentityChange {
+            change: "forget",
+            one_id: gone.one_id,
+            merged_one_ids: Vec::new(),
+            link: None,
+            event_id: None,
+            at,
+        }))
     }
 
     /// Learns from an `action-outcomes` record.

@@ -12,6 +12,15 @@ fn graph() -> IdentityGraph {
     IdentityGraph::new(Arc::new(Namespaces::with_defaults()))
 }
 
+/// A graph without the shared-device rule: every co-occurrence links.
+fn linking_graph() -> IdentityGraph {
+    let limits = crate::ids::IdentityLimits {
+        shared_device_max_persons: 1000,
+        ..Default::default()
+    };
+    graph_with(limits, &[])
+}
+
 fn key(g: &IdentityGraph, ns: &str, v: &str) -> IdKey {
     g.namespaces().normalise(ns, v).unwrap().unwrap()
 }
@@ -110,32 +119,59 @@ fn merge_keeps_the_earliest_profile_and_reports_it() {
 }
 
 #[test]
-fn a_shared_device_does_not_merge_two_customers() {
+fn a_shared_device_stops_linking_and_leaves_its_profile() {
     let g = graph();
+    let login = |id: &str, m, ids| web(id, m, ids, "login", json!({}));
     let a = g
-        .stitch(&web(
-            "w1",
-            0,
-            json!({"device_id": "tablet", "customer_id": "C-1"}),
-            "login",
-            json!({}),
-        ))
+        .stitch(&login("w1", 0, json!({"device_id": "tablet", "customer_id": "C-1"})))
         .unwrap();
+    assert_eq!(g.one_id_of(&key(&g, "device_id", "tablet")), Some(a.one_id.clone()));
+    // A second customer on the tablet: more than one customer_id (K = 1).
     let b = g
-        .stitch(&web(
-            "w2",
-            1,
-            json!({"device_id": "tablet", "customer_id": "C-2"}),
-            "login",
-            json!({}),
-        ))
+        .stitch(&login("w2", 1, json!({"device_id": "tablet", "customer_id": "C-2"})))
         .unwrap();
     assert_ne!(a.one_id, b.one_id);
     assert_eq!(b.one_id, derive_one_id("customer_id", "C-2"));
+    assert_eq!(b.shared, vec![key(&g, "device_id", "tablet")]);
     assert_eq!(b.rejected.len(), 1);
-    assert_eq!(b.rejected[0].reason, RejectReason::UniqueConflict);
-    assert_eq!(b.rejected[0].kept_in, Some(a.one_id.clone()));
-    assert_eq!(g.profile_count(), 2);
+    assert_eq!(b.rejected[0].reason, RejectReason::SharedDevice);
+    // The tablet no longer speaks for C-1: it has a profile of its own.
+    let tablet = g.one_id_of(&key(&g, "device_id", "tablet")).unwrap();
+    assert_ne!(tablet, a.one_id);
+    assert_ne!(tablet, b.one_id);
+    assert_eq!(b.rejected[0].kept_in, Some(tablet.clone()));
+    assert_eq!(g.profile(&a.one_id).unwrap().ids, vec![key(&g, "customer_id", "C-1")]);
+    // Anonymous use of the tablet lands on the tablet's own profile.
+    let kiosk = g
+        .stitch(&web("w3", 2, json!({"device_id": "tablet"}), "page_view", json!({})))
+        .unwrap();
+    assert_eq!(kiosk.one_id, tablet);
+    // And it never links a person again.
+    let c = g
+        .stitch(&login("w4", 3, json!({"device_id": "tablet", "email": "c@x.io"})))
+        .unwrap();
+    assert_ne!(c.one_id, kiosk.one_id);
+    assert_eq!(c.rejected[0].reason, RejectReason::SharedDevice);
+    assert_eq!(g.profile_count(), 4);
+}
+
+#[test]
+fn a_device_with_one_person_keeps_linking() {
+    let g = graph();
+    for (i, ids) in [
+        json!({"device_id": "d-1", "email": "a@x.io"}),
+        json!({"device_id": "d-1", "customer_id": "C-1"}),
+        json!({"device_id": "d-1", "email": "a@x.io", "phone": "+44 20 7946 0000"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let s = g
+            .stitch(&web(&format!("w{i}"), i as i64, ids, "login", json!({})))
+            .unwrap();
+        assert!(s.shared.is_empty());
+    }
+    assert_eq!(g.profile_count(), 1);
 }
 
 #[test]
@@ -161,7 +197,11 @@ fn a_conflicting_unique_value_on_the_event_is_refused() {
         .unwrap();
     assert_eq!(a.one_id, b.one_id, "attached to the strongest identifier's profile");
     assert_eq!(b.rejected.len(), 1);
-    assert_eq!(g.one_id_of(&key(&g, "loyalty_id", "L-2")), None);
+    assert_eq!(b.rejected[0].reason, RejectReason::UniqueConflict);
+    // The refused card founds its own profile instead of joining C-1's.
+    let own = g.one_id_of(&key(&g, "loyalty_id", "L-2")).unwrap();
+    assert_ne!(own, a.one_id);
+    assert_eq!(b.rejected[0].kept_in, Some(own));
     let p = g.profile(&a.one_id).unwrap();
     assert_eq!(
         p.ids
@@ -170,6 +210,153 @@ fn a_conflicting_unique_value_on_the_event_is_refused() {
             .count(),
         1
     );
+}
+
+fn graph_with(limits: crate::ids::IdentityLimits, caps: &[(&str, u16)]) -> IdentityGraph {
+    let rules = Namespaces::default_rules()
+        .into_iter()
+        .map(|mut r| {
+            r.max_per_profile = caps.iter().find(|(n, _)| *n == r.name).map(|(_, c)| *c);
+            r
+        })
+        .collect();
+    let ns = Namespaces::new(rules, Default::default())
+        .unwrap()
+        .with_limits(limits)
+        .unwrap();
+    IdentityGraph::new(Arc::new(ns))
+}
+
+#[test]
+fn caps_drop_the_oldest_device_link_and_refuse_persons_that_do_not_fit() {
+    let limits = crate::ids::IdentityLimits {
+        max_identifiers_per_profile: 4,
+        ..Default::default()
+    };
+    let g = graph_with(limits, &[("cookie_id", 2)]);
+    let e = |i: i64, ids| web(&format!("w{i}"), i, ids, "page_view", json!({}));
+    g.stitch(&e(0, json!({"email": "a@x.io", "cookie_id": "c-0"}))).unwrap();
+    g.stitch(&e(1, json!({"email": "a@x.io", "cookie_id": "c-1"}))).unwrap();
+    let s = g.stitch(&e(2, json!({"email": "a@x.io", "cookie_id": "c-2"}))).unwrap();
+    assert_eq!(s.dropped, 1);
+    assert_eq!(
+        g.one_id_of(&key(&g, "cookie_id", "c-0")),
+        None,
+        "the oldest cookie went"
+    );
+    assert_eq!(g.one_id_of(&key(&g, "cookie_id", "c-2")), Some(s.one_id.clone()));
+    // Two more person identifiers fill the profile (4 in all, with 2 cookies:
+    // a cookie is dropped for each).
+    g.stitch(&e(3, json!({"email": "a@x.io", "customer_id": "C-1"})))
+        .unwrap();
+    g.stitch(&e(4, json!({"email": "a@x.io", "phone": "+44 20 7946 0001"})))
+        .unwrap();
+    let p = g.profile(&s.one_id).unwrap();
+    assert_eq!(p.ids.len(), 4);
+    // A fourth person fits: the last cookie makes room.
+    let s = g
+        .stitch(&e(5, json!({"email": "a@x.io", "loyalty_id": "L-1"})))
+        .unwrap();
+    assert!(s.rejected.is_empty());
+    assert_eq!(s.dropped, 1);
+    // Persons are never dropped: a fifth is refused and stands alone.
+    let s = g
+        .stitch(&e(6, json!({"email": "a@x.io", "phone": "+44 20 7946 0002"})))
+        .unwrap();
+    assert_eq!(s.rejected.len(), 1);
+    assert_eq!(s.rejected[0].reason, RejectReason::ProfileFull);
+    let phone = g.one_id_of(&key(&g, "phone", "+44 20 7946 0002")).unwrap();
+    assert_ne!(phone, s.one_id);
+    assert_eq!(g.profile(&s.one_id).unwrap().ids.len(), 4);
+}
+
+#[test]
+fn a_late_event_rebuilds_its_component_as_if_it_had_come_in_order() {
+    let events = [
+        web(
+            "w1",
+            10,
+            json!({"email": "a@x.io", "customer_id": "C-1"}),
+            "login",
+            json!({}),
+        ),
+        web(
+            "w2",
+            20,
+            json!({"email": "a@x.io", "customer_id": "C-2"}),
+            "login",
+            json!({}),
+        ),
+        web(
+            "w0",
+            5,
+            json!({"email": "a@x.io", "cookie_id": "c-9"}),
+            "page_view",
+            json!({}),
+        ),
+    ];
+    let in_order = graph();
+    for i in [2, 0, 1] {
+        in_order.stitch(&events[i]).unwrap();
+    }
+    let late = graph();
+    let mut rebuilt = false;
+    for e in &events {
+        rebuilt |= late.stitch(e).unwrap().rebuilt;
+    }
+    assert!(rebuilt);
+    assert_eq!(late.partition(), in_order.partition());
+    // In order, the email first met C-1: C-2 was refused and stands alone.
+    let c1 = late.one_id_of(&key(&late, "customer_id", "C-1")).unwrap();
+    assert_eq!(late.one_id_of(&key(&late, "email", "a@x.io")), Some(c1.clone()));
+    assert_eq!(c1, derive_one_id("email_sha256", &crate::ids::sha256_hex("a@x.io")));
+}
+
+#[test]
+fn forget_erases_the_profile_and_replays_do_not_bring_it_back() {
+    let g = graph();
+    let first = web(
+        "w1",
+        0,
+        json!({"email": "a@x.io", "cookie_id": "c-1"}),
+        "login",
+        json!({}),
+    );
+    let other = web(
+        "w2",
+        1,
+        json!({"email": "b@x.io", "cookie_id": "c-2"}),
+        "login",
+        json!({}),
+    );
+    let a = g.stitch(&first).unwrap();
+    let b = g.stitch(&other).unwrap();
+    let (op, gone) = g.forget(&key(&g, "cookie_id", "c-1")).unwrap();
+    assert_eq!(
+        op,
+        IdentityOp::Forget {
+            one_id: a.one_id.clone()
+        }
+    );
+    assert_eq!(gone.ids.len(), 2);
+    assert!(g.profile(&a.one_id).is_none());
+    assert_eq!(g.one_id_of(&key(&g, "email", "a@x.io")), None);
+    assert!(g.is_suppressed(&key(&g, "email", "a@x.io")));
+    assert!(g.forget(&key(&g, "cookie_id", "c-1")).is_none());
+    // The same event again, and a new one that mixes a forgotten identifier with a new one.
+    assert_eq!(g.stitch(&first), Err(StitchError::Forgotten));
+    let mixed = g
+        .stitch(&web(
+            "w3",
+            2,
+            json!({"email": "a@x.io", "cookie_id": "c-3"}),
+            "login",
+            json!({}),
+        ))
+        .unwrap();
+    assert_eq!(mixed.one_id, derive_one_id("cookie_id", "c-3"));
+    assert_eq!(g.one_id_of(&key(&g, "email", "a@x.io")), None);
+    assert_eq!(g.profile(&b.one_id).unwrap().ids.len(), 2, "others untouched");
 }
 
 #[test]
@@ -274,7 +461,7 @@ proptest! {
             .map(|e| e.iter().copied().collect::<BTreeMap<usize, usize>>().into_iter().collect())
             .collect();
         let run = |order: &[usize]| {
-            let g = graph();
+            let g = linking_graph();
             for &i in order {
                 let e = ev(Channel::Web, json!({"event_id": format!("e{i}"), "event_type": "page_view",
                     "occurred_at": crate::testkit::at(i as i64), "session_id": "s",
@@ -284,40 +471,91 @@ proptest! {
             g
         };
         let forward: Vec<usize> = (0..events.len()).collect();
-        let mut shuffled = forward.clone();
-        // Fisher-Yates with a simple LCG from the seed.
-        let mut s = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            shuffled.swap(i, (s >> 33) as usize % (i + 1));
-        }
         let a = run(&forward);
-        let b = run(&shuffled);
+        let b = run(&shuffle(forward.clone(), seed));
         let expected = components(&events, &names, &a);
         prop_assert_eq!(partition_sets(&a), expected.clone());
         prop_assert_eq!(partition_sets(&b), expected);
+        prop_assert_eq!(b.partition(), a.partition(), "same One IDs");
         // Replaying the same order gives the same One IDs.
         prop_assert_eq!(run(&forward).partition(), a.partition());
     }
 
     #[test]
-    fn no_profile_ever_holds_two_values_of_a_unique_namespace(
-        events in prop::collection::vec(prop::collection::vec((0usize..4, 0usize..4), 1..4), 1..30),
+    fn with_merge_protection_any_order_gives_the_same_profiles_and_one_ids(
+        events in prop::collection::vec(
+            (0i64..8, prop::collection::vec((0usize..5, 0usize..4), 1..4)), 1..30),
+        seed in any::<u64>(),
     ) {
-        let names = ["cookie_id", "device_id", "customer_id", "loyalty_id"];
-        let g = graph();
-        for (i, e) in events.iter().enumerate() {
-            let ids = ids_json(e, &names);
-            g.stitch(&web(&format!("e{i}"), i as i64, ids, "login", json!({}))).unwrap();
+        check_order_independence(&events, seed, graph)?;
+    }
+
+    #[test]
+    fn with_caps_any_order_gives_the_same_profiles_and_one_ids(
+        events in prop::collection::vec(
+            (0i64..8, prop::collection::vec((0usize..5, 0usize..4), 1..4)), 1..30),
+        seed in any::<u64>(),
+    ) {
+        let capped = || {
+            let limits = crate::ids::IdentityLimits {
+                max_identifiers_per_profile: 4,
+                ..Default::default()
+            };
+            graph_with(limits, &[("cookie_id", 2), ("device_id", 1)])
+        };
+        check_order_independence(&events, seed, capped)?;
+    }
+}
+
+/// Stitches `events` (minute, identifiers) in their order and in a shuffled
+/// order: the partitions, One IDs included, must be equal, and the merge
+/// protection invariants must hold.
+fn check_order_independence(
+    events: &[(i64, Vec<(usize, usize)>)],
+    seed: u64,
+    make: impl Fn() -> IdentityGraph,
+) -> Result<(), TestCaseError> {
+    let names = ["cookie_id", "device_id", "email", "customer_id", "loyalty_id"];
+    let run = |order: &[usize]| {
+        let g = make();
+        for &i in order {
+            let (minute, parts) = &events[i];
+            g.stitch(&web(
+                &format!("e{i}"),
+                *minute,
+                ids_json(parts, &names),
+                "login",
+                json!({}),
+            ))
+            .unwrap();
         }
-        for ids in g.partition().values() {
+        g
+    };
+    let forward: Vec<usize> = (0..events.len()).collect();
+    let a = run(&forward);
+    let b = run(&shuffle(forward.clone(), seed));
+    prop_assert_eq!(a.partition(), b.partition());
+    for g in [&a, &b] {
+        for (one_id, ids) in g.partition() {
             for unique in ["customer_id", "loyalty_id"] {
                 let ns = g.namespaces().lookup(unique).unwrap();
                 prop_assert!(ids.iter().filter(|k| k.ns == ns).count() <= 1);
             }
+            prop_assert!(ids.len() <= g.namespaces().limits().max_identifiers_per_profile);
+            for k in &ids {
+                prop_assert_eq!(g.one_id_of(k), Some(one_id.clone()));
+            }
         }
-        // Every identifier is in exactly one profile.
-        let total: usize = g.partition().values().map(Vec::len).sum();
-        prop_assert_eq!(total, g.identifier_count());
     }
+    Ok(())
+}
+
+fn shuffle(mut v: Vec<usize>, seed: u64) -> Vec<usize> {
+    // Fisher-Yates with a simple LCG from the seed.
+    let mut s = seed | 1;
+    for i in (1..v.len()).rev() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        v.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    v
 }
