@@ -180,9 +180,14 @@ async fn two_customers_sharing_a_device_stay_two_profiles() {
     let (s2, p2) = e.get_json("/v1/profiles/customer_id/C-2").await;
     assert_eq!((s1, s2), (200, 200));
     assert_ne!(p1["one_id"], p2["one_id"]);
-    assert_eq!(e.state().identity.profile_count(), 2);
+    // The tablet, seen with two customer ids, is shared: it leaves C-1's
+    // profile for one of its own and links nobody.
+    assert_eq!(e.state().identity.profile_count(), 3);
+    let (_, tablet) = e.get_json("/v1/profiles/device_id/family-tablet").await;
+    assert_ne!(tablet["one_id"], p1["one_id"]);
+    assert_ne!(tablet["one_id"], p2["one_id"]);
     assert_eq!(
-        e.metric("onejourney_identity_links_rejected_total{reason=\"unique_conflict\"}")
+        e.metric("onejourney_identity_links_rejected_total{reason=\"shared_device\"}")
             .await,
         1.0
     );

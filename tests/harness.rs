@@ -225,6 +225,17 @@ impl TestEngine {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .expect("http request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(format!("http://{}/metrics", self.http))

@@ -215,9 +215,17 @@ impl DecodeError {
 }
 
 /// Compiled validators for the four channels plus the namespace table.
+/// A command on the `identity-control` topic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ControlCommand {
+    /// Erase the profile this identifier belongs to.
+    Forget(IdKey),
+}
+
 pub struct Decoder {
     validators: [jsonschema::Validator; 4],
     outcome: jsonschema::Validator,
+    control: jsonschema::Validator,
     namespaces: Arc<Namespaces>,
     max_bytes: usize,
 }
@@ -240,17 +248,22 @@ impl Decoder {
             let schema: Value = serde_json::from_str(c.schema_text()).map_err(|e| err(e.to_string()))?;
             jsonschema::validator_for(&schema).map_err(|e| err(e.to_string()))
         };
-        let outcome_schema: Value = serde_json::from_str(include_str!("../../../schemas/action-outcome.v1.json"))
-            .map_err(|e| SchemaCompileError {
-                file: "action-outcome.v1.json",
-                message: e.to_string(),
-            })?;
-        let outcome = jsonschema::validator_for(&outcome_schema).map_err(|e| SchemaCompileError {
-            file: "action-outcome.v1.json",
-            message: e.to_string(),
-        })?;
+        let fixed = |file: &'static str, text: &str| -> Result<jsonschema::Validator, SchemaCompileError> {
+            let err = |message: String| SchemaCompileError { file, message };
+            let schema: Value = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
+            jsonschema::validator_for(&schema).map_err(|e| err(e.to_string()))
+        };
+        let outcome = fixed(
+            "action-outcome.v1.json",
+            include_str!("../../../schemas/action-outcome.v1.json"),
+        )?;
+        let control = fixed(
+            "identity-control.v1.json",
+            include_str!("../../../schemas/identity-control.v1.json"),
+        )?;
         Ok(Decoder {
             outcome,
+            control,
             validators: [
                 compile(Channel::Web)?,
                 compile(Channel::Pos)?,
@@ -282,6 +295,41 @@ impl Decoder {
             serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
         EventTime::parse_rfc3339(&o.at).ok_or(DecodeError::BadTimestamp)?;
         Ok(o)
+    }
+
+    /// An `identity-control` command: the identifier to forget, normalised
+    /// (raw email / phone hashed) as on events.
+    pub fn decode_control(&self, bytes: &[u8]) -> Result<ControlCommand, DecodeError> {
+        if bytes.len() > self.max_bytes {
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        if let Some(first) = self.control.iter_errors(&value).next() {
+            return Err(DecodeError::Schema(format!(
+                "at {:?}: {}",
+                first.instance_path().as_str(),
+                first.masked()
+            )));
+        }
+        let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
+        let key = self.identifier(field("namespace"), field("value"))?;
+        Ok(ControlCommand::Forget(key))
+    }
+
+    /// One identifier given by name and raw value (the lookup API, forget
+    /// commands): normalised and hashed as on events.
+    pub fn identifier(&self, namespace: &str, value: &str) -> Result<IdKey, DecodeError> {
+        match self.namespaces.normalise(namespace, value) {
+            Err(e) => Err(DecodeError::UnknownNamespace(e.0)),
+            Ok(Err(reason)) => Err(DecodeError::NoUsableIdentifier(format!(
+                "{namespace}: {}",
+                reason.label()
+            ))),
+            Ok(Ok(key)) => Ok(key),
+        }
     }
 
     pub fn namespaces(&self) -> &Arc<Namespaces> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use onejourney_core::decide::DecideConfig;
-use onejourney_core::ids::{NamespaceRule, Namespaces, NormaliseConfig};
+use onejourney_core::ids::{IdentityLimits, NamespaceRule, Namespaces, NormaliseConfig};
 use onejourney_core::{Channel, CoreConfig};
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,8 @@ pub struct Topics {
     pub dead_letter: String,
     /// Outcomes of decisions, fed back into the learned propensities.
     pub action_outcomes: String,
+    /// Forget commands (erasure); `DELETE /v1/profiles/...` publishes here.
+    pub identity_control: String,
 }
 
 impl Topics {
@@ -77,10 +79,12 @@ impl Topics {
         ]
     }
 
-    /// Every topic the engine consumes: the four channels and the outcomes.
+    /// Every topic the engine consumes: the four channels, the outcomes and
+    /// the identity-control commands.
     pub fn consumed(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.inputs().iter().map(|(t, _)| *t).collect();
         v.push(&self.action_outcomes);
+        v.push(&self.identity_control);
         v
     }
 
@@ -132,6 +136,7 @@ impl Topics {
             identity_changes: p(&self.identity_changes),
             dead_letter: p(&self.dead_letter),
             action_outcomes: p(&self.action_outcomes),
+            identity_control: p(&self.identity_control),
         }
     }
 }
@@ -183,6 +188,13 @@ pub struct StateSettings {
 pub struct IdentitySettings {
     pub default_country_code: String,
     pub extra_blocked_values: Vec<String>,
+    pub blocked_patterns: Vec<String>,
+    pub max_identifiers_per_profile: usize,
+    pub shared_device_max_persons: usize,
+    #[serde(with = "humantime_serde")]
+    pub shared_device_window: Duration,
+    /// The namespace table (the contract's by default).
+    pub namespaces: Vec<NamespaceRule>,
     pub extra_namespaces: Vec<NamespaceRule>,
 }
 
@@ -320,16 +332,24 @@ impl Settings {
     }
 
     pub fn namespaces(&self) -> Result<Arc<Namespaces>, ConfigError> {
-        let mut rules = Namespaces::default_rules();
-        rules.extend(self.identity.extra_namespaces.iter().cloned());
+        let id = &self.identity;
+        let mut rules = id.namespaces.clone();
+        rules.extend(id.extra_namespaces.iter().cloned());
         let norm = NormaliseConfig {
-            default_country_code: self.identity.default_country_code.clone(),
-            extra_blocked_values: self.identity.extra_blocked_values.clone(),
+            default_country_code: id.default_country_code.clone(),
+            extra_blocked_values: id.extra_blocked_values.clone(),
+            blocked_patterns: id.blocked_patterns.clone(),
+        };
+        let limits = IdentityLimits {
+            max_identifiers_per_profile: id.max_identifiers_per_profile,
+            shared_device_max_persons: id.shared_device_max_persons,
+            shared_device_window: id.shared_device_window,
         };
         Namespaces::new(rules, norm)
+            .and_then(|n| n.with_limits(limits))
             .map(Arc::new)
             .map_err(|e| ConfigError::Invalid {
-                key: "identity.extra_namespaces",
+                key: "identity",
                 reason: e.to_string(),
             })
     }
@@ -383,6 +403,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.kafka.brokers, "10.0.0.1:9092");
         assert_eq!(s.kafka.group_id, "g-cli");
+    }
+
+    #[test]
+    fn the_default_namespace_table_is_the_contracts() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.identity.namespaces, Namespaces::default_rules());
+        assert_eq!(*s.namespaces().unwrap().limits(), IdentityLimits::default());
+        let bad = Settings::load(
+            None,
+            env(&[("ONEJOURNEY__IDENTITY__SHARED_DEVICE_MAX_PERSONS", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("identity"), "{bad}");
     }
 
     #[test]

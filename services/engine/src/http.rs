@@ -1,5 +1,12 @@
-//! One HTTP port: `/metrics`, `/healthz`, `/readyz` and the profile lookup
-//! `GET /v1/profiles/{namespace}/{value}`.
+//! One HTTP port: `/metrics`, `/healthz`, `/readyz`, the profile lookup
+//! `GET /v1/profiles/{namespace}/{value}`, its `/explain`, and forget
+//! (`DELETE /v1/profiles/{namespace}/{value}`).
+//!
+//! Forget does not touch state here: the pipeline is the single writer. The
+//! handler publishes the command (normalised and hashed identifier, never a
+//! raw email or phone) on the `identity-control` topic, where it is ordered
+//! with every other identity change and survives a restart; 202 means it is
+//! on the topic.
 //!
 //! Raw email and phone values in a lookup path are normalised and hashed
 //! before the lookup, exactly as on ingest; they are never logged. The lookup
@@ -15,11 +22,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::time::Duration;
+
+use onejourney_core::ids::IdKey;
 use onejourney_core::State;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -35,11 +47,21 @@ pub struct HttpState {
     /// Empty: no token required.
     pub bearer_token: Arc<str>,
     pub lookups: Arc<Semaphore>,
+    /// Where forget commands go; `None`: forget over HTTP is unavailable.
+    pub control: Option<ControlSink>,
+}
+
+/// The producer and topic for `identity-control` commands.
+#[derive(Clone)]
+pub struct ControlSink {
+    pub producer: FutureProducer,
+    pub topic: Arc<str>,
 }
 
 pub fn router(s: HttpState) -> Router {
     let api = Router::new()
-        .route("/v1/profiles/{namespace}/{value}", get(profile))
+        .route("/v1/profiles/{namespace}/{value}", get(profile).delete(forget))
+        .route("/v1/profiles/{namespace}/{value}/explain", get(explain))
         .route_layer(middleware::from_fn_with_state(s.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics))
@@ -131,7 +153,7 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}",
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain]",
     )
 }
 
@@ -140,25 +162,93 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
-    if value.is_empty() || value.len() > MAX_VALUE_LEN {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the identifier value must be 1 to 256 characters",
-        );
-    }
-    if namespace == "one_id" {
+    if namespace == "one_id" && !value.is_empty() && value.len() <= MAX_VALUE_LEN {
         return match s.state.view_one_id(&value) {
             Some(view) => Json(view).into_response(),
             None => error(StatusCode::NOT_FOUND, "no profile has this One ID"),
         };
     }
-    let key = match s.state.identity.namespaces().normalise(&namespace, &value) {
-        Err(unknown) => return error(StatusCode::BAD_REQUEST, &unknown.to_string()),
-        Ok(Err(_blocked)) => return error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
-        Ok(Ok(key)) => key,
+    let key = match lookup_key(&s, &namespace, &value) {
+        Ok(key) => key,
+        Err(r) => return r,
     };
     match s.state.view(&key) {
         Some(view) => Json(view).into_response(),
         None => error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
+    }
+}
+
+/// The identifier of a lookup path, normalised and hashed as on ingest; a
+/// `one_id` path resolves to the profile's strongest identifier.
+#[allow(clippy::result_large_err)]
+fn lookup_key(s: &HttpState, namespace: &str, value: &str) -> Result<IdKey, Response> {
+    if value.is_empty() || value.len() > MAX_VALUE_LEN {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the identifier value must be 1 to 256 characters",
+        ));
+    }
+    let unknown = || error(StatusCode::NOT_FOUND, "no profile holds this identifier");
+    if namespace == "one_id" {
+        return s
+            .state
+            .identity
+            .with_profile(value, |p| p.ids.first().cloned())
+            .flatten()
+            .ok_or_else(unknown);
+    }
+    match s.state.identity.namespaces().normalise(namespace, value) {
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.to_string())),
+        Ok(Err(_blocked)) => Err(unknown()),
+        Ok(Ok(key)) => Ok(key),
+    }
+}
+
+async fn explain(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
+    let key = match lookup_key(&s, &namespace, &value) {
+        Ok(key) => key,
+        Err(r) => return r,
+    };
+    match s.state.explain(&key) {
+        Some(view) => Json(view).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
+    }
+}
+
+/// Publishes a forget command for the profile the identifier belongs to.
+async fn forget(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
+    let key = match lookup_key(&s, &namespace, &value) {
+        Ok(key) => key,
+        Err(r) => return r,
+    };
+    let Some(one_id) = s.state.identity.one_id_of(&key) else {
+        return error(StatusCode::NOT_FOUND, "no profile holds this identifier");
+    };
+    let Some(control) = &s.control else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forget is not available on this instance",
+        );
+    };
+    let command = json!({
+        "command": "forget",
+        "namespace": s.state.identity.namespaces().name(key.ns),
+        "value": &*key.value,
+    })
+    .to_string();
+    let record = FutureRecord::to(&control.topic).key(&*one_id).payload(&command);
+    match control.producer.send(record, Duration::from_secs(10)).await {
+        Ok(_) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "one_id": &*one_id, "status": "accepted" })),
+        )
+            .into_response(),
+        Err((e, _)) => {
+            warn!(error = %e, "publishing a forget command failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the forget command could not be published; retry",
+            )
+        }
     }
 }

@@ -62,6 +62,10 @@ impl Engine {
                 state: state.clone(),
                 bearer_token: Arc::from(settings.http.bearer_token.as_str()),
                 lookups: Arc::new(tokio::sync::Semaphore::new(settings.http.max_concurrent_requests)),
+                control: Some(http::ControlSink {
+                    producer: kafka::producer(&settings).context("creating the identity-control producer")?,
+                    topic: Arc::from(settings.topics.identity_control.as_str()),
+                }),
             },
             cancel.clone(),
         )

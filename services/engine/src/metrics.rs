@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use onejourney_core::decide::{DecideConfig, Suppressed};
+use onejourney_core::identity::RejectReason;
 use onejourney_core::ids::BlockReason;
 use onejourney_core::processor::CONTACT_CHANNELS;
 use onejourney_core::{Channel, DecodeError};
@@ -44,6 +45,11 @@ pub struct Metrics {
     pub warnings_suppressed: IntCounter,
     pub outcomes: IntCounterVec,
     pub events_buffered: IntGauge,
+    pub shared_devices: IntCounter,
+    pub links_dropped: IntCounter,
+    pub identity_rebuilds: IntCounter,
+    pub events_forgotten: IntCounter,
+    pub forget_requests: IntCounterVec,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -204,11 +210,33 @@ impl Metrics {
                 "onejourney_events_buffered",
                 "Events waiting for the watermark (the slowest active input partition) to pass them.",
             )?,
+            shared_devices: counter(
+                "onejourney_identity_shared_devices_total",
+                "Device identifiers found shared by several people (they stop linking).",
+            )?,
+            links_dropped: counter(
+                "onejourney_identity_links_dropped_total",
+                "Device links dropped because a profile reached a cap (oldest first).",
+            )?,
+            identity_rebuilds: counter(
+                "onejourney_identity_rebuilds_total",
+                "Events that sorted before identity evidence already applied, so their component was folded again.",
+            )?,
+            events_forgotten: counter(
+                "onejourney_events_forgotten_total",
+                "Events ignored because every identifier on them was forgotten (erasure).",
+            )?,
+            forget_requests: counter_vec(
+                "onejourney_forget_requests_total",
+                "Forget commands applied, by result (forgotten, unknown).",
+                &["result"],
+            )?,
             registry,
         };
         // Pre-register the fixed label sets so dashboards see zeros, not gaps.
         for r in DecodeError::REASONS {
             m.events_invalid.with_label_values(&["action_outcomes", r]);
+            m.events_invalid.with_label_values(&["identity_control", r]);
         }
         for outcome in ["delivered", "opened", "clicked", "converted", "dismissed"] {
             for effect in ["learned", "repeated", "unknown"] {
@@ -222,7 +250,13 @@ impl Metrics {
                 m.events_invalid.with_label_values(&[c.label(), r]);
             }
         }
-        m.links_rejected.with_label_values(&["unique_conflict"]);
+        for r in RejectReason::ALL {
+            m.links_rejected.with_label_values(&[r.label()]);
+        }
+        for result in ["forgotten", "unknown"] {
+            m.forget_requests.with_label_values(&[result]);
+        }
+
         for kind in ["assign", "revoke"] {
             m.rebalances.with_label_values(&[kind]);
         }

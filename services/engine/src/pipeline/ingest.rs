@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use onejourney_core::event::ControlCommand;
 use onejourney_core::identity::StitchError;
 use onejourney_core::output::Output;
 use onejourney_core::processor::{OutcomeEffect, Processed, Released};
 use onejourney_core::{Channel, Decoder, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::Topics;
 use crate::logging::WarnLimiter;
@@ -99,6 +100,9 @@ impl Ingest {
         if m.topic == self.topics.action_outcomes {
             return done(self.outcome(m));
         }
+        if m.topic == self.topics.identity_control {
+            return done(self.control(m));
+        }
         let Some(channel) = self.topics.channel_of(m.topic) else {
             return done(vec![self.dead_letter(
                 m,
@@ -167,9 +171,30 @@ impl Ingest {
         if processed.late {
             self.metrics.events_late.inc();
         }
+        if processed.forgotten {
+            self.metrics.events_forgotten.inc();
+            return Vec::new();
+        }
         self.metrics.identity_merges.inc_by(processed.merges as u64);
+        self.metrics.shared_devices.inc_by(processed.shared_devices as u64);
+        self.metrics.links_dropped.inc_by(processed.links_dropped as u64);
+        if processed.rebuilt {
+            self.metrics.identity_rebuilds.inc();
+        }
+        let ns = self.decoder.namespaces().clone();
         for r in &processed.rejected {
-            self.metrics.links_rejected.with_label_values(&[r.reason.label()]).inc();
+            let reason = r.reason.label();
+            self.metrics.links_rejected.with_label_values(&[reason]).inc();
+            // No identifier value: the namespace and the One IDs say enough.
+            if self.warnings.allow("link_refused", reason) {
+                info!(
+                    reason,
+                    namespace = ns.name(r.key.ns),
+                    kept_in = r.kept_in.as_deref().unwrap_or(""),
+                    one_id = processed.one_id.as_deref().unwrap_or(""),
+                    "identity link refused"
+                );
+            }
         }
         for (action, why) in &processed.suppressed {
             self.metrics
@@ -179,6 +204,24 @@ impl Ingest {
         }
         self.metrics.timers_fired.inc_by(processed.timers_fired as u64);
         processed.outputs.iter().map(|o| self.record(o)).collect()
+    }
+
+    /// An `identity-control` command: forget, or dead-letter it.
+    fn control(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+        match self.decoder.decode_control(m.payload.unwrap_or_default()) {
+            Ok(ControlCommand::Forget(key)) => match self.processor.forget(&key) {
+                Some(notice) => {
+                    self.metrics.forget_requests.with_label_values(&["forgotten"]).inc();
+                    info!(one_id = notice.one_id(), "profile forgotten on request");
+                    vec![self.record(&notice)]
+                }
+                None => {
+                    self.metrics.forget_requests.with_label_values(&["unknown"]).inc();
+                    Vec::new()
+                }
+            },
+            Err(e) => vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
+        }
     }
 
     /// An `action-outcomes` record: learn from it, or dead-letter it.
@@ -230,6 +273,7 @@ impl Ingest {
         let label = match channel {
             Some(c) => c.label(),
             None if m.topic == self.topics.action_outcomes => "action_outcomes",
+            None if m.topic == self.topics.identity_control => "identity_control",
             None => "unknown",
         };
         self.metrics.events_invalid.with_label_values(&[label, reason]).inc();
