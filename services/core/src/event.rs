@@ -18,7 +18,7 @@ use crate::ids::{BlockReason, IdKey, Namespaces};
 use crate::time::EventTime;
 
 /// The four input channels.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Web,

@@ -78,12 +78,12 @@ fn yes() -> bool {
 }
 
 /// Index of a namespace in the [`Namespaces`] table.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ns(pub u8);
 
 /// One identifier after normalisation: a namespace and a value. Email and phone
 /// values are SHA-256 hex.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdKey {
     pub ns: Ns,
     pub value: Arc<str>,
@@ -244,6 +244,11 @@ impl Namespaces {
 
     pub fn name(&self, ns: Ns) -> &str {
         &self.rule(ns).name
+    }
+
+    /// The namespace names, in table order (an `Ns` is an index into it).
+    pub fn names(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.name.as_str()).collect()
     }
 
     pub fn lookup(&self, name: &str) -> Option<Ns> {

@@ -21,6 +21,7 @@ pub mod ids;
 pub mod journey;
 pub mod output;
 pub mod processor;
+pub mod snapshot;
 pub mod time;
 
 #[cfg(test)]

@@ -217,6 +217,67 @@ pub struct ChurnView {
     pub factors: Vec<crate::journey::Factor>,
 }
 
+/// The format version of [`CoreSnapshot`].
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Serialises like [`CoreSnapshot`], from the live state (see [`Processor::snapshot`]).
+pub struct CoreSnapshotRef<'a> {
+    p: &'a Processor,
+}
+
+impl Serialize for CoreSnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let p = self.p;
+        let mut st = s.serialize_struct("CoreSnapshot", 10)?;
+        st.serialize_field("version", &SNAPSHOT_VERSION)?;
+        st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
+        st.serialize_field("identity", &p.state.identity.snapshot())?;
+        st.serialize_field("journeys", &crate::snapshot::DashEntries(&p.state.journeys))?;
+        st.serialize_field("seen", &p.seen)?;
+        st.serialize_field("partitions", &crate::snapshot::Pairs(&p.partitions))?;
+        st.serialize_field("timers", &p.timers)?;
+        st.serialize_field("applied_to", &p.applied_to)?;
+        st.serialize_field("tiers", &p.tiers)?;
+        st.serialize_field("propensities", &p.propensities)?;
+        st.end()
+    }
+}
+
+/// A state snapshot as read back.
+#[derive(serde::Deserialize)]
+pub struct CoreSnapshot {
+    version: u32,
+    namespaces: Vec<String>,
+    identity: crate::identity::IdentitySnapshot,
+    journeys: Vec<(OneId, Journey)>,
+    seen: HashSet<u64>,
+    partitions: Vec<(u32, PartitionClock)>,
+    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    applied_to: EventTime,
+    tiers: ValueTiers,
+    propensities: Propensities,
+}
+
+impl CoreSnapshot {
+    pub fn profiles(&self) -> usize {
+        self.identity.profile_count()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RestoreError {
+    #[error("snapshot format version {0} is not {SNAPSHOT_VERSION}, the one this build reads")]
+    Version(u32),
+    #[error(
+        "the identifier namespace table changed since the snapshot (snapshot: {snapshot}; configured: {configured}); \
+         restore the table, or move the state directory away to rebuild state from the input topics"
+    )]
+    Namespaces { snapshot: String, configured: String },
+    #[error("state is not empty: a snapshot is restored into a new processor only")]
+    NotEmpty,
+}
+
 /// The body of `GET /v1/profiles/{namespace}/{value}`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileView {
@@ -227,8 +288,8 @@ pub struct ProfileView {
     pub recent_actions: Vec<RecentAction>,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub enum TimerKind {
     Cart,
     Browse,
     Quiet,
@@ -299,8 +360,8 @@ pub struct Released {
 }
 
 /// An input partition's progress.
-#[derive(Copy, Clone, Debug)]
-struct PartitionClock {
+#[derive(Copy, Clone, Debug, Serialize, serde::Deserialize)]
+pub struct PartitionClock {
     /// The largest event time seen on it.
     max: EventTime,
     /// When its last message arrived (caller's processing time, ms).
@@ -661,6 +722,56 @@ impl Processor {
         }))
     }
 
+    /// Everything the processor and its state hold except events waiting for
+    /// the watermark, to serialise as a [`CoreSnapshot`]. The caller resumes
+    /// each input partition at its first message not fully processed, so the
+    /// waiting events are read again (and the applied ones after them are
+    /// recognised as duplicates).
+    pub fn snapshot(&self) -> CoreSnapshotRef<'_> {
+        CoreSnapshotRef { p: self }
+    }
+
+    /// Loads a snapshot into this processor, which must be new (empty state).
+    /// `now_ms` starts every partition's idle clock afresh.
+    pub fn restore(&mut self, snap: CoreSnapshot, now_ms: u64) -> Result<(), RestoreError> {
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(RestoreError::Version(snap.version));
+        }
+        let names = self.state.identity.namespaces().names();
+        if snap.namespaces != names {
+            return Err(RestoreError::Namespaces {
+                snapshot: snap.namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
+            return Err(RestoreError::NotEmpty);
+        }
+        self.state.identity.restore(snap.identity);
+        for (one_id, j) in snap.journeys {
+            self.state.journeys.insert(one_id, j);
+        }
+        self.seen = snap.seen;
+        self.partitions = snap
+            .partitions
+            .into_iter()
+            .map(|(p, c)| {
+                (
+                    p,
+                    PartitionClock {
+                        last_arrival_ms: now_ms,
+                        ..c
+                    },
+                )
+            })
+            .collect();
+        self.timers = snap.timers;
+        self.applied_to = snap.applied_to;
+        self.tiers = snap.tiers;
+        self.propensities = snap.propensities;
+        Ok(())
+    }
+
     /// Learns from an `action-outcomes` record.
     pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
         let Some(mut j) = self.state.journeys.get_mut(o.one_id.as_str()) else {
@@ -673,7 +784,7 @@ impl Processor {
         let new_response = o.outcome.is_response() && !r.counted_response;
         r.counted_trial = true;
         r.counted_response |= new_response;
-        r.outcome = Some(o.outcome.label());
+        r.outcome = Some(o.outcome);
         let (action, tier) = (r.action.clone(), r.tier);
         if o.outcome == Outcome::Dismissed {
             *j.ignored.entry(action.clone()).or_insert(0) += 1;
@@ -826,8 +937,8 @@ impl Processor {
 /// Customers' revenue in quarter-octave buckets, to place each customer in the
 /// A/B/C value tiers: A holds the customers who bring the first 80% of revenue,
 /// B the next 15%, C the rest. Thresholds are recomputed every 64 changes.
-#[derive(Debug, Default)]
-struct ValueTiers {
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub struct ValueTiers {
     buckets: Vec<(u64, f64)>,
     total: f64,
     a_min: f64,

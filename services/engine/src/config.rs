@@ -181,6 +181,16 @@ pub struct IngestSettings {
 #[serde(deny_unknown_fields)]
 pub struct StateSettings {
     pub dir: PathBuf,
+    /// How often the state is written to `dir` (and input offsets committed).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+    /// Journeys with no event for this long (event time) lose their detail;
+    /// identity links are kept. `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub evict_journeys_after: Duration,
+    /// Estimated state bytes at which the engine stops consuming and goes
+    /// not ready, with an error, instead of running out of memory. 0: no limit.
+    pub max_memory_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod config;
 pub mod demo;
+pub mod durable;
 pub mod health;
 pub mod http;
 pub mod kafka;

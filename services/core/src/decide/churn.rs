@@ -108,6 +108,26 @@ pub fn visit_frequency_drop(j: &Journey, now: EventTime) -> Option<f64> {
     Some((1.0 - recent / baseline).clamp(0.0, 1.0))
 }
 
+/// Every factor name [`score`] reports.
+pub const FACTOR_NAMES: [&str; 11] = [
+    "days_since_last_activity",
+    "days_since_last_purchase",
+    "never_purchased",
+    "complaints_30d",
+    "cancel_requests",
+    "unresolved_calls_30d",
+    "visit_frequency_drop",
+    "returns",
+    "abandoned_checkouts",
+    "last_csat",
+    "last_sentiment",
+];
+
+/// The static name of a factor, as [`score`] reports it.
+pub fn factor_name(s: &str) -> Option<&'static str> {
+    FACTOR_NAMES.iter().find(|n| **n == s).copied()
+}
+
 /// Scores a journey at event time `now`.
 pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
     let w = &cfg.weights;

@@ -61,7 +61,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Channel, ChannelEvent};
@@ -75,7 +75,7 @@ mod tests;
 pub type OneId = Arc<str>;
 
 /// Which rule made a link.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// The identifier founded a new profile.
@@ -89,7 +89,7 @@ pub enum Rule {
 }
 
 /// Where a link came from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     pub event_id: Arc<str>,
     pub channel: Channel,
@@ -98,7 +98,7 @@ pub struct Provenance {
 }
 
 /// One edge of a profile: `from` joined the profile through `to`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LinkRecord {
     pub from: IdKey,
     /// The identifier it was linked to; `None` for the founder of a profile.
@@ -107,7 +107,7 @@ pub struct LinkRecord {
 }
 
 /// A profile: a set of identifiers that belong to one person.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub one_id: OneId,
     pub first_seen: EventTime,
@@ -120,7 +120,7 @@ pub struct Profile {
 }
 
 /// The canonical position of an event: event time, channel, event id.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EvidenceKey {
     pub at: EventTime,
     pub channel: Channel,
@@ -128,7 +128,7 @@ pub struct EvidenceKey {
 }
 
 /// One distinct identifier set, at its first occurrence.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub key: EvidenceKey,
     /// Sorted, no repeats.
@@ -272,7 +272,7 @@ impl StitchError {
 }
 
 /// What the index holds for one identifier.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Slot {
     /// The profile it is in; `None` when it was dropped by a cap or left as
     /// a shared device.
@@ -285,7 +285,7 @@ struct Slot {
 }
 
 /// Identifiers that ever appeared on one event together, and their evidence.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Component {
     ids: Vec<IdKey>,
     evidence: Vec<Evidence>,
@@ -293,7 +293,7 @@ struct Component {
     last: Option<EvidenceKey>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct DeviceStat {
     /// Person identifiers first seen with the device, within the window.
     persons: Vec<(EventTime, IdKey)>,
@@ -310,6 +310,46 @@ struct Writer {
     devices: HashMap<IdKey, DeviceStat>,
     /// Suppression entries of forgotten identifiers.
     suppressed: HashSet<[u8; 16]>,
+}
+
+/// The graph as a snapshot holds it (see [`IdentityGraph::snapshot`]).
+#[derive(Deserialize)]
+pub struct IdentitySnapshot {
+    profiles: Vec<Profile>,
+    index: Vec<(IdKey, Slot)>,
+    components: Vec<(u32, Component)>,
+    next_component: u32,
+    devices: Vec<(IdKey, DeviceStat)>,
+    suppressed: Vec<[u8; 16]>,
+}
+
+impl IdentitySnapshot {
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+/// Serialises like [`IdentitySnapshot`], straight from the live maps; holds
+/// the writer lock, so nothing changes the graph while it is written.
+pub struct IdentitySnapshotRef<'a> {
+    graph: &'a IdentityGraph,
+    writer: MutexGuard<'a, Writer>,
+}
+
+impl Serialize for IdentitySnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::snapshot::{DashEntries, DashValues};
+        use serde::ser::SerializeStruct;
+        let w = &self.writer;
+        let mut st = s.serialize_struct("IdentitySnapshot", 6)?;
+        st.serialize_field("profiles", &DashValues(&self.graph.profiles))?;
+        st.serialize_field("index", &DashEntries(&self.graph.index))?;
+        st.serialize_field("components", &crate::snapshot::Pairs(&w.components))?;
+        st.serialize_field("next_component", &w.next_component)?;
+        st.serialize_field("devices", &crate::snapshot::Pairs(&w.devices))?;
+        st.serialize_field("suppressed", &w.suppressed)?;
+        st.end()
+    }
 }
 
 /// What a forget did.
@@ -349,6 +389,42 @@ impl IdentityGraph {
     /// Identifiers that are in a profile (household identifiers excluded).
     pub fn identifier_count(&self) -> usize {
         self.profiles.iter().map(|p| p.ids.len()).sum()
+    }
+
+    /// Everything the graph holds, to serialise without copying it.
+    pub fn snapshot(&self) -> IdentitySnapshotRef<'_> {
+        IdentitySnapshotRef {
+            graph: self,
+            writer: self.lock(),
+        }
+    }
+
+    /// Loads a snapshot into this graph, which must be empty.
+    pub fn restore(&self, snap: IdentitySnapshot) {
+        let g = self;
+        for p in snap.profiles {
+            g.profiles.insert(p.one_id.clone(), p);
+        }
+        for (k, slot) in snap.index {
+            g.index.insert(k, slot);
+        }
+        {
+            let mut w = g.lock();
+            // Fingerprints are recomputed, not stored: they depend on the
+            // hasher of this build.
+            for (_, c) in &snap.components {
+                for e in &c.evidence {
+                    let first = w.known.entry(fingerprint(&e.ids)).or_insert_with(|| e.key.clone());
+                    if e.key < *first {
+                        *first = e.key.clone();
+                    }
+                }
+            }
+            w.components = snap.components.into_iter().collect();
+            w.next_component = snap.next_component;
+            w.devices = snap.devices.into_iter().collect();
+            w.suppressed = snap.suppressed.into_iter().collect();
+        }
     }
 
     /// Identifiers suppressed by forget requests.

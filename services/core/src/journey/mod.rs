@@ -31,13 +31,13 @@ pub enum Stage {
     AtRisk,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {
     pub events: u64,
     pub last_seen: Option<EventTime>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CartLine {
     pub quantity: u32,
     pub unit_price: f64,
@@ -45,7 +45,7 @@ pub struct CartLine {
     pub category: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cart {
     pub items: BTreeMap<String, CartLine>,
     /// Event time of the last change to the cart.
@@ -63,7 +63,7 @@ impl Cart {
 }
 
 /// Counts of call outcomes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallStats {
     pub calls: u32,
     pub resolved: u32,
@@ -74,7 +74,7 @@ pub struct CallStats {
 }
 
 /// A decision already taken for this customer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecentAction {
     pub action_id: String,
     pub action: String,
@@ -84,15 +84,14 @@ pub struct RecentAction {
     /// The customer's tier when it was decided (propensities learn per tier).
     pub tier: Tier,
     /// The last outcome reported for it, if any.
-    pub outcome: Option<&'static str>,
-    #[serde(skip)]
+    pub outcome: Option<crate::decide::propensity::Outcome>,
+    /// Counted as a trial / a response in the learned propensities.
     pub counted_trial: bool,
-    #[serde(skip)]
     pub counted_response: bool,
 }
 
 /// The churn band and what put the customer there.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Band {
     Low,
@@ -132,7 +131,7 @@ impl Tier {
 }
 
 /// The product a customer looked at last.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProductView {
     pub sku: String,
     pub channel: Channel,
@@ -140,7 +139,7 @@ pub struct ProductView {
 }
 
 /// A message sent to the customer, for contact-policy caps.
-#[derive(Copy, Clone, Debug, PartialEq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     pub at: EventTime,
     pub channel: ContactChannel,
@@ -176,7 +175,7 @@ pub struct Factor {
     pub contribution: f64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChurnState {
     pub score: f64,
     /// The band last reported downstream; `None` until one was.
@@ -185,21 +184,41 @@ pub struct ChurnState {
     pub evaluated_at: Option<EventTime>,
 }
 
+/// A [`Factor`] as stored: its name is read back as the static name it was.
+#[derive(Deserialize)]
+struct FactorRecord {
+    name: String,
+    value: f64,
+    contribution: f64,
+}
+
+impl<'de> Deserialize<'de> for Factor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = FactorRecord::deserialize(d)?;
+        Ok(Factor {
+            name: crate::decide::churn::factor_name(&r.name)
+                .ok_or_else(|| serde::de::Error::custom(format!("unknown churn factor {:?}", r.name)))?,
+            value: r.value,
+            contribution: r.contribution,
+        })
+    }
+}
+
 /// How many recent decisions a journey keeps for the lookup API.
 pub const RECENT_ACTIONS: usize = 10;
 
 /// Everything onejourney knows about one customer's journey.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journey {
     pub first_seen: Option<EventTime>,
     pub last_seen: Option<EventTime>,
     /// Indexed by [`Channel::index`]: web, pos, app, call_center.
-    #[serde(serialize_with = "by_channel")]
+    #[serde(serialize_with = "by_channel", deserialize_with = "from_channels")]
     pub channels: [ChannelStats; 4],
     pub purchases: u32,
     pub revenue: f64,
     /// Purchases per channel, indexed like `channels`.
-    #[serde(serialize_with = "by_channel")]
+    #[serde(serialize_with = "by_channel", deserialize_with = "from_channels")]
     pub purchases_by_channel: [u32; 4],
     pub last_purchase: Option<EventTime>,
     pub returns: u32,
@@ -234,14 +253,30 @@ pub struct Journey {
     pub recent_actions: VecDeque<RecentAction>,
 }
 
-/// Serialises a per-channel array as a map keyed by channel label.
+/// Serialises a per-channel array as a map keyed by channel label in
+/// human-readable formats (the API), as the array in binary ones (snapshots).
 fn by_channel<T: Serialize, S: serde::Serializer>(v: &[T; 4], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
+    if !s.is_human_readable() {
+        return v.serialize(s);
+    }
     let mut m = s.serialize_map(Some(4))?;
     for c in Channel::ALL {
         m.serialize_entry(c.label(), &v[c.index()])?;
     }
     m.end()
+}
+
+fn from_channels<'de, T, D>(d: D) -> Result<[T; 4], D::Error>
+where
+    T: Deserialize<'de> + Default,
+    D: serde::Deserializer<'de>,
+{
+    if !d.is_human_readable() {
+        return <[T; 4]>::deserialize(d);
+    }
+    let mut m = BTreeMap::<String, T>::deserialize(d)?;
+    Ok(Channel::ALL.map(|c| m.remove(c.label()).unwrap_or_default()))
 }
 
 /// What an event changed, for the decision stage.

@@ -1,0 +1,348 @@
+//! Durable state: snapshots of the core with the input offsets they cover,
+//! and the output records already published after the last snapshot.
+//!
+//! A snapshot file holds a magic line, a [`Header`] and the core's state,
+//! both MessagePack. It is written to a temporary file, fsynced and renamed
+//! over the previous one, so a crash leaves either the old or the new
+//! snapshot, never half of one.
+//!
+//! After a crash the engine restores the snapshot and re-reads its inputs from
+//! the offsets in the header. Processing is deterministic, so it regenerates
+//! records that were already published after the snapshot: [`Published`]
+//! reads those records back from the output topics (from the end offsets the
+//! header recorded) and the pipeline skips each one once.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use onejourney_core::processor::{CoreSnapshot, CoreSnapshotRef};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+
+const MAGIC: &[u8] = b"onejourney-snapshot-v1\n";
+
+/// What a snapshot covers besides the core state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Wall-clock time it was written (ms since the epoch), for operators.
+    pub written_at_ms: u64,
+    /// Per input partition: the first offset not reflected in the state.
+    pub inputs: Vec<(String, i32, i64)>,
+    /// Per output partition: its end offset once every output of the state
+    /// was acknowledged.
+    pub outputs: Vec<(String, i32, i64)>,
+}
+
+impl Header {
+    pub fn resume_offsets(&self) -> HashMap<(String, i32), i64> {
+        self.inputs.iter().map(|(t, p, o)| ((t.clone(), *p), *o)).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("reading or writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a onejourney snapshot (or of another format version)")]
+    Magic { path: PathBuf },
+    #[error("{path} is damaged: {reason}")]
+    Decode { path: PathBuf, reason: String },
+    #[error("encoding the snapshot: {0}")]
+    Encode(String),
+}
+
+/// The snapshot file of one consumer group under `dir`.
+pub fn path(settings: &Settings) -> PathBuf {
+    let group: String = settings
+        .kafka
+        .group_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    settings.state.dir.join(format!("{group}.snapshot"))
+}
+
+/// Writes a snapshot atomically; returns its size in bytes.
+pub fn write(path: &Path, header: &Header, core: &CoreSnapshotRef<'_>) -> Result<u64, SnapshotError> {
+    let io = |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io)?;
+    let tmp = path.with_extension("snapshot.tmp");
+    let file = File::create(&tmp).map_err(io)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.write_all(MAGIC).map_err(io)?;
+    rmp_serde::encode::write_named(&mut w, header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    rmp_serde::encode::write_named(&mut w, core).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    drop(file);
+    fs::rename(&tmp, path).map_err(io)?;
+    // The rename itself must reach the disk.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(size)
+}
+
+/// Reads the snapshot at `path`; `None` when there is none.
+pub fn read(path: &Path) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut magic = vec![0u8; MAGIC.len()];
+    if r.read_exact(&mut magic).is_err() || magic != MAGIC {
+        return Err(SnapshotError::Magic {
+            path: path.to_path_buf(),
+        });
+    }
+    let decode = |e: rmp_serde::decode::Error| SnapshotError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let header: Header = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
+    let core: CoreSnapshot = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
+    Ok(Some((header, core)))
+}
+
+/// Output records published after the last snapshot, each to be skipped once
+/// when re-processing regenerates it.
+#[derive(Debug, Default)]
+pub struct Published {
+    records: HashMap<u64, u32>,
+}
+
+impl Published {
+    pub fn len(&self) -> usize {
+        self.records.values().map(|n| *n as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn add(&mut self, fingerprint: u64) {
+        *self.records.entry(fingerprint).or_insert(0) += 1;
+    }
+
+    /// True (and forgets one copy) when this record was already published.
+    pub fn take(&mut self, fingerprint: u64) -> bool {
+        match self.records.get_mut(&fingerprint) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.records.remove(&fingerprint);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The identity of an output record: topic, key, payload and header values.
+pub fn fingerprint<'a>(
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    topic.hash(&mut h);
+    key.hash(&mut h);
+    payload.hash(&mut h);
+    for (k, v) in headers {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Reads every record published to the output topics after `since` (a
+/// snapshot's end offsets). Blocking: call it off the async workers.
+pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyhow::Result<Published> {
+    let mut published = Published::default();
+    if since.is_empty() {
+        return Ok(published);
+    }
+    let consumer: BaseConsumer = crate::kafka::base_config(settings)
+        .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for (topic, partition, from) in since {
+        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        if high > *from {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
+            ends.insert((topic.clone(), *partition), high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(published);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "reading back published outputs did not finish within 120 s"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m?;
+        let headers: Vec<(&str, Option<&[u8]>)> = m
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
+            .unwrap_or_default();
+        published.add(fingerprint(
+            m.topic(),
+            m.key(),
+            m.payload().unwrap_or_default(),
+            headers.into_iter(),
+        ));
+        let k = (m.topic().to_string(), m.partition());
+        if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&k);
+        }
+    }
+    Ok(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use onejourney_core::output::Output;
+    use onejourney_core::{Decoder, Processor, State};
+    use onejourney_simulator::{generate, SimConfig};
+
+    use super::*;
+    use crate::config::Topics;
+
+    fn outputs(p: &mut Processor, events: &[onejourney_core::ChannelEvent]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            for r in p.offer(e.clone(), (i % 3) as u32, i as u64, 0) {
+                out.extend(r.result.unwrap().outputs.iter().map(Output::to_json));
+            }
+        }
+        for r in p.tick(u64::MAX) {
+            out.extend(r.result.unwrap().outputs.iter().map(Output::to_json));
+        }
+        out
+    }
+
+    #[test]
+    fn a_restored_snapshot_decides_exactly_like_the_state_it_was_taken_from() {
+        let s = Settings::defaults().unwrap();
+        let ns = s.namespaces().unwrap();
+        let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let sim = generate(&SimConfig {
+            customers: 300,
+            seed: 3,
+            ..SimConfig::default()
+        });
+        let events: Vec<_> = sim
+            .events
+            .iter()
+            .map(|e| d.decode(Topics::stream_channel(e.stream), &e.bytes()).unwrap())
+            .collect();
+        let (first, rest) = events.split_at(events.len() / 2);
+        let new = || Processor::new(Arc::new(s.core()), Arc::new(State::new(ns.clone())));
+        let mut a = new();
+        outputs(&mut a, first);
+        // A forget, so suppression entries are part of what is saved.
+        let key = first[0].ids[0].clone();
+        assert!(a.forget(&key).is_some());
+
+        let dir = std::env::temp_dir().join(format!("oj-snap-{}", std::process::id()));
+        let file = dir.join("g.snapshot");
+        let header = Header {
+            written_at_ms: 1,
+            inputs: vec![("web".into(), 0, 42)],
+            outputs: vec![],
+        };
+        let size = write(&file, &header, &a.snapshot()).unwrap();
+        assert!(size > 10_000, "{size} bytes");
+        let (h, core) = read(&file).unwrap().unwrap();
+        assert_eq!(h, header);
+        let mut b = new();
+        b.restore(core, 0).unwrap();
+        assert_eq!(b.state().identity.partition(), a.state().identity.partition());
+        assert_eq!(b.state().journeys.len(), a.state().journeys.len());
+        assert!(b.state().identity.is_suppressed(&key));
+
+        let out_a = outputs(&mut a, rest);
+        let out_b = outputs(&mut b, rest);
+        assert!(out_a.len() > 100);
+        assert_eq!(out_a, out_b, "the same records, in the same order");
+        assert_eq!(b.state().identity.partition(), a.state().identity.partition());
+        for j in a.state().journeys.iter() {
+            assert_eq!(
+                Some(j.value()),
+                b.state().journeys.get(j.key()).as_deref(),
+                "{}",
+                j.key()
+            );
+        }
+
+        // A damaged file is an error, not an empty state.
+        fs::write(&file, b"onejourney-snapshot-v1\n\x93garbage").unwrap();
+        assert!(matches!(read(&file), Err(SnapshotError::Decode { .. })));
+        fs::write(&file, b"something else").unwrap();
+        assert!(matches!(read(&file), Err(SnapshotError::Magic { .. })));
+        assert!(read(&dir.join("missing")).unwrap().is_none());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn published_records_are_skipped_once_per_copy() {
+        let mut p = Published::default();
+        let f = fingerprint("t", Some(b"k"), b"v", std::iter::empty());
+        p.add(f);
+        p.add(f);
+        assert!(p.take(f));
+        assert!(p.take(f));
+        assert!(!p.take(f));
+        assert!(p.is_empty());
+        assert_ne!(f, fingerprint("t", Some(b"k"), b"w", std::iter::empty()));
+        assert_ne!(
+            f,
+            fingerprint("t", Some(b"k"), b"v", [("dlq.offset", Some(&b"1"[..]))].into_iter())
+        );
+    }
+}
