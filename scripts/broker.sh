@@ -10,8 +10,13 @@ PORT=${2:-${BROKER_PORT:-19092}}
 PIDFILE=target/tansu.pid
 LOG=target/tansu.log
 
+# Our own install, with the storage engines the tests use: memory (dynostore)
+# and SQLite files (libsql, for the broker-restart test, whose data must
+# survive the broker).
+TANSU_ROOT=${TANSU_ROOT:-$HOME/.local/onejourney/tansu-$TANSU_VERSION}
+
 tansu_bin() {
-  if command -v tansu >/dev/null 2>&1; then command -v tansu; else echo "$HOME/.cargo/bin/tansu"; fi
+  echo "$TANSU_ROOT/bin/tansu"
 }
 
 install() {
@@ -20,8 +25,8 @@ install() {
   if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
     return 0
   fi
-  echo "installing tansu $TANSU_VERSION (a Kafka-compatible broker; about 8 minutes on 2 cores)" >&2
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore >&2
+  echo "installing tansu $TANSU_VERSION with memory and SQLite storage into $TANSU_ROOT (a Kafka-compatible broker; about 11 minutes on 2 cores)" >&2
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TANSU_ROOT" >&2
 }
 
 start() {
@@ -58,6 +63,7 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
+  path) install; tansu_bin ;;
   start) start ;;
   stop) stop ;;
   *) echo "usage: $0 install|start [PORT]|stop" >&2; exit 2 ;;

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 addr=$(scripts/broker.sh start)
 trap 'scripts/broker.sh stop' EXIT
 echo "tansu broker on $addr" >&2
-ONEJOURNEY_TEST_BROKERS="$addr" "$@"
+# Tests that need a broker of their own (stopped and restarted) start this binary.
+ONEJOURNEY_TANSU="$(scripts/broker.sh path)" ONEJOURNEY_TEST_BROKERS="$addr" "$@"

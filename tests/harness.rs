@@ -71,12 +71,17 @@ pub fn settings(name: &str) -> Settings {
     s.kafka.output_partitions = 2;
     s.topics = s.topics.prefixed(&prefix);
     s.http.addr = "127.0.0.1:0".parse().expect("addr");
+    s.state.dir = std::env::temp_dir().join("onejourney-e2e").join(&prefix);
     s
 }
 
 pub async fn create_topics(names: &[&str], partitions: i32) {
+    create_topics_on(&brokers(), names, partitions).await;
+}
+
+pub async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let topics: Vec<NewTopic> = names
@@ -111,25 +116,36 @@ impl TestEngine {
     /// Creates the input topics, starts the engine and waits until it is ready.
     pub async fn start(settings: Settings) -> TestEngine {
         let inputs: Vec<String> = settings.topics.consumed().iter().map(|t| t.to_string()).collect();
-        create_topics(&inputs.iter().map(String::as_str).collect::<Vec<_>>(), INPUT_PARTITIONS).await;
+        create_topics_on(
+            &settings.kafka.brokers,
+            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+            INPUT_PARTITIONS,
+        )
+        .await;
+        let t = TestEngine::launch(settings).await;
+        t.wait_ready(Duration::from_secs(90)).await;
+        t
+    }
+
+    /// Starts the engine as it is: no topics created, not waiting for ready.
+    pub async fn launch(settings: Settings) -> TestEngine {
         let engine = Engine::start(settings.clone(), CancellationToken::new())
             .await
             .expect("engine starts");
         let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", &settings.kafka.brokers)
             .set("linger.ms", "1")
+            .set("message.timeout.ms", "120000")
             .create()
             .expect("producer");
-        let t = TestEngine {
+        TestEngine {
             http: engine.http_addr,
             engine: Some(engine),
             topics: settings.topics.clone(),
             settings,
             producer,
             client: reqwest::Client::new(),
-        };
-        t.wait_ready(Duration::from_secs(90)).await;
-        t
+        }
     }
 
     pub async fn wait_ready(&self, timeout: Duration) {
@@ -178,12 +194,7 @@ impl TestEngine {
 
     /// Publishes simulated events to this engine's input topics, at full speed.
     pub async fn publish_sim(&self, events: &[onejourney_simulator::SimEvent]) {
-        let producer = onejourney_simulator::kafka::producer(&brokers()).expect("producer");
-        let topics = self.topics.clone();
-        let topic_of = move |s| topics.for_stream(s).to_string();
-        onejourney_simulator::kafka::publish(&producer, events, &topic_of, 0)
-            .await
-            .expect("publish");
+        publish_sim_on(&self.settings, events).await;
     }
 
     /// Waits until `n` channel events were consumed and none waits for the watermark.
@@ -258,7 +269,7 @@ impl TestEngine {
 
     /// Reads `topic` from the beginning until `done` holds for what was read.
     pub async fn read_until(&self, topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-        read_until(topic, timeout, done).await
+        read_until_on(&self.settings.kafka.brokers, topic, timeout, done).await
     }
 
     /// Waits until `check` holds for the engine's state.
@@ -278,15 +289,71 @@ impl TestEngine {
     }
 }
 
+/// Publishes simulated events to the input topics of `settings`, at full speed.
+pub async fn publish_sim_on(settings: &Settings, events: &[onejourney_simulator::SimEvent]) {
+    let producer = onejourney_simulator::kafka::producer(&settings.kafka.brokers).expect("producer");
+    let topics = settings.topics.clone();
+    let topic_of = move |s| topics.for_stream(s).to_string();
+    onejourney_simulator::kafka::publish(&producer, events, &topic_of, 0)
+        .await
+        .expect("publish");
+}
+
+/// Every record `topic` holds now.
+pub async fn read_all_on(brokers: &str, topic: &str) -> Vec<Record> {
+    let (b, t) = (brokers.to_string(), topic.to_string());
+    let total: i64 = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("group.id", "watermarks")
+            .create()
+            .expect("consumer");
+        let md = consumer
+            .fetch_metadata(Some(&t), Duration::from_secs(10))
+            .expect("metadata");
+        let parts: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|x| x.partitions().iter().map(|p| p.id()))
+            .collect();
+        parts
+            .into_iter()
+            .map(|p| {
+                let (low, high) = consumer
+                    .fetch_watermarks(&t, p, Duration::from_secs(10))
+                    .expect("watermarks");
+                high - low
+            })
+            .sum()
+    })
+    .await
+    .expect("watermarks task");
+    let want = usize::try_from(total).unwrap_or(0);
+    let records = read_until_on(brokers, topic, Duration::from_secs(120), move |r| r.len() >= want).await;
+    assert_eq!(records.len(), want, "read every record of {topic}");
+    records
+}
+
 /// Reads every partition of `topic` from the beginning until `done` holds
 /// for all records read, or the timeout passes (then returns what it has).
 pub async fn read_until(topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+    read_until_on(&brokers(), topic, timeout, done).await
+}
+
+/// [`read_until`] on another broker.
+pub async fn read_until_on(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let topic = topic.to_string();
+    let brokers = brokers.to_string();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Record>>();
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let reader = std::thread::spawn(move || {
         let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
+            .set("bootstrap.servers", &brokers)
             .set("group.id", format!("reader-{}", unique_prefix("r")))
             .set("enable.auto.commit", "false")
             .create()

@@ -772,6 +772,24 @@ impl Processor {
         Ok(())
     }
 
+    /// Drops the detail (cart, visit and complaint history, contact history,
+    /// recent decisions) of journeys with no event for `after` of event time
+    /// before what was applied; identity links, totals and the churn band
+    /// stay. Returns how many journeys lost detail.
+    pub fn evict_journeys(&mut self, after: Duration) -> usize {
+        if self.applied_to == EventTime::MIN {
+            return 0;
+        }
+        let cutoff = self.applied_to.minus(after);
+        let mut n = 0;
+        for mut j in self.state.journeys.iter_mut() {
+            if j.last_seen.is_some_and(|t| t < cutoff) && j.compact() {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Learns from an `action-outcomes` record.
     pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
         let Some(mut j) = self.state.journeys.get_mut(o.one_id.as_str()) else {

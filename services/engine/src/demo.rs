@@ -57,6 +57,8 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     let (brokers, stop_cluster) = start_mock_cluster(topics)?;
     settings.kafka.brokers = brokers.clone();
     settings.kafka.output_partitions = PARTITIONS;
+    // The embedded broker starts empty every time: so does the demo's state.
+    settings.state.dir = std::env::temp_dir().join(format!("onejourney-demo-{}", std::process::id()));
     let topic_names = settings.topics.clone();
 
     let engine = Engine::start(settings, cancel.clone()).await?;

@@ -11,6 +11,8 @@ pub struct Health {
     heartbeat_ms: AtomicU64,
     assigned: AtomicBool,
     restored: AtomicBool,
+    connected: AtomicBool,
+    within_budget: AtomicBool,
     stopping: AtomicBool,
 }
 
@@ -20,7 +22,9 @@ impl Default for Health {
             start: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
             assigned: AtomicBool::new(false),
-            restored: AtomicBool::new(true),
+            restored: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
+            within_budget: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
         }
     }
@@ -37,6 +41,24 @@ impl Health {
         self.assigned.store(v, Ordering::Relaxed);
     }
 
+    pub fn set_restored(&self, v: bool) {
+        self.restored.store(v, Ordering::Relaxed);
+    }
+
+    /// False while no broker is reachable.
+    pub fn set_connected(&self, v: bool) {
+        self.connected.store(v, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// False while the state is over its memory budget (consuming paused).
+    pub fn set_within_budget(&self, v: bool) {
+        self.within_budget.store(v, Ordering::Relaxed);
+    }
+
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
@@ -47,10 +69,13 @@ impl Health {
         self.start.elapsed().saturating_sub(last) < WEDGED_AFTER
     }
 
-    /// Ready: partitions assigned, state restored, not shutting down.
+    /// Ready: state restored, partitions assigned, a broker reachable, state
+    /// within its memory budget, not shutting down.
     pub fn ready(&self) -> bool {
         self.assigned.load(Ordering::Relaxed)
             && self.restored.load(Ordering::Relaxed)
+            && self.connected.load(Ordering::Relaxed)
+            && self.within_budget.load(Ordering::Relaxed)
             && !self.stopping.load(Ordering::Relaxed)
             && self.alive()
     }

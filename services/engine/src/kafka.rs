@@ -11,11 +11,12 @@ use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer as _};
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -53,11 +54,10 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
         c.set("group.instance.id", &s.kafka.group_instance_id);
     }
     set_default(&mut c, "statistics.interval.ms", "5000");
-    // At-least-once: offsets are stored by the pipeline only after every
-    // output of a message is acknowledged; the background commit sends them.
+    // Offsets are committed only by the checkpoint, after the state and every
+    // output they cover are durable (see `durable`); never in the background.
     c.set("enable.auto.offset.store", "false");
-    set_default(&mut c, "enable.auto.commit", "true");
-    set_default(&mut c, "auto.commit.interval.ms", "1000");
+    c.set("enable.auto.commit", "false");
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "enable.partition.eof", "false");
     c.create_with_context(ctx).context("creating the Kafka consumer")
@@ -77,11 +77,17 @@ pub struct IngestContext {
     pub warnings: std::sync::Mutex<crate::logging::WarnLimiter>,
     /// Assigned partitions, for the pipeline's watermark bookkeeping.
     pub assigned: tokio::sync::mpsc::UnboundedSender<Vec<(String, i32)>>,
+    /// Where each input partition resumes: the offsets of the last snapshot.
+    /// An assigned partition starts there, whatever the group committed.
+    pub resume: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.consumer_errors.inc();
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.set_connected(false);
+        }
         let code = error.rdkafka_error_code().map(|c| format!("{c:?}")).unwrap_or_default();
         let allowed = self
             .warnings
@@ -95,24 +101,88 @@ impl ClientContext for IngestContext {
         }
     }
 
-    /// Consumer lag per partition from librdkafka's statistics.
+    /// Consumer lag per partition from librdkafka's statistics, and whether
+    /// any broker is up.
     fn stats(&self, stats: Statistics) {
+        if stats.brokers.values().any(|b| b.state == "UP") {
+            self.health.set_connected(true);
+        }
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal "unassigned" queue.
-                if *id < 0 || p.consumer_lag < 0 {
+                if *id < 0 {
+                    continue;
+                }
+                // Messages not yet taken by the pipeline: offsets are committed
+                // only at checkpoints, so the committed lag would overstate it.
+                let lag = if p.hi_offset >= 0 && p.app_offset >= 0 {
+                    (p.hi_offset - p.app_offset).max(0)
+                } else {
+                    p.consumer_lag
+                };
+                if lag < 0 {
                     continue;
                 }
                 self.metrics
                     .consumer_lag
                     .with_label_values(&[topic, &id.to_string()])
-                    .set(p.consumer_lag);
+                    .set(lag);
             }
         }
     }
 }
 
 impl ConsumerContext for IngestContext {
+    /// As the default, except that assigned partitions start at the offsets
+    /// of the restored snapshot.
+    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let starts: Vec<(String, i32, i64)> = match self.resume.lock() {
+                    Ok(resume) => tpl
+                        .elements()
+                        .iter()
+                        .filter_map(|e| {
+                            let k = (e.topic().to_string(), e.partition());
+                            resume.get(&k).map(|o| (k.0, k.1, *o))
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                for (topic, partition, offset) in starts {
+                    if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)) {
+                        warn!(topic, partition, error = %e, "could not set the resume offset");
+                    }
+                }
+                let r = if cooperative {
+                    c.incremental_assign(tpl)
+                } else {
+                    c.assign(tpl)
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "assigning partitions failed");
+                }
+                self.post_rebalance(c, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let r = if cooperative {
+                    c.incremental_unassign(tpl)
+                } else {
+                    c.unassign()
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "revoking partitions failed");
+                }
+                self.post_rebalance(c, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                self.post_rebalance(c, &Rebalance::Error(KafkaError::Rebalance(code)));
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {

@@ -5,8 +5,8 @@
 //! never a customer id, One ID or identifier value.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use onejourney_core::decide::{DecideConfig, Suppressed};
@@ -50,6 +50,14 @@ pub struct Metrics {
     pub identity_rebuilds: IntCounter,
     pub events_forgotten: IntCounter,
     pub forget_requests: IntCounterVec,
+    pub snapshots: IntCounterVec,
+    pub snapshot_seconds: Gauge,
+    pub snapshot_bytes: IntGauge,
+    pub snapshot_last_success: IntGauge,
+    pub restore_seconds: Gauge,
+    pub outputs_deduplicated: IntCounter,
+    pub journeys_evicted: IntCounter,
+    pub memory_budget_exceeded: IntGauge,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -231,6 +239,44 @@ impl Metrics {
                 "Forget commands applied, by result (forgotten, unknown).",
                 &["result"],
             )?,
+            snapshots: counter_vec(
+                "onejourney_snapshots_total",
+                "State snapshots attempted, by result (written, skipped, failed).",
+                &["result"],
+            )?,
+            snapshot_seconds: {
+                let g = Gauge::with_opts(Opts::new(
+                    "onejourney_snapshot_duration_seconds",
+                    "How long the last state snapshot took (processing pauses meanwhile).",
+                ))?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            snapshot_bytes: gauge("onejourney_snapshot_bytes", "Size of the last state snapshot file.")?,
+            snapshot_last_success: gauge(
+                "onejourney_snapshot_last_success_timestamp_seconds",
+                "Unix time of the last state snapshot written.",
+            )?,
+            restore_seconds: {
+                let g = Gauge::with_opts(Opts::new(
+                    "onejourney_state_restore_seconds",
+                    "How long restoring the state at start took (snapshot read and published outputs read back).",
+                ))?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            outputs_deduplicated: counter(
+                "onejourney_outputs_deduplicated_total",
+                "Output records regenerated after a restart and not published again (they already were).",
+            )?,
+            journeys_evicted: counter(
+                "onejourney_journeys_evicted_total",
+                "Journeys whose detail was dropped after state.evict_journeys_after without events.",
+            )?,
+            memory_budget_exceeded: gauge(
+                "onejourney_state_memory_budget_exceeded",
+                "1 while the state is over state.max_memory_bytes and consuming is paused.",
+            )?,
             registry,
         };
         // Pre-register the fixed label sets so dashboards see zeros, not gaps.
@@ -252,6 +298,9 @@ impl Metrics {
         }
         for r in RejectReason::ALL {
             m.links_rejected.with_label_values(&[r.label()]);
+        }
+        for result in ["written", "skipped", "failed"] {
+            m.snapshots.with_label_values(&[result]);
         }
         for result in ["forgotten", "unknown"] {
             m.forget_requests.with_label_values(&[result]);

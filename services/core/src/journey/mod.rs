@@ -253,6 +253,32 @@ pub struct Journey {
     pub recent_actions: VecDeque<RecentAction>,
 }
 
+impl Journey {
+    /// Drops the detail kept for windows, caps and the API (retention);
+    /// returns false when there was none.
+    pub fn compact(&mut self) -> bool {
+        let had = !(self.cart.is_empty()
+            && self.visits.is_empty()
+            && self.complaint_times.is_empty()
+            && self.unresolved_times.is_empty()
+            && self.contacts.is_empty()
+            && self.last_action.is_empty()
+            && self.ignored.is_empty()
+            && self.recent_actions.is_empty()
+            && self.last_product_view.is_none());
+        self.cart = Cart::default();
+        self.visits = VecDeque::new();
+        self.complaint_times = VecDeque::new();
+        self.unresolved_times = VecDeque::new();
+        self.contacts = VecDeque::new();
+        self.last_action = BTreeMap::new();
+        self.ignored = BTreeMap::new();
+        self.recent_actions = VecDeque::new();
+        self.last_product_view = None;
+        had
+    }
+}
+
 /// Serialises a per-channel array as a map keyed by channel label in
 /// human-readable formats (the API), as the array in binary ones (snapshots).
 fn by_channel<T: Serialize, S: serde::Serializer>(v: &[T; 4], s: S) -> Result<S::Ok, S::Error> {

@@ -513,3 +513,38 @@ fn after_a_pause_every_partition_gets_a_grace_period() {
     assert_eq!(order, vec![4]);
     assert!(second.iter().all(|r| !r.result.as_ref().unwrap().late));
 }
+
+#[test]
+fn eviction_drops_old_journey_detail_and_keeps_identity() {
+    let mut p = processor();
+    run(&mut p, &story());
+    let one_id = p
+        .state()
+        .identity
+        .one_id_of(
+            &p.state()
+                .identity
+                .namespaces()
+                .normalise("cookie_id", "c-1")
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+    let before = p.state().journeys.get(&one_id).unwrap().clone();
+    assert!(!before.visits.is_empty());
+    // Someone else, a year later: the watermark moves on.
+    run(
+        &mut p,
+        &[web("z1", 525_600, json!({"cookie_id": "c-z"}), "page_view", json!({}))],
+    );
+    p.tick(u64::MAX);
+    assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 1);
+    let after = p.state().journeys.get(&one_id).unwrap().clone();
+    assert!(after.visits.is_empty() && after.contacts.is_empty() && after.recent_actions.is_empty());
+    assert_eq!(
+        (after.purchases, after.revenue, after.first_seen),
+        (before.purchases, before.revenue, before.first_seen)
+    );
+    assert!(p.state().identity.profile(&one_id).is_some(), "identity links stay");
+    assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 0, "once");
+}

@@ -1,22 +1,20 @@
-//! Ack: store an input offset once everything it caused is durable.
+//! Ack: wait until everything a message caused is acknowledged by the broker.
 //!
-//! In: [`Pending`] entries in processing order, each with the delivery futures
-//! of its outputs. Out: stored offsets (committed by the consumer's background
-//! commit and at shutdown). Invariant: offsets are stored in processing order,
-//! each only after its own outputs and every earlier message's outputs are
-//! acknowledged, so the stored offset of a partition is always a contiguous
-//! processed prefix. A delivery failure stops the pipeline without storing.
+//! In: [`Item`]s in processing order: finished messages with the delivery
+//! futures of their outputs, and barriers. Out: a barrier is answered once
+//! every output handed over before it is acknowledged; the checkpoint waits
+//! for one before it writes a snapshot, so a snapshot (and the input offsets
+//! it commits) never covers an output that is not durable. A delivery failure
+//! stops the pipeline; its state is not written.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::DeliveryFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error};
+use tracing::error;
 
-use crate::kafka::IngestConsumer;
 use crate::metrics::Metrics;
 
 pub struct Pending {
@@ -27,14 +25,22 @@ pub struct Pending {
     pub received: Instant,
 }
 
+pub enum Item {
+    Done(Pending),
+    /// Answered when everything before it is acknowledged.
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Runs until the sender side is dropped and every pending entry is settled.
-pub async fn run(
-    mut rx: mpsc::Receiver<Pending>,
-    consumer: Arc<IngestConsumer>,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) -> anyhow::Result<()> {
-    while let Some(p) = rx.recv().await {
+pub async fn run(mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>, cancel: CancellationToken) -> anyhow::Result<()> {
+    while let Some(item) = rx.recv().await {
+        let p = match item {
+            Item::Done(p) => p,
+            Item::Barrier(reply) => {
+                let _ = reply.send(());
+                continue;
+            }
+        };
         let had_outputs = !p.deliveries.is_empty();
         for d in p.deliveries {
             let failure = match d.await {
@@ -54,11 +60,6 @@ pub async fn run(
             metrics.event_to_output.observe(p.received.elapsed().as_secs_f64());
         }
         metrics.in_flight.dec();
-        // Fails only when the partition was revoked meanwhile: its new owner
-        // re-processes from the last commit (at-least-once).
-        if let Err(e) = consumer.store_offset(&p.topic, p.partition, p.offset) {
-            debug!(topic = %p.topic, partition = p.partition, error = %e, "offset not stored");
-        }
     }
     Ok(())
 }

@@ -39,6 +39,19 @@ pub struct OutRecord {
     pub headers: Option<OwnedHeaders>,
 }
 
+impl OutRecord {
+    /// Its identity, to recognise it among records already published.
+    pub fn fingerprint(&self) -> u64 {
+        use rdkafka::message::Headers;
+        let headers: Vec<(&str, Option<&[u8]>)> = self
+            .headers
+            .as_ref()
+            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
+            .unwrap_or_default();
+        crate::durable::fingerprint(&self.topic, self.key.as_deref(), &self.payload, headers.into_iter())
+    }
+}
+
 /// Where an input message came from.
 pub struct Origin<'a> {
     pub topic: &'a str,
@@ -71,6 +84,14 @@ impl Ingest {
             metrics,
             warnings,
         }
+    }
+
+    pub fn processor(&self) -> &Processor {
+        &self.processor
+    }
+
+    pub fn processor_mut(&mut self) -> &mut Processor {
+        &mut self.processor
     }
 
     /// Declares an input partition as assigned (see `Processor::register_partition`).

@@ -1,18 +1,27 @@
-//! The pipeline: ingest -> stitch -> journey -> decide -> emit -> ack.
+//! The pipeline: restore -> ingest -> stitch -> journey -> decide -> emit ->
+//! ack -> checkpoint.
 //!
 //! One task polls the consumer and runs the pure core on each message (the
 //! single writer of the state); the records it yields are handed to the
-//! producer at once, and the ack task stores each input offset once the
-//! broker acknowledged everything that message caused.
+//! producer at once, and the ack task waits for the broker's acknowledgement
+//! of everything each message caused.
 //!
-//! Shutdown (cancel): stop fetching, let the ack task settle every pending
-//! delivery, commit the stored offsets, flush the producer.
+//! Durability (see [`crate::durable`]): at start the last snapshot is
+//! restored and every assigned partition resumes at the offset it covers;
+//! records published after it are read back so that re-processing does not
+//! publish them twice. Every `state.snapshot_interval` the checkpoint waits
+//! until every output so far is acknowledged, writes a snapshot with the
+//! input offsets it covers and the output end offsets, then commits those
+//! input offsets. A crash re-processes at most one interval of input.
+//!
+//! Shutdown (cancel): stop fetching, apply every buffered event, checkpoint
+//! (so a restart re-processes nothing), flush the producer.
 
 pub mod ack;
 pub mod emit;
 pub mod ingest;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,18 +30,20 @@ use onejourney_core::{Decoder, Processor, State};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
-use tokio::sync::mpsc;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Settings, Topics};
+use crate::durable::{self, Header, Published};
 use crate::health::Health;
 use crate::kafka::{self, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
 use ingest::{Ingest, Origin, Step};
 
-/// Runs the pipeline until `cancel`, then drains, commits and flushes.
+/// Runs the pipeline until `cancel`, then drains, checkpoints and flushes.
 pub async fn run(
     settings: Arc<Settings>,
     state: Arc<State>,
@@ -47,6 +58,13 @@ pub async fn run(
     if !kafka::wait_for_input_topics(&settings, &producer, &cancel).await? {
         return Ok(());
     }
+    let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
+    let mut processor = Processor::new(Arc::new(settings.core()), state);
+    let started = Instant::now();
+    let (header, published) = restore(&settings, &mut processor).await?;
+    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
+    health.set_restored(true);
+
     let (assigned_tx, mut assigned) = mpsc::unbounded_channel();
     let consumer = Arc::new(kafka::consumer(
         &settings,
@@ -55,14 +73,13 @@ pub async fn run(
             metrics: metrics.clone(),
             warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
             assigned: assigned_tx,
+            resume: std::sync::Mutex::new(header.resume_offsets()),
         },
     )?);
     let inputs: Vec<&str> = settings.topics.consumed();
     consumer.subscribe(&inputs).context("subscribing to the input topics")?;
     info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
 
-    let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
-    let processor = Processor::new(Arc::new(settings.core()), state);
     let mut ingest = Ingest::new(
         decoder,
         processor,
@@ -70,9 +87,9 @@ pub async fn run(
         metrics.clone(),
         WarnLimiter::new(settings.log.repeated_warnings_per_minute),
     );
-
+    let outputs = output_partitions(&settings, &producer).await?;
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
-    let acker = tokio::spawn(ack::run(rx, consumer.clone(), metrics.clone(), cancel.clone()));
+    let acker = tokio::spawn(ack::run(rx, metrics.clone(), cancel.clone()));
     let mut poll = Poll {
         consumer: &consumer,
         producer: &producer,
@@ -82,7 +99,12 @@ pub async fn run(
         cancel: &cancel,
         clock: Instant::now(),
         topics: &settings.topics,
+        settings: &settings,
         assigned: &mut assigned,
+        published,
+        highest: HashMap::new(),
+        covered: header.resume_offsets(),
+        outputs,
     };
     let result = poll.run(&mut ingest).await;
     health.set_stopping();
@@ -90,6 +112,64 @@ pub async fn run(
     let acked = acker.await.context("the ack task panicked")?;
     shutdown(consumer, producer).await;
     result.and(acked)
+}
+
+/// Loads the last snapshot into `processor` and reads back what was published
+/// after it. No snapshot: empty state, nothing to skip.
+async fn restore(settings: &Arc<Settings>, processor: &mut Processor) -> anyhow::Result<(Header, Published)> {
+    let path = durable::path(settings);
+    let started = Instant::now();
+    let read_path = path.clone();
+    let loaded = tokio::task::spawn_blocking(move || durable::read(&read_path))
+        .await
+        .context("the snapshot reader panicked")??;
+    let Some((header, core)) = loaded else {
+        info!(path = %path.display(), "no state snapshot: starting with empty state");
+        return Ok((Header::default(), Published::default()));
+    };
+    let profiles = core.profiles();
+    processor
+        .restore(core, 0)
+        .with_context(|| format!("restoring {}", path.display()))?;
+    let read_at = started.elapsed();
+    let s = settings.clone();
+    let since = header.outputs.clone();
+    let published = tokio::task::spawn_blocking(move || durable::read_published(&s, &since))
+        .await
+        .context("reading back published outputs panicked")?
+        .context("reading back the outputs published after the snapshot")?;
+    info!(
+        path = %path.display(),
+        profiles,
+        read_seconds = read_at.as_secs_f64(),
+        total_seconds = started.elapsed().as_secs_f64(),
+        published_after_snapshot = published.len(),
+        "state restored"
+    );
+    Ok((header, published))
+}
+
+/// Every partition of the output topics (their end offsets go into snapshots).
+async fn output_partitions(settings: &Settings, producer: &FutureProducer) -> anyhow::Result<Vec<(String, i32)>> {
+    let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for t in topics {
+            let md = p
+                .client()
+                .fetch_metadata(Some(&t), Duration::from_secs(30))
+                .with_context(|| format!("reading the metadata of {t}"))?;
+            for topic in md.topics() {
+                for part in topic.partitions() {
+                    out.push((t.clone(), part.id()));
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .context("the metadata reader panicked")?
 }
 
 /// A message taken from the consumer whose processing is not finished: its
@@ -140,8 +220,16 @@ impl InFlightQueue {
     }
 }
 
-/// Sends the steps' records and marks finished messages.
-async fn apply_steps(producer: &FutureProducer, queue: &mut InFlightQueue, steps: Vec<Step>) -> anyhow::Result<()> {
+/// Sends the steps' records and marks finished messages. A record that was
+/// already published before a crash (regenerated while re-processing) is
+/// skipped once.
+async fn apply_steps(
+    producer: &FutureProducer,
+    queue: &mut InFlightQueue,
+    published: &mut Published,
+    metrics: &Metrics,
+    steps: Vec<Step>,
+) -> anyhow::Result<()> {
     for step in steps {
         let (seq, records, done) = match step {
             Step::Done { seq, records } => (Some(seq), records, true),
@@ -149,6 +237,10 @@ async fn apply_steps(producer: &FutureProducer, queue: &mut InFlightQueue, steps
         };
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
+            if !published.is_empty() && published.take(r.fingerprint()) {
+                metrics.outputs_deduplicated.inc();
+                continue;
+            }
             deliveries.push(
                 emit::send(producer, r)
                     .await
@@ -165,7 +257,7 @@ async fn apply_steps(producer: &FutureProducer, queue: &mut InFlightQueue, steps
 }
 
 /// Hands the finished prefix to the ack stage; false when it has stopped.
-async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Pending>, metrics: &Metrics) -> bool {
+async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Item>, metrics: &Metrics) -> bool {
     while queue.entries.front().is_some_and(|e| e.done) {
         let Some(e) = queue.entries.pop_front() else {
             break;
@@ -178,7 +270,7 @@ async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Pending>, 
             deliveries: e.deliveries,
             received: e.received,
         };
-        if tx.send(pending).await.is_err() {
+        if tx.send(ack::Item::Done(pending)).await.is_err() {
             return false;
         }
     }
@@ -187,16 +279,25 @@ async fn flush_done(queue: &mut InFlightQueue, tx: &mpsc::Sender<ack::Pending>, 
 
 /// The poll loop's surroundings.
 struct Poll<'a> {
-    consumer: &'a IngestConsumer,
+    consumer: &'a Arc<IngestConsumer>,
     producer: &'a FutureProducer,
-    tx: &'a mpsc::Sender<ack::Pending>,
+    tx: &'a mpsc::Sender<ack::Item>,
     health: &'a Health,
     metrics: &'a Metrics,
     cancel: &'a CancellationToken,
     /// Processing time for the core's idle-partition rule starts here.
     clock: Instant,
     topics: &'a Topics,
+    settings: &'a Settings,
     assigned: &'a mut mpsc::UnboundedReceiver<Vec<(String, i32)>>,
+    /// Records published after the restored snapshot, not to publish twice.
+    published: Published,
+    /// The largest offset taken from each input partition.
+    highest: HashMap<(String, i32), i64>,
+    /// Per input partition, the first offset the last snapshot does not cover.
+    covered: HashMap<(String, i32), i64>,
+    /// Every output partition.
+    outputs: Vec<(String, i32)>,
 }
 
 impl Poll<'_> {
@@ -218,42 +319,65 @@ impl Poll<'_> {
     }
 
     async fn run(&mut self, ingest: &mut Ingest) -> anyhow::Result<()> {
-        let (producer, tx, metrics) = (self.producer, self.tx, self.metrics);
         let mut queue = InFlightQueue::default();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut snapshot = tokio::time::interval(self.settings.state.snapshot_interval);
+        snapshot.tick().await;
+        let mut budget = tokio::time::interval(Duration::from_secs(10));
+        let mut paused = false;
         loop {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => {
                     // Drain: apply every buffered event (as if every partition
-                    // were idle) so a graceful stop leaves nothing half-done.
+                    // were idle), then checkpoint, so a graceful stop leaves
+                    // nothing to re-process.
                     let steps = ingest.tick(u64::MAX, queue.newest());
-                    apply_steps(producer, &mut queue, steps).await?;
-                    flush_done(&mut queue, tx, metrics).await;
-                    return Ok(());
+                    apply_steps(self.producer, &mut queue, &mut self.published, self.metrics, steps).await?;
+                    flush_done(&mut queue, self.tx, self.metrics).await;
+                    return self.checkpoint(ingest, &mut queue, true).await;
                 }
                 _ = tick.tick() => {
                     self.health.beat();
-                    metrics.producer_queue.set(i64::from(producer.in_flight_count()));
+                    self.metrics.producer_queue.set(i64::from(self.producer.in_flight_count()));
                     self.register_assigned(ingest);
                     let steps = ingest.tick(self.now_ms(), queue.newest());
-                    apply_steps(producer, &mut queue, steps).await?;
-                    if !flush_done(&mut queue, tx, metrics).await {
+                    apply_steps(self.producer, &mut queue, &mut self.published, self.metrics, steps).await?;
+                    if !flush_done(&mut queue, self.tx, self.metrics).await {
                         return Ok(());
                     }
                     continue;
                 }
-                m = self.consumer.recv() => m,
+                _ = snapshot.tick() => {
+                    if let Err(e) = self.checkpoint(ingest, &mut queue, false).await {
+                        // A failed output delivery stops the engine; anything else is retried.
+                        if self.cancel.is_cancelled() {
+                            return Err(e);
+                        }
+                        self.metrics.snapshots.with_label_values(&["failed"]).inc();
+                        warn!(error = %format!("{e:#}"), "state snapshot failed; retrying at the next interval");
+                    }
+                    continue;
+                }
+                _ = budget.tick() => {
+                    paused = self.over_budget(ingest);
+                    continue;
+                }
+                m = self.consumer.recv(), if !paused => m,
             };
             self.health.beat();
             let msg = match msg {
                 Ok(m) => m.detach(),
                 Err(e) => {
-                    metrics.consumer_errors.inc();
+                    self.metrics.consumer_errors.inc();
                     warn!(error = %e, "consume failed");
                     continue;
                 }
             };
+            self.health.set_connected(true);
             self.register_assigned(ingest);
+            let tp = (msg.topic().to_string(), msg.partition());
+            let high = self.highest.entry(tp).or_insert(msg.offset());
+            *high = (*high).max(msg.offset());
             let seq = queue.push(msg.topic(), msg.partition(), msg.offset(), Instant::now());
             let origin = Origin {
                 topic: msg.topic(),
@@ -263,24 +387,163 @@ impl Poll<'_> {
                 payload: msg.payload(),
             };
             let steps = ingest.handle(&origin, seq, self.now_ms());
-            apply_steps(producer, &mut queue, steps).await?;
-            if !flush_done(&mut queue, tx, metrics).await {
+            apply_steps(self.producer, &mut queue, &mut self.published, self.metrics, steps).await?;
+            if !flush_done(&mut queue, self.tx, self.metrics).await {
                 // The ack task stopped: it failed and cancelled; its error is reported.
                 return Ok(());
             }
         }
     }
+
+    /// Checks the memory budget; true while consuming must stay paused.
+    fn over_budget(&mut self, ingest: &Ingest) -> bool {
+        let limit = self.settings.state.max_memory_bytes;
+        if limit == 0 {
+            return false;
+        }
+        let bytes = ingest.processor().state().approx_bytes() as u64;
+        let over = bytes >= limit;
+        self.metrics.memory_budget_exceeded.set(i64::from(over));
+        self.health.set_within_budget(!over);
+        if over {
+            error!(
+                state_bytes = bytes,
+                max_memory_bytes = limit,
+                "state is over its memory budget: consuming paused, not ready. Raise state.max_memory_bytes, \
+                 shorten state.evict_journeys_after, or add memory"
+            );
+        }
+        over
+    }
+
+    /// Writes a snapshot of the state and commits the input offsets it
+    /// covers, once every output so far is acknowledged. `last`: the final
+    /// checkpoint of a graceful stop (every input is applied).
+    async fn checkpoint(&mut self, ingest: &mut Ingest, queue: &mut InFlightQueue, last: bool) -> anyhow::Result<()> {
+        let started = Instant::now();
+        // Journey detail past its retention goes before the state is saved.
+        let after = self.settings.state.evict_journeys_after;
+        if !after.is_zero() {
+            let evicted = ingest.processor_mut().evict_journeys(after);
+            self.metrics.journeys_evicted.inc_by(evicted as u64);
+        }
+        // 1. Every output handed to the producer is acknowledged.
+        for e in queue.entries.iter_mut() {
+            for d in e.deliveries.drain(..) {
+                match d.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((err, _))) => {
+                        self.metrics.delivery_errors.inc();
+                        self.cancel.cancel();
+                        anyhow::bail!("output delivery failed: {err}");
+                    }
+                    Err(_) => {
+                        self.cancel.cancel();
+                        anyhow::bail!("the producer dropped a message");
+                    }
+                }
+            }
+        }
+        let (reply, acked) = oneshot::channel();
+        if self.tx.send(ack::Item::Barrier(reply)).await.is_err() || acked.await.is_err() {
+            // The ack task failed (a delivery error): it has cancelled.
+            self.cancel.cancel();
+            anyhow::bail!("an output was not delivered; the state is not saved");
+        }
+        // 2. The input offsets the state covers: past everything taken, except
+        //    events still waiting for the watermark (they are read again).
+        let mut inputs = self.covered.clone();
+        for (tp, high) in &self.highest {
+            inputs.insert(tp.clone(), high + 1);
+        }
+        for e in queue.entries.iter().filter(|e| !e.done) {
+            let k = (e.topic.clone(), e.partition);
+            let o = inputs.entry(k).or_insert(e.offset);
+            *o = (*o).min(e.offset);
+        }
+        // 3. Where the outputs end now: what a restart after a crash re-reads.
+        let outputs = match self.output_ends().await {
+            Ok(o) => o,
+            // Stopping with every input applied: nothing will be re-processed.
+            Err(_) if last && queue.entries.iter().all(|e| e.done) => Vec::new(),
+            Err(e) => {
+                self.metrics.snapshots.with_label_values(&["skipped"]).inc();
+                warn!(error = %format!("{e:#}"), "output end offsets unavailable; snapshot skipped");
+                return Ok(());
+            }
+        };
+        let header = Header {
+            written_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            inputs: inputs.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+            outputs,
+        };
+        let path = durable::path(self.settings);
+        let size = blocking(|| durable::write(&path, &header, &ingest.processor().snapshot()))?;
+        // 4. Only now the input offsets: the state and outputs they cover are durable.
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &inputs {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+        if let Ok(Err(e)) = committed {
+            // Harmless: on restart the snapshot's offsets win over the group's.
+            warn!(error = %e, "committing input offsets failed");
+        }
+        if let Ok(mut resume) = self.consumer.context().resume.lock() {
+            resume.clone_from(&inputs);
+        }
+        self.covered = inputs;
+        let took = started.elapsed();
+        self.metrics.snapshots.with_label_values(&["written"]).inc();
+        self.metrics.snapshot_seconds.set(took.as_secs_f64());
+        self.metrics.snapshot_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.metrics
+            .snapshot_last_success
+            .set(i64::try_from(header.written_at_ms / 1000).unwrap_or(0));
+        info!(
+            bytes = size,
+            seconds = took.as_secs_f64(),
+            last,
+            "state snapshot written"
+        );
+        Ok(())
+    }
+
+    /// The end offset of every output partition, once the producer is flushed.
+    async fn output_ends(&self) -> anyhow::Result<Vec<(String, i32, i64)>> {
+        let producer = self.producer.clone();
+        let parts = self.outputs.clone();
+        tokio::task::spawn_blocking(move || {
+            producer.flush(Duration::from_secs(10))?;
+            let mut out = Vec::with_capacity(parts.len());
+            for (t, p) in parts {
+                let (_, high) = producer.client().fetch_watermarks(&t, p, Duration::from_secs(10))?;
+                out.push((t, p, high));
+            }
+            Ok(out)
+        })
+        .await
+        .context("the end-offset reader panicked")?
+    }
 }
 
-/// Commits stored offsets and flushes the producer, off the async workers.
+/// Runs CPU-heavy work (serialising the state) without starving the other
+/// tasks of a multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Flushes the producer and leaves the group, off the async workers.
 async fn shutdown(consumer: Arc<IngestConsumer>, producer: FutureProducer) {
     let done = tokio::task::spawn_blocking(move || {
         if let Err(e) = producer.flush(Duration::from_secs(30)) {
             warn!(error = %e, "producer flush incomplete");
-        }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => info!("offsets committed"),
-            Err(e) => info!(error = %e, "no offsets committed at shutdown"),
         }
         consumer.unsubscribe();
         drop(consumer);

@@ -1,0 +1,468 @@
+//! End-to-end: durability (issue #5). A `kill -9` at a random moment loses
+//! nothing and publishes nothing twice; the broker stopping for 30 seconds
+//! and a missing topic at start leave the engine alive, not ready, and
+//! catching up afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use onejourney_core::{Processor, State};
+use onejourney_e2e::{
+    create_topics, create_topics_on, publish_sim_on, read_all_on, settings, Record, TestEngine, INPUT_PARTITIONS,
+};
+use onejourney_engine::config::Settings;
+use onejourney_engine::durable;
+use onejourney_simulator::{generate, SimConfig};
+use serde_json::Value;
+
+/// Output records of one run: next-best-actions by action id, and the other
+/// two topics as sorted payloads.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    actions: BTreeMap<String, String>,
+    duplicate_action_ids: usize,
+    churn: Vec<String>,
+    identity: Vec<String>,
+}
+
+async fn outputs(brokers: &str, s: &Settings) -> Outputs {
+    let t = &s.topics;
+    let actions = read_all_on(brokers, &t.next_best_actions).await;
+    let churn = read_all_on(brokers, &t.churn_risk).await;
+    let identity = read_all_on(brokers, &t.identity_changes).await;
+    let mut by_id = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in &actions {
+        let v: Value = r.json();
+        let id = v["action_id"].as_str().unwrap().to_string();
+        if by_id
+            .insert(id, String::from_utf8_lossy(&r.payload).to_string())
+            .is_some()
+        {
+            duplicates += 1;
+        }
+    }
+    let sorted = |rs: Vec<Record>| {
+        let mut v: Vec<String> = rs
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    Outputs {
+        actions: by_id,
+        duplicate_action_ids: duplicates,
+        churn: sorted(churn),
+        identity: sorted(identity),
+    }
+}
+
+/// Per One ID: its identifiers and journey, as comparable text.
+fn state_summary(state: &State) -> BTreeMap<String, String> {
+    let partition = state.identity.partition();
+    partition
+        .into_iter()
+        .map(|(one_id, ids)| {
+            let journey = state
+                .journeys
+                .get(&one_id)
+                .map(|j| serde_json::to_string(&*j).unwrap())
+                .unwrap_or_default();
+            (one_id.to_string(), format!("{ids:?} {journey}"))
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The engine binary, built if `cargo test` did not build it already.
+fn engine_binary() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/onejourney");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", "onejourney-engine", "--bin", "onejourney"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building the engine binary");
+    }
+    bin
+}
+
+/// The engine as a separate process, to `kill -9`.
+struct EngineProcess {
+    child: Child,
+    http: String,
+    client: reqwest::Client,
+}
+
+impl EngineProcess {
+    fn spawn(config: &Path, http_port: u16, log: &Path) -> EngineProcess {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(engine_binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        EngineProcess {
+            child,
+            http: format!("http://127.0.0.1:{http_port}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        matches!(self.client.get(format!("{}/readyz", self.http)).send().await, Ok(r) if r.status() == 200)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        while !self.ready().await {
+            assert!(started.elapsed() < timeout, "not ready within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        started.elapsed()
+    }
+
+    /// The sum of every sample of a metric family.
+    async fn metric(&self, family: &str) -> f64 {
+        let Ok(r) = self.client.get(format!("{}/metrics", self.http)).send().await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// One sample line's value, e.g. `name{label="x"}`.
+    async fn sample(&self, sample: &str) -> f64 {
+        let Ok(r) = self.client.get(format!("{}/metrics", self.http)).send().await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0)
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn terminate(mut self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "graceful stop: {status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice() {
+    let sim = generate(&SimConfig {
+        customers: 6_600,
+        seed: 23,
+        ..SimConfig::default()
+    });
+    let n = sim.events.len();
+    assert!(n >= 200_000, "{n} events");
+    let slow_partition_tolerance = |s: &mut Settings| {
+        // A partition stalled by the broker for longer looks idle and its
+        // events come in late, which changes decisions (see replay.rs).
+        s.timers.idle_after = Duration::from_secs(10);
+    };
+
+    // The reference: one uninterrupted run.
+    let mut s = settings("dur-ref");
+    slow_partition_tolerance(&mut s);
+    let mut reference = TestEngine::start(s).await;
+    reference.publish_sim(&sim.events).await;
+    reference.wait_applied(n, Duration::from_secs(900)).await;
+    let want_actions = reference.metric("onejourney_actions_emitted_total").await;
+    let ref_state = state_summary(reference.state());
+    let ref_settings = reference.settings.clone();
+    reference.stop().await;
+    let expected = outputs(&ref_settings.kafka.brokers, &ref_settings).await;
+    assert!(expected.actions.len() > 10_000, "{} actions", expected.actions.len());
+    assert_eq!(expected.duplicate_action_ids, 0);
+
+    // The same input, with a kill -9 in the middle.
+    let mut s = settings("dur-crash");
+    slow_partition_tolerance(&mut s);
+    s.state.snapshot_interval = Duration::from_secs(3);
+    let inputs: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics(&inputs.iter().map(String::as_str).collect::<Vec<_>>(), INPUT_PARTITIONS).await;
+    let dir = s.state.dir.clone();
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("engine.toml");
+    std::fs::write(&config, s.to_masked_toml().unwrap()).unwrap();
+    let log = dir.join("engine.log");
+    publish_sim_on(&s, &sim.events).await;
+
+    let port = free_port();
+    let first = EngineProcess::spawn(&config, port, &log);
+    first.wait_ready(Duration::from_secs(120)).await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let kill_at = (n as f64 * (0.3 + 0.4 * f64::from(nanos % 1000) / 1000.0)) as usize;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while first.metric("onejourney_events_consumed_total").await < kill_at as f64
+        || first.sample("onejourney_snapshots_total{result=\"written\"}").await < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first run did not reach {kill_at} events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let consumed_before = first.metric("onejourney_events_consumed_total").await;
+    let published_before = first.metric("onejourney_actions_emitted_total").await;
+    first.kill_9();
+    println!("killed with -9 after {consumed_before} of {n} events ({published_before} actions published)");
+
+    let restarted_at = Instant::now();
+    let second = EngineProcess::spawn(&config, port, &log);
+    let ready_after = second.wait_ready(Duration::from_secs(300)).await;
+    println!(
+        "restarted: ready after {:.2} s (state restored in {:.2} s); {} regenerated outputs not published again",
+        ready_after.as_secs_f64(),
+        second.metric("onejourney_state_restore_seconds").await,
+        second.metric("onejourney_outputs_deduplicated_total").await,
+    );
+    // Done when the committed offsets (written by checkpoints, after the state
+    // they cover) reach the end of every input partition.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let mut behind = 0;
+        for t in &inputs {
+            let ends = onejourney_e2e::end_offsets(t, INPUT_PARTITIONS).await;
+            let done = onejourney_e2e::committed(&s.kafka.group_id, t, INPUT_PARTITIONS).await;
+            behind += ends.iter().zip(&done).filter(|(e, c)| **e > 0 && *c < *e).count();
+        }
+        if behind == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted run did not finish");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "caught up {:.1} s after the restart",
+        restarted_at.elapsed().as_secs_f64()
+    );
+    second.terminate();
+
+    let got = outputs(&s.kafka.brokers, &s).await;
+    assert_eq!(got.duplicate_action_ids, 0, "no action published twice");
+    let missing: Vec<&String> = expected
+        .actions
+        .keys()
+        .filter(|k| !got.actions.contains_key(*k))
+        .take(3)
+        .collect();
+    let extra: Vec<&String> = got
+        .actions
+        .keys()
+        .filter(|k| !expected.actions.contains_key(*k))
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the same action ids as the uninterrupted run ({} vs {want_actions}): missing {missing:?}, extra {extra:?}",
+        got.actions.len()
+    );
+    assert!(got.actions == expected.actions, "the same next-best-action records");
+    assert_eq!(got.churn.len(), expected.churn.len(), "churn-risk records");
+    assert!(got.churn == expected.churn, "the same churn-risk records");
+    assert!(got.identity == expected.identity, "the same identity-changes records");
+
+    // The state the graceful stop saved equals the uninterrupted run's.
+    let (_, core) = durable::read(&durable::path(&s)).unwrap().expect("a snapshot");
+    let mut p = Processor::new(Arc::new(s.core()), Arc::new(State::new(s.namespaces().unwrap())));
+    p.restore(core, 0).unwrap();
+    let got_state = state_summary(p.state());
+    assert_eq!(got_state.len(), ref_state.len(), "profiles");
+    let differing: Vec<&String> = ref_state
+        .iter()
+        .filter(|(k, v)| got_state.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .take(3)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "profiles, identifiers and journeys equal; differing: {differing:?}"
+    );
+}
+
+/// A tansu broker of its own, with its data in SQLite files that survive it.
+struct OwnBroker {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn start(dir: &Path, port: u16) -> OwnBroker {
+        let mut b = OwnBroker {
+            child: None,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        b.up();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let bin = std::env::var("ONEJOURNEY_TANSU")
+            .expect("ONEJOURNEY_TANSU is not set: run `make test` (scripts/with-broker.sh sets it)");
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        let url = format!("tcp://{}", self.addr());
+        let child = Command::new(bin)
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic_and_a_broker_down_for_30_seconds_lose_nothing() {
+    let sim = generate(&SimConfig {
+        customers: 250,
+        seed: 31,
+        ..SimConfig::default()
+    });
+    let n = sim.events.len();
+    let (early, late) = sim.events.split_at(n / 2);
+
+    // Reference: the same events on the shared broker, uninterrupted.
+    let mut reference = TestEngine::start(settings("outage-ref")).await;
+    reference.publish_sim(&sim.events).await;
+    reference.wait_applied(n, Duration::from_secs(300)).await;
+    let ref_settings = reference.settings.clone();
+    reference.stop().await;
+    let expected = outputs(&ref_settings.kafka.brokers, &ref_settings).await;
+
+    let mut s = settings("outage");
+    let mut broker = OwnBroker::start(&s.state.dir.join("broker"), free_port());
+    s.kafka.brokers = broker.addr();
+    // The engine starts before its input topics exist: alive, not ready.
+    let mut e = TestEngine::launch(s.clone()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(e.get_status("/healthz").await, 200);
+    assert_eq!(
+        e.get_status("/readyz").await,
+        503,
+        "not ready while an input topic is missing"
+    );
+    let inputs: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics_on(
+        &broker.addr(),
+        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        INPUT_PARTITIONS,
+    )
+    .await;
+    e.wait_ready(Duration::from_secs(120)).await;
+    e.publish_sim(early).await;
+    e.wait_applied(early.len(), Duration::from_secs(300)).await;
+
+    // The broker goes away for 30 seconds.
+    broker.down();
+    let down_at = Instant::now();
+    let mut went_unready = None;
+    while down_at.elapsed() < Duration::from_secs(30) {
+        assert_eq!(e.get_status("/healthz").await, 200, "alive while the broker is down");
+        if went_unready.is_none() && e.get_status("/readyz").await == 503 {
+            went_unready = Some(down_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let went_unready = went_unready.expect("not ready while the broker is down");
+    broker.up();
+    let back_at = Instant::now();
+    e.wait_ready(Duration::from_secs(120)).await;
+    println!(
+        "broker down 30 s: not ready after {:.1} s; ready again {:.1} s after it came back",
+        went_unready.as_secs_f64(),
+        back_at.elapsed().as_secs_f64()
+    );
+    e.publish_sim(late).await;
+    e.wait_applied(n, Duration::from_secs(300)).await;
+    assert_eq!(e.metric("onejourney_dead_letter_total").await, 0.0);
+    e.stop().await;
+
+    let got = outputs(&broker.addr(), &s).await;
+    assert_eq!(got.duplicate_action_ids, 0);
+    assert_eq!(
+        got.actions.len(),
+        expected.actions.len(),
+        "no decision lost or repeated"
+    );
+    assert!(
+        got.actions == expected.actions,
+        "the same decisions as without the outage"
+    );
+    assert!(got.churn == expected.churn, "the same churn-risk records");
+    let ids: BTreeSet<&String> = got.actions.keys().collect();
+    assert_eq!(ids.len(), got.actions.len());
+}
