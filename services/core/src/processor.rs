@@ -366,6 +366,10 @@ pub struct PartitionClock {
     max: EventTime,
     /// When its last message arrived (caller's processing time, ms).
     last_arrival_ms: u64,
+    /// The broker holds messages of this partition not yet offered: it is
+    /// not idle, only behind (see [`Processor::set_backlog`]).
+    #[serde(default)]
+    backlog: bool,
 }
 
 /// Buffered events in the order they are applied: event time, then channel
@@ -442,10 +446,21 @@ impl Processor {
         let active = self
             .partitions
             .values()
-            .filter(|p| now_ms.saturating_sub(p.last_arrival_ms) < idle_ms)
+            .filter(|p| p.backlog || now_ms.saturating_sub(p.last_arrival_ms) < idle_ms)
             .map(|p| p.max.minus(self.cfg.allowed_lateness))
             .min();
         active.or_else(|| self.partitions.values().map(|p| p.max).max())
+    }
+
+    /// Tells whether the broker holds messages of `partition` that were not
+    /// offered yet. A partition with a backlog holds the watermark back however
+    /// long it stays silent: under load a consumer's prefetch queue can starve
+    /// one partition for longer than `idle_after`, and its events would then
+    /// arrive late.
+    pub fn set_backlog(&mut self, partition: u32, backlog: bool) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.backlog = backlog;
+        }
     }
 
     /// Declares an input partition (when it is assigned): until it delivers an
@@ -455,6 +470,7 @@ impl Processor {
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max: EventTime::MIN,
             last_arrival_ms: now_ms,
+            backlog: false,
         });
         // A re-assigned partition gets a fresh grace period.
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
@@ -480,6 +496,7 @@ impl Processor {
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max: ev.occurred_at,
             last_arrival_ms: now_ms,
+            backlog: false,
         });
         clock.max = clock.max.max(ev.occurred_at);
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
@@ -760,6 +777,7 @@ impl Processor {
                     p,
                     PartitionClock {
                         last_arrival_ms: now_ms,
+                        backlog: false,
                         ..c
                     },
                 )

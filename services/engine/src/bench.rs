@@ -2,8 +2,9 @@
 //! machine with the same simulator events, printed as a table and written as
 //! JSON. What it covers so far: `parse_floor` (serde_json alone), `core`
 //! (decode + stitch + journey + decide, one thread, with N profiles already in
-//! memory) and `memory` (resident bytes per profile). The broker figures
-//! (`drain`, `echo`, `engine`) and `recovery` are not measured yet.
+//! memory), `memory` (resident bytes per profile) and `recovery` (writing and
+//! restoring a snapshot of that state). The broker figures (`drain`, `echo`,
+//! `engine`) are not measured yet.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -150,7 +151,36 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
         unit: "events/s",
         note: String::from("not measured: the core has a single writer; sharding by One ID is not built yet"),
     });
-    for name in ["drain", "echo", "engine", "recovery"] {
+    // recovery: the state above (preloaded profiles plus the run) written as a
+    // snapshot and read back into a new processor, as a restart does.
+    let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
+    let file = dir.join("bench.snapshot");
+    let t = Instant::now();
+    let size = crate::durable::write(&file, &crate::durable::Header::default(), &processor.snapshot())?;
+    let write_s = t.elapsed().as_secs_f64();
+    let profiles_now = state.identity.profile_count();
+    drop(processor);
+    let t = Instant::now();
+    let (_, core_snap) = crate::durable::read(&file)?.context("the snapshot just written")?;
+    let fresh = Arc::new(State::new(settings.namespaces()?));
+    let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
+    restored.restore(core_snap, 0)?;
+    let restore_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
+    let _ = std::fs::remove_dir_all(&dir);
+    figures.push(Figure {
+        name: "recovery",
+        value: restore_s,
+        unit: "s",
+        note: format!(
+            "read + restore of a {:.0} MB snapshot with {} profiles (snapshot write {:.1} s); \
+             a restart adds reading back outputs published since the snapshot",
+            size as f64 / 1e6,
+            profiles_now,
+            write_s
+        ),
+    });
+    for name in ["drain", "echo", "engine"] {
         figures.push(Figure {
             name,
             value: f64::NAN,
@@ -164,6 +194,8 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
     for f in &figures {
         let v = if f.value.is_nan() {
             String::from("-")
+        } else if f.value < 100.0 {
+            format!("{:.2}", f.value)
         } else {
             format!("{:.0}", f.value)
         };

@@ -136,9 +136,18 @@ pub fn read(path: &Path) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError
 
 /// Output records published after the last snapshot, each to be skipped once
 /// when re-processing regenerates it.
+///
+/// A record's identity: on `next-best-actions` its `action_id` (the contract's
+/// "same action_id = same decision": re-processing may see the decision's
+/// context slightly differently, e.g. a value tier computed over customers
+/// interleaved differently, and must still not send it twice); on
+/// `churn-risk` its One ID, trigger and evaluation time; elsewhere the topic,
+/// key, payload and headers.
 #[derive(Debug, Default)]
 pub struct Published {
     records: HashMap<u64, u32>,
+    actions_topic: String,
+    churn_topic: String,
 }
 
 impl Published {
@@ -150,19 +159,50 @@ impl Published {
         self.records.is_empty()
     }
 
-    pub fn add(&mut self, fingerprint: u64) {
-        *self.records.entry(fingerprint).or_insert(0) += 1;
+    pub fn new(actions_topic: &str, churn_topic: &str) -> Self {
+        Published {
+            records: HashMap::new(),
+            actions_topic: actions_topic.to_string(),
+            churn_topic: churn_topic.to_string(),
+        }
+    }
+
+    /// The identity of a record (see the type's documentation).
+    pub fn identity(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> u64 {
+        let field = |v: &serde_json::Value, f: &str| v.get(f).map(ToString::to_string).unwrap_or_default();
+        if topic == self.actions_topic || topic == self.churn_topic {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
+                let id = if topic == self.actions_topic {
+                    field(&v, "action_id")
+                } else {
+                    format!(
+                        "{} {} {}",
+                        field(&v, "one_id"),
+                        field(&v, "evaluated_at"),
+                        field(&v, "trigger")
+                    )
+                };
+                return fingerprint(topic, None, id.as_bytes(), std::iter::empty());
+            }
+        }
+        fingerprint(topic, key, payload, headers.iter().copied())
+    }
+
+    pub fn add(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) {
+        let id = self.identity(topic, key, payload, headers);
+        *self.records.entry(id).or_insert(0) += 1;
     }
 
     /// True (and forgets one copy) when this record was already published.
-    pub fn take(&mut self, fingerprint: u64) -> bool {
-        match self.records.get_mut(&fingerprint) {
+    pub fn take(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> bool {
+        let id = self.identity(topic, key, payload, headers);
+        match self.records.get_mut(&id) {
             Some(n) if *n > 1 => {
                 *n -= 1;
                 true
             }
             Some(_) => {
-                self.records.remove(&fingerprint);
+                self.records.remove(&id);
                 true
             }
             None => false,
@@ -170,7 +210,7 @@ impl Published {
     }
 }
 
-/// The identity of an output record: topic, key, payload and header values.
+/// A hash of an output record: topic, key, payload and header values.
 pub fn fingerprint<'a>(
     topic: &str,
     key: Option<&[u8]>,
@@ -191,7 +231,7 @@ pub fn fingerprint<'a>(
 /// Reads every record published to the output topics after `since` (a
 /// snapshot's end offsets). Blocking: call it off the async workers.
 pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyhow::Result<Published> {
-    let mut published = Published::default();
+    let mut published = Published::new(&settings.topics.next_best_actions, &settings.topics.churn_risk);
     if since.is_empty() {
         return Ok(published);
     }
@@ -228,12 +268,7 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
             .headers()
             .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
             .unwrap_or_default();
-        published.add(fingerprint(
-            m.topic(),
-            m.key(),
-            m.payload().unwrap_or_default(),
-            headers.into_iter(),
-        ));
+        published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
         let k = (m.topic().to_string(), m.partition());
         if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&k);
@@ -331,18 +366,31 @@ mod tests {
 
     #[test]
     fn published_records_are_skipped_once_per_copy() {
-        let mut p = Published::default();
-        let f = fingerprint("t", Some(b"k"), b"v", std::iter::empty());
-        p.add(f);
-        p.add(f);
-        assert!(p.take(f));
-        assert!(p.take(f));
-        assert!(!p.take(f));
+        let mut p = Published::new("nba", "churn");
+        p.add("t", Some(b"k"), b"v", &[]);
+        p.add("t", Some(b"k"), b"v", &[]);
+        assert!(p.take("t", Some(b"k"), b"v", &[]));
+        assert!(p.take("t", Some(b"k"), b"v", &[]));
+        assert!(!p.take("t", Some(b"k"), b"v", &[]));
         assert!(p.is_empty());
-        assert_ne!(f, fingerprint("t", Some(b"k"), b"w", std::iter::empty()));
-        assert_ne!(
-            f,
-            fingerprint("t", Some(b"k"), b"v", [("dlq.offset", Some(&b"1"[..]))].into_iter())
+        p.add("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"1"[..]))]);
+        assert!(!p.take("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"2"[..]))]));
+        assert!(!p.take("t", Some(b"k"), b"w", &[]));
+        // A decision is the same decision by its action id, whatever else changed.
+        p.add("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier b"}"#, &[]);
+        assert!(!p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-2","reason":"tier b"}"#, &[]));
+        assert!(p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier c"}"#, &[]));
+        p.add(
+            "churn",
+            None,
+            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"high"}"#,
+            &[],
         );
+        assert!(p.take(
+            "churn",
+            None,
+            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"medium"}"#,
+            &[]
+        ));
     }
 }

@@ -53,7 +53,8 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     if !s.kafka.group_instance_id.is_empty() {
         c.set("group.instance.id", &s.kafka.group_instance_id);
     }
-    set_default(&mut c, "statistics.interval.ms", "5000");
+    // Statistics carry each partition's backlog, which the watermark needs.
+    set_default(&mut c, "statistics.interval.ms", "1000");
     // Offsets are committed only by the checkpoint, after the state and every
     // output they cover are durable (see `durable`); never in the background.
     c.set("enable.auto.offset.store", "false");
@@ -80,6 +81,9 @@ pub struct IngestContext {
     /// Where each input partition resumes: the offsets of the last snapshot.
     /// An assigned partition starts there, whatever the group committed.
     pub resume: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
+    /// Messages the broker holds that the pipeline has not taken, per
+    /// partition, from the last statistics.
+    pub lags: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for IngestContext {
@@ -127,6 +131,9 @@ impl ClientContext for IngestContext {
                     .consumer_lag
                     .with_label_values(&[topic, &id.to_string()])
                     .set(lag);
+                if let Ok(mut lags) = self.lags.lock() {
+                    lags.insert((topic.clone(), *id), lag);
+                }
             }
         }
     }
@@ -183,11 +190,13 @@ impl ConsumerContext for IngestContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                self.health.set_assigned(true);
+                // A member with no partition makes no progress: not ready.
+                let held = consumer.assignment().map_or(tpl.count(), |a| a.count());
+                self.health.set_assigned(held > 0);
                 let parts = tpl
                     .elements()
                     .iter()

@@ -548,3 +548,21 @@ fn eviction_drops_old_journey_detail_and_keeps_identity() {
     assert!(p.state().identity.profile(&one_id).is_some(), "identity links stay");
     assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 0, "once");
 }
+
+#[test]
+fn a_silent_partition_with_a_backlog_is_behind_not_idle() {
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    p.offer(web("a", 0, json!({"cookie_id": "a"}), "page_view", json!({})), 1, 0, 0);
+    p.offer(web("b", 60, json!({"cookie_id": "b"}), "page_view", json!({})), 0, 1, 0);
+    // Partition 1 is silent past idle_after, but the broker holds more of it.
+    p.set_backlog(1, true);
+    p.tick(10_000);
+    assert_eq!(p.pending_events(), 1, "partition 0's event waits for partition 1");
+    assert_eq!(p.watermark(10_000), Some(crate::testkit::t(0)));
+    // Caught up: now its silence means idle.
+    p.set_backlog(1, false);
+    p.tick(10_000);
+    assert_eq!(p.pending_events(), 0);
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rdkafka::producer::DeliveryFuture;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -21,8 +22,33 @@ pub struct Pending {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub deliveries: Vec<DeliveryFuture>,
+    pub deliveries: Vec<Delivery>,
     pub received: Instant,
+}
+
+/// One output handed to the producer.
+pub struct Delivery {
+    pub topic: Arc<str>,
+    pub future: DeliveryFuture,
+}
+
+/// The end of what this process published: per output partition, the
+/// offset after the last acknowledged record.
+pub type Delivered = Arc<std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>>;
+
+/// Awaits one delivery; records where it landed.
+pub async fn settle(d: Delivery, delivered: &Delivered) -> Result<(), String> {
+    match d.future.await {
+        Ok(Ok(done)) => {
+            if let Ok(mut m) = delivered.lock() {
+                let end = m.entry((d.topic.to_string(), done.partition)).or_insert(0);
+                *end = (*end).max(done.offset + 1);
+            }
+            Ok(())
+        }
+        Ok(Err((e, _))) => Err(e.to_string()),
+        Err(_) => Err(String::from("the producer dropped the message")),
+    }
 }
 
 pub enum Item {
@@ -32,7 +58,12 @@ pub enum Item {
 }
 
 /// Runs until the sender side is dropped and every pending entry is settled.
-pub async fn run(mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    mut rx: mpsc::Receiver<Item>,
+    metrics: Arc<Metrics>,
+    delivered: Delivered,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     while let Some(item) = rx.recv().await {
         let p = match item {
             Item::Done(p) => p,
@@ -43,12 +74,7 @@ pub async fn run(mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>, cancel: Ca
         };
         let had_outputs = !p.deliveries.is_empty();
         for d in p.deliveries {
-            let failure = match d.await {
-                Ok(Ok(_)) => None,
-                Ok(Err((e, _))) => Some(e.to_string()),
-                Err(_) => Some(String::from("the producer dropped the message")),
-            };
-            if let Some(e) = failure {
+            if let Err(e) = settle(d, &delivered).await {
                 metrics.delivery_errors.inc();
                 error!(topic = %p.topic, partition = p.partition, offset = p.offset, error = %e,
                     "an output was not delivered; stopping without storing its offset");

@@ -40,15 +40,13 @@ pub struct OutRecord {
 }
 
 impl OutRecord {
-    /// Its identity, to recognise it among records already published.
-    pub fn fingerprint(&self) -> u64 {
+    /// Its headers as (key, value) pairs.
+    pub fn header_pairs(&self) -> Vec<(&str, Option<&[u8]>)> {
         use rdkafka::message::Headers;
-        let headers: Vec<(&str, Option<&[u8]>)> = self
-            .headers
+        self.headers
             .as_ref()
             .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
-            .unwrap_or_default();
-        crate::durable::fingerprint(&self.topic, self.key.as_deref(), &self.payload, headers.into_iter())
+            .unwrap_or_default()
     }
 }
 
@@ -92,6 +90,11 @@ impl Ingest {
 
     pub fn processor_mut(&mut self) -> &mut Processor {
         &mut self.processor
+    }
+
+    /// Whether the broker holds messages of an input partition not taken yet.
+    pub fn set_backlog(&mut self, channel: Channel, partition: i32, backlog: bool) {
+        self.processor.set_backlog(source_id(channel, partition), backlog);
     }
 
     /// Declares an input partition as assigned (see `Processor::register_partition`).

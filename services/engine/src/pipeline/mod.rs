@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use onejourney_core::{Decoder, Processor, State};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +74,7 @@ pub async fn run(
             warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
             assigned: assigned_tx,
             resume: std::sync::Mutex::new(header.resume_offsets()),
+            lags: std::sync::Mutex::new(HashMap::new()),
         },
     )?);
     let inputs: Vec<&str> = settings.topics.consumed();
@@ -89,7 +90,8 @@ pub async fn run(
     );
     let outputs = output_partitions(&settings, &producer).await?;
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
-    let acker = tokio::spawn(ack::run(rx, metrics.clone(), cancel.clone()));
+    let delivered: ack::Delivered = Arc::default();
+    let acker = tokio::spawn(ack::run(rx, metrics.clone(), delivered.clone(), cancel.clone()));
     let mut poll = Poll {
         consumer: &consumer,
         producer: &producer,
@@ -105,6 +107,7 @@ pub async fn run(
         highest: HashMap::new(),
         covered: header.resume_offsets(),
         outputs,
+        delivered,
     };
     let result = poll.run(&mut ingest).await;
     health.set_stopping();
@@ -149,8 +152,10 @@ async fn restore(settings: &Arc<Settings>, processor: &mut Processor) -> anyhow:
     Ok((header, published))
 }
 
-/// Every partition of the output topics (their end offsets go into snapshots).
-async fn output_partitions(settings: &Settings, producer: &FutureProducer) -> anyhow::Result<Vec<(String, i32)>> {
+/// Every partition of the output topics with where it ends now: the lower
+/// bound of what this process publishes (tansu can report an end a record or
+/// two short, which only makes a restart read back a little more).
+async fn output_partitions(settings: &Settings, producer: &FutureProducer) -> anyhow::Result<Vec<(String, i32, i64)>> {
     let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
     let p = producer.clone();
     tokio::task::spawn_blocking(move || {
@@ -162,7 +167,11 @@ async fn output_partitions(settings: &Settings, producer: &FutureProducer) -> an
                 .with_context(|| format!("reading the metadata of {t}"))?;
             for topic in md.topics() {
                 for part in topic.partitions() {
-                    out.push((t.clone(), part.id()));
+                    let (_, high) = p
+                        .client()
+                        .fetch_watermarks(&t, part.id(), Duration::from_secs(30))
+                        .with_context(|| format!("reading the end offsets of {t}"))?;
+                    out.push((t.clone(), part.id(), high));
                 }
             }
         }
@@ -180,7 +189,7 @@ struct InFlight {
     partition: i32,
     offset: i64,
     received: Instant,
-    deliveries: Vec<DeliveryFuture>,
+    deliveries: Vec<ack::Delivery>,
     done: bool,
 }
 
@@ -237,15 +246,16 @@ async fn apply_steps(
         };
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
-            if !published.is_empty() && published.take(r.fingerprint()) {
+            if !published.is_empty() && published.take(&r.topic, r.key.as_deref(), &r.payload, &r.header_pairs()) {
                 metrics.outputs_deduplicated.inc();
                 continue;
             }
-            deliveries.push(
-                emit::send(producer, r)
+            deliveries.push(ack::Delivery {
+                topic: Arc::from(r.topic.as_str()),
+                future: emit::send(producer, r)
                     .await
                     .context("handing a record to the producer")?,
-            );
+            });
         }
         // Timer outputs with no message left to hold are sent untracked.
         if let Some(entry) = seq.and_then(|s| queue.get(s)) {
@@ -296,8 +306,10 @@ struct Poll<'a> {
     highest: HashMap<(String, i32), i64>,
     /// Per input partition, the first offset the last snapshot does not cover.
     covered: HashMap<(String, i32), i64>,
-    /// Every output partition.
-    outputs: Vec<(String, i32)>,
+    /// Every output partition, with where it ended at start.
+    outputs: Vec<(String, i32, i64)>,
+    /// Where this process's acknowledged outputs end.
+    delivered: ack::Delivered,
 }
 
 impl Poll<'_> {
@@ -314,6 +326,18 @@ impl Poll<'_> {
                 if let Some(channel) = self.topics.channel_of(&topic) {
                     ingest.register_partition(channel, partition, now);
                 }
+            }
+        }
+    }
+
+    /// A partition with messages still at the broker is behind, not idle.
+    fn update_backlogs(&self, ingest: &mut Ingest) {
+        let Ok(lags) = self.consumer.context().lags.lock() else {
+            return;
+        };
+        for ((topic, partition), lag) in lags.iter() {
+            if let Some(channel) = self.topics.channel_of(topic) {
+                ingest.set_backlog(channel, *partition, *lag > 0);
             }
         }
     }
@@ -340,6 +364,7 @@ impl Poll<'_> {
                     self.health.beat();
                     self.metrics.producer_queue.set(i64::from(self.producer.in_flight_count()));
                     self.register_assigned(ingest);
+                    self.update_backlogs(ingest);
                     let steps = ingest.tick(self.now_ms(), queue.newest());
                     apply_steps(self.producer, &mut queue, &mut self.published, self.metrics, steps).await?;
                     if !flush_done(&mut queue, self.tx, self.metrics).await {
@@ -430,17 +455,10 @@ impl Poll<'_> {
         // 1. Every output handed to the producer is acknowledged.
         for e in queue.entries.iter_mut() {
             for d in e.deliveries.drain(..) {
-                match d.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((err, _))) => {
-                        self.metrics.delivery_errors.inc();
-                        self.cancel.cancel();
-                        anyhow::bail!("output delivery failed: {err}");
-                    }
-                    Err(_) => {
-                        self.cancel.cancel();
-                        anyhow::bail!("the producer dropped a message");
-                    }
+                if let Err(err) = ack::settle(d, &self.delivered).await {
+                    self.metrics.delivery_errors.inc();
+                    self.cancel.cancel();
+                    anyhow::bail!("output delivery failed: {err}");
                 }
             }
         }
@@ -461,16 +479,18 @@ impl Poll<'_> {
             let o = inputs.entry(k).or_insert(e.offset);
             *o = (*o).min(e.offset);
         }
-        // 3. Where the outputs end now: what a restart after a crash re-reads.
-        let outputs = match self.output_ends().await {
-            Ok(o) => o,
-            // Stopping with every input applied: nothing will be re-processed.
-            Err(_) if last && queue.entries.iter().all(|e| e.done) => Vec::new(),
-            Err(e) => {
-                self.metrics.snapshots.with_label_values(&["skipped"]).inc();
-                warn!(error = %format!("{e:#}"), "output end offsets unavailable; snapshot skipped");
-                return Ok(());
-            }
+        // 3. Where our outputs end now (from our own acknowledged deliveries;
+        //    partitions we have not written to: where they ended at start):
+        //    what a restart after a crash reads back.
+        let outputs: Vec<(String, i32, i64)> = {
+            let delivered = self.delivered.lock().map(|m| m.clone()).unwrap_or_default();
+            self.outputs
+                .iter()
+                .map(|(t, p, start)| {
+                    let end = delivered.get(&(t.clone(), *p)).copied().unwrap_or(*start).max(*start);
+                    (t.clone(), *p, end)
+                })
+                .collect()
         };
         let header = Header {
             written_at_ms: std::time::SystemTime::now()
@@ -510,23 +530,6 @@ impl Poll<'_> {
             "state snapshot written"
         );
         Ok(())
-    }
-
-    /// The end offset of every output partition, once the producer is flushed.
-    async fn output_ends(&self) -> anyhow::Result<Vec<(String, i32, i64)>> {
-        let producer = self.producer.clone();
-        let parts = self.outputs.clone();
-        tokio::task::spawn_blocking(move || {
-            producer.flush(Duration::from_secs(10))?;
-            let mut out = Vec::with_capacity(parts.len());
-            for (t, p) in parts {
-                let (_, high) = producer.client().fetch_watermarks(&t, p, Duration::from_secs(10))?;
-                out.push((t, p, high));
-            }
-            Ok(out)
-        })
-        .await
-        .context("the end-offset reader panicked")?
     }
 }
 
