@@ -235,7 +235,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("identity", &p.state.identity.snapshot())?;
         st.serialize_field("journeys", &crate::snapshot::DashEntries(&p.state.journeys))?;
         st.serialize_field("seen", &p.seen)?;
-        st.serialize_field("partitions", &crate::snapshot::Pairs(&p.partitions))?;
+        st.serialize_field("partitions", &crate::snapshot::Pairs(&p.clocks_without_pending()))?;
         st.serialize_field("timers", &p.timers)?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
@@ -390,7 +390,8 @@ pub struct Processor {
     state: Arc<State>,
     seen: HashSet<u64>,
     partitions: HashMap<u32, PartitionClock>,
-    pending: BTreeMap<PendingKey, ChannelEvent>,
+    /// With the partition each came from.
+    pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
     timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
     /// Everything at or before this event time has been applied.
     applied_to: EventTime,
@@ -430,6 +431,25 @@ impl Processor {
         self.pending.len()
     }
 
+    /// The partition clocks as if the buffered events had not arrived: a
+    /// snapshot leaves them out (they are read again after a restore), so
+    /// their partitions must not count them as seen, or the watermark would
+    /// pass them before they come back.
+    fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
+        let mut clocks = self.partitions.clone();
+        for ((at, ..), (partition, _)) in &self.pending {
+            if let Some(c) = clocks.get_mut(partition) {
+                c.max = c.max.min(EventTime(at.0.saturating_sub(1)));
+            }
+        }
+        clocks
+    }
+
+    /// The caller's numbers of the buffered events.
+    pub fn pending_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending.keys().map(|k| k.3)
+    }
+
     /// The watermark of one input partition: its largest event time minus the
     /// allowed lateness.
     pub fn partition_watermark(&self, partition: u32) -> EventTime {
@@ -461,6 +481,12 @@ impl Processor {
         if let Some(p) = self.partitions.get_mut(&partition) {
             p.backlog = backlog;
         }
+    }
+
+    /// Keeps the clocks of these input partitions only: partitions no longer
+    /// assigned to this process must not hold the watermark back.
+    pub fn retain_partitions(&mut self, assigned: &HashSet<u32>) {
+        self.partitions.retain(|p, _| assigned.contains(p));
     }
 
     /// Declares an input partition (when it is assigned): until it delivers an
@@ -509,7 +535,7 @@ impl Processor {
             out.push(Released { seq: Some(seq), result });
         } else {
             let key = (ev.occurred_at, ev.channel, ev.event_id.clone(), seq);
-            self.pending.insert(key, ev);
+            self.pending.insert(key, (partition, ev));
         }
         out.extend(self.release(now_ms));
         out
@@ -546,7 +572,7 @@ impl Processor {
                         out.push(self.timer_release(std::mem::take(&mut timer_outputs), fired));
                         fired = 0;
                     }
-                    let Some(((at, _, _, seq), ev)) = self.pending.pop_first() else {
+                    let Some(((at, _, _, seq), (_, ev))) = self.pending.pop_first() else {
                         break;
                     };
                     self.applied_to = self.applied_to.max(at);
@@ -775,9 +801,13 @@ impl Processor {
             .map(|(p, c)| {
                 (
                     p,
+                    // Behind until the caller reports otherwise (`set_backlog`):
+                    // a restored partition must not go idle while the consumer
+                    // is still joining its group, or the watermark would jump
+                    // past everything it has yet to re-read.
                     PartitionClock {
                         last_arrival_ms: now_ms,
-                        backlog: false,
+                        backlog: true,
                         ..c
                     },
                 )

@@ -98,14 +98,19 @@ pub fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
     }
     let preload_s = t.elapsed().as_secs_f64();
     let rss_after = rss_bytes();
-    let per_profile = (rss_after.saturating_sub(rss_before)) as f64 / args.profiles.max(1) as f64;
+    let grown = rss_after.saturating_sub(rss_before) as f64;
+    let per_profile = grown / args.profiles.max(1) as f64;
+    let identifiers = state.identity.identifier_count();
     figures.push(Figure {
         name: "memory",
         value: per_profile,
         unit: "bytes/profile",
         note: format!(
-            "resident growth over {} profiles (3 identifiers, one login each); state estimate {} bytes/profile; preload {:.1} s",
+            "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
+             state estimate {} bytes/profile; preload {:.1} s",
             args.profiles,
+            identifiers,
+            grown / identifiers.max(1) as f64,
             state.approx_bytes() / args.profiles.max(1),
             preload_s
         ),

@@ -245,25 +245,36 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
     let mut ends = HashMap::new();
     for (topic, partition, from) in since {
         let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
         if high > *from {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
             ends.insert((topic.clone(), *partition), high);
         }
     }
-    if ends.is_empty() {
-        return Ok(published);
-    }
     consumer.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !ends.is_empty() {
+    // Read to the end offsets, then on until nothing arrives for a while: a
+    // broker may report an end offset a record or two short (tansu 0.6 does
+    // when the last batch held several), and a record missed here would be
+    // published twice.
+    let started = std::time::Instant::now();
+    let mut last_message = started;
+    loop {
         anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "reading back published outputs did not finish within 120 s"
+            started.elapsed() < Duration::from_secs(300),
+            "reading back published outputs did not finish within 300 s"
         );
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
+        let quiet = last_message.elapsed() > Duration::from_millis(1500);
+        if ends.is_empty() && quiet {
+            break;
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(250)) else {
+            // Nothing more for long past where the end offsets said: done.
+            if quiet && last_message.elapsed() > Duration::from_secs(10) {
+                break;
+            }
             continue;
         };
         let m = m?;
+        last_message = std::time::Instant::now();
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
             .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
@@ -282,6 +293,7 @@ mod tests {
     use std::sync::Arc;
 
     use onejourney_core::output::Output;
+    use onejourney_core::processor::CoreSnapshot;
     use onejourney_core::{Decoder, Processor, State};
     use onejourney_simulator::{generate, SimConfig};
 
@@ -337,6 +349,10 @@ mod tests {
         assert_eq!(h, header);
         let mut b = new();
         b.restore(core, 0).unwrap();
+        // Restored partitions count as behind until the consumer says they are not.
+        for partition in 0..3 {
+            b.set_backlog(partition, false);
+        }
         assert_eq!(b.state().identity.partition(), a.state().identity.partition());
         assert_eq!(b.state().journeys.len(), a.state().journeys.len());
         assert!(b.state().identity.is_suppressed(&key));
@@ -344,7 +360,8 @@ mod tests {
         let out_a = outputs(&mut a, rest);
         let out_b = outputs(&mut b, rest);
         assert!(out_a.len() > 100);
-        assert_eq!(out_a, out_b, "the same records, in the same order");
+        assert_eq!(out_a.len(), out_b.len());
+        assert!(out_a == out_b, "the same records, in the same order");
         assert_eq!(b.state().identity.partition(), a.state().identity.partition());
         for j in a.state().journeys.iter() {
             assert_eq!(
@@ -362,6 +379,109 @@ mod tests {
         assert!(matches!(read(&file), Err(SnapshotError::Magic { .. })));
         assert!(read(&dir.join("missing")).unwrap().is_none());
         let _ = fs::remove_dir_all(dir);
+    }
+
+    /// The restart contract at core level: consume partitions in fetch-sized
+    /// batches, stop at a checkpoint (state without the buffered events, each
+    /// partition resuming at its first message not applied), restore and
+    /// re-read from there: the same records and the same final state as an
+    /// uninterrupted run.
+    #[test]
+    fn a_restart_from_a_checkpoint_matches_an_uninterrupted_run() {
+        let s = Settings::defaults().unwrap();
+        let ns = s.namespaces().unwrap();
+        let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let customers = std::env::var("OJ_RESTART_CUSTOMERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500);
+        let stop_pct: usize = std::env::var("OJ_RESTART_STOP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        let sim = generate(&SimConfig {
+            customers,
+            seed: 23,
+            ..SimConfig::default()
+        });
+        // Eight partitions, as the engine numbers them, each a list of events by offset.
+        let mut parts: Vec<Vec<onejourney_core::ChannelEvent>> = vec![Vec::new(); 8];
+        for e in &sim.events {
+            let c = Topics::stream_channel(e.stream);
+            let p = c as usize * 2 + e.key_partition(2) as usize;
+            parts[p].push(d.decode(c, &e.bytes()).unwrap());
+        }
+        let new = || Processor::new(Arc::new(s.core()), Arc::new(State::new(ns.clone())));
+        let collect = |out: &mut Vec<Vec<u8>>, r: Vec<onejourney_core::processor::Released>| {
+            for x in r {
+                out.extend(x.result.unwrap().outputs.iter().map(Output::to_json));
+            }
+        };
+        // Round-robin in uneven batches (the fetcher favours partitions unevenly).
+        let run = |p: &mut Processor, from: &[usize], stop_after: usize, out: &mut Vec<Vec<u8>>| {
+            let mut next: Vec<usize> = from.to_vec();
+            let mut taken = 0;
+            let mut seq_of: HashMap<u64, (usize, usize)> = HashMap::new();
+            let mut seq = 0u64;
+            'outer: while next.iter().zip(&parts).any(|(n, q)| *n < q.len()) {
+                for (i, q) in parts.iter().enumerate() {
+                    let batch = 50 + 300 * (i % 3);
+                    for _ in 0..batch {
+                        if next[i] >= q.len() {
+                            break;
+                        }
+                        if taken == stop_after {
+                            break 'outer;
+                        }
+                        seq_of.insert(seq, (i, next[i]));
+                        collect(out, p.offer(q[next[i]].clone(), i as u32, seq, 0));
+                        seq += 1;
+                        next[i] += 1;
+                        taken += 1;
+                    }
+                }
+            }
+            // Resume offsets: past everything taken, except buffered events.
+            let mut resume = next.clone();
+            for s in p.pending_seqs() {
+                let (i, o) = seq_of[&s];
+                resume[i] = resume[i].min(o);
+            }
+            resume
+        };
+        let mut a = new();
+        let mut out_a = Vec::new();
+        run(&mut a, &[0; 8], usize::MAX, &mut out_a);
+        collect(&mut out_a, a.tick(u64::MAX));
+
+        let mut b = new();
+        let mut out_b = Vec::new();
+        let resume = run(&mut b, &[0; 8], sim.events.len() * stop_pct / 100, &mut out_b);
+        assert!(b.pending_events() > 0, "a checkpoint with buffered events");
+        let mut bytes = Vec::new();
+        rmp_serde::encode::write_named(&mut bytes, &b.snapshot()).unwrap();
+        let core: CoreSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+        let mut c = new();
+        c.restore(core, 0).unwrap();
+        for i in 0..8 {
+            c.set_backlog(i, false);
+        }
+        run(&mut c, &resume, usize::MAX, &mut out_b);
+        collect(&mut out_b, c.tick(u64::MAX));
+
+        assert_eq!(c.state().identity.partition(), a.state().identity.partition());
+        let mut sa: Vec<String> = out_a.iter().map(|x| String::from_utf8_lossy(x).to_string()).collect();
+        let mut sb: Vec<String> = out_b.iter().map(|x| String::from_utf8_lossy(x).to_string()).collect();
+        sa.sort();
+        sb.sort();
+        for x in sa.iter().filter(|x| !sb.contains(x)).take(3) {
+            eprintln!("ONLY A {x}");
+        }
+        for x in sb.iter().filter(|x| !sa.contains(x)).take(3) {
+            eprintln!("ONLY B {x}");
+        }
+        assert_eq!(sa.len(), sb.len());
+        assert!(sa == sb, "the same records");
     }
 
     #[test]

@@ -53,8 +53,13 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     if !s.kafka.group_instance_id.is_empty() {
         c.set("group.instance.id", &s.kafka.group_instance_id);
     }
-    // Statistics carry each partition's backlog, which the watermark needs.
-    set_default(&mut c, "statistics.interval.ms", "1000");
+    // A small prefetch queue keeps partitions interleaved: with librdkafka's
+    // defaults (100k messages per partition) one partition's backlog can
+    // starve another for longer than `timers.idle_after`, which then looks
+    // idle and its events arrive behind the watermark.
+    set_default(&mut c, "queued.min.messages", "5000");
+    set_default(&mut c, "queued.max.messages.kbytes", "4096");
+    set_default(&mut c, "statistics.interval.ms", "5000");
     // Offsets are committed only by the checkpoint, after the state and every
     // output they cover are durable (see `durable`); never in the background.
     c.set("enable.auto.offset.store", "false");
@@ -81,9 +86,6 @@ pub struct IngestContext {
     /// Where each input partition resumes: the offsets of the last snapshot.
     /// An assigned partition starts there, whatever the group committed.
     pub resume: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
-    /// Messages the broker holds that the pipeline has not taken, per
-    /// partition, from the last statistics.
-    pub lags: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
 }
 
 impl ClientContext for IngestContext {
@@ -131,9 +133,6 @@ impl ClientContext for IngestContext {
                     .consumer_lag
                     .with_label_values(&[topic, &id.to_string()])
                     .set(lag);
-                if let Ok(mut lags) = self.lags.lock() {
-                    lags.insert((topic.clone(), *id), lag);
-                }
             }
         }
     }

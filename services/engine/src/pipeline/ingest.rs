@@ -97,6 +97,13 @@ impl Ingest {
         self.processor.set_backlog(source_id(channel, partition), backlog);
     }
 
+    /// The input partitions assigned now (the whole assignment): the others
+    /// stop holding the watermark back.
+    pub fn retain_partitions(&mut self, assigned: &[(Channel, i32)]) {
+        let keep = assigned.iter().map(|(c, p)| source_id(*c, *p)).collect();
+        self.processor.retain_partitions(&keep);
+    }
+
     /// Declares an input partition as assigned (see `Processor::register_partition`).
     pub fn register_partition(&mut self, channel: Channel, partition: i32, now_ms: u64) {
         self.processor.register_partition(source_id(channel, partition), now_ms);

@@ -74,7 +74,6 @@ pub async fn run(
             warnings: std::sync::Mutex::new(WarnLimiter::new(settings.log.repeated_warnings_per_minute)),
             assigned: assigned_tx,
             resume: std::sync::Mutex::new(header.resume_offsets()),
-            lags: std::sync::Mutex::new(HashMap::new()),
         },
     )?);
     let inputs: Vec<&str> = settings.topics.consumed();
@@ -92,6 +91,13 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(settings.ingest.max_in_flight);
     let delivered: ack::Delivered = Arc::default();
     let acker = tokio::spawn(ack::run(rx, metrics.clone(), delivered.clone(), cancel.clone()));
+    let ends: Ends = Arc::default();
+    let watcher = tokio::spawn(watch_end_offsets(
+        consumer.clone(),
+        settings.topics.clone(),
+        ends.clone(),
+        cancel.clone(),
+    ));
     let mut poll = Poll {
         consumer: &consumer,
         producer: &producer,
@@ -108,8 +114,10 @@ pub async fn run(
         covered: header.resume_offsets(),
         outputs,
         delivered,
+        ends,
     };
     let result = poll.run(&mut ingest).await;
+    watcher.abort();
     health.set_stopping();
     drop(tx);
     let acked = acker.await.context("the ack task panicked")?;
@@ -310,6 +318,45 @@ struct Poll<'a> {
     outputs: Vec<(String, i32, i64)>,
     /// Where this process's acknowledged outputs end.
     delivered: ack::Delivered,
+    /// The end offset of each assigned input partition, refreshed every second.
+    ends: Ends,
+}
+
+type Ends = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
+
+/// Asks the broker every second where each assigned input partition ends.
+/// (librdkafka's statistics carry a high watermark too, but tansu 0.6 reports
+/// one that can trail far behind the partition's real end.)
+async fn watch_end_offsets(consumer: Arc<IngestConsumer>, topics: Topics, ends: Ends, cancel: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let c = consumer.clone();
+        let t = topics.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = HashMap::new();
+            let Ok(assigned) = c.assignment() else {
+                return found;
+            };
+            for e in assigned.elements() {
+                if t.channel_of(e.topic()).is_none() {
+                    continue;
+                }
+                if let Ok((_, high)) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)) {
+                    found.insert((e.topic().to_string(), e.partition()), high);
+                }
+            }
+            found
+        })
+        .await
+        .unwrap_or_default();
+        if let Ok(mut e) = ends.lock() {
+            e.extend(found);
+        }
+    }
 }
 
 impl Poll<'_> {
@@ -322,23 +369,38 @@ impl Poll<'_> {
     fn register_assigned(&mut self, ingest: &mut Ingest) {
         let now = self.now_ms();
         while let Ok(parts) = self.assigned.try_recv() {
-            for (topic, partition) in parts {
-                if let Some(channel) = self.topics.channel_of(&topic) {
-                    ingest.register_partition(channel, partition, now);
-                }
+            // Eager rebalancing: each assignment is the whole set.
+            let inputs: Vec<(onejourney_core::Channel, i32)> = parts
+                .iter()
+                .filter_map(|(t, p)| self.topics.channel_of(t).map(|c| (c, *p)))
+                .collect();
+            ingest.retain_partitions(&inputs);
+            for (channel, partition) in inputs {
+                ingest.register_partition(channel, partition, now);
             }
         }
     }
 
     /// A partition with messages still at the broker is behind, not idle.
+    /// The end offsets come from the broker every second (see
+    /// `watch_end_offsets`): a partition whose next offset is below its end
+    /// has a backlog.
     fn update_backlogs(&self, ingest: &mut Ingest) {
-        let Ok(lags) = self.consumer.context().lags.lock() else {
+        let Ok(ends) = self.ends.lock() else {
             return;
         };
-        for ((topic, partition), lag) in lags.iter() {
-            if let Some(channel) = self.topics.channel_of(topic) {
-                ingest.set_backlog(channel, *partition, *lag > 0);
-            }
+        for ((topic, partition), end) in ends.iter() {
+            let Some(channel) = self.topics.channel_of(topic) else {
+                continue;
+            };
+            let k = (topic.clone(), *partition);
+            let next = self
+                .highest
+                .get(&k)
+                .map(|h| h + 1)
+                .or_else(|| self.covered.get(&k).copied())
+                .unwrap_or(0);
+            ingest.set_backlog(channel, *partition, next < *end);
         }
     }
 
@@ -468,6 +530,17 @@ impl Poll<'_> {
             self.cancel.cancel();
             anyhow::bail!("an output was not delivered; the state is not saved");
         }
+        // Every buffered event must still hold its message back.
+        for seq in ingest.processor().pending_seqs() {
+            let held = queue.get(seq).is_some_and(|e| !e.done);
+            if !held {
+                error!(
+                    seq,
+                    "a buffered event's message is not held back: the snapshot would skip it"
+                );
+                anyhow::bail!("inconsistent in-flight bookkeeping at checkpoint (seq {seq})");
+            }
+        }
         // 2. The input offsets the state covers: past everything taken, except
         //    events still waiting for the watermark (they are read again).
         let mut inputs = self.covered.clone();
@@ -527,6 +600,7 @@ impl Poll<'_> {
             bytes = size,
             seconds = took.as_secs_f64(),
             last,
+            inputs = ?header.inputs,
             "state snapshot written"
         );
         Ok(())
