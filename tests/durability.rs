@@ -258,6 +258,9 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Then a random moment within the next snapshot interval, so that some
+    // outputs are published after the snapshot the restart will restore.
+    tokio::time::sleep(Duration::from_millis(300 + u64::from(nanos % 2_500))).await;
     let consumed_before = first.metric("onejourney_events_consumed_total").await;
     let late_before = first.metric("onejourney_events_late_total").await;
     let published_before = first.metric("onejourney_actions_emitted_total").await;
@@ -266,6 +269,8 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
         "killed with -9 after {consumed_before} of {n} events ({published_before} actions published, {late_before} late events)"
     );
 
+    // Kept for post-mortems: the snapshot the restart restores.
+    let _ = std::fs::copy(durable::path(&s), dir.join("restored.snapshot.copy"));
     let restarted_at = Instant::now();
     let second = EngineProcess::spawn(&config, port, &log);
     let ready_after = second.wait_ready(Duration::from_secs(300)).await;
@@ -294,9 +299,12 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(
-        "caught up {:.1} s after the restart ({} late events after it); {} regenerated outputs not published again",
+        "caught up {:.1} s after the restart ({} late events, {} identity rebuilds, {} duplicates after it); \
+         {} regenerated outputs not published again",
         restarted_at.elapsed().as_secs_f64(),
         second.metric("onejourney_events_late_total").await,
+        second.metric("onejourney_identity_rebuilds_total").await,
+        second.metric("onejourney_events_duplicate_total").await,
         second.metric("onejourney_outputs_deduplicated_total").await,
     );
     second.terminate();

@@ -251,6 +251,14 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
         }
     }
     consumer.assign(&tpl)?;
+    // Per partition: (start, rewound to, a record below start came by). A
+    // broker must deliver from the requested offset; tansu 0.6 skips the rest
+    // of a record batch when asked for an offset inside it, so fetching is
+    // rewound until a record at or below the start comes by.
+    let mut starting: HashMap<(String, i32), (i64, Option<i64>, bool)> = since
+        .iter()
+        .map(|(t, p, from)| ((t.clone(), *p), (*from, None, false)))
+        .collect();
     // Read to the end offsets, then on until nothing arrives for a while: a
     // broker may report an end offset a record or two short (tansu 0.6 does
     // when the last batch held several), and a record missed here would be
@@ -275,12 +283,29 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
         };
         let m = m?;
         last_message = std::time::Instant::now();
+        let k = (m.topic().to_string(), m.partition());
+        if let Some((start, rewound, below)) = starting.get_mut(&k) {
+            if m.offset() < *start {
+                *below = true;
+                continue;
+            }
+            if m.offset() > *start && !*below && *rewound != Some(0) {
+                let back = match rewound {
+                    None => *start - 1_000,
+                    Some(prev) => *prev - (*start - *prev) * 10,
+                }
+                .max(0);
+                *rewound = Some(back);
+                consumer.seek(m.topic(), m.partition(), Offset::Offset(back), timeout)?;
+                continue;
+            }
+            starting.remove(&k);
+        }
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
             .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
             .unwrap_or_default();
         published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
-        let k = (m.topic().to_string(), m.partition());
         if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&k);
         }
