@@ -92,8 +92,10 @@ pub fn write(path: &Path, header: &Header, core: &CoreSnapshotRef<'_>) -> Result
     let file = File::create(&tmp).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(MAGIC).map_err(io)?;
-    rmp_serde::encode::write_named(&mut w, header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    rmp_serde::encode::write_named(&mut w, core).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    // Structs as arrays, not maps: field names would double the size. The
+    // format version in the core's snapshot guards the field order.
+    rmp_serde::encode::write(&mut w, header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+    rmp_serde::encode::write(&mut w, core).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
@@ -484,7 +486,7 @@ mod tests {
         let resume = run(&mut b, &[0; 8], sim.events.len() * stop_pct / 100, &mut out_b);
         assert!(b.pending_events() > 0, "a checkpoint with buffered events");
         let mut bytes = Vec::new();
-        rmp_serde::encode::write_named(&mut bytes, &b.snapshot()).unwrap();
+        rmp_serde::encode::write(&mut bytes, &b.snapshot()).unwrap();
         let core: CoreSnapshot = rmp_serde::from_slice(&bytes).unwrap();
         let mut c = new();
         c.restore(core, 0).unwrap();

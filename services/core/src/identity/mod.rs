@@ -117,6 +117,9 @@ pub struct Profile {
     pub households: Vec<IdKey>,
     /// How every identifier joined, for `explain`.
     pub links: Vec<LinkRecord>,
+    /// Identifiers a cap dropped from it: events that carry only those are
+    /// still attributed here (and follow it through merges).
+    pub dropped: Vec<IdKey>,
 }
 
 /// The canonical position of an event: event time, channel, event id.
@@ -1137,6 +1140,7 @@ impl IdentityGraph {
                     ids: Vec::new(),
                     households: Vec::new(),
                     links: Vec::new(),
+                    dropped: Vec::new(),
                 });
                 0
             }
@@ -1172,6 +1176,13 @@ impl IdentityGraph {
                         s.one_id = Some(survivor.clone());
                     }
                 }
+                for key in &gone.dropped {
+                    if let Some(mut s) = self.index.get_mut(key) {
+                        if s.one_id.is_none() {
+                            s.former = Some(survivor.clone());
+                        }
+                    }
+                }
                 let dropped = {
                     let Some(mut p) = self.profiles.get_mut(survivor) else {
                         return 0;
@@ -1185,6 +1196,7 @@ impl IdentityGraph {
                     }
                     p.links.extend(gone.links);
                     p.links.push(link.clone());
+                    p.dropped.extend(gone.dropped);
                     self.enforce_caps(&mut p)
                 };
                 self.drop_links(&dropped, survivor);
@@ -1335,6 +1347,7 @@ impl IdentityGraph {
             };
             p.ids.retain(|k| *k != victim);
             p.links.retain(|l| l.from != victim);
+            p.dropped.push(victim.clone());
             dropped.push(victim);
         }
         dropped
@@ -1354,7 +1367,12 @@ impl IdentityGraph {
         let Some((_, p)) = self.profiles.remove(one_id) else {
             return;
         };
-        let gone: HashSet<&IdKey> = p.ids.iter().chain(&p.households).collect();
+        // Dropped identifiers go too, unless another profile holds them now.
+        let orphaned = p
+            .dropped
+            .iter()
+            .filter(|k| self.index.get(*k).is_none_or(|s| s.one_id.is_none()));
+        let gone: HashSet<&IdKey> = p.ids.iter().chain(&p.households).chain(orphaned).collect();
         let mut comps = BTreeSet::new();
         for k in &gone {
             w.suppressed.insert(self.suppression_entry(k));

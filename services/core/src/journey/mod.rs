@@ -41,7 +41,6 @@ pub struct ChannelStats {
 pub struct CartLine {
     pub quantity: u32,
     pub unit_price: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
 }
 
