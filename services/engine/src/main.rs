@@ -64,6 +64,9 @@ enum Command {
         /// Profiles in memory before the core is measured.
         #[arg(long, default_value_t = 1_000_000)]
         profiles: usize,
+        /// Measure parse_floor and memory only (for large --profiles).
+        #[arg(long)]
+        memory_only: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -119,12 +122,18 @@ fn main() -> anyhow::Result<()> {
             out,
             events,
             profiles,
+            memory_only,
             common,
         } => {
             let settings = load(None, &common)?;
             onejourney_engine::bench::run(
                 &settings,
-                &onejourney_engine::bench::BenchArgs { out, events, profiles },
+                &onejourney_engine::bench::BenchArgs {
+                    out,
+                    events,
+                    profiles,
+                    memory_only,
+                },
             )
         }
         Command::CheckConfig { common } => match load(None, &common) {
