@@ -275,8 +275,9 @@ impl Decoder {
         })
     }
 
-    /// Decodes an `action-outcomes` record.
-    pub fn decode_outcome(&self, bytes: &[u8]) -> Result<crate::processor::ActionOutcome, DecodeError> {
+    /// Size limit, JSON and one schema: the common start of the non-channel
+    /// inputs (outcomes, control commands).
+    fn validated(&self, schema: &jsonschema::Validator, bytes: &[u8]) -> Result<Value, DecodeError> {
         if bytes.len() > self.max_bytes {
             return Err(DecodeError::TooLarge {
                 size: bytes.len(),
@@ -284,13 +285,19 @@ impl Decoder {
             });
         }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-        if let Some(first) = self.outcome.iter_errors(&value).next() {
+        if let Some(first) = schema.iter_errors(&value).next() {
             return Err(DecodeError::Schema(format!(
                 "at {:?}: {}",
                 first.instance_path().as_str(),
                 first.masked()
             )));
         }
+        Ok(value)
+    }
+
+    /// Decodes an `action-outcomes` record.
+    pub fn decode_outcome(&self, bytes: &[u8]) -> Result<crate::processor::ActionOutcome, DecodeError> {
+        let value = self.validated(&self.outcome, bytes)?;
         let o: crate::processor::ActionOutcome =
             serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
         EventTime::parse_rfc3339(&o.at).ok_or(DecodeError::BadTimestamp)?;
@@ -300,20 +307,7 @@ impl Decoder {
     /// An `identity-control` command: the identifier to forget, normalised
     /// (raw email / phone hashed) as on events.
     pub fn decode_control(&self, bytes: &[u8]) -> Result<ControlCommand, DecodeError> {
-        if bytes.len() > self.max_bytes {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                limit: self.max_bytes,
-            });
-        }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-        if let Some(first) = self.control.iter_errors(&value).next() {
-            return Err(DecodeError::Schema(format!(
-                "at {:?}: {}",
-                first.instance_path().as_str(),
-                first.masked()
-            )));
-        }
+        let value = self.validated(&self.control, bytes)?;
         let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
         let key = self.identifier(field("namespace"), field("value"))?;
         Ok(ControlCommand::Forget(key))

@@ -729,6 +729,12 @@ impl IdentityGraph {
         shared.sort_by(|a, b| self.by_strength(a, b));
 
         let mut ops = Vec::new();
+        let provenance = |rule| Provenance {
+            event_id: evidence.key.event_id.clone(),
+            channel: evidence.key.channel,
+            at,
+            rule,
+        };
         // The shared-device rule: count the person values first seen with each device.
         let persons: Vec<&IdKey> = linking
             .iter()
@@ -778,23 +784,7 @@ impl IdentityGraph {
             let own = self.new_one_id(device, &taken);
             taken.push(own.clone());
             own_of.push((device.clone(), own.clone()));
-            ops.push(IdentityOp::Create {
-                one_id: own.clone(),
-                at,
-            });
-            ops.push(IdentityOp::Attach {
-                one_id: own,
-                link: LinkRecord {
-                    from: device.clone(),
-                    to: None,
-                    provenance: Provenance {
-                        event_id: evidence.key.event_id.clone(),
-                        channel: evidence.key.channel,
-                        at,
-                        rule: Rule::Founder,
-                    },
-                },
-            });
+            ops.extend(found(own, device.clone(), provenance(Rule::Founder)));
         }
         let mut rejected = Vec::new();
         if !newly_shared.is_empty() {
@@ -819,12 +809,6 @@ impl IdentityGraph {
             linking.push(shared[0]);
         }
 
-        let provenance = |rule| Provenance {
-            event_id: evidence.key.event_id.clone(),
-            channel: evidence.key.channel,
-            at,
-            rule,
-        };
         let mut uniques: BTreeMap<Ns, Arc<str>> = BTreeMap::new();
         let mut persons_held = 0usize;
         // Profiles joining, with the first identifier on the event that led to each.
@@ -907,18 +891,7 @@ impl IdentityGraph {
                 // when no profile joins.
                 let founder = fresh.remove(0);
                 let one_id = self.new_one_id(&founder, &taken);
-                ops.push(IdentityOp::Create {
-                    one_id: one_id.clone(),
-                    at,
-                });
-                ops.push(IdentityOp::Attach {
-                    one_id: one_id.clone(),
-                    link: LinkRecord {
-                        from: founder.clone(),
-                        to: None,
-                        provenance: provenance(Rule::Founder),
-                    },
-                });
+                ops.extend(found(one_id.clone(), founder.clone(), provenance(Rule::Founder)));
                 (one_id, founder)
             }
         };
@@ -944,18 +917,7 @@ impl IdentityGraph {
             });
         }
         for (founder, own) in founders {
-            ops.push(IdentityOp::Create {
-                one_id: own.clone(),
-                at,
-            });
-            ops.push(IdentityOp::Attach {
-                one_id: own,
-                link: LinkRecord {
-                    from: founder,
-                    to: None,
-                    provenance: provenance(Rule::Founder),
-                },
-            });
+            ops.extend(found(own, founder, provenance(Rule::Founder)));
         }
         if !households.is_empty() {
             let held = self.with_profile(&one_id, |p| p.households.clone()).unwrap_or_default();
@@ -1458,6 +1420,24 @@ type Uniques = Vec<(Ns, Arc<str>)>;
 
 fn compatible(acc: &BTreeMap<Ns, Arc<str>>, theirs: &[(Ns, Arc<str>)]) -> bool {
     theirs.iter().all(|(ns, v)| acc.get(ns).is_none_or(|mine| mine == v))
+}
+
+/// The ops that found a new profile `one_id` on `founder`.
+fn found(one_id: OneId, founder: IdKey, provenance: Provenance) -> [IdentityOp; 2] {
+    [
+        IdentityOp::Create {
+            one_id: one_id.clone(),
+            at: provenance.at,
+        },
+        IdentityOp::Attach {
+            one_id,
+            link: LinkRecord {
+                from: founder,
+                to: None,
+                provenance,
+            },
+        },
+    ]
 }
 
 /// A 128-bit fingerprint of a sorted identifier set.

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Settings, Topics};
-use crate::durable::{self, Header, Published};
+use crate::durable::{self, Header, Published, ResumeCheck, Resumed};
 use crate::health::Health;
 use crate::kafka::{self, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
@@ -323,15 +323,7 @@ struct Poll<'a> {
     ends: Ends,
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
-    resuming: HashMap<(String, i32), Resuming>,
-}
-
-struct Resuming {
-    start: i64,
-    /// Where fetching was rewound to, when the broker skipped records.
-    rewound_to: Option<i64>,
-    /// A message below `start` came by: fetching is contiguous from there.
-    seen_below: bool,
+    resuming: HashMap<(String, i32), ResumeCheck>,
 }
 
 type Ends = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
@@ -402,70 +394,57 @@ impl Poll<'_> {
             self.resuming.clear();
             for tp in parts {
                 if let Some(start) = resume.get(&tp) {
-                    self.resuming.insert(
-                        tp,
-                        Resuming {
-                            start: *start,
-                            rewound_to: None,
-                            seen_below: false,
-                        },
-                    );
+                    self.resuming.insert(tp, ResumeCheck::new(*start));
                 }
             }
         }
     }
 
-    /// Checks where a resumed partition's first messages start. A broker must
-    /// deliver from the requested offset; tansu 0.6, asked for an offset in
-    /// the middle of a record batch, skips the rest of that batch (measured:
-    /// asked for 11307, it delivers from 11359). When that happens, fetching
-    /// is rewound further back and everything below the resume offset (already
-    /// in the state) is skipped until the resume offset comes by. Returns
-    /// whether to process the message.
-    async fn check_resume(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
+    /// Checks where a resumed partition's first messages start (see
+    /// [`durable::ResumeCheck`]). Returns whether to process the message.
+    fn check_resume(&mut self, topic: &str, partition: i32, offset: i64) -> bool {
         let tp = (topic.to_string(), partition);
-        let Some(r) = self.resuming.get_mut(&tp) else {
+        let Some(check) = self.resuming.get_mut(&tp) else {
             return true;
         };
-        if offset < r.start {
-            r.seen_below = true;
-            return false;
-        }
-        if offset == r.start || r.seen_below || r.rewound_to == Some(0) {
-            if offset > r.start {
+        let start = check.start();
+        match check.record(offset) {
+            Resumed::Skip => false,
+            Resumed::Contiguous => {
+                self.resuming.remove(&tp);
+                true
+            }
+            Resumed::Missing => {
                 error!(
                     topic,
                     partition,
-                    from = r.start,
+                    from = start,
                     to = offset,
                     "the broker has no records between the resume offset and the first one it delivers"
                 );
+                self.resuming.remove(&tp);
+                true
             }
-            self.resuming.remove(&tp);
-            return true;
+            Resumed::Rewind(back) => {
+                warn!(
+                    topic,
+                    partition,
+                    asked = start,
+                    got = offset,
+                    rewind_to = back,
+                    "the broker skipped records after the resume offset; fetching again from further back"
+                );
+                let consumer = self.consumer.clone();
+                let t = topic.to_string();
+                let sought =
+                    blocking(move || consumer.seek(&t, partition, Offset::Offset(back), Duration::from_secs(10)));
+                if let Err(e) = sought {
+                    warn!(topic, partition, error = %e, "seeking back failed; retrying on the next message");
+                    check.rewind_failed();
+                }
+                false
+            }
         }
-        let back = match r.rewound_to {
-            None => r.start - 1_000,
-            Some(prev) => prev - (r.start - prev) * 10,
-        }
-        .max(0);
-        warn!(
-            topic,
-            partition,
-            asked = r.start,
-            got = offset,
-            rewind_to = back,
-            "the broker skipped records after the resume offset; fetching again from further back"
-        );
-        r.rewound_to = Some(back);
-        let consumer = self.consumer.clone();
-        let t = topic.to_string();
-        let sought = blocking(move || consumer.seek(&t, partition, Offset::Offset(back), Duration::from_secs(10)));
-        if let Err(e) = sought {
-            warn!(topic, partition, error = %e, "seeking back failed; retrying on the next message");
-            r.rewound_to = None;
-        }
-        false
     }
 
     /// A partition with messages still at the broker is behind, not idle.
@@ -549,7 +528,7 @@ impl Poll<'_> {
             };
             self.health.set_connected(true);
             self.register_assigned(ingest);
-            if !self.check_resume(msg.topic(), msg.partition(), msg.offset()).await {
+            if !self.check_resume(msg.topic(), msg.partition(), msg.offset()) {
                 continue;
             }
             let tp = (msg.topic().to_string(), msg.partition());
