@@ -16,6 +16,7 @@
 
 pub mod decide;
 pub mod event;
+pub mod hash;
 pub mod identity;
 pub mod ids;
 pub mod journey;

@@ -14,12 +14,12 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
+use crate::hash::{DashMap, HashMap, HashSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -51,14 +51,14 @@ pub struct CoreConfig {
 /// journeys, both keyed for lock-free reads.
 pub struct State {
     pub identity: IdentityGraph,
-    pub journeys: DashMap<OneId, Journey>,
+    pub journeys: DashMap<OneId, Box<Journey>>,
 }
 
 impl State {
     pub fn new(namespaces: Arc<Namespaces>) -> Self {
         State {
             identity: IdentityGraph::new(namespaces),
-            journeys: DashMap::new(),
+            journeys: DashMap::default(),
         }
     }
 
@@ -406,8 +406,8 @@ impl Processor {
         Processor {
             cfg,
             state,
-            seen: HashSet::new(),
-            partitions: HashMap::new(),
+            seen: HashSet::default(),
+            partitions: HashMap::default(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             applied_to: EventTime::MIN,
@@ -676,7 +676,7 @@ impl Processor {
                 self.tiers.remove(gone.revenue);
                 let mut survivor = self.state.journeys.remove(to).map(|(_, j)| j).unwrap_or_default();
                 self.tiers.remove(survivor.revenue);
-                survivor.absorb(gone);
+                survivor.absorb(*gone);
                 self.tiers.add(survivor.revenue);
                 self.state.journeys.insert(to.clone(), survivor);
             }
@@ -720,8 +720,12 @@ impl Processor {
                 _ => {}
             }
         }
-        if journey.last_seen == Some(ev.occurred_at) {
-            arm.push((ev.occurred_at.plus(decide.quiet_after), TimerKind::Quiet));
+        // One quiet check per profile: a live one (due at or after this
+        // event) re-arms itself when it finds the customer active.
+        if journey.last_seen == Some(ev.occurred_at) && journey.quiet_due.is_none_or(|d| d < ev.occurred_at) {
+            let due = ev.occurred_at.plus(decide.quiet_after);
+            journey.quiet_due = Some(due);
+            arm.push((due, TimerKind::Quiet));
         }
         for (due, kind) in arm {
             self.timers.insert((due, kind, stitch.anchor.clone()));
@@ -792,7 +796,7 @@ impl Processor {
         }
         self.state.identity.restore(snap.identity);
         for (one_id, j) in snap.journeys {
-            self.state.journeys.insert(one_id, j);
+            self.state.journeys.insert(one_id, Box::new(j));
         }
         self.seen = snap.seen;
         self.partitions = snap
@@ -905,10 +909,10 @@ impl Processor {
         if triggers.is_empty() || !cfg.actions.iter().any(|a| triggers.contains(&a.trigger)) {
             return;
         }
-        let Some(profile) = self.state.identity.profile(one_id) else {
+        let identity = &self.state.identity;
+        let Some(reach) = identity.with_profile(one_id, |p| reach(p, j, identity.namespaces())) else {
             return;
         };
-        let reach = reach(&profile, j, self.state.identity.namespaces());
         let tier = j.tier;
         let learned = |a: &decide::ActionSpec| self.propensities.estimate(a, tier, cfg.prior_strength);
         let decision = decide::decide(cfg, j, &reach, triggers, now, &learned);
@@ -941,7 +945,9 @@ impl Processor {
             score: choice.score,
             reason: choice.reason,
             factors: choice.factors,
-            identifiers: addressable(&profile, self.state.identity.namespaces()),
+            identifiers: identity
+                .with_profile(one_id, |p| addressable(p, identity.namespaces()))
+                .unwrap_or_default(),
             trigger: trigger.clone(),
             decided_at: now,
             expires_at: now.plus(choice.expires_after),
@@ -963,6 +969,17 @@ impl Processor {
         let Some(one_id) = self.state.identity.one_id_of(&key) else {
             return;
         };
+        if kind == TimerKind::Quiet
+            && self
+                .state
+                .journeys
+                .get(&one_id)
+                .is_none_or(|j| j.quiet_due.is_some_and(|d| d != due))
+        {
+            // A stale check: the profile's live one is due at another time
+            // (two profiles merged), or the journey is gone.
+            return;
+        }
         let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
             return;
         };
@@ -987,12 +1004,16 @@ impl Processor {
             }
             TimerKind::Quiet => {
                 let last = j.last_seen.unwrap_or(due);
-                if last.plus(cfg.quiet_after) <= due {
+                let next = if last.plus(cfg.quiet_after) <= due {
                     self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
-                    let next = due.plus(cfg.quiet_after);
-                    if next <= last.plus(cfg.quiet_checks_until) {
-                        self.timers.insert((next, TimerKind::Quiet, key));
-                    }
+                    Some(due.plus(cfg.quiet_after)).filter(|n| *n <= last.plus(cfg.quiet_checks_until))
+                } else {
+                    // Active since it was armed: check again when quiet.
+                    Some(last.plus(cfg.quiet_after))
+                };
+                j.quiet_due = next;
+                if let Some(next) = next {
+                    self.timers.insert((next, TimerKind::Quiet, key));
                 }
             }
         }

@@ -1,9 +1,7 @@
 //! Helpers to serialise live maps into a state snapshot without copying
 //! them. The engine writes the bytes; the core only says what they hold.
 
-use std::collections::HashMap;
-
-use dashmap::DashMap;
+use crate::hash::{DashMap, HashMap};
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 

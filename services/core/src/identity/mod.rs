@@ -56,11 +56,11 @@
 //! API) can read while the pipeline writes; the writer-only structures sit
 //! behind one mutex that only `stitch`/`apply`/`forget` take.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use dashmap::DashMap;
+use crate::hash::{DashMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -375,8 +375,8 @@ impl IdentityGraph {
     pub fn new(rules: Arc<Namespaces>) -> Self {
         IdentityGraph {
             rules,
-            index: DashMap::new(),
-            profiles: DashMap::new(),
+            index: DashMap::default(),
+            profiles: DashMap::default(),
             writer: Mutex::new(Writer::default()),
         }
     }

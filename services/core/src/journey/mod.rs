@@ -250,6 +250,11 @@ pub struct Journey {
     /// Event time each action was last decided, for cool-downs.
     pub last_action: BTreeMap<String, EventTime>,
     pub recent_actions: VecDeque<RecentAction>,
+    /// When the profile's one live quiet-customer check is due: one timer
+    /// per profile instead of one per event. `None` in snapshots written
+    /// before it existed (those timers are all honoured).
+    #[serde(default)]
+    pub quiet_due: Option<EventTime>,
 }
 
 impl Journey {
@@ -563,6 +568,9 @@ impl Journey {
         let other_newer_cart = other.cart.updated_at > self.cart.updated_at;
         self.first_seen = min_t(self.first_seen, other.first_seen);
         self.last_seen = max_t(self.last_seen, other.last_seen);
+        // Both profiles' quiet timers still exist; the earlier one is live
+        // and re-arms for the merged journey, the other finds itself stale.
+        self.quiet_due = min_t(self.quiet_due, other.quiet_due);
         for (mine, theirs) in self.channels.iter_mut().zip(other.channels) {
             mine.events += theirs.events;
             mine.last_seen = max_t(mine.last_seen, theirs.last_seen);

@@ -566,3 +566,60 @@ fn a_silent_partition_with_a_backlog_is_behind_not_idle() {
     p.tick(10_000);
     assert_eq!(p.pending_events(), 0);
 }
+
+fn quiet_timers(p: &Processor) -> usize {
+    p.timers.iter().filter(|t| t.1 == TimerKind::Quiet).count()
+}
+
+#[test]
+fn one_quiet_check_per_profile_however_many_events() {
+    let mut p = processor();
+    let views: Vec<_> = (0..50)
+        .map(|i| web(&format!("w{i}"), i, json!({"cookie_id": "c-1"}), "page_view", json!({})))
+        .collect();
+    run(&mut p, &views);
+    assert_eq!(quiet_timers(&p), 1, "50 events, one profile");
+
+    // A second profile, then a login that merges the two: both checks still
+    // exist; the first to come due re-arms for the merged journey, the other
+    // is dropped as stale when it comes due.
+    run(
+        &mut p,
+        &[pos("p1", 60, json!({"loyalty_id": "L-1", "email": "m@x.com"}), 20.0)],
+    );
+    assert_eq!(quiet_timers(&p), 2);
+    run(
+        &mut p,
+        &[web(
+            "w-login",
+            70,
+            json!({"cookie_id": "c-1", "email": "m@x.com"}),
+            "login",
+            json!({}),
+        )],
+    );
+    let day = 24 * 60;
+    let outs = run(
+        &mut p,
+        &[web(
+            "other",
+            45 * day,
+            json!({"cookie_id": "other"}),
+            "page_view",
+            json!({}),
+        )],
+    );
+    let merged = p
+        .state()
+        .journeys
+        .iter()
+        .find(|j| j.purchases == 1)
+        .map(|j| j.key().clone());
+    let merged = merged.expect("the merged journey");
+    let lapsed_evaluations = p.state().journeys.get(&merged).and_then(|j| j.churn.evaluated_at);
+    // Last activity at minute 70: lapsed at 30 days + 70 minutes, once.
+    assert_eq!(lapsed_evaluations, Some(crate::testkit::t(30 * day + 70)));
+    // The merged profile's next check and the other customer's: one each (a
+    // stale check that re-armed would make three).
+    assert_eq!(quiet_timers(&p), 2);
+}
