@@ -599,7 +599,7 @@ fn one_quiet_check_per_profile_however_many_events() {
         )],
     );
     let day = 24 * 60;
-    let outs = run(
+    run(
         &mut p,
         &[web(
             "other",
