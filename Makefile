@@ -41,9 +41,11 @@ deploy-check: tools
 	promtool check config --syntax-only deploy/compose/prometheus.yml
 	promtool test rules deploy/prometheus/onejourney.rules.test.yml
 
-## Throughput and memory figures (release build); BENCH_OUT=path writes them as JSON.
-bench:
-	$(CARGO) run --release -p onejourney-engine --bin onejourney -- bench $(if $(BENCH_OUT),--out $(BENCH_OUT))
+## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
+## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.
+bench: tools
+	$(CARGO) bench -p onejourney-engine --bench core -- --warm-up-time 1 --measurement-time 3
+	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-engine --bin onejourney -- bench --brokers "$$ONEJOURNEY_TEST_BROKERS" $(if $(BENCH_OUT),--out $(BENCH_OUT))'
 
 clean:
 	$(CARGO) clean

@@ -53,12 +53,7 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     if !s.kafka.group_instance_id.is_empty() {
         c.set("group.instance.id", &s.kafka.group_instance_id);
     }
-    // A small prefetch queue keeps partitions interleaved: with librdkafka's
-    // defaults (100k messages per partition) one partition's backlog can
-    // starve another for longer than `timers.idle_after`, which then looks
-    // idle and its events arrive behind the watermark.
-    set_default(&mut c, "queued.min.messages", "5000");
-    set_default(&mut c, "queued.max.messages.kbytes", "4096");
+    fetch_defaults(&mut c);
     set_default(&mut c, "statistics.interval.ms", "5000");
     // Offsets are committed only by the checkpoint, after the state and every
     // output they cover are durable (see `durable`); never in the background.
@@ -67,6 +62,27 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "enable.partition.eof", "false");
     c.create_with_context(ctx).context("creating the Kafka consumer")
+}
+
+/// How the engine's consumer fetches (also used by `onejourney bench`, so
+/// its baseline consumers fetch the same way). Properties set in
+/// `[kafka.client]` win.
+pub fn fetch_defaults(c: &mut ClientConfig) {
+    // A small prefetch queue keeps partitions interleaved: with librdkafka's
+    // defaults (100k messages per partition) one partition's backlog can
+    // starve another for longer than `timers.idle_after`, which then looks
+    // idle and its events arrive behind the watermark.
+    set_default(c, "queued.min.messages", "5000");
+    set_default(c, "queued.max.messages.kbytes", "4096");
+    // librdkafka postpones a partition's next fetch by `fetch.queue.backoff.ms`
+    // (1 s by default) whenever its queue is over those limits: with the small
+    // queue above that capped a consumer at about 17k messages/s against
+    // tansu, and stalled it for a second at a time (make bench: drain 17,771
+    // -> 148,625 events/s, engine 15,793 -> 30,324).
+    set_default(c, "fetch.queue.backoff.ms", "10");
+    // tansu holds a fetch for the whole wait when a partition has nothing new
+    // (librdkafka's default is 500 ms): decisions would wait for it.
+    set_default(c, "fetch.wait.max.ms", "10");
 }
 
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {

@@ -53,7 +53,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Measure parse, core and memory figures on this machine (see docs/benchmarks.md).
+    /// Measure throughput, latency and memory figures on this machine (see docs/benchmarks.md).
     Bench {
         /// Write the figures as JSON here.
         #[arg(long)]
@@ -67,6 +67,13 @@ enum Command {
         /// Measure parse_floor and memory only (for large --profiles).
         #[arg(long)]
         memory_only: bool,
+        /// A Kafka-compatible broker for the drain, echo and engine figures
+        /// (left out without one).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Seconds each half-rate latency run lasts.
+        #[arg(long, default_value_t = 10)]
+        paced_secs: u64,
         #[command(flatten)]
         common: Common,
     },
@@ -123,6 +130,8 @@ fn main() -> anyhow::Result<()> {
             events,
             profiles,
             memory_only,
+            brokers,
+            paced_secs,
             common,
         } => {
             let settings = load(None, &common)?;
@@ -133,7 +142,10 @@ fn main() -> anyhow::Result<()> {
                     events,
                     profiles,
                     memory_only,
+                    brokers,
+                    paced_for: std::time::Duration::from_secs(paced_secs),
                 },
+                &runtime,
             )
         }
         Command::CheckConfig { common } => match load(None, &common) {

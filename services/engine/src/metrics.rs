@@ -21,6 +21,7 @@ pub struct Metrics {
     pub events_invalid: IntCounterVec,
     pub events_duplicate: IntCounterVec,
     pub events_late: IntCounter,
+    pub events_settled: IntCounter,
     pub dead_letter: IntCounter,
     pub profiles: IntGauge,
     pub identifiers: IntGauge,
@@ -132,6 +133,10 @@ impl Metrics {
             events_late: counter(
                 "onejourney_events_late_total",
                 "Events older than the watermark when they arrived (still applied to state).",
+            )?,
+            events_settled: counter(
+                "onejourney_events_settled_total",
+                "Input messages fully handled: applied, and every output they caused acknowledged by the broker.",
             )?,
             dead_letter: counter(
                 "onejourney_dead_letter_total",

@@ -86,6 +86,7 @@ pub async fn run(
             metrics.event_to_output.observe(p.received.elapsed().as_secs_f64());
         }
         metrics.in_flight.dec();
+        metrics.events_settled.inc();
     }
     Ok(())
 }

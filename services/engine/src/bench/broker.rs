@@ -1,0 +1,666 @@
+//! The broker figures of `onejourney bench`, measured against a real
+//! Kafka-compatible broker with the same simulator events as the core figures:
+//!
+//! - `drain`: a consumer that reads the four channel topics and does nothing;
+//! - `echo`: consume, then produce each message unchanged to another topic
+//!   (the least any consume-decide-produce service can do), at full speed and
+//!   at half of that rate, where its latency is measured;
+//! - `engine`: the onejourney engine itself, in this process, over the same
+//!   backlog, then at half of its own full rate with its produce-to-decision
+//!   latency and its lag sampled every second.
+//!
+//! Every client uses the engine's own client settings (`kafka::base_config`,
+//! the engine's consumer prefetch and producer batching), so the echo is the
+//! fair baseline. Latencies are taken on one monotonic clock: the upstream
+//! producer stamps each message (a header for the echo, the event id for the
+//! engine) just before sending it; the reader takes the time it receives the
+//! output.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::{kafka, Engine};
+
+/// Partitions of each channel topic (the bench's events carry their partition).
+pub const PARTITIONS: i32 = 2;
+
+/// One simulator event as it goes to the broker.
+pub struct Msg {
+    /// Index into `Topics::inputs()`: web, pos, app, call center.
+    pub channel: usize,
+    pub partition: i32,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub event_id: String,
+}
+
+/// Rate and latency percentiles of one paced run.
+#[derive(Clone, Debug, Default)]
+pub struct Paced {
+    pub rate: f64,
+    pub sent: usize,
+    pub seconds: f64,
+    /// Milliseconds.
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub samples: usize,
+    /// Messages sent but not yet consumed by the measured service, sampled
+    /// once a second (engine only).
+    pub lag: Vec<u64>,
+}
+
+pub struct BrokerFigures {
+    pub produce: f64,
+    pub drain: f64,
+    /// Events/s over the published backlog.
+    pub echo_backlog: f64,
+    /// The highest rate it kept up with, and the trials that found it.
+    pub echo: f64,
+    pub echo_trials: Vec<Trial>,
+    pub echo_paced: Paced,
+    pub engine_backlog: f64,
+    pub engine: f64,
+    pub engine_trials: Vec<Trial>,
+    pub engine_paced: Paced,
+    /// Profiles the engine built from the backlog.
+    pub engine_profiles: usize,
+}
+
+pub struct Plan<'a> {
+    pub settings: &'a Settings,
+    /// Published up front: drain, echo and engine read these.
+    pub backlog: &'a [Msg],
+    /// Later events (newer event times, new event ids) for the engine's paced run.
+    pub fresh: &'a [Msg],
+    pub paced_for: Duration,
+    /// Paced trials that search for the highest sustained rate, and how long each lasts.
+    pub trials: usize,
+    pub trial_for: Duration,
+}
+
+fn micros(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summarise(mut lat_ms: Vec<f64>, rate: f64, sent: usize, seconds: f64, lag: Vec<u64>) -> Paced {
+    lat_ms.sort_by(f64::total_cmp);
+    Paced {
+        rate,
+        sent,
+        seconds,
+        p50: percentile(&lat_ms, 0.50),
+        p99: percentile(&lat_ms, 0.99),
+        p999: percentile(&lat_ms, 0.999),
+        samples: lat_ms.len(),
+        lag,
+    }
+}
+
+async fn create_topics(s: &Settings, names: &[String], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka::base_config(s).create().context("admin client")?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.create_topics(&topics, &opts).await.context("creating topics")? {
+        if let Err((t, e)) = r {
+            anyhow::ensure!(e == RDKafkaErrorCode::TopicAlreadyExists, "creating {t}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// A consumer with the engine's settings, reading `partitions` from `offset`.
+fn consumer(s: &Settings, group: &str, partitions: &[(String, i32)], offset: Offset) -> anyhow::Result<StreamConsumer> {
+    let mut c = kafka::base_config(s);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest");
+    kafka::fetch_defaults(&mut c);
+    let consumer: StreamConsumer = c.create().context("bench consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in partitions {
+        tpl.add_partition_offset(t, *p, offset).context("partition list")?;
+    }
+    consumer.assign(&tpl).context("assigning partitions")?;
+    Ok(consumer)
+}
+
+/// The upstream producer, with librdkafka's default batching delay (5 ms).
+/// Sending every message on its own (`linger.ms=0`) at thousands a second
+/// floods tansu with tiny produce requests: acknowledgements then stall for
+/// seconds and every figure downstream measures that instead.
+fn upstream(s: &Settings) -> anyhow::Result<FutureProducer> {
+    let mut c: ClientConfig = kafka::base_config(s);
+    c.set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("message.timeout.ms", "120000");
+    c.create().context("bench producer")
+}
+
+fn all_partitions(topics: &[String], partitions: i32) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| (0..partitions).map(move |p| (t.clone(), p)))
+        .collect()
+}
+
+/// Publishes every message and waits for every acknowledgement; events/s.
+async fn publish(producer: &FutureProducer, inputs: &[String], msgs: &[Msg]) -> anyhow::Result<f64> {
+    let (tx, mut rx) = mpsc::channel(100_000);
+    let acks = tokio::spawn(async move {
+        let mut failed = 0usize;
+        while let Some(f) = rx.recv().await {
+            let f: rdkafka::producer::DeliveryFuture = f;
+            if !matches!(f.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        failed
+    });
+    let t = Instant::now();
+    for m in msgs {
+        let rec = FutureRecord::to(&inputs[m.channel])
+            .partition(m.partition)
+            .key(m.key.as_str())
+            .payload(m.payload.as_slice());
+        let f = send(producer, rec).await?;
+        tx.send(f).await.context("ack task ended")?;
+    }
+    drop(tx);
+    let failed = acks.await.context("ack task panicked")?;
+    anyhow::ensure!(failed == 0, "{failed} messages not acknowledged");
+    Ok(msgs.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Enqueues a record, waiting while the producer's queue is full.
+async fn send(
+    producer: &FutureProducer,
+    mut rec: FutureRecord<'_, str, [u8]>,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+    loop {
+        match producer.send_result(rec) {
+            Ok(f) => return Ok(f),
+            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                rec = r;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err((e, _)) => return Err(e).context("producing"),
+        }
+    }
+}
+
+/// Reads `n` messages; events/s from the first message to the last.
+async fn drain(consumer: &StreamConsumer, n: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .context("the drain stalled for 30 s")?
+            .context("consuming")?;
+        std::hint::black_box(m.payload().map(<[u8]>::len));
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Consume -> produce unchanged (key, payload, headers), keeping every
+/// delivery in flight; counts acknowledged messages into `acked`.
+async fn echo_loop(
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    out: String,
+    map: HashMap<String, i32>,
+    acked: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = mpsc::channel::<rdkafka::producer::DeliveryFuture>(100_000);
+    let counter = acked.clone();
+    let acks = tokio::spawn(async move {
+        while let Some(f) = rx.recv().await {
+            if matches!(f.await, Ok(Ok(_))) {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    loop {
+        let m = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = consumer.recv() => m.context("echo consuming")?,
+        };
+        let base = map.get(m.topic()).copied().unwrap_or(0);
+        let mut rec = FutureRecord::to(&out).partition(base + m.partition());
+        if let Some(k) = m.key() {
+            rec = rec.key(std::str::from_utf8(k).unwrap_or(""));
+        }
+        if let Some(p) = m.payload() {
+            rec = rec.payload(p);
+        }
+        if let Some(h) = m.headers() {
+            rec = rec.headers(h.detach());
+        }
+        let f = send(&producer, rec).await?;
+        if tx.send(f).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = acks.await;
+    Ok(())
+}
+
+/// Sends the target's messages at `rate` for `dur`; `stamp` sees each
+/// message and its send time. Returns how many were sent, for how long, and
+/// what was still unfinished at each second.
+async fn paced(
+    producer: &FutureProducer,
+    target: &Target<'_>,
+    rate: f64,
+    dur: Duration,
+    epoch: Instant,
+    mut stamp: impl FnMut(&Msg, u64) -> Option<OwnedHeaders>,
+) -> anyhow::Result<(usize, f64, Vec<u64>)> {
+    let (tx, mut rx) = mpsc::channel::<rdkafka::producer::DeliveryFuture>(1_000_000);
+    let acks = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let msgs = target.msgs;
+    let from = (target.finished)();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut lags = Vec::new();
+    let mut next_sample = Duration::from_secs(1);
+    let more = |sent: usize| target.cycle || sent < msgs.len();
+    while !msgs.is_empty() {
+        let elapsed = start.elapsed();
+        if elapsed >= dur || !more(sent) {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * rate) as usize;
+        while sent < due && more(sent) {
+            let m = &msgs[sent % msgs.len()];
+            let headers = stamp(m, micros(epoch));
+            let mut rec = FutureRecord::to(&target.inputs[m.channel])
+                .partition(m.partition)
+                .key(m.key.as_str())
+                .payload(m.payload.as_slice());
+            if let Some(h) = headers {
+                rec = rec.headers(h);
+            }
+            let f = send(producer, rec).await?;
+            let _ = tx.send(f).await;
+            sent += 1;
+        }
+        if elapsed >= next_sample {
+            lags.push((sent as u64).saturating_sub((target.finished)() - from));
+            next_sample += Duration::from_secs(1);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(tx);
+    let _ = acks.await;
+    Ok((sent, seconds, lags))
+}
+
+/// Events counted as consumed by the engine, all channels.
+fn engine_consumed(e: &Engine) -> u64 {
+    ["web", "pos", "app", "call_center"]
+        .iter()
+        .map(|c| e.metrics.events_consumed.with_label_values(&[*c]).get())
+        .sum()
+}
+
+/// Input messages the engine has fully handled (applied, outputs acknowledged).
+fn engine_settled(e: &Engine) -> u64 {
+    e.metrics.events_settled.get()
+}
+
+/// A service under test: where its input goes and how many messages it has
+/// finished (a counter that only grows).
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    inputs: &'a [String],
+    msgs: &'a [Msg],
+    /// Cycle through `msgs` (the echo); the engine needs new event ids.
+    cycle: bool,
+    finished: &'a (dyn Fn() -> u64 + Sync),
+}
+
+/// One paced trial: its rate, and the work still queued at its end.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    pub rate: f64,
+    pub lag: Vec<u64>,
+    pub flat: bool,
+}
+
+/// The highest rate the target keeps up with: bisection between 0 and the
+/// rate it drained a backlog at, `trials` paced runs of `each`. A run keeps
+/// up when what is left queued at its end is at most a quarter second of
+/// input (or 1,000 messages).
+async fn sustained(
+    producer: &FutureProducer,
+    target: &Target<'_>,
+    backlog_rate: f64,
+    trials: usize,
+    each: Duration,
+    epoch: Instant,
+    offset: &mut usize,
+) -> anyhow::Result<(f64, Vec<Trial>)> {
+    let (mut lo, mut hi) = (0.0f64, backlog_rate);
+    let mut log = Vec::new();
+    for _ in 0..trials {
+        let rate = (lo + hi) / 2.0;
+        let from = (target.finished)();
+        let rest = Target {
+            msgs: &target.msgs[(*offset).min(target.msgs.len())..],
+            ..*target
+        };
+        let (sent, _, lag) = paced(producer, &rest, rate, each, epoch, |_, _| None).await?;
+        if !target.cycle {
+            *offset += sent;
+        }
+        let last = lag.last().copied().unwrap_or(0);
+        let flat = sent > 0 && last as f64 <= (rate * 0.25).max(1000.0);
+        log.push(Trial { rate, lag, flat });
+        if flat {
+            lo = rate;
+        } else {
+            hi = rate;
+        }
+        // Let it catch up before the next run.
+        wait_until(Duration::from_secs(60), || (target.finished)() - from >= sent as u64).await;
+    }
+    Ok((lo, log))
+}
+
+pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
+    let epoch = Instant::now();
+    let prefix = format!("bench-{}-{}-", std::process::id(), micros(epoch));
+    let mut s = plan.settings.clone();
+    s.topics = s.topics.prefixed(&prefix);
+    s.kafka.group_id = format!("{prefix}engine");
+    s.http.addr = "127.0.0.1:0".parse().context("bench HTTP address")?;
+    s.state.dir = std::env::temp_dir().join(format!("{prefix}state"));
+    let inputs: Vec<String> = s.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
+    let consumed_topics: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics(&s, &consumed_topics, PARTITIONS).await?;
+    let echo_in = format!("{prefix}echo-in");
+    let echo_out = format!("{prefix}echo-out");
+    create_topics(&s, &[echo_in.clone(), echo_out.clone()], 4 * PARTITIONS).await?;
+    let n = plan.backlog.len();
+    let producer = upstream(&s)?;
+
+    eprintln!("bench: publishing {n} events to the broker");
+    let produce = publish(&producer, &inputs, plan.backlog).await?;
+
+    eprintln!("bench: drain");
+    let c = consumer(
+        &s,
+        &format!("{prefix}drain"),
+        &all_partitions(&inputs, PARTITIONS),
+        Offset::Beginning,
+    )?;
+    let drain_rate = drain(&c, n).await?;
+    drop(c);
+
+    // The echo: from the four channel topics into one, partition for partition.
+    let acked = Arc::new(AtomicU64::new(0));
+    let echo_cancel = CancellationToken::new();
+    let t = Instant::now();
+    let base: HashMap<String, i32> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as i32 * PARTITIONS))
+        .chain([(echo_in.clone(), 0)])
+        .collect();
+    let mut echo_parts = all_partitions(&inputs, PARTITIONS);
+    echo_parts.extend(all_partitions(std::slice::from_ref(&echo_in), 4 * PARTITIONS));
+    let echo_task = tokio::spawn(echo_loop(
+        consumer(&s, &format!("{prefix}echo"), &echo_parts, Offset::Beginning)?,
+        kafka::producer(&s)?,
+        echo_out.clone(),
+        base,
+        acked.clone(),
+        echo_cancel.clone(),
+    ));
+    eprintln!("bench: echo over the backlog");
+    let done = wait_until(Duration::from_secs(600), || acked.load(Ordering::Relaxed) >= n as u64).await;
+    anyhow::ensure!(done, "the echo did not finish the backlog within 10 minutes");
+    let echo_backlog = acked.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+    // Paced input goes to one topic of eight partitions, the same spread.
+    let spread: Vec<Msg> = plan
+        .backlog
+        .iter()
+        .map(|m| Msg {
+            channel: 0,
+            partition: m.channel as i32 * PARTITIONS + m.partition,
+            key: m.key.clone(),
+            payload: m.payload.clone(),
+            event_id: String::new(),
+        })
+        .collect();
+    let echo_inputs = vec![echo_in.clone()];
+    let echo_acked = || acked.load(Ordering::Relaxed);
+    let echo_target = Target {
+        inputs: &echo_inputs,
+        msgs: &spread,
+        cycle: true,
+        finished: &echo_acked,
+    };
+    eprintln!("bench: echo, highest sustained rate");
+    let (echo_rate, echo_trials) = sustained(
+        &producer,
+        &echo_target,
+        echo_backlog,
+        plan.trials,
+        plan.trial_for,
+        epoch,
+        &mut 0,
+    )
+    .await?;
+    eprintln!("bench: echo at half rate ({:.0} events/s)", echo_rate / 2.0);
+    let echo_paced = {
+        let reader = consumer(
+            &s,
+            &format!("{prefix}echo-read"),
+            &all_partitions(std::slice::from_ref(&echo_out), 4 * PARTITIONS),
+            Offset::End,
+        )?;
+        let read_cancel = CancellationToken::new();
+        let rc = read_cancel.clone();
+        let reads = tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let m = tokio::select! {
+                    _ = rc.cancelled() => break,
+                    m = reader.recv() => m,
+                };
+                let Ok(m) = m else { continue };
+                let now = micros(epoch);
+                let t0 = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "t0")
+                        .and_then(|h| h.value)
+                        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                });
+                if let Some(t0) = t0 {
+                    lat.push((now.saturating_sub(u64::from_le_bytes(t0))) as f64 / 1000.0);
+                }
+            }
+            lat
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rate = echo_rate / 2.0;
+        let from = echo_acked();
+        let (sent, seconds, lag) = paced(&producer, &echo_target, rate, plan.paced_for, epoch, |_, now| {
+            Some(OwnedHeaders::new().insert(Header {
+                key: "t0",
+                value: Some(&now.to_le_bytes()),
+            }))
+        })
+        .await?;
+        wait_until(Duration::from_secs(30), || echo_acked() - from >= sent as u64).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        read_cancel.cancel();
+        let lat = reads.await.context("reader panicked")?;
+        // The first tenth warms the clients up.
+        let skip = lat.len() / 10;
+        summarise(lat[skip..].to_vec(), rate, sent, seconds, lag)
+    };
+    echo_cancel.cancel();
+    echo_task.await.context("echo task panicked")??;
+
+    eprintln!("bench: the engine over the backlog");
+    let engine = Engine::start(s.clone(), CancellationToken::new()).await?;
+    let started = wait_until(Duration::from_secs(90), || engine_consumed(&engine) > 0).await;
+    anyhow::ensure!(started, "the engine consumed nothing within 90 s");
+    let t = Instant::now();
+    let done = wait_until(Duration::from_secs(900), || engine_settled(&engine) >= n as u64).await;
+    anyhow::ensure!(done, "the engine did not finish the backlog within 15 minutes");
+    let engine_backlog = n as f64 / t.elapsed().as_secs_f64();
+    let engine_profiles = engine.state.identity.profile_count();
+    let settled = || engine_settled(&engine);
+    let engine_target = Target {
+        inputs: &inputs,
+        msgs: plan.fresh,
+        cycle: false,
+        finished: &settled,
+    };
+    let mut offset = 0usize;
+    eprintln!("bench: the engine, highest sustained rate");
+    let (engine_rate, engine_trials) = sustained(
+        &producer,
+        &engine_target,
+        engine_backlog,
+        plan.trials,
+        plan.trial_for,
+        epoch,
+        &mut offset,
+    )
+    .await?;
+
+    eprintln!("bench: the engine at half rate ({:.0} events/s)", engine_rate / 2.0);
+    let engine_paced = {
+        let decisions = [s.topics.next_best_actions.clone(), s.topics.churn_risk.clone()];
+        let parts = output_partitions(&s, &decisions).await?;
+        let reader = consumer(&s, &format!("{prefix}engine-read"), &parts, Offset::End)?;
+        let sent_at: Arc<dashmap::DashMap<String, u64>> = Arc::new(dashmap::DashMap::new());
+        let read_cancel = CancellationToken::new();
+        let rc = read_cancel.clone();
+        let stamps = sent_at.clone();
+        let reads = tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let m = tokio::select! {
+                    _ = rc.cancelled() => break,
+                    m = reader.recv() => m,
+                };
+                let Ok(m) = m else { continue };
+                let now = micros(epoch);
+                let id = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                    .and_then(|v| {
+                        v.pointer("/trigger/event_id")
+                            .and_then(|x| x.as_str())
+                            .map(str::to_string)
+                    });
+                // The first decision an event caused.
+                if let Some((_, t0)) = id.and_then(|id| stamps.remove(&id)) {
+                    lat.push(now.saturating_sub(t0) as f64 / 1000.0);
+                }
+            }
+            lat
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rate = engine_rate / 2.0;
+        let from = settled();
+        let stamps = sent_at.clone();
+        let rest = Target {
+            msgs: &plan.fresh[offset.min(plan.fresh.len())..],
+            ..engine_target
+        };
+        let (sent, seconds, lag) = paced(&producer, &rest, rate, plan.paced_for, epoch, |m, now| {
+            stamps.insert(m.event_id.clone(), now);
+            None
+        })
+        .await?;
+        wait_until(Duration::from_secs(30), || settled() - from >= sent as u64).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        read_cancel.cancel();
+        let lat = reads.await.context("reader panicked")?;
+        let skip = lat.len() / 10;
+        summarise(lat[skip..].to_vec(), rate, sent, seconds, lag)
+    };
+    engine.stop().await?;
+    let _ = std::fs::remove_dir_all(&s.state.dir);
+    Ok(BrokerFigures {
+        produce,
+        drain: drain_rate,
+        echo_backlog,
+        echo: echo_rate,
+        echo_trials,
+        echo_paced,
+        engine_backlog,
+        engine: engine_rate,
+        engine_trials,
+        engine_paced,
+        engine_profiles,
+    })
+}
+
+async fn output_partitions(s: &Settings, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
+    let c: StreamConsumer = kafka::base_config(s)
+        .set("group.id", "bench-meta")
+        .create()
+        .context("metadata client")?;
+    let mut out = Vec::new();
+    for t in topics {
+        let md = c
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .with_context(|| format!("metadata of {t}"))?;
+        for topic in md.topics() {
+            for p in topic.partitions() {
+                out.push((t.clone(), p.id()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Polls `done` every 20 ms until it holds or `timeout` passes.
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}

@@ -1,0 +1,427 @@
+//! `onejourney bench`: throughput, latency and memory, measured in one run on
+//! this machine with the same simulator events, printed as a table and
+//! written as JSON: `parse_floor` (serde_json alone), `core` (decode, stitch,
+//! journey and decide with N profiles already in memory, on one thread and
+//! pipelined over all cores), `memory` (resident bytes per profile),
+//! `recovery` (writing and restoring a snapshot of that state) and, given a
+//! broker, `drain`, `echo` and `engine` ([`broker`]).
+
+pub mod broker;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
+use onejourney_simulator::{generate, SimConfig};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{Settings, Topics};
+
+pub struct BenchArgs {
+    pub out: Option<PathBuf>,
+    /// Simulator events to measure with.
+    pub events: usize,
+    /// Profiles loaded before the core is measured.
+    pub profiles: usize,
+    /// Stop after parse_floor and memory.
+    pub memory_only: bool,
+    /// A Kafka-compatible broker for drain, echo and engine; without one
+    /// those figures are left out.
+    pub brokers: Option<String>,
+    /// How long each paced (half-rate) latency run lasts.
+    pub paced_for: std::time::Duration,
+}
+
+#[derive(Serialize)]
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    note: String,
+}
+
+/// Offers one event; returns how many outputs it released.
+fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> usize {
+    *seq += 1;
+    processor
+        .offer(ev, part, *seq, 0)
+        .into_iter()
+        .map(|r| r.result.map_or(0, |p| p.outputs.len()))
+        .sum()
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let mut figures = Vec::new();
+    // The realistic mix: about 28 events per simulated person. Six times
+    // what is measured: the later events (newer event times, new ids) feed
+    // the engine's paced runs, which must not repeat an event id.
+    let sim = generate(&SimConfig {
+        customers: (6 * args.events / 28).max(10),
+        seed: 42,
+        ..SimConfig::default()
+    });
+    let msgs: Vec<broker::Msg> = sim
+        .events
+        .iter()
+        .map(|e| {
+            let c = Topics::stream_channel(e.stream);
+            broker::Msg {
+                channel: c.index(),
+                partition: e.key_partition(broker::PARTITIONS as u32) as i32,
+                key: e.key.clone(),
+                payload: e.bytes(),
+                event_id: e.value["event_id"].as_str().unwrap_or_default().to_string(),
+            }
+        })
+        .collect();
+    let (backlog, later) = msgs.split_at(args.events.min(msgs.len()));
+    let events: Vec<(Channel, &[u8], u32)> = backlog
+        .iter()
+        .map(|m| {
+            let c = Channel::ALL[m.channel];
+            (
+                c,
+                m.payload.as_slice(),
+                m.channel as u32 * broker::PARTITIONS as u32 + m.partition as u32,
+            )
+        })
+        .collect();
+    let n = events.len() as f64;
+    let mean_bytes = events.iter().map(|e| e.1.len()).sum::<usize>() as f64 / n;
+    eprintln!("bench: {} events, {:.0} bytes on average", events.len(), mean_bytes);
+
+    // parse_floor: serde_json into a Value, nothing else.
+    let t = Instant::now();
+    for (_, bytes, _) in &events {
+        black_box(serde_json::from_slice::<serde_json::Value>(bytes).ok());
+    }
+    let parse_floor = n / t.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "parse_floor",
+        value: parse_floor,
+        unit: "events/s",
+        note: format!("serde_json::from_slice to Value, {mean_bytes:.0}-byte events"),
+    });
+
+    // memory and the preload: profiles of three identifiers and one event each.
+    let ns = settings.namespaces()?;
+    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
+    let state = Arc::new(State::new(ns));
+    let mut processor = Processor::new(Arc::new(settings.core()), state.clone());
+    let rss_before = rss_bytes();
+    let start_ms = SimConfig::default().start_ms - 86_400_000;
+    let t = Instant::now();
+    for i in 0..args.profiles {
+        let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
+        let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
+            "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
+            "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
+        let bytes = serde_json::to_vec(&v)?;
+        let ev = decoder
+            .decode(Channel::Web, &bytes)
+            .context("decoding a preload event")?;
+        processor.process(&ev, 0).context("preloading a profile")?;
+    }
+    let preload_s = t.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    let grown = rss_after.saturating_sub(rss_before) as f64;
+    let per_profile = grown / args.profiles.max(1) as f64;
+    let identifiers = state.identity.identifier_count();
+    figures.push(Figure {
+        name: "memory",
+        value: per_profile,
+        unit: "bytes/profile",
+        note: format!(
+            "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
+             state estimate {} bytes/profile; preload {:.1} s",
+            args.profiles,
+            identifiers,
+            grown / identifiers.max(1) as f64,
+            state.approx_bytes() / args.profiles.max(1),
+            preload_s
+        ),
+    });
+
+    if args.memory_only {
+        return report(&figures, &[], events.len(), mean_bytes, args);
+    }
+    // core: decode, stitch, journey, decide with the profiles in memory. The
+    // first half of the events on one thread; the second half pipelined over
+    // every core: decoding (stateless) on the other cores, in blocks handed
+    // over in order, while this thread stitches, updates journeys and decides
+    // (the state has one writer).
+    let half = events.len() / 2;
+    let (first, second) = events.split_at(half);
+    let h = first.len() as f64;
+    let t = Instant::now();
+    for (c, b, _) in first {
+        black_box(decoder.decode(*c, b).ok());
+    }
+    let decode_only = h / t.elapsed().as_secs_f64();
+    let decoded: Vec<(ChannelEvent, u32)> = first
+        .iter()
+        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
+        .collect();
+    let t = Instant::now();
+    let mut outputs = 0usize;
+    let mut seq = 0u64;
+    for (ev, part) in decoded {
+        outputs += offer(&mut processor, ev, part, &mut seq);
+    }
+    let process_s = t.elapsed().as_secs_f64();
+    let core = h / (h / decode_only + process_s);
+    figures.push(Figure {
+        name: "core",
+        value: core,
+        unit: "events/s",
+        note: format!(
+            "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, {} outputs",
+            args.profiles,
+            first.len(),
+            decode_only,
+            h / process_s,
+            outputs
+        ),
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decoders = cores.saturating_sub(1).max(1);
+    let t = Instant::now();
+    let mut outputs_all = 0usize;
+    const BLOCK: usize = 1024;
+    let blocks: Vec<&[(Channel, &[u8], u32)]> = second.chunks(BLOCK).collect();
+    std::thread::scope(|scope| {
+        let mut rxs = Vec::new();
+        for d in 0..decoders {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(ChannelEvent, u32)>>(16);
+            rxs.push(rx);
+            let (decoder, blocks) = (&decoder, &blocks);
+            scope.spawn(move || {
+                for block in blocks.iter().skip(d).step_by(decoders) {
+                    let out = block
+                        .iter()
+                        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
+                        .collect();
+                    if tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        for i in 0..blocks.len() {
+            let Ok(block) = rxs[i % decoders].recv() else {
+                break;
+            };
+            for (ev, part) in block {
+                outputs_all += offer(&mut processor, ev, part, &mut seq);
+            }
+        }
+    });
+    for r in processor.tick(u64::MAX) {
+        outputs_all += r.result.map(|p| p.outputs.len()).unwrap_or(0);
+    }
+    let all_s = t.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "core_all_cores",
+        value: second.len() as f64 / all_s,
+        unit: "events/s",
+        note: format!(
+            "{cores} cores, the next {} events: {decoders} decoding thread(s) feeding the single writer; {outputs_all} outputs",
+            second.len()
+        ),
+    });
+    // recovery: the state above (preloaded profiles plus the run) written as a
+    // snapshot and read back into a new processor, as a restart does.
+    let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
+    let file = dir.join("bench.snapshot");
+    let t = Instant::now();
+    let size = crate::durable::write(&file, &crate::durable::Header::default(), &processor.snapshot())?;
+    let write_s = t.elapsed().as_secs_f64();
+    let profiles_now = state.identity.profile_count();
+    drop(processor);
+    let t = Instant::now();
+    let (_, core_snap) = crate::durable::read(&file)?.context("the snapshot just written")?;
+    let fresh = Arc::new(State::new(settings.namespaces()?));
+    let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
+    restored.restore(core_snap, 0)?;
+    let restore_s = t.elapsed().as_secs_f64();
+    anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
+    let _ = std::fs::remove_dir_all(&dir);
+    figures.push(Figure {
+        name: "recovery",
+        value: restore_s,
+        unit: "s",
+        note: format!(
+            "read + restore of a {:.0} MB snapshot with {} profiles (snapshot write {:.1} s); \
+             a restart adds reading back outputs published since the snapshot",
+            size as f64 / 1e6,
+            profiles_now,
+            write_s
+        ),
+    });
+    let core_all = figures
+        .iter()
+        .find(|f| f.name == "core_all_cores")
+        .map_or(f64::NAN, |f| f.value);
+    let mut ratios = vec![
+        ("core/parse_floor", core / parse_floor, "goal >= 0.33"),
+        ("core_all_cores/parse_floor", core_all / parse_floor, "goal >= 0.33"),
+    ];
+    match &args.brokers {
+        None => {
+            for name in ["drain", "echo", "engine"] {
+                figures.push(Figure {
+                    name,
+                    value: f64::NAN,
+                    unit: "",
+                    note: String::from("not measured: no --brokers (make bench starts a broker)"),
+                });
+            }
+        }
+        Some(brokers) => {
+            let mut s = settings.clone();
+            s.kafka.brokers = brokers.clone();
+            let b = runtime.block_on(broker::run(&broker::Plan {
+                settings: &s,
+                backlog,
+                fresh: later,
+                paced_for: args.paced_for,
+                trials: 5,
+                trial_for: std::time::Duration::from_secs(3),
+            }))?;
+            figures.extend(broker_figures(&b, backlog.len()));
+            ratios.push(("engine/echo", b.engine / b.echo, "goal >= 0.6"));
+            ratios.push((
+                "engine p99 - echo p99",
+                b.engine_paced.p99 - b.echo_paced.p99,
+                "ms, goal <= 2",
+            ));
+        }
+    }
+    report(&figures, &ratios, events.len(), mean_bytes, args)
+}
+
+fn broker_figures(b: &broker::BrokerFigures, n: usize) -> Vec<Figure> {
+    let lags = |l: &[u64]| l.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let trials = |t: &[broker::Trial]| {
+        t.iter()
+            .map(|t| format!("{:.0}{}", t.rate, if t.flat { " kept up" } else { " fell behind" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lat = |name: &'static str, p: &broker::Paced, q: f64, what: &str| {
+        Figure {
+        name,
+        value: q,
+        unit: "ms",
+        note: format!(
+            "{what} at {:.0} events/s (half the sustained rate) for {:.0} s: {} sent, {} samples; queued each second: {}",
+            p.rate,
+            p.seconds,
+            p.sent,
+            p.samples,
+            lags(&p.lag)
+        ),
+    }
+    };
+    let e = &b.engine_paced;
+    let decision = "produce-to-decision latency (an event's first decision)";
+    vec![
+        Figure {
+            name: "produce",
+            value: b.produce,
+            unit: "events/s",
+            note: format!("publishing the {n} events, every one acknowledged (context, not a goal)"),
+        },
+        Figure {
+            name: "drain",
+            value: b.drain,
+            unit: "events/s",
+            note: format!("an rdkafka consumer reading the {n} events (4 topics, 8 partitions) and doing nothing"),
+        },
+        Figure {
+            name: "echo_backlog",
+            value: b.echo_backlog,
+            unit: "events/s",
+            note: format!("consume -> produce unchanged over the {n} published events, every delivery acknowledged"),
+        },
+        Figure {
+            name: "echo",
+            value: b.echo,
+            unit: "events/s",
+            note: format!("highest paced rate the echo kept up with (3 s trials: {})", trials(&b.echo_trials)),
+        },
+        lat("echo_p50", &b.echo_paced, b.echo_paced.p50, "produce-to-echo latency"),
+        lat("echo_p99", &b.echo_paced, b.echo_paced.p99, "produce-to-echo latency"),
+        lat("echo_p999", &b.echo_paced, b.echo_paced.p999, "produce-to-echo latency"),
+        Figure {
+            name: "engine_backlog",
+            value: b.engine_backlog,
+            unit: "events/s",
+            note: format!(
+                "the engine over the same {n} events, from its first event until all are applied and their outputs acknowledged; {} profiles",
+                b.engine_profiles
+            ),
+        },
+        Figure {
+            name: "engine",
+            value: b.engine,
+            unit: "events/s",
+            note: format!(
+                "highest paced rate of new events the engine kept up with (3 s trials: {})",
+                trials(&b.engine_trials)
+            ),
+        },
+        lat("engine_p50", e, e.p50, decision),
+        lat("engine_p99", e, e.p99, decision),
+        lat("engine_p999", e, e.p999, decision),
+    ]
+}
+
+/// Prints the table and writes the JSON.
+fn report(
+    figures: &[Figure],
+    ratios: &[(&str, f64, &str)],
+    events: usize,
+    mean_bytes: f64,
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
+    let num = |v: f64| if v.is_nan() { serde_json::Value::Null } else { json!(v) };
+    println!("{:<28} {:>12} {:<14} note", "figure", "value", "unit");
+    for f in figures {
+        let v = if f.value.is_nan() {
+            String::from("-")
+        } else if f.value.abs() < 100.0 {
+            format!("{:.2}", f.value)
+        } else {
+            format!("{:.0}", f.value)
+        };
+        println!("{:<28} {:>12} {:<14} {}", f.name, v, f.unit, f.note);
+    }
+    for (name, v, goal) in ratios {
+        println!("{name:<28} {v:>12.3} {:<14} {goal}", "ratio");
+    }
+    if let Some(out) = &args.out {
+        let report = json!({
+            "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+            "events": events,
+            "mean_event_bytes": mean_bytes,
+            "figures": figures.iter().map(|f| json!({"name": f.name, "value": num(f.value), "unit": f.unit, "note": f.note})).collect::<Vec<_>>(),
+            "ratios": ratios.iter().map(|(name, v, goal)| (name.to_string(), json!({"value": num(*v), "goal": goal}))).collect::<serde_json::Map<_, _>>(),
+        });
+        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
