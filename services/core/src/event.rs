@@ -285,13 +285,7 @@ impl Decoder {
             });
         }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-        if let Some(first) = schema.iter_errors(&value).next() {
-            return Err(DecodeError::Schema(format!(
-                "at {:?}: {}",
-                first.instance_path().as_str(),
-                first.masked()
-            )));
-        }
+        check(schema, &value)?;
         Ok(value)
     }
 
@@ -349,13 +343,7 @@ impl Decoder {
                 return Err(DecodeError::UnknownNamespace(truncate(unknown, 64)));
             }
         }
-        if let Some(first) = self.validators[channel.index()].iter_errors(&value).next() {
-            return Err(DecodeError::Schema(format!(
-                "at {:?}: {}",
-                first.instance_path().as_str(),
-                first.masked()
-            )));
-        }
+        check(&self.validators[channel.index()], &value)?;
         let envelope: Envelope = serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
         let occurred_at = EventTime::parse_rfc3339(&envelope.occurred_at).ok_or(DecodeError::BadTimestamp)?;
         let activity = activity(channel, &envelope)?;
@@ -465,6 +453,20 @@ fn activity(channel: Channel, e: &Envelope) -> Result<Activity, DecodeError> {
             )))
         }
     })
+}
+
+/// Schema validation: `is_valid` stops at the first failure and builds no
+/// error, which is all a valid message (nearly all of them) needs; only an
+/// invalid one walks the schema again to say where it failed.
+fn check(schema: &jsonschema::Validator, value: &Value) -> Result<(), DecodeError> {
+    if schema.is_valid(value) {
+        return Ok(());
+    }
+    let reason = match schema.iter_errors(value).next() {
+        Some(first) => format!("at {:?}: {}", first.instance_path().as_str(), first.masked()),
+        None => String::from("does not match the schema"),
+    };
+    Err(DecodeError::Schema(reason))
 }
 
 #[cfg(test)]
