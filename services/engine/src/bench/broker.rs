@@ -26,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -80,6 +80,8 @@ pub struct BrokerFigures {
     pub engine_paced: Paced,
     /// Profiles the engine built from the backlog.
     pub engine_profiles: usize,
+    /// The echo's latency at the engine's paced rate.
+    pub echo_at_engine_rate: Paced,
 }
 
 pub struct Plan<'a> {
@@ -275,7 +277,8 @@ async fn echo_loop(
 }
 
 /// Sends the target's messages at `rate` for `dur`; `stamp` sees each
-/// message and its send time. Returns how many were sent, for how long, and
+/// message and its send time, and may replace its key (partitions are
+/// explicit, so keys only travel). Returns how many were sent, for how long, and
 /// what was still unfinished at each second.
 async fn paced(
     producer: &FutureProducer,
@@ -283,7 +286,7 @@ async fn paced(
     rate: f64,
     dur: Duration,
     epoch: Instant,
-    mut stamp: impl FnMut(&Msg, u64) -> Option<OwnedHeaders>,
+    mut stamp: impl FnMut(&Msg, u64) -> Option<String>,
 ) -> anyhow::Result<(usize, f64, Vec<u64>)> {
     let (tx, mut rx) = mpsc::channel::<rdkafka::producer::DeliveryFuture>(1_000_000);
     let acks = tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -302,14 +305,11 @@ async fn paced(
         let due = (elapsed.as_secs_f64() * rate) as usize;
         while sent < due && more(sent) {
             let m = &msgs[sent % msgs.len()];
-            let headers = stamp(m, micros(epoch));
-            let mut rec = FutureRecord::to(&target.inputs[m.channel])
+            let key = stamp(m, micros(epoch));
+            let rec = FutureRecord::to(&target.inputs[m.channel])
                 .partition(m.partition)
-                .key(m.key.as_str())
+                .key(key.as_deref().unwrap_or(m.key.as_str()))
                 .payload(m.payload.as_slice());
-            if let Some(h) = headers {
-                rec = rec.headers(h);
-            }
             let f = send(producer, rec).await?;
             let _ = tx.send(f).await;
             sent += 1;
@@ -360,8 +360,9 @@ pub struct Trial {
 
 /// The highest rate the target keeps up with: bisection between 0 and the
 /// rate it drained a backlog at, `trials` paced runs of `each`. A run keeps
-/// up when what is left queued at its end is at most a quarter second of
-/// input (or 1,000 messages).
+/// up when, after its first second, what is sent but not finished never
+/// exceeds a tenth of a second of input (or 1,000 messages): the queue stays
+/// as short as the pipeline itself, it does not build up.
 async fn sustained(
     producer: &FutureProducer,
     target: &Target<'_>,
@@ -384,8 +385,8 @@ async fn sustained(
         if !target.cycle {
             *offset += sent;
         }
-        let last = lag.last().copied().unwrap_or(0);
-        let flat = sent > 0 && last as f64 <= (rate * 0.25).max(1000.0);
+        let limit = (rate * 0.1).max(1000.0);
+        let flat = sent > 0 && lag.iter().skip(1).all(|l| *l as f64 <= limit);
         log.push(Trial { rate, lag, flat });
         if flat {
             lo = rate;
@@ -396,6 +397,98 @@ async fn sustained(
         wait_until(Duration::from_secs(60), || (target.finished)() - from >= sent as u64).await;
     }
     Ok((lo, log))
+}
+
+/// An echo from one topic to another with a reader on the output that
+/// takes the latency of every message whose key carries its send time.
+struct EchoRig {
+    acked: Arc<AtomicU64>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reads: tokio::task::JoinHandle<Vec<f64>>,
+    epoch: Instant,
+}
+
+impl EchoRig {
+    async fn start(s: &Settings, group: &str, input: &str, output: &str, epoch: Instant) -> anyhow::Result<EchoRig> {
+        let acked = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(echo_loop(
+            consumer(
+                s,
+                group,
+                &all_partitions(&[input.to_string()], 4 * PARTITIONS),
+                Offset::End,
+            )?,
+            kafka::producer(s)?,
+            output.to_string(),
+            [(input.to_string(), 0)].into_iter().collect(),
+            acked.clone(),
+            cancel.clone(),
+        ));
+        let reader = consumer(
+            s,
+            &format!("{group}-read"),
+            &all_partitions(&[output.to_string()], 4 * PARTITIONS),
+            Offset::End,
+        )?;
+        let rc = cancel.clone();
+        // Messages stamped before this rig started (a previous run's tail)
+        // are not this run's.
+        let since = micros(epoch);
+        let reads = tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let m = tokio::select! {
+                    _ = rc.cancelled() => break,
+                    m = reader.recv() => m,
+                };
+                let Ok(m) = m else { continue };
+                let now = micros(epoch);
+                let t0 = m
+                    .key()
+                    .and_then(|k| k.strip_prefix(b"t0:"))
+                    .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok());
+                if let Some(t0) = t0.filter(|t0| *t0 >= since) {
+                    lat.push(now.saturating_sub(t0) as f64 / 1000.0);
+                }
+            }
+            lat
+        });
+        // Both consumers resolve "end" before anything is sent.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(EchoRig {
+            acked,
+            cancel,
+            task,
+            reads,
+            epoch,
+        })
+    }
+
+    /// A paced run at `rate`, every message stamped (the send time travels
+    /// in the key: partitions are explicit); stops the rig.
+    async fn latency(
+        self,
+        producer: &FutureProducer,
+        target: &Target<'_>,
+        rate: f64,
+        dur: Duration,
+    ) -> anyhow::Result<Paced> {
+        let from = (target.finished)();
+        let (sent, seconds, lag) = paced(producer, target, rate, dur, self.epoch, |_, now| {
+            Some(format!("t0:{now}"))
+        })
+        .await?;
+        wait_until(Duration::from_secs(30), || (target.finished)() - from >= sent as u64).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.cancel.cancel();
+        self.task.await.context("echo task panicked")??;
+        let lat = self.reads.await.context("reader panicked")?;
+        // The first tenth warms the clients up.
+        let skip = lat.len() / 10;
+        Ok(summarise(lat[skip..].to_vec(), rate, sent, seconds, lag))
+    }
 }
 
 pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
@@ -428,30 +521,38 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
     let drain_rate = drain(&c, n).await?;
     drop(c);
 
-    // The echo: from the four channel topics into one, partition for partition.
-    let acked = Arc::new(AtomicU64::new(0));
-    let echo_cancel = CancellationToken::new();
-    let t = Instant::now();
-    let base: HashMap<String, i32> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as i32 * PARTITIONS))
-        .chain([(echo_in.clone(), 0)])
-        .collect();
-    let mut echo_parts = all_partitions(&inputs, PARTITIONS);
-    echo_parts.extend(all_partitions(std::slice::from_ref(&echo_in), 4 * PARTITIONS));
-    let echo_task = tokio::spawn(echo_loop(
-        consumer(&s, &format!("{prefix}echo"), &echo_parts, Offset::Beginning)?,
-        kafka::producer(&s)?,
-        echo_out.clone(),
-        base,
-        acked.clone(),
-        echo_cancel.clone(),
-    ));
+    // The echo over the backlog: from the four channel topics into one,
+    // partition for partition.
     eprintln!("bench: echo over the backlog");
-    let done = wait_until(Duration::from_secs(600), || acked.load(Ordering::Relaxed) >= n as u64).await;
-    anyhow::ensure!(done, "the echo did not finish the backlog within 10 minutes");
-    let echo_backlog = acked.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+    let echo_backlog = {
+        let acked = Arc::new(AtomicU64::new(0));
+        let cancel = CancellationToken::new();
+        let t = Instant::now();
+        let base: HashMap<String, i32> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as i32 * PARTITIONS))
+            .collect();
+        let task = tokio::spawn(echo_loop(
+            consumer(
+                &s,
+                &format!("{prefix}echo"),
+                &all_partitions(&inputs, PARTITIONS),
+                Offset::Beginning,
+            )?,
+            kafka::producer(&s)?,
+            echo_out.clone(),
+            base,
+            acked.clone(),
+            cancel.clone(),
+        ));
+        let done = wait_until(Duration::from_secs(600), || acked.load(Ordering::Relaxed) >= n as u64).await;
+        let rate = acked.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
+        cancel.cancel();
+        task.await.context("echo task panicked")??;
+        anyhow::ensure!(done, "the echo did not finish the backlog within 10 minutes");
+        rate
+    };
     // Paced input goes to one topic of eight partitions, the same spread.
     let spread: Vec<Msg> = plan
         .backlog
@@ -465,7 +566,9 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         })
         .collect();
     let echo_inputs = vec![echo_in.clone()];
-    let echo_acked = || acked.load(Ordering::Relaxed);
+    let rig = EchoRig::start(&s, &format!("{prefix}rig1"), &echo_in, &echo_out, epoch).await?;
+    let counter = rig.acked.clone();
+    let echo_acked = move || counter.load(Ordering::Relaxed);
     let echo_target = Target {
         inputs: &echo_inputs,
         msgs: &spread,
@@ -484,56 +587,9 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
     )
     .await?;
     eprintln!("bench: echo at half rate ({:.0} events/s)", echo_rate / 2.0);
-    let echo_paced = {
-        let reader = consumer(
-            &s,
-            &format!("{prefix}echo-read"),
-            &all_partitions(std::slice::from_ref(&echo_out), 4 * PARTITIONS),
-            Offset::End,
-        )?;
-        let read_cancel = CancellationToken::new();
-        let rc = read_cancel.clone();
-        let reads = tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let m = tokio::select! {
-                    _ = rc.cancelled() => break,
-                    m = reader.recv() => m,
-                };
-                let Ok(m) = m else { continue };
-                let now = micros(epoch);
-                let t0 = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "t0")
-                        .and_then(|h| h.value)
-                        .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                });
-                if let Some(t0) = t0 {
-                    lat.push((now.saturating_sub(u64::from_le_bytes(t0))) as f64 / 1000.0);
-                }
-            }
-            lat
-        });
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rate = echo_rate / 2.0;
-        let from = echo_acked();
-        let (sent, seconds, lag) = paced(&producer, &echo_target, rate, plan.paced_for, epoch, |_, now| {
-            Some(OwnedHeaders::new().insert(Header {
-                key: "t0",
-                value: Some(&now.to_le_bytes()),
-            }))
-        })
+    let echo_paced = rig
+        .latency(&producer, &echo_target, echo_rate / 2.0, plan.paced_for)
         .await?;
-        wait_until(Duration::from_secs(30), || echo_acked() - from >= sent as u64).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        read_cancel.cancel();
-        let lat = reads.await.context("reader panicked")?;
-        // The first tenth warms the clients up.
-        let skip = lat.len() / 10;
-        summarise(lat[skip..].to_vec(), rate, sent, seconds, lag)
-    };
-    echo_cancel.cancel();
-    echo_task.await.context("echo task panicked")??;
 
     eprintln!("bench: the engine over the backlog");
     let engine = Engine::start(s.clone(), CancellationToken::new()).await?;
@@ -552,20 +608,7 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         finished: &settled,
     };
     let mut offset = 0usize;
-    eprintln!("bench: the engine, highest sustained rate");
-    let (engine_rate, engine_trials) = sustained(
-        &producer,
-        &engine_target,
-        engine_backlog,
-        plan.trials,
-        plan.trial_for,
-        epoch,
-        &mut offset,
-    )
-    .await?;
-
-    eprintln!("bench: the engine at half rate ({:.0} events/s)", engine_rate / 2.0);
-    let engine_paced = {
+    let (engine_rate, engine_trials, engine_paced) = {
         let decisions = [s.topics.next_best_actions.clone(), s.topics.churn_risk.clone()];
         let parts = output_partitions(&s, &decisions).await?;
         let reader = consumer(&s, &format!("{prefix}engine-read"), &parts, Offset::End)?;
@@ -598,6 +641,18 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
             lat
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!("bench: the engine, highest sustained rate");
+        let (engine_rate, engine_trials) = sustained(
+            &producer,
+            &engine_target,
+            engine_backlog,
+            plan.trials,
+            plan.trial_for,
+            epoch,
+            &mut offset,
+        )
+        .await?;
+        eprintln!("bench: the engine at half rate ({:.0} events/s)", engine_rate / 2.0);
         let rate = engine_rate / 2.0;
         let from = settled();
         let stamps = sent_at.clone();
@@ -615,10 +670,30 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         read_cancel.cancel();
         let lat = reads.await.context("reader panicked")?;
         let skip = lat.len() / 10;
-        summarise(lat[skip..].to_vec(), rate, sent, seconds, lag)
+        (
+            engine_rate,
+            engine_trials,
+            summarise(lat[skip..].to_vec(), rate, sent, seconds, lag),
+        )
     };
     engine.stop().await?;
     let _ = std::fs::remove_dir_all(&s.state.dir);
+    // The echo again, at the rate the engine's latency was measured at: the
+    // same load, so the two latencies compare.
+    eprintln!(
+        "bench: echo at the engine's half rate ({:.0} events/s)",
+        engine_paced.rate
+    );
+    let rig = EchoRig::start(&s, &format!("{prefix}rig2"), &echo_in, &echo_out, epoch).await?;
+    let counter = rig.acked.clone();
+    let echo_acked = move || counter.load(Ordering::Relaxed);
+    let echo_target = Target {
+        finished: &echo_acked,
+        ..echo_target
+    };
+    let echo_at_engine_rate = rig
+        .latency(&producer, &echo_target, engine_paced.rate, plan.paced_for)
+        .await?;
     Ok(BrokerFigures {
         produce,
         drain: drain_rate,
@@ -631,6 +706,7 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         engine_trials,
         engine_paced,
         engine_profiles,
+        echo_at_engine_rate,
     })
 }
 
