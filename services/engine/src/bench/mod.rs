@@ -64,6 +64,47 @@ fn rss_bytes() -> u64 {
 
 pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let mut figures = Vec::new();
+    // memory and the preload, first: profiles of three identifiers and one
+    // event each. Before the simulation is generated, so that no memory it
+    // freed is reused by the profiles and hidden from the resident growth.
+    let ns = settings.namespaces()?;
+    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
+    let state = Arc::new(State::new(ns));
+    let mut processor = Processor::new(Arc::new(settings.core()), state.clone());
+    let rss_before = rss_bytes();
+    let start_ms = SimConfig::default().start_ms - 86_400_000;
+    let t = Instant::now();
+    for i in 0..args.profiles {
+        let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
+        let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
+            "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
+            "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
+        let bytes = serde_json::to_vec(&v)?;
+        let ev = decoder
+            .decode(Channel::Web, &bytes)
+            .context("decoding a preload event")?;
+        processor.process(&ev, 0).context("preloading a profile")?;
+    }
+    let preload_s = t.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+    let grown = rss_after.saturating_sub(rss_before) as f64;
+    let per_profile = grown / args.profiles.max(1) as f64;
+    let identifiers = state.identity.identifier_count();
+    figures.push(Figure {
+        name: "memory",
+        value: per_profile,
+        unit: "bytes/profile",
+        note: format!(
+            "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
+             state estimate {} bytes/profile; preload {:.1} s",
+            args.profiles,
+            identifiers,
+            grown / identifiers.max(1) as f64,
+            state.approx_bytes() / args.profiles.max(1),
+            preload_s
+        ),
+    });
+
     // The realistic mix: about 28 events per simulated person. Eight times
     // what is measured: the later events (newer event times, new ids) feed
     // the engine's paced runs, which must not repeat an event id.
@@ -114,45 +155,6 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
         value: parse_floor,
         unit: "events/s",
         note: format!("serde_json::from_slice to Value, {mean_bytes:.0}-byte events"),
-    });
-
-    // memory and the preload: profiles of three identifiers and one event each.
-    let ns = settings.namespaces()?;
-    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
-    let state = Arc::new(State::new(ns));
-    let mut processor = Processor::new(Arc::new(settings.core()), state.clone());
-    let rss_before = rss_bytes();
-    let start_ms = SimConfig::default().start_ms - 86_400_000;
-    let t = Instant::now();
-    for i in 0..args.profiles {
-        let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
-        let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
-            "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
-            "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
-        let bytes = serde_json::to_vec(&v)?;
-        let ev = decoder
-            .decode(Channel::Web, &bytes)
-            .context("decoding a preload event")?;
-        processor.process(&ev, 0).context("preloading a profile")?;
-    }
-    let preload_s = t.elapsed().as_secs_f64();
-    let rss_after = rss_bytes();
-    let grown = rss_after.saturating_sub(rss_before) as f64;
-    let per_profile = grown / args.profiles.max(1) as f64;
-    let identifiers = state.identity.identifier_count();
-    figures.push(Figure {
-        name: "memory",
-        value: per_profile,
-        unit: "bytes/profile",
-        note: format!(
-            "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
-             state estimate {} bytes/profile; preload {:.1} s",
-            args.profiles,
-            identifiers,
-            grown / identifiers.max(1) as f64,
-            state.approx_bytes() / args.profiles.max(1),
-            preload_s
-        ),
     });
 
     if args.memory_only {
