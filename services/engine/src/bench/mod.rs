@@ -273,6 +273,11 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
             write_s
         ),
     });
+    // The broker figures run an engine of their own: the core's state (2 x
+    // 1M profiles) goes first, so they do not share the heap with it.
+    drop(restored);
+    drop(fresh);
+    drop(state);
     let core_all = figures
         .iter()
         .find(|f| f.name == "core_all_cores")
