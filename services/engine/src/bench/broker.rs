@@ -746,3 +746,17 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let lat: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let p = summarise(lat, 10.0, 1000, 1.0, vec![3, 4]);
+        assert_eq!((p.p50, p.p99, p.p999), (501.0, 990.0, 999.0));
+        assert_eq!(p.samples, 1000);
+        assert!(summarise(Vec::new(), 1.0, 0, 1.0, Vec::new()).p99.is_nan());
+    }
+}
