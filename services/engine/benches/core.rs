@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
+use onejourney_engine::bench::count_outputs;
 use onejourney_engine::config::{Settings, Topics};
 use onejourney_simulator::{generate, SimConfig};
 
@@ -67,9 +68,7 @@ fn core(c: &mut Criterion) {
             |(mut p, evs)| {
                 let mut outputs = 0usize;
                 for (i, ev) in evs.into_iter().enumerate() {
-                    for r in p.offer(ev, (i % 8) as u32, i as u64, 0) {
-                        outputs += r.result.map_or(0, |p| p.outputs.len());
-                    }
+                    outputs += count_outputs(p.offer(ev, (i % 8) as u32, i as u64, 0));
                 }
                 black_box(outputs)
             },

@@ -293,6 +293,33 @@ pub async fn ensure_output_topics(
     }
 }
 
+/// Every partition of `topics` with its end offset now, asked on a blocking
+/// thread.
+pub async fn partition_ends(producer: &FutureProducer, topics: Vec<String>) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for t in topics {
+            let md = p
+                .client()
+                .fetch_metadata(Some(&t), Duration::from_secs(30))
+                .with_context(|| format!("reading the metadata of {t}"))?;
+            for topic in md.topics() {
+                for part in topic.partitions() {
+                    let (_, high) = p
+                        .client()
+                        .fetch_watermarks(&t, part.id(), Duration::from_secs(30))
+                        .with_context(|| format!("reading the end offsets of {t}"))?;
+                    out.push((t.clone(), part.id(), high));
+                }
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .context("the metadata reader panicked")?
+}
+
 /// The names of every topic the cluster knows.
 async fn topic_names(producer: &FutureProducer) -> anyhow::Result<Result<Vec<String>, KafkaError>> {
     let p = producer.clone();

@@ -26,7 +26,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::pipeline::emit::enqueue;
 use crate::{kafka, Engine};
 
 /// Partitions of each channel topic (the bench's events carry their partition).
@@ -192,30 +193,13 @@ async fn publish(producer: &FutureProducer, inputs: &[String], msgs: &[Msg]) -> 
             .partition(m.partition)
             .key(m.key.as_str())
             .payload(m.payload.as_slice());
-        let f = send(producer, rec).await?;
+        let f = enqueue(producer, rec).await.context("producing")?;
         tx.send(f).await.context("ack task ended")?;
     }
     drop(tx);
     let failed = acks.await.context("ack task panicked")?;
     anyhow::ensure!(failed == 0, "{failed} messages not acknowledged");
     Ok(msgs.len() as f64 / t.elapsed().as_secs_f64())
-}
-
-/// Enqueues a record, waiting while the producer's queue is full.
-async fn send(
-    producer: &FutureProducer,
-    mut rec: FutureRecord<'_, str, [u8]>,
-) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
-    loop {
-        match producer.send_result(rec) {
-            Ok(f) => return Ok(f),
-            Err((e, r)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                rec = r;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            Err((e, _)) => return Err(e).context("producing"),
-        }
-    }
 }
 
 /// Reads `n` messages; events/s from the first message to the last.
@@ -266,7 +250,7 @@ async fn echo_loop(
         if let Some(h) = m.headers() {
             rec = rec.headers(h.detach());
         }
-        let f = send(&producer, rec).await?;
+        let f = enqueue(&producer, rec).await.context("producing")?;
         if tx.send(f).await.is_err() {
             break;
         }
@@ -310,7 +294,7 @@ async fn paced(
                 .partition(m.partition)
                 .key(key.as_deref().unwrap_or(m.key.as_str()))
                 .payload(m.payload.as_slice());
-            let f = send(producer, rec).await?;
+            let f = enqueue(producer, rec).await.context("producing")?;
             let _ = tx.send(f).await;
             sent += 1;
         }
@@ -399,6 +383,31 @@ async fn sustained(
     Ok((lo, log))
 }
 
+/// Reads `reader` until `cancel`; for every message `sent_at` knows the send
+/// time of, records how long ago that was, in milliseconds.
+fn spawn_latency_reader(
+    reader: StreamConsumer,
+    cancel: CancellationToken,
+    epoch: Instant,
+    mut sent_at: impl FnMut(&BorrowedMessage<'_>) -> Option<u64> + Send + 'static,
+) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
+        let mut lat = Vec::new();
+        loop {
+            let m = tokio::select! {
+                _ = cancel.cancelled() => break,
+                m = reader.recv() => m,
+            };
+            let Ok(m) = m else { continue };
+            let now = micros(epoch);
+            if let Some(t0) = sent_at(&m) {
+                lat.push(now.saturating_sub(t0) as f64 / 1000.0);
+            }
+        }
+        lat
+    })
+}
+
 /// An echo from one topic to another with a reader on the output that
 /// takes the latency of every message whose key carries its send time.
 struct EchoRig {
@@ -432,28 +441,14 @@ impl EchoRig {
             &all_partitions(&[output.to_string()], 4 * PARTITIONS),
             Offset::End,
         )?;
-        let rc = cancel.clone();
         // Messages stamped before this rig started (a previous run's tail)
         // are not this run's.
         let since = micros(epoch);
-        let reads = tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let m = tokio::select! {
-                    _ = rc.cancelled() => break,
-                    m = reader.recv() => m,
-                };
-                let Ok(m) = m else { continue };
-                let now = micros(epoch);
-                let t0 = m
-                    .key()
-                    .and_then(|k| k.strip_prefix(b"t0:"))
-                    .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok());
-                if let Some(t0) = t0.filter(|t0| *t0 >= since) {
-                    lat.push(now.saturating_sub(t0) as f64 / 1000.0);
-                }
-            }
-            lat
+        let reads = spawn_latency_reader(reader, cancel.clone(), epoch, move |m| {
+            m.key()
+                .and_then(|k| k.strip_prefix(b"t0:"))
+                .and_then(|k| std::str::from_utf8(k).ok()?.parse::<u64>().ok())
+                .filter(|t0| *t0 >= since)
         });
         // Both consumers resolve "end" before anything is sent.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -615,36 +610,27 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
     };
     let mut offset = 0usize;
     let (engine_rate, engine_trials, engine_paced) = {
-        let decisions = [s.topics.next_best_actions.clone(), s.topics.churn_risk.clone()];
-        let parts = output_partitions(&s, &decisions).await?;
+        let decisions = vec![s.topics.next_best_actions.clone(), s.topics.churn_risk.clone()];
+        let parts: Vec<(String, i32)> = kafka::partition_ends(&producer, decisions)
+            .await?
+            .into_iter()
+            .map(|(t, p, _)| (t, p))
+            .collect();
         let reader = consumer(&s, &format!("{prefix}engine-read"), &parts, Offset::End)?;
         let sent_at: Arc<dashmap::DashMap<String, u64>> = Arc::new(dashmap::DashMap::new());
         let read_cancel = CancellationToken::new();
-        let rc = read_cancel.clone();
         let stamps = sent_at.clone();
-        let reads = tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let m = tokio::select! {
-                    _ = rc.cancelled() => break,
-                    m = reader.recv() => m,
-                };
-                let Ok(m) = m else { continue };
-                let now = micros(epoch);
-                let id = m
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                    .and_then(|v| {
-                        v.pointer("/trigger/event_id")
-                            .and_then(|x| x.as_str())
-                            .map(str::to_string)
-                    });
-                // The first decision an event caused.
-                if let Some((_, t0)) = id.and_then(|id| stamps.remove(&id)) {
-                    lat.push(now.saturating_sub(t0) as f64 / 1000.0);
-                }
-            }
-            lat
+        // The first decision an event caused.
+        let reads = spawn_latency_reader(reader, read_cancel.clone(), epoch, move |m| {
+            let id = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|v| {
+                    v.pointer("/trigger/event_id")
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string)
+                });
+            id.and_then(|id| stamps.remove(&id)).map(|(_, t0)| t0)
         });
         tokio::time::sleep(Duration::from_secs(1)).await;
         eprintln!("bench: the engine, highest sustained rate");
@@ -714,25 +700,6 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         engine_profiles,
         echo_at_engine_rate,
     })
-}
-
-async fn output_partitions(s: &Settings, topics: &[String]) -> anyhow::Result<Vec<(String, i32)>> {
-    let c: StreamConsumer = kafka::base_config(s)
-        .set("group.id", "bench-meta")
-        .create()
-        .context("metadata client")?;
-    let mut out = Vec::new();
-    for t in topics {
-        let md = c
-            .fetch_metadata(Some(t), Duration::from_secs(10))
-            .with_context(|| format!("metadata of {t}"))?;
-        for topic in md.topics() {
-            for p in topic.partitions() {
-                out.push((t.clone(), p.id()));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Polls `done` every 20 ms until it holds or `timeout` passes.

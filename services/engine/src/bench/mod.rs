@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use onejourney_core::processor::Released;
 use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
 use onejourney_simulator::{generate, SimConfig};
 use serde::Serialize;
@@ -47,11 +48,23 @@ struct Figure {
 /// Offers one event; returns how many outputs it released.
 fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> usize {
     *seq += 1;
-    processor
-        .offer(ev, part, *seq, 0)
+    count_outputs(processor.offer(ev, part, *seq, 0))
+}
+
+/// How many outputs released results carry.
+pub fn count_outputs(released: Vec<Released>) -> usize {
+    released
         .into_iter()
         .map(|r| r.result.map_or(0, |p| p.outputs.len()))
         .sum()
+}
+
+/// Decodes bench events, keeping their partitions (every simulator event is valid).
+fn decode_all(decoder: &Decoder, events: &[(Channel, &[u8], u32)]) -> Vec<(ChannelEvent, u32)> {
+    events
+        .iter()
+        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
+        .collect()
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
@@ -173,10 +186,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
         black_box(decoder.decode(*c, b).ok());
     }
     let decode_only = h / t.elapsed().as_secs_f64();
-    let decoded: Vec<(ChannelEvent, u32)> = first
-        .iter()
-        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
-        .collect();
+    let decoded = decode_all(&decoder, first);
     let t = Instant::now();
     let mut outputs = 0usize;
     let mut seq = 0u64;
@@ -212,11 +222,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
             let (decoder, blocks) = (&decoder, &blocks);
             scope.spawn(move || {
                 for block in blocks.iter().skip(d).step_by(decoders) {
-                    let out = block
-                        .iter()
-                        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
-                        .collect();
-                    if tx.send(out).is_err() {
+                    if tx.send(decode_all(decoder, block)).is_err() {
                         return;
                     }
                 }
@@ -231,9 +237,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
             }
         }
     });
-    for r in processor.tick(u64::MAX) {
-        outputs_all += r.result.map(|p| p.outputs.len()).unwrap_or(0);
-    }
+    outputs_all += count_outputs(processor.tick(u64::MAX));
     let all_s = t.elapsed().as_secs_f64();
     figures.push(Figure {
         name: "core_all_cores",

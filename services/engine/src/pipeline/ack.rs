@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rdkafka::producer::DeliveryFuture;
-
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::error;

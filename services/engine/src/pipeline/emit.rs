@@ -7,23 +7,37 @@
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::ingest::OutRecord;
 
 pub async fn send(producer: &FutureProducer, r: &OutRecord) -> Result<DeliveryFuture, KafkaError> {
+    let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).payload(&r.payload[..]);
+    if let Some(k) = &r.key {
+        rec = rec.key(&k[..]);
+    }
+    if let Some(h) = &r.headers {
+        rec = rec.headers(h.clone());
+    }
+    enqueue(producer, rec).await
+}
+
+/// Hands one record to the producer, waiting while its local queue is full.
+pub async fn enqueue<K, P>(
+    producer: &FutureProducer,
+    mut rec: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
     loop {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).payload(&r.payload[..]);
-        if let Some(k) = &r.key {
-            rec = rec.key(&k[..]);
-        }
-        if let Some(h) = &r.headers {
-            rec = rec.headers(h.clone());
-        }
         match producer.send_result(rec) {
             Ok(f) => return Ok(f),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                rec = back;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Err((e, _)) => return Err(e),

@@ -166,28 +166,7 @@ async fn restore(settings: &Arc<Settings>, processor: &mut Processor) -> anyhow:
 /// two short, which only makes a restart read back a little more).
 async fn output_partitions(settings: &Settings, producer: &FutureProducer) -> anyhow::Result<Vec<(String, i32, i64)>> {
     let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
-    let p = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for t in topics {
-            let md = p
-                .client()
-                .fetch_metadata(Some(&t), Duration::from_secs(30))
-                .with_context(|| format!("reading the metadata of {t}"))?;
-            for topic in md.topics() {
-                for part in topic.partitions() {
-                    let (_, high) = p
-                        .client()
-                        .fetch_watermarks(&t, part.id(), Duration::from_secs(30))
-                        .with_context(|| format!("reading the end offsets of {t}"))?;
-                    out.push((t.clone(), part.id(), high));
-                }
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .context("the metadata reader panicked")?
+    kafka::partition_ends(producer, topics).await
 }
 
 /// A message taken from the consumer whose processing is not finished: its
