@@ -413,7 +413,10 @@ mod tests {
         let v = check(&[src("a.rs", &items)]);
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("c/src/a.rs: 601 lines of production code"), "{}", v[0]);
-        let tests = format!("#[cfg(test)]\nmod tests {{\n{}}}\n", "    #[test]\n    fn t() {}\n".repeat(300));
+        let tests = format!(
+            "#[cfg(test)]\nmod tests {{\n{}}}\n",
+            "    #[test]\n    fn t() {}\n".repeat(300)
+        );
         let split = format!("{}{tests}", "pub const A: u8 = 1;\n".repeat(590));
         assert!(check(&[src("a.rs", &split)]).is_empty());
         let long_test = format!("#[test]\nfn t() {{\n{}}}\n", "    let x = 1;\n".repeat(100));

@@ -39,7 +39,10 @@ fn layout_check(root: &Path) -> anyhow::Result<()> {
     crates.sort();
     let mut violations = Vec::new();
     for dir in &crates {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let mut sources = Vec::new();
         collect(&dir.join("src"), &dir.join("src"), &mut sources)?;
         let (found, m) = layout::check_crate(&format!("services/{name}"), &sources, layout::Limits::default());
