@@ -64,6 +64,7 @@
 //! - `apply.rs`: ops applied to the graph, caps enforced;
 //! - `forget.rs`: erasure and suppression;
 //! - `snapshot.rs`: the graph written and read back.
+//!
 //! This file holds the graph's state and its read-only queries.
 
 use std::collections::BTreeMap;
