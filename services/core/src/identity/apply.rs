@@ -1,0 +1,366 @@
+//! Ops applied to the graph: the only code that changes profiles, the index
+//! and the writer's structures (apart from `forget.rs`'s erasure).
+//!
+//! In: an [`IdentityOp`], from a plan of this process or from a changelog.
+//! Out: the changed graph; the component a `Record` joined; how many device
+//! links the caps dropped.
+//!
+//! What it keeps: the same ops in the same order on the same graph give the
+//! same graph, so a changelog replays to the graph that wrote it; an op that
+//! names a profile that no longer exists is ignored. Every identifier in a
+//! profile's `ids` has an index slot pointing at that profile; a profile
+//! never holds more than its caps (the oldest device link goes first).
+
+use super::types::{Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
+use super::{fingerprint, Component, IdentityGraph, Slot, Writer};
+use crate::ids::{IdKey, Kind};
+use crate::time::EventTime;
+
+impl IdentityGraph {
+    /// Applies one op (replaying a changelog, or a second process following
+    /// this one). Ops that refer to a profile that no longer exists are ignored.
+    pub fn apply(&self, op: &IdentityOp) {
+        let mut w = self.lock();
+        self.apply_locked(&mut w, op);
+    }
+
+    /// Applies one op; returns the component an `IdentityOp::Record` joined.
+    pub(super) fn apply_locked(&self, w: &mut Writer, op: &IdentityOp) -> u32 {
+        match op {
+            IdentityOp::Record(e) => self.record(w, e),
+            other => {
+                self.apply_op(w, other);
+                0
+            }
+        }
+    }
+
+    /// Adds an evidence and joins the components of its linking identifiers.
+    fn record(&self, w: &mut Writer, e: &Evidence) -> u32 {
+        let fp = fingerprint(&e.ids);
+        let target = self.join_components(w, e);
+        let mut new_ids = Vec::new();
+        for k in e.ids.iter().filter(|k| self.links(k)) {
+            if !self.index.contains_key(k) {
+                self.index.insert(
+                    k.clone(),
+                    Slot {
+                        one_id: None,
+                        former: None,
+                        component: target,
+                    },
+                );
+                new_ids.push(k.clone());
+            }
+        }
+        let first = w.known.get(&fp).cloned();
+        if let Some(t) = w.components.get_mut(&target) {
+            t.ids.extend(new_ids);
+            match &first {
+                // An earlier occurrence of a known set: move it.
+                Some(first) if e.key < *first => {
+                    if let Some(old) = t.evidence.iter_mut().find(|x| x.key == *first) {
+                        old.key = e.key.clone();
+                    } else {
+                        t.evidence.push(e.clone());
+                    }
+                }
+                Some(_) => {
+                    // Folded again after every identifier left its profile.
+                    if !t.evidence.iter().any(|x| x.key == e.key) {
+                        t.evidence.push(e.clone());
+                    }
+                }
+                None => t.evidence.push(e.clone()),
+            }
+        }
+        if first.as_ref().is_none_or(|f| e.key < *f) {
+            w.known.insert(fp, e.key.clone());
+        }
+        target
+    }
+
+    /// Joins the components of the evidence's indexed linking identifiers
+    /// into the largest (a new one when none is indexed); returns it.
+    fn join_components(&self, w: &mut Writer, e: &Evidence) -> u32 {
+        let mut comps: Vec<u32> = Vec::new();
+        for k in e.ids.iter().filter(|k| self.links(k)) {
+            if let Some(s) = self.index.get(k) {
+                if !comps.contains(&s.component) {
+                    comps.push(s.component);
+                }
+            }
+        }
+        // Join into the largest component.
+        comps.sort_by_key(|c| std::cmp::Reverse(w.components.get(c).map_or(0, |c| c.ids.len())));
+        let target = match comps.first() {
+            Some(c) => *c,
+            None => {
+                let c = w.next_component;
+                w.next_component = w.next_component.wrapping_add(1);
+                w.components.insert(c, Component::default());
+                c
+            }
+        };
+        for other in comps.iter().skip(1) {
+            let Some(gone) = w.components.remove(other) else {
+                continue;
+            };
+            for k in &gone.ids {
+                if let Some(mut s) = self.index.get_mut(k) {
+                    s.component = target;
+                }
+            }
+            if let Some(t) = w.components.get_mut(&target) {
+                t.ids.extend(gone.ids);
+                t.evidence.extend(gone.evidence);
+                t.last = t.last.clone().max(gone.last);
+            }
+        }
+        target
+    }
+
+    /// Applies a fold op; returns how many links caps dropped.
+    pub(super) fn apply_op(&self, w: &mut Writer, op: &IdentityOp) -> usize {
+        match op {
+            IdentityOp::Record(e) => {
+                self.record(w, e);
+                0
+            }
+            IdentityOp::Create { one_id, at } => {
+                self.profiles.entry(one_id.clone()).or_insert_with(|| Profile {
+                    one_id: one_id.clone(),
+                    first_seen: *at,
+                    ids: Vec::new(),
+                    households: Vec::new(),
+                    links: Vec::new(),
+                    dropped: Vec::new(),
+                });
+                0
+            }
+            IdentityOp::Attach { one_id, link } => self.attach(w, one_id, link),
+            IdentityOp::Merge { survivor, merged, link } => self.merge(survivor, merged, link),
+            IdentityOp::Seen { one_id, at } => {
+                if let Some(mut p) = self.profiles.get_mut(one_id) {
+                    p.first_seen = p.first_seen.min(*at);
+                }
+                0
+            }
+            IdentityOp::DevicePerson { device, person, at } => {
+                self.device_person(w, device, person, *at);
+                0
+            }
+            IdentityOp::Shared { device } => {
+                self.share(w, device);
+                0
+            }
+            IdentityOp::Dissolve { one_id } => {
+                if let Some((_, p)) = self.profiles.remove(one_id) {
+                    self.unindex(&p.ids, one_id);
+                }
+                0
+            }
+            IdentityOp::Forget { one_id } => {
+                self.erase(w, one_id);
+                0
+            }
+        }
+    }
+
+    /// Adds an identifier to a profile (a household one is recorded, not
+    /// indexed); returns how many links the caps dropped.
+    fn attach(&self, w: &mut Writer, one_id: &OneId, link: &LinkRecord) -> usize {
+        let household = link.provenance.rule == Rule::Household;
+        let dropped = {
+            let Some(mut p) = self.profiles.get_mut(one_id) else {
+                return 0;
+            };
+            if household {
+                p.households.push(link.from.clone());
+            } else {
+                p.ids.push(link.from.clone());
+            }
+            p.links.push(link.clone());
+            self.enforce_caps(&mut p)
+        };
+        if !household {
+            self.set_slot(w, &link.from, Some(one_id.clone()));
+        }
+        self.drop_links(&dropped, one_id);
+        dropped.len()
+    }
+
+    /// Moves everything of `merged` into `survivor`; returns how many links
+    /// the caps dropped.
+    fn merge(&self, survivor: &OneId, merged: &OneId, link: &LinkRecord) -> usize {
+        if !self.profiles.contains_key(survivor) {
+            return 0;
+        }
+        let Some((_, gone)) = self.profiles.remove(merged) else {
+            return 0;
+        };
+        for key in &gone.ids {
+            if let Some(mut s) = self.index.get_mut(key) {
+                s.one_id = Some(survivor.clone());
+            }
+        }
+        for key in &gone.dropped {
+            if let Some(mut s) = self.index.get_mut(key) {
+                if s.one_id.is_none() {
+                    s.former = Some(survivor.clone());
+                }
+            }
+        }
+        let dropped = {
+            let Some(mut p) = self.profiles.get_mut(survivor) else {
+                return 0;
+            };
+            p.first_seen = p.first_seen.min(gone.first_seen);
+            p.ids.extend(gone.ids);
+            for h in gone.households {
+                if !p.households.contains(&h) {
+                    p.households.push(h);
+                }
+            }
+            p.links.extend(gone.links);
+            p.links.push(link.clone());
+            p.dropped.extend(gone.dropped);
+            self.enforce_caps(&mut p)
+        };
+        self.drop_links(&dropped, survivor);
+        dropped.len()
+    }
+
+    /// Records that `person` was first seen with `device` (within the window).
+    fn device_person(&self, w: &mut Writer, device: &IdKey, person: &IdKey, at: EventTime) {
+        let window = self.rules.limits().shared_device_window;
+        let stat = w.devices.entry(device.clone()).or_default();
+        if !stat.shared {
+            stat.persons.retain(|(t, _)| *t >= at.minus(window));
+            if !stat.persons.iter().any(|(_, p)| p == person) {
+                stat.persons.push((at, person.clone()));
+            }
+        }
+    }
+
+    /// Marks a device shared: it leaves a profile it shares with other
+    /// identifiers; a profile of its own it keeps.
+    fn share(&self, w: &mut Writer, device: &IdKey) {
+        let stat = w.devices.entry(device.clone()).or_default();
+        stat.shared = true;
+        stat.persons = Vec::new();
+        if let Some(one_id) = self.one_id_of(device) {
+            let left = self.profiles.get_mut(&one_id).is_some_and(|mut p| {
+                let alone = p.ids.len() == 1;
+                if !alone {
+                    p.ids.retain(|k| k != device);
+                    p.links.retain(|l| l.from != *device);
+                }
+                !alone
+            });
+            if left {
+                self.unindex(std::slice::from_ref(device), &one_id);
+            }
+        }
+    }
+
+    fn set_slot(&self, w: &mut Writer, key: &IdKey, one_id: Option<OneId>) {
+        match self.index.get_mut(key) {
+            Some(mut s) => {
+                s.one_id = one_id;
+                s.former = None;
+            }
+            None => {
+                // Applied from a changelog without its Record: give it a component.
+                let c = w.next_component;
+                w.next_component = w.next_component.wrapping_add(1);
+                w.components.insert(
+                    c,
+                    Component {
+                        ids: vec![key.clone()],
+                        ..Component::default()
+                    },
+                );
+                self.index.insert(
+                    key.clone(),
+                    Slot {
+                        one_id,
+                        former: None,
+                        component: c,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Takes identifiers out of a profile's index entries (they stay in their component).
+    fn unindex(&self, keys: &[IdKey], one_id: &OneId) {
+        for k in keys {
+            if let Some(mut s) = self.index.get_mut(k) {
+                if s.one_id.as_ref() == Some(one_id) {
+                    s.one_id = None;
+                }
+            }
+        }
+    }
+
+    /// Takes identifiers a cap dropped out of the index, remembering where they were.
+    fn drop_links(&self, keys: &[IdKey], one_id: &OneId) {
+        for k in keys {
+            if let Some(mut s) = self.index.get_mut(k) {
+                if s.one_id.as_ref() == Some(one_id) {
+                    s.one_id = None;
+                    s.former = Some(one_id.clone());
+                }
+            }
+        }
+    }
+
+    /// Drops the oldest device links of a profile over its caps; returns them.
+    fn enforce_caps(&self, p: &mut Profile) -> Vec<IdKey> {
+        let limits = self.rules.limits();
+        let mut dropped = Vec::new();
+        loop {
+            let over_ns = p.ids.iter().find_map(|k| {
+                let cap = self.rules.rule(k.ns).max_per_profile?;
+                (p.ids.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
+            });
+            let households_over = p.households.iter().find_map(|k| {
+                let cap = self.rules.rule(k.ns).max_per_profile?;
+                (p.households.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
+            });
+            if let Some(ns) = households_over {
+                if let Some(i) = p.households.iter().position(|k| k.ns == ns) {
+                    let k = p.households.remove(i);
+                    p.links.retain(|l| l.from != k);
+                }
+                continue;
+            }
+            let victim_ns = match over_ns {
+                Some(ns) => Some(ns),
+                None if p.ids.len() > limits.max_identifiers_per_profile => None,
+                None => break,
+            };
+            // The oldest link (by event time, then join order) of that namespace,
+            // or of any device namespace.
+            let victim = p
+                .links
+                .iter()
+                .filter(|l| p.ids.contains(&l.from))
+                .filter(|l| match victim_ns {
+                    Some(ns) => l.from.ns == ns,
+                    None => self.rules.rule(l.from.ns).kind == Kind::Device,
+                })
+                .min_by_key(|l| l.provenance.at)
+                .map(|l| l.from.clone());
+            let Some(victim) = victim else {
+                break;
+            };
+            p.ids.retain(|k| *k != victim);
+            p.links.retain(|l| l.from != victim);
+            p.dropped.push(victim.clone());
+            dropped.push(victim);
+        }
+        dropped
+    }
+}

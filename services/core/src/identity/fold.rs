@@ -1,0 +1,214 @@
+//! Folding one event into the graph: [`IdentityGraph::stitch`].
+//!
+//! In: a validated [`ChannelEvent`]. Out: a [`Stitch`] whose `ops` are every
+//! change made, in order ([`IdentityOp::Record`] first).
+//!
+//! What it keeps: the graph is the fold of the evidence in canonical order
+//! (see the module doc). An event whose identifier set was already folded at
+//! an earlier or equal key changes nothing; one that sorts after everything
+//! its component folded is one more step ([`IdentityGraph::plan`], then
+//! apply); one that sorts earlier rebuilds its component from its evidence,
+//! in order, so the result is the one in-order arrival would have given.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::types::{Evidence, EvidenceKey, IdentityOp, Moved, OneId, Stitch, StitchError};
+use super::{fingerprint, IdentityGraph, Writer};
+use crate::event::ChannelEvent;
+use crate::ids::IdKey;
+
+impl IdentityGraph {
+    /// Stitches one event: records its identifier set and folds it in (or
+    /// rebuilds its component when it sorts before what was folded).
+    pub fn stitch(&self, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
+        let mut w = self.lock();
+        let ids = self.live_ids(&w, ev)?;
+        let key = EvidenceKey {
+            at: ev.occurred_at,
+            channel: ev.channel,
+            event_id: Arc::from(ev.event_id.as_str()),
+        };
+        let fp = fingerprint(&ids);
+        if let Some(first) = w.known.get(&fp) {
+            if *first <= key {
+                // The same set was folded at its first occurrence: nothing new.
+                if let Some((one_id, anchor)) = self.resolve(&w, &ids) {
+                    return Ok(Stitch {
+                        one_id,
+                        anchor,
+                        ops: Vec::new(),
+                        rejected: Vec::new(),
+                        moved: Vec::new(),
+                        shared: Vec::new(),
+                        dropped: 0,
+                        rebuilt: false,
+                    });
+                }
+                // Every identifier of the set has since left its profile
+                // (caps, shared devices): fold it again as a new occurrence.
+            }
+        }
+        self.fold_new(&mut w, key, ids)
+    }
+
+    /// The event's identifiers that were not forgotten, sorted, no repeats;
+    /// an error when none of them can link.
+    fn live_ids(&self, w: &Writer, ev: &ChannelEvent) -> Result<Vec<IdKey>, StitchError> {
+        let mut ids: Vec<IdKey> = if w.suppressed.is_empty() {
+            ev.ids.clone()
+        } else {
+            ev.ids
+                .iter()
+                .filter(|k| !w.suppressed.contains(&self.suppression_entry(k)))
+                .cloned()
+                .collect()
+        };
+        if ids.is_empty() {
+            return Err(StitchError::Forgotten);
+        }
+        if !ids.iter().any(|k| self.links(k)) {
+            return Err(if ids.len() < ev.ids.len() {
+                StitchError::Forgotten
+            } else {
+                StitchError::NoLinkableIdentifier
+            });
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Records a new evidence and folds it: one step when it sorts after its
+    /// component's evidence, a rebuild of the component otherwise.
+    fn fold_new(&self, w: &mut Writer, key: EvidenceKey, ids: Vec<IdKey>) -> Result<Stitch, StitchError> {
+        let evidence = Evidence {
+            key: key.clone(),
+            ids: Arc::from(ids),
+        };
+        let record = IdentityOp::Record(evidence.clone());
+        let component = self.apply_locked(w, &record);
+        let in_order = w
+            .components
+            .get(&component)
+            .and_then(|c| c.last.as_ref())
+            .is_none_or(|last| *last <= key);
+        let mut ops = vec![record];
+        if in_order {
+            let mut step = self.step(w, &evidence)?;
+            if let Some(c) = w.components.get_mut(&component) {
+                c.last = Some(key);
+            }
+            ops.append(&mut step.ops);
+            step.ops = ops;
+            Ok(step)
+        } else {
+            let mut rebuilt = self.rebuild(w, component, &key)?;
+            ops.append(&mut rebuilt.ops);
+            rebuilt.ops = ops;
+            Ok(rebuilt)
+        }
+    }
+
+    /// The profile an already-folded set resolves to: the strongest of its
+    /// linking identifiers that is in a profile.
+    fn resolve(&self, w: &Writer, ids: &[IdKey]) -> Option<(OneId, IdKey)> {
+        let mut linking: Vec<&IdKey> = ids.iter().filter(|k| self.links(k)).collect();
+        linking.sort_by(|a, b| {
+            let sa = w.devices.get(*a).is_some_and(|d| d.shared);
+            let sb = w.devices.get(*b).is_some_and(|d| d.shared);
+            sa.cmp(&sb).then_with(|| self.by_strength(a, b))
+        });
+        linking
+            .iter()
+            .find_map(|k| self.one_id_of(k).map(|one_id| (one_id, (*k).clone())))
+            .or_else(|| {
+                linking.iter().find_map(|k| {
+                    let former = self.index.get(*k)?.former.clone()?;
+                    self.profiles.contains_key(&former).then(|| (former, (*k).clone()))
+                })
+            })
+    }
+
+    /// Folds one evidence into the graph: plans its ops and applies them.
+    fn step(&self, w: &mut Writer, evidence: &Evidence) -> Result<Stitch, StitchError> {
+        let stitch = self.plan(w, evidence)?;
+        let mut dropped = 0;
+        for op in &stitch.ops {
+            dropped += self.apply_op(w, op);
+        }
+        Ok(Stitch { dropped, ..stitch })
+    }
+
+    /// Folds the evidence of a component again, in canonical order, and
+    /// returns the result for the event with `key`.
+    fn rebuild(&self, w: &mut Writer, component: u32, key: &EvidenceKey) -> Result<Stitch, StitchError> {
+        let Some(c) = w.components.get_mut(&component) else {
+            return Err(StitchError::NoLinkableIdentifier);
+        };
+        c.evidence.sort_by(|a, b| a.key.cmp(&b.key));
+        let evidence = c.evidence.clone();
+        let members = c.ids.clone();
+        // The profiles before, with their identifiers, to report what moved.
+        let mut before: BTreeMap<OneId, Vec<IdKey>> = BTreeMap::new();
+        for k in &members {
+            if let Some(one_id) = self.one_id_of(k) {
+                before.entry(one_id).or_default().push(k.clone());
+            }
+        }
+        let mut ops = Vec::new();
+        for one_id in before.keys() {
+            let op = IdentityOp::Dissolve { one_id: one_id.clone() };
+            self.apply_op(w, &op);
+            ops.push(op);
+        }
+        for k in &members {
+            w.devices.remove(k);
+        }
+        let mut mine = None;
+        let mut dropped = 0;
+        for e in &evidence {
+            let mut step = self.step(w, e)?;
+            dropped += step.dropped;
+            ops.append(&mut step.ops);
+            if e.key == *key {
+                mine = Some(step);
+            }
+        }
+        if let Some(c) = w.components.get_mut(&component) {
+            c.last = evidence.last().map(|e| e.key.clone());
+        }
+        let Some(mine) = mine else {
+            return Err(StitchError::NoLinkableIdentifier);
+        };
+        Ok(Stitch {
+            ops,
+            moved: self.moved_since(before),
+            dropped,
+            rebuilt: true,
+            ..mine
+        })
+    }
+
+    /// The profiles of `before` that a rebuild took apart, and where each
+    /// went: the profile that now holds its strongest identifier.
+    fn moved_since(&self, before: BTreeMap<OneId, Vec<IdKey>>) -> Vec<Moved> {
+        let mut moved = Vec::new();
+        for (old, ids) in before {
+            if self.profiles.contains_key(&old) {
+                continue;
+            }
+            // The founder first: the profile that holds it takes the journey over.
+            let target = ids
+                .iter()
+                .filter_map(|k| self.one_id_of(k).map(|o| (o, k.clone())))
+                .min_by(|a, b| self.by_strength(&a.1, &b.1));
+            moved.push(Moved {
+                from: old,
+                to: target.as_ref().map(|t| t.0.clone()),
+                via: target.map(|t| t.1),
+            });
+        }
+        moved
+    }
+}

@@ -1,0 +1,98 @@
+//! The graph written to a snapshot and read back.
+//!
+//! In: the live graph ([`IdentityGraph::snapshot`]) or a decoded
+//! [`IdentitySnapshot`] ([`IdentityGraph::restore`]). Out: a value that
+//! serialises without copying the maps; a graph equal to the one written.
+//!
+//! What it keeps: the format. [`IdentitySnapshotRef`] writes the fields of
+//! [`IdentitySnapshot`] under the same names and in the same order (profiles,
+//! index, components, next_component, devices, suppressed), and the types
+//! inside (`Profile`, `Slot`, `Component`, `DeviceStat`) keep their serde
+//! fields; changing any of them is a snapshot version bump. Fingerprints are
+//! not written: they depend on the hasher of the build and are recomputed.
+
+use std::sync::MutexGuard;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::Profile;
+use super::{fingerprint, Component, DeviceStat, IdentityGraph, Slot, Writer};
+use crate::ids::IdKey;
+
+/// The graph as a snapshot holds it (see [`IdentityGraph::snapshot`]).
+#[derive(Deserialize)]
+pub struct IdentitySnapshot {
+    profiles: Vec<Profile>,
+    index: Vec<(IdKey, Slot)>,
+    components: Vec<(u32, Component)>,
+    next_component: u32,
+    devices: Vec<(IdKey, DeviceStat)>,
+    suppressed: Vec<[u8; 16]>,
+}
+
+impl IdentitySnapshot {
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+}
+
+/// Serialises like [`IdentitySnapshot`], straight from the live maps; holds
+/// the writer lock, so nothing changes the graph while it is written.
+pub struct IdentitySnapshotRef<'a> {
+    graph: &'a IdentityGraph,
+    writer: MutexGuard<'a, Writer>,
+}
+
+impl Serialize for IdentitySnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::snapshot::{DashEntries, DashValues};
+        use serde::ser::SerializeStruct;
+        let w = &self.writer;
+        let mut st = s.serialize_struct("IdentitySnapshot", 6)?;
+        st.serialize_field("profiles", &DashValues(&self.graph.profiles))?;
+        st.serialize_field("index", &DashEntries(&self.graph.index))?;
+        st.serialize_field("components", &crate::snapshot::Pairs(&w.components))?;
+        st.serialize_field("next_component", &w.next_component)?;
+        st.serialize_field("devices", &crate::snapshot::Pairs(&w.devices))?;
+        st.serialize_field("suppressed", &w.suppressed)?;
+        st.end()
+    }
+}
+
+impl IdentityGraph {
+    /// Everything the graph holds, to serialise without copying it.
+    pub fn snapshot(&self) -> IdentitySnapshotRef<'_> {
+        IdentitySnapshotRef {
+            graph: self,
+            writer: self.lock(),
+        }
+    }
+
+    /// Loads a snapshot into this graph, which must be empty.
+    pub fn restore(&self, snap: IdentitySnapshot) {
+        let g = self;
+        for p in snap.profiles {
+            g.profiles.insert(p.one_id.clone(), p);
+        }
+        for (k, slot) in snap.index {
+            g.index.insert(k, slot);
+        }
+        {
+            let mut w = g.lock();
+            // Fingerprints are recomputed, not stored: they depend on the
+            // hasher of this build.
+            for (_, c) in &snap.components {
+                for e in &c.evidence {
+                    let first = w.known.entry(fingerprint(&e.ids)).or_insert_with(|| e.key.clone());
+                    if e.key < *first {
+                        *first = e.key.clone();
+                    }
+                }
+            }
+            w.components = snap.components.into_iter().collect();
+            w.next_component = snap.next_component;
+            w.devices = snap.devices.into_iter().collect();
+            w.suppressed = snap.suppressed.into_iter().collect();
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The identity graph's vocabulary: profiles, evidence, ops and the result of
+//! a stitch.
+//!
+//! In: nothing of the graph (identifiers from [`crate::ids`], channels from
+//! [`crate::event`], time from [`crate::time`]). Out: the types every other
+//! file of `identity` and the processor speak.
+//!
+//! What it keeps: [`Profile`], [`LinkRecord`], [`Provenance`], [`Evidence`] and
+//! [`EvidenceKey`] are written into snapshots, so their serde field names and
+//! order are part of the snapshot format; [`RejectReason::label`] and
+//! [`StitchError::reason`] are metric labels and must not change.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Channel;
+use crate::ids::IdKey;
+use crate::time::EventTime;
+
+/// The opaque, stable id of one profile.
+pub type OneId = Arc<str>;
+
+/// Which rule made a link.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// The identifier founded a new profile.
+    Founder,
+    /// The identifier appeared on one event with an identifier of the profile.
+    SameEvent,
+    /// Two profiles were joined because one event carried identifiers of both.
+    Merge,
+    /// A household identifier: recorded on the profile, never used to link.
+    Household,
+}
+
+/// Where a link came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub event_id: Arc<str>,
+    pub channel: Channel,
+    pub at: EventTime,
+    pub rule: Rule,
+}
+
+/// One edge of a profile: `from` joined the profile through `to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    pub from: IdKey,
+    /// The identifier it was linked to; `None` for the founder of a profile.
+    pub to: Option<IdKey>,
+    pub provenance: Provenance,
+}
+
+/// A profile: a set of identifiers that belong to one person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub one_id: OneId,
+    pub first_seen: EventTime,
+    /// Linking identifiers, in the order they joined.
+    pub ids: Vec<IdKey>,
+    /// Household identifiers, recorded but never linking.
+    pub households: Vec<IdKey>,
+    /// How every identifier joined, for `explain`.
+    pub links: Vec<LinkRecord>,
+    /// Identifiers a cap dropped from it: events that carry only those are
+    /// still attributed here (and follow it through merges).
+    pub dropped: Vec<IdKey>,
+}
+
+/// The canonical position of an event: event time, channel, event id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EvidenceKey {
+    pub at: EventTime,
+    pub channel: Channel,
+    pub event_id: Arc<str>,
+}
+
+/// One distinct identifier set, at its first occurrence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub key: EvidenceKey,
+    /// Sorted, no repeats.
+    pub ids: Arc<[IdKey]>,
+}
+
+/// A change to the graph. Applying the same ops in the same order to the same
+/// graph gives the same graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IdentityOp {
+    /// Adds an identifier set to the evidence (and joins the components of
+    /// its identifiers).
+    Record(Evidence),
+    Create {
+        one_id: OneId,
+        at: EventTime,
+    },
+    /// Adds an identifier to a profile; caps may drop the profile's oldest
+    /// device link.
+    Attach {
+        one_id: OneId,
+        link: LinkRecord,
+    },
+    Merge {
+        survivor: OneId,
+        merged: OneId,
+        link: LinkRecord,
+    },
+    Seen {
+        one_id: OneId,
+        at: EventTime,
+    },
+    /// A person identifier was first seen with a device at `at`.
+    DevicePerson {
+        device: IdKey,
+        person: IdKey,
+        at: EventTime,
+    },
+    /// The device is shared from now on: it leaves its profile and never links.
+    Shared {
+        device: IdKey,
+    },
+    /// Removes a profile before its component is folded again.
+    Dissolve {
+        one_id: OneId,
+    },
+    /// Erases a profile and suppresses its identifiers.
+    Forget {
+        one_id: OneId,
+    },
+}
+
+/// Why a link was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Two different values of a unique namespace would share a profile.
+    UniqueConflict,
+    /// The device is shared by several people and no longer links.
+    SharedDevice,
+    /// The profile holds as many person identifiers as it may.
+    ProfileFull,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::UniqueConflict,
+        RejectReason::SharedDevice,
+        RejectReason::ProfileFull,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::UniqueConflict => "unique_conflict",
+            RejectReason::SharedDevice => "shared_device",
+            RejectReason::ProfileFull => "profile_full",
+        }
+    }
+}
+
+/// A refused link: `key` stays where it is (`kept_in`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub key: IdKey,
+    pub reason: RejectReason,
+    pub kept_in: Option<OneId>,
+}
+
+/// A profile that no longer exists and the profile that took over its
+/// identifiers (`None`: none of them is in a profile any more).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moved {
+    pub from: OneId,
+    pub to: Option<OneId>,
+    /// The identifier through which `to` took it over.
+    pub via: Option<IdKey>,
+}
+
+/// The result of stitching one event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stitch {
+    pub one_id: OneId,
+    /// The event's strongest identifier that is now in the profile.
+    pub anchor: IdKey,
+    pub ops: Vec<IdentityOp>,
+    pub rejected: Vec<Rejection>,
+    /// Profiles merged into others (by this event or by the rebuild it caused).
+    pub moved: Vec<Moved>,
+    /// Devices that became shared on this event.
+    pub shared: Vec<IdKey>,
+    /// Device links dropped by the caps.
+    pub dropped: usize,
+    /// The event sorted before evidence already folded: its component was rebuilt.
+    pub rebuilt: bool,
+}
+
+impl Stitch {
+    /// Profiles merged away and the link that merged them (plain merges only).
+    pub fn merged(&self) -> impl Iterator<Item = (&OneId, &LinkRecord)> {
+        self.ops.iter().filter_map(|op| match op {
+            IdentityOp::Merge { merged, link, .. } => Some((merged, link)),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StitchError {
+    #[error("the event has no identifier that can link (only household identifiers)")]
+    NoLinkableIdentifier,
+    #[error("every identifier on the event was forgotten (erased on request)")]
+    Forgotten,
+}
+
+impl StitchError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StitchError::NoLinkableIdentifier => "no_linkable_identifier",
+            StitchError::Forgotten => "forgotten",
+        }
+    }
+}
+
+/// What a forget did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forgotten {
+    pub one_id: OneId,
+    /// Identifiers erased (linking and household).
+    pub ids: Vec<IdKey>,
+}
