@@ -7,13 +7,12 @@
 //! - [`pipeline`]: ingest -> (core: stitch, journey, decide) -> emit -> ack.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
 //! - [`metrics`], [`health`]: what ops watch.
-//! - [`demo`]: the embedded default: an in-process broker fed by the simulator.
+//! - [`cli`]: the flags the `onejourney`, `onejourney-demo` and `onejourney-bench` binaries share.
 //!
 //! [`Engine::start`] wires these together; one `CancellationToken` stops them.
 
-pub mod bench;
+pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod durable;
 pub mod health;
 pub mod http;
