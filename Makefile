@@ -25,7 +25,7 @@ lint:
 
 ## Unit and property tests only (no broker).
 unit:
-	$(CARGO) test -p onejourney-core -p onejourney-engine -p onejourney-simulator
+	$(CARGO) test -p onejourney-core -p onejourney-engine -p onejourney-simulator -p onejourney-demo
 
 ## End-to-end tests only.
 e2e: tools
