@@ -140,7 +140,8 @@ impl IngestContext {
     }
 }
 
-fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = Tp> + '_ {
+/// The topic and partition of each element.
+pub fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = Tp> + '_ {
     tpl.elements()
         .into_iter()
         .map(|e| (e.topic().to_string(), e.partition()))

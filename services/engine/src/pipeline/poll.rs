@@ -26,7 +26,7 @@ use super::ingest::{Ingest, Origin};
 use super::partitions::{Admit, Partitions};
 use crate::config::Settings;
 use crate::health::Health;
-use crate::kafka::{EdgeEvent, IngestConsumer};
+use crate::kafka::{edge, EdgeEvent, IngestConsumer};
 use crate::metrics::Metrics;
 
 pub struct Poll {
@@ -185,14 +185,7 @@ impl Poll {
             let assigned = self
                 .consumer
                 .assignment()
-                .map(|tpl| {
-                    let parts = tpl
-                        .elements()
-                        .iter()
-                        .map(|e| (e.topic().to_string(), e.partition()))
-                        .collect::<Vec<_>>();
-                    self.consumer.context().starts(parts.into_iter())
-                })
+                .map(|tpl| self.consumer.context().starts(edge::partitions(&tpl)))
                 .unwrap_or_default();
             self.partitions
                 .on_event(EdgeEvent::Assigned(assigned), &mut self.ingest, now);
