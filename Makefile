@@ -9,7 +9,7 @@ export BROKER_PORT
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
-	$(CARGO) run -p onejourney-engine --bin onejourney -- demo
+	$(CARGO) run -p onejourney-demo --bin onejourney-demo
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -25,7 +25,7 @@ lint:
 
 ## Unit and property tests only (no broker).
 unit:
-	$(CARGO) test -p onejourney-core -p onejourney-engine -p onejourney-simulator
+	$(CARGO) test -p onejourney-core -p onejourney-engine -p onejourney-simulator -p onejourney-demo
 
 ## End-to-end tests only.
 e2e: tools
@@ -44,8 +44,8 @@ deploy-check: tools
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.
 bench: tools
-	$(CARGO) bench -p onejourney-engine --bench core -- --warm-up-time 1 --measurement-time 3
-	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-engine --bin onejourney -- bench --brokers "$$ONEJOURNEY_TEST_BROKERS" $(if $(BENCH_OUT),--out $(BENCH_OUT))'
+	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
+	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" $(if $(BENCH_OUT),--out $(BENCH_OUT))'
 
 clean:
 	$(CARGO) clean

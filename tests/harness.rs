@@ -293,7 +293,7 @@ impl TestEngine {
 pub async fn publish_sim_on(settings: &Settings, events: &[onejourney_simulator::SimEvent]) {
     let producer = onejourney_simulator::kafka::producer(&settings.kafka.brokers).expect("producer");
     let topics = settings.topics.clone();
-    let topic_of = move |s| topics.for_stream(s).to_string();
+    let topic_of = move |s: onejourney_simulator::Stream| topics.for_channel(s.channel()).to_string();
     onejourney_simulator::kafka::publish(&producer, events, &topic_of, 0)
         .await
         .expect("publish");

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use onejourney_core::{ChannelEvent, Decoder, Processor, State};
 use onejourney_e2e::{settings, TestEngine};
-use onejourney_engine::config::{Settings, Topics};
+use onejourney_engine::config::Settings;
 use onejourney_simulator::{generate, SimConfig, SimEvent};
 
 /// Two partitions per channel, chosen by key as Kafka would spread them.
 fn partition_of(e: &SimEvent) -> u32 {
-    Topics::stream_channel(e.stream) as u32 * 2 + e.key_partition(2)
+    e.stream.channel() as u32 * 2 + e.key_partition(2)
 }
 
 fn processor() -> (Processor, Decoder) {
@@ -43,8 +43,7 @@ fn core_full_speed_and_paced_replays_decide_the_same() {
         seed: 5,
         ..SimConfig::default()
     });
-    let decoded =
-        |d: &Decoder, e: &SimEvent| -> ChannelEvent { d.decode(Topics::stream_channel(e.stream), &e.bytes()).unwrap() };
+    let decoded = |d: &Decoder, e: &SimEvent| -> ChannelEvent { d.decode(e.stream.channel(), &e.bytes()).unwrap() };
 
     // Full speed: partitions drained in fetch-sized batches, one after the
     // other, with no processing time passing at all.

@@ -97,26 +97,12 @@ impl Topics {
         ]
     }
 
-    /// The core channel of one simulator stream.
-    pub fn stream_channel(s: onejourney_simulator::Stream) -> Channel {
-        use onejourney_simulator::Stream;
-        match s {
-            Stream::Web => Channel::Web,
-            Stream::Pos => Channel::Pos,
-            Stream::App => Channel::App,
-            Stream::CallCenter => Channel::CallCenter,
-        }
-    }
-
-    /// The topic of one simulator stream.
-    pub fn for_stream(&self, s: onejourney_simulator::Stream) -> &str {
-        use onejourney_simulator::Stream;
-        match s {
-            Stream::Web => &self.web_clicks,
-            Stream::Pos => &self.pos_transactions,
-            Stream::App => &self.app_sessions,
-            Stream::CallCenter => &self.call_center_events,
-        }
+    /// The topic of one input channel.
+    pub fn for_channel(&self, channel: Channel) -> &str {
+        self.inputs()
+            .into_iter()
+            .find(|(_, c)| *c == channel)
+            .map_or("", |(t, _)| t)
     }
 
     pub fn channel_of(&self, topic: &str) -> Option<Channel> {

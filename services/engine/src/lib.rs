@@ -3,17 +3,20 @@
 //! # Layout
 //!
 //! - [`config`]: layered settings (defaults -> file -> env -> flags).
-//! - [`kafka`]: client configuration, consumer context, topic set-up.
-//! - [`pipeline`]: ingest -> (core: stitch, journey, decide) -> emit -> ack.
+//! - [`kafka`]: client configuration, topic set-up, the consumer's edge
+//!   (rebalances and end offsets as events for the poll loop), broker quirks.
+//! - [`pipeline`]: poll -> ingest -> (core: stitch, journey, decide) -> emit
+//!   -> ack, and the checkpoint.
+//! - [`durable`]: the snapshot file and the outputs read back after a crash.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
 //! - [`metrics`], [`health`]: what ops watch.
-//! - [`demo`]: the embedded default: an in-process broker fed by the simulator.
+//! - [`cli`]: the flags and signal handling the `onejourney`,
+//!   `onejourney-demo` and `onejourney-bench` binaries share.
 //!
 //! [`Engine::start`] wires these together; one `CancellationToken` stops them.
 
-pub mod bench;
+pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod durable;
 pub mod health;
 pub mod http;

@@ -17,6 +17,7 @@ pub mod kafka;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use onejourney_core::Channel;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -41,6 +42,16 @@ impl Stream {
             Stream::Pos => "pos-transactions",
             Stream::App => "app-sessions",
             Stream::CallCenter => "call-center-events",
+        }
+    }
+
+    /// The core channel this stream feeds.
+    pub fn channel(self) -> Channel {
+        match self {
+            Stream::Web => Channel::Web,
+            Stream::Pos => Channel::Pos,
+            Stream::App => Channel::App,
+            Stream::CallCenter => Channel::CallCenter,
         }
     }
 }

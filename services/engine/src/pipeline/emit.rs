@@ -11,7 +11,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::ingest::OutRecord;
+use super::record::OutRecord;
 
 pub async fn send(producer: &FutureProducer, r: &OutRecord) -> Result<DeliveryFuture, KafkaError> {
     let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&r.topic).payload(&r.payload[..]);

@@ -15,40 +15,13 @@ use onejourney_core::output::Output;
 use onejourney_core::processor::{OutcomeEffect, Processed, Released};
 use onejourney_core::{Channel, Decoder, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
+
 use tracing::{info, warn};
 
+use super::record::{OutRecord, Step};
 use crate::config::Topics;
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
-
-/// What handling a message or a tick produced, for the pipeline's
-/// bookkeeping of offsets.
-pub enum Step {
-    /// Message `seq` is fully processed; these are all its records.
-    Done { seq: u64, records: Vec<OutRecord> },
-    /// Timer outputs: they keep message `seq` (if any) from being acknowledged
-    /// until they are delivered.
-    Attach { seq: Option<u64>, records: Vec<OutRecord> },
-}
-
-/// A record to publish.
-pub struct OutRecord {
-    pub topic: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Option<OwnedHeaders>,
-}
-
-impl OutRecord {
-    /// Its headers as (key, value) pairs.
-    pub fn header_pairs(&self) -> Vec<(&str, Option<&[u8]>)> {
-        use rdkafka::message::Headers;
-        self.headers
-            .as_ref()
-            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
-            .unwrap_or_default()
-    }
-}
 
 /// Where an input message came from.
 pub struct Origin<'a> {

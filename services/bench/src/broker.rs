@@ -1,4 +1,4 @@
-//! The broker figures of `onejourney bench`, measured against a real
+//! The broker figures of `onejourney-bench`, measured against a real
 //! Kafka-compatible broker with the same simulator events as the core figures:
 //!
 //! - `drain`: a consumer that reads the four channel topics and does nothing;
@@ -33,9 +33,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::pipeline::emit::enqueue;
-use crate::{kafka, Engine};
+use onejourney_engine::config::Settings;
+use onejourney_engine::pipeline::emit::enqueue;
+use onejourney_engine::{kafka, Engine};
 
 /// Partitions of each channel topic (the bench's events carry their partition).
 pub const PARTITIONS: i32 = 2;

@@ -1,16 +1,16 @@
 //! Criterion micro-benchmarks of the pure core on simulator events:
 //! serde_json alone (the floor), decoding (validation, typed fields,
 //! identifier hashing) and processing (stitch, journey, decide) into a fresh
-//! state. `make bench` runs them before `onejourney bench`, which measures
+//! state. `make bench` runs them before `onejourney-bench`, which measures
 //! the same stages at scale (1M profiles) and through the broker.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use onejourney_bench::count_outputs;
 use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
-use onejourney_engine::bench::count_outputs;
-use onejourney_engine::config::{Settings, Topics};
+use onejourney_engine::config::Settings;
 use onejourney_simulator::{generate, SimConfig};
 
 const EVENTS: usize = 10_000;
@@ -24,7 +24,7 @@ fn events() -> Vec<(Channel, Vec<u8>)> {
     sim.events
         .iter()
         .take(EVENTS)
-        .map(|e| (Topics::stream_channel(e.stream), e.bytes()))
+        .map(|e| (e.stream.channel(), e.bytes()))
         .collect()
 }
 

@@ -1,4 +1,4 @@
-//! `onejourney bench`: throughput, latency and memory, measured in one run on
+//! `onejourney-bench`: throughput, latency and memory, measured in one run on
 //! this machine with the same simulator events, printed as a table and
 //! written as JSON: `parse_floor` (serde_json alone), `core` (decode, stitch,
 //! journey and decide with N profiles already in memory, on one thread and
@@ -20,7 +20,8 @@ use onejourney_simulator::{generate, SimConfig};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{Settings, Topics};
+use onejourney_engine::config::Settings;
+use onejourney_engine::durable;
 
 pub struct BenchArgs {
     pub out: Option<PathBuf>,
@@ -130,7 +131,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
         .events
         .iter()
         .map(|e| {
-            let c = Topics::stream_channel(e.stream);
+            let c = e.stream.channel();
             broker::Msg {
                 channel: c.index(),
                 partition: e.key_partition(broker::PARTITIONS as u32) as i32,
@@ -253,12 +254,12 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
     let file = dir.join("bench.snapshot");
     let t = Instant::now();
-    let size = crate::durable::write(&file, &crate::durable::Header::default(), &processor.snapshot())?;
+    let size = durable::write(&file, &durable::Header::default(), &processor.snapshot())?;
     let write_s = t.elapsed().as_secs_f64();
     let profiles_now = state.identity.profile_count();
     drop(processor);
     let t = Instant::now();
-    let (_, core_snap) = crate::durable::read(&file)?.context("the snapshot just written")?;
+    let (_, core_snap) = durable::read(&file)?.context("the snapshot just written")?;
     let fresh = Arc::new(State::new(settings.namespaces()?));
     let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
     restored.restore(core_snap, 0)?;

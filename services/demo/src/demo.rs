@@ -1,4 +1,4 @@
-//! `onejourney demo`: the embedded default, with no broker to install.
+//! The embedded default, with no broker to install.
 //!
 //! Starts librdkafka's in-process mock cluster (it speaks the real protocol
 //! on a loopback port), runs the engine against it, publishes simulated
@@ -18,8 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::Engine;
+use onejourney_engine::config::Settings;
+use onejourney_engine::Engine;
 
 const PARTITIONS: i32 = 2;
 
@@ -81,7 +81,7 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     });
     let producer = sim_kafka::producer(&brokers)?;
     let names = topic_names.clone();
-    let topic_of = move |s: Stream| names.for_stream(s).to_string();
+    let topic_of = move |s: Stream| names.for_channel(s.channel()).to_string();
     let total = sim.events.len();
     tokio::select! {
         _ = cancel.cancelled() => {}

@@ -10,16 +10,8 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn the_demo_prints_decisions_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onejourney"))
-        .args([
-            "demo",
-            "--customers",
-            "60",
-            "--rate",
-            "1000",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onejourney-demo"))
+        .args(["--customers", "60", "--rate", "1000", "--http-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,28 +1,31 @@
-//! Kafka clients: configuration, the consumer context, and topic set-up.
+//! The Kafka edge: client configuration, topic set-up, and (in [`edge`]) the
+//! consumer context that turns rebalances and end offsets into events for the
+//! poll loop; broker quirks are worked around here ([`resume`]).
 //!
-//! Rebalance callbacks run on the polling thread: they only flip flags and
-//! count. Blocking librdkafka calls (metadata, commit, flush) run on
-//! `spawn_blocking`, never on an async worker.
+//! In: [`Settings`]. Out: configured producers and consumers, topics that
+//! exist, partition end offsets. It keeps nothing. Blocking librdkafka calls
+//! (metadata, commit, flush) run on `spawn_blocking`, never on an async
+//! worker.
 
-use std::sync::Arc;
+pub mod edge;
+pub mod resume;
+
+pub use edge::{EdgeEvent, IngestConsumer, IngestContext};
+
 use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
+
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer as _};
-use rdkafka::statistics::Statistics;
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::health::Health;
-use crate::metrics::Metrics;
 
 /// The settings every client shares: brokers and the pass-through properties.
 pub fn base_config(s: &Settings) -> ClientConfig {
@@ -44,8 +47,6 @@ pub fn producer(s: &Settings) -> anyhow::Result<FutureProducer> {
     set_default(&mut c, "queue.buffering.max.messages", "1000000");
     c.create().context("creating the Kafka producer")
 }
-
-pub type IngestConsumer = StreamConsumer<IngestContext>;
 
 pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsumer> {
     let mut c = base_config(s);
@@ -88,145 +89,6 @@ pub fn fetch_defaults(c: &mut ClientConfig) {
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);
-    }
-}
-
-/// Flips readiness and counts rebalances; never blocks.
-pub struct IngestContext {
-    pub health: Arc<Health>,
-    pub metrics: Arc<Metrics>,
-    /// Client errors repeat while a broker is down: log each kind a few times a minute.
-    pub warnings: std::sync::Mutex<crate::logging::WarnLimiter>,
-    /// Assigned partitions, for the pipeline's watermark bookkeeping.
-    pub assigned: tokio::sync::mpsc::UnboundedSender<Vec<(String, i32)>>,
-    /// Where each input partition resumes: the offsets of the last snapshot.
-    /// An assigned partition starts there, whatever the group committed.
-    pub resume: std::sync::Mutex<std::collections::HashMap<(String, i32), i64>>,
-}
-
-impl ClientContext for IngestContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.consumer_errors.inc();
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.set_connected(false);
-        }
-        let code = error.rdkafka_error_code().map(|c| format!("{c:?}")).unwrap_or_default();
-        let allowed = self
-            .warnings
-            .lock()
-            .map(|mut w| w.allow("kafka_client_error", &code))
-            .unwrap_or(true);
-        if allowed {
-            warn!(error = %error, reason, "kafka consumer error");
-        } else {
-            self.metrics.warnings_suppressed.inc();
-        }
-    }
-
-    /// Consumer lag per partition from librdkafka's statistics, and whether
-    /// any broker is up.
-    fn stats(&self, stats: Statistics) {
-        if stats.brokers.values().any(|b| b.state == "UP") {
-            self.health.set_connected(true);
-        }
-        for (topic, t) in &stats.topics {
-            for (id, p) in &t.partitions {
-                // Partition -1 is librdkafka's internal "unassigned" queue.
-                if *id < 0 {
-                    continue;
-                }
-                // Messages not yet taken by the pipeline: offsets are committed
-                // only at checkpoints, so the committed lag would overstate it.
-                let lag = if p.hi_offset >= 0 && p.app_offset >= 0 {
-                    (p.hi_offset - p.app_offset).max(0)
-                } else {
-                    p.consumer_lag
-                };
-                if lag < 0 {
-                    continue;
-                }
-                self.metrics
-                    .consumer_lag
-                    .with_label_values(&[topic, &id.to_string()])
-                    .set(lag);
-            }
-        }
-    }
-}
-
-impl ConsumerContext for IngestContext {
-    /// As the default, except that assigned partitions start at the offsets
-    /// of the restored snapshot.
-    fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let starts: Vec<(String, i32, i64)> = match self.resume.lock() {
-                    Ok(resume) => tpl
-                        .elements()
-                        .iter()
-                        .filter_map(|e| {
-                            let k = (e.topic().to_string(), e.partition());
-                            resume.get(&k).map(|o| (k.0, k.1, *o))
-                        })
-                        .collect(),
-                    Err(_) => Vec::new(),
-                };
-                for (topic, partition, offset) in starts {
-                    if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset)) {
-                        warn!(topic, partition, error = %e, "could not set the resume offset");
-                    }
-                }
-                let r = if cooperative {
-                    c.incremental_assign(tpl)
-                } else {
-                    c.assign(tpl)
-                };
-                if let Err(e) = r {
-                    warn!(error = %e, "assigning partitions failed");
-                }
-                self.post_rebalance(c, &Rebalance::Assign(tpl));
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let r = if cooperative {
-                    c.incremental_unassign(tpl)
-                } else {
-                    c.unassign()
-                };
-                if let Err(e) = r {
-                    warn!(error = %e, "revoking partitions failed");
-                }
-                self.post_rebalance(c, &Rebalance::Revoke(tpl));
-            }
-            other => {
-                let code: RDKafkaErrorCode = other.into();
-                self.post_rebalance(c, &Rebalance::Error(KafkaError::Rebalance(code)));
-            }
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                self.metrics.rebalances.with_label_values(&["assign"]).inc();
-                // A member with no partition makes no progress: not ready.
-                let held = consumer.assignment().map_or(tpl.count(), |a| a.count());
-                self.health.set_assigned(held > 0);
-                let parts = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                // The pipeline may have stopped; nothing to tell it then.
-                let _ = self.assigned.send(parts);
-                info!(partitions = tpl.count(), "partitions assigned");
-            }
-            Rebalance::Revoke(tpl) => {
-                self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-                info!(partitions = tpl.count(), "partitions revoked");
-            }
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
-        }
     }
 }
 

@@ -1,28 +1,19 @@
-//! Durable state: snapshots of the core with the input offsets they cover,
-//! and the output records already published after the last snapshot.
+//! The snapshot file: the core's state with the input and output offsets it
+//! covers.
 //!
-//! A snapshot file holds a magic line, a [`Header`] and the core's state,
-//! both MessagePack. It is written to a temporary file, fsynced and renamed
-//! over the previous one, so a crash leaves either the old or the new
-//! snapshot, never half of one.
-//!
-//! After a crash the engine restores the snapshot and re-reads its inputs from
-//! the offsets in the header. Processing is deterministic, so it regenerates
-//! records that were already published after the snapshot: [`Published`]
-//! reads those records back from the output topics (from the end offsets the
-//! header recorded) and the pipeline skips each one once.
+//! In: a [`Header`] and the core's [`CoreSnapshotRef`]. Out: one file per
+//! consumer group ([`path`]) holding a magic line, the header and the core
+//! state, both MessagePack; [`read`] gives them back. It keeps the file
+//! whole: written to a temporary file, fsynced and renamed over the previous
+//! one, so a crash leaves either the old or the new snapshot, never half of
+//! one.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::hash::{Hash, Hasher};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use onejourney_core::processor::{CoreSnapshot, CoreSnapshotRef};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
@@ -136,246 +127,6 @@ pub fn read(path: &Path) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError
     Ok(Some((header, core)))
 }
 
-/// Watches the first records of a partition resumed at `start`. A broker
-/// must deliver from the requested offset; tansu 0.6, asked for an offset in
-/// the middle of a record batch, skips the rest of that batch (measured:
-/// asked for 11307, it delivers from 11359). On such a gap fetching is
-/// rewound further back, and records below `start` (already covered) are
-/// skipped until the sequence is seen to be contiguous.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResumeCheck {
-    start: i64,
-    /// Where fetching was rewound to, after a gap.
-    rewound_to: Option<i64>,
-    /// A record below `start` came by: fetching is contiguous from there.
-    seen_below: bool,
-}
-
-/// What to do with a record of a resumed partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resumed {
-    /// Below the resume offset: already covered, skip it.
-    Skip,
-    /// The broker skipped records: seek to this offset, drop this record.
-    Rewind(i64),
-    /// Delivery is contiguous from the resume offset: process it and stop checking.
-    Contiguous,
-    /// Records between the resume offset and this one are not at the broker
-    /// even from the partition's start: process it and stop checking.
-    Missing,
-}
-
-impl ResumeCheck {
-    pub fn new(start: i64) -> Self {
-        ResumeCheck {
-            start,
-            rewound_to: None,
-            seen_below: false,
-        }
-    }
-
-    pub fn start(&self) -> i64 {
-        self.start
-    }
-
-    /// The verdict for a record at `offset`.
-    pub fn record(&mut self, offset: i64) -> Resumed {
-        if offset < self.start {
-            self.seen_below = true;
-            return Resumed::Skip;
-        }
-        if offset == self.start || self.seen_below || self.rewound_to == Some(0) {
-            return if offset > self.start {
-                Resumed::Missing
-            } else {
-                Resumed::Contiguous
-            };
-        }
-        let back = match self.rewound_to {
-            None => self.start - 1_000,
-            Some(prev) => prev - (self.start - prev) * 10,
-        }
-        .max(0);
-        self.rewound_to = Some(back);
-        Resumed::Rewind(back)
-    }
-
-    /// The seek for the last rewind failed: the next record tries again.
-    pub fn rewind_failed(&mut self) {
-        self.rewound_to = None;
-    }
-}
-
-/// Output records published after the last snapshot, each to be skipped once
-/// when re-processing regenerates it.
-///
-/// A record's identity: on `next-best-actions` its `action_id` (the contract's
-/// "same action_id = same decision": re-processing may see the decision's
-/// context slightly differently, e.g. a value tier computed over customers
-/// interleaved differently, and must still not send it twice); on
-/// `churn-risk` its One ID, trigger and evaluation time; elsewhere the topic,
-/// key, payload and headers.
-#[derive(Debug, Default)]
-pub struct Published {
-    records: HashMap<u64, u32>,
-    actions_topic: String,
-    churn_topic: String,
-}
-
-impl Published {
-    pub fn len(&self) -> usize {
-        self.records.values().map(|n| *n as usize).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    pub fn new(actions_topic: &str, churn_topic: &str) -> Self {
-        Published {
-            records: HashMap::new(),
-            actions_topic: actions_topic.to_string(),
-            churn_topic: churn_topic.to_string(),
-        }
-    }
-
-    /// The identity of a record (see the type's documentation).
-    pub fn identity(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> u64 {
-        let field = |v: &serde_json::Value, f: &str| v.get(f).map(ToString::to_string).unwrap_or_default();
-        if topic == self.actions_topic || topic == self.churn_topic {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
-                let id = if topic == self.actions_topic {
-                    field(&v, "action_id")
-                } else {
-                    format!(
-                        "{} {} {}",
-                        field(&v, "one_id"),
-                        field(&v, "evaluated_at"),
-                        field(&v, "trigger")
-                    )
-                };
-                return fingerprint(topic, None, id.as_bytes(), std::iter::empty());
-            }
-        }
-        fingerprint(topic, key, payload, headers.iter().copied())
-    }
-
-    pub fn add(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) {
-        let id = self.identity(topic, key, payload, headers);
-        *self.records.entry(id).or_insert(0) += 1;
-    }
-
-    /// True (and forgets one copy) when this record was already published.
-    pub fn take(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> bool {
-        let id = self.identity(topic, key, payload, headers);
-        match self.records.get_mut(&id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                self.records.remove(&id);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// A hash of an output record: topic, key, payload and header values.
-pub fn fingerprint<'a>(
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    topic.hash(&mut h);
-    key.hash(&mut h);
-    payload.hash(&mut h);
-    for (k, v) in headers {
-        k.hash(&mut h);
-        v.hash(&mut h);
-    }
-    h.finish()
-}
-
-/// Reads every record published to the output topics after `since` (a
-/// snapshot's end offsets). Blocking: call it off the async workers.
-pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyhow::Result<Published> {
-    let mut published = Published::new(&settings.topics.next_best_actions, &settings.topics.churn_risk);
-    if since.is_empty() {
-        return Ok(published);
-    }
-    let consumer: BaseConsumer = crate::kafka::base_config(settings)
-        .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let timeout = Duration::from_secs(30);
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for (topic, partition, from) in since {
-        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
-        if high > *from {
-            ends.insert((topic.clone(), *partition), high);
-        }
-    }
-    consumer.assign(&tpl)?;
-    let mut starting: HashMap<(String, i32), ResumeCheck> = since
-        .iter()
-        .map(|(t, p, from)| ((t.clone(), *p), ResumeCheck::new(*from)))
-        .collect();
-    // Read to the end offsets, then on until nothing arrives for a while: a
-    // broker may report an end offset a record or two short (tansu 0.6 does
-    // when the last batch held several), and a record missed here would be
-    // published twice.
-    let started = std::time::Instant::now();
-    let mut last_message = started;
-    loop {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "reading back published outputs did not finish within 300 s"
-        );
-        let quiet = last_message.elapsed() > Duration::from_millis(1500);
-        if ends.is_empty() && quiet {
-            break;
-        }
-        let Some(m) = consumer.poll(Duration::from_millis(250)) else {
-            // Nothing more for long past where the end offsets said: done.
-            if quiet && last_message.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            continue;
-        };
-        let m = m?;
-        last_message = std::time::Instant::now();
-        let k = (m.topic().to_string(), m.partition());
-        if let Some(check) = starting.get_mut(&k) {
-            match check.record(m.offset()) {
-                Resumed::Skip => continue,
-                Resumed::Rewind(back) => {
-                    consumer.seek(m.topic(), m.partition(), Offset::Offset(back), timeout)?;
-                    continue;
-                }
-                Resumed::Contiguous | Resumed::Missing => {
-                    starting.remove(&k);
-                }
-            }
-        }
-        let headers: Vec<(&str, Option<&[u8]>)> = m
-            .headers()
-            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
-            .unwrap_or_default();
-        published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
-        if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
-            ends.remove(&k);
-        }
-    }
-    Ok(published)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -386,7 +137,6 @@ mod tests {
     use onejourney_simulator::{generate, SimConfig};
 
     use super::*;
-    use crate::config::Topics;
 
     fn outputs(p: &mut Processor, events: &[onejourney_core::ChannelEvent]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -414,7 +164,7 @@ mod tests {
         let events: Vec<_> = sim
             .events
             .iter()
-            .map(|e| d.decode(Topics::stream_channel(e.stream), &e.bytes()).unwrap())
+            .map(|e| d.decode(e.stream.channel(), &e.bytes()).unwrap())
             .collect();
         let (first, rest) = events.split_at(events.len() / 2);
         let new = || Processor::new(Arc::new(s.core()), Arc::new(State::new(ns.clone())));
@@ -495,7 +245,7 @@ mod tests {
         // Eight partitions, as the engine numbers them, each a list of events by offset.
         let mut parts: Vec<Vec<onejourney_core::ChannelEvent>> = vec![Vec::new(); 8];
         for e in &sim.events {
-            let c = Topics::stream_channel(e.stream);
+            let c = e.stream.channel();
             let p = c as usize * 2 + e.key_partition(2) as usize;
             parts[p].push(d.decode(c, &e.bytes()).unwrap());
         }
@@ -570,52 +320,5 @@ mod tests {
         }
         assert_eq!(sa.len(), sb.len());
         assert!(sa == sb, "the same records");
-    }
-
-    #[test]
-    fn a_resume_gap_rewinds_further_back_until_delivery_is_contiguous() {
-        let mut c = ResumeCheck::new(11_307);
-        // tansu delivers from the next batch: rewind 1,000 back.
-        assert_eq!(c.record(11_359), Resumed::Rewind(10_307));
-        // Still past the start: ten times further.
-        assert_eq!(c.record(11_359), Resumed::Rewind(307));
-        // A record below the start: covered, and delivery is contiguous from here.
-        assert_eq!(c.record(11_000), Resumed::Skip);
-        assert_eq!(c.record(11_307), Resumed::Contiguous);
-        assert_eq!(ResumeCheck::new(5).record(5), Resumed::Contiguous);
-        // Rewound to the partition's start and still a gap: those records are gone.
-        let mut c = ResumeCheck::new(500);
-        assert_eq!(c.record(900), Resumed::Rewind(0));
-        assert_eq!(c.record(900), Resumed::Missing);
-    }
-
-    #[test]
-    fn published_records_are_skipped_once_per_copy() {
-        let mut p = Published::new("nba", "churn");
-        p.add("t", Some(b"k"), b"v", &[]);
-        p.add("t", Some(b"k"), b"v", &[]);
-        assert!(p.take("t", Some(b"k"), b"v", &[]));
-        assert!(p.take("t", Some(b"k"), b"v", &[]));
-        assert!(!p.take("t", Some(b"k"), b"v", &[]));
-        assert!(p.is_empty());
-        p.add("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"1"[..]))]);
-        assert!(!p.take("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"2"[..]))]));
-        assert!(!p.take("t", Some(b"k"), b"w", &[]));
-        // A decision is the same decision by its action id, whatever else changed.
-        p.add("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier b"}"#, &[]);
-        assert!(!p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-2","reason":"tier b"}"#, &[]));
-        assert!(p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier c"}"#, &[]));
-        p.add(
-            "churn",
-            None,
-            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"high"}"#,
-            &[],
-        );
-        assert!(p.take(
-            "churn",
-            None,
-            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"medium"}"#,
-            &[]
-        ));
     }
 }

@@ -1,0 +1,57 @@
+//! `onejourney-bench`: measure throughput, latency and memory figures on this
+//! machine (see docs/benchmarks.md and [`onejourney_bench`]).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use onejourney_bench::BenchArgs;
+use onejourney_engine::cli::Common;
+
+/// Measure throughput, latency and memory figures on this machine (see docs/benchmarks.md).
+#[derive(Parser)]
+#[command(name = "onejourney-bench", version)]
+struct Args {
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Simulator events to measure with.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Profiles in memory before the core is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    profiles: usize,
+    /// Measure parse_floor and memory only (for large --profiles).
+    #[arg(long)]
+    memory_only: bool,
+    /// A Kafka-compatible broker for the drain, echo and engine figures
+    /// (left out without one).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Seconds each half-rate latency run lasts.
+    #[arg(long, default_value_t = 10)]
+    paced_secs: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let settings = args.common.settings(None)?;
+    onejourney_bench::run(
+        &settings,
+        &BenchArgs {
+            out: args.out,
+            events: args.events,
+            profiles: args.profiles,
+            memory_only: args.memory_only,
+            brokers: args.brokers,
+            paced_for: std::time::Duration::from_secs(args.paced_secs),
+        },
+        &runtime,
+    )
+}

@@ -1,0 +1,223 @@
+//! The outputs already published after the last snapshot, read back at
+//! start so that re-processing does not publish them twice.
+//!
+//! In: the snapshot's output end offsets. Out: [`Published`], the records
+//! found after them on the output topics, each of which the pipeline skips
+//! once when re-processing regenerates it. It keeps one count per record
+//! identity (see [`Published`]); the records themselves are not kept.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::kafka::resume::{ResumeCheck, Resumed};
+
+/// Output records published after the last snapshot, each to be skipped once
+/// when re-processing regenerates it.
+///
+/// A record's identity: on `next-best-actions` its `action_id` (the contract's
+/// "same action_id = same decision": re-processing may see the decision's
+/// context slightly differently, e.g. a value tier computed over customers
+/// interleaved differently, and must still not send it twice); on
+/// `churn-risk` its One ID, trigger and evaluation time; elsewhere the topic,
+/// key, payload and headers.
+#[derive(Debug, Default)]
+pub struct Published {
+    records: HashMap<u64, u32>,
+    actions_topic: String,
+    churn_topic: String,
+}
+
+impl Published {
+    pub fn len(&self) -> usize {
+        self.records.values().map(|n| *n as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn new(actions_topic: &str, churn_topic: &str) -> Self {
+        Published {
+            records: HashMap::new(),
+            actions_topic: actions_topic.to_string(),
+            churn_topic: churn_topic.to_string(),
+        }
+    }
+
+    /// The identity of a record (see the type's documentation).
+    pub fn identity(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> u64 {
+        let field = |v: &serde_json::Value, f: &str| v.get(f).map(ToString::to_string).unwrap_or_default();
+        if topic == self.actions_topic || topic == self.churn_topic {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
+                let id = if topic == self.actions_topic {
+                    field(&v, "action_id")
+                } else {
+                    format!(
+                        "{} {} {}",
+                        field(&v, "one_id"),
+                        field(&v, "evaluated_at"),
+                        field(&v, "trigger")
+                    )
+                };
+                return fingerprint(topic, None, id.as_bytes(), std::iter::empty());
+            }
+        }
+        fingerprint(topic, key, payload, headers.iter().copied())
+    }
+
+    pub fn add(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) {
+        let id = self.identity(topic, key, payload, headers);
+        *self.records.entry(id).or_insert(0) += 1;
+    }
+
+    /// True (and forgets one copy) when this record was already published.
+    pub fn take(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> bool {
+        let id = self.identity(topic, key, payload, headers);
+        match self.records.get_mut(&id) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.records.remove(&id);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A hash of an output record: topic, key, payload and header values.
+pub fn fingerprint<'a>(
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    topic.hash(&mut h);
+    key.hash(&mut h);
+    payload.hash(&mut h);
+    for (k, v) in headers {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Reads every record published to the output topics after `since` (a
+/// snapshot's end offsets). Blocking: call it off the async workers.
+pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyhow::Result<Published> {
+    let mut published = Published::new(&settings.topics.next_best_actions, &settings.topics.churn_risk);
+    if since.is_empty() {
+        return Ok(published);
+    }
+    let consumer: BaseConsumer = crate::kafka::base_config(settings)
+        .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for (topic, partition, from) in since {
+        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
+        if high > *from {
+            ends.insert((topic.clone(), *partition), high);
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut starting: HashMap<(String, i32), ResumeCheck> = since
+        .iter()
+        .map(|(t, p, from)| ((t.clone(), *p), ResumeCheck::new(*from)))
+        .collect();
+    // Read to the end offsets, then on until nothing arrives for a while: a
+    // broker may report an end offset a record or two short (tansu 0.6 does
+    // when the last batch held several), and a record missed here would be
+    // published twice.
+    let started = std::time::Instant::now();
+    let mut last_message = started;
+    loop {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "reading back published outputs did not finish within 300 s"
+        );
+        let quiet = last_message.elapsed() > Duration::from_millis(1500);
+        if ends.is_empty() && quiet {
+            break;
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(250)) else {
+            // Nothing more for long past where the end offsets said: done.
+            if quiet && last_message.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            continue;
+        };
+        let m = m?;
+        last_message = std::time::Instant::now();
+        let k = (m.topic().to_string(), m.partition());
+        if let Some(check) = starting.get_mut(&k) {
+            match check.record(m.offset()) {
+                Resumed::Skip => continue,
+                Resumed::Rewind(back) => {
+                    consumer.seek(m.topic(), m.partition(), Offset::Offset(back), timeout)?;
+                    continue;
+                }
+                Resumed::Contiguous | Resumed::Missing => {
+                    starting.remove(&k);
+                }
+            }
+        }
+        let headers: Vec<(&str, Option<&[u8]>)> = m
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
+            .unwrap_or_default();
+        published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
+        if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&k);
+        }
+    }
+    Ok(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_records_are_skipped_once_per_copy() {
+        let mut p = Published::new("nba", "churn");
+        p.add("t", Some(b"k"), b"v", &[]);
+        p.add("t", Some(b"k"), b"v", &[]);
+        assert!(p.take("t", Some(b"k"), b"v", &[]));
+        assert!(p.take("t", Some(b"k"), b"v", &[]));
+        assert!(!p.take("t", Some(b"k"), b"v", &[]));
+        assert!(p.is_empty());
+        p.add("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"1"[..]))]);
+        assert!(!p.take("dead", Some(b"k"), b"v", &[("dlq.offset", Some(&b"2"[..]))]));
+        assert!(!p.take("t", Some(b"k"), b"w", &[]));
+        // A decision is the same decision by its action id, whatever else changed.
+        p.add("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier b"}"#, &[]);
+        assert!(!p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-2","reason":"tier b"}"#, &[]));
+        assert!(p.take("nba", Some(b"oj-1"), br#"{"action_id":"act-1","reason":"tier c"}"#, &[]));
+        p.add(
+            "churn",
+            None,
+            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"high"}"#,
+            &[],
+        );
+        assert!(p.take(
+            "churn",
+            None,
+            br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"medium"}"#,
+            &[]
+        ));
+    }
+}

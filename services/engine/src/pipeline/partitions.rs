@@ -1,0 +1,198 @@
+//! Partitions: what the pipeline knows of each input partition.
+//!
+//! In: the Kafka edge's events (assignments, revocations, end offsets) and
+//! the offset of every message taken. Out: the core's per-partition
+//! watermark bookkeeping (assigned, idle or behind), a verdict on the first
+//! messages of a resumed partition, and at a checkpoint the input offsets the
+//! state covers. It keeps, per input partition: the largest offset taken, the
+//! first offset the last snapshot does not cover, where the partition ends at
+//! the broker, and the resume check of a partition just assigned.
+
+use std::collections::HashMap;
+
+use onejourney_core::Channel;
+use tracing::{error, warn};
+
+use super::ingest::Ingest;
+use crate::config::Topics;
+use crate::kafka::edge::{EdgeEvent, Tp};
+use crate::kafka::resume::{ResumeCheck, Resumed};
+
+/// What to do with a message just taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Process,
+    /// Drop it.
+    Skip,
+    /// Drop it and fetch the partition again from this offset.
+    Rewind(i64),
+}
+
+pub struct Partitions {
+    topics: Topics,
+    /// The largest offset taken from each input partition.
+    highest: HashMap<Tp, i64>,
+    /// Per input partition, the first offset the last snapshot does not cover.
+    covered: HashMap<Tp, i64>,
+    /// The end offset of each assigned input partition, refreshed every second.
+    ends: HashMap<Tp, i64>,
+    /// Partitions just assigned whose first message has not shown yet that
+    /// fetching started at the resume offset.
+    resuming: HashMap<Tp, ResumeCheck>,
+}
+
+impl Partitions {
+    /// `covered`: the restored snapshot's resume offsets.
+    pub fn new(topics: Topics, covered: HashMap<Tp, i64>) -> Self {
+        Partitions {
+            topics,
+            highest: HashMap::new(),
+            covered,
+            ends: HashMap::new(),
+            resuming: HashMap::new(),
+        }
+    }
+
+    /// Applies one event of the Kafka edge at processing time `now_ms`.
+    pub fn on_event(&mut self, event: EdgeEvent, ingest: &mut Ingest, now_ms: u64) {
+        match event {
+            EdgeEvent::Assigned(parts) => self.assigned(parts, ingest, now_ms),
+            EdgeEvent::Revoked(parts) => {
+                for tp in &parts {
+                    self.resuming.remove(tp);
+                }
+            }
+            EdgeEvent::Ends(ends) => self.ends.extend(ends),
+        }
+    }
+
+    /// Partitions just assigned hold the watermark back until they deliver
+    /// or stay silent for `idle_after`; the others stop holding it.
+    fn assigned(&mut self, parts: Vec<(Tp, Option<i64>)>, ingest: &mut Ingest, now_ms: u64) {
+        // Eager rebalancing: each assignment is the whole set.
+        let inputs: Vec<(Channel, i32)> = parts
+            .iter()
+            .filter_map(|((t, p), _)| self.topics.channel_of(t).map(|c| (c, *p)))
+            .collect();
+        ingest.retain_partitions(&inputs);
+        for (channel, partition) in inputs {
+            ingest.register_partition(channel, partition, now_ms);
+        }
+        // Every assigned partition starts at its resume offset: watch that
+        // the broker really delivers from there.
+        self.resuming.clear();
+        for (tp, start) in parts {
+            if let Some(start) = start {
+                self.resuming.insert(tp, ResumeCheck::new(start));
+            }
+        }
+    }
+
+    /// Checks where a resumed partition's first messages start (see
+    /// [`ResumeCheck`]).
+    pub fn admit(&mut self, topic: &str, partition: i32, offset: i64) -> Admit {
+        let tp = (topic.to_string(), partition);
+        let Some(check) = self.resuming.get_mut(&tp) else {
+            return Admit::Process;
+        };
+        let start = check.start();
+        match check.record(offset) {
+            Resumed::Skip => Admit::Skip,
+            Resumed::Contiguous => {
+                self.resuming.remove(&tp);
+                Admit::Process
+            }
+            Resumed::Missing => {
+                error!(
+                    topic,
+                    partition,
+                    from = start,
+                    to = offset,
+                    "the broker has no records between the resume offset and the first one it delivers"
+                );
+                self.resuming.remove(&tp);
+                Admit::Process
+            }
+            Resumed::Rewind(back) => {
+                warn!(
+                    topic,
+                    partition,
+                    asked = start,
+                    got = offset,
+                    rewind_to = back,
+                    "the broker skipped records after the resume offset; fetching again from further back"
+                );
+                Admit::Rewind(back)
+            }
+        }
+    }
+
+    /// The seek of the last rewind failed: the next message tries again.
+    pub fn rewind_failed(&mut self, topic: &str, partition: i32) {
+        if let Some(check) = self.resuming.get_mut(&(topic.to_string(), partition)) {
+            check.rewind_failed();
+        }
+    }
+
+    /// A message at `offset` was taken for processing.
+    pub fn taken(&mut self, topic: &str, partition: i32, offset: i64) {
+        let high = self.highest.entry((topic.to_string(), partition)).or_insert(offset);
+        *high = (*high).max(offset);
+    }
+
+    /// A partition with messages still at the broker is behind, not idle: one
+    /// whose next offset is below its end has a backlog.
+    pub fn update_backlogs(&self, ingest: &mut Ingest) {
+        for ((topic, partition), end) in &self.ends {
+            let Some(channel) = self.topics.channel_of(topic) else {
+                continue;
+            };
+            let k = (topic.clone(), *partition);
+            let next = self
+                .highest
+                .get(&k)
+                .map(|h| h + 1)
+                .or_else(|| self.covered.get(&k).copied())
+                .unwrap_or(0);
+            ingest.set_backlog(channel, *partition, next < *end);
+        }
+    }
+
+    /// The input offsets the state covers: past everything taken, except
+    /// the `unfinished` messages (events still waiting for the watermark:
+    /// they are read again).
+    pub fn covered_now<'a>(&self, unfinished: impl Iterator<Item = (&'a str, i32, i64)>) -> HashMap<Tp, i64> {
+        let mut inputs = self.covered.clone();
+        for (tp, high) in &self.highest {
+            inputs.insert(tp.clone(), high + 1);
+        }
+        for (topic, partition, offset) in unfinished {
+            let o = inputs.entry((topic.to_string(), partition)).or_insert(offset);
+            *o = (*o).min(offset);
+        }
+        inputs
+    }
+
+    /// A snapshot covering `inputs` is durable.
+    pub fn checkpointed(&mut self, inputs: HashMap<Tp, i64>) {
+        self.covered = inputs;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covered_offsets_stop_at_the_first_unfinished_message() {
+        let covered = HashMap::from([(("web".to_string(), 0), 5), (("web".to_string(), 1), 9)]);
+        let mut p = Partitions::new(crate::config::Settings::defaults().unwrap().topics, covered);
+        p.taken("web", 0, 10);
+        p.taken("web", 0, 12);
+        p.taken("pos", 0, 3);
+        let now = p.covered_now([("web", 0, 11), ("pos", 0, 2)].into_iter());
+        assert_eq!(now[&("web".to_string(), 0)], 11);
+        assert_eq!(now[&("web".to_string(), 1)], 9);
+        assert_eq!(now[&("pos".to_string(), 0)], 2);
+    }
+}

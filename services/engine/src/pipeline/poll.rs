@@ -1,0 +1,227 @@
+//! The poll loop: the single writer of the state.
+//!
+//! In: messages from the consumer, the Kafka edge's events (assignments,
+//! revocations, end offsets), a 250 ms tick, the snapshot interval, the
+//! memory-budget check, and cancel. Out: each message run through ingest and
+//! its records through the in-flight queue; checkpoints; readiness. It keeps
+//! the processing clock the core's idle-partition rule is measured on, and
+//! whether consuming is paused for the memory budget.
+//!
+//! Data path of one message: [`Partitions::admit`] -> [`Ingest::handle`]
+//! -> [`InFlight::apply`] (emit) -> [`InFlight::flush_done`] (ack).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::Offset;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+use super::checkpoint::Checkpoint;
+use super::inflight::InFlight;
+use super::ingest::{Ingest, Origin};
+use super::partitions::{Admit, Partitions};
+use crate::config::Settings;
+use crate::health::Health;
+use crate::kafka::{edge, EdgeEvent, IngestConsumer};
+use crate::metrics::Metrics;
+
+pub struct Poll {
+    pub consumer: Arc<IngestConsumer>,
+    pub edge: mpsc::Receiver<EdgeEvent>,
+    pub ingest: Ingest,
+    pub partitions: Partitions,
+    pub in_flight: InFlight,
+    pub checkpoint: Checkpoint,
+    pub settings: Arc<Settings>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub cancel: CancellationToken,
+    /// Processing time for the core's idle-partition rule starts here.
+    pub clock: Instant,
+}
+
+impl Poll {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until cancel (then drains and checkpoints) or until the ack
+    /// stage stops.
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut snapshot = tokio::time::interval(self.settings.state.snapshot_interval);
+        snapshot.tick().await;
+        let mut budget = tokio::time::interval(Duration::from_secs(10));
+        let mut paused = false;
+        loop {
+            let msg = tokio::select! {
+                _ = self.cancel.cancelled() => return self.drain().await,
+                _ = tick.tick() => {
+                    if !self.tick().await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ = snapshot.tick() => {
+                    self.checkpoint().await?;
+                    continue;
+                }
+                _ = budget.tick() => {
+                    paused = self.over_budget();
+                    continue;
+                }
+                m = self.consumer.recv(), if !paused => m,
+            };
+            self.health.beat();
+            match msg {
+                Ok(m) => {
+                    if !self.message(m.detach()).await? {
+                        // The ack task stopped: it failed and cancelled; its error is reported.
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.metrics.consumer_errors.inc();
+                    warn!(error = %e, "consume failed");
+                }
+            }
+        }
+    }
+
+    /// One message; false when the ack stage has stopped.
+    async fn message(&mut self, msg: OwnedMessage) -> anyhow::Result<bool> {
+        self.health.set_connected(true);
+        self.drain_edge();
+        let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+        match self.partitions.admit(topic, partition, offset) {
+            Admit::Process => {}
+            Admit::Skip => return Ok(true),
+            Admit::Rewind(back) => {
+                self.rewind(topic, partition, back);
+                return Ok(true);
+            }
+        }
+        self.partitions.taken(topic, partition, offset);
+        let seq = self.in_flight.push(topic, partition, offset, Instant::now());
+        let origin = Origin {
+            topic,
+            partition,
+            offset,
+            key: msg.key(),
+            payload: msg.payload(),
+        };
+        let steps = self.ingest.handle(&origin, seq, self.now_ms());
+        self.in_flight.apply(steps).await?;
+        Ok(self.in_flight.flush_done().await)
+    }
+
+    /// Every 250 ms: liveness, the edge's events, backlogs, and what the
+    /// watermark releases as partitions go idle. False when the ack stage
+    /// has stopped.
+    async fn tick(&mut self) -> anyhow::Result<bool> {
+        self.health.beat();
+        self.metrics
+            .producer_queue
+            .set(i64::from(self.in_flight.producer_queue()));
+        self.drain_edge();
+        self.partitions.update_backlogs(&mut self.ingest);
+        let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());
+        self.in_flight.apply(steps).await?;
+        Ok(self.in_flight.flush_done().await)
+    }
+
+    /// Cancel: apply every buffered event (as if every partition were idle),
+    /// then checkpoint, so a graceful stop leaves nothing to re-process.
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        let steps = self.ingest.tick(u64::MAX, self.in_flight.newest());
+        self.in_flight.apply(steps).await?;
+        self.in_flight.flush_done().await;
+        self.checkpoint
+            .run(
+                &mut self.ingest,
+                &mut self.in_flight,
+                &mut self.partitions,
+                &self.consumer,
+                true,
+            )
+            .await
+    }
+
+    /// The periodic checkpoint. A failed output delivery stops the engine;
+    /// anything else is retried at the next interval.
+    async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let done = self
+            .checkpoint
+            .run(
+                &mut self.ingest,
+                &mut self.in_flight,
+                &mut self.partitions,
+                &self.consumer,
+                false,
+            )
+            .await;
+        if let Err(e) = done {
+            if self.cancel.is_cancelled() {
+                return Err(e);
+            }
+            self.metrics.snapshots.with_label_values(&["failed"]).inc();
+            warn!(error = %format!("{e:#}"), "state snapshot failed; retrying at the next interval");
+        }
+        Ok(())
+    }
+
+    /// Applies the Kafka edge's events in order. An assignment the edge
+    /// could not send is read from the consumer instead.
+    fn drain_edge(&mut self) {
+        let now = self.now_ms();
+        while let Ok(event) = self.edge.try_recv() {
+            self.partitions.on_event(event, &mut self.ingest, now);
+        }
+        if self.consumer.context().take_missed() {
+            let assigned = self
+                .consumer
+                .assignment()
+                .map(|tpl| self.consumer.context().starts(edge::partitions(&tpl)))
+                .unwrap_or_default();
+            self.partitions
+                .on_event(EdgeEvent::Assigned(assigned), &mut self.ingest, now);
+        }
+    }
+
+    /// Fetches a partition again from `back` (see [`Partitions::admit`]).
+    fn rewind(&mut self, topic: &str, partition: i32, back: i64) {
+        let consumer = self.consumer.clone();
+        let t = topic.to_string();
+        let sought =
+            super::blocking(move || consumer.seek(&t, partition, Offset::Offset(back), Duration::from_secs(10)));
+        if let Err(e) = sought {
+            warn!(topic, partition, error = %e, "seeking back failed; retrying on the next message");
+            self.partitions.rewind_failed(topic, partition);
+        }
+    }
+
+    /// Checks the memory budget; true while consuming must stay paused.
+    fn over_budget(&mut self) -> bool {
+        let limit = self.settings.state.max_memory_bytes;
+        if limit == 0 {
+            return false;
+        }
+        let bytes = self.ingest.processor().state().approx_bytes() as u64;
+        let over = bytes >= limit;
+        self.metrics.memory_budget_exceeded.set(i64::from(over));
+        self.health.set_within_budget(!over);
+        if over {
+            error!(
+                state_bytes = bytes,
+                max_memory_bytes = limit,
+                "state is over its memory budget: consuming paused, not ready. Raise state.max_memory_bytes, \
+                 shorten state.evict_journeys_after, or add memory"
+            );
+        }
+        over
+    }
+}
