@@ -115,9 +115,26 @@ pub fn visit_frequency_drop(j: &Journey, now: EventTime) -> Option<f64> {
 
 /// Scores a journey at event time `now`.
 pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
-    let w = &cfg.weights;
+    let feats = features(&cfg.weights, j, now);
+    let raw: f64 = feats.iter().map(|f| f.2).sum();
+    let score = if raw > 0.0 { 1.0 - (-raw).exp() } else { 0.0 };
+    let factors = feats
+        .into_iter()
+        .map(|(name, value, x)| Factor {
+            name,
+            value,
+            contribution: if raw > 0.0 { super::round2(score * x / raw) } else { 0.0 },
+        })
+        .collect();
+    Score {
+        score: (score * 1000.0).round() / 1000.0,
+        factors,
+    }
+}
+
+/// The features that apply to `j` at `now`: (name, reported value, weighted x).
+fn features(w: &ChurnWeights, j: &Journey, now: EventTime) -> Vec<(FactorName, f64, f64)> {
     let mut feats: Vec<(FactorName, f64, f64)> = Vec::with_capacity(10);
-    // (name, reported value, weighted x)
     if let Some(last) = j.last_seen {
         let d = now.days_since(last);
         feats.push((
@@ -181,18 +198,5 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
     if let Some(s) = j.last_sentiment {
         feats.push((FactorName::LastSentiment, s, w.negative_sentiment * (-s).max(0.0)));
     }
-    let raw: f64 = feats.iter().map(|f| f.2).sum();
-    let score = if raw > 0.0 { 1.0 - (-raw).exp() } else { 0.0 };
-    let factors = feats
-        .into_iter()
-        .map(|(name, value, x)| Factor {
-            name,
-            value,
-            contribution: if raw > 0.0 { super::round2(score * x / raw) } else { 0.0 },
-        })
-        .collect();
-    Score {
-        score: (score * 1000.0).round() / 1000.0,
-        factors,
-    }
+    feats
 }
