@@ -1,9 +1,12 @@
-//! Decoding: bytes -> validated [`ChannelEvent`].
+//! Decoding: bytes -> validated inputs.
 //!
-//! In: the raw bytes of one message and the channel its topic belongs to.
-//! Out: a typed event whose identifiers are normalised (email and phone hashed),
-//! or a [`DecodeError`] whose `reason()` is a small fixed label for metrics and
-//! whose `Display` is a readable sentence for the dead-letter header.
+//! In: the raw bytes of one message and the channel its topic belongs to (or
+//! the `action-outcomes` / `identity-control` topic). Out: the core's inputs:
+//! a typed [`ChannelEvent`] whose identifiers are normalised (email and phone
+//! hashed), an [`ActionOutcome`] or a [`ControlCommand`]; or a [`DecodeError`]
+//! whose `reason()` is a small fixed label for metrics and whose `Display` is
+//! a readable sentence for the dead-letter header. Keeps only the compiled
+//! schemas and the namespace table.
 //! Invariant: every message is validated against the JSON Schema of its channel
 //! (compiled once, in [`Decoder::new`]) before anything reads it; error text
 //! never quotes the message's values, so no PII reaches logs or headers.
@@ -16,6 +19,7 @@ use serde_json::Value;
 
 use crate::ids::{BlockReason, IdKey, Namespaces};
 use crate::time::EventTime;
+use crate::vocab::Outcome;
 
 /// The four input channels.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -28,7 +32,11 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Web, Channel::Pos, Channel::App, Channel::CallCenter];
+    /// How many input channels there are.
+    pub const COUNT: usize = 4;
+
+    /// Every input channel, in [`Channel::index`] order.
+    pub const ALL: [Channel; Channel::COUNT] = [Channel::Web, Channel::Pos, Channel::App, Channel::CallCenter];
 
     /// Label for metrics and outputs.
     pub fn label(self) -> &'static str {
@@ -40,6 +48,7 @@ impl Channel {
         }
     }
 
+    /// Position in [`Channel::ALL`].
     pub fn index(self) -> usize {
         self as usize
     }
@@ -214,7 +223,6 @@ impl DecodeError {
     ];
 }
 
-/// Compiled validators for the four channels plus the namespace table.
 /// A command on the `identity-control` topic.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ControlCommand {
@@ -222,8 +230,20 @@ pub enum ControlCommand {
     Forget(IdKey),
 }
 
+/// An `action-outcomes` record.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct ActionOutcome {
+    pub action_id: String,
+    pub one_id: String,
+    pub outcome: Outcome,
+    pub at: String,
+}
+
+/// Compiled validators for the channels and the other input topics, plus
+/// the namespace table.
 pub struct Decoder {
-    validators: [jsonschema::Validator; 4],
+    /// Indexed by [`Channel::index`].
+    validators: Vec<jsonschema::Validator>,
     outcome: jsonschema::Validator,
     control: jsonschema::Validator,
     namespaces: Arc<Namespaces>,
@@ -261,15 +281,11 @@ impl Decoder {
             "identity-control.v1.json",
             include_str!("../../../schemas/identity-control.v1.json"),
         )?;
+        let validators = Channel::ALL.into_iter().map(compile).collect::<Result<_, _>>()?;
         Ok(Decoder {
             outcome,
             control,
-            validators: [
-                compile(Channel::Web)?,
-                compile(Channel::Pos)?,
-                compile(Channel::App)?,
-                compile(Channel::CallCenter)?,
-            ],
+            validators,
             namespaces,
             max_bytes,
         })
@@ -290,10 +306,9 @@ impl Decoder {
     }
 
     /// Decodes an `action-outcomes` record.
-    pub fn decode_outcome(&self, bytes: &[u8]) -> Result<crate::processor::ActionOutcome, DecodeError> {
+    pub fn decode_outcome(&self, bytes: &[u8]) -> Result<ActionOutcome, DecodeError> {
         let value = self.validated(&self.outcome, bytes)?;
-        let o: crate::processor::ActionOutcome =
-            serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        let o: ActionOutcome = serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
         EventTime::parse_rfc3339(&o.at).ok_or(DecodeError::BadTimestamp)?;
         Ok(o)
     }

@@ -4,6 +4,8 @@
 //! event hashes its identifiers into the index several times); foldhash is
 //! several times faster on short keys and still seeds itself per process,
 //! so keys sent from outside cannot be chosen to collide.
+//!
+//! In / out: type aliases only; keeps nothing.
 
 pub type BuildHasher = foldhash::fast::RandomState;
 pub type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasher>;

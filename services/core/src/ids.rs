@@ -1,7 +1,14 @@
 //! Identifier namespaces and normalisation.
 //!
-//! In: the raw `identifiers` object of an event. Out: [`IdKey`]s, one per
-//! identifier that may be recorded, plus the values that were blocked as junk.
+//! In: the raw `identifiers` object of an event; the namespace table from
+//! config. Out: [`IdKey`]s, one per identifier that may be recorded, plus the
+//! values that were blocked as junk; per namespace its rule and the contact
+//! channels an identifier of it reaches. Keeps the table ([`Namespaces`]).
+//!
+//! The built-in table, [`Namespaces::default_rules`], is the one source of
+//! the contract's namespaces: the engine's `identity.namespaces` defaults to
+//! it (and `onejourney check-config` prints it).
+//!
 //! Invariant: raw email and phone values never leave this module; they are
 //! normalised and replaced by their SHA-256 hex in the `email_sha256` /
 //! `phone_sha256` namespaces before anything else sees them.
@@ -12,6 +19,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::vocab::ContactChannel;
 
 /// What an identifier says about who is behind it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +53,11 @@ pub struct NamespaceRule {
     /// dropped (device namespaces). `None`: only the profile-wide cap applies.
     #[serde(default)]
     pub max_per_profile: Option<u16>,
+    /// The contact channels a customer with an identifier of this namespace
+    /// can be reached on (push also needs consent). Not set: the built-in
+    /// namespace of the same name's routes, none for a new name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaches: Option<Vec<ContactChannel>>,
 }
 
 /// Limits of the identity graph that are not per namespace.
@@ -135,6 +149,8 @@ pub struct Namespaces {
     norm: NormaliseConfig,
     patterns: Vec<regex::Regex>,
     limits: IdentityLimits,
+    /// The contact channels of each namespace, indexed by `Ns`.
+    routes: Vec<Vec<ContactChannel>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -156,23 +172,45 @@ pub enum NamespaceError {
 impl Namespaces {
     /// The namespaces of the wire contract.
     pub fn default_rules() -> Vec<NamespaceRule> {
-        let r = |name: &str, kind, priority, unique, max_per_profile| NamespaceRule {
+        use ContactChannel::{CallCenter, Email, Push, Sms, Store, Web};
+        let r = |name: &str, kind, priority, unique, max_per_profile, reaches: &[ContactChannel]| NamespaceRule {
             name: name.to_string(),
             kind,
             priority,
             unique,
             links: kind != Kind::Household,
             max_per_profile,
+            reaches: Some(reaches.to_vec()),
         };
         vec![
-            r("customer_id", Kind::Person, 100, true, None),
-            r("loyalty_id", Kind::Person, 90, true, None),
-            r(EMAIL_SHA256, Kind::Person, 80, false, None),
-            r(PHONE_SHA256, Kind::Person, 70, false, None),
-            r("device_id", Kind::Device, 40, false, Some(10)),
-            r("cookie_id", Kind::Device, 30, false, Some(20)),
-            r("card_token", Kind::Household, 10, false, Some(10)),
+            r("customer_id", Kind::Person, 100, true, None, &[Store, CallCenter]),
+            r("loyalty_id", Kind::Person, 90, true, None, &[Store]),
+            r(EMAIL_SHA256, Kind::Person, 80, false, None, &[Email]),
+            r(PHONE_SHA256, Kind::Person, 70, false, None, &[Sms, CallCenter]),
+            r("device_id", Kind::Device, 40, false, Some(10), &[Push]),
+            r("cookie_id", Kind::Device, 30, false, Some(20), &[Web]),
+            r("card_token", Kind::Household, 10, false, Some(10), &[]),
         ]
+    }
+
+    /// Each rule's contact channels: its own, else the built-in rule's of
+    /// the same name, else none.
+    fn routes_of(rules: &[NamespaceRule]) -> Vec<Vec<ContactChannel>> {
+        let builtin = Self::default_rules();
+        rules
+            .iter()
+            .map(|rule| {
+                rule.reaches
+                    .clone()
+                    .or_else(|| {
+                        builtin
+                            .iter()
+                            .find(|b| b.name == rule.name)
+                            .and_then(|b| b.reaches.clone())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     pub fn new(rules: Vec<NamespaceRule>, norm: NormaliseConfig) -> Result<Self, NamespaceError> {
@@ -201,7 +239,9 @@ impl Namespaces {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let routes = Self::routes_of(&rules);
         Ok(Namespaces {
+            routes,
             rules,
             by_name,
             email,
@@ -249,6 +289,11 @@ impl Namespaces {
     /// The namespace names, in table order (an `Ns` is an index into it).
     pub fn names(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// The contact channels an identifier of `ns` reaches.
+    pub fn routes(&self, ns: Ns) -> &[ContactChannel] {
+        &self.routes[usize::from(ns.0)]
     }
 
     pub fn lookup(&self, name: &str) -> Option<Ns> {
@@ -463,10 +508,45 @@ mod tests {
             unique: false,
             links: true,
             max_per_profile: None,
+            reaches: None,
         });
         let n = Namespaces::new(rules, NormaliseConfig::default()).unwrap();
         assert!(n.accepts("ticket_id"));
         assert!(n.normalise("ticket_id", "t-1").unwrap().is_ok());
+    }
+
+    #[test]
+    fn contact_routes_come_from_the_table() {
+        let mut rules = Namespaces::default_rules();
+        // A restated built-in namespace without `reaches` keeps its routes.
+        rules[2].reaches = None;
+        rules.push(NamespaceRule {
+            name: "member_email".into(),
+            kind: Kind::Person,
+            priority: 20,
+            unique: false,
+            links: true,
+            max_per_profile: None,
+            reaches: Some(vec![ContactChannel::Email]),
+        });
+        rules.push(NamespaceRule {
+            name: "ticket_id".into(),
+            kind: Kind::Person,
+            priority: 15,
+            unique: false,
+            links: true,
+            max_per_profile: None,
+            reaches: None,
+        });
+        let n = Namespaces::new(rules, NormaliseConfig::default()).unwrap();
+        let routes = |name: &str| n.routes(n.lookup(name).unwrap()).to_vec();
+        assert_eq!(routes(EMAIL_SHA256), vec![ContactChannel::Email]);
+        assert_eq!(routes("member_email"), vec![ContactChannel::Email]);
+        assert_eq!(routes("ticket_id"), Vec::<ContactChannel>::new());
+        assert_eq!(
+            routes("customer_id"),
+            vec![ContactChannel::Store, ContactChannel::CallCenter]
+        );
     }
 
     #[test]

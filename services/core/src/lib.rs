@@ -2,14 +2,27 @@
 //!
 //! # Layout
 //!
-//! - [`event`]: bytes -> validated [`event::ChannelEvent`] (JSON Schema, typed
-//!   fields, identifiers normalised and email/phone hashed by [`ids`]).
+//! In the order an event flows through it:
+//!
+//! - [`vocab`]: the shared vocabulary (contact channels, outcomes, churn
+//!   bands, value tiers, churn factor names); imports nothing of the core.
+//! - [`time`]: event time, and windowed counts over it.
+//! - [`ids`]: the namespace table; identifiers normalised, email/phone hashed.
+//! - [`event`]: bytes -> validated inputs: [`event::ChannelEvent`],
+//!   [`event::ActionOutcome`], [`event::ControlCommand`].
 //! - [`identity`]: the identity graph; `stitch(event) -> Stitch`, changed only by
 //!   an ordered stream of [`identity::IdentityOp`]s.
 //! - [`journey`]: per One ID state; `Journey::apply(event) -> Vec<Transition>`.
-//! - [`decide`]: next-best-action arbitration and churn scoring.
-//! - [`processor`]: the stages above in order, with event-time timers.
+//! - [`decide`]: triggers, contact reach, value tiers, next-best-action
+//!   arbitration, learned propensities and churn scoring. Reads the journey.
 //! - [`output`]: the records of the wire contract.
+//! - [`state`]: the identity graph and journeys shared with readers.
+//! - [`processor`]: the stages above in order, with the reorder buffer,
+//!   event-time timers and the snapshot format.
+//! - [`view`]: what the lookup API reads from the state.
+//!
+//! Imports between these modules point one way (down this list, roughly);
+//! a unit test (`layout_tests.rs`) fails on a circle.
 //!
 //! No tokio, no Kafka, no sockets, no clock: time is an argument
 //! ([`time::EventTime`]), so every rule is testable with plain values.
@@ -23,12 +36,18 @@ pub mod journey;
 pub mod output;
 pub mod processor;
 pub mod snapshot;
+pub mod state;
 pub mod time;
+pub mod view;
+pub mod vocab;
 
+#[cfg(test)]
+mod layout_tests;
 #[cfg(test)]
 mod testkit;
 
 pub use event::{Channel, ChannelEvent, DecodeError, Decoder};
 pub use identity::{IdentityGraph, OneId};
-pub use processor::{CoreConfig, Processed, Processor, State};
+pub use processor::{CoreConfig, Processed, Processor};
+pub use state::State;
 pub use time::EventTime;

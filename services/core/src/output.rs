@@ -1,5 +1,8 @@
-//! The records onejourney publishes, as in the wire contract. Serialising one
-//! of these gives exactly the JSON of its topic's schema in `schemas/`.
+//! The records onejourney publishes, as in the wire contract.
+//!
+//! In: what the processor decided (identity changes, churn bands, next best
+//! actions). Out: [`Output`]s; serialising one gives exactly the JSON of its
+//! topic's schema in `schemas/`. Keeps nothing.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +10,9 @@ use serde::Serialize;
 
 use crate::decide::NamedValue;
 use crate::identity::OneId;
-use crate::journey::{Band, Factor};
+use crate::journey::Factor;
 use crate::time::EventTime;
+use crate::vocab::Band;
 
 /// What caused an output.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -1,5 +1,8 @@
 //! Helpers to serialise live maps into a state snapshot without copying
 //! them. The engine writes the bytes; the core only says what they hold.
+//!
+//! In: borrowed maps. Out: serde sequences of values or pairs. Keeps nothing.
+//! The snapshot format itself is `processor/snapshot.rs`.
 
 use crate::hash::{DashMap, HashMap};
 use serde::ser::SerializeTuple;

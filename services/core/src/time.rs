@@ -1,6 +1,10 @@
 //! Event time. The core never reads a clock: every instant it sees is an
 //! [`EventTime`] that came in with an event or was computed from one.
+//!
+//! In: RFC 3339 strings and milliseconds. Out: [`EventTime`] and windowed
+//! counts over sorted times ([`count_within`]). Keeps nothing.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -48,6 +52,12 @@ impl EventTime {
             None => String::from("invalid-time"),
         }
     }
+}
+
+/// How many of `v` fall within `window` before `now` (inclusive of `now`).
+pub fn count_within(v: &VecDeque<EventTime>, now: EventTime, window: Duration) -> usize {
+    let from = now.minus(window);
+    v.iter().filter(|t| **t > from && **t <= now).count()
 }
 
 fn duration_ms(d: Duration) -> i64 {

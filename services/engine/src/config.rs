@@ -189,7 +189,9 @@ pub struct IdentitySettings {
     pub shared_device_max_persons: usize,
     #[serde(with = "humantime_serde")]
     pub shared_device_window: Duration,
-    /// The namespace table (the contract's by default).
+    /// The namespace table; not set: the contract's, built into the core
+    /// ([`Namespaces::default_rules`]), its one source.
+    #[serde(default = "Namespaces::default_rules")]
     pub namespaces: Vec<NamespaceRule>,
     pub extra_namespaces: Vec<NamespaceRule>,
 }
@@ -406,6 +408,11 @@ mod tests {
         let s = Settings::defaults().unwrap();
         assert_eq!(s.identity.namespaces, Namespaces::default_rules());
         assert_eq!(*s.namespaces().unwrap().limits(), IdentityLimits::default());
+        // check-config prints the table, and what it prints reads back the same.
+        let text = s.to_masked_toml().unwrap();
+        assert!(text.contains("customer_id") && text.contains("card_token"), "{text}");
+        let back: Settings = toml::from_str(&text).unwrap();
+        assert_eq!(back.identity.namespaces, Namespaces::default_rules());
         let bad = Settings::load(
             None,
             env(&[("ONEJOURNEY__IDENTITY__SHARED_DEVICE_MAX_PERSONS", "0")]),
@@ -413,6 +420,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("identity"), "{bad}");
+    }
+
+    #[test]
+    fn a_file_replaces_or_extends_the_namespace_table() {
+        let dir = std::env::temp_dir().join(format!("oj-config-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[identity]\n\
+             namespaces = [\n\
+               { name = \"email_sha256\", kind = \"person\", priority = 80 },\n\
+               { name = \"phone_sha256\", kind = \"person\", priority = 70 },\n\
+             ]\n\
+             [[identity.extra_namespaces]]\n\
+             name = \"member_no\"\n\
+             kind = \"person\"\n\
+             priority = 20\n\
+             reaches = [\"store\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&f), env(&[]), &Overrides::default()).unwrap();
+        let ns = s.namespaces().unwrap();
+        assert_eq!(ns.names(), vec!["email_sha256", "phone_sha256", "member_no"]);
+        let member = ns.lookup("member_no").unwrap();
+        assert_eq!(ns.routes(member), [onejourney_core::vocab::ContactChannel::Store]);
     }
 
     #[test]

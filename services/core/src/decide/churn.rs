@@ -1,14 +1,19 @@
 //! Churn risk: a score in [0, 1] from journey features, and bands with
 //! hysteresis so a customer on a boundary does not flap.
 //!
+//! In: a [`Journey`] and the event time `now`. Out: a [`Score`] with its
+//! [`Factor`]s (named by [`FactorName`]), and the band for a score given the
+//! band last reported. Keeps nothing.
+//!
 //! score = 1 - exp(-sum(weight_i * x_i)); each feature's contribution is its
 //! share of the sum times the score, so the contributions add up to the score.
 
 use serde::{Deserialize, Serialize};
 
 use super::DAYS_30;
-use crate::journey::{count_within, Band, Factor, Journey};
-use crate::time::EventTime;
+use crate::journey::{Factor, Journey};
+use crate::time::{count_within, EventTime};
+use crate::vocab::{Band, FactorName};
 
 /// Weights of the churn features (per unit of each feature's `x`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,80 +113,9 @@ pub fn visit_frequency_drop(j: &Journey, now: EventTime) -> Option<f64> {
     Some((1.0 - recent / baseline).clamp(0.0, 1.0))
 }
 
-/// Every factor name [`score`] reports.
-pub const FACTOR_NAMES: [&str; 11] = [
-    "days_since_last_activity",
-    "days_since_last_purchase",
-    "never_purchased",
-    "complaints_30d",
-    "cancel_requests",
-    "unresolved_calls_30d",
-    "visit_frequency_drop",
-    "returns",
-    "abandoned_checkouts",
-    "last_csat",
-    "last_sentiment",
-];
-
-/// The static name of a factor, as [`score`] reports it.
-pub fn factor_name(s: &str) -> Option<&'static str> {
-    FACTOR_NAMES.iter().find(|n| **n == s).copied()
-}
-
 /// Scores a journey at event time `now`.
 pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
-    let w = &cfg.weights;
-    let mut feats: Vec<(&'static str, f64, f64)> = Vec::with_capacity(10);
-    // (name, reported value, weighted x)
-    if let Some(last) = j.last_seen {
-        let d = now.days_since(last);
-        feats.push((
-            "days_since_last_activity",
-            d.floor(),
-            w.days_since_last_activity * (d / 30.0).min(4.0),
-        ));
-    }
-    match j.last_purchase {
-        Some(last) => {
-            let d = now.days_since(last);
-            feats.push((
-                "days_since_last_purchase",
-                d.floor(),
-                w.days_since_last_purchase * (d / 30.0).min(4.0),
-            ));
-        }
-        None => feats.push(("never_purchased", 1.0, w.never_purchased)),
-    }
-    let count = |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
-    let in_30d = |v| u32::try_from(count_within(v, now, DAYS_30)).unwrap_or(u32::MAX);
-    feats.push(count("complaints_30d", in_30d(&j.complaint_times), 5, w.complaints_30d));
-    feats.push(count("cancel_requests", j.cancel_requests, 3, w.cancel_requests));
-    feats.push(count(
-        "unresolved_calls_30d",
-        in_30d(&j.unresolved_times),
-        5,
-        w.unresolved_calls_30d,
-    ));
-    if let Some(drop) = visit_frequency_drop(j, now) {
-        feats.push((
-            "visit_frequency_drop",
-            super::round2(drop),
-            w.visit_frequency_drop * drop,
-        ));
-    }
-    feats.push(count("returns", j.returns, 5, w.returns));
-    feats.push(count(
-        "abandoned_checkouts",
-        j.checkouts_started.saturating_sub(j.purchases),
-        5,
-        w.abandoned_checkouts,
-    ));
-    if let Some(c) = j.last_csat {
-        feats.push(("last_csat", f64::from(c), if c <= 2 { w.low_csat } else { 0.0 }));
-    }
-    if let Some(s) = j.last_sentiment {
-        feats.push(("last_sentiment", s, w.negative_sentiment * (-s).max(0.0)));
-    }
+    let feats = features(&cfg.weights, j, now);
     let raw: f64 = feats.iter().map(|f| f.2).sum();
     let score = if raw > 0.0 { 1.0 - (-raw).exp() } else { 0.0 };
     let factors = feats
@@ -196,4 +130,73 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
         score: (score * 1000.0).round() / 1000.0,
         factors,
     }
+}
+
+/// The features that apply to `j` at `now`: (name, reported value, weighted x).
+fn features(w: &ChurnWeights, j: &Journey, now: EventTime) -> Vec<(FactorName, f64, f64)> {
+    let mut feats: Vec<(FactorName, f64, f64)> = Vec::with_capacity(10);
+    if let Some(last) = j.last_seen {
+        let d = now.days_since(last);
+        feats.push((
+            FactorName::DaysSinceLastActivity,
+            d.floor(),
+            w.days_since_last_activity * (d / 30.0).min(4.0),
+        ));
+    }
+    match j.last_purchase {
+        Some(last) => {
+            let d = now.days_since(last);
+            feats.push((
+                FactorName::DaysSinceLastPurchase,
+                d.floor(),
+                w.days_since_last_purchase * (d / 30.0).min(4.0),
+            ));
+        }
+        None => feats.push((FactorName::NeverPurchased, 1.0, w.never_purchased)),
+    }
+    let count = |name, n: u32, cap: u32, weight: f64| (name, f64::from(n), weight * f64::from(n.min(cap)));
+    let in_30d = |v| u32::try_from(count_within(v, now, DAYS_30)).unwrap_or(u32::MAX);
+    feats.push(count(
+        FactorName::Complaints30d,
+        in_30d(&j.complaint_times),
+        5,
+        w.complaints_30d,
+    ));
+    feats.push(count(
+        FactorName::CancelRequests,
+        j.cancel_requests,
+        3,
+        w.cancel_requests,
+    ));
+    feats.push(count(
+        FactorName::UnresolvedCalls30d,
+        in_30d(&j.unresolved_times),
+        5,
+        w.unresolved_calls_30d,
+    ));
+    if let Some(drop) = visit_frequency_drop(j, now) {
+        feats.push((
+            FactorName::VisitFrequencyDrop,
+            super::round2(drop),
+            w.visit_frequency_drop * drop,
+        ));
+    }
+    feats.push(count(FactorName::Returns, j.returns, 5, w.returns));
+    feats.push(count(
+        FactorName::AbandonedCheckouts,
+        j.checkouts_started.saturating_sub(j.purchases),
+        5,
+        w.abandoned_checkouts,
+    ));
+    if let Some(c) = j.last_csat {
+        feats.push((
+            FactorName::LastCsat,
+            f64::from(c),
+            if c <= 2 { w.low_csat } else { 0.0 },
+        ));
+    }
+    if let Some(s) = j.last_sentiment {
+        feats.push((FactorName::LastSentiment, s, w.negative_sentiment * (-s).max(0.0)));
+    }
+    feats
 }

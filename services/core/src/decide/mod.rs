@@ -1,9 +1,16 @@
 //! Decisions: which next best action, and how likely a customer is to churn.
 //!
 //! In: a [`Journey`], the triggers an event or timer produced, the channels the
-//! customer can be reached on, the learned propensities and the event time
-//! `now`. Out: a [`Decision`]: at most one [`Choice`] (the best eligible
-//! action) and the actions policy held back, with why.
+//! customer can be reached on ([`Reach`]), the learned propensities and the
+//! event time `now`. Out: a [`Decision`]: at most one [`Choice`] (the best
+//! eligible action) and the actions policy held back, with why. Keeps nothing:
+//! the learned state lives in [`Propensities`](propensity::Propensities) and
+//! [`ValueTiers`](tiers::ValueTiers), which the processor owns.
+//!
+//! Layout: `config.rs` the `[decide]` section and the catalog; `triggers.rs`
+//! what makes an action eligible and its facts (the abandonment rules the
+//! processor's timers share); `reach.rs` contact routes; `tiers.rs` value
+//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
 //! propensity is learned from outcomes ([`propensity`]), the value and weight
@@ -14,270 +21,32 @@
 //! on (push needs consent) and under that channel's caps.
 //!
 //! Invariant: pure functions of their arguments; the same journey and time give
-//! the same decision, so replaying history gives the same outputs.
+//! the same decision, so replaying history gives the same outputs. Decisions
+//! read the journey; the journey does not know them.
 
 pub mod churn;
+mod config;
 pub mod propensity;
+pub mod reach;
+pub mod tiers;
+pub mod triggers;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::journey::{count_within, Journey, Stage, Tier};
+use crate::journey::Journey;
 use crate::time::EventTime;
+
+pub use crate::vocab::ContactChannel;
+pub use config::{ActionSpec, Cap, Conditions, ConfigError, ContactPolicy, DecideConfig};
+pub use reach::Reach;
+pub use triggers::Trigger;
 
 #[cfg(test)]
 mod tests;
 
-/// What can make an action eligible.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// Timer: a non-empty cart untouched for `cart_abandon_after`.
-    CartAbandoned,
-    /// Timer: a product looked at, neither put in the cart nor bought, for
-    /// `browse_abandon_after`.
-    BrowseAbandoned,
-    /// Event: a purchase or sale.
-    Purchased,
-    /// Event: a complaint, cancel request, unresolved call, low CSAT.
-    ServiceIssue,
-    /// Event: active on another channel after looking at a product elsewhere.
-    ChannelSwitch,
-    /// Timer: a customer who bought before has gone quiet.
-    Lapsed,
-}
-
-/// A channel an action can be delivered on.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContactChannel {
-    Email,
-    Push,
-    Sms,
-    Web,
-    Store,
-    CallCenter,
-}
-
-impl ContactChannel {
-    pub fn label(self) -> &'static str {
-        match self {
-            ContactChannel::Email => "email",
-            ContactChannel::Push => "push",
-            ContactChannel::Sms => "sms",
-            ContactChannel::Web => "web",
-            ContactChannel::Store => "store",
-            ContactChannel::CallCenter => "call_center",
-        }
-    }
-}
-
-/// Which channels a customer can be reached on.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Reach {
-    pub email: bool,
-    pub push: bool,
-    pub sms: bool,
-    pub web: bool,
-    pub store: bool,
-    pub call_center: bool,
-}
-
-impl Reach {
-    pub fn allows(&self, c: ContactChannel) -> bool {
-        match c {
-            ContactChannel::Email => self.email,
-            ContactChannel::Push => self.push,
-            ContactChannel::Sms => self.sms,
-            ContactChannel::Web => self.web,
-            ContactChannel::Store => self.store,
-            ContactChannel::CallCenter => self.call_center,
-        }
-    }
-}
-
-/// Conditions on journey state; every one given must hold.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Conditions {
-    /// One of these stages (empty: any).
-    #[serde(default)]
-    pub stages: Vec<Stage>,
-    /// One of these value tiers (empty: any).
-    #[serde(default)]
-    pub tiers: Vec<Tier>,
-    pub min_cart_value: Option<f64>,
-    pub min_purchases: Option<u32>,
-    #[serde(default, with = "humantime_serde::option")]
-    pub min_since_purchase: Option<Duration>,
-    #[serde(default, with = "humantime_serde::option")]
-    pub max_since_purchase: Option<Duration>,
-    /// At most this many complaints in the last 30 days.
-    pub max_complaints_30d: Option<u32>,
-}
-
-impl Conditions {
-    fn hold(&self, j: &Journey, now: EventTime) -> bool {
-        let since_purchase = |min: bool, d: Duration| match j.last_purchase {
-            Some(p) if min => now >= p.plus(d),
-            Some(p) => now <= p.plus(d),
-            None => false,
-        };
-        (self.stages.is_empty() || self.stages.contains(&j.stage()))
-            && (self.tiers.is_empty() || self.tiers.contains(&j.tier))
-            && self.min_cart_value.is_none_or(|v| j.cart.value() >= v)
-            && self.min_purchases.is_none_or(|n| j.purchases >= n)
-            && self.min_since_purchase.is_none_or(|d| since_purchase(true, d))
-            && self.max_since_purchase.is_none_or(|d| since_purchase(false, d))
-            && self
-                .max_complaints_30d
-                .is_none_or(|n| count_within(&j.complaint_times, now, DAYS_30) <= n as usize)
-    }
-}
-
 pub const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// One entry of the action catalog.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionSpec {
-    pub name: String,
-    pub trigger: Trigger,
-    /// Channels in order of preference; the first one the customer can be
-    /// reached on and that is under its caps is used.
-    pub channels: Vec<ContactChannel>,
-    /// Business value of a success (a conversion), in currency units.
-    pub value: f64,
-    /// Cart actions: value added per unit of cart value.
-    #[serde(default)]
-    pub value_per_cart_unit: f64,
-    /// Prior probability of success, before outcomes are learned.
-    pub propensity: f64,
-    /// Business weight (default 1).
-    #[serde(default = "one")]
-    pub weight: f64,
-    /// No repeat of this action to the same customer within this time.
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
-    /// How long the decision stays valid for downstream.
-    #[serde(with = "humantime_serde")]
-    pub expires_after: Duration,
-    /// Promotional actions keep quiet after a complaint or cancel request.
-    #[serde(default)]
-    pub promotional: bool,
-    #[serde(default)]
-    pub when: Conditions,
-    /// A short sentence for marketers, completed with the trigger's facts.
-    pub reason: String,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-/// A cap: at most `max` messages on `channel` in any window of `per`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cap {
-    pub channel: ContactChannel,
-    pub max: u32,
-    #[serde(with = "humantime_serde")]
-    pub per: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ContactPolicy {
-    pub caps: Vec<Cap>,
-    /// Promotional actions are held back this long after a complaint or
-    /// cancel request; service actions still go.
-    #[serde(with = "humantime_serde")]
-    pub quiet_after_complaint: Duration,
-    /// An action the customer dismissed this many times is not offered again.
-    pub ignore_limit: u32,
-}
-
-/// The decision settings of the engine's `[decide]` config section.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecideConfig {
-    /// A cart untouched this long is abandoned.
-    #[serde(with = "humantime_serde")]
-    pub cart_abandon_after: Duration,
-    /// A product looked at and left this long is an abandoned browse.
-    #[serde(with = "humantime_serde")]
-    pub browse_abandon_after: Duration,
-    /// A customer with no event for this long is re-scored for churn and
-    /// considered for lapse actions, and again after each further period.
-    #[serde(with = "humantime_serde")]
-    pub quiet_after: Duration,
-    /// Quiet checks stop after this long without an event.
-    #[serde(with = "humantime_serde")]
-    pub quiet_checks_until: Duration,
-    /// Business levers per action name (default 1): multiply its expected value.
-    #[serde(default)]
-    pub levers: BTreeMap<String, f64>,
-    pub policy: ContactPolicy,
-    /// How many pseudo-observations the catalog propensity counts for when
-    /// outcomes are learned (see `propensity`).
-    pub prior_strength: f64,
-    pub actions: Vec<ActionSpec>,
-    pub churn: churn::ChurnConfig,
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("decide.actions[{index}] ({name}): {problem}")]
-    Action {
-        index: usize,
-        name: String,
-        problem: &'static str,
-    },
-    #[error("decide.{0}")]
-    Other(&'static str),
-}
-
-impl DecideConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (index, a) in self.actions.iter().enumerate() {
-            let bad = |problem| ConfigError::Action {
-                index,
-                name: a.name.clone(),
-                problem,
-            };
-            if a.name.is_empty() {
-                return Err(bad("name is empty"));
-            }
-            if a.channels.is_empty() {
-                return Err(bad("channels is empty"));
-            }
-            if !(0.0..=1.0).contains(&a.propensity) {
-                return Err(bad("propensity must be within 0..=1"));
-            }
-            if a.value < 0.0 || a.weight < 0.0 || a.value_per_cart_unit < 0.0 {
-                return Err(bad("value, value_per_cart_unit and weight must be >= 0"));
-            }
-            if self.actions[..index].iter().any(|b| b.name == a.name) {
-                return Err(bad("name is used twice"));
-            }
-        }
-        if self.levers.keys().any(|k| !self.actions.iter().any(|a| &a.name == k)) {
-            return Err(ConfigError::Other("levers: a lever names an action not in the catalog"));
-        }
-        if self.levers.values().any(|l| *l < 0.0) {
-            return Err(ConfigError::Other("levers: must be >= 0"));
-        }
-        if self.policy.caps.iter().any(|c| c.max == 0 || c.per.is_zero()) {
-            return Err(ConfigError::Other("policy.caps: max and per must be > 0"));
-        }
-        if self.prior_strength <= 0.0 {
-            return Err(ConfigError::Other("prior_strength: must be > 0"));
-        }
-        self.churn.validate().map_err(ConfigError::Other)
-    }
-}
 
 /// A named number that explains a decision.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -383,7 +152,11 @@ fn candidate(
     now: EventTime,
     propensity: f64,
 ) -> Result<Choice, Option<Suppressed>> {
-    let (extra_value, mut factors, detail) = facts(cfg, a, j, now).ok_or(None)?;
+    let triggers::Facts {
+        extra_value,
+        mut factors,
+        detail,
+    } = triggers::facts(cfg, a.trigger, a.value_per_cart_unit, j, now).ok_or(None)?;
     if !a.when.hold(j, now) {
         return Err(None);
     }
@@ -457,142 +230,6 @@ pub fn under_caps(cfg: &DecideConfig, j: &Journey, channel: ContactChannel, now:
             .filter(|c| c.channel == channel && c.at > from && c.at < to)
             .count();
         n < cap.max as usize
-    })
-}
-
-/// The trigger's facts: `None` when they do not hold, else the value the facts
-/// add, the factors and a phrase for the reason.
-fn facts(cfg: &DecideConfig, a: &ActionSpec, j: &Journey, now: EventTime) -> Option<(f64, Vec<NamedValue>, String)> {
-    Some(match a.trigger {
-        Trigger::CartAbandoned => {
-            let value = j.cart.value();
-            let updated = j.cart.updated_at?;
-            if j.cart.is_empty() || now < updated.plus(cfg.cart_abandon_after) {
-                return None;
-            }
-            let minutes = (now.millis() - updated.millis()) as f64 / 60_000.0;
-            (
-                a.value_per_cart_unit * value,
-                vec![
-                    NamedValue {
-                        name: "cart_value",
-                        value: round2(value),
-                    },
-                    NamedValue {
-                        name: "cart_items",
-                        value: j.cart.items.len() as f64,
-                    },
-                    NamedValue {
-                        name: "minutes_since_cart_change",
-                        value: minutes.round(),
-                    },
-                ],
-                format!("cart of {value:.2} untouched for {minutes:.0} minutes"),
-            )
-        }
-        Trigger::BrowseAbandoned => {
-            let v = j.last_product_view.as_ref()?;
-            let untouched = j.cart.updated_at.is_none_or(|u| u < v.at) && j.last_purchase.is_none_or(|p| p < v.at);
-            if !untouched || now < v.at.plus(cfg.browse_abandon_after) {
-                return None;
-            }
-            let hours = (now.millis() - v.at.millis()) as f64 / 3_600_000.0;
-            (
-                0.0,
-                vec![NamedValue {
-                    name: "hours_since_product_view",
-                    value: round2(hours),
-                }],
-                format!("looked at {} {hours:.0} hours ago and left", v.sku),
-            )
-        }
-        Trigger::Purchased => {
-            let first = j.purchases == 1;
-            (
-                0.0,
-                vec![
-                    NamedValue {
-                        name: "purchases",
-                        value: f64::from(j.purchases),
-                    },
-                    NamedValue {
-                        name: "revenue",
-                        value: round2(j.revenue),
-                    },
-                ],
-                if first {
-                    String::from("first purchase")
-                } else {
-                    format!("purchase number {}, tier {}", j.purchases, j.tier.label())
-                },
-            )
-        }
-        Trigger::ServiceIssue => {
-            let complaints = count_within(&j.complaint_times, now, DAYS_30);
-            let unresolved = count_within(&j.unresolved_times, now, DAYS_30);
-            (
-                0.0,
-                vec![
-                    NamedValue {
-                        name: "complaints_30d",
-                        value: complaints as f64,
-                    },
-                    NamedValue {
-                        name: "unresolved_calls_30d",
-                        value: unresolved as f64,
-                    },
-                    NamedValue {
-                        name: "cancel_requests",
-                        value: f64::from(j.cancel_requests),
-                    },
-                    NamedValue {
-                        name: "last_csat",
-                        value: j.last_csat.map_or(0.0, f64::from),
-                    },
-                ],
-                format!(
-                    "{complaints} complaint(s) and {unresolved} unresolved call(s) in 30 days, {} cancel request(s)",
-                    j.cancel_requests
-                ),
-            )
-        }
-        Trigger::ChannelSwitch => {
-            let v = j.last_product_view.as_ref()?;
-            (
-                0.0,
-                vec![NamedValue {
-                    name: "days_since_product_view",
-                    value: round2(now.days_since(v.at)),
-                }],
-                format!(
-                    "looked at {} on {} and is now on another channel",
-                    v.sku,
-                    v.channel.label()
-                ),
-            )
-        }
-        Trigger::Lapsed => {
-            let last = j.last_purchase?;
-            let days = now.days_since(last);
-            (
-                0.0,
-                vec![
-                    NamedValue {
-                        name: "days_since_last_purchase",
-                        value: days.floor(),
-                    },
-                    NamedValue {
-                        name: "purchases",
-                        value: f64::from(j.purchases),
-                    },
-                    NamedValue {
-                        name: "churn_score",
-                        value: round2(j.churn.score),
-                    },
-                ],
-                format!("no purchase for {days:.0} days after {} purchase(s)", j.purchases),
-            )
-        }
     })
 }
 

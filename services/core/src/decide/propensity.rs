@@ -13,39 +13,18 @@
 //! dismissed); each decision counts once as a trial and at most once as a
 //! response, however many outcomes arrive for it. Actions customers respond
 //! to rise; actions they ignore or dismiss fall toward their observed rate.
+//!
+//! In: what each decision led to (`record`). Out: the estimate for an action
+//! and tier. Keeps the counts per (action, tier), part of the state snapshot.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::ActionSpec;
-use crate::journey::Tier;
+use crate::vocab::Tier;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Delivered,
-    Opened,
-    Clicked,
-    Converted,
-    Dismissed,
-}
-
-impl Outcome {
-    pub fn is_response(self) -> bool {
-        matches!(self, Outcome::Clicked | Outcome::Converted)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Opened => "opened",
-            Outcome::Clicked => "clicked",
-            Outcome::Converted => "converted",
-            Outcome::Dismissed => "dismissed",
-        }
-    }
-}
+pub use crate::vocab::Outcome;
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Counts {

@@ -11,14 +11,7 @@ fn run(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigger], now
 }
 
 fn all_reach() -> Reach {
-    Reach {
-        email: true,
-        push: true,
-        sms: true,
-        web: true,
-        store: true,
-        call_center: true,
-    }
+    Reach::all()
 }
 
 fn with_cart(value: f64) -> Journey {
@@ -65,18 +58,12 @@ fn cart_recovery_needs_a_cart_worth_it_and_a_reachable_channel() {
     )
     .choice
     .is_none());
-    let push_only = Reach {
-        push: true,
-        ..Reach::default()
-    };
+    let push_only = Reach::of([ContactChannel::Push]);
     let c = run(&cfg, &with_cart(50.0), &push_only, &[Trigger::CartAbandoned], t(60))
         .choice
         .unwrap();
     assert_eq!(c.channel, ContactChannel::Push);
-    let sms_only = Reach {
-        sms: true,
-        ..Reach::default()
-    };
+    let sms_only = Reach::of([ContactChannel::Sms]);
     let d = run(&cfg, &with_cart(50.0), &sms_only, &[Trigger::CartAbandoned], t(60));
     assert!(d.choice.is_none());
     assert_eq!(
@@ -135,10 +122,7 @@ fn service_recovery_prefers_the_call_center() {
         (c.action.as_str(), c.channel),
         ("service_recovery", ContactChannel::CallCenter)
     );
-    let email_only = Reach {
-        email: true,
-        ..Reach::default()
-    };
+    let email_only = Reach::of([ContactChannel::Email]);
     assert_eq!(
         run(&cfg, &j, &email_only, &[Trigger::ServiceIssue], t(0))
             .choice
@@ -270,10 +254,7 @@ fn channel_caps_hold_in_rolling_windows() {
         .unwrap();
     assert_eq!(c.channel, ContactChannel::Web);
     // Email only and capped: held back and counted as capped.
-    let email_only = Reach {
-        email: true,
-        ..Reach::default()
-    };
+    let email_only = Reach::of([ContactChannel::Email]);
     let d = run(&cfg, &j, &email_only, &[Trigger::CartAbandoned], t(2 * day));
     assert!(d.choice.is_none());
     assert_eq!(d.suppressed, vec![("cart_recovery".to_string(), Suppressed::Capped)]);

@@ -1,8 +1,10 @@
 use serde_json::json;
 
 use super::*;
-use crate::journey::Tier;
-use crate::output::Output;
+use crate::decide::churn;
+use crate::ids::Namespaces;
+use crate::journey::{Band, Journey, Tier};
+use crate::output::{NextBestAction, Output};
 use crate::testkit::{app, call, core_config, pos, product, web};
 
 fn processor() -> Processor {

@@ -1,0 +1,196 @@
+//! The `[decide]` config section: the action catalog, its conditions, the
+//! contact policy and the timer periods.
+//!
+//! In: the section as parsed by the engine's config layers. Out:
+//! [`DecideConfig`], checked by [`DecideConfig::validate`] (a bad value fails
+//! at start with its key and the reason). Keeps nothing beyond the values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journey::{Journey, Stage};
+use crate::time::{count_within, EventTime};
+use crate::vocab::{ContactChannel, Tier};
+
+use super::{churn, Trigger, DAYS_30};
+
+/// Conditions on journey state; every one given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// One of these stages (empty: any).
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// One of these value tiers (empty: any).
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    pub min_cart_value: Option<f64>,
+    pub min_purchases: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_since_purchase: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_since_purchase: Option<Duration>,
+    /// At most this many complaints in the last 30 days.
+    pub max_complaints_30d: Option<u32>,
+}
+
+impl Conditions {
+    pub(super) fn hold(&self, j: &Journey, now: EventTime) -> bool {
+        let since_purchase = |min: bool, d: Duration| match j.last_purchase {
+            Some(p) if min => now >= p.plus(d),
+            Some(p) => now <= p.plus(d),
+            None => false,
+        };
+        (self.stages.is_empty() || self.stages.contains(&j.stage()))
+            && (self.tiers.is_empty() || self.tiers.contains(&j.tier))
+            && self.min_cart_value.is_none_or(|v| j.cart.value() >= v)
+            && self.min_purchases.is_none_or(|n| j.purchases >= n)
+            && self.min_since_purchase.is_none_or(|d| since_purchase(true, d))
+            && self.max_since_purchase.is_none_or(|d| since_purchase(false, d))
+            && self
+                .max_complaints_30d
+                .is_none_or(|n| count_within(&j.complaint_times, now, DAYS_30) <= n as usize)
+    }
+}
+
+/// One entry of the action catalog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub name: String,
+    pub trigger: Trigger,
+    /// Channels in order of preference; the first one the customer can be
+    /// reached on and that is under its caps is used.
+    pub channels: Vec<ContactChannel>,
+    /// Business value of a success (a conversion), in currency units.
+    pub value: f64,
+    /// Cart actions: value added per unit of cart value.
+    #[serde(default)]
+    pub value_per_cart_unit: f64,
+    /// Prior probability of success, before outcomes are learned.
+    pub propensity: f64,
+    /// Business weight (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// No repeat of this action to the same customer within this time.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// How long the decision stays valid for downstream.
+    #[serde(with = "humantime_serde")]
+    pub expires_after: Duration,
+    /// Promotional actions keep quiet after a complaint or cancel request.
+    #[serde(default)]
+    pub promotional: bool,
+    #[serde(default)]
+    pub when: Conditions,
+    /// A short sentence for marketers, completed with the trigger's facts.
+    pub reason: String,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A cap: at most `max` messages on `channel` in any window of `per`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    pub channel: ContactChannel,
+    pub max: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPolicy {
+    pub caps: Vec<Cap>,
+    /// Promotional actions are held back this long after a complaint or
+    /// cancel request; service actions still go.
+    #[serde(with = "humantime_serde")]
+    pub quiet_after_complaint: Duration,
+    /// An action the customer dismissed this many times is not offered again.
+    pub ignore_limit: u32,
+}
+
+/// The decision settings of the engine's `[decide]` config section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideConfig {
+    /// A cart untouched this long is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub cart_abandon_after: Duration,
+    /// A product looked at and left this long is an abandoned browse.
+    #[serde(with = "humantime_serde")]
+    pub browse_abandon_after: Duration,
+    /// A customer with no event for this long is re-scored for churn and
+    /// considered for lapse actions, and again after each further period.
+    #[serde(with = "humantime_serde")]
+    pub quiet_after: Duration,
+    /// Quiet checks stop after this long without an event.
+    #[serde(with = "humantime_serde")]
+    pub quiet_checks_until: Duration,
+    /// Business levers per action name (default 1): multiply its expected value.
+    #[serde(default)]
+    pub levers: BTreeMap<String, f64>,
+    pub policy: ContactPolicy,
+    /// How many pseudo-observations the catalog propensity counts for when
+    /// outcomes are learned (see `propensity`).
+    pub prior_strength: f64,
+    pub actions: Vec<ActionSpec>,
+    pub churn: churn::ChurnConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("decide.actions[{index}] ({name}): {problem}")]
+    Action {
+        index: usize,
+        name: String,
+        problem: &'static str,
+    },
+    #[error("decide.{0}")]
+    Other(&'static str),
+}
+
+impl DecideConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (index, a) in self.actions.iter().enumerate() {
+            let bad = |problem| ConfigError::Action {
+                index,
+                name: a.name.clone(),
+                problem,
+            };
+            if a.name.is_empty() {
+                return Err(bad("name is empty"));
+            }
+            if a.channels.is_empty() {
+                return Err(bad("channels is empty"));
+            }
+            if !(0.0..=1.0).contains(&a.propensity) {
+                return Err(bad("propensity must be within 0..=1"));
+            }
+            if a.value < 0.0 || a.weight < 0.0 || a.value_per_cart_unit < 0.0 {
+                return Err(bad("value, value_per_cart_unit and weight must be >= 0"));
+            }
+            if self.actions[..index].iter().any(|b| b.name == a.name) {
+                return Err(bad("name is used twice"));
+            }
+        }
+        if self.levers.keys().any(|k| !self.actions.iter().any(|a| &a.name == k)) {
+            return Err(ConfigError::Other("levers: a lever names an action not in the catalog"));
+        }
+        if self.levers.values().any(|l| *l < 0.0) {
+            return Err(ConfigError::Other("levers: must be >= 0"));
+        }
+        if self.policy.caps.iter().any(|c| c.max == 0 || c.per.is_zero()) {
+            return Err(ConfigError::Other("policy.caps: max and per must be > 0"));
+        }
+        if self.prior_strength <= 0.0 {
+            return Err(ConfigError::Other("prior_strength: must be > 0"));
+        }
+        self.churn.validate().map_err(ConfigError::Other)
+    }
+}

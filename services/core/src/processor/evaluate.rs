@@ -1,0 +1,150 @@
+//! One journey evaluated at one event time: churn, then the next best action.
+//!
+//! In: a journey taken out of the state, the triggers that fired and the
+//! event time `now`. Out: a `churn-risk` output when the band changed, a
+//! `next-best-actions` output when an action was chosen, and the journey
+//! updated with both (score, band, the decision and the contact). Keeps, in
+//! the processor: the actions policy held back, until the result is handed
+//! out.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::decide::{self, churn, Choice, Reach, Trigger};
+use crate::identity::{OneId, Profile};
+use crate::ids::Namespaces;
+use crate::journey::{Journey, RecentAction};
+use crate::output::{ChurnRisk, NextBestAction, Output, TriggerRef};
+use crate::time::EventTime;
+use crate::vocab::Band;
+
+use super::Processor;
+
+impl Processor {
+    /// Churn, then the next best action, for one journey at `now`.
+    pub(super) fn evaluate(
+        &mut self,
+        one_id: &OneId,
+        j: &mut Journey,
+        triggers: &[Trigger],
+        now: EventTime,
+        trigger: &TriggerRef,
+        outputs: &mut Vec<Output>,
+    ) {
+        j.tier = self.tiers.tier_of(j.revenue);
+        self.score_churn(one_id, j, now, trigger, outputs);
+        let cfg = &self.cfg.decide;
+        if triggers.is_empty() || !cfg.actions.iter().any(|a| triggers.contains(&a.trigger)) {
+            return;
+        }
+        let identity = &self.state.identity;
+        let Some(reach) =
+            identity.with_profile(one_id, |p| Reach::of_ids(&p.ids, identity.namespaces(), j.push_opt_out))
+        else {
+            return;
+        };
+        let tier = j.tier;
+        let learned = |a: &decide::ActionSpec| self.propensities.estimate(a, tier, cfg.prior_strength);
+        let decision = decide::decide(cfg, j, &reach, triggers, now, &learned);
+        self.suppressed.extend(decision.suppressed);
+        if let Some(choice) = decision.choice {
+            let action = self.take_action(one_id, j, choice, now, trigger);
+            outputs.push(Output::Action(action));
+        }
+    }
+
+    /// Scores churn and reports the band when it changed (the first band
+    /// only when it is not `low`).
+    fn score_churn(
+        &self,
+        one_id: &OneId,
+        j: &mut Journey,
+        now: EventTime,
+        trigger: &TriggerRef,
+        outputs: &mut Vec<Output>,
+    ) {
+        let cfg = &self.cfg.decide.churn;
+        let s = churn::score(cfg, j, now);
+        let band = cfg.band(s.score, j.churn.band);
+        let previous = j.churn.band;
+        if previous != Some(band) && !(previous.is_none() && band == Band::Low) {
+            outputs.push(Output::Churn(ChurnRisk {
+                one_id: one_id.clone(),
+                score: s.score,
+                band,
+                previous_band: previous,
+                factors: s.factors.clone(),
+                trigger: trigger.clone(),
+                evaluated_at: now,
+            }));
+            j.churn.band = Some(band);
+        }
+        j.churn.score = s.score;
+        j.churn.factors = s.factors;
+        j.churn.evaluated_at = Some(now);
+    }
+
+    /// Records the chosen action on the journey (contact and decision) and
+    /// builds its record.
+    fn take_action(
+        &self,
+        one_id: &OneId,
+        j: &mut Journey,
+        choice: Choice,
+        now: EventTime,
+        trigger: &TriggerRef,
+    ) -> NextBestAction {
+        let trigger_key = match &trigger.event_id {
+            Some(id) => format!("event:{id}"),
+            None => format!("timer:{}:{}", trigger.timer.unwrap_or(""), now.millis()),
+        };
+        let action_id = action_id(one_id, &choice.action, &trigger_key);
+        j.record_contact(now, choice.channel);
+        j.record_action(RecentAction {
+            action_id: action_id.clone(),
+            action: choice.action.clone(),
+            channel: choice.channel.label().to_string(),
+            reason: choice.reason.clone(),
+            decided_at: now,
+            tier: j.tier,
+            outcome: None,
+            counted_trial: false,
+            counted_response: false,
+        });
+        let identity = &self.state.identity;
+        NextBestAction {
+            action_id,
+            one_id: one_id.clone(),
+            action: choice.action,
+            channel: choice.channel.label(),
+            score: choice.score,
+            reason: choice.reason,
+            factors: choice.factors,
+            identifiers: identity
+                .with_profile(one_id, |p| addressable(p, identity.namespaces()))
+                .unwrap_or_default(),
+            trigger: trigger.clone(),
+            decided_at: now,
+            expires_at: now.plus(choice.expires_after),
+        }
+    }
+}
+
+/// A deterministic id: the same decision replayed has the same id.
+fn action_id(one_id: &str, action: &str, trigger_key: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [one_id, action, trigger_key] {
+        h.update(part.as_bytes());
+        h.update(b"\0");
+    }
+    format!("act-{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// The newest identifier of each linking namespace.
+fn addressable(p: &Profile, ns: &Namespaces) -> BTreeMap<String, String> {
+    p.ids
+        .iter()
+        .map(|k| (ns.name(k.ns).to_string(), k.value.to_string()))
+        .collect()
+}

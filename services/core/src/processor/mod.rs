@@ -1,0 +1,295 @@
+//! The pure pipeline: one validated event in, the outputs it causes out.
+//!
+//! In: [`ChannelEvent`]s in arrival order, with their input partition and
+//! the caller's processing time; `action-outcomes` records; forget commands.
+//! Out: [`Released`] results, each a [`Processed`] holding the [`Output`]s to
+//! publish (identity changes, churn-band changes, next best actions) and what
+//! happened, for metrics. Keeps the [`State`] (as its single writer), the
+//! dedupe set, the reorder buffer and partition clocks, the timers, the
+//! value tiers and the learned propensities.
+//!
+//! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
+//! event-time timers; `evaluate.rs` churn and the next best action for one
+//! journey; `learn.rs` outcomes; `snapshot.rs` the snapshot format. This file
+//! applies one event.
+//!
+//! Order of work for one event: dedupe on `(channel, event_id)` -> stitch ->
+//! merge the journeys of merged profiles -> apply the event to the journey ->
+//! churn -> decide -> schedule timers -> advance the watermark and fire the
+//! timers that are due.
+//!
+//! Invariants: time is event time only (the watermark is the largest event
+//! time seen minus the allowed lateness); journey state is keyed by One ID;
+//! timers are keyed by an identifier, so a timer follows its profile through
+//! merges; one writer.
+
+mod evaluate;
+mod learn;
+mod order;
+mod snapshot;
+mod timers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::decide::propensity::Propensities;
+use crate::decide::tiers::ValueTiers;
+use crate::decide::triggers::triggers_of;
+use crate::decide::{DecideConfig, Suppressed};
+use crate::event::{Channel, ChannelEvent};
+use crate::hash::{HashMap, HashSet};
+use crate::identity::{OneId, Rejection, Stitch, StitchError};
+use crate::ids::IdKey;
+use crate::output::{IdentityChange, LinkRef, Output, TriggerRef};
+use crate::time::EventTime;
+use crate::vocab::ContactChannel;
+
+pub use crate::event::ActionOutcome;
+pub use crate::state::State;
+pub use learn::OutcomeEffect;
+pub use order::{PartitionClock, Released};
+pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
+pub use timers::TimerKind;
+
+use order::PendingKey;
+
+#[cfg(test)]
+mod tests;
+
+/// Settings of the pure pipeline.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub decide: DecideConfig,
+    /// How far an event may trail the largest event time of its partition
+    /// and still be applied in order.
+    pub allowed_lateness: Duration,
+    /// A partition with no message for this long (processing time, given by
+    /// the caller) stops holding the watermark back.
+    pub idle_after: Duration,
+}
+
+/// What one event did.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// The event's channel (`None` for timer releases).
+    pub channel: Option<Channel>,
+    pub one_id: Option<OneId>,
+    pub outputs: Vec<Output>,
+    pub duplicate: bool,
+    /// Before its partition's watermark when it arrived (still applied).
+    pub late: bool,
+    pub merges: usize,
+    pub rejected: Vec<Rejection>,
+    /// Every identifier on the event was forgotten: nothing was applied.
+    pub forgotten: bool,
+    /// Devices that became shared on this event.
+    pub shared_devices: usize,
+    /// Device links the per-profile caps dropped.
+    pub links_dropped: usize,
+    /// The event sorted before identity evidence already applied: its
+    /// identity component was folded again.
+    pub rebuilt: bool,
+    pub timers_fired: usize,
+    /// Actions whose facts held but that policy held back, with why.
+    pub suppressed: Vec<(String, Suppressed)>,
+}
+
+/// Which contact channel labels exist, for pre-registering metrics.
+pub const CONTACT_CHANNELS: [ContactChannel; ContactChannel::COUNT] = ContactChannel::ALL;
+
+/// The single writer of [`State`].
+///
+/// Events are buffered and applied in event-time order once the watermark
+/// passes them, interleaved with the timers that come due; the watermark is
+/// the smallest, over active partitions, of each partition's largest event
+/// time minus the allowed lateness. So the order in which partitions happen
+/// to be consumed (a replay at full speed, or living through it) does not
+/// change what is decided. An event older than what was already applied is
+/// late: it is applied at once and counted.
+pub struct Processor {
+    cfg: Arc<CoreConfig>,
+    state: Arc<State>,
+    seen: HashSet<u64>,
+    partitions: HashMap<u32, PartitionClock>,
+    /// With the partition each came from.
+    pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
+    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    /// Everything at or before this event time has been applied.
+    applied_to: EventTime,
+    suppressed: Vec<(String, Suppressed)>,
+    tiers: ValueTiers,
+    propensities: Propensities,
+    next_seq: u64,
+}
+
+impl Processor {
+    pub fn new(cfg: Arc<CoreConfig>, state: Arc<State>) -> Self {
+        Processor {
+            cfg,
+            state,
+            seen: HashSet::default(),
+            partitions: HashMap::default(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            applied_to: EventTime::MIN,
+            suppressed: Vec::new(),
+            tiers: ValueTiers::default(),
+            propensities: Propensities::default(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Applies one event now.
+    fn apply(&mut self, ev: &ChannelEvent) -> Result<Processed, StitchError> {
+        let dedupe = dedupe_key(ev);
+        if self.seen.contains(&dedupe) {
+            return Ok(Processed {
+                channel: Some(ev.channel),
+                duplicate: true,
+                ..Processed::default()
+            });
+        }
+        let stitch = match self.state.identity.stitch(ev) {
+            Ok(s) => s,
+            Err(StitchError::Forgotten) => {
+                self.seen.insert(dedupe);
+                return Ok(Processed {
+                    channel: Some(ev.channel),
+                    forgotten: true,
+                    ..Processed::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        self.seen.insert(dedupe);
+        let mut out = Processed {
+            channel: Some(ev.channel),
+            one_id: Some(stitch.one_id.clone()),
+            rejected: stitch.rejected.clone(),
+            shared_devices: stitch.shared.len(),
+            links_dropped: stitch.dropped,
+            rebuilt: stitch.rebuilt,
+            ..Processed::default()
+        };
+        self.merge_journeys(ev, &stitch, &mut out);
+
+        let one_id = &stitch.one_id;
+        let trigger = TriggerRef::event(&ev.event_id);
+        let mut journey = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
+        let revenue_before = journey.revenue;
+        let transitions = journey.apply(ev);
+        if journey.revenue != revenue_before {
+            self.tiers.remove(revenue_before);
+            self.tiers.add(journey.revenue);
+        }
+        self.arm(&mut journey, &transitions, ev.occurred_at, &stitch.anchor);
+        let triggers = triggers_of(&transitions);
+        self.evaluate(
+            one_id,
+            &mut journey,
+            &triggers,
+            ev.occurred_at,
+            &trigger,
+            &mut out.outputs,
+        );
+        self.state.journeys.insert(one_id.clone(), journey);
+
+        out.suppressed = std::mem::take(&mut self.suppressed);
+        Ok(out)
+    }
+
+    /// Moves the journeys of profiles the stitch merged away into their
+    /// survivors, and announces each merge.
+    fn merge_journeys(&mut self, ev: &ChannelEvent, stitch: &Stitch, out: &mut Processed) {
+        for moved in &stitch.moved {
+            let gone = self.state.journeys.remove(&moved.from).map(|(_, j)| j);
+            let (Some(to), Some(via)) = (&moved.to, &moved.via) else {
+                // None of its identifiers is in a profile any more.
+                if let Some(gone) = gone {
+                    self.tiers.remove(gone.revenue);
+                }
+                continue;
+            };
+            out.merges += 1;
+            if let Some(gone) = gone {
+                self.tiers.remove(gone.revenue);
+                let mut survivor = self.state.journeys.remove(to).map(|(_, j)| j).unwrap_or_default();
+                self.tiers.remove(survivor.revenue);
+                survivor.absorb(*gone);
+                self.tiers.add(survivor.revenue);
+                self.state.journeys.insert(to.clone(), survivor);
+            }
+            out.outputs.push(Output::Identity(IdentityChange {
+                change: "merge",
+                one_id: to.clone(),
+                merged_one_ids: vec![moved.from.clone()],
+                link: Some(LinkRef {
+                    namespace: self.state.identity.namespaces().name(via.ns).to_string(),
+                    value: via.value.to_string(),
+                }),
+                event_id: Some(ev.event_id.clone()),
+                at: ev.occurred_at,
+            }));
+        }
+    }
+
+    /// Forgets the profile `key` belongs to (erasure): its identifiers,
+    /// journey, contact history and timers go, and its identifiers are
+    /// suppressed so no later or replayed event brings them back. Returns the
+    /// `identity-changes` notice; `None` when no profile holds `key`.
+    pub fn forget(&mut self, key: &IdKey) -> Option<Output> {
+        let (_, gone) = self.state.identity.forget(key)?;
+        if let Some((_, j)) = self.state.journeys.remove(&gone.one_id) {
+            self.tiers.remove(j.revenue);
+        }
+        self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
+        let at = if self.applied_to == EventTime::MIN {
+            EventTime(0)
+        } else {
+            self.applied_to
+        };
+        Some(Output::Identity(IdentityChange {
+            change: "forget",
+            one_id: gone.one_id,
+            merged_one_ids: Vec::new(),
+            link: None,
+            event_id: None,
+            at,
+        }))
+    }
+
+    /// Drops the detail (cart, visit and complaint history, contact history,
+    /// recent decisions) of journeys with no event for `after` of event time
+    /// before what was applied; identity links, totals and the churn band
+    /// stay. Returns how many journeys lost detail.
+    pub fn evict_journeys(&mut self, after: Duration) -> usize {
+        if self.applied_to == EventTime::MIN {
+            return 0;
+        }
+        let cutoff = self.applied_to.minus(after);
+        let mut n = 0;
+        for mut j in self.state.journeys.iter_mut() {
+            if j.last_seen.is_some_and(|t| t < cutoff) && j.compact() {
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn dedupe_key(ev: &ChannelEvent) -> u64 {
+    let mut h = DefaultHasher::new();
+    ev.channel.hash(&mut h);
+    ev.event_id.hash(&mut h);
+    h.finish()
+}

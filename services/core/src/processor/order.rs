@@ -1,0 +1,241 @@
+//! The reorder buffer and the watermark.
+//!
+//! In: events as they arrive on input partitions, with the caller's
+//! processing time; partition assignments and backlog reports. Out:
+//! [`Released`] results in event-time order, events interleaved with the
+//! timers that come due. Keeps each partition's clock ([`PartitionClock`]),
+//! the buffered events and how far event time has been applied.
+//!
+//! Invariant: nothing at or before the watermark is still buffered, and
+//! nothing after it has been applied, except late events (older than what
+//! was applied), which are applied at once and counted.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Channel, ChannelEvent};
+use crate::hash::HashSet;
+use crate::identity::StitchError;
+use crate::output::Output;
+use crate::time::EventTime;
+
+use super::{Processed, Processor};
+
+/// What the watermark released: one buffered event applied (`seq` is the
+/// number the caller gave it) or, with `seq: None`, timers that came due.
+#[derive(Debug)]
+pub struct Released {
+    pub seq: Option<u64>,
+    pub result: Result<Processed, StitchError>,
+}
+
+/// An input partition's progress.
+#[derive(Copy, Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionClock {
+    /// The largest event time seen on it.
+    pub(super) max: EventTime,
+    /// When its last message arrived (caller's processing time, ms).
+    pub(super) last_arrival_ms: u64,
+    /// The broker holds messages of this partition not yet offered: it is
+    /// not idle, only behind (see [`Processor::set_backlog`]).
+    #[serde(default)]
+    pub(super) backlog: bool,
+}
+
+/// Buffered events in the order they are applied: event time, then channel
+/// and event id, then arrival (only duplicates tie that far).
+pub(super) type PendingKey = (EventTime, Channel, String, u64);
+
+impl Processor {
+    /// Events buffered until the watermark passes them.
+    pub fn pending_events(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The caller's numbers of the buffered events.
+    pub fn pending_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.pending.keys().map(|k| k.3)
+    }
+
+    /// The watermark of one input partition: its largest event time minus the
+    /// allowed lateness.
+    pub fn partition_watermark(&self, partition: u32) -> EventTime {
+        self.partitions
+            .get(&partition)
+            .map_or(EventTime::MIN, |p| p.max.minus(self.cfg.allowed_lateness))
+    }
+
+    /// The watermark at processing time `now_ms`: the smallest partition
+    /// watermark among partitions heard from within `idle_after`; when every
+    /// partition is idle, the largest event time seen (nothing is held back).
+    pub fn watermark(&self, now_ms: u64) -> Option<EventTime> {
+        let idle_ms = self.idle_ms();
+        let active = self
+            .partitions
+            .values()
+            .filter(|p| p.backlog || now_ms.saturating_sub(p.last_arrival_ms) < idle_ms)
+            .map(|p| p.max.minus(self.cfg.allowed_lateness))
+            .min();
+        active.or_else(|| self.partitions.values().map(|p| p.max).max())
+    }
+
+    fn idle_ms(&self) -> u64 {
+        u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Tells whether the broker holds messages of `partition` that were not
+    /// offered yet. A partition with a backlog holds the watermark back however
+    /// long it stays silent: under load a consumer's prefetch queue can starve
+    /// one partition for longer than `idle_after`, and its events would then
+    /// arrive late.
+    pub fn set_backlog(&mut self, partition: u32, backlog: bool) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.backlog = backlog;
+        }
+    }
+
+    /// Keeps the clocks of these input partitions only: partitions no longer
+    /// assigned to this process must not hold the watermark back.
+    pub fn retain_partitions(&mut self, assigned: &HashSet<u32>) {
+        self.partitions.retain(|p, _| assigned.contains(p));
+    }
+
+    /// Declares an input partition (when it is assigned): until it delivers an
+    /// event or stays silent for `idle_after`, it holds the watermark back, so
+    /// a partition consumed late cannot be overtaken by the others.
+    pub fn register_partition(&mut self, partition: u32, now_ms: u64) {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max: EventTime::MIN,
+            last_arrival_ms: now_ms,
+            backlog: false,
+        });
+        // A re-assigned partition gets a fresh grace period.
+        clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+    }
+
+    /// Buffers one event that arrived on input `partition` at processing
+    /// time `now_ms`, and applies whatever the watermark now releases. `seq`
+    /// is the caller's number for the event, returned with its result.
+    pub fn offer(&mut self, ev: ChannelEvent, partition: u32, seq: u64, now_ms: u64) -> Vec<Released> {
+        // After a pause in which every partition went idle, a new burst
+        // usually reaches all of them: give each a fresh grace period, so the
+        // first partition to deliver does not run ahead of the others.
+        let idle_ms = self.idle_ms();
+        if self
+            .partitions
+            .values()
+            .all(|p| now_ms.saturating_sub(p.last_arrival_ms) >= idle_ms)
+        {
+            for p in self.partitions.values_mut() {
+                p.last_arrival_ms = now_ms;
+            }
+        }
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max: ev.occurred_at,
+            last_arrival_ms: now_ms,
+            backlog: false,
+        });
+        clock.max = clock.max.max(ev.occurred_at);
+        clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+        let mut out = Vec::new();
+        if ev.occurred_at < self.applied_to {
+            let result = self.apply(&ev).map(|mut p| {
+                p.late = true;
+                p
+            });
+            out.push(Released { seq: Some(seq), result });
+        } else {
+            let key = (ev.occurred_at, ev.channel, ev.event_id.clone(), seq);
+            self.pending.insert(key, (partition, ev));
+        }
+        out.extend(self.release(now_ms));
+        out
+    }
+
+    /// Applies what the watermark releases at processing time `now_ms`
+    /// without a new event: partitions may have gone idle.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Released> {
+        self.release(now_ms)
+    }
+
+    /// Applies buffered events and due timers up to the watermark, in event-time order.
+    fn release(&mut self, now_ms: u64) -> Vec<Released> {
+        let Some(wm) = self.watermark(now_ms) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut timer_outputs = Vec::new();
+        let mut fired = 0;
+        loop {
+            let next_event = self.pending.first_key_value().map(|(k, _)| k.0).filter(|t| *t <= wm);
+            let next_timer = self.timers.first().map(|t| t.0).filter(|t| *t <= wm);
+            match (next_event, next_timer) {
+                (None, None) => break,
+                // A timer strictly before the next event fires first; on a tie the event goes first.
+                (Some(te), Some(tt)) if tt < te => {
+                    fired += self.fire_next(&mut timer_outputs);
+                }
+                (None, Some(_)) => {
+                    fired += self.fire_next(&mut timer_outputs);
+                }
+                (Some(_), _) => {
+                    if !timer_outputs.is_empty() || fired > 0 {
+                        out.push(self.timer_release(std::mem::take(&mut timer_outputs), fired));
+                        fired = 0;
+                    }
+                    let Some(((at, _, _, seq), (_, ev))) = self.pending.pop_first() else {
+                        break;
+                    };
+                    self.applied_to = self.applied_to.max(at);
+                    out.push(Released {
+                        seq: Some(seq),
+                        result: self.apply(&ev),
+                    });
+                }
+            }
+        }
+        if !timer_outputs.is_empty() || fired > 0 {
+            out.push(self.timer_release(timer_outputs, fired));
+        }
+        self.applied_to = self.applied_to.max(wm);
+        out
+    }
+
+    fn timer_release(&mut self, outputs: Vec<Output>, fired: usize) -> Released {
+        Released {
+            seq: None,
+            result: Ok(Processed {
+                outputs,
+                timers_fired: fired,
+                suppressed: std::mem::take(&mut self.suppressed),
+                ..Processed::default()
+            }),
+        }
+    }
+
+    /// Offers `ev` and applies what that releases at once, as one result: the
+    /// event's own outcome plus every output released with it. For callers
+    /// without processing time (tests, tools): partitions never go idle.
+    pub fn process(&mut self, ev: &ChannelEvent, partition: u32) -> Result<Processed, StitchError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut merged = Processed::default();
+        let mut own = None;
+        for r in self.offer(ev.clone(), partition, seq, 0) {
+            let p = r.result?;
+            if r.seq == Some(seq) {
+                own = Some((p.one_id.clone(), p.duplicate, p.late, p.merges, p.rejected.clone()));
+            }
+            merged.outputs.extend(p.outputs);
+            merged.timers_fired += p.timers_fired;
+            merged.suppressed.extend(p.suppressed);
+        }
+        if let Some((one_id, duplicate, late, merges, rejected)) = own {
+            merged.one_id = one_id;
+            merged.duplicate = duplicate;
+            merged.late = late;
+            merged.merges = merges;
+            merged.rejected = rejected;
+        }
+        Ok(merged)
+    }
+}

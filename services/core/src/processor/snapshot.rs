@@ -1,0 +1,158 @@
+//! The state snapshot format.
+//!
+//! In: the live processor ([`Processor::snapshot`] serialises it without
+//! copying) or a snapshot read back ([`Processor::restore`]). Out: the
+//! [`CoreSnapshot`] fields, in this order and under these names: `version`,
+//! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
+//! `applied_to`, `tiers`, `propensities`. Keeps nothing; the engine writes
+//! and reads the bytes.
+//!
+//! Compatibility: changing a field's name, order or type here, or in any
+//! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::decide::propensity::Propensities;
+use crate::decide::tiers::ValueTiers;
+use crate::hash::{HashMap, HashSet};
+use crate::identity::{IdentitySnapshot, OneId};
+use crate::ids::IdKey;
+use crate::journey::Journey;
+use crate::snapshot::{DashEntries, Pairs};
+use crate::time::EventTime;
+
+use super::{PartitionClock, Processor, TimerKind};
+
+/// The format version of [`CoreSnapshot`].
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Serialises like [`CoreSnapshot`], from the live state (see [`Processor::snapshot`]).
+pub struct CoreSnapshotRef<'a> {
+    p: &'a Processor,
+}
+
+impl Serialize for CoreSnapshotRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let p = self.p;
+        let mut st = s.serialize_struct("CoreSnapshot", 10)?;
+        st.serialize_field("version", &SNAPSHOT_VERSION)?;
+        st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
+        st.serialize_field("identity", &p.state.identity.snapshot())?;
+        st.serialize_field("journeys", &DashEntries(&p.state.journeys))?;
+        st.serialize_field("seen", &p.seen)?;
+        st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
+        st.serialize_field("timers", &p.timers)?;
+        st.serialize_field("applied_to", &p.applied_to)?;
+        st.serialize_field("tiers", &p.tiers)?;
+        st.serialize_field("propensities", &p.propensities)?;
+        st.end()
+    }
+}
+
+/// A state snapshot as read back.
+#[derive(serde::Deserialize)]
+pub struct CoreSnapshot {
+    version: u32,
+    namespaces: Vec<String>,
+    identity: IdentitySnapshot,
+    journeys: Vec<(OneId, Journey)>,
+    seen: HashSet<u64>,
+    partitions: Vec<(u32, PartitionClock)>,
+    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    applied_to: EventTime,
+    tiers: ValueTiers,
+    propensities: Propensities,
+}
+
+impl CoreSnapshot {
+    pub fn profiles(&self) -> usize {
+        self.identity.profile_count()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RestoreError {
+    #[error("snapshot format version {0} is not {SNAPSHOT_VERSION}, the one this build reads")]
+    Version(u32),
+    #[error(
+        "the identifier namespace table changed since the snapshot (snapshot: {snapshot}; configured: {configured}); \
+         restore the table, or move the state directory away to rebuild state from the input topics"
+    )]
+    Namespaces { snapshot: String, configured: String },
+    #[error("state is not empty: a snapshot is restored into a new processor only")]
+    NotEmpty,
+}
+
+impl Processor {
+    /// Everything the processor and its state hold except events waiting for
+    /// the watermark, to serialise as a [`CoreSnapshot`]. The caller resumes
+    /// each input partition at its first message not fully processed, so the
+    /// waiting events are read again (and the applied ones after them are
+    /// recognised as duplicates).
+    pub fn snapshot(&self) -> CoreSnapshotRef<'_> {
+        CoreSnapshotRef { p: self }
+    }
+
+    /// The partition clocks as if the buffered events had not arrived: a
+    /// snapshot leaves them out (they are read again after a restore), so
+    /// their partitions must not count them as seen, or the watermark would
+    /// pass them before they come back.
+    fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
+        let mut clocks = self.partitions.clone();
+        for ((at, ..), (partition, _)) in &self.pending {
+            if let Some(c) = clocks.get_mut(partition) {
+                c.max = c.max.min(EventTime(at.0.saturating_sub(1)));
+            }
+        }
+        clocks
+    }
+
+    /// Loads a snapshot into this processor, which must be new (empty state).
+    /// `now_ms` starts every partition's idle clock afresh.
+    pub fn restore(&mut self, snap: CoreSnapshot, now_ms: u64) -> Result<(), RestoreError> {
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(RestoreError::Version(snap.version));
+        }
+        let names = self.state.identity.namespaces().names();
+        if snap.namespaces != names {
+            return Err(RestoreError::Namespaces {
+                snapshot: snap.namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
+            return Err(RestoreError::NotEmpty);
+        }
+        self.state.identity.restore(snap.identity);
+        for (one_id, j) in snap.journeys {
+            self.state.journeys.insert(one_id, Box::new(j));
+        }
+        self.seen = snap.seen;
+        self.partitions = snap
+            .partitions
+            .into_iter()
+            .map(|(p, c)| {
+                (
+                    p,
+                    // Behind until the caller reports otherwise (`set_backlog`):
+                    // a restored partition must not go idle while the consumer
+                    // is still joining its group, or the watermark would jump
+                    // past everything it has yet to re-read.
+                    PartitionClock {
+                        last_arrival_ms: now_ms,
+                        backlog: true,
+                        ..c
+                    },
+                )
+            })
+            .collect();
+        self.timers = snap.timers;
+        self.applied_to = snap.applied_to;
+        self.tiers = snap.tiers;
+        self.propensities = snap.propensities;
+        Ok(())
+    }
+}

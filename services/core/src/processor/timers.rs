@@ -1,0 +1,134 @@
+//! Event-time timers: cart abandonment, browse abandonment, quiet customers.
+//!
+//! In: the journey after an event and the transitions it caused (to arm);
+//! the watermark passing a timer's due time (to fire, see `order.rs`). Out:
+//! the evaluation of the journey at the due time, with the trigger the timer
+//! stands for. Keeps the armed timers, each keyed by an identifier of the
+//! profile so it follows the profile through merges.
+//!
+//! The abandonment conditions are the decision stage's
+//! ([`crate::decide::triggers`]): a timer re-checks them on the journey as it
+//! is when it fires, so a cart touched since, or a view followed by another,
+//! fires nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::triggers::{browse_due, cart_abandoned, cart_due};
+use crate::decide::Trigger;
+use crate::ids::IdKey;
+use crate::journey::{Journey, Transition};
+use crate::output::{Output, TriggerRef};
+use crate::time::EventTime;
+
+use super::Processor;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TimerKind {
+    Cart,
+    Browse,
+    Quiet,
+}
+
+impl TimerKind {
+    /// The `timer` name of the trigger in outputs.
+    pub fn label(self) -> &'static str {
+        match self {
+            TimerKind::Cart => "cart_abandonment",
+            TimerKind::Browse => "browse_abandonment",
+            TimerKind::Quiet => "inactivity",
+        }
+    }
+}
+
+impl Processor {
+    /// Arms the timers an event calls for, keyed by `anchor`: an abandonment
+    /// check when the cart changed or a product was looked at, and the
+    /// profile's one quiet check when none is live.
+    pub(super) fn arm(&mut self, j: &mut Journey, transitions: &[Transition], at: EventTime, anchor: &IdKey) {
+        let decide = &self.cfg.decide;
+        let mut arm = Vec::new();
+        for t in transitions {
+            match t {
+                Transition::CartChanged { .. } => {
+                    arm.extend(cart_due(j, decide.cart_abandon_after).map(|d| (d, TimerKind::Cart)))
+                }
+                Transition::ProductViewed { .. } => {
+                    arm.extend(browse_due(j, decide.browse_abandon_after).map(|d| (d, TimerKind::Browse)))
+                }
+                _ => {}
+            }
+        }
+        // One quiet check per profile: a live one (due at or after this
+        // event) re-arms itself when it finds the customer active.
+        if j.last_seen == Some(at) && j.quiet_due.is_none_or(|d| d < at) {
+            let due = at.plus(decide.quiet_after);
+            j.quiet_due = Some(due);
+            arm.push((due, TimerKind::Quiet));
+        }
+        for (due, kind) in arm {
+            self.timers.insert((due, kind, anchor.clone()));
+        }
+    }
+
+    /// Fires the earliest timer; returns how many fired (0 or 1).
+    pub(super) fn fire_next(&mut self, outputs: &mut Vec<Output>) -> usize {
+        let Some((due, kind, key)) = self.timers.pop_first() else {
+            return 0;
+        };
+        self.fire(due, kind, key, outputs);
+        1
+    }
+
+    /// Runs one timer: re-checks its condition on the journey as it is now
+    /// (every event before `due` has been applied) and decides.
+    fn fire(&mut self, due: EventTime, kind: TimerKind, key: IdKey, outputs: &mut Vec<Output>) {
+        let Some(one_id) = self.state.identity.one_id_of(&key) else {
+            return;
+        };
+        if kind == TimerKind::Quiet
+            && self
+                .state
+                .journeys
+                .get(&one_id)
+                .is_none_or(|j| j.quiet_due.is_some_and(|d| d != due))
+        {
+            // A stale check: the profile's live one is due at another time
+            // (two profiles merged), or the journey is gone.
+            return;
+        }
+        let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
+            return;
+        };
+        let cfg = self.cfg.clone();
+        let cfg = &cfg.decide;
+        let trigger = TriggerRef::timer(kind.label());
+        match kind {
+            TimerKind::Cart => {
+                if cart_abandoned(&j, cfg.cart_abandon_after, due) {
+                    self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
+                }
+            }
+            TimerKind::Browse => {
+                // Only the check armed for the last product view counts.
+                if browse_due(&j, cfg.browse_abandon_after) == Some(due) {
+                    self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
+                }
+            }
+            TimerKind::Quiet => {
+                let last = j.last_seen.unwrap_or(due);
+                let next = if last.plus(cfg.quiet_after) <= due {
+                    self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
+                    Some(due.plus(cfg.quiet_after)).filter(|n| *n <= last.plus(cfg.quiet_checks_until))
+                } else {
+                    // Active since it was armed: check again when quiet.
+                    Some(last.plus(cfg.quiet_after))
+                };
+                j.quiet_due = next;
+                if let Some(next) = next {
+                    self.timers.insert((next, TimerKind::Quiet, key));
+                }
+            }
+        }
+        self.state.journeys.insert(one_id, j);
+    }
+}

@@ -1,0 +1,233 @@
+//! The core's shared vocabulary: the small closed sets of names that the
+//! journey, the decisions, the outputs and the metrics all speak.
+//!
+//! In: nothing (this module imports nothing of the core, so any module may
+//! use it without closing an import circle). Out: [`ContactChannel`],
+//! [`Outcome`], [`Band`], [`Tier`] and [`FactorName`], each with its wire
+//! label. It keeps no state.
+//!
+//! Serde names are the wire contract's and the snapshot format's: renaming a
+//! variant here changes both.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A channel an action can be delivered on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactChannel {
+    Email,
+    Push,
+    Sms,
+    Web,
+    Store,
+    CallCenter,
+}
+
+impl ContactChannel {
+    /// How many contact channels there are.
+    pub const COUNT: usize = 6;
+
+    /// Every contact channel, in [`ContactChannel::index`] order.
+    pub const ALL: [ContactChannel; ContactChannel::COUNT] = [
+        ContactChannel::Email,
+        ContactChannel::Push,
+        ContactChannel::Sms,
+        ContactChannel::Web,
+        ContactChannel::Store,
+        ContactChannel::CallCenter,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ContactChannel::Email => "email",
+            ContactChannel::Push => "push",
+            ContactChannel::Sms => "sms",
+            ContactChannel::Web => "web",
+            ContactChannel::Store => "store",
+            ContactChannel::CallCenter => "call_center",
+        }
+    }
+
+    /// Position in [`ContactChannel::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a delivered action led to, as reported on `action-outcomes`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Delivered,
+    Opened,
+    Clicked,
+    Converted,
+    Dismissed,
+}
+
+impl Outcome {
+    /// A click or a conversion: counts as a response in the learned propensities.
+    pub fn is_response(self) -> bool {
+        matches!(self, Outcome::Clicked | Outcome::Converted)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Opened => "opened",
+            Outcome::Clicked => "clicked",
+            Outcome::Converted => "converted",
+            Outcome::Dismissed => "dismissed",
+        }
+    }
+}
+
+/// The churn band.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Band {
+    Low,
+    Medium,
+    High,
+}
+
+impl Band {
+    pub fn label(self) -> &'static str {
+        match self {
+            Band::Low => "low",
+            Band::Medium => "medium",
+            Band::High => "high",
+        }
+    }
+}
+
+/// A customer's value tier: `a` for the customers who together bring the
+/// first 80% of revenue, `b` for the next 15%, `c` for the rest.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    A,
+    B,
+    #[default]
+    C,
+}
+
+impl Tier {
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::A => "a",
+            Tier::B => "b",
+            Tier::C => "c",
+        }
+    }
+}
+
+/// The name of one feature of the churn score.
+///
+/// Serialised as its label string in every format (the `churn-risk` JSON and
+/// the binary snapshot alike), as the plain string it replaced was.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FactorName {
+    DaysSinceLastActivity,
+    DaysSinceLastPurchase,
+    NeverPurchased,
+    Complaints30d,
+    CancelRequests,
+    UnresolvedCalls30d,
+    VisitFrequencyDrop,
+    Returns,
+    AbandonedCheckouts,
+    LastCsat,
+    LastSentiment,
+}
+
+impl FactorName {
+    /// How many churn factors there are.
+    pub const COUNT: usize = 11;
+
+    /// Every factor, in the order the score reports them.
+    pub const ALL: [FactorName; FactorName::COUNT] = [
+        FactorName::DaysSinceLastActivity,
+        FactorName::DaysSinceLastPurchase,
+        FactorName::NeverPurchased,
+        FactorName::Complaints30d,
+        FactorName::CancelRequests,
+        FactorName::UnresolvedCalls30d,
+        FactorName::VisitFrequencyDrop,
+        FactorName::Returns,
+        FactorName::AbandonedCheckouts,
+        FactorName::LastCsat,
+        FactorName::LastSentiment,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FactorName::DaysSinceLastActivity => "days_since_last_activity",
+            FactorName::DaysSinceLastPurchase => "days_since_last_purchase",
+            FactorName::NeverPurchased => "never_purchased",
+            FactorName::Complaints30d => "complaints_30d",
+            FactorName::CancelRequests => "cancel_requests",
+            FactorName::UnresolvedCalls30d => "unresolved_calls_30d",
+            FactorName::VisitFrequencyDrop => "visit_frequency_drop",
+            FactorName::Returns => "returns",
+            FactorName::AbandonedCheckouts => "abandoned_checkouts",
+            FactorName::LastCsat => "last_csat",
+            FactorName::LastSentiment => "last_sentiment",
+        }
+    }
+
+    /// The factor whose label is `s`.
+    pub fn from_label(s: &str) -> Option<FactorName> {
+        FactorName::ALL.into_iter().find(|f| f.label() == s)
+    }
+}
+
+impl fmt::Display for FactorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl PartialEq<&str> for FactorName {
+    fn eq(&self, other: &&str) -> bool {
+        self.label() == *other
+    }
+}
+
+impl Serialize for FactorName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for FactorName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        FactorName::from_label(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown churn factor {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_follow_all() {
+        for (i, c) in ContactChannel::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+
+    #[test]
+    fn factor_names_read_back_from_their_labels() {
+        for f in FactorName::ALL {
+            assert_eq!(FactorName::from_label(f.label()), Some(f));
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(json, format!("\"{}\"", f.label()));
+            assert_eq!(serde_json::from_str::<FactorName>(&json).unwrap(), f);
+        }
+        assert!(serde_json::from_str::<FactorName>("\"shoe_size\"").is_err());
+    }
+}
