@@ -22,6 +22,7 @@ test: lint tools deploy-check
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) run -q -p onejourney-xtask -- layout
 
 ## Unit and property tests only (no broker).
 unit:

@@ -22,7 +22,7 @@
 //! - [`view`]: what the lookup API reads from the state.
 //!
 //! Imports between these modules point one way (down this list, roughly);
-//! a unit test (`layout_tests.rs`) fails on a circle.
+//! `make lint` (`cargo run -p onejourney-xtask -- layout`) fails on a circle.
 //!
 //! No tokio, no Kafka, no sockets, no clock: time is an argument
 //! ([`time::EventTime`]), so every rule is testable with plain values.
@@ -41,8 +41,6 @@ pub mod time;
 pub mod view;
 pub mod vocab;
 
-#[cfg(test)]
-mod layout_tests;
 #[cfg(test)]
 mod testkit;
 
