@@ -93,21 +93,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The engine binary, built if `cargo test` did not build it already.
+/// The engine binary, brought up to date first: `cargo test` builds it only
+/// for the engine's own integration tests, so a binary left in `target/` can
+/// be older than the code under test (it is a no-op when it is current).
 fn engine_binary() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/onejourney");
-    if !bin.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "onejourney-engine", "--bin", "onejourney"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building the engine binary");
-    }
-    bin
+    let ok = Command::new(env!("CARGO"))
+        .args(["build", "-p", "onejourney-engine", "--bin", "onejourney"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building the engine binary");
+    target.join("debug/onejourney")
 }
 
 /// The engine as a separate process, to `kill -9`.
