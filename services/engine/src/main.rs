@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use onejourney_engine::config::{Overrides, Settings};
 use onejourney_engine::{demo, logging, Engine};
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the engine's version, librdkafka's version and its builtin features.
+    Version,
     /// Print the effective configuration, or the first error with its key.
     CheckConfig {
         #[command(flatten)]
@@ -95,7 +97,11 @@ fn load(brokers: Option<String>, c: &Common) -> anyhow::Result<Settings> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `--version` prints what `onejourney version` prints.
+    let text = onejourney_engine::version::text();
+    // clap puts the name in front of it.
+    let long_version: &'static str = Box::leak(text.trim_start_matches("onejourney ").into());
+    let cli = Cli::from_arg_matches(&Cli::command().long_version(long_version).get_matches())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,6 +153,10 @@ fn main() -> anyhow::Result<()> {
                 },
                 &runtime,
             )
+        }
+        Command::Version => {
+            println!("{}", onejourney_engine::version::text());
+            Ok(())
         }
         Command::CheckConfig { common } => match load(None, &common) {
             Ok(settings) => {

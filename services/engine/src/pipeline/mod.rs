@@ -116,6 +116,7 @@ pub async fn run(
         delivered,
         ends,
         resuming: HashMap::new(),
+        stalls: crate::stall::StallWatch::new(settings.ingest.stall_after),
     };
     let result = poll.run(&mut ingest).await;
     watcher.abort();
@@ -303,6 +304,8 @@ struct Poll<'a> {
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
     resuming: HashMap<(String, i32), ResumeCheck>,
+    /// Partitions with records at the broker that none arrives from.
+    stalls: crate::stall::StallWatch,
 }
 
 type Ends = Arc<std::sync::Mutex<HashMap<(String, i32), i64>>>;
@@ -430,7 +433,9 @@ impl Poll<'_> {
     /// The end offsets come from the broker every second (see
     /// `watch_end_offsets`): a partition whose next offset is below its end
     /// has a backlog.
-    fn update_backlogs(&self, ingest: &mut Ingest) {
+    /// A partition that makes no progress for `ingest.stall_after` despite
+    /// a backlog is stalled (see `stall`): it stops holding the watermark.
+    fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) {
         let Ok(ends) = self.ends.lock() else {
             return;
         };
@@ -445,8 +450,10 @@ impl Poll<'_> {
                 .map(|h| h + 1)
                 .or_else(|| self.covered.get(&k).copied())
                 .unwrap_or(0);
-            ingest.set_backlog(channel, *partition, next < *end);
+            let stalled = self.stalls.observe(topic, *partition, next, *end, Instant::now(), paused);
+            ingest.set_backlog(channel, *partition, next < *end && !stalled);
         }
+        self.metrics.partitions_stalled.set(self.stalls.count() as i64);
     }
 
     async fn run(&mut self, ingest: &mut Ingest) -> anyhow::Result<()> {
@@ -471,7 +478,7 @@ impl Poll<'_> {
                     self.health.beat();
                     self.metrics.producer_queue.set(i64::from(self.producer.in_flight_count()));
                     self.register_assigned(ingest);
-                    self.update_backlogs(ingest);
+                    self.update_backlogs(ingest, paused);
                     let steps = ingest.tick(self.now_ms(), queue.newest());
                     apply_steps(self.producer, &mut queue, &mut self.published, self.metrics, steps).await?;
                     if !flush_done(&mut queue, self.tx, self.metrics).await {
@@ -500,8 +507,18 @@ impl Poll<'_> {
             let msg = match msg {
                 Ok(m) => m.detach(),
                 Err(e) => {
+                    // A batch librdkafka cannot decode comes back here, again on
+                    // every fetch, naming no partition: count it, log it a few
+                    // times a minute; `stall` finds the partition.
                     self.metrics.consumer_errors.inc();
-                    warn!(error = %e, "consume failed");
+                    let reason = crate::stall::fetch_error_reason(&e);
+                    self.metrics.input_fetch_errors.with_label_values(&[reason]).inc();
+                    let allowed = self.consumer.context().warnings.lock().map(|mut w| w.allow("consume_failed", reason)).unwrap_or(true);
+                    if allowed {
+                        warn!(error = %e, reason, "consume failed");
+                    } else {
+                        self.metrics.warnings_suppressed.inc();
+                    }
                     continue;
                 }
             };
