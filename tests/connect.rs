@@ -34,8 +34,10 @@ fn at(minute: i64) -> String {
 }
 
 fn page_view(id: &str, minute: i64, cookie: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"event_id": id, "event_type": "page_view", "occurred_at": at(minute),
-        "identifiers": {"cookie_id": cookie}, "session_id": "s-1"}))
+    serde_json::to_vec(
+        &json!({"event_id": id, "event_type": "page_view", "occurred_at": at(minute),
+        "identifiers": {"cookie_id": cookie}, "session_id": "s-1"}),
+    )
     .unwrap()
 }
 
@@ -93,7 +95,9 @@ async fn an_undecodable_batch_is_counted_and_does_not_hold_back_the_other_partit
         async move {
             producer
                 .send(
-                    FutureRecord::<(), [u8]>::to(&web).partition(partition).payload(&payload),
+                    FutureRecord::<(), [u8]>::to(&web)
+                        .partition(partition)
+                        .payload(&payload),
                     Duration::from_secs(10),
                 )
                 .await
@@ -166,7 +170,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -196,7 +204,8 @@ fn produce_raw(brokers: &str, topic: &str, partition: i32, batch: &[u8]) -> i16 
     let addr = brokers.split(',').next().unwrap();
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    conn.write_all(&i32::try_from(req.len()).unwrap().to_be_bytes()).unwrap();
+    conn.write_all(&i32::try_from(req.len()).unwrap().to_be_bytes())
+        .unwrap();
     conn.write_all(&req).unwrap();
     let mut size = [0u8; 4];
     conn.read_exact(&mut size).unwrap();
@@ -257,9 +266,11 @@ async fn the_engine_connects_with_sasl_scram_over_tls() {
     for (i, cookie) in ["c-1", "c-2", "c-3"].iter().enumerate() {
         producer
             .send(
-                FutureRecord::to(&s.topics.web_clicks)
-                    .key(*cookie)
-                    .payload(&page_view(&format!("tls-{i}"), i as i64, cookie)),
+                FutureRecord::to(&s.topics.web_clicks).key(*cookie).payload(&page_view(
+                    &format!("tls-{i}"),
+                    i as i64,
+                    cookie,
+                )),
                 Duration::from_secs(10),
             )
             .await
@@ -287,7 +298,8 @@ struct Tansu {
 
 impl Tansu {
     fn bin() -> String {
-        std::env::var("ONEJOURNEY_TANSU").expect("ONEJOURNEY_TANSU is not set: run `make test` (scripts/with-broker.sh sets it)")
+        std::env::var("ONEJOURNEY_TANSU")
+            .expect("ONEJOURNEY_TANSU is not set: run `make test` (scripts/with-broker.sh sets it)")
     }
 
     fn start(dir: &Path, port: u16, advertised: u16, authentication: bool) -> Tansu {
@@ -351,14 +363,16 @@ impl Drop for Tansu {
 /// the CA certificate's file.
 async fn tls_proxy(dir: &Path, port: u16, to: u16) -> PathBuf {
     use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
     };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name = DistinguishedName::new();
-    ca_params.distinguished_name.push(DnType::CommonName, "onejourney test CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "onejourney test CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
@@ -366,7 +380,9 @@ async fn tls_proxy(dir: &Path, port: u16, to: u16) -> PathBuf {
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &Issuer::from_params(&ca_params, &ca_key)).unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, ca_cert.pem()).unwrap();
 

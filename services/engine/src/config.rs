@@ -524,7 +524,11 @@ mod tests {
         .unwrap();
         let get = |k: &str| s.kafka.client.get(k).map(String::as_str);
         assert_eq!(get("ssl.ca.location"), Some("/run/ca.pem"));
-        assert_eq!(get("security.protocol"), Some("SASL_SSL"), "the environment wins over the file");
+        assert_eq!(
+            get("security.protocol"),
+            Some("SASL_SSL"),
+            "the environment wins over the file"
+        );
         assert_eq!(get("client.id"), Some("from-file"));
         assert!(!s.to_masked_toml().unwrap().contains("hunter2"));
     }

@@ -102,7 +102,12 @@ impl StallWatch {
 
     fn resumed(&mut self, key: &(String, i32), next: i64) {
         if self.stalled.remove(key) {
-            info!(topic = key.0, partition = key.1, offset = next, "stalled input partition moves again");
+            info!(
+                topic = key.0,
+                partition = key.1,
+                offset = next,
+                "stalled input partition moves again"
+            );
         }
     }
 

@@ -63,13 +63,21 @@ mod tests {
 
     #[test]
     fn tls_sasl_and_every_codec_are_built_in() {
-        assert_eq!(missing_features(), Vec::<&str>::new(), "built: {:?}", builtin_features());
+        assert_eq!(
+            missing_features(),
+            Vec::<&str>::new(),
+            "built: {:?}",
+            builtin_features()
+        );
     }
 
     #[test]
     fn the_version_text_names_librdkafka_and_its_features() {
         let t = text();
-        assert!(t.starts_with(&format!("onejourney {}", env!("CARGO_PKG_VERSION"))), "{t}");
+        assert!(
+            t.starts_with(&format!("onejourney {}", env!("CARGO_PKG_VERSION"))),
+            "{t}"
+        );
         assert!(t.contains("librdkafka 2."), "{t}");
         assert!(t.contains("zstd") && t.contains("sasl_scram"), "{t}");
     }

@@ -450,7 +450,9 @@ impl Poll<'_> {
                 .map(|h| h + 1)
                 .or_else(|| self.covered.get(&k).copied())
                 .unwrap_or(0);
-            let stalled = self.stalls.observe(topic, *partition, next, *end, Instant::now(), paused);
+            let stalled = self
+                .stalls
+                .observe(topic, *partition, next, *end, Instant::now(), paused);
             ingest.set_backlog(channel, *partition, next < *end && !stalled);
         }
         self.metrics.partitions_stalled.set(self.stalls.count() as i64);
@@ -513,7 +515,13 @@ impl Poll<'_> {
                     self.metrics.consumer_errors.inc();
                     let reason = crate::stall::fetch_error_reason(&e);
                     self.metrics.input_fetch_errors.with_label_values(&[reason]).inc();
-                    let allowed = self.consumer.context().warnings.lock().map(|mut w| w.allow("consume_failed", reason)).unwrap_or(true);
+                    let allowed = self
+                        .consumer
+                        .context()
+                        .warnings
+                        .lock()
+                        .map(|mut w| w.allow("consume_failed", reason))
+                        .unwrap_or(true);
                     if allowed {
                         warn!(error = %e, reason, "consume failed");
                     } else {
