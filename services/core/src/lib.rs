@@ -27,6 +27,7 @@
 //! No tokio, no Kafka, no sockets, no clock: time is an argument
 //! ([`time::EventTime`]), so every rule is testable with plain values.
 
+pub mod client_env;
 pub mod decide;
 pub mod event;
 pub mod hash;

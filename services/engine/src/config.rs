@@ -1,5 +1,6 @@
 //! Configuration: built-in defaults (`default.toml`) -> optional file ->
-//! environment (`ONEJOURNEY__SECTION__KEY`) -> command-line flags.
+//! environment (`ONEJOURNEY__SECTION__KEY`, and `ONEJOURNEY_KAFKA_CLIENT_<NAME>`
+//! for librdkafka properties) -> command-line flags.
 //!
 //! Built once in `main` and passed down. Unknown keys are errors, and every
 //! bad value fails at start with its key and the reason.
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
+use onejourney_core::client_env::client_properties_from_env;
 use onejourney_core::decide::DecideConfig;
 use onejourney_core::ids::{IdentityLimits, NamespaceRule, Namespaces, NormaliseConfig};
 use onejourney_core::{Channel, CoreConfig};
@@ -161,6 +163,10 @@ pub struct LogSettings {
 pub struct IngestSettings {
     pub max_message_bytes: usize,
     pub max_in_flight: usize,
+    /// An input partition whose broker holds records none of which arrives
+    /// for this long is reported stalled and stops holding the watermark back.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -240,6 +246,12 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("identity.extra_blocked_values");
+        // librdkafka properties by environment (`ONEJOURNEY_KAFKA_CLIENT_SSL_CA_LOCATION`
+        // -> `ssl.ca.location`): the separator above cannot spell dotted names.
+        let client_env = match &env {
+            Some(map) => client_properties_from_env(map.clone()),
+            None => client_properties_from_env(std::env::vars()),
+        };
         b = b.add_source(match env {
             Some(map) => environment.source(Some(map.into_iter().collect())),
             None => environment,
@@ -255,7 +267,8 @@ impl Settings {
                 b = b.set_override(key, v.as_str())?;
             }
         }
-        let settings: Settings = b.build()?.try_deserialize()?;
+        let mut settings: Settings = b.build()?.try_deserialize()?;
+        settings.kafka.client.extend(client_env);
         settings.validate()?;
         Ok(settings)
     }
@@ -506,6 +519,37 @@ mod tests {
         let back = dir.join("back.toml");
         std::fs::write(&back, &text).unwrap();
         assert!(Settings::load(Some(&back), env(&[]), &Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn librdkafka_properties_come_from_the_environment_with_their_dots() {
+        let dir = std::env::temp_dir().join(format!("oj-config-client-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(
+            &f,
+            "[kafka.client]\n\"security.protocol\" = \"SSL\"\n\"client.id\" = \"from-file\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&f),
+            env(&[
+                ("ONEJOURNEY_KAFKA_CLIENT_SSL_CA_LOCATION", "/run/ca.pem"),
+                ("ONEJOURNEY_KAFKA_CLIENT_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("ONEJOURNEY_KAFKA_CLIENT_SASL_PASSWORD", "hunter2"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let get = |k: &str| s.kafka.client.get(k).map(String::as_str);
+        assert_eq!(get("ssl.ca.location"), Some("/run/ca.pem"));
+        assert_eq!(
+            get("security.protocol"),
+            Some("SASL_SSL"),
+            "the environment wins over the file"
+        );
+        assert_eq!(get("client.id"), Some("from-file"));
+        assert!(!s.to_masked_toml().unwrap().contains("hunter2"));
     }
 
     #[test]

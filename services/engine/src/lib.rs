@@ -24,6 +24,9 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod stall;
+pub mod tls;
+pub mod version;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! (services/demo) and the benchmark `onejourney-bench` (services/bench).
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use onejourney_engine::cli::{self, Common};
 use onejourney_engine::{logging, Engine};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Print the engine's version, librdkafka's version and its builtin features.
+    Version,
     /// Print the effective configuration, or the first error with its key.
     CheckConfig {
         #[command(flatten)]
@@ -36,7 +38,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Cli::parse();
+    // `--version` prints what `onejourney version` prints.
+    let text = onejourney_engine::version::text();
+    // clap puts the name in front of it.
+    let long_version: &'static str = Box::leak(text.trim_start_matches("onejourney ").into());
+    let args = Cli::from_arg_matches(&Cli::command().long_version(long_version).get_matches())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,6 +58,10 @@ fn main() -> anyhow::Result<()> {
                 tokio::spawn(cli::cancel_on_signal(cancel));
                 engine.wait().await
             })
+        }
+        Command::Version => {
+            println!("{}", onejourney_engine::version::text());
+            Ok(())
         }
         Command::CheckConfig { common } => match common.settings(None) {
             Ok(settings) => {

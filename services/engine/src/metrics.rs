@@ -36,6 +36,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub delivery_errors: IntCounter,
     pub consumer_errors: IntCounter,
+    pub input_fetch_errors: IntCounterVec,
+    pub partitions_stalled: IntGauge,
     pub rebalances: IntCounterVec,
     pub ready: IntGauge,
     pub consumer_lag: IntGaugeVec,
@@ -186,6 +188,15 @@ impl Metrics {
                 "onejourney_consumer_errors_total",
                 "Errors reported by the Kafka consumer.",
             )?,
+            input_fetch_errors: counter_vec(
+                "onejourney_input_fetch_errors_total",
+                "Input records the consumer could not fetch or decode at the Kafka level (no message to dead-letter), by reason.",
+                &["reason"],
+            )?,
+            partitions_stalled: gauge(
+                "onejourney_input_partitions_stalled",
+                "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",
+            )?,
             rebalances: counter_vec(
                 "onejourney_rebalances_total",
                 "Consumer group rebalances, by kind (assign, revoke).",
@@ -285,6 +296,9 @@ impl Metrics {
             registry,
         };
         // Pre-register the fixed label sets so dashboards see zeros, not gaps.
+        for r in crate::stall::FETCH_ERROR_REASONS {
+            m.input_fetch_errors.with_label_values(&[r]);
+        }
         for r in DecodeError::REASONS {
             m.events_invalid.with_label_values(&["action_outcomes", r]);
             m.events_invalid.with_label_values(&["identity_control", r]);

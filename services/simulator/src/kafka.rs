@@ -1,5 +1,6 @@
 //! Publishing a simulation to Kafka, with many sends in flight.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,13 +13,24 @@ use crate::{SimEvent, Stream};
 pub type TopicOf = dyn Fn(Stream) -> String + Send + Sync;
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .context("creating the simulator's producer")
+    producer_with(brokers, &BTreeMap::new())
 }
+
+/// A producer with extra librdkafka properties (TLS, SASL, ...), the same
+/// `[kafka.client]` settings the engine takes; they win over the defaults.
+pub fn producer_with(brokers: &str, client: &BTreeMap<String, String>) -> anyhow::Result<FutureProducer> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000");
+    for (k, v) in client {
+        c.set(k, v);
+    }
+    c.create().context("creating the simulator's producer")
+}
+
+/// The environment rule for librdkafka properties, shared with the engine.
+pub use onejourney_core::client_env::{client_properties_from_env, CLIENT_ENV_PREFIX};
 
 /// Publishes `events` in order; `rate` events per second at most (0: as fast
 /// as possible). Returns once every event is acknowledged.
@@ -73,4 +85,53 @@ pub async fn publish(
         .await?
         .context("flushing the simulator's producer")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_names_map_to_dotted_librdkafka_properties() {
+        let props = client_properties_from_env(vars(&[
+            ("ONEJOURNEY_KAFKA_CLIENT_SSL_CA_LOCATION", "/etc/ca.pem"),
+            ("ONEJOURNEY_KAFKA_CLIENT_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("ONEJOURNEY_KAFKA_CLIENT_SASL_MECHANISMS", "SCRAM-SHA-512"),
+            ("ONEJOURNEY_KAFKA_CLIENT_ENABLE_SSL_CERTIFICATE_VERIFICATION", "false"),
+            ("ONEJOURNEY_KAFKA_CLIENT_LOG__LEVEL", "7"),
+            ("ONEJOURNEY_KAFKA_CLIENT_", "ignored: no name"),
+            ("ONEJOURNEY__KAFKA__BROKERS", "not a client property"),
+            ("PATH", "/usr/bin"),
+        ]));
+        let want: BTreeMap<String, String> = [
+            ("ssl.ca.location", "/etc/ca.pem"),
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("enable.ssl.certificate.verification", "false"),
+            ("log_level", "7"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(props, want);
+    }
+
+    #[test]
+    fn mapped_properties_are_accepted_by_librdkafka() {
+        let props = client_properties_from_env(vars(&[
+            ("ONEJOURNEY_KAFKA_CLIENT_SSL_CA_LOCATION", "probe"),
+            ("ONEJOURNEY_KAFKA_CLIENT_SASL_OAUTHBEARER_CONFIG", "principal=x"),
+            ("ONEJOURNEY_KAFKA_CLIENT_LOG__LEVEL", "6"),
+        ]));
+        let mut c = ClientConfig::new();
+        for (k, v) in &props {
+            c.set(k, v);
+        }
+        let native = c.create_native_config().expect("librdkafka knows every mapped name");
+        assert_eq!(native.get("log_level").expect("log_level"), "6");
+    }
 }

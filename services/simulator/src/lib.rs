@@ -448,7 +448,7 @@ impl Gen<'_> {
     fn app(&mut self, t: i64, event_type: &str, ids: Value, extra: Value) {
         let (_, mut v) = self.envelope("app", t, event_type, ids.clone(), extra);
         v["session_id"] = json!(format!("as-{}-{}", self.index, t / DAY));
-        v["platform"] = json!(if self.index % 2 == 0 { "ios" } else { "android" });
+        v["platform"] = json!(if self.index.is_multiple_of(2) { "ios" } else { "android" });
         v["app_version"] = json!("5.2.1");
         let key = ids["device_id"].as_str().unwrap_or_default().to_string();
         self.push(Stream::App, key, t, v);

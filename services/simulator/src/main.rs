@@ -32,6 +32,12 @@ struct Args {
     /// Events per second when publishing (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u32,
+    /// A librdkafka property for the publisher, KEY=VALUE (repeatable), e.g.
+    /// `--client security.protocol=SASL_SSL`. The environment's
+    /// `ONEJOURNEY_KAFKA_CLIENT_<NAME>` variables (as for the engine) come
+    /// first; these win.
+    #[arg(long = "client", value_name = "KEY=VALUE")]
+    client: Vec<String>,
 }
 
 #[tokio::main]
@@ -56,7 +62,14 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(p, sim.truth_jsonl()).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(brokers) = &args.brokers {
-        let producer = kafka::producer(brokers)?;
+        let mut client = kafka::client_properties_from_env(std::env::vars());
+        for kv in &args.client {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--client {kv}: expected KEY=VALUE"))?;
+            client.insert(k.to_string(), v.to_string());
+        }
+        let producer = kafka::producer_with(brokers, &client)?;
         let prefix = args.topic_prefix.clone();
         let topic_of = move |s: Stream| format!("{prefix}{}", s.default_topic());
         kafka::publish(&producer, &sim.events, &topic_of, args.rate).await?;

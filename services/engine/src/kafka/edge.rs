@@ -147,6 +147,18 @@ pub fn partitions(tpl: &TopicPartitionList) -> impl Iterator<Item = Tp> + '_ {
         .map(|e| (e.topic().to_string(), e.partition()))
 }
 
+impl IngestContext {
+    /// Whether a warning of this kind and key may be logged now (a few a
+    /// minute); otherwise it is counted as suppressed.
+    pub fn allow_warning(&self, kind: &'static str, key: &str) -> bool {
+        let allowed = self.warnings.lock().map(|mut w| w.allow(kind, key)).unwrap_or(true);
+        if !allowed {
+            self.metrics.warnings_suppressed.inc();
+        }
+        allowed
+    }
+}
+
 impl ClientContext for IngestContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.metrics.consumer_errors.inc();

@@ -37,12 +37,17 @@ pub fn base_config(s: &Settings) -> ClientConfig {
     if !s.kafka.sasl_password.is_empty() {
         c.set("sasl.password", &s.kafka.sasl_password);
     }
+    crate::tls::trust_store_default(&mut c);
     c
 }
 
 pub fn producer(s: &Settings) -> anyhow::Result<FutureProducer> {
     let mut c = base_config(s);
     set_default(&mut c, "acks", "all");
+    // A retried produce can neither duplicate nor reorder outputs. Off with
+    // `"enable.idempotence" = "false"` in [kafka.client] for a broker
+    // without InitProducerId (tansu 0.6 has it).
+    set_default(&mut c, "enable.idempotence", "true");
     set_default(&mut c, "linger.ms", "5");
     set_default(&mut c, "queue.buffering.max.messages", "1000000");
     c.create().context("creating the Kafka producer")

@@ -109,7 +109,11 @@ pub async fn run(
         consumer: consumer.clone(),
         edge: edge_rx,
         ingest,
-        partitions: Partitions::new(settings.topics.clone(), header.resume_offsets()),
+        partitions: Partitions::new(
+            settings.topics.clone(),
+            header.resume_offsets(),
+            settings.ingest.stall_after,
+        ),
         in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
         settings: settings.clone(),

@@ -39,17 +39,22 @@ pub struct Partitions {
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
     resuming: HashMap<Tp, ResumeCheck>,
+    /// Partitions with records at the broker that none arrives from.
+    stalls: crate::stall::StallWatch,
 }
 
 impl Partitions {
     /// `covered`: the restored snapshot's resume offsets.
-    pub fn new(topics: Topics, covered: HashMap<Tp, i64>) -> Self {
+    /// `stall_after`: how long a partition with a backlog may deliver nothing
+    /// before it is reported stalled and stops holding the watermark.
+    pub fn new(topics: Topics, covered: HashMap<Tp, i64>, stall_after: std::time::Duration) -> Self {
         Partitions {
             topics,
             highest: HashMap::new(),
             covered,
             ends: HashMap::new(),
             resuming: HashMap::new(),
+            stalls: crate::stall::StallWatch::new(stall_after),
         }
     }
 
@@ -141,8 +146,11 @@ impl Partitions {
     }
 
     /// A partition with messages still at the broker is behind, not idle: one
-    /// whose next offset is below its end has a backlog.
-    pub fn update_backlogs(&self, ingest: &mut Ingest) {
+    /// whose next offset is below its end has a backlog. A partition that
+    /// makes no progress for `ingest.stall_after` despite a backlog is
+    /// stalled (see `stall`): it stops holding the watermark. Returns the
+    /// number of stalled partitions.
+    pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) -> usize {
         for ((topic, partition), end) in &self.ends {
             let Some(channel) = self.topics.channel_of(topic) else {
                 continue;
@@ -154,8 +162,12 @@ impl Partitions {
                 .map(|h| h + 1)
                 .or_else(|| self.covered.get(&k).copied())
                 .unwrap_or(0);
-            ingest.set_backlog(channel, *partition, next < *end);
+            let stalled = self
+                .stalls
+                .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
+            ingest.set_backlog(channel, *partition, next < *end && !stalled);
         }
+        self.stalls.count()
     }
 
     /// The input offsets the state covers: past everything taken, except
@@ -186,7 +198,11 @@ mod tests {
     #[test]
     fn covered_offsets_stop_at_the_first_unfinished_message() {
         let covered = HashMap::from([(("web".to_string(), 0), 5), (("web".to_string(), 1), 9)]);
-        let mut p = Partitions::new(crate::config::Settings::defaults().unwrap().topics, covered);
+        let mut p = Partitions::new(
+            crate::config::Settings::defaults().unwrap().topics,
+            covered,
+            std::time::Duration::from_secs(60),
+        );
         p.taken("web", 0, 10);
         p.taken("web", 0, 12);
         p.taken("pos", 0, 3);

@@ -61,7 +61,7 @@ impl Poll {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return self.drain().await,
                 _ = tick.tick() => {
-                    if !self.tick().await? {
+                    if !self.tick(paused).await? {
                         return Ok(());
                     }
                     continue;
@@ -85,8 +85,15 @@ impl Poll {
                     }
                 }
                 Err(e) => {
+                    // A batch librdkafka cannot decode comes back here, again on
+                    // every fetch, naming no partition: count it, log it a few
+                    // times a minute; `stall` finds the partition.
                     self.metrics.consumer_errors.inc();
-                    warn!(error = %e, "consume failed");
+                    let reason = crate::stall::fetch_error_reason(&e);
+                    self.metrics.input_fetch_errors.with_label_values(&[reason]).inc();
+                    if self.consumer.context().allow_warning("consume_failed", reason) {
+                        warn!(error = %e, reason, "consume failed");
+                    }
                 }
             }
         }
@@ -122,13 +129,14 @@ impl Poll {
     /// Every 250 ms: liveness, the edge's events, backlogs, and what the
     /// watermark releases as partitions go idle. False when the ack stage
     /// has stopped.
-    async fn tick(&mut self) -> anyhow::Result<bool> {
+    async fn tick(&mut self, paused: bool) -> anyhow::Result<bool> {
         self.health.beat();
         self.metrics
             .producer_queue
             .set(i64::from(self.in_flight.producer_queue()));
         self.drain_edge();
-        self.partitions.update_backlogs(&mut self.ingest);
+        let stalled = self.partitions.update_backlogs(&mut self.ingest, paused);
+        self.metrics.partitions_stalled.set(stalled as i64);
         let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());
         self.in_flight.apply(steps).await?;
         Ok(self.in_flight.flush_done().await)
