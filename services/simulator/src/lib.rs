@@ -306,85 +306,99 @@ impl Gen<'_> {
 
     /// One shopping occasion on a random channel.
     fn visit(&mut self, t: i64, buys: bool) {
-        let p = self.person;
         match self.rng.gen_range(0..10) {
-            0..=4 => {
-                let cookie = self.cookie();
-                let anon = json!({"cookie_id": cookie});
-                self.web(t, "page_view", anon.clone(), json!({"url": "https://shop.example/"}));
-                let mut login = json!({"cookie_id": cookie});
-                if let (Some(c), Some(e)) = (&p.customer_id, &p.email) {
-                    login["customer_id"] = json!(c);
-                    login["email"] = json!(e);
-                }
-                self.web(t + MINUTE, "login", login, json!({}));
-                let prod = self.product();
-                self.web(t + 2 * MINUTE, "product_view", anon.clone(), json!({"product": prod}));
-                if self.rng.gen_bool(0.3) {
-                    // Just looking: no cart, no purchase this time.
-                    return;
-                }
-                self.web(t + 3 * MINUTE, "add_to_cart", anon.clone(), json!({"product": prod}));
-                if buys && self.rng.gen_bool(0.7) {
-                    self.web(t + 5 * MINUTE, "checkout_start", anon.clone(), json!({}));
-                    let price = prod["price"].as_f64().unwrap_or(0.0);
-                    let order = format!("o-{}-{}", self.index, self.n);
-                    self.web(
-                        t + 7 * MINUTE,
-                        "purchase",
-                        anon,
-                        json!({"order_id": order, "revenue": price}),
-                    );
-                }
-            }
-            5..=6 if p.device_id.is_some() => {
-                let mut ids = json!({"device_id": p.device_id});
-                if let Some(c) = &p.customer_id {
-                    ids["customer_id"] = json!(c);
-                }
-                self.app(t, "session_start", ids.clone(), json!({}));
-                self.app(t + MINUTE, "screen_view", ids.clone(), json!({"screen": "home"}));
-                if buys && self.rng.gen_bool(0.5) {
-                    let prod = self.product();
-                    self.app(t + 2 * MINUTE, "add_to_cart", ids.clone(), json!({"product": prod}));
-                    self.app(
-                        t + 4 * MINUTE,
-                        "purchase",
-                        ids.clone(),
-                        json!({"revenue": prod["price"]}),
-                    );
-                }
-                self.app(t + 6 * MINUTE, "session_end", ids, json!({"duration_s": 360}));
-            }
-            7..=8 => {
-                let mut ids = serde_json::Map::new();
-                if let Some(l) = &p.loyalty_id {
-                    ids.insert("loyalty_id".into(), json!(l));
-                    if self.rng.gen_bool(0.5) {
-                        if let Some(e) = &p.email {
-                            ids.insert("email".into(), json!(e));
-                        }
-                    }
-                } else if let Some(e) = &p.email {
+            0..=4 => self.web_visit(t, buys),
+            5..=6 if self.person.device_id.is_some() => self.app_session(t, buys),
+            7..=8 => self.store_sale(t),
+            _ => self.call_or_search(t),
+        }
+    }
+
+    /// A web visit: page view, login, product view, then maybe cart and purchase.
+    fn web_visit(&mut self, t: i64, buys: bool) {
+        let p = self.person;
+        let cookie = self.cookie();
+        let anon = json!({"cookie_id": cookie});
+        self.web(t, "page_view", anon.clone(), json!({"url": "https://shop.example/"}));
+        let mut login = json!({"cookie_id": cookie});
+        if let (Some(c), Some(e)) = (&p.customer_id, &p.email) {
+            login["customer_id"] = json!(c);
+            login["email"] = json!(e);
+        }
+        self.web(t + MINUTE, "login", login, json!({}));
+        let prod = self.product();
+        self.web(t + 2 * MINUTE, "product_view", anon.clone(), json!({"product": prod}));
+        if self.rng.gen_bool(0.3) {
+            // Just looking: no cart, no purchase this time.
+            return;
+        }
+        self.web(t + 3 * MINUTE, "add_to_cart", anon.clone(), json!({"product": prod}));
+        if buys && self.rng.gen_bool(0.7) {
+            self.web(t + 5 * MINUTE, "checkout_start", anon.clone(), json!({}));
+            let price = prod["price"].as_f64().unwrap_or(0.0);
+            let order = format!("o-{}-{}", self.index, self.n);
+            self.web(
+                t + 7 * MINUTE,
+                "purchase",
+                anon,
+                json!({"order_id": order, "revenue": price}),
+            );
+        }
+    }
+
+    /// An app session (the person has a device): start, home screen, maybe a purchase, end.
+    fn app_session(&mut self, t: i64, buys: bool) {
+        let p = self.person;
+        let mut ids = json!({"device_id": p.device_id});
+        if let Some(c) = &p.customer_id {
+            ids["customer_id"] = json!(c);
+        }
+        self.app(t, "session_start", ids.clone(), json!({}));
+        self.app(t + MINUTE, "screen_view", ids.clone(), json!({"screen": "home"}));
+        if buys && self.rng.gen_bool(0.5) {
+            let prod = self.product();
+            self.app(t + 2 * MINUTE, "add_to_cart", ids.clone(), json!({"product": prod}));
+            self.app(
+                t + 4 * MINUTE,
+                "purchase",
+                ids.clone(),
+                json!({"revenue": prod["price"]}),
+            );
+        }
+        self.app(t + 6 * MINUTE, "session_end", ids, json!({"duration_s": 360}));
+    }
+
+    /// A store sale, when the person shows an identifier besides a card token.
+    fn store_sale(&mut self, t: i64) {
+        let p = self.person;
+        let mut ids = serde_json::Map::new();
+        if let Some(l) = &p.loyalty_id {
+            ids.insert("loyalty_id".into(), json!(l));
+            if self.rng.gen_bool(0.5) {
+                if let Some(e) = &p.email {
                     ids.insert("email".into(), json!(e));
                 }
-                if let Some(tok) = &p.card_token {
-                    ids.insert("card_token".into(), json!(tok));
-                }
-                if ids.keys().any(|k| k != "card_token") {
-                    let prod = self.product();
-                    self.pos(t, Value::Object(ids), &prod);
-                }
             }
-            _ => {
-                if self.rng.gen_bool(0.3) {
-                    let csat = self.rng.gen_range(3..=5);
-                    self.call(t, "order_status", "resolved", Some(csat), 0.4);
-                } else {
-                    let cookie = self.cookie();
-                    self.web(t, "search", json!({"cookie_id": cookie}), json!({}));
-                }
-            }
+        } else if let Some(e) = &p.email {
+            ids.insert("email".into(), json!(e));
+        }
+        if let Some(tok) = &p.card_token {
+            ids.insert("card_token".into(), json!(tok));
+        }
+        if ids.keys().any(|k| k != "card_token") {
+            let prod = self.product();
+            self.pos(t, Value::Object(ids), &prod);
+        }
+    }
+
+    /// An order-status call now and then, otherwise an anonymous web search.
+    fn call_or_search(&mut self, t: i64) {
+        if self.rng.gen_bool(0.3) {
+            let csat = self.rng.gen_range(3..=5);
+            self.call(t, "order_status", "resolved", Some(csat), 0.4);
+        } else {
+            let cookie = self.cookie();
+            self.web(t, "search", json!({"cookie_id": cookie}), json!({}));
         }
     }
 
