@@ -68,234 +68,277 @@ pub struct Metrics {
 #[error("metrics: {0}")]
 pub struct MetricsError(#[from] prometheus::Error);
 
+/// A metric's name and help text.
+type Def = (&'static str, &'static str);
+
+const EVENTS_CONSUMED: Def = (
+    "onejourney_events_consumed_total",
+    "Input messages received, by channel (valid or not).",
+);
+const EVENTS_INVALID: Def = (
+    "onejourney_events_invalid_total",
+    "Input messages rejected and sent to the dead-letter topic, by channel and reason.",
+);
+const EVENTS_DUPLICATE: Def = (
+    "onejourney_events_duplicate_total",
+    "Events whose (channel, event_id) was already processed; they change nothing.",
+);
+const EVENTS_LATE: Def = (
+    "onejourney_events_late_total",
+    "Events older than the watermark when they arrived (still applied to state).",
+);
+const EVENTS_SETTLED: Def = (
+    "onejourney_events_settled_total",
+    "Input messages fully handled: applied, and every output they caused acknowledged by the broker.",
+);
+const DEAD_LETTER: Def = (
+    "onejourney_dead_letter_total",
+    "Messages written to the dead-letter topic.",
+);
+const PROFILES: Def = ("onejourney_profiles", "Profiles (One IDs) in the identity graph.");
+const IDENTIFIERS: Def = ("onejourney_identifiers", "Linking identifiers in the identity graph.");
+const IDENTITY_MERGES: Def = (
+    "onejourney_identity_merges_total",
+    "Profiles merged into another profile.",
+);
+const LINKS_REJECTED: Def = (
+    "onejourney_identity_links_rejected_total",
+    "Links between identifiers refused by the stitching rules, by reason.",
+);
+const IDENTIFIERS_BLOCKED: Def = (
+    "onejourney_identifiers_blocked_total",
+    "Identifier values dropped as empty or placeholder values, by reason.",
+);
+const ACTIONS_EMITTED: Def = (
+    "onejourney_actions_emitted_total",
+    "Next-best-action decisions published, by action and contact channel.",
+);
+const CHURN_BAND_CHANGES: Def = (
+    "onejourney_churn_band_changes_total",
+    "Churn-risk band changes published, by the new band.",
+);
+const TIMERS_FIRED: Def = ("onejourney_timers_fired_total", "Event-time timers that came due.");
+const TIMERS_PENDING: Def = (
+    "onejourney_timers_pending",
+    "Event-time timers waiting for the watermark.",
+);
+const IN_FLIGHT: Def = (
+    "onejourney_messages_in_flight",
+    "Input messages processed whose outputs the broker has not acknowledged yet.",
+);
+const DELIVERY_ERRORS: Def = (
+    "onejourney_delivery_errors_total",
+    "Output messages the producer failed to deliver.",
+);
+const CONSUMER_ERRORS: Def = (
+    "onejourney_consumer_errors_total",
+    "Errors reported by the Kafka consumer.",
+);
+const INPUT_FETCH_ERRORS: Def = (
+    "onejourney_input_fetch_errors_total",
+    "Input records the consumer could not fetch or decode at the Kafka level (no message to dead-letter), by reason.",
+);
+const PARTITIONS_STALLED: Def = (
+    "onejourney_input_partitions_stalled",
+    "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",
+);
+const REBALANCES: Def = (
+    "onejourney_rebalances_total",
+    "Consumer group rebalances, by kind (assign, revoke).",
+);
+const READY: Def = (
+    "onejourney_ready",
+    "1 when the engine is ready (partitions assigned), else 0.",
+);
+const ACTIONS_SUPPRESSED: Def = (
+    "onejourney_actions_suppressed_total",
+    "Actions whose trigger facts held but that contact policy held back, by action and reason.",
+);
+const STATE_MEMORY: Def = (
+    "onejourney_state_memory_bytes",
+    "Estimated bytes held by the identity graph and journey state (computed at scrape).",
+);
+const PRODUCER_QUEUE: Def = (
+    "onejourney_producer_queue_messages",
+    "Messages in the producer's queue, not yet acknowledged by the broker.",
+);
+const WARNINGS_SUPPRESSED: Def = (
+    "onejourney_log_warnings_suppressed_total",
+    "Repeated warnings not logged because of the per-minute limit.",
+);
+const OUTCOMES: Def = (
+    "onejourney_action_outcomes_total",
+    "Outcomes received on action-outcomes, by outcome and effect (learned, repeated, unknown).",
+);
+const EVENTS_BUFFERED: Def = (
+    "onejourney_events_buffered",
+    "Events waiting for the watermark (the slowest active input partition) to pass them.",
+);
+const SHARED_DEVICES: Def = (
+    "onejourney_identity_shared_devices_total",
+    "Device identifiers found shared by several people (they stop linking).",
+);
+const LINKS_DROPPED: Def = (
+    "onejourney_identity_links_dropped_total",
+    "Device links dropped because a profile reached a cap (oldest first).",
+);
+const IDENTITY_REBUILDS: Def = (
+    "onejourney_identity_rebuilds_total",
+    "Events that sorted before identity evidence already applied, so their component was folded again.",
+);
+const EVENTS_FORGOTTEN: Def = (
+    "onejourney_events_forgotten_total",
+    "Events ignored because every identifier on them was forgotten (erasure).",
+);
+const FORGET_REQUESTS: Def = (
+    "onejourney_forget_requests_total",
+    "Forget commands applied, by result (forgotten, unknown).",
+);
+const SNAPSHOTS: Def = (
+    "onejourney_snapshots_total",
+    "State snapshots attempted, by result (written, skipped, failed).",
+);
+const SNAPSHOT_BYTES: Def = ("onejourney_snapshot_bytes", "Size of the last state snapshot file.");
+const SNAPSHOT_LAST_SUCCESS: Def = (
+    "onejourney_snapshot_last_success_timestamp_seconds",
+    "Unix time of the last state snapshot written.",
+);
+const OUTPUTS_DEDUPLICATED: Def = (
+    "onejourney_outputs_deduplicated_total",
+    "Output records regenerated after a restart and not published again (they already were).",
+);
+const JOURNEYS_EVICTED: Def = (
+    "onejourney_journeys_evicted_total",
+    "Journeys whose detail was dropped after state.evict_journeys_after without events.",
+);
+const MEMORY_BUDGET_EXCEEDED: Def = (
+    "onejourney_state_memory_budget_exceeded",
+    "1 while the state is over state.max_memory_bytes and consuming is paused.",
+);
+const SNAPSHOT_SECONDS: Def = (
+    "onejourney_snapshot_duration_seconds",
+    "How long the last state snapshot took (processing pauses meanwhile).",
+);
+const RESTORE_SECONDS: Def = (
+    "onejourney_state_restore_seconds",
+    "How long restoring the state at start took (snapshot read and published outputs read back).",
+);
+
+/// Registers metrics on one registry.
+struct Reg<'a>(&'a Registry);
+
+impl Reg<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> Result<M, MetricsError> {
+        self.0.register(Box::new(m.clone()))?;
+        Ok(m)
+    }
+    fn counter(&self, (name, help): Def) -> Result<IntCounter, MetricsError> {
+        self.add(IntCounter::with_opts(Opts::new(name, help))?)
+    }
+    fn counter_vec(&self, (name, help): Def, labels: &[&str]) -> Result<IntCounterVec, MetricsError> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+    fn gauge(&self, (name, help): Def) -> Result<IntGauge, MetricsError> {
+        self.add(IntGauge::with_opts(Opts::new(name, help))?)
+    }
+    fn float_gauge(&self, (name, help): Def) -> Result<Gauge, MetricsError> {
+        self.add(Gauge::with_opts(Opts::new(name, help))?)
+    }
+}
+
+/// The histograms and the lag gauge (their own options), and the process collector.
+fn registered_specials(registry: &Registry) -> Result<(Histogram, Histogram, IntGaugeVec), MetricsError> {
+    let event_to_output = Histogram::with_opts(
+        HistogramOpts::new(
+            "onejourney_event_to_output_seconds",
+            "Time from receiving an input message to the broker acknowledging every output it caused.",
+        )
+        .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+    )?;
+    registry.register(Box::new(event_to_output.clone()))?;
+    let decision_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "onejourney_decision_duration_seconds",
+            "Time the pure core spends on one input message (validate, stitch, journey, decide).",
+        )
+        .buckets(exponential_buckets(0.000_002, 2.0, 18)?),
+    )?;
+    registry.register(Box::new(decision_duration.clone()))?;
+    let consumer_lag = IntGaugeVec::new(
+        Opts::new(
+            "onejourney_consumer_lag_messages",
+            "Messages between the committed offset and the end of each input partition (librdkafka statistics).",
+        ),
+        &["topic", "partition"],
+    )?;
+    registry.register(Box::new(consumer_lag.clone()))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(prometheus::process_collector::ProcessCollector::new(
+        std::process::id() as i32,
+        "onejourney",
+    )))?;
+    Ok((event_to_output, decision_duration, consumer_lag))
+}
+
 impl Metrics {
     pub fn new(decide: &DecideConfig) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str| -> Result<IntCounter, MetricsError> {
-            let c = IntCounter::with_opts(Opts::new(name, help))?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let gauge = |name: &str, help: &str| -> Result<IntGauge, MetricsError> {
-            let g = IntGauge::with_opts(Opts::new(name, help))?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let event_to_output = Histogram::with_opts(
-            HistogramOpts::new(
-                "onejourney_event_to_output_seconds",
-                "Time from receiving an input message to the broker acknowledging every output it caused.",
-            )
-            .buckets(exponential_buckets(0.0005, 2.0, 16)?),
-        )?;
-        registry.register(Box::new(event_to_output.clone()))?;
-        let decision_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "onejourney_decision_duration_seconds",
-                "Time the pure core spends on one input message (validate, stitch, journey, decide).",
-            )
-            .buckets(exponential_buckets(0.000_002, 2.0, 18)?),
-        )?;
-        registry.register(Box::new(decision_duration.clone()))?;
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "onejourney_consumer_lag_messages",
-                "Messages between the committed offset and the end of each input partition (librdkafka statistics).",
-            ),
-            &["topic", "partition"],
-        )?;
-        registry.register(Box::new(consumer_lag.clone()))?;
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::new(
-            std::process::id() as i32,
-            "onejourney",
-        )))?;
-
+        let (event_to_output, decision_duration, consumer_lag) = registered_specials(&registry)?;
+        let r = Reg(&registry);
         let m = Metrics {
-            events_consumed: counter_vec(
-                "onejourney_events_consumed_total",
-                "Input messages received, by channel (valid or not).",
-                &["channel"],
-            )?,
-            events_invalid: counter_vec(
-                "onejourney_events_invalid_total",
-                "Input messages rejected and sent to the dead-letter topic, by channel and reason.",
-                &["channel", "reason"],
-            )?,
-            events_duplicate: counter_vec(
-                "onejourney_events_duplicate_total",
-                "Events whose (channel, event_id) was already processed; they change nothing.",
-                &["channel"],
-            )?,
-            events_late: counter(
-                "onejourney_events_late_total",
-                "Events older than the watermark when they arrived (still applied to state).",
-            )?,
-            events_settled: counter(
-                "onejourney_events_settled_total",
-                "Input messages fully handled: applied, and every output they caused acknowledged by the broker.",
-            )?,
-            dead_letter: counter(
-                "onejourney_dead_letter_total",
-                "Messages written to the dead-letter topic.",
-            )?,
-            profiles: gauge("onejourney_profiles", "Profiles (One IDs) in the identity graph.")?,
-            identifiers: gauge("onejourney_identifiers", "Linking identifiers in the identity graph.")?,
-            identity_merges: counter(
-                "onejourney_identity_merges_total",
-                "Profiles merged into another profile.",
-            )?,
-            links_rejected: counter_vec(
-                "onejourney_identity_links_rejected_total",
-                "Links between identifiers refused by the stitching rules, by reason.",
-                &["reason"],
-            )?,
-            identifiers_blocked: counter_vec(
-                "onejourney_identifiers_blocked_total",
-                "Identifier values dropped as empty or placeholder values, by reason.",
-                &["reason"],
-            )?,
-            actions_emitted: counter_vec(
-                "onejourney_actions_emitted_total",
-                "Next-best-action decisions published, by action and contact channel.",
-                &["action", "channel"],
-            )?,
-            churn_band_changes: counter_vec(
-                "onejourney_churn_band_changes_total",
-                "Churn-risk band changes published, by the new band.",
-                &["band"],
-            )?,
-            timers_fired: counter("onejourney_timers_fired_total", "Event-time timers that came due.")?,
-            timers_pending: gauge(
-                "onejourney_timers_pending",
-                "Event-time timers waiting for the watermark.",
-            )?,
+            events_consumed: r.counter_vec(EVENTS_CONSUMED, &["channel"])?,
+            events_invalid: r.counter_vec(EVENTS_INVALID, &["channel", "reason"])?,
+            events_duplicate: r.counter_vec(EVENTS_DUPLICATE, &["channel"])?,
+            events_late: r.counter(EVENTS_LATE)?,
+            events_settled: r.counter(EVENTS_SETTLED)?,
+            dead_letter: r.counter(DEAD_LETTER)?,
+            profiles: r.gauge(PROFILES)?,
+            identifiers: r.gauge(IDENTIFIERS)?,
+            identity_merges: r.counter(IDENTITY_MERGES)?,
+            links_rejected: r.counter_vec(LINKS_REJECTED, &["reason"])?,
+            identifiers_blocked: r.counter_vec(IDENTIFIERS_BLOCKED, &["reason"])?,
+            actions_emitted: r.counter_vec(ACTIONS_EMITTED, &["action", "channel"])?,
+            churn_band_changes: r.counter_vec(CHURN_BAND_CHANGES, &["band"])?,
+            timers_fired: r.counter(TIMERS_FIRED)?,
+            timers_pending: r.gauge(TIMERS_PENDING)?,
             event_to_output,
-            in_flight: gauge(
-                "onejourney_messages_in_flight",
-                "Input messages processed whose outputs the broker has not acknowledged yet.",
-            )?,
-            delivery_errors: counter(
-                "onejourney_delivery_errors_total",
-                "Output messages the producer failed to deliver.",
-            )?,
-            consumer_errors: counter(
-                "onejourney_consumer_errors_total",
-                "Errors reported by the Kafka consumer.",
-            )?,
-            input_fetch_errors: counter_vec(
-                "onejourney_input_fetch_errors_total",
-                "Input records the consumer could not fetch or decode at the Kafka level (no message to dead-letter), by reason.",
-                &["reason"],
-            )?,
-            partitions_stalled: gauge(
-                "onejourney_input_partitions_stalled",
-                "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",
-            )?,
-            rebalances: counter_vec(
-                "onejourney_rebalances_total",
-                "Consumer group rebalances, by kind (assign, revoke).",
-                &["kind"],
-            )?,
-            ready: gauge(
-                "onejourney_ready",
-                "1 when the engine is ready (partitions assigned), else 0.",
-            )?,
+            in_flight: r.gauge(IN_FLIGHT)?,
+            delivery_errors: r.counter(DELIVERY_ERRORS)?,
+            consumer_errors: r.counter(CONSUMER_ERRORS)?,
+            input_fetch_errors: r.counter_vec(INPUT_FETCH_ERRORS, &["reason"])?,
+            partitions_stalled: r.gauge(PARTITIONS_STALLED)?,
+            rebalances: r.counter_vec(REBALANCES, &["kind"])?,
+            ready: r.gauge(READY)?,
             consumer_lag,
             decision_duration,
-            actions_suppressed: counter_vec(
-                "onejourney_actions_suppressed_total",
-                "Actions whose trigger facts held but that contact policy held back, by action and reason.",
-                &["action", "reason"],
-            )?,
-            state_memory: gauge(
-                "onejourney_state_memory_bytes",
-                "Estimated bytes held by the identity graph and journey state (computed at scrape).",
-            )?,
-            producer_queue: gauge(
-                "onejourney_producer_queue_messages",
-                "Messages in the producer's queue, not yet acknowledged by the broker.",
-            )?,
-            warnings_suppressed: counter(
-                "onejourney_log_warnings_suppressed_total",
-                "Repeated warnings not logged because of the per-minute limit.",
-            )?,
-            outcomes: counter_vec(
-                "onejourney_action_outcomes_total",
-                "Outcomes received on action-outcomes, by outcome and effect (learned, repeated, unknown).",
-                &["outcome", "effect"],
-            )?,
-            events_buffered: gauge(
-                "onejourney_events_buffered",
-                "Events waiting for the watermark (the slowest active input partition) to pass them.",
-            )?,
-            shared_devices: counter(
-                "onejourney_identity_shared_devices_total",
-                "Device identifiers found shared by several people (they stop linking).",
-            )?,
-            links_dropped: counter(
-                "onejourney_identity_links_dropped_total",
-                "Device links dropped because a profile reached a cap (oldest first).",
-            )?,
-            identity_rebuilds: counter(
-                "onejourney_identity_rebuilds_total",
-                "Events that sorted before identity evidence already applied, so their component was folded again.",
-            )?,
-            events_forgotten: counter(
-                "onejourney_events_forgotten_total",
-                "Events ignored because every identifier on them was forgotten (erasure).",
-            )?,
-            forget_requests: counter_vec(
-                "onejourney_forget_requests_total",
-                "Forget commands applied, by result (forgotten, unknown).",
-                &["result"],
-            )?,
-            snapshots: counter_vec(
-                "onejourney_snapshots_total",
-                "State snapshots attempted, by result (written, skipped, failed).",
-                &["result"],
-            )?,
-            snapshot_seconds: {
-                let g = Gauge::with_opts(Opts::new(
-                    "onejourney_snapshot_duration_seconds",
-                    "How long the last state snapshot took (processing pauses meanwhile).",
-                ))?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-            snapshot_bytes: gauge("onejourney_snapshot_bytes", "Size of the last state snapshot file.")?,
-            snapshot_last_success: gauge(
-                "onejourney_snapshot_last_success_timestamp_seconds",
-                "Unix time of the last state snapshot written.",
-            )?,
-            restore_seconds: {
-                let g = Gauge::with_opts(Opts::new(
-                    "onejourney_state_restore_seconds",
-                    "How long restoring the state at start took (snapshot read and published outputs read back).",
-                ))?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-            outputs_deduplicated: counter(
-                "onejourney_outputs_deduplicated_total",
-                "Output records regenerated after a restart and not published again (they already were).",
-            )?,
-            journeys_evicted: counter(
-                "onejourney_journeys_evicted_total",
-                "Journeys whose detail was dropped after state.evict_journeys_after without events.",
-            )?,
-            memory_budget_exceeded: gauge(
-                "onejourney_state_memory_budget_exceeded",
-                "1 while the state is over state.max_memory_bytes and consuming is paused.",
-            )?,
+            actions_suppressed: r.counter_vec(ACTIONS_SUPPRESSED, &["action", "reason"])?,
+            state_memory: r.gauge(STATE_MEMORY)?,
+            producer_queue: r.gauge(PRODUCER_QUEUE)?,
+            warnings_suppressed: r.counter(WARNINGS_SUPPRESSED)?,
+            outcomes: r.counter_vec(OUTCOMES, &["outcome", "effect"])?,
+            events_buffered: r.gauge(EVENTS_BUFFERED)?,
+            shared_devices: r.counter(SHARED_DEVICES)?,
+            links_dropped: r.counter(LINKS_DROPPED)?,
+            identity_rebuilds: r.counter(IDENTITY_REBUILDS)?,
+            events_forgotten: r.counter(EVENTS_FORGOTTEN)?,
+            forget_requests: r.counter_vec(FORGET_REQUESTS, &["result"])?,
+            snapshots: r.counter_vec(SNAPSHOTS, &["result"])?,
+            snapshot_seconds: r.float_gauge(SNAPSHOT_SECONDS)?,
+            snapshot_bytes: r.gauge(SNAPSHOT_BYTES)?,
+            snapshot_last_success: r.gauge(SNAPSHOT_LAST_SUCCESS)?,
+            restore_seconds: r.float_gauge(RESTORE_SECONDS)?,
+            outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,
+            journeys_evicted: r.counter(JOURNEYS_EVICTED)?,
+            memory_budget_exceeded: r.gauge(MEMORY_BUDGET_EXCEEDED)?,
             registry,
         };
-        // Pre-register the fixed label sets so dashboards see zeros, not gaps.
+        m.preregister(decide);
+        Ok(m)
+    }
+
+    /// Pre-registers the fixed label sets so dashboards see zeros, not gaps.
+    fn preregister(&self, decide: &DecideConfig) {
+        let m = self;
         for r in crate::stall::FETCH_ERROR_REASONS {
             m.input_fetch_errors.with_label_values(&[r]);
         }
@@ -344,7 +387,6 @@ impl Metrics {
         for band in ["low", "medium", "high"] {
             m.churn_band_changes.with_label_values(&[band]);
         }
-        Ok(m)
     }
 
     /// The Prometheus text exposition of every metric.
