@@ -6,6 +6,7 @@
 //! - [`kafka`]: client configuration, consumer context, topic set-up.
 //! - [`pipeline`]: ingest -> (core: stitch, journey, decide) -> emit -> ack.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
+//! - [`ui`]: the Customer 360 page, embedded.
 //! - [`metrics`], [`health`]: what ops watch.
 //! - [`demo`]: the embedded default: an in-process broker fed by the simulator.
 //!
@@ -21,6 +22,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,6 +69,7 @@ impl Engine {
                     producer: kafka::producer(&settings).context("creating the identity-control producer")?,
                     topic: Arc::from(settings.topics.identity_control.as_str()),
                 }),
+                timers: ui::TimerDelays::of(&settings.decide),
             },
             cancel.clone(),
         )

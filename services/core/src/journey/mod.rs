@@ -17,8 +17,11 @@ use crate::decide::ContactChannel;
 use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
 use crate::time::EventTime;
 
+mod history;
 #[cfg(test)]
 mod tests;
+
+pub use history::{RecentEvent, RECENT_EVENTS};
 
 /// Where a customer is in their journey.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +258,10 @@ pub struct Journey {
     /// before it existed (those timers are all honoured).
     #[serde(default)]
     pub quiet_due: Option<EventTime>,
+    /// The newest events, oldest first, for the timeline (see `history`).
+    /// Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub recent_events: VecDeque<RecentEvent>,
 }
 
 impl Journey {
@@ -269,6 +276,7 @@ impl Journey {
             && self.last_action.is_empty()
             && self.ignored.is_empty()
             && self.recent_actions.is_empty()
+            && self.recent_events.is_empty()
             && self.last_product_view.is_none());
         self.cart = Cart::default();
         self.visits = VecDeque::new();
@@ -278,6 +286,7 @@ impl Journey {
         self.last_action = BTreeMap::new();
         self.ignored = BTreeMap::new();
         self.recent_actions = VecDeque::new();
+        self.recent_events = VecDeque::new();
         self.last_product_view = None;
         had
     }
@@ -375,6 +384,7 @@ impl Journey {
         let at = ev.occurred_at;
         let before = self.stage();
         let mut out = Vec::new();
+        self.remember(ev);
         if self.last_seen.is_none_or(|l| at > l.plus(VISIT_GAP)) {
             keep_time(&mut self.visits, at);
         }
@@ -619,6 +629,7 @@ impl Journey {
         if other.last_product_view.as_ref().map(|v| v.at) > self.last_product_view.as_ref().map(|v| v.at) {
             self.last_product_view = other.last_product_view;
         }
+        self.absorb_history(other.recent_events);
         for c in other.contacts {
             self.record_contact(c.at, c.channel);
         }
