@@ -353,6 +353,13 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     // Erasure: 202, then 404, then "not found".
     b.click("#erase").await;
     b.click("#erase-confirm").await;
+    b.wait_for(
+        "the 202",
+        "return document.getElementById('erase-status').textContent.includes('202')",
+        WAIT,
+    )
+    .await;
+    b.screenshot(&shots().join("03-erase-accepted.png")).await;
     let status = b
         .wait_for(
             "the erasure",
@@ -361,7 +368,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
         )
         .await;
     assert!(status.as_str().unwrap().contains("202"), "{status}");
-    b.screenshot(&shots().join("03-erased.png")).await;
+    b.screenshot(&shots().join("04-erased.png")).await;
     let (status, body) = api(&e, reqwest::Method::GET, &format!("/v1/profiles/one_id/{one_id}"), None).await;
     assert_eq!(status, 404, "{body}");
     b.run("document.getElementById('ns').value = 'customer_id'", json!([]))
@@ -381,7 +388,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
             .await
             == json!(true)
     );
-    b.screenshot(&shots().join("04-not-found.png")).await;
+    b.screenshot(&shots().join("05-not-found.png")).await;
     let _ = b.text("#message").await;
     b.close().await;
     e.stop().await;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 /// The key W3C WebDriver gives element references.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     driver: Child,
@@ -182,7 +182,7 @@ impl Browser {
             .await;
         v[ELEMENT]
             .as_str()
-            .unwrap_or_else(|| panic!("no element {css}"))
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
             .to_string()
     }
 

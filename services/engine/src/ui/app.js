@@ -153,6 +153,7 @@ async function openOneId(oneId, push) {
 
 function hideProfile() {
   $("profile").hidden = true;
+  $("profile").classList.remove("gone");
   state.oneId = null;
   state.shown = "";
 }
@@ -168,6 +169,7 @@ async function show(profile, push) {
   if (push && location.pathname !== url) history.pushState({}, "", url);
   else if (location.pathname !== url) history.replaceState({}, "", url);
   if (fresh) resetErase();
+  $("profile").classList.remove("gone");
   renderPerson(profile);
   renderGraph(profile, explain || { links: [] });
   await renderTimeline(profile);
@@ -223,7 +225,7 @@ function renderGraph(p, explain) {
   const cx = W / 2, cy = H / 2 - 10, r = ids.length === 1 ? 0 : Math.min(H / 2 - 60, 70 + ids.length * 18);
   const pos = ids.map((_, n) => {
     const a = -Math.PI / 2 + (2 * Math.PI * n) / ids.length;
-    return [cx + r * 1.9 * Math.cos(a), cy + r * Math.sin(a)];
+    return [cx + r * 3 * Math.cos(a), cy + r * Math.sin(a)];
   });
   const edges = svg("g", {});
   const nodes = svg("g", {});
@@ -244,9 +246,16 @@ function renderGraph(p, explain) {
     if (from === undefined || to === undefined) continue;
     const [x1, y1] = pos[from], [x2, y2] = pos[to];
     edges.append(svg("line", { class: "edge " + l.rule, x1, y1, x2, y2 }));
-    const label = svg("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, "text-anchor": "middle", class: "muted" },
-      l.rule + " · " + l.channel + " · " + l.event_id + " · " + fmtTime(l.at));
-    edges.append(label);
+    // The label runs along its edge, upright, on two lines.
+    let angle = (Math.atan2(y2 - y1, x2 - x1) * 180) / Math.PI;
+    if (angle > 90) angle -= 180;
+    if (angle < -90) angle += 180;
+    edges.append(svg("text", {
+      class: "edge-label", "text-anchor": "middle",
+      transform: "translate(" + (x1 + x2) / 2 + " " + (y1 + y2) / 2 + ") rotate(" + angle.toFixed(1) + ")",
+    },
+    svg("tspan", { x: 0, y: -5 }, l.rule + " · " + l.channel),
+    svg("tspan", { x: 0, y: 12 }, l.event_id + " · " + fmtTime(l.at))));
   }
   ids.forEach((i, n) => {
     const [x, y] = pos[n];
@@ -309,11 +318,13 @@ async function renderTimeline(p) {
       t.append(svg("rect", { class: "decision", x: cx - 5, y: cy - 5, width: 10, height: 10, transform: "rotate(45 " + cx + " " + cy + ")" },
         svg("title", {}, fmtTime(d.at) + " " + d.label)));
     }
-    for (const m of live) {
-      t.append(svg("circle", { class: "timer", cx: x(Date.parse(m.at)), cy: y("timers"), r: 6 },
-        svg("title", {}, m.label + " due " + fmtTime(m.at))),
-        svg("text", { x: x(Date.parse(m.at)) + 9, y: y("timers") + 4, class: "muted" }, m.label));
-    }
+    live.forEach((m, n) => {
+      const cx = x(Date.parse(m.at)), cy = y("timers");
+      const nearEnd = cx > W - 220;
+      t.append(svg("circle", { class: "timer", cx, cy, r: 6 }, svg("title", {}, m.label + " due " + fmtTime(m.at))),
+        svg("text", { x: nearEnd ? cx - 9 : cx + 9, y: cy + (n % 2 ? 14 : -6), "text-anchor": nearEnd ? "end" : "start", class: "muted" },
+          m.label + " due " + fmtTime(m.at)));
+    });
     const axisY = top + lanes.length * laneH + 14;
     t.append(svg("text", { x: left, y: axisY, class: "muted" }, fmtTime(new Date(lo).toISOString())),
       svg("text", { x: W - right, y: axisY, "text-anchor": "end", class: "muted" }, fmtTime(new Date(hi).toISOString())));
@@ -370,8 +381,8 @@ function renderActions(actions) {
   for (const a of actions) {
     body.append(el("tr", { class: "action" },
       el("td", {}, fmtTime(a.decided_at)),
-      el("td", {}, a.action),
-      el("td", {}, a.channel),
+      el("td", { class: "nowrap" }, a.action),
+      el("td", { class: "nowrap" }, a.channel),
       el("td", { class: "reason" }, a.reason),
       el("td", {}, a.tier),
       el("td", {}, a.outcome || "no outcome yet")));
@@ -408,10 +419,11 @@ async function erase() {
     const r = await api("GET", "/v1/profiles/one_id/" + encodeURIComponent(oneId));
     if (r.status === 404) {
       status.textContent = "202 Accepted, then 404 Not found: " + oneId + " is forgotten.";
-      $("profile").hidden = true;
+      $("profile").classList.add("gone");
       message("Not found: " + oneId + " was forgotten.", true);
       state.oneId = null;
       state.shown = "";
+      state.erasing = false;
       loadRecent();
       return;
     }
