@@ -102,6 +102,52 @@ mod tests {
         );
     }
 
+    /// Profiles as the API shows them, from the real core: one on three
+    /// channels with a decision, and the same profile caught while its
+    /// journey is out of the map (the pipeline takes it out to apply an event).
+    #[test]
+    fn real_profiles_validate() {
+        use onejourney_core::processor::{CoreConfig, Processor, State};
+        use onejourney_core::{Channel, Decoder};
+        let settings = onejourney_engine::config::Settings::defaults().unwrap();
+        let ns = settings.namespaces().unwrap();
+        let state = std::sync::Arc::new(State::new(ns.clone()));
+        let cfg = std::sync::Arc::new(CoreConfig {
+            decide: settings.decide.clone(),
+            allowed_lateness: std::time::Duration::ZERO,
+            idle_after: std::time::Duration::from_secs(2),
+        });
+        let mut p = Processor::new(cfg, state.clone());
+        let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let events = [
+            (
+                Channel::Web,
+                r#"{"event_id":"w1","event_type":"add_to_cart","occurred_at":"2026-11-01T10:00:00Z","identifiers":{"customer_id":"C1","cookie_id":"k1"},"session_id":"s","product":{"sku":"x","price":12.5}}"#,
+            ),
+            (
+                Channel::App,
+                r#"{"event_id":"a1","event_type":"push_opt_out","occurred_at":"2026-11-01T10:30:00Z","identifiers":{"customer_id":"C1","device_id":"d1"},"session_id":"s2"}"#,
+            ),
+            (
+                Channel::CallCenter,
+                r#"{"event_id":"c1","event_type":"inbound_call","occurred_at":"2026-11-01T12:00:00Z","identifiers":{"customer_id":"C1","phone":"+44 20 7946 0000"},"call_id":"k","reason":"complaint","outcome":"unresolved","csat":1,"sentiment":-0.8}"#,
+            ),
+        ];
+        for (channel, json) in events {
+            p.process(&d.decode(channel, json.as_bytes()).unwrap(), 0).unwrap();
+        }
+        let key = ns.normalise("customer_id", "C1").unwrap().unwrap();
+        let view = serde_json::to_value(state.view(&key).unwrap()).unwrap();
+        check("GET", "/v1/profiles/customer_id/C1", 200, &view);
+        check("POST", "/v1/profiles/lookup", 200, &view);
+        let explain = serde_json::to_value(state.explain(&key).unwrap()).unwrap();
+        check("GET", "/v1/profiles/customer_id/C1/explain", 200, &explain);
+        let one_id = state.identity.one_id_of(&key).unwrap();
+        state.journeys.remove(&one_id);
+        let bare = serde_json::to_value(state.view(&key).unwrap()).unwrap();
+        check("GET", "/v1/profiles/customer_id/C1", 200, &bare);
+    }
+
     #[test]
     fn an_undocumented_field_fails() {
         check("GET", "/v1/profiles/x/y", 404, &serde_json::json!({"error": "no"}));

@@ -167,7 +167,7 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: see /ui, /v1/openapi.json, /metrics, /healthz, /readyz",
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], /v1/openapi.json, /ui",
     )
 }
 
