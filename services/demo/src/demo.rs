@@ -66,7 +66,8 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     println!("onejourney demo: embedded Kafka at {brokers}");
     println!("  metrics    http://{http}/metrics");
     println!("  readiness  http://{http}/readyz");
-    println!("  lookup     http://{http}/v1/profiles/customer_id/C0000001   (any namespace/value)");
+    println!("  page       http://{http}/ui   (the Customer 360 page)");
+    println!("  api        http://{http}/v1/openapi.json");
     println!("  {customers} simulated people, {rate} events/s; Ctrl-C stops\n");
 
     let printer = tokio::spawn(print_decisions(
@@ -79,6 +80,8 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
         customers,
         ..SimConfig::default()
     });
+    let customer_ids: Vec<String> = sim.people.iter().filter_map(|p| p.customer_id.clone()).collect();
+    let links = tokio::spawn(print_people_seen(engine.state.clone(), http, customer_ids, cancel.clone()));
     let producer = sim_kafka::producer(&brokers)?;
     let names = topic_names.clone();
     let topic_of = move |s: Stream| names.for_channel(s.channel()).to_string();
@@ -91,9 +94,46 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
         }
     }
     let result = engine.wait().await;
+    // Stop every client of the mock cluster before the cluster itself, so
+    // Ctrl-C ends quietly (no `AllBrokersDown` from clients left behind).
     printer.abort();
+    links.abort();
+    let _ = printer.await;
+    let _ = links.await;
+    drop(producer);
     drop(stop_cluster);
     result
+}
+
+/// Prints page links for up to three simulated people the engine has already
+/// stitched (a person shows up only with their first event): after 10 s, then
+/// every 10 s until three are printed.
+async fn print_people_seen(
+    state: std::sync::Arc<onejourney_core::State>,
+    http: std::net::SocketAddr,
+    customer_ids: Vec<String>,
+    cancel: CancellationToken,
+) {
+    let mut printed = std::collections::HashSet::new();
+    while printed.len() < 3 {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        for cid in &customer_ids {
+            if printed.len() >= 3 {
+                break;
+            }
+            let Ok(Ok(key)) = state.identity.namespaces().normalise("customer_id", cid) else {
+                continue;
+            };
+            if let Some(one_id) = state.identity.one_id_of(&key) {
+                if printed.insert(cid.clone()) {
+                    println!("  try  http://{http}/ui/profiles/customer_id/{cid}   One ID {one_id}");
+                }
+            }
+        }
+    }
 }
 
 /// Prints every record of `topics` as one readable line.
@@ -129,7 +169,6 @@ async fn print_decisions(brokers: String, topics: Vec<String>, cancel: Cancellat
 
 fn describe(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
-    let short = |id: String| id.chars().take(11).collect::<String>();
     if v.get("action").is_some() {
         let when = s("decided_at");
         format!(
@@ -138,7 +177,7 @@ fn describe(v: &Value) -> String {
             s("action"),
             s("channel"),
             v["score"].as_f64().unwrap_or(0.0),
-            short(s("one_id")),
+            s("one_id"),
             s("reason"),
         )
     } else {
@@ -165,7 +204,7 @@ fn describe(v: &Value) -> String {
             v["previous_band"].as_str().unwrap_or("none"),
             s("band"),
             v["score"].as_f64().unwrap_or(0.0),
-            short(s("one_id")),
+            s("one_id"),
             top.join(", "),
         )
     }

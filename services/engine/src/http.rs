@@ -1,6 +1,9 @@
 //! One HTTP port: `/metrics`, `/healthz`, `/readyz`, the profile lookup
 //! `GET /v1/profiles/{namespace}/{value}`, its `/explain`, and forget
-//! (`DELETE /v1/profiles/{namespace}/{value}`).
+//! (`DELETE /v1/profiles/{namespace}/{value}`); `POST /v1/profiles/lookup`
+//! and `GET /v1/profiles/recent` ([`search`]), the OpenAPI document at
+//! `/v1/openapi.json` ([`openapi`]), and the Customer 360 page at `/ui`
+//! ([`crate::ui`]).
 //!
 //! Forget does not touch state here: the pipeline is the single writer. The
 //! handler publishes the command (normalised and hashed identifier, never a
@@ -20,7 +23,7 @@ use axum::extract::{Path, Request, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::time::Duration;
 
@@ -36,6 +39,11 @@ use tracing::warn;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
+pub mod openapi;
+pub mod search;
+
+use openapi::{AcceptedDoc, ErrorDoc, ExplainDoc, ProfileDoc};
+
 /// Longest identifier value the contract allows, plus room for URL escapes.
 const MAX_VALUE_LEN: usize = 256;
 
@@ -49,6 +57,8 @@ pub struct HttpState {
     pub lookups: Arc<Semaphore>,
     /// Where forget commands go; `None`: forget over HTTP is unavailable.
     pub control: Option<ControlSink>,
+    /// Timer delays the Customer 360 page places on its timeline.
+    pub timers: crate::ui::TimerDelays,
 }
 
 /// The producer and topic for `identity-control` commands.
@@ -60,6 +70,8 @@ pub struct ControlSink {
 
 pub fn router(s: HttpState) -> Router {
     let api = Router::new()
+        .route("/v1/profiles/lookup", post(search::lookup))
+        .route("/v1/profiles/recent", get(search::recent))
         .route("/v1/profiles/{namespace}/{value}", get(profile).delete(forget))
         .route("/v1/profiles/{namespace}/{value}/explain", get(explain))
         .route_layer(middleware::from_fn_with_state(s.clone(), guard));
@@ -67,7 +79,9 @@ pub fn router(s: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .merge(api)
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(s)
 }
@@ -153,7 +167,7 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain]",
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], /v1/openapi.json, /ui",
     )
 }
 
@@ -161,6 +175,24 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// The profile an identifier belongs to (`one_id`: the profile with that One ID).
+#[utoipa::path(
+    get,
+    path = "/v1/profiles/{namespace}/{value}",
+    tag = "profiles",
+    params(
+        ("namespace" = String, Path, description = "`customer_id`, `email`, `phone`, `email_sha256`, ..., or `one_id`"),
+        ("value" = String, Path, description = "The identifier (email and phone are hashed before the lookup), or the One ID"),
+    ),
+    responses(
+        (status = 200, description = "The profile", body = ProfileDoc),
+        (status = 400, description = "An invalid identifier", body = ErrorDoc),
+        (status = 401, description = "A bearer token is required", body = ErrorDoc),
+        (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
+        (status = 503, description = "Too many concurrent lookups", body = ErrorDoc),
+    ),
+    security((), ("bearer" = []))
+)]
 async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
     if namespace == "one_id" && !value.is_empty() && value.len() <= MAX_VALUE_LEN {
         return match s.state.view_one_id(&value) {
@@ -204,6 +236,24 @@ fn lookup_key(s: &HttpState, namespace: &str, value: &str) -> Result<IdKey, Resp
     }
 }
 
+/// Why the identifiers of a profile are one profile: every link in order.
+#[utoipa::path(
+    get,
+    path = "/v1/profiles/{namespace}/{value}/explain",
+    tag = "profiles",
+    params(
+        ("namespace" = String, Path, description = "An identifier namespace, or `one_id`"),
+        ("value" = String, Path, description = "The identifier, or the One ID"),
+    ),
+    responses(
+        (status = 200, description = "The profile's links", body = ExplainDoc),
+        (status = 400, description = "An invalid identifier", body = ErrorDoc),
+        (status = 401, description = "A bearer token is required", body = ErrorDoc),
+        (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
+        (status = 503, description = "Too many concurrent lookups", body = ErrorDoc),
+    ),
+    security((), ("bearer" = []))
+)]
 async fn explain(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
     let key = match lookup_key(&s, &namespace, &value) {
         Ok(key) => key,
@@ -216,6 +266,23 @@ async fn explain(AxumState(s): AxumState<HttpState>, Path((namespace, value)): P
 }
 
 /// Publishes a forget command for the profile the identifier belongs to.
+#[utoipa::path(
+    delete,
+    path = "/v1/profiles/{namespace}/{value}",
+    tag = "profiles",
+    params(
+        ("namespace" = String, Path, description = "An identifier namespace, or `one_id`"),
+        ("value" = String, Path, description = "The identifier, or the One ID"),
+    ),
+    responses(
+        (status = 202, description = "The forget command is on `identity-control`; the profile goes when the pipeline applies it", body = AcceptedDoc),
+        (status = 400, description = "An invalid identifier", body = ErrorDoc),
+        (status = 401, description = "A bearer token is required", body = ErrorDoc),
+        (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
+        (status = 503, description = "Forget is unavailable, or the command could not be published", body = ErrorDoc),
+    ),
+    security((), ("bearer" = []))
+)]
 async fn forget(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
     let key = match lookup_key(&s, &namespace, &value) {
         Ok(key) => key,

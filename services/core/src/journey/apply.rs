@@ -60,6 +60,7 @@ impl Journey {
         let at = ev.occurred_at;
         let before = self.stage();
         let mut out = Vec::new();
+        self.remember(ev);
         self.seen(ev, &mut out);
         match &ev.activity {
             Activity::AddToCart(p) => self.add_to_cart(p, ev.channel, at, &mut out),

@@ -90,6 +90,7 @@ impl Journey {
         if other.last_product_view.as_ref().map(|v| v.at) > self.last_product_view.as_ref().map(|v| v.at) {
             self.last_product_view = other.last_product_view;
         }
+        self.absorb_events(other.recent_events);
         for c in other.contacts {
             self.record_contact(c.at, c.channel);
         }

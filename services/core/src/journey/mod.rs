@@ -33,8 +33,11 @@ pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
 pub use parts::{CallStats, Cart, CartLine, ChannelStats, ChurnState, Contact, Factor, ProductView, RecentAction};
 
+mod history;
 #[cfg(test)]
 mod tests;
+
+pub use history::{RecentEvent, RECENT_EVENTS};
 
 /// Where a customer is in their journey.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +123,10 @@ pub struct Journey {
     /// before it existed (those timers are all honoured).
     #[serde(default)]
     pub quiet_due: Option<EventTime>,
+    /// The newest events, oldest first, for the timeline (see `history`).
+    /// Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub recent_events: VecDeque<RecentEvent>,
 }
 
 impl Journey {
@@ -160,6 +167,7 @@ impl Journey {
             && self.last_action.is_empty()
             && self.ignored.is_empty()
             && self.recent_actions.is_empty()
+            && self.recent_events.is_empty()
             && self.last_product_view.is_none());
         self.cart = Cart::default();
         self.visits = VecDeque::new();
@@ -169,6 +177,7 @@ impl Journey {
         self.last_action = BTreeMap::new();
         self.ignored = BTreeMap::new();
         self.recent_actions = VecDeque::new();
+        self.recent_events = VecDeque::new();
         self.last_product_view = None;
         had
     }

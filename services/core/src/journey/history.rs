@@ -1,0 +1,194 @@
+//! The journey's recent-event history, for the cross-channel timeline of the
+//! Customer 360 page.
+//!
+//! In: each applied event (and, on a merge, the absorbed journey's history).
+//! Out: the newest [`RECENT_EVENTS`] events of the profile, oldest first, as
+//! short facts: time, channel, event id and type, a product SKU or call
+//! reason, an amount. Identifiers are never copied here (they are in the
+//! identity graph, hashed where they must be).
+//! Invariant: the history is bounded, sorted by event time (ties: channel,
+//! event id) whatever the arrival order, and counted in the memory estimate.
+
+use serde::{Deserialize, Serialize};
+
+use super::Journey;
+use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
+use crate::time::EventTime;
+
+/// How many recent events a journey keeps for the timeline.
+pub const RECENT_EVENTS: usize = 50;
+
+/// One event as the timeline shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    pub at: EventTime,
+    pub channel: Channel,
+    pub event_id: String,
+    pub event_type: String,
+    /// The product's SKU, or the call's reason and outcome.
+    pub detail: Option<String>,
+    /// The money the event moved or was about (price, revenue, sale, return).
+    pub amount: Option<f64>,
+}
+
+impl RecentEvent {
+    fn of(ev: &ChannelEvent) -> Self {
+        let (detail, amount) = match &ev.activity {
+            Activity::ProductView(Some(p)) | Activity::AddToCart(p) | Activity::RemoveFromCart(p) => {
+                (Some(p.sku.clone()), Some(p.price))
+            }
+            Activity::Purchase { revenue } => (None, Some(*revenue)),
+            Activity::Sale { total, .. } | Activity::Return { total } => (None, Some(*total)),
+            Activity::Call { reason, outcome, .. } => {
+                let detail = match (reason.map(reason_label), outcome.map(outcome_label)) {
+                    (Some(r), Some(o)) => Some(format!("{r}, {o}")),
+                    (r, o) => r.or(o).map(str::to_string),
+                };
+                (detail, None)
+            }
+            _ => (None, None),
+        };
+        RecentEvent {
+            at: ev.occurred_at,
+            channel: ev.channel,
+            event_id: ev.event_id.clone(),
+            event_type: ev.event_type.clone(),
+            detail,
+            amount,
+        }
+    }
+
+    fn order_key(&self) -> (EventTime, Channel, &str) {
+        (self.at, self.channel, &self.event_id)
+    }
+
+    /// Heap bytes beyond the struct itself.
+    fn heap_bytes(&self) -> usize {
+        self.event_id.len() + self.event_type.len() + self.detail.as_ref().map_or(0, String::len)
+    }
+}
+
+fn reason_label(r: CallReason) -> &'static str {
+    match r {
+        CallReason::Billing => "billing",
+        CallReason::Complaint => "complaint",
+        CallReason::CancelRequest => "cancel_request",
+        CallReason::ProductQuestion => "product_question",
+        CallReason::OrderStatus => "order_status",
+        CallReason::TechnicalSupport => "technical_support",
+        CallReason::Other => "other",
+    }
+}
+
+fn outcome_label(o: CallOutcome) -> &'static str {
+    match o {
+        CallOutcome::Resolved => "resolved",
+        CallOutcome::Unresolved => "unresolved",
+        CallOutcome::Escalated => "escalated",
+        CallOutcome::Abandoned => "abandoned",
+    }
+}
+
+impl Journey {
+    /// Keeps `ev` in the recent-event history.
+    pub(super) fn remember(&mut self, ev: &ChannelEvent) {
+        self.keep_event(RecentEvent::of(ev));
+    }
+
+    fn keep_event(&mut self, e: RecentEvent) {
+        let pos = self.recent_events.partition_point(|x| x.order_key() <= e.order_key());
+        self.recent_events.insert(pos, e);
+        while self.recent_events.len() > RECENT_EVENTS {
+            self.recent_events.pop_front();
+        }
+    }
+
+    /// Takes the absorbed journey's history into this one (a merge).
+    pub(super) fn absorb_events(&mut self, other: impl IntoIterator<Item = RecentEvent>) {
+        for e in other {
+            self.keep_event(e);
+        }
+    }
+
+    /// An estimate of the bytes the history holds, for the memory estimate.
+    pub fn history_bytes(&self) -> usize {
+        self.recent_events
+            .iter()
+            .map(|e| std::mem::size_of::<RecentEvent>() + e.heap_bytes())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testkit::{call, pos, product, web};
+
+    fn ids() -> serde_json::Value {
+        json!({"cookie_id": "c-1"})
+    }
+
+    #[test]
+    fn keeps_the_newest_events_in_time_order_whatever_the_arrival_order() {
+        let mut j = Journey::default();
+        j.apply(&web("b", 5, ids(), "add_to_cart", product("<script>x</script>", 9.5)));
+        j.apply(&pos("a", 1, ids(), 20.0));
+        j.apply(&call("c", 3, ids(), "complaint", "unresolved"));
+        let got: Vec<(&str, &str)> = j
+            .recent_events
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.channel.label()))
+            .collect();
+        assert_eq!(got, [("a", "pos"), ("c", "call_center"), ("b", "web")]);
+        assert_eq!(j.recent_events[0].amount, Some(20.0));
+        assert_eq!(j.recent_events[1].detail.as_deref(), Some("complaint, unresolved"));
+        assert_eq!(j.recent_events[2].detail.as_deref(), Some("<script>x</script>"));
+
+        for i in 0..(RECENT_EVENTS as i64 + 5) {
+            j.apply(&web(&format!("p{i}"), 10 + i, ids(), "page_view", json!({})));
+        }
+        assert_eq!(j.recent_events.len(), RECENT_EVENTS);
+        assert_eq!(j.recent_events[0].event_id, "p5", "the oldest go first");
+        assert!(j.history_bytes() > RECENT_EVENTS * std::mem::size_of::<RecentEvent>());
+    }
+
+    #[test]
+    fn a_merge_interleaves_both_histories_and_compaction_drops_them() {
+        let mut a = Journey::default();
+        a.apply(&web("1", 1, ids(), "page_view", json!({})));
+        a.apply(&web("3", 3, ids(), "page_view", json!({})));
+        let mut b = Journey::default();
+        b.apply(&pos("2", 2, ids(), 5.0));
+        a.absorb(b);
+        let got: Vec<&str> = a.recent_events.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(got, ["1", "2", "3"]);
+        assert!(a.compact());
+        assert!(a.recent_events.is_empty());
+    }
+
+    #[test]
+    fn journeys_saved_before_the_history_existed_still_load() {
+        // JSON (human-readable) without the field.
+        let mut v = serde_json::to_value(Journey::default()).unwrap();
+        v.as_object_mut().unwrap().remove("recent_events");
+        let j: Journey = serde_json::from_value(v).unwrap();
+        assert!(j.recent_events.is_empty());
+
+        // A snapshot (MessagePack, a struct as an array) one field shorter:
+        // the history is the last field, an empty one is the last byte.
+        let mut bytes = rmp_serde::to_vec(&Journey::default()).unwrap();
+        assert_eq!(bytes.pop(), Some(0x90), "an empty array ends the record");
+        match bytes[0] {
+            0xdc => {
+                let n = u16::from_be_bytes([bytes[1], bytes[2]]) - 1;
+                bytes[1..3].copy_from_slice(&n.to_be_bytes());
+            }
+            b if b & 0xf0 == 0x90 => bytes[0] = b - 1,
+            b => panic!("unexpected header {b:#x}"),
+        }
+        let j: Journey = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(j, Journey::default());
+    }
+}
