@@ -342,7 +342,7 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
     assert!(got.identity == expected.identity, "the same identity-changes records");
 
     // The state the graceful stop saved equals the uninterrupted run's.
-    let (_, core) = durable::read(&durable::path(&s)).unwrap().expect("a snapshot");
+    let (_, core) = durable::read(&durable::path(&s), |_| {}).unwrap().expect("a snapshot");
     let mut p = Processor::new(Arc::new(s.core()), Arc::new(State::new(s.namespaces().unwrap())));
     p.restore(core, 0).unwrap();
     let got_state = state_summary(p.state());

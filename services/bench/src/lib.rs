@@ -254,12 +254,12 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
     let file = dir.join("bench.snapshot");
     let t = Instant::now();
-    let size = durable::write(&file, &durable::Header::default(), &processor.snapshot())?;
+    let size = durable::write(&file, &durable::Header::default(), &processor.snapshot(), |_| {})?;
     let write_s = t.elapsed().as_secs_f64();
     let profiles_now = state.identity.profile_count();
     drop(processor);
     let t = Instant::now();
-    let (_, core_snap) = durable::read(&file)?.context("the snapshot just written")?;
+    let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
     let fresh = Arc::new(State::new(settings.namespaces()?));
     let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
     restored.restore(core_snap, 0)?;

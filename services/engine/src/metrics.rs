@@ -246,7 +246,7 @@ impl Metrics {
             )?,
             snapshots: counter_vec(
                 "onejourney_snapshots_total",
-                "State snapshots attempted, by result (written, skipped, failed).",
+                "State snapshots, by result (written, skipped, failed; corrupt: found damaged at restore, the previous generation used).",
                 &["result"],
             )?,
             snapshot_seconds: {
@@ -304,7 +304,7 @@ impl Metrics {
         for r in RejectReason::ALL {
             m.links_rejected.with_label_values(&[r.label()]);
         }
-        for result in ["written", "skipped", "failed"] {
+        for result in ["written", "skipped", "failed", "corrupt"] {
             m.snapshots.with_label_values(&[result]);
         }
         for result in ["forgotten", "unknown"] {
