@@ -299,7 +299,10 @@ pub fn read(path: &Path, progress: impl FnMut(u64)) -> Result<Option<(Header, Co
         .map_err(|e| damaged(format!("reading to the end: {e}")))?;
     let body = r.into_inner();
     if body.bytes != len {
-        return Err(damaged(format!("{} body bytes where the header says {len}", body.bytes)));
+        return Err(damaged(format!(
+            "{} body bytes where the header says {len}",
+            body.bytes
+        )));
     }
     if body.sha.finalize().as_slice() != digest {
         return Err(damaged(String::from("the checksum does not match")));
@@ -434,7 +437,10 @@ mod tests {
         write(&file, &header(2), &p.snapshot(), |_| {}).unwrap();
         assert!(prev_path(&file).exists(), "the previous generation is kept");
         let fine = read_latest(&file, |_| {}).unwrap().unwrap();
-        assert_eq!((fine.header, fine.from.clone(), fine.passed_over.is_none()), (header(2), file.clone(), true));
+        assert_eq!(
+            (fine.header, fine.from.clone(), fine.passed_over.is_none()),
+            (header(2), file.clone(), true)
+        );
 
         // One byte flipped deep in the body, where MessagePack still decodes.
         let mut bytes = fs::read(&file).unwrap();
@@ -478,7 +484,10 @@ mod tests {
         assert!(matches!(err, SnapshotError::Version { .. }), "{err}");
         assert!(!err.is_damage());
         let text = err.to_string();
-        assert!(text.contains("v1") && text.contains("v2") && text.contains("--rebuild"), "{text}");
+        assert!(
+            text.contains("v1") && text.contains("v2") && text.contains("--rebuild"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -103,7 +103,14 @@ pub async fn run(
     let checkpoint = health::waiting(
         &health,
         "reading where the output topics end",
-        Checkpoint::new(&settings, &producer, delivered.clone(), metrics.clone(), health.clone(), cancel.clone()),
+        Checkpoint::new(
+            &settings,
+            &producer,
+            delivered.clone(),
+            metrics.clone(),
+            health.clone(),
+            cancel.clone(),
+        ),
     )
     .await?;
     let (ack_tx, ack_rx) = mpsc::channel(settings.ingest.max_in_flight);
