@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use onejourney_core::{Processor, State};
+use onejourney_e2e::process::{free_port, EngineProcess};
 use onejourney_e2e::{
     create_topics, create_topics_on, publish_sim_on, read_all_on, settings, Record, TestEngine, INPUT_PARTITIONS,
 };
@@ -83,108 +84,6 @@ fn state_summary(state: &State) -> BTreeMap<String, String> {
             (one_id.to_string(), format!("{ids:?} {journey}"))
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The engine binary, brought up to date first: `cargo test` builds it only
-/// for the engine's own integration tests, so a binary left in `target/` can
-/// be older than the code under test (it is a no-op when it is current).
-fn engine_binary() -> PathBuf {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let ok = Command::new(env!("CARGO"))
-        .args(["build", "-p", "onejourney-engine", "--bin", "onejourney"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the engine binary");
-    target.join("debug/onejourney")
-}
-
-/// The engine as a separate process, to `kill -9`.
-struct EngineProcess {
-    child: Child,
-    http: String,
-    client: reqwest::Client,
-}
-
-impl EngineProcess {
-    fn spawn(config: &Path, http_port: u16, log: &Path) -> EngineProcess {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(engine_binary())
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        EngineProcess {
-            child,
-            http: format!("http://127.0.0.1:{http_port}"),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn ready(&self) -> bool {
-        matches!(self.client.get(format!("{}/readyz", self.http)).send().await, Ok(r) if r.status() == 200)
-    }
-
-    async fn wait_ready(&self, timeout: Duration) -> Duration {
-        let started = Instant::now();
-        while !self.ready().await {
-            assert!(started.elapsed() < timeout, "not ready within {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        started.elapsed()
-    }
-
-    /// The sum of every sample of a metric family.
-    async fn metric(&self, family: &str) -> f64 {
-        let Ok(r) = self.client.get(format!("{}/metrics", self.http)).send().await else {
-            return 0.0;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// One sample line's value, e.g. `name{label="x"}`.
-    async fn sample(&self, sample: &str) -> f64 {
-        let Ok(r) = self.client.get(format!("{}/metrics", self.http)).send().await else {
-            return 0.0;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
-    }
-
-    fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "graceful stop: {status}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +240,7 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
     assert!(got.identity == expected.identity, "the same identity-changes records");
 
     // The state the graceful stop saved equals the uninterrupted run's.
-    let (_, core) = durable::read(&durable::path(&s)).unwrap().expect("a snapshot");
+    let (_, core) = durable::read(&durable::path(&s), |_| {}).unwrap().expect("a snapshot");
     let mut p = Processor::new(Arc::new(s.core()), Arc::new(State::new(s.namespaces().unwrap())));
     p.restore(core, 0).unwrap();
     let got_state = state_summary(p.state());

@@ -319,12 +319,12 @@ impl Core {
         let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
         let file = dir.join("bench.snapshot");
         let t = Instant::now();
-        let size = durable::write(&file, &durable::Header::default(), &self.processor.snapshot())?;
+        let size = durable::write(&file, &durable::Header::default(), &self.processor.snapshot(), |_| {})?;
         let write_s = t.elapsed().as_secs_f64();
         let profiles_now = self.state.identity.profile_count();
         drop(self.processor);
         let t = Instant::now();
-        let (_, core_snap) = durable::read(&file)?.context("the snapshot just written")?;
+        let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
         let fresh = Arc::new(State::new(settings.namespaces()?));
         let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
         restored.restore(core_snap, 0)?;

@@ -81,7 +81,12 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
         ..SimConfig::default()
     });
     let customer_ids: Vec<String> = sim.people.iter().filter_map(|p| p.customer_id.clone()).collect();
-    let links = tokio::spawn(print_people_seen(engine.state.clone(), http, customer_ids, cancel.clone()));
+    let links = tokio::spawn(print_people_seen(
+        engine.state.clone(),
+        http,
+        customer_ids,
+        cancel.clone(),
+    ));
     let producer = sim_kafka::producer(&brokers)?;
     let names = topic_names.clone();
     let topic_of = move |s: Stream| names.for_channel(s.channel()).to_string();

@@ -139,6 +139,10 @@ pub struct HttpSettings {
     pub bearer_token: String,
     /// Lookup requests served at once; more get 503.
     pub max_concurrent_requests: usize,
+    /// `/healthz` turns 503 when neither the poll loop nor a long start-up
+    /// phase has shown progress for this long.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +187,10 @@ pub struct StateSettings {
     /// Estimated state bytes at which the engine stops consuming and goes
     /// not ready, with an error, instead of running out of memory. 0: no limit.
     pub max_memory_bytes: u64,
+    /// Ignore any snapshot and committed offsets: rebuild the state from the
+    /// beginning of every input topic (`onejourney run --rebuild`).
+    #[serde(default)]
+    pub rebuild: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -321,6 +329,9 @@ impl Settings {
         }
         if self.http.max_concurrent_requests == 0 {
             return Err(invalid("http.max_concurrent_requests", "must be > 0"));
+        }
+        if self.http.liveness_timeout.is_zero() {
+            return Err(invalid("http.liveness_timeout", "must be > 0"));
         }
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));

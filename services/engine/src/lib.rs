@@ -59,7 +59,7 @@ impl Engine {
     pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Engine> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new(&settings.decide)?);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(settings.http.liveness_timeout));
         let state = Arc::new(State::new(settings.namespaces()?));
         let mut tasks = JoinSet::new();
 

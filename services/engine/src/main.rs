@@ -25,6 +25,10 @@ enum Command {
         /// Bootstrap servers, HOST:PORT[,HOST:PORT...].
         #[arg(long)]
         brokers: Option<String>,
+        /// Ignore any snapshot and committed offsets: rebuild the state from
+        /// the beginning of the input topics (`state.rebuild`).
+        #[arg(long)]
+        rebuild: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -48,8 +52,14 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match args.command {
-        Command::Run { brokers, common } => {
-            let settings = common.settings(brokers)?;
+        Command::Run {
+            brokers,
+            rebuild,
+            common,
+        } => {
+            let mut settings = common.settings(brokers)?;
+            // A flag, the last layer: it can only switch the rebuild on.
+            settings.state.rebuild |= rebuild;
             logging::init(&settings.log);
             runtime.block_on(async {
                 let cancel = CancellationToken::new();

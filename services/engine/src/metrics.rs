@@ -196,7 +196,7 @@ const FORGET_REQUESTS: Def = (
 );
 const SNAPSHOTS: Def = (
     "onejourney_snapshots_total",
-    "State snapshots attempted, by result (written, skipped, failed).",
+    "State snapshots, by result (written, skipped, failed; corrupt: found damaged at restore, the previous generation used).",
 );
 const SNAPSHOT_BYTES: Def = ("onejourney_snapshot_bytes", "Size of the last state snapshot file.");
 const SNAPSHOT_LAST_SUCCESS: Def = (
@@ -361,7 +361,7 @@ impl Metrics {
         for r in RejectReason::ALL {
             m.links_rejected.with_label_values(&[r.label()]);
         }
-        for result in ["written", "skipped", "failed"] {
+        for result in ["written", "skipped", "failed", "corrupt"] {
             m.snapshots.with_label_values(&[result]);
         }
         for result in ["forgotten", "unknown"] {

@@ -25,8 +25,10 @@ use crate::time::EventTime;
 
 use super::{PartitionClock, Processor, TimerKind};
 
-/// The format version of [`CoreSnapshot`].
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The format version of [`CoreSnapshot`]. 2: the dedupe set's keys are
+/// SHA-256 based (see `dedupe_key`); version 1 used std's `DefaultHasher`,
+/// whose keys a rebuilt binary may not reproduce, so it is refused.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Serialises like [`CoreSnapshot`], from the live state (see [`Processor::snapshot`]).
 pub struct CoreSnapshotRef<'a> {
@@ -75,7 +77,11 @@ impl CoreSnapshot {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RestoreError {
-    #[error("snapshot format version {0} is not {SNAPSHOT_VERSION}, the one this build reads")]
+    #[error(
+        "snapshot format version {0} is not {SNAPSHOT_VERSION}, the one this build reads; \
+         run the version that wrote it, or start once with `onejourney run --rebuild` to rebuild the state \
+         from the input topics"
+    )]
     Version(u32),
     #[error(
         "the identifier namespace table changed since the snapshot (snapshot: {snapshot}; configured: {configured}); \

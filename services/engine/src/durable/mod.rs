@@ -3,7 +3,9 @@
 //!
 //! In: the core's state and the offsets the checkpoint hands over. Out: a
 //! snapshot file ([`snapshot`]) and, at start, the records published since it
-//! ([`published`]). What it keeps: nothing in memory; the file on disk.
+//! ([`published`]); without a snapshot, whether starting empty is safe and
+//! where a rebuild starts ([`fresh`]). What it keeps: nothing in memory; the
+//! file and its previous generation on disk.
 //!
 //! After a crash the engine restores the snapshot and re-reads its inputs from
 //! the offsets in the header. Processing is deterministic, so it regenerates
@@ -11,8 +13,9 @@
 //! reads those records back from the output topics (from the end offsets the
 //! header recorded) and the pipeline skips each one once.
 
+pub mod fresh;
 pub mod published;
 pub mod snapshot;
 
 pub use published::{fingerprint, read_published, Published};
-pub use snapshot::{path, read, write, Header, SnapshotError};
+pub use snapshot::{path, prev_path, read, read_latest, remove_partial, write, Header, Loaded, SnapshotError};

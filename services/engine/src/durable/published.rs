@@ -113,7 +113,12 @@ pub fn fingerprint<'a>(
 
 /// Reads every record published to the output topics after `since` (a
 /// snapshot's end offsets). Blocking: call it off the async workers.
-pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyhow::Result<Published> {
+/// `progress` hears how many records were read, at least every 250 ms.
+pub fn read_published(
+    settings: &Settings,
+    since: &[(String, i32, i64)],
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Published> {
     let mut published = Published::new(&settings.topics.next_best_actions, &settings.topics.churn_risk);
     if since.is_empty() {
         return Ok(published);
@@ -144,15 +149,20 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
     // published twice.
     let started = std::time::Instant::now();
     let mut last_message = started;
+    let mut read = 0;
     loop {
+        // Up to the end offsets it takes what it takes (a rebuild reads
+        // every retained output); past them, records that keep coming are
+        // another writer's, not ours.
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
+            !ends.is_empty() || started.elapsed() < Duration::from_secs(300),
             "reading back published outputs did not finish within 300 s"
         );
         let quiet = last_message.elapsed() > Duration::from_millis(1500);
         if ends.is_empty() && quiet {
             break;
         }
+        progress(read);
         let Some(m) = consumer.poll(Duration::from_millis(250)) else {
             // Nothing more for long past where the end offsets said: done.
             if quiet && last_message.elapsed() > Duration::from_secs(10) {
@@ -161,6 +171,7 @@ pub fn read_published(settings: &Settings, since: &[(String, i32, i64)]) -> anyh
             continue;
         };
         let m = m?;
+        read += 1;
         last_message = std::time::Instant::now();
         let k = (m.topic().to_string(), m.partition());
         if let Some(check) = starting.get_mut(&k) {

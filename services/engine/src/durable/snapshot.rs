@@ -2,23 +2,38 @@
 //! covers.
 //!
 //! In: a [`Header`] and the core's [`CoreSnapshotRef`]. Out: one file per
-//! consumer group ([`path`]) holding a magic line, the header and the core
-//! state, both MessagePack; [`read`] gives them back. It keeps the file
-//! whole: written to a temporary file, fsynced and renamed over the previous
-//! one, so a crash leaves either the old or the new snapshot, never half of
-//! one.
+//! consumer group ([`path`]); [`read_latest`] gives the newest sound one
+//! back. What it keeps on disk: the snapshot and the generation before it
+//! (`.prev`).
+//!
+//! The format (version 2): the magic line `onejourney-snapshot-v2\n`, the
+//! body's length (8 bytes, big-endian), the body's SHA-256 (32 bytes), then
+//! the body: the header and the core state, both MessagePack. A file is
+//! written whole to `.tmp`, fsynced, the current file becomes `.prev`, and
+//! the new one is renamed in: a crash leaves a sound file behind, never half
+//! of one. At restore a file whose checksum, length or encoding is wrong is
+//! damaged: the previous generation is used instead (re-processing more
+//! input), and the caller reports it. A `.tmp` left by a crash or a full disk
+//! is removed at start ([`remove_partial`]). A file of another format
+//! version is refused with what to do, never read as damaged.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use onejourney_core::processor::{CoreSnapshot, CoreSnapshotRef};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::Settings;
 
-const MAGIC: &[u8] = b"onejourney-snapshot-v1\n";
+const MAGIC: &[u8] = b"onejourney-snapshot-v2\n";
+/// Every format version starts so.
+const MAGIC_PREFIX: &[u8] = b"onejourney-snapshot-v";
+/// Length and SHA-256 of the body, after the magic line.
+const PREAMBLE: usize = 8 + 32;
+const BUFFER: usize = 1 << 20;
 
 /// What a snapshot covers besides the core state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,12 +61,26 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a onejourney snapshot (or of another format version)")]
+    #[error("{path} is not a onejourney snapshot")]
     Magic { path: PathBuf },
+    #[error(
+        "{path} is a snapshot of format {found}, not {expected} (written by another onejourney version): run the \
+         version that wrote it, or start once with `onejourney run --rebuild` to rebuild the state from the inputs",
+        expected = String::from_utf8_lossy(&MAGIC[MAGIC_PREFIX.len() - 1..MAGIC.len() - 1])
+    )]
+    Version { path: PathBuf, found: String },
     #[error("{path} is damaged: {reason}")]
     Decode { path: PathBuf, reason: String },
     #[error("encoding the snapshot: {0}")]
     Encode(String),
+}
+
+impl SnapshotError {
+    /// The file is there but its bytes are wrong (a bad disk, a torn copy):
+    /// the previous generation may stand in for it.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, SnapshotError::Magic { .. } | SnapshotError::Decode { .. })
+    }
 }
 
 /// The snapshot file of one consumer group under `dir`.
@@ -71,37 +100,163 @@ pub fn path(settings: &Settings) -> PathBuf {
     settings.state.dir.join(format!("{group}.snapshot"))
 }
 
-/// Writes a snapshot atomically; returns its size in bytes.
-pub fn write(path: &Path, header: &Header, core: &CoreSnapshotRef<'_>) -> Result<u64, SnapshotError> {
+/// The previous generation of the snapshot at `path`.
+pub fn prev_path(path: &Path) -> PathBuf {
+    path.with_extension("snapshot.prev")
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension("snapshot.tmp")
+}
+
+/// Removes a partial snapshot (`.tmp`) a crash or a full disk left behind;
+/// true when there was one.
+pub fn remove_partial(path: &Path) -> Result<bool, SnapshotError> {
+    let tmp = tmp_path(path);
+    match fs::remove_file(&tmp) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(SnapshotError::Io { path: tmp, source }),
+    }
+}
+
+/// Hashes and counts the bytes passing through, and reports how many so far.
+struct Hashing<T, F> {
+    inner: T,
+    sha: Sha256,
+    bytes: u64,
+    progress: F,
+}
+
+impl<T, F: FnMut(u64)> Hashing<T, F> {
+    fn new(inner: T, progress: F) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            bytes: 0,
+            progress,
+        }
+    }
+
+    fn passed(&mut self, buf: &[u8]) {
+        self.sha.update(buf);
+        self.bytes += buf.len() as u64;
+        (self.progress)(self.bytes);
+    }
+}
+
+impl<T: Write, F: FnMut(u64)> Write for Hashing<T, F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.passed(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<T: Read, F: FnMut(u64)> Read for Hashing<T, F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.passed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Writes a snapshot atomically, keeping the one it replaces as `.prev`;
+/// returns its size in bytes. `progress` hears the bytes written so far.
+pub fn write(
+    path: &Path,
+    header: &Header,
+    core: &CoreSnapshotRef<'_>,
+    progress: impl FnMut(u64),
+) -> Result<u64, SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: path.to_path_buf(),
         source,
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("snapshot.tmp");
-    let file = File::create(&tmp).map_err(io)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(MAGIC).map_err(io)?;
+    let tmp = tmp_path(path);
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(MAGIC).map_err(io)?;
+    file.write_all(&[0; PREAMBLE]).map_err(io)?;
+    let mut w = BufWriter::with_capacity(BUFFER, Hashing::new(file, progress));
     // Structs as arrays, not maps: field names would double the size. The
     // format version in the core's snapshot guards the field order.
     rmp_serde::encode::write(&mut w, header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     rmp_serde::encode::write(&mut w, core).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    let body = w.into_inner().map_err(|e| io(e.into_error()))?;
+    let (mut file, digest, len) = (body.inner, body.sha.finalize(), body.bytes);
+    file.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(io)?;
+    file.write_all(&len.to_be_bytes()).map_err(io)?;
+    file.write_all(&digest).map_err(io)?;
     file.sync_all().map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
     drop(file);
+    match fs::rename(path, prev_path(path)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
     fs::rename(&tmp, path).map_err(io)?;
-    // The rename itself must reach the disk.
+    // The renames themselves must reach the disk.
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(size)
 }
 
-/// Reads the snapshot at `path`; `None` when there is none.
-pub fn read(path: &Path) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError> {
-    let file = match File::open(path) {
+/// A snapshot read back.
+pub struct Loaded {
+    pub header: Header,
+    pub core: CoreSnapshot,
+    /// The file it came from.
+    pub from: PathBuf,
+    /// Why the newest generation was passed over, when it was.
+    pub passed_over: Option<SnapshotError>,
+}
+
+/// Reads the newest sound snapshot: the one at `path`, or its previous
+/// generation when it is damaged or missing (a crash between the two
+/// renames of [`write`]). `None` when there is neither.
+pub fn read_latest(path: &Path, mut progress: impl FnMut(u64)) -> Result<Option<Loaded>, SnapshotError> {
+    let prev = prev_path(path);
+    let (passed_over, found) = match read(path, &mut progress) {
+        Ok(Some((header, core))) => {
+            return Ok(Some(Loaded {
+                header,
+                core,
+                from: path.to_path_buf(),
+                passed_over: None,
+            }))
+        }
+        Ok(None) => (None, read(&prev, &mut progress)),
+        Err(e) if e.is_damage() => {
+            let older = read(&prev, &mut progress);
+            (Some(e), older)
+        }
+        Err(e) => return Err(e),
+    };
+    match (found, passed_over) {
+        (Ok(Some((header, core))), passed_over) => Ok(Some(Loaded {
+            header,
+            core,
+            from: prev,
+            passed_over,
+        })),
+        (Ok(None), None) => Ok(None),
+        // The newest is damaged and there is nothing older: that error.
+        (Ok(None), Some(e)) | (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// Reads and checks the snapshot at `path`; `None` when there is none.
+pub fn read(path: &Path, progress: impl FnMut(u64)) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError> {
+    let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -111,19 +266,47 @@ pub fn read(path: &Path) -> Result<Option<(Header, CoreSnapshot)>, SnapshotError
             })
         }
     };
-    let mut r = BufReader::with_capacity(1 << 20, file);
+    let damaged = |reason: String| SnapshotError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut magic = vec![0u8; MAGIC.len()];
-    if r.read_exact(&mut magic).is_err() || magic != MAGIC {
-        return Err(SnapshotError::Magic {
-            path: path.to_path_buf(),
+    let mut preamble = [0u8; PREAMBLE];
+    if file.read_exact(&mut magic).is_err() || magic != MAGIC {
+        return Err(if magic.starts_with(MAGIC_PREFIX) {
+            let line = magic.split(|b| *b == b'\n').next().unwrap_or_default();
+            SnapshotError::Version {
+                path: path.to_path_buf(),
+                found: String::from_utf8_lossy(&line[MAGIC_PREFIX.len() - 1..]).into_owned(),
+            }
+        } else {
+            SnapshotError::Magic {
+                path: path.to_path_buf(),
+            }
         });
     }
-    let decode = |e: rmp_serde::decode::Error| SnapshotError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    file.read_exact(&mut preamble)
+        .map_err(|e| damaged(format!("no length and checksum: {e}")))?;
+    let (len, digest) = preamble.split_at(8);
+    let len = u64::from_be_bytes(len.try_into().unwrap_or_default());
+    let mut r = BufReader::with_capacity(BUFFER, Hashing::new(file, progress));
+    let decode = |e: rmp_serde::decode::Error| damaged(e.to_string());
     let header: Header = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
     let core: CoreSnapshot = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
+    // Whatever follows the body is hashed too, so it counts against the length.
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest)
+        .map_err(|e| damaged(format!("reading to the end: {e}")))?;
+    let body = r.into_inner();
+    if body.bytes != len {
+        return Err(damaged(format!(
+            "{} body bytes where the header says {len}",
+            body.bytes
+        )));
+    }
+    if body.sha.finalize().as_slice() != digest {
+        return Err(damaged(String::from("the checksum does not match")));
+    }
     Ok(Some((header, core)))
 }
 
@@ -181,9 +364,9 @@ mod tests {
             inputs: vec![("web".into(), 0, 42)],
             outputs: vec![],
         };
-        let size = write(&file, &header, &a.snapshot()).unwrap();
+        let size = write(&file, &header, &a.snapshot(), |_| {}).unwrap();
         assert!(size > 10_000, "{size} bytes");
-        let (h, core) = read(&file).unwrap().unwrap();
+        let (h, core) = read(&file, |_| {}).unwrap().unwrap();
         assert_eq!(h, header);
         let mut b = new();
         b.restore(core, 0).unwrap();
@@ -211,12 +394,111 @@ mod tests {
         }
 
         // A damaged file is an error, not an empty state.
-        fs::write(&file, b"onejourney-snapshot-v1\n\x93garbage").unwrap();
-        assert!(matches!(read(&file), Err(SnapshotError::Decode { .. })));
+        fs::write(&file, b"onejourney-snapshot-v2\n\x93garbage").unwrap();
+        assert!(matches!(read(&file, |_| {}), Err(SnapshotError::Decode { .. })));
         fs::write(&file, b"something else").unwrap();
-        assert!(matches!(read(&file), Err(SnapshotError::Magic { .. })));
-        assert!(read(&dir.join("missing")).unwrap().is_none());
+        assert!(matches!(read(&file, |_| {}), Err(SnapshotError::Magic { .. })));
+        assert!(read(&dir.join("missing"), |_| {}).unwrap().is_none());
         let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A small processor state with one profile, as a snapshot source.
+    fn small() -> Processor {
+        let s = Settings::defaults().unwrap();
+        let ns = s.namespaces().unwrap();
+        let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let mut p = Processor::new(Arc::new(s.core()), Arc::new(State::new(ns)));
+        let ev = br#"{"event_id":"e1","event_type":"page_view","occurred_at":"2026-11-01T10:00:00Z","identifiers":{"customer_id":"C-1"},"session_id":"s1"}"#;
+        let ev = d.decode(onejourney_core::Channel::Web, ev).unwrap();
+        outputs(&mut p, &[ev]);
+        p
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("oj-snap-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir.join("g.snapshot")
+    }
+
+    fn header(offset: i64) -> Header {
+        Header {
+            written_at_ms: 1,
+            inputs: vec![("web".into(), 0, offset)],
+            outputs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_corrupt_byte_is_caught_by_the_checksum_and_the_previous_generation_is_used() {
+        let file = scratch("corrupt");
+        let p = small();
+        write(&file, &header(1), &p.snapshot(), |_| {}).unwrap();
+        write(&file, &header(2), &p.snapshot(), |_| {}).unwrap();
+        assert!(prev_path(&file).exists(), "the previous generation is kept");
+        let fine = read_latest(&file, |_| {}).unwrap().unwrap();
+        assert_eq!(
+            (fine.header, fine.from.clone(), fine.passed_over.is_none()),
+            (header(2), file.clone(), true)
+        );
+
+        // One byte flipped deep in the body, where MessagePack still decodes.
+        let mut bytes = fs::read(&file).unwrap();
+        let at = bytes.len() - 3;
+        bytes[at] ^= 0x01;
+        fs::write(&file, &bytes).unwrap();
+        let err = read(&file, |_| {}).map(|_| ()).unwrap_err();
+        assert!(err.is_damage(), "{err}");
+        let older = read_latest(&file, |_| {}).unwrap().unwrap();
+        assert_eq!(older.header, header(1));
+        assert_eq!(older.from, prev_path(&file));
+        assert!(older.passed_over.is_some_and(|e| e.is_damage()));
+
+        // Both damaged: an error, never an empty start.
+        fs::write(prev_path(&file), &bytes).unwrap();
+        assert!(read_latest(&file, |_| {}).is_err());
+        // The newest missing (a crash between the renames): the previous one.
+        fs::remove_file(&file).unwrap();
+        write(&prev_path(&file).with_extension("x"), &header(3), &p.snapshot(), |_| {}).unwrap();
+        fs::rename(prev_path(&file).with_extension("x"), prev_path(&file)).unwrap();
+        assert_eq!(read_latest(&file, |_| {}).unwrap().unwrap().header, header(3));
+    }
+
+    #[test]
+    fn a_partial_tmp_file_is_removed_at_start() {
+        let file = scratch("tmp");
+        write(&file, &header(1), &small().snapshot(), |_| {}).unwrap();
+        // A crash (or a full disk) in the middle of the next write.
+        fs::write(tmp_path(&file), b"onejourney-snapshot-v2\n\0\0").unwrap();
+        assert!(remove_partial(&file).unwrap());
+        assert!(!tmp_path(&file).exists());
+        assert!(!remove_partial(&file).unwrap());
+        assert_eq!(read_latest(&file, |_| {}).unwrap().unwrap().header, header(1));
+    }
+
+    #[test]
+    fn a_snapshot_of_the_old_format_is_refused_with_what_to_do() {
+        let file = scratch("old");
+        fs::write(&file, b"onejourney-snapshot-v1\n\x93\x00").unwrap();
+        let err = read_latest(&file, |_| {}).map(|_| ()).unwrap_err();
+        assert!(matches!(err, SnapshotError::Version { .. }), "{err}");
+        assert!(!err.is_damage());
+        let text = err.to_string();
+        assert!(
+            text.contains("v1") && text.contains("v2") && text.contains("--rebuild"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn progress_hears_every_byte() {
+        let file = scratch("progress");
+        let mut written = 0;
+        let size = write(&file, &header(1), &small().snapshot(), |n| written = n).unwrap();
+        assert_eq!(written + (MAGIC.len() + PREAMBLE) as u64, size);
+        let mut read_bytes = 0;
+        read(&file, |n| read_bytes = n).unwrap().unwrap();
+        assert_eq!(read_bytes, written);
     }
 
     /// The restart contract at core level: consume partitions in fetch-sized

@@ -28,6 +28,7 @@ use super::ingest::Ingest;
 use super::partitions::Partitions;
 use crate::config::Settings;
 use crate::durable::{self, Header};
+use crate::health::Health;
 use crate::kafka::edge::Tp;
 use crate::kafka::{self, IngestConsumer};
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct Checkpoint {
     /// Where this process's acknowledged outputs end.
     delivered: ack::Delivered,
     metrics: Arc<Metrics>,
+    /// Beaten while a large snapshot is written.
+    health: Arc<Health>,
     /// Cancelled when an output was not delivered: the engine stops.
     cancel: CancellationToken,
 }
@@ -54,6 +57,7 @@ impl Checkpoint {
         producer: &FutureProducer,
         delivered: ack::Delivered,
         metrics: Arc<Metrics>,
+        health: Arc<Health>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
@@ -63,6 +67,7 @@ impl Checkpoint {
             outputs: kafka::partition_ends(producer, topics).await?,
             delivered,
             metrics,
+            health,
             cancel,
         })
     }
@@ -102,7 +107,8 @@ impl Checkpoint {
             inputs: inputs.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
             outputs: self.output_ends(),
         };
-        let size = super::blocking(|| durable::write(&self.path, &header, &ingest.processor().snapshot()))?;
+        let beat = |_| self.health.beat();
+        let size = super::blocking(|| durable::write(&self.path, &header, &ingest.processor().snapshot(), beat))?;
         // 4. Only now the input offsets: the state and outputs they cover are durable.
         commit(consumer, &inputs).await?;
         consumer.context().set_resume(&inputs);

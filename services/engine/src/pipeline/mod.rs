@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::health::Health;
+use crate::health::{self, Health};
 use crate::kafka::{self, edge, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
@@ -65,16 +65,20 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer(&settings)?;
-    if !kafka::ensure_output_topics(&settings, &producer, &cancel).await? {
+    // Each long phase before the poll loop keeps the process alive and logs
+    // its progress (see `health::Phase`).
+    let outputs = kafka::ensure_output_topics(&settings, &producer, &cancel);
+    if !health::waiting(&health, "creating the output topics", outputs).await? {
         return Ok(());
     }
-    if !kafka::wait_for_input_topics(&settings, &producer, &cancel).await? {
+    let inputs = kafka::wait_for_input_topics(&settings, &producer, &cancel);
+    if !health::waiting(&health, "waiting for the input topics", inputs).await? {
         return Ok(());
     }
     let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
-    let (header, published) = restore::restore(&settings, &mut processor).await?;
+    let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     health.set_restored(true);
 
@@ -96,7 +100,19 @@ pub async fn run(
 
     let ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings());
     let delivered: ack::Delivered = Arc::default();
-    let checkpoint = Checkpoint::new(&settings, &producer, delivered.clone(), metrics.clone(), cancel.clone()).await?;
+    let checkpoint = health::waiting(
+        &health,
+        "reading where the output topics end",
+        Checkpoint::new(
+            &settings,
+            &producer,
+            delivered.clone(),
+            metrics.clone(),
+            health.clone(),
+            cancel.clone(),
+        ),
+    )
+    .await?;
     let (ack_tx, ack_rx) = mpsc::channel(settings.ingest.max_in_flight);
     let acker = tokio::spawn(ack::run(ack_rx, metrics.clone(), delivered, cancel.clone()));
     let watcher = tokio::spawn(edge::watch_end_offsets(

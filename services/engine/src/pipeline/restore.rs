@@ -1,52 +1,170 @@
 //! Restore: the state and offsets of the last snapshot, at start.
 //!
-//! In: the snapshot file of this consumer group. Out: the core's state loaded
-//! into the processor, the snapshot's [`Header`] (where each input partition
-//! resumes, where each output partition ended) and the records published
-//! after it ([`Published`]), read back so that re-processing does not publish
-//! them twice. It keeps nothing.
+//! In: the snapshot files of this consumer group (the newest and the
+//! previous generation), the group's committed offsets, `state.rebuild`.
+//! Out: the core's state loaded into the processor, the snapshot's
+//! [`Header`] (where each input partition resumes, where each output
+//! partition ended) and the records published after it ([`Published`]), read
+//! back so that re-processing does not publish them twice. It keeps nothing.
+//!
+//! Missing state is an error, not an empty start: with no snapshot but
+//! offsets committed by the group, the state it built is gone and starting
+//! empty would silently lose it, so the engine refuses and says what to do.
+//! A rebuild (`--rebuild`) starts every input partition at its beginning,
+//! with fresh state, and reads back every retained output so that nothing
+//! already published goes out again.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use onejourney_core::Processor;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
-use crate::durable::{self, Header, Published};
+use crate::durable::{self, fresh, Header, Loaded, Published};
+use crate::health::{self, Health, Phase};
+use crate::metrics::Metrics;
+
+const MIB: u64 = 1 << 20;
 
 /// Loads the last snapshot into `processor` and reads back what was published
-/// after it. No snapshot: empty state, nothing to skip.
-pub async fn restore(settings: &Arc<Settings>, processor: &mut Processor) -> anyhow::Result<(Header, Published)> {
+/// after it. No snapshot: empty state for a new group, an error for a group
+/// that committed offsets; a rebuild: empty state from the inputs' beginning.
+pub async fn restore(
+    settings: &Arc<Settings>,
+    processor: &mut Processor,
+    health: &Arc<Health>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Header, Published)> {
     let path = durable::path(settings);
+    if durable::remove_partial(&path)? {
+        warn!(path = %path.display(), "removed a partial snapshot (.tmp) left by a crash or a full disk");
+    }
+    if settings.state.rebuild {
+        return rebuild(settings, health).await;
+    }
     let started = Instant::now();
-    let read_path = path.clone();
-    let loaded = tokio::task::spawn_blocking(move || durable::read(&read_path))
-        .await
-        .context("the snapshot reader panicked")??;
-    let Some((header, core)) = loaded else {
-        info!(path = %path.display(), "no state snapshot: starting with empty state");
-        return Ok((Header::default(), Published::default()));
+    let Some(loaded) = load(&path, health).await? else {
+        return start_empty(settings, &path, health).await;
     };
-    let profiles = core.profiles();
+    if let Some(e) = &loaded.passed_over {
+        metrics.snapshots.with_label_values(&["corrupt"]).inc();
+        error!(
+            error = %e,
+            restored_from = %loaded.from.display(),
+            "the newest state snapshot is damaged: restoring the previous generation (more input is re-processed)"
+        );
+    }
+    let profiles = loaded.core.profiles();
     processor
-        .restore(core, 0)
-        .with_context(|| format!("restoring {}", path.display()))?;
+        .restore(loaded.core, 0)
+        .with_context(|| format!("restoring {}", loaded.from.display()))?;
     let read_at = started.elapsed();
-    let s = settings.clone();
-    let since = header.outputs.clone();
-    let published = tokio::task::spawn_blocking(move || durable::read_published(&s, &since))
-        .await
-        .context("reading back published outputs panicked")?
-        .context("reading back the outputs published after the snapshot")?;
+    let published = read_back(settings, health, loaded.header.outputs.clone()).await?;
     info!(
-        path = %path.display(),
+        path = %loaded.from.display(),
         profiles,
         read_seconds = read_at.as_secs_f64(),
         total_seconds = started.elapsed().as_secs_f64(),
         published_after_snapshot = published.len(),
         "state restored"
     );
+    Ok((loaded.header, published))
+}
+
+/// Reads the newest sound snapshot off the async workers, beating and
+/// logging as the bytes come in.
+async fn load(path: &Path, health: &Arc<Health>) -> anyhow::Result<Option<Loaded>> {
+    let mut phase = Phase::start(health, "reading the state snapshot");
+    let p = path.to_path_buf();
+    let (loaded, phase) = tokio::task::spawn_blocking(move || {
+        let mut read = 0;
+        let loaded = durable::read_latest(&p, |n| {
+            read = n;
+            phase.progress(n / MIB, "MiB");
+        });
+        phase.progress(read / MIB, "MiB");
+        (loaded, phase)
+    })
+    .await
+    .context("the snapshot reader panicked")?;
+    phase.done(0, "MiB");
+    Ok(loaded?)
+}
+
+/// No snapshot: a new consumer group starts empty; one that has committed
+/// offsets lost its state, and the engine refuses to start.
+async fn start_empty(
+    settings: &Arc<Settings>,
+    path: &Path,
+    health: &Arc<Health>,
+) -> anyhow::Result<(Header, Published)> {
+    let s = settings.clone();
+    let committed = health::waiting(
+        health,
+        "reading the group's committed offsets",
+        tokio::task::spawn_blocking(move || fresh::committed_inputs(&s)),
+    )
+    .await
+    .context("reading the committed offsets panicked")??;
+    if let Some((topic, partition, offset)) = committed.first() {
+        anyhow::bail!(
+            "no state snapshot at {} (nor its previous generation), but consumer group {} has committed offsets on \
+             {} input partitions ({topic}/{partition} at {offset}, ...): the state it built is missing (a lost volume, \
+             or state.dir pointing elsewhere) and starting empty would silently lose it. Restore the state \
+             directory, or start once with `onejourney run --rebuild` (state.rebuild = true) to rebuild the state \
+             from the beginning of the input topics",
+            path.display(),
+            settings.kafka.group_id,
+            committed.len(),
+        );
+    }
+    info!(path = %path.display(), "no state snapshot and no committed offsets: a new consumer group starts empty");
+    Ok((Header::default(), Published::default()))
+}
+
+/// A rebuild: every input from its beginning into fresh state; every
+/// retained output read back, so that re-processing publishes nothing twice.
+async fn rebuild(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Result<(Header, Published)> {
+    warn!(
+        group = %settings.kafka.group_id,
+        "state.rebuild: ignoring any snapshot and committed offsets; rebuilding the state from the beginning of \
+         the input topics (turn it off once a snapshot is written)"
+    );
+    let s = settings.clone();
+    let header = health::waiting(
+        health,
+        "reading where the topics begin",
+        tokio::task::spawn_blocking(move || fresh::beginnings(&s)),
+    )
+    .await
+    .context("reading where the topics begin panicked")??;
+    let published = read_back(settings, health, header.outputs.clone()).await?;
+    info!(
+        inputs = ?header.inputs,
+        published_before = published.len(),
+        "rebuilding: every input partition starts at its beginning"
+    );
     Ok((header, published))
+}
+
+/// The records published after `since`, read back off the async workers.
+async fn read_back(
+    settings: &Arc<Settings>,
+    health: &Arc<Health>,
+    since: Vec<(String, i32, i64)>,
+) -> anyhow::Result<Published> {
+    let mut phase = Phase::start(health, "reading back published outputs");
+    let s = settings.clone();
+    let (published, phase) = tokio::task::spawn_blocking(move || {
+        let published = durable::read_published(&s, &since, |n| phase.progress(n, "records"));
+        (published, phase)
+    })
+    .await
+    .context("reading back published outputs panicked")?;
+    let published = published.context("reading back the outputs published after the snapshot")?;
+    phase.done(published.len() as u64, "records");
+    Ok(published)
 }
