@@ -71,7 +71,8 @@ pub async fn run(
     if !kafka::wait_for_input_topics(&settings, &producer, &cancel).await? {
         return Ok(());
     }
-    let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
+    let decoder =
+        Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
     let (header, published) = restore::restore(&settings, &mut processor).await?;
