@@ -482,4 +482,6 @@ mod fields;
 pub use fields::InputLimits;
 
 #[cfg(test)]
+mod input_tests;
+#[cfg(test)]
 mod tests;
