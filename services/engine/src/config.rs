@@ -447,6 +447,26 @@ mod tests {
     }
 
     #[test]
+    fn input_limits_come_from_ingest_and_timers() {
+        let s = Settings::defaults().unwrap();
+        let l = s.input_limits();
+        assert_eq!(l.max_amount, 1e9);
+        assert_eq!(l.max_future_skew, Duration::from_secs(300));
+        assert_eq!(
+            l.max_event_age,
+            Duration::ZERO,
+            "no horizon by default: rebuilds replay old history"
+        );
+        let bad = Settings::load(
+            None,
+            env(&[("ONEJOURNEY__INGEST__MAX_AMOUNT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("ingest.max_amount"), "{bad}");
+    }
+
+    #[test]
     fn a_file_replaces_or_extends_the_namespace_table() {
         let dir = std::env::temp_dir().join(format!("oj-config-ns-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
