@@ -188,7 +188,7 @@ pub enum DecodeError {
     InvalidJson(String),
     #[error("identifiers is empty: an event needs at least one identifier")]
     EmptyIdentifiers,
-    #[error("unknown identifier namespace {0:?}")]
+    #[error("unknown identifier namespace {0}")]
     UnknownNamespace(String),
     #[error("schema violation: {0}")]
     Schema(String),
@@ -196,6 +196,12 @@ pub enum DecodeError {
     BadTimestamp,
     #[error("every identifier was empty or a placeholder value ({0})")]
     NoUsableIdentifier(String),
+    #[error("bad amount: {0}")]
+    BadAmount(String),
+    #[error("occurred_at is more than {max_skew_s} s ahead of the engine's clock")]
+    FutureTimestamp { max_skew_s: u64 },
+    #[error("occurred_at is more than {max_age_s} s behind the engine's clock")]
+    TooOld { max_age_s: u64 },
 }
 
 impl DecodeError {
@@ -208,11 +214,14 @@ impl DecodeError {
             DecodeError::Schema(_) => "schema",
             DecodeError::BadTimestamp => "bad_timestamp",
             DecodeError::NoUsableIdentifier(_) => "no_usable_identifier",
+            DecodeError::BadAmount(_) => "bad_amount",
+            DecodeError::FutureTimestamp { .. } => "future_timestamp",
+            DecodeError::TooOld { .. } => "too_old",
         }
     }
 
     /// Every label `reason()` can return, for pre-registering metrics.
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 10] = [
         "too_large",
         "invalid_json",
         "empty_identifiers",
@@ -220,6 +229,9 @@ impl DecodeError {
         "schema",
         "bad_timestamp",
         "no_usable_identifier",
+        "bad_amount",
+        "future_timestamp",
+        "too_old",
     ];
 }
 
@@ -248,6 +260,7 @@ pub struct Decoder {
     control: jsonschema::Validator,
     namespaces: Arc<Namespaces>,
     max_bytes: usize,
+    limits: InputLimits,
 }
 
 /// A schema in `schemas/` failed to compile: a build defect, not bad input.
@@ -288,19 +301,35 @@ impl Decoder {
             validators,
             namespaces,
             max_bytes,
+            limits: InputLimits::default(),
         })
     }
 
-    /// Size limit, JSON and one schema: the common start of the non-channel
-    /// inputs (outcomes, control commands).
-    fn validated(&self, schema: &jsonschema::Validator, bytes: &[u8]) -> Result<Value, DecodeError> {
+    /// The same decoder with other amount and event-time bounds.
+    pub fn with_limits(mut self, limits: InputLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &InputLimits {
+        &self.limits
+    }
+
+    /// The first steps of every input: size limit and JSON syntax.
+    fn parsed(&self, bytes: &[u8]) -> Result<Value, DecodeError> {
         if bytes.len() > self.max_bytes {
             return Err(DecodeError::TooLarge {
                 size: bytes.len(),
                 limit: self.max_bytes,
             });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::InvalidJson(json_error(&e)))
+    }
+
+    /// Size limit, JSON and one schema: the common start of the non-channel
+    /// inputs (outcomes, control commands).
+    fn validated(&self, schema: &jsonschema::Validator, bytes: &[u8]) -> Result<Value, DecodeError> {
+        let value = self.parsed(bytes)?;
         check(schema, &value)?;
         Ok(value)
     }
@@ -308,7 +337,10 @@ impl Decoder {
     /// Decodes an `action-outcomes` record.
     pub fn decode_outcome(&self, bytes: &[u8]) -> Result<ActionOutcome, DecodeError> {
         let value = self.validated(&self.outcome, bytes)?;
-        let o: ActionOutcome = serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        // The schema fixed every field's type: serde's own text (which
+        // quotes values) is not needed to say what went wrong.
+        let o = ActionOutcome::deserialize(&value)
+            .map_err(|_| DecodeError::Schema(String::from("fields do not have the types of the schema")))?;
         EventTime::parse_rfc3339(&o.at).ok_or(DecodeError::BadTimestamp)?;
         Ok(o)
     }
@@ -326,9 +358,10 @@ impl Decoder {
     /// commands): normalised and hashed as on events.
     pub fn identifier(&self, namespace: &str, value: &str) -> Result<IdKey, DecodeError> {
         match self.namespaces.normalise(namespace, value) {
-            Err(e) => Err(DecodeError::UnknownNamespace(e.0)),
+            Err(e) => Err(DecodeError::UnknownNamespace(fields::shown_name(&e.0))),
             Ok(Err(reason)) => Err(DecodeError::NoUsableIdentifier(format!(
-                "{namespace}: {}",
+                "{}: {}",
+                fields::shown_name(namespace),
                 reason.label()
             ))),
             Ok(Ok(key)) => Ok(key),
@@ -339,29 +372,50 @@ impl Decoder {
         &self.namespaces
     }
 
-    pub fn decode(&self, channel: Channel, bytes: &[u8]) -> Result<ChannelEvent, DecodeError> {
-        if bytes.len() > self.max_bytes {
-            return Err(DecodeError::TooLarge {
-                size: bytes.len(),
-                limit: self.max_bytes,
+    /// Decodes a channel event that arrives when the engine's clock reads
+    /// `now`: [`Decoder::decode`], then the event-time window
+    /// ([`Decoder::check_time`]).
+    pub fn decode_at(&self, channel: Channel, bytes: &[u8], now: EventTime) -> Result<ChannelEvent, DecodeError> {
+        let ev = self.decode(channel, bytes)?;
+        self.check_time(ev.occurred_at, now)?;
+        Ok(ev)
+    }
+
+    /// Whether an event time is plausible at `now` (the engine's wall clock,
+    /// given by the caller: the core has no clock). An event far in the future
+    /// would drag its partition's watermark there and fire every timer at
+    /// once; one older than `max_event_age` (when set) is refused too.
+    pub fn check_time(&self, at: EventTime, now: EventTime) -> Result<(), DecodeError> {
+        let limits = &self.limits;
+        if at > now.plus(limits.max_future_skew) {
+            return Err(DecodeError::FutureTimestamp {
+                max_skew_s: limits.max_future_skew.as_secs(),
             });
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            // serde_json's messages name a position and a category, never the value.
-            DecodeError::InvalidJson(e.to_string())
-        })?;
+        if !limits.max_event_age.is_zero() && at < now.minus(limits.max_event_age) {
+            return Err(DecodeError::TooOld {
+                max_age_s: limits.max_event_age.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes a channel event, without the event-time window (replays and
+    /// tools that have no clock to compare with).
+    pub fn decode(&self, channel: Channel, bytes: &[u8]) -> Result<ChannelEvent, DecodeError> {
+        let value = self.parsed(bytes)?;
         if let Some(ids) = value.get("identifiers").and_then(Value::as_object) {
             if ids.is_empty() {
                 return Err(DecodeError::EmptyIdentifiers);
             }
             if let Some(unknown) = ids.keys().find(|k| !self.namespaces.accepts(k)) {
-                return Err(DecodeError::UnknownNamespace(truncate(unknown, 64)));
+                return Err(DecodeError::UnknownNamespace(fields::shown_name(unknown)));
             }
         }
         check(&self.validators[channel.index()], &value)?;
-        let envelope: Envelope = serde_json::from_value(value).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        let envelope = fields::envelope(&value)?;
         let occurred_at = EventTime::parse_rfc3339(&envelope.occurred_at).ok_or(DecodeError::BadTimestamp)?;
-        let activity = activity(channel, &envelope)?;
+        let activity = fields::activity(channel, &envelope.event_type, &value, &self.limits)?;
         let (ids, blocked) = self.normalise(&envelope.identifiers)?;
         Ok(ChannelEvent {
             channel,
@@ -381,7 +435,7 @@ impl Decoder {
             match self.namespaces.normalise(name, value) {
                 Ok(Ok(key)) => ids.push(key),
                 Ok(Err(reason)) => blocked.push((name.clone(), reason)),
-                Err(unknown) => return Err(DecodeError::UnknownNamespace(truncate(&unknown.0, 64))),
+                Err(unknown) => return Err(DecodeError::UnknownNamespace(fields::shown_name(&unknown.0))),
             }
         }
         ids.sort();
@@ -394,80 +448,14 @@ impl Decoder {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// The union of the four channels' fields; the schema already checked which
-/// ones each channel and event type carries.
-#[derive(Deserialize)]
-struct Envelope {
-    event_id: String,
-    event_type: String,
-    occurred_at: String,
-    identifiers: BTreeMap<String, String>,
-    #[serde(default)]
-    product: Option<Product>,
-    #[serde(default)]
-    revenue: Option<f64>,
-    #[serde(default)]
-    total: Option<f64>,
-    #[serde(default)]
-    items: Vec<LineItem>,
-    #[serde(default)]
-    reason: Option<CallReason>,
-    #[serde(default)]
-    outcome: Option<CallOutcome>,
-    #[serde(default)]
-    csat: Option<u8>,
-    #[serde(default)]
-    sentiment: Option<f64>,
-}
-
-fn activity(channel: Channel, e: &Envelope) -> Result<Activity, DecodeError> {
-    let missing = |field: &str| DecodeError::Schema(format!("{} requires {field}", e.event_type));
-    let product = || e.product.clone().ok_or_else(|| missing("product"));
-    let call = |direction| Activity::Call {
-        direction,
-        reason: e.reason,
-        outcome: e.outcome,
-        csat: e.csat,
-        sentiment: e.sentiment,
-    };
-    Ok(match (channel, e.event_type.as_str()) {
-        (Channel::Web, "page_view") => Activity::PageView,
-        (Channel::Web, "product_view") => Activity::ProductView(e.product.clone()),
-        (Channel::Web, "search") => Activity::Search,
-        (Channel::Web | Channel::App, "add_to_cart") => Activity::AddToCart(product()?),
-        (Channel::Web, "remove_from_cart") => Activity::RemoveFromCart(product()?),
-        (Channel::Web, "checkout_start") => Activity::CheckoutStart,
-        (Channel::Web | Channel::App, "purchase") => Activity::Purchase {
-            revenue: e.revenue.ok_or_else(|| missing("revenue"))?,
-        },
-        (Channel::Web, "login") => Activity::Login,
-        (Channel::Web, "signup") => Activity::Signup,
-        (Channel::Pos, "sale") => Activity::Sale {
-            total: e.total.ok_or_else(|| missing("total"))?,
-            items: e.items.clone(),
-        },
-        (Channel::Pos, "return") => Activity::Return {
-            total: e.total.ok_or_else(|| missing("total"))?,
-        },
-        (Channel::App, "session_start") => Activity::SessionStart,
-        (Channel::App, "screen_view") => Activity::ScreenView,
-        (Channel::App, "session_end") => Activity::SessionEnd,
-        (Channel::App, "push_opt_in") => Activity::PushOptIn,
-        (Channel::App, "push_opt_out") => Activity::PushOptOut,
-        (Channel::CallCenter, "inbound_call") => call(CallDirection::Inbound),
-        (Channel::CallCenter, "outbound_call") => call(CallDirection::Outbound),
-        (Channel::CallCenter, "callback_requested") => call(CallDirection::CallbackRequested),
-        (_, other) => {
-            return Err(DecodeError::Schema(format!(
-                "event_type {:?} is not one of this channel's",
-                truncate(other, 40)
-            )))
-        }
-    })
+/// serde_json's syntax errors name a category and a position, never the
+/// text; any other kind (none is expected when parsing into a `Value`) is
+/// reduced to its position.
+fn json_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => e.to_string(),
+        _ => format!("at line {} column {}", e.line(), e.column()),
+    }
 }
 
 /// Schema validation: `is_valid` stops at the first failure and builds no
@@ -478,11 +466,22 @@ fn check(schema: &jsonschema::Validator, value: &Value) -> Result<(), DecodeErro
         return Ok(());
     }
     let reason = match schema.iter_errors(value).next() {
-        Some(first) => format!("at {:?}: {}", first.instance_path().as_str(), first.masked()),
+        // Both paths are value-free: the instance path with non-field keys
+        // hidden, and the schema path, which comes from the schema alone.
+        Some(first) => format!(
+            "at {}: fails {}",
+            fields::shown_path(first.instance_path().as_str()),
+            first.schema_path().as_str()
+        ),
         None => String::from("does not match the schema"),
     };
     Err(DecodeError::Schema(reason))
 }
 
+mod fields;
+pub use fields::InputLimits;
+
+#[cfg(test)]
+mod input_tests;
 #[cfg(test)]
 mod tests;

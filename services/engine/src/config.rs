@@ -14,6 +14,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use onejourney_core::client_env::client_properties_from_env;
 use onejourney_core::decide::DecideConfig;
+use onejourney_core::event::InputLimits;
 use onejourney_core::ids::{IdentityLimits, NamespaceRule, Namespaces, NormaliseConfig};
 use onejourney_core::{Channel, CoreConfig};
 use serde::{Deserialize, Serialize};
@@ -166,6 +167,9 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     pub max_message_bytes: usize,
+    /// The largest amount (price, revenue, total, line total) one event may
+    /// carry; more goes to the dead-letter topic (`bad_amount`).
+    pub max_amount: f64,
     pub max_in_flight: usize,
     /// An input partition whose broker holds records none of which arrives
     /// for this long is reported stalled and stops holding the watermark back.
@@ -217,6 +221,14 @@ pub struct TimerSettings {
     pub allowed_lateness: Duration,
     #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
+    /// Events dated more than this ahead of the engine's clock go to the
+    /// dead-letter topic (`future_timestamp`).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Events dated more than this before the engine's clock go to the
+    /// dead-letter topic (`too_old`); `0s`: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_event_age: Duration,
 }
 
 /// Values given on the command line; they override every other layer.
@@ -327,6 +339,9 @@ impl Settings {
         if self.ingest.max_message_bytes == 0 {
             return Err(invalid("ingest.max_message_bytes", "must be > 0"));
         }
+        if !(self.ingest.max_amount.is_finite() && self.ingest.max_amount > 0.0) {
+            return Err(invalid("ingest.max_amount", "must be a finite number > 0"));
+        }
         if self.http.max_concurrent_requests == 0 {
             return Err(invalid("http.max_concurrent_requests", "must be > 0"));
         }
@@ -374,6 +389,15 @@ impl Settings {
                 key: "identity",
                 reason: e.to_string(),
             })
+    }
+
+    /// Amount and event-time bounds for the decoder.
+    pub fn input_limits(&self) -> InputLimits {
+        InputLimits {
+            max_amount: self.ingest.max_amount,
+            max_future_skew: self.timers.max_future_skew,
+            max_event_age: self.timers.max_event_age,
+        }
     }
 
     pub fn core(&self) -> CoreConfig {
@@ -444,6 +468,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(bad.to_string().contains("identity"), "{bad}");
+    }
+
+    #[test]
+    fn input_limits_come_from_ingest_and_timers() {
+        let s = Settings::defaults().unwrap();
+        let l = s.input_limits();
+        assert_eq!(l.max_amount, 1e9);
+        assert_eq!(l.max_future_skew, Duration::from_secs(300));
+        assert_eq!(
+            l.max_event_age,
+            Duration::ZERO,
+            "no horizon by default: rebuilds replay old history"
+        );
+        let bad = Settings::load(
+            None,
+            env(&[("ONEJOURNEY__INGEST__MAX_AMOUNT", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("ingest.max_amount"), "{bad}");
     }
 
     #[test]

@@ -40,6 +40,19 @@ struct Args {
     client: Vec<String>,
 }
 
+/// The fixed start (2026-08-01), or earlier when `days` from it would reach
+/// past today: the engine dead-letters events dated ahead of its clock
+/// (`timers.max_future_skew`), so simulated traffic always ends by now.
+fn start_ms(days: u32) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    let fixed = SimConfig::default().start_ms;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(fixed, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let latest = (now / DAY_MS - i64::from(days)) * DAY_MS;
+    fixed.min(latest)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -47,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         customers: args.customers,
         seed: args.seed,
         days: args.days,
-        ..SimConfig::default()
+        start_ms: start_ms(args.days),
     });
     eprintln!(
         "{} people, {} events, segments {:?}",

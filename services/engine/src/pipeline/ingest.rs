@@ -7,13 +7,13 @@
 //! none) or exactly one dead-letter record; nothing is dropped silently.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use onejourney_core::event::ControlCommand;
 use onejourney_core::identity::StitchError;
 use onejourney_core::output::Output;
 use onejourney_core::processor::{OutcomeEffect, Processed, Released};
-use onejourney_core::{Channel, Decoder, Processor};
+use onejourney_core::{Channel, Decoder, EventTime, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
 
 use tracing::{info, warn};
@@ -117,7 +117,7 @@ impl Ingest {
         };
         self.metrics.events_consumed.with_label_values(&[channel.label()]).inc();
         let payload = m.payload.unwrap_or_default();
-        let ev = match self.decoder.decode(channel, payload) {
+        let ev = match self.decoder.decode_at(channel, payload, wall_clock()) {
             Ok(ev) => ev,
             Err(e) => return done(vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())]),
         };
@@ -329,4 +329,14 @@ impl Ingest {
 /// One number per input partition, for the core's per-partition watermarks.
 fn source_id(channel: Channel, partition: i32) -> u32 {
     ((channel.index() as u32) << 20) | (u32::try_from(partition).unwrap_or(0) & 0xF_FFFF)
+}
+
+/// The engine's wall clock as an event time: the core has none, so the
+/// plausibility window for event times (`timers.max_future_skew`,
+/// `timers.max_event_age`) is checked against this, read here at the edge.
+fn wall_clock() -> EventTime {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    EventTime::from_millis(ms)
 }

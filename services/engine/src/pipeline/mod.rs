@@ -75,7 +75,8 @@ pub async fn run(
     if !health::waiting(&health, "waiting for the input topics", inputs).await? {
         return Ok(());
     }
-    let decoder = Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?;
+    let decoder =
+        Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
     let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
