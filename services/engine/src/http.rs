@@ -3,7 +3,7 @@
 //! (`DELETE /v1/profiles/{namespace}/{value}`); `POST /v1/profiles/lookup`
 //! and `GET /v1/profiles/recent` ([`search`]), the OpenAPI document at
 //! `/v1/openapi.json` ([`openapi`]), and the Customer 360 page at `/ui`
-//! ([`crate::ui`]).
+//! ([`ui`]).
 //!
 //! Forget does not touch state here: the pipeline is the single writer. The
 //! handler publishes the command (normalised and hashed identifier, never a
@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 
 pub mod openapi;
 pub mod search;
+pub mod ui;
 
 use openapi::{AcceptedDoc, ErrorDoc, ExplainDoc, ProfileDoc};
 
@@ -58,7 +59,7 @@ pub struct HttpState {
     /// Where forget commands go; `None`: forget over HTTP is unavailable.
     pub control: Option<ControlSink>,
     /// Timer delays the Customer 360 page places on its timeline.
-    pub timers: crate::ui::TimerDelays,
+    pub timers: ui::TimerDelays,
 }
 
 /// The producer and topic for `identity-control` commands.
@@ -81,7 +82,7 @@ pub fn router(s: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .merge(api)
-        .merge(crate::ui::routes())
+        .merge(ui::routes())
         .fallback(not_found)
         .with_state(s)
 }

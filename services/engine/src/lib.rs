@@ -9,7 +9,7 @@
 //!   -> ack, and the checkpoint.
 //! - [`durable`]: the snapshot file and the outputs read back after a crash.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
-//! - [`ui`]: the Customer 360 page, embedded.
+//! - [`http::ui`]: the Customer 360 page, embedded.
 //! - [`metrics`], [`health`]: what ops watch.
 //! - [`cli`]: the flags and signal handling the `onejourney`,
 //!   `onejourney-demo` and `onejourney-bench` binaries share.
@@ -27,7 +27,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod stall;
 pub mod tls;
-pub mod ui;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -75,7 +74,7 @@ impl Engine {
                     producer: kafka::producer(&settings).context("creating the identity-control producer")?,
                     topic: Arc::from(settings.topics.identity_control.as_str()),
                 }),
-                timers: ui::TimerDelays::of(&settings.decide),
+                timers: http::ui::TimerDelays::of(&settings.decide),
             },
             cancel.clone(),
         )

@@ -111,6 +111,34 @@ pub fn fingerprint<'a>(
     h.finish()
 }
 
+/// The end offset of each output partition still to read to.
+type Ends = HashMap<(String, i32), i64>;
+
+/// A consumer assigned to the output partitions at `since`, and the end
+/// offset of each that has records past it.
+fn assign_since(
+    settings: &Settings,
+    since: &[(String, i32, i64)],
+    timeout: Duration,
+) -> anyhow::Result<(BaseConsumer, Ends)> {
+    let consumer: BaseConsumer = crate::kafka::base_config(settings)
+        .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for (topic, partition, from) in since {
+        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
+        if high > *from {
+            ends.insert((topic.clone(), *partition), high);
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok((consumer, ends))
+}
+
 /// Reads every record published to the output topics after `since` (a
 /// snapshot's end offsets). Blocking: call it off the async workers.
 /// `progress` hears how many records were read, at least every 250 ms.
@@ -123,22 +151,8 @@ pub fn read_published(
     if since.is_empty() {
         return Ok(published);
     }
-    let consumer: BaseConsumer = crate::kafka::base_config(settings)
-        .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
     let timeout = Duration::from_secs(30);
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
-    for (topic, partition, from) in since {
-        let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
-        if high > *from {
-            ends.insert((topic.clone(), *partition), high);
-        }
-    }
-    consumer.assign(&tpl)?;
+    let (consumer, mut ends) = assign_since(settings, since, timeout)?;
     let mut starting: HashMap<(String, i32), ResumeCheck> = since
         .iter()
         .map(|(t, p, from)| ((t.clone(), *p), ResumeCheck::new(*from)))

@@ -65,14 +65,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer(&settings)?;
-    // Each long phase before the poll loop keeps the process alive and logs
-    // its progress (see `health::Phase`).
-    let outputs = kafka::ensure_output_topics(&settings, &producer, &cancel);
-    if !health::waiting(&health, "creating the output topics", outputs).await? {
-        return Ok(());
-    }
-    let inputs = kafka::wait_for_input_topics(&settings, &producer, &cancel);
-    if !health::waiting(&health, "waiting for the input topics", inputs).await? {
+    if !topics_ready(&settings, &producer, &health, &cancel).await? {
         return Ok(());
     }
     let decoder =
@@ -85,19 +78,14 @@ pub async fn run(
 
     let warnings = || WarnLimiter::new(settings.log.repeated_warnings_per_minute);
     let (edge_tx, edge_rx) = edge::channel();
-    let consumer = Arc::new(kafka::consumer(
-        &settings,
-        IngestContext::new(
-            health.clone(),
-            metrics.clone(),
-            warnings(),
-            edge_tx.clone(),
-            header.resume_offsets(),
-        ),
-    )?);
-    let inputs: Vec<&str> = settings.topics.consumed();
-    consumer.subscribe(&inputs).context("subscribing to the input topics")?;
-    info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
+    let context = IngestContext::new(
+        health.clone(),
+        metrics.clone(),
+        warnings(),
+        edge_tx.clone(),
+        header.resume_offsets(),
+    );
+    let consumer = subscribe(&settings, context)?;
 
     let ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings());
     let delivered: ack::Delivered = Arc::default();
@@ -147,6 +135,32 @@ pub async fn run(
     let acked = acker.await.context("the ack task panicked")?;
     shutdown(consumer, producer).await;
     result.and(acked)
+}
+
+/// Creates the output topics and waits for the input topics; each long phase
+/// keeps the process alive and logs its progress (see `health::Phase`).
+/// False when cancelled meanwhile.
+async fn topics_ready(
+    settings: &Settings,
+    producer: &FutureProducer,
+    health: &Arc<Health>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let outputs = kafka::ensure_output_topics(settings, producer, cancel);
+    if !health::waiting(health, "creating the output topics", outputs).await? {
+        return Ok(false);
+    }
+    let inputs = kafka::wait_for_input_topics(settings, producer, cancel);
+    health::waiting(health, "waiting for the input topics", inputs).await
+}
+
+/// The input consumer, subscribed to every consumed topic.
+fn subscribe(settings: &Settings, context: IngestContext) -> anyhow::Result<Arc<IngestConsumer>> {
+    let consumer = Arc::new(kafka::consumer(settings, context)?);
+    let inputs: Vec<&str> = settings.topics.consumed();
+    consumer.subscribe(&inputs).context("subscribing to the input topics")?;
+    info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
+    Ok(consumer)
 }
 
 /// Runs CPU-heavy work (serialising the state) without starving the other
