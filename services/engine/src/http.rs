@@ -195,13 +195,19 @@ fn error(status: StatusCode, message: &str) -> Response {
     security((), ("bearer" = []))
 )]
 async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
+    profile_of(&s, &namespace, &value)
+}
+
+/// The profile response for an identifier or a One ID, whether it came in
+/// the path or in a lookup body.
+fn profile_of(s: &HttpState, namespace: &str, value: &str) -> Response {
     if namespace == "one_id" && !value.is_empty() && value.len() <= MAX_VALUE_LEN {
-        return match s.state.view_one_id(&value) {
+        return match s.state.view_one_id(value) {
             Some(view) => Json(view).into_response(),
             None => error(StatusCode::NOT_FOUND, "no profile has this One ID"),
         };
     }
-    let key = match lookup_key(&s, &namespace, &value) {
+    let key = match lookup_key(s, namespace, value) {
         Ok(key) => key,
         Err(r) => return r,
     };

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{ErrorDoc, IdentifierDoc, ProfileDoc, StageDoc, TierDoc};
-use super::{error, lookup_key, HttpState, MAX_VALUE_LEN};
+use super::{error, profile_of, HttpState};
 
 /// The most profiles `recent` lists.
 const MAX_RECENT: usize = 100;
@@ -65,20 +65,7 @@ pub(super) async fn lookup(
             )
         }
     };
-    if req.namespace == "one_id" && !req.value.is_empty() && req.value.len() <= MAX_VALUE_LEN {
-        return match s.state.view_one_id(&req.value) {
-            Some(view) => Json(view).into_response(),
-            None => error(StatusCode::NOT_FOUND, "no profile has this One ID"),
-        };
-    }
-    let key = match lookup_key(&s, &req.namespace, &req.value) {
-        Ok(key) => key,
-        Err(r) => return r,
-    };
-    match s.state.view(&key) {
-        Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no profile holds this identifier"),
-    }
+    profile_of(&s, &req.namespace, &req.value)
 }
 
 #[derive(Deserialize, IntoParams)]
