@@ -251,11 +251,17 @@ impl<'a> Plan<'a> {
     /// profile of its own: the one it is alone in, or a new one.
     fn own_profiles(&mut self, newly_shared: &[&'a IdKey]) -> Vec<(&'a IdKey, OneId)> {
         let mut own_of = Vec::new();
-        for &device in newly_shared {
+        for (i, &device) in newly_shared.iter().enumerate() {
             self.ops.push(IdentityOp::Shared { device: device.clone() });
+            // The devices shared before this one have left by the time its
+            // `Shared` applies: a profile they leave may hold this one alone.
+            let left = &newly_shared[..i];
             let current = self.graph.one_id_of(device);
             if let Some(one_id) = &current {
-                if self.graph.with_profile(one_id, |p| p.ids.len() == 1).unwrap_or(false) {
+                let alone = self
+                    .graph
+                    .with_profile(one_id, |p| p.ids.iter().filter(|k| !left.contains(k)).count() == 1);
+                if alone.unwrap_or(false) {
                     own_of.push((device, one_id.clone()));
                     continue;
                 }

@@ -559,3 +559,48 @@ fn shuffle(mut v: Vec<usize>, seed: u64) -> Vec<usize> {
     }
     v
 }
+
+/// Two devices of one profile become shared on one event (here while a
+/// rebuild folds an earlier event in): the first leaves for a profile of its
+/// own, the second then holds the old profile alone and keeps it. Each
+/// identifier ends in exactly one profile, and the index says which.
+#[test]
+fn two_devices_of_one_profile_shared_at_once_each_end_in_one_profile() {
+    let events: Vec<(i64, Vec<(usize, usize)>)> = vec![
+        (2, vec![(0, 1), (1, 2)]),
+        (2, vec![(2, 2), (1, 2), (0, 1)]),
+        (1, vec![(3, 1), (1, 0), (0, 2)]),
+        (0, vec![(2, 1), (3, 1)]),
+        (0, vec![(2, 1), (0, 1), (1, 2)]),
+    ];
+    let names = ["cookie_id", "device_id", "email", "customer_id", "loyalty_id"];
+    let limits = crate::ids::IdentityLimits {
+        max_identifiers_per_profile: 4,
+        ..Default::default()
+    };
+    let g = graph_with(limits, &[("cookie_id", 2), ("device_id", 1)]);
+    for (i, (minute, parts)) in events.iter().enumerate() {
+        g.stitch(&web(
+            &format!("e{i}"),
+            *minute,
+            ids_json(parts, &names),
+            "login",
+            json!({}),
+        ))
+        .unwrap();
+    }
+    let mut seen = BTreeSet::new();
+    for (one_id, ids) in g.partition() {
+        for k in ids {
+            assert_eq!(g.one_id_of(&k), Some(one_id.clone()), "{k:?}");
+            assert!(seen.insert(k.clone()), "{k:?} is in two profiles");
+        }
+    }
+    let cookie = key(&g, "cookie_id", "cookie_id-1@x.io");
+    let device = key(&g, "device_id", "device_id-2@x.io");
+    // Both are shared: each sits in a profile of its own.
+    for k in [&cookie, &device] {
+        let one_id = g.one_id_of(k).unwrap();
+        assert_eq!(g.profile(&one_id).unwrap().ids, vec![k.clone()]);
+    }
+}
