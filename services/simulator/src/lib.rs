@@ -11,8 +11,22 @@
 //!   cancel request, then silence;
 //! - `cart_abandoner`: adds to cart and leaves, now and then buys;
 //! - `browser`: anonymous page views, a few sign up.
+//!
+//! With [`SimConfig::harder`] (the mix identity and churn are scored on),
+//! more of what real traffic does: seasonal and irregular shoppers, loyal
+//! customers with long gaps, churners who buy once more before leaving,
+//! complainers who stay (`harder.rs`); families sharing a tablet, junk values
+//! typed at the till and the call center, and events published late and out
+//! of order. The ground truth then also says which identifiers belong to
+//! nobody in particular (shared devices, junk): see [`truth`].
+//!
+//! Files: `journey.rs` (segments and channel events), `harder.rs` (the harder
+//! mix), `truth.rs` (identity truth and pairwise scoring), `kafka.rs`.
 
+mod harder;
+mod journey;
 pub mod kafka;
+pub mod truth;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +36,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{json, Value};
+
+use crate::journey::Gen;
 
 /// The four input streams, with the contract's default topic names.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -63,6 +79,23 @@ pub enum Segment {
     Churning,
     CartAbandoner,
     Browser,
+    /// Harder mix: buys in bursts around two seasons a year, quiet between.
+    Seasonal,
+    /// Harder mix: gaps from days to two months, at random.
+    Irregular,
+    /// Harder mix: loyal, but 30-70 days between visits.
+    LongGapLoyal,
+    /// Harder mix: active, buys once more, then silence.
+    LastBuyChurner,
+    /// Harder mix: complains often, stays and keeps buying.
+    StayingComplainer,
+}
+
+impl Segment {
+    /// True for the segments whose people leave (the churn ground truth).
+    pub fn churns(self) -> bool {
+        matches!(self, Segment::Churning | Segment::LastBuyChurner)
+    }
 }
 
 /// One simulated person and every identifier they use.
@@ -77,6 +110,9 @@ pub struct Person {
     pub card_token: Option<String>,
     pub cookies: Vec<String>,
     pub device_id: Option<String>,
+    /// A tablet the person's household shares (harder mix): it belongs to no
+    /// one person.
+    pub shared_device: Option<String>,
 }
 
 /// One event to publish.
@@ -88,6 +124,10 @@ pub struct SimEvent {
     pub at_ms: i64,
     pub person: usize,
     pub value: Value,
+    /// How long after its event time the event is published (harder mix:
+    /// late and out-of-order arrivals); `events` are in publication order.
+    #[serde(skip)]
+    pub late_ms: i64,
 }
 
 impl SimEvent {
@@ -113,6 +153,9 @@ pub struct SimConfig {
     /// Event time of the first day, ms since the epoch.
     pub start_ms: i64,
     pub days: u32,
+    /// The harder mix (see the module doc); off: the classic four segments,
+    /// in event-time order.
+    pub harder: bool,
 }
 
 impl Default for SimConfig {
@@ -123,13 +166,15 @@ impl Default for SimConfig {
             // 2026-08-01T00:00:00Z
             start_ms: 1_785_542_400_000,
             days: 90,
+            harder: false,
         }
     }
 }
 
 pub struct Simulation {
     pub people: Vec<Person>,
-    /// Sorted by event time.
+    /// In publication order: by event time plus lateness (without the harder
+    /// mix, by event time).
     pub events: Vec<SimEvent>,
 }
 
@@ -162,41 +207,45 @@ impl Simulation {
     }
 }
 
-const MINUTE: i64 = 60_000;
-const DAY: i64 = 24 * 60 * MINUTE;
-
-const CATEGORIES: [(&str, f64); 6] = [
-    ("shoes", 89.0),
-    ("jackets", 149.0),
-    ("shirts", 35.0),
-    ("bags", 120.0),
-    ("accessories", 19.0),
-    ("electronics", 249.0),
-];
-
 pub fn generate(cfg: &SimConfig) -> Simulation {
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let mut people = Vec::with_capacity(cfg.customers);
     let mut events = Vec::new();
+    let mut household = harder::Households::default();
     for i in 0..cfg.customers {
-        let segment = match rng.gen_range(0..100) {
-            0..=44 => Segment::Loyal,
-            45..=64 => Segment::Churning,
-            65..=79 => Segment::CartAbandoner,
-            _ => Segment::Browser,
+        let segment = if cfg.harder {
+            harder::segment(&mut rng)
+        } else {
+            match rng.gen_range(0..100) {
+                0..=44 => Segment::Loyal,
+                45..=64 => Segment::Churning,
+                65..=79 => Segment::CartAbandoner,
+                _ => Segment::Browser,
+            }
         };
-        let person = make_person(&mut rng, i, segment);
+        let mut person = make_person(&mut rng, i, segment);
+        if cfg.harder {
+            person.shared_device = household.next(&mut rng, &person);
+        }
         let mut gen = Gen {
             rng: &mut rng,
             person: &person,
             index: i,
             n: 0,
+            harder: cfg.harder,
             out: &mut events,
         };
         gen.journey(cfg);
         people.push(person);
     }
-    events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.key.cmp(&b.key)));
+    if cfg.harder {
+        harder::delay(&mut rng, &mut events);
+    }
+    events.sort_by(|a, b| {
+        (a.at_ms + a.late_ms)
+            .cmp(&(b.at_ms + b.late_ms))
+            .then_with(|| a.key.cmp(&b.key))
+    });
     Simulation { people, events }
 }
 
@@ -213,298 +262,7 @@ fn make_person(rng: &mut StdRng, i: usize, segment: Segment) -> Person {
         card_token: (known && rng.gen_bool(0.7)).then(|| format!("tok_{i:08x}")),
         cookies,
         device_id: (known && rng.gen_bool(0.5)).then(|| format!("dev-{i:06}")),
-    }
-}
-
-struct Gen<'a> {
-    rng: &'a mut StdRng,
-    person: &'a Person,
-    index: usize,
-    n: u32,
-    out: &'a mut Vec<SimEvent>,
-}
-
-impl Gen<'_> {
-    fn journey(&mut self, cfg: &SimConfig) {
-        let span = i64::from(cfg.days) * DAY;
-        let mut t = cfg.start_ms + self.rng.gen_range(0..(span / 6).max(1));
-        let end = cfg.start_ms + span;
-        match self.person.segment {
-            Segment::Loyal => {
-                // Some loyal customers have a bad experience too, and stay.
-                let hiccup = self
-                    .rng
-                    .gen_bool(0.15)
-                    .then(|| cfg.start_ms + self.rng.gen_range(0..span));
-                while t < end {
-                    self.visit(t, true);
-                    if hiccup.is_some_and(|h| h >= t && h < t + 3 * DAY) {
-                        let (outcome, csat) = if self.rng.gen_bool(0.5) {
-                            ("resolved", 3)
-                        } else {
-                            ("unresolved", 2)
-                        };
-                        self.call(t + DAY, "complaint", outcome, Some(csat), -0.3);
-                    }
-                    t += self.rng.gen_range(3..12) * DAY + self.rng.gen_range(0..DAY);
-                }
-            }
-            Segment::Churning => {
-                let quiet_from = cfg.start_ms + span * self.rng.gen_range(35..55) / 100;
-                while t < quiet_from {
-                    self.visit(t, true);
-                    t += self.rng.gen_range(4..12) * DAY;
-                }
-                // Four in ten just drift away without a word; the rest fall out:
-                // complaints, a bad call, often a cancel request, then silence.
-                if self.rng.gen_bool(0.6) {
-                    for k in 0..self.rng.gen_range(1..=3) {
-                        let csat = self.rng.gen_range(1..=2);
-                        self.call(t + k * DAY, "complaint", "unresolved", Some(csat), -0.7);
-                    }
-                    if self.rng.gen_bool(0.7) {
-                        self.call(t + 4 * DAY, "cancel_request", "escalated", Some(1), -0.9);
-                    }
-                }
-            }
-            Segment::CartAbandoner => {
-                while t < end {
-                    self.abandon(t);
-                    if self.rng.gen_bool(0.25) {
-                        self.visit(t + 2 * DAY, true);
-                    }
-                    t += self.rng.gen_range(5..20) * DAY;
-                }
-            }
-            Segment::Browser => {
-                while t < end {
-                    let cookie = self.cookie();
-                    for k in 0..self.rng.gen_range(1..5) {
-                        self.web(
-                            t + k * MINUTE,
-                            "page_view",
-                            json!({"cookie_id": cookie}),
-                            json!({"url": "https://shop.example/"}),
-                        );
-                    }
-                    t += self.rng.gen_range(5..25) * DAY;
-                }
-            }
-        }
-    }
-
-    fn cookie(&mut self) -> String {
-        let n = self.person.cookies.len();
-        self.person.cookies[self.rng.gen_range(0..n)].clone()
-    }
-
-    fn product(&mut self) -> Value {
-        let (cat, price) = CATEGORIES[self.rng.gen_range(0..CATEGORIES.len())];
-        let sku = format!("{cat}-{:03}", self.rng.gen_range(0..200));
-        json!({"sku": sku, "price": price, "category": cat})
-    }
-
-    /// One shopping occasion on a random channel.
-    fn visit(&mut self, t: i64, buys: bool) {
-        match self.rng.gen_range(0..10) {
-            0..=4 => self.web_visit(t, buys),
-            5..=6 if self.person.device_id.is_some() => self.app_session(t, buys),
-            7..=8 => self.store_sale(t),
-            _ => self.call_or_search(t),
-        }
-    }
-
-    /// A web visit: page view, login, product view, then maybe cart and purchase.
-    fn web_visit(&mut self, t: i64, buys: bool) {
-        let p = self.person;
-        let cookie = self.cookie();
-        let anon = json!({"cookie_id": cookie});
-        self.web(t, "page_view", anon.clone(), json!({"url": "https://shop.example/"}));
-        let mut login = json!({"cookie_id": cookie});
-        if let (Some(c), Some(e)) = (&p.customer_id, &p.email) {
-            login["customer_id"] = json!(c);
-            login["email"] = json!(e);
-        }
-        self.web(t + MINUTE, "login", login, json!({}));
-        let prod = self.product();
-        self.web(t + 2 * MINUTE, "product_view", anon.clone(), json!({"product": prod}));
-        if self.rng.gen_bool(0.3) {
-            // Just looking: no cart, no purchase this time.
-            return;
-        }
-        self.web(t + 3 * MINUTE, "add_to_cart", anon.clone(), json!({"product": prod}));
-        if buys && self.rng.gen_bool(0.7) {
-            self.web(t + 5 * MINUTE, "checkout_start", anon.clone(), json!({}));
-            let price = prod["price"].as_f64().unwrap_or(0.0);
-            let order = format!("o-{}-{}", self.index, self.n);
-            self.web(
-                t + 7 * MINUTE,
-                "purchase",
-                anon,
-                json!({"order_id": order, "revenue": price}),
-            );
-        }
-    }
-
-    /// An app session (the person has a device): start, home screen, maybe a purchase, end.
-    fn app_session(&mut self, t: i64, buys: bool) {
-        let p = self.person;
-        let mut ids = json!({"device_id": p.device_id});
-        if let Some(c) = &p.customer_id {
-            ids["customer_id"] = json!(c);
-        }
-        self.app(t, "session_start", ids.clone(), json!({}));
-        self.app(t + MINUTE, "screen_view", ids.clone(), json!({"screen": "home"}));
-        if buys && self.rng.gen_bool(0.5) {
-            let prod = self.product();
-            self.app(t + 2 * MINUTE, "add_to_cart", ids.clone(), json!({"product": prod}));
-            self.app(
-                t + 4 * MINUTE,
-                "purchase",
-                ids.clone(),
-                json!({"revenue": prod["price"]}),
-            );
-        }
-        self.app(t + 6 * MINUTE, "session_end", ids, json!({"duration_s": 360}));
-    }
-
-    /// A store sale, when the person shows an identifier besides a card token.
-    fn store_sale(&mut self, t: i64) {
-        let p = self.person;
-        let mut ids = serde_json::Map::new();
-        if let Some(l) = &p.loyalty_id {
-            ids.insert("loyalty_id".into(), json!(l));
-            if self.rng.gen_bool(0.5) {
-                if let Some(e) = &p.email {
-                    ids.insert("email".into(), json!(e));
-                }
-            }
-        } else if let Some(e) = &p.email {
-            ids.insert("email".into(), json!(e));
-        }
-        if let Some(tok) = &p.card_token {
-            ids.insert("card_token".into(), json!(tok));
-        }
-        if ids.keys().any(|k| k != "card_token") {
-            let prod = self.product();
-            self.pos(t, Value::Object(ids), &prod);
-        }
-    }
-
-    /// An order-status call now and then, otherwise an anonymous web search.
-    fn call_or_search(&mut self, t: i64) {
-        if self.rng.gen_bool(0.3) {
-            let csat = self.rng.gen_range(3..=5);
-            self.call(t, "order_status", "resolved", Some(csat), 0.4);
-        } else {
-            let cookie = self.cookie();
-            self.web(t, "search", json!({"cookie_id": cookie}), json!({}));
-        }
-    }
-
-    fn abandon(&mut self, t: i64) {
-        let cookie = self.cookie();
-        let mut login = json!({"cookie_id": cookie});
-        if let (Some(c), Some(e)) = (&self.person.customer_id, &self.person.email) {
-            login["customer_id"] = json!(c);
-            login["email"] = json!(e);
-        }
-        self.web(t, "login", login, json!({}));
-        let prod = self.product();
-        self.web(
-            t + MINUTE,
-            "add_to_cart",
-            json!({"cookie_id": cookie}),
-            json!({"product": prod}),
-        );
-        if self.rng.gen_bool(0.4) {
-            self.web(
-                t + 3 * MINUTE,
-                "checkout_start",
-                json!({"cookie_id": cookie}),
-                json!({}),
-            );
-        }
-    }
-
-    fn id(&mut self, prefix: &str) -> String {
-        self.n += 1;
-        format!("{prefix}-{:06}-{:04}", self.index, self.n)
-    }
-
-    fn push(&mut self, stream: Stream, key: String, t: i64, value: Value) {
-        self.out.push(SimEvent {
-            stream,
-            key,
-            at_ms: t,
-            person: self.index,
-            value,
-        });
-    }
-
-    fn envelope(&mut self, prefix: &str, t: i64, event_type: &str, ids: Value, extra: Value) -> (String, Value) {
-        let id = self.id(prefix);
-        let mut v = json!({"event_id": id, "event_type": event_type, "occurred_at": rfc3339(t), "identifiers": ids});
-        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        (id, v)
-    }
-
-    fn web(&mut self, t: i64, event_type: &str, ids: Value, extra: Value) {
-        let session = format!("ws-{}-{}", self.index, t / DAY);
-        let (_, mut v) = self.envelope("web", t, event_type, ids.clone(), extra);
-        v["session_id"] = json!(session);
-        let key = ids["cookie_id"].as_str().unwrap_or_default().to_string();
-        self.push(Stream::Web, key, t, v);
-    }
-
-    fn app(&mut self, t: i64, event_type: &str, ids: Value, extra: Value) {
-        let (_, mut v) = self.envelope("app", t, event_type, ids.clone(), extra);
-        v["session_id"] = json!(format!("as-{}-{}", self.index, t / DAY));
-        v["platform"] = json!(if self.index.is_multiple_of(2) { "ios" } else { "android" });
-        v["app_version"] = json!("5.2.1");
-        let key = ids["device_id"].as_str().unwrap_or_default().to_string();
-        self.push(Stream::App, key, t, v);
-    }
-
-    fn pos(&mut self, t: i64, ids: Value, prod: &Value) {
-        let price = prod["price"].as_f64().unwrap_or(0.0);
-        let qty = self.rng.gen_range(1..=2);
-        let store = format!("st-{:03}", self.index % 40);
-        let (id, mut v) = self.envelope("pos", t, "sale", ids, json!({}));
-        v["transaction_id"] = json!(format!("tx-{id}"));
-        v["store_id"] = json!(store);
-        v["total"] = json!(price * f64::from(qty));
-        v["currency"] = json!("EUR");
-        v["items"] = json!([{"sku": prod["sku"], "quantity": qty, "unit_price": price, "category": prod["category"]}]);
-        self.push(Stream::Pos, store, t, v);
-    }
-
-    fn call(&mut self, t: i64, reason: &str, outcome: &str, csat: Option<u8>, sentiment: f64) {
-        let p = self.person;
-        let mut ids = serde_json::Map::new();
-        if let Some(ph) = &p.phone {
-            ids.insert("phone".into(), json!(ph));
-        }
-        if let Some(c) = &p.customer_id {
-            ids.insert("customer_id".into(), json!(c));
-        }
-        if ids.is_empty() {
-            return;
-        }
-        let (id, mut v) = self.envelope("call", t, "inbound_call", Value::Object(ids), json!({}));
-        v["call_id"] = json!(format!("k-{id}"));
-        v["reason"] = json!(reason);
-        v["outcome"] = json!(outcome);
-        v["duration_s"] = json!(self.rng.gen_range(60..900));
-        if let Some(c) = csat {
-            v["csat"] = json!(c);
-        }
-        v["sentiment"] = json!(sentiment);
-        v["agent_id"] = json!(format!("agent-{}", self.index % 25));
-        let key = format!("k-{id}");
-        self.push(Stream::CallCenter, key, t, v);
+        shared_device: None,
     }
 }
 
@@ -517,6 +275,7 @@ pub fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journey::DAY;
 
     #[test]
     fn deterministic_for_a_seed_and_sorted_by_time() {
@@ -585,5 +344,72 @@ mod tests {
             loud > 10 && silent > 10,
             "both kinds of churners: {loud} loud, {silent} silent"
         );
+    }
+
+    #[test]
+    fn the_harder_mix_has_its_segments_shared_tablets_junk_and_late_events() {
+        let cfg = SimConfig {
+            customers: 600,
+            harder: true,
+            ..SimConfig::default()
+        };
+        let sim = generate(&cfg);
+        let counts = sim.segment_counts();
+        for s in [
+            "seasonal",
+            "irregular",
+            "longgaployal",
+            "lastbuychurner",
+            "stayingcomplainer",
+        ] {
+            assert!(counts.get(s).is_some_and(|n| *n > 10), "{s}: {counts:?}");
+        }
+        let truth = crate::truth::IdentityTruth::from_simulation(&sim);
+        let (_, shared, junk) = truth.counts();
+        assert!(shared >= 5, "{shared} shared tablets");
+        assert!(junk >= 2, "{junk} junk values");
+        // Published out of event-time order, but never before it happened.
+        let out_of_order = sim.events.windows(2).filter(|w| w[0].at_ms > w[1].at_ms).count();
+        assert!(out_of_order > 50, "{out_of_order} events arrive after later ones");
+        assert!(sim.events.iter().all(|e| e.late_ms >= 0));
+        assert!(sim
+            .events
+            .windows(2)
+            .all(|w| w[0].at_ms + w[0].late_ms <= w[1].at_ms + w[1].late_ms));
+        // Deterministic, and the classic mix is unchanged by the option.
+        assert_eq!(generate(&cfg).events_jsonl(), sim.events_jsonl());
+        let classic = generate(&SimConfig { harder: false, ..cfg });
+        assert!(classic.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        assert!(classic.people.iter().all(|p| p.shared_device.is_none()));
+    }
+
+    #[test]
+    fn last_buy_churners_buy_then_go_quiet() {
+        let cfg = SimConfig {
+            customers: 600,
+            harder: true,
+            ..SimConfig::default()
+        };
+        let sim = generate(&cfg);
+        let span_end = cfg.start_ms + i64::from(cfg.days) * DAY;
+        let mut n = 0;
+        for (i, _) in sim
+            .people
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.segment == Segment::LastBuyChurner)
+        {
+            let mut mine: Vec<&SimEvent> = sim.events.iter().filter(|e| e.person == i).collect();
+            mine.sort_by_key(|e| e.at_ms);
+            let last_buy = mine
+                .iter()
+                .rposition(|e| matches!(e.value["event_type"].as_str(), Some("sale" | "purchase")));
+            let last_buy = last_buy.expect("a last purchase");
+            // Nothing but the rest of that visit after the last purchase.
+            assert!(mine[last_buy].at_ms >= mine[mine.len() - 1].at_ms - 2 * DAY);
+            assert!(mine[mine.len() - 1].at_ms < span_end - 25 * DAY);
+            n += 1;
+        }
+        assert!(n > 10);
     }
 }

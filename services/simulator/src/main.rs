@@ -17,6 +17,9 @@ struct Args {
     /// Days of event time.
     #[arg(long, default_value_t = 90)]
     days: u32,
+    /// The harder mix: more segments, shared tablets, junk values, late events.
+    #[arg(long)]
+    harder: bool,
     /// Write events as JSON lines here (`{"topic","key","value"}`).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         days: args.days,
         start_ms: start_ms(args.days),
+        harder: args.harder,
     });
     eprintln!(
         "{} people, {} events, segments {:?}",
