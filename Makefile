@@ -5,7 +5,7 @@ CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
 
-.PHONY: run test lint unit e2e build tools deploy-check bench clean
+.PHONY: run test lint unit e2e build tools deploy-check bench churn-eval clean
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
@@ -56,6 +56,11 @@ deploy-check: tools
 bench: tools
 	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
 	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" $(if $(BENCH_OUT),--out $(BENCH_OUT))'
+
+## The learned churn model against the hand-weighted score, recency alone and
+## BG/NBD on the harder simulator (prequential AUCs, JSON; no broker needed).
+churn-eval:
+	$(CARGO) run --release -p onejourney-bench --bin onejourney-churn-eval
 
 clean:
 	$(CARGO) clean

@@ -6,7 +6,9 @@
 //! `recovery` (writing and restoring a snapshot of that state) and, given a
 //! broker, `drain`, `echo` and `engine` ([`broker`]).
 
+pub mod bgnbd;
 pub mod broker;
+pub mod churn;
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -26,6 +26,7 @@
 
 pub mod churn;
 mod config;
+pub mod learned;
 pub mod propensity;
 pub mod reach;
 pub mod tiers;
