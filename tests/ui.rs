@@ -198,7 +198,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     assert_eq!(root.url().path(), "/ui", "/ redirects to the page");
 
     // --- the browser ---
-    let b = Browser::start(1280, 3400).await;
+    let b = Browser::start(1280, 4400).await;
     let base = format!("http://{}", e.http);
     b.goto(&format!("{base}/ui")).await;
     b.wait_for(
@@ -417,17 +417,23 @@ async fn publish_second_person(e: &TestEngine, sim: &onejourney_simulator::Simul
     let start = sim.events.iter().map(|x| x.at_ms).min().unwrap_or(0) - 60 * 86_400_000;
     let at = |minutes: i64| rfc3339(start + minutes * 60_000);
     let day = 24 * 60;
-    let login = |id: &str, m: i64, ids: Value| {
-        json!({"event_id": id, "event_type": "login", "occurred_at": at(m), "identifiers": ids, "session_id": id})
-    };
+    let login = |id: &str, m: i64, ids: Value| json!({"event_id": id, "event_type": "login", "occurred_at": at(m), "identifiers": ids, "session_id": id});
     let webs = [
         login(
             "ui2-w1",
             0,
             json!({"customer_id": P2, "email": "p2@example.test", "phone": "+44 20 7946 0123", "device_id": KIOSK}),
         ),
-        login("ui2-w2", 1, json!({"customer_id": OTHER, "loyalty_id": OTHER_CARD, "device_id": KIOSK})),
-        login("ui2-w3", 2, json!({"customer_id": P2, "loyalty_id": OTHER_CARD, "device_id": KIOSK})),
+        login(
+            "ui2-w2",
+            1,
+            json!({"customer_id": OTHER, "loyalty_id": OTHER_CARD, "device_id": KIOSK}),
+        ),
+        login(
+            "ui2-w3",
+            2,
+            json!({"customer_id": P2, "loyalty_id": OTHER_CARD, "device_id": KIOSK}),
+        ),
     ];
     for w in &webs {
         e.produce_json(&t.web_clicks, w).await;
@@ -482,10 +488,7 @@ async fn check_decision_context(e: &TestEngine, b: &Browser, base: &str) {
     );
     let (status, profile) = api(e, reqwest::Method::GET, &format!("/v1/profiles/customer_id/{P2}"), None).await;
     assert_eq!(status, 200, "{profile}");
-    assert!(
-        profile["churn"]["history"].as_array().unwrap().len() >= 2,
-        "{profile}"
-    );
+    assert!(profile["churn"]["history"].as_array().unwrap().len() >= 2, "{profile}");
 
     b.goto(&format!("{base}/ui/profiles/customer_id/{P2}")).await;
     b.wait_for(
@@ -507,9 +510,15 @@ async fn check_decision_context(e: &TestEngine, b: &Browser, base: &str) {
         .await;
     let refused = refused.as_array().unwrap();
     let drawn: BTreeSet<&str> = refused.iter().map(|r| r[0].as_str().unwrap()).collect();
-    assert_eq!(drawn, BTreeSet::from(["shared_device", "unique_conflict"]), "{refused:?}");
+    assert_eq!(
+        drawn,
+        BTreeSet::from(["shared_device", "unique_conflict"]),
+        "{refused:?}"
+    );
     assert!(
-        refused.iter().all(|r| r[1].as_str().is_some_and(|d| d != "none" && !d.is_empty())),
+        refused
+            .iter()
+            .all(|r| r[1].as_str().is_some_and(|d| d != "none" && !d.is_empty())),
         "refused edges are dashed: {refused:?}"
     );
     let labels = b
@@ -519,7 +528,11 @@ async fn check_decision_context(e: &TestEngine, b: &Browser, base: &str) {
         )
         .await;
     assert!(
-        labels.as_array().unwrap().iter().any(|l| l.as_str().unwrap().contains("refused: unique conflict")),
+        labels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("refused: unique conflict")),
         "{labels}"
     );
     // The kiosk: a node marked shared, not one of the person's identifiers.
@@ -562,7 +575,10 @@ async fn check_decision_context(e: &TestEngine, b: &Browser, base: &str) {
         .iter()
         .find(|a| a[0] == "loyalty_upgrade" && a[2].as_str().unwrap().contains("post_purchase_follow_up ("))
         .unwrap_or_else(|| panic!("loyalty_upgrade beat post_purchase_follow_up: {actions:?}"));
-    assert!(upgrade[1].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{upgrade:?}");
+    assert!(
+        upgrade[1].as_str().unwrap().parse::<f64>().unwrap() > 0.0,
+        "{upgrade:?}"
+    );
     assert!(
         actions
             .iter()

@@ -120,7 +120,9 @@ impl State {
         };
         // A copy, so no profile guard is held when the graph's lock is taken.
         let p = self.identity.profile(&one_id)?;
-        let mut shared = self.identity.shared_devices(p.ids.iter().chain(p.refused.iter().map(|r| &r.key)));
+        let mut shared = self
+            .identity
+            .shared_devices(p.ids.iter().chain(p.refused.iter().map(|r| &r.key)));
         shared.sort();
         shared.dedup();
         Some(ExplainView {

@@ -108,7 +108,10 @@ pub fn decide(
         .collect();
     let choice = choice.map(|mut best| {
         if !beaten.is_empty() {
-            let over: Vec<String> = beaten.iter().map(|b| format!("{} ({:.2})", b.action, b.score)).collect();
+            let over: Vec<String> = beaten
+                .iter()
+                .map(|b| format!("{} ({:.2})", b.action, b.score))
+                .collect();
             best.reason = format!("{}; chosen over {}", best.reason, over.join(", "));
         }
         best

@@ -553,7 +553,10 @@ fn check_order_independence(
 
 /// Every profile's kept refused links.
 fn refused_of(g: &IdentityGraph) -> BTreeMap<OneId, Vec<RefusedLink>> {
-    g.profiles.iter().map(|p| (p.one_id.clone(), p.refused.clone())).collect()
+    g.profiles
+        .iter()
+        .map(|p| (p.one_id.clone(), p.refused.clone()))
+        .collect()
 }
 
 fn shuffle(mut v: Vec<usize>, seed: u64) -> Vec<usize> {
@@ -616,11 +619,19 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
     let g = graph();
     let login = |id: &str, m, ids| web(id, m, ids, "login", json!({}));
     let c1 = g
-        .stitch(&login("w1", 0, json!({"customer_id": "C-1", "loyalty_id": "L-1", "device_id": "tab"})))
+        .stitch(&login(
+            "w1",
+            0,
+            json!({"customer_id": "C-1", "loyalty_id": "L-1", "device_id": "tab"}),
+        ))
         .unwrap()
         .one_id;
     let c2 = g
-        .stitch(&login("w2", 1, json!({"customer_id": "C-2", "loyalty_id": "L-2", "device_id": "tab"})))
+        .stitch(&login(
+            "w2",
+            1,
+            json!({"customer_id": "C-2", "loyalty_id": "L-2", "device_id": "tab"}),
+        ))
         .unwrap();
     let tab = key(&g, "device_id", "tab");
     let tablet = g.one_id_of(&tab).unwrap();
@@ -632,10 +643,17 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
         (tab.clone(), RejectReason::SharedDevice, Some(tablet.clone()))
     );
     assert_eq!((&*kept[0].event_id, kept[0].channel), ("w2", Channel::Web));
-    assert_eq!(g.shared_devices([&tab, &key(&g, "customer_id", "C-1")]), vec![tab.clone()]);
+    assert_eq!(
+        g.shared_devices([&tab, &key(&g, "customer_id", "C-1")]),
+        vec![tab.clone()]
+    );
     // C-1 with C-2's loyalty card and the tablet: a unique conflict and a shared device.
-    g.stitch(&login("w3", 2, json!({"customer_id": "C-1", "loyalty_id": "L-2", "device_id": "tab"})))
-        .unwrap();
+    g.stitch(&login(
+        "w3",
+        2,
+        json!({"customer_id": "C-1", "loyalty_id": "L-2", "device_id": "tab"}),
+    ))
+    .unwrap();
     let kept = g.profile(&c1).unwrap().refused;
     let got: Vec<(String, RejectReason, Option<OneId>)> = kept
         .iter()
@@ -644,15 +662,23 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
     assert_eq!(
         got,
         [
-            ("loyalty_id".into(), RejectReason::UniqueConflict, Some(c2.one_id.clone())),
+            (
+                "loyalty_id".into(),
+                RejectReason::UniqueConflict,
+                Some(c2.one_id.clone())
+            ),
             ("device_id".into(), RejectReason::SharedDevice, Some(tablet)),
         ],
         "sorted by event, then identifier"
     );
     // Bounded: the newest REFUSED_LINKS stay, whatever the arrival order.
     for i in 0..(REFUSED_LINKS as i64 + 3) {
-        g.stitch(&login(&format!("x{i}"), 10 + i, json!({"customer_id": "C-1", "loyalty_id": format!("L-x{i}")})))
-            .unwrap();
+        g.stitch(&login(
+            &format!("x{i}"),
+            10 + i,
+            json!({"customer_id": "C-1", "loyalty_id": format!("L-x{i}")}),
+        ))
+        .unwrap();
     }
     let kept = g.profile(&c1).unwrap().refused;
     assert_eq!(kept.len(), REFUSED_LINKS);
@@ -674,7 +700,10 @@ fn forgetting_a_person_drops_the_refused_links_that_name_them() {
         .one_id;
     assert_eq!(g.profile(&c1).unwrap().refused.len(), 1);
     g.forget(&key(&g, "customer_id", "C-2")).unwrap();
-    assert!(g.profile(&c1).unwrap().refused.is_empty(), "no trace of the erased card");
+    assert!(
+        g.profile(&c1).unwrap().refused.is_empty(),
+        "no trace of the erased card"
+    );
 }
 
 #[test]

@@ -113,7 +113,11 @@ mod tests {
         j.record_churn(point(11, 0.301, Some(Band::Low)));
         j.record_churn(point(12, 0.45, Some(Band::Medium)));
         let got: Vec<(EventTime, f64)> = j.churn.history.iter().map(|p| (p.at, p.score)).collect();
-        assert_eq!(got, [(at(5), 0.10), (at(10), 0.30), (at(12), 0.45)], "a repeat is not kept");
+        assert_eq!(
+            got,
+            [(at(5), 0.10), (at(10), 0.30), (at(12), 0.45)],
+            "a repeat is not kept"
+        );
         assert_eq!(
             j.churn.history[0].contributions,
             [Contribution {
@@ -128,7 +132,12 @@ mod tests {
         }
         assert_eq!(j.churn.history.len(), CHURN_HISTORY);
         assert!(j.churn.history.iter().all(|p| p.at >= at(100)), "the oldest go first");
-        assert!(j.churn.history.iter().zip(j.churn.history.iter().skip(1)).all(|(a, b)| a.at <= b.at));
+        assert!(j
+            .churn
+            .history
+            .iter()
+            .zip(j.churn.history.iter().skip(1))
+            .all(|(a, b)| a.at <= b.at));
         assert!(j.churn_history_bytes() >= CHURN_HISTORY * size_of::<ChurnPoint>());
     }
 

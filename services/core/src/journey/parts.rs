@@ -92,8 +92,16 @@ impl RecentAction {
             + self.action.len()
             + self.reason.len()
             + self.channel.len()
-            + self.beaten.iter().map(|b| size_of::<Beaten>() + b.action.len()).sum::<usize>()
-            + self.held_back.iter().map(|h| size_of::<HeldBack>() + h.action.len()).sum::<usize>()
+            + self
+                .beaten
+                .iter()
+                .map(|b| size_of::<Beaten>() + b.action.len())
+                .sum::<usize>()
+            + self
+                .held_back
+                .iter()
+                .map(|h| size_of::<HeldBack>() + h.action.len())
+                .sum::<usize>()
     }
 }
 

@@ -123,7 +123,10 @@ fn a_recent_action_keeps_a_bounded_decision_context_counted_in_memory() {
     };
     j.record_action(action);
     let kept = &j.recent_actions[0];
-    assert_eq!((kept.beaten.len(), kept.held_back.len()), (DECISION_CONTEXT, DECISION_CONTEXT));
+    assert_eq!(
+        (kept.beaten.len(), kept.held_back.len()),
+        (DECISION_CONTEXT, DECISION_CONTEXT)
+    );
     assert_eq!(kept.beaten[0].action, "b0", "the best first");
     assert!(kept.heap_bytes() > bare.heap_bytes() + DECISION_CONTEXT * 2 * 24);
     // A decision recorded before the context existed still loads (JSON without the fields).

@@ -641,10 +641,17 @@ fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
     // A complaint moves the churn score: a second point in its history.
     events.push(call("c1", 18 * day + 60, ids(), "complaint", "unresolved"));
     run(&mut p, &events);
-    let key = p.state.identity.namespaces().normalise("customer_id", "C-9").unwrap().unwrap();
+    let key = p
+        .state
+        .identity
+        .namespaces()
+        .normalise("customer_id", "C-9")
+        .unwrap()
+        .unwrap();
     let one_id = p.state.identity.one_id_of(&key).unwrap();
     let j = p.state.journeys.get(&one_id).unwrap().value().clone();
-    let got: Vec<(&str, Option<f64>, Vec<(&str, f64)>, Vec<(&str, Suppressed)>)> = j
+    type Context<'a> = (&'a str, Option<f64>, Vec<(&'a str, f64)>, Vec<(&'a str, Suppressed)>);
+    let got: Vec<Context> = j
         .recent_actions
         .iter()
         .map(|a| {

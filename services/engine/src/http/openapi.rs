@@ -640,7 +640,9 @@ mod tests {
         assert_eq!(doc.journey.recent_events.len(), 6);
         assert!(!doc.recent_actions.is_empty(), "a decision was taken: {view}");
         assert!(
-            doc.recent_actions.iter().any(|a| a.score.is_some() && !a.beaten.is_empty()),
+            doc.recent_actions
+                .iter()
+                .any(|a| a.score.is_some() && !a.beaten.is_empty()),
             "a decision that beat another: {view}"
         );
         assert!(!doc.churn.history.is_empty(), "churn history: {view}");
