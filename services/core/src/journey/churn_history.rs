@@ -8,7 +8,7 @@
 //! What it keeps, and why so little: an evaluation runs on every event and
 //! timer, so most of them repeat the one before. A point is kept only when its
 //! band or its score (by at least [`CHURN_STEP`]) differs from the point
-//! before it in time; only the factors that contributed are kept. The history
+//! before it in time; only the factors that contributed are kept, as `f32`. The history
 //! is sorted by time whatever the order evaluations arrive in, bounded (the
 //! oldest go first), and counted in the memory estimate
 //! ([`Journey::churn_history_bytes`]).
@@ -37,7 +37,7 @@ impl ChurnPoint {
                 .filter(|f| f.contribution != 0.0)
                 .map(|f| Contribution {
                     name: f.name,
-                    contribution: f.contribution,
+                    contribution: f.contribution as f32,
                 })
                 .collect(),
         }
@@ -75,7 +75,7 @@ impl Journey {
         self.churn
             .history
             .iter()
-            .map(|p| size_of::<ChurnPoint>() + p.contributions.capacity() * size_of::<Contribution>())
+            .map(|p| size_of::<ChurnPoint>() + p.contributions.len() * size_of::<Contribution>())
             .sum()
     }
 }
@@ -119,7 +119,7 @@ mod tests {
             "a repeat is not kept"
         );
         assert_eq!(
-            j.churn.history[0].contributions,
+            *j.churn.history[0].contributions,
             [Contribution {
                 name: FactorName::Complaints30d,
                 contribution: 0.10

@@ -166,12 +166,13 @@ pub struct ChurnPoint {
     /// The band after this evaluation (`None` until one was reported).
     pub band: Option<Band>,
     /// The factors that contributed (non-zero contributions only).
-    pub contributions: Vec<Contribution>,
+    pub contributions: Box<[Contribution]>,
 }
 
-/// One factor's share of a churn score.
+/// One factor's share of a churn score (rounded to 0.01 by the score, so an
+/// `f32` holds it: 8 bytes a factor instead of 16).
 #[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     pub name: FactorName,
-    pub contribution: f64,
+    pub contribution: f32,
 }
