@@ -7,7 +7,11 @@
 //! (sent in a POST body, hashed by the engine), the identity graph (all the
 //! person's identifiers, no stranger's), the timeline (three channels, in
 //! time order), a decision with its reason, the XSS payload as text, a deep
-//! link, and erasure (202, then 404, then "not found"). Screenshots go to
+//! link, and erasure (202, then 404, then "not found"). A second, hand-made
+//! person shows the "why" views: a refused link drawn as a dashed edge with
+//! its reason, a shared device marked, the churn history chart with its
+//! points, and a decision with its score, what it beat and what a contact
+//! rule held back. Screenshots go to
 //! `target/ui-screenshots/`. Every `/v1` response the test reads is checked
 //! against the OpenAPI document.
 
@@ -117,7 +121,8 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
             "reason": "complaint", "outcome": "unresolved"}),
     )
     .await;
-    e.wait_applied(sim.events.len() + 3, WAIT).await;
+    let second = publish_second_person(&e, &sim).await;
+    e.wait_applied(sim.events.len() + 3 + second, WAIT).await;
 
     // --- the API, checked against the OpenAPI document ---
     let (status, profile) = api(
@@ -193,7 +198,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     assert_eq!(root.url().path(), "/ui", "/ redirects to the page");
 
     // --- the browser ---
-    let b = Browser::start(1280, 3400).await;
+    let b = Browser::start(1280, 4400).await;
     let base = format!("http://{}", e.http);
     b.goto(&format!("{base}/ui")).await;
     b.wait_for(
@@ -338,6 +343,8 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
         "nothing from the event ran or became markup"
     );
 
+    check_decision_context(&e, &b, &base).await;
+
     // A deep link opens the same person.
     b.goto(&format!("{base}/ui/profiles/customer_id/{cid}")).await;
     let shown = b
@@ -392,4 +399,190 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     let _ = b.text("#message").await;
     b.close().await;
     e.stop().await;
+}
+
+/// The second person's customer id; the other customer and the kiosk they share.
+const P2: &str = "UI-P2";
+const OTHER: &str = "UI-OTHER";
+const OTHER_CARD: &str = "UI-L-OTHER";
+const KIOSK: &str = "ui-kiosk";
+
+/// A person who shares a kiosk with another customer, shows that customer's
+/// loyalty card once (both links refused) and buys four times: the third
+/// purchase makes `loyalty_upgrade` beat `post_purchase_follow_up`, the
+/// fourth holds `loyalty_upgrade` back (its cool-down). Dated well before the
+/// simulation, so the watermark applies them at once. Returns how many.
+async fn publish_second_person(e: &TestEngine, sim: &onejourney_simulator::Simulation) -> usize {
+    let t = e.topics.clone();
+    let start = sim.events.iter().map(|x| x.at_ms).min().unwrap_or(0) - 60 * 86_400_000;
+    let at = |minutes: i64| rfc3339(start + minutes * 60_000);
+    let day = 24 * 60;
+    let login = |id: &str, m: i64, ids: Value| json!({"event_id": id, "event_type": "login", "occurred_at": at(m), "identifiers": ids, "session_id": id});
+    let webs = [
+        login(
+            "ui2-w1",
+            0,
+            json!({"customer_id": P2, "email": "p2@example.test", "phone": "+44 20 7946 0123", "device_id": KIOSK}),
+        ),
+        login(
+            "ui2-w2",
+            1,
+            json!({"customer_id": OTHER, "loyalty_id": OTHER_CARD, "device_id": KIOSK}),
+        ),
+        login(
+            "ui2-w3",
+            2,
+            json!({"customer_id": P2, "loyalty_id": OTHER_CARD, "device_id": KIOSK}),
+        ),
+    ];
+    for w in &webs {
+        e.produce_json(&t.web_clicks, w).await;
+    }
+    let sales = [60, 8 * day + 60, 16 * day + 60, 18 * day + 60];
+    for (n, m) in sales.iter().enumerate() {
+        e.produce_json(
+            &t.pos_transactions,
+            &json!({"event_id": format!("ui2-p{n}"), "event_type": "sale", "occurred_at": at(*m),
+                "identifiers": {"customer_id": P2}, "transaction_id": format!("ui2-t{n}"), "store_id": "st-9",
+                "total": 5000.0, "currency": "EUR",
+                "items": [{"sku": "sku-big", "quantity": 1, "unit_price": 5000.0}]}),
+        )
+        .await;
+    }
+    e.produce_json(
+        &t.call_center_events,
+        &json!({"event_id": "ui2-c1", "event_type": "inbound_call", "occurred_at": at(18 * day + 120),
+            "identifiers": {"customer_id": P2}, "call_id": "ui2-c1",
+            "reason": "complaint", "outcome": "unresolved"}),
+    )
+    .await;
+    webs.len() + sales.len() + 1
+}
+
+/// The second person in the API and in the browser: refused links, the
+/// shared kiosk, the churn history chart, and the decision context.
+async fn check_decision_context(e: &TestEngine, b: &Browser, base: &str) {
+    let (status, explain) = api(
+        e,
+        reqwest::Method::GET,
+        &format!("/v1/profiles/customer_id/{P2}/explain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{explain}");
+    let reasons: BTreeSet<&str> = explain["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["shared_device", "unique_conflict"]),
+        "{explain}"
+    );
+    assert_eq!(
+        explain["shared_devices"],
+        json!([{"namespace": "device_id", "value": KIOSK}]),
+        "{explain}"
+    );
+    let (status, profile) = api(e, reqwest::Method::GET, &format!("/v1/profiles/customer_id/{P2}"), None).await;
+    assert_eq!(status, 200, "{profile}");
+    assert!(profile["churn"]["history"].as_array().unwrap().len() >= 2, "{profile}");
+
+    b.goto(&format!("{base}/ui/profiles/customer_id/{P2}")).await;
+    b.wait_for(
+        "the second person",
+        "const p = document.getElementById('profile'); \
+         return !p.hidden && document.querySelectorAll('#graph line.edge.refused').length >= 2",
+        WAIT,
+    )
+    .await;
+    b.screenshot(&shots().join("02b-refused-shared-churn-why.png")).await;
+
+    // Refused links: dashed edges labelled with their reason.
+    let refused = b
+        .run(
+            "return Array.from(document.querySelectorAll('#graph line.edge.refused')).map(l => \
+             [l.getAttribute('data-reason'), getComputedStyle(l).strokeDasharray])",
+            json!([]),
+        )
+        .await;
+    let refused = refused.as_array().unwrap();
+    let drawn: BTreeSet<&str> = refused.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert_eq!(
+        drawn,
+        BTreeSet::from(["shared_device", "unique_conflict"]),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|r| r[1].as_str().is_some_and(|d| d != "none" && !d.is_empty())),
+        "refused edges are dashed: {refused:?}"
+    );
+    let labels = b
+        .run(
+            "return Array.from(document.querySelectorAll('#graph text.edge-label.refused')).map(t => t.textContent)",
+            json!([]),
+        )
+        .await;
+    assert!(
+        labels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("refused: unique conflict")),
+        "{labels}"
+    );
+    // The kiosk: a node marked shared, not one of the person's identifiers.
+    let shared = b
+        .run(
+            "return Array.from(document.querySelectorAll('#graph g.shared')).map(g => \
+             [g.getAttribute('class'), g.getAttribute('data-namespace') + ':' + g.getAttribute('data-value'), g.textContent])",
+            json!([]),
+        )
+        .await;
+    let shared = shared.as_array().unwrap();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!(shared[0][1], format!("device_id:{KIOSK}"));
+    assert!(shared[0][0].as_str().unwrap().contains("refused-node"), "{shared:?}");
+    assert!(shared[0][2].as_str().unwrap().contains("shared device"), "{shared:?}");
+
+    // The churn history chart: a point per kept evaluation, with contributions.
+    let points = b
+        .run(
+            "return [document.querySelectorAll('#churn-history circle.churn-point').length, \
+             document.querySelectorAll('#churn-history rect.contribution').length]",
+            json!([]),
+        )
+        .await;
+    let kept = profile["churn"]["history"].as_array().unwrap().len() as u64;
+    assert_eq!(points[0].as_u64(), Some(kept), "one point per evaluation: {points}");
+    assert!(points[1].as_u64().unwrap() >= 1, "contributions are drawn: {points}");
+
+    // The decision context: the score, what it beat, what policy held back.
+    let actions = b
+        .run(
+            "return Array.from(document.querySelectorAll('#actions tr.action')).map(r => [\
+             r.children[1].textContent, r.querySelector('.score').textContent, \
+             r.querySelector('.beaten').textContent, r.querySelector('.held-back').textContent])",
+            json!([]),
+        )
+        .await;
+    let actions = actions.as_array().unwrap();
+    let upgrade = actions
+        .iter()
+        .find(|a| a[0] == "loyalty_upgrade" && a[2].as_str().unwrap().contains("post_purchase_follow_up ("))
+        .unwrap_or_else(|| panic!("loyalty_upgrade beat post_purchase_follow_up: {actions:?}"));
+    assert!(
+        upgrade[1].as_str().unwrap().parse::<f64>().unwrap() > 0.0,
+        "{upgrade:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a[0] == "post_purchase_follow_up" && a[3] == "loyalty_upgrade: cooldown"),
+        "a contact rule held loyalty_upgrade back: {actions:?}"
+    );
 }

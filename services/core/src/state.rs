@@ -48,15 +48,16 @@ impl State {
                 let recent: usize = j
                     .recent_actions
                     .iter()
-                    .map(|r| {
-                        size_of::<RecentAction>()
-                            + r.action_id.len()
-                            + r.action.len()
-                            + r.reason.len()
-                            + r.channel.len()
-                    })
+                    .map(|r| size_of::<RecentAction>() + r.heap_bytes())
                     .sum();
-                size_of::<Journey>() + j.key().len() + MAP_ENTRY + cart + actions + recent + j.history_bytes()
+                size_of::<Journey>()
+                    + j.key().len()
+                    + MAP_ENTRY
+                    + cart
+                    + actions
+                    + recent
+                    + j.history_bytes()
+                    + j.churn_history_bytes()
             })
             .sum();
         identity + journeys

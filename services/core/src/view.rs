@@ -3,14 +3,16 @@
 //!
 //! In: the shared [`State`] and an identifier or One ID. Out: the bodies of
 //! `GET /v1/profiles/{namespace}/{value}` ([`ProfileView`]) and
-//! `.../explain` ([`ExplainView`]), ready to serialise. Keeps nothing: every
-//! view is a copy taken under the map's read guard.
+//! `.../explain` ([`ExplainView`]: the links, the refused links and the
+//! shared devices), ready to serialise. Keeps nothing: every view is a copy
+//! taken under the map's read guard (released before the identity graph's
+//! writer lock is taken to ask which devices are shared).
 
 use serde::Serialize;
 
-use crate::identity::{OneId, Rule};
+use crate::identity::{OneId, RejectReason, Rule};
 use crate::ids::IdKey;
-use crate::journey::{Factor, Journey, RecentAction, Stage};
+use crate::journey::{ChurnPoint, Factor, Journey, RecentAction, Stage};
 use crate::state::State;
 use crate::time::EventTime;
 use crate::vocab::Band;
@@ -30,6 +32,24 @@ pub struct ProfileView {
 pub struct ExplainView {
     pub one_id: OneId,
     pub links: Vec<LinkView>,
+    /// The newest links refused on events that landed here, oldest first.
+    pub refused: Vec<RefusedView>,
+    /// The identifiers above (the profile's and the refused ones) that are
+    /// shared devices: they no longer link anyone.
+    pub shared_devices: Vec<IdentifierView>,
+}
+
+/// A link that was refused: the identifier stayed apart, in `kept_in`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefusedView {
+    pub identifier: IdentifierView,
+    pub reason: RejectReason,
+    /// The profile it was kept in when it was refused (it may have merged
+    /// on since).
+    pub kept_in: Option<OneId>,
+    pub event_id: String,
+    pub channel: &'static str,
+    pub at: EventTime,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -79,6 +99,8 @@ pub struct ChurnView {
     pub score: f64,
     pub band: Option<Band>,
     pub factors: Vec<Factor>,
+    /// The last evaluations that changed the score or band, oldest first.
+    pub history: Vec<ChurnPoint>,
 }
 
 impl State {
@@ -96,7 +118,14 @@ impl State {
             namespace: ns.name(k.ns).to_string(),
             value: k.value.to_string(),
         };
-        self.identity.with_profile(&one_id, |p| ExplainView {
+        // A copy, so no profile guard is held when the graph's lock is taken.
+        let p = self.identity.profile(&one_id)?;
+        let mut shared = self
+            .identity
+            .shared_devices(p.ids.iter().chain(p.refused.iter().map(|r| &r.key)));
+        shared.sort();
+        shared.dedup();
+        Some(ExplainView {
             one_id: p.one_id.clone(),
             links: p
                 .links
@@ -110,6 +139,19 @@ impl State {
                     rule: l.provenance.rule,
                 })
                 .collect(),
+            refused: p
+                .refused
+                .iter()
+                .map(|r| RefusedView {
+                    identifier: id(&r.key),
+                    reason: r.reason,
+                    kept_in: r.kept_in.clone(),
+                    event_id: r.event_id.to_string(),
+                    channel: r.channel.label(),
+                    at: r.at,
+                })
+                .collect(),
+            shared_devices: shared.iter().map(id).collect(),
         })
     }
 
@@ -140,6 +182,7 @@ impl State {
                 score: journey.churn.score,
                 band: journey.churn.band,
                 factors: journey.churn.factors.clone(),
+                history: journey.churn.history.iter().cloned().collect(),
             },
             recent_actions: journey.recent_actions.iter().cloned().collect(),
         })

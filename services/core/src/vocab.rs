@@ -3,7 +3,7 @@
 //!
 //! In: nothing (this module imports nothing of the core, so any module may
 //! use it without closing an import circle). Out: [`ContactChannel`],
-//! [`Outcome`], [`Band`], [`Tier`] and [`FactorName`], each with its wire
+//! [`Outcome`], [`Band`], [`Tier`], [`Suppressed`] and [`FactorName`], each with its wire
 //! label. It keeps no state.
 //!
 //! Serde names are the wire contract's and the snapshot format's: renaming a
@@ -68,6 +68,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Delivered,
+        Outcome::Opened,
+        Outcome::Clicked,
+        Outcome::Converted,
+        Outcome::Dismissed,
+    ];
+
     /// A click or a conversion: counts as a response in the learned propensities.
     pub fn is_response(self) -> bool {
         matches!(self, Outcome::Clicked | Outcome::Converted)
@@ -94,6 +102,8 @@ pub enum Band {
 }
 
 impl Band {
+    pub const ALL: [Band; 3] = [Band::Low, Band::Medium, Band::High];
+
     pub fn label(self) -> &'static str {
         match self {
             Band::Low => "low",
@@ -115,11 +125,49 @@ pub enum Tier {
 }
 
 impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::A, Tier::B, Tier::C];
+
     pub fn label(self) -> &'static str {
         match self {
             Tier::A => "a",
             Tier::B => "b",
             Tier::C => "c",
+        }
+    }
+}
+
+/// Why an action whose trigger fired and whose conditions held was not offered.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suppressed {
+    /// The customer dismissed it `ignore_limit` times.
+    Ignored,
+    /// Offered to this customer too recently.
+    Cooldown,
+    /// Promotional, within the quiet period after a complaint.
+    QuietPeriod,
+    /// None of its channels reaches the customer (or consent is missing).
+    Unreachable,
+    /// Every channel that reaches the customer is at its cap.
+    Capped,
+}
+
+impl Suppressed {
+    pub const ALL: [Suppressed; 5] = [
+        Suppressed::Ignored,
+        Suppressed::Cooldown,
+        Suppressed::QuietPeriod,
+        Suppressed::Unreachable,
+        Suppressed::Capped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Suppressed::Ignored => "ignored",
+            Suppressed::Cooldown => "cooldown",
+            Suppressed::QuietPeriod => "quiet_period",
+            Suppressed::Unreachable => "unreachable",
+            Suppressed::Capped => "capped",
         }
     }
 }
@@ -229,5 +277,12 @@ mod tests {
             assert_eq!(serde_json::from_str::<FactorName>(&json).unwrap(), f);
         }
         assert!(serde_json::from_str::<FactorName>("\"shoe_size\"").is_err());
+    }
+
+    #[test]
+    fn suppressed_reasons_serialise_as_their_labels() {
+        for r in Suppressed::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.label());
+        }
     }
 }

@@ -36,10 +36,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::journey::Journey;
+use crate::journey::{Beaten, Journey};
 use crate::time::EventTime;
 
-pub use crate::vocab::ContactChannel;
+pub use crate::vocab::{ContactChannel, Suppressed};
 pub use config::{ActionSpec, Cap, Conditions, ConfigError, ContactPolicy, DecideConfig};
 pub use reach::Reach;
 pub use triggers::Trigger;
@@ -68,46 +68,13 @@ pub struct Choice {
     pub expires_after: Duration,
 }
 
-/// Why an action whose trigger fired and whose conditions held was not offered.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Suppressed {
-    /// The customer dismissed it `ignore_limit` times.
-    Ignored,
-    /// Offered to this customer too recently.
-    Cooldown,
-    /// Promotional, within the quiet period after a complaint.
-    QuietPeriod,
-    /// None of its channels reaches the customer (or consent is missing).
-    Unreachable,
-    /// Every channel that reaches the customer is at its cap.
-    Capped,
-}
-
-impl Suppressed {
-    pub const ALL: [Suppressed; 5] = [
-        Suppressed::Ignored,
-        Suppressed::Cooldown,
-        Suppressed::QuietPeriod,
-        Suppressed::Unreachable,
-        Suppressed::Capped,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Suppressed::Ignored => "ignored",
-            Suppressed::Cooldown => "cooldown",
-            Suppressed::QuietPeriod => "quiet_period",
-            Suppressed::Unreachable => "unreachable",
-            Suppressed::Capped => "capped",
-        }
-    }
-}
-
 /// The outcome of arbitration: the winner, if any, and the actions whose
 /// facts held but that policy held back.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decision {
     pub choice: Option<Choice>,
+    /// The other eligible actions, best first: what the choice beat.
+    pub beaten: Vec<Beaten>,
     pub suppressed: Vec<(String, Suppressed)>,
 }
 
@@ -133,14 +100,28 @@ pub fn decide(
     // Highest expected value first; ties by catalog name so the choice is stable.
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.action.cmp(&b.action)));
     let mut it = ranked.into_iter();
-    let choice = it.next().map(|mut best| {
-        let beaten: Vec<String> = it.map(|c| format!("{} ({:.2})", c.action, c.score)).collect();
+    let choice = it.next();
+    let beaten: Vec<Beaten> = it
+        .map(|c| Beaten {
+            action: c.action,
+            score: c.score,
+        })
+        .collect();
+    let choice = choice.map(|mut best| {
         if !beaten.is_empty() {
-            best.reason = format!("{}; chosen over {}", best.reason, beaten.join(", "));
+            let over: Vec<String> = beaten
+                .iter()
+                .map(|b| format!("{} ({:.2})", b.action, b.score))
+                .collect();
+            best.reason = format!("{}; chosen over {}", best.reason, over.join(", "));
         }
         best
     });
-    Decision { choice, suppressed }
+    Decision {
+        choice,
+        beaten,
+        suppressed,
+    }
 }
 
 /// `Ok` when the action is eligible. `Err(None)`: its facts or conditions do

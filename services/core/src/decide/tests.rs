@@ -86,6 +86,9 @@ fn cool_down_holds_then_expires() {
         outcome: None,
         counted_trial: false,
         counted_response: false,
+        score: None,
+        beaten: Vec::new(),
+        held_back: Vec::new(),
     });
     let held = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60));
     assert!(held.choice.is_none());
@@ -160,6 +163,14 @@ fn arbitration_ranks_by_expected_value_and_names_what_it_beat() {
     }
     j.tier = Tier::A;
     let d = run(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(30));
+    assert_eq!(
+        d.beaten,
+        vec![crate::journey::Beaten {
+            action: "post_purchase_follow_up".into(),
+            score: 2.4
+        }],
+        "what it beat, as data"
+    );
     let c = d.choice.unwrap();
     // loyalty_upgrade: 0.1 x 60 = 6.00; post_purchase_follow_up: 0.2 x 12 = 2.40
     assert_eq!(c.action, "loyalty_upgrade");

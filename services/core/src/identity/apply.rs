@@ -135,6 +135,7 @@ impl IdentityGraph {
                     households: Vec::new(),
                     links: Vec::new(),
                     dropped: Vec::new(),
+                    refused: Vec::new(),
                 });
                 0
             }
@@ -162,6 +163,12 @@ impl IdentityGraph {
             }
             IdentityOp::Forget { one_id } => {
                 self.erase(w, one_id);
+                0
+            }
+            IdentityOp::Refused { one_id, refused } => {
+                if let Some(mut p) = self.profiles.get_mut(one_id) {
+                    p.keep_refused(refused.clone());
+                }
                 0
             }
         }
@@ -225,6 +232,9 @@ impl IdentityGraph {
             p.links.extend(gone.links);
             p.links.push(link.clone());
             p.dropped.extend(gone.dropped);
+            for r in gone.refused {
+                p.keep_refused(r);
+            }
             self.enforce_caps(&mut p)
         };
         self.drop_links(&dropped, survivor);

@@ -5,7 +5,8 @@
 //! a `Forget` op from a changelog. Out: the `Forget` op and what was erased.
 //!
 //! What it keeps: a forgotten identifier leaves the profiles, the index, the
-//! device counts and the evidence, so no rebuild or replay brings it back; only
+//! device counts, the evidence and the refused links other profiles kept of
+//! it, so no rebuild or replay brings it back; only
 //! its suppression entry stays, a truncated SHA-256 of namespace and value,
 //! never the value itself. `stitch` ignores suppressed identifiers.
 
@@ -52,8 +53,27 @@ impl IdentityGraph {
         for stat in w.devices.values_mut() {
             stat.persons.retain(|(_, q)| !gone.contains(q));
         }
+        self.strip_refused(w, &comps, &gone, one_id);
         for c in comps {
             self.strip_evidence(w, c, &gone);
+        }
+    }
+
+    /// Drops the refused links that name an erased identifier or the erased
+    /// profile from the profiles of the same components (a refused
+    /// identifier is always in the component of the profile that keeps it).
+    fn strip_refused(&self, w: &Writer, comps: &BTreeSet<u32>, gone: &HashSet<&IdKey>, erased: &OneId) {
+        let mut holders: BTreeSet<OneId> = BTreeSet::new();
+        for c in comps {
+            if let Some(comp) = w.components.get(c) {
+                holders.extend(comp.ids.iter().filter_map(|k| self.one_id_of(k)));
+            }
+        }
+        for o in holders {
+            if let Some(mut p) = self.profiles.get_mut(&o) {
+                p.refused
+                    .retain(|r| !gone.contains(&r.key) && r.kept_in.as_ref() != Some(erased));
+            }
         }
     }
 

@@ -46,6 +46,16 @@
 //!   profiles merge, the one first seen earliest (event time; ties: smaller id)
 //!   survives.
 //!
+//! ## Refused links
+//! A fold step that refuses a link emits one `Refused` op for the profile the
+//! event landed on, which keeps the newest [`REFUSED_LINKS`] of them (the
+//! identifier, the reason, where it was kept, the event): what `explain` shows.
+//! They are part of the fold, not a log of this process: a rebuild dissolves
+//! the component's profiles and folds its evidence again, so the refusals are
+//! made again in canonical order, merges combine them, and the kept set is the
+//! newest by (event time, channel, event id, identifier). So it is the same
+//! whatever the arrival order (the order-independence proptests compare it).
+//!
 //! ## Forget
 //! [`IdentityGraph::forget`] removes a profile and its identifiers and keeps
 //! a suppression entry per identifier: a truncated SHA-256, never the value.
@@ -91,8 +101,8 @@ mod tests;
 pub use plan::derive_one_id;
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use types::{
-    Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RejectReason,
-    Rejection, Rule, Stitch, StitchError,
+    Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RefusedLink,
+    RejectReason, Rejection, Rule, Stitch, StitchError, REFUSED_LINKS,
 };
 
 /// What the index holds for one identifier.
@@ -190,6 +200,8 @@ impl IdentityGraph {
                     + (p.ids.capacity() + p.households.capacity()) * size_of::<IdKey>()
                     + p.links.capacity() * size_of::<LinkRecord>()
                     + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
+                    + p.refused.capacity() * size_of::<RefusedLink>()
+                    + p.refused.iter().map(|r| r.event_id.len() + 16).sum::<usize>()
                     + MAP_ENTRY
             })
             .sum();
@@ -230,6 +242,16 @@ impl IdentityGraph {
     /// Calls `f` with the profile, without copying it.
     pub fn with_profile<T>(&self, one_id: &str, f: impl FnOnce(&Profile) -> T) -> Option<T> {
         self.profiles.get(one_id).map(|p| f(p.value()))
+    }
+
+    /// Which of `keys` are shared devices (they no longer link). Takes the
+    /// writer lock: call it holding no profile or index guard.
+    pub fn shared_devices<'a>(&self, keys: impl IntoIterator<Item = &'a IdKey>) -> Vec<IdKey> {
+        let w = self.lock();
+        keys.into_iter()
+            .filter(|k| w.devices.get(*k).is_some_and(|d| d.shared))
+            .cloned()
+            .collect()
     }
 
     /// Every profile's identifiers, sorted: the partition into profiles.

@@ -12,7 +12,8 @@
 //!    profile of its own; shared devices are refused;
 //! 4. [`Plan::membership`]: which profiles and new identifiers join, which
 //!    are refused (unique conflict, profile full);
-//! 5. [`Plan::emit`]: the survivor and the ops that found, merge and attach.
+//! 5. [`Plan::emit`]: the survivor and the ops that found, merge and attach,
+//!    and one `Refused` op per refusal, kept on the survivor for `explain`.
 //!
 //! What it keeps: the plan reads the graph only; the same graph and evidence
 //! give the same ops, in the same order, and the same One IDs (a One ID is
@@ -24,7 +25,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::types::{
-    Evidence, IdentityOp, LinkRecord, Moved, OneId, Provenance, RejectReason, Rejection, Rule, Stitch, StitchError,
+    Evidence, IdentityOp, LinkRecord, Moved, OneId, Provenance, RefusedLink, RejectReason, Rejection, Rule, Stitch,
+    StitchError,
 };
 use super::{IdentityGraph, Writer};
 use crate::ids::{IdKey, Kind, Ns};
@@ -361,6 +363,7 @@ impl<'a> Plan<'a> {
         let (one_id, anchor) = self.survivor(&mut joining);
         self.link_ops(&joining, &one_id, &anchor);
         self.household_ops(households, &one_id, &anchor);
+        self.refused_ops(&one_id);
         let at = self.at();
         let earliest = joining.members.iter().map(|m| m.1).min().unwrap_or(at);
         if at < earliest {
@@ -437,6 +440,23 @@ impl<'a> Plan<'a> {
         for (founder, own) in &joining.founders {
             let founding = found(own.clone(), founder.clone(), self.provenance(Rule::Founder));
             self.ops.extend(founding);
+        }
+    }
+
+    /// Keeps every refusal of this step on the profile the event landed on.
+    fn refused_ops(&mut self, one_id: &OneId) {
+        for r in &self.rejected {
+            self.ops.push(IdentityOp::Refused {
+                one_id: one_id.clone(),
+                refused: RefusedLink {
+                    key: r.key.clone(),
+                    reason: r.reason,
+                    kept_in: r.kept_in.clone(),
+                    event_id: self.evidence.key.event_id.clone(),
+                    channel: self.evidence.key.channel,
+                    at: self.at(),
+                },
+            });
         }
     }
 

@@ -535,6 +535,7 @@ fn check_order_independence(
     let a = run(&forward);
     let b = run(&shuffle(forward.clone(), seed));
     prop_assert_eq!(a.partition(), b.partition());
+    prop_assert_eq!(refused_of(&a), refused_of(&b), "the same refused links are kept");
     for g in [&a, &b] {
         for (one_id, ids) in g.partition() {
             for unique in ["customer_id", "loyalty_id"] {
@@ -548,6 +549,14 @@ fn check_order_independence(
         }
     }
     Ok(())
+}
+
+/// Every profile's kept refused links.
+fn refused_of(g: &IdentityGraph) -> BTreeMap<OneId, Vec<RefusedLink>> {
+    g.profiles
+        .iter()
+        .map(|p| (p.one_id.clone(), p.refused.clone()))
+        .collect()
 }
 
 fn shuffle(mut v: Vec<usize>, seed: u64) -> Vec<usize> {
@@ -603,4 +612,112 @@ fn two_devices_of_one_profile_shared_at_once_each_end_in_one_profile() {
         let one_id = g.one_id_of(k).unwrap();
         assert_eq!(g.profile(&one_id).unwrap().ids, vec![k.clone()]);
     }
+}
+
+#[test]
+fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
+    let g = graph();
+    let login = |id: &str, m, ids| web(id, m, ids, "login", json!({}));
+    let c1 = g
+        .stitch(&login(
+            "w1",
+            0,
+            json!({"customer_id": "C-1", "loyalty_id": "L-1", "device_id": "tab"}),
+        ))
+        .unwrap()
+        .one_id;
+    let c2 = g
+        .stitch(&login(
+            "w2",
+            1,
+            json!({"customer_id": "C-2", "loyalty_id": "L-2", "device_id": "tab"}),
+        ))
+        .unwrap();
+    let tab = key(&g, "device_id", "tab");
+    let tablet = g.one_id_of(&tab).unwrap();
+    // The event that made the tablet shared landed on C-2: the refusal is kept there.
+    let kept = g.profile(&c2.one_id).unwrap().refused;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (kept[0].key.clone(), kept[0].reason, kept[0].kept_in.clone()),
+        (tab.clone(), RejectReason::SharedDevice, Some(tablet.clone()))
+    );
+    assert_eq!((&*kept[0].event_id, kept[0].channel), ("w2", Channel::Web));
+    assert_eq!(
+        g.shared_devices([&tab, &key(&g, "customer_id", "C-1")]),
+        vec![tab.clone()]
+    );
+    // C-1 with C-2's loyalty card and the tablet: a unique conflict and a shared device.
+    g.stitch(&login(
+        "w3",
+        2,
+        json!({"customer_id": "C-1", "loyalty_id": "L-2", "device_id": "tab"}),
+    ))
+    .unwrap();
+    let kept = g.profile(&c1).unwrap().refused;
+    let got: Vec<(String, RejectReason, Option<OneId>)> = kept
+        .iter()
+        .map(|r| (g.namespaces().name(r.key.ns).to_string(), r.reason, r.kept_in.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "loyalty_id".into(),
+                RejectReason::UniqueConflict,
+                Some(c2.one_id.clone())
+            ),
+            ("device_id".into(), RejectReason::SharedDevice, Some(tablet)),
+        ],
+        "sorted by event, then identifier"
+    );
+    // Bounded: the newest REFUSED_LINKS stay, whatever the arrival order.
+    for i in 0..(REFUSED_LINKS as i64 + 3) {
+        g.stitch(&login(
+            &format!("x{i}"),
+            10 + i,
+            json!({"customer_id": "C-1", "loyalty_id": format!("L-x{i}")}),
+        ))
+        .unwrap();
+    }
+    let kept = g.profile(&c1).unwrap().refused;
+    assert_eq!(kept.len(), REFUSED_LINKS);
+    assert_eq!(&*kept[0].event_id, "x3", "the oldest went first");
+    // Serialised with the reason's label.
+    let json = serde_json::to_value(&kept[0]).unwrap();
+    assert_eq!(json["reason"], "unique_conflict");
+}
+
+#[test]
+fn forgetting_a_person_drops_the_refused_links_that_name_them() {
+    let g = graph();
+    let login = |id: &str, m, ids| web(id, m, ids, "login", json!({}));
+    g.stitch(&login("w1", 0, json!({"customer_id": "C-2", "loyalty_id": "L-2"})))
+        .unwrap();
+    let c1 = g
+        .stitch(&login("w2", 1, json!({"customer_id": "C-1", "loyalty_id": "L-2"})))
+        .unwrap()
+        .one_id;
+    assert_eq!(g.profile(&c1).unwrap().refused.len(), 1);
+    g.forget(&key(&g, "customer_id", "C-2")).unwrap();
+    assert!(
+        g.profile(&c1).unwrap().refused.is_empty(),
+        "no trace of the erased card"
+    );
+}
+
+#[test]
+fn profiles_saved_before_refused_links_existed_still_load() {
+    let g = graph();
+    let one_id = g
+        .stitch(&web("w1", 0, json!({"customer_id": "C-1"}), "login", json!({})))
+        .unwrap()
+        .one_id;
+    let p = g.profile(&one_id).unwrap();
+    let mut bytes = rmp_serde::to_vec(&p).unwrap();
+    assert_eq!(bytes.pop(), Some(0x90), "an empty list ends the record");
+    assert_eq!(bytes[0] & 0xf0, 0x90);
+    bytes[0] -= 1;
+    let back: Profile = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, p);
 }

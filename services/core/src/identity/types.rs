@@ -5,8 +5,8 @@
 //! [`crate::event`], time from [`crate::time`]). Out: the types every other
 //! file of `identity` and the processor speak.
 //!
-//! What it keeps: [`Profile`], [`LinkRecord`], [`Provenance`], [`Evidence`] and
-//! [`EvidenceKey`] are written into snapshots, so their serde field names and
+//! What it keeps: [`Profile`], [`LinkRecord`], [`RefusedLink`], [`Provenance`],
+//! [`Evidence`] and [`EvidenceKey`] are written into snapshots, so their serde field names and
 //! order are part of the snapshot format; [`RejectReason::label`] and
 //! [`StitchError::reason`] are metric labels and must not change.
 
@@ -33,6 +33,10 @@ pub enum Rule {
     Merge,
     /// A household identifier: recorded on the profile, never used to link.
     Household,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 4] = [Rule::Founder, Rule::SameEvent, Rule::Merge, Rule::Household];
 }
 
 /// Where a link came from.
@@ -67,6 +71,49 @@ pub struct Profile {
     /// Identifiers a cap dropped from it: events that carry only those are
     /// still attributed here (and follow it through merges).
     pub dropped: Vec<IdKey>,
+    /// The newest links refused on events that landed here, oldest first (at
+    /// most [`REFUSED_LINKS`]). Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub refused: Vec<RefusedLink>,
+}
+
+/// How many refused links a profile keeps, for `explain`.
+pub const REFUSED_LINKS: usize = 8;
+
+/// A link refused on an event that landed on the profile: `key` was kept
+/// apart (in `kept_in`, as that fold step left it) for `reason`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefusedLink {
+    pub key: IdKey,
+    pub reason: RejectReason,
+    pub kept_in: Option<OneId>,
+    pub event_id: Arc<str>,
+    pub channel: Channel,
+    pub at: EventTime,
+}
+
+impl RefusedLink {
+    /// The canonical order: event time, channel, event id, identifier.
+    fn order_key(&self) -> (EventTime, Channel, &str, &IdKey) {
+        (self.at, self.channel, &*self.event_id, &self.key)
+    }
+}
+
+impl Profile {
+    /// Keeps `r` among the refused links: sorted canonically, no repeats, the
+    /// newest [`REFUSED_LINKS`]. The kept set depends only on the set of
+    /// refusals, not on the order they came in.
+    pub(super) fn keep_refused(&mut self, r: RefusedLink) {
+        let pos = self.refused.partition_point(|x| x.order_key() < r.order_key());
+        if self.refused.get(pos).is_some_and(|x| x.order_key() == r.order_key()) {
+            return;
+        }
+        self.refused.insert(pos, r);
+        if self.refused.len() > REFUSED_LINKS {
+            let over = self.refused.len() - REFUSED_LINKS;
+            self.refused.drain(..over);
+        }
+    }
 }
 
 /// The canonical position of an event: event time, channel, event id.
@@ -129,10 +176,16 @@ pub enum IdentityOp {
     Forget {
         one_id: OneId,
     },
+    /// A link refused on an event that landed on `one_id`, kept for `explain`.
+    Refused {
+        one_id: OneId,
+        refused: RefusedLink,
+    },
 }
 
-/// Why a link was refused.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// Why a link was refused. Serde names are the labels.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// Two different values of a unique namespace would share a profile.
     UniqueConflict,

@@ -3,7 +3,8 @@
 //! In: the survivor's [`Journey`] and the absorbed one. Out: the survivor,
 //! holding both. Counts add, times take the outer bounds, the newer cart and
 //! the newer call facts win, histories interleave by time; nothing is
-//! dropped beyond the usual caps (`KEPT_TIMES`, `RECENT_ACTIONS`).
+//! dropped beyond the usual caps (`KEPT_TIMES`, `RECENT_ACTIONS`,
+//! `RECENT_EVENTS`, `CHURN_HISTORY`).
 
 use crate::time::EventTime;
 
@@ -102,6 +103,7 @@ impl Journey {
         if self.churn.band.is_none() {
             self.churn.band = other.churn.band;
         }
+        self.absorb_churn(other.churn.history);
         for (action, at) in other.last_action {
             self.last_action
                 .entry(action)

@@ -31,12 +31,17 @@ use crate::vocab::ContactChannel;
 pub use crate::time::count_within;
 pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
-pub use parts::{CallStats, Cart, CartLine, ChannelStats, ChurnState, Contact, Factor, ProductView, RecentAction};
+pub use parts::{
+    Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Contact, Contribution, Factor, HeldBack,
+    ProductView, RecentAction,
+};
 
+mod churn_history;
 mod history;
 #[cfg(test)]
 mod tests;
 
+pub use churn_history::{CHURN_HISTORY, CHURN_STEP};
 pub use history::{RecentEvent, RECENT_EVENTS};
 
 /// Where a customer is in their journey.
@@ -50,6 +55,10 @@ pub enum Stage {
     AtRisk,
 }
 
+impl Stage {
+    pub const ALL: [Stage; 5] = [Stage::New, Stage::Browsing, Stage::Cart, Stage::Customer, Stage::AtRisk];
+}
+
 /// How many timestamps a journey keeps for windowed features.
 pub const KEPT_TIMES: usize = 64;
 /// A gap longer than this between two events starts a new visit.
@@ -58,6 +67,8 @@ pub const VISIT_GAP: Duration = Duration::from_secs(30 * 60);
 pub const CONTINUITY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How many recent decisions a journey keeps for the lookup API.
 pub const RECENT_ACTIONS: usize = 10;
+/// How many beaten and how many held-back actions a recent action keeps.
+pub const DECISION_CONTEXT: usize = 4;
 
 /// Inserts `t` keeping `v` sorted and at most `KEPT_TIMES` long (oldest dropped).
 fn keep_time(v: &mut VecDeque<EventTime>, t: EventTime) {
@@ -168,6 +179,7 @@ impl Journey {
             && self.ignored.is_empty()
             && self.recent_actions.is_empty()
             && self.recent_events.is_empty()
+            && self.churn.history.is_empty()
             && self.last_product_view.is_none());
         self.cart = Cart::default();
         self.visits = VecDeque::new();
@@ -178,6 +190,7 @@ impl Journey {
         self.ignored = BTreeMap::new();
         self.recent_actions = VecDeque::new();
         self.recent_events = VecDeque::new();
+        self.churn.history = VecDeque::new();
         self.last_product_view = None;
         had
     }
@@ -191,8 +204,11 @@ impl Journey {
         }
     }
 
-    /// Records a decision taken for this customer.
-    pub fn record_action(&mut self, action: RecentAction) {
+    /// Records a decision taken for this customer (its context bounded to
+    /// [`DECISION_CONTEXT`] entries each).
+    pub fn record_action(&mut self, mut action: RecentAction) {
+        action.beaten.truncate(DECISION_CONTEXT);
+        action.held_back.truncate(DECISION_CONTEXT);
         let at = action.decided_at;
         self.last_action
             .entry(action.action.clone())

@@ -1,17 +1,19 @@
 //! The pieces a [`Journey`](super::Journey) is made of: per-channel counts,
 //! the cart, call counts, the product looked at last, contacts and decisions
-//! taken, and the churn state.
+//! taken with what they beat and what was held back, and the churn state with
+//! its recent history.
 //!
 //! In / out: plain data, read by the decision stage and the lookup API and
 //! written into snapshots. Keeps nothing beyond the values themselves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::Channel;
 use crate::time::EventTime;
-use crate::vocab::{Band, ContactChannel, FactorName, Outcome, Tier};
+use crate::vocab::{Band, ContactChannel, FactorName, Outcome, Suppressed, Tier};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {
@@ -69,6 +71,54 @@ pub struct RecentAction {
     /// Counted as a trial / a response in the learned propensities.
     pub counted_trial: bool,
     pub counted_response: bool,
+    /// Its expected value when it was chosen. `None` in snapshots written
+    /// before the decision context was kept (as are the two lists below).
+    #[serde(default)]
+    pub score: Option<f64>,
+    /// The other eligible actions it beat, best first (at most
+    /// [`DECISION_CONTEXT`](super::DECISION_CONTEXT)).
+    #[serde(default)]
+    pub beaten: Vec<Beaten>,
+    /// The actions whose trigger fired too but that a contact rule held back
+    /// (at most [`DECISION_CONTEXT`](super::DECISION_CONTEXT)).
+    #[serde(default)]
+    pub held_back: Vec<HeldBack>,
+}
+
+impl RecentAction {
+    /// Heap bytes beyond the struct itself, for the memory estimate.
+    pub fn heap_bytes(&self) -> usize {
+        self.action_id.len()
+            + self.action.len()
+            + self.reason.len()
+            + self.channel.len()
+            + self
+                .beaten
+                .iter()
+                .map(|b| size_of::<Beaten>() + b.action.len())
+                .sum::<usize>()
+            + self
+                .held_back
+                .iter()
+                .map(|h| size_of::<HeldBack>() + h.action.len())
+                .sum::<usize>()
+    }
+}
+
+/// An eligible action that lost to the one chosen: its expected value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Beaten {
+    pub action: String,
+    pub score: f64,
+}
+
+/// An action whose trigger fired and whose conditions held, but that a
+/// contact rule (cool-down, quiet period, caps, reach or consent, dismissals)
+/// held back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub action: String,
+    pub rule: Suppressed,
 }
 
 /// The product a customer looked at last.
@@ -102,4 +152,27 @@ pub struct ChurnState {
     pub band: Option<Band>,
     pub factors: Vec<Factor>,
     pub evaluated_at: Option<EventTime>,
+    /// The last evaluations, oldest first (see `churn_history.rs`). Empty in
+    /// snapshots written before it existed.
+    #[serde(default)]
+    pub history: VecDeque<ChurnPoint>,
+}
+
+/// One churn evaluation, as the history keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChurnPoint {
+    pub at: EventTime,
+    pub score: f64,
+    /// The band after this evaluation (`None` until one was reported).
+    pub band: Option<Band>,
+    /// The factors that contributed (non-zero contributions only).
+    pub contributions: Box<[Contribution]>,
+}
+
+/// One factor's share of a churn score (rounded to 0.01 by the score, so an
+/// `f32` holds it: 8 bytes a factor instead of 16).
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    pub name: FactorName,
+    pub contribution: f32,
 }

@@ -86,3 +86,54 @@ fn absorb_adds_counts_and_keeps_the_newer_cart() {
     assert_eq!(a.cart.items.keys().collect::<Vec<_>>(), vec!["new"]);
     assert_eq!((a.first_seen, a.last_seen), (Some(t(0)), Some(t(6))));
 }
+
+#[test]
+fn a_recent_action_keeps_a_bounded_decision_context_counted_in_memory() {
+    use crate::vocab::Suppressed;
+    let mut j = Journey::default();
+    let n = DECISION_CONTEXT + 3;
+    let action = RecentAction {
+        action_id: "a".into(),
+        action: "x".into(),
+        channel: "email".into(),
+        reason: "r".into(),
+        decided_at: t(0),
+        tier: Tier::C,
+        outcome: None,
+        counted_trial: false,
+        counted_response: false,
+        score: Some(1.5),
+        beaten: (0..n)
+            .map(|i| Beaten {
+                action: format!("b{i}"),
+                score: 1.0,
+            })
+            .collect(),
+        held_back: (0..n)
+            .map(|i| HeldBack {
+                action: format!("h{i}"),
+                rule: Suppressed::Capped,
+            })
+            .collect(),
+    };
+    let bare = RecentAction {
+        beaten: Vec::new(),
+        held_back: Vec::new(),
+        ..action.clone()
+    };
+    j.record_action(action);
+    let kept = &j.recent_actions[0];
+    assert_eq!(
+        (kept.beaten.len(), kept.held_back.len()),
+        (DECISION_CONTEXT, DECISION_CONTEXT)
+    );
+    assert_eq!(kept.beaten[0].action, "b0", "the best first");
+    assert!(kept.heap_bytes() > bare.heap_bytes() + DECISION_CONTEXT * 2 * 24);
+    // A decision recorded before the context existed still loads (JSON without the fields).
+    let mut v = serde_json::to_value(&bare).unwrap();
+    for f in ["score", "beaten", "held_back"] {
+        v.as_object_mut().unwrap().remove(f);
+    }
+    let old: RecentAction = serde_json::from_value(v).unwrap();
+    assert_eq!(old.score, None);
+}

@@ -3,7 +3,8 @@
 //! In: a journey taken out of the state, the triggers that fired and the
 //! event time `now`. Out: a `churn-risk` output when the band changed, a
 //! `next-best-actions` output when an action was chosen, and the journey
-//! updated with both (score, band, the decision and the contact). Keeps, in
+//! updated with both (score, band, a point of churn history, the decision
+//! with what it beat and what policy held back, and the contact). Keeps, in
 //! the processor: the actions policy held back, until the result is handed
 //! out.
 
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::decide::{self, churn, Choice, Reach, Trigger};
 use crate::identity::{OneId, Profile};
 use crate::ids::Namespaces;
-use crate::journey::{Journey, RecentAction};
+use crate::journey::{Beaten, ChurnPoint, HeldBack, Journey, RecentAction};
 use crate::output::{ChurnRisk, NextBestAction, Output, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::Band;
@@ -47,9 +48,18 @@ impl Processor {
         let tier = j.tier;
         let learned = |a: &decide::ActionSpec| self.propensities.estimate(a, tier, cfg.prior_strength);
         let decision = decide::decide(cfg, j, &reach, triggers, now, &learned);
+        let held_back: Vec<HeldBack> = decision
+            .suppressed
+            .iter()
+            .map(|(action, rule)| HeldBack {
+                action: action.clone(),
+                rule: *rule,
+            })
+            .collect();
         self.suppressed.extend(decision.suppressed);
         if let Some(choice) = decision.choice {
-            let action = self.take_action(one_id, j, choice, now, trigger);
+            let context = (decision.beaten, held_back);
+            let action = self.take_action(one_id, j, choice, context, now, trigger);
             outputs.push(Output::Action(action));
         }
     }
@@ -80,18 +90,20 @@ impl Processor {
             }));
             j.churn.band = Some(band);
         }
+        j.record_churn(ChurnPoint::of(now, s.score, j.churn.band, &s.factors));
         j.churn.score = s.score;
         j.churn.factors = s.factors;
         j.churn.evaluated_at = Some(now);
     }
 
-    /// Records the chosen action on the journey (contact and decision) and
-    /// builds its record.
+    /// Records the chosen action on the journey (contact and decision, with
+    /// what it beat and what policy held back) and builds its record.
     fn take_action(
         &self,
         one_id: &OneId,
         j: &mut Journey,
         choice: Choice,
+        (beaten, held_back): (Vec<Beaten>, Vec<HeldBack>),
         now: EventTime,
         trigger: &TriggerRef,
     ) -> NextBestAction {
@@ -111,6 +123,9 @@ impl Processor {
             outcome: None,
             counted_trial: false,
             counted_response: false,
+            score: Some(choice.score),
+            beaten,
+            held_back,
         });
         let identity = &self.state.identity;
         NextBestAction {

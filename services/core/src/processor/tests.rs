@@ -625,3 +625,66 @@ fn one_quiet_check_per_profile_however_many_events() {
     // stale check that re-armed would make three).
     assert_eq!(quiet_timers(&p), 2);
 }
+
+#[test]
+fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
+    let mut p = processor();
+    let day = 24 * 60;
+    let ids = || json!({"customer_id": "C-9", "email": "nine@x.com", "phone": "+44 20 7946 0999"});
+    // Four big purchases: the third makes loyalty_upgrade (tier a, 3 purchases)
+    // beat post_purchase_follow_up; the fourth falls in loyalty_upgrade's cool-down.
+    let mut events: Vec<ChannelEvent> = [0, 8 * day, 16 * day, 18 * day]
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| pos(&format!("p{i}"), m, ids(), 5000.0))
+        .collect();
+    // A complaint moves the churn score: a second point in its history.
+    events.push(call("c1", 18 * day + 60, ids(), "complaint", "unresolved"));
+    run(&mut p, &events);
+    let key = p
+        .state
+        .identity
+        .namespaces()
+        .normalise("customer_id", "C-9")
+        .unwrap()
+        .unwrap();
+    let one_id = p.state.identity.one_id_of(&key).unwrap();
+    let j = p.state.journeys.get(&one_id).unwrap().value().clone();
+    type Context<'a> = (&'a str, Option<f64>, Vec<(&'a str, f64)>, Vec<(&'a str, Suppressed)>);
+    let got: Vec<Context> = j
+        .recent_actions
+        .iter()
+        .map(|a| {
+            (
+                a.action.as_str(),
+                a.score,
+                a.beaten.iter().map(|b| (b.action.as_str(), b.score)).collect(),
+                a.held_back.iter().map(|h| (h.action.as_str(), h.rule)).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got[1..3],
+        [
+            (
+                "post_purchase_follow_up",
+                Some(2.4),
+                vec![],
+                vec![("loyalty_upgrade", Suppressed::Cooldown)]
+            ),
+            (
+                "loyalty_upgrade",
+                Some(6.0),
+                vec![("post_purchase_follow_up", 2.4)],
+                vec![]
+            ),
+        ],
+        "newest first, after the complaint's service_recovery: {got:?}"
+    );
+    // The churn history kept the evaluations that moved the score, in time order.
+    let h = &j.churn.history;
+    assert!(h.len() >= 2 && h.len() <= crate::journey::CHURN_HISTORY, "{h:?}");
+    assert!(h.back().is_some_and(|x| !x.contributions.is_empty()), "{h:?}");
+    assert!(h.iter().zip(h.iter().skip(1)).all(|(a, b)| a.at <= b.at));
+    assert_eq!(h.back().map(|x| x.score), Some(j.churn.score));
+}

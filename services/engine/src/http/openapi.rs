@@ -10,7 +10,10 @@
 //! fields (`additionalProperties: false`), and the tests deserialise real
 //! views into them, and the end-to-end tests validate every `/v1` response
 //! against the document: a field added to a view without its mirror fails
-//! there instead of drifting silently.
+//! there instead of drifting silently. The mirrors of the core's enums
+//! (`ChannelDoc`, `StageDoc`, `SuppressedDoc`, ...) stay mirrors for the same
+//! reason (deriving `ToSchema` in the core would pull utoipa into the pure
+//! core); a test checks that each lists exactly the values the core writes.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -166,6 +169,36 @@ pub enum OutcomeDoc {
     Dismissed,
 }
 
+/// Which contact rule held an action back.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SuppressedDoc {
+    /// The customer dismissed it `decide.policy.ignore_limit` times.
+    Ignored,
+    /// Offered too recently (the action's cool-down).
+    Cooldown,
+    /// Promotional, within the quiet period after a complaint or cancel request.
+    QuietPeriod,
+    /// None of its channels reaches the customer (or consent is missing).
+    Unreachable,
+    /// Every channel that reaches the customer is at its cap.
+    Capped,
+}
+
+/// Why a link was refused.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RejectReasonDoc {
+    /// Two values of a unique namespace (`customer_id`, `loyalty_id`) would share a profile.
+    UniqueConflict,
+    /// The device is shared by several people and no longer links.
+    SharedDevice,
+    /// The profile holds as many person identifiers as it may.
+    ProfileFull,
+}
+
 /// Which rule made a link.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +239,8 @@ pub struct ChurnDoc {
     pub score: f64,
     pub band: Option<BandDoc>,
     pub factors: Vec<FactorDoc>,
+    /// The last (at most 12) evaluations that changed the score or band, oldest first.
+    pub history: Vec<ChurnPointDoc>,
 }
 
 /// One feature of the churn score and its contribution.
@@ -234,6 +269,52 @@ pub struct RecentActionDoc {
     pub outcome: Option<OutcomeDoc>,
     pub counted_trial: bool,
     pub counted_response: bool,
+    /// Its expected value when chosen (none for decisions recorded before 1.3).
+    pub score: Option<f64>,
+    /// The other eligible actions it beat, best first (at most 4).
+    pub beaten: Vec<BeatenDoc>,
+    /// The actions whose trigger fired too but that a contact rule held back (at most 4).
+    pub held_back: Vec<HeldBackDoc>,
+}
+
+/// An eligible action that lost, with its expected value.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct BeatenDoc {
+    pub action: String,
+    pub score: f64,
+}
+
+/// An action a contact rule held back.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct HeldBackDoc {
+    pub action: String,
+    pub rule: SuppressedDoc,
+}
+
+/// One churn evaluation that changed the score or band.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ChurnPointDoc {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub score: f64,
+    pub band: Option<BandDoc>,
+    /// The factors that contributed (non-zero only); they add up to the score.
+    pub contributions: Vec<ContributionDoc>,
+}
+
+/// One factor's share of a churn score.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ContributionDoc {
+    pub name: String,
+    pub contribution: f64,
 }
 
 /// Per channel.
@@ -327,6 +408,7 @@ pub struct ChurnStateDoc {
     pub factors: Vec<FactorDoc>,
     #[schema(format = DateTime)]
     pub evaluated_at: Option<String>,
+    pub history: Vec<ChurnPointDoc>,
 }
 
 /// One of the profile's recent events (the timeline).
@@ -407,6 +489,26 @@ pub struct ExplainDoc {
     pub one_id: String,
     /// Every link in the order it was made.
     pub links: Vec<LinkDoc>,
+    /// The newest (at most 8) links refused on events that landed on this
+    /// profile, oldest first.
+    pub refused: Vec<RefusedDoc>,
+    /// The identifiers in `links` and `refused` that are shared devices.
+    pub shared_devices: Vec<IdentifierDoc>,
+}
+
+/// A refused link: the identifier stayed apart, in `kept_in`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RefusedDoc {
+    pub identifier: IdentifierDoc,
+    pub reason: RejectReasonDoc,
+    /// The profile it was kept in when refused (it may have merged on since).
+    pub kept_in: Option<String>,
+    pub event_id: String,
+    pub channel: ChannelDoc,
+    #[schema(format = DateTime)]
+    pub at: String,
 }
 
 /// How an identifier joined the profile: the event, channel, time and rule.
@@ -430,36 +532,46 @@ mod tests {
 
     use std::sync::Arc;
 
-    use onejourney_core::processor::{CoreConfig, Processor, State};
+    use onejourney_core::processor::{Processor, State};
     use onejourney_core::{Channel, Decoder};
+    use serde::Serialize;
 
     use super::*;
     use crate::config::Settings;
 
-    /// A profile on three channels with a decision, through the real core.
+    /// A profile on three channels with decisions (one that beat another),
+    /// a refused link and a shared device, through the real core with the
+    /// default configuration.
     fn sample() -> (Arc<State>, onejourney_core::ids::IdKey) {
         let settings = Settings::defaults().unwrap();
         let ns = settings.namespaces().unwrap();
         let state = Arc::new(State::new(ns.clone()));
-        let cfg = Arc::new(CoreConfig {
-            decide: settings.decide.clone(),
-            allowed_lateness: std::time::Duration::ZERO,
-            idle_after: std::time::Duration::from_secs(2),
-        });
-        let mut p = Processor::new(cfg, state.clone());
+        let mut p = Processor::new(Arc::new(settings.core()), state.clone());
         let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let sale = |id: &str, at: &str| {
+            format!(
+                r#"{{"event_id":"{id}","event_type":"sale","occurred_at":"{at}","identifiers":{{"customer_id":"C1"}},"transaction_id":"{id}","store_id":"S1","total":3000.0,"currency":"EUR","items":[{{"sku":"a","quantity":1,"unit_price":3000.0}}]}}"#
+            )
+        };
         let events = [
             (
                 Channel::Web,
-                r#"{"event_id":"w1","event_type":"add_to_cart","occurred_at":"2026-11-01T10:00:00Z","identifiers":{"customer_id":"C1","cookie_id":"k1"},"session_id":"s","product":{"sku":"<b>x</b>","price":12.5}}"#,
+                r#"{"event_id":"w1","event_type":"add_to_cart","occurred_at":"2026-11-01T10:00:00Z","identifiers":{"customer_id":"C1","email":"c1@example.test","cookie_id":"k1","device_id":"tab"},"session_id":"s","product":{"sku":"<b>x</b>","price":12.5}}"#.to_string(),
             ),
             (
-                Channel::Pos,
-                r#"{"event_id":"p1","event_type":"sale","occurred_at":"2026-11-01T11:00:00Z","identifiers":{"customer_id":"C1"},"transaction_id":"t1","store_id":"S1","total":30.0,"currency":"EUR","items":[{"sku":"a","quantity":1,"unit_price":30.0}]}"#,
+                Channel::Web,
+                r#"{"event_id":"w2","event_type":"login","occurred_at":"2026-11-01T10:30:00Z","identifiers":{"customer_id":"C2","device_id":"tab","loyalty_id":"L2"},"session_id":"s2"}"#.to_string(),
             ),
+            (
+                Channel::Web,
+                r#"{"event_id":"w3","event_type":"login","occurred_at":"2026-11-01T10:40:00Z","identifiers":{"customer_id":"C1","device_id":"tab","loyalty_id":"L2"},"session_id":"s3"}"#.to_string(),
+            ),
+            (Channel::Pos, sale("p1", "2026-11-01T11:00:00Z")),
+            (Channel::Pos, sale("p2", "2026-11-09T11:00:00Z")),
+            (Channel::Pos, sale("p3", "2026-11-17T11:00:00Z")),
             (
                 Channel::CallCenter,
-                r#"{"event_id":"c1","event_type":"inbound_call","occurred_at":"2026-11-01T12:00:00Z","identifiers":{"customer_id":"C1","phone":"+44 20 7946 0000"},"call_id":"k","reason":"complaint","outcome":"unresolved"}"#,
+                r#"{"event_id":"c1","event_type":"inbound_call","occurred_at":"2026-11-17T12:00:00Z","identifiers":{"customer_id":"C1","phone":"+44 20 7946 0000"},"call_id":"k","reason":"complaint","outcome":"unresolved"}"#.to_string(),
             ),
         ];
         for (channel, json) in events {
@@ -468,6 +580,36 @@ mod tests {
         }
         let key = ns.normalise("customer_id", "C1").unwrap().unwrap();
         (state, key)
+    }
+
+    /// The values a mirror enum lists in the document.
+    fn listed(name: &str) -> Vec<String> {
+        let schema = &document()["components"]["schemas"][name];
+        let values = schema["enum"]
+            .as_array()
+            .or_else(|| schema["oneOf"].as_array())
+            .unwrap_or_else(|| panic!("{name} is not an enum in the document: {schema}"));
+        let mut out: Vec<String> = values
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .or_else(|| v["enum"][0].as_str())
+                    .or_else(|| v["const"].as_str())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn wire<T: Serialize>(all: impl IntoIterator<Item = T>) -> Vec<String> {
+        let mut out: Vec<String> = all
+            .into_iter()
+            .map(|v| serde_json::to_value(v).unwrap().as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
     }
 
     #[test]
@@ -495,9 +637,36 @@ mod tests {
         let (state, key) = sample();
         let view = serde_json::to_value(state.view(&key).unwrap()).unwrap();
         let doc: ProfileDoc = serde_json::from_value(view.clone()).unwrap();
-        assert_eq!(doc.journey.recent_events.len(), 3);
+        assert_eq!(doc.journey.recent_events.len(), 6);
         assert!(!doc.recent_actions.is_empty(), "a decision was taken: {view}");
+        assert!(
+            doc.recent_actions
+                .iter()
+                .any(|a| a.score.is_some() && !a.beaten.is_empty()),
+            "a decision that beat another: {view}"
+        );
+        assert!(!doc.churn.history.is_empty(), "churn history: {view}");
         let explain = serde_json::to_value(state.explain(&key).unwrap()).unwrap();
-        let _: ExplainDoc = serde_json::from_value(explain).unwrap();
+        let doc: ExplainDoc = serde_json::from_value(explain.clone()).unwrap();
+        assert!(!doc.refused.is_empty(), "refused links: {explain}");
+        assert_eq!(doc.shared_devices.len(), 1, "the tablet: {explain}");
+    }
+
+    /// The mirrors of the core's enums list exactly the values the core writes.
+    #[test]
+    fn mirror_enums_agree_with_the_core() {
+        use onejourney_core::decide::{ContactChannel, Suppressed};
+        use onejourney_core::identity::{RejectReason, Rule};
+        use onejourney_core::journey::{Band, Stage, Tier};
+        use onejourney_core::vocab::Outcome;
+        assert_eq!(listed("ChannelDoc"), wire(Channel::ALL));
+        assert_eq!(listed("ContactChannelDoc"), wire(ContactChannel::ALL));
+        assert_eq!(listed("StageDoc"), wire(Stage::ALL));
+        assert_eq!(listed("TierDoc"), wire(Tier::ALL));
+        assert_eq!(listed("BandDoc"), wire(Band::ALL));
+        assert_eq!(listed("OutcomeDoc"), wire(Outcome::ALL));
+        assert_eq!(listed("RuleDoc"), wire(Rule::ALL));
+        assert_eq!(listed("SuppressedDoc"), wire(Suppressed::ALL));
+        assert_eq!(listed("RejectReasonDoc"), wire(RejectReason::ALL));
     }
 }

@@ -100,14 +100,11 @@ async function api(method, path, body) {
   return { status: r.status, data };
 }
 
+// The page's settings (timer delays) come through the same helper as the API.
 async function settings() {
   if (!state.settings) {
-    try {
-      const r = await fetch("/ui/settings.json");
-      state.settings = await r.json();
-    } catch (_) {
-      state.settings = {};
-    }
+    const { status, data } = await api("GET", "/ui/settings.json");
+    state.settings = status === 200 && data ? data : {};
   }
   return state.settings;
 }
@@ -171,9 +168,10 @@ async function show(profile, push) {
   if (fresh) resetErase();
   $("profile").classList.remove("gone");
   renderPerson(profile);
-  renderGraph(profile, explain || { links: [] });
+  renderGraph(profile, explain || { links: [], refused: [], shared_devices: [] });
   await renderTimeline(profile);
   renderChurn(profile.churn);
+  renderChurnHistory(profile.churn.history || []);
   renderActions(profile.recent_actions);
   $("profile").hidden = false;
 }
@@ -218,11 +216,14 @@ function renderGraph(p, explain) {
   const ids = p.identifiers.map((i) => ({ namespace: i.namespace, value: i.value }));
   const key = (i) => i.namespace + "\u0000" + i.value;
   const index = new Map(ids.map((i, n) => [key(i), n]));
+  const refused = explain.refused || [];
+  const shared = new Set((explain.shared_devices || []).map(key));
   const W = 1100;
-  const H = ids.length > 6 ? 420 : 320;
+  const H = (ids.length > 6 ? 420 : 320) + (refused.length ? 110 : 0);
   g.setAttribute("viewBox", "0 0 " + W + " " + H);
   g.setAttribute("height", H);
-  const cx = W / 2, cy = H / 2 - 10, r = ids.length === 1 ? 0 : Math.min(H / 2 - 60, 70 + ids.length * 18);
+  const ringH = refused.length ? H - 110 : H;
+  const cx = W / 2, cy = ringH / 2 - 10, r = ids.length === 1 ? 0 : Math.min(ringH / 2 - 60, 70 + ids.length * 18);
   const pos = ids.map((_, n) => {
     const a = -Math.PI / 2 + (2 * Math.PI * n) / ids.length;
     return [cx + r * 3 * Math.cos(a), cy + r * Math.sin(a)];
@@ -257,17 +258,53 @@ function renderGraph(p, explain) {
     svg("tspan", { x: 0, y: -5 }, l.rule + " · " + l.channel),
     svg("tspan", { x: 0, y: 12 }, l.event_id + " · " + fmtTime(l.at))));
   }
+  drawRefused(edges, nodes, refused, shared, pos[0], W, H);
   ids.forEach((i, n) => {
     const [x, y] = pos[n];
     const colour = NS_COLOURS[i.namespace] || "#555";
     const rule = rules.get(key(i));
-    const node = svg("g", { class: "node", "data-namespace": i.namespace, "data-value": i.value },
+    const isShared = shared.has(key(i));
+    const node = svg("g", { class: "node" + (isShared ? " shared" : ""), "data-namespace": i.namespace, "data-value": i.value },
       svg("title", {}, i.namespace + ": " + i.value + (rule ? " (" + rule + ")" : "")),
       svg("circle", { cx: x, cy: y, r: 13, fill: colour, stroke: "#fff", "stroke-width": 2,
         "stroke-dasharray": rule === "household" ? "3 2" : null }),
       svg("text", { x, y: y + 28, "text-anchor": "middle", "font-weight": 600 }, i.namespace),
       svg("text", { x, y: y + 42, "text-anchor": "middle", class: "muted" }, showValue(i.namespace, i.value)));
     if (rule === "household") node.append(svg("text", { x, y: y + 56, "text-anchor": "middle", class: "muted" }, "household: recorded, never links"));
+    if (isShared) node.append(svg("text", { x, y: y - 20, "text-anchor": "middle", class: "shared-mark" }, "shared device"));
+    nodes.append(node);
+  });
+}
+
+// Refused links: the identifier kept apart, in a row below the profile, with
+// a dashed edge to the profile's first identifier labelled with the reason.
+function drawRefused(edges, nodes, refused, shared, anchor, W, H) {
+  const body = clear($("refused"));
+  if (!refused.length) body.append(el("tr", {}, el("td", { colspan: 6 }, "none")));
+  const key = (i) => i.namespace + "\u0000" + i.value;
+  refused.forEach((f, n) => {
+    const i = f.identifier;
+    body.append(el("tr", { class: "refused", "data-reason": f.reason },
+      el("td", {}, fmtTime(f.at)),
+      el("td", {}, f.reason),
+      el("td", { class: "mono" }, i.namespace + ": " + showValue(i.namespace, i.value) + (shared.has(key(i)) ? " (shared device)" : "")),
+      el("td", { class: "mono" }, f.kept_in ? profileLink(f.kept_in) : "–"),
+      el("td", {}, f.channel),
+      el("td", { class: "mono" }, f.event_id)));
+    if (!anchor) return;
+    const x = ((n + 1) * W) / (refused.length + 1), y = H - 62;
+    const [ax, ay] = anchor;
+    edges.append(svg("line", { class: "edge refused", "data-reason": f.reason, x1: ax, y1: ay, x2: x, y2: y }));
+    edges.append(svg("text", { class: "edge-label refused", "text-anchor": "middle", x: (ax + x) / 2, y: (ay + y) / 2 },
+      svg("tspan", { x: (ax + x) / 2, dy: 0 }, "refused: " + f.reason.replace(/_/g, " ")),
+      svg("tspan", { x: (ax + x) / 2, dy: 12 }, f.event_id + " · " + fmtTime(f.at))));
+    const isShared = shared.has(key(i));
+    const node = svg("g", { class: "refused-node" + (isShared ? " shared" : ""), "data-namespace": i.namespace, "data-value": i.value, "data-reason": f.reason },
+      svg("title", {}, i.namespace + ": " + i.value + " (refused: " + f.reason + ")"),
+      svg("circle", { cx: x, cy: y, r: 11, fill: NS_COLOURS[i.namespace] || "#555" }),
+      svg("text", { x, y: y + 26, "text-anchor": "middle", "font-weight": 600 }, i.namespace),
+      svg("text", { x, y: y + 40, "text-anchor": "middle", class: "muted" }, showValue(i.namespace, i.value)));
+    if (isShared) node.append(svg("text", { x, y: y - 17, "text-anchor": "middle", class: "shared-mark" }, "shared device"));
     nodes.append(node);
   });
 }
@@ -371,19 +408,75 @@ function renderChurn(c) {
   });
 }
 
+const FACTOR_COLOURS = ["#e07b39", "#c0362c", "#7b4fd6", "#2f6fde", "#1b9e77", "#d95f02", "#e7298a", "#66a61e", "#a6761d", "#8a8f98", "#4c9a6a"];
+
+// The churn score over the kept evaluations: per evaluation a column of the
+// factors' contributions stacked, and the score as a line through points.
+function renderChurnHistory(history) {
+  const g = clear($("churn-history"));
+  const W = 1100, left = 50, right = 220, top = 14, plotH = 200;
+  const H = top + plotH + 36;
+  g.setAttribute("viewBox", "0 0 " + W + " " + H);
+  g.setAttribute("height", H);
+  if (!history.length) {
+    g.append(svg("text", { x: 20, y: 30 }, "no evaluations kept yet"));
+    return;
+  }
+  const names = [];
+  for (const p of history) for (const c of p.contributions) if (!names.includes(c.name)) names.push(c.name);
+  const colour = (name) => FACTOR_COLOURS[names.indexOf(name) % FACTOR_COLOURS.length];
+  const y = (v) => top + plotH - Math.max(0, Math.min(1, v)) * plotH;
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    g.append(svg("line", { class: "axis", x1: left, x2: W - right, y1: y(v), y2: y(v) }),
+      svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "muted" }, v.toFixed(2)));
+  }
+  const step = (W - left - right) / history.length;
+  const x = (n) => left + step * (n + 0.5);
+  const bw = Math.min(28, step * 0.6);
+  history.forEach((p, n) => {
+    let base = 0;
+    for (const c of p.contributions.filter((c) => c.contribution > 0)) {
+      g.append(svg("rect", { class: "contribution", "data-factor": c.name, x: x(n) - bw / 2, y: y(base + c.contribution), width: bw,
+        height: Math.max(0.5, y(base) - y(base + c.contribution)), fill: colour(c.name) },
+      svg("title", {}, fmtTime(p.at) + " · " + c.name + ": " + c.contribution.toFixed(3))));
+      base += c.contribution;
+    }
+  });
+  g.append(svg("polyline", { class: "score-line", points: history.map((p, n) => x(n) + "," + y(p.score)).join(" ") }));
+  history.forEach((p, n) => {
+    g.append(svg("circle", { class: "churn-point", "data-score": p.score, "data-at": p.at, cx: x(n), cy: y(p.score), r: 4 },
+      svg("title", {}, fmtTime(p.at) + " · score " + p.score.toFixed(3) + " · band " + (p.band || "not reported"))));
+  });
+  const first = history[0].at, last = history[history.length - 1].at;
+  g.append(svg("text", { x: left, y: H - 10, class: "muted" }, fmtTime(first)),
+    svg("text", { x: W - right, y: H - 10, "text-anchor": "end", class: "muted" }, fmtTime(last)));
+  names.forEach((name, n) => {
+    const ly = top + 6 + n * 16;
+    g.append(svg("rect", { x: W - right + 16, y: ly - 9, width: 10, height: 10, fill: colour(name) }),
+      svg("text", { x: W - right + 32, y: ly }, name));
+  });
+}
+
 // ---------- actions ----------
 
 function renderActions(actions) {
   const body = clear($("actions"));
   if (!actions.length) {
-    body.append(el("tr", {}, el("td", { colspan: 6 }, "no decisions yet")));
+    body.append(el("tr", {}, el("td", { colspan: 9 }, "no decisions yet")));
   }
+  const list = (items, text) => items.length
+    ? el("ul", { class: "plain" }, ...items.map((i) => el("li", {}, text(i))))
+    : "–";
   for (const a of actions) {
+    const beaten = a.beaten || [], held = a.held_back || [];
     body.append(el("tr", { class: "action" },
       el("td", {}, fmtTime(a.decided_at)),
       el("td", { class: "nowrap" }, a.action),
       el("td", { class: "nowrap" }, a.channel),
+      el("td", { class: "score" }, a.score === null || a.score === undefined ? "–" : a.score.toFixed(2)),
       el("td", { class: "reason" }, a.reason),
+      el("td", { class: "beaten" }, list(beaten, (b) => b.action + " (" + b.score.toFixed(2) + ")")),
+      el("td", { class: "held-back" }, list(held, (h) => h.action + ": " + h.rule.replace(/_/g, " "))),
       el("td", {}, a.tier),
       el("td", {}, a.outcome || "no outcome yet")));
   }
