@@ -1,5 +1,6 @@
 //! Ops applied to the graph: the only code that changes profiles, the index
-//! and the writer's structures (apart from `forget.rs`'s erasure).
+//! and the writer's structures (apart from `forget.rs`'s erasure and
+//! suppression).
 //!
 //! In: an [`IdentityOp`], from a plan of this process or from a changelog.
 //! Out: the changed graph; the component a `Record` joined; how many device
@@ -162,6 +163,10 @@ impl IdentityGraph {
             }
             IdentityOp::Forget { one_id } => {
                 self.erase(w, one_id);
+                0
+            }
+            IdentityOp::Suppress { entries } => {
+                self.install(w, entries);
                 0
             }
         }

@@ -50,7 +50,9 @@
 //! [`IdentityGraph::forget`] removes a profile and its identifiers and keeps
 //! a suppression entry per identifier: a truncated SHA-256, never the value.
 //! A suppressed identifier is ignored on every later event, so a replay cannot
-//! bring it back.
+//! bring it back. The engine writes every forget's entries to the erasure
+//! topic and installs them (`IdentityOp::Suppress`) before any input at
+//! start, so a rebuild from the inputs cannot either, whatever their order.
 //!
 //! Single writer: `index` and `profiles` are `DashMap`s so readers (the lookup
 //! API) can read while the pipeline writes; the writer-only structures sit
@@ -92,7 +94,7 @@ pub use plan::derive_one_id;
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use types::{
     Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RejectReason,
-    Rejection, Rule, Stitch, StitchError,
+    Rejection, Rule, Stitch, StitchError, Suppression,
 };
 
 /// What the index holds for one identifier.
