@@ -1,0 +1,213 @@
+//! End-to-end: erasure (issue #13). Reading and erasing are different powers
+//! (the read token gets 403 on `DELETE`, an erase token is accepted); every
+//! applied forget, over HTTP or on `identity-control`, is recorded on the
+//! erasures topic (who, how, when, which hashed identifiers; no value); and a
+//! forget survives a rebuild from offset 0: the forgotten customer stays 404
+//! and an event carrying only their identifiers creates no profile.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use onejourney_e2e::{openapi, read_all_on, read_until_on, settings, Record, TestEngine};
+use onejourney_engine::config::Settings;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(120);
+const READ: &str = "erasure-read-token";
+const ERASE: &str = "erasure-erase-token";
+const EMAIL: &str = "Ann.Lee@Example.com";
+
+fn at(minute: i64) -> String {
+    onejourney_simulator::rfc3339(1_793_491_200_000 + minute * 60_000)
+}
+
+fn web(id: &str, minute: i64, ids: Value) -> Value {
+    json!({"event_id": id, "event_type": "login", "occurred_at": at(minute),
+        "identifiers": ids, "session_id": format!("s-{id}")})
+}
+
+fn app(id: &str, minute: i64, ids: Value) -> Value {
+    json!({"event_id": id, "event_type": "session_start", "occurred_at": at(minute),
+        "identifiers": ids, "session_id": format!("as-{id}"), "platform": "ios"})
+}
+
+/// A `/v1` call with a bearer token, checked against the OpenAPI document.
+async fn call(e: &TestEngine, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method.clone(), format!("http://{}{path}", e.http));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("http");
+    let status = r.status().as_u16();
+    let body = r.json().await.unwrap_or(Value::Null);
+    openapi::check(method.as_str(), path, status, &body);
+    (status, body)
+}
+
+async fn get(e: &TestEngine, path: &str) -> u16 {
+    call(e, reqwest::Method::GET, path, Some(READ)).await.0
+}
+
+async fn wait_status(e: &TestEngine, path: &str, want: u16) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = get(e, path).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: {status}, not {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn with_tokens(mut s: Settings) -> Settings {
+    s.http.bearer_token = READ.into();
+    s.http.erase_tokens.insert("privacy_office".into(), ERASE.into());
+    s
+}
+
+async fn erasures(s: &Settings, n: usize) -> Vec<Record> {
+    read_until_on(&s.kafka.brokers, &s.topics.erasures, WAIT, |r| r.len() >= n).await
+}
+
+/// Ann's identifiers, as lookup paths.
+fn ann_paths() -> Vec<String> {
+    vec![
+        "/v1/profiles/customer_id/C-ann".into(),
+        format!("/v1/profiles/email/{EMAIL}"),
+        "/v1/profiles/cookie_id/c-ann".into(),
+        "/v1/profiles/device_id/d-ann".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_needs_its_own_token_is_recorded_and_survives_a_rebuild() {
+    let s = with_tokens(settings("erasure"));
+    let mut e = TestEngine::start(s.clone()).await;
+    let t = e.topics.clone();
+    e.produce_json(
+        &t.web_clicks,
+        &web("w1", 0, json!({"cookie_id": "c-ann", "email": EMAIL, "customer_id": "C-ann"})),
+    )
+    .await;
+    e.produce_json(&t.app_sessions, &app("a1", 1, json!({"device_id": "d-ann", "customer_id": "C-ann"})))
+        .await;
+    e.produce_json(&t.web_clicks, &web("w2", 2, json!({"customer_id": "C-bob", "cookie_id": "c-bob"})))
+        .await;
+    e.produce_json(&t.web_clicks, &web("w3", 3, json!({"customer_id": "C-cy"})))
+        .await;
+    e.wait_applied(4, WAIT).await;
+    let (status, ann) = call(&e, reqwest::Method::GET, "/v1/profiles/customer_id/C-ann", Some(READ)).await;
+    assert_eq!(status, 200, "{ann}");
+    let ann_id = ann["one_id"].as_str().unwrap().to_string();
+    assert_eq!(ann["identifiers"].as_array().unwrap().len(), 4, "{ann}");
+
+    // Reading is not erasing.
+    let path = format!("/v1/profiles/one_id/{ann_id}");
+    let (status, body) = call(&e, reqwest::Method::DELETE, &path, Some(READ)).await;
+    assert_eq!(status, 403, "the read token may not erase: {body}");
+    assert!(body["error"].as_str().unwrap().contains("erase token"), "{body}");
+    let (status, body) = call(&e, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = call(&e, reqwest::Method::DELETE, &path, Some("guess")).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = call(&e, reqwest::Method::GET, &path, Some(ERASE)).await;
+    assert_eq!(status, 401, "the erase token does not read");
+    assert_eq!(get(&e, &path).await, 200, "refused requests erased nothing");
+
+    // The erase token can; Bob goes through identity-control, named by its sender.
+    let (status, body) = call(&e, reqwest::Method::DELETE, &path, Some(ERASE)).await;
+    assert_eq!(status, 202, "{body}");
+    e.produce_json(
+        &t.identity_control,
+        &json!({"command": "forget", "namespace": "customer_id", "value": "C-bob", "requested_by": "crm-batch"}),
+    )
+    .await;
+    for p in ann_paths().iter().chain([&"/v1/profiles/customer_id/C-bob".to_string()]) {
+        wait_status(&e, p, 404).await;
+    }
+
+    // Every erasure is on the erasures topic: who, how, when, which hashed identifiers.
+    let records = erasures(&s, 2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let schema: Value = serde_json::from_str(include_str!("../schemas/erasure.v1.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let by_one_id = |id: &str| records.iter().find(|r| r.json()["one_id"] == id).map(Record::json);
+    let ann_record = by_one_id(&ann_id).expect("Ann's erasure");
+    assert_eq!(ann_record["via"], "http");
+    assert_eq!(ann_record["requested_by"], "privacy_office");
+    assert_eq!(ann_record["suppressed"].as_array().unwrap().len(), 4, "{ann_record}");
+    assert!(ann_record["requested_at"].is_string(), "{ann_record}");
+    let bob_record = records
+        .iter()
+        .map(Record::json)
+        .find(|v| v["requested_by"] == "crm-batch")
+        .expect("Bob's erasure");
+    assert_eq!(bob_record["via"], "identity_control");
+    assert_eq!(bob_record["command"]["topic"], t.identity_control.as_str());
+    for r in &records {
+        assert_eq!(r.key.as_deref(), Some(r.json()["one_id"].as_str().unwrap().as_bytes()));
+        let v = r.json();
+        if let Err(err) = validator.validate(&v) {
+            panic!("{err}: {v}");
+        }
+        let text = String::from_utf8_lossy(&r.payload).to_lowercase();
+        for value in ["c-ann", "ann.lee", "d-ann", "c-bob"] {
+            assert!(!text.contains(value), "no identifier value in {text}");
+        }
+    }
+    e.stop().await;
+
+    // Rebuild from offset 0 into fresh state: identity-control and the inputs
+    // are replayed in whatever order, and the forget holds.
+    let mut rebuild = s.clone();
+    rebuild.state.rebuild = true;
+    rebuild.state.dir = s.state.dir.join("rebuilt");
+    let e = TestEngine::start(rebuild).await;
+    e.wait_applied(4, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while e.metric("onejourney_forget_requests_total{result=\"unknown\"}").await < 2.0 {
+        assert!(Instant::now() < deadline, "both forget commands replayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(get(&e, "/v1/profiles/customer_id/C-cy").await, 200, "the others are rebuilt");
+    for p in ann_paths().iter().chain([&"/v1/profiles/customer_id/C-bob".to_string()]) {
+        assert_eq!(get(&e, p).await, 404, "{p} stays forgotten after the rebuild");
+    }
+    assert_eq!(get(&e, &path).await, 404);
+    // A new event carrying only Ann's identifiers creates no profile.
+    e.produce_json(&t.web_clicks, &web("w9", 10, json!({"cookie_id": "c-ann", "email": EMAIL})))
+        .await;
+    e.wait_applied(5, WAIT).await;
+    assert_eq!(
+        e.metric("onejourney_events_forgotten_total").await,
+        4.0,
+        "w1, a1, w2 and w9 ignored"
+    );
+    for p in ann_paths() {
+        assert_eq!(get(&e, &p).await, 404, "{p} stays forgotten");
+    }
+    assert_eq!(e.state().identity.profile_count(), 1, "only C-cy: {:?}", e.state().identity.partition());
+    // Nothing was erased twice: still two records.
+    assert_eq!(read_all_on(&s.kafka.brokers, &s.topics.erasures).await.len(), 2);
+    let mut e = e;
+    e.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_erase_token_http_erasure_is_disabled() {
+    let mut s = settings("no-erase");
+    s.http.bearer_token = READ.into();
+    let mut e = TestEngine::start(s).await;
+    e.produce_json(&e.topics.web_clicks.clone(), &web("w1", 0, json!({"customer_id": "C-1"})))
+        .await;
+    e.wait_applied(1, WAIT).await;
+    for token in [Some(READ), None, Some("anything")] {
+        let (status, body) = call(&e, reqwest::Method::DELETE, "/v1/profiles/customer_id/C-1", token).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("disabled"), "{body}");
+    }
+    assert_eq!(get(&e, "/v1/profiles/customer_id/C-1").await, 200);
+    e.stop().await;
+}
