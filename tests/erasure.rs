@@ -88,13 +88,23 @@ async fn erasure_needs_its_own_token_is_recorded_and_survives_a_rebuild() {
     let t = e.topics.clone();
     e.produce_json(
         &t.web_clicks,
-        &web("w1", 0, json!({"cookie_id": "c-ann", "email": EMAIL, "customer_id": "C-ann"})),
+        &web(
+            "w1",
+            0,
+            json!({"cookie_id": "c-ann", "email": EMAIL, "customer_id": "C-ann"}),
+        ),
     )
     .await;
-    e.produce_json(&t.app_sessions, &app("a1", 1, json!({"device_id": "d-ann", "customer_id": "C-ann"})))
-        .await;
-    e.produce_json(&t.web_clicks, &web("w2", 2, json!({"customer_id": "C-bob", "cookie_id": "c-bob"})))
-        .await;
+    e.produce_json(
+        &t.app_sessions,
+        &app("a1", 1, json!({"device_id": "d-ann", "customer_id": "C-ann"})),
+    )
+    .await;
+    e.produce_json(
+        &t.web_clicks,
+        &web("w2", 2, json!({"customer_id": "C-bob", "cookie_id": "c-bob"})),
+    )
+    .await;
     e.produce_json(&t.web_clicks, &web("w3", 3, json!({"customer_id": "C-cy"})))
         .await;
     e.wait_applied(4, WAIT).await;
@@ -124,7 +134,10 @@ async fn erasure_needs_its_own_token_is_recorded_and_survives_a_rebuild() {
         &json!({"command": "forget", "namespace": "customer_id", "value": "C-bob", "requested_by": "crm-batch"}),
     )
     .await;
-    for p in ann_paths().iter().chain([&"/v1/profiles/customer_id/C-bob".to_string()]) {
+    for p in ann_paths()
+        .iter()
+        .chain([&"/v1/profiles/customer_id/C-bob".to_string()])
+    {
         wait_status(&e, p, 404).await;
     }
 
@@ -171,14 +184,24 @@ async fn erasure_needs_its_own_token_is_recorded_and_survives_a_rebuild() {
         assert!(Instant::now() < deadline, "both forget commands replayed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(get(&e, "/v1/profiles/customer_id/C-cy").await, 200, "the others are rebuilt");
-    for p in ann_paths().iter().chain([&"/v1/profiles/customer_id/C-bob".to_string()]) {
+    assert_eq!(
+        get(&e, "/v1/profiles/customer_id/C-cy").await,
+        200,
+        "the others are rebuilt"
+    );
+    for p in ann_paths()
+        .iter()
+        .chain([&"/v1/profiles/customer_id/C-bob".to_string()])
+    {
         assert_eq!(get(&e, p).await, 404, "{p} stays forgotten after the rebuild");
     }
     assert_eq!(get(&e, &path).await, 404);
     // A new event carrying only Ann's identifiers creates no profile.
-    e.produce_json(&t.web_clicks, &web("w9", 10, json!({"cookie_id": "c-ann", "email": EMAIL})))
-        .await;
+    e.produce_json(
+        &t.web_clicks,
+        &web("w9", 10, json!({"cookie_id": "c-ann", "email": EMAIL})),
+    )
+    .await;
     e.wait_applied(5, WAIT).await;
     assert_eq!(
         e.metric("onejourney_events_forgotten_total").await,
@@ -188,7 +211,12 @@ async fn erasure_needs_its_own_token_is_recorded_and_survives_a_rebuild() {
     for p in ann_paths() {
         assert_eq!(get(&e, &p).await, 404, "{p} stays forgotten");
     }
-    assert_eq!(e.state().identity.profile_count(), 1, "only C-cy: {:?}", e.state().identity.partition());
+    assert_eq!(
+        e.state().identity.profile_count(),
+        1,
+        "only C-cy: {:?}",
+        e.state().identity.partition()
+    );
     // Nothing was erased twice: still two records.
     assert_eq!(read_all_on(&s.kafka.brokers, &s.topics.erasures).await.len(), 2);
     let mut e = e;
@@ -200,8 +228,11 @@ async fn without_an_erase_token_http_erasure_is_disabled() {
     let mut s = settings("no-erase");
     s.http.bearer_token = READ.into();
     let mut e = TestEngine::start(s).await;
-    e.produce_json(&e.topics.web_clicks.clone(), &web("w1", 0, json!({"customer_id": "C-1"})))
-        .await;
+    e.produce_json(
+        &e.topics.web_clicks.clone(),
+        &web("w1", 0, json!({"customer_id": "C-1"})),
+    )
+    .await;
     e.wait_applied(1, WAIT).await;
     for token in [Some(READ), None, Some("anything")] {
         let (status, body) = call(&e, reqwest::Method::DELETE, "/v1/profiles/customer_id/C-1", token).await;

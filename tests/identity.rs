@@ -158,7 +158,9 @@ async fn a_forgotten_customer_stays_forgotten_when_old_events_are_replayed() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["one_id"], one_id.as_str());
     assert_eq!(
-        e.delete_as("/v1/profiles/email/nobody@example.com", Some(ERASE)).await.0,
+        e.delete_as("/v1/profiles/email/nobody@example.com", Some(ERASE))
+            .await
+            .0,
         404
     );
     e.produce_json(

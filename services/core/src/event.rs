@@ -386,11 +386,7 @@ impl Decoder {
             "http" => ErasurePath::Http,
             _ => ErasurePath::IdentityControl,
         };
-        Ok(ControlCommand::Forget(ForgetCommand {
-            key,
-            requested_by,
-            via,
-        }))
+        Ok(ControlCommand::Forget(ForgetCommand { key, requested_by, via }))
     }
 
     /// One identifier given by name and raw value (the lookup API, forget

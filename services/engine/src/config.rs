@@ -404,7 +404,9 @@ impl Settings {
         distinct.sort_unstable();
         distinct.dedup();
         if distinct.len() != tokens.len() {
-            return Err(invalid("two names share one token: the audit log could not tell them apart"));
+            return Err(invalid(
+                "two names share one token: the audit log could not tell them apart",
+            ));
         }
         Ok(())
     }
@@ -567,7 +569,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.http.erase_tokens.get("dpo").map(String::as_str), Some("erase-1"));
         assert!(!s.to_masked_toml().unwrap().contains("erase-1"), "masked");
-        assert!(Settings::defaults().unwrap().http.erase_tokens.is_empty(), "none by default");
+        assert!(
+            Settings::defaults().unwrap().http.erase_tokens.is_empty(),
+            "none by default"
+        );
         let same = load(&[
             ("ONEJOURNEY__HTTP__BEARER_TOKEN", "read-1"),
             ("ONEJOURNEY__HTTP__ERASE_TOKENS__DPO", "read-1"),

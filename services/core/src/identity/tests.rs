@@ -619,7 +619,13 @@ fn installed_suppressions_keep_forgotten_identifiers_out_of_a_replay() {
             "login",
             json!({}),
         ),
-        web("w3", 2, json!({"email": "b@x.io", "cookie_id": "c-2"}), "login", json!({})),
+        web(
+            "w3",
+            2,
+            json!({"email": "b@x.io", "cookie_id": "c-2"}),
+            "login",
+            json!({}),
+        ),
         call(
             "k1",
             3,
@@ -657,7 +663,11 @@ fn installed_suppressions_keep_forgotten_identifiers_out_of_a_replay() {
                 Err(other) => panic!("{other}"),
             }
         }
-        assert_eq!(rebuilt.partition(), first.partition(), "the same graph as after the forget");
+        assert_eq!(
+            rebuilt.partition(),
+            first.partition(),
+            "the same graph as after the forget"
+        );
         for k in &gone.ids {
             assert_eq!(rebuilt.one_id_of(k), None);
             assert!(rebuilt.is_suppressed(k));

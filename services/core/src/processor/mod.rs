@@ -291,7 +291,9 @@ impl Processor {
     /// new. Idempotent.
     pub fn install_suppressions(&mut self, entries: Vec<[u8; 16]>) -> usize {
         let before = self.state.identity.suppressed_count();
-        self.state.identity.apply(&crate::identity::IdentityOp::Suppress { entries });
+        self.state
+            .identity
+            .apply(&crate::identity::IdentityOp::Suppress { entries });
         self.state.identity.suppressed_count() - before
     }
 

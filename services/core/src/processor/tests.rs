@@ -641,7 +641,13 @@ fn a_forget_publishes_an_erasure_record_with_hashed_entries_only() {
             product("a", 30.0),
         )],
     );
-    let key = p.state().identity.namespaces().normalise("customer_id", "C-1").unwrap().unwrap();
+    let key = p
+        .state()
+        .identity
+        .namespaces()
+        .normalise("customer_id", "C-1")
+        .unwrap()
+        .unwrap();
     let request = ErasureRequest {
         requested_by: Some("privacy-office".into()),
         via: "http",

@@ -81,9 +81,8 @@ mod tests {
     #[test]
     fn entries_come_from_the_records_suppressed_list() {
         let one = "00112233445566778899aabbccddeeff";
-        let record = format!(
-            r#"{{"one_id":"oj-1","suppressed":[{{"namespace":"customer_id","entry":"{one}"}}],"via":"http"}}"#
-        );
+        let record =
+            format!(r#"{{"one_id":"oj-1","suppressed":[{{"namespace":"customer_id","entry":"{one}"}}],"via":"http"}}"#);
         let entries = entries_of(record.as_bytes()).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(hex::encode(entries[0]), one);
