@@ -9,8 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use onejourney_e2e::{openapi, read_all_on, read_until_on, settings, Record, TestEngine};
+use onejourney_e2e::process::{free_port, EngineProcess};
+use onejourney_e2e::{
+    create_topics_on, openapi, read_all_on, read_until_on, settings, Record, TestEngine, INPUT_PARTITIONS,
+};
 use onejourney_engine::config::Settings;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -241,4 +246,130 @@ async fn without_an_erase_token_http_erasure_is_disabled() {
     }
     assert_eq!(get(&e, "/v1/profiles/customer_id/C-1").await, 200);
     e.stop().await;
+}
+
+async fn produce(s: &Settings, topic: &str, v: &Value) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &s.kafka.brokers)
+        .create()
+        .unwrap();
+    let payload = serde_json::to_vec(v).unwrap();
+    p.send(
+        FutureRecord::<str, [u8]>::to(topic).key("k").payload(&payload),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap();
+}
+
+async fn wait_process(e: &EngineProcess, path: &str, want: u16) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, _) = e.get_json(path).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path}: {status}, not {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A crash after a forget and before the next checkpoint: the restart restores
+/// a snapshot that still holds the profile (without the identifier an event
+/// added after it), installs the recorded entries, replays that event (now
+/// ignored) and the forget command, and regenerates the erasure record with
+/// one identifier fewer: it is recognised by the command it records and not
+/// published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_a_forget_does_not_record_the_erasure_twice() {
+    let mut s = settings("erasure-crash");
+    s.http.erase_tokens.insert("privacy_office".into(), ERASE.into());
+    s.state.snapshot_interval = Duration::from_secs(3600);
+    // Static membership: the restarted process takes the killed one's place at once.
+    s.kafka.group_instance_id = String::from("engine-0");
+    let inputs: Vec<&str> = s.topics.consumed();
+    create_topics_on(&s.kafka.brokers, &inputs, INPUT_PARTITIONS).await;
+    std::fs::create_dir_all(&s.state.dir).unwrap();
+    let config = s.state.dir.join("engine.toml");
+    std::fs::write(&config, s.to_masked_toml().unwrap()).unwrap();
+    let log = s.state.dir.join("engine.log");
+    let port = free_port();
+    let t = s.topics.clone();
+    // The config file has the token masked: it comes by environment, as in production.
+    let env = [("ONEJOURNEY__HTTP__ERASE_TOKENS__PRIVACY_OFFICE", ERASE)];
+    let spawn = || EngineProcess::spawn_with(&config, port, &log, &[], &env);
+
+    // Ann is in the snapshot a graceful stop writes.
+    let first = spawn();
+    first.wait_ready(WAIT).await;
+    produce(
+        &s,
+        &t.web_clicks,
+        &web("w1", 0, json!({"cookie_id": "c-ann", "customer_id": "C-ann"})),
+    )
+    .await;
+    wait_process(&first, "/v1/profiles/customer_id/C-ann", 200).await;
+    first.terminate();
+
+    // After the snapshot she gains a device; then she is forgotten, and the engine dies.
+    let second = spawn();
+    second.wait_ready(WAIT).await;
+    produce(
+        &s,
+        &t.app_sessions,
+        &app("a1", 1, json!({"device_id": "d-ann", "customer_id": "C-ann"})),
+    )
+    .await;
+    wait_process(&second, "/v1/profiles/device_id/d-ann", 200).await;
+    let r = reqwest::Client::new()
+        .delete(format!("http://127.0.0.1:{port}/v1/profiles/customer_id/C-ann"))
+        .bearer_auth(ERASE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    wait_process(&second, "/v1/profiles/customer_id/C-ann", 404).await;
+    let recorded = erasures(&s, 1).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        recorded[0].json()["suppressed"].as_array().unwrap().len(),
+        3,
+        "cookie, customer id, device"
+    );
+    second.kill_9();
+
+    // The restart re-processes the device event and the forget command.
+    let third = spawn();
+    third.wait_ready(WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while third
+        .sample("onejourney_forget_requests_total{result=\"forgotten\"}")
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the forget command is re-processed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for path in [
+        "/v1/profiles/customer_id/C-ann",
+        "/v1/profiles/cookie_id/c-ann",
+        "/v1/profiles/device_id/d-ann",
+    ] {
+        assert_eq!(third.get_json(path).await.0, 404, "{path}");
+    }
+    assert_eq!(
+        third.sample("onejourney_outputs_deduplicated_total").await,
+        2.0,
+        "the notice and the erasure record, each recognised"
+    );
+    let all = read_all_on(&s.kafka.brokers, &t.erasures).await;
+    let notices = read_all_on(&s.kafka.brokers, &t.identity_changes).await;
+    assert_eq!(all.len(), 1, "recorded once: {all:?}");
+    assert_eq!(
+        notices.iter().filter(|r| r.json()["change"] == "forget").count(),
+        1,
+        "one forget notice"
+    );
+    third.terminate();
 }

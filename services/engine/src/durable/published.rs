@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::Settings;
+use crate::config::{Settings, Topics};
 use crate::kafka::resume::{ResumeCheck, Resumed};
 
 /// Output records published after the last snapshot, each to be skipped once
@@ -27,13 +27,17 @@ use crate::kafka::resume::{ResumeCheck, Resumed};
 /// `churn-risk` its One ID, trigger and evaluation time; on `erasures` the
 /// forget command it records (`command`: one record per command, even when
 /// re-processing from an older snapshot finds the profile a little
-/// different); elsewhere the topic, key, payload and headers.
+/// different); a `forget` notice on `identity-changes` its One ID (a profile
+/// is forgotten once; the notice's `at` is the event time applied when the
+/// command came, which re-processing can see earlier); elsewhere the topic,
+/// key, payload and headers.
 #[derive(Debug, Default)]
 pub struct Published {
     records: HashMap<u64, u32>,
     actions_topic: String,
     churn_topic: String,
     erasures_topic: String,
+    identity_topic: String,
 }
 
 impl Published {
@@ -45,24 +49,36 @@ impl Published {
         self.records.is_empty()
     }
 
-    pub fn new(actions_topic: &str, churn_topic: &str, erasures_topic: &str) -> Self {
+    pub fn new(topics: &Topics) -> Self {
         Published {
             records: HashMap::new(),
-            actions_topic: actions_topic.to_string(),
-            churn_topic: churn_topic.to_string(),
-            erasures_topic: erasures_topic.to_string(),
+            actions_topic: topics.next_best_actions.clone(),
+            churn_topic: topics.churn_risk.clone(),
+            erasures_topic: topics.erasures.clone(),
+            identity_topic: topics.identity_changes.clone(),
         }
     }
 
     /// The identity of a record (see the type's documentation).
     pub fn identity(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> u64 {
         let field = |v: &serde_json::Value, f: &str| v.get(f).map(ToString::to_string).unwrap_or_default();
-        if topic == self.actions_topic || topic == self.churn_topic || topic == self.erasures_topic {
+        let by_field = [
+            &self.actions_topic,
+            &self.churn_topic,
+            &self.erasures_topic,
+            &self.identity_topic,
+        ];
+        if by_field.iter().any(|t| **t == topic) {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
                 let id = if topic == self.actions_topic {
                     field(&v, "action_id")
                 } else if topic == self.erasures_topic {
                     field(&v, "command")
+                } else if topic == self.identity_topic {
+                    if v.get("change").and_then(serde_json::Value::as_str) != Some("forget") {
+                        return fingerprint(topic, key, payload, headers.iter().copied());
+                    }
+                    format!("forget {}", field(&v, "one_id"))
                 } else {
                     format!(
                         "{} {} {}",
@@ -153,8 +169,7 @@ pub fn read_published(
     since: &[(String, i32, i64)],
     progress: impl FnMut(u64),
 ) -> anyhow::Result<Published> {
-    let t = &settings.topics;
-    let mut published = Published::new(&t.next_best_actions, &t.churn_risk, &t.erasures);
+    let mut published = Published::new(&settings.topics);
     read_since(settings, since, progress, |m| {
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
@@ -240,7 +255,14 @@ mod tests {
 
     #[test]
     fn published_records_are_skipped_once_per_copy() {
-        let mut p = Published::new("nba", "churn", "erasures");
+        let topics = Topics {
+            next_best_actions: "nba".into(),
+            churn_risk: "churn".into(),
+            erasures: "erasures".into(),
+            identity_changes: "changes".into(),
+            ..crate::config::Settings::defaults().unwrap().topics
+        };
+        let mut p = Published::new(&topics);
         p.add("t", Some(b"k"), b"v", &[]);
         p.add("t", Some(b"k"), b"v", &[]);
         assert!(p.take("t", Some(b"k"), b"v", &[]));
@@ -283,6 +305,37 @@ mod tests {
             "erasures",
             Some(b"oj-1"),
             br#"{"one_id":"oj-1","suppressed":[1],"command":{"topic":"c","partition":0,"offset":4}}"#,
+            &[]
+        ));
+        // A profile is forgotten once, whatever event time the notice carries; merges by content.
+        p.add(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"forget","one_id":"oj-1","at":"t1"}"#,
+            &[],
+        );
+        assert!(!p.take(
+            "changes",
+            Some(b"oj-2"),
+            br#"{"change":"forget","one_id":"oj-2","at":"t1"}"#,
+            &[]
+        ));
+        assert!(p.take(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"forget","one_id":"oj-1","at":"t0"}"#,
+            &[]
+        ));
+        p.add(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"merge","one_id":"oj-1","at":"t1"}"#,
+            &[],
+        );
+        assert!(!p.take(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"merge","one_id":"oj-1","at":"t0"}"#,
             &[]
         ));
     }
