@@ -372,4 +372,39 @@ async fn a_crash_after_a_forget_does_not_record_the_erasure_twice() {
         "one forget notice"
     );
     third.terminate();
+    // One info line per applied erasure (the first run's; the replay found it
+    // recorded): the One ID and the count, no value.
+    let text = plain(&std::fs::read_to_string(&log).unwrap());
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("profile erased on request"))
+        .collect();
+    assert_eq!(lines.len(), 2, "the erasure and its re-processing: {lines:?}");
+    for l in &lines {
+        assert!(
+            l.contains(recorded[0].json()["one_id"].as_str().unwrap()) && l.contains("identifiers="),
+            "{l}"
+        );
+        for value in ["c-ann", "C-ann", "d-ann", "privacy_office"] {
+            assert!(!l.contains(value), "{l}");
+        }
+    }
+}
+
+/// A log without its colour codes.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -236,12 +236,12 @@ impl Ingest {
             return Vec::new();
         };
         self.metrics.forget_requests.with_label_values(&["forgotten"]).inc();
-        // The audit in the log: no identifier, not even hashed; the record has them.
+        // The audit in the log: no identifier, not even hashed, and not
+        // `requested_by` (free text from upstream); the erasure record has them.
         info!(
             one_id = &*erasure.one_id,
             identifiers = erasure.suppressed.len(),
             via = erasure.request.via,
-            requested_by = erasure.request.requested_by.as_deref().unwrap_or(""),
             "profile erased on request"
         );
         outputs.iter().map(|o| self.record(o)).collect()
