@@ -258,12 +258,16 @@ impl TestEngine {
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .delete(format!("http://{}{path}", self.http))
-            .send()
-            .await
-            .expect("http request");
+        self.delete_as(path, None).await
+    }
+
+    /// `DELETE` with a bearer token (erasure needs an erase token).
+    pub async fn delete_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.delete(format!("http://{}{path}", self.http));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("http request");
         let status = r.status().as_u16();
         let body = r.json().await.unwrap_or(Value::Null);
         openapi::check("DELETE", path, status, &body);

@@ -11,6 +11,7 @@ use onejourney_e2e::{settings, TestEngine};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
+const ERASE: &str = "identity-erase-token";
 
 fn at(minute: i64) -> String {
     onejourney_simulator::rfc3339(1_793_491_200_000 + minute * 60_000)
@@ -110,7 +111,9 @@ async fn a_shared_device_and_a_junk_email_do_not_merge_a_thousand_customers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_customer_stays_forgotten_when_old_events_are_replayed() {
-    let mut e = TestEngine::start(settings("forget")).await;
+    let mut s = settings("forget");
+    s.http.erase_tokens.insert("dpo".into(), ERASE.into());
+    let mut e = TestEngine::start(s).await;
     let t = e.topics.clone();
     let email = "Ann.Lee@Example.com";
     let events = [
@@ -151,10 +154,15 @@ async fn a_forgotten_customer_stays_forgotten_when_old_events_are_replayed() {
     let one_id = ann["one_id"].as_str().unwrap().to_string();
     assert_eq!(ann["identifiers"].as_array().unwrap().len(), 5);
 
-    let (status, body) = e.delete(&format!("/v1/profiles/email/{email}")).await;
+    let (status, body) = e.delete_as(&format!("/v1/profiles/email/{email}"), Some(ERASE)).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["one_id"], one_id.as_str());
-    assert_eq!(e.delete("/v1/profiles/email/nobody@example.com").await.0, 404);
+    assert_eq!(
+        e.delete_as("/v1/profiles/email/nobody@example.com", Some(ERASE))
+            .await
+            .0,
+        404
+    );
     e.produce_json(
         &t.identity_control,
         &json!({"command": "forget", "namespace": "customer_id", "value": "C-bob"}),

@@ -7,11 +7,12 @@
 //! (sent in a POST body, hashed by the engine), the identity graph (all the
 //! person's identifiers, no stranger's), the timeline (three channels, in
 //! time order), a decision with its reason, the XSS payload as text, a deep
-//! link, and erasure (202, then 404, then "not found"). A second, hand-made
-//! person shows the "why" views: a refused link drawn as a dashed edge with
-//! its reason, a shared device marked, the churn history chart with its
-//! points, and a decision with its score, what it beat and what a contact
-//! rule held back. Screenshots go to
+//! link, and erasure (the read token refused with 403, then the erase token:
+//! 202, then 404, then "not found"). A second, hand-made person shows the
+//! "why" views: a refused link drawn as a dashed edge with its reason, a
+//! shared device marked, the churn history chart with its points, and a
+//! decision with its score, what it beat and what a contact rule held back.
+//! Screenshots go to
 //! `target/ui-screenshots/`. Every `/v1` response the test reads is checked
 //! against the OpenAPI document.
 
@@ -29,6 +30,7 @@ use serde_json::{json, Value};
 use webdriver::Browser;
 
 const TOKEN: &str = "ui-test-token";
+const ERASE_TOKEN: &str = "ui-test-erase-token";
 const XSS: &str = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">";
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -59,6 +61,7 @@ fn key(namespace: &str, value: &str) -> String {
 async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     let mut s = settings("ui");
     s.http.bearer_token = TOKEN.to_string();
+    s.http.erase_tokens.insert("ui_test".into(), ERASE_TOKEN.to_string());
     let mut e = TestEngine::start(s).await;
     let t = e.topics.clone();
 
@@ -357,8 +360,22 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
         .await;
     assert_eq!(shown, one_id);
 
-    // Erasure: 202, then 404, then "not found".
+    // Erasure needs the erase token: the read token gets 403 and is asked again.
     b.click("#erase").await;
+    b.type_into("#erase-token", TOKEN).await;
+    b.click("#erase-confirm").await;
+    let refused = b
+        .wait_for(
+            "the 403",
+            "const s = document.getElementById('erase-status').textContent; return s.includes('403') && s",
+            WAIT,
+        )
+        .await;
+    assert!(refused.as_str().unwrap().contains("erase token"), "{refused}");
+    let (status, _) = api(&e, reqwest::Method::GET, &format!("/v1/profiles/one_id/{one_id}"), None).await;
+    assert_eq!(status, 200, "the read token erased nothing");
+    // Erasure: 202, then 404, then "not found".
+    b.type_into("#erase-token", ERASE_TOKEN).await;
     b.click("#erase-confirm").await;
     b.wait_for(
         "the 202",

@@ -239,7 +239,36 @@ impl DecodeError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ControlCommand {
     /// Erase the profile this identifier belongs to.
-    Forget(IdKey),
+    Forget(ForgetCommand),
+}
+
+/// A forget command: the identifier, and who asked through which path (for
+/// the erasure record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForgetCommand {
+    pub key: IdKey,
+    /// The command's optional `requested_by` (the engine's HTTP API sets the
+    /// name of the erase token).
+    pub requested_by: Option<String>,
+    pub via: ErasurePath,
+}
+
+/// How a forget reached the engine.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ErasurePath {
+    /// `DELETE /v1/profiles/...` (the command's `via` is `http`).
+    Http,
+    /// A command published on `identity-control` by another system.
+    IdentityControl,
+}
+
+impl ErasurePath {
+    pub fn label(self) -> &'static str {
+        match self {
+            ErasurePath::Http => "http",
+            ErasurePath::IdentityControl => "identity_control",
+        }
+    }
 }
 
 /// An `action-outcomes` record.
@@ -351,7 +380,13 @@ impl Decoder {
         let value = self.validated(&self.control, bytes)?;
         let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
         let key = self.identifier(field("namespace"), field("value"))?;
-        Ok(ControlCommand::Forget(key))
+        // The schema bounds both: a name of 1 to 128 characters, `via` one of two.
+        let requested_by = value.get("requested_by").and_then(Value::as_str).map(str::to_string);
+        let via = match field("via") {
+            "http" => ErasurePath::Http,
+            _ => ErasurePath::IdentityControl,
+        };
+        Ok(ControlCommand::Forget(ForgetCommand { key, requested_by, via }))
     }
 
     /// One identifier given by name and raw value (the lookup API, forget

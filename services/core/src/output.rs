@@ -1,8 +1,8 @@
 //! The records onejourney publishes, as in the wire contract.
 //!
 //! In: what the processor decided (identity changes, churn bands, next best
-//! actions). Out: [`Output`]s; serialising one gives exactly the JSON of its
-//! topic's schema in `schemas/`. Keeps nothing.
+//! actions, erasures). Out: [`Output`]s; serialising one gives exactly the
+//! JSON of its topic's schema in `schemas/`. Keeps nothing.
 
 use std::collections::BTreeMap;
 
@@ -89,12 +89,52 @@ pub struct IdentityChange {
     pub at: EventTime,
 }
 
+/// Where the forget command of an erasure was read: what makes the record
+/// unique (re-processing the command after a crash regenerates the same one).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Who asked for an erasure, how and when: given by the engine with the
+/// command (the core has no clock and no topics).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErasureRequest {
+    pub requested_by: Option<String>,
+    /// `http` or `identity_control` ([`crate::event::ErasurePath::label`]).
+    pub via: &'static str,
+    /// When the command was published (its record's timestamp), if it has one.
+    pub requested_at: Option<EventTime>,
+    pub command: CommandRef,
+}
+
+/// One suppressed identifier of an erasure: its namespace and its
+/// suppression entry in hex, never the value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SuppressedRef {
+    pub namespace: String,
+    pub entry: String,
+}
+
+/// An `erasures` record: the audit of one applied forget, and the entries a
+/// restart or a rebuild installs before it reads any input.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Erasure {
+    pub one_id: OneId,
+    pub suppressed: Vec<SuppressedRef>,
+    #[serde(flatten)]
+    pub request: ErasureRequest,
+}
+
 /// Anything the core asks the engine to publish.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     Action(NextBestAction),
     Churn(ChurnRisk),
     Identity(IdentityChange),
+    Erasure(Erasure),
 }
 
 impl Output {
@@ -104,6 +144,7 @@ impl Output {
             Output::Action(a) => &a.one_id,
             Output::Churn(c) => &c.one_id,
             Output::Identity(i) => &i.one_id,
+            Output::Erasure(e) => &e.one_id,
         }
     }
 
@@ -112,6 +153,7 @@ impl Output {
             Output::Action(a) => serde_json::to_vec(a),
             Output::Churn(c) => serde_json::to_vec(c),
             Output::Identity(i) => serde_json::to_vec(i),
+            Output::Erasure(e) => serde_json::to_vec(e),
         };
         // Serialising these plain structs of strings and finite numbers cannot fail.
         r.unwrap_or_default()

@@ -60,6 +60,15 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     // The embedded broker starts empty every time: so does the demo's state.
     settings.state.dir = std::env::temp_dir().join(format!("onejourney-demo-{}", std::process::id()));
     let topic_names = settings.topics.clone();
+    // Erasing needs an erase token of its own: one for this run, unless set.
+    let erase_token = if settings.http.erase_tokens.is_empty() {
+        let token = new_token();
+        settings.http.erase_tokens.insert("demo".into(), token.clone());
+        Some(token)
+    } else {
+        None
+    };
+    let read_token = !settings.http.bearer_token.is_empty();
 
     let engine = Engine::start(settings, cancel.clone()).await?;
     let http = engine.http_addr;
@@ -68,6 +77,15 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     println!("  readiness  http://{http}/readyz");
     println!("  page       http://{http}/ui   (the Customer 360 page)");
     println!("  api        http://{http}/v1/openapi.json");
+    if read_token {
+        println!("  read token as configured (http.bearer_token)");
+    } else {
+        println!("  read token none: lookups are open in the demo");
+    }
+    match &erase_token {
+        Some(t) => println!("  erase token {t}   (name \"demo\": the page's erase button asks for it)"),
+        None => println!("  erase token as configured (http.erase_tokens)"),
+    }
     println!("  {customers} simulated people, {rate} events/s; Ctrl-C stops\n");
 
     let printer = tokio::spawn(print_decisions(
@@ -108,6 +126,13 @@ pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: Ca
     drop(producer);
     drop(stop_cluster);
     result
+}
+
+/// A random token for this run, in hex.
+fn new_token() -> String {
+    use rand::Rng as _;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Prints page links for up to three simulated people the engine has already

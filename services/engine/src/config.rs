@@ -70,6 +70,9 @@ pub struct Topics {
     pub action_outcomes: String,
     /// Forget commands (erasure); `DELETE /v1/profiles/...` publishes here.
     pub identity_control: String,
+    /// One record per applied forget: the audit log of erasures, read to
+    /// its end at every start so a rebuild cannot bring an identifier back.
+    pub erasures: String,
 }
 
 impl Topics {
@@ -91,12 +94,13 @@ impl Topics {
         v
     }
 
-    pub fn outputs(&self) -> [&str; 4] {
+    pub fn outputs(&self) -> [&str; 5] {
         [
             &self.next_best_actions,
             &self.churn_risk,
             &self.identity_changes,
             &self.dead_letter,
+            &self.erasures,
         ]
     }
 
@@ -126,6 +130,7 @@ impl Topics {
             dead_letter: p(&self.dead_letter),
             action_outcomes: p(&self.action_outcomes),
             identity_control: p(&self.identity_control),
+            erasures: p(&self.erasures),
         }
     }
 }
@@ -138,6 +143,11 @@ pub struct HttpSettings {
     /// `/metrics`, `/healthz` and `/readyz` stay open.
     #[serde(default)]
     pub bearer_token: String,
+    /// Who may erase (`DELETE /v1/profiles/...`): name -> token. The name is
+    /// recorded as `requested_by` on the erasure record. Empty: erasure over
+    /// HTTP is disabled (403); the read token never erases.
+    #[serde(default)]
+    pub erase_tokens: BTreeMap<String, String>,
     /// Lookup requests served at once; more get 503.
     pub max_concurrent_requests: usize,
     /// `/healthz` turns 503 when neither the poll loop nor a long start-up
@@ -303,6 +313,7 @@ impl Settings {
         };
         mask(&mut s.kafka.sasl_password);
         mask(&mut s.http.bearer_token);
+        s.http.erase_tokens.values_mut().for_each(mask);
         for (k, v) in s.kafka.client.iter_mut() {
             if is_secret_key(k) {
                 mask(v);
@@ -348,6 +359,7 @@ impl Settings {
         if self.http.liveness_timeout.is_zero() {
             return Err(invalid("http.liveness_timeout", "must be > 0"));
         }
+        self.validate_erase_tokens()?;
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));
         }
@@ -365,6 +377,37 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| invalid("log.level", &e.to_string()))?;
         self.decide.validate().map_err(|e| invalid("decide", &e.to_string()))?;
         self.namespaces()?;
+        Ok(())
+    }
+
+    /// Erase tokens: named, non-empty, distinct, and never the read token.
+    fn validate_erase_tokens(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            key: "http.erase_tokens",
+            reason: reason.to_string(),
+        };
+        let tokens = &self.http.erase_tokens;
+        for (name, token) in tokens {
+            if name.trim().is_empty() || name.len() > 128 {
+                return Err(invalid("a name must be 1 to 128 characters"));
+            }
+            if token.trim().is_empty() {
+                return Err(invalid(&format!("the token of {name} is empty")));
+            }
+            if *token == self.http.bearer_token {
+                return Err(invalid(&format!(
+                    "the token of {name} is the read token (http.bearer_token): erasure needs a token of its own"
+                )));
+            }
+        }
+        let mut distinct: Vec<&String> = tokens.values().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() != tokens.len() {
+            return Err(invalid(
+                "two names share one token: the audit log could not tell them apart",
+            ));
+        }
         Ok(())
     }
 
@@ -514,6 +557,34 @@ mod tests {
         assert_eq!(ns.names(), vec!["email_sha256", "phone_sha256", "member_no"]);
         let member = ns.lookup("member_no").unwrap();
         assert_eq!(ns.routes(member), [onejourney_core::vocab::ContactChannel::Store]);
+    }
+
+    #[test]
+    fn erase_tokens_are_named_distinct_and_not_the_read_token() {
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let s = load(&[
+            ("ONEJOURNEY__HTTP__BEARER_TOKEN", "read-1"),
+            ("ONEJOURNEY__HTTP__ERASE_TOKENS__DPO", "erase-1"),
+        ])
+        .unwrap();
+        assert_eq!(s.http.erase_tokens.get("dpo").map(String::as_str), Some("erase-1"));
+        assert!(!s.to_masked_toml().unwrap().contains("erase-1"), "masked");
+        assert!(
+            Settings::defaults().unwrap().http.erase_tokens.is_empty(),
+            "none by default"
+        );
+        let same = load(&[
+            ("ONEJOURNEY__HTTP__BEARER_TOKEN", "read-1"),
+            ("ONEJOURNEY__HTTP__ERASE_TOKENS__DPO", "read-1"),
+        ])
+        .unwrap_err();
+        assert!(same.to_string().contains("http.erase_tokens"), "{same}");
+        let shared = load(&[
+            ("ONEJOURNEY__HTTP__ERASE_TOKENS__A", "t"),
+            ("ONEJOURNEY__HTTP__ERASE_TOKENS__B", "t"),
+        ])
+        .unwrap_err();
+        assert!(shared.to_string().contains("share"), "{shared}");
     }
 
     #[test]

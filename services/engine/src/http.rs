@@ -9,7 +9,10 @@
 //! handler publishes the command (normalised and hashed identifier, never a
 //! raw email or phone) on the `identity-control` topic, where it is ordered
 //! with every other identity change and survives a restart; 202 means it is
-//! on the topic.
+//! on the topic. Reading and erasing are different powers: `DELETE` needs an
+//! erase token (`http.erase_tokens`), whose name goes on the command as
+//! `requested_by` and from there on the erasure record; the read token gets
+//! 403, and without erase tokens erasure over HTTP is off (403).
 //!
 //! Raw email and phone values in a lookup path are normalised and hashed
 //! before the lookup, exactly as on ingest; they are never logged. The lookup
@@ -20,11 +23,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State as AxumState};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use std::time::Duration;
 
 use onejourney_core::ids::IdKey;
@@ -55,6 +58,8 @@ pub struct HttpState {
     pub state: Arc<State>,
     /// Empty: no token required.
     pub bearer_token: Arc<str>,
+    /// (name, token) of every erase token; empty: no erasure over HTTP.
+    pub erase_tokens: Arc<[(Arc<str>, String)]>,
     pub lookups: Arc<Semaphore>,
     /// Where forget commands go; `None`: forget over HTTP is unavailable.
     pub control: Option<ControlSink>,
@@ -104,20 +109,30 @@ pub async fn serve(
     Ok((bound, handle))
 }
 
-/// Bearer token and concurrency limit for the lookup API.
-async fn guard(AxumState(s): AxumState<HttpState>, req: Request, next: Next) -> Response {
-    if !s.bearer_token.is_empty() {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), s.bearer_token.as_bytes())) {
-            let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return r;
+/// The name of the erase token a `DELETE` came with (see [`guard`]).
+#[derive(Clone)]
+struct Eraser(Arc<str>);
+
+/// Bearer tokens and the concurrency limit for the lookup API: the read
+/// token for reads, an erase token for `DELETE`.
+async fn guard(AxumState(s): AxumState<HttpState>, mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    if req.method() == Method::DELETE {
+        match eraser(&s, given.as_deref()) {
+            Ok(name) => {
+                req.extensions_mut().insert(Eraser(name));
+            }
+            Err(r) => return r,
         }
+    } else if !s.bearer_token.is_empty()
+        && !given.is_some_and(|g| constant_time_eq(g.as_bytes(), s.bearer_token.as_bytes()))
+    {
+        return unauthorized("a valid bearer token is required");
     }
     let Ok(_permit) = s.lookups.try_acquire() else {
         return error(
@@ -126,6 +141,45 @@ async fn guard(AxumState(s): AxumState<HttpState>, req: Request, next: Next) -> 
         );
     };
     next.run(req).await
+}
+
+/// The name of the erase token `given` is; otherwise why not: 403 when
+/// erasure over HTTP is off or the token only reads, 401 when none fits.
+#[allow(clippy::result_large_err)]
+fn eraser(s: &HttpState, given: Option<&str>) -> Result<Arc<str>, Response> {
+    if s.erase_tokens.is_empty() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "erasure over HTTP is disabled on this instance: no erase token is configured (http.erase_tokens)",
+        ));
+    }
+    let Some(given) = given else {
+        return Err(unauthorized("an erase token is required to erase a profile"));
+    };
+    // Every token is compared, so the time taken does not say which matched.
+    let mut found = None;
+    for (name, token) in s.erase_tokens.iter() {
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            found = Some(name.clone());
+        }
+    }
+    if let Some(name) = found {
+        return Ok(name);
+    }
+    if !s.bearer_token.is_empty() && constant_time_eq(given.as_bytes(), s.bearer_token.as_bytes()) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "this token may read profiles but not erase them: erasure needs an erase token (http.erase_tokens)",
+        ));
+    }
+    Err(unauthorized("an erase token is required to erase a profile"))
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    r
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -282,15 +336,20 @@ async fn explain(AxumState(s): AxumState<HttpState>, Path((namespace, value)): P
         ("value" = String, Path, description = "The identifier, or the One ID"),
     ),
     responses(
-        (status = 202, description = "The forget command is on `identity-control`; the profile goes when the pipeline applies it", body = AcceptedDoc),
+        (status = 202, description = "The forget command is on `identity-control`; the profile goes when the pipeline applies it, and the erasure is recorded on the erasures topic", body = AcceptedDoc),
         (status = 400, description = "An invalid identifier", body = ErrorDoc),
-        (status = 401, description = "A bearer token is required", body = ErrorDoc),
+        (status = 401, description = "An erase token is required", body = ErrorDoc),
+        (status = 403, description = "Erasure over HTTP is disabled (no erase token configured), or the token given may only read", body = ErrorDoc),
         (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
         (status = 503, description = "Forget is unavailable, or the command could not be published", body = ErrorDoc),
     ),
-    security((), ("bearer" = []))
+    security(("erase" = []))
 )]
-async fn forget(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
+async fn forget(
+    AxumState(s): AxumState<HttpState>,
+    Extension(Eraser(requested_by)): Extension<Eraser>,
+    Path((namespace, value)): Path<(String, String)>,
+) -> Response {
     let key = match lookup_key(&s, &namespace, &value) {
         Ok(key) => key,
         Err(r) => return r,
@@ -308,6 +367,8 @@ async fn forget(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Pa
         "command": "forget",
         "namespace": s.state.identity.namespaces().name(key.ns),
         "value": &*key.value,
+        "requested_by": &*requested_by,
+        "via": "http",
     })
     .to_string();
     let record = FutureRecord::to(&control.topic).key(&*one_id).payload(&command);

@@ -69,6 +69,12 @@ impl Engine {
                 health: health.clone(),
                 state: state.clone(),
                 bearer_token: Arc::from(settings.http.bearer_token.as_str()),
+                erase_tokens: settings
+                    .http
+                    .erase_tokens
+                    .iter()
+                    .map(|(name, token)| (Arc::from(name.as_str()), token.clone()))
+                    .collect(),
                 lookups: Arc::new(tokio::sync::Semaphore::new(settings.http.max_concurrent_requests)),
                 control: Some(http::ControlSink {
                     producer: kafka::producer(&settings).context("creating the identity-control producer")?,

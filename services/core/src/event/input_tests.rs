@@ -131,6 +131,7 @@ fn outputs_validate_with_the_largest_amounts_the_decoder_accepts() {
                     Output::Action(_) => &nba,
                     Output::Churn(_) => &churn,
                     Output::Identity(_) => &ident,
+                    Output::Erasure(_) => unreachable!("events cause no erasure"),
                 };
                 assert!(validator.is_valid(&out), "{out}");
                 checked += 1;

@@ -1,5 +1,6 @@
 //! Ops applied to the graph: the only code that changes profiles, the index
-//! and the writer's structures (apart from `forget.rs`'s erasure).
+//! and the writer's structures (apart from `forget.rs`'s erasure and
+//! suppression).
 //!
 //! In: an [`IdentityOp`], from a plan of this process or from a changelog.
 //! Out: the changed graph; the component a `Record` joined; how many device
@@ -169,6 +170,10 @@ impl IdentityGraph {
                 if let Some(mut p) = self.profiles.get_mut(one_id) {
                     p.keep_refused(refused.clone());
                 }
+                0
+            }
+            IdentityOp::Suppress { entries } => {
+                self.install(w, entries);
                 0
             }
         }

@@ -2,20 +2,25 @@
 //! suppressed.
 //!
 //! In: an identifier of the profile to forget ([`IdentityGraph::forget`]), or
-//! a `Forget` op from a changelog. Out: the `Forget` op and what was erased.
+//! a `Forget` op from a changelog; suppression entries to install (a
+//! `Suppress` op, from the erasure records of an earlier run). Out: the
+//! `Forget` op and what was erased, with the suppression entries it added.
 //!
 //! What it keeps: a forgotten identifier leaves the profiles, the index, the
 //! device counts, the evidence and the refused links other profiles kept of
 //! it, so no rebuild or replay brings it back; only
 //! its suppression entry stays, a truncated SHA-256 of namespace and value,
-//! never the value itself. `stitch` ignores suppressed identifiers.
+//! never the value itself. `stitch` ignores suppressed identifiers. Entries
+//! installed by `Suppress` hold before the identifiers were ever seen: a
+//! rebuild that replays the inputs after installing them never lets the
+//! identifiers in, whether the forget command sorts before or after them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId};
+use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::hash::HashSet;
 use crate::ids::IdKey;
@@ -26,15 +31,29 @@ impl IdentityGraph {
     pub fn forget(&self, key: &IdKey) -> Option<(IdentityOp, Forgotten)> {
         let one_id = self.one_id_of(key)?;
         let ids = self.with_profile(&one_id, |p| p.ids.iter().chain(&p.households).cloned().collect())?;
+        // What applying the op does, keeping the entries it adds.
+        let suppressed = self.erase(&mut self.lock(), &one_id);
         let op = IdentityOp::Forget { one_id: one_id.clone() };
-        self.apply(&op);
-        Some((op, Forgotten { one_id, ids }))
+        Some((
+            op,
+            Forgotten {
+                one_id,
+                ids,
+                suppressed,
+            },
+        ))
     }
 
-    /// Applies a forget: erases the profile and suppresses its identifiers.
-    pub(super) fn erase(&self, w: &mut Writer, one_id: &OneId) {
+    /// Installs suppression entries (a `Suppress` op); returns how many were new.
+    pub(super) fn install(&self, w: &mut Writer, entries: &[[u8; 16]]) -> usize {
+        entries.iter().filter(|e| w.suppressed.insert(**e)).count()
+    }
+
+    /// Applies a forget: erases the profile and suppresses its identifiers;
+    /// returns their entries, sorted.
+    pub(super) fn erase(&self, w: &mut Writer, one_id: &OneId) -> Vec<Suppression> {
         let Some((_, p)) = self.profiles.remove(one_id) else {
-            return;
+            return Vec::new();
         };
         // Dropped identifiers go too, unless another profile holds them now.
         let orphaned = p
@@ -43,8 +62,11 @@ impl IdentityGraph {
             .filter(|k| self.index.get(*k).is_none_or(|s| s.one_id.is_none()));
         let gone: HashSet<&IdKey> = p.ids.iter().chain(&p.households).chain(orphaned).collect();
         let mut comps = BTreeSet::new();
+        let mut entries = Vec::with_capacity(gone.len());
         for k in &gone {
-            w.suppressed.insert(self.suppression_entry(k));
+            let entry = self.suppression_entry(k);
+            w.suppressed.insert(entry);
+            entries.push(Suppression { ns: k.ns, entry });
             if let Some((_, s)) = self.index.remove(*k) {
                 comps.insert(s.component);
             }
@@ -57,6 +79,8 @@ impl IdentityGraph {
         for c in comps {
             self.strip_evidence(w, c, &gone);
         }
+        entries.sort_unstable();
+        entries
     }
 
     /// Drops the refused links that name an erased identifier or the erased

@@ -60,7 +60,9 @@
 //! [`IdentityGraph::forget`] removes a profile and its identifiers and keeps
 //! a suppression entry per identifier: a truncated SHA-256, never the value.
 //! A suppressed identifier is ignored on every later event, so a replay cannot
-//! bring it back.
+//! bring it back. The engine writes every forget's entries to the erasure
+//! topic and installs them (`IdentityOp::Suppress`) before any input at
+//! start, so a rebuild from the inputs cannot either, whatever their order.
 //!
 //! Single writer: `index` and `profiles` are `DashMap`s so readers (the lookup
 //! API) can read while the pipeline writes; the writer-only structures sit
@@ -102,7 +104,7 @@ pub use plan::derive_one_id;
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use types::{
     Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RefusedLink,
-    RejectReason, Rejection, Rule, Stitch, StitchError, REFUSED_LINKS,
+    RejectReason, Rejection, Rule, Stitch, StitchError, Suppression, REFUSED_LINKS,
 };
 
 /// What the index holds for one identifier.

@@ -721,3 +721,80 @@ fn profiles_saved_before_refused_links_existed_still_load() {
     let back: Profile = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(back, p);
 }
+
+/// A rebuild installs the entries of earlier forgets before any input: the
+/// forgotten identifiers never come back, whatever order the events arrive
+/// in, and nothing else changes.
+#[test]
+fn installed_suppressions_keep_forgotten_identifiers_out_of_a_replay() {
+    let events = [
+        web("w1", 0, json!({"cookie_id": "c-1"}), "page_view", json!({})),
+        web(
+            "w2",
+            1,
+            json!({"email": "a@x.io", "cookie_id": "c-1", "customer_id": "C-1"}),
+            "login",
+            json!({}),
+        ),
+        web(
+            "w3",
+            2,
+            json!({"email": "b@x.io", "cookie_id": "c-2"}),
+            "login",
+            json!({}),
+        ),
+        call(
+            "k1",
+            3,
+            json!({"phone": "+44 20 7946 0018", "customer_id": "C-1"}),
+            "billing",
+            "resolved",
+        ),
+    ];
+    let first = graph();
+    for e in &events {
+        first.stitch(e).unwrap();
+    }
+    let (_, gone) = first.forget(&key(&first, "customer_id", "C-1")).unwrap();
+    assert_eq!(gone.suppressed.len(), 4, "cookie, email, customer id, phone");
+    assert!(gone.suppressed.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
+    for k in &gone.ids {
+        let entry = first.suppression_entry(k);
+        assert!(gone.suppressed.iter().any(|s| s.entry == entry && s.ns == k.ns));
+    }
+    let entries: Vec<[u8; 16]> = gone.suppressed.iter().map(|s| s.entry).collect();
+
+    // Replayed into a fresh graph, in both orders, after installing them (twice).
+    for order in [events.to_vec(), events.iter().rev().cloned().collect()] {
+        let rebuilt = graph();
+        let op = IdentityOp::Suppress {
+            entries: entries.clone(),
+        };
+        rebuilt.apply(&op);
+        rebuilt.apply(&op);
+        assert_eq!(rebuilt.suppressed_count(), 4, "idempotent");
+        assert_eq!(rebuilt.profile_count(), 0, "installing touches no profile");
+        for e in &order {
+            match rebuilt.stitch(e) {
+                Ok(_) | Err(StitchError::Forgotten) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(
+            rebuilt.partition(),
+            first.partition(),
+            "the same graph as after the forget"
+        );
+        for k in &gone.ids {
+            assert_eq!(rebuilt.one_id_of(k), None);
+            assert!(rebuilt.is_suppressed(k));
+        }
+        assert_eq!(rebuilt.stitch(&events[0]), Err(StitchError::Forgotten));
+    }
+    // Without them, the same replay brings the customer back.
+    let naive = graph();
+    for e in &events {
+        naive.stitch(e).unwrap();
+    }
+    assert!(naive.one_id_of(&key(&naive, "customer_id", "C-1")).is_some());
+}

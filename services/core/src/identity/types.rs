@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Channel;
-use crate::ids::IdKey;
+use crate::ids::{IdKey, Ns};
 use crate::time::EventTime;
 
 /// The opaque, stable id of one profile.
@@ -181,6 +181,13 @@ pub enum IdentityOp {
         one_id: OneId,
         refused: RefusedLink,
     },
+    /// Installs suppression entries (those an earlier run's forgets wrote
+    /// to the erasure topic): an identifier with one is ignored from now on,
+    /// whatever order the inputs are replayed in. Idempotent; touches no
+    /// profile.
+    Suppress {
+        entries: Vec<[u8; 16]>,
+    },
 }
 
 /// Why a link was refused. Serde names are the labels.
@@ -280,4 +287,15 @@ pub struct Forgotten {
     pub one_id: OneId,
     /// Identifiers erased (linking and household).
     pub ids: Vec<IdKey>,
+    /// The suppression entries it added, sorted: one per erased identifier
+    /// (and per identifier a cap had dropped from the profile).
+    pub suppressed: Vec<Suppression>,
+}
+
+/// One suppressed identifier: its namespace and its suppression entry (16
+/// bytes of a hash of namespace and value), never the value.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Suppression {
+    pub ns: Ns,
+    pub entry: [u8; 16],
 }

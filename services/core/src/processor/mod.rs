@@ -41,7 +41,7 @@ use crate::event::{Channel, ChannelEvent};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
-use crate::output::{IdentityChange, LinkRef, Output, TriggerRef};
+use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::ContactChannel;
 
@@ -245,9 +245,12 @@ impl Processor {
     /// Forgets the profile `key` belongs to (erasure): its identifiers,
     /// journey, contact history and timers go, and its identifiers are
     /// suppressed so no later or replayed event brings them back. Returns the
-    /// `identity-changes` notice; `None` when no profile holds `key`.
-    pub fn forget(&mut self, key: &IdKey) -> Option<Output> {
-        let (_, gone) = self.state.identity.forget(key)?;
+    /// `identity-changes` notice and the erasure record (the audit, and what a
+    /// rebuild installs first); nothing when no profile holds `key`.
+    pub fn forget(&mut self, key: &IdKey, request: ErasureRequest) -> Vec<Output> {
+        let Some((_, gone)) = self.state.identity.forget(key) else {
+            return Vec::new();
+        };
         if let Some((_, j)) = self.state.journeys.remove(&gone.one_id) {
             self.tiers.remove(j.revenue);
         }
@@ -257,14 +260,41 @@ impl Processor {
         } else {
             self.applied_to
         };
-        Some(Output::Identity(IdentityChange {
-            change: "forget",
-            one_id: gone.one_id,
-            merged_one_ids: Vec::new(),
-            link: None,
-            event_id: None,
-            at,
-        }))
+        let names = self.state.identity.namespaces();
+        let suppressed = gone
+            .suppressed
+            .iter()
+            .map(|s| SuppressedRef {
+                namespace: names.name(s.ns).to_string(),
+                entry: hex::encode(s.entry),
+            })
+            .collect();
+        vec![
+            Output::Identity(IdentityChange {
+                change: "forget",
+                one_id: gone.one_id.clone(),
+                merged_one_ids: Vec::new(),
+                link: None,
+                event_id: None,
+                at,
+            }),
+            Output::Erasure(Erasure {
+                one_id: gone.one_id,
+                suppressed,
+                request,
+            }),
+        ]
+    }
+
+    /// Installs the suppression entries of earlier erasures (read back from
+    /// the erasure topic at start, before any input); returns how many were
+    /// new. Idempotent.
+    pub fn install_suppressions(&mut self, entries: Vec<[u8; 16]>) -> usize {
+        let before = self.state.identity.suppressed_count();
+        self.state
+            .identity
+            .apply(&crate::identity::IdentityOp::Suppress { entries });
+        self.state.identity.suppressed_count() - before
     }
 
     /// Drops the detail (cart, visit and complaint history, contact history,

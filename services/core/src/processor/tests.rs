@@ -273,6 +273,7 @@ fn outputs_match_the_output_schemas() {
             Output::Action(_) => (&nba, 0),
             Output::Churn(_) => (&churn, 1),
             Output::Identity(_) => (&ident, 2),
+            Output::Erasure(_) => unreachable!("no forget in this story"),
         };
         seen[i] += 1;
         if let Err(e) = validator.validate(&v) {
@@ -687,4 +688,63 @@ fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
     assert!(h.back().is_some_and(|x| !x.contributions.is_empty()), "{h:?}");
     assert!(h.iter().zip(h.iter().skip(1)).all(|(a, b)| a.at <= b.at));
     assert_eq!(h.back().map(|x| x.score), Some(j.churn.score));
+}
+
+#[test]
+fn a_forget_publishes_an_erasure_record_with_hashed_entries_only() {
+    use crate::output::{CommandRef, ErasureRequest};
+    let mut p = processor();
+    run(
+        &mut p,
+        &[web(
+            "w1",
+            0,
+            json!({"email": "Ann@x.com", "customer_id": "C-1", "cookie_id": "c-1"}),
+            "add_to_cart",
+            product("a", 30.0),
+        )],
+    );
+    let key = p
+        .state()
+        .identity
+        .namespaces()
+        .normalise("customer_id", "C-1")
+        .unwrap()
+        .unwrap();
+    let request = ErasureRequest {
+        requested_by: Some("privacy-office".into()),
+        via: "http",
+        requested_at: Some(EventTime::from_millis(1_793_491_200_000)),
+        command: CommandRef {
+            topic: "identity-control".into(),
+            partition: 1,
+            offset: 7,
+        },
+    };
+    let outs = p.forget(&key, request.clone());
+    assert_eq!(outs.len(), 2, "{outs:?}");
+    let Output::Erasure(erasure) = &outs[1] else {
+        panic!("{outs:?}");
+    };
+    assert_eq!(erasure.one_id.as_ref(), outs[0].one_id());
+    assert_eq!(erasure.request, request);
+    let namespaces: Vec<&str> = erasure.suppressed.iter().map(|s| s.namespace.as_str()).collect();
+    assert_eq!(namespaces.len(), 3);
+    for ns in ["email_sha256", "customer_id", "cookie_id"] {
+        assert!(namespaces.contains(&ns), "{namespaces:?}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&outs[1].to_json()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(include_str!("../../../../schemas/erasure.v1.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    if let Err(e) = validator.validate(&v) {
+        panic!("{e}: {v}");
+    }
+    let text = v.to_string();
+    for value in ["C-1", "c-1", "ann@x.com", "Ann@x.com"] {
+        assert!(!text.contains(value), "no identifier value in {text}");
+    }
+    // The entries are what the graph now suppresses; a second forget finds nothing.
+    assert!(p.state().identity.is_suppressed(&key));
+    assert!(p.forget(&key, request).is_empty());
+    assert!(p.state().journeys.is_empty());
 }

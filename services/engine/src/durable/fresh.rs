@@ -8,8 +8,8 @@
 //! `--rebuild` ([`beginnings`]), where every input partition starts (its
 //! first offset at the broker) and where every output partition's retained
 //! records start, so that everything re-processing regenerates is read back
-//! and not published again. It keeps nothing. Blocking: call it off the
-//! async workers.
+//! and not published again; [`starts`] also tells where the erasure topic
+//! begins. It keeps nothing. Blocking: call it off the async workers.
 
 use std::time::Duration;
 
@@ -67,22 +67,24 @@ pub fn committed_inputs(settings: &Settings) -> anyhow::Result<Vec<(String, i32,
 /// A header for a rebuild: every input partition from its first offset at
 /// the broker, every output partition from its first retained record.
 pub fn beginnings(settings: &Settings) -> anyhow::Result<Header> {
-    let c = consumer(settings)?;
-    let starts = |topics: Vec<&str>| -> anyhow::Result<Vec<(String, i32, i64)>> {
-        let mut out = Vec::new();
-        for topic in topics {
-            for p in partitions(&c, topic)? {
-                let (low, _) = c
-                    .fetch_watermarks(topic, p, TIMEOUT)
-                    .with_context(|| format!("reading the first offset of {topic}"))?;
-                out.push((topic.to_string(), p, low));
-            }
-        }
-        Ok(out)
-    };
     Ok(Header {
         written_at_ms: 0,
-        inputs: starts(settings.topics.consumed())?,
-        outputs: starts(settings.topics.outputs().to_vec())?,
+        inputs: starts(settings, &settings.topics.consumed())?,
+        outputs: starts(settings, &settings.topics.outputs())?,
     })
+}
+
+/// Every partition of `topics` with its first offset at the broker.
+pub fn starts(settings: &Settings, topics: &[&str]) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let c = consumer(settings)?;
+    let mut out = Vec::new();
+    for topic in topics {
+        for p in partitions(&c, topic)? {
+            let (low, _) = c
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .with_context(|| format!("reading the first offset of {topic}"))?;
+            out.push((topic.to_string(), p, low));
+        }
+    }
+    Ok(out)
 }

@@ -4,8 +4,9 @@
 //! In: the core's state and the offsets the checkpoint hands over. Out: a
 //! snapshot file ([`snapshot`]) and, at start, the records published since it
 //! ([`published`]); without a snapshot, whether starting empty is safe and
-//! where a rebuild starts ([`fresh`]). What it keeps: nothing in memory; the
-//! file and its previous generation on disk.
+//! where a rebuild starts ([`fresh`]); at every start, the suppression
+//! entries of every erasure so far ([`erasures`]). What it keeps: nothing in
+//! memory; the file and its previous generation on disk.
 //!
 //! After a crash the engine restores the snapshot and re-reads its inputs from
 //! the offsets in the header. Processing is deterministic, so it regenerates
@@ -13,6 +14,7 @@
 //! reads those records back from the output topics (from the end offsets the
 //! header recorded) and the pipeline skips each one once.
 
+pub mod erasures;
 pub mod fresh;
 pub mod published;
 pub mod snapshot;

@@ -11,10 +11,10 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::Settings;
+use crate::config::{Settings, Topics};
 use crate::kafka::resume::{ResumeCheck, Resumed};
 
 /// Output records published after the last snapshot, each to be skipped once
@@ -24,13 +24,20 @@ use crate::kafka::resume::{ResumeCheck, Resumed};
 /// "same action_id = same decision": re-processing may see the decision's
 /// context slightly differently, e.g. a value tier computed over customers
 /// interleaved differently, and must still not send it twice); on
-/// `churn-risk` its One ID, trigger and evaluation time; elsewhere the topic,
+/// `churn-risk` its One ID, trigger and evaluation time; on `erasures` the
+/// forget command it records (`command`: one record per command, even when
+/// re-processing from an older snapshot finds the profile a little
+/// different); a `forget` notice on `identity-changes` its One ID (a profile
+/// is forgotten once; the notice's `at` is the event time applied when the
+/// command came, which re-processing can see earlier); elsewhere the topic,
 /// key, payload and headers.
 #[derive(Debug, Default)]
 pub struct Published {
     records: HashMap<u64, u32>,
     actions_topic: String,
     churn_topic: String,
+    erasures_topic: String,
+    identity_topic: String,
 }
 
 impl Published {
@@ -42,21 +49,36 @@ impl Published {
         self.records.is_empty()
     }
 
-    pub fn new(actions_topic: &str, churn_topic: &str) -> Self {
+    pub fn new(topics: &Topics) -> Self {
         Published {
             records: HashMap::new(),
-            actions_topic: actions_topic.to_string(),
-            churn_topic: churn_topic.to_string(),
+            actions_topic: topics.next_best_actions.clone(),
+            churn_topic: topics.churn_risk.clone(),
+            erasures_topic: topics.erasures.clone(),
+            identity_topic: topics.identity_changes.clone(),
         }
     }
 
     /// The identity of a record (see the type's documentation).
     pub fn identity(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) -> u64 {
         let field = |v: &serde_json::Value, f: &str| v.get(f).map(ToString::to_string).unwrap_or_default();
-        if topic == self.actions_topic || topic == self.churn_topic {
+        let by_field = [
+            &self.actions_topic,
+            &self.churn_topic,
+            &self.erasures_topic,
+            &self.identity_topic,
+        ];
+        if by_field.iter().any(|t| **t == topic) {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
                 let id = if topic == self.actions_topic {
                     field(&v, "action_id")
+                } else if topic == self.erasures_topic {
+                    field(&v, "command")
+                } else if topic == self.identity_topic {
+                    if v.get("change").and_then(serde_json::Value::as_str) != Some("forget") {
+                        return fingerprint(topic, key, payload, headers.iter().copied());
+                    }
+                    format!("forget {}", field(&v, "one_id"))
                 } else {
                     format!(
                         "{} {} {}",
@@ -145,11 +167,30 @@ fn assign_since(
 pub fn read_published(
     settings: &Settings,
     since: &[(String, i32, i64)],
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> anyhow::Result<Published> {
-    let mut published = Published::new(&settings.topics.next_best_actions, &settings.topics.churn_risk);
+    let mut published = Published::new(&settings.topics);
+    read_since(settings, since, progress, |m| {
+        let headers: Vec<(&str, Option<&[u8]>)> = m
+            .headers()
+            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
+            .unwrap_or_default();
+        published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
+    })?;
+    Ok(published)
+}
+
+/// Reads every record of the partitions `since` names, from the offsets it
+/// gives to their ends and on until nothing more arrives for a while, and
+/// hands each to `each`. Blocking: call it off the async workers.
+pub fn read_since(
+    settings: &Settings,
+    since: &[(String, i32, i64)],
+    mut progress: impl FnMut(u64),
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
     if since.is_empty() {
-        return Ok(published);
+        return Ok(());
     }
     let timeout = Duration::from_secs(30);
     let (consumer, mut ends) = assign_since(settings, since, timeout)?;
@@ -200,16 +241,12 @@ pub fn read_published(
                 }
             }
         }
-        let headers: Vec<(&str, Option<&[u8]>)> = m
-            .headers()
-            .map(|h| h.iter().map(|x| (x.key, x.value)).collect())
-            .unwrap_or_default();
-        published.add(m.topic(), m.key(), m.payload().unwrap_or_default(), &headers);
+        each(&m);
         if ends.get(&k).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&k);
         }
     }
-    Ok(published)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -218,7 +255,14 @@ mod tests {
 
     #[test]
     fn published_records_are_skipped_once_per_copy() {
-        let mut p = Published::new("nba", "churn");
+        let topics = Topics {
+            next_best_actions: "nba".into(),
+            churn_risk: "churn".into(),
+            erasures: "erasures".into(),
+            identity_changes: "changes".into(),
+            ..crate::config::Settings::defaults().unwrap().topics
+        };
+        let mut p = Published::new(&topics);
         p.add("t", Some(b"k"), b"v", &[]);
         p.add("t", Some(b"k"), b"v", &[]);
         assert!(p.take("t", Some(b"k"), b"v", &[]));
@@ -242,6 +286,56 @@ mod tests {
             "churn",
             None,
             br#"{"one_id":"oj-1","evaluated_at":"t","trigger":{"kind":"timer"},"band":"medium"}"#,
+            &[]
+        ));
+        // An erasure is the same erasure by the command it records.
+        p.add(
+            "erasures",
+            Some(b"oj-1"),
+            br#"{"one_id":"oj-1","suppressed":[1,2],"command":{"topic":"c","partition":0,"offset":4}}"#,
+            &[],
+        );
+        assert!(!p.take(
+            "erasures",
+            Some(b"oj-1"),
+            br#"{"one_id":"oj-1","suppressed":[1],"command":{"topic":"c","partition":0,"offset":5}}"#,
+            &[]
+        ));
+        assert!(p.take(
+            "erasures",
+            Some(b"oj-1"),
+            br#"{"one_id":"oj-1","suppressed":[1],"command":{"topic":"c","partition":0,"offset":4}}"#,
+            &[]
+        ));
+        // A profile is forgotten once, whatever event time the notice carries; merges by content.
+        p.add(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"forget","one_id":"oj-1","at":"t1"}"#,
+            &[],
+        );
+        assert!(!p.take(
+            "changes",
+            Some(b"oj-2"),
+            br#"{"change":"forget","one_id":"oj-2","at":"t1"}"#,
+            &[]
+        ));
+        assert!(p.take(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"forget","one_id":"oj-1","at":"t0"}"#,
+            &[]
+        ));
+        p.add(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"merge","one_id":"oj-1","at":"t1"}"#,
+            &[],
+        );
+        assert!(!p.take(
+            "changes",
+            Some(b"oj-1"),
+            br#"{"change":"merge","one_id":"oj-1","at":"t0"}"#,
             &[]
         ));
     }

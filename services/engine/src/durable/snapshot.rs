@@ -355,7 +355,17 @@ mod tests {
         outputs(&mut a, first);
         // A forget, so suppression entries are part of what is saved.
         let key = first[0].ids[0].clone();
-        assert!(a.forget(&key).is_some());
+        let request = onejourney_core::output::ErasureRequest {
+            requested_by: None,
+            via: "identity_control",
+            requested_at: None,
+            command: onejourney_core::output::CommandRef {
+                topic: "identity-control".into(),
+                partition: 0,
+                offset: 0,
+            },
+        };
+        assert!(!a.forget(&key, request).is_empty());
 
         let dir = std::env::temp_dir().join(format!("oj-snap-{}", std::process::id()));
         let file = dir.join("g.snapshot");

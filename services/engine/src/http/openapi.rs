@@ -64,7 +64,18 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("required when `http.bearer_token` is set"))
+                    .description(Some("the read token: required when `http.bearer_token` is set"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "erase",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an erase token (`http.erase_tokens`): the only power that may erase; the read token gets 403",
+                    ))
                     .build(),
             ),
         );

@@ -119,11 +119,18 @@ pub async fn ensure_output_topics(
                     .iter()
                     .filter(|t| !existing.iter().any(|e| e == *t))
                     .map(|t| {
-                        NewTopic::new(
+                        let topic = NewTopic::new(
                             t,
                             s.kafka.output_partitions,
                             TopicReplication::Fixed(s.kafka.replication_factor),
-                        )
+                        );
+                        // The erasure records are what keeps a forgotten
+                        // customer out of a rebuild: they never expire.
+                        if *t == s.topics.erasures {
+                            topic.set("retention.ms", "-1")
+                        } else {
+                            topic
+                        }
                     })
                     .collect();
                 if missing.is_empty() {

@@ -1,6 +1,6 @@
 //! Ingest: one input message -> the records it causes.
 //!
-//! In: an input message (topic, partition, offset, key, payload). Out: the
+//! In: an input message (topic, partition, offset, key, payload, timestamp). Out: the
 //! [`OutRecord`]s to publish: the outputs of the pure core, or one
 //! dead-letter record carrying the original key and bytes with a readable
 //! reason. Invariant: every message yields either processed outputs (possibly
@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use onejourney_core::event::ControlCommand;
 use onejourney_core::identity::StitchError;
-use onejourney_core::output::Output;
+use onejourney_core::output::{CommandRef, ErasureRequest, Output};
 use onejourney_core::processor::{OutcomeEffect, Processed, Released};
 use onejourney_core::{Channel, Decoder, EventTime, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -30,6 +30,8 @@ pub struct Origin<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// The record's timestamp (ms since the epoch), when it has one.
+    pub timestamp: Option<i64>,
 }
 
 pub struct Ingest {
@@ -210,22 +212,39 @@ impl Ingest {
         processed.outputs.iter().map(|o| self.record(o)).collect()
     }
 
-    /// An `identity-control` command: forget, or dead-letter it.
+    /// An `identity-control` command: forget (the `identity-changes` notice
+    /// and the erasure record, published like every output: the command's
+    /// offset is committed only once both are acknowledged), or dead-letter it.
     fn control(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
-        match self.decoder.decode_control(m.payload.unwrap_or_default()) {
-            Ok(ControlCommand::Forget(key)) => match self.processor.forget(&key) {
-                Some(notice) => {
-                    self.metrics.forget_requests.with_label_values(&["forgotten"]).inc();
-                    info!(one_id = notice.one_id(), "profile forgotten on request");
-                    vec![self.record(&notice)]
-                }
-                None => {
-                    self.metrics.forget_requests.with_label_values(&["unknown"]).inc();
-                    Vec::new()
-                }
+        let forget = match self.decoder.decode_control(m.payload.unwrap_or_default()) {
+            Ok(ControlCommand::Forget(f)) => f,
+            Err(e) => return vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
+        };
+        let request = ErasureRequest {
+            requested_by: forget.requested_by,
+            via: forget.via.label(),
+            requested_at: m.timestamp.map(EventTime::from_millis),
+            command: CommandRef {
+                topic: m.topic.to_string(),
+                partition: m.partition,
+                offset: m.offset,
             },
-            Err(e) => vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
-        }
+        };
+        let outputs = self.processor.forget(&forget.key, request);
+        let Some(Output::Erasure(erasure)) = outputs.iter().find(|o| matches!(o, Output::Erasure(_))) else {
+            self.metrics.forget_requests.with_label_values(&["unknown"]).inc();
+            return Vec::new();
+        };
+        self.metrics.forget_requests.with_label_values(&["forgotten"]).inc();
+        // The audit in the log: no identifier, not even hashed, and not
+        // `requested_by` (free text from upstream); the erasure record has them.
+        info!(
+            one_id = &*erasure.one_id,
+            identifiers = erasure.suppressed.len(),
+            via = erasure.request.via,
+            "profile erased on request"
+        );
+        outputs.iter().map(|o| self.record(o)).collect()
     }
 
     /// An `action-outcomes` record: learn from it, or dead-letter it.
@@ -264,6 +283,7 @@ impl Ingest {
                 &self.topics.churn_risk
             }
             Output::Identity(_) => &self.topics.identity_changes,
+            Output::Erasure(_) => &self.topics.erasures,
         };
         OutRecord {
             topic: topic.clone(),

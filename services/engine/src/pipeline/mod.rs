@@ -15,7 +15,8 @@
 //! Durability (see [`crate::durable`]): at start the last snapshot is
 //! restored ([`restore`]) and every assigned partition resumes at the offset
 //! it covers; records published after it are read back so that re-processing
-//! does not publish them twice. Every `state.snapshot_interval` the
+//! does not publish them twice; every erasure recorded so far is installed
+//! before the first input is read, so no replay un-forgets anyone. Every `state.snapshot_interval` the
 //! [`checkpoint`] waits until every output so far is acknowledged, writes a
 //! snapshot with the input offsets it covers and the output end offsets, then
 //! commits those input offsets. A crash re-processes at most one interval of
@@ -73,6 +74,7 @@ pub async fn run(
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
     let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
+    restore::install_erasures(&settings, &mut processor, &health).await?;
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     health.set_restored(true);
 

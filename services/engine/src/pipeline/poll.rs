@@ -120,6 +120,7 @@ impl Poll {
             offset,
             key: msg.key(),
             payload: msg.payload(),
+            timestamp: msg.timestamp().to_millis(),
         };
         let steps = self.ingest.handle(&origin, seq, self.now_ms());
         self.in_flight.apply(steps).await?;

@@ -13,6 +13,11 @@
 //! A rebuild (`--rebuild`) starts every input partition at its beginning,
 //! with fresh state, and reads back every retained output so that nothing
 //! already published goes out again.
+//!
+//! Forget holds across both: after the state is loaded (or not), every
+//! erasure recorded on the erasure topic is installed ([`install_erasures`])
+//! before the first input is read, so no replay brings a forgotten
+//! identifier back, whatever order the topics are consumed in.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -148,6 +153,36 @@ async fn rebuild(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Resu
         "rebuilding: every input partition starts at its beginning"
     );
     Ok((header, published))
+}
+
+/// Reads the erasure topic to its end and installs every suppression entry
+/// it carries in the identity graph: called before any input is consumed.
+pub async fn install_erasures(
+    settings: &Arc<Settings>,
+    processor: &mut Processor,
+    health: &Arc<Health>,
+) -> anyhow::Result<()> {
+    let mut phase = Phase::start(health, "reading the erasure records");
+    let s = settings.clone();
+    let (read, phase) = tokio::task::spawn_blocking(move || {
+        let read = durable::erasures::read(&s, |n| phase.progress(n, "records"));
+        (read, phase)
+    })
+    .await
+    .context("reading the erasure records panicked")?;
+    let read = read.context("reading the erasure records")?;
+    phase.done(read.records, "records");
+    let entries = read.entries.len();
+    let new = processor.install_suppressions(read.entries);
+    info!(
+        topic = %settings.topics.erasures,
+        records = read.records,
+        unreadable = read.unreadable,
+        entries,
+        new,
+        "erasures installed: forgotten identifiers stay forgotten"
+    );
+    Ok(())
 }
 
 /// The records published after `since`, read back off the async workers.

@@ -82,9 +82,16 @@ function token() {
   return sessionStorage.getItem("onejourney.token") || "";
 }
 
-async function api(method, path, body) {
+// Erasing is a power of its own: the erase token, kept for this tab like the
+// API token, and sent only with DELETE.
+function eraseToken() {
+  return sessionStorage.getItem("onejourney.erase_token") || "";
+}
+
+async function api(method, path, body, bearer) {
   const headers = { Accept: "application/json" };
-  if (token()) headers.Authorization = "Bearer " + token();
+  const tok = bearer === undefined ? token() : bearer;
+  if (tok) headers.Authorization = "Bearer " + tok;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   let data = null;
@@ -93,7 +100,7 @@ async function api(method, path, body) {
   } catch (_) {
     data = null;
   }
-  if (r.status === 401) {
+  if (r.status === 401 && bearer === undefined) {
     message("This engine needs an API token: enter it above.", true);
     $("token").focus();
   }
@@ -489,17 +496,43 @@ function resetErase() {
   $("erase").hidden = false;
   $("erase-confirm").hidden = true;
   $("erase-cancel").hidden = true;
+  $("erase-token-row").hidden = true;
   $("erase-status").textContent = "";
+}
+
+// The confirmation step: asks for the erase token (filled in when this tab has one).
+function askErase() {
+  $("erase").hidden = true;
+  $("erase-token").value = eraseToken();
+  $("erase-token-row").hidden = false;
+  $("erase-confirm").hidden = false;
+  $("erase-cancel").hidden = false;
 }
 
 async function erase() {
   const oneId = state.oneId;
   if (!oneId) return;
+  const status = $("erase-status");
+  const tok = $("erase-token").value.trim();
+  if (!tok) {
+    status.textContent = "Enter an erase token: the API token only reads.";
+    $("erase-token").focus();
+    return;
+  }
+  sessionStorage.setItem("onejourney.erase_token", tok);
   state.erasing = true;
   $("erase-confirm").hidden = true;
   $("erase-cancel").hidden = true;
-  const status = $("erase-status");
-  const { status: code, data } = await api("DELETE", "/v1/profiles/one_id/" + encodeURIComponent(oneId));
+  $("erase-token-row").hidden = true;
+  const { status: code, data } = await api("DELETE", "/v1/profiles/one_id/" + encodeURIComponent(oneId), undefined, tok);
+  if (code === 401 || code === 403) {
+    // Not an erase token (or erasure is off here): forget it and ask again.
+    sessionStorage.removeItem("onejourney.erase_token");
+    state.erasing = false;
+    askErase();
+    status.textContent = code + ": " + ((data && data.error) || "this token may not erase");
+    return;
+  }
   if (code !== 202) {
     status.textContent = code + ": " + ((data && data.error) || "the forget command was not accepted");
     state.erasing = false;
@@ -564,11 +597,7 @@ document.addEventListener("DOMContentLoaded", () => {
     lookup($("ns").value, value, true);
   });
   $("recent-refresh").addEventListener("click", loadRecent);
-  $("erase").addEventListener("click", () => {
-    $("erase").hidden = true;
-    $("erase-confirm").hidden = false;
-    $("erase-cancel").hidden = false;
-  });
+  $("erase").addEventListener("click", askErase);
   $("erase-cancel").addEventListener("click", resetErase);
   $("erase-confirm").addEventListener("click", erase);
   window.addEventListener("popstate", () => route(false));
