@@ -76,6 +76,7 @@ impl Engine {
                 }),
                 timers: http::ui::TimerDelays::of(&settings.decide),
             },
+            settings.http.limits(),
             cancel.clone(),
         )
         .await

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes};
 use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::hash::HashSet;
@@ -35,6 +36,7 @@ impl IdentityGraph {
         let Some((_, p)) = self.profiles.remove(one_id) else {
             return;
         };
+        w.sums.profile_out(profile_size(&p));
         // Dropped identifiers go too, unless another profile holds them now.
         let orphaned = p
             .dropped
@@ -44,13 +46,18 @@ impl IdentityGraph {
         let mut comps = BTreeSet::new();
         for k in &gone {
             w.suppressed.insert(self.suppression_entry(k));
-            if let Some((_, s)) = self.index.remove(*k) {
+            if let Some((key, s)) = self.index.remove(*k) {
+                w.sums.resized(slot_bytes(&key), 0);
                 comps.insert(s.component);
             }
-            w.devices.remove(*k);
+            if let Some(d) = w.devices.remove(*k) {
+                w.sums.resized(device_bytes(&d), 0);
+            }
         }
         for stat in w.devices.values_mut() {
+            let before = device_bytes(stat);
             stat.persons.retain(|(_, q)| !gone.contains(q));
+            w.sums.resized(before, device_bytes(stat));
         }
         for c in comps {
             self.strip_evidence(w, c, &gone);
@@ -64,6 +71,7 @@ impl IdentityGraph {
         let Some(comp) = w.components.get_mut(&component) else {
             return;
         };
+        let before = component_bytes(comp);
         comp.ids.retain(|k| !gone.contains(k));
         let mut kept: Vec<Evidence> = Vec::with_capacity(comp.evidence.len());
         let mut refingerprint: Vec<(u128, Option<EvidenceKey>)> = Vec::new();
@@ -84,6 +92,8 @@ impl IdentityGraph {
             }
         }
         comp.evidence = kept;
+        let after = component_bytes(comp);
+        w.sums.resized(before, after);
         for (fp, key) in refingerprint {
             match key {
                 None => {

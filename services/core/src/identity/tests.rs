@@ -604,3 +604,21 @@ fn two_devices_of_one_profile_shared_at_once_each_end_in_one_profile() {
         assert_eq!(g.profile(&one_id).unwrap().ids, vec![k.clone()]);
     }
 }
+
+/// An early event whose rebuild folds it into a profile that a later
+/// evidence then merges away belongs to the profile that remains (it was
+/// attributed to the merged-away One ID, whose journey then had no profile).
+#[test]
+fn a_rebuilt_event_belongs_to_the_profile_that_remains() {
+    let g = graph();
+    let both = json!({"device_id": "d-3", "email": "e1@x.io"});
+    g.stitch(&web("e0", 150, both, "page_view", json!({}))).unwrap();
+    g.stitch(&web("e1", 0, json!({"device_id": "d-3"}), "page_view", json!({})))
+        .unwrap();
+    let s = g
+        .stitch(&web("e2", 0, json!({"email": "e1@x.io"}), "page_view", json!({})))
+        .unwrap();
+    assert!(s.rebuilt);
+    assert!(g.profile(&s.one_id).is_some(), "{} has no profile", s.one_id);
+    assert_eq!(g.one_id_of(&key(&g, "email", "e1@x.io")), Some(s.one_id));
+}
