@@ -14,23 +14,26 @@
 //! the connection opens, and after each response on a kept-alive connection:
 //! hyper times the idle wait and the head with one timer, so this is also
 //! the keep-alive idle timeout). A request without a response after
-//! `request_timeout` gets 503 (tower-http's timeout; a slow request body
-//! counts, since the handler reads it). `axum::serve` offers none of these
-//! settings, hence hyper's connection builder here.
+//! `request_timeout` gets 503 with the API's JSON error (a slow request body
+//! counts, since the handler reads it; tower-http's timeout layer would
+//! answer with an empty body). `axum::serve` offers none of these settings,
+//! hence hyper's connection builder here.
 
 use std::io;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
@@ -54,10 +57,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> io::Result<()> {
-    let app = app.layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        limits.request_timeout,
-    ));
+    let limit = limits.request_timeout;
+    let app = app.layer(middleware::from_fn(move |req, next| deadline(limit, req, next)));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -106,6 +107,17 @@ pub async fn run(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// The response, or 503 when there is none within `limit`.
+async fn deadline(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => super::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no response within http.request_timeout; retry",
+        ),
+    }
 }
 
 /// An accept error: a connection that failed before it was accepted is

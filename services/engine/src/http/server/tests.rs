@@ -236,6 +236,10 @@ async fn a_request_without_a_response_in_time_gets_503() {
         .expect("answered within the deadline")
         .expect("a response");
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    assert!(
+        r.contains(r#"{"error":"no response within http.request_timeout; retry"}"#),
+        "{r}"
+    );
 }
 
 #[tokio::test]
