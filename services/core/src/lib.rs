@@ -16,7 +16,9 @@
 //! - [`decide`]: triggers, contact reach, value tiers, next-best-action
 //!   arbitration, learned propensities and churn scoring. Reads the journey.
 //! - [`output`]: the records of the wire contract.
-//! - [`state`]: the identity graph and journeys shared with readers.
+//! - [`recent`]: the most recently active profiles, kept as journeys change.
+//! - [`state`]: the identity graph and journeys shared with readers, with
+//!   their size kept as they change.
 //! - [`processor`]: the stages above in order, with the reorder buffer,
 //!   event-time timers and the snapshot format.
 //! - [`view`]: what the lookup API reads from the state.
@@ -36,6 +38,7 @@ pub mod ids;
 pub mod journey;
 pub mod output;
 pub mod processor;
+pub mod recent;
 pub mod snapshot;
 pub mod state;
 pub mod time;

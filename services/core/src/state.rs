@@ -1,22 +1,76 @@
 //! The state readers share with the single writer: the identity graph and
-//! the journeys, both keyed for lock-free reads.
+//! the journeys, both keyed for lock-free reads, with their size and the
+//! most recently active profiles kept up to date as they change.
 //!
-//! In: written only by the [`Processor`](crate::processor::Processor).
-//! Out: read by the lookup API (see [`view`](crate::view)) and by metrics
-//! ([`State::approx_bytes`]). Keeps every profile and every journey.
+//! In: written only by the [`Processor`](crate::processor::Processor), which
+//! changes journeys through [`State::take_journey`] / [`State::put_journey`] /
+//! [`State::remove_journey`] so the sizes and the recent list follow. Out:
+//! read by the lookup API (see [`view`](crate::view)), by
+//! [`State::recent`], and by metrics ([`State::size`], constant time).
+//! Keeps every profile and every journey.
 
-use std::sync::Arc;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::hash::DashMap;
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
 use crate::journey::{CartLine, Journey, RecentAction};
+use crate::recent::Recent;
 
 /// State shared with readers (the lookup API): the identity graph and the
 /// journeys, both keyed for lock-free reads.
 pub struct State {
     pub identity: IdentityGraph,
+    /// Read freely; the writer changes it only through the methods below.
     pub journeys: DashMap<OneId, Box<Journey>>,
+    /// The estimate of the bytes the journeys hold, kept as they change.
+    journey_bytes: AtomicI64,
+    recent: Mutex<Recent>,
+}
+
+/// How large the state is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Size {
+    pub profiles: usize,
+    /// Identifiers in a profile (household identifiers excluded).
+    pub identifiers: usize,
+    pub journeys: usize,
+    /// The estimate of the bytes the identity graph and the journeys hold.
+    pub bytes: usize,
+}
+
+/// A fixed per-entry overhead for the hash maps.
+const MAP_ENTRY: usize = 16;
+
+/// The estimate of the bytes one journey holds: its structure, its key, and
+/// the strings and history it owns.
+pub fn journey_bytes(one_id: &str, j: &Journey) -> usize {
+    let cart: usize = j
+        .cart
+        .items
+        .keys()
+        .map(|sku| sku.len() + size_of::<CartLine>() + 48)
+        .sum();
+    let actions: usize = j.last_action.keys().map(|a| a.len() + 48).sum();
+    let recent: usize = j
+        .recent_actions
+        .iter()
+        .map(|r| size_of::<RecentAction>() + r.heap_bytes())
+        .sum();
+    size_of::<Journey>()
+        + one_id.len()
+        + MAP_ENTRY
+        + cart
+        + actions
+        + recent
+        + j.history_bytes()
+        + j.churn_history_bytes()
+}
+
+fn signed(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl State {
@@ -24,42 +78,111 @@ impl State {
         State {
             identity: IdentityGraph::new(namespaces),
             journeys: DashMap::default(),
+            journey_bytes: AtomicI64::new(0),
+            recent: Mutex::new(Recent::default()),
         }
     }
 
-    /// An estimate of the bytes the state holds: the sizes of its structures
-    /// and strings plus a fixed per-entry overhead for the hash maps. It walks
-    /// every entry, so call it at scrape time, not per event.
+    /// The size of the state as the writer left it: no walk, no writer lock.
+    pub fn size(&self) -> Size {
+        let identity = self.identity.tally();
+        let journeys = usize::try_from(self.journey_bytes.load(Ordering::Relaxed)).unwrap_or(0);
+        Size {
+            profiles: identity.profiles,
+            identifiers: identity.identifiers,
+            journeys: self.journeys.len(),
+            bytes: identity.bytes.saturating_add(journeys),
+        }
+    }
+
+    /// The same as [`State::size`] by walking every entry (and taking the
+    /// identity writer lock): for tests and checks, never per scrape.
+    pub fn recount(&self) -> Size {
+        let identity = self.identity.recount();
+        let journeys: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
+        Size {
+            profiles: identity.profiles,
+            identifiers: identity.identifiers,
+            journeys: self.journeys.len(),
+            bytes: identity.bytes + journeys,
+        }
+    }
+
+    /// An estimate of the bytes the state holds; constant time.
     pub fn approx_bytes(&self) -> usize {
-        use std::mem::size_of;
-        const MAP_ENTRY: usize = 16;
-        let identity = self.identity.approx_bytes();
-        let journeys: usize = self
-            .journeys
-            .iter()
-            .map(|j| {
-                let cart: usize = j
-                    .cart
-                    .items
-                    .keys()
-                    .map(|sku| sku.len() + size_of::<CartLine>() + 48)
-                    .sum();
-                let actions: usize = j.last_action.keys().map(|a| a.len() + 48).sum();
-                let recent: usize = j
-                    .recent_actions
-                    .iter()
-                    .map(|r| size_of::<RecentAction>() + r.heap_bytes())
-                    .sum();
-                size_of::<Journey>()
-                    + j.key().len()
-                    + MAP_ENTRY
-                    + cart
-                    + actions
-                    + recent
-                    + j.history_bytes()
-                    + j.churn_history_bytes()
-            })
-            .sum();
-        identity + journeys
+        self.size().bytes
+    }
+
+    /// The One IDs of the `n` journeys with the latest event time (at most
+    /// [`RECENT_MAX`](crate::recent::RECENT_MAX)), newest first, ties by One
+    /// ID; O(n).
+    pub fn recent(&self, n: usize) -> Vec<OneId> {
+        self.recent_list().newest(n)
+    }
+
+    fn recent_list(&self) -> MutexGuard<'_, Recent> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a journey out to change it; put it back with
+    /// [`State::put_journey`] (writer only).
+    pub fn take_journey(&self, one_id: &str) -> Option<Box<Journey>> {
+        let (key, j) = self.journeys.remove(one_id)?;
+        self.journey_bytes
+            .fetch_sub(signed(journey_bytes(&key, &j)), Ordering::Relaxed);
+        Some(j)
+    }
+
+    /// Puts a journey (back) in place (writer only).
+    pub fn put_journey(&self, one_id: OneId, j: Box<Journey>) {
+        self.journey_bytes
+            .fetch_add(signed(journey_bytes(&one_id, &j)), Ordering::Relaxed);
+        let last_seen = j.last_seen;
+        if let Some(old) = self.journeys.insert(one_id.clone(), j) {
+            self.journey_bytes
+                .fetch_sub(signed(journey_bytes(&one_id, &old)), Ordering::Relaxed);
+        }
+        self.recent_list().touch(&one_id, last_seen);
+    }
+
+    /// Removes a journey for good: its profile was merged away or forgotten
+    /// (writer only).
+    pub fn remove_journey(&self, one_id: &str) -> Option<Box<Journey>> {
+        let j = self.take_journey(one_id)?;
+        let mut recent = self.recent_list();
+        recent.remove(&OneId::from(one_id));
+        if recent.needs_refill() {
+            recent.refill(self.journeys.iter().map(|j| (j.key().clone(), j.last_seen)));
+        }
+        Some(j)
+    }
+
+    /// Changes every journey in place with `f` (true: it changed); returns
+    /// how many changed (writer only; `f` must not change `last_seen`).
+    pub fn update_journeys(&self, mut f: impl FnMut(&mut Journey) -> bool) -> usize {
+        let mut n = 0;
+        for mut j in self.journeys.iter_mut() {
+            let before = journey_bytes(j.key(), j.value());
+            if f(j.value_mut()) {
+                n += 1;
+                let after = journey_bytes(j.key(), j.value());
+                self.journey_bytes
+                    .fetch_add(signed(after) - signed(before), Ordering::Relaxed);
+            }
+        }
+        n
+    }
+
+    /// Counts the journeys again and rebuilds the recent list: after loading
+    /// them from a snapshot (writer only).
+    pub fn journeys_loaded(&self) {
+        let bytes: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
+        self.journey_bytes.store(signed(bytes), Ordering::Relaxed);
+        self.recent_list()
+            .refill(self.journeys.iter().map(|j| (j.key().clone(), j.last_seen)));
     }
 }
+
+#[cfg(test)]
+mod tests;

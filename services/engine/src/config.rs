@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 pub const DEFAULTS: &str = include_str!("default.toml");
 
+/// The most `http.max_connections` may be.
+const MAX_CONNECTIONS: usize = 100_000;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -150,10 +153,33 @@ pub struct HttpSettings {
     pub erase_tokens: BTreeMap<String, String>,
     /// Lookup requests served at once; more get 503.
     pub max_concurrent_requests: usize,
+    /// Connections open at once; more wait to be accepted (see `http::server`).
+    pub max_connections: usize,
+    /// A request head (request line and headers) must be complete this long
+    /// after the server began waiting for it; also the keep-alive idle timeout.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request without a response after this long gets 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Keep connections open between requests.
+    pub keep_alive: bool,
     /// `/healthz` turns 503 when neither the poll loop nor a long start-up
     /// phase has shown progress for this long.
     #[serde(with = "humantime_serde")]
     pub liveness_timeout: Duration,
+}
+
+impl HttpSettings {
+    /// What the server enforces on connections.
+    pub fn limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            header_read_timeout: self.header_read_timeout,
+            request_timeout: self.request_timeout,
+            keep_alive: self.keep_alive,
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +386,15 @@ impl Settings {
             return Err(invalid("http.liveness_timeout", "must be > 0"));
         }
         self.validate_erase_tokens()?;
+        if !(1..=MAX_CONNECTIONS).contains(&self.http.max_connections) {
+            return Err(invalid("http.max_connections", "must be from 1 to 100000"));
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(invalid("http.header_read_timeout", "must be > 0"));
+        }
+        if self.http.request_timeout.is_zero() {
+            return Err(invalid("http.request_timeout", "must be > 0"));
+        }
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));
         }

@@ -3,7 +3,8 @@
 //! (`DELETE /v1/profiles/{namespace}/{value}`); `POST /v1/profiles/lookup`
 //! and `GET /v1/profiles/recent` ([`search`]), the OpenAPI document at
 //! `/v1/openapi.json` ([`openapi`]), and the Customer 360 page at `/ui`
-//! ([`ui`]).
+//! ([`ui`]). [`server`] accepts the connections: a connection limit, the
+//! header-read and per-request timeouts.
 //!
 //! Forget does not touch state here: the pipeline is the single writer. The
 //! handler publishes the command (normalised and hashed identifier, never a
@@ -44,6 +45,7 @@ use crate::metrics::Metrics;
 
 pub mod openapi;
 pub mod search;
+pub mod server;
 pub mod ui;
 
 use openapi::{AcceptedDoc, ErrorDoc, ExplainDoc, ProfileDoc};
@@ -92,20 +94,19 @@ pub fn router(s: HttpState) -> Router {
         .with_state(s)
 }
 
-/// Binds `addr` and serves until `cancel`; returns the bound address at once.
+/// Binds `addr` and serves until `cancel` (see [`server`]); returns the
+/// bound address at once.
 pub async fn serve(
     addr: SocketAddr,
     s: HttpState,
+    limits: server::Limits,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let metrics = s.metrics.clone();
     let app = router(s);
-    let handle = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await
-    });
+    let handle = tokio::spawn(server::run(listener, app, limits, metrics, cancel));
     Ok((bound, handle))
 }
 
@@ -186,11 +187,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Reads the state's size as the writer keeps it: no walk of the state and
+/// no identity writer lock, so a scrape costs the same at any size and
+/// answers while a snapshot is written.
 async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    s.metrics.profiles.set(count(s.state.identity.profile_count()));
-    s.metrics.identifiers.set(count(s.state.identity.identifier_count()));
-    s.metrics.state_memory.set(count(s.state.approx_bytes()));
+    let size = s.state.size();
+    s.metrics.profiles.set(count(size.profiles));
+    s.metrics.identifiers.set(count(size.identifiers));
+    s.metrics.state_memory.set(count(size.bytes));
     s.metrics.ready.set(i64::from(s.health.ready()));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

@@ -82,6 +82,7 @@ impl Engine {
                 }),
                 timers: http::ui::TimerDelays::of(&settings.decide),
             },
+            settings.http.limits(),
             cancel.clone(),
         )
         .await

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub restore_seconds: Gauge,
     pub outputs_deduplicated: IntCounter,
     pub journeys_evicted: IntCounter,
+    pub http_connections: IntGauge,
+    pub http_header_timeouts: IntCounter,
     pub memory_budget_exceeded: IntGauge,
 }
 
@@ -156,7 +158,7 @@ const ACTIONS_SUPPRESSED: Def = (
 );
 const STATE_MEMORY: Def = (
     "onejourney_state_memory_bytes",
-    "Estimated bytes held by the identity graph and journey state (computed at scrape).",
+    "Estimated bytes held by the identity graph and journey state (kept as the state changes).",
 );
 const PRODUCER_QUEUE: Def = (
     "onejourney_producer_queue_messages",
@@ -210,6 +212,14 @@ const OUTPUTS_DEDUPLICATED: Def = (
 const JOURNEYS_EVICTED: Def = (
     "onejourney_journeys_evicted_total",
     "Journeys whose detail was dropped after state.evict_journeys_after without events.",
+);
+const HTTP_CONNECTIONS: Def = (
+    "onejourney_http_connections",
+    "HTTP connections open (at most http.max_connections; more wait to be accepted).",
+);
+const HTTP_HEADER_TIMEOUTS: Def = (
+    "onejourney_http_header_timeouts_total",
+    "HTTP connections closed because no complete request head came within http.header_read_timeout.",
 );
 const MEMORY_BUDGET_EXCEEDED: Def = (
     "onejourney_state_memory_budget_exceeded",
@@ -329,6 +339,8 @@ impl Metrics {
             restore_seconds: r.float_gauge(RESTORE_SECONDS)?,
             outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,
             journeys_evicted: r.counter(JOURNEYS_EVICTED)?,
+            http_connections: r.gauge(HTTP_CONNECTIONS)?,
+            http_header_timeouts: r.counter(HTTP_HEADER_TIMEOUTS)?,
             memory_budget_exceeded: r.gauge(MEMORY_BUDGET_EXCEEDED)?,
             registry,
         };

@@ -11,7 +11,10 @@
 //! names a profile that no longer exists is ignored. Every identifier in a
 //! profile's `ids` has an index slot pointing at that profile; a profile
 //! never holds more than its caps (the oldest device link goes first).
+//! Every change to an entry's size is added to the writer's sums
+//! (`tally.rs`) as it is made.
 
+use super::tally::{component_frame, device_bytes, evidence_bytes, profile_size, slot_bytes};
 use super::types::{Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
 use super::{fingerprint, Component, IdentityGraph, Slot, Writer};
 use crate::ids::{IdKey, Kind};
@@ -23,6 +26,7 @@ impl IdentityGraph {
     pub fn apply(&self, op: &IdentityOp) {
         let mut w = self.lock();
         self.apply_locked(&mut w, op);
+        self.publish(&w);
     }
 
     /// Applies one op; returns the component an `IdentityOp::Record` joined.
@@ -43,6 +47,7 @@ impl IdentityGraph {
         let mut new_ids = Vec::new();
         for k in e.ids.iter().filter(|k| self.links(k)) {
             if !self.index.contains_key(k) {
+                w.sums.resized(0, slot_bytes(k));
                 self.index.insert(
                     k.clone(),
                     Slot {
@@ -56,6 +61,7 @@ impl IdentityGraph {
         }
         let first = w.known.get(&fp).cloned();
         if let Some(t) = w.components.get_mut(&target) {
+            let (before, evidence_before) = (component_frame(t), t.evidence.len());
             t.ids.extend(new_ids);
             match &first {
                 // An earlier occurrence of a known set: move it.
@@ -74,6 +80,13 @@ impl IdentityGraph {
                 }
                 None => t.evidence.push(e.clone()),
             }
+            let pushed = if t.evidence.len() > evidence_before {
+                evidence_bytes(e)
+            } else {
+                0
+            };
+            let after = component_frame(t) + pushed;
+            w.sums.resized(before, after);
         }
         if first.as_ref().is_none_or(|f| e.key < *f) {
             w.known.insert(fp, e.key.clone());
@@ -99,7 +112,9 @@ impl IdentityGraph {
             None => {
                 let c = w.next_component;
                 w.next_component = w.next_component.wrapping_add(1);
-                w.components.insert(c, Component::default());
+                let fresh = Component::default();
+                w.sums.resized(0, component_frame(&fresh));
+                w.components.insert(c, fresh);
                 c
             }
         };
@@ -107,15 +122,20 @@ impl IdentityGraph {
             let Some(gone) = w.components.remove(other) else {
                 continue;
             };
+            // Its evidence moves (and stays counted); its frame goes.
+            w.sums.resized(component_frame(&gone), 0);
             for k in &gone.ids {
                 if let Some(mut s) = self.index.get_mut(k) {
                     s.component = target;
                 }
             }
             if let Some(t) = w.components.get_mut(&target) {
+                let before = component_frame(t);
                 t.ids.extend(gone.ids);
                 t.evidence.extend(gone.evidence);
                 t.last = t.last.clone().max(gone.last);
+                let after = component_frame(t);
+                w.sums.resized(before, after);
             }
         }
         target
@@ -129,19 +149,23 @@ impl IdentityGraph {
                 0
             }
             IdentityOp::Create { one_id, at } => {
-                self.profiles.entry(one_id.clone()).or_insert_with(|| Profile {
-                    one_id: one_id.clone(),
-                    first_seen: *at,
-                    ids: Vec::new(),
-                    households: Vec::new(),
-                    links: Vec::new(),
-                    dropped: Vec::new(),
-                    refused: Vec::new(),
-                });
+                if !self.profiles.contains_key(one_id) {
+                    let p = Profile {
+                        one_id: one_id.clone(),
+                        first_seen: *at,
+                        ids: Vec::new(),
+                        households: Vec::new(),
+                        links: Vec::new(),
+                        dropped: Vec::new(),
+                        refused: Vec::new(),
+                    };
+                    w.sums.profile_in(profile_size(&p));
+                    self.profiles.insert(one_id.clone(), p);
+                }
                 0
             }
             IdentityOp::Attach { one_id, link } => self.attach(w, one_id, link),
-            IdentityOp::Merge { survivor, merged, link } => self.merge(survivor, merged, link),
+            IdentityOp::Merge { survivor, merged, link } => self.merge(w, survivor, merged, link),
             IdentityOp::Seen { one_id, at } => {
                 if let Some(mut p) = self.profiles.get_mut(one_id) {
                     p.first_seen = p.first_seen.min(*at);
@@ -158,6 +182,7 @@ impl IdentityGraph {
             }
             IdentityOp::Dissolve { one_id } => {
                 if let Some((_, p)) = self.profiles.remove(one_id) {
+                    w.sums.profile_out(profile_size(&p));
                     self.unindex(&p.ids, one_id);
                 }
                 0
@@ -168,7 +193,9 @@ impl IdentityGraph {
             }
             IdentityOp::Refused { one_id, refused } => {
                 if let Some(mut p) = self.profiles.get_mut(one_id) {
+                    let before = profile_size(&p);
                     p.keep_refused(refused.clone());
+                    w.sums.profile_changed(before, profile_size(&p));
                 }
                 0
             }
@@ -187,13 +214,16 @@ impl IdentityGraph {
             let Some(mut p) = self.profiles.get_mut(one_id) else {
                 return 0;
             };
+            let before = profile_size(&p);
             if household {
                 p.households.push(link.from.clone());
             } else {
                 p.ids.push(link.from.clone());
             }
             p.links.push(link.clone());
-            self.enforce_caps(&mut p)
+            let dropped = self.enforce_caps(&mut p);
+            w.sums.profile_changed(before, profile_size(&p));
+            dropped
         };
         if !household {
             self.set_slot(w, &link.from, Some(one_id.clone()));
@@ -204,13 +234,14 @@ impl IdentityGraph {
 
     /// Moves everything of `merged` into `survivor`; returns how many links
     /// the caps dropped.
-    fn merge(&self, survivor: &OneId, merged: &OneId, link: &LinkRecord) -> usize {
+    fn merge(&self, w: &mut Writer, survivor: &OneId, merged: &OneId, link: &LinkRecord) -> usize {
         if !self.profiles.contains_key(survivor) {
             return 0;
         }
         let Some((_, gone)) = self.profiles.remove(merged) else {
             return 0;
         };
+        w.sums.profile_out(profile_size(&gone));
         for key in &gone.ids {
             if let Some(mut s) = self.index.get_mut(key) {
                 s.one_id = Some(survivor.clone());
@@ -227,6 +258,7 @@ impl IdentityGraph {
             let Some(mut p) = self.profiles.get_mut(survivor) else {
                 return 0;
             };
+            let before = profile_size(&p);
             p.first_seen = p.first_seen.min(gone.first_seen);
             p.ids.extend(gone.ids);
             for h in gone.households {
@@ -240,7 +272,9 @@ impl IdentityGraph {
             for r in gone.refused {
                 p.keep_refused(r);
             }
-            self.enforce_caps(&mut p)
+            let dropped = self.enforce_caps(&mut p);
+            w.sums.profile_changed(before, profile_size(&p));
+            dropped
         };
         self.drop_links(&dropped, survivor);
         dropped.len()
@@ -249,6 +283,7 @@ impl IdentityGraph {
     /// Records that `person` was first seen with `device` (within the window).
     fn device_person(&self, w: &mut Writer, device: &IdKey, person: &IdKey, at: EventTime) {
         let window = self.rules.limits().shared_device_window;
+        let before = w.devices.get(device).map_or(0, device_bytes);
         let stat = w.devices.entry(device.clone()).or_default();
         if !stat.shared {
             stat.persons.retain(|(t, _)| *t >= at.minus(window));
@@ -256,20 +291,27 @@ impl IdentityGraph {
                 stat.persons.push((at, person.clone()));
             }
         }
+        let after = device_bytes(stat);
+        w.sums.resized(before, after);
     }
 
     /// Marks a device shared: it leaves a profile it shares with other
     /// identifiers; a profile of its own it keeps.
     fn share(&self, w: &mut Writer, device: &IdKey) {
+        let before = w.devices.get(device).map_or(0, device_bytes);
         let stat = w.devices.entry(device.clone()).or_default();
         stat.shared = true;
         stat.persons = Vec::new();
+        let after = device_bytes(stat);
+        w.sums.resized(before, after);
         if let Some(one_id) = self.one_id_of(device) {
             let left = self.profiles.get_mut(&one_id).is_some_and(|mut p| {
                 let alone = p.ids.len() == 1;
                 if !alone {
+                    let before = profile_size(&p);
                     p.ids.retain(|k| k != device);
                     p.links.retain(|l| l.from != *device);
+                    w.sums.profile_changed(before, profile_size(&p));
                 }
                 !alone
             });
@@ -289,13 +331,12 @@ impl IdentityGraph {
                 // Applied from a changelog without its Record: give it a component.
                 let c = w.next_component;
                 w.next_component = w.next_component.wrapping_add(1);
-                w.components.insert(
-                    c,
-                    Component {
-                        ids: vec![key.clone()],
-                        ..Component::default()
-                    },
-                );
+                let own = Component {
+                    ids: vec![key.clone()],
+                    ..Component::default()
+                };
+                w.sums.resized(0, component_frame(&own) + slot_bytes(key));
+                w.components.insert(c, own);
                 self.index.insert(
                     key.clone(),
                     Slot {

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::tally::device_bytes;
 use super::types::{Evidence, EvidenceKey, IdentityOp, Moved, OneId, Stitch, StitchError};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::event::ChannelEvent;
@@ -23,7 +24,13 @@ impl IdentityGraph {
     /// rebuilds its component when it sorts before what was folded).
     pub fn stitch(&self, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
         let mut w = self.lock();
-        let ids = self.live_ids(&w, ev)?;
+        let stitched = self.stitch_locked(&mut w, ev);
+        self.publish(&w);
+        stitched
+    }
+
+    fn stitch_locked(&self, w: &mut Writer, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
+        let ids = self.live_ids(w, ev)?;
         let key = EvidenceKey {
             at: ev.occurred_at,
             channel: ev.channel,
@@ -33,7 +40,7 @@ impl IdentityGraph {
         if let Some(first) = w.known.get(&fp) {
             if *first <= key {
                 // The same set was folded at its first occurrence: nothing new.
-                if let Some((one_id, anchor)) = self.resolve(&w, &ids) {
+                if let Some((one_id, anchor)) = self.resolve(w, &ids) {
                     return Ok(Stitch {
                         one_id,
                         anchor,
@@ -49,7 +56,7 @@ impl IdentityGraph {
                 // (caps, shared devices): fold it again as a new occurrence.
             }
         }
-        self.fold_new(&mut w, key, ids)
+        self.fold_new(w, key, ids)
     }
 
     /// The event's identifiers that were not forgotten, sorted, no repeats;
@@ -163,7 +170,9 @@ impl IdentityGraph {
             ops.push(op);
         }
         for k in &members {
-            w.devices.remove(k);
+            if let Some(d) = w.devices.remove(k) {
+                w.sums.resized(device_bytes(&d), 0);
+            }
         }
         let mut mine = None;
         let mut dropped = 0;
@@ -172,15 +181,21 @@ impl IdentityGraph {
             dropped += step.dropped;
             ops.append(&mut step.ops);
             if e.key == *key {
-                mine = Some(step);
+                mine = Some((step, e.ids.clone()));
             }
         }
         if let Some(c) = w.components.get_mut(&component) {
             c.last = evidence.last().map(|e| e.key.clone());
         }
-        let Some(mine) = mine else {
+        let Some((mut mine, my_ids)) = mine else {
             return Err(StitchError::NoLinkableIdentifier);
         };
+        // Evidence folded after the event's may have merged its profile
+        // away: the event belongs where its identifiers are now.
+        if let Some((one_id, anchor)) = self.resolve(w, &my_ids) {
+            mine.one_id = one_id;
+            mine.anchor = anchor;
+        }
         Ok(Stitch {
             ops,
             moved: self.moved_since(before),

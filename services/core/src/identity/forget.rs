@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes};
 use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::hash::HashSet;
@@ -32,7 +33,12 @@ impl IdentityGraph {
         let one_id = self.one_id_of(key)?;
         let ids = self.with_profile(&one_id, |p| p.ids.iter().chain(&p.households).cloned().collect())?;
         // What applying the op does, keeping the entries it adds.
-        let suppressed = self.erase(&mut self.lock(), &one_id);
+        let suppressed = {
+            let mut w = self.lock();
+            let suppressed = self.erase(&mut w, &one_id);
+            self.publish(&w);
+            suppressed
+        };
         let op = IdentityOp::Forget { one_id: one_id.clone() };
         Some((
             op,
@@ -55,6 +61,7 @@ impl IdentityGraph {
         let Some((_, p)) = self.profiles.remove(one_id) else {
             return Vec::new();
         };
+        w.sums.profile_out(profile_size(&p));
         // Dropped identifiers go too, unless another profile holds them now.
         let orphaned = p
             .dropped
@@ -67,13 +74,18 @@ impl IdentityGraph {
             let entry = self.suppression_entry(k);
             w.suppressed.insert(entry);
             entries.push(Suppression { ns: k.ns, entry });
-            if let Some((_, s)) = self.index.remove(*k) {
+            if let Some((key, s)) = self.index.remove(*k) {
+                w.sums.resized(slot_bytes(&key), 0);
                 comps.insert(s.component);
             }
-            w.devices.remove(*k);
+            if let Some(d) = w.devices.remove(*k) {
+                w.sums.resized(device_bytes(&d), 0);
+            }
         }
         for stat in w.devices.values_mut() {
+            let before = device_bytes(stat);
             stat.persons.retain(|(_, q)| !gone.contains(q));
+            w.sums.resized(before, device_bytes(stat));
         }
         self.strip_refused(w, &comps, &gone, one_id);
         for c in comps {
@@ -86,7 +98,7 @@ impl IdentityGraph {
     /// Drops the refused links that name an erased identifier or the erased
     /// profile from the profiles of the same components (a refused
     /// identifier is always in the component of the profile that keeps it).
-    fn strip_refused(&self, w: &Writer, comps: &BTreeSet<u32>, gone: &HashSet<&IdKey>, erased: &OneId) {
+    fn strip_refused(&self, w: &mut Writer, comps: &BTreeSet<u32>, gone: &HashSet<&IdKey>, erased: &OneId) {
         let mut holders: BTreeSet<OneId> = BTreeSet::new();
         for c in comps {
             if let Some(comp) = w.components.get(c) {
@@ -95,8 +107,10 @@ impl IdentityGraph {
         }
         for o in holders {
             if let Some(mut p) = self.profiles.get_mut(&o) {
+                let before = profile_size(&p);
                 p.refused
                     .retain(|r| !gone.contains(&r.key) && r.kept_in.as_ref() != Some(erased));
+                w.sums.profile_changed(before, profile_size(&p));
             }
         }
     }
@@ -108,6 +122,7 @@ impl IdentityGraph {
         let Some(comp) = w.components.get_mut(&component) else {
             return;
         };
+        let before = component_bytes(comp);
         comp.ids.retain(|k| !gone.contains(k));
         let mut kept: Vec<Evidence> = Vec::with_capacity(comp.evidence.len());
         let mut refingerprint: Vec<(u128, Option<EvidenceKey>)> = Vec::new();
@@ -128,6 +143,8 @@ impl IdentityGraph {
             }
         }
         comp.evidence = kept;
+        let after = component_bytes(comp);
+        w.sums.resized(before, after);
         for (fp, key) in refingerprint {
             match key {
                 None => {

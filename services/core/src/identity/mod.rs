@@ -66,7 +66,9 @@
 //!
 //! Single writer: `index` and `profiles` are `DashMap`s so readers (the lookup
 //! API) can read while the pipeline writes; the writer-only structures sit
-//! behind one mutex that only `stitch`/`apply`/`forget` take.
+//! behind one mutex that only `stitch`/`apply`/`forget` (and a snapshot)
+//! take. Readers never need it: the sizes metrics read are published by the
+//! writer after each change ([`IdentityGraph::tally`]).
 //!
 //! ## Files
 //! - `types.rs`: the vocabulary (profiles, evidence, ops, the stitch result);
@@ -75,7 +77,9 @@
 //! - `plan.rs`: one fold step decided from the graph, as ops (the rules above);
 //! - `apply.rs`: ops applied to the graph, caps enforced;
 //! - `forget.rs`: erasure and suppression;
-//! - `snapshot.rs`: the graph written and read back.
+//! - `snapshot.rs`: the graph written and read back;
+//! - `tally.rs`: the graph's size (profiles, identifiers, bytes), kept as
+//!   it changes so readers never walk it.
 //!
 //! This file holds the graph's state and its read-only queries.
 
@@ -95,6 +99,7 @@ mod fold;
 mod forget;
 mod plan;
 mod snapshot;
+mod tally;
 mod types;
 
 #[cfg(test)]
@@ -102,6 +107,7 @@ mod tests;
 
 pub use plan::derive_one_id;
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
+pub use tally::Tally;
 pub use types::{
     Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RefusedLink,
     RejectReason, Rejection, Rule, Stitch, StitchError, Suppression, REFUSED_LINKS,
@@ -146,6 +152,8 @@ struct Writer {
     devices: HashMap<IdKey, DeviceStat>,
     /// Suppression entries of forgotten identifiers.
     suppressed: HashSet<[u8; 16]>,
+    /// The graph's size, kept as it changes (see `tally.rs`).
+    sums: tally::Sums,
 }
 
 /// The in-memory identity graph.
@@ -154,6 +162,8 @@ pub struct IdentityGraph {
     index: DashMap<IdKey, Slot>,
     profiles: DashMap<OneId, Profile>,
     writer: Mutex<Writer>,
+    /// The writer's sums as readers see them.
+    published: tally::Published,
 }
 
 impl IdentityGraph {
@@ -163,6 +173,7 @@ impl IdentityGraph {
             index: DashMap::default(),
             profiles: DashMap::default(),
             writer: Mutex::new(Writer::default()),
+            published: tally::Published::default(),
         }
     }
 
@@ -174,9 +185,10 @@ impl IdentityGraph {
         self.profiles.len()
     }
 
-    /// Identifiers that are in a profile (household identifiers excluded).
+    /// Identifiers that are in a profile (household identifiers excluded);
+    /// constant time (see [`IdentityGraph::tally`]).
     pub fn identifier_count(&self) -> usize {
-        self.profiles.iter().map(|p| p.ids.len()).sum()
+        self.tally().identifiers
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer> {
@@ -184,51 +196,10 @@ impl IdentityGraph {
         self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// An estimate of the bytes the graph holds (see `State::approx_bytes`).
+    /// An estimate of the bytes the graph holds; constant time (see
+    /// [`IdentityGraph::tally`]).
     pub fn approx_bytes(&self) -> usize {
-        use std::mem::size_of;
-        const MAP_ENTRY: usize = 16;
-        let index: usize = self
-            .index
-            .iter()
-            .map(|e| size_of::<IdKey>() + size_of::<Slot>() + e.key().value.len() + 16 + MAP_ENTRY)
-            .sum();
-        let profiles: usize = self
-            .profiles
-            .iter()
-            .map(|p| {
-                size_of::<Profile>()
-                    + p.one_id.len()
-                    + (p.ids.capacity() + p.households.capacity()) * size_of::<IdKey>()
-                    + p.links.capacity() * size_of::<LinkRecord>()
-                    + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
-                    + p.refused.capacity() * size_of::<RefusedLink>()
-                    + p.refused.iter().map(|r| r.event_id.len() + 16).sum::<usize>()
-                    + MAP_ENTRY
-            })
-            .sum();
-        let w = self.lock();
-        let components: usize = w
-            .components
-            .values()
-            .map(|c| {
-                size_of::<Component>()
-                    + MAP_ENTRY
-                    + c.ids.capacity() * size_of::<IdKey>()
-                    + c.evidence.capacity() * size_of::<Evidence>()
-                    + c.evidence
-                        .iter()
-                        .map(|e| 16 + e.ids.len() * size_of::<IdKey>())
-                        .sum::<usize>()
-            })
-            .sum();
-        let known = w.known.len() * (size_of::<u128>() + size_of::<EvidenceKey>() + MAP_ENTRY);
-        let devices: usize = w
-            .devices
-            .values()
-            .map(|d| size_of::<IdKey>() + size_of::<DeviceStat>() + MAP_ENTRY + d.persons.len() * 32)
-            .sum();
-        index + profiles + components + known + devices + w.suppressed.len() * (16 + MAP_ENTRY)
+        self.tally().bytes
     }
 
     /// The One ID an identifier belongs to.

@@ -93,6 +93,8 @@ impl IdentityGraph {
             w.next_component = snap.next_component;
             w.devices = snap.devices.into_iter().collect();
             w.suppressed = snap.suppressed.into_iter().collect();
+            w.sums = g.walk(&w);
+            g.publish(&w);
         }
     }
 }

@@ -798,3 +798,21 @@ fn installed_suppressions_keep_forgotten_identifiers_out_of_a_replay() {
     }
     assert!(naive.one_id_of(&key(&naive, "customer_id", "C-1")).is_some());
 }
+
+/// An early event whose rebuild folds it into a profile that a later
+/// evidence then merges away belongs to the profile that remains (it was
+/// attributed to the merged-away One ID, whose journey then had no profile).
+#[test]
+fn a_rebuilt_event_belongs_to_the_profile_that_remains() {
+    let g = graph();
+    let both = json!({"device_id": "d-3", "email": "e1@x.io"});
+    g.stitch(&web("e0", 150, both, "page_view", json!({}))).unwrap();
+    g.stitch(&web("e1", 0, json!({"device_id": "d-3"}), "page_view", json!({})))
+        .unwrap();
+    let s = g
+        .stitch(&web("e2", 0, json!({"email": "e1@x.io"}), "page_view", json!({})))
+        .unwrap();
+    assert!(s.rebuilt);
+    assert!(g.profile(&s.one_id).is_some(), "{} has no profile", s.one_id);
+    assert_eq!(g.one_id_of(&key(&g, "email", "e1@x.io")), Some(s.one_id));
+}

@@ -184,7 +184,7 @@ impl Processor {
 
         let one_id = &stitch.one_id;
         let trigger = TriggerRef::event(&ev.event_id);
-        let mut journey = self.state.journeys.remove(one_id).map(|(_, j)| j).unwrap_or_default();
+        let mut journey = self.state.take_journey(one_id).unwrap_or_default();
         let revenue_before = journey.revenue;
         let transitions = journey.apply(ev);
         if journey.revenue != revenue_before {
@@ -201,7 +201,7 @@ impl Processor {
             &trigger,
             &mut out.outputs,
         );
-        self.state.journeys.insert(one_id.clone(), journey);
+        self.state.put_journey(one_id.clone(), journey);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
@@ -211,7 +211,7 @@ impl Processor {
     /// survivors, and announces each merge.
     fn merge_journeys(&mut self, ev: &ChannelEvent, stitch: &Stitch, out: &mut Processed) {
         for moved in &stitch.moved {
-            let gone = self.state.journeys.remove(&moved.from).map(|(_, j)| j);
+            let gone = self.state.remove_journey(&moved.from);
             let (Some(to), Some(via)) = (&moved.to, &moved.via) else {
                 // None of its identifiers is in a profile any more.
                 if let Some(gone) = gone {
@@ -222,11 +222,11 @@ impl Processor {
             out.merges += 1;
             if let Some(gone) = gone {
                 self.tiers.remove(gone.revenue);
-                let mut survivor = self.state.journeys.remove(to).map(|(_, j)| j).unwrap_or_default();
+                let mut survivor = self.state.take_journey(to).unwrap_or_default();
                 self.tiers.remove(survivor.revenue);
                 survivor.absorb(*gone);
                 self.tiers.add(survivor.revenue);
-                self.state.journeys.insert(to.clone(), survivor);
+                self.state.put_journey(to.clone(), survivor);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
@@ -251,7 +251,7 @@ impl Processor {
         let Some((_, gone)) = self.state.identity.forget(key) else {
             return Vec::new();
         };
-        if let Some((_, j)) = self.state.journeys.remove(&gone.one_id) {
+        if let Some(j) = self.state.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
         }
         self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
@@ -306,13 +306,8 @@ impl Processor {
             return 0;
         }
         let cutoff = self.applied_to.minus(after);
-        let mut n = 0;
-        for mut j in self.state.journeys.iter_mut() {
-            if j.last_seen.is_some_and(|t| t < cutoff) && j.compact() {
-                n += 1;
-            }
-        }
-        n
+        self.state
+            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff) && j.compact())
     }
 }
 

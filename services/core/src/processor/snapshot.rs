@@ -136,6 +136,7 @@ impl Processor {
         for (one_id, j) in snap.journeys {
             self.state.journeys.insert(one_id, Box::new(j));
         }
+        self.state.journeys_loaded();
         self.seen = snap.seen;
         self.partitions = snap
             .partitions

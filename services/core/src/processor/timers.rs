@@ -96,7 +96,7 @@ impl Processor {
             // (two profiles merged), or the journey is gone.
             return;
         }
-        let Some((_, mut j)) = self.state.journeys.remove(&one_id) else {
+        let Some(mut j) = self.state.take_journey(&one_id) else {
             return;
         };
         let cfg = self.cfg.clone();
@@ -129,6 +129,6 @@ impl Processor {
                 }
             }
         }
-        self.state.journeys.insert(one_id, j);
+        self.state.put_journey(one_id, j);
     }
 }

@@ -6,11 +6,10 @@
 //! logged); `GET /v1/profiles/recent?limit=N`. Out: the same profile view as
 //! `GET /v1/profiles/{namespace}/{value}`; the `N` profiles with the latest
 //! event time, newest first.
-//! Invariant: read-only; the recent list walks the journeys once, keeping at
-//! most `N` in a heap, and takes one map guard at a time.
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+//! Invariant: read-only; the recent list reads the core's index of recently
+//! active profiles ([`State::recent`](onejourney_core::State::recent), kept
+//! as events are applied), so it costs O(N) whatever the number of profiles,
+//! and takes one map guard at a time.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State as AxumState};
@@ -18,15 +17,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use onejourney_core::journey::{Stage, Tier};
+use onejourney_core::recent::RECENT_MAX;
 use onejourney_core::{EventTime, OneId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{ErrorDoc, IdentifierDoc, ProfileDoc, StageDoc, TierDoc};
 use super::{error, profile_of, HttpState};
-
-/// The most profiles `recent` lists.
-const MAX_RECENT: usize = 100;
 
 /// An identifier to look up. For `one_id`, `value` is the One ID.
 #[derive(Deserialize, ToSchema)]
@@ -122,19 +119,9 @@ pub(super) async fn recent(
     let Ok(Query(q)) = query else {
         return error(StatusCode::BAD_REQUEST, "limit must be a number from 1 to 100");
     };
-    let limit = q.limit.unwrap_or(20).clamp(1, MAX_RECENT);
+    let limit = q.limit.unwrap_or(20).clamp(1, RECENT_MAX);
     // The newest `limit` by last event time (ties: smaller One ID first).
-    let mut heap: BinaryHeap<Reverse<(Option<EventTime>, Reverse<OneId>)>> = BinaryHeap::new();
-    for j in s.state.journeys.iter() {
-        let entry = Reverse((j.last_seen, Reverse(j.key().clone())));
-        if heap.len() < limit {
-            heap.push(entry);
-        } else if heap.peek().is_some_and(|min| entry < *min) {
-            heap.pop();
-            heap.push(entry);
-        }
-    }
-    let mut newest: Vec<OneId> = heap.into_iter().map(|Reverse((_, Reverse(id)))| id).collect();
+    let mut newest = s.state.recent(limit);
     let ns = s.state.identity.namespaces();
     let mut profiles: Vec<RecentProfile> = Vec::with_capacity(newest.len());
     for one_id in newest.drain(..) {
