@@ -42,13 +42,15 @@
 //! - a profile holds at most `max_per_profile` identifiers of a capped
 //!   namespace and `max_identifiers_per_profile` in all: the oldest device link
 //!   is dropped first;
-//! - a new profile's One ID is derived from its strongest identifier; when
+//! - a new profile's One ID is derived from its strongest identifier (a keyed
+//!   hash, see `derive.rs`); when
 //!   profiles merge, the one first seen earliest (event time; ties: smaller id)
 //!   survives.
 //!
 //! ## Forget
 //! [`IdentityGraph::forget`] removes a profile and its identifiers and keeps
-//! a suppression entry per identifier: a truncated SHA-256, never the value.
+//! a suppression entry per identifier: a truncated HMAC-SHA256 under the
+//! identity key (see `derive.rs`), never the value.
 //! A suppressed identifier is ignored on every later event, so a replay cannot
 //! bring it back.
 //!
@@ -63,6 +65,7 @@
 //! - `plan.rs`: one fold step decided from the graph, as ops (the rules above);
 //! - `apply.rs`: ops applied to the graph, caps enforced;
 //! - `forget.rs`: erasure and suppression;
+//! - `derive.rs`: One IDs and suppression entries from identifiers (keyed);
 //! - `snapshot.rs`: the graph written and read back.
 //!
 //! This file holds the graph's state and its read-only queries.
@@ -79,6 +82,7 @@ use crate::ids::{IdKey, Kind, Namespaces};
 use crate::time::EventTime;
 
 mod apply;
+mod derive;
 mod fold;
 mod forget;
 mod plan;
@@ -88,7 +92,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use plan::derive_one_id;
+pub use derive::{Derivation, DerivationError, DerivationRecord, IdentityKey, KeyError};
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use types::{
     Evidence, EvidenceKey, Forgotten, IdentityOp, LinkRecord, Moved, OneId, Profile, Provenance, RejectReason,
@@ -134,6 +138,8 @@ struct Writer {
     devices: HashMap<IdKey, DeviceStat>,
     /// Suppression entries of forgotten identifiers.
     suppressed: HashSet<[u8; 16]>,
+    /// How One IDs and suppression entries are derived.
+    derivation: Derivation,
 }
 
 /// The in-memory identity graph.
@@ -145,13 +151,28 @@ pub struct IdentityGraph {
 }
 
 impl IdentityGraph {
+    /// A graph deriving One IDs under the namespace table's identity key.
     pub fn new(rules: Arc<Namespaces>) -> Self {
+        let writer = Writer {
+            derivation: Derivation::Keyed(rules.identity_key().clone()),
+            ..Writer::default()
+        };
         IdentityGraph {
             rules,
             index: DashMap::default(),
             profiles: DashMap::default(),
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(writer),
         }
+    }
+
+    /// How this graph derives One IDs and suppression entries.
+    pub fn derivation(&self) -> Derivation {
+        self.lock().derivation.clone()
+    }
+
+    /// The One ID a profile founded by `namespace:value` gets (unless taken).
+    pub fn derive_one_id(&self, namespace: &str, value: &str) -> OneId {
+        self.lock().derivation.one_id(namespace, value)
     }
 
     pub fn namespaces(&self) -> &Arc<Namespaces> {

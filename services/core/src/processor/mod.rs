@@ -56,6 +56,8 @@ use order::PendingKey;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod derivation_tests;
 
 /// Settings of the pure pipeline.
 #[derive(Clone, Debug)]
