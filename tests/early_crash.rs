@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use onejourney_e2e::process::{free_port, EngineProcess};
@@ -103,7 +103,7 @@ async fn checkpoints(e: &EngineProcess) -> f64 {
 /// Restarts the engine after the kill, lets it finish the backlog (every input
 /// message covered by committed offsets, checkpointing every second), stops
 /// it gracefully and returns what the actions topic holds.
-async fn restart_and_finish(s: &Settings, config: &PathBuf, n: usize) -> BTreeMap<String, usize> {
+async fn restart_and_finish(s: &Settings, config: &Path, n: usize) -> BTreeMap<String, usize> {
     let log = s.state.dir.join("engine.log");
     let e = EngineProcess::spawn_with(
         config,

@@ -45,7 +45,10 @@ impl IdentityKey {
             bytes: Arc::from(secret),
             id: Arc::from(""),
         };
-        key.id = Arc::from(format!("hmac-{}", hex::encode(&key.mac(&[b"onejourney/key-id/v1"])[..8])));
+        key.id = Arc::from(format!(
+            "hmac-{}",
+            hex::encode(&key.mac(&[b"onejourney/key-id/v1"])[..8])
+        ));
         Ok(key)
     }
 
@@ -62,8 +65,8 @@ impl IdentityKey {
     /// HMAC-SHA256 of the concatenated `parts` under this key.
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         // HMAC takes a key of any length: `new_from_slice` cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
         for p in parts {
             mac.update(p);
         }
@@ -79,7 +82,9 @@ impl IdentityKey {
 
 impl std::fmt::Debug for IdentityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("IdentityKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -130,11 +130,11 @@ impl Derivation {
                 h.finalize().into()
             }
             Derivation::Keyed(key) => key.mac(&[
-                    b"onejourney/",
-                    purpose.as_bytes(),
-                    b"/hmac-v1\0",
-                    namespace.as_bytes(),
-                    b"\0",
+                b"onejourney/",
+                purpose.as_bytes(),
+                b"/hmac-v1\0",
+                namespace.as_bytes(),
+                b"\0",
                 value.as_bytes(),
             ]),
         }
@@ -161,7 +161,10 @@ mod tests {
             b.suppression_entry("customer_id", "C-1")
         );
         assert_ne!(a.one_id("customer_id", "C-1"), a.one_id("customer_id", "C-2"));
-        assert_ne!(key("first key, sixteen bytes or more").id(), key("second key, sixteen bytes or more").id());
+        assert_ne!(
+            key("first key, sixteen bytes or more").id(),
+            key("second key, sixteen bytes or more").id()
+        );
     }
 
     #[test]
@@ -193,11 +196,12 @@ mod tests {
         // Values the format 2 code derived (`derive_one_id`, `suppression_entry`).
         assert_eq!(
             &*Derivation::Sha256V1.one_id("cookie_id", "c-1"),
-            "oj-".to_string() + &{
-                let mut h = Sha256::new();
-                h.update(b"onejourney/one-id/v1\0cookie_id\0c-1");
-                hex::encode(&h.finalize()[..12])
-            }
+            "oj-".to_string()
+                + &{
+                    let mut h = Sha256::new();
+                    h.update(b"onejourney/one-id/v1\0cookie_id\0c-1");
+                    hex::encode(&h.finalize()[..12])
+                }
         );
     }
 

@@ -309,7 +309,10 @@ fn a_late_event_rebuilds_its_component_as_if_it_had_come_in_order() {
     // In order, the email first met C-1: C-2 was refused and stands alone.
     let c1 = late.one_id_of(&key(&late, "customer_id", "C-1")).unwrap();
     assert_eq!(late.one_id_of(&key(&late, "email", "a@x.io")), Some(c1.clone()));
-    assert_eq!(c1, late.derive_one_id("email_sha256", &crate::ids::sha256_hex("a@x.io")));
+    assert_eq!(
+        c1,
+        late.derive_one_id("email_sha256", &crate::ids::sha256_hex("a@x.io"))
+    );
 }
 
 #[test]

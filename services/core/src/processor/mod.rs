@@ -55,9 +55,9 @@ pub use timers::TimerKind;
 use order::PendingKey;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod derivation_tests;
+#[cfg(test)]
+mod tests;
 
 /// Settings of the pure pipeline.
 #[derive(Clone, Debug)]
