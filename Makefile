@@ -50,6 +50,7 @@ deploy-check: tools
 	docker-compose -f deploy/compose/docker-compose.yml config --quiet
 	hadolint deploy/compose/Dockerfile
 	python3 scripts/check-versions.py
+	python3 scripts/check-deploy-secrets.py
 
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.

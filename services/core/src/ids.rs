@@ -149,6 +149,8 @@ pub struct Namespaces {
     norm: NormaliseConfig,
     patterns: Vec<regex::Regex>,
     limits: IdentityLimits,
+    /// The secret One IDs and suppression entries are derived under.
+    key: crate::key::IdentityKey,
     /// The contact channels of each namespace, indexed by `Ns`.
     routes: Vec<Vec<ContactChannel>>,
 }
@@ -249,7 +251,19 @@ impl Namespaces {
             norm,
             patterns,
             limits: IdentityLimits::default(),
+            key: crate::key::IdentityKey::development(),
         })
+    }
+
+    /// The same table with the identity key (the public development key
+    /// until this is called).
+    pub fn with_identity_key(mut self, key: crate::key::IdentityKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn identity_key(&self) -> &crate::key::IdentityKey {
+        &self.key
     }
 
     /// The same table with other graph limits.

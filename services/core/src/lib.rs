@@ -36,6 +36,7 @@ pub mod hash;
 pub mod identity;
 pub mod ids;
 pub mod journey;
+pub mod key;
 pub mod output;
 pub mod processor;
 pub mod recent;

@@ -16,6 +16,7 @@ use onejourney_core::client_env::client_properties_from_env;
 use onejourney_core::decide::DecideConfig;
 use onejourney_core::event::InputLimits;
 use onejourney_core::ids::{IdentityLimits, NamespaceRule, Namespaces, NormaliseConfig};
+use onejourney_core::key::IdentityKey;
 use onejourney_core::{Channel, CoreConfig};
 use serde::{Deserialize, Serialize};
 
@@ -248,6 +249,15 @@ pub struct IdentitySettings {
     #[serde(default = "Namespaces::default_rules")]
     pub namespaces: Vec<NamespaceRule>,
     pub extra_namespaces: Vec<NamespaceRule>,
+    /// The secret One IDs and suppression entries are derived under (HMAC-
+    /// SHA256), kept out of config files: `ONEJOURNEY__IDENTITY__KEY`, or
+    /// `key_file`. Empty: the public development key, with a warning.
+    #[serde(default)]
+    pub key: String,
+    /// A file holding the key (a mounted Kubernetes secret); read at start,
+    /// surrounding whitespace ignored.
+    #[serde(default)]
+    pub key_file: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -325,6 +335,7 @@ impl Settings {
         }
         let mut settings: Settings = b.build()?.try_deserialize()?;
         settings.kafka.client.extend(client_env);
+        settings.read_key_file()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -340,6 +351,7 @@ impl Settings {
         mask(&mut s.kafka.sasl_password);
         mask(&mut s.http.bearer_token);
         s.http.erase_tokens.values_mut().for_each(mask);
+        mask(&mut s.identity.key);
         for (k, v) in s.kafka.client.iter_mut() {
             if is_secret_key(k) {
                 mask(v);
@@ -460,13 +472,46 @@ impl Settings {
             shared_device_max_persons: id.shared_device_max_persons,
             shared_device_window: id.shared_device_window,
         };
+        let key = self.identity_key()?;
         Namespaces::new(rules, norm)
             .and_then(|n| n.with_limits(limits))
-            .map(Arc::new)
+            .map(|n| Arc::new(n.with_identity_key(key)))
             .map_err(|e| ConfigError::Invalid {
                 key: "identity",
                 reason: e.to_string(),
             })
+    }
+
+    /// The configured identity key; none: the core's public development key.
+    pub fn identity_key(&self) -> Result<IdentityKey, ConfigError> {
+        if self.identity.key.is_empty() {
+            return Ok(IdentityKey::development());
+        }
+        IdentityKey::new(self.identity.key.as_bytes()).map_err(|e| ConfigError::Invalid {
+            key: "identity.key",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads `identity.key_file` into `identity.key` (both set: an error).
+    fn read_key_file(&mut self) -> Result<(), ConfigError> {
+        let file = &self.identity.key_file;
+        if file.is_empty() {
+            return Ok(());
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "identity.key_file",
+            reason,
+        };
+        if !self.identity.key.is_empty() {
+            return Err(invalid(String::from("set identity.key or identity.key_file, not both")));
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| invalid(format!("reading {file}: {e}")))?;
+        self.identity.key = text.trim().to_string();
+        if self.identity.key.is_empty() {
+            return Err(invalid(format!("{file} is empty")));
+        }
+        Ok(())
     }
 
     /// Amount and event-time bounds for the decoder.
@@ -727,5 +772,39 @@ mod tests {
         assert_eq!(s.kafka.brokers, "file:1");
         assert_eq!(s.timers.allowed_lateness, Duration::from_secs(300));
         assert_eq!(s.kafka.group_id, "onejourney", "defaults fill the rest");
+    }
+
+    #[test]
+    fn the_identity_key_comes_from_the_environment_or_a_file_and_is_masked() {
+        let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+        let none = load(&[]).unwrap();
+        assert!(none.namespaces().unwrap().identity_key().is_development());
+        let secret = "an identity key of some length";
+        let s = load(&[("ONEJOURNEY__IDENTITY__KEY", secret)]).unwrap();
+        let key = s.namespaces().unwrap().identity_key().clone();
+        assert!(!key.is_development());
+        assert!(!s.to_masked_toml().unwrap().contains(secret));
+        let dir = std::env::temp_dir().join(format!("oj-config-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("identity.key");
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let path = file.to_str().unwrap();
+        let f = load(&[("ONEJOURNEY__IDENTITY__KEY_FILE", path)]).unwrap();
+        assert_eq!(
+            f.namespaces().unwrap().identity_key().id(),
+            key.id(),
+            "the file's key, newline trimmed"
+        );
+        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        assert!(err(&[("ONEJOURNEY__IDENTITY__KEY", "short")]).contains("identity.key"));
+        assert!(err(&[
+            ("ONEJOURNEY__IDENTITY__KEY", secret),
+            ("ONEJOURNEY__IDENTITY__KEY_FILE", path)
+        ])
+        .contains("not both"));
+        assert!(err(&[("ONEJOURNEY__IDENTITY__KEY_FILE", "/nonexistent/key")]).contains("identity.key_file"));
+        std::fs::write(&file, "\n").unwrap();
+        assert!(err(&[("ONEJOURNEY__IDENTITY__KEY_FILE", path)]).contains("empty"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -59,7 +59,15 @@ impl Engine {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new(&settings.decide)?);
         let health = Arc::new(Health::new(settings.http.liveness_timeout));
-        let state = Arc::new(State::new(settings.namespaces()?));
+        let namespaces = settings.namespaces()?;
+        if namespaces.identity_key().is_development() {
+            tracing::warn!(
+                "NO IDENTITY KEY CONFIGURED: One IDs and suppression entries are derived under the public development \
+                 key, so anyone can recompute them from identifiers. Set identity.key (ONEJOURNEY__IDENTITY__KEY) or \
+                 identity.key_file in production"
+            );
+        }
+        let state = Arc::new(State::new(namespaces));
         let mut tasks = JoinSet::new();
 
         let (http_addr, server) = http::serve(

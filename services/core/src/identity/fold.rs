@@ -67,7 +67,7 @@ impl IdentityGraph {
         } else {
             ev.ids
                 .iter()
-                .filter(|k| !w.suppressed.contains(&self.suppression_entry(k)))
+                .filter(|k| !w.suppressed.contains(&self.suppression_entry(w, k)))
                 .cloned()
                 .collect()
         };

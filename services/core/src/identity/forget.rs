@@ -8,17 +8,17 @@
 //!
 //! What it keeps: a forgotten identifier leaves the profiles, the index, the
 //! device counts, the evidence and the refused links other profiles kept of
-//! it, so no rebuild or replay brings it back; only
-//! its suppression entry stays, a truncated SHA-256 of namespace and value,
-//! never the value itself. `stitch` ignores suppressed identifiers. Entries
-//! installed by `Suppress` hold before the identifiers were ever seen: a
-//! rebuild that replays the inputs after installing them never lets the
-//! identifiers in, whether the forget command sorts before or after them.
+//! it, so no rebuild or replay brings it back; only its suppression entry
+//! stays, a truncated HMAC-SHA256 of namespace and value under the identity
+//! key (plain SHA-256 for state written before keyed derivation: see
+//! `derive.rs`), never the value itself. `stitch` ignores suppressed
+//! identifiers. Entries installed by `Suppress` hold before the identifiers
+//! were ever seen: a rebuild that replays the inputs after installing them
+//! never lets the identifiers in, whether the forget command sorts before or
+//! after them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-use sha2::{Digest, Sha256};
 
 use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes};
 use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
@@ -71,7 +71,7 @@ impl IdentityGraph {
         let mut comps = BTreeSet::new();
         let mut entries = Vec::with_capacity(gone.len());
         for k in &gone {
-            let entry = self.suppression_entry(k);
+            let entry = self.suppression_entry(w, k);
             w.suppressed.insert(entry);
             entries.push(Suppression { ns: k.ns, entry });
             if let Some((key, s)) = self.index.remove(*k) {
@@ -160,24 +160,17 @@ impl IdentityGraph {
         }
     }
 
-    /// The suppression entry of an identifier: 16 bytes of SHA-256 over its
-    /// namespace and value (email and phone values are hashes already).
-    pub(super) fn suppression_entry(&self, key: &IdKey) -> [u8; 16] {
-        let mut h = Sha256::new();
-        h.update(b"onejourney/forget/v1\0");
-        h.update(self.rules.name(key.ns).as_bytes());
-        h.update(b"\0");
-        h.update(key.value.as_bytes());
-        let digest = h.finalize();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&digest[..16]);
-        out
+    /// The suppression entry of an identifier: 16 bytes of the graph's
+    /// derivation over its namespace and value (email and phone values are
+    /// hashes already).
+    pub(super) fn suppression_entry(&self, w: &Writer, key: &IdKey) -> [u8; 16] {
+        w.derivation.suppression_entry(self.rules.name(key.ns), &key.value)
     }
 
     /// Whether a forget request suppressed `key`.
     pub fn is_suppressed(&self, key: &IdKey) -> bool {
         let w = self.lock();
-        !w.suppressed.is_empty() && w.suppressed.contains(&self.suppression_entry(key))
+        !w.suppressed.is_empty() && w.suppressed.contains(&self.suppression_entry(&w, key))
     }
 
     /// Identifiers suppressed by forget requests.

@@ -42,7 +42,8 @@
 //! - a profile holds at most `max_per_profile` identifiers of a capped
 //!   namespace and `max_identifiers_per_profile` in all: the oldest device link
 //!   is dropped first;
-//! - a new profile's One ID is derived from its strongest identifier; when
+//! - a new profile's One ID is derived from its strongest identifier (a keyed
+//!   hash, see `derive.rs`); when
 //!   profiles merge, the one first seen earliest (event time; ties: smaller id)
 //!   survives.
 //!
@@ -58,7 +59,8 @@
 //!
 //! ## Forget
 //! [`IdentityGraph::forget`] removes a profile and its identifiers and keeps
-//! a suppression entry per identifier: a truncated SHA-256, never the value.
+//! a suppression entry per identifier: a truncated HMAC-SHA256 under the
+//! identity key (see `derive.rs`), never the value.
 //! A suppressed identifier is ignored on every later event, so a replay cannot
 //! bring it back. The engine writes every forget's entries to the erasure
 //! topic and installs them (`IdentityOp::Suppress`) before any input at
@@ -77,6 +79,7 @@
 //! - `plan.rs`: one fold step decided from the graph, as ops (the rules above);
 //! - `apply.rs`: ops applied to the graph, caps enforced;
 //! - `forget.rs`: erasure and suppression;
+//! - `derive.rs`: One IDs and suppression entries from identifiers (keyed);
 //! - `snapshot.rs`: the graph written and read back;
 //! - `tally.rs`: the graph's size (profiles, identifiers, bytes), kept as
 //!   it changes so readers never walk it.
@@ -95,6 +98,7 @@ use crate::ids::{IdKey, Kind, Namespaces};
 use crate::time::EventTime;
 
 mod apply;
+mod derive;
 mod fold;
 mod forget;
 mod plan;
@@ -105,7 +109,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use plan::derive_one_id;
+pub use derive::{Derivation, DerivationError, DerivationRecord, IdentityKey, KeyError};
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use tally::Tally;
 pub use types::{
@@ -154,6 +158,8 @@ struct Writer {
     suppressed: HashSet<[u8; 16]>,
     /// The graph's size, kept as it changes (see `tally.rs`).
     sums: tally::Sums,
+    /// How One IDs and suppression entries are derived.
+    derivation: Derivation,
 }
 
 /// The in-memory identity graph.
@@ -167,14 +173,29 @@ pub struct IdentityGraph {
 }
 
 impl IdentityGraph {
+    /// A graph deriving One IDs under the namespace table's identity key.
     pub fn new(rules: Arc<Namespaces>) -> Self {
+        let writer = Writer {
+            derivation: Derivation::Keyed(rules.identity_key().clone()),
+            ..Writer::default()
+        };
         IdentityGraph {
             rules,
             index: DashMap::default(),
             profiles: DashMap::default(),
-            writer: Mutex::new(Writer::default()),
+            writer: Mutex::new(writer),
             published: tally::Published::default(),
         }
+    }
+
+    /// How this graph derives One IDs and suppression entries.
+    pub fn derivation(&self) -> Derivation {
+        self.lock().derivation.clone()
+    }
+
+    /// The One ID a profile founded by `namespace:value` gets (unless taken).
+    pub fn derive_one_id(&self, namespace: &str, value: &str) -> OneId {
+        self.lock().derivation.one_id(namespace, value)
     }
 
     pub fn namespaces(&self) -> &Arc<Namespaces> {

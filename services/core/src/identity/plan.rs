@@ -22,8 +22,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::types::{
     Evidence, IdentityOp, LinkRecord, Moved, OneId, Provenance, RefusedLink, RejectReason, Rejection, Rule, Stitch,
     StitchError,
@@ -53,12 +51,13 @@ impl IdentityGraph {
     /// The One ID of a profile founded by `founder`: derived from it, or, when
     /// a profile with that id still exists (its founder left it: caps, a shared
     /// device), derived from it and a counter. Deterministic for a given fold.
-    fn new_one_id(&self, founder: &IdKey, taken: &[OneId]) -> OneId {
+    fn new_one_id(&self, w: &Writer, founder: &IdKey, taken: &[OneId]) -> OneId {
         let name = self.rules.name(founder.ns);
-        let mut one_id = derive_one_id(name, &founder.value);
+        let derive = |value: &str| w.derivation.one_id(name, value);
+        let mut one_id = derive(&founder.value);
         let mut n = 1u32;
         while self.profiles.contains_key(&one_id) || taken.contains(&one_id) {
-            one_id = derive_one_id(name, &format!("{}\0{n}", founder.value));
+            one_id = derive(&format!("{}\0{n}", founder.value));
             n += 1;
         }
         one_id
@@ -148,7 +147,7 @@ impl<'a> Plan<'a> {
 
     /// A new One ID for `founder`, distinct from those this step handed out.
     fn new_one_id(&mut self, founder: &IdKey) -> OneId {
-        let one_id = self.graph.new_one_id(founder, &self.taken);
+        let one_id = self.graph.new_one_id(self.w, founder, &self.taken);
         self.taken.push(one_id.clone());
         one_id
     }
@@ -504,15 +503,4 @@ fn found(one_id: OneId, founder: IdKey, provenance: Provenance) -> [IdentityOp; 
             },
         },
     ]
-}
-
-/// `oj-` and 24 hex digits of SHA-256 over the founding identifier.
-pub fn derive_one_id(namespace: &str, value: &str) -> OneId {
-    let mut h = Sha256::new();
-    h.update(b"onejourney/one-id/v1\0");
-    h.update(namespace.as_bytes());
-    h.update(b"\0");
-    h.update(value.as_bytes());
-    let digest = h.finalize();
-    Arc::from(format!("oj-{}", hex::encode(&digest[..12])))
 }

@@ -10,12 +10,15 @@
 //! inside (`Profile`, `Slot`, `Component`, `DeviceStat`) keep their serde
 //! fields; changing any of them is a snapshot version bump. Fingerprints are
 //! not written: they depend on the hasher of the build and are recomputed.
+//! How One IDs are derived is recorded by the processor's snapshot
+//! (`one_ids`) and handed to [`IdentityGraph::restore`].
 
 use std::sync::MutexGuard;
 
 use serde::{Deserialize, Serialize};
 
 use super::types::Profile;
+use super::Derivation;
 use super::{fingerprint, Component, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
@@ -68,8 +71,9 @@ impl IdentityGraph {
         }
     }
 
-    /// Loads a snapshot into this graph, which must be empty.
-    pub fn restore(&self, snap: IdentitySnapshot) {
+    /// Loads a snapshot into this graph, which must be empty; it goes on
+    /// deriving One IDs and suppression entries the way the snapshot's did.
+    pub fn restore(&self, snap: IdentitySnapshot, derivation: Derivation) {
         let g = self;
         for p in snap.profiles {
             g.profiles.insert(p.one_id.clone(), p);
@@ -93,6 +97,7 @@ impl IdentityGraph {
             w.next_component = snap.next_component;
             w.devices = snap.devices.into_iter().collect();
             w.suppressed = snap.suppressed.into_iter().collect();
+            w.derivation = derivation;
             w.sums = g.walk(&w);
             g.publish(&w);
         }

@@ -55,6 +55,8 @@ pub use timers::TimerKind;
 use order::PendingKey;
 
 #[cfg(test)]
+mod derivation_tests;
+#[cfg(test)]
 mod tests;
 
 /// Settings of the pure pipeline.

@@ -4,8 +4,8 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`. Keeps nothing; the engine writes
-//! and reads the bytes.
+//! `applied_to`, `tiers`, `propensities`, `one_ids`. Keeps nothing; the
+//! engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
 //! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::hash::{HashMap, HashSet};
-use crate::identity::{IdentitySnapshot, OneId};
+use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::ids::IdKey;
 use crate::journey::Journey;
 use crate::snapshot::{DashEntries, Pairs};
@@ -25,10 +25,18 @@ use crate::time::EventTime;
 
 use super::{PartitionClock, Processor, TimerKind};
 
-/// The format version of [`CoreSnapshot`]. 2: the dedupe set's keys are
-/// SHA-256 based (see `dedupe_key`); version 1 used std's `DefaultHasher`,
-/// whose keys a rebuilt binary may not reproduce, so it is refused.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The format version of [`CoreSnapshot`]. 3: `one_ids` records how the
+/// graph derives One IDs and suppression entries (keyed, see
+/// `identity/derive.rs`). Version 2 is still read: it has no `one_ids`, and
+/// its graph keeps the plain SHA-256 derivation it was built with, so its
+/// customers keep their One IDs and its suppressions keep matching. Version
+/// 2's dedupe set's keys are SHA-256 based (see `dedupe_key`) like 3's;
+/// version 1 used std's `DefaultHasher`, whose keys a rebuilt binary may not
+/// reproduce, so it is refused.
+pub const SNAPSHOT_VERSION: u32 = 3;
+
+/// The oldest format version this build reads.
+pub const OLDEST_READ_VERSION: u32 = 2;
 
 /// Serialises like [`CoreSnapshot`], from the live state (see [`Processor::snapshot`]).
 pub struct CoreSnapshotRef<'a> {
@@ -39,7 +47,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 10)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 11)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -50,6 +58,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
         st.serialize_field("propensities", &p.propensities)?;
+        st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
         st.end()
     }
 }
@@ -67,6 +76,9 @@ pub struct CoreSnapshot {
     applied_to: EventTime,
     tiers: ValueTiers,
     propensities: Propensities,
+    /// Absent in format 2: its plain SHA-256 derivation (the default).
+    #[serde(default)]
+    one_ids: DerivationRecord,
 }
 
 impl CoreSnapshot {
@@ -78,7 +90,7 @@ impl CoreSnapshot {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RestoreError {
     #[error(
-        "snapshot format version {0} is not {SNAPSHOT_VERSION}, the one this build reads; \
+        "snapshot format version {0} is not one this build reads ({OLDEST_READ_VERSION} to {SNAPSHOT_VERSION}); \
          run the version that wrote it, or start once with `onejourney run --rebuild` to rebuild the state \
          from the input topics"
     )]
@@ -90,6 +102,8 @@ pub enum RestoreError {
     Namespaces { snapshot: String, configured: String },
     #[error("state is not empty: a snapshot is restored into a new processor only")]
     NotEmpty,
+    #[error("{0}")]
+    Derivation(#[from] DerivationError),
 }
 
 impl Processor {
@@ -119,7 +133,7 @@ impl Processor {
     /// Loads a snapshot into this processor, which must be new (empty state).
     /// `now_ms` starts every partition's idle clock afresh.
     pub fn restore(&mut self, snap: CoreSnapshot, now_ms: u64) -> Result<(), RestoreError> {
-        if snap.version != SNAPSHOT_VERSION {
+        if !(OLDEST_READ_VERSION..=SNAPSHOT_VERSION).contains(&snap.version) {
             return Err(RestoreError::Version(snap.version));
         }
         let names = self.state.identity.namespaces().names();
@@ -132,7 +146,8 @@ impl Processor {
         if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
             return Err(RestoreError::NotEmpty);
         }
-        self.state.identity.restore(snap.identity);
+        let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
+        self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
             self.state.journeys.insert(one_id, Box::new(j));
         }

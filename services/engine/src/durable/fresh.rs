@@ -9,7 +9,10 @@
 //! first offset at the broker) and where every output partition's retained
 //! records start, so that everything re-processing regenerates is read back
 //! and not published again; [`starts`] also tells where the erasure topic
-//! begins. It keeps nothing. Blocking: call it off the async workers.
+//! begins; for a new group ([`output_ends`]), where every output partition
+//! ends before it publishes anything, which the snapshot it writes at once
+//! records (see `pipeline::restore`). It keeps nothing. Blocking: call it off
+//! the async workers.
 
 use std::time::Duration;
 
@@ -64,27 +67,52 @@ pub fn committed_inputs(settings: &Settings) -> anyhow::Result<Vec<(String, i32,
         .collect())
 }
 
+/// Which end of a partition [`watermarks`] reads.
+#[derive(Clone, Copy)]
+enum End {
+    /// Its first retained offset.
+    Low,
+    /// The offset its next record gets.
+    High,
+}
+
+/// Per partition of `topics`: its `end` offset at the broker.
+fn watermarks(c: &BaseConsumer, topics: &[&str], end: End) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let mut out = Vec::new();
+    for topic in topics {
+        for p in partitions(c, topic)? {
+            let (low, high) = c
+                .fetch_watermarks(topic, p, TIMEOUT)
+                .with_context(|| format!("reading the offsets of {topic}"))?;
+            let offset = match end {
+                End::Low => low,
+                End::High => high,
+            };
+            out.push((topic.to_string(), p, offset));
+        }
+    }
+    Ok(out)
+}
+
 /// A header for a rebuild: every input partition from its first offset at
 /// the broker, every output partition from its first retained record.
 pub fn beginnings(settings: &Settings) -> anyhow::Result<Header> {
+    let c = consumer(settings)?;
     Ok(Header {
         written_at_ms: 0,
-        inputs: starts(settings, &settings.topics.consumed())?,
-        outputs: starts(settings, &settings.topics.outputs())?,
+        inputs: watermarks(&c, &settings.topics.consumed(), End::Low)?,
+        outputs: watermarks(&c, &settings.topics.outputs(), End::Low)?,
     })
 }
 
 /// Every partition of `topics` with its first offset at the broker.
 pub fn starts(settings: &Settings, topics: &[&str]) -> anyhow::Result<Vec<(String, i32, i64)>> {
-    let c = consumer(settings)?;
-    let mut out = Vec::new();
-    for topic in topics {
-        for p in partitions(&c, topic)? {
-            let (low, _) = c
-                .fetch_watermarks(topic, p, TIMEOUT)
-                .with_context(|| format!("reading the first offset of {topic}"))?;
-            out.push((topic.to_string(), p, low));
-        }
-    }
-    Ok(out)
+    watermarks(&consumer(settings)?, topics, End::Low)
+}
+
+/// Where every output partition ends now. The broker may report an end a
+/// record or two short (tansu 0.6 does), which only makes a restart read
+/// back a little more.
+pub fn output_ends(settings: &Settings) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    watermarks(&consumer(settings)?, &settings.topics.outputs(), End::High)
 }

@@ -18,6 +18,16 @@
 //! erasure recorded on the erasure topic is installed ([`install_erasures`])
 //! before the first input is read, so no replay brings a forgotten
 //! identifier back, whatever order the topics are consumed in.
+//!
+//! No duplicate without a checkpoint either: a new group (no snapshot, no
+//! committed offsets) writes a snapshot of its empty state before it
+//! consumes or publishes anything, recording where every output partition
+//! ends. A crash before the first interval's checkpoint then restarts from
+//! that snapshot like from any other: the inputs from where the group
+//! starts (nothing is committed), and every output published since read
+//! back and skipped once when re-processing regenerates it. (Without it the
+//! restart had no snapshot, read back nothing and published the whole
+//! backlog's outputs a second time: issue 13.)
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +62,7 @@ pub async fn restore(
     }
     let started = Instant::now();
     let Some(loaded) = load(&path, health).await? else {
-        return start_empty(settings, &path, health).await;
+        return start_empty(settings, processor, &path, health).await;
     };
     if let Some(e) = &loaded.passed_over {
         metrics.snapshots.with_label_values(&["corrupt"]).inc();
@@ -99,10 +109,12 @@ async fn load(path: &Path, health: &Arc<Health>) -> anyhow::Result<Option<Loaded
     Ok(loaded?)
 }
 
-/// No snapshot: a new consumer group starts empty; one that has committed
-/// offsets lost its state, and the engine refuses to start.
+/// No snapshot: a new consumer group starts empty, from a snapshot of its
+/// empty state written at once (see the module's documentation); one that
+/// has committed offsets lost its state, and the engine refuses to start.
 async fn start_empty(
     settings: &Arc<Settings>,
+    processor: &Processor,
     path: &Path,
     health: &Arc<Health>,
 ) -> anyhow::Result<(Header, Published)> {
@@ -126,8 +138,36 @@ async fn start_empty(
             committed.len(),
         );
     }
-    info!(path = %path.display(), "no state snapshot and no committed offsets: a new consumer group starts empty");
-    Ok((Header::default(), Published::default()))
+    let s = settings.clone();
+    let outputs = health::waiting(
+        health,
+        "reading where the output topics end",
+        tokio::task::spawn_blocking(move || fresh::output_ends(&s)),
+    )
+    .await
+    .context("reading where the output topics end panicked")??;
+    // Inputs: none recorded, so every partition starts where the group's
+    // `auto.offset.reset` puts it, now and after a crash alike.
+    let header = Header {
+        written_at_ms: now_ms(),
+        inputs: Vec::new(),
+        outputs,
+    };
+    super::blocking(|| durable::write(path, &header, &processor.snapshot(), |_| health.beat()))
+        .with_context(|| format!("writing the first state snapshot to {}", path.display()))?;
+    info!(
+        path = %path.display(),
+        outputs = ?header.outputs,
+        "no state snapshot and no committed offsets: a new consumer group starts empty (snapshot of the empty state written)"
+    );
+    Ok((header, Published::default()))
+}
+
+/// Wall-clock time in ms since the epoch, for the snapshot header.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A rebuild: every input from its beginning into fresh state; every
