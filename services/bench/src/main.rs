@@ -8,6 +8,11 @@ use clap::Parser;
 use onejourney_bench::BenchArgs;
 use onejourney_engine::cli::Common;
 
+/// As the engine binary: mimalloc, chosen by measurement (docs/benchmarks.md).
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measure throughput, latency and memory figures on this machine (see docs/benchmarks.md).
 #[derive(Parser)]
 #[command(name = "onejourney-bench", version)]
