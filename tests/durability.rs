@@ -180,22 +180,15 @@ async fn a_kill_9_at_a_random_moment_loses_nothing_and_publishes_nothing_twice()
     // Done when the committed offsets (written by checkpoints, after the state
     // they cover) account for every input message: the inputs hold exactly
     // the n simulator events, from offset 0.
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let mut covered = 0;
-        for t in &inputs {
-            let done = onejourney_e2e::committed(&s.kafka.group_id, t, INPUT_PARTITIONS).await;
-            covered += done.iter().filter(|c| **c > 0).sum::<i64>();
-        }
-        if covered == n as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted run did not finish: {covered} of {n} committed"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    onejourney_e2e::wait_committed(
+        &s.kafka.group_id,
+        &inputs,
+        INPUT_PARTITIONS,
+        n,
+        Duration::from_secs(900),
+        "the restarted run",
+    )
+    .await;
     println!(
         "caught up {:.1} s after the restart ({} late events, {} identity rebuilds, {} duplicates after it); \
          {} regenerated outputs not published again",

@@ -113,22 +113,15 @@ async fn restart_and_finish(s: &Settings, config: &Path, n: usize) -> BTreeMap<S
         &[("ONEJOURNEY__STATE__SNAPSHOT_INTERVAL", "1s")],
     );
     e.wait_ready(Duration::from_secs(120)).await;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let mut covered = 0;
-        for t in s.topics.consumed() {
-            let done = onejourney_e2e::committed(&s.kafka.group_id, t, INPUT_PARTITIONS).await;
-            covered += done.iter().filter(|c| **c > 0).sum::<i64>();
-        }
-        if covered == n as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted run did not finish: {covered} of {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    onejourney_e2e::wait_committed(
+        &s.kafka.group_id,
+        &s.topics.consumed(),
+        INPUT_PARTITIONS,
+        n,
+        Duration::from_secs(300),
+        "the restarted run",
+    )
+    .await;
     println!(
         "  restarted run: {} regenerated outputs not published again",
         e.metric("onejourney_outputs_deduplicated_total").await

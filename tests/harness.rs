@@ -497,6 +497,36 @@ pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     .expect("committed task")
 }
 
+/// Waits until the committed offsets of `group` on `topics` (each with
+/// `partitions` partitions, filled from offset 0) account for `n` input
+/// messages: a run is done when its checkpoints cover every input. Panics,
+/// naming `what`, after `timeout`.
+pub async fn wait_committed<T: AsRef<str>>(
+    group: &str,
+    topics: &[T],
+    partitions: i32,
+    n: usize,
+    timeout: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut covered = 0;
+        for t in topics {
+            let done = committed(group, t.as_ref(), partitions).await;
+            covered += done.iter().filter(|c| **c > 0).sum::<i64>();
+        }
+        if covered == n as i64 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not finish: {covered} of {n} committed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// The end offsets (high watermarks) of `topic`, per partition.
 pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
     let topic = topic.to_string();
