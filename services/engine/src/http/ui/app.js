@@ -15,8 +15,8 @@ const state = { oneId: null, shown: "", settings: null, poll: null, erasing: fal
 
 // ---------- DOM helpers: text only ----------
 
-function el(tag, attrs, ...children) {
-  const e = document.createElement(tag);
+// An element with attributes and children (text for anything not a node).
+function fill(e, attrs, children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v !== undefined && v !== null) e.setAttribute(k, String(v));
   }
@@ -27,16 +27,12 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+function el(tag, attrs, ...children) {
+  return fill(document.createElement(tag), attrs, children);
+}
+
 function svg(tag, attrs, ...children) {
-  const e = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v !== undefined && v !== null) e.setAttribute(k, String(v));
-  }
-  for (const c of children) {
-    if (c === null || c === undefined) continue;
-    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return e;
+  return fill(document.createElementNS(SVG_NS, tag), attrs, children);
 }
 
 function clear(node) {
