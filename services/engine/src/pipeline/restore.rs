@@ -118,14 +118,13 @@ async fn start_empty(
     path: &Path,
     health: &Arc<Health>,
 ) -> anyhow::Result<(Header, Published)> {
-    let s = settings.clone();
-    let committed = health::waiting(
+    let committed = query(
+        settings,
         health,
         "reading the group's committed offsets",
-        tokio::task::spawn_blocking(move || fresh::committed_inputs(&s)),
+        fresh::committed_inputs,
     )
-    .await
-    .context("reading the committed offsets panicked")??;
+    .await?;
     if let Some((topic, partition, offset)) = committed.first() {
         anyhow::bail!(
             "no state snapshot at {} (nor its previous generation), but consumer group {} has committed offsets on \
@@ -138,14 +137,13 @@ async fn start_empty(
             committed.len(),
         );
     }
-    let s = settings.clone();
-    let outputs = health::waiting(
+    let outputs = query(
+        settings,
         health,
         "reading where the output topics end",
-        tokio::task::spawn_blocking(move || fresh::output_ends(&s)),
+        fresh::output_ends,
     )
-    .await
-    .context("reading where the output topics end panicked")??;
+    .await?;
     // Inputs: none recorded, so every partition starts where the group's
     // `auto.offset.reset` puts it, now and after a crash alike.
     let header = Header {
@@ -178,14 +176,7 @@ async fn rebuild(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Resu
         "state.rebuild: ignoring any snapshot and committed offsets; rebuilding the state from the beginning of \
          the input topics (turn it off once a snapshot is written)"
     );
-    let s = settings.clone();
-    let header = health::waiting(
-        health,
-        "reading where the topics begin",
-        tokio::task::spawn_blocking(move || fresh::beginnings(&s)),
-    )
-    .await
-    .context("reading where the topics begin panicked")??;
+    let header = query(settings, health, "reading where the topics begin", fresh::beginnings).await?;
     let published = read_back(settings, health, header.outputs.clone()).await?;
     info!(
         inputs = ?header.inputs,
@@ -202,14 +193,10 @@ pub async fn install_erasures(
     processor: &mut Processor,
     health: &Arc<Health>,
 ) -> anyhow::Result<()> {
-    let mut phase = Phase::start(health, "reading the erasure records");
-    let s = settings.clone();
-    let (read, phase) = tokio::task::spawn_blocking(move || {
-        let read = durable::erasures::read(&s, |n| phase.progress(n, "records"));
-        (read, phase)
+    let (read, phase) = reading(settings, health, "reading the erasure records", |s, progress| {
+        durable::erasures::read(s, progress)
     })
-    .await
-    .context("reading the erasure records panicked")?;
+    .await?;
     let read = read.context("reading the erasure records")?;
     phase.done(read.records, "records");
     let entries = read.entries.len();
@@ -231,15 +218,46 @@ async fn read_back(
     health: &Arc<Health>,
     since: Vec<(String, i32, i64)>,
 ) -> anyhow::Result<Published> {
-    let mut phase = Phase::start(health, "reading back published outputs");
-    let s = settings.clone();
-    let (published, phase) = tokio::task::spawn_blocking(move || {
-        let published = durable::read_published(&s, &since, |n| phase.progress(n, "records"));
-        (published, phase)
-    })
-    .await
-    .context("reading back published outputs panicked")?;
+    let (published, phase) = reading(
+        settings,
+        health,
+        "reading back published outputs",
+        move |s, progress| durable::read_published(s, &since, progress),
+    )
+    .await?;
     let published = published.context("reading back the outputs published after the snapshot")?;
     phase.done(published.len() as u64, "records");
     Ok(published)
+}
+
+/// A blocking broker query of the settings, off the async workers, as a
+/// phase named `what` that keeps the process alive while it waits.
+async fn query<T: Send + 'static>(
+    settings: &Arc<Settings>,
+    health: &Arc<Health>,
+    what: &'static str,
+    query: fn(&Settings) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let s = settings.clone();
+    health::waiting(health, what, tokio::task::spawn_blocking(move || query(&s)))
+        .await
+        .with_context(|| format!("{what}: the task panicked"))?
+}
+
+/// A blocking read that counts records, off the async workers, as a phase
+/// named `what` reporting its progress; returns the phase for its end line.
+async fn reading<T: Send + 'static>(
+    settings: &Arc<Settings>,
+    health: &Arc<Health>,
+    what: &'static str,
+    read: impl FnOnce(&Settings, &mut dyn FnMut(u64)) -> T + Send + 'static,
+) -> anyhow::Result<(T, Phase)> {
+    let mut phase = Phase::start(health, what);
+    let s = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = read(&s, &mut |n| phase.progress(n, "records"));
+        (out, phase)
+    })
+    .await
+    .with_context(|| format!("{what}: the task panicked"))
 }
