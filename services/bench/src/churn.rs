@@ -150,15 +150,13 @@ fn sample(
     horizon: Duration,
     pending: &mut VecDeque<Example>,
 ) {
-    let day_ms = 86_400_000.0;
-    let days = |a: EventTime, b: EventTime| (a.millis() - b.millis()) as f64 / day_ms;
     let history = |j: &onejourney_core::journey::Journey| {
         let first = j.first_seen?;
         let last = j.last_purchase?;
         Some(History {
             x: f64::from(j.purchases.saturating_sub(1)),
-            t_x: days(last, first).max(0.0),
-            t: days(now, first).max(0.0),
+            t_x: last.days_since(first),
+            t: now.days_since(first),
         })
     };
     let buyers: Vec<History> = state.journeys.iter().filter_map(|j| history(&j)).collect();
