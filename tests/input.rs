@@ -82,3 +82,49 @@ async fn an_event_dated_2099_changes_no_decision_and_no_watermark() {
     );
     e.stop().await;
 }
+
+/// The dedupe memory keeps a window (here one day behind the newest events
+/// applied): a copy inside it is dropped as a duplicate; an event older
+/// than it, a copy or not, goes to the dead-letter topic as `too_late`
+/// instead of being applied again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_older_than_the_dedupe_window_is_dead_lettered_not_applied_twice() {
+    let mut s = settings("dedupe-window");
+    s.state.dedupe_window = Duration::from_secs(86_400);
+    let mut e = TestEngine::start(s).await;
+    let t = e.topics.clone();
+    let day = 24 * 60;
+    e.produce_json(&t.web_clicks, &web("d1", &at(0), "page_view", "c-dw", json!({})))
+        .await;
+    e.produce_json(&t.web_clicks, &web("d2", &at(3 * day), "page_view", "c-dw", json!({})))
+        .await;
+    e.wait_applied(2, WAIT).await;
+    // A copy of d2 (inside the window), a copy of d1 and a new event of day 0
+    // (both two days older than the window allows).
+    e.produce_json(&t.web_clicks, &web("d2", &at(3 * day), "page_view", "c-dw", json!({})))
+        .await;
+    e.produce_json(&t.web_clicks, &web("d1", &at(0), "page_view", "c-dw", json!({})))
+        .await;
+    e.produce_json(&t.web_clicks, &web("d0", &at(10), "page_view", "c-dw", json!({})))
+        .await;
+    let dlq = e.read_until(&t.dead_letter, WAIT, |r| r.len() >= 2).await;
+    assert_eq!(dlq.len(), 2);
+    assert!(dlq
+        .iter()
+        .all(|r| r.headers.get("dlq.reason").map(String::as_str) == Some("too_late")));
+    e.wait_applied(5, WAIT).await;
+    assert_eq!(
+        e.metric("onejourney_events_invalid_total{channel=\"web\",reason=\"too_late\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        e.metric("onejourney_events_duplicate_total{channel=\"web\"}").await,
+        1.0
+    );
+    // Two page views applied, not three or four.
+    let (status, profile) = e.get_json("/v1/profiles/cookie_id/c-dw").await;
+    assert_eq!(status, 200);
+    assert_eq!(profile["journey"]["channels"]["web"]["events"], 2, "{profile}");
+    e.stop().await;
+}

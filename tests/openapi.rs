@@ -116,6 +116,7 @@ mod tests {
             decide: settings.decide.clone(),
             allowed_lateness: std::time::Duration::ZERO,
             idle_after: std::time::Duration::from_secs(2),
+            dedupe_window: settings.state.dedupe_window,
         });
         let mut p = Processor::new(cfg, state.clone());
         let d = Decoder::new(ns.clone(), 1 << 20).unwrap();

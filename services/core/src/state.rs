@@ -27,6 +27,8 @@ pub struct State {
     pub journeys: DashMap<OneId, Box<Journey>>,
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
+    /// The estimate of the bytes the processor's dedupe memory holds.
+    dedupe_bytes: AtomicI64,
     recent: Mutex<Recent>,
 }
 
@@ -37,7 +39,8 @@ pub struct Size {
     /// Identifiers in a profile (household identifiers excluded).
     pub identifiers: usize,
     pub journeys: usize,
-    /// The estimate of the bytes the identity graph and the journeys hold.
+    /// The estimate of the bytes the identity graph, the journeys and the
+    /// dedupe memory hold.
     pub bytes: usize,
 }
 
@@ -79,6 +82,7 @@ impl State {
             identity: IdentityGraph::new(namespaces),
             journeys: DashMap::default(),
             journey_bytes: AtomicI64::new(0),
+            dedupe_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
         }
     }
@@ -91,7 +95,10 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
-            bytes: identity.bytes.saturating_add(journeys),
+            bytes: identity
+                .bytes
+                .saturating_add(journeys)
+                .saturating_add(self.dedupe_bytes()),
         }
     }
 
@@ -104,8 +111,19 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
-            bytes: identity.bytes + journeys,
+            bytes: identity.bytes + journeys + self.dedupe_bytes(),
         }
+    }
+
+    /// The processor's dedupe memory (it owns it; the size is kept here so
+    /// that readers see one total).
+    fn dedupe_bytes(&self) -> usize {
+        usize::try_from(self.dedupe_bytes.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Sets the estimate of the dedupe memory's bytes (writer only).
+    pub fn set_dedupe_bytes(&self, bytes: usize) {
+        self.dedupe_bytes.store(signed(bytes), Ordering::Relaxed);
     }
 
     /// An estimate of the bytes the state holds; constant time.

@@ -30,6 +30,7 @@ pub fn core_config() -> CoreConfig {
         decide: default_decide(),
         allowed_lateness: Duration::ZERO,
         idle_after: Duration::from_secs(2),
+        dedupe_window: Duration::ZERO,
     }
 }
 

@@ -232,6 +232,11 @@ pub struct StateSettings {
     /// Estimated state bytes at which the engine stops consuming and goes
     /// not ready, with an error, instead of running out of memory. 0: no limit.
     pub max_memory_bytes: u64,
+    /// How long (event time) an applied event's key is remembered to drop a
+    /// second copy; older events go to the dead-letter topic (`too_late`).
+    /// `0s`: every key is kept for ever, nothing is too late.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
     /// Ignore any snapshot and committed offsets: rebuild the state from the
     /// beginning of every input topic (`onejourney run --rebuild`).
     #[serde(default)]

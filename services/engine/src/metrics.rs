@@ -369,6 +369,8 @@ impl Metrics {
             for r in DecodeError::REASONS {
                 m.events_invalid.with_label_values(&[c.label(), r]);
             }
+            m.events_invalid
+                .with_label_values(&[c.label(), onejourney_core::processor::TOO_LATE]);
         }
         for r in RejectReason::ALL {
             m.links_rejected.with_label_values(&[r.label()]);

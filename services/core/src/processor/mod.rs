@@ -23,6 +23,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
+mod dedupe;
 mod evaluate;
 mod learn;
 mod order;
@@ -38,15 +39,17 @@ use crate::decide::tiers::ValueTiers;
 use crate::decide::triggers::triggers_of;
 use crate::decide::{DecideConfig, Suppressed};
 use crate::event::{Channel, ChannelEvent};
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashMap;
 use crate::identity::{OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::ContactChannel;
+use dedupe::Dedupe;
 
 pub use crate::event::ActionOutcome;
 pub use crate::state::State;
+pub use dedupe::TOO_LATE;
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -58,6 +61,8 @@ use order::PendingKey;
 mod derivation_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 /// Settings of the pure pipeline.
 #[derive(Clone, Debug)]
@@ -69,6 +74,10 @@ pub struct CoreConfig {
     /// A partition with no message for this long (processing time, given by
     /// the caller) stops holding the watermark back.
     pub idle_after: Duration,
+    /// How long (event time, behind the applied-to time) an event's key is
+    /// remembered to drop a second copy; an event older than that is refused
+    /// as too late. Zero: every key is kept, nothing is too late.
+    pub dedupe_window: Duration,
 }
 
 /// What one event did.
@@ -87,6 +96,9 @@ pub struct Processed {
     pub forgotten: bool,
     /// Devices that became shared on this event.
     pub shared_devices: usize,
+    /// Older than the dedupe window behind the applied-to time: not applied
+    /// (the caller checks [`Processor::too_late`] first and dead-letters it).
+    pub too_late: bool,
     /// Device links the per-profile caps dropped.
     pub links_dropped: usize,
     /// The event sorted before identity evidence already applied: its
@@ -112,7 +124,7 @@ pub const CONTACT_CHANNELS: [ContactChannel; ContactChannel::COUNT] = ContactCha
 pub struct Processor {
     cfg: Arc<CoreConfig>,
     state: Arc<State>,
-    seen: HashSet<u64>,
+    seen: Dedupe,
     partitions: HashMap<u32, PartitionClock>,
     /// With the partition each came from.
     pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
@@ -128,9 +140,9 @@ pub struct Processor {
 impl Processor {
     pub fn new(cfg: Arc<CoreConfig>, state: Arc<State>) -> Self {
         Processor {
+            seen: Dedupe::new(cfg.dedupe_window),
             cfg,
             state,
-            seen: HashSet::default(),
             partitions: HashMap::default(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -146,6 +158,25 @@ impl Processor {
         &self.state
     }
 
+    /// True when `ev` is older than the dedupe window behind what was
+    /// applied: it cannot be told apart from a duplicate and is not applied.
+    pub fn too_late(&self, ev: &ChannelEvent) -> bool {
+        self.seen.too_late(ev.occurred_at, self.applied_to)
+    }
+
+    /// Remembers an applied event's key, first dropping what fell out of
+    /// the window, and keeps the state's size estimate up to date.
+    fn remember(&mut self, key: u64, at: EventTime) {
+        self.seen.expire(self.applied_to);
+        self.seen.insert(key, at);
+        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+    }
+
+    /// Remembered event keys (the dedupe memory).
+    pub fn dedupe_keys(&self) -> usize {
+        self.seen.len()
+    }
+
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
     }
@@ -153,17 +184,24 @@ impl Processor {
     /// Applies one event now.
     fn apply(&mut self, ev: &ChannelEvent) -> Result<Processed, StitchError> {
         let dedupe = dedupe_key(ev);
-        if self.seen.contains(&dedupe) {
+        if self.seen.contains(dedupe) {
             return Ok(Processed {
                 channel: Some(ev.channel),
                 duplicate: true,
                 ..Processed::default()
             });
         }
+        if self.too_late(ev) {
+            return Ok(Processed {
+                channel: Some(ev.channel),
+                too_late: true,
+                ..Processed::default()
+            });
+        }
         let stitch = match self.state.identity.stitch(ev) {
             Ok(s) => s,
             Err(StitchError::Forgotten) => {
-                self.seen.insert(dedupe);
+                self.remember(dedupe, ev.occurred_at);
                 return Ok(Processed {
                     channel: Some(ev.channel),
                     forgotten: true,
@@ -172,7 +210,7 @@ impl Processor {
             }
             Err(e) => return Err(e),
         };
-        self.seen.insert(dedupe);
+        self.remember(dedupe, ev.occurred_at);
         let mut out = Processed {
             channel: Some(ev.channel),
             one_id: Some(stitch.one_id.clone()),

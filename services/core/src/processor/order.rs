@@ -223,16 +223,24 @@ impl Processor {
         for r in self.offer(ev.clone(), partition, seq, 0) {
             let p = r.result?;
             if r.seq == Some(seq) {
-                own = Some((p.one_id.clone(), p.duplicate, p.late, p.merges, p.rejected.clone()));
+                own = Some((
+                    p.one_id.clone(),
+                    p.duplicate,
+                    p.late,
+                    p.too_late,
+                    p.merges,
+                    p.rejected.clone(),
+                ));
             }
             merged.outputs.extend(p.outputs);
             merged.timers_fired += p.timers_fired;
             merged.suppressed.extend(p.suppressed);
         }
-        if let Some((one_id, duplicate, late, merges, rejected)) = own {
+        if let Some((one_id, duplicate, late, too_late, merges, rejected)) = own {
             merged.one_id = one_id;
             merged.duplicate = duplicate;
             merged.late = late;
+            merged.too_late = too_late;
             merged.merges = merges;
             merged.rejected = rejected;
         }

@@ -4,7 +4,7 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`, `one_ids`. Keeps nothing; the
+//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`. Keeps nothing; the
 //! engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
@@ -23,9 +23,14 @@ use crate::journey::Journey;
 use crate::snapshot::{DashEntries, Pairs};
 use crate::time::EventTime;
 
+use super::dedupe::Dedupe;
 use super::{PartitionClock, Processor, TimerKind};
 
-/// The format version of [`CoreSnapshot`]. 3: `one_ids` records how the
+/// The format version of [`CoreSnapshot`]. 4: the dedupe memory is kept
+/// for an event-time window, in `dedupe` (buckets by event time; see
+/// `dedupe.rs`); `seen` is written empty. Versions 2 and 3 are still read:
+/// their flat `seen` set is kept as of the snapshot's applied-to time, so it
+/// goes one window later. 3: `one_ids` records how the
 /// graph derives One IDs and suppression entries (keyed, see
 /// `identity/derive.rs`). Version 2 is still read: it has no `one_ids`, and
 /// its graph keeps the plain SHA-256 derivation it was built with, so its
@@ -33,7 +38,7 @@ use super::{PartitionClock, Processor, TimerKind};
 /// 2's dedupe set's keys are SHA-256 based (see `dedupe_key`) like 3's;
 /// version 1 used std's `DefaultHasher`, whose keys a rebuilt binary may not
 /// reproduce, so it is refused.
-pub const SNAPSHOT_VERSION: u32 = 3;
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -47,18 +52,19 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 11)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 12)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
         st.serialize_field("journeys", &DashEntries(&p.state.journeys))?;
-        st.serialize_field("seen", &p.seen)?;
+        st.serialize_field("seen", &HashSet::<u64>::default())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
         st.serialize_field("timers", &p.timers)?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
         st.serialize_field("propensities", &p.propensities)?;
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
+        st.serialize_field("dedupe", &p.seen)?;
         st.end()
     }
 }
@@ -79,6 +85,9 @@ pub struct CoreSnapshot {
     /// Absent in format 2: its plain SHA-256 derivation (the default).
     #[serde(default)]
     one_ids: DerivationRecord,
+    /// Absent before format 4: the keys are in `seen`.
+    #[serde(default)]
+    dedupe: Dedupe,
 }
 
 impl CoreSnapshot {
@@ -152,7 +161,12 @@ impl Processor {
             self.state.journeys.insert(one_id, Box::new(j));
         }
         self.state.journeys_loaded();
-        self.seen = snap.seen;
+        self.seen = if snap.version < 4 {
+            Dedupe::from_flat(self.cfg.dedupe_window, snap.seen, snap.applied_to)
+        } else {
+            snap.dedupe.rewindowed(self.cfg.dedupe_window, snap.applied_to)
+        };
+        self.state.set_dedupe_bytes(self.seen.approx_bytes());
         self.partitions = snap
             .partitions
             .into_iter()

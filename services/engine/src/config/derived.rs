@@ -63,6 +63,7 @@ impl Settings {
             decide: self.decide.clone(),
             allowed_lateness: self.timers.allowed_lateness,
             idle_after: self.timers.idle_after,
+            dedupe_window: self.state.dedupe_window,
         }
     }
 }

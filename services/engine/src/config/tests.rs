@@ -267,3 +267,18 @@ fn the_identity_key_comes_from_the_environment_or_a_file_and_is_masked() {
     assert!(err(&[("ONEJOURNEY__IDENTITY__KEY_FILE", path)]).contains("empty"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_dedupe_window_shorter_than_the_allowed_lateness_is_refused_with_its_key() {
+    let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+    let err = load(&[
+        ("ONEJOURNEY__STATE__DEDUPE_WINDOW", "10m"),
+        ("ONEJOURNEY__TIMERS__ALLOWED_LATENESS", "1h"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("state.dedupe_window"), "{err}");
+    let s = load(&[("ONEJOURNEY__STATE__DEDUPE_WINDOW", "0s")]).unwrap();
+    assert!(s.state.dedupe_window.is_zero());
+    assert_eq!(load(&[]).unwrap().state.dedupe_window, Duration::from_secs(30 * 86_400));
+}

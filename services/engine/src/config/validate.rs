@@ -49,6 +49,13 @@ impl Settings {
         if self.ingest.max_in_flight == 0 {
             return Err(invalid("ingest.max_in_flight", "must be > 0"));
         }
+        let window = self.state.dedupe_window;
+        if !window.is_zero() && window < self.timers.allowed_lateness.max(std::time::Duration::from_secs(60)) {
+            return Err(invalid(
+                "state.dedupe_window",
+                "must be 0s (keep every key) or at least timers.allowed_lateness and 1 minute",
+            ));
+        }
         let mut names: Vec<&str> = self.topics.consumed();
         names.extend(self.topics.outputs());
         if names.iter().any(|t| t.is_empty()) {

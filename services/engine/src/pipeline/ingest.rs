@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use onejourney_core::event::ControlCommand;
 use onejourney_core::identity::StitchError;
 use onejourney_core::output::{CommandRef, ErasureRequest, Output};
-use onejourney_core::processor::{OutcomeEffect, Processed, Released};
+use onejourney_core::processor::{OutcomeEffect, Processed, Released, TOO_LATE};
 use onejourney_core::{Channel, Decoder, EventTime, Processor};
 use rdkafka::message::{Header, OwnedHeaders};
 
@@ -133,6 +133,15 @@ impl Ingest {
             let e = StitchError::NoLinkableIdentifier;
             return done(vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())]);
         }
+        if self.processor.too_late(&ev) {
+            return done(vec![self.dead_letter(
+                m,
+                Some(channel),
+                TOO_LATE,
+                "occurred_at is older than state.dedupe_window behind the events already applied: \
+                 it cannot be told apart from a duplicate",
+            )]);
+        }
         let released = self.processor.offer(ev, source_id(channel, m.partition), seq, now_ms);
         self.steps(released, Some(seq))
     }
@@ -176,6 +185,11 @@ impl Ingest {
         }
         if processed.late {
             self.metrics.events_late.inc();
+        }
+        if processed.too_late {
+            // Checked before offering (`too_late`): not expected here.
+            warn!("an event older than the dedupe window was released; not applied");
+            return Vec::new();
         }
         if processed.forgotten {
             self.metrics.events_forgotten.inc();
