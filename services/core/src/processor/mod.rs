@@ -57,6 +57,8 @@ use order::PendingKey;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
 
 /// Settings of the pure pipeline.
