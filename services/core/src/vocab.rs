@@ -162,10 +162,12 @@ pub enum Suppressed {
     NoConsent,
     /// The channel rests after messages the customer did not respond to.
     NoResponse,
+    /// Inside quiet hours, customer's local time (deferred or dropped).
+    QuietHours,
 }
 
 impl Suppressed {
-    pub const ALL: [Suppressed; 8] = [
+    pub const ALL: [Suppressed; 9] = [
         Suppressed::Ignored,
         Suppressed::Cooldown,
         Suppressed::QuietPeriod,
@@ -174,6 +176,7 @@ impl Suppressed {
         Suppressed::Budget,
         Suppressed::NoConsent,
         Suppressed::NoResponse,
+        Suppressed::QuietHours,
     ];
 
     pub fn label(self) -> &'static str {
@@ -186,6 +189,7 @@ impl Suppressed {
             Suppressed::Budget => "budget",
             Suppressed::NoConsent => "no_consent",
             Suppressed::NoResponse => "no_response",
+            Suppressed::QuietHours => "quiet_hours",
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::time::{count_within, EventTime};
 use crate::vocab::{ContactChannel, Tier};
 
 use super::policy::{Budget, ConsentDefaults, NoResponse};
+use super::quiet::QuietHours;
 use super::{churn, Trigger, DAYS_30};
 
 /// Conditions on journey state; every one given must hold.
@@ -125,6 +126,10 @@ pub struct ContactPolicy {
     /// Rest a channel after messages with no response (none: never).
     #[serde(default)]
     pub no_response: Option<NoResponse>,
+    /// No message on some channels at night, customer's local time (none:
+    /// no quiet hours).
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
 }
 
 impl ContactPolicy {
@@ -142,7 +147,10 @@ impl ContactPolicy {
                 ));
             }
         }
-        Ok(())
+        match &self.quiet_hours {
+            Some(q) => q.validate().map_err(ConfigError::Other),
+            None => Ok(()),
+        }
     }
 }
 

@@ -30,6 +30,7 @@ mod config;
 pub mod learned;
 pub mod policy;
 pub mod propensity;
+pub mod quiet;
 pub mod reach;
 pub mod tiers;
 pub mod triggers;

@@ -7,6 +7,7 @@
 //! nothing.
 //!
 //! The rules, in the order they are checked:
+//! - quiet hours in the customer's local time (`quiet.rs`);
 //! - consent: e-mail, SMS and push need it; the newest statement the
 //!   customer made holds, and without one the configured default
 //!   (`policy.consent`);
@@ -31,6 +32,7 @@ use crate::journey::{Contact, Journey};
 use crate::time::EventTime;
 use crate::vocab::{ContactChannel, Suppressed};
 
+use super::quiet::quiet_until;
 use super::{ContactPolicy, Reach};
 
 /// At most `max` messages over every channel in any window of `per`.
@@ -110,8 +112,9 @@ pub fn consented(p: &ContactPolicy, j: &Journey, c: ContactChannel) -> bool {
 /// The first of `channels` (in the catalog's order of preference) that
 /// reaches the customer, has consent and that [`allows`] at `now`. None:
 /// `Unreachable` when no channel reaches them, `NoConsent` when every one
-/// that reaches them lacks consent, else the rule that held back the first
-/// consented channel.
+/// that reaches them lacks consent, `Budget` when the budget is used up,
+/// `QuietHours` when a channel is only held back by them, else the rule
+/// that held back the first consented channel.
 pub fn channel(
     p: &ContactPolicy,
     j: &Journey,
@@ -123,20 +126,31 @@ pub fn channel(
     if reachable.is_empty() {
         return Err(Suppressed::Unreachable);
     }
-    let mut first = Suppressed::NoConsent;
-    for (i, c) in reachable.into_iter().filter(|c| consented(p, j, *c)).enumerate() {
+    let mut held = Vec::new();
+    for c in reachable.into_iter().filter(|c| consented(p, j, *c)) {
         match allows(p, j, c, now) {
             Ok(()) => return Ok(c),
-            Err(why) if i == 0 => first = why,
-            Err(_) => {}
+            Err(why) => held.push(why),
         }
     }
-    Err(first)
+    // The budget holds every channel back; quiet hours end (so the action
+    // can be deferred); else the first channel's rule.
+    let why = [Suppressed::Budget, Suppressed::QuietHours]
+        .into_iter()
+        .find(|w| held.contains(w))
+        .or(held.first().copied());
+    Err(why.unwrap_or(Suppressed::NoConsent))
 }
 
 /// `Ok` when one more message on `c` at `now` keeps every rule but consent
 /// (which decides reach); else the first rule it breaks.
 pub fn allows(p: &ContactPolicy, j: &Journey, c: ContactChannel, now: EventTime) -> Result<(), Suppressed> {
+    if p.quiet_hours
+        .as_ref()
+        .is_some_and(|q| quiet_until(q, j.local_clock, c, now).is_some())
+    {
+        return Err(Suppressed::QuietHours);
+    }
     if p.no_response.as_ref().is_some_and(|r| resting(r, j, c, now)) {
         return Err(Suppressed::NoResponse);
     }

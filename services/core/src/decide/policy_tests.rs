@@ -34,6 +34,7 @@ fn policy() -> ContactPolicy {
         budget: Some(Budget { max: 5, per: 7 * DAY }),
         consent: ConsentDefaults::default(),
         no_response: None,
+        quiet_hours: None,
     }
 }
 
@@ -161,4 +162,32 @@ proptest! {
             prop_assert!(densest(&sent, cap.per, |c| c.channel == cap.channel) <= cap.max as usize);
         }
     }
+}
+
+#[test]
+fn bad_policy_values_fail_with_their_key() {
+    let base = crate::testkit::default_decide();
+    let check = |f: &dyn Fn(&mut crate::decide::DecideConfig)| {
+        let mut cfg = base.clone();
+        f(&mut cfg);
+        cfg.validate().unwrap_err().to_string()
+    };
+    assert_eq!(
+        check(&|c| c.policy.budget = Some(Budget { max: 0, per: DAY })),
+        "decide.policy.budget: max and per must be > 0"
+    );
+    assert_eq!(
+        check(&|c| c.policy.no_response.as_mut().unwrap().within = Duration::ZERO),
+        "decide.policy.no_response: after, within and suppress_for must be > 0"
+    );
+    assert_eq!(
+        check(&|c| c.policy.quiet_hours.as_mut().unwrap().channels.clear()),
+        "decide.policy.quiet_hours: channels is empty"
+    );
+    let text = r#"start = "25:00"
+end = "08:00"
+channels = ["sms"]
+during = "defer""#;
+    let e = toml::from_str::<crate::decide::quiet::QuietHours>(text).unwrap_err();
+    assert!(e.to_string().contains("not a time of day HH:MM"), "{e}");
 }

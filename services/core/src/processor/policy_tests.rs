@@ -4,10 +4,11 @@
 use serde_json::json;
 
 use super::*;
+use crate::decide::quiet::During;
 use crate::event::{ConsentCommand, ControlCommand};
 use crate::ids::Namespaces;
 use crate::output::{NextBestAction, Output};
-use crate::testkit::{at, core_config, decoder, product, t, web};
+use crate::testkit::{app, at, core_config, decoder, product, t, web};
 use crate::vocab::ContactChannel;
 
 fn processor() -> Processor {
@@ -146,6 +147,44 @@ fn a_merge_keeps_the_newest_statement_whichever_profile_had_it() {
     }
 }
 
+/// A cart on the app at 23:00 local time (UTC+2) by a customer reachable
+/// by push alone, then activity elsewhere the next day: the cart timer fires
+/// at 23:31 local, inside quiet hours.
+fn night_cart(during: During) -> Vec<NextBestAction> {
+    let mut cfg = core_config();
+    cfg.decide.policy.quiet_hours.as_mut().unwrap().during = during;
+    let mut p = Processor::new(
+        Arc::new(cfg),
+        Arc::new(State::new(Arc::new(Namespaces::with_defaults()))),
+    );
+    let ids = json!({"device_id": "d-n"});
+    let local = json!({"utc_offset_minutes": 120});
+    let mut extra = product("lamp", 60.0);
+    extra
+        .as_object_mut()
+        .unwrap()
+        .extend(local.as_object().unwrap().clone());
+    let events = [
+        app("n1", 21 * 60, ids.clone(), "session_start", local.clone()),
+        app("n2", 21 * 60 + 1, ids, "add_to_cart", extra),
+        app("x", 36 * 60, json!({"device_id": "other"}), "session_start", json!({})),
+    ];
+    actions(events.iter().flat_map(|e| p.process(e, 0).unwrap().outputs).collect())
+}
+
+#[test]
+fn an_action_due_in_quiet_hours_waits_for_their_end_or_is_dropped() {
+    let deferred = night_cart(During::Defer);
+    let cart: Vec<_> = deferred.iter().filter(|a| a.action == "cart_recovery").collect();
+    assert_eq!(cart.len(), 1, "{deferred:?}");
+    assert_eq!(cart[0].channel, "push");
+    // 08:00 at UTC+2 is 06:00 UTC the next day.
+    assert_eq!(cart[0].decided_at, t(30 * 60));
+    assert_eq!(cart[0].trigger.timer, Some("quiet_hours_end"));
+    let dropped = night_cart(During::Drop);
+    assert!(dropped.iter().all(|a| a.action != "cart_recovery"), "{dropped:?}");
+}
+
 #[test]
 fn consent_and_offset_fields_and_consent_commands_decode() {
     let d = decoder();
@@ -178,4 +217,56 @@ fn consent_and_offset_fields_and_consent_commands_decode() {
     no_time.as_object_mut().unwrap().remove("at");
     let e = d.decode_control(&serde_json::to_vec(&no_time).unwrap()).unwrap_err();
     assert_eq!(e.reason(), "schema", "{e}");
+}
+
+/// One customer on the web alone: a cart (e-mail), a purchase (SMS, the
+/// e-mail cap being used), a second cart a day later (web): three messages
+/// on three channels, each under its own cap. The e2e test
+/// `tests/contact_policy.rs` feeds the same story.
+fn three_channel_story(budget: Option<crate::decide::policy::Budget>) -> (Vec<NextBestAction>, Vec<Suppressed>) {
+    let mut cfg = core_config();
+    cfg.decide.policy.budget = budget;
+    let mut p = Processor::new(
+        Arc::new(cfg),
+        Arc::new(State::new(Arc::new(Namespaces::with_defaults()))),
+    );
+    let ids = json!({"cookie_id": "c-b", "email": "bea@x.com", "phone": "+44 20 7946 0101"});
+    let c = json!({"cookie_id": "c-b"});
+    let events = [
+        web("b1", 0, ids, "login", json!({})),
+        web("b2", 1, c.clone(), "add_to_cart", product("shoe", 80.0)),
+        web("b3", 40, c.clone(), "page_view", json!({})),
+        web(
+            "b4",
+            60,
+            c.clone(),
+            "purchase",
+            json!({"order_id": "o-1", "revenue": 80.0}),
+        ),
+        web("b5", 1500, c.clone(), "add_to_cart", product("hat", 30.0)),
+        web("b6", 1600, c, "page_view", json!({})),
+    ];
+    let mut outs = Vec::new();
+    let mut held = Vec::new();
+    for e in &events {
+        let r = p.process(e, 0).unwrap();
+        outs.extend(r.outputs);
+        held.extend(r.suppressed.into_iter().map(|(_, why)| why));
+    }
+    (actions(outs), held)
+}
+
+#[test]
+fn the_cross_channel_budget_holds_back_what_the_channel_caps_let_through() {
+    let (free, _) = three_channel_story(None);
+    let channels: Vec<&str> = free.iter().map(|a| a.channel).collect();
+    assert_eq!(channels, ["email", "sms", "web"], "{free:?}");
+    let two = crate::decide::policy::Budget {
+        max: 2,
+        per: std::time::Duration::from_secs(7 * 24 * 3600),
+    };
+    let (held, why) = three_channel_story(Some(two));
+    let channels: Vec<&str> = held.iter().map(|a| a.channel).collect();
+    assert_eq!(channels, ["email", "sms"]);
+    assert!(why.contains(&Suppressed::Budget), "{why:?}");
 }

@@ -121,6 +121,8 @@ pub enum SuppressedDoc {
     NoConsent,
     /// The channel rests after messages with no response (`decide.policy.no_response`).
     NoResponse,
+    /// Inside quiet hours, customer's local time (`decide.policy.quiet_hours`).
+    QuietHours,
 }
 
 /// Why a link was refused.
