@@ -52,7 +52,7 @@ fn add_local_clocks_and_consent(sim: &mut Simulation) -> Vec<Said> {
         let e: &mut SimEvent = &mut sim.events[i];
         let p = e.person;
         let v = e.value.as_object_mut().unwrap();
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             let offset = OFFSETS[(p / 2) % OFFSETS.len()];
             v.insert("utc_offset_minutes".into(), json!(offset));
             said[p].offset = Some(offset);
@@ -182,8 +182,7 @@ fn check(
             let consent = said[*person]
                 .consent
                 .iter()
-                .filter(|(at, c, _, _)| *at <= t && *c == a.channel)
-                .next_back();
+                .rfind(|(at, c, _, _)| *at <= t && *c == a.channel);
             if let Some((_, _, false, seq)) = consent {
                 // Said on a profile the engine had not (yet) joined to the
                 // one the action went to: a split person.
