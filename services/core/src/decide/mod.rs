@@ -9,7 +9,9 @@
 //!
 //! Layout: `config.rs` the `[decide]` section and the catalog; `triggers.rs`
 //! what makes an action eligible and its facts (the abandonment rules the
-//! processor's timers share); `reach.rs` contact routes; `tiers.rs` value
+//! processor's timers share); `reach.rs` contact routes; `policy.rs` the
+//! contact policy per channel (consent, no-response rest, caps, budget) and
+//! `quiet.rs` quiet hours in local time; `tiers.rs` value
 //! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
