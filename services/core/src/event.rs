@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::ids::{BlockReason, IdKey, Namespaces};
 use crate::time::EventTime;
-use crate::vocab::Outcome;
+use crate::vocab::{ContactChannel, Outcome};
 
 /// The four input channels.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -177,6 +177,11 @@ pub struct ChannelEvent {
     /// Identifier values that were dropped as junk, by namespace name.
     pub blocked: Vec<Blocked>,
     pub activity: Activity,
+    /// Consent statements carried by the event (`consent`), effective at
+    /// `occurred_at`: channel and whether consent is given.
+    pub consent: Vec<(ContactChannel, bool)>,
+    /// The customer's offset from UTC in minutes, when the event says.
+    pub utc_offset_minutes: Option<i16>,
 }
 
 /// Why a message could not be decoded. `reason()` is the metric label.
@@ -240,6 +245,19 @@ impl DecodeError {
 pub enum ControlCommand {
     /// Erase the profile this identifier belongs to.
     Forget(ForgetCommand),
+    /// Record a consent statement on the profile this identifier belongs to
+    /// (since contract 1.4).
+    Consent(ConsentCommand),
+}
+
+/// A consent command: the customer opted in to (`granted`) or out of
+/// `channel` at `at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConsentCommand {
+    pub key: IdKey,
+    pub channel: ContactChannel,
+    pub granted: bool,
+    pub at: EventTime,
 }
 
 /// A forget command: the identifier, and who asked through which path (for
@@ -374,12 +392,27 @@ impl Decoder {
         Ok(o)
     }
 
-    /// An `identity-control` command: the identifier to forget, normalised
-    /// (raw email / phone hashed) as on events.
+    /// An `identity-control` command: a forget or a consent statement, its
+    /// identifier normalised (raw email / phone hashed) as on events.
     pub fn decode_control(&self, bytes: &[u8]) -> Result<ControlCommand, DecodeError> {
         let value = self.validated(&self.control, bytes)?;
         let field = |name: &str| value.get(name).and_then(Value::as_str).unwrap_or_default();
         let key = self.identifier(field("namespace"), field("value"))?;
+        if field("command") == "consent" {
+            // The schema requires the three and bounds `channel` and `status`.
+            let channel = match field("channel") {
+                "email" => ContactChannel::Email,
+                "sms" => ContactChannel::Sms,
+                _ => ContactChannel::Push,
+            };
+            let at = EventTime::parse_rfc3339(field("at")).ok_or(DecodeError::BadTimestamp)?;
+            return Ok(ControlCommand::Consent(ConsentCommand {
+                key,
+                channel,
+                granted: field("status") == "opt_in",
+                at,
+            }));
+        }
         // The schema bounds both: a name of 1 to 128 characters, `via` one of two.
         let requested_by = value.get("requested_by").and_then(Value::as_str).map(str::to_string);
         let via = match field("via") {
@@ -460,6 +493,8 @@ impl Decoder {
             ids,
             blocked,
             activity,
+            consent: fields::consent(&value)?,
+            utc_offset_minutes: fields::utc_offset(&value)?,
         })
     }
 

@@ -81,6 +81,12 @@ impl Outcome {
         matches!(self, Outcome::Clicked | Outcome::Converted)
     }
 
+    /// Opened, clicked or converted: the customer engaged with the message
+    /// (the contact policy's no-response rule).
+    pub fn is_engagement(self) -> bool {
+        matches!(self, Outcome::Opened | Outcome::Clicked | Outcome::Converted)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
@@ -150,15 +156,27 @@ pub enum Suppressed {
     Unreachable,
     /// Every channel that reaches the customer is at its cap.
     Capped,
+    /// The customer's cross-channel budget is used up.
+    Budget,
+    /// Every channel that reaches the customer lacks consent.
+    NoConsent,
+    /// The channel rests after messages the customer did not respond to.
+    NoResponse,
+    /// Inside quiet hours, customer's local time (deferred or dropped).
+    QuietHours,
 }
 
 impl Suppressed {
-    pub const ALL: [Suppressed; 5] = [
+    pub const ALL: [Suppressed; 9] = [
         Suppressed::Ignored,
         Suppressed::Cooldown,
         Suppressed::QuietPeriod,
         Suppressed::Unreachable,
         Suppressed::Capped,
+        Suppressed::Budget,
+        Suppressed::NoConsent,
+        Suppressed::NoResponse,
+        Suppressed::QuietHours,
     ];
 
     pub fn label(self) -> &'static str {
@@ -168,6 +186,10 @@ impl Suppressed {
             Suppressed::QuietPeriod => "quiet_period",
             Suppressed::Unreachable => "unreachable",
             Suppressed::Capped => "capped",
+            Suppressed::Budget => "budget",
+            Suppressed::NoConsent => "no_consent",
+            Suppressed::NoResponse => "no_response",
+            Suppressed::QuietHours => "quiet_hours",
         }
     }
 }

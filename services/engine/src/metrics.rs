@@ -53,6 +53,7 @@ pub struct Metrics {
     pub identity_rebuilds: IntCounter,
     pub events_forgotten: IntCounter,
     pub forget_requests: IntCounterVec,
+    pub consent_commands: IntCounterVec,
     pub snapshots: IntCounterVec,
     pub snapshot_seconds: Gauge,
     pub snapshot_bytes: IntGauge,
@@ -196,6 +197,10 @@ const FORGET_REQUESTS: Def = (
     "onejourney_forget_requests_total",
     "Forget commands applied, by result (forgotten, unknown).",
 );
+const CONSENT_COMMANDS: Def = (
+    "onejourney_consent_commands_total",
+    "identity-control consent commands, by result (applied; unknown: no profile holds the identifier).",
+);
 const SNAPSHOTS: Def = (
     "onejourney_snapshots_total",
     "State snapshots, by result (written, skipped, failed; corrupt: found damaged at restore, the previous generation used).",
@@ -332,6 +337,7 @@ impl Metrics {
             identity_rebuilds: r.counter(IDENTITY_REBUILDS)?,
             events_forgotten: r.counter(EVENTS_FORGOTTEN)?,
             forget_requests: r.counter_vec(FORGET_REQUESTS, &["result"])?,
+            consent_commands: r.counter_vec(CONSENT_COMMANDS, &["result"])?,
             snapshots: r.counter_vec(SNAPSHOTS, &["result"])?,
             snapshot_seconds: r.float_gauge(SNAPSHOT_SECONDS)?,
             snapshot_bytes: r.gauge(SNAPSHOT_BYTES)?,
@@ -380,6 +386,9 @@ impl Metrics {
         }
         for result in ["forgotten", "unknown"] {
             m.forget_requests.with_label_values(&[result]);
+        }
+        for result in ["applied", "unknown"] {
+            m.consent_commands.with_label_values(&[result]);
         }
 
         for kind in ["assign", "revoke"] {

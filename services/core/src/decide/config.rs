@@ -14,6 +14,8 @@ use crate::journey::{Journey, Stage};
 use crate::time::{count_within, EventTime};
 use crate::vocab::{ContactChannel, Tier};
 
+use super::policy::{Budget, ConsentDefaults, NoResponse};
+use super::quiet::QuietHours;
 use super::{churn, Trigger, DAYS_30};
 
 /// Conditions on journey state; every one given must hold.
@@ -113,6 +115,43 @@ pub struct ContactPolicy {
     pub quiet_after_complaint: Duration,
     /// An action the customer dismissed this many times is not offered again.
     pub ignore_limit: u32,
+    /// At most this many messages over all channels in a window (none: no
+    /// cross-channel budget).
+    #[serde(default)]
+    pub budget: Option<Budget>,
+    /// The consent of e-mail, SMS and push when the customer said nothing
+    /// (default: opt-in on all three).
+    #[serde(default)]
+    pub consent: ConsentDefaults,
+    /// Rest a channel after messages with no response (none: never).
+    #[serde(default)]
+    pub no_response: Option<NoResponse>,
+    /// No message on some channels at night, customer's local time (none:
+    /// no quiet hours).
+    #[serde(default)]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+impl ContactPolicy {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.caps.iter().any(|c| c.max == 0 || c.per.is_zero()) {
+            return Err(ConfigError::Other("policy.caps: max and per must be > 0"));
+        }
+        if self.budget.as_ref().is_some_and(|b| b.max == 0 || b.per.is_zero()) {
+            return Err(ConfigError::Other("policy.budget: max and per must be > 0"));
+        }
+        if let Some(r) = &self.no_response {
+            if r.after == 0 || r.within.is_zero() || r.suppress_for.is_zero() {
+                return Err(ConfigError::Other(
+                    "policy.no_response: after, within and suppress_for must be > 0",
+                ));
+            }
+        }
+        match &self.quiet_hours {
+            Some(q) => q.validate().map_err(ConfigError::Other),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The decision settings of the engine's `[decide]` config section.
@@ -185,9 +224,7 @@ impl DecideConfig {
         if self.levers.values().any(|l| *l < 0.0) {
             return Err(ConfigError::Other("levers: must be >= 0"));
         }
-        if self.policy.caps.iter().any(|c| c.max == 0 || c.per.is_zero()) {
-            return Err(ConfigError::Other("policy.caps: max and per must be > 0"));
-        }
+        self.policy.validate()?;
         if self.prior_strength <= 0.0 {
             return Err(ConfigError::Other("prior_strength: must be > 0"));
         }

@@ -9,7 +9,9 @@
 //!
 //! Layout: `config.rs` the `[decide]` section and the catalog; `triggers.rs`
 //! what makes an action eligible and its facts (the abandonment rules the
-//! processor's timers share); `reach.rs` contact routes; `tiers.rs` value
+//! processor's timers share); `reach.rs` contact routes; `policy.rs` the
+//! contact policy per channel (consent, no-response rest, caps, budget) and
+//! `quiet.rs` quiet hours in local time; `tiers.rs` value
 //! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
@@ -17,8 +19,9 @@
 //! come from the catalog and the lever from the business (`decide.levers`).
 //! Contact policy, checked for every candidate: not dismissed `ignore_limit`
 //! times, past its cool-down, no promotional action within the quiet period
-//! after a complaint or cancel request, a channel the customer can be reached
-//! on (push needs consent) and under that channel's caps.
+//! after a complaint or cancel request, then the first of its channels the
+//! customer can be reached on, consents to and that `policy.rs` allows
+//! (no-response rest, per-channel caps, cross-channel budget).
 //!
 //! Invariant: pure functions of their arguments; the same journey and time give
 //! the same decision, so replaying history gives the same outputs. Decisions
@@ -27,7 +30,9 @@
 pub mod churn;
 mod config;
 pub mod learned;
+pub mod policy;
 pub mod propensity;
+pub mod quiet;
 pub mod reach;
 pub mod tiers;
 pub mod triggers;
@@ -41,6 +46,7 @@ use crate::time::EventTime;
 
 pub use crate::vocab::{ContactChannel, Suppressed};
 pub use config::{ActionSpec, Cap, Conditions, ConfigError, ContactPolicy, DecideConfig};
+pub use policy::under_caps;
 pub use reach::Reach;
 pub use triggers::Trigger;
 
@@ -157,14 +163,7 @@ fn candidate(
     {
         return Err(Some(Suppressed::QuietPeriod));
     }
-    let reachable: Vec<ContactChannel> = a.channels.iter().copied().filter(|c| reach.allows(*c)).collect();
-    if reachable.is_empty() {
-        return Err(Some(Suppressed::Unreachable));
-    }
-    let channel = reachable
-        .into_iter()
-        .find(|c| under_caps(cfg, j, *c, now))
-        .ok_or(Some(Suppressed::Capped))?;
+    let channel = policy::channel(&cfg.policy, j, reach, &a.channels, now).map_err(Some)?;
     let value = a.value + extra_value;
     let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
     let score = propensity * value * a.weight * lever;
@@ -196,22 +195,6 @@ fn candidate(
         ),
         factors,
         expires_after: a.expires_after,
-    })
-}
-
-/// True when one more message on `channel` at `now` keeps every window of
-/// every cap on that channel within its maximum. Counts messages within `per`
-/// on either side of `now`, so decisions taken out of event-time order (late
-/// events, timers) cannot overfill a window either.
-pub fn under_caps(cfg: &DecideConfig, j: &Journey, channel: ContactChannel, now: EventTime) -> bool {
-    cfg.policy.caps.iter().filter(|c| c.channel == channel).all(|cap| {
-        let (from, to) = (now.minus(cap.per), now.plus(cap.per));
-        let n = j
-            .contacts
-            .iter()
-            .filter(|c| c.channel == channel && c.at > from && c.at < to)
-            .count();
-        n < cap.max as usize
     })
 }
 

@@ -19,7 +19,7 @@ use crate::time::{count_within, EventTime};
 use super::{round2, DecideConfig, NamedValue, DAYS_30};
 
 /// What can make an action eligible.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// Timer: a non-empty cart untouched for `cart_abandon_after`.

@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::vocab::ContactChannel;
+
 use super::{Activity, CallDirection, Channel, DecodeError, LineItem, Product};
 
 /// Bounds on what an event may carry, beyond its schema.
@@ -64,6 +66,44 @@ pub(super) fn envelope(v: &Value) -> Result<Envelope, DecodeError> {
         occurred_at: required(v, "", "occurred_at", "a string")?,
         identifiers: required(v, "", "identifiers", "an object of strings")?,
     })
+}
+
+/// The event's consent statements (`consent`, since contract 1.4), in
+/// channel order; the schema bounds the keys and values.
+pub(super) fn consent(v: &Value) -> Result<Vec<(ContactChannel, bool)>, DecodeError> {
+    let Some(c) = v.get("consent").filter(|x| !x.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, channel) in [
+        ("email", ContactChannel::Email),
+        ("sms", ContactChannel::Sms),
+        ("push", ContactChannel::Push),
+    ] {
+        let said: Option<String> = optional(c, "consent.", name, "opt_in or opt_out")?;
+        match said.as_deref() {
+            Some("opt_in") => out.push((channel, true)),
+            Some("opt_out") => out.push((channel, false)),
+            Some(_) => {
+                return Err(DecodeError::Schema(format!(
+                    "consent.{name}: expected opt_in or opt_out"
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The customer's UTC offset in minutes (`utc_offset_minutes`, since 1.4).
+pub(super) fn utc_offset(v: &Value) -> Result<Option<i16>, DecodeError> {
+    let m: Option<i16> = optional(v, "", "utc_offset_minutes", "an integer from -840 to 840")?;
+    match m {
+        Some(x) if !(-840..=840).contains(&x) => Err(DecodeError::Schema(String::from(
+            "utc_offset_minutes: expected an integer from -840 to 840",
+        ))),
+        m => Ok(m),
+    }
 }
 
 /// A field's value as `T`; a type error names the field and `expected`, never the value.

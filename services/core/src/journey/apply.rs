@@ -9,8 +9,9 @@
 
 use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent, Product};
 use crate::time::EventTime;
+use crate::vocab::ContactChannel;
 
-use super::{keep_time, Cart, CartLine, Journey, ProductView, Stage, CONTINUITY_WINDOW, VISIT_GAP};
+use super::{keep_time, Cart, CartLine, Journey, LocalClock, ProductView, Stage, CONTINUITY_WINDOW, VISIT_GAP};
 
 /// What an event changed, for the decision stage.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +63,16 @@ impl Journey {
         let mut out = Vec::new();
         self.remember(ev);
         self.seen(ev, &mut out);
+        for (channel, granted) in &ev.consent {
+            self.record_consent(*channel, *granted, at);
+        }
+        if let Some(m) = ev.utc_offset_minutes {
+            let clock = LocalClock {
+                utc_offset_minutes: m,
+                at,
+            };
+            self.local_clock = LocalClock::join(self.local_clock, Some(clock));
+        }
         match &ev.activity {
             Activity::AddToCart(p) => self.add_to_cart(p, ev.channel, at, &mut out),
             Activity::RemoveFromCart(p) => self.remove_from_cart(p, at, &mut out),
@@ -76,8 +87,8 @@ impl Journey {
                 self.returned_value += total;
                 out.push(Transition::Returned { value: *total });
             }
-            Activity::PushOptIn => self.push_opt_out = false,
-            Activity::PushOptOut => self.push_opt_out = true,
+            Activity::PushOptIn => self.record_consent(ContactChannel::Push, true, at),
+            Activity::PushOptOut => self.record_consent(ContactChannel::Push, false, at),
             Activity::Call {
                 reason,
                 outcome,

@@ -8,7 +8,7 @@
 
 use crate::time::EventTime;
 
-use super::{keep_time, Journey, RecentAction, RECENT_ACTIONS};
+use super::{keep_time, Journey, LocalClock, RecentAction, RECENT_ACTIONS};
 
 fn min_t(a: Option<EventTime>, b: Option<EventTime>) -> Option<EventTime> {
     match (a, b) {
@@ -50,6 +50,12 @@ impl Journey {
         self.last_checkout_start = max_t(self.last_checkout_start, other.last_checkout_start);
         self.absorb_calls(&other);
         self.push_opt_out |= other.push_opt_out;
+        self.consent.absorb(&other.consent);
+        if let Some(push) = self.consent.push {
+            // The winning push statement decides, whichever side it came from.
+            self.push_opt_out = !push.granted;
+        }
+        self.local_clock = LocalClock::join(self.local_clock, other.local_clock);
         self.tier = self.tier.min(other.tier);
         self.absorb_history(other);
     }
@@ -94,6 +100,9 @@ impl Journey {
         self.absorb_events(other.recent_events);
         for c in other.contacts {
             self.record_contact(c.at, c.channel);
+        }
+        for c in other.responses {
+            self.record_response(c.at, c.channel);
         }
         for (action, n) in other.ignored {
             *self.ignored.entry(action).or_insert(0) += n;

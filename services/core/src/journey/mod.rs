@@ -37,11 +37,13 @@ pub use parts::{
 };
 
 mod churn_history;
+mod consent;
 mod history;
 #[cfg(test)]
 mod tests;
 
 pub use churn_history::{CHURN_HISTORY, CHURN_STEP};
+pub use consent::{ConsentStatement, Consents, LocalClock};
 pub use history::{RecentEvent, RECENT_EVENTS};
 
 /// Where a customer is in their journey.
@@ -74,6 +76,15 @@ pub const DECISION_CONTEXT: usize = 4;
 fn keep_time(v: &mut VecDeque<EventTime>, t: EventTime) {
     let pos = v.partition_point(|x| *x <= t);
     v.insert(pos, t);
+    while v.len() > KEPT_TIMES {
+        v.pop_front();
+    }
+}
+
+/// Inserts `c` keeping `v` sorted by time and at most `KEPT_TIMES` long.
+fn keep_contact(v: &mut VecDeque<Contact>, c: Contact) {
+    let pos = v.partition_point(|x| x.at <= c.at);
+    v.insert(pos, c);
     while v.len() > KEPT_TIMES {
         v.pop_front();
     }
@@ -138,6 +149,18 @@ pub struct Journey {
     /// Empty in snapshots written before it existed.
     #[serde(default)]
     pub recent_events: VecDeque<RecentEvent>,
+    /// Consent per channel: the newest statement each (see `consent.rs`).
+    /// Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub consent: Consents,
+    /// The customer's UTC offset, from the newest event that carried one.
+    #[serde(default)]
+    pub local_clock: Option<LocalClock>,
+    /// Engagements with messages (opened, clicked, converted), by the
+    /// channel the message went on, oldest first; the no-response rule
+    /// reads them.
+    #[serde(default)]
+    pub responses: VecDeque<Contact>,
 }
 
 impl Journey {
@@ -175,6 +198,7 @@ impl Journey {
             && self.complaint_times.is_empty()
             && self.unresolved_times.is_empty()
             && self.contacts.is_empty()
+            && self.responses.is_empty()
             && self.last_action.is_empty()
             && self.ignored.is_empty()
             && self.recent_actions.is_empty()
@@ -186,6 +210,7 @@ impl Journey {
         self.complaint_times = VecDeque::new();
         self.unresolved_times = VecDeque::new();
         self.contacts = VecDeque::new();
+        self.responses = VecDeque::new();
         self.last_action = BTreeMap::new();
         self.ignored = BTreeMap::new();
         self.recent_actions = VecDeque::new();
@@ -197,10 +222,20 @@ impl Journey {
 
     /// Records a message sent on `channel`, keeping the newest `KEPT_TIMES`.
     pub fn record_contact(&mut self, at: EventTime, channel: ContactChannel) {
-        let pos = self.contacts.partition_point(|c| c.at <= at);
-        self.contacts.insert(pos, Contact { at, channel });
-        while self.contacts.len() > KEPT_TIMES {
-            self.contacts.pop_front();
+        keep_contact(&mut self.contacts, Contact { at, channel });
+    }
+
+    /// Records an engagement (opened, clicked, converted) with a message
+    /// sent on `channel`, keeping the newest `KEPT_TIMES`.
+    pub fn record_response(&mut self, at: EventTime, channel: ContactChannel) {
+        keep_contact(&mut self.responses, Contact { at, channel });
+    }
+
+    /// Records a consent statement on `channel` (see [`Consents::record`]);
+    /// push also sets the older `push_opt_out` flag.
+    pub fn record_consent(&mut self, channel: ContactChannel, granted: bool, at: EventTime) {
+        if self.consent.record(channel, ConsentStatement { granted, at }) && channel == ContactChannel::Push {
+            self.push_opt_out = !granted;
         }
     }
 

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::decide::{self, churn, Choice, Reach, Trigger};
+use crate::decide::quiet::{quiet_until, During};
+use crate::decide::{self, churn, Choice, Reach, Suppressed, Trigger};
 use crate::identity::{OneId, Profile};
 use crate::ids::Namespaces;
 use crate::journey::{Beaten, ChurnPoint, HeldBack, Journey, RecentAction};
@@ -56,12 +57,39 @@ impl Processor {
                 rule: *rule,
             })
             .collect();
+        let deferred = self.deferral(j, triggers, &decision, now);
         self.suppressed.extend(decision.suppressed);
         if let Some(choice) = decision.choice {
             let context = (decision.beaten, held_back);
             let action = self.take_action(one_id, j, choice, context, now, trigger);
             outputs.push(Output::Action(action));
+        } else if let Some((due, triggers)) = deferred {
+            self.defer(one_id, &triggers, due);
         }
+    }
+
+    /// When quiet hours held an action back and `during` is `defer`: the
+    /// end of the quiet period and the triggers of the actions held back.
+    fn deferral(
+        &self,
+        j: &Journey,
+        triggers: &[Trigger],
+        decision: &decide::Decision,
+        now: EventTime,
+    ) -> Option<(EventTime, Vec<Trigger>)> {
+        let cfg = &self.cfg.decide;
+        let q = cfg.policy.quiet_hours.as_ref().filter(|q| q.during == During::Defer)?;
+        let held: Vec<Trigger> = triggers
+            .iter()
+            .copied()
+            .filter(|t| {
+                decision.suppressed.iter().any(|(name, why)| {
+                    *why == Suppressed::QuietHours && cfg.actions.iter().any(|a| &a.name == name && a.trigger == *t)
+                })
+            })
+            .collect();
+        let due = q.channels.iter().find_map(|c| quiet_until(q, j.local_clock, *c, now))?;
+        (!held.is_empty()).then_some((due, held))
     }
 
     /// Scores churn and reports the band when it changed (the first band

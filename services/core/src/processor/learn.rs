@@ -1,12 +1,15 @@
-//! Learning from `action-outcomes`.
+//! Learning from `action-outcomes`, and consent commands.
 //!
-//! In: an [`ActionOutcome`] (decoded by the [`Decoder`](crate::event::Decoder)).
+//! In: an [`ActionOutcome`] (decoded by the [`Decoder`](crate::event::Decoder)),
+//! or an `identity-control` [`ConsentCommand`].
 //! Out: what it did ([`OutcomeEffect`]), for metrics. Keeps: the outcome on the
 //! decision it answers (each decision counts once as a trial and at most once
-//! as a response), dismissals per action, and the learned propensities.
+//! as a response), dismissals per action, engagements per channel (for the
+//! no-response rule), and the learned propensities.
 
-use crate::event::ActionOutcome;
-use crate::vocab::{Outcome, Tier};
+use crate::event::{ActionOutcome, ConsentCommand};
+use crate::time::EventTime;
+use crate::vocab::{ContactChannel, Outcome, Tier};
 
 use super::Processor;
 
@@ -36,8 +39,14 @@ impl Processor {
         r.counted_response |= new_response;
         r.outcome = Some(o.outcome);
         let (action, tier) = (r.action.clone(), r.tier);
+        let channel = ContactChannel::ALL.into_iter().find(|c| c.label() == r.channel);
         if o.outcome == Outcome::Dismissed {
             *j.ignored.entry(action.clone()).or_insert(0) += 1;
+        }
+        // The decoder checked the time; a response counts for the
+        // no-response rule of the channel the message went on.
+        if let (true, Some(c), Some(at)) = (o.outcome.is_engagement(), channel, EventTime::parse_rfc3339(&o.at)) {
+            j.record_response(at, c);
         }
         drop(j);
         if !new_trial && !new_response {
@@ -45,6 +54,18 @@ impl Processor {
         }
         self.propensities.record(&action, tier, new_trial, new_response);
         OutcomeEffect::Learned
+    }
+
+    /// Records an `identity-control` consent statement on the profile its
+    /// identifier belongs to; false when no profile holds it (nothing kept).
+    pub fn consent(&mut self, c: &ConsentCommand) -> bool {
+        let Some(one_id) = self.state.identity.one_id_of(&c.key) else {
+            return false;
+        };
+        let mut j = self.state.take_journey(&one_id).unwrap_or_default();
+        j.record_consent(c.channel, c.granted, c.at);
+        self.state.put_journey(one_id, j);
+        true
     }
 
     /// The learned propensity of `action` for `tier`.

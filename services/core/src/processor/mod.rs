@@ -60,6 +60,8 @@ use order::PendingKey;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod window_tests;

@@ -1,4 +1,5 @@
-//! Event-time timers: cart abandonment, browse abandonment, quiet customers.
+//! Event-time timers: cart abandonment, browse abandonment, quiet customers,
+//! and actions deferred to the end of a customer's quiet hours.
 //!
 //! In: the journey after an event and the transitions it caused (to arm);
 //! the watermark passing a timer's due time (to fire, see `order.rs`). Out:
@@ -27,6 +28,9 @@ pub enum TimerKind {
     Cart,
     Browse,
     Quiet,
+    /// An action held back by quiet hours: decide this trigger again when
+    /// they end.
+    Deferred(Trigger),
 }
 
 impl TimerKind {
@@ -36,6 +40,7 @@ impl TimerKind {
             TimerKind::Cart => "cart_abandonment",
             TimerKind::Browse => "browse_abandonment",
             TimerKind::Quiet => "inactivity",
+            TimerKind::Deferred(_) => "quiet_hours_end",
         }
     }
 }
@@ -67,6 +72,21 @@ impl Processor {
         }
         for (due, kind) in arm {
             self.timers.insert((due, kind, anchor.clone()));
+        }
+    }
+
+    /// Defers `triggers` to `due` (the end of the customer's quiet hours).
+    pub(super) fn defer(&mut self, one_id: &str, triggers: &[Trigger], due: EventTime) {
+        let Some(anchor) = self
+            .state
+            .identity
+            .with_profile(one_id, |p| p.ids.first().cloned())
+            .flatten()
+        else {
+            return;
+        };
+        for t in triggers {
+            self.timers.insert((due, TimerKind::Deferred(*t), anchor.clone()));
         }
     }
 
@@ -114,6 +134,7 @@ impl Processor {
                     self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
                 }
             }
+            TimerKind::Deferred(t) => self.evaluate(&one_id, &mut j, &[t], due, &trigger, outputs),
             TimerKind::Quiet => {
                 let last = j.last_seen.unwrap_or(due);
                 let next = if last.plus(cfg.quiet_after) <= due {

@@ -228,10 +228,21 @@ impl Ingest {
 
     /// An `identity-control` command: forget (the `identity-changes` notice
     /// and the erasure record, published like every output: the command's
-    /// offset is committed only once both are acknowledged), or dead-letter it.
+    /// offset is committed only once both are acknowledged), a consent
+    /// statement (kept on the journey, so in the next snapshot), or
+    /// dead-letter it.
     fn control(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
         let forget = match self.decoder.decode_control(m.payload.unwrap_or_default()) {
             Ok(ControlCommand::Forget(f)) => f,
+            Ok(ControlCommand::Consent(c)) => {
+                let result = if self.processor.consent(&c) {
+                    "applied"
+                } else {
+                    "unknown"
+                };
+                self.metrics.consent_commands.with_label_values(&[result]).inc();
+                return Vec::new();
+            }
             Err(e) => return vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
         };
         let request = ErasureRequest {

@@ -111,10 +111,18 @@ pub enum SuppressedDoc {
     Cooldown,
     /// Promotional, within the quiet period after a complaint or cancel request.
     QuietPeriod,
-    /// None of its channels reaches the customer (or consent is missing).
+    /// None of its channels reaches the customer.
     Unreachable,
     /// Every channel that reaches the customer is at its cap.
     Capped,
+    /// The customer's cross-channel budget (`decide.policy.budget`) is used up.
+    Budget,
+    /// Every channel that reaches the customer lacks consent.
+    NoConsent,
+    /// The channel rests after messages with no response (`decide.policy.no_response`).
+    NoResponse,
+    /// Inside quiet hours, customer's local time (`decide.policy.quiet_hours`).
+    QuietHours,
 }
 
 /// Why a link was refused.
@@ -388,7 +396,7 @@ pub struct JourneyDoc {
     pub call: CallStatsDoc,
     pub last_csat: Option<u8>,
     pub last_sentiment: Option<f64>,
-    /// The customer opted out of push messages (consent).
+    /// The customer opted out of push messages (the push entry of `consent`).
     pub push_opt_out: bool,
     pub tier: TierDoc,
     /// Visit start times, oldest first.
@@ -410,6 +418,43 @@ pub struct JourneyDoc {
     pub quiet_due: Option<String>,
     /// The newest events, oldest first.
     pub recent_events: Vec<RecentEventDoc>,
+    /// Consent per channel: the newest statement the customer made (none:
+    /// the configured default, `decide.policy.consent`). Since contract 1.4.
+    pub consent: ConsentsDoc,
+    /// The customer's UTC offset, from the newest event that carried one.
+    pub local_clock: Option<LocalClockDoc>,
+    /// Engagements (opened, clicked, converted) with messages, by channel.
+    pub responses: Vec<ContactDoc>,
+}
+
+/// The newest consent statement on each channel that needs consent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConsentsDoc {
+    pub email: Option<ConsentStatementDoc>,
+    pub sms: Option<ConsentStatementDoc>,
+    pub push: Option<ConsentStatementDoc>,
+}
+
+/// Consent given (`granted`) or withdrawn, at an event time.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConsentStatementDoc {
+    pub granted: bool,
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// The customer's offset from UTC, in minutes, and the event time it was said.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LocalClockDoc {
+    pub utc_offset_minutes: i16,
+    #[schema(format = DateTime)]
+    pub at: String,
 }
 
 /// The body of `GET /v1/profiles/{namespace}/{value}/explain`.
