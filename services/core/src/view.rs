@@ -4,12 +4,16 @@
 //! In: the shared [`State`] and an identifier or One ID. Out: the bodies of
 //! `GET /v1/profiles/{namespace}/{value}` ([`ProfileView`]) and
 //! `.../explain` ([`ExplainView`]: the links, the refused links and the
-//! shared devices), ready to serialise. Keeps nothing: every view is a copy
+//! shared devices), ready to serialise. The churn score is re-evaluated as
+//! of the event time the engine has reached, with the model it trains (a
+//! customer gone quiet is seen getting riskier between their events). Keeps
+//! nothing: every view is a copy
 //! taken under the map's read guard (released before the identity graph's
 //! writer lock is taken to ask which devices are shared).
 
 use serde::Serialize;
 
+use crate::decide::churn_model;
 use crate::identity::{OneId, RejectReason, Rule};
 use crate::ids::IdKey;
 use crate::journey::{ChurnPoint, Factor, Journey, RecentAction, Stage};
@@ -99,11 +103,46 @@ pub struct ChurnView {
     pub score: f64,
     pub band: Option<Band>,
     pub factors: Vec<Factor>,
+    /// The event time the score is as of (since 1.4): the engine's current
+    /// event time, not the customer's last event.
+    pub evaluated_at: Option<EventTime>,
+    /// The hand-weighted score the model is blended with (since 1.4).
+    pub hand_score: Option<f64>,
     /// The last evaluations that changed the score or band, oldest first.
     pub history: Vec<ChurnPoint>,
 }
 
 impl State {
+    /// The churn of `j` as of the event time the engine has reached (never
+    /// before its last evaluation); as last evaluated when no model is
+    /// attached or nothing was applied yet.
+    fn churn_now(&self, j: &Journey) -> ChurnView {
+        let history = j.churn.history.iter().cloned().collect();
+        let live = self.churn();
+        let now = live.as_ref().and_then(|l| l.now).max(j.churn.evaluated_at);
+        match (live.as_ref(), now) {
+            (Some(live), Some(now)) if j.last_seen.is_some() => {
+                let e = churn_model::evaluate(&live.config, &live.model, j, now);
+                ChurnView {
+                    score: e.score,
+                    band: Some(live.config.band(e.score, j.churn.band)),
+                    factors: e.factors,
+                    evaluated_at: Some(now),
+                    hand_score: Some(e.hand),
+                    history,
+                }
+            }
+            _ => ChurnView {
+                score: j.churn.score,
+                band: j.churn.band,
+                factors: j.churn.factors.clone(),
+                evaluated_at: j.churn.evaluated_at,
+                hand_score: None,
+                history,
+            },
+        }
+    }
+
     /// The profile an identifier belongs to, as the lookup API shows it.
     pub fn view(&self, key: &IdKey) -> Option<ProfileView> {
         self.view_one_id(&self.identity.one_id_of(key)?)
@@ -178,12 +217,7 @@ impl State {
             one_id,
             identifiers,
             journey: JourneyView::of(&journey),
-            churn: ChurnView {
-                score: journey.churn.score,
-                band: journey.churn.band,
-                factors: journey.churn.factors.clone(),
-                history: journey.churn.history.iter().cloned().collect(),
-            },
+            churn: self.churn_now(&journey),
             recent_actions: journey.recent_actions.iter().cloned().collect(),
         })
     }

@@ -10,7 +10,9 @@
 //! Layout: `config.rs` the `[decide]` section and the catalog; `triggers.rs`
 //! what makes an action eligible and its facts (the abandonment rules the
 //! processor's timers share); `reach.rs` contact routes; `tiers.rs` value
-//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
+//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the hand-weighted
+//! churn score; `learned.rs` the learned churn model; `churn_model.rs` the
+//! score the engine emits (the model blended with the hand score) and its labels.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
 //! propensity is learned from outcomes ([`propensity`]), the value and weight
@@ -25,6 +27,7 @@
 //! read the journey; the journey does not know them.
 
 pub mod churn;
+pub mod churn_model;
 mod config;
 pub mod learned;
 pub mod propensity;

@@ -36,11 +36,13 @@ pub use parts::{
     ProductView, RecentAction,
 };
 
+mod churn_examples;
 mod churn_history;
 mod history;
 #[cfg(test)]
 mod tests;
 
+pub use churn_examples::{ChurnExample, ChurnExamples, CHURN_FEATURES, PENDING_EXAMPLES};
 pub use churn_history::{CHURN_HISTORY, CHURN_STEP};
 pub use history::{RecentEvent, RECENT_EVENTS};
 
@@ -138,6 +140,10 @@ pub struct Journey {
     /// Empty in snapshots written before it existed.
     #[serde(default)]
     pub recent_events: VecDeque<RecentEvent>,
+    /// The churn model's examples waiting for their label (see
+    /// `churn_examples.rs`). Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub churn_examples: ChurnExamples,
 }
 
 impl Journey {

@@ -1,4 +1,5 @@
-//! Event-time timers: cart abandonment, browse abandonment, quiet customers.
+//! Event-time timers: cart abandonment, browse abandonment, quiet customers,
+//! and the churn model's labels (see `labels.rs`).
 //!
 //! In: the journey after an event and the transitions it caused (to arm);
 //! the watermark passing a timer's due time (to fire, see `order.rs`). Out:
@@ -27,6 +28,8 @@ pub enum TimerKind {
     Cart,
     Browse,
     Quiet,
+    /// The churn horizon of a remembered example ended: label it.
+    ChurnLabel,
 }
 
 impl TimerKind {
@@ -36,6 +39,7 @@ impl TimerKind {
             TimerKind::Cart => "cart_abandonment",
             TimerKind::Browse => "browse_abandonment",
             TimerKind::Quiet => "inactivity",
+            TimerKind::ChurnLabel => "churn_label",
         }
     }
 }
@@ -125,10 +129,12 @@ impl Processor {
                 };
                 j.quiet_due = next;
                 if let Some(next) = next {
-                    self.timers.insert((next, TimerKind::Quiet, key));
+                    self.timers.insert((next, TimerKind::Quiet, key.clone()));
                 }
             }
+            TimerKind::ChurnLabel => self.label_timer(&mut j, due),
         }
+        self.arm_label(&key);
         self.state.put_journey(one_id, j);
     }
 }
