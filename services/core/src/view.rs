@@ -92,6 +92,7 @@ impl JourneyView {
             state: Journey {
                 recent_actions: Default::default(),
                 churn: Default::default(),
+                churn_examples: Default::default(),
                 ..j.clone()
             },
         }
@@ -112,7 +113,73 @@ pub struct ChurnView {
     pub history: Vec<ChurnPoint>,
 }
 
+/// The body of `GET /v1/models/churn`: the learned churn model.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnModelView {
+    /// One weight per feature, in the model's order.
+    pub weights: Vec<WeightView>,
+    pub bias: f64,
+    /// Labelled examples learned from: churned (positives) and back (negatives).
+    pub examples: u64,
+    pub positives: u64,
+    pub negatives: u64,
+    /// Prequential (test-then-train) AUC on those examples.
+    pub auc: AucView,
+    /// Labelled examples the hand-weighted prior counts as.
+    pub prior_strength: f64,
+    /// The learned part's share of the score now: examples / (examples + prior_strength).
+    pub learned_share: f64,
+    /// No activity for this long after an example: churned.
+    pub horizon_days: f64,
+    /// The event time the engine has applied.
+    pub evaluated_to: Option<EventTime>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightView {
+    pub feature: &'static str,
+    pub weight: f64,
+}
+
+/// AUCs on the same examples; `null` until both labels were seen.
+#[derive(Clone, Debug, Serialize)]
+pub struct AucView {
+    /// The model's score (blended with its prior), before it learned each example.
+    pub learned: Option<f64>,
+    /// The hand-weighted score.
+    pub hand: Option<f64>,
+    /// Days since the last activity alone.
+    pub recency: Option<f64>,
+}
+
 impl State {
+    /// The churn model; `None` when no processor is attached.
+    pub fn churn_model_view(&self) -> Option<ChurnModelView> {
+        let live = self.churn();
+        let live = live.as_ref()?;
+        let m = &live.model;
+        let k = m.config.prior_strength;
+        Some(ChurnModelView {
+            weights: churn_model::named_weights(m)
+                .into_iter()
+                .map(|(feature, weight)| WeightView { feature, weight })
+                .collect(),
+            bias: m.bias,
+            examples: m.examples,
+            positives: m.positives,
+            negatives: m.examples.saturating_sub(m.positives),
+            auc: AucView {
+                learned: m.auc.learned.auc(),
+                hand: m.auc.hand.auc(),
+                recency: m.auc.recency.auc(),
+            },
+            prior_strength: k,
+            learned_share: m.examples as f64 / (m.examples as f64 + k),
+            horizon_days: live.config.horizon.as_secs_f64() / 86_400.0,
+            evaluated_to: live.now,
+        })
+    }
+
     /// The churn of `j` as of the event time the engine has reached (never
     /// before its last evaluation); as last evaluated when no model is
     /// attached or nothing was applied yet.
