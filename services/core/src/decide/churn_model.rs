@@ -124,11 +124,7 @@ fn reported_value(name: FactorName, j: &Journey, x: &Features, i: usize, now: Ev
 /// Remembers the features of an evaluation as an example, at most one per
 /// `sample_every`; returns when its label is due (a timer to arm).
 pub fn remember(cfg: &ChurnConfig, examples: &mut ChurnExamples, e: &Evaluation, now: EventTime) -> Option<EventTime> {
-    let example = ChurnExample {
-        at: now,
-        x: e.x,
-        hand: e.hand,
-    };
+    let example = ChurnExample::new(now, &e.x, e.hand);
     examples
         .remember(example, cfg.sample_every)
         .then(|| now.plus(cfg.horizon))
@@ -140,7 +136,8 @@ pub fn remember(cfg: &ChurnConfig, examples: &mut ChurnExamples, e: &Evaluation,
 pub fn label_activity(examples: &mut ChurnExamples, t: EventTime, horizon: Duration, model: &mut ChurnModel) -> usize {
     let mut learned = 0;
     while let Some(e) = examples.pending.front().filter(|e| e.at < t) {
-        model.learn(&e.x, e.hand, t > e.at.plus(horizon));
+        let (x, hand) = e.features();
+        model.learn(&x, hand, t > e.at.plus(horizon));
         examples.pending.pop_front();
         learned += 1;
     }
@@ -158,7 +155,8 @@ pub fn label_due(
 ) -> usize {
     let mut learned = 0;
     while let Some(e) = examples.pending.front().filter(|e| e.at.plus(horizon) <= due) {
-        model.learn(&e.x, e.hand, last_seen.is_none_or(|t| t <= e.at));
+        let (x, hand) = e.features();
+        model.learn(&x, hand, last_seen.is_none_or(|t| t <= e.at));
         examples.pending.pop_front();
         learned += 1;
     }

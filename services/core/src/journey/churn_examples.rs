@@ -21,12 +21,29 @@ pub const CHURN_FEATURES: usize = 15;
 pub const PENDING_EXAMPLES: usize = 16;
 
 /// The features of a journey at one event time, and the hand-weighted score
-/// then, waiting for the label.
+/// then, waiting for the label; as `f32` (the features are scaled to about
+/// 0..4: single precision loses nothing the model can use, and halves what
+/// each journey keeps).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChurnExample {
     pub at: EventTime,
-    pub x: [f64; CHURN_FEATURES],
-    pub hand: f64,
+    pub x: [f32; CHURN_FEATURES],
+    pub hand: f32,
+}
+
+impl ChurnExample {
+    pub fn new(at: EventTime, x: &[f64; CHURN_FEATURES], hand: f64) -> Self {
+        ChurnExample {
+            at,
+            x: x.map(|v| v as f32),
+            hand: hand as f32,
+        }
+    }
+
+    /// The features and the hand-weighted score, as the model reads them.
+    pub fn features(&self) -> ([f64; CHURN_FEATURES], f64) {
+        (self.x.map(f64::from), f64::from(self.hand))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
