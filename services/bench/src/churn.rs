@@ -8,7 +8,8 @@
 //! `horizon_days` later the stream itself labels it: no activity since (a
 //! churner, positive) or back (negative). The model scores each example
 //! before it learns from it (prequential). Out: [`ChurnEval`], the AUCs and
-//! the learned weights. Keeps nothing.
+//! the learned weights, and the figures of the model the engine's processor
+//! trained on its own examples of the same stream. Keeps nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,6 +60,21 @@ pub struct ChurnEval {
     pub bgnbd_auc: f64,
     pub weights: Vec<(&'static str, f64)>,
     pub bias: f64,
+    /// The model the engine itself trained while processing the same
+    /// stream (its own examples: one per journey per `sample_every`, taken
+    /// at evaluations, labelled by the stream), as `GET /v1/models/churn`
+    /// shows it.
+    pub engine: Option<EngineModel>,
+}
+
+/// The engine's own churn model at the end of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineModel {
+    pub examples: u64,
+    pub positives: u64,
+    pub learned_auc: Option<f64>,
+    pub hand_weighted_auc: Option<f64>,
+    pub recency_auc: Option<f64>,
 }
 
 struct Example {
@@ -117,6 +133,13 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
         bgnbd_auc: auc(&bg_hist),
         weights: learned::FEATURES.iter().copied().zip(model.weights).collect(),
         bias: model.bias,
+        engine: state.churn_model_view().map(|v| EngineModel {
+            examples: v.examples,
+            positives: v.positives,
+            learned_auc: v.auc.learned,
+            hand_weighted_auc: v.auc.hand,
+            recency_auc: v.auc.recency,
+        }),
     })
 }
 

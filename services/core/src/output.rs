@@ -68,6 +68,10 @@ pub struct ChurnRisk {
     pub factors: Vec<Factor>,
     pub trigger: TriggerRef,
     pub evaluated_at: EventTime,
+    /// The hand-weighted score the learned model is blended with (since 1.4).
+    pub hand_score: f64,
+    /// How many labelled examples the model had learned from (since 1.4).
+    pub model_examples: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

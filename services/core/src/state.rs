@@ -7,12 +7,14 @@
 //! [`State::remove_journey`] so the sizes and the recent list follow. Out:
 //! read by the lookup API (see [`view`](crate::view)), by
 //! [`State::recent`], and by metrics ([`State::size`], constant time).
-//! Keeps every profile and every journey.
+//! Keeps every profile and every journey, and the churn model the writer
+//! trains ([`State::churn`]).
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::decide::churn_model::LiveChurn;
 use crate::hash::DashMap;
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
@@ -30,6 +32,9 @@ pub struct State {
     /// The estimate of the bytes the processor's dedupe memory holds.
     dedupe_bytes: AtomicI64,
     recent: Mutex<Recent>,
+    /// The churn model, its config and the event time applied (see
+    /// [`LiveChurn`]); `None` until a processor is attached.
+    churn: RwLock<Option<LiveChurn>>,
 }
 
 /// How large the state is.
@@ -70,6 +75,7 @@ pub fn journey_bytes(one_id: &str, j: &Journey) -> usize {
         + recent
         + j.history_bytes()
         + j.churn_history_bytes()
+        + j.churn_examples.heap_bytes()
 }
 
 fn signed(n: usize) -> i64 {
@@ -84,7 +90,19 @@ impl State {
             journey_bytes: AtomicI64::new(0),
             dedupe_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
+            churn: RwLock::new(None),
         }
+    }
+
+    /// The churn model as readers see it (see [`LiveChurn`]).
+    pub fn churn(&self) -> RwLockReadGuard<'_, Option<LiveChurn>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.churn.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The churn model to change (writer only).
+    pub(crate) fn churn_mut(&self) -> RwLockWriteGuard<'_, Option<LiveChurn>> {
+        self.churn.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The size of the state as the writer left it: no walk, no writer lock.

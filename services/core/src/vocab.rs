@@ -211,11 +211,16 @@ pub enum FactorName {
     AbandonedCheckouts,
     LastCsat,
     LastSentiment,
+    PurchaseFrequency,
+    MonetaryValue,
+    PurchaseRhythmOverdue,
+    Tenure,
+    ChannelsUsed,
 }
 
 impl FactorName {
     /// How many churn factors there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 16;
 
     /// Every factor, in the order the score reports them.
     pub const ALL: [FactorName; FactorName::COUNT] = [
@@ -230,6 +235,11 @@ impl FactorName {
         FactorName::AbandonedCheckouts,
         FactorName::LastCsat,
         FactorName::LastSentiment,
+        FactorName::PurchaseFrequency,
+        FactorName::MonetaryValue,
+        FactorName::PurchaseRhythmOverdue,
+        FactorName::Tenure,
+        FactorName::ChannelsUsed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -245,6 +255,11 @@ impl FactorName {
             FactorName::AbandonedCheckouts => "abandoned_checkouts",
             FactorName::LastCsat => "last_csat",
             FactorName::LastSentiment => "last_sentiment",
+            FactorName::PurchaseFrequency => "purchase_frequency",
+            FactorName::MonetaryValue => "monetary_value",
+            FactorName::PurchaseRhythmOverdue => "purchase_rhythm_overdue",
+            FactorName::Tenure => "tenure",
+            FactorName::ChannelsUsed => "channels_used",
         }
     }
 

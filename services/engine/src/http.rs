@@ -1,7 +1,8 @@
 //! One HTTP port: `/metrics`, `/healthz`, `/readyz`, the profile lookup
 //! `GET /v1/profiles/{namespace}/{value}`, its `/explain`, and forget
 //! (`DELETE /v1/profiles/{namespace}/{value}`); `POST /v1/profiles/lookup`
-//! and `GET /v1/profiles/recent` ([`search`]), the OpenAPI document at
+//! and `GET /v1/profiles/recent` ([`search`]), the churn model at
+//! `GET /v1/models/churn` ([`models`]), the OpenAPI document at
 //! `/v1/openapi.json` ([`openapi`]), and the Customer 360 page at `/ui`
 //! ([`ui`]). [`server`] accepts the connections: a connection limit, the
 //! header-read and per-request timeouts.
@@ -43,6 +44,7 @@ use tracing::warn;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
+pub mod models;
 pub mod openapi;
 pub mod search;
 pub mod server;
@@ -82,6 +84,7 @@ pub fn router(s: HttpState) -> Router {
         .route("/v1/profiles/recent", get(search::recent))
         .route("/v1/profiles/{namespace}/{value}", get(profile).delete(forget))
         .route("/v1/profiles/{namespace}/{value}/explain", get(explain))
+        .route("/v1/models/churn", get(models::churn))
         .route_layer(middleware::from_fn_with_state(s.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics))
@@ -197,6 +200,7 @@ async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     s.metrics.identifiers.set(count(size.identifiers));
     s.metrics.state_memory.set(count(size.bytes));
     s.metrics.ready.set(i64::from(s.health.ready()));
+    models::export(&s.state, &s.metrics);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         s.metrics.render(),
@@ -227,7 +231,7 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], /v1/openapi.json, /ui",
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], /v1/models/churn, /v1/openapi.json, /ui",
     )
 }
 

@@ -5,8 +5,8 @@
 //! never a customer id, One ID or identifier value.
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use onejourney_core::decide::{DecideConfig, Suppressed};
@@ -30,6 +30,8 @@ pub struct Metrics {
     pub identifiers_blocked: IntCounterVec,
     pub actions_emitted: IntCounterVec,
     pub churn_band_changes: IntCounterVec,
+    pub churn_model_auc: GaugeVec,
+    pub churn_model_examples: IntCounter,
     pub timers_fired: IntCounter,
     pub timers_pending: IntGauge,
     pub event_to_output: Histogram,
@@ -119,6 +121,14 @@ const ACTIONS_EMITTED: Def = (
 const CHURN_BAND_CHANGES: Def = (
     "onejourney_churn_band_changes_total",
     "Churn-risk band changes published, by the new band.",
+);
+const CHURN_MODEL_AUC: Def = (
+    "onejourney_churn_model_auc",
+    "Prequential (test-then-train) AUC on the churn model's labelled examples, by scorer: the learned model, the hand-weighted score, recency alone (NaN until both labels were seen).",
+);
+const CHURN_MODEL_EXAMPLES: Def = (
+    "onejourney_churn_model_examples_total",
+    "Labelled examples the churn model learned from (churned or back within the horizon).",
 );
 const TIMERS_FIRED: Def = ("onejourney_timers_fired_total", "Event-time timers that came due.");
 const TIMERS_PENDING: Def = (
@@ -314,6 +324,11 @@ impl Metrics {
             identifiers_blocked: r.counter_vec(IDENTIFIERS_BLOCKED, &["reason"])?,
             actions_emitted: r.counter_vec(ACTIONS_EMITTED, &["action", "channel"])?,
             churn_band_changes: r.counter_vec(CHURN_BAND_CHANGES, &["band"])?,
+            churn_model_auc: r.add(GaugeVec::new(
+                Opts::new(CHURN_MODEL_AUC.0, CHURN_MODEL_AUC.1),
+                &["model"],
+            )?)?,
+            churn_model_examples: r.counter(CHURN_MODEL_EXAMPLES)?,
             timers_fired: r.counter(TIMERS_FIRED)?,
             timers_pending: r.gauge(TIMERS_PENDING)?,
             event_to_output,
@@ -409,6 +424,9 @@ impl Metrics {
         }
         for band in ["low", "medium", "high"] {
             m.churn_band_changes.with_label_values(&[band]);
+        }
+        for model in ["learned", "hand", "recency"] {
+            m.churn_model_auc.with_label_values(&[model]).set(f64::NAN);
         }
     }
 

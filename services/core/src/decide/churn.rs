@@ -8,8 +8,11 @@
 //! score = 1 - exp(-sum(weight_i * x_i)); each feature's contribution is its
 //! share of the sum times the score, so the contributions add up to the score.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
+use super::learned::LearnConfig;
 use super::DAYS_30;
 use crate::journey::{Factor, Journey};
 use crate::time::{count_within, EventTime};
@@ -54,6 +57,24 @@ pub struct ChurnConfig {
     pub high: f64,
     /// A band is left downward only once the score is this far below its threshold.
     pub hysteresis: f64,
+    /// The learned model's labels: a customer with no activity for this long
+    /// after an example churned (a positive); one back within it did not.
+    #[serde(default = "default_horizon", with = "humantime_serde")]
+    pub horizon: Duration,
+    /// A journey gives at most one example per this much event time.
+    #[serde(default = "default_sample_every", with = "humantime_serde")]
+    pub sample_every: Duration,
+    /// How the model learns (see [`LearnConfig`]).
+    #[serde(default)]
+    pub learn: LearnConfig,
+}
+
+fn default_horizon() -> Duration {
+    Duration::from_secs(42 * 24 * 3600)
+}
+
+fn default_sample_every() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 impl ChurnConfig {
@@ -64,7 +85,10 @@ impl ChurnConfig {
         if !(0.0..0.5).contains(&self.hysteresis) {
             return Err("hysteresis must be within 0..0.5");
         }
-        Ok(())
+        if self.horizon.is_zero() || self.sample_every.is_zero() {
+            return Err("churn.horizon and churn.sample_every must be > 0");
+        }
+        self.learn.validate()
     }
 
     fn raw_band(&self, score: f64) -> Band {

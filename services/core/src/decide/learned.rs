@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
 
 use super::churn::visit_frequency_drop;
 use super::DAYS_30;
-use crate::journey::Journey;
+use crate::journey::{Journey, CHURN_FEATURES};
 use crate::time::{count_within, EventTime};
+use crate::vocab::FactorName;
 
 /// The model's features, in order.
-pub const FEATURES: [&str; 15] = [
+pub const FEATURES: [&str; N] = [
     "days_since_last_activity",
     "days_since_last_purchase",
     "never_purchased",
@@ -45,7 +46,26 @@ pub const FEATURES: [&str; 15] = [
     "visit_frequency_drop",
 ];
 
-pub const N: usize = FEATURES.len();
+pub const N: usize = CHURN_FEATURES;
+
+/// The factor each feature is reported as, in the order of [`FEATURES`].
+pub const FACTORS: [FactorName; N] = [
+    FactorName::DaysSinceLastActivity,
+    FactorName::DaysSinceLastPurchase,
+    FactorName::NeverPurchased,
+    FactorName::PurchaseFrequency,
+    FactorName::MonetaryValue,
+    FactorName::PurchaseRhythmOverdue,
+    FactorName::Tenure,
+    FactorName::ChannelsUsed,
+    FactorName::Complaints30d,
+    FactorName::UnresolvedCalls30d,
+    FactorName::CancelRequests,
+    FactorName::LastCsat,
+    FactorName::LastSentiment,
+    FactorName::Returns,
+    FactorName::VisitFrequencyDrop,
+];
 
 /// A feature vector, each feature scaled to about 0..4.
 pub type Features = [f64; N];
@@ -160,14 +180,31 @@ pub struct Prequential {
     pub recency: Histogram,
 }
 
-/// How the model learns.
+/// How the model learns (`[decide.churn.learn]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LearnConfig {
     /// Labelled examples the hand-weighted prior counts as.
     pub prior_strength: f64,
     pub learning_rate: f64,
     /// L2 penalty on the weights.
     pub l2: f64,
+}
+
+impl LearnConfig {
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !(ok(self.prior_strength) && self.prior_strength > 0.0) {
+            return Err("churn.learn.prior_strength must be > 0");
+        }
+        if !(ok(self.learning_rate) && self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return Err("churn.learn.learning_rate must be within (0, 1]");
+        }
+        if !(ok(self.l2) && self.l2 < 1.0) {
+            return Err("churn.learn.l2 must be within [0, 1)");
+        }
+        Ok(())
+    }
 }
 
 impl Default for LearnConfig {

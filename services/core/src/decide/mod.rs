@@ -12,7 +12,9 @@
 //! processor's timers share); `reach.rs` contact routes; `policy.rs` the
 //! contact policy per channel (consent, no-response rest, caps, budget) and
 //! `quiet.rs` quiet hours in local time; `tiers.rs` value
-//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
+//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the hand-weighted
+//! churn score; `learned.rs` the learned churn model; `churn_model.rs` the
+//! score the engine emits (the model blended with the hand score) and its labels.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
 //! propensity is learned from outcomes ([`propensity`]), the value and weight
@@ -28,6 +30,7 @@
 //! read the journey; the journey does not know them.
 
 pub mod churn;
+pub mod churn_model;
 mod config;
 pub mod learned;
 pub mod policy;

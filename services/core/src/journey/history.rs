@@ -176,19 +176,27 @@ mod tests {
         let j: Journey = serde_json::from_value(v).unwrap();
         assert!(j.recent_events.is_empty());
 
-        // A snapshot (MessagePack, a struct as an array) one field shorter:
-        // the history is the last field, an empty one is the last byte.
-        let mut bytes = rmp_serde::to_vec(&Journey::default()).unwrap();
-        assert_eq!(bytes.pop(), Some(0x90), "an empty array ends the record");
-        match bytes[0] {
-            0xdc => {
-                let n = u16::from_be_bytes([bytes[1], bytes[2]]) - 1;
-                bytes[1..3].copy_from_slice(&n.to_be_bytes());
+        // A snapshot (MessagePack, a struct as an array) without the last
+        // fields: the history (an empty array), then the churn examples (an
+        // array of an empty array and nil) end the record. Without the
+        // examples, or without both, it still loads.
+        let full = rmp_serde::to_vec(&Journey::default()).unwrap();
+        assert!(
+            full.ends_with(&[0x90, 0x92, 0x90, 0xc0]),
+            "the last fields end the record"
+        );
+        for (fields, tail) in [(1u16, 3usize), (2, 4)] {
+            let mut bytes = full[..full.len() - tail].to_vec();
+            match bytes[0] {
+                0xdc => {
+                    let n = u16::from_be_bytes([bytes[1], bytes[2]]) - fields;
+                    bytes[1..3].copy_from_slice(&n.to_be_bytes());
+                }
+                b if b & 0xf0 == 0x90 => bytes[0] = b - fields as u8,
+                b => panic!("unexpected header {b:#x}"),
             }
-            b if b & 0xf0 == 0x90 => bytes[0] = b - 1,
-            b => panic!("unexpected header {b:#x}"),
+            let j: Journey = rmp_serde::from_slice(&bytes).unwrap();
+            assert_eq!(j, Journey::default());
         }
-        let j: Journey = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!(j, Journey::default());
     }
 }

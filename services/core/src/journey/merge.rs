@@ -113,6 +113,7 @@ impl Journey {
             self.churn.band = other.churn.band;
         }
         self.absorb_churn(other.churn.history);
+        self.churn_examples.absorb(other.churn_examples);
         for (action, at) in other.last_action {
             self.last_action
                 .entry(action)

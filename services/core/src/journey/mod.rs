@@ -36,12 +36,14 @@ pub use parts::{
     ProductView, RecentAction,
 };
 
+mod churn_examples;
 mod churn_history;
 mod consent;
 mod history;
 #[cfg(test)]
 mod tests;
 
+pub use churn_examples::{ChurnExample, ChurnExamples, CHURN_FEATURES, PENDING_EXAMPLES};
 pub use churn_history::{CHURN_HISTORY, CHURN_STEP};
 pub use consent::{ConsentStatement, Consents, LocalClock};
 pub use history::{RecentEvent, RECENT_EVENTS};
@@ -161,6 +163,10 @@ pub struct Journey {
     /// reads them.
     #[serde(default)]
     pub responses: VecDeque<Contact>,
+    /// The churn model's examples waiting for their label (see
+    /// `churn_examples.rs`). Empty in snapshots written before it existed.
+    #[serde(default)]
+    pub churn_examples: ChurnExamples,
 }
 
 impl Journey {

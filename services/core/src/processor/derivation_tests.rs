@@ -54,6 +54,10 @@ fn a_format_2_snapshot_keeps_its_one_ids_and_suppressions_under_a_configured_key
     let p = restored(V2);
     assert_eq!(partition(&p), want, "the same profiles under the same One IDs");
     assert!(matches!(p.state().identity.derivation(), Derivation::Sha256V1));
+    // Written before the learned churn model: an untrained one, journeys without examples.
+    let live = p.state().churn().as_ref().map(|l| (l.model.examples, l.model.weights));
+    assert_eq!(live, Some((0, [0.0; crate::decide::learned::N])));
+    assert!(p.state().journeys.iter().all(|j| j.churn_examples.pending.is_empty()));
 
     // The forget done before still suppresses.
     let bob = web("n1", 10, json!({"email": "bob@example.com"}), "login", json!({}));

@@ -1,7 +1,7 @@
 //! One journey evaluated at one event time: churn, then the next best action.
 //!
 //! In: a journey taken out of the state, the triggers that fired and the
-//! event time `now`. Out: a `churn-risk` output when the band changed, a
+//! event time `now`; the churn model (`decide::churn_model`). Out: a `churn-risk` output when the band changed, a
 //! `next-best-actions` output when an action was chosen, and the journey
 //! updated with both (score, band, a point of churn history, the decision
 //! with what it beat and what policy held back, and the contact). Keeps, in
@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use crate::decide::learned::ChurnModel;
 use crate::decide::quiet::{quiet_until, During};
-use crate::decide::{self, churn, Choice, Reach, Suppressed, Trigger};
+use crate::decide::{self, churn_model, Choice, Reach, Suppressed, Trigger};
 use crate::identity::{OneId, Profile};
 use crate::ids::Namespaces;
 use crate::journey::{Beaten, ChurnPoint, HeldBack, Journey, RecentAction};
@@ -92,10 +93,11 @@ impl Processor {
         (!held.is_empty()).then_some((due, held))
     }
 
-    /// Scores churn and reports the band when it changed (the first band
-    /// only when it is not `low`).
+    /// Scores churn with the learned model, remembers the features as an
+    /// example (at most one per `sample_every`), and reports the band when it
+    /// changed (the first band only when it is not `low`).
     fn score_churn(
-        &self,
+        &mut self,
         one_id: &OneId,
         j: &mut Journey,
         now: EventTime,
@@ -103,7 +105,13 @@ impl Processor {
         outputs: &mut Vec<Output>,
     ) {
         let cfg = &self.cfg.decide.churn;
-        let s = churn::score(cfg, j, now);
+        let s = match self.state.churn().as_ref() {
+            Some(live) => churn_model::evaluate(cfg, &live.model, j, now),
+            None => churn_model::evaluate(cfg, &ChurnModel::new(cfg.learn.clone()), j, now),
+        };
+        if let Some(due) = churn_model::remember(cfg, &mut j.churn_examples, &s, now) {
+            self.label_due = Some(due);
+        }
         let band = cfg.band(s.score, j.churn.band);
         let previous = j.churn.band;
         if previous != Some(band) && !(previous.is_none() && band == Band::Low) {
@@ -115,6 +123,8 @@ impl Processor {
                 factors: s.factors.clone(),
                 trigger: trigger.clone(),
                 evaluated_at: now,
+                hand_score: s.hand,
+                model_examples: self.state.churn().as_ref().map_or(0, |l| l.model.examples),
             }));
             j.churn.band = Some(band);
         }

@@ -6,12 +6,13 @@
 //! publish (identity changes, churn-band changes, next best actions) and what
 //! happened, for metrics. Keeps the [`State`] (as its single writer), the
 //! dedupe set, the reorder buffer and partition clocks, the timers, the
-//! value tiers and the learned propensities.
+//! value tiers and the learned propensities; the churn model, in the state
+//! it shares with readers.
 //!
 //! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
 //! event-time timers; `evaluate.rs` churn and the next best action for one
-//! journey; `learn.rs` outcomes; `snapshot.rs` the snapshot format. This file
-//! applies one event.
+//! journey; `learn.rs` outcomes; `labels.rs` the churn model's labels;
+//! `snapshot.rs` the snapshot format. This file applies one event.
 //!
 //! Order of work for one event: dedupe on `(channel, event_id)` -> stitch ->
 //! merge the journeys of merged profiles -> apply the event to the journey ->
@@ -25,6 +26,7 @@
 
 mod dedupe;
 mod evaluate;
+mod labels;
 mod learn;
 mod order;
 mod snapshot;
@@ -34,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::decide::churn_model::LiveChurn;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::triggers::triggers_of;
@@ -57,6 +60,8 @@ pub use timers::TimerKind;
 
 use order::PendingKey;
 
+#[cfg(test)]
+mod churn_tests;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
@@ -137,10 +142,14 @@ pub struct Processor {
     tiers: ValueTiers,
     propensities: Propensities,
     next_seq: u64,
+    /// Label timers the last churn evaluation asked for, to arm with the
+    /// profile's identifier (see `evaluate.rs`).
+    label_due: Option<EventTime>,
 }
 
 impl Processor {
     pub fn new(cfg: Arc<CoreConfig>, state: Arc<State>) -> Self {
+        *state.churn_mut() = Some(LiveChurn::new(cfg.decide.churn.clone()));
         Processor {
             seen: Dedupe::new(cfg.dedupe_window),
             cfg,
@@ -153,6 +162,7 @@ impl Processor {
             tiers: ValueTiers::default(),
             propensities: Propensities::default(),
             next_seq: 0,
+            label_due: None,
         }
     }
 
@@ -229,6 +239,7 @@ impl Processor {
         let mut journey = self.state.take_journey(one_id).unwrap_or_default();
         let revenue_before = journey.revenue;
         let transitions = journey.apply(ev);
+        self.label_activity(&mut journey, ev.occurred_at);
         if journey.revenue != revenue_before {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);
@@ -243,6 +254,7 @@ impl Processor {
             &trigger,
             &mut out.outputs,
         );
+        self.arm_label(&stitch.anchor);
         self.state.put_journey(one_id.clone(), journey);
 
         out.suppressed = std::mem::take(&mut self.suppressed);

@@ -197,6 +197,7 @@ impl Processor {
             out.push(self.timer_release(timer_outputs, fired));
         }
         self.applied_to = self.applied_to.max(wm);
+        self.share_now();
         out
     }
 

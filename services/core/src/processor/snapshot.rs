@@ -4,7 +4,7 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`. Keeps nothing; the
+//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`. Keeps nothing; the
 //! engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::hash::{HashMap, HashSet};
@@ -30,7 +31,9 @@ use super::{PartitionClock, Processor, TimerKind};
 /// for an event-time window, in `dedupe` (buckets by event time; see
 /// `dedupe.rs`); `seen` is written empty. Versions 2 and 3 are still read:
 /// their flat `seen` set is kept as of the snapshot's applied-to time, so it
-/// goes one window later. 3: `one_ids` records how the
+/// goes one window later. 4 also adds, at the end, the learned churn model
+/// (`churn_model`) and each journey's `churn_examples`; versions 2 and 3 are
+/// read with an untrained model and no examples. 3: `one_ids` records how the
 /// graph derives One IDs and suppression entries (keyed, see
 /// `identity/derive.rs`). Version 2 is still read: it has no `one_ids`, and
 /// its graph keeps the plain SHA-256 derivation it was built with, so its
@@ -52,7 +55,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 12)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 13)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -65,6 +68,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("propensities", &p.propensities)?;
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
         st.serialize_field("dedupe", &p.seen)?;
+        st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.end()
     }
 }
@@ -88,6 +92,9 @@ pub struct CoreSnapshot {
     /// Absent before format 4: the keys are in `seen`.
     #[serde(default)]
     dedupe: Dedupe,
+    /// Absent before format 4: an untrained model.
+    #[serde(default)]
+    churn_model: Option<ChurnModel>,
 }
 
 impl CoreSnapshot {
@@ -189,6 +196,12 @@ impl Processor {
         self.applied_to = snap.applied_to;
         self.tiers = snap.tiers;
         self.propensities = snap.propensities;
+        if let (Some(mut model), Some(live)) = (snap.churn_model, self.state.churn_mut().as_mut()) {
+            // What it learned is kept; how it learns from now on is configured.
+            model.config = live.config.learn.clone();
+            live.model = model;
+        }
+        self.share_now();
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Event-time timers: cart abandonment, browse abandonment, quiet customers,
 //! and actions deferred to the end of a customer's quiet hours.
+//! and the churn model's labels (see `labels.rs`).
 //!
 //! In: the journey after an event and the transitions it caused (to arm);
 //! the watermark passing a timer's due time (to fire, see `order.rs`). Out:
@@ -31,6 +32,8 @@ pub enum TimerKind {
     /// An action held back by quiet hours: decide this trigger again when
     /// they end.
     Deferred(Trigger),
+    /// The churn horizon of a remembered example ended: label it.
+    ChurnLabel,
 }
 
 impl TimerKind {
@@ -41,6 +44,7 @@ impl TimerKind {
             TimerKind::Browse => "browse_abandonment",
             TimerKind::Quiet => "inactivity",
             TimerKind::Deferred(_) => "quiet_hours_end",
+            TimerKind::ChurnLabel => "churn_label",
         }
     }
 }
@@ -146,10 +150,12 @@ impl Processor {
                 };
                 j.quiet_due = next;
                 if let Some(next) = next {
-                    self.timers.insert((next, TimerKind::Quiet, key));
+                    self.timers.insert((next, TimerKind::Quiet, key.clone()));
                 }
             }
+            TimerKind::ChurnLabel => self.label_timer(&mut j, due),
         }
+        self.arm_label(&key);
         self.state.put_journey(one_id, j);
     }
 }

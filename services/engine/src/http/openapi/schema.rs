@@ -175,9 +175,17 @@ pub struct ProfileDoc {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct ChurnDoc {
+    /// The learned model's calibrated churn probability (blended with the
+    /// hand-weighted prior while labels are few), as of `evaluated_at`.
     pub score: f64,
     pub band: Option<BandDoc>,
     pub factors: Vec<FactorDoc>,
+    /// The event time the score is as of: the engine's current event time
+    /// (its watermark), not the customer's last event (since 1.4).
+    #[schema(format = DateTime)]
+    pub evaluated_at: Option<String>,
+    /// The hand-weighted score the model is blended with (since 1.4).
+    pub hand_score: Option<f64>,
     /// The last (at most 12) evaluations that changed the score or band, oldest first.
     pub history: Vec<ChurnPointDoc>,
 }
@@ -425,6 +433,9 @@ pub struct JourneyDoc {
     pub local_clock: Option<LocalClockDoc>,
     /// Engagements (opened, clicked, converted) with messages, by channel.
     pub responses: Vec<ContactDoc>,
+    /// Always empty here: the churn model's examples waiting for a label are
+    /// internal state (see `GET /v1/models/churn` for what it learned).
+    pub churn_examples: ChurnExamplesDoc,
 }
 
 /// The newest consent statement on each channel that needs consent.
@@ -455,6 +466,63 @@ pub struct LocalClockDoc {
     pub utc_offset_minutes: i16,
     #[schema(format = DateTime)]
     pub at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ChurnExamplesDoc {
+    pub pending: Vec<serde_json::Value>,
+    #[schema(format = DateTime)]
+    pub last_taken: Option<String>,
+}
+
+/// The body of `GET /v1/models/churn`: the learned churn model.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ChurnModelDoc {
+    /// One weight per feature (on features scaled to about 0..4), in the model's order.
+    pub weights: Vec<WeightDoc>,
+    pub bias: f64,
+    /// Labelled examples learned from.
+    pub examples: u64,
+    /// Examples whose customer showed no activity for the horizon (churned).
+    pub positives: u64,
+    /// Examples whose customer came back within the horizon.
+    pub negatives: u64,
+    pub auc: AucDoc,
+    /// Labelled examples the hand-weighted prior counts as.
+    pub prior_strength: f64,
+    /// The learned part's share of the score: examples / (examples + prior_strength).
+    pub learned_share: f64,
+    /// `decide.churn.horizon` in days.
+    pub horizon_days: f64,
+    /// The event time the engine has applied.
+    #[schema(format = DateTime)]
+    pub evaluated_to: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct WeightDoc {
+    pub feature: String,
+    pub weight: f64,
+}
+
+/// Prequential (test-then-train) AUCs on the same labelled examples; `null`
+/// until both labels were seen.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AucDoc {
+    /// The model's score before it learned each example.
+    pub learned: Option<f64>,
+    /// The hand-weighted score.
+    pub hand: Option<f64>,
+    /// Days since the last activity alone.
+    pub recency: Option<f64>,
 }
 
 /// The body of `GET /v1/profiles/{namespace}/{value}/explain`.

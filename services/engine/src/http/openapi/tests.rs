@@ -91,6 +91,7 @@ fn the_document_is_openapi_3_1_and_lists_every_v1_route() {
         "/v1/profiles/{namespace}/{value}/explain",
         "/v1/profiles/lookup",
         "/v1/profiles/recent",
+        "/v1/models/churn",
         "/v1/openapi.json",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
@@ -116,6 +117,18 @@ fn real_views_match_their_mirrors() {
         "a decision that beat another: {view}"
     );
     assert!(!doc.churn.history.is_empty(), "churn history: {view}");
+    assert!(
+        doc.churn.evaluated_at.is_some() && doc.churn.hand_score.is_some(),
+        "{view}"
+    );
+    assert!(
+        doc.journey.churn_examples.pending.is_empty(),
+        "internal examples stay out: {view}"
+    );
+    let model = serde_json::to_value(state.churn_model_view().unwrap()).unwrap();
+    let doc: ChurnModelDoc = serde_json::from_value(model.clone()).unwrap();
+    assert!(doc.examples > 0 && doc.negatives > 0, "the customer came back: {model}");
+    assert_eq!(doc.weights.len(), 15);
     let explain = serde_json::to_value(state.explain(&key).unwrap()).unwrap();
     let doc: ExplainDoc = serde_json::from_value(explain.clone()).unwrap();
     assert!(!doc.refused.is_empty(), "refused links: {explain}");
