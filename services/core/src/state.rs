@@ -1,18 +1,24 @@
 //! The state readers share with the single writer: the identity graph and
 //! the journeys, both keyed for lock-free reads, with their size and the
-//! most recently active profiles kept up to date as they change.
+//! most recently active profiles kept up to date as they change; and the
+//! action models (learned propensities, holdout and uplift counts) behind one
+//! lock, which the writer holds only for a decision or an outcome.
 //!
 //! In: written only by the [`Processor`](crate::processor::Processor), which
 //! changes journeys through [`State::take_journey`] / [`State::put_journey`] /
 //! [`State::remove_journey`] so the sizes and the recent list follow. Out:
 //! read by the lookup API (see [`view`](crate::view)), by
-//! [`State::recent`], and by metrics ([`State::size`], constant time).
-//! Keeps every profile and every journey.
+//! [`State::recent`], by metrics ([`State::size`], constant time) and by
+//! `GET /v1/models/actions` ([`State::models`]). Keeps every profile and
+//! every journey, and the action models.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::decide::propensity::Propensities;
+use crate::decide::uplift::{ActionReport, Uplift};
+use crate::decide::DecideConfig;
 use crate::hash::DashMap;
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
@@ -28,6 +34,14 @@ pub struct State {
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
     recent: Mutex<Recent>,
+    models: Mutex<Models>,
+}
+
+/// What the engine learned about its actions.
+#[derive(Clone, Debug, Default)]
+pub struct Models {
+    pub propensities: Propensities,
+    pub uplift: Uplift,
 }
 
 /// How large the state is.
@@ -80,6 +94,7 @@ impl State {
             journeys: DashMap::default(),
             journey_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
+            models: Mutex::new(Models::default()),
         }
     }
 
@@ -118,6 +133,19 @@ impl State {
     /// ID; O(n).
     pub fn recent(&self, n: usize) -> Vec<OneId> {
         self.recent_list().newest(n)
+    }
+
+    /// The action models (the writer changes them; readers copy out).
+    pub fn models(&self) -> MutexGuard<'_, Models> {
+        // A panic while holding the lock leaves plain counts behind; keep using them.
+        self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Per catalog action: decisions sent and held out, conversions, uplift
+    /// and the learned propensity.
+    pub fn action_reports(&self, cfg: &DecideConfig) -> Vec<ActionReport> {
+        let m = self.models();
+        m.uplift.report(cfg, &m.propensities)
     }
 
     fn recent_list(&self) -> MutexGuard<'_, Recent> {

@@ -50,6 +50,11 @@ impl ContactChannel {
         }
     }
 
+    /// The channel with this label.
+    pub fn from_label(s: &str) -> Option<ContactChannel> {
+        ContactChannel::ALL.into_iter().find(|c| c.label() == s)
+    }
+
     /// Position in [`ContactChannel::ALL`].
     pub fn index(self) -> usize {
         self as usize
@@ -150,15 +155,18 @@ pub enum Suppressed {
     Unreachable,
     /// Every channel that reaches the customer is at its cap.
     Capped,
+    /// Its expected value is below `decide.min_expected_value`.
+    BelowMinimum,
 }
 
 impl Suppressed {
-    pub const ALL: [Suppressed; 5] = [
+    pub const ALL: [Suppressed; 6] = [
         Suppressed::Ignored,
         Suppressed::Cooldown,
         Suppressed::QuietPeriod,
         Suppressed::Unreachable,
         Suppressed::Capped,
+        Suppressed::BelowMinimum,
     ];
 
     pub fn label(self) -> &'static str {
@@ -168,6 +176,7 @@ impl Suppressed {
             Suppressed::QuietPeriod => "quiet_period",
             Suppressed::Unreachable => "unreachable",
             Suppressed::Capped => "capped",
+            Suppressed::BelowMinimum => "below_minimum",
         }
     }
 }

@@ -10,15 +10,22 @@
 //! Layout: `config.rs` the `[decide]` section and the catalog; `triggers.rs`
 //! what makes an action eligible and its facts (the abandonment rules the
 //! processor's timers share); `reach.rs` contact routes; `tiers.rs` value
-//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the churn score.
+//! tiers; `propensity.rs` learning from outcomes; `explore.rs` the Thompson
+//! draw; `uplift.rs` the holdout and each action's measured uplift;
+//! `churn.rs` the churn score.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
-//! propensity is learned from outcomes ([`propensity`]), the value and weight
-//! come from the catalog and the lever from the business (`decide.levers`).
+//! propensity is learned from outcomes ([`propensity`]) per action, tier and
+//! channel, the value and weight come from the catalog and the lever from the
+//! business (`decide.levers`). Candidates are ranked on the same product with
+//! a Thompson draw from the propensity's posterior in place of its mean
+//! (`decide.explore`), so a rarely tried alternative still gets its chance
+//! while the evidence is thin and stops getting it once the evidence is in.
 //! Contact policy, checked for every candidate: not dismissed `ignore_limit`
 //! times, past its cool-down, no promotional action within the quiet period
 //! after a complaint or cancel request, a channel the customer can be reached
-//! on (push needs consent) and under that channel's caps.
+//! on (push needs consent) and under that channel's caps; then an expected
+//! value of at least `decide.min_expected_value`.
 //!
 //! Invariant: pure functions of their arguments; the same journey and time give
 //! the same decision, so replaying history gives the same outputs. Decisions
@@ -26,11 +33,13 @@
 
 pub mod churn;
 mod config;
+pub mod explore;
 pub mod learned;
 pub mod propensity;
 pub mod reach;
 pub mod tiers;
 pub mod triggers;
+pub mod uplift;
 
 use std::time::Duration;
 
@@ -56,6 +65,22 @@ pub struct NamedValue {
     pub value: f64,
 }
 
+/// An action's learned propensity for one customer and channel: the
+/// posterior mean, and the draw arbitration ranks on (the mean when not
+/// exploring).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub mean: f64,
+    pub draw: f64,
+}
+
+impl Estimate {
+    /// Known exactly: no exploration.
+    pub fn exact(p: f64) -> Estimate {
+        Estimate { mean: p, draw: p }
+    }
+}
+
 /// The winning action.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Choice {
@@ -63,6 +88,8 @@ pub struct Choice {
     pub channel: ContactChannel,
     /// Expected value: propensity x value x weight x lever.
     pub score: f64,
+    /// What it was ranked on: the same with the propensity's draw.
+    pub rank: f64,
     pub reason: String,
     pub factors: Vec<NamedValue>,
     pub expires_after: Duration,
@@ -79,26 +106,27 @@ pub struct Decision {
 }
 
 /// Picks the best eligible action for the triggers that fired at `now`.
-/// `propensity(action)` is the learned success probability for this customer's tier.
+/// `propensity(action, channel)` is the learned success probability for this
+/// customer's tier on that channel, with the draw to rank on.
 pub fn decide(
     cfg: &DecideConfig,
     j: &Journey,
     reach: &Reach,
     triggers: &[Trigger],
     now: EventTime,
-    propensity: &dyn Fn(&ActionSpec) -> f64,
+    propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
 ) -> Decision {
     let mut ranked: Vec<Choice> = Vec::new();
     let mut suppressed = Vec::new();
     for a in cfg.actions.iter().filter(|a| triggers.contains(&a.trigger)) {
-        match candidate(cfg, a, j, reach, now, propensity(a)) {
+        match candidate(cfg, a, j, reach, now, propensity) {
             Ok(c) => ranked.push(c),
             Err(Some(why)) => suppressed.push((a.name.clone(), why)),
             Err(None) => {}
         }
     }
-    // Highest expected value first; ties by catalog name so the choice is stable.
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.action.cmp(&b.action)));
+    // Highest ranked value first; ties by catalog name so the choice is stable.
+    ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.action.cmp(&b.action)));
     let mut it = ranked.into_iter();
     let choice = it.next();
     let beaten: Vec<Beaten> = it
@@ -132,7 +160,7 @@ fn candidate(
     j: &Journey,
     reach: &Reach,
     now: EventTime,
-    propensity: f64,
+    propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
 ) -> Result<Choice, Option<Suppressed>> {
     let triggers::Facts {
         extra_value,
@@ -167,11 +195,20 @@ fn candidate(
         .ok_or(Some(Suppressed::Capped))?;
     let value = a.value + extra_value;
     let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
-    let score = propensity * value * a.weight * lever;
+    let p = propensity(a, channel);
+    let score = p.mean * value * a.weight * lever;
+    if score < cfg.min_expected_value {
+        return Err(Some(Suppressed::BelowMinimum));
+    }
+    let rank = p.draw * value * a.weight * lever;
     factors.extend([
         NamedValue {
             name: "propensity",
-            value: round4(propensity),
+            value: round4(p.mean),
+        },
+        NamedValue {
+            name: "propensity_draw",
+            value: round4(p.draw),
         },
         NamedValue {
             name: "value",
@@ -190,9 +227,10 @@ fn candidate(
         action: a.name.clone(),
         channel,
         score: round4(score),
+        rank,
         reason: format!(
-            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2})",
-            a.reason, score, propensity, value
+            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2}; ranked on a draw of {:.3})",
+            a.reason, score, p.mean, value, p.draw
         ),
         factors,
         expires_after: a.expires_after,

@@ -5,13 +5,14 @@
 //! Out: [`Released`] results, each a [`Processed`] holding the [`Output`]s to
 //! publish (identity changes, churn-band changes, next best actions) and what
 //! happened, for metrics. Keeps the [`State`] (as its single writer), the
-//! dedupe set, the reorder buffer and partition clocks, the timers, the
-//! value tiers and the learned propensities.
+//! dedupe set, the reorder buffer and partition clocks, the timers and the
+//! value tiers; the learned propensities and uplift counts live in the
+//! [`State`]'s models, which readers share.
 //!
 //! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
 //! event-time timers; `evaluate.rs` churn and the next best action for one
-//! journey; `learn.rs` outcomes; `snapshot.rs` the snapshot format. This file
-//! applies one event.
+//! journey; `learn.rs` outcomes and conversions; `snapshot.rs` the snapshot
+//! format. This file applies one event.
 //!
 //! Order of work for one event: dedupe on `(channel, event_id)` -> stitch ->
 //! merge the journeys of merged profiles -> apply the event to the journey ->
@@ -33,7 +34,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::triggers::triggers_of;
 use crate::decide::{DecideConfig, Suppressed};
@@ -54,6 +54,8 @@ pub use timers::TimerKind;
 
 use order::PendingKey;
 
+#[cfg(test)]
+mod arbitration_tests;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
@@ -121,7 +123,6 @@ pub struct Processor {
     applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
     tiers: ValueTiers,
-    propensities: Propensities,
     next_seq: u64,
 }
 
@@ -137,7 +138,6 @@ impl Processor {
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
-            propensities: Propensities::default(),
             next_seq: 0,
         }
     }
@@ -189,6 +189,7 @@ impl Processor {
         let mut journey = self.state.take_journey(one_id).unwrap_or_default();
         let revenue_before = journey.revenue;
         let transitions = journey.apply(ev);
+        self.conversions(&mut journey, &transitions, ev.occurred_at);
         if journey.revenue != revenue_before {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);

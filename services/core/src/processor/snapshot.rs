@@ -4,11 +4,14 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`, `one_ids`. Keeps nothing; the
-//! engine writes and reads the bytes.
+//! `applied_to`, `tiers`, `propensities`, `one_ids`, `uplift`. Keeps
+//! nothing; the engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
 //! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
+//! Adding a field at the end with a default is not a change: older
+//! snapshots read it as its default (`uplift`, and the per-channel counts in
+//! `propensities`, came so).
 
 use std::collections::BTreeSet;
 
@@ -16,6 +19,7 @@ use serde::Serialize;
 
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
+use crate::decide::uplift::Uplift;
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::ids::IdKey;
@@ -47,7 +51,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 11)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 12)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -57,8 +61,10 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("timers", &p.timers)?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
-        st.serialize_field("propensities", &p.propensities)?;
+        let models = p.state.models();
+        st.serialize_field("propensities", &models.propensities)?;
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
+        st.serialize_field("uplift", &models.uplift)?;
         st.end()
     }
 }
@@ -79,6 +85,9 @@ pub struct CoreSnapshot {
     /// Absent in format 2: its plain SHA-256 derivation (the default).
     #[serde(default)]
     one_ids: DerivationRecord,
+    /// Absent before contract 1.4: no decision measured yet.
+    #[serde(default)]
+    uplift: Uplift,
 }
 
 impl CoreSnapshot {
@@ -174,7 +183,10 @@ impl Processor {
         self.timers = snap.timers;
         self.applied_to = snap.applied_to;
         self.tiers = snap.tiers;
-        self.propensities = snap.propensities;
+        *self.state.models() = crate::state::Models {
+            propensities: snap.propensities,
+            uplift: snap.uplift,
+        };
         Ok(())
     }
 }
