@@ -25,7 +25,8 @@ mod tests;
 #[openapi(
     info(
         title = "onejourney lookup API",
-        description = "Profiles stitched across channels: lookup, explanation, recent activity, erasure. \
+        description = "Profiles stitched across channels: lookup, explanation, recent activity, erasure; \
+            the action models and their measured uplift. \
             Raw email and phone values are normalised and hashed before the lookup and never logged; \
             prefer `POST /v1/profiles/lookup` for them so they stay out of URLs."
     ),
@@ -35,6 +36,7 @@ mod tests;
         super::forget,
         super::search::lookup,
         super::search::recent,
+        super::models::actions,
         openapi_json,
     ),
     components(schemas(
@@ -44,10 +46,14 @@ mod tests;
         AcceptedDoc,
         LookupRequest,
         RecentList,
-        RecentProfile
+        RecentProfile,
+        ActionModelsDoc
     )),
     modifiers(&BearerAuth),
-    tags((name = "profiles", description = "One customer's stitched profile"))
+    tags(
+        (name = "profiles", description = "One customer's stitched profile"),
+        (name = "models", description = "What the engine learned, and whether its actions work")
+    )
 )]
 struct ApiDoc;
 
