@@ -201,28 +201,7 @@ fn candidate(
         return Err(Some(Suppressed::BelowMinimum));
     }
     let rank = p.draw * value * a.weight * lever;
-    factors.extend([
-        NamedValue {
-            name: "propensity",
-            value: round4(p.mean),
-        },
-        NamedValue {
-            name: "propensity_draw",
-            value: round4(p.draw),
-        },
-        NamedValue {
-            name: "value",
-            value: round2(value),
-        },
-        NamedValue {
-            name: "weight",
-            value: a.weight,
-        },
-        NamedValue {
-            name: "lever",
-            value: lever,
-        },
-    ]);
+    factors.extend(pricing(p, value, a.weight, lever));
     Ok(Choice {
         action: a.name.clone(),
         channel,
@@ -235,6 +214,19 @@ fn candidate(
         factors,
         expires_after: a.expires_after,
     })
+}
+
+/// The factors that price a candidate: its propensity (mean and draw),
+/// value, weight and lever.
+fn pricing(p: Estimate, value: f64, weight: f64, lever: f64) -> [NamedValue; 5] {
+    let named = |name, value| NamedValue { name, value };
+    [
+        named("propensity", round4(p.mean)),
+        named("propensity_draw", round4(p.draw)),
+        named("value", round2(value)),
+        named("weight", weight),
+        named("lever", lever),
+    ]
 }
 
 /// True when one more message on `channel` at `now` keeps every window of

@@ -10,9 +10,15 @@
 //!
 //! In: each decision (`decided`, with its group) and each conversion
 //! (`converted`). Out: [`ActionReport`]s: per action the counts, both rates,
-//! the uplift with a 95% confidence interval (normal approximation of the
-//! difference of two proportions) and the propensity's posterior mean. Keeps
-//! four counts per action, part of the state snapshot.
+//! the uplift with a 95% confidence interval and the propensity's posterior
+//! mean. Keeps four counts per action, part of the state snapshot.
+//!
+//! The interval is Newcombe's hybrid score interval for a difference of two
+//! proportions (from each group's Wilson interval): unlike the plain normal
+//! approximation it stays sensible at 0 or 100% conversion and for a small
+//! control group. It treats decisions as independent; a person's repeated
+//! decisions for one action are all in one group, so with many repeats the
+//! interval is somewhat too narrow.
 
 use std::collections::BTreeMap;
 
@@ -100,9 +106,12 @@ impl Uplift {
                 let (rs, rh) = (rate(a.sent_converted, a.sent), rate(a.held_out_converted, a.held_out));
                 let (uplift, low, high) = match (rs, rh) {
                     (Some(p1), Some(p0)) => {
-                        let se = (p1 * (1.0 - p1) / a.sent as f64 + p0 * (1.0 - p0) / a.held_out as f64).sqrt();
+                        let (l1, u1) = wilson(p1, a.sent);
+                        let (l0, u0) = wilson(p0, a.held_out);
                         let d = p1 - p0;
-                        (Some(r4(d)), Some(r4(d - 1.96 * se)), Some(r4(d + 1.96 * se)))
+                        let low = d - ((p1 - l1).powi(2) + (u0 - p0).powi(2)).sqrt();
+                        let high = d + ((u1 - p1).powi(2) + (p0 - l0).powi(2)).sqrt();
+                        (Some(r4(d)), Some(r4(low)), Some(r4(high)))
                     }
                     _ => (None, None, None),
                 };
@@ -125,6 +134,16 @@ impl Uplift {
             })
             .collect()
     }
+}
+
+/// The 95% Wilson score interval of a proportion `p` out of `n` (> 0).
+fn wilson(p: f64, n: u64) -> (f64, f64) {
+    const Z: f64 = 1.96;
+    let n = n as f64;
+    let d = 1.0 + Z * Z / n;
+    let center = (p + Z * Z / (2.0 * n)) / d;
+    let half = Z / d * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt();
+    (center - half, center + half)
 }
 
 fn r4(x: f64) -> f64 {
@@ -171,10 +190,21 @@ mod tests {
         );
         assert_eq!((r.rate_sent, r.rate_held_out), (Some(0.2), Some(0.1)));
         assert_eq!(r.uplift, Some(0.1));
-        // se = sqrt(.2*.8/1000 + .1*.9/100) = 0.03256
-        assert_eq!((r.uplift_ci_low, r.uplift_ci_high), (Some(0.0362), Some(0.1638)));
+        // Newcombe's hybrid score interval (python3, from the two Wilson intervals).
+        assert_eq!((r.uplift_ci_low, r.uplift_ci_high), (Some(0.022), Some(0.1517)));
         assert!((r.posterior_mean - cfg.actions[0].propensity).abs() < 1e-9);
         let other = &u.report(&cfg, &Propensities::default())[1];
         assert_eq!((other.sent, other.uplift), (0, None));
+        // No conversion in either group: still an interval around 0, not a point.
+        let mut none = Uplift::default();
+        for held in [false, false, true] {
+            none.decided(&name, held);
+        }
+        let r = &none.report(&cfg, &Propensities::default())[0];
+        assert_eq!(r.uplift, Some(0.0));
+        assert!(
+            r.uplift_ci_low.unwrap() < -0.3 && r.uplift_ci_high.unwrap() > 0.3,
+            "{r:?}"
+        );
     }
 }

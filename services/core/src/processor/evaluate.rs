@@ -58,9 +58,10 @@ impl Processor {
             let models = self.state.models();
             let learned = |a: &decide::ActionSpec, channel: ContactChannel| {
                 let post = models.propensities.posterior(a, tier, channel, cfg.prior_strength);
-                let draw = match cfg.explore {
-                    true => post.draw(explore::seed(&[&action_id(one_id, &a.name, &key)])),
-                    false => post.mean(),
+                let draw = if cfg.explore {
+                    post.draw(explore::seed(&[&action_id(one_id, &a.name, &key)]))
+                } else {
+                    post.mean()
                 };
                 Estimate {
                     mean: post.mean(),

@@ -255,7 +255,7 @@ pub struct ActionModelDoc {
     pub rate_held_out: Option<f64>,
     /// `rate_sent - rate_held_out` (null until both groups have decisions).
     pub uplift: Option<f64>,
-    /// The 95% confidence interval of the uplift (normal approximation).
+    /// The 95% confidence interval of the uplift (Newcombe's hybrid score interval).
     pub uplift_ci_low: Option<f64>,
     pub uplift_ci_high: Option<f64>,
     /// The learned response rate over every tier and channel (Beta posterior mean).
