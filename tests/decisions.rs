@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use onejourney_core::ids::sha256_hex;
-use onejourney_e2e::{settings, TestEngine};
+use onejourney_e2e::{exploring, TestEngine};
 use onejourney_simulator::{generate, Segment, SimConfig};
 
 /// Area under the ROC curve of `scores` for positives vs negatives (ties count half).
@@ -28,7 +28,8 @@ fn auc(pos: &[f64], neg: &[f64]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events() {
-    let mut e = TestEngine::start(settings("sim")).await;
+    // As shipped: exploration and the holdout on.
+    let mut e = TestEngine::start(exploring("sim")).await;
     let t = e.topics.clone();
     let sim = generate(&SimConfig {
         customers: 3600,
@@ -165,6 +166,56 @@ async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events(
         by_action.len() >= 5,
         "most of the catalog fires on simulator traffic: {by_action:?}"
     );
+
+    // The holdout on simulator traffic: withheld within the binomial's
+    // tolerance, and every action's figures at the endpoint.
+    let (status, models) = e.get_json("/v1/models/actions").await;
+    assert_eq!(status, 200);
+    let models = models["actions"].as_array().unwrap();
+    let sum = |f: &str| models.iter().map(|m| m[f].as_u64().unwrap()).sum::<u64>();
+    let (sent, held) = (sum("sent"), sum("held_out"));
+    assert_eq!(sent as f64, emitted, "every published decision counted as sent");
+    let share = e.settings.decide.holdout_share;
+    let n = (sent + held) as f64;
+    // The group is drawn once per (One ID, action): clusters of decisions,
+    // not independent ones. Var(held) = share (1 - share) x sum of squared
+    // cluster sizes, estimated from the published clusters (a share
+    // 1 - share of all); five standard deviations.
+    let mut clusters: HashMap<(String, String), f64> = HashMap::new();
+    for r in &actions {
+        let v = r.json();
+        let key = (
+            v["one_id"].as_str().unwrap().to_string(),
+            v["action"].as_str().unwrap().to_string(),
+        );
+        *clusters.entry(key).or_default() += 1.0;
+    }
+    let squares: f64 = clusters.values().map(|m| m * m).sum::<f64>() / (1.0 - share);
+    let sd = (share * (1.0 - share) * squares).sqrt();
+    assert!(
+        (held as f64 - n * share).abs() < 5.0 * sd,
+        "{held} of {n} held out (sd {sd:.1})"
+    );
+    println!(
+        "action models: {sent} sent, {held} held out (expected {:.0} +- {sd:.1})",
+        n * share
+    );
+    for m in models {
+        println!(
+            "  {:<26} sent {:>5} held {:>4} conv {:>5}/{:<4} rate {:?}/{:?} uplift {:?} [{:?}, {:?}] p {}",
+            m["action"].as_str().unwrap(),
+            m["sent"],
+            m["held_out"],
+            m["conversions_sent"],
+            m["conversions_held_out"],
+            m["rate_sent"].as_f64(),
+            m["rate_held_out"].as_f64(),
+            m["uplift"].as_f64(),
+            m["uplift_ci_low"].as_f64(),
+            m["uplift_ci_high"].as_f64(),
+            m["posterior_mean"]
+        );
+    }
 
     // Explain: a One ID's last decisions with their reasons, and its churn factors.
     let one = actions[0].json();

@@ -66,8 +66,23 @@ impl Record {
     }
 }
 
-/// Settings for one test: defaults with a private prefix, group and HTTP port.
+/// Settings for one test: defaults with a private prefix, group and HTTP
+/// port; without exploration or holdout, so each test sees the catalog's
+/// first-ranked action published (the arbitration and replay tests turn both
+/// back on with [`exploring`]).
 pub fn settings(name: &str) -> Settings {
+    let mut s = shipped(name);
+    s.decide.explore = false;
+    s.decide.holdout_share = 0.0;
+    s
+}
+
+/// [`settings`] with the shipped exploration and holdout.
+pub fn exploring(name: &str) -> Settings {
+    shipped(name)
+}
+
+fn shipped(name: &str) -> Settings {
     let mut s = Settings::defaults().expect("defaults parse");
     let prefix = unique_prefix(name);
     s.kafka.brokers = brokers();

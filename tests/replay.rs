@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use onejourney_core::{ChannelEvent, Decoder, Processor, State};
-use onejourney_e2e::{settings, TestEngine};
+use onejourney_e2e::{exploring, TestEngine};
 use onejourney_engine::config::Settings;
 use onejourney_simulator::{generate, SimConfig, SimEvent};
 
@@ -136,7 +136,7 @@ async fn through_the_broker_full_speed_and_paced_replays_decide_the_same() {
     // machine (a partition that stalls longer looks idle and its events come
     // in late: 555 late events in one run with the default 2 s).
     let timed = |name: &str| {
-        let mut s = settings(name);
+        let mut s = exploring(name);
         s.timers.idle_after = Duration::from_secs(4);
         s
     };

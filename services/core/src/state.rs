@@ -1,20 +1,26 @@
 //! The state readers share with the single writer: the identity graph and
 //! the journeys, both keyed for lock-free reads, with their size and the
-//! most recently active profiles kept up to date as they change.
+//! most recently active profiles kept up to date as they change; and the
+//! action models (learned propensities, holdout and uplift counts) behind one
+//! lock, which the writer holds only for a decision or an outcome.
 //!
 //! In: written only by the [`Processor`](crate::processor::Processor), which
 //! changes journeys through [`State::take_journey`] / [`State::put_journey`] /
 //! [`State::remove_journey`] so the sizes and the recent list follow. Out:
 //! read by the lookup API (see [`view`](crate::view)), by
-//! [`State::recent`], and by metrics ([`State::size`], constant time).
-//! Keeps every profile and every journey, and the churn model the writer
-//! trains ([`State::churn`]).
+//! [`State::recent`], by metrics ([`State::size`], constant time) and by
+//! `GET /v1/models/churn` and `/actions` ([`State::churn`],
+//! [`State::models`]). Keeps every profile and every journey, the churn
+//! model the writer trains and the action models.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::decide::churn_model::LiveChurn;
+use crate::decide::propensity::Propensities;
+use crate::decide::uplift::{ActionReport, Uplift};
+use crate::decide::DecideConfig;
 use crate::hash::DashMap;
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
@@ -35,6 +41,14 @@ pub struct State {
     /// The churn model, its config and the event time applied (see
     /// [`LiveChurn`]); `None` until a processor is attached.
     churn: RwLock<Option<LiveChurn>>,
+    models: Mutex<Models>,
+}
+
+/// What the engine learned about its actions.
+#[derive(Clone, Debug, Default)]
+pub struct Models {
+    pub propensities: Propensities,
+    pub uplift: Uplift,
 }
 
 /// How large the state is.
@@ -91,6 +105,7 @@ impl State {
             dedupe_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
+            models: Mutex::new(Models::default()),
         }
     }
 
@@ -154,6 +169,19 @@ impl State {
     /// ID; O(n).
     pub fn recent(&self, n: usize) -> Vec<OneId> {
         self.recent_list().newest(n)
+    }
+
+    /// The action models (the writer changes them; readers copy out).
+    pub fn models(&self) -> MutexGuard<'_, Models> {
+        // A panic while holding the lock leaves plain counts behind; keep using them.
+        self.models.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Per catalog action: decisions sent and held out, conversions, uplift
+    /// and the learned propensity.
+    pub fn action_reports(&self, cfg: &DecideConfig) -> Vec<ActionReport> {
+        let m = self.models();
+        m.uplift.report(cfg, &m.propensities)
     }
 
     fn recent_list(&self) -> MutexGuard<'_, Recent> {

@@ -25,12 +25,26 @@ pub fn default_decide() -> DecideConfig {
     cfg
 }
 
+/// The shipped config without exploration or holdout: the processor's rule
+/// tests decide on the catalog's ranking and see every chosen action
+/// published. The arbitration tests turn both on ([`exploring_config`]).
 pub fn core_config() -> CoreConfig {
+    let mut decide = default_decide();
+    decide.explore = false;
+    decide.holdout_share = 0.0;
     CoreConfig {
-        decide: default_decide(),
+        decide,
         allowed_lateness: Duration::ZERO,
         idle_after: Duration::from_secs(2),
         dedupe_window: Duration::ZERO,
+    }
+}
+
+/// The shipped config as it is: exploration and the holdout on.
+pub fn exploring_config() -> CoreConfig {
+    CoreConfig {
+        decide: default_decide(),
+        ..core_config()
     }
 }
 

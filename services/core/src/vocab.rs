@@ -50,6 +50,11 @@ impl ContactChannel {
         }
     }
 
+    /// The channel with this label.
+    pub fn from_label(s: &str) -> Option<ContactChannel> {
+        ContactChannel::ALL.into_iter().find(|c| c.label() == s)
+    }
+
     /// Position in [`ContactChannel::ALL`].
     pub fn index(self) -> usize {
         self as usize
@@ -164,10 +169,12 @@ pub enum Suppressed {
     NoResponse,
     /// Inside quiet hours, customer's local time (deferred or dropped).
     QuietHours,
+    /// Its expected value is below `decide.min_expected_value`.
+    BelowMinimum,
 }
 
 impl Suppressed {
-    pub const ALL: [Suppressed; 9] = [
+    pub const ALL: [Suppressed; 10] = [
         Suppressed::Ignored,
         Suppressed::Cooldown,
         Suppressed::QuietPeriod,
@@ -177,6 +184,7 @@ impl Suppressed {
         Suppressed::NoConsent,
         Suppressed::NoResponse,
         Suppressed::QuietHours,
+        Suppressed::BelowMinimum,
     ];
 
     pub fn label(self) -> &'static str {
@@ -190,6 +198,7 @@ impl Suppressed {
             Suppressed::NoConsent => "no_consent",
             Suppressed::NoResponse => "no_response",
             Suppressed::QuietHours => "quiet_hours",
+            Suppressed::BelowMinimum => "below_minimum",
         }
     }
 }

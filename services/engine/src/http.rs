@@ -2,8 +2,9 @@
 //! `GET /v1/profiles/{namespace}/{value}`, its `/explain`, and forget
 //! (`DELETE /v1/profiles/{namespace}/{value}`); `POST /v1/profiles/lookup`
 //! and `GET /v1/profiles/recent` ([`search`]), the churn model at
-//! `GET /v1/models/churn` ([`models`]), the OpenAPI document at
-//! `/v1/openapi.json` ([`openapi`]), and the Customer 360 page at `/ui`
+//! `GET /v1/models/churn` and the action models at `GET /v1/models/actions`
+//! ([`models`]), the OpenAPI document at `/v1/openapi.json` ([`openapi`]),
+//! and the Customer 360 page at `/ui`
 //! ([`ui`]). [`server`] accepts the connections: a connection limit, the
 //! header-read and per-request timeouts.
 //!
@@ -32,6 +33,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use std::time::Duration;
 
+use onejourney_core::decide::DecideConfig;
 use onejourney_core::ids::IdKey;
 use onejourney_core::State;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -69,6 +71,8 @@ pub struct HttpState {
     pub control: Option<ControlSink>,
     /// Timer delays the Customer 360 page places on its timeline.
     pub timers: ui::TimerDelays,
+    /// The catalog the action models report on.
+    pub decide: Arc<DecideConfig>,
 }
 
 /// The producer and topic for `identity-control` commands.
@@ -85,6 +89,7 @@ pub fn router(s: HttpState) -> Router {
         .route("/v1/profiles/{namespace}/{value}", get(profile).delete(forget))
         .route("/v1/profiles/{namespace}/{value}/explain", get(explain))
         .route("/v1/models/churn", get(models::churn))
+        .route("/v1/models/actions", get(models::actions))
         .route_layer(middleware::from_fn_with_state(s.clone(), guard));
     Router::new()
         .route("/metrics", get(metrics))
@@ -201,6 +206,7 @@ async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     s.metrics.state_memory.set(count(size.bytes));
     s.metrics.ready.set(i64::from(s.health.ready()));
     models::export(&s.state, &s.metrics);
+    s.metrics.set_actions(&s.state.action_reports(&s.decide));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         s.metrics.render(),
@@ -231,7 +237,8 @@ async fn readyz(AxumState(s): AxumState<HttpState>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], /v1/models/churn, /v1/openapi.json, /ui",
+        "no such endpoint: see /metrics, /healthz, /readyz, /v1/profiles/{namespace}/{value}[/explain], \
+         /v1/models/churn, /v1/models/actions, /v1/openapi.json, /ui",
     )
 }
 

@@ -89,6 +89,7 @@ impl Engine {
                     topic: Arc::from(settings.topics.identity_control.as_str()),
                 }),
                 timers: http::ui::TimerDelays::of(&settings.decide),
+                decide: Arc::new(settings.decide.clone()),
             },
             settings.http.limits(),
             cancel.clone(),

@@ -9,6 +9,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use onejourney_core::decide::uplift::ActionReport;
 use onejourney_core::decide::{DecideConfig, Suppressed};
 use onejourney_core::identity::RejectReason;
 use onejourney_core::ids::BlockReason;
@@ -66,6 +67,10 @@ pub struct Metrics {
     pub http_connections: IntGauge,
     pub http_header_timeouts: IntCounter,
     pub memory_budget_exceeded: IntGauge,
+    pub action_decisions: IntGaugeVec,
+    pub action_conversions: IntGaugeVec,
+    pub action_uplift: GaugeVec,
+    pub action_propensity: GaugeVec,
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -249,6 +254,24 @@ const RESTORE_SECONDS: Def = (
     "How long restoring the state at start took (snapshot read and published outputs read back).",
 );
 
+const ACTION_DECISIONS: Def = (
+    "onejourney_action_decisions",
+    "Decisions per catalog action since the state began, by group: sent, or held_out (withheld as the \
+     control group, decide.holdout_share); read from the state at each scrape.",
+);
+const ACTION_CONVERSIONS: Def = (
+    "onejourney_action_conversions",
+    "Decisions followed by a purchase within the action's conversion window, by action and group (sent, held_out).",
+);
+const ACTION_UPLIFT: Def = (
+    "onejourney_action_uplift_ratio",
+    "Conversion rate of sent minus held-out decisions, per action (absent until both groups have one).",
+);
+const ACTION_PROPENSITY: Def = (
+    "onejourney_action_propensity_ratio",
+    "The learned response rate of each action (posterior mean over every tier and channel).",
+);
+
 /// Registers metrics on one registry.
 struct Reg<'a>(&'a Registry);
 
@@ -268,6 +291,12 @@ impl Reg<'_> {
     }
     fn float_gauge(&self, (name, help): Def) -> Result<Gauge, MetricsError> {
         self.add(Gauge::with_opts(Opts::new(name, help))?)
+    }
+    fn gauge_vec(&self, (name, help): Def, labels: &[&str]) -> Result<IntGaugeVec, MetricsError> {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
+    }
+    fn float_gauge_vec(&self, (name, help): Def, labels: &[&str]) -> Result<GaugeVec, MetricsError> {
+        self.add(GaugeVec::new(Opts::new(name, help), labels)?)
     }
 }
 
@@ -363,6 +392,10 @@ impl Metrics {
             http_connections: r.gauge(HTTP_CONNECTIONS)?,
             http_header_timeouts: r.counter(HTTP_HEADER_TIMEOUTS)?,
             memory_budget_exceeded: r.gauge(MEMORY_BUDGET_EXCEEDED)?,
+            action_decisions: r.gauge_vec(ACTION_DECISIONS, &["action", "group"])?,
+            action_conversions: r.gauge_vec(ACTION_CONVERSIONS, &["action", "group"])?,
+            action_uplift: r.float_gauge_vec(ACTION_UPLIFT, &["action"])?,
+            action_propensity: r.float_gauge_vec(ACTION_PROPENSITY, &["action"])?,
             registry,
         };
         m.preregister(decide);
@@ -430,6 +463,26 @@ impl Metrics {
         }
     }
 
+    /// Sets the action model gauges from the state's reports (at a scrape).
+    pub fn set_actions(&self, reports: &[ActionReport]) {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for r in reports {
+            let a = r.action.as_str();
+            self.action_decisions.with_label_values(&[a, "sent"]).set(count(r.sent));
+            self.action_decisions
+                .with_label_values(&[a, "held_out"])
+                .set(count(r.held_out));
+            let conv = &self.action_conversions;
+            conv.with_label_values(&[a, "sent"]).set(count(r.conversions_sent));
+            conv.with_label_values(&[a, "held_out"])
+                .set(count(r.conversions_held_out));
+            if let Some(u) = r.uplift {
+                self.action_uplift.with_label_values(&[a]).set(u);
+            }
+            self.action_propensity.with_label_values(&[a]).set(r.posterior_mean);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -458,6 +511,22 @@ mod tests {
         assert!(text.contains("onejourney_events_consumed_total{channel=\"call_center\"} 0"));
         assert!(text.contains("onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"} 0"));
         assert!(text.contains("onejourney_events_late_total 1"));
+    }
+
+    #[test]
+    fn action_models_are_exported_per_action_and_group() {
+        let cfg = crate::config::Settings::defaults().unwrap();
+        let m = Metrics::new(&cfg.decide).unwrap();
+        let mut u = onejourney_core::decide::uplift::Uplift::default();
+        u.decided("cart_recovery", true);
+        u.decided("cart_recovery", false);
+        u.converted("cart_recovery", false);
+        m.set_actions(&u.report(&cfg.decide, &Default::default()));
+        let text = m.render();
+        assert!(text.contains("onejourney_action_decisions{action=\"cart_recovery\",group=\"held_out\"} 1"));
+        assert!(text.contains("onejourney_action_conversions{action=\"cart_recovery\",group=\"sent\"} 1"));
+        assert!(text.contains("onejourney_action_uplift_ratio{action=\"cart_recovery\"} 1"));
+        assert!(text.contains("onejourney_action_propensity_ratio{action=\"cart_discount\"} 0.18"));
     }
 
     /// Every `onejourney_*` metric name in `text` (histogram and counter

@@ -82,6 +82,10 @@ pub struct ActionSpec {
     /// How long the decision stays valid for downstream.
     #[serde(with = "humantime_serde")]
     pub expires_after: Duration,
+    /// A purchase this long after the decision counts as its conversion, for
+    /// the uplift against the holdout (default: `expires_after`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub conversion_window: Option<Duration>,
     /// Promotional actions keep quiet after a complaint or cancel request.
     #[serde(default)]
     pub promotional: bool,
@@ -93,6 +97,17 @@ pub struct ActionSpec {
 
 fn one() -> f64 {
     1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ActionSpec {
+    /// How long after the decision a purchase counts as its conversion.
+    pub fn conversion_window(&self) -> Duration {
+        self.conversion_window.unwrap_or(self.expires_after)
+    }
 }
 
 /// A cap: at most `max` messages on `channel` in any window of `per`.
@@ -178,6 +193,18 @@ pub struct DecideConfig {
     /// How many pseudo-observations the catalog propensity counts for when
     /// outcomes are learned (see `propensity`).
     pub prior_strength: f64,
+    /// Rank on a Thompson draw from each action's posterior (true) or on its
+    /// mean (false: no exploration).
+    #[serde(default = "yes")]
+    pub explore: bool,
+    /// Actions whose expected value (posterior mean x value x weight x
+    /// lever) is below this are not sent (suppressed as `below_minimum`).
+    #[serde(default)]
+    pub min_expected_value: f64,
+    /// The share of decisions withheld as the control group (stable per One
+    /// ID and action), to measure each action's uplift. 0: none.
+    #[serde(default)]
+    pub holdout_share: f64,
     pub actions: Vec<ActionSpec>,
     pub churn: churn::ChurnConfig,
 }
@@ -225,6 +252,12 @@ impl DecideConfig {
             return Err(ConfigError::Other("levers: must be >= 0"));
         }
         self.policy.validate()?;
+        if !(self.min_expected_value >= 0.0 && self.min_expected_value.is_finite()) {
+            return Err(ConfigError::Other("min_expected_value: must be >= 0"));
+        }
+        if !(0.0..1.0).contains(&self.holdout_share) {
+            return Err(ConfigError::Other("holdout_share: must be within 0..1"));
+        }
         if self.prior_strength <= 0.0 {
             return Err(ConfigError::Other("prior_strength: must be > 0"));
         }

@@ -14,16 +14,23 @@
 //! `quiet.rs` quiet hours in local time; `tiers.rs` value
 //! tiers; `propensity.rs` learning from outcomes; `churn.rs` the hand-weighted
 //! churn score; `learned.rs` the learned churn model; `churn_model.rs` the
-//! score the engine emits (the model blended with the hand score) and its labels.
+//! score the engine emits (the model blended with the hand score) and its labels;
+//! `explore.rs` the Thompson draw; `uplift.rs` the holdout and each action's
+//! measured uplift.
 //!
 //! Ranking: expected value = propensity x value x weight x lever, where the
-//! propensity is learned from outcomes ([`propensity`]), the value and weight
-//! come from the catalog and the lever from the business (`decide.levers`).
+//! propensity is learned from outcomes ([`propensity`]) per action, tier and
+//! channel, the value and weight come from the catalog and the lever from the
+//! business (`decide.levers`). Candidates are ranked on the same product with
+//! a Thompson draw from the propensity's posterior in place of its mean
+//! (`decide.explore`), so a rarely tried alternative still gets its chance
+//! while the evidence is thin and stops getting it once the evidence is in.
 //! Contact policy, checked for every candidate: not dismissed `ignore_limit`
 //! times, past its cool-down, no promotional action within the quiet period
 //! after a complaint or cancel request, then the first of its channels the
 //! customer can be reached on, consents to and that `policy.rs` allows
-//! (no-response rest, per-channel caps, cross-channel budget).
+//! (no-response rest, per-channel caps, cross-channel budget); then an
+//! expected value of at least `decide.min_expected_value`.
 //!
 //! Invariant: pure functions of their arguments; the same journey and time give
 //! the same decision, so replaying history gives the same outputs. Decisions
@@ -32,6 +39,7 @@
 pub mod churn;
 pub mod churn_model;
 mod config;
+pub mod explore;
 pub mod learned;
 pub mod policy;
 pub mod propensity;
@@ -39,6 +47,7 @@ pub mod quiet;
 pub mod reach;
 pub mod tiers;
 pub mod triggers;
+pub mod uplift;
 
 use std::time::Duration;
 
@@ -65,6 +74,22 @@ pub struct NamedValue {
     pub value: f64,
 }
 
+/// An action's learned propensity for one customer and channel: the
+/// posterior mean, and the draw arbitration ranks on (the mean when not
+/// exploring).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Estimate {
+    pub mean: f64,
+    pub draw: f64,
+}
+
+impl Estimate {
+    /// Known exactly: no exploration.
+    pub fn exact(p: f64) -> Estimate {
+        Estimate { mean: p, draw: p }
+    }
+}
+
 /// The winning action.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Choice {
@@ -72,6 +97,8 @@ pub struct Choice {
     pub channel: ContactChannel,
     /// Expected value: propensity x value x weight x lever.
     pub score: f64,
+    /// What it was ranked on: the same with the propensity's draw.
+    pub rank: f64,
     pub reason: String,
     pub factors: Vec<NamedValue>,
     pub expires_after: Duration,
@@ -88,26 +115,27 @@ pub struct Decision {
 }
 
 /// Picks the best eligible action for the triggers that fired at `now`.
-/// `propensity(action)` is the learned success probability for this customer's tier.
+/// `propensity(action, channel)` is the learned success probability for this
+/// customer's tier on that channel, with the draw to rank on.
 pub fn decide(
     cfg: &DecideConfig,
     j: &Journey,
     reach: &Reach,
     triggers: &[Trigger],
     now: EventTime,
-    propensity: &dyn Fn(&ActionSpec) -> f64,
+    propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
 ) -> Decision {
     let mut ranked: Vec<Choice> = Vec::new();
     let mut suppressed = Vec::new();
     for a in cfg.actions.iter().filter(|a| triggers.contains(&a.trigger)) {
-        match candidate(cfg, a, j, reach, now, propensity(a)) {
+        match candidate(cfg, a, j, reach, now, propensity) {
             Ok(c) => ranked.push(c),
             Err(Some(why)) => suppressed.push((a.name.clone(), why)),
             Err(None) => {}
         }
     }
-    // Highest expected value first; ties by catalog name so the choice is stable.
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.action.cmp(&b.action)));
+    // Highest ranked value first; ties by catalog name so the choice is stable.
+    ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.action.cmp(&b.action)));
     let mut it = ranked.into_iter();
     let choice = it.next();
     let beaten: Vec<Beaten> = it
@@ -141,7 +169,7 @@ fn candidate(
     j: &Journey,
     reach: &Reach,
     now: EventTime,
-    propensity: f64,
+    propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
 ) -> Result<Choice, Option<Suppressed>> {
     let triggers::Facts {
         extra_value,
@@ -169,36 +197,38 @@ fn candidate(
     let channel = policy::channel(&cfg.policy, j, reach, &a.channels, now).map_err(Some)?;
     let value = a.value + extra_value;
     let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
-    let score = propensity * value * a.weight * lever;
-    factors.extend([
-        NamedValue {
-            name: "propensity",
-            value: round4(propensity),
-        },
-        NamedValue {
-            name: "value",
-            value: round2(value),
-        },
-        NamedValue {
-            name: "weight",
-            value: a.weight,
-        },
-        NamedValue {
-            name: "lever",
-            value: lever,
-        },
-    ]);
+    let p = propensity(a, channel);
+    let score = p.mean * value * a.weight * lever;
+    if score < cfg.min_expected_value {
+        return Err(Some(Suppressed::BelowMinimum));
+    }
+    let rank = p.draw * value * a.weight * lever;
+    factors.extend(pricing(p, value, a.weight, lever));
     Ok(Choice {
         action: a.name.clone(),
         channel,
         score: round4(score),
+        rank,
         reason: format!(
-            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2})",
-            a.reason, score, propensity, value
+            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2}; ranked on a draw of {:.3})",
+            a.reason, score, p.mean, value, p.draw
         ),
         factors,
         expires_after: a.expires_after,
     })
+}
+
+/// The factors that price a candidate: its propensity (mean and draw),
+/// value, weight and lever.
+fn pricing(p: Estimate, value: f64, weight: f64, lever: f64) -> [NamedValue; 5] {
+    let named = |name, value| NamedValue { name, value };
+    [
+        named("propensity", round4(p.mean)),
+        named("propensity_draw", round4(p.draw)),
+        named("value", round2(value)),
+        named("weight", weight),
+        named("lever", lever),
+    ]
 }
 
 pub(crate) fn round2(x: f64) -> f64 {

@@ -7,7 +7,7 @@ use crate::time::EventTime;
 
 /// Arbitration with the catalog's propensities (nothing learned yet).
 fn run(cfg: &DecideConfig, j: &Journey, reach: &Reach, triggers: &[Trigger], now: EventTime) -> Decision {
-    decide(cfg, j, reach, triggers, now, &|a| a.propensity)
+    decide(cfg, j, reach, triggers, now, &|a, _| Estimate::exact(a.propensity))
 }
 
 fn all_reach() -> Reach {
@@ -68,7 +68,10 @@ fn cart_recovery_needs_a_cart_worth_it_and_a_reachable_channel() {
     assert!(d.choice.is_none());
     assert_eq!(
         d.suppressed,
-        vec![("cart_recovery".to_string(), Suppressed::Unreachable)]
+        vec![
+            ("cart_recovery".to_string(), Suppressed::Unreachable),
+            ("cart_discount".to_string(), Suppressed::Unreachable)
+        ]
     );
 }
 
@@ -89,9 +92,15 @@ fn cool_down_holds_then_expires() {
         score: None,
         beaten: Vec::new(),
         held_back: Vec::new(),
+        held_out: false,
+        converted: false,
     });
     let held = run(&cfg, &j, &all_reach(), &[Trigger::CartAbandoned], t(60));
-    assert!(held.choice.is_none());
+    assert_eq!(
+        held.choice.map(|c| c.action).as_deref(),
+        Some("cart_discount"),
+        "the alternative goes instead"
+    );
     assert_eq!(
         held.suppressed,
         vec![("cart_recovery".to_string(), Suppressed::Cooldown)]
@@ -189,12 +198,12 @@ fn arbitration_ranks_by_expected_value_and_names_what_it_beat() {
         .unwrap();
     assert_eq!(c.action, "post_purchase_follow_up", "2.40 x 3 = 7.20 beats 6.00");
     // Learned propensities move it too.
-    let c = decide(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(30), &|a| {
-        if a.name == "loyalty_upgrade" {
+    let c = decide(&cfg, &j, &all_reach(), &[Trigger::Purchased], t(30), &|a, _| {
+        Estimate::exact(if a.name == "loyalty_upgrade" {
             0.01
         } else {
             a.propensity
-        }
+        })
     })
     .choice
     .unwrap();
@@ -237,7 +246,10 @@ fn a_complaint_quiets_promotional_actions_but_not_service_recovery() {
     assert_eq!(d.choice.unwrap().action, "service_recovery");
     assert_eq!(
         d.suppressed,
-        vec![("cart_recovery".to_string(), Suppressed::QuietPeriod)]
+        vec![
+            ("cart_recovery".to_string(), Suppressed::QuietPeriod),
+            ("cart_discount".to_string(), Suppressed::QuietPeriod)
+        ]
     );
     // Seven days later the quiet period is over.
     let week = 7 * 24 * 60;
@@ -268,7 +280,13 @@ fn channel_caps_hold_in_rolling_windows() {
     let email_only = Reach::of([ContactChannel::Email]);
     let d = run(&cfg, &j, &email_only, &[Trigger::CartAbandoned], t(2 * day));
     assert!(d.choice.is_none());
-    assert_eq!(d.suppressed, vec![("cart_recovery".to_string(), Suppressed::Capped)]);
+    assert_eq!(
+        d.suppressed,
+        vec![
+            ("cart_recovery".to_string(), Suppressed::Capped),
+            ("cart_discount".to_string(), Suppressed::Capped)
+        ]
+    );
     // Eight days after the email, email is free again.
     assert!(run(&cfg, &j, &email_only, &[Trigger::CartAbandoned], t(8 * day + 61))
         .choice
@@ -443,4 +461,44 @@ fn invalid_catalogs_are_refused() {
     let mut cfg = default_decide();
     cfg.churn.high = 0.3;
     assert!(cfg.validate().is_err());
+}
+
+#[test]
+fn below_the_minimum_expected_value_nothing_is_sent_and_the_decision_says_why() {
+    let mut cfg = default_decide();
+    // A cart of 10: cart_recovery 0.12 x (5 + 3) = 0.96, cart_discount 0.18 x (2 + 2) = 0.72.
+    cfg.min_expected_value = 0.9;
+    let d = run(&cfg, &with_cart(10.0), &all_reach(), &[Trigger::CartAbandoned], t(60));
+    assert_eq!(d.choice.map(|c| c.action).as_deref(), Some("cart_recovery"));
+    assert_eq!(
+        d.suppressed,
+        vec![("cart_discount".to_string(), Suppressed::BelowMinimum)]
+    );
+    cfg.min_expected_value = 1.0;
+    let d = run(&cfg, &with_cart(10.0), &all_reach(), &[Trigger::CartAbandoned], t(60));
+    assert!(d.choice.is_none());
+    assert_eq!(
+        d.suppressed,
+        vec![
+            ("cart_recovery".to_string(), Suppressed::BelowMinimum),
+            ("cart_discount".to_string(), Suppressed::BelowMinimum)
+        ]
+    );
+}
+
+#[test]
+fn the_common_triggers_have_alternatives_and_the_first_listed_ranks_first_on_priors() {
+    let cfg = default_decide();
+    for trigger in [
+        Trigger::CartAbandoned,
+        Trigger::BrowseAbandoned,
+        Trigger::Purchased,
+        Trigger::ServiceIssue,
+        Trigger::ChannelSwitch,
+        Trigger::Lapsed,
+    ] {
+        let n = cfg.actions.iter().filter(|a| a.trigger == trigger).count();
+        assert!(n >= 2, "{trigger:?} has {n} action(s)");
+    }
+    assert!(cfg.explore && cfg.holdout_share > 0.0 && cfg.min_expected_value > 0.0);
 }

@@ -83,6 +83,13 @@ pub struct RecentAction {
     /// (at most [`DECISION_CONTEXT`](super::DECISION_CONTEXT)).
     #[serde(default)]
     pub held_back: Vec<HeldBack>,
+    /// Withheld as the control group: recorded, never published. (This and
+    /// `converted`: false in snapshots written before they were kept.)
+    #[serde(default)]
+    pub held_out: bool,
+    /// The customer bought within the action's conversion window after it.
+    #[serde(default)]
+    pub converted: bool,
 }
 
 impl RecentAction {

@@ -115,6 +115,8 @@ fn a_recent_action_keeps_a_bounded_decision_context_counted_in_memory() {
                 rule: Suppressed::Capped,
             })
             .collect(),
+        held_out: false,
+        converted: false,
     };
     let bare = RecentAction {
         beaten: Vec::new(),
@@ -131,7 +133,7 @@ fn a_recent_action_keeps_a_bounded_decision_context_counted_in_memory() {
     assert!(kept.heap_bytes() > bare.heap_bytes() + DECISION_CONTEXT * 2 * 24);
     // A decision recorded before the context existed still loads (JSON without the fields).
     let mut v = serde_json::to_value(&bare).unwrap();
-    for f in ["score", "beaten", "held_back"] {
+    for f in ["score", "beaten", "held_back", "held_out", "converted"] {
         v.as_object_mut().unwrap().remove(f);
     }
     let old: RecentAction = serde_json::from_value(v).unwrap();

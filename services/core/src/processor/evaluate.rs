@@ -7,6 +7,19 @@
 //! with what it beat and what policy held back, and the contact). Keeps, in
 //! the processor: the actions policy held back, until the result is handed
 //! out.
+//!
+//! Since the holdout: a `churn-risk` output when the band changed, a
+//! `next-best-actions` output when an action was chosen and not withheld as
+//! the control group, and the journey updated with both (score, band, a
+//! point of churn history, the decision with what it beat and what policy
+//! held back, and the contact when it was sent). Keeps, in the processor:
+//! the actions policy held back, until the result is handed out; in the
+//! state's models: the decision counted as sent or held out.
+//!
+//! Exploration and holdout are hashes, not random numbers: the Thompson
+//! draw of an action is seeded by its would-be action id (One ID, action,
+//! trigger), the holdout by the One ID and the action, so a replay decides
+//! and withholds exactly the same.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 use crate::decide::learned::ChurnModel;
 use crate::decide::quiet::{quiet_until, During};
-use crate::decide::{self, churn_model, Choice, Reach, Suppressed, Trigger};
+use crate::decide::uplift::held_out;
+use crate::decide::{self, churn_model, explore, Choice, ContactChannel, Estimate, Reach, Suppressed, Trigger};
 use crate::identity::{OneId, Profile};
 use crate::ids::Namespaces;
 use crate::journey::{Beaten, ChurnPoint, HeldBack, Journey, RecentAction};
@@ -48,8 +62,23 @@ impl Processor {
             return;
         };
         let tier = j.tier;
-        let learned = |a: &decide::ActionSpec| self.propensities.estimate(a, tier, cfg.prior_strength);
-        let decision = decide::decide(cfg, j, &reach, triggers, now, &learned);
+        let key = trigger_key(trigger, now);
+        let decision = {
+            let models = self.state.models();
+            let learned = |a: &decide::ActionSpec, channel: ContactChannel| {
+                let post = models.propensities.posterior(a, tier, channel, cfg.prior_strength);
+                let draw = if cfg.explore {
+                    post.draw(explore::seed(&[&action_id(one_id, &a.name, &key)]))
+                } else {
+                    post.mean()
+                };
+                Estimate {
+                    mean: post.mean(),
+                    draw,
+                }
+            };
+            decide::decide(cfg, j, &reach, triggers, now, &learned)
+        };
         let held_back: Vec<HeldBack> = decision
             .suppressed
             .iter()
@@ -62,8 +91,9 @@ impl Processor {
         self.suppressed.extend(decision.suppressed);
         if let Some(choice) = decision.choice {
             let context = (decision.beaten, held_back);
-            let action = self.take_action(one_id, j, choice, context, now, trigger);
-            outputs.push(Output::Action(action));
+            if let Some(action) = self.take_action(one_id, j, choice, context, now, trigger) {
+                outputs.push(Output::Action(action));
+            }
         } else if let Some((due, triggers)) = deferred {
             self.defer(one_id, &triggers, due);
         }
@@ -134,8 +164,10 @@ impl Processor {
         j.churn.evaluated_at = Some(now);
     }
 
-    /// Records the chosen action on the journey (contact and decision, with
-    /// what it beat and what policy held back) and builds its record.
+    /// Records the chosen action on the journey (the decision, with what it
+    /// beat and what policy held back, and the contact) and builds its
+    /// record; `None` when it is withheld as the control group (recorded on
+    /// the journey as held out, no contact, nothing published).
     fn take_action(
         &self,
         one_id: &OneId,
@@ -144,13 +176,13 @@ impl Processor {
         (beaten, held_back): (Vec<Beaten>, Vec<HeldBack>),
         now: EventTime,
         trigger: &TriggerRef,
-    ) -> NextBestAction {
-        let trigger_key = match &trigger.event_id {
-            Some(id) => format!("event:{id}"),
-            None => format!("timer:{}:{}", trigger.timer.unwrap_or(""), now.millis()),
-        };
-        let action_id = action_id(one_id, &choice.action, &trigger_key);
-        j.record_contact(now, choice.channel);
+    ) -> Option<NextBestAction> {
+        let action_id = action_id(one_id, &choice.action, &trigger_key(trigger, now));
+        let held_out = held_out(self.cfg.decide.holdout_share, one_id, &choice.action);
+        self.state.models().uplift.decided(&choice.action, held_out);
+        if !held_out {
+            j.record_contact(now, choice.channel);
+        }
         j.record_action(RecentAction {
             action_id: action_id.clone(),
             action: choice.action.clone(),
@@ -164,9 +196,14 @@ impl Processor {
             score: Some(choice.score),
             beaten,
             held_back,
+            held_out,
+            converted: false,
         });
+        if held_out {
+            return None;
+        }
         let identity = &self.state.identity;
-        NextBestAction {
+        Some(NextBestAction {
             action_id,
             one_id: one_id.clone(),
             action: choice.action,
@@ -180,7 +217,16 @@ impl Processor {
             trigger: trigger.clone(),
             decided_at: now,
             expires_at: now.plus(choice.expires_after),
-        }
+        })
+    }
+}
+
+/// What distinguishes one decision of a journey from another: the event
+/// that caused it, or the timer and its time.
+fn trigger_key(trigger: &TriggerRef, now: EventTime) -> String {
+    match &trigger.event_id {
+        Some(id) => format!("event:{id}"),
+        None => format!("timer:{}:{}", trigger.timer.unwrap_or(""), now.millis()),
     }
 }
 

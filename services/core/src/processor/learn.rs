@@ -1,13 +1,18 @@
-//! Learning from `action-outcomes`, and consent commands.
+//! Learning from `action-outcomes`, consent commands, and conversions for
+//! the uplift.
 //!
 //! In: an [`ActionOutcome`] (decoded by the [`Decoder`](crate::event::Decoder)),
-//! or an `identity-control` [`ConsentCommand`].
-//! Out: what it did ([`OutcomeEffect`]), for metrics. Keeps: the outcome on the
-//! decision it answers (each decision counts once as a trial and at most once
-//! as a response), dismissals per action, engagements per channel (for the
-//! no-response rule), and the learned propensities.
+//! or an `identity-control` [`ConsentCommand`]; the transitions an event
+//! caused on a journey. Out: what an outcome did ([`OutcomeEffect`]), for
+//! metrics. Keeps: the outcome on the decision it answers (each decision
+//! counts once as a trial and at most once as a response), dismissals per
+//! action, engagements per channel (for the no-response rule), the learned
+//! propensities per action, tier and channel; a purchase marks each recent
+//! decision (sent or held out) whose conversion window it falls in as
+//! converted, once, and counts it for the action's uplift.
 
 use crate::event::{ActionOutcome, ConsentCommand};
+use crate::journey::{Journey, Transition};
 use crate::time::EventTime;
 use crate::vocab::{ContactChannel, Outcome, Tier};
 
@@ -30,7 +35,11 @@ impl Processor {
         let Some(mut j) = self.state.journeys.get_mut(o.one_id.as_str()) else {
             return OutcomeEffect::Unknown;
         };
-        let Some(r) = j.recent_actions.iter_mut().find(|r| r.action_id == o.action_id) else {
+        let Some(r) = j
+            .recent_actions
+            .iter_mut()
+            .find(|r| r.action_id == o.action_id && !r.held_out)
+        else {
             return OutcomeEffect::Unknown;
         };
         let new_trial = !r.counted_trial;
@@ -39,7 +48,7 @@ impl Processor {
         r.counted_response |= new_response;
         r.outcome = Some(o.outcome);
         let (action, tier) = (r.action.clone(), r.tier);
-        let channel = ContactChannel::ALL.into_iter().find(|c| c.label() == r.channel);
+        let channel = ContactChannel::from_label(&r.channel);
         if o.outcome == Outcome::Dismissed {
             *j.ignored.entry(action.clone()).or_insert(0) += 1;
         }
@@ -52,7 +61,10 @@ impl Processor {
         if !new_trial && !new_response {
             return OutcomeEffect::Repeated;
         }
-        self.propensities.record(&action, tier, new_trial, new_response);
+        self.state
+            .models()
+            .propensities
+            .record(&action, tier, channel, new_trial, new_response);
         OutcomeEffect::Learned
     }
 
@@ -71,6 +83,36 @@ impl Processor {
     /// The learned propensity of `action` for `tier`.
     pub fn propensity(&self, action: &str, tier: Tier) -> Option<f64> {
         let spec = self.cfg.decide.actions.iter().find(|a| a.name == action)?;
-        Some(self.propensities.estimate(spec, tier, self.cfg.decide.prior_strength))
+        let models = self.state.models();
+        Some(models.propensities.estimate(spec, tier, self.cfg.decide.prior_strength))
+    }
+
+    /// A purchase at `now` converts every recent decision of this journey
+    /// taken before it and within its action's conversion window.
+    pub(super) fn conversions(&self, j: &mut Journey, transitions: &[Transition], now: EventTime) {
+        if !transitions.iter().any(|t| matches!(t, Transition::Purchased { .. })) {
+            return;
+        }
+        let actions = &self.cfg.decide.actions;
+        let mut converted = Vec::new();
+        for r in j
+            .recent_actions
+            .iter_mut()
+            .filter(|r| !r.converted && r.decided_at < now)
+        {
+            let Some(spec) = actions.iter().find(|a| a.name == r.action) else {
+                continue;
+            };
+            if now <= r.decided_at.plus(spec.conversion_window()) {
+                r.converted = true;
+                converted.push((r.action.clone(), r.held_out));
+            }
+        }
+        if !converted.is_empty() {
+            let mut models = self.state.models();
+            for (action, held) in converted {
+                models.uplift.converted(&action, held);
+            }
+        }
     }
 }

@@ -5,14 +5,15 @@
 //! Out: [`Released`] results, each a [`Processed`] holding the [`Output`]s to
 //! publish (identity changes, churn-band changes, next best actions) and what
 //! happened, for metrics. Keeps the [`State`] (as its single writer), the
-//! dedupe set, the reorder buffer and partition clocks, the timers, the
-//! value tiers and the learned propensities; the churn model, in the state
-//! it shares with readers.
+//! dedupe set, the reorder buffer and partition clocks, the timers and the
+//! value tiers; the churn model, the learned propensities and the uplift
+//! counts live in the [`State`], which readers share.
 //!
 //! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
 //! event-time timers; `evaluate.rs` churn and the next best action for one
-//! journey; `learn.rs` outcomes; `labels.rs` the churn model's labels;
-//! `snapshot.rs` the snapshot format. This file applies one event.
+//! journey; `learn.rs` outcomes and conversions; `labels.rs` the churn
+//! model's labels; `dedupe.rs` the dedupe window; `snapshot.rs` the snapshot
+//! format. This file applies one event.
 //!
 //! Order of work for one event: dedupe on `(channel, event_id)` -> stitch ->
 //! merge the journeys of merged profiles -> apply the event to the journey ->
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::decide::churn_model::LiveChurn;
-use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::triggers::triggers_of;
 use crate::decide::{DecideConfig, Suppressed};
@@ -60,6 +60,8 @@ pub use timers::TimerKind;
 
 use order::PendingKey;
 
+#[cfg(test)]
+mod arbitration_tests;
 #[cfg(test)]
 mod churn_tests;
 #[cfg(test)]
@@ -140,7 +142,6 @@ pub struct Processor {
     applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
     tiers: ValueTiers,
-    propensities: Propensities,
     next_seq: u64,
     /// Label timers the last churn evaluation asked for, to arm with the
     /// profile's identifier (see `evaluate.rs`).
@@ -160,7 +161,6 @@ impl Processor {
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
-            propensities: Propensities::default(),
             next_seq: 0,
             label_due: None,
         }
@@ -240,6 +240,7 @@ impl Processor {
         let revenue_before = journey.revenue;
         let transitions = journey.apply(ev);
         self.label_activity(&mut journey, ev.occurred_at);
+        self.conversions(&mut journey, &transitions, ev.occurred_at);
         if journey.revenue != revenue_before {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);

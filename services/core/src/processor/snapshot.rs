@@ -4,11 +4,14 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`. Keeps nothing; the
-//! engine writes and reads the bytes.
+//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`,
+//! `uplift`. Keeps nothing; the engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
 //! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
+//! Adding a field at the end with a default is not a change: older
+//! snapshots read it as its default (`uplift`, and the per-channel counts in
+//! `propensities`, came so).
 
 use std::collections::BTreeSet;
 
@@ -17,6 +20,7 @@ use serde::Serialize;
 use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
+use crate::decide::uplift::Uplift;
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::ids::IdKey;
@@ -55,7 +59,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 13)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 14)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -65,10 +69,13 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("timers", &p.timers)?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
-        st.serialize_field("propensities", &p.propensities)?;
+        // Copied out, so that readers of the models do not wait for the rest.
+        let models = p.state.models().clone();
+        st.serialize_field("propensities", &models.propensities)?;
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
         st.serialize_field("dedupe", &p.seen)?;
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
+        st.serialize_field("uplift", &models.uplift)?;
         st.end()
     }
 }
@@ -95,6 +102,9 @@ pub struct CoreSnapshot {
     /// Absent before format 4: an untrained model.
     #[serde(default)]
     churn_model: Option<ChurnModel>,
+    /// Absent before contract 1.4: no decision measured yet.
+    #[serde(default)]
+    uplift: Uplift,
 }
 
 impl CoreSnapshot {
@@ -195,13 +205,16 @@ impl Processor {
         self.timers = snap.timers;
         self.applied_to = snap.applied_to;
         self.tiers = snap.tiers;
-        self.propensities = snap.propensities;
         if let (Some(mut model), Some(live)) = (snap.churn_model, self.state.churn_mut().as_mut()) {
             // What it learned is kept; how it learns from now on is configured.
             model.config = live.config.learn.clone();
             live.model = model;
         }
         self.share_now();
+        *self.state.models() = crate::state::Models {
+            propensities: snap.propensities,
+            uplift: snap.uplift,
+        };
         Ok(())
     }
 }

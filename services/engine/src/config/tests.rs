@@ -11,7 +11,11 @@ fn defaults_parse_and_validate() {
     let s = Settings::defaults().unwrap();
     assert_eq!(s.topics.web_clicks, "web-clicks");
     assert_eq!(s.http.addr.port(), 9100);
-    assert_eq!(s.decide.actions.len(), 7);
+    assert_eq!(s.decide.actions.len(), 12);
+    assert_eq!(
+        (s.decide.explore, s.decide.holdout_share, s.decide.min_expected_value),
+        (true, 0.1, 0.5)
+    );
     assert_eq!(s.topics.action_outcomes, "action-outcomes");
     assert_eq!(s.ingest.max_message_bytes, 1 << 20);
 }

@@ -26,7 +26,7 @@ mod tests;
     info(
         title = "onejourney lookup API",
         description = "Profiles stitched across channels: lookup, explanation, recent activity, erasure; \
-            the learned churn model. \
+            the learned churn model, the action models and their measured uplift. \
             Raw email and phone values are normalised and hashed before the lookup and never logged; \
             prefer `POST /v1/profiles/lookup` for them so they stay out of URLs."
     ),
@@ -37,6 +37,7 @@ mod tests;
         super::search::lookup,
         super::search::recent,
         super::models::churn,
+        super::models::actions,
         openapi_json,
     ),
     components(schemas(
@@ -47,12 +48,13 @@ mod tests;
         LookupRequest,
         RecentList,
         RecentProfile,
-        ChurnModelDoc
+        ChurnModelDoc,
+        ActionModelsDoc
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "profiles", description = "One customer's stitched profile"),
-        (name = "models", description = "What the engine learned from the stream")
+        (name = "models", description = "What the engine learned from the stream, and whether its actions work")
     )
 )]
 struct ApiDoc;

@@ -123,6 +123,8 @@ pub enum SuppressedDoc {
     NoResponse,
     /// Inside quiet hours, customer's local time (`decide.policy.quiet_hours`).
     QuietHours,
+    /// Its expected value is below `decide.min_expected_value` (since 1.4).
+    BelowMinimum,
 }
 
 /// Why a link was refused.
@@ -220,8 +222,63 @@ pub struct RecentActionDoc {
     pub score: Option<f64>,
     /// The other eligible actions it beat, best first (at most 4).
     pub beaten: Vec<BeatenDoc>,
-    /// The actions whose trigger fired too but that a contact rule held back (at most 4).
+    /// The actions whose trigger fired too but that a contact rule or the
+    /// minimum expected value held back (at most 4).
     pub held_back: Vec<HeldBackDoc>,
+    /// Withheld as the control group: recorded, never published (since 1.4).
+    pub held_out: bool,
+    /// The customer bought within the action's conversion window after it (since 1.4).
+    pub converted: bool,
+}
+
+/// `GET /v1/models/actions`: what the engine learned about each action and
+/// its measured uplift against the holdout.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ActionModelsDoc {
+    /// `decide.holdout_share`: the share of decisions withheld as the control group.
+    pub holdout_share: f64,
+    /// `decide.min_expected_value`: below it nothing is sent.
+    pub min_expected_value: f64,
+    /// `decide.explore`: candidates ranked on a Thompson draw.
+    pub explore: bool,
+    /// The confidence level of the uplift intervals (0.95).
+    pub confidence: f64,
+    /// One per catalog action, in catalog order.
+    pub actions: Vec<ActionModelDoc>,
+}
+
+/// One catalog action: decisions, conversions, uplift and learned rate.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ActionModelDoc {
+    pub action: String,
+    /// The trigger it answers (`cart_abandoned`, `service_issue`, ...).
+    pub trigger: String,
+    /// Decisions published.
+    pub sent: u64,
+    /// Decisions withheld as the control group.
+    pub held_out: u64,
+    /// Published decisions followed by a purchase within the action's conversion window.
+    pub conversions_sent: u64,
+    /// Held-out decisions followed by a purchase within the window.
+    pub conversions_held_out: u64,
+    /// `conversions_sent / sent` (null without decisions).
+    pub rate_sent: Option<f64>,
+    /// `conversions_held_out / held_out` (null without decisions).
+    pub rate_held_out: Option<f64>,
+    /// `rate_sent - rate_held_out` (null until both groups have decisions).
+    pub uplift: Option<f64>,
+    /// The 95% confidence interval of the uplift (Newcombe's hybrid score interval).
+    pub uplift_ci_low: Option<f64>,
+    pub uplift_ci_high: Option<f64>,
+    /// The learned response rate over every tier and channel (Beta posterior mean).
+    pub posterior_mean: f64,
+    /// Outcomes learned from (decisions with any outcome), and those that were responses.
+    pub outcomes: u64,
+    pub responses: u64,
 }
 
 /// An eligible action that lost, with its expected value.

@@ -92,6 +92,7 @@ fn the_document_is_openapi_3_1_and_lists_every_v1_route() {
         "/v1/profiles/lookup",
         "/v1/profiles/recent",
         "/v1/models/churn",
+        "/v1/models/actions",
         "/v1/openapi.json",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
@@ -133,6 +134,16 @@ fn real_views_match_their_mirrors() {
     let doc: ExplainDoc = serde_json::from_value(explain.clone()).unwrap();
     assert!(!doc.refused.is_empty(), "refused links: {explain}");
     assert_eq!(doc.shared_devices.len(), 1, "the tablet: {explain}");
+}
+
+#[test]
+fn the_action_models_match_their_mirror() {
+    let (state, _) = sample();
+    let settings = Settings::defaults().unwrap();
+    let body = crate::http::models::body(&state, &settings.decide);
+    let doc: ActionModelsDoc = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(doc.actions.len(), settings.decide.actions.len());
+    assert!(doc.actions.iter().any(|a| a.sent > 0), "decisions counted: {body}");
 }
 
 /// The mirrors of the core's enums list exactly the values the core writes.

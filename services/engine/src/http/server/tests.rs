@@ -60,6 +60,7 @@ async fn start(limits: Limits) -> Server {
         lookups: Arc::new(tokio::sync::Semaphore::new(8)),
         control: None,
         timers: ui::TimerDelays::of(&settings.decide),
+        decide: Arc::new(settings.decide.clone()),
     };
     let cancel = CancellationToken::new();
     let (addr, _) = serve("127.0.0.1:0".parse().unwrap(), s, limits, cancel.clone())

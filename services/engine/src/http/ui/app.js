@@ -481,8 +481,15 @@ function renderActions(actions) {
       el("td", { class: "beaten" }, list(beaten, (b) => b.action + " (" + b.score.toFixed(2) + ")")),
       el("td", { class: "held-back" }, list(held, (h) => h.action + ": " + h.rule.replace(/_/g, " "))),
       el("td", {}, a.tier),
-      el("td", {}, a.outcome || "no outcome yet")));
+      el("td", {}, outcomeText(a))));
   }
+}
+
+// A held-out decision was never sent (the control group); either kind may
+// have converted (a purchase within the action's window).
+function outcomeText(a) {
+  const what = a.held_out ? "held out (control group, not sent)" : (a.outcome || "no outcome yet");
+  return a.converted ? what + "; bought within the window" : what;
 }
 
 // ---------- erasure ----------
