@@ -7,13 +7,15 @@
 //! [`State::remove_journey`] so the sizes and the recent list follow. Out:
 //! read by the lookup API (see [`view`](crate::view)), by
 //! [`State::recent`], and by metrics ([`State::size`], constant time).
-//! Keeps every profile and every journey.
+//! Keeps every profile and every journey, and the One IDs whose journey
+//! changed (or went) since the engine last took them ([`State::take_dirty`]):
+//! what the next checkpoint writes to the journeys changelog.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::hash::DashMap;
+use crate::hash::{DashMap, HashSet};
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
 use crate::journey::{CartLine, Journey, RecentAction};
@@ -28,6 +30,9 @@ pub struct State {
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
     recent: Mutex<Recent>,
+    /// One IDs whose journey was taken, put, removed or changed since
+    /// [`State::take_dirty`].
+    dirty: Mutex<HashSet<OneId>>,
 }
 
 /// How large the state is.
@@ -80,7 +85,34 @@ impl State {
             journeys: DashMap::default(),
             journey_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
+            dirty: Mutex::new(HashSet::default()),
         }
+    }
+
+    fn dirty_set(&self) -> MutexGuard<'_, HashSet<OneId>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touched(&self, one_id: &str) {
+        let mut dirty = self.dirty_set();
+        if !dirty.contains(one_id) {
+            dirty.insert(OneId::from(one_id));
+        }
+    }
+
+    /// The One IDs whose journey changed or went since the last call, sorted,
+    /// and forgets them: the checkpoint writes each one's journey now (or a
+    /// tombstone when it has none) to the journeys changelog (writer only).
+    pub fn take_dirty(&self) -> Vec<OneId> {
+        let mut ids: Vec<OneId> = self.dirty_set().drain().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many journeys changed since [`State::take_dirty`].
+    pub fn dirty_count(&self) -> usize {
+        self.dirty_set().len()
     }
 
     /// The size of the state as the writer left it: no walk, no writer lock.
@@ -129,6 +161,7 @@ impl State {
     /// [`State::put_journey`] (writer only).
     pub fn take_journey(&self, one_id: &str) -> Option<Box<Journey>> {
         let (key, j) = self.journeys.remove(one_id)?;
+        self.touched(&key);
         self.journey_bytes
             .fetch_sub(signed(journey_bytes(&key, &j)), Ordering::Relaxed);
         Some(j)
@@ -139,6 +172,7 @@ impl State {
         self.journey_bytes
             .fetch_add(signed(journey_bytes(&one_id, &j)), Ordering::Relaxed);
         let last_seen = j.last_seen;
+        self.touched(&one_id);
         if let Some(old) = self.journeys.insert(one_id.clone(), j) {
             self.journey_bytes
                 .fetch_sub(signed(journey_bytes(&one_id, &old)), Ordering::Relaxed);
@@ -166,6 +200,7 @@ impl State {
             let before = journey_bytes(j.key(), j.value());
             if f(j.value_mut()) {
                 n += 1;
+                self.touched(j.key());
                 let after = journey_bytes(j.key(), j.value());
                 self.journey_bytes
                     .fetch_add(signed(after) - signed(before), Ordering::Relaxed);
@@ -175,7 +210,8 @@ impl State {
     }
 
     /// Counts the journeys again and rebuilds the recent list: after loading
-    /// them from a snapshot (writer only).
+    /// them from a snapshot or a changelog (writer only). Loaded journeys are
+    /// not dirty: they are durable already.
     pub fn journeys_loaded(&self) {
         let bytes: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
         self.journey_bytes.store(signed(bytes), Ordering::Relaxed);

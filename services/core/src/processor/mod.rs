@@ -23,6 +23,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
+mod changelog;
 mod evaluate;
 mod learn;
 mod order;
@@ -39,7 +40,7 @@ use crate::decide::triggers::triggers_of;
 use crate::decide::{DecideConfig, Suppressed};
 use crate::event::{Channel, ChannelEvent};
 use crate::hash::{HashMap, HashSet};
-use crate::identity::{OneId, Rejection, Stitch, StitchError};
+use crate::identity::{IdentityOp, OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
@@ -47,6 +48,7 @@ use crate::vocab::ContactChannel;
 
 pub use crate::event::ActionOutcome;
 pub use crate::state::State;
+pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -54,6 +56,8 @@ pub use timers::TimerKind;
 
 use order::PendingKey;
 
+#[cfg(test)]
+mod changelog_tests;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
@@ -123,6 +127,9 @@ pub struct Processor {
     tiers: ValueTiers,
     propensities: Propensities,
     next_seq: u64,
+    /// The identity ops applied since [`Processor::take_identity_ops`], in
+    /// order: what the next checkpoint writes to the identity log.
+    identity_log: Vec<IdentityOp>,
 }
 
 impl Processor {
@@ -139,6 +146,7 @@ impl Processor {
             tiers: ValueTiers::default(),
             propensities: Propensities::default(),
             next_seq: 0,
+            identity_log: Vec::new(),
         }
     }
 
@@ -160,7 +168,7 @@ impl Processor {
                 ..Processed::default()
             });
         }
-        let stitch = match self.state.identity.stitch(ev) {
+        let mut stitch = match self.state.identity.stitch(ev) {
             Ok(s) => s,
             Err(StitchError::Forgotten) => {
                 self.seen.insert(dedupe);
@@ -173,6 +181,7 @@ impl Processor {
             Err(e) => return Err(e),
         };
         self.seen.insert(dedupe);
+        self.identity_log.append(&mut stitch.ops);
         let mut out = Processed {
             channel: Some(ev.channel),
             one_id: Some(stitch.one_id.clone()),
@@ -250,9 +259,10 @@ impl Processor {
     /// `identity-changes` notice and the erasure record (the audit, and what a
     /// rebuild installs first); nothing when no profile holds `key`.
     pub fn forget(&mut self, key: &IdKey, request: ErasureRequest) -> Vec<Output> {
-        let Some((_, gone)) = self.state.identity.forget(key) else {
+        let Some((op, gone)) = self.state.identity.forget(key) else {
             return Vec::new();
         };
+        self.identity_log.push(op);
         if let Some(j) = self.state.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
         }

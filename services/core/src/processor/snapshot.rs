@@ -120,7 +120,7 @@ impl Processor {
     /// snapshot leaves them out (they are read again after a restore), so
     /// their partitions must not count them as seen, or the watermark would
     /// pass them before they come back.
-    fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
+    pub(super) fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
         let mut clocks = self.partitions.clone();
         for ((at, ..), (partition, _)) in &self.pending {
             if let Some(c) = clocks.get_mut(partition) {
@@ -136,25 +136,53 @@ impl Processor {
         if !(OLDEST_READ_VERSION..=SNAPSHOT_VERSION).contains(&snap.version) {
             return Err(RestoreError::Version(snap.version));
         }
-        let names = self.state.identity.namespaces().names();
-        if snap.namespaces != names {
-            return Err(RestoreError::Namespaces {
-                snapshot: snap.namespaces.join(","),
-                configured: names.join(","),
-            });
-        }
-        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
-            return Err(RestoreError::NotEmpty);
-        }
+        self.check_loadable(&snap.namespaces)?;
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
             self.state.journeys.insert(one_id, Box::new(j));
         }
         self.state.journeys_loaded();
-        self.seen = snap.seen;
-        self.partitions = snap
-            .partitions
+        self.load_globals(
+            snap.seen,
+            snap.partitions,
+            snap.timers,
+            snap.applied_to,
+            (snap.tiers, snap.propensities),
+            now_ms,
+        );
+        Ok(())
+    }
+
+    /// A state written under `namespaces` may be loaded into this processor:
+    /// the same namespace table, and nothing loaded or processed yet.
+    pub(super) fn check_loadable(&self, namespaces: &[String]) -> Result<(), RestoreError> {
+        let names = self.state.identity.namespaces().names();
+        if namespaces != names.as_slice() {
+            return Err(RestoreError::Namespaces {
+                snapshot: namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
+            return Err(RestoreError::NotEmpty);
+        }
+        Ok(())
+    }
+
+    /// Loads what is neither graph nor journey (a snapshot's or the
+    /// changelog's globals).
+    pub(super) fn load_globals(
+        &mut self,
+        seen: HashSet<u64>,
+        partitions: Vec<(u32, PartitionClock)>,
+        timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+        applied_to: EventTime,
+        (tiers, propensities): (ValueTiers, Propensities),
+        now_ms: u64,
+    ) {
+        self.seen = seen;
+        self.partitions = partitions
             .into_iter()
             .map(|(p, c)| {
                 (
@@ -171,10 +199,9 @@ impl Processor {
                 )
             })
             .collect();
-        self.timers = snap.timers;
-        self.applied_to = snap.applied_to;
-        self.tiers = snap.tiers;
-        self.propensities = snap.propensities;
-        Ok(())
+        self.timers = timers;
+        self.applied_to = applied_to;
+        self.tiers = tiers;
+        self.propensities = propensities;
     }
 }
