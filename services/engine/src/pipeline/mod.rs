@@ -26,6 +26,7 @@
 //! (so a restart re-processes nothing), flush the producer.
 
 pub mod ack;
+pub mod changelog;
 pub mod checkpoint;
 pub mod emit;
 pub mod inflight;
@@ -101,6 +102,7 @@ pub async fn run(
             metrics.clone(),
             health.clone(),
             cancel.clone(),
+            header.changelog.clone().unwrap_or_default(),
         ),
     )
     .await?;
