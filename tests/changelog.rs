@@ -106,10 +106,10 @@ fn same_actions(case: &str, got: &BTreeMap<String, usize>, want: &BTreeMap<Strin
 
 /// A state directory that does not exist yet (an empty disk).
 fn empty_dir(s: &Settings, name: &str) -> PathBuf {
-    let dir = s.state.dir.with_file_name(format!(
-        "{}-{name}",
-        s.state.dir.file_name().unwrap().to_string_lossy()
-    ));
+    let dir = s
+        .state
+        .dir
+        .with_file_name(format!("{}-{name}", s.state.dir.file_name().unwrap().to_string_lossy()));
     assert!(!dir.exists());
     dir
 }
@@ -167,11 +167,19 @@ async fn an_engine_on_an_empty_disk_restores_from_the_changelog_and_goes_on_as_o
     let mut s = s.clone();
     s.state.dir = empty_dir(&s, "b");
     let mut b = TestEngine::start(s.clone()).await;
-    same("B restored from the broker vs A at its stop", &everything(b.state()), &a_state);
+    same(
+        "B restored from the broker vs A at its stop",
+        &everything(b.state()),
+        &a_state,
+    );
     b.publish_sim(late).await;
     // B's counters start at zero: it consumes the second part only.
     b.wait_applied(late.len(), Duration::from_secs(300)).await;
-    same("B after the rest vs the uninterrupted run", &summary(b.state()), &want_state);
+    same(
+        "B after the rest vs the uninterrupted run",
+        &summary(b.state()),
+        &want_state,
+    );
     b.stop().await;
     same_actions("A then B", &action_ids(&s).await, &want_actions);
 }
@@ -186,19 +194,32 @@ async fn checkpoint_metrics(e: &TestEngine, journeys: usize) {
         records.insert(kind, e.metric(&sample).await);
     }
     let bytes = e.metric("onejourney_changelog_bytes_total{kind=\"journey\"}").await;
-    let (written_journeys, markers, globals, identity) =
-        (records["journey"], records["marker"], records["globals"], records["identity"]);
+    let (written_journeys, markers, globals, identity) = (
+        records["journey"],
+        records["marker"],
+        records["globals"],
+        records["identity"],
+    );
     let checkpoints = e.metric("onejourney_snapshots_total{result=\"written\"}").await;
     println!(
         "  checkpoint stall {stall:.4} s; changelog: {written_journeys} journeys ({bytes} bytes), {identity} identity \
          records, {globals} globals chunks, {markers} markers, {checkpoints} snapshots"
     );
     assert!(stall > 0.0, "the checkpoint stall is reported");
-    assert!(written_journeys >= journeys as f64, "every journey written at least once");
+    assert!(
+        written_journeys >= journeys as f64,
+        "every journey written at least once"
+    );
     assert!(bytes > written_journeys, "journey bytes counted");
-    assert!(identity >= 1.0 && globals >= markers, "identity ops and globals written");
+    assert!(
+        identity >= 1.0 && globals >= markers,
+        "identity ops and globals written"
+    );
     // The first checkpoint (the empty state's) writes no marker; each other does.
-    assert!(markers >= 1.0 && markers + 1.0 >= checkpoints, "{markers} markers, {checkpoints} snapshots");
+    assert!(
+        markers >= 1.0 && markers + 1.0 >= checkpoints,
+        "{markers} markers, {checkpoints} snapshots"
+    );
 }
 
 /// A is killed with -9 after a checkpoint, in the middle of the backlog; B
@@ -236,7 +257,10 @@ async fn after_a_kill_9_an_engine_on_an_empty_disk_restores_the_last_checkpoint_
         || a.sample("onejourney_changelog_records_total{kind=\"marker\"}").await < 1.0
         || a.metric("onejourney_actions_emitted_total").await < 1.0
     {
-        assert!(Instant::now() < deadline, "A did not reach 40% of the backlog and a marker");
+        assert!(
+            Instant::now() < deadline,
+            "A did not reach 40% of the backlog and a marker"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -282,5 +306,9 @@ async fn after_a_kill_9_an_engine_on_an_empty_disk_restores_the_last_checkpoint_
         .expect("B's snapshot");
     let mut p = Processor::new(Arc::new(s.core()), Arc::new(State::new(s.namespaces().unwrap())));
     p.restore(core, 0).unwrap();
-    same("B's state at its stop vs the uninterrupted run", &summary(p.state()), &want_state);
+    same(
+        "B's state at its stop vs the uninterrupted run",
+        &summary(p.state()),
+        &want_state,
+    );
 }

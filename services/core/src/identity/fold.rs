@@ -166,7 +166,11 @@ impl IdentityGraph {
         }
         // Sorts the evidence and drops the members' device statistics.
         self.apply_op(w, &refold);
-        let evidence = w.components.get(&component).map(|c| c.evidence.clone()).unwrap_or_default();
+        let evidence = w
+            .components
+            .get(&component)
+            .map(|c| c.evidence.clone())
+            .unwrap_or_default();
         let mut ops = vec![refold];
         for one_id in before.keys() {
             let op = IdentityOp::Dissolve { one_id: one_id.clone() };

@@ -35,7 +35,11 @@ impl IdentityGraph {
     pub(crate) fn canonical(&self) -> String {
         use std::collections::BTreeMap;
         let w = self.lock();
-        let profiles: BTreeMap<_, _> = self.profiles.iter().map(|p| (p.key().clone(), p.value().clone())).collect();
+        let profiles: BTreeMap<_, _> = self
+            .profiles
+            .iter()
+            .map(|p| (p.key().clone(), p.value().clone()))
+            .collect();
         let index: BTreeMap<_, _> = self
             .index
             .iter()

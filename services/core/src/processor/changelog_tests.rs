@@ -26,7 +26,14 @@ fn processor() -> Processor {
     Processor::new(Arc::new(core_config()), Arc::new(State::new(Arc::new(ns))))
 }
 
-const NAMES: [&str; 6] = ["cookie_id", "device_id", "email", "customer_id", "loyalty_id", "card_token"];
+const NAMES: [&str; 6] = [
+    "cookie_id",
+    "device_id",
+    "email",
+    "customer_id",
+    "loyalty_id",
+    "card_token",
+];
 
 fn value(ns: usize, v: usize) -> String {
     format!("{}-{v}@x.io", NAMES[ns])
@@ -102,7 +109,8 @@ impl Changelog {
             let j: Journey = rmp_serde::from_slice(v.as_ref()?).expect("decodes");
             Some((id.clone(), j))
         });
-        p.restore_changelog(globals, &self.identity, journeys, 0).expect("restores");
+        p.restore_changelog(globals, &self.identity, journeys, 0)
+            .expect("restores");
         p
     }
 }

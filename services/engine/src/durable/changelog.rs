@@ -31,9 +31,9 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use rdkafka::Message as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::journey::Journey;
+use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
 use super::{fresh, published, Header};
@@ -179,7 +179,11 @@ pub struct Committed {
 /// chain, its globals chunks. Blocking; `progress` hears records read.
 pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut(u64)) -> anyhow::Result<Committed> {
     let t = &settings.topics;
-    let chain = marker.header.changelog.as_ref().context("the marker carries no chain")?;
+    let chain = marker
+        .header
+        .changelog
+        .as_ref()
+        .context("the marker carries no chain")?;
     let mut since = vec![(t.state_checkpoints.clone(), 0, marker.globals.0)];
     if let Some(from) = chain.identity.start() {
         since.push((t.identity_log.clone(), 0, from));
@@ -290,7 +294,15 @@ mod tests {
         r.add(9, 9);
         r.add(12, 14);
         assert_eq!(r.0, vec![(0, 9), (12, 14)]);
-        for (o, inside) in [(0, true), (8, true), (9, false), (11, false), (12, true), (13, true), (14, false)] {
+        for (o, inside) in [
+            (0, true),
+            (8, true),
+            (9, false),
+            (11, false),
+            (12, true),
+            (13, true),
+            (14, false),
+        ] {
             assert_eq!(r.contains(o), inside, "offset {o}");
         }
         assert_eq!(r.start(), Some(0));

@@ -46,6 +46,8 @@ pub struct Changelog {
 pub struct Written {
     pub records: u64,
     pub bytes: u64,
+    /// The globals record's size (dominated by the dedupe set).
+    pub globals_bytes: u64,
     /// The header as the marker carries it (the chain including this checkpoint).
     pub header: Header,
 }
@@ -94,8 +96,14 @@ impl Changelog {
         let mut sent = Sent::default();
         for chunk in globals.chunks(changelog::CHUNK) {
             let value = changelog::encode(&BytesRef(chunk))?;
-            self.send(&mut sent, "globals", (&self.checkpoints_topic, 0), &changelog::globals_key(&self.group), Some(&value))
-                .await?;
+            self.send(
+                &mut sent,
+                "globals",
+                (&self.checkpoints_topic, 0),
+                &changelog::globals_key(&self.group),
+                Some(&value),
+            )
+            .await?;
         }
         let mut globals_at = (0, 0);
         for (_, futures) in std::mem::take(&mut sent.pending) {
@@ -111,8 +119,14 @@ impl Changelog {
             globals: globals_at,
         };
         let value = changelog::encode(&marker)?;
-        self.send(&mut sent, "marker", (&self.checkpoints_topic, 0), &changelog::marker_key(&self.group), Some(&value))
-            .await?;
+        self.send(
+            &mut sent,
+            "marker",
+            (&self.checkpoints_topic, 0),
+            &changelog::marker_key(&self.group),
+            Some(&value),
+        )
+        .await?;
         for (_, futures) in std::mem::take(&mut sent.pending) {
             acknowledged(futures).await?;
         }
@@ -120,6 +134,7 @@ impl Changelog {
         Ok(Written {
             records: records + sent.records,
             bytes: bytes + sent.bytes,
+            globals_bytes: globals.len() as u64,
             header,
         })
     }
@@ -206,5 +221,42 @@ pub fn chain_at_start(header: &Header, partitions: u32, profiles: usize) -> anyh
             complete: profiles == 0,
             ..Chain::empty(partitions)
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(chain: Option<Chain>) -> Header {
+        Header {
+            changelog: chain,
+            ..Header::default()
+        }
+    }
+
+    #[test]
+    fn the_chain_at_start_is_the_snapshots_and_p_cannot_change() {
+        let mut written = Chain::empty(32);
+        written.identity.add(0, 10);
+        assert_eq!(
+            chain_at_start(&header(Some(written.clone())), 32, 5).expect("same P"),
+            written
+        );
+        let e = chain_at_start(&header(Some(written)), 16, 5)
+            .expect_err("P changed")
+            .to_string();
+        assert!(
+            e.contains("state.partitions is 16") && e.contains("set it back to 32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_changelog_gives_a_complete_chain_only_when_empty() {
+        let empty = chain_at_start(&header(None), 8, 0).expect("chain");
+        assert!(empty.complete);
+        assert_eq!(empty.journeys.len(), 8);
+        assert!(!chain_at_start(&header(None), 8, 3).expect("chain").complete);
     }
 }

@@ -141,6 +141,7 @@ impl Checkpoint {
         info!(
             records = written.records,
             bytes = written.bytes,
+            globals_bytes = written.globals_bytes,
             "state changelog written"
         );
         Ok(())

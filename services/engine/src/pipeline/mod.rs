@@ -89,7 +89,6 @@ pub async fn run(
         header.resume_offsets(),
     );
     let consumer = subscribe(&settings, context)?;
-
     let ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings());
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = health::waiting(

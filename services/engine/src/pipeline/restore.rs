@@ -184,9 +184,12 @@ async fn from_broker(
     health: &Arc<Health>,
 ) -> anyhow::Result<Option<(Header, Published)>> {
     let started = Instant::now();
-    let (marker, phase) = reading(settings, health, "reading the changelog's checkpoint markers", |s, progress| {
-        changelog::last_marker(s, progress)
-    })
+    let (marker, phase) = reading(
+        settings,
+        health,
+        "reading the changelog's checkpoint markers",
+        |s, progress| changelog::last_marker(s, progress),
+    )
     .await?;
     let Some(marker) = marker.context("reading the changelog's checkpoint markers")? else {
         phase.done(0, "markers");
