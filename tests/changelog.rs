@@ -157,7 +157,7 @@ async fn an_engine_on_an_empty_disk_restores_from_the_changelog_and_goes_on_as_o
         assert!(Instant::now() < deadline, "no checkpoint after the first part");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    checkpoint_metrics(&a, a.state().journeys.len()).await;
+    checkpoint_metrics(&a, a.state().journeys.len(), early.len()).await;
     let a_live = a.engine.as_ref().expect("running").state.clone();
     a.stop().await;
     let a_state = everything(&a_live);
@@ -186,7 +186,7 @@ async fn an_engine_on_an_empty_disk_restores_from_the_changelog_and_goes_on_as_o
 
 /// After a checkpoint: the stall is reported, and the changelog carries at
 /// least every journey once, one marker per checkpoint, and bytes.
-async fn checkpoint_metrics(e: &TestEngine, journeys: usize) {
+async fn checkpoint_metrics(e: &TestEngine, journeys: usize, events: usize) {
     let stall = e.metric("onejourney_checkpoint_stall_seconds").await;
     let mut records = BTreeMap::new();
     for kind in ["journey", "marker", "globals", "identity"] {
@@ -201,6 +201,18 @@ async fn checkpoint_metrics(e: &TestEngine, journeys: usize) {
         records["identity"],
     );
     let checkpoints = e.metric("onejourney_snapshots_total{result=\"written\"}").await;
+    let mut all_bytes = 0.0;
+    for kind in ["journey", "tombstone", "identity", "globals", "marker"] {
+        let b = e
+            .metric(&format!("onejourney_changelog_bytes_total{{kind=\"{kind}\"}}"))
+            .await;
+        print!("  {kind} {b} bytes;");
+        all_bytes += b;
+    }
+    println!(
+        " {:.0} changelog bytes per 1,000 events ({events} events, {checkpoints} checkpoints)",
+        all_bytes * 1000.0 / events as f64
+    );
     println!(
         "  checkpoint stall {stall:.4} s; changelog: {written_journeys} journeys ({bytes} bytes), {identity} identity \
          records, {globals} globals chunks, {markers} markers, {checkpoints} snapshots"
