@@ -11,7 +11,9 @@
 //! [`State::recent`], by metrics ([`State::size`], constant time) and by
 //! `GET /v1/models/churn` and `/actions` ([`State::churn`],
 //! [`State::models`]). Keeps every profile and every journey, the churn
-//! model the writer trains and the action models.
+//! model the writer trains and the action models; and the One IDs whose journey
+//! changed (or went) since the engine last took them ([`State::take_dirty`]):
+//! what the next checkpoint writes to the journeys changelog.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,7 +23,7 @@ use crate::decide::churn_model::LiveChurn;
 use crate::decide::propensity::Propensities;
 use crate::decide::uplift::{ActionReport, Uplift};
 use crate::decide::DecideConfig;
-use crate::hash::DashMap;
+use crate::hash::{DashMap, HashSet};
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
 use crate::journey::{CartLine, Journey, RecentAction};
@@ -42,6 +44,9 @@ pub struct State {
     /// [`LiveChurn`]); `None` until a processor is attached.
     churn: RwLock<Option<LiveChurn>>,
     models: Mutex<Models>,
+    /// One IDs whose journey was taken, put, removed or changed since
+    /// [`State::take_dirty`].
+    dirty: Mutex<HashSet<OneId>>,
 }
 
 /// What the engine learned about its actions.
@@ -106,6 +111,7 @@ impl State {
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
             models: Mutex::new(Models::default()),
+            dirty: Mutex::new(HashSet::default()),
         }
     }
 
@@ -118,6 +124,32 @@ impl State {
     /// The churn model to change (writer only).
     pub(crate) fn churn_mut(&self) -> RwLockWriteGuard<'_, Option<LiveChurn>> {
         self.churn.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn dirty_set(&self) -> MutexGuard<'_, HashSet<OneId>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn touched(&self, one_id: &str) {
+        let mut dirty = self.dirty_set();
+        if !dirty.contains(one_id) {
+            dirty.insert(OneId::from(one_id));
+        }
+    }
+
+    /// The One IDs whose journey changed or went since the last call, sorted,
+    /// and forgets them: the checkpoint writes each one's journey now (or a
+    /// tombstone when it has none) to the journeys changelog (writer only).
+    pub fn take_dirty(&self) -> Vec<OneId> {
+        let mut ids: Vec<OneId> = self.dirty_set().drain().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many journeys changed since [`State::take_dirty`].
+    pub fn dirty_count(&self) -> usize {
+        self.dirty_set().len()
     }
 
     /// The size of the state as the writer left it: no walk, no writer lock.
@@ -193,6 +225,7 @@ impl State {
     /// [`State::put_journey`] (writer only).
     pub fn take_journey(&self, one_id: &str) -> Option<Box<Journey>> {
         let (key, j) = self.journeys.remove(one_id)?;
+        self.touched(&key);
         self.journey_bytes
             .fetch_sub(signed(journey_bytes(&key, &j)), Ordering::Relaxed);
         Some(j)
@@ -203,6 +236,7 @@ impl State {
         self.journey_bytes
             .fetch_add(signed(journey_bytes(&one_id, &j)), Ordering::Relaxed);
         let last_seen = j.last_seen;
+        self.touched(&one_id);
         if let Some(old) = self.journeys.insert(one_id.clone(), j) {
             self.journey_bytes
                 .fetch_sub(signed(journey_bytes(&one_id, &old)), Ordering::Relaxed);
@@ -230,6 +264,7 @@ impl State {
             let before = journey_bytes(j.key(), j.value());
             if f(j.value_mut()) {
                 n += 1;
+                self.touched(j.key());
                 let after = journey_bytes(j.key(), j.value());
                 self.journey_bytes
                     .fetch_add(signed(after) - signed(before), Ordering::Relaxed);
@@ -239,7 +274,8 @@ impl State {
     }
 
     /// Counts the journeys again and rebuilds the recent list: after loading
-    /// them from a snapshot (writer only).
+    /// them from a snapshot or a changelog (writer only). Loaded journeys are
+    /// not dirty: they are durable already.
     pub fn journeys_loaded(&self) {
         let bytes: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
         self.journey_bytes.store(signed(bytes), Ordering::Relaxed);

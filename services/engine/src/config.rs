@@ -81,6 +81,14 @@ pub struct Topics {
     /// One record per applied forget: the audit log of erasures, read to
     /// its end at every start so a rebuild cannot bring an identifier back.
     pub erasures: String,
+    /// Internal: the latest journey per One ID (`state.partitions`
+    /// partitions, compacted), written at every checkpoint.
+    pub journeys_changelog: String,
+    /// Internal: the identity ops applied, in order (1 partition, kept).
+    pub identity_log: String,
+    /// Internal: per checkpoint, the globals and the marker that commits it
+    /// (1 partition, kept).
+    pub state_checkpoints: String,
 }
 
 impl Topics {
@@ -124,6 +132,16 @@ impl Topics {
         self.inputs().iter().find(|(t, _)| *t == topic).map(|(_, c)| *c)
     }
 
+    /// The internal state topics (changelog), with their partition counts
+    /// given the journeys changelog's.
+    pub fn changelog(&self, partitions: u32) -> [(&str, u32); 3] {
+        [
+            (&self.journeys_changelog, partitions),
+            (&self.identity_log, 1),
+            (&self.state_checkpoints, 1),
+        ]
+    }
+
     /// Every topic name with a prefix, for isolated test runs.
     pub fn prefixed(&self, prefix: &str) -> Topics {
         let p = |t: &str| format!("{prefix}{t}");
@@ -139,6 +157,9 @@ impl Topics {
             action_outcomes: p(&self.action_outcomes),
             identity_control: p(&self.identity_control),
             erasures: p(&self.erasures),
+            journeys_changelog: p(&self.journeys_changelog),
+            identity_log: p(&self.identity_log),
+            state_checkpoints: p(&self.state_checkpoints),
         }
     }
 }
@@ -241,6 +262,10 @@ pub struct StateSettings {
     /// beginning of every input topic (`onejourney run --rebuild`).
     #[serde(default)]
     pub rebuild: bool,
+    /// State partitions P: the journeys changelog has P partitions, a
+    /// journey goes to `xxh3_64(one_id) % P`. Fixed for the life of a
+    /// deployment: a start with another P than the state recorded is refused.
+    pub partitions: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

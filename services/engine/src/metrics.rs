@@ -62,6 +62,9 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     pub snapshot_last_success: IntGauge,
     pub restore_seconds: Gauge,
+    pub checkpoint_stall: Gauge,
+    pub changelog_bytes: IntCounterVec,
+    pub changelog_records: IntCounterVec,
     pub outputs_deduplicated: IntCounter,
     pub journeys_evicted: IntCounter,
     pub http_connections: IntGauge,
@@ -249,6 +252,18 @@ const SNAPSHOT_SECONDS: Def = (
     "onejourney_snapshot_duration_seconds",
     "How long the last state snapshot took (processing pauses meanwhile).",
 );
+const CHECKPOINT_STALL: Def = (
+    "onejourney_checkpoint_stall_seconds",
+    "How long processing waited for the last checkpoint (outputs settled, changelog written, snapshot written, offsets committed).",
+);
+const CHANGELOG_BYTES: Def = (
+    "onejourney_changelog_bytes_total",
+    "Bytes (keys and values) written to the state changelog topics, by record kind (journey, tombstone, identity, globals, marker).",
+);
+const CHANGELOG_RECORDS: Def = (
+    "onejourney_changelog_records_total",
+    "Records written to the state changelog topics, by record kind (journey, tombstone, identity, globals, marker).",
+);
 const RESTORE_SECONDS: Def = (
     "onejourney_state_restore_seconds",
     "How long restoring the state at start took (snapshot read and published outputs read back).",
@@ -271,6 +286,9 @@ const ACTION_PROPENSITY: Def = (
     "onejourney_action_propensity_ratio",
     "The learned response rate of each action (posterior mean over every tier and channel).",
 );
+
+/// The record kinds of the state changelog (label `kind`).
+pub const CHANGELOG_KINDS: [&str; 5] = ["journey", "tombstone", "identity", "globals", "marker"];
 
 /// Registers metrics on one registry.
 struct Reg<'a>(&'a Registry);
@@ -387,6 +405,9 @@ impl Metrics {
             snapshot_bytes: r.gauge(SNAPSHOT_BYTES)?,
             snapshot_last_success: r.gauge(SNAPSHOT_LAST_SUCCESS)?,
             restore_seconds: r.float_gauge(RESTORE_SECONDS)?,
+            checkpoint_stall: r.float_gauge(CHECKPOINT_STALL)?,
+            changelog_bytes: r.counter_vec(CHANGELOG_BYTES, &["kind"])?,
+            changelog_records: r.counter_vec(CHANGELOG_RECORDS, &["kind"])?,
             outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,
             journeys_evicted: r.counter(JOURNEYS_EVICTED)?,
             http_connections: r.gauge(HTTP_CONNECTIONS)?,
@@ -431,6 +452,10 @@ impl Metrics {
         }
         for result in ["written", "skipped", "failed", "corrupt"] {
             m.snapshots.with_label_values(&[result]);
+        }
+        for kind in CHANGELOG_KINDS {
+            m.changelog_bytes.with_label_values(&[kind]);
+            m.changelog_records.with_label_values(&[kind]);
         }
         for result in ["forgotten", "unknown"] {
             m.forget_requests.with_label_values(&[result]);

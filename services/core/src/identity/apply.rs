@@ -180,6 +180,16 @@ impl IdentityGraph {
                 self.share(w, device);
                 0
             }
+            IdentityOp::Refold { component } => {
+                self.refold(w, *component);
+                0
+            }
+            IdentityOp::Folded { component, last } => {
+                if let Some(c) = w.components.get_mut(component) {
+                    c.last.clone_from(last);
+                }
+                0
+            }
             IdentityOp::Dissolve { one_id } => {
                 if let Some((_, p)) = self.profiles.remove(one_id) {
                     w.sums.profile_out(profile_size(&p));
@@ -202,6 +212,21 @@ impl IdentityGraph {
             IdentityOp::Suppress { entries } => {
                 self.install(w, entries);
                 0
+            }
+        }
+    }
+
+    /// Starts folding a component again: its evidence in canonical order, its
+    /// identifiers' device statistics gone (the fold records them again).
+    fn refold(&self, w: &mut Writer, component: u32) {
+        let Some(c) = w.components.get_mut(&component) else {
+            return;
+        };
+        c.evidence.sort_by(|a, b| a.key.cmp(&b.key));
+        let members = c.ids.clone();
+        for k in &members {
+            if let Some(d) = w.devices.remove(k) {
+                w.sums.resized(device_bytes(&d), 0);
             }
         }
     }

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::tally::device_bytes;
 use super::types::{Evidence, EvidenceKey, IdentityOp, Moved, OneId, Stitch, StitchError};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::event::ChannelEvent;
@@ -103,10 +102,13 @@ impl IdentityGraph {
         let mut ops = vec![record];
         if in_order {
             let mut step = self.step(w, &evidence)?;
-            if let Some(c) = w.components.get_mut(&component) {
-                c.last = Some(key);
-            }
             ops.append(&mut step.ops);
+            let folded = IdentityOp::Folded {
+                component,
+                last: Some(key),
+            };
+            self.apply_op(w, &folded);
+            ops.push(folded);
             step.ops = ops;
             Ok(step)
         } else {
@@ -150,11 +152,10 @@ impl IdentityGraph {
     /// Folds the evidence of a component again, in canonical order, and
     /// returns the result for the event with `key`.
     fn rebuild(&self, w: &mut Writer, component: u32, key: &EvidenceKey) -> Result<Stitch, StitchError> {
-        let Some(c) = w.components.get_mut(&component) else {
+        let refold = IdentityOp::Refold { component };
+        let Some(c) = w.components.get(&component) else {
             return Err(StitchError::NoLinkableIdentifier);
         };
-        c.evidence.sort_by(|a, b| a.key.cmp(&b.key));
-        let evidence = c.evidence.clone();
         let members = c.ids.clone();
         // The profiles before, with their identifiers, to report what moved.
         let mut before: BTreeMap<OneId, Vec<IdKey>> = BTreeMap::new();
@@ -163,16 +164,18 @@ impl IdentityGraph {
                 before.entry(one_id).or_default().push(k.clone());
             }
         }
-        let mut ops = Vec::new();
+        // Sorts the evidence and drops the members' device statistics.
+        self.apply_op(w, &refold);
+        let evidence = w
+            .components
+            .get(&component)
+            .map(|c| c.evidence.clone())
+            .unwrap_or_default();
+        let mut ops = vec![refold];
         for one_id in before.keys() {
             let op = IdentityOp::Dissolve { one_id: one_id.clone() };
             self.apply_op(w, &op);
             ops.push(op);
-        }
-        for k in &members {
-            if let Some(d) = w.devices.remove(k) {
-                w.sums.resized(device_bytes(&d), 0);
-            }
         }
         let mut mine = None;
         let mut dropped = 0;
@@ -184,9 +187,12 @@ impl IdentityGraph {
                 mine = Some((step, e.ids.clone()));
             }
         }
-        if let Some(c) = w.components.get_mut(&component) {
-            c.last = evidence.last().map(|e| e.key.clone());
-        }
+        let folded = IdentityOp::Folded {
+            component,
+            last: evidence.last().map(|e| e.key.clone()),
+        };
+        self.apply_op(w, &folded);
+        ops.push(folded);
         let Some((mut mine, my_ids)) = mine else {
             return Err(StitchError::NoLinkableIdentifier);
         };

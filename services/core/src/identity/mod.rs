@@ -102,6 +102,7 @@ mod derive;
 mod fold;
 mod forget;
 mod plan;
+mod replay;
 mod snapshot;
 mod tally;
 mod types;

@@ -7,7 +7,8 @@
 //!
 //! What it keeps: [`Profile`], [`LinkRecord`], [`RefusedLink`], [`Provenance`],
 //! [`Evidence`] and [`EvidenceKey`] are written into snapshots, so their serde field names and
-//! order are part of the snapshot format; [`RejectReason::label`] and
+//! order are part of the snapshot format; [`IdentityOp`] is written to the
+//! identity log topic, so its serde names are part of that format; [`RejectReason::label`] and
 //! [`StitchError::reason`] are metric labels and must not change.
 
 use std::sync::Arc;
@@ -133,8 +134,10 @@ pub struct Evidence {
 }
 
 /// A change to the graph. Applying the same ops in the same order to the same
-/// graph gives the same graph.
-#[derive(Clone, Debug, PartialEq)]
+/// graph gives the same graph. Serialised (MessagePack) on the identity log
+/// topic: its serde names and variants are part of that format (see
+/// `IDENTITY_LOG_VERSION` in the processor's changelog module).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum IdentityOp {
     /// Adds an identifier set to the evidence (and joins the components of
     /// its identifiers).
@@ -167,6 +170,18 @@ pub enum IdentityOp {
     /// The device is shared from now on: it leaves its profile and never links.
     Shared {
         device: IdKey,
+    },
+    /// A component is about to be folded again (a rebuild): its evidence is
+    /// sorted into canonical order and its identifiers' device statistics
+    /// are dropped (the fold records them again).
+    Refold {
+        component: u32,
+    },
+    /// A component's evidence is folded up to `last` (what an event must
+    /// sort after to be one more fold step rather than a rebuild).
+    Folded {
+        component: u32,
+        last: Option<EvidenceKey>,
     },
     /// Removes a profile before its component is folded again.
     Dissolve {

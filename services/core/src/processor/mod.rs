@@ -25,6 +25,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
+mod changelog;
 mod dedupe;
 mod evaluate;
 mod labels;
@@ -43,7 +44,7 @@ use crate::decide::triggers::triggers_of;
 use crate::decide::{DecideConfig, Suppressed};
 use crate::event::{Channel, ChannelEvent};
 use crate::hash::HashMap;
-use crate::identity::{OneId, Rejection, Stitch, StitchError};
+use crate::identity::{IdentityOp, OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
@@ -52,6 +53,7 @@ use dedupe::Dedupe;
 
 pub use crate::event::ActionOutcome;
 pub use crate::state::State;
+pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use dedupe::TOO_LATE;
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
@@ -62,6 +64,8 @@ use order::PendingKey;
 
 #[cfg(test)]
 mod arbitration_tests;
+#[cfg(test)]
+mod changelog_tests;
 #[cfg(test)]
 mod churn_tests;
 #[cfg(test)]
@@ -146,6 +150,9 @@ pub struct Processor {
     /// Label timers the last churn evaluation asked for, to arm with the
     /// profile's identifier (see `evaluate.rs`).
     label_due: Option<EventTime>,
+    /// The identity ops applied since [`Processor::take_identity_ops`], in
+    /// order: what the next checkpoint writes to the identity log.
+    identity_log: Vec<IdentityOp>,
 }
 
 impl Processor {
@@ -163,6 +170,7 @@ impl Processor {
             tiers: ValueTiers::default(),
             next_seq: 0,
             label_due: None,
+            identity_log: Vec::new(),
         }
     }
 
@@ -210,7 +218,7 @@ impl Processor {
                 ..Processed::default()
             });
         }
-        let stitch = match self.state.identity.stitch(ev) {
+        let mut stitch = match self.state.identity.stitch(ev) {
             Ok(s) => s,
             Err(StitchError::Forgotten) => {
                 self.remember(dedupe, ev.occurred_at);
@@ -223,6 +231,7 @@ impl Processor {
             Err(e) => return Err(e),
         };
         self.remember(dedupe, ev.occurred_at);
+        self.identity_log.append(&mut stitch.ops);
         let mut out = Processed {
             channel: Some(ev.channel),
             one_id: Some(stitch.one_id.clone()),
@@ -303,9 +312,10 @@ impl Processor {
     /// `identity-changes` notice and the erasure record (the audit, and what a
     /// rebuild installs first); nothing when no profile holds `key`.
     pub fn forget(&mut self, key: &IdKey, request: ErasureRequest) -> Vec<Output> {
-        let Some((_, gone)) = self.state.identity.forget(key) else {
+        let Some((op, gone)) = self.state.identity.forget(key) else {
             return Vec::new();
         };
+        self.identity_log.push(op);
         if let Some(j) = self.state.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
         }

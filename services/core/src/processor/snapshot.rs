@@ -146,7 +146,7 @@ impl Processor {
     /// snapshot leaves them out (they are read again after a restore), so
     /// their partitions must not count them as seen, or the watermark would
     /// pass them before they come back.
-    fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
+    pub(super) fn clocks_without_pending(&self) -> HashMap<u32, PartitionClock> {
         let mut clocks = self.partitions.clone();
         for ((at, ..), (partition, _)) in &self.pending {
             if let Some(c) = clocks.get_mut(partition) {
@@ -162,30 +162,60 @@ impl Processor {
         if !(OLDEST_READ_VERSION..=SNAPSHOT_VERSION).contains(&snap.version) {
             return Err(RestoreError::Version(snap.version));
         }
-        let names = self.state.identity.namespaces().names();
-        if snap.namespaces != names {
-            return Err(RestoreError::Namespaces {
-                snapshot: snap.namespaces.join(","),
-                configured: names.join(","),
-            });
-        }
-        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
-            return Err(RestoreError::NotEmpty);
-        }
+        self.check_loadable(&snap.namespaces)?;
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
             self.state.journeys.insert(one_id, Box::new(j));
         }
         self.state.journeys_loaded();
-        self.seen = if snap.version < 4 {
+        let dedupe = if snap.version < 4 {
             Dedupe::from_flat(self.cfg.dedupe_window, snap.seen, snap.applied_to)
         } else {
             snap.dedupe.rewindowed(self.cfg.dedupe_window, snap.applied_to)
         };
+        self.load_globals(
+            dedupe,
+            snap.partitions,
+            snap.timers,
+            snap.applied_to,
+            snap.tiers,
+            now_ms,
+        );
+        self.load_models(snap.propensities, snap.uplift, snap.churn_model);
+        Ok(())
+    }
+
+    /// A state written under `namespaces` may be loaded into this processor:
+    /// the same namespace table, and nothing loaded or processed yet.
+    pub(super) fn check_loadable(&self, namespaces: &[String]) -> Result<(), RestoreError> {
+        let names = self.state.identity.namespaces().names();
+        if namespaces != names.as_slice() {
+            return Err(RestoreError::Namespaces {
+                snapshot: namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        if self.state.identity.profile_count() > 0 || !self.state.journeys.is_empty() || !self.pending.is_empty() {
+            return Err(RestoreError::NotEmpty);
+        }
+        Ok(())
+    }
+
+    /// Loads what is neither graph, journey nor model (a snapshot's or the
+    /// changelog's globals).
+    pub(super) fn load_globals(
+        &mut self,
+        dedupe: Dedupe,
+        partitions: Vec<(u32, PartitionClock)>,
+        timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+        applied_to: EventTime,
+        tiers: ValueTiers,
+        now_ms: u64,
+    ) {
+        self.seen = dedupe;
         self.state.set_dedupe_bytes(self.seen.approx_bytes());
-        self.partitions = snap
-            .partitions
+        self.partitions = partitions
             .into_iter()
             .map(|(p, c)| {
                 (
@@ -202,19 +232,20 @@ impl Processor {
                 )
             })
             .collect();
-        self.timers = snap.timers;
-        self.applied_to = snap.applied_to;
-        self.tiers = snap.tiers;
-        if let (Some(mut model), Some(live)) = (snap.churn_model, self.state.churn_mut().as_mut()) {
-            // What it learned is kept; how it learns from now on is configured.
+        self.timers = timers;
+        self.applied_to = applied_to;
+        self.tiers = tiers;
+    }
+
+    /// Loads the learned models (a snapshot's or the changelog's globals):
+    /// the propensities and uplift counts readers share, and the churn model
+    /// (what it learned is kept; how it learns from now on is configured).
+    pub(super) fn load_models(&mut self, propensities: Propensities, uplift: Uplift, churn: Option<ChurnModel>) {
+        if let (Some(mut model), Some(live)) = (churn, self.state.churn_mut().as_mut()) {
             model.config = live.config.learn.clone();
             live.model = model;
         }
         self.share_now();
-        *self.state.models() = crate::state::Models {
-            propensities: snap.propensities,
-            uplift: snap.uplift,
-        };
-        Ok(())
+        *self.state.models() = crate::state::Models { propensities, uplift };
     }
 }

@@ -6,6 +6,9 @@
 
 use super::{ConfigError, Settings, MAX_CONNECTIONS};
 
+/// The most state partitions a deployment may configure.
+const MAX_STATE_PARTITIONS: u32 = 10_000;
+
 impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| ConfigError::Invalid {
@@ -56,8 +59,12 @@ impl Settings {
                 "must be 0s (keep every key) or at least timers.allowed_lateness and 1 minute",
             ));
         }
+        if !(1..=MAX_STATE_PARTITIONS).contains(&self.state.partitions) {
+            return Err(invalid("state.partitions", "must be from 1 to 10000"));
+        }
         let mut names: Vec<&str> = self.topics.consumed();
         names.extend(self.topics.outputs());
+        names.extend(self.topics.changelog(1).map(|(t, _)| t));
         if names.iter().any(|t| t.is_empty()) {
             return Err(invalid("topics", "topic names must not be empty"));
         }

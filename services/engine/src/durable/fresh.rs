@@ -102,6 +102,7 @@ pub fn beginnings(settings: &Settings) -> anyhow::Result<Header> {
         written_at_ms: 0,
         inputs: watermarks(&c, &settings.topics.consumed(), End::Low)?,
         outputs: watermarks(&c, &settings.topics.outputs(), End::Low)?,
+        changelog: Some(super::changelog::Chain::empty(settings.state.partitions)),
     })
 }
 

@@ -14,6 +14,7 @@
 //! reads those records back from the output topics (from the end offsets the
 //! header recorded) and the pipeline skips each one once.
 
+pub mod changelog;
 pub mod erasures;
 pub mod fresh;
 pub mod published;

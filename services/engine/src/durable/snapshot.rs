@@ -45,6 +45,10 @@ pub struct Header {
     /// Per output partition: its end offset once every output of the state
     /// was acknowledged.
     pub outputs: Vec<(String, i32, i64)>,
+    /// What the committed checkpoints this state builds on wrote to the
+    /// changelog (absent in snapshots written before it existed).
+    #[serde(default)]
+    pub changelog: Option<super::changelog::Chain>,
 }
 
 impl Header {
@@ -373,6 +377,7 @@ mod tests {
             written_at_ms: 1,
             inputs: vec![("web".into(), 0, 42)],
             outputs: vec![],
+            changelog: None,
         };
         let size = write(&file, &header, &a.snapshot(), |_| {}).unwrap();
         assert!(size > 10_000, "{size} bytes");
@@ -436,6 +441,7 @@ mod tests {
             written_at_ms: 1,
             inputs: vec![("web".into(), 0, offset)],
             outputs: vec![],
+            changelog: None,
         }
     }
 

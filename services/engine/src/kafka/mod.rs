@@ -97,8 +97,39 @@ fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     }
 }
 
-/// Creates the output topics that are missing, retrying while the broker is
-/// unreachable. Returns `false` when cancelled first.
+/// The output and internal state topics that do not exist yet, as they are
+/// created: outputs with `kafka.output_partitions`; the erasure topic, the
+/// identity log and the checkpoint topic never expire; the journeys
+/// changelog has `state.partitions` partitions and is compacted.
+fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>> {
+    let replication = s.kafka.replication_factor;
+    let outputs = s.topics.outputs().map(|t| (t, s.kafka.output_partitions));
+    let internal = s
+        .topics
+        .changelog(s.state.partitions)
+        .map(|(t, p)| (t, i32::try_from(p).unwrap_or(i32::MAX)));
+    outputs
+        .into_iter()
+        .chain(internal)
+        .filter(|(t, _)| !existing.iter().any(|e| e == t))
+        .map(|(t, partitions)| {
+            let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
+            // The erasure records keep a forgotten customer out of a
+            // rebuild; the identity log and the checkpoints are what a
+            // restore from the broker folds: none of them may expire.
+            if t == s.topics.erasures || t == s.topics.identity_log || t == s.topics.state_checkpoints {
+                topic.set("retention.ms", "-1")
+            } else if t == s.topics.journeys_changelog {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect()
+}
+
+/// Creates the output and internal state topics that are missing, retrying
+/// while the broker is unreachable. Returns `false` when cancelled first.
 pub async fn ensure_output_topics(
     s: &Settings,
     producer: &FutureProducer,
@@ -113,26 +144,7 @@ pub async fn ensure_output_topics(
         let problem = match topic_names(producer).await? {
             Err(e) => format!("could not read topic metadata: {e}"),
             Ok(existing) => {
-                let missing: Vec<NewTopic> = s
-                    .topics
-                    .outputs()
-                    .iter()
-                    .filter(|t| !existing.iter().any(|e| e == *t))
-                    .map(|t| {
-                        let topic = NewTopic::new(
-                            t,
-                            s.kafka.output_partitions,
-                            TopicReplication::Fixed(s.kafka.replication_factor),
-                        );
-                        // The erasure records are what keeps a forgotten
-                        // customer out of a rebuild: they never expire.
-                        if *t == s.topics.erasures {
-                            topic.set("retention.ms", "-1")
-                        } else {
-                            topic
-                        }
-                    })
-                    .collect();
+                let missing = missing_topics(s, &existing);
                 if missing.is_empty() {
                     return Ok(true);
                 }

@@ -2,14 +2,18 @@
 //! covers, made durable together.
 //!
 //! In: the processor's state, the in-flight queue, the input partitions'
-//! bookkeeping. Out: a snapshot file (see [`crate::durable`]) and, only once
-//! it is written, the committed input offsets. It keeps where each output
+//! bookkeeping. Out: the changes since the last checkpoint on the
+//! changelog topics with the marker that commits them (see
+//! [`super::changelog`]), then a snapshot file (see [`crate::durable`]) and,
+//! only once both are written, the committed input offsets. It keeps where each output
 //! partition ended at start and where this process's acknowledged outputs
 //! end, which a restart after a crash reads back from.
 //!
-//! Invariant: a snapshot (and the input offsets it commits) never covers an
-//! output that is not acknowledged, nor an event still waiting for the
-//! watermark. A crash re-processes at most one interval of input.
+//! Invariant: a snapshot or a changelog marker (and the input offsets they
+//! commit) never covers an output that is not acknowledged, nor an event
+//! still waiting for the watermark. A crash re-processes at most one
+//! interval of input. Processing waits for the whole checkpoint:
+//! `onejourney_checkpoint_stall_seconds` reports how long.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::ack;
+use super::changelog::Changelog;
 use super::inflight::InFlight;
 use super::ingest::Ingest;
 use super::partitions::Partitions;
@@ -46,6 +51,7 @@ pub struct Checkpoint {
     health: Arc<Health>,
     /// Cancelled when an output was not delivered: the engine stops.
     cancel: CancellationToken,
+    changelog: Changelog,
 }
 
 impl Checkpoint {
@@ -59,8 +65,10 @@ impl Checkpoint {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         cancel: CancellationToken,
+        chain: durable::changelog::Chain,
     ) -> anyhow::Result<Self> {
         let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
+        let changelog = Changelog::new(settings, producer.clone(), chain, metrics.clone());
         Ok(Checkpoint {
             path: durable::path(settings),
             evict_after: settings.state.evict_journeys_after,
@@ -69,15 +77,17 @@ impl Checkpoint {
             metrics,
             health,
             cancel,
+            changelog,
         })
     }
 
-    /// Writes a snapshot of the state and commits the input offsets it
-    /// covers, once every output so far is acknowledged. `last`: the final
+    /// Writes the changes since the last checkpoint to the changelog, a
+    /// snapshot of the state, and commits the input offsets they cover, once
+    /// every output so far is acknowledged. `last`: the final
     /// checkpoint of a graceful stop (every input is applied). A failed
     /// delivery cancels the engine; other errors can be retried.
     pub async fn run(
-        &self,
+        &mut self,
         ingest: &mut Ingest,
         in_flight: &mut InFlight,
         partitions: &mut Partitions,
@@ -106,14 +116,34 @@ impl Checkpoint {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             inputs: inputs.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
             outputs: self.output_ends(),
+            changelog: None,
         };
+        // 4. The changes since the last checkpoint and the marker committing
+        //    them, acknowledged by the broker: what an empty disk restores.
+        let written = match self.changelog.write(ingest.processor_mut(), &header).await {
+            Ok(w) => w,
+            Err(e) => {
+                self.cancel.cancel();
+                return Err(e.context("writing the state changelog"));
+            }
+        };
+        let header = written.header;
+        // 5. The snapshot file: the fast local restore.
         let beat = |_| self.health.beat();
         let size = super::blocking(|| durable::write(&self.path, &header, &ingest.processor().snapshot(), beat))?;
-        // 4. Only now the input offsets: the state and outputs they cover are durable.
+        // 6. Only now the input offsets: the state and outputs they cover are durable.
         commit(consumer, &inputs).await?;
         consumer.context().set_resume(&inputs);
         partitions.checkpointed(inputs);
-        self.written(&header, size, started.elapsed(), last);
+        let took = started.elapsed();
+        self.metrics.checkpoint_stall.set(took.as_secs_f64());
+        self.written(&header, size, took, last);
+        info!(
+            records = written.records,
+            bytes = written.bytes,
+            globals_bytes = written.globals_bytes,
+            "state changelog written"
+        );
         Ok(())
     }
 

@@ -26,6 +26,7 @@
 //! (so a restart re-processes nothing), flush the producer.
 
 pub mod ack;
+pub mod changelog;
 pub mod checkpoint;
 pub mod emit;
 pub mod inflight;
@@ -88,7 +89,6 @@ pub async fn run(
         header.resume_offsets(),
     );
     let consumer = subscribe(&settings, context)?;
-
     let ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings());
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = health::waiting(
@@ -101,6 +101,7 @@ pub async fn run(
             metrics.clone(),
             health.clone(),
             cancel.clone(),
+            header.changelog.clone().unwrap_or_default(),
         ),
     )
     .await?;

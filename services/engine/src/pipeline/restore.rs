@@ -38,6 +38,7 @@ use onejourney_core::Processor;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
+use crate::durable::changelog::{self, Chain};
 use crate::durable::{self, fresh, Header, Loaded, Published};
 use crate::health::{self, Health, Phase};
 use crate::metrics::Metrics;
@@ -61,7 +62,10 @@ pub async fn restore(
         return rebuild(settings, health).await;
     }
     let started = Instant::now();
-    let Some(loaded) = load(&path, health).await? else {
+    let Some(mut loaded) = load(&path, health).await? else {
+        if let Some(restored) = from_broker(settings, processor, health).await? {
+            return Ok(restored);
+        }
         return start_empty(settings, processor, &path, health).await;
     };
     if let Some(e) = &loaded.passed_over {
@@ -73,6 +77,14 @@ pub async fn restore(
         );
     }
     let profiles = loaded.core.profiles();
+    let chain = super::changelog::chain_at_start(&loaded.header, settings.state.partitions, profiles)?;
+    if !chain.complete {
+        warn!(
+            "the state snapshot predates the changelog: a restore from the broker alone is not possible until the \
+             state is rebuilt (`onejourney run --rebuild`) or started empty"
+        );
+    }
+    loaded.header.changelog = Some(chain);
     processor
         .restore(loaded.core, 0)
         .with_context(|| format!("restoring {}", loaded.from.display()))?;
@@ -150,6 +162,7 @@ async fn start_empty(
         written_at_ms: now_ms(),
         inputs: Vec::new(),
         outputs,
+        changelog: Some(Chain::empty(settings.state.partitions)),
     };
     super::blocking(|| durable::write(path, &header, &processor.snapshot(), |_| health.beat()))
         .with_context(|| format!("writing the first state snapshot to {}", path.display()))?;
@@ -159,6 +172,73 @@ async fn start_empty(
         "no state snapshot and no committed offsets: a new consumer group starts empty (snapshot of the empty state written)"
     );
     Ok((header, Published::default()))
+}
+
+/// No snapshot file (an empty disk): the last checkpoint this consumer
+/// group committed on the changelog, when there is one: the identity log
+/// replayed over the committed ranges, the latest journey per One ID, the
+/// globals, the header (inputs resume, outputs read back) from the marker.
+async fn from_broker(
+    settings: &Arc<Settings>,
+    processor: &mut Processor,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<(Header, Published)>> {
+    let started = Instant::now();
+    let (marker, phase) = reading(
+        settings,
+        health,
+        "reading the changelog's checkpoint markers",
+        |s, progress| changelog::last_marker(s, progress),
+    )
+    .await?;
+    let Some(marker) = marker.context("reading the changelog's checkpoint markers")? else {
+        phase.done(0, "markers");
+        return Ok(None);
+    };
+    phase.done(1, "markers");
+    let chain = marker.header.changelog.clone().unwrap_or_default();
+    anyhow::ensure!(
+        chain.complete,
+        "no state snapshot at {}, and the changelog of consumer group {} does not hold the whole state (it was \
+         written by a process restored from a snapshot older than the changelog): restore the state directory, or \
+         start once with `onejourney run --rebuild`",
+        durable::path(settings).display(),
+        settings.kafka.group_id,
+    );
+    anyhow::ensure!(
+        chain.partitions == settings.state.partitions,
+        "state.partitions is {} but the changelog was written with {}: the number is fixed for the life of a \
+         deployment; set it back to {}",
+        settings.state.partitions,
+        chain.partitions,
+        chain.partitions,
+    );
+    let m = marker.clone();
+    let (committed, phase) = reading(settings, health, "reading the state changelog", move |s, progress| {
+        changelog::read_committed(s, &m, progress)
+    })
+    .await?;
+    let committed = committed.context("reading the state changelog")?;
+    phase.done(committed.records, "records");
+    let globals: onejourney_core::processor::CoreGlobals =
+        rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
+    let (ops, journeys) = (committed.ops.len(), committed.journeys.len());
+    super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, 0))
+        .context("restoring the state from the changelog")?;
+    let read_at = started.elapsed();
+    let published = read_back(settings, health, marker.header.outputs.clone()).await?;
+    info!(
+        group = %settings.kafka.group_id,
+        records = committed.records,
+        identity_ops = ops,
+        journeys,
+        profiles = processor.state().identity.profile_count(),
+        read_seconds = read_at.as_secs_f64(),
+        total_seconds = started.elapsed().as_secs_f64(),
+        published_after_checkpoint = published.len(),
+        "no state snapshot: state restored from the changelog on the broker"
+    );
+    Ok(Some((marker.header, published)))
 }
 
 /// Wall-clock time in ms since the epoch, for the snapshot header.

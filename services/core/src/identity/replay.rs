@@ -1,0 +1,60 @@
+//! Rebuilding the graph from its op stream: [`IdentityGraph::replay`].
+//!
+//! In: the [`IdentityOp`]s a graph applied, in the order it applied them
+//! (the identity log the engine writes at every checkpoint), and how the
+//! graph that wrote them derives One IDs and suppression entries. Out: this
+//! graph, which must be new, changed into the one that wrote them. Keeps
+//! nothing beyond the graph.
+//!
+//! Why a fold of ops is enough: every change to profiles, the index, the
+//! components (their evidence, their last folded key: `Folded`), the device
+//! statistics (`Refold` drops a rebuilt component's) and the suppression
+//! entries is an op applied by `apply.rs`. The processor's
+//! `changelog_tests` prove it against graphs built directly (merges,
+//! rebuilds, caps, shared devices, forgets), down to the writer's
+//! structures and size sums.
+
+use super::types::IdentityOp;
+use super::{Derivation, IdentityGraph};
+
+impl IdentityGraph {
+    /// Applies `ops` in order, deriving under `derivation` (the writer's; a
+    /// forget needs it for its suppression entries).
+    pub fn replay<'a>(&self, derivation: Derivation, ops: impl IntoIterator<Item = &'a IdentityOp>) {
+        let mut w = self.lock();
+        w.derivation = derivation;
+        for op in ops {
+            self.apply_locked(&mut w, op);
+        }
+        self.publish(&w);
+    }
+
+    /// Everything the graph holds, in a canonical order, for tests that
+    /// compare two graphs (a replayed one and the one that wrote the ops).
+    #[cfg(test)]
+    pub(crate) fn canonical(&self) -> String {
+        use std::collections::BTreeMap;
+        let w = self.lock();
+        let profiles: BTreeMap<_, _> = self
+            .profiles
+            .iter()
+            .map(|p| (p.key().clone(), p.value().clone()))
+            .collect();
+        let index: BTreeMap<_, _> = self
+            .index
+            .iter()
+            .map(|s| (s.key().clone(), format!("{:?}", s.value())))
+            .collect();
+        let components: BTreeMap<_, _> = w.components.iter().map(|(k, c)| (*k, format!("{c:?}"))).collect();
+        let devices: BTreeMap<_, _> = w.devices.iter().map(|(k, d)| (k.clone(), format!("{d:?}"))).collect();
+        let mut known: Vec<_> = w.known.iter().map(|(k, v)| (*k, v.clone())).collect();
+        known.sort();
+        let mut suppressed: Vec<_> = w.suppressed.iter().copied().collect();
+        suppressed.sort_unstable();
+        format!(
+            "profiles {profiles:#?}\nindex {index:#?}\ncomponents {components:#?}\nnext {}\ndevices {devices:#?}\n\
+             known {known:?}\nsuppressed {suppressed:?}\nsums {:?}",
+            w.next_component, w.sums
+        )
+    }
+}

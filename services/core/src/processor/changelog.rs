@@ -1,0 +1,129 @@
+//! What the changelog holds besides journeys and identity ops: the
+//! processor's "globals", and loading a state back from a changelog.
+//!
+//! In: the live processor ([`Processor::globals`] serialises without
+//! copying; [`Processor::take_identity_ops`] hands over the identity ops
+//! applied since the last call; `State::take_dirty` the changed journeys), or
+//! what a restore read back from the broker ([`Processor::restore_changelog`]:
+//! the identity ops of every committed checkpoint in order, the latest
+//! journey per One ID, the last checkpoint's globals). Out: a processor in the
+//! state that wrote them. Keeps nothing.
+//!
+//! The globals are everything of [`CoreSnapshot`](super::CoreSnapshot) that
+//! is neither the identity graph nor a journey, under the same names:
+//! `version`, `namespaces`, `dedupe`, `partitions`, `timers`, `applied_to`,
+//! `tiers`, `propensities`, `one_ids`, `churn_model`, `uplift`. Changing a
+//! field is a bump of [`GLOBALS_VERSION`]. The dedupe memory (8 bytes an
+//! event applied within `state.dedupe_window`) dominates; it is bounded by
+//! the window but rewritten whole at every checkpoint (to do: per bucket).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::decide::learned::ChurnModel;
+use crate::decide::propensity::Propensities;
+use crate::decide::tiers::ValueTiers;
+use crate::decide::uplift::Uplift;
+use crate::identity::{Derivation, DerivationRecord, IdentityOp, OneId};
+use crate::ids::IdKey;
+use crate::journey::Journey;
+use crate::snapshot::Pairs;
+use crate::time::EventTime;
+
+use super::dedupe::Dedupe;
+use super::{PartitionClock, Processor, RestoreError, TimerKind};
+
+/// The format version of [`CoreGlobals`].
+pub const GLOBALS_VERSION: u32 = 1;
+
+/// Serialises like [`CoreGlobals`], from the live processor.
+pub struct CoreGlobalsRef<'a> {
+    p: &'a Processor,
+}
+
+impl Serialize for CoreGlobalsRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let p = self.p;
+        let mut st = s.serialize_struct("CoreGlobals", 11)?;
+        st.serialize_field("version", &GLOBALS_VERSION)?;
+        st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
+        st.serialize_field("dedupe", &p.seen)?;
+        st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
+        st.serialize_field("timers", &p.timers)?;
+        st.serialize_field("applied_to", &p.applied_to)?;
+        st.serialize_field("tiers", &p.tiers)?;
+        // Copied out, so that readers of the models do not wait for the rest.
+        let models = p.state.models().clone();
+        st.serialize_field("propensities", &models.propensities)?;
+        st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
+        st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
+        st.serialize_field("uplift", &models.uplift)?;
+        st.end()
+    }
+}
+
+/// The globals as read back from the changelog.
+#[derive(serde::Deserialize)]
+pub struct CoreGlobals {
+    version: u32,
+    namespaces: Vec<String>,
+    dedupe: Dedupe,
+    partitions: Vec<(u32, PartitionClock)>,
+    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    applied_to: EventTime,
+    tiers: ValueTiers,
+    propensities: Propensities,
+    one_ids: DerivationRecord,
+    churn_model: Option<ChurnModel>,
+    uplift: Uplift,
+}
+
+impl Processor {
+    /// Everything but the graph and the journeys, to serialise as
+    /// [`CoreGlobals`] (events waiting for the watermark left out, as in a
+    /// snapshot).
+    pub fn globals(&self) -> CoreGlobalsRef<'_> {
+        CoreGlobalsRef { p: self }
+    }
+
+    /// The identity ops applied since the last call, in order; forgets them.
+    pub fn take_identity_ops(&mut self) -> Vec<IdentityOp> {
+        std::mem::take(&mut self.identity_log)
+    }
+
+    /// Loads a state read back from the changelog into this processor, which
+    /// must be new: the graph from `ops` (every committed identity op, in
+    /// order), the journeys, then the globals. `now_ms` starts every
+    /// partition's idle clock afresh.
+    pub fn restore_changelog<'a>(
+        &mut self,
+        globals: CoreGlobals,
+        ops: impl IntoIterator<Item = &'a IdentityOp>,
+        journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        now_ms: u64,
+    ) -> Result<(), RestoreError> {
+        if globals.version != GLOBALS_VERSION {
+            return Err(RestoreError::Version(globals.version));
+        }
+        self.check_loadable(&globals.namespaces)?;
+        let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
+        self.state.identity.replay(derivation, ops);
+        for (one_id, j) in journeys {
+            self.state.journeys.insert(one_id, Box::new(j));
+        }
+        self.state.journeys_loaded();
+        let dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
+        self.load_globals(
+            dedupe,
+            globals.partitions,
+            globals.timers,
+            globals.applied_to,
+            globals.tiers,
+            now_ms,
+        );
+        self.load_models(globals.propensities, globals.uplift, globals.churn_model);
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! A processor rebuilt from what its checkpoints wrote to the changelog
+//! (identity ops in order, the latest journey per One ID with tombstones,
+//! the last globals) is the processor that wrote them: the same graph, to
+//! the last writer structure, the same journeys, and the same outputs for
+//! whatever comes next; whatever stitches, merges, rebuilds (events out of
+//! order), caps, shared devices and forgets happened, and wherever the
+//! checkpoints fell.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::ids::{IdentityLimits, Namespaces};
+use crate::journey::Journey;
+use crate::testkit::{app, call, core_config, pos, product, web};
+
+fn processor() -> Processor {
+    let limits = IdentityLimits {
+        max_identifiers_per_profile: 4,
+        ..Default::default()
+    };
+    let ns = Namespaces::with_defaults().with_limits(limits).expect("valid limits");
+    Processor::new(Arc::new(core_config()), Arc::new(State::new(Arc::new(ns))))
+}
+
+const NAMES: [&str; 6] = [
+    "cookie_id",
+    "device_id",
+    "email",
+    "customer_id",
+    "loyalty_id",
+    "card_token",
+];
+
+fn value(ns: usize, v: usize) -> String {
+    format!("{}-{v}@x.io", NAMES[ns])
+}
+
+fn ids_json(parts: &[(usize, usize)]) -> Value {
+    let mut m = Map::new();
+    for (ns, v) in parts {
+        m.insert(NAMES[*ns].to_string(), Value::from(value(*ns, *v)));
+    }
+    Value::Object(m)
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Minute, kind (page view, cart, sale, call, app), identifiers.
+    Event(i64, u8, Vec<(usize, usize)>),
+    Forget(usize, usize),
+    /// Evict journey detail older than this many minutes of event time.
+    Evict(u64),
+    Checkpoint,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let ids = prop::collection::vec((0usize..6, 0usize..5), 1..4);
+    prop_oneof![
+        12 => (0i64..600, 0u8..5, ids).prop_map(|(m, k, ids)| Step::Event(m, k, ids)),
+        1 => (0usize..5, 0usize..5).prop_map(|(ns, v)| Step::Forget(ns, v)),
+        1 => (1u64..300).prop_map(Step::Evict),
+        2 => Just(Step::Checkpoint),
+    ]
+}
+
+fn event(i: usize, minute: i64, kind: u8, ids: Value) -> ChannelEvent {
+    let id = format!("e{i}");
+    match kind {
+        0 => web(&id, minute, ids, "page_view", json!({})),
+        1 => web(&id, minute, ids, "add_to_cart", product(&format!("sku-{i}"), 9.5)),
+        2 => pos(&id, minute, ids, 20.0 + i as f64),
+        3 => call(&id, minute, ids, "complaint", "unresolved"),
+        _ => app(&id, minute, ids, "add_to_cart", product("sku-1", 5.0)),
+    }
+}
+
+/// What the changelog topics hold, as a restore reads them.
+#[derive(Default)]
+struct Changelog {
+    identity: Vec<IdentityOp>,
+    /// The latest record per One ID; `None`: a tombstone.
+    journeys: BTreeMap<OneId, Option<Vec<u8>>>,
+    globals: Vec<u8>,
+}
+
+impl Changelog {
+    /// What a checkpoint writes.
+    fn checkpoint(&mut self, p: &mut Processor) {
+        self.identity.extend(p.take_identity_ops());
+        for one_id in p.state().take_dirty() {
+            let value = p
+                .state()
+                .journeys
+                .get(&one_id)
+                .map(|j| rmp_serde::to_vec_named(&**j.value()).expect("encodes"));
+            self.journeys.insert(one_id, value);
+        }
+        self.globals = rmp_serde::to_vec_named(&p.globals()).expect("encodes");
+    }
+
+    fn restore(&self) -> Processor {
+        let mut p = processor();
+        let globals: CoreGlobals = rmp_serde::from_slice(&self.globals).expect("decodes");
+        let journeys = self.journeys.iter().filter_map(|(id, v)| {
+            let j: Journey = rmp_serde::from_slice(v.as_ref()?).expect("decodes");
+            Some((id.clone(), j))
+        });
+        p.restore_changelog(globals, &self.identity, journeys, 0)
+            .expect("restores");
+        p
+    }
+}
+
+fn journeys(p: &Processor) -> BTreeMap<OneId, String> {
+    p.state()
+        .journeys
+        .iter()
+        .map(|j| (j.key().clone(), format!("{:?}", j.value())))
+        .collect()
+}
+
+fn apply(p: &mut Processor, i: usize, s: &Step) -> String {
+    match s {
+        Step::Event(minute, kind, ids) => format!("{:?}", p.process(&event(i, *minute, *kind, ids_json(ids)), 0)),
+        Step::Forget(ns, v) => {
+            let rules = p.state().identity.namespaces().clone();
+            match rules.normalise(NAMES[*ns], &value(*ns, *v)) {
+                Ok(Ok(key)) => format!("{:?}", p.forget(&key, erasure())),
+                _ => String::new(),
+            }
+        }
+        Step::Evict(minutes) => format!("{}", p.evict_journeys(std::time::Duration::from_secs(minutes * 60))),
+        Step::Checkpoint => String::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn a_processor_restored_from_its_changelog_is_the_one_that_wrote_it(
+        steps in prop::collection::vec(step(), 1..60),
+        then in prop::collection::vec(step(), 1..15),
+    ) {
+        let mut a = processor();
+        let mut log = Changelog::default();
+        for (i, s) in steps.iter().enumerate() {
+            if matches!(s, Step::Checkpoint) {
+                log.checkpoint(&mut a);
+            } else {
+                apply(&mut a, i, s);
+            }
+        }
+        log.checkpoint(&mut a);
+        prop_assert_eq!(a.state().dirty_count(), 0);
+        let mut b = log.restore();
+        prop_assert_eq!(b.state().identity.canonical(), a.state().identity.canonical());
+        prop_assert_eq!(journeys(&b), journeys(&a));
+        prop_assert_eq!(b.state().recount(), a.state().recount());
+        prop_assert_eq!(b.state().size(), a.state().size());
+        prop_assert_eq!(b.state().recent(50), a.state().recent(50));
+        prop_assert_eq!(b.pending_timers(), a.pending_timers());
+        // The same outputs for what comes next, and the same state after it.
+        for (i, s) in then.iter().enumerate() {
+            let i = steps.len() + i;
+            prop_assert_eq!(apply(&mut b, i, s), apply(&mut a, i, s), "step {} {:?}", i, s);
+        }
+        prop_assert_eq!(b.state().identity.canonical(), a.state().identity.canonical());
+        prop_assert_eq!(journeys(&b), journeys(&a));
+    }
+}
+
+/// Only the journeys that changed since the last checkpoint are dirty: a
+/// put, a merge-away (gone: tombstone), a forget and an eviction each mark
+/// theirs; an untouched journey is not written again.
+#[test]
+fn only_journeys_changed_since_the_last_take_are_dirty() {
+    let mut p = processor();
+    let one = |p: &mut Processor, id: &str, minute, ids| {
+        p.process(&web(id, minute, ids, "page_view", json!({})), 0)
+            .expect("stitched")
+            .one_id
+            .expect("one id")
+    };
+    let a = one(&mut p, "a", 0, json!({"cookie_id": "c-a"}));
+    let b = one(&mut p, "b", 1, json!({"cookie_id": "c-b"}));
+    let c = one(&mut p, "c", 2, json!({"cookie_id": "c-c"}));
+    let mut all = vec![a.clone(), b.clone(), c.clone()];
+    all.sort();
+    assert_eq!(p.state().take_dirty(), all);
+    assert!(p.state().take_dirty().is_empty(), "taken");
+    one(&mut p, "a2", 3, json!({"cookie_id": "c-a"}));
+    assert_eq!(p.state().take_dirty(), vec![a.clone()]);
+    // b's profile merges into a's: both change, b's journey goes.
+    one(&mut p, "ab", 4, json!({"cookie_id": "c-a", "customer_id": "k-1"}));
+    one(&mut p, "ba", 5, json!({"cookie_id": "c-b", "customer_id": "k-1"}));
+    let dirty = p.state().take_dirty();
+    assert!(dirty.contains(&a) || dirty.contains(&b), "{dirty:?}");
+    assert!(!dirty.contains(&c), "c did not change: {dirty:?}");
+    let key = p
+        .state()
+        .identity
+        .namespaces()
+        .normalise("cookie_id", "c-c")
+        .expect("valid")
+        .expect("not blocked");
+    p.forget(&key, erasure());
+    assert_eq!(p.state().take_dirty(), vec![c.clone()]);
+    assert!(!p.state().journeys.contains_key(&c), "a tombstone: no journey");
+}
+
+fn erasure() -> crate::output::ErasureRequest {
+    crate::output::ErasureRequest {
+        requested_by: None,
+        via: "http",
+        requested_at: None,
+        command: crate::output::CommandRef {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        },
+    }
+}

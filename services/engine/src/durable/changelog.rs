@@ -1,0 +1,333 @@
+//! The changelog on the broker: what every checkpoint writes besides the
+//! snapshot file, and reading it back into a state on an empty disk.
+//!
+//! In (writing, see `pipeline::changelog`): the records this module encodes.
+//! Out (reading): the last checkpoint marker of this consumer group
+//! ([`last_marker`]) and everything it commits ([`read_committed`]): the
+//! identity ops in order, the latest journey per One ID, the globals. It
+//! keeps nothing.
+//!
+//! Three internal topics (names in `topics`):
+//! - journeys changelog, `state.partitions` P partitions: key = One ID,
+//!   partition = `xxh3_64(one_id) % P` ([`partition_of`]), value = a version
+//!   byte and the journey (MessagePack), or a tombstone (no value) when the
+//!   journey went (forget, merge-away). Compacted.
+//! - identity log, 1 partition: batches of the identity ops applied, in
+//!   order (a version byte and a MessagePack list).
+//! - checkpoints, 1 partition: per checkpoint, the processor's globals in
+//!   chunks of at most [`CHUNK`] bytes (key `globals/<group>`), then the
+//!   [`Marker`] (key `marker/<group>`).
+//!
+//! Which records count: a checkpoint produces its journeys and identity
+//! records, then its globals, then its marker, each acknowledged before the
+//! next. The marker carries the [`Chain`]: per partition, the offset ranges
+//! written by every checkpoint its state builds on. Records outside the
+//! chain (an interval that crashed before its marker, or one a restart from
+//! an older snapshot abandoned) are not read, so a restore is the state of
+//! exactly one committed checkpoint; its inputs resume at the marker's input
+//! offsets and outputs published after the marker's output ends are read
+//! back, as after a snapshot restore.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use onejourney_core::identity::{IdentityOp, OneId};
+use onejourney_core::journey::Journey;
+use rdkafka::Message as _;
+use serde::{Deserialize, Serialize};
+
+use super::{fresh, published, Header};
+use crate::config::Settings;
+
+/// The first byte of every changelog value: the format of what follows.
+pub const RECORD_VERSION: u8 = 1;
+/// The largest globals chunk, well under the producer's 1 MB message limit.
+pub const CHUNK: usize = 512 * 1024;
+/// Identity ops per identity-log record, at most.
+pub const OPS_PER_RECORD: usize = 1000;
+
+/// The state partition (journeys changelog partition) of a One ID: stable
+/// across builds and Rust releases.
+pub fn partition_of(one_id: &str, partitions: u32) -> i32 {
+    let p = xxhash_rust::xxh3::xxh3_64(one_id.as_bytes()) % u64::from(partitions.max(1));
+    i32::try_from(p).unwrap_or(0)
+}
+
+/// Offset ranges `[from, to)` of one partition, ascending, adjacent ones merged.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranges(pub Vec<(i64, i64)>);
+
+impl Ranges {
+    pub fn add(&mut self, from: i64, to: i64) {
+        if from >= to {
+            return;
+        }
+        match self.0.last_mut() {
+            Some(last) if last.1 == from => last.1 = to,
+            _ => self.0.push((from, to)),
+        }
+    }
+
+    pub fn contains(&self, offset: i64) -> bool {
+        let i = self.0.partition_point(|(_, to)| *to <= offset);
+        self.0.get(i).is_some_and(|(from, _)| *from <= offset)
+    }
+
+    pub fn start(&self) -> Option<i64> {
+        self.0.first().map(|r| r.0)
+    }
+}
+
+/// What every committed checkpoint a state builds on wrote.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    /// False when the state was not built from the changelog alone (it was
+    /// restored from a snapshot written before the changelog existed): a
+    /// restore from the broker is refused.
+    pub complete: bool,
+    /// P: the journeys changelog's partitions.
+    pub partitions: u32,
+    pub identity: Ranges,
+    /// One entry per journeys changelog partition.
+    pub journeys: Vec<Ranges>,
+}
+
+impl Chain {
+    /// The chain of an empty state: nothing to read.
+    pub fn empty(partitions: u32) -> Chain {
+        Chain {
+            complete: true,
+            partitions,
+            identity: Ranges::default(),
+            journeys: vec![Ranges::default(); partitions as usize],
+        }
+    }
+}
+
+/// The record that commits one checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    pub group: String,
+    /// What the snapshot file's header carries (inputs and outputs), with
+    /// the chain including this checkpoint's records.
+    pub header: Header,
+    /// The offsets `[from, to)` of this checkpoint's globals chunks.
+    pub globals: (i64, i64),
+}
+
+pub fn marker_key(group: &str) -> String {
+    format!("marker/{group}")
+}
+
+pub fn globals_key(group: &str) -> String {
+    format!("globals/{group}")
+}
+
+/// A version byte and the value's MessagePack.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Vec<u8>> {
+    let mut out = vec![RECORD_VERSION];
+    rmp_serde::encode::write(&mut out, value).context("encoding a changelog record")?;
+    Ok(out)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
+    match bytes.split_first() {
+        Some((&RECORD_VERSION, body)) => {
+            rmp_serde::from_slice(body).with_context(|| format!("a damaged {what} record in the changelog"))
+        }
+        Some((v, _)) => anyhow::bail!(
+            "a {what} record of changelog format {v} (this build reads {RECORD_VERSION}): run the version that wrote it"
+        ),
+        None => anyhow::bail!("an empty {what} record in the changelog"),
+    }
+}
+
+/// The newest marker of this consumer group on the checkpoints topic, with
+/// its offset. Blocking.
+pub fn last_marker(settings: &Settings, progress: impl FnMut(u64)) -> anyhow::Result<Option<Marker>> {
+    let topic = settings.topics.state_checkpoints.as_str();
+    let since = fresh::starts(settings, &[topic])?;
+    let key = marker_key(&settings.kafka.group_id);
+    let mut last = None;
+    let mut failed = None;
+    published::read_since(settings, &since, progress, |m| {
+        if failed.is_none() && m.key() == Some(key.as_bytes()) {
+            match decode::<Marker>(m.payload().unwrap_or_default(), "checkpoint marker") {
+                Ok(marker) => last = Some(marker),
+                Err(e) => failed = Some(e.context(format!("{topic} offset {}", m.offset()))),
+            }
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(last),
+    }
+}
+
+/// Everything a marker commits, read back.
+#[derive(Default)]
+pub struct Committed {
+    pub globals: Vec<u8>,
+    pub ops: Vec<IdentityOp>,
+    /// The latest journey per One ID (tombstoned ones left out).
+    pub journeys: HashMap<OneId, Journey>,
+    /// Changelog records read (in the chain or not).
+    pub records: u64,
+}
+
+/// Reads the records `marker` commits: identity ops and journeys inside its
+/// chain, its globals chunks. Blocking; `progress` hears records read.
+pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut(u64)) -> anyhow::Result<Committed> {
+    let t = &settings.topics;
+    let chain = marker
+        .header
+        .changelog
+        .as_ref()
+        .context("the marker carries no chain")?;
+    let mut since = vec![(t.state_checkpoints.clone(), 0, marker.globals.0)];
+    if let Some(from) = chain.identity.start() {
+        since.push((t.identity_log.clone(), 0, from));
+    }
+    for (p, ranges) in chain.journeys.iter().enumerate() {
+        if let Some(from) = ranges.start() {
+            since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
+        }
+    }
+    let globals = Ranges(vec![marker.globals]);
+    let globals_key = globals_key(&settings.kafka.group_id);
+    let mut out = Committed::default();
+    let mut latest: HashMap<OneId, Option<Vec<u8>>> = HashMap::new();
+    let mut failed: Option<anyhow::Error> = None;
+    published::read_since(settings, &since, progress, |m| {
+        out.records += 1;
+        if failed.is_some() {
+            return;
+        }
+        let (topic, offset) = (m.topic(), m.offset());
+        let payload = m.payload();
+        let r = if topic == t.state_checkpoints {
+            if globals.contains(offset) && m.key() == Some(globals_key.as_bytes()) {
+                decode::<serde_bytes_vec::Bytes>(payload.unwrap_or_default(), "globals")
+                    .map(|chunk| out.globals.extend_from_slice(&chunk.0))
+            } else {
+                Ok(())
+            }
+        } else if topic == t.identity_log {
+            if chain.identity.contains(offset) {
+                decode::<Vec<IdentityOp>>(payload.unwrap_or_default(), "identity log").map(|ops| out.ops.extend(ops))
+            } else {
+                Ok(())
+            }
+        } else {
+            let in_chain = usize::try_from(m.partition())
+                .ok()
+                .and_then(|p| chain.journeys.get(p))
+                .is_some_and(|r| r.contains(offset));
+            match (in_chain, m.key()) {
+                (true, Some(key)) => match std::str::from_utf8(key) {
+                    Ok(one_id) => {
+                        latest.insert(OneId::from(one_id), payload.map(<[u8]>::to_vec));
+                        Ok(())
+                    }
+                    Err(_) => Err(anyhow::anyhow!("a journey record whose key is not a One ID")),
+                },
+                _ => Ok(()),
+            }
+        };
+        if let Err(e) = r {
+            failed = Some(e.context(format!("{topic}/{} offset {offset}", m.partition())));
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    for (one_id, value) in latest {
+        if let Some(bytes) = value {
+            let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
+            out.journeys.insert(one_id, j);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes as MessagePack binary, not a list of integers.
+pub mod serde_bytes_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub struct Bytes(pub Vec<u8>);
+
+    /// Borrowed, for writing.
+    pub struct BytesRef<'a>(pub &'a [u8]);
+
+    impl Serialize for BytesRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Vec<u8>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                    Ok(v.to_vec())
+                }
+            }
+            d.deserialize_bytes(V).map(Bytes)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_merge_adjacent_writes_and_answer_membership() {
+        let mut r = Ranges::default();
+        r.add(0, 5);
+        r.add(5, 9);
+        r.add(9, 9);
+        r.add(12, 14);
+        assert_eq!(r.0, vec![(0, 9), (12, 14)]);
+        for (o, inside) in [
+            (0, true),
+            (8, true),
+            (9, false),
+            (11, false),
+            (12, true),
+            (13, true),
+            (14, false),
+        ] {
+            assert_eq!(r.contains(o), inside, "offset {o}");
+        }
+        assert_eq!(r.start(), Some(0));
+        assert!(!Ranges::default().contains(0));
+    }
+
+    #[test]
+    fn the_state_partition_is_pinned() {
+        // xxh3_64 is a fixed function: these must never change, or a
+        // deployment's journeys land on other changelog partitions.
+        assert_eq!(xxhash_rust::xxh3::xxh3_64(b"oj-1"), 16_187_788_382_560_262_169);
+        assert_eq!(partition_of("oj-1", 32), 25);
+        assert_eq!(partition_of("oj-7ba79a0a4abbb5717e9c1f0e", 32), 10);
+        assert_eq!(partition_of("x", 1), 0);
+    }
+
+    #[test]
+    fn records_carry_their_version_and_refuse_another() {
+        let bytes = encode(&vec![1u32, 2]).expect("encodes");
+        assert_eq!(bytes[0], RECORD_VERSION);
+        assert_eq!(decode::<Vec<u32>>(&bytes, "x").expect("decodes"), vec![1, 2]);
+        let mut other = bytes.clone();
+        other[0] = 9;
+        let e = decode::<Vec<u32>>(&other, "x").expect_err("refused").to_string();
+        assert!(e.contains("format 9"), "{e}");
+        assert!(decode::<Vec<u32>>(&[], "x").is_err());
+    }
+}
