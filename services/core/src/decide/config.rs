@@ -180,6 +180,9 @@ pub struct DecideConfig {
     pub prior_strength: f64,
     pub actions: Vec<ActionSpec>,
     pub churn: churn::ChurnConfig,
+    /// Expected lifetime value (see `value.rs`); defaults when absent.
+    #[serde(default)]
+    pub value: super::value::ValueConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -228,6 +231,7 @@ impl DecideConfig {
         if self.prior_strength <= 0.0 {
             return Err(ConfigError::Other("prior_strength: must be > 0"));
         }
+        self.value.validate().map_err(ConfigError::Other)?;
         self.churn.validate().map_err(ConfigError::Other)
     }
 }

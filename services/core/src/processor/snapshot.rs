@@ -4,7 +4,7 @@
 //! copying) or a snapshot read back ([`Processor::restore`]). Out: the
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
-//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`. Keeps nothing; the
+//! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`, `value`. Keeps nothing; the
 //! engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
+use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::ids::IdKey;
@@ -40,7 +41,9 @@ use super::{PartitionClock, Processor, TimerKind};
 /// customers keep their One IDs and its suppressions keep matching. Version
 /// 2's dedupe set's keys are SHA-256 based (see `dedupe_key`) like 3's;
 /// version 1 used std's `DefaultHasher`, whose keys a rebuilt binary may not
-/// reproduce, so it is refused.
+/// reproduce, so it is refused. Added at the end without a version bump
+/// (absent: the default): `value`, the RFM and lifetime-value population
+/// (rebuilt from the journeys when absent), and each journey's `rfm` and `clv`.
 pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// The oldest format version this build reads.
@@ -55,7 +58,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 13)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 14)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -69,6 +72,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
         st.serialize_field("dedupe", &p.seen)?;
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
+        st.serialize_field("value", &p.value)?;
         st.end()
     }
 }
@@ -95,6 +99,9 @@ pub struct CoreSnapshot {
     /// Absent before format 4: an untrained model.
     #[serde(default)]
     churn_model: Option<ChurnModel>,
+    /// Absent in snapshots written before it existed: rebuilt from the journeys.
+    #[serde(default)]
+    value: Option<Population>,
 }
 
 impl CoreSnapshot {
@@ -123,6 +130,16 @@ pub enum RestoreError {
 }
 
 impl Processor {
+    /// The value population from the journeys in the state (snapshots
+    /// written before it was kept).
+    pub(super) fn rebuilt_population(&self) -> Population {
+        let mut pop = Population::default();
+        for entry in self.state.journeys.iter() {
+            pop.update(None, ValueKey::of(entry.value()));
+        }
+        pop
+    }
+
     /// Everything the processor and its state hold except events waiting for
     /// the watermark, to serialise as a [`CoreSnapshot`]. The caller resumes
     /// each input partition at its first message not fully processed, so the
@@ -195,6 +212,10 @@ impl Processor {
         self.timers = snap.timers;
         self.applied_to = snap.applied_to;
         self.tiers = snap.tiers;
+        self.value = match snap.value {
+            Some(v) => v,
+            None => self.rebuilt_population(),
+        };
         self.propensities = snap.propensities;
         if let (Some(mut model), Some(live)) = (snap.churn_model, self.state.churn_mut().as_mut()) {
             // What it learned is kept; how it learns from now on is configured.
