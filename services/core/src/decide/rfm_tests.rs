@@ -27,7 +27,15 @@ fn quintiles_of_one_to_a_hundred_are_twenties() {
     let mut q = population(&keys);
     for v in 1..=100i64 {
         let want = 1 + ((v - 1) / 20) as u8;
-        assert_eq!(q.score(key(v, v, v)), Rfm { r: want, f: want, m: want }, "value {v}");
+        assert_eq!(
+            q.score(key(v, v, v)),
+            Rfm {
+                r: want,
+                f: want,
+                m: want
+            },
+            "value {v}"
+        );
     }
 }
 

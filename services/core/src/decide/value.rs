@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rfm::{Rfm, RfmKey, RfmQuantiles};
-use crate::journey::Journey;
 pub use crate::journey::Clv;
+use crate::journey::Journey;
 use crate::time::EventTime;
 
 /// Parameters are refit after this many changes.

@@ -55,7 +55,9 @@ fn one_big_order_is_shrunk_toward_the_population_mean() {
     let mut pop: Vec<Journey> = (0..20).map(|_| buyer(4, 200.0, 0, 100)).collect();
     pop.push(buyer(1, 1000.0, 99, 100));
     let mut p = population(&pop);
-    let c = p.clv(&ValueConfig::default(), &pop[20], EventTime(100 * DAY)).expect("buyer");
+    let c = p
+        .clv(&ValueConfig::default(), &pop[20], EventTime(100 * DAY))
+        .expect("buyer");
     let (_, pop_aov) = p.parameters();
     assert!(c.order_value < 1000.0 && c.order_value > pop_aov, "{c:?} vs {pop_aov}");
 }

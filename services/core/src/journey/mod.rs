@@ -32,8 +32,8 @@ pub use crate::time::count_within;
 pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
 pub use parts::{
-    Beaten, CallStats, Clv, Rfm, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Contact, Contribution, Factor, HeldBack,
-    ProductView, RecentAction,
+    Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Clv, Contact, Contribution, Factor,
+    HeldBack, ProductView, RecentAction, Rfm,
 };
 
 mod churn_examples;

@@ -59,9 +59,19 @@ fn rfm_scores_follow_the_population_quintiles() {
     for i in 0..100i64 {
         for k in 0..(i / 20 + 1) {
             let minute = 1000 + i - 500 * (k + 1);
-            events.push(pos(&format!("p{i}-{k}"), minute, json!({"loyalty_id": format!("L{i}")}), 10.0 * (i + 1) as f64));
+            events.push(pos(
+                &format!("p{i}-{k}"),
+                minute,
+                json!({"loyalty_id": format!("L{i}")}),
+                10.0 * (i + 1) as f64,
+            ));
         }
-        events.push(pos(&format!("p{i}"), 1000 + i * 1440, json!({"loyalty_id": format!("L{i}")}), 10.0 * (i + 1) as f64));
+        events.push(pos(
+            &format!("p{i}"),
+            1000 + i * 1440,
+            json!({"loyalty_id": format!("L{i}")}),
+            10.0 * (i + 1) as f64,
+        ));
     }
     run(&mut p, &events);
     // Thresholds follow every 64 changes; bring them up to date for exact figures.
@@ -69,7 +79,15 @@ fn rfm_scores_follow_the_population_quintiles() {
     p.value.refit();
     // Scores are set at each evaluation: touch everyone once more.
     let touch: Vec<ChannelEvent> = (0..100i64)
-        .map(|i| web(&format!("w{i}"), 200_000 + i, json!({"loyalty_id": format!("L{i}")}), "page_view", json!({})))
+        .map(|i| {
+            web(
+                &format!("w{i}"),
+                200_000 + i,
+                json!({"loyalty_id": format!("L{i}")}),
+                "page_view",
+                json!({}),
+            )
+        })
         .collect();
     run(&mut p, &touch);
     let rfm = |i: i64| journey(&p, &format!("L{i}")).rfm.expect("a buyer has scores");
@@ -104,7 +122,10 @@ fn merges_and_erasure_keep_the_population_in_step() {
     );
     assert_eq!(p.value.buyers(), 3);
     // One event carries both: the two profiles merge into one buyer.
-    run(&mut p, &[pos("d", 30, json!({"loyalty_id": "LA", "customer_id": "CB"}), 5.0)]);
+    run(
+        &mut p,
+        &[pos("d", 30, json!({"loyalty_id": "LA", "customer_id": "CB"}), 5.0)],
+    );
     assert_eq!(p.state().journeys.len(), 2, "the two profiles merged");
     assert_eq!(p.value.buyers(), 2);
     assert_in_step(&p);
@@ -134,7 +155,14 @@ fn merges_and_erasure_keep_the_population_in_step() {
 fn the_population_survives_a_snapshot_and_is_rebuilt_when_absent() {
     let mut p = processor();
     let events: Vec<ChannelEvent> = (0..10i64)
-        .map(|i| pos(&format!("p{i}"), i, json!({"loyalty_id": format!("L{i}")}), 10.0 * (i + 1) as f64))
+        .map(|i| {
+            pos(
+                &format!("p{i}"),
+                i,
+                json!({"loyalty_id": format!("L{i}")}),
+                10.0 * (i + 1) as f64,
+            )
+        })
         .collect();
     run(&mut p, &events);
     let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
