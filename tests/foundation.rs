@@ -149,6 +149,15 @@ async fn one_person_across_four_channels_ends_on_one_one_id() {
     );
     assert_eq!(body["journey"]["channels"]["call_center"]["events"], 2);
     assert_eq!(body["journey"]["purchases"], 2);
+    // The only buyer is in the lowest fifth of every RFM dimension, and has a lifetime value.
+    assert_eq!(body["journey"]["rfm"], json!({"r": 1, "f": 1, "m": 1}), "{body}");
+    let clv = &body["journey"]["clv"];
+    assert!(clv["value"].as_f64().is_some_and(|v| v > 0.0), "{clv}");
+    assert!(
+        clv["p_active"].as_f64().is_some_and(|p| (0.0..=1.0).contains(&p)),
+        "{clv}"
+    );
+    assert_eq!(clv["horizon_days"], 365.0, "{clv}");
     assert!(!body.to_string().contains("Ann.Lee"), "no raw email in the profile");
     assert_eq!(e.get_json("/v1/profiles/customer_id/nobody").await.0, 404);
     let (status, by_id) = e.get_json(&format!("/v1/profiles/one_id/{survivor}")).await;

@@ -207,6 +207,9 @@ pub struct DecideConfig {
     pub holdout_share: f64,
     pub actions: Vec<ActionSpec>,
     pub churn: churn::ChurnConfig,
+    /// Expected lifetime value (see `value.rs`); defaults when absent.
+    #[serde(default)]
+    pub value: super::value::ValueConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -261,6 +264,7 @@ impl DecideConfig {
         if self.prior_strength <= 0.0 {
             return Err(ConfigError::Other("prior_strength: must be > 0"));
         }
+        self.value.validate().map_err(ConfigError::Other)?;
         self.churn.validate().map_err(ConfigError::Other)
     }
 }

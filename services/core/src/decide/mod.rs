@@ -12,7 +12,7 @@
 //! processor's timers share); `reach.rs` contact routes; `policy.rs` the
 //! contact policy per channel (consent, no-response rest, caps, budget) and
 //! `quiet.rs` quiet hours in local time; `tiers.rs` value
-//! tiers; `propensity.rs` learning from outcomes; `churn.rs` the hand-weighted
+//! tiers; `rfm.rs` RFM quintile scores and `value.rs` expected lifetime value; `propensity.rs` learning from outcomes; `churn.rs` the hand-weighted
 //! churn score; `learned.rs` the learned churn model; `churn_model.rs` the
 //! score the engine emits (the model blended with the hand score) and its labels;
 //! `explore.rs` the Thompson draw; `uplift.rs` the holdout and each action's
@@ -45,9 +45,11 @@ pub mod policy;
 pub mod propensity;
 pub mod quiet;
 pub mod reach;
+pub mod rfm;
 pub mod tiers;
 pub mod triggers;
 pub mod uplift;
+pub mod value;
 
 use std::time::Duration;
 

@@ -177,15 +177,16 @@ mod tests {
         assert!(j.recent_events.is_empty());
 
         // A snapshot (MessagePack, a struct as an array) without the last
-        // fields: the history (an empty array), then the churn examples (an
-        // array of an empty array and nil) end the record. Without the
-        // examples, or without both, it still loads.
+        // fields: the responses (an empty array), the churn examples (an
+        // array of an empty array and nil), then `rfm` and `clv` (nil each)
+        // end the record. Without the value fields, also without the
+        // examples, or also without the responses, it still loads.
         let full = rmp_serde::to_vec(&Journey::default()).unwrap();
         assert!(
-            full.ends_with(&[0x90, 0x92, 0x90, 0xc0]),
+            full.ends_with(&[0x90, 0x92, 0x90, 0xc0, 0xc0, 0xc0]),
             "the last fields end the record"
         );
-        for (fields, tail) in [(1u16, 3usize), (2, 4)] {
+        for (fields, tail) in [(2u16, 2usize), (3, 5), (4, 6)] {
             let mut bytes = full[..full.len() - tail].to_vec();
             match bytes[0] {
                 0xdc => {

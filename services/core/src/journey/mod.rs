@@ -32,8 +32,8 @@ pub use crate::time::count_within;
 pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
 pub use parts::{
-    Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Contact, Contribution, Factor, HeldBack,
-    ProductView, RecentAction,
+    Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Clv, Contact, Contribution, Factor,
+    HeldBack, ProductView, RecentAction, Rfm,
 };
 
 mod churn_examples;
@@ -167,6 +167,14 @@ pub struct Journey {
     /// `churn_examples.rs`). Empty in snapshots written before it existed.
     #[serde(default)]
     pub churn_examples: ChurnExamples,
+    /// RFM scores at the last evaluation (see `decide::rfm`); `None` for a
+    /// customer who never bought, and in snapshots written before it existed.
+    #[serde(default)]
+    pub rfm: Option<Rfm>,
+    /// Expected lifetime value at the last evaluation (see `decide::value`);
+    /// `None` for a customer who never bought.
+    #[serde(default)]
+    pub clv: Option<Clv>,
 }
 
 impl Journey {

@@ -183,3 +183,26 @@ pub struct Contribution {
     pub name: FactorName,
     pub contribution: f32,
 }
+
+/// A customer's RFM scores, 1 (lowest fifth of buyers) to 5 (highest fifth).
+/// Recency: 5 for the most recent last purchase.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rfm {
+    pub r: u8,
+    pub f: u8,
+    pub m: u8,
+}
+
+/// A customer's expected lifetime value over the configured horizon.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Clv {
+    /// Expected purchases over the horizon.
+    pub expected_purchases: f64,
+    /// Expected value of one order (shrunk toward the population's mean).
+    pub order_value: f64,
+    /// Probability the customer is still active (1 - churn score).
+    pub p_active: f64,
+    /// `expected_purchases * order_value`.
+    pub value: f64,
+    pub horizon_days: f64,
+}

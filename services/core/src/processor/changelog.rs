@@ -12,7 +12,7 @@
 //! The globals are everything of [`CoreSnapshot`](super::CoreSnapshot) that
 //! is neither the identity graph nor a journey, under the same names:
 //! `version`, `namespaces`, `dedupe`, `partitions`, `timers`, `applied_to`,
-//! `tiers`, `propensities`, `one_ids`, `churn_model`, `uplift`. Changing a
+//! `tiers`, `propensities`, `one_ids`, `churn_model`, `uplift`, `value`. Changing a
 //! field is a bump of [`GLOBALS_VERSION`]. The dedupe memory (8 bytes an
 //! event applied within `state.dedupe_window`) dominates; it is bounded by
 //! the window but rewritten whole at every checkpoint (to do: per bucket).
@@ -25,6 +25,7 @@ use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::uplift::Uplift;
+use crate::decide::value::Population;
 use crate::identity::{Derivation, DerivationRecord, IdentityOp, OneId};
 use crate::ids::IdKey;
 use crate::journey::Journey;
@@ -46,7 +47,7 @@ impl Serialize for CoreGlobalsRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreGlobals", 11)?;
+        let mut st = s.serialize_struct("CoreGlobals", 12)?;
         st.serialize_field("version", &GLOBALS_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("dedupe", &p.seen)?;
@@ -60,6 +61,7 @@ impl Serialize for CoreGlobalsRef<'_> {
         st.serialize_field("one_ids", &p.state.identity.derivation().record())?;
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.serialize_field("uplift", &models.uplift)?;
+        st.serialize_field("value", &Some(&p.value))?;
         st.end()
     }
 }
@@ -78,6 +80,7 @@ pub struct CoreGlobals {
     one_ids: DerivationRecord,
     churn_model: Option<ChurnModel>,
     uplift: Uplift,
+    value: Option<Population>,
 }
 
 impl Processor {
@@ -123,7 +126,11 @@ impl Processor {
             globals.tiers,
             now_ms,
         );
-        self.load_models(globals.propensities, globals.uplift, globals.churn_model);
+        self.load_models(
+            (globals.propensities, globals.uplift),
+            globals.churn_model,
+            globals.value,
+        );
         Ok(())
     }
 }

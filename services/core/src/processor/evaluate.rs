@@ -51,6 +51,8 @@ impl Processor {
     ) {
         j.tier = self.tiers.tier_of(j.revenue);
         self.score_churn(one_id, j, now, trigger, outputs);
+        j.rfm = self.value.rfm_of(j);
+        j.clv = self.value.clv(&self.cfg.decide.value, j, now);
         let cfg = &self.cfg.decide;
         if triggers.is_empty() || !cfg.actions.iter().any(|a| triggers.contains(&a.trigger)) {
             return;

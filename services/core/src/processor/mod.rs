@@ -41,6 +41,7 @@ use std::time::Duration;
 use crate::decide::churn_model::LiveChurn;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::triggers::triggers_of;
+use crate::decide::value::{Population, ValueKey};
 use crate::decide::{DecideConfig, Suppressed};
 use crate::event::{Channel, ChannelEvent};
 use crate::hash::HashMap;
@@ -74,6 +75,8 @@ mod derivation_tests;
 mod policy_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod value_tests;
 #[cfg(test)]
 mod window_tests;
 
@@ -146,6 +149,8 @@ pub struct Processor {
     applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
     tiers: ValueTiers,
+    /// RFM quintiles and lifetime-value parameters of the buying population.
+    value: Population,
     next_seq: u64,
     /// Label timers the last churn evaluation asked for, to arm with the
     /// profile's identifier (see `evaluate.rs`).
@@ -168,6 +173,7 @@ impl Processor {
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
+            value: Population::default(),
             next_seq: 0,
             label_due: None,
             identity_log: Vec::new(),
@@ -247,7 +253,9 @@ impl Processor {
         let trigger = TriggerRef::event(&ev.event_id);
         let mut journey = self.state.take_journey(one_id).unwrap_or_default();
         let revenue_before = journey.revenue;
+        let value_before = ValueKey::of(&journey);
         let transitions = journey.apply(ev);
+        self.value.update(value_before, ValueKey::of(&journey));
         self.label_activity(&mut journey, ev.occurred_at);
         self.conversions(&mut journey, &transitions, ev.occurred_at);
         if journey.revenue != revenue_before {
@@ -280,16 +288,20 @@ impl Processor {
                 // None of its identifiers is in a profile any more.
                 if let Some(gone) = gone {
                     self.tiers.remove(gone.revenue);
+                    self.value.update(ValueKey::of(&gone), None);
                 }
                 continue;
             };
             out.merges += 1;
             if let Some(gone) = gone {
                 self.tiers.remove(gone.revenue);
+                self.value.update(ValueKey::of(&gone), None);
                 let mut survivor = self.state.take_journey(to).unwrap_or_default();
                 self.tiers.remove(survivor.revenue);
+                let survivor_before = ValueKey::of(&survivor);
                 survivor.absorb(*gone);
                 self.tiers.add(survivor.revenue);
+                self.value.update(survivor_before, ValueKey::of(&survivor));
                 self.state.put_journey(to.clone(), survivor);
             }
             out.outputs.push(Output::Identity(IdentityChange {
@@ -318,6 +330,7 @@ impl Processor {
         self.identity_log.push(op);
         if let Some(j) = self.state.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
+            self.value.update(ValueKey::of(&j), None);
         }
         self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
         let at = if self.applied_to == EventTime::MIN {

@@ -5,7 +5,7 @@
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
 //! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`,
-//! `uplift`. Keeps nothing; the engine writes and reads the bytes.
+//! `uplift`, `value`. Keeps nothing; the engine writes and reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
 //! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
@@ -21,6 +21,7 @@ use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::uplift::Uplift;
+use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::ids::IdKey;
@@ -44,7 +45,9 @@ use super::{PartitionClock, Processor, TimerKind};
 /// customers keep their One IDs and its suppressions keep matching. Version
 /// 2's dedupe set's keys are SHA-256 based (see `dedupe_key`) like 3's;
 /// version 1 used std's `DefaultHasher`, whose keys a rebuilt binary may not
-/// reproduce, so it is refused.
+/// reproduce, so it is refused. Added at the end without a version bump
+/// (absent: the default): `value`, the RFM and lifetime-value population
+/// (rebuilt from the journeys when absent), and each journey's `rfm` and `clv`.
 pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// The oldest format version this build reads.
@@ -59,7 +62,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 14)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 15)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -76,6 +79,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("dedupe", &p.seen)?;
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.serialize_field("uplift", &models.uplift)?;
+        st.serialize_field("value", &p.value)?;
         st.end()
     }
 }
@@ -105,6 +109,9 @@ pub struct CoreSnapshot {
     /// Absent before contract 1.4: no decision measured yet.
     #[serde(default)]
     uplift: Uplift,
+    /// Absent in snapshots written before it existed: rebuilt from the journeys.
+    #[serde(default)]
+    value: Option<Population>,
 }
 
 impl CoreSnapshot {
@@ -133,6 +140,16 @@ pub enum RestoreError {
 }
 
 impl Processor {
+    /// The value population from the journeys in the state (snapshots
+    /// written before it was kept).
+    pub(super) fn rebuilt_population(&self) -> Population {
+        let mut pop = Population::default();
+        for entry in self.state.journeys.iter() {
+            pop.update(None, ValueKey::of(entry.value()));
+        }
+        pop
+    }
+
     /// Everything the processor and its state hold except events waiting for
     /// the watermark, to serialise as a [`CoreSnapshot`]. The caller resumes
     /// each input partition at its first message not fully processed, so the
@@ -182,7 +199,7 @@ impl Processor {
             snap.tiers,
             now_ms,
         );
-        self.load_models(snap.propensities, snap.uplift, snap.churn_model);
+        self.load_models((snap.propensities, snap.uplift), snap.churn_model, snap.value);
         Ok(())
     }
 
@@ -240,7 +257,18 @@ impl Processor {
     /// Loads the learned models (a snapshot's or the changelog's globals):
     /// the propensities and uplift counts readers share, and the churn model
     /// (what it learned is kept; how it learns from now on is configured).
-    pub(super) fn load_models(&mut self, propensities: Propensities, uplift: Uplift, churn: Option<ChurnModel>) {
+    /// The value population too: absent (older formats), it is rebuilt
+    /// from the journeys, which are loaded first.
+    pub(super) fn load_models(
+        &mut self,
+        (propensities, uplift): (Propensities, Uplift),
+        churn: Option<ChurnModel>,
+        value: Option<Population>,
+    ) {
+        self.value = match value {
+            Some(v) => v,
+            None => self.rebuilt_population(),
+        };
         if let (Some(mut model), Some(live)) = (churn, self.state.churn_mut().as_mut()) {
             model.config = live.config.learn.clone();
             live.model = model;

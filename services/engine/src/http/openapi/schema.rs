@@ -493,6 +493,33 @@ pub struct JourneyDoc {
     /// Always empty here: the churn model's examples waiting for a label are
     /// internal state (see `GET /v1/models/churn` for what it learned).
     pub churn_examples: ChurnExamplesDoc,
+    /// RFM scores, 1-5 each from the buying population's quintiles (since 1.4; none: never bought).
+    pub rfm: Option<RfmDoc>,
+    /// Expected lifetime value over `decide.value.horizon` (since 1.4; none: never bought).
+    pub clv: Option<ClvDoc>,
+}
+
+/// Recency (5: most recent last purchase), frequency and monetary scores.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RfmDoc {
+    pub r: u8,
+    pub f: u8,
+    pub m: u8,
+}
+
+/// Expected lifetime value: `expected_purchases x order_value`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ClvDoc {
+    pub expected_purchases: f64,
+    pub order_value: f64,
+    /// 1 - churn score.
+    pub p_active: f64,
+    pub value: f64,
+    pub horizon_days: f64,
 }
 
 /// The newest consent statement on each channel that needs consent.

@@ -126,6 +126,13 @@ fn real_views_match_their_mirrors() {
         doc.journey.churn_examples.pending.is_empty(),
         "internal examples stay out: {view}"
     );
+    let rfm = doc.journey.rfm.as_ref().expect("a buyer has RFM scores");
+    assert!([rfm.r, rfm.f, rfm.m].iter().all(|s| (1..=5).contains(s)), "{view}");
+    let clv = doc.journey.clv.as_ref().expect("a buyer has a lifetime value");
+    assert!(
+        clv.value > 0.0 && clv.order_value > 0.0 && clv.horizon_days > 0.0,
+        "{view}"
+    );
     let model = serde_json::to_value(state.churn_model_view().unwrap()).unwrap();
     let doc: ChurnModelDoc = serde_json::from_value(model.clone()).unwrap();
     assert!(doc.examples > 0 && doc.negatives > 0, "the customer came back: {model}");
