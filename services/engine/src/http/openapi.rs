@@ -14,8 +14,10 @@ use utoipa::{Modify, OpenApi};
 
 use super::search::{LookupRequest, RecentList, RecentProfile};
 
+mod models;
 mod schema;
 
+pub use models::*;
 pub use schema::*;
 
 #[cfg(test)]
