@@ -22,9 +22,11 @@ use onejourney_engine::config::Settings;
 use onejourney_engine::Engine;
 
 const PARTITIONS: i32 = 2;
+/// State partitions of the demo (the journeys changelog's partitions).
+const STATE_PARTITIONS: u32 = 4;
 
 /// Runs the mock cluster on its own thread until `stop` is dropped or sent.
-fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::Sender<()>)> {
+fn start_mock_cluster(topics: Vec<(String, i32)>) -> anyhow::Result<(String, std_mpsc::Sender<()>)> {
     let (addr_tx, addr_rx) = std_mpsc::channel();
     let (stop_tx, stop_rx) = std_mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -37,8 +39,8 @@ fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::
                     return;
                 }
             };
-            for t in &topics {
-                if let Err(e) = cluster.create_topic(t, PARTITIONS, 1) {
+            for (t, partitions) in &topics {
+                if let Err(e) = cluster.create_topic(t, *partitions, 1) {
                     let _ = addr_tx.send(Err(anyhow::anyhow!("creating topic {t}: {e}")));
                     return;
                 }
@@ -52,8 +54,23 @@ fn start_mock_cluster(topics: Vec<String>) -> anyhow::Result<(String, std_mpsc::
 }
 
 pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut topics: Vec<String> = settings.topics.consumed().iter().map(|t| t.to_string()).collect();
-    topics.extend(settings.topics.outputs().iter().map(|t| t.to_string()));
+    // The mock cluster cannot create topics on request (with configs) in
+    // time: every topic is made up front, the state changelog's too.
+    settings.state.partitions = STATE_PARTITIONS;
+    let mut topics: Vec<(String, i32)> = settings
+        .topics
+        .consumed()
+        .iter()
+        .map(|t| (t.to_string(), PARTITIONS))
+        .collect();
+    topics.extend(settings.topics.outputs().iter().map(|t| (t.to_string(), PARTITIONS)));
+    topics.extend(
+        settings
+            .topics
+            .changelog(STATE_PARTITIONS)
+            .iter()
+            .map(|(t, p)| (t.to_string(), i32::try_from(*p).unwrap_or(1))),
+    );
     let (brokers, stop_cluster) = start_mock_cluster(topics)?;
     settings.kafka.brokers = brokers.clone();
     settings.kafka.output_partitions = PARTITIONS;
