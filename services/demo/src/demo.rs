@@ -53,25 +53,24 @@ fn start_mock_cluster(topics: Vec<(String, i32)>) -> anyhow::Result<(String, std
     Ok((addr, stop_tx))
 }
 
-pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: CancellationToken) -> anyhow::Result<()> {
-    // The mock cluster cannot create topics on request (with configs) in
-    // time: every topic is made up front, the state changelog's too.
-    settings.state.partitions = STATE_PARTITIONS;
-    let mut topics: Vec<(String, i32)> = settings
-        .topics
-        .consumed()
-        .iter()
-        .map(|t| (t.to_string(), PARTITIONS))
-        .collect();
-    topics.extend(settings.topics.outputs().iter().map(|t| (t.to_string(), PARTITIONS)));
+/// Every topic the engine reads or writes, with its partitions. The mock
+/// cluster cannot create topics on request (with configs) in time: every
+/// topic is made up front, the state changelog's too.
+fn mock_topics(settings: &Settings) -> Vec<(String, i32)> {
+    let t = &settings.topics;
+    let mut topics: Vec<(String, i32)> = t.consumed().iter().map(|t| (t.to_string(), PARTITIONS)).collect();
+    topics.extend(t.outputs().iter().map(|t| (t.to_string(), PARTITIONS)));
     topics.extend(
-        settings
-            .topics
-            .changelog(STATE_PARTITIONS)
+        t.changelog(settings.state.partitions)
             .iter()
             .map(|(t, p)| (t.to_string(), i32::try_from(*p).unwrap_or(1))),
     );
-    let (brokers, stop_cluster) = start_mock_cluster(topics)?;
+    topics
+}
+
+pub async fn run(mut settings: Settings, customers: usize, rate: u32, cancel: CancellationToken) -> anyhow::Result<()> {
+    settings.state.partitions = STATE_PARTITIONS;
+    let (brokers, stop_cluster) = start_mock_cluster(mock_topics(&settings))?;
     settings.kafka.brokers = brokers.clone();
     settings.kafka.output_partitions = PARTITIONS;
     // The embedded broker starts empty every time: so does the demo's state.
