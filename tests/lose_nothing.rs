@@ -58,7 +58,7 @@ async fn wait_profile(e: &EngineProcess, path: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_state_dir_refuses_to_start_and_rebuild_brings_the_profile_back() {
+async fn a_lost_state_dir_restores_from_the_changelog_and_rebuild_brings_the_profile_back() {
     let (s, config) = prepare("lost-state").await;
     let log = s.state.dir.join("engine.log");
     let port = free_port();
@@ -83,20 +83,22 @@ async fn a_lost_state_dir_refuses_to_start_and_rebuild_brings_the_profile_back()
     // The state directory is lost (or the flag points elsewhere).
     let empty = s.state.dir.join("empty-state");
     let empty = empty.to_str().unwrap();
-    let refused = EngineProcess::spawn_with(&config, port, &log, &["--state-dir", empty], &[]);
-    let status = refused.exited(Duration::from_secs(120)).await;
-    assert!(
-        !status.success(),
-        "refuses to start on an empty state directory: {status}"
-    );
+    // Since the state changelog (issue 14) the engine restores the last
+    // committed checkpoint from the broker instead of refusing to start
+    // (it still refuses when the group has committed offsets and the broker
+    // holds no checkpoint of it).
+    let restored = EngineProcess::spawn_with(&config, port, &log, &["--state-dir", empty], &[]);
+    restored.wait_ready(Duration::from_secs(120)).await;
+    let back = wait_profile(&restored, "/v1/profiles/customer_id/C-1").await;
+    assert_eq!(back["one_id"], one_id, "the same One ID from the changelog: {back}");
+    restored.terminate();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        text.contains("has committed offsets") && text.contains("--rebuild"),
-        "says why and what to do:\n{text}"
-    );
+    assert!(!text.contains("has committed offsets"), "not refused:\n{text}");
 
     // A rebuild replays the inputs from their beginning into fresh state.
-    let rebuilt = EngineProcess::spawn_with(&config, port, &log, &["--state-dir", empty, "--rebuild"], &[]);
+    let fresh = s.state.dir.join("rebuild-state");
+    let fresh = fresh.to_str().unwrap();
+    let rebuilt = EngineProcess::spawn_with(&config, port, &log, &["--state-dir", fresh, "--rebuild"], &[]);
     rebuilt.wait_ready(Duration::from_secs(120)).await;
     let again = wait_profile(&rebuilt, "/v1/profiles/customer_id/C-1").await;
     assert_eq!(again["one_id"], one_id, "the same One ID: {again}");
