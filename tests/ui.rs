@@ -60,6 +60,10 @@ fn key(namespace: &str, value: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     let mut s = settings("ui");
+    // The second person is dated 60 days before the simulation and published
+    // after it: keep the dedupe window longer than that, or those events are
+    // refused as too late (`state.dedupe_window`, 30 days by default).
+    s.state.dedupe_window = std::time::Duration::from_secs(120 * 86_400);
     s.http.bearer_token = TOKEN.to_string();
     s.http.erase_tokens.insert("ui_test".into(), ERASE_TOKEN.to_string());
     let mut e = TestEngine::start(s).await;
