@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use onejourney_core::{Processor, State};
 use onejourney_e2e::process::{free_port, EngineProcess};
-use onejourney_e2e::{create_topics, publish_sim_on, read_all_on, settings, TestEngine, INPUT_PARTITIONS};
+use onejourney_e2e::{
+    create_topics, publish_sim_on, read_all_on, settings, state_summary, TestEngine, INPUT_PARTITIONS,
+};
 use onejourney_engine::config::Settings;
 use onejourney_engine::durable;
 use onejourney_simulator::{generate, SimConfig, SimEvent};
@@ -27,30 +29,6 @@ fn tolerant(name: &str) -> Settings {
     let mut s = settings(name);
     s.timers.idle_after = Duration::from_secs(10);
     s
-}
-
-/// Every identifier's One ID and each profile's journey, comparable: what
-/// the lookup API serves.
-fn summary(state: &State) -> BTreeMap<String, String> {
-    state
-        .identity
-        .partition()
-        .into_iter()
-        .map(|(one_id, ids)| {
-            let journey = state
-                .journeys
-                .get(&one_id)
-                .map(|j| {
-                    let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
-                    format!(
-                        "events {events:?} purchases {} revenue {:.2} returns {} complaints {} calls {} first {:?} last {:?}",
-                        j.purchases, j.revenue, j.returns, j.complaints, j.call.calls, j.first_seen, j.last_seen
-                    )
-                })
-                .unwrap_or_default();
-            (one_id.to_string(), format!("{ids:?} {journey}"))
-        })
-        .collect()
 }
 
 /// Everything of every profile and journey, to the last field.
@@ -159,7 +137,7 @@ async fn an_engine_on_an_empty_disk_restores_from_the_changelog_and_goes_on_as_o
     reference.wait_applied(early.len(), Duration::from_secs(300)).await;
     reference.publish_sim(late).await;
     reference.wait_applied(n, Duration::from_secs(300)).await;
-    let want_state = summary(reference.state());
+    let want_state = state_summary(reference.state());
     let ref_settings = reference.settings.clone();
     reference.stop().await;
     let want_actions = action_ids(&ref_settings).await;
@@ -198,7 +176,7 @@ async fn an_engine_on_an_empty_disk_restores_from_the_changelog_and_goes_on_as_o
     b.wait_applied(late.len(), Duration::from_secs(300)).await;
     same(
         "B after the rest vs the uninterrupted run",
-        &summary(b.state()),
+        &state_summary(b.state()),
         &want_state,
     );
     b.stop().await;
@@ -268,7 +246,7 @@ async fn after_a_kill_9_an_engine_on_an_empty_disk_restores_the_last_checkpoint_
     publish_sim_on(&s, &events).await;
     let mut reference = TestEngine::start(s).await;
     reference.wait_applied(n, Duration::from_secs(300)).await;
-    let want_state = summary(reference.state());
+    let want_state = state_summary(reference.state());
     let ref_settings = reference.settings.clone();
     reference.stop().await;
     let want_actions = action_ids(&ref_settings).await;
@@ -348,7 +326,7 @@ async fn after_a_kill_9_an_engine_on_an_empty_disk_restores_the_last_checkpoint_
     p.restore(core, 0).unwrap();
     same(
         "B's state at its stop vs the uninterrupted run",
-        &summary(p.state()),
+        &state_summary(p.state()),
         &want_state,
     );
 }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use onejourney_core::{Processor, State};
 use onejourney_e2e::process::{free_port, EngineProcess};
 use onejourney_e2e::{
-    create_topics, create_topics_on, publish_sim_on, read_all_on, settings, Record, TestEngine, INPUT_PARTITIONS,
+    create_topics, create_topics_on, publish_sim_on, read_all_on, settings, state_summary, Record, TestEngine,
+    INPUT_PARTITIONS,
 };
 use onejourney_engine::config::Settings;
 use onejourney_engine::durable;
@@ -62,28 +63,6 @@ async fn outputs(brokers: &str, s: &Settings) -> Outputs {
         churn: sorted(churn),
         identity: sorted(identity),
     }
-}
-
-/// Per One ID: its identifiers and journey counts, as comparable text.
-fn state_summary(state: &State) -> BTreeMap<String, String> {
-    let partition = state.identity.partition();
-    partition
-        .into_iter()
-        .map(|(one_id, ids)| {
-            let journey = state
-                .journeys
-                .get(&one_id)
-                .map(|j| {
-                    let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
-                    format!(
-                        "events {events:?} purchases {} revenue {:.2} returns {} complaints {} calls {} first {:?} last {:?}",
-                        j.purchases, j.revenue, j.returns, j.complaints, j.call.calls, j.first_seen, j.last_seen
-                    )
-                })
-                .unwrap_or_default();
-            (one_id.to_string(), format!("{ids:?} {journey}"))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

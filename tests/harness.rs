@@ -563,3 +563,26 @@ pub async fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
     .await
     .expect("watermarks task")
 }
+
+/// Per One ID: its identifiers and journey counts, as comparable text (the
+/// durability and changelog tests compare runs by it).
+pub fn state_summary(state: &onejourney_core::State) -> BTreeMap<String, String> {
+    let partition = state.identity.partition();
+    partition
+        .into_iter()
+        .map(|(one_id, ids)| {
+            let journey = state
+                .journeys
+                .get(&one_id)
+                .map(|j| {
+                    let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
+                    format!(
+                        "events {events:?} purchases {} revenue {:.2} returns {} complaints {} calls {} first {:?} last {:?}",
+                        j.purchases, j.revenue, j.returns, j.complaints, j.call.calls, j.first_seen, j.last_seen
+                    )
+                })
+                .unwrap_or_default();
+            (one_id.to_string(), format!("{ids:?} {journey}"))
+        })
+        .collect()
+}

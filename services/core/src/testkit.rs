@@ -103,3 +103,17 @@ fn merge(v: &mut Value, extra: Value) {
         obj.extend(more);
     }
 }
+
+/// A forget request as the HTTP API makes it, for tests that forget.
+pub fn erasure() -> crate::output::ErasureRequest {
+    crate::output::ErasureRequest {
+        requested_by: None,
+        via: "http",
+        requested_at: None,
+        command: crate::output::CommandRef {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+        },
+    }
+}

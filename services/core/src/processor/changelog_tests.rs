@@ -129,7 +129,7 @@ fn apply(p: &mut Processor, i: usize, s: &Step) -> String {
         Step::Forget(ns, v) => {
             let rules = p.state().identity.namespaces().clone();
             match rules.normalise(NAMES[*ns], &value(*ns, *v)) {
-                Ok(Ok(key)) => format!("{:?}", p.forget(&key, erasure())),
+                Ok(Ok(key)) => format!("{:?}", p.forget(&key, crate::testkit::erasure())),
                 _ => String::new(),
             }
         }
@@ -208,20 +208,7 @@ fn only_journeys_changed_since_the_last_take_are_dirty() {
         .normalise("cookie_id", "c-c")
         .expect("valid")
         .expect("not blocked");
-    p.forget(&key, erasure());
+    p.forget(&key, crate::testkit::erasure());
     assert_eq!(p.state().take_dirty(), vec![c.clone()]);
     assert!(!p.state().journeys.contains_key(&c), "a tombstone: no journey");
-}
-
-fn erasure() -> crate::output::ErasureRequest {
-    crate::output::ErasureRequest {
-        requested_by: None,
-        via: "http",
-        requested_at: None,
-        command: crate::output::CommandRef {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-        },
-    }
 }

@@ -108,7 +108,7 @@ proptest! {
                 Op::Forget(ns, v) => {
                     let ns_rules = p.state().identity.namespaces().clone();
                     if let Ok(Ok(key)) = ns_rules.normalise(NAMES[ns], &format!("{}-{v}@x.io", NAMES[ns])) {
-                        p.forget(&key, erasure());
+                        p.forget(&key, crate::testkit::erasure());
                     }
                 }
             }
@@ -137,7 +137,7 @@ fn the_recent_list_refills_after_the_newest_profiles_go() {
             .normalise("cookie_id", &format!("k-{i}"))
             .expect("valid")
             .expect("not blocked");
-        assert!(!p.forget(&key, erasure()).is_empty());
+        assert!(!p.forget(&key, crate::testkit::erasure()).is_empty());
         check(p.state()).expect("after a forget");
     }
     // Merges: each event joins two older profiles; the later-founded one goes.
@@ -160,17 +160,4 @@ fn the_recent_list_refills_after_the_newest_profiles_go() {
     p.process(&web("late", 3, cookie(200), "page_view", json!({})), 0)
         .expect("stitched");
     check(p.state()).expect("after a late event");
-}
-
-fn erasure() -> crate::output::ErasureRequest {
-    crate::output::ErasureRequest {
-        requested_by: None,
-        via: "http",
-        requested_at: None,
-        command: crate::output::CommandRef {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-        },
-    }
 }
