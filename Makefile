@@ -16,7 +16,12 @@ build:
 
 ## Everything CI checks: format, lints, deploy configs and alert rules, unit
 ## and end-to-end tests on a real broker.
+## The end-to-end tests keep each run's state directories and engine logs
+## under $TMPDIR/onejourney-e2e for diagnosis until the next run clears them.
+E2E_DIR = $${TMPDIR:-/tmp}/onejourney-e2e
+
 test: lint tools deploy-check
+	rm -rf "$(E2E_DIR)"
 	scripts/with-broker.sh $(CARGO) test --workspace --all-targets
 
 lint:
@@ -30,6 +35,7 @@ unit:
 
 ## End-to-end tests only.
 e2e: tools
+	rm -rf "$(E2E_DIR)"
 	scripts/with-broker.sh $(CARGO) test -p onejourney-e2e
 
 ## Installs tansu, Prometheus and promtool when missing.
