@@ -250,7 +250,11 @@ async fn a_customer_worth_more_gets_the_costlier_service_action() {
     let mut events: Vec<(i64, &str, Value)> = Vec::new();
     for i in 0..20 {
         let m = t0 + i;
-        events.push((m, &t.pos_transactions, sale_by(&format!("pop{i}@example.test"), 0, m, 20.0)));
+        events.push((
+            m,
+            &t.pos_transactions,
+            sale_by(&format!("pop{i}@example.test"), 0, m, 20.0),
+        ));
     }
     for (k, d) in [0, 25, 50].into_iter().enumerate() {
         let m = t0 + d * day;
@@ -299,7 +303,10 @@ async fn a_customer_worth_more_gets_the_costlier_service_action() {
             .iter()
             .find(|r| r["action_id"] == a["action_id"])
             .unwrap();
-        assert!(decided["reason"].as_str().unwrap().contains("of lifetime value"), "{decided}");
+        assert!(
+            decided["reason"].as_str().unwrap().contains("of lifetime value"),
+            "{decided}"
+        );
         chose.insert(who, (clv, a["action"].as_str().unwrap().to_string()));
     }
     let (low, high) = (&chose["low@example.test"], &chose["high@example.test"]);

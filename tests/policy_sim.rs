@@ -37,6 +37,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "policy_sim/chains.rs"]
+mod chains;
+
+use chains::Chains;
 use onejourney_core::output::{NextBestAction, Output};
 use onejourney_core::{Decoder, Processor, State};
 use onejourney_e2e::{settings, Record, TestEngine};
@@ -255,7 +259,10 @@ fn check(said: &[Said], by_person: &BTreeMap<usize, Vec<&Sent>>) -> (Violations,
                 // The profile the action went to held none of the
                 // identifiers the statement was made with: nothing the
                 // engine had linked the two by when it decided.
-                let known = a.identifiers.iter().any(|(n, v)| said[*person].named[seq].contains(&(n.clone(), v.clone())));
+                let known = a
+                    .identifiers
+                    .iter()
+                    .any(|(n, v)| said[*person].named[seq].contains(&(n.clone(), v.clone())));
                 if !known {
                     unlinked.push((*seq, a.identifiers.clone(), (a.upto, a.at)));
                 }
@@ -353,7 +360,11 @@ fn check_all(sim: &Simulation, said: &[Said], actions: &[Sent]) -> Checked {
     let (mut unattributed, mut to_placeholder) = (0, 0);
     for a in actions {
         let any = person_of(&mut a.identifiers.iter());
-        assert!(any.len() <= 1, "an action to a profile mixing people: {:?}", a.identifiers);
+        assert!(
+            any.len() <= 1,
+            "an action to a profile mixing people: {:?}",
+            a.identifiers
+        );
         if let Some(p) = any.first() {
             by_any.entry(*p).or_default().push(a);
         }
@@ -436,66 +447,6 @@ fn said_by(said: &[Said], seq: usize) -> &Said {
     said.iter().find(|s| s.named.contains_key(&seq)).unwrap()
 }
 
-/// Which person-owned identifiers a chain of events links (union-find over
-/// every event's identifiers, as actions name them; shared and placeholder
-/// values link no one, as in the simulator's truth).
-struct Chains {
-    index: HashMap<(String, String), usize>,
-    parent: Vec<usize>,
-}
-
-impl Chains {
-    fn of<'a>(events: impl IntoIterator<Item = &'a SimEvent>, owner: &HashMap<(String, String), usize>, ns: &onejourney_core::ids::Namespaces) -> Chains {
-        let mut c = Chains {
-            index: HashMap::new(),
-            parent: Vec::new(),
-        };
-        for e in events {
-            let ids = e.value["identifiers"].as_object().into_iter().flatten();
-            let keys: Vec<usize> = ids
-                .filter_map(|(n, v)| {
-                    let k = ns.normalise(n, v.as_str()?).ok()?.ok()?;
-                    let key = (ns.name(k.ns).to_string(), k.value.to_string());
-                    owner.contains_key(&key).then(|| c.id(key))
-                })
-                .collect();
-            for w in keys.windows(2) {
-                let (a, b) = (c.find(w[0]), c.find(w[1]));
-                c.parent[a] = b;
-            }
-        }
-        c
-    }
-
-    fn id(&mut self, key: (String, String)) -> usize {
-        let next = self.parent.len();
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            self.parent.push(next);
-        }
-        i
-    }
-
-    fn find(&mut self, mut i: usize) -> usize {
-        while self.parent[i] != i {
-            self.parent[i] = self.parent[self.parent[i]];
-            i = self.parent[i];
-        }
-        i
-    }
-
-    /// True when some identifier of `a` and some of `b` are linked.
-    fn linked(&mut self, a: &BTreeSet<(String, String)>, b: &BTreeMap<String, String>) -> bool {
-        let roots = |c: &mut Chains, keys: Vec<(String, String)>| -> BTreeSet<usize> {
-            let found: Vec<usize> = keys.iter().filter_map(|k| c.index.get(k).copied()).collect();
-            found.into_iter().map(|i| c.find(i)).collect()
-        };
-        let ra = roots(self, a.iter().cloned().collect());
-        let rb = roots(self, b.iter().map(|(n, v)| (n.clone(), v.clone())).collect());
-        !ra.is_disjoint(&rb)
-    }
-}
-
 /// No rule broken for any real person, except opt-outs the engine could not
 /// link to the profile a message went to (counted and explained above).
 fn assert_per_real_person(c: &Checked) {
@@ -561,7 +512,12 @@ fn no_real_person_gets_more_than_the_contact_policy_allows_over_100k_events() {
     assert!(c.to_placeholder > 0, "placeholder addresses in play");
     // The opt-outs left: no chain of events published before the decision
     // linked the profile sent to with the statement (deterministic here).
-    assert!(c.unlinked > 0 && c.never_linkable <= c.unlinked, "{} {}", c.unlinked, c.never_linkable);
+    assert!(
+        c.unlinked > 0 && c.never_linkable <= c.unlinked,
+        "{} {}",
+        c.unlinked,
+        c.never_linkable
+    );
     assert_eq!(c.linkable_before, 0, "opt-outs the engine could have linked");
 
     // Not vacuous: without the budget, the no-response rest and quiet

@@ -521,14 +521,22 @@ fn lapsed_worth(clv: f64) -> Journey {
 fn a_customer_worth_more_gets_the_costlier_win_back() {
     let cfg = default_decide();
     let now = t(60 * 24 * 60);
-    let choose = |clv: f64| run(&cfg, &lapsed_worth(clv), &all_reach(), &[Trigger::Lapsed], now).choice.unwrap();
+    let choose = |clv: f64| {
+        run(&cfg, &lapsed_worth(clv), &all_reach(), &[Trigger::Lapsed], now)
+            .choice
+            .unwrap()
+    };
     // Identical but for their lifetime value: the plain reminder for the
     // one, the offer (which gives a discount away) for the other.
     let (low, high) = (choose(300.0), choose(1000.0));
     assert_eq!(low.action, "win_back", "{}", low.reason);
     assert_eq!(high.action, "win_back_offer", "{}", high.reason);
     // Expected value = propensity x (value + clv_share x clv): 0.1 x (18 + 10).
-    assert!((high.score - 0.1 * (18.0 + 0.01 * 1000.0)).abs() < 1e-9, "{}", high.score);
+    assert!(
+        (high.score - 0.1 * (18.0 + 0.01 * 1000.0)).abs() < 1e-9,
+        "{}",
+        high.score
+    );
     let factor = |c: &Choice, name: &str| c.factors.iter().find(|f| f.name == name).map(|f| f.value);
     assert_eq!(factor(&high, "clv"), Some(1000.0));
     assert_eq!(factor(&high, "clv_share"), Some(0.01));
@@ -539,7 +547,10 @@ fn a_customer_worth_more_gets_the_costlier_win_back() {
     let mut j = lapsed_worth(0.0);
     j.clv = None;
     let c = run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], now).choice.unwrap();
-    assert_eq!((c.action.as_str(), factor(&c, "value_at_stake")), ("win_back", Some(0.0)));
+    assert_eq!(
+        (c.action.as_str(), factor(&c, "value_at_stake")),
+        ("win_back", Some(0.0))
+    );
 }
 
 #[test]
@@ -548,7 +559,11 @@ fn an_action_without_a_clv_share_is_priced_as_before() {
     let j = with_cart(80.0);
     let mut rich = with_cart(80.0);
     rich.clv = lapsed_worth(10_000.0).clv;
-    let at = |j: &Journey| run(&cfg, j, &all_reach(), &[Trigger::CartAbandoned], t(60)).choice.unwrap();
+    let at = |j: &Journey| {
+        run(&cfg, j, &all_reach(), &[Trigger::CartAbandoned], t(60))
+            .choice
+            .unwrap()
+    };
     let (a, b) = (at(&j), at(&rich));
     assert_eq!((a.action.as_str(), a.score), (b.action.as_str(), b.score));
     assert!(b.factors.iter().all(|f| f.name != "clv"), "{:?}", b.factors);
