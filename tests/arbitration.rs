@@ -6,7 +6,8 @@
 //! move the engine's choice for new customers to it. The holdout: a share of
 //! decisions is withheld (within the binomial's tolerance), none of them is
 //! published, and purchases after the decisions give the uplift figures at
-//! `GET /v1/models/actions`.
+//! `GET /v1/models/actions`. The lifetime value in the expected value: two
+//! customers identical but for what they bought get different actions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -205,5 +206,113 @@ async fn the_holdout_is_withheld_never_published_and_measured() {
         metrics.contains("onejourney_action_decisions{action=\"service_recovery\",group=\"held_out\"}"),
         "holdout metrics exported"
     );
+    e.stop().await;
+}
+
+/// A store sale of `total` by `who` (an e-mail address) at `minute`.
+fn sale_by(who: &str, n: usize, minute: i64, total: f64) -> Value {
+    json!({"event_id": format!("s-{who}-{n}"), "event_type": "sale", "occurred_at": at(minute),
+        "identifiers": {"email": who}, "transaction_id": format!("tx-{who}-{n}"),
+        "store_id": "st-1", "total": total, "currency": "EUR"})
+}
+
+/// The lifetime value in the expected value (`clv_share`): two customers
+/// identical but for what they bought complain; the one worth more gets the
+/// call back, the other the apology e-mail. The catalog here makes the call
+/// back worth less than the apology on its own value (50 vs 60) and gives
+/// it 1 % of the customer's lifetime value against the apology's 0.7 %: it
+/// wins above a lifetime value of about 9,300 (0.35 x (50 + 0.01 clv) >
+/// 0.4 x (60 + 0.007 clv)). The two come out near 2,400 and 43,000 (a
+/// population of mostly small buyers, 365-day horizon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_worth_more_gets_the_costlier_service_action() {
+    let mut s = onejourney_e2e::settings("arbiter-clv");
+    let spec = |s: &mut onejourney_engine::config::Settings, name: &str| {
+        s.decide.actions.iter().position(|a| a.name == name).unwrap()
+    };
+    let (call, mail) = (spec(&mut s, "service_recovery"), spec(&mut s, "apology_email"));
+    s.decide.actions[call].value = 50.0;
+    s.decide.actions[call].clv_share = 0.01;
+    s.decide.actions[mail].clv_share = 0.007;
+    // Their post-purchase e-mails go unanswered: no rest for that here.
+    s.decide.policy.no_response = None;
+    // Two months of history on two partitions: none of it too late.
+    s.state.dedupe_window = Duration::from_secs(120 * 86_400);
+    let mut e = TestEngine::start(s).await;
+    let t = e.topics.clone();
+    let day = 24 * 60;
+    // Two months before the other tests' time (events far in the future
+    // are refused).
+    let t0 = -70 * day;
+    // A population of small buyers, then the two: one small order each
+    // month, or a large one every five days (the last e-mails a week or more
+    // before the complaints: one a week is the cap); in event-time order.
+    let mut events: Vec<(i64, &str, Value)> = Vec::new();
+    for i in 0..20 {
+        let m = t0 + i;
+        events.push((
+            m,
+            &t.pos_transactions,
+            sale_by(&format!("pop{i}@example.test"), 0, m, 20.0),
+        ));
+    }
+    for (k, d) in [0, 25, 50].into_iter().enumerate() {
+        let m = t0 + d * day;
+        events.push((m, &t.pos_transactions, sale_by("low@example.test", k, m, 20.0)));
+    }
+    for k in 0..12 {
+        let m = t0 + k as i64 * 5 * day + 1;
+        events.push((m, &t.pos_transactions, sale_by("high@example.test", k, m, 400.0)));
+    }
+    for (i, who) in ["low@example.test", "high@example.test"].iter().enumerate() {
+        let mut c = complaint(9000 + i, t0 + 61 * day);
+        c["identifiers"] = json!({"email": who});
+        events.push((t0 + 61 * day, &t.call_center_events, c));
+    }
+    events.sort_by_key(|(m, _, _)| *m);
+    for (_, topic, v) in &events {
+        e.produce_json(topic, v).await;
+    }
+    let service = service_actions(
+        &e.read_until(&t.next_best_actions, WAIT, |r| service_actions(r).len() >= 2)
+            .await,
+    );
+    assert_eq!(service.len(), 2, "{service:#?}");
+    let mut chose = std::collections::BTreeMap::new();
+    for who in ["low@example.test", "high@example.test"] {
+        let (status, body) = e.get_json(&format!("/v1/profiles/email/{who}")).await;
+        assert_eq!(status, 200, "{body}");
+        let one_id = body["one_id"].as_str().unwrap().to_string();
+        let clv = body["journey"]["clv"]["value"].as_f64().unwrap();
+        let a = service.iter().find(|a| a["one_id"] == one_id.as_str()).unwrap();
+        let factor = |name: &str| {
+            a["factors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["name"] == name)
+                .and_then(|f| f["value"].as_f64())
+        };
+        println!("{who}: clv {clv:.2}, {} ({})", a["action"], a["reason"]);
+        // The record and the lookup show the expected value's parts.
+        assert!(factor("clv").is_some_and(|v| (v - clv).abs() < 0.01), "{a}");
+        assert!(factor("value_at_stake").is_some(), "{a}");
+        let decided = body["recent_actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action_id"] == a["action_id"])
+            .unwrap();
+        assert!(
+            decided["reason"].as_str().unwrap().contains("of lifetime value"),
+            "{decided}"
+        );
+        chose.insert(who, (clv, a["action"].as_str().unwrap().to_string()));
+    }
+    let (low, high) = (&chose["low@example.test"], &chose["high@example.test"]);
+    let flip = 6.5 / (0.35 * 0.01 - 0.4 * 0.007);
+    assert!(low.0 < flip && high.0 > flip, "{flip}: {chose:?}");
+    assert_eq!(low.1, "apology_email", "{chose:?}");
+    assert_eq!(high.1, "service_recovery", "{chose:?}");
     e.stop().await;
 }

@@ -71,6 +71,11 @@ pub struct ActionSpec {
     /// Cart actions: value added per unit of cart value.
     #[serde(default)]
     pub value_per_cart_unit: f64,
+    /// Share of the customer's expected lifetime value (`journey.clv`) a
+    /// success keeps: added to `value`, so a customer worth more has more
+    /// at stake (retention, win-back and service actions). Default 0.
+    #[serde(default)]
+    pub clv_share: f64,
     /// Prior probability of success, before outcomes are learned.
     pub propensity: f64,
     /// Business weight (default 1).
@@ -243,6 +248,9 @@ impl DecideConfig {
             }
             if a.value < 0.0 || a.weight < 0.0 || a.value_per_cart_unit < 0.0 {
                 return Err(bad("value, value_per_cart_unit and weight must be >= 0"));
+            }
+            if !(0.0..=1.0).contains(&a.clv_share) {
+                return Err(bad("clv_share must be within 0..=1"));
             }
             if self.actions[..index].iter().any(|b| b.name == a.name) {
                 return Err(bad("name is used twice"));

@@ -21,7 +21,11 @@
 //! Ranking: expected value = propensity x value x weight x lever, where the
 //! propensity is learned from outcomes ([`propensity`]) per action, tier and
 //! channel, the value and weight come from the catalog and the lever from the
-//! business (`decide.levers`). Candidates are ranked on the same product with
+//! business (`decide.levers`). The value is the catalog's `value` (plus the
+//! cart's share for cart actions) plus the lifetime value at stake:
+//! `clv_share` x the customer's expected lifetime value (`journey.clv`, 0
+//! when unknown), so a valuable customer at risk makes a costlier action
+//! with a better chance worth it. Candidates are ranked on the same product with
 //! a Thompson draw from the propensity's posterior in place of its mean
 //! (`decide.explore`), so a rarely tried alternative still gets its chance
 //! while the evidence is thin and stops getting it once the evidence is in.
@@ -97,7 +101,8 @@ impl Estimate {
 pub struct Choice {
     pub action: String,
     pub channel: ContactChannel,
-    /// Expected value: propensity x value x weight x lever.
+    /// Expected value: propensity x value x weight x lever (value including
+    /// the lifetime value at stake).
     pub score: f64,
     /// What it was ranked on: the same with the propensity's draw.
     pub rank: f64,
@@ -197,7 +202,9 @@ fn candidate(
         return Err(Some(Suppressed::QuietPeriod));
     }
     let channel = policy::channel(&cfg.policy, j, reach, &a.channels, now).map_err(Some)?;
-    let value = a.value + extra_value;
+    let clv = j.clv.map_or(0.0, |c| c.value);
+    let at_stake = a.clv_share * clv;
+    let value = a.value + extra_value + at_stake;
     let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
     let p = propensity(a, channel);
     let score = p.mean * value * a.weight * lever;
@@ -206,13 +213,18 @@ fn candidate(
     }
     let rank = p.draw * value * a.weight * lever;
     factors.extend(pricing(p, value, a.weight, lever));
+    let mut stake = String::new();
+    if a.clv_share > 0.0 {
+        factors.extend(lifetime(clv, a.clv_share, at_stake));
+        stake = format!(", of it {at_stake:.2} = {} of lifetime value {clv:.2}", a.clv_share);
+    }
     Ok(Choice {
         action: a.name.clone(),
         channel,
         score: round4(score),
         rank,
         reason: format!(
-            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2}; ranked on a draw of {:.3})",
+            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2}{stake}; ranked on a draw of {:.3})",
             a.reason, score, p.mean, value, p.draw
         ),
         factors,
@@ -230,6 +242,17 @@ fn pricing(p: Estimate, value: f64, weight: f64, lever: f64) -> [NamedValue; 5] 
         named("value", round2(value)),
         named("weight", weight),
         named("lever", lever),
+    ]
+}
+
+/// The factors of the lifetime value at stake: the customer's CLV, the
+/// action's share of it and their product (part of `value`).
+fn lifetime(clv: f64, share: f64, at_stake: f64) -> [NamedValue; 3] {
+    let named = |name, value| NamedValue { name, value };
+    [
+        named("clv", round2(clv)),
+        named("clv_share", share),
+        named("value_at_stake", round2(at_stake)),
     ]
 }
 

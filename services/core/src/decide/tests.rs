@@ -502,3 +502,76 @@ fn the_common_triggers_have_alternatives_and_the_first_listed_ranks_first_on_pri
     }
     assert!(cfg.explore && cfg.holdout_share > 0.0 && cfg.min_expected_value > 0.0);
 }
+
+/// A lapsed buyer worth `clv` over the value horizon.
+fn lapsed_worth(clv: f64) -> Journey {
+    let mut j = Journey::default();
+    j.apply(&pos("1", 0, json!({"loyalty_id": "L"}), 30.0));
+    j.clv = Some(crate::journey::Clv {
+        expected_purchases: clv / 30.0,
+        order_value: 30.0,
+        p_active: 0.5,
+        value: clv,
+        horizon_days: 365.0,
+    });
+    j
+}
+
+#[test]
+fn a_customer_worth_more_gets_the_costlier_win_back() {
+    let cfg = default_decide();
+    let now = t(60 * 24 * 60);
+    let choose = |clv: f64| {
+        run(&cfg, &lapsed_worth(clv), &all_reach(), &[Trigger::Lapsed], now)
+            .choice
+            .unwrap()
+    };
+    // Identical but for their lifetime value: the plain reminder for the
+    // one, the offer (which gives a discount away) for the other.
+    let (low, high) = (choose(300.0), choose(1000.0));
+    assert_eq!(low.action, "win_back", "{}", low.reason);
+    assert_eq!(high.action, "win_back_offer", "{}", high.reason);
+    // Expected value = propensity x (value + clv_share x clv): 0.1 x (18 + 10).
+    assert!(
+        (high.score - 0.1 * (18.0 + 0.01 * 1000.0)).abs() < 1e-9,
+        "{}",
+        high.score
+    );
+    let factor = |c: &Choice, name: &str| c.factors.iter().find(|f| f.name == name).map(|f| f.value);
+    assert_eq!(factor(&high, "clv"), Some(1000.0));
+    assert_eq!(factor(&high, "clv_share"), Some(0.01));
+    assert_eq!(factor(&high, "value_at_stake"), Some(10.0));
+    assert_eq!(factor(&high, "value"), Some(28.0));
+    assert!(high.reason.contains("lifetime value 1000.00"), "{}", high.reason);
+    // Unknown lifetime value: nothing at stake, the catalog's ranking.
+    let mut j = lapsed_worth(0.0);
+    j.clv = None;
+    let c = run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], now).choice.unwrap();
+    assert_eq!(
+        (c.action.as_str(), factor(&c, "value_at_stake")),
+        ("win_back", Some(0.0))
+    );
+}
+
+#[test]
+fn an_action_without_a_clv_share_is_priced_as_before() {
+    let cfg = default_decide();
+    let j = with_cart(80.0);
+    let mut rich = with_cart(80.0);
+    rich.clv = lapsed_worth(10_000.0).clv;
+    let at = |j: &Journey| {
+        run(&cfg, j, &all_reach(), &[Trigger::CartAbandoned], t(60))
+            .choice
+            .unwrap()
+    };
+    let (a, b) = (at(&j), at(&rich));
+    assert_eq!((a.action.as_str(), a.score), (b.action.as_str(), b.score));
+    assert!(b.factors.iter().all(|f| f.name != "clv"), "{:?}", b.factors);
+}
+
+#[test]
+fn a_clv_share_outside_zero_to_one_is_refused() {
+    let mut cfg = default_decide();
+    cfg.actions[0].clv_share = 1.5;
+    assert!(cfg.validate().is_err());
+}

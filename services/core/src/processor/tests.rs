@@ -213,9 +213,11 @@ fn a_quiet_customer_rises_on_timers_alone() {
     assert!(outs
         .iter()
         .any(|o| matches!(o, Output::Churn(c) if c.one_id == quiet && c.trigger.kind == "timer")));
+    // A win-back (which of the two depends on the lifetime value at stake:
+    // one buyer is the whole population here, so theirs is large).
     assert!(actions(&outs)
         .iter()
-        .any(|a| a.one_id == quiet && a.action == "win_back"));
+        .any(|a| a.one_id == quiet && a.action.starts_with("win_back")));
 }
 
 #[test]
