@@ -133,7 +133,7 @@ impl IdentityGraph {
             .find_map(|k| self.one_id_of(k).map(|one_id| (one_id, (*k).clone())))
             .or_else(|| {
                 linking.iter().find_map(|k| {
-                    let former = self.index.get(*k)?.former.clone()?;
+                    let former = w.formers.get(*k)?.clone();
                     self.profiles.contains_key(&former).then(|| (former, (*k).clone()))
                 })
             })
