@@ -129,3 +129,60 @@ fn resident_bytes_per_profile() {
         g.approx_bytes() / n
     );
 }
+
+/// An index slot as snapshots before the `formers` map held it.
+#[derive(serde::Deserialize)]
+struct OldSlot {
+    one_id: Option<String>,
+    former: Option<String>,
+    #[allow(dead_code)]
+    component: u32,
+}
+
+/// The identity section of a snapshot, its index read in the old layout.
+#[allow(dead_code)]
+#[derive(serde::Deserialize)]
+struct OldIdentitySnapshot {
+    profiles: serde::de::IgnoredAny,
+    index: Vec<(IdKey, OldSlot)>,
+    components: serde::de::IgnoredAny,
+    next_component: u32,
+    devices: serde::de::IgnoredAny,
+    suppressed: serde::de::IgnoredAny,
+}
+
+#[test]
+fn a_cap_dropped_identifier_keeps_its_former_profile_through_a_snapshot_in_the_old_slot_layout() {
+    // cookie_id capped at 1 per profile: the second cookie drops the first.
+    let mut rules = Namespaces::default_rules();
+    for r in &mut rules {
+        if r.name == "cookie_id" {
+            r.max_per_profile = Some(1);
+        }
+    }
+    let ns = Namespaces::new(rules, Default::default()).unwrap();
+    let g = IdentityGraph::new(Arc::new(ns));
+    let e = |id: &str, m, ids| web(id, m, ids, "page_view", json!({}));
+    let a = g.stitch(&e("w0", 0, json!({"cookie_id": "c-1"}))).unwrap();
+    g.stitch(&e("w1", 1, json!({"cookie_id": "c-1", "customer_id": "C-1"})))
+        .unwrap();
+    g.stitch(&e("w2", 2, json!({"cookie_id": "c-2", "customer_id": "C-1"})))
+        .unwrap();
+    let c1 = g.namespaces().normalise("cookie_id", "c-1").unwrap().unwrap();
+    assert_eq!(g.one_id_of(&c1), None, "the cap dropped c-1");
+
+    let bytes = rmp_serde::to_vec(&g.snapshot()).unwrap();
+    // The slot is written as it always was: one_id, former, component.
+    let old: OldIdentitySnapshot = rmp_serde::from_slice(&bytes).unwrap();
+    let (_, slot) = old.index.iter().find(|(k, _)| *k == c1).unwrap();
+    assert_eq!(slot.one_id, None);
+    assert_eq!(slot.former.as_deref(), Some(&*a.one_id));
+
+    let restored = IdentityGraph::new(g.namespaces().clone());
+    restored.restore(rmp_serde::from_slice(&bytes).unwrap(), g.derivation());
+    assert_eq!(restored.canonical(), g.canonical());
+    // A known set of only the dropped cookie is attributed to its former profile.
+    let only = restored.stitch(&e("w3", 3, json!({"cookie_id": "c-1"}))).unwrap();
+    assert_eq!(only.one_id, a.one_id);
+    assert!(only.ops.is_empty());
+}
