@@ -186,3 +186,39 @@ fn a_cap_dropped_identifier_keeps_its_former_profile_through_a_snapshot_in_the_o
     assert_eq!(only.one_id, a.one_id);
     assert!(only.ops.is_empty());
 }
+
+#[test]
+fn an_identifier_value_is_held_once_however_many_events_carry_it() {
+    let g = graph();
+    let e = |id: &str, m, ids| web(id, m, ids, "page_view", json!({}));
+    g.stitch(&e("w1", 0, json!({"cookie_id": "c-1"}))).unwrap();
+    g.stitch(&e("w2", 1, json!({"cookie_id": "c-1", "customer_id": "C-1"})))
+        .unwrap();
+    let s = g
+        .stitch(&e(
+            "w3",
+            2,
+            json!({"cookie_id": "c-1", "customer_id": "C-1", "email": "a@x.com"}),
+        ))
+        .unwrap();
+    let held = |k: &IdKey| g.index.get(k).map(|r| r.key().value.clone()).unwrap();
+    let w = g.lock();
+    let mut copies = 0;
+    for c in w.components.values() {
+        for k in c.evidence.iter().flat_map(|e| e.ids.iter()).chain(&c.ids) {
+            assert!(Arc::ptr_eq(&k.value, &held(k)), "{k:?} in evidence is a copy");
+            copies += 1;
+        }
+    }
+    assert_eq!(copies, 6 + 3);
+    drop(w);
+    g.with_profile(&s.one_id, |p| {
+        for l in &p.links {
+            assert!(Arc::ptr_eq(&l.from.value, &held(&l.from)));
+        }
+        for k in &p.ids {
+            assert!(Arc::ptr_eq(&k.value, &held(k)));
+        }
+    })
+    .unwrap();
+}
