@@ -84,6 +84,15 @@
 //! - `tally.rs`: the graph's size (profiles, identifiers, bytes), kept as
 //!   it changes so readers never walk it.
 //!
+//! ## Memory
+//! An identifier value is allocated once: a new evidence set takes the
+//! index's `IdKey`s (`fold.rs`), so evidence, profiles, links and device
+//! counts share the index's value. Every list of a profile, a component and
+//! a device is sized exactly (most hold one to three entries). An index slot
+//! is 24 bytes: the rare profile a cap dropped an identifier from sits in
+//! the writer's `formers`. `size_tests.rs` holds the budget and a resident
+//! measurement of the bench's profile shape.
+//!
 //! This file holds the graph's state and its read-only queries.
 
 use std::collections::BTreeMap;

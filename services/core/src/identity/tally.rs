@@ -13,7 +13,8 @@
 //! functions below are its only definition), so taking an entry's size before
 //! a change and adding its size after keeps the running sum equal to a full
 //! walk. Sizes that follow from a length alone (the `known` fingerprints, the
-//! suppression entries) are added when the numbers are published.
+//! suppression entries, the `formers` of cap-dropped identifiers) are added
+//! when the numbers are published.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
