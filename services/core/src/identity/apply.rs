@@ -15,7 +15,7 @@
 //! (`tally.rs`) as it is made.
 
 use super::tally::{component_frame, device_bytes, evidence_bytes, profile_size, slot_bytes};
-use super::types::{Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
+use super::types::{extend_exact, fit, push_exact, Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
 use super::{fingerprint, Component, IdentityGraph, Slot, Writer};
 use crate::ids::{IdKey, Kind};
 use crate::time::EventTime;
@@ -52,7 +52,6 @@ impl IdentityGraph {
                     k.clone(),
                     Slot {
                         one_id: None,
-                        former: None,
                         component: target,
                     },
                 );
@@ -62,23 +61,23 @@ impl IdentityGraph {
         let first = w.known.get(&fp).cloned();
         if let Some(t) = w.components.get_mut(&target) {
             let (before, evidence_before) = (component_frame(t), t.evidence.len());
-            t.ids.extend(new_ids);
+            extend_exact(&mut t.ids, new_ids);
             match &first {
                 // An earlier occurrence of a known set: move it.
                 Some(first) if e.key < *first => {
                     if let Some(old) = t.evidence.iter_mut().find(|x| x.key == *first) {
                         old.key = e.key.clone();
                     } else {
-                        t.evidence.push(e.clone());
+                        push_exact(&mut t.evidence, e.clone());
                     }
                 }
                 Some(_) => {
                     // Folded again after every identifier left its profile.
                     if !t.evidence.iter().any(|x| x.key == e.key) {
-                        t.evidence.push(e.clone());
+                        push_exact(&mut t.evidence, e.clone());
                     }
                 }
-                None => t.evidence.push(e.clone()),
+                None => push_exact(&mut t.evidence, e.clone()),
             }
             let pushed = if t.evidence.len() > evidence_before {
                 evidence_bytes(e)
@@ -131,8 +130,8 @@ impl IdentityGraph {
             }
             if let Some(t) = w.components.get_mut(&target) {
                 let before = component_frame(t);
-                t.ids.extend(gone.ids);
-                t.evidence.extend(gone.evidence);
+                extend_exact(&mut t.ids, gone.ids);
+                extend_exact(&mut t.evidence, gone.evidence);
                 t.last = t.last.clone().max(gone.last);
                 let after = component_frame(t);
                 w.sums.resized(before, after);
@@ -241,19 +240,20 @@ impl IdentityGraph {
             };
             let before = profile_size(&p);
             if household {
-                p.households.push(link.from.clone());
+                push_exact(&mut p.households, link.from.clone());
             } else {
-                p.ids.push(link.from.clone());
+                push_exact(&mut p.ids, link.from.clone());
             }
-            p.links.push(link.clone());
+            push_exact(&mut p.links, link.clone());
             let dropped = self.enforce_caps(&mut p);
+            p.fit();
             w.sums.profile_changed(before, profile_size(&p));
             dropped
         };
         if !household {
             self.set_slot(w, &link.from, Some(one_id.clone()));
         }
-        self.drop_links(&dropped, one_id);
+        self.drop_links(w, &dropped, one_id);
         dropped.len()
     }
 
@@ -273,10 +273,8 @@ impl IdentityGraph {
             }
         }
         for key in &gone.dropped {
-            if let Some(mut s) = self.index.get_mut(key) {
-                if s.one_id.is_none() {
-                    s.former = Some(survivor.clone());
-                }
+            if self.index.get(key).is_some_and(|s| s.one_id.is_none()) {
+                w.formers.insert(key.clone(), survivor.clone());
             }
         }
         let dropped = {
@@ -285,23 +283,25 @@ impl IdentityGraph {
             };
             let before = profile_size(&p);
             p.first_seen = p.first_seen.min(gone.first_seen);
-            p.ids.extend(gone.ids);
+            extend_exact(&mut p.ids, gone.ids);
             for h in gone.households {
                 if !p.households.contains(&h) {
-                    p.households.push(h);
+                    push_exact(&mut p.households, h);
                 }
             }
+            p.links.reserve_exact(gone.links.len() + 1);
             p.links.extend(gone.links);
             p.links.push(link.clone());
-            p.dropped.extend(gone.dropped);
+            extend_exact(&mut p.dropped, gone.dropped);
             for r in gone.refused {
                 p.keep_refused(r);
             }
             let dropped = self.enforce_caps(&mut p);
+            p.fit();
             w.sums.profile_changed(before, profile_size(&p));
             dropped
         };
-        self.drop_links(&dropped, survivor);
+        self.drop_links(w, &dropped, survivor);
         dropped.len()
     }
 
@@ -313,8 +313,9 @@ impl IdentityGraph {
         if !stat.shared {
             stat.persons.retain(|(t, _)| *t >= at.minus(window));
             if !stat.persons.iter().any(|(_, p)| p == person) {
-                stat.persons.push((at, person.clone()));
+                push_exact(&mut stat.persons, (at, person.clone()));
             }
+            fit(&mut stat.persons);
         }
         let after = device_bytes(stat);
         w.sums.resized(before, after);
@@ -336,6 +337,7 @@ impl IdentityGraph {
                     let before = profile_size(&p);
                     p.ids.retain(|k| k != device);
                     p.links.retain(|l| l.from != *device);
+                    p.fit();
                     w.sums.profile_changed(before, profile_size(&p));
                 }
                 !alone
@@ -350,7 +352,7 @@ impl IdentityGraph {
         match self.index.get_mut(key) {
             Some(mut s) => {
                 s.one_id = one_id;
-                s.former = None;
+                w.formers.remove(key);
             }
             None => {
                 // Applied from a changelog without its Record: give it a component.
@@ -362,14 +364,7 @@ impl IdentityGraph {
                 };
                 w.sums.resized(0, component_frame(&own) + slot_bytes(key));
                 w.components.insert(c, own);
-                self.index.insert(
-                    key.clone(),
-                    Slot {
-                        one_id,
-                        former: None,
-                        component: c,
-                    },
-                );
+                self.index.insert(key.clone(), Slot { one_id, component: c });
             }
         }
     }
@@ -386,12 +381,12 @@ impl IdentityGraph {
     }
 
     /// Takes identifiers a cap dropped out of the index, remembering where they were.
-    fn drop_links(&self, keys: &[IdKey], one_id: &OneId) {
+    fn drop_links(&self, w: &mut Writer, keys: &[IdKey], one_id: &OneId) {
         for k in keys {
             if let Some(mut s) = self.index.get_mut(k) {
                 if s.one_id.as_ref() == Some(one_id) {
                     s.one_id = None;
-                    s.former = Some(one_id.clone());
+                    w.formers.insert(k.clone(), one_id.clone());
                 }
             }
         }
@@ -439,7 +434,7 @@ impl IdentityGraph {
             };
             p.ids.retain(|k| *k != victim);
             p.links.retain(|l| l.from != victim);
-            p.dropped.push(victim.clone());
+            push_exact(&mut p.dropped, victim.clone());
             dropped.push(victim);
         }
         dropped

@@ -88,6 +88,7 @@ impl IdentityGraph {
     /// Records a new evidence and folds it: one step when it sorts after its
     /// component's evidence, a rebuild of the component otherwise.
     fn fold_new(&self, w: &mut Writer, key: EvidenceKey, ids: Vec<IdKey>) -> Result<Stitch, StitchError> {
+        let ids: Vec<IdKey> = ids.into_iter().map(|k| self.interned(k)).collect();
         let evidence = Evidence {
             key: key.clone(),
             ids: Arc::from(ids),
@@ -119,6 +120,16 @@ impl IdentityGraph {
         }
     }
 
+    /// The identifier as the index holds it: an identifier already in the
+    /// graph shares the index's value (one allocation per distinct value,
+    /// whatever number of events, evidence sets and links carry it).
+    fn interned(&self, k: IdKey) -> IdKey {
+        match self.index.get(&k) {
+            Some(r) => r.key().clone(),
+            None => k,
+        }
+    }
+
     /// The profile an already-folded set resolves to: the strongest of its
     /// linking identifiers that is in a profile.
     fn resolve(&self, w: &Writer, ids: &[IdKey]) -> Option<(OneId, IdKey)> {
@@ -133,7 +144,7 @@ impl IdentityGraph {
             .find_map(|k| self.one_id_of(k).map(|one_id| (one_id, (*k).clone())))
             .or_else(|| {
                 linking.iter().find_map(|k| {
-                    let former = self.index.get(*k)?.former.clone()?;
+                    let former = w.formers.get(*k)?.clone();
                     self.profiles.contains_key(&former).then(|| (former, (*k).clone()))
                 })
             })

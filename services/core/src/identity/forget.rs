@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes};
-use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
+use super::types::{fit, Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::hash::HashSet;
 use crate::ids::IdKey;
@@ -74,6 +74,7 @@ impl IdentityGraph {
             let entry = self.suppression_entry(w, k);
             w.suppressed.insert(entry);
             entries.push(Suppression { ns: k.ns, entry });
+            w.formers.remove(*k);
             if let Some((key, s)) = self.index.remove(*k) {
                 w.sums.resized(slot_bytes(&key), 0);
                 comps.insert(s.component);
@@ -85,6 +86,7 @@ impl IdentityGraph {
         for stat in w.devices.values_mut() {
             let before = device_bytes(stat);
             stat.persons.retain(|(_, q)| !gone.contains(q));
+            fit(&mut stat.persons);
             w.sums.resized(before, device_bytes(stat));
         }
         self.strip_refused(w, &comps, &gone, one_id);
@@ -110,6 +112,7 @@ impl IdentityGraph {
                 let before = profile_size(&p);
                 p.refused
                     .retain(|r| !gone.contains(&r.key) && r.kept_in.as_ref() != Some(erased));
+                p.fit();
                 w.sums.profile_changed(before, profile_size(&p));
             }
         }
@@ -142,6 +145,8 @@ impl IdentityGraph {
                 kept.push(stripped);
             }
         }
+        fit(&mut kept);
+        fit(&mut comp.ids);
         comp.evidence = kept;
         let after = component_bytes(comp);
         w.sums.resized(before, after);

@@ -84,6 +84,15 @@
 //! - `tally.rs`: the graph's size (profiles, identifiers, bytes), kept as
 //!   it changes so readers never walk it.
 //!
+//! ## Memory
+//! An identifier value is allocated once: a new evidence set takes the
+//! index's `IdKey`s (`fold.rs`), so evidence, profiles, links and device
+//! counts share the index's value. Every list of a profile, a component and
+//! a device is sized exactly (most hold one to three entries). An index slot
+//! is 24 bytes: the rare profile a cap dropped an identifier from sits in
+//! the writer's `formers`. `size_tests.rs` holds the budget and a resident
+//! measurement of the bench's profile shape.
+//!
 //! This file holds the graph's state and its read-only queries.
 
 use std::collections::BTreeMap;
@@ -108,6 +117,8 @@ mod tally;
 mod types;
 
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod tests;
 
 pub use derive::{Derivation, DerivationError, DerivationRecord, IdentityKey, KeyError};
@@ -118,15 +129,14 @@ pub use types::{
     RejectReason, Rejection, Rule, Stitch, StitchError, Suppression, REFUSED_LINKS,
 };
 
-/// What the index holds for one identifier.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What the index holds for one identifier (24 bytes). The profile a cap
+/// dropped it from, rare, is in [`Writer::formers`]; a snapshot writes both
+/// as one slot (see `snapshot.rs`).
+#[derive(Clone, Debug)]
 struct Slot {
     /// The profile it is in; `None` when it was dropped by a cap or left as
     /// a shared device.
     one_id: Option<OneId>,
-    /// The profile a cap dropped it from: events that carry only dropped
-    /// identifiers are attributed there, without changing the graph.
-    former: Option<OneId>,
     /// Its component.
     component: u32,
 }
@@ -155,6 +165,10 @@ struct Writer {
     /// Fingerprint of an identifier set -> its first occurrence.
     known: HashMap<u128, EvidenceKey>,
     devices: HashMap<IdKey, DeviceStat>,
+    /// Identifiers a cap dropped, in no profile -> the profile it dropped
+    /// them from: events that carry only dropped identifiers are attributed
+    /// there, without changing the graph.
+    formers: HashMap<IdKey, OneId>,
     /// Suppression entries of forgotten identifiers.
     suppressed: HashSet<[u8; 16]>,
     /// The graph's size, kept as it changes (see `tally.rs`).

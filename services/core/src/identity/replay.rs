@@ -47,12 +47,13 @@ impl IdentityGraph {
             .collect();
         let components: BTreeMap<_, _> = w.components.iter().map(|(k, c)| (*k, format!("{c:?}"))).collect();
         let devices: BTreeMap<_, _> = w.devices.iter().map(|(k, d)| (k.clone(), format!("{d:?}"))).collect();
+        let formers: BTreeMap<_, _> = w.formers.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
         let mut known: Vec<_> = w.known.iter().map(|(k, v)| (*k, v.clone())).collect();
         known.sort();
         let mut suppressed: Vec<_> = w.suppressed.iter().copied().collect();
         suppressed.sort_unstable();
         format!(
-            "profiles {profiles:#?}\nindex {index:#?}\ncomponents {components:#?}\nnext {}\ndevices {devices:#?}\n\
+            "profiles {profiles:#?}\nindex {index:#?}\nformers {formers:#?}\ncomponents {components:#?}\nnext {}\ndevices {devices:#?}\n\
              known {known:?}\nsuppressed {suppressed:?}\nsums {:?}",
             w.next_component, w.sums
         )

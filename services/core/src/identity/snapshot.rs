@@ -8,7 +8,10 @@
 //! [`IdentitySnapshot`] under the same names and in the same order (profiles,
 //! index, components, next_component, devices, suppressed), and the types
 //! inside (`Profile`, `Slot`, `Component`, `DeviceStat`) keep their serde
-//! fields; changing any of them is a snapshot version bump. Fingerprints are
+//! fields; changing any of them is a snapshot version bump. An index slot is
+//! written as it always was (`one_id`, `former`, `component`): in memory the
+//! rare `former` sits in the writer's `formers` map, joined in on the way
+//! out and split off on the way in. Fingerprints are
 //! not written: they depend on the hasher of the build and are recomputed.
 //! How One IDs are derived is recorded by the processor's snapshot
 //! (`one_ids`) and handed to [`IdentityGraph::restore`].
@@ -17,16 +20,43 @@ use std::sync::MutexGuard;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Profile;
+use super::types::{OneId, Profile};
 use super::Derivation;
 use super::{fingerprint, Component, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
+
+/// An index slot as a snapshot holds it (field names and order are the format).
+#[derive(Serialize, Deserialize)]
+struct SlotRecord {
+    one_id: Option<OneId>,
+    former: Option<OneId>,
+    component: u32,
+}
+
+/// The index as a sequence of `(identifier, slot)`, the formers joined in.
+struct IndexEntries<'a> {
+    graph: &'a IdentityGraph,
+    writer: &'a Writer,
+}
+
+impl Serialize for IndexEntries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.graph.index.iter().map(|r| {
+            let slot = SlotRecord {
+                one_id: r.value().one_id.clone(),
+                former: self.writer.formers.get(r.key()).cloned(),
+                component: r.value().component,
+            };
+            (r.key().clone(), slot)
+        }))
+    }
+}
 
 /// The graph as a snapshot holds it (see [`IdentityGraph::snapshot`]).
 #[derive(Deserialize)]
 pub struct IdentitySnapshot {
     profiles: Vec<Profile>,
-    index: Vec<(IdKey, Slot)>,
+    index: Vec<(IdKey, SlotRecord)>,
     components: Vec<(u32, Component)>,
     next_component: u32,
     devices: Vec<(IdKey, DeviceStat)>,
@@ -48,12 +78,18 @@ pub struct IdentitySnapshotRef<'a> {
 
 impl Serialize for IdentitySnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use crate::snapshot::{DashEntries, DashValues};
+        use crate::snapshot::DashValues;
         use serde::ser::SerializeStruct;
         let w = &self.writer;
         let mut st = s.serialize_struct("IdentitySnapshot", 6)?;
         st.serialize_field("profiles", &DashValues(&self.graph.profiles))?;
-        st.serialize_field("index", &DashEntries(&self.graph.index))?;
+        st.serialize_field(
+            "index",
+            &IndexEntries {
+                graph: self.graph,
+                writer: w,
+            },
+        )?;
         st.serialize_field("components", &crate::snapshot::Pairs(&w.components))?;
         st.serialize_field("next_component", &w.next_component)?;
         st.serialize_field("devices", &crate::snapshot::Pairs(&w.devices))?;
@@ -78,11 +114,20 @@ impl IdentityGraph {
         for p in snap.profiles {
             g.profiles.insert(p.one_id.clone(), p);
         }
+        let mut w = g.lock();
         for (k, slot) in snap.index {
-            g.index.insert(k, slot);
+            if let Some(former) = slot.former {
+                w.formers.insert(k.clone(), former);
+            }
+            g.index.insert(
+                k,
+                Slot {
+                    one_id: slot.one_id,
+                    component: slot.component,
+                },
+            );
         }
         {
-            let mut w = g.lock();
             // Fingerprints are recomputed, not stored: they depend on the
             // hasher of this build.
             for (_, c) in &snap.components {

@@ -13,12 +13,13 @@
 //! functions below are its only definition), so taking an entry's size before
 //! a change and adding its size after keeps the running sum equal to a full
 //! walk. Sizes that follow from a length alone (the `known` fingerprints, the
-//! suppression entries) are added when the numbers are published.
+//! suppression entries, the `formers` of cap-dropped identifiers) are added
+//! when the numbers are published.
 
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::types::{Evidence, EvidenceKey, LinkRecord, Profile, RefusedLink};
+use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile, RefusedLink};
 use super::{Component, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
@@ -26,6 +27,7 @@ use crate::ids::IdKey;
 const MAP_ENTRY: usize = 16;
 const KNOWN_ENTRY: usize = size_of::<u128>() + size_of::<EvidenceKey>() + MAP_ENTRY;
 const SUPPRESSED_ENTRY: usize = 16 + MAP_ENTRY;
+const FORMER_ENTRY: usize = size_of::<IdKey>() + size_of::<OneId>() + MAP_ENTRY;
 
 /// The size of the identity graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,7 +181,8 @@ impl Sums {
     /// The tally: these sums plus the parts that follow from a length.
     fn finish(&self, w: &Writer) -> Tally {
         let count = |n: i64| usize::try_from(n).unwrap_or(0);
-        let lengths = w.known.len() * KNOWN_ENTRY + w.suppressed.len() * SUPPRESSED_ENTRY;
+        let lengths =
+            w.known.len() * KNOWN_ENTRY + w.suppressed.len() * SUPPRESSED_ENTRY + w.formers.len() * FORMER_ENTRY;
         Tally {
             profiles: count(self.profiles),
             identifiers: count(self.identifiers),

@@ -100,7 +100,37 @@ impl RefusedLink {
     }
 }
 
+/// Pushes `x` growing `v` by exactly one: the graph's lists are sized
+/// exactly (most hold one to three entries; doubling would leave a quarter
+/// to a half of every list unused).
+pub(super) fn push_exact<T>(v: &mut Vec<T>, x: T) {
+    v.reserve_exact(1);
+    v.push(x);
+}
+
+/// Appends `more` to `v`, growing it exactly.
+pub(super) fn extend_exact<T>(v: &mut Vec<T>, more: Vec<T>) {
+    v.reserve_exact(more.len());
+    v.extend(more);
+}
+
+/// Gives back what `v` holds beyond its length.
+pub(super) fn fit<T>(v: &mut Vec<T>) {
+    if v.capacity() > v.len() {
+        v.shrink_to_fit();
+    }
+}
+
 impl Profile {
+    /// Sizes every list of the profile exactly (after a change).
+    pub(super) fn fit(&mut self) {
+        fit(&mut self.ids);
+        fit(&mut self.households);
+        fit(&mut self.links);
+        fit(&mut self.dropped);
+        fit(&mut self.refused);
+    }
+
     /// Keeps `r` among the refused links: sorted canonically, no repeats, the
     /// newest [`REFUSED_LINKS`]. The kept set depends only on the set of
     /// refusals, not on the order they came in.
@@ -109,10 +139,12 @@ impl Profile {
         if self.refused.get(pos).is_some_and(|x| x.order_key() == r.order_key()) {
             return;
         }
+        self.refused.reserve_exact(1);
         self.refused.insert(pos, r);
         if self.refused.len() > REFUSED_LINKS {
             let over = self.refused.len() - REFUSED_LINKS;
             self.refused.drain(..over);
+            fit(&mut self.refused);
         }
     }
 }
