@@ -133,4 +133,53 @@ impl Processor {
         );
         Ok(())
     }
+
+    /// Brings a processor restored from a local snapshot to a later
+    /// checkpoint of the same lineage: the identity ops written after the
+    /// snapshot (in order), the journeys written after it (their latest
+    /// value, or gone), then that checkpoint's globals, which replace the
+    /// snapshot's. `now_ms` starts every partition's idle clock afresh.
+    pub fn apply_changelog_tail<'a>(
+        &mut self,
+        globals: CoreGlobals,
+        ops: impl IntoIterator<Item = &'a IdentityOp>,
+        journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        gone: impl IntoIterator<Item = OneId>,
+        now_ms: u64,
+    ) -> Result<(), RestoreError> {
+        if globals.version != GLOBALS_VERSION {
+            return Err(RestoreError::Version(globals.version));
+        }
+        let names = self.state.identity.namespaces().names();
+        if globals.namespaces != names.as_slice() {
+            return Err(RestoreError::Namespaces {
+                snapshot: globals.namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
+        self.state.identity.replay(derivation, ops);
+        for one_id in gone {
+            self.state.journeys.remove(&one_id);
+        }
+        for (one_id, j) in journeys {
+            self.state.journeys.insert(one_id, Box::new(j));
+        }
+        self.state.journeys_loaded();
+        let dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
+        self.load_globals(
+            dedupe,
+            globals.partitions,
+            globals.timers,
+            globals.applied_to,
+            globals.tiers,
+            now_ms,
+        );
+        self.load_models(
+            (globals.propensities, globals.uplift),
+            globals.churn_model,
+            globals.value,
+        );
+        Ok(())
+    }
 }

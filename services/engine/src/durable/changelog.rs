@@ -4,7 +4,8 @@
 //! In (writing, see `pipeline::changelog`): the records this module encodes.
 //! Out (reading): the last checkpoint marker of this consumer group
 //! ([`last_marker`]) and everything it commits ([`read_committed`]): the
-//! identity ops in order, the latest journey per One ID, the globals. It
+//! identity ops in order, the latest journey per One ID, the globals; or
+//! only what it commits past a local snapshot's chain (the tail). It
 //! keeps nothing.
 //!
 //! Three internal topics (names in `topics`):
@@ -76,6 +77,32 @@ impl Ranges {
     pub fn start(&self) -> Option<i64> {
         self.0.first().map(|r| r.0)
     }
+
+    /// The offset after the last range.
+    pub fn end(&self) -> Option<i64> {
+        self.0.last().map(|r| r.1)
+    }
+
+    /// Whether these ranges, cut at `base`'s end, are `base`: they are
+    /// `base` and maybe more after it.
+    pub fn extends(&self, base: &Ranges) -> bool {
+        let Some(end) = base.end() else { return true };
+        let mut cut = Ranges::default();
+        for &(from, to) in &self.0 {
+            if from < end {
+                cut.add(from, to.min(end));
+            }
+        }
+        cut == *base
+    }
+
+    /// The first offset in these ranges at or after `base`'s end (all of
+    /// them when `base` is empty).
+    fn start_after(&self, base: Option<&Ranges>) -> Option<i64> {
+        let after = base.and_then(Ranges::end).unwrap_or(i64::MIN);
+        let i = self.0.partition_point(|(_, to)| *to <= after);
+        self.0.get(i).map(|(from, _)| (*from).max(after))
+    }
 }
 
 /// What every committed checkpoint a state builds on wrote.
@@ -93,6 +120,15 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Whether `self` is `base` plus records written after it: a state at
+    /// `base` reaches `self` by reading `self`'s records past `base`.
+    pub fn extends(&self, base: &Chain) -> bool {
+        self.partitions == base.partitions
+            && self.journeys.len() == base.journeys.len()
+            && self.identity.extends(&base.identity)
+            && self.journeys.iter().zip(&base.journeys).all(|(r, b)| r.extends(b))
+    }
+
     /// The chain of an empty state: nothing to read.
     pub fn empty(partitions: u32) -> Chain {
         Chain {
@@ -171,6 +207,8 @@ pub struct Committed {
     pub ops: Vec<IdentityOp>,
     /// The latest journey per One ID (tombstoned ones left out).
     pub journeys: HashMap<OneId, Journey>,
+    /// The One IDs whose latest record is a tombstone.
+    pub gone: Vec<OneId>,
     /// Changelog records read (in the chain or not).
     pub records: u64,
 }
@@ -178,6 +216,18 @@ pub struct Committed {
 /// Reads the records `marker` commits: identity ops and journeys inside its
 /// chain, its globals chunks. Blocking; `progress` hears records read.
 pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut(u64)) -> anyhow::Result<Committed> {
+    read_past(settings, marker, None, progress)
+}
+
+/// As [`read_committed`]; `base`: the chain of a state already loaded
+/// (a local snapshot), which the marker's extends: only the records past it
+/// are read (the tail). Blocking; `progress` hears records read.
+pub fn read_past(
+    settings: &Settings,
+    marker: &Marker,
+    base: Option<&Chain>,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<Committed> {
     let t = &settings.topics;
     let chain = marker
         .header
@@ -185,11 +235,11 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
         .as_ref()
         .context("the marker carries no chain")?;
     let mut since = vec![(t.state_checkpoints.clone(), 0, marker.globals.0)];
-    if let Some(from) = chain.identity.start() {
+    if let Some(from) = chain.identity.start_after(base.map(|b| &b.identity)) {
         since.push((t.identity_log.clone(), 0, from));
     }
     for (p, ranges) in chain.journeys.iter().enumerate() {
-        if let Some(from) = ranges.start() {
+        if let Some(from) = ranges.start_after(base.and_then(|b| b.journeys.get(p))) {
             since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
         }
     }
@@ -213,16 +263,20 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
                 Ok(())
             }
         } else if topic == t.identity_log {
-            if chain.identity.contains(offset) {
+            let in_base = base.is_some_and(|b| b.identity.contains(offset));
+            if chain.identity.contains(offset) && !in_base {
                 decode::<Vec<IdentityOp>>(payload.unwrap_or_default(), "identity log").map(|ops| out.ops.extend(ops))
             } else {
                 Ok(())
             }
         } else {
-            let in_chain = usize::try_from(m.partition())
-                .ok()
+            let p = usize::try_from(m.partition()).ok();
+            let in_chain = p
                 .and_then(|p| chain.journeys.get(p))
-                .is_some_and(|r| r.contains(offset));
+                .is_some_and(|r| r.contains(offset))
+                && !p
+                    .and_then(|p| base.and_then(|b| b.journeys.get(p)))
+                    .is_some_and(|r| r.contains(offset));
             match (in_chain, m.key()) {
                 (true, Some(key)) => match std::str::from_utf8(key) {
                     Ok(one_id) => {
@@ -242,9 +296,12 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
         return Err(e);
     }
     for (one_id, value) in latest {
-        if let Some(bytes) = value {
-            let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
-            out.journeys.insert(one_id, j);
+        match value {
+            Some(bytes) => {
+                let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
+                out.journeys.insert(one_id, j);
+            }
+            None => out.gone.push(one_id),
         }
     }
     Ok(out)
@@ -307,6 +364,31 @@ mod tests {
         }
         assert_eq!(r.start(), Some(0));
         assert!(!Ranges::default().contains(0));
+    }
+
+    #[test]
+    fn a_chain_extends_the_chain_it_was_built_on_and_its_tail_starts_past_it() {
+        let mut base = Chain::empty(2);
+        base.identity.add(0, 5);
+        base.journeys[0].add(3, 7);
+        let mut later = base.clone();
+        later.identity.add(5, 9);
+        later.journeys[0].add(10, 12);
+        later.journeys[1].add(0, 4);
+        assert!(later.extends(&base));
+        assert!(base.extends(&base));
+        assert!(later.extends(&Chain::empty(2)));
+        assert!(!base.extends(&later), "an older chain does not extend a newer one");
+        let mut other = Chain::empty(2);
+        other.identity.add(0, 3);
+        other.identity.add(4, 9);
+        assert!(!other.extends(&base), "another lineage");
+        assert!(!later.extends(&Chain::empty(3)), "another P");
+        assert_eq!(later.identity.start_after(Some(&base.identity)), Some(5));
+        assert_eq!(later.journeys[0].start_after(Some(&base.journeys[0])), Some(10));
+        assert_eq!(later.journeys[1].start_after(Some(&base.journeys[1])), Some(0));
+        assert_eq!(base.journeys[0].start_after(Some(&base.journeys[0])), None);
+        assert_eq!(base.journeys[0].start_after(None), Some(3));
     }
 
     #[test]

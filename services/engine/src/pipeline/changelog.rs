@@ -9,17 +9,22 @@
 //! [`crate::durable::changelog`] for the format). Keeps the [`Chain`] of
 //! the last committed checkpoint, which the next marker extends.
 //!
+//! Two steps: [`Changelog::capture`] takes the changes from the processor at
+//! the checkpoint's barrier (the writer waits only for this);
+//! [`Changelog::write`] produces them in the background while processing
+//! goes on.
+//!
 //! Invariant: a marker is produced only after every record it commits is
-//! acknowledged; the caller writes the snapshot file and commits the input
-//! offsets only after the marker is. A failure cancels the engine (the
-//! changes taken from the processor cannot be handed back): the restart
-//! resumes from the last committed checkpoint.
+//! acknowledged; the caller commits the input offsets only after the marker
+//! is. A failure cancels the engine (the changes taken from the processor
+//! cannot be handed back): the restart resumes from the last committed
+//! checkpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use onejourney_core::identity::IdentityOp;
+use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -52,6 +57,28 @@ pub struct Written {
     pub header: Header,
 }
 
+/// What one checkpoint covers, taken from the processor at its barrier.
+pub struct Capture {
+    /// Per journey changed: its state partition, its One ID, its encoded
+    /// value now (none: a tombstone).
+    journeys: Vec<(i32, OneId, Option<Vec<u8>>)>,
+    ops: Vec<IdentityOp>,
+    /// The globals, encoded.
+    globals: Vec<u8>,
+}
+
+impl Capture {
+    /// Bytes held, for the memory estimate while a flush runs.
+    pub fn bytes(&self) -> usize {
+        let journeys: usize = self
+            .journeys
+            .iter()
+            .map(|(_, id, v)| id.len() + v.as_ref().map_or(0, Vec::len) + 48)
+            .sum();
+        journeys + self.globals.len() + self.ops.len() * std::mem::size_of::<IdentityOp>()
+    }
+}
+
 /// The records handed to the producer, waiting for their acknowledgement.
 #[derive(Default)]
 struct Sent {
@@ -76,13 +103,46 @@ impl Changelog {
         }
     }
 
-    /// Produces every change since the last call and the marker that
-    /// commits them with `header`; returns once the marker is acknowledged.
-    pub async fn write(&mut self, processor: &mut Processor, header: &Header) -> anyhow::Result<Written> {
+    /// Takes what the next checkpoint writes from the processor, at the
+    /// barrier, at a cost that follows the change: the dirty journeys
+    /// encoded (tombstones for those that went), the identity ops taken,
+    /// the globals encoded. The processor forgets them: a failure after this
+    /// must stop the engine.
+    pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
+        let state = processor.state();
+        let mut journeys = Vec::new();
+        for one_id in state.take_dirty() {
+            let value = match state.journeys.get(&one_id) {
+                Some(j) => Some(changelog::encode(&**j.value())?),
+                None => None,
+            };
+            journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
+        }
+        let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
+        Ok(Capture {
+            journeys,
+            ops: processor.take_identity_ops(),
+            globals,
+        })
+    }
+
+    /// Produces a capture and the marker that commits it with `header`;
+    /// returns once the marker is acknowledged. Runs off the writer.
+    pub async fn write(&mut self, capture: Capture, header: &Header) -> anyhow::Result<Written> {
         let mut chain = self.chain.clone();
         let mut sent = Sent::default();
-        self.send_journeys(processor, &mut sent).await?;
-        self.send_identity(processor.take_identity_ops(), &mut sent).await?;
+        for (partition, one_id, value) in &capture.journeys {
+            let kind = if value.is_some() { "journey" } else { "tombstone" };
+            self.send(
+                &mut sent,
+                kind,
+                (&self.journeys_topic, *partition),
+                one_id,
+                value.as_deref(),
+            )
+            .await?;
+        }
+        self.send_identity(&capture.ops, &mut sent).await?;
         let (records, bytes) = (sent.records, sent.bytes);
         for ((topic, partition), futures) in std::mem::take(&mut sent.pending) {
             let (from, to) = acknowledged(futures).await?;
@@ -92,7 +152,7 @@ impl Changelog {
                 r.add(from, to);
             }
         }
-        let globals = super::blocking(|| rmp_serde::to_vec(&processor.globals())).context("encoding the globals")?;
+        let globals = &capture.globals;
         let mut sent = Sent::default();
         for chunk in globals.chunks(changelog::CHUNK) {
             let value = changelog::encode(&BytesRef(chunk))?;
@@ -139,24 +199,7 @@ impl Changelog {
         })
     }
 
-    /// Every journey changed since the last checkpoint: its value now, or a
-    /// tombstone when it went.
-    async fn send_journeys(&self, processor: &Processor, sent: &mut Sent) -> anyhow::Result<()> {
-        let state = processor.state();
-        for one_id in state.take_dirty() {
-            let value = match state.journeys.get(&one_id) {
-                Some(j) => Some(changelog::encode(&**j.value())?),
-                None => None,
-            };
-            let partition = changelog::partition_of(&one_id, self.partitions);
-            let kind = if value.is_some() { "journey" } else { "tombstone" };
-            self.send(sent, kind, (&self.journeys_topic, partition), &one_id, value.as_deref())
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn send_identity(&self, ops: Vec<IdentityOp>, sent: &mut Sent) -> anyhow::Result<()> {
+    async fn send_identity(&self, ops: &[IdentityOp], sent: &mut Sent) -> anyhow::Result<()> {
         for batch in ops.chunks(changelog::OPS_PER_RECORD) {
             let value = changelog::encode(batch)?;
             self.send(sent, "identity", (&self.identity_topic, 0), &self.group, Some(&value))
