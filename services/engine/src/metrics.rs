@@ -296,7 +296,7 @@ const ACTION_PROPENSITY: Def = (
 );
 
 /// The record kinds of the state changelog (label `kind`).
-pub const CHANGELOG_KINDS: [&str; 5] = ["journey", "tombstone", "identity", "globals", "marker"];
+pub const CHANGELOG_KINDS: [&str; 6] = ["journey", "tombstone", "identity", "dedupe", "globals", "marker"];
 
 /// Registers metrics on one registry.
 struct Reg<'a>(&'a Registry);

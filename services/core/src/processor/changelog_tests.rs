@@ -85,6 +85,7 @@ struct Changelog {
     /// The latest record per One ID; `None`: a tombstone.
     journeys: BTreeMap<OneId, Option<Vec<u8>>>,
     globals: Vec<u8>,
+    dedupe: DedupeDelta,
 }
 
 impl Changelog {
@@ -100,11 +101,18 @@ impl Changelog {
             self.journeys.insert(one_id, value);
         }
         self.globals = rmp_serde::to_vec_named(&p.globals()).expect("encodes");
+        self.dedupe.extend(p.take_dedupe_delta().0);
+    }
+
+    fn globals(&self) -> CoreGlobals {
+        let mut globals: CoreGlobals = rmp_serde::from_slice(&self.globals).expect("decodes");
+        globals.add_dedupe(self.dedupe.clone());
+        globals
     }
 
     fn restore(&self) -> Processor {
         let mut p = processor();
-        let globals: CoreGlobals = rmp_serde::from_slice(&self.globals).expect("decodes");
+        let globals = self.globals();
         let journeys = self.journeys.iter().filter_map(|(id, v)| {
             let j: Journey = rmp_serde::from_slice(v.as_ref()?).expect("decodes");
             Some((id.clone(), j))
@@ -185,7 +193,7 @@ fn restore_with_tail(snapshot: &[u8], tail: &Changelog) -> Processor {
     let mut p = processor();
     let snap: CoreSnapshot = rmp_serde::from_slice(snapshot).expect("decodes");
     p.restore(snap, 0).expect("restores");
-    let globals: CoreGlobals = rmp_serde::from_slice(&tail.globals).expect("decodes");
+    let globals = tail.globals();
     let mut journeys = Vec::new();
     let mut gone = Vec::new();
     for (id, v) in &tail.journeys {

@@ -117,6 +117,10 @@ pub struct Chain {
     pub identity: Ranges,
     /// One entry per journeys changelog partition.
     pub journeys: Vec<Ranges>,
+    /// The dedupe deltas on the checkpoints topic (absent in markers
+    /// written before them: their globals carry every key).
+    #[serde(default)]
+    pub dedupe: Ranges,
 }
 
 impl Chain {
@@ -126,6 +130,7 @@ impl Chain {
         self.partitions == base.partitions
             && self.journeys.len() == base.journeys.len()
             && self.identity.extends(&base.identity)
+            && self.dedupe.extends(&base.dedupe)
             && self.journeys.iter().zip(&base.journeys).all(|(r, b)| r.extends(b))
     }
 
@@ -136,6 +141,7 @@ impl Chain {
             partitions,
             identity: Ranges::default(),
             journeys: vec![Ranges::default(); partitions as usize],
+            dedupe: Ranges::default(),
         }
     }
 }
@@ -158,6 +164,21 @@ pub fn marker_key(group: &str) -> String {
 pub fn globals_key(group: &str) -> String {
     format!("globals/{group}")
 }
+
+/// The key of one dedupe delta record: unique (`at`: the checkpoint's
+/// time, `n`: the record's number in it), so that compaction keeps every
+/// one until the bucket leaves the window and it is tombstoned.
+pub fn dedupe_key(group: &str, bucket: i64, at: u64, n: usize) -> String {
+    format!("dedupe/{group}/{bucket}/{at}/{n}")
+}
+
+/// The bucket a dedupe delta record's key names.
+pub fn dedupe_bucket(key: &str) -> Option<i64> {
+    key.strip_prefix("dedupe/")?.split('/').rev().nth(2)?.parse().ok()
+}
+
+/// Dedupe keys per delta record, at most (9 bytes each: under [`CHUNK`]).
+pub const KEYS_PER_RECORD: usize = 50_000;
 
 /// A version byte and the value's MessagePack.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -209,6 +230,8 @@ pub struct Committed {
     pub journeys: HashMap<OneId, Journey>,
     /// The One IDs whose latest record is a tombstone.
     pub gone: Vec<OneId>,
+    /// The dedupe deltas in the chain (past the base).
+    pub dedupe: Vec<(i64, Vec<u64>)>,
     /// Changelog records read (in the chain or not).
     pub records: u64,
 }
@@ -234,17 +257,10 @@ pub fn read_past(
         .changelog
         .as_ref()
         .context("the marker carries no chain")?;
-    let mut since = vec![(t.state_checkpoints.clone(), 0, marker.globals.0)];
-    if let Some(from) = chain.identity.start_after(base.map(|b| &b.identity)) {
-        since.push((t.identity_log.clone(), 0, from));
-    }
-    for (p, ranges) in chain.journeys.iter().enumerate() {
-        if let Some(from) = ranges.start_after(base.and_then(|b| b.journeys.get(p))) {
-            since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
-        }
-    }
+    let since = starts(settings, marker, chain, base)?;
     let globals = Ranges(vec![marker.globals]);
     let globals_key = globals_key(&settings.kafka.group_id);
+    let dedupe_prefix = format!("dedupe/{}/", settings.kafka.group_id);
     let mut out = Committed::default();
     let mut latest: HashMap<OneId, Option<Vec<u8>>> = HashMap::new();
     let mut failed: Option<anyhow::Error> = None;
@@ -256,9 +272,14 @@ pub fn read_past(
         let (topic, offset) = (m.topic(), m.offset());
         let payload = m.payload();
         let r = if topic == t.state_checkpoints {
+            let dedupe = chain.dedupe.contains(offset)
+                && !base.is_some_and(|b| b.dedupe.contains(offset))
+                && m.key().is_some_and(|k| k.starts_with(dedupe_prefix.as_bytes()));
             if globals.contains(offset) && m.key() == Some(globals_key.as_bytes()) {
                 decode::<serde_bytes_vec::Bytes>(payload.unwrap_or_default(), "globals")
                     .map(|chunk| out.globals.extend_from_slice(&chunk.0))
+            } else if let (true, Some(p)) = (dedupe, payload) {
+                decode::<Vec<(i64, Vec<u64>)>>(p, "dedupe").map(|d| out.dedupe.extend(d))
             } else {
                 Ok(())
             }
@@ -305,6 +326,30 @@ pub fn read_past(
         }
     }
     Ok(out)
+}
+
+/// Where each changelog partition is read from: the start of the chain's
+/// records past `base` (the checkpoints topic from the marker's globals or
+/// the first dedupe delta, whichever comes first).
+fn starts(
+    settings: &Settings,
+    marker: &Marker,
+    chain: &Chain,
+    base: Option<&Chain>,
+) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let t = &settings.topics;
+    let dedupe_from = chain.dedupe.start_after(base.map(|b| &b.dedupe));
+    let checkpoints_from = dedupe_from.map_or(marker.globals.0, |d| d.min(marker.globals.0));
+    let mut since = vec![(t.state_checkpoints.clone(), 0, checkpoints_from)];
+    if let Some(from) = chain.identity.start_after(base.map(|b| &b.identity)) {
+        since.push((t.identity_log.clone(), 0, from));
+    }
+    for (p, ranges) in chain.journeys.iter().enumerate() {
+        if let Some(from) = ranges.start_after(base.and_then(|b| b.journeys.get(p))) {
+            since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
+        }
+    }
+    Ok(since)
 }
 
 /// Bytes as MessagePack binary, not a list of integers.
@@ -389,6 +434,37 @@ mod tests {
         assert_eq!(later.journeys[1].start_after(Some(&base.journeys[1])), Some(0));
         assert_eq!(base.journeys[0].start_after(Some(&base.journeys[0])), None);
         assert_eq!(base.journeys[0].start_after(None), Some(3));
+        let mut dedupe = later.clone();
+        dedupe.dedupe.add(20, 22);
+        assert!(dedupe.extends(&later) && !later.extends(&dedupe));
+    }
+
+    #[test]
+    fn a_chain_written_before_the_dedupe_deltas_reads_with_none() {
+        #[derive(Serialize)]
+        struct Before {
+            complete: bool,
+            partitions: u32,
+            identity: Ranges,
+            journeys: Vec<Ranges>,
+        }
+        let before = Before {
+            complete: true,
+            partitions: 1,
+            identity: Ranges(vec![(0, 3)]),
+            journeys: vec![Ranges(vec![(1, 2)])],
+        };
+        let bytes = rmp_serde::to_vec(&before).expect("encodes");
+        let chain: Chain = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(chain.identity, before.identity);
+        assert_eq!(chain.dedupe, Ranges::default());
+    }
+
+    #[test]
+    fn a_dedupe_record_key_names_its_bucket() {
+        let key = dedupe_key("g/1", -86_400_000, 17, 3);
+        assert_eq!(dedupe_bucket(&key), Some(-86_400_000));
+        assert_eq!(dedupe_bucket("globals/g"), None);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! In: the processor (the journeys its state marks dirty, the identity ops
 //! it applied since the last checkpoint, its globals) and the checkpoint's
 //! [`Header`]. Out: journey records (tombstones for journeys that went) on
-//! their state partitions, identity-op batches, the globals in chunks and,
+//! their state partitions, identity-op batches, the dedupe keys added since
+//! the last checkpoint (per bucket; tombstones for the records of buckets
+//! gone out of the window), the globals in chunks and,
 //! once all of them are acknowledged, the marker that commits them (see
 //! [`crate::durable::changelog`] for the format). Keeps the [`Chain`] of
 //! the last committed checkpoint, which the next marker extends.
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
+use onejourney_core::processor::DedupeDelta;
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -43,6 +46,9 @@ pub struct Changelog {
     partitions: u32,
     /// What the committed checkpoints so far wrote.
     chain: Chain,
+    /// The keys of the dedupe delta records this process wrote, per bucket:
+    /// tombstoned once the bucket leaves the window.
+    dedupe_keys: BTreeMap<i64, Vec<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -65,6 +71,10 @@ pub struct Capture {
     ops: Vec<IdentityOp>,
     /// The globals, encoded.
     globals: Vec<u8>,
+    /// The dedupe keys inserted since the last checkpoint, per bucket.
+    dedupe: DedupeDelta,
+    /// The oldest dedupe bucket kept.
+    oldest_bucket: Option<i64>,
 }
 
 impl Capture {
@@ -75,7 +85,8 @@ impl Capture {
             .iter()
             .map(|(_, id, v)| id.len() + v.as_ref().map_or(0, Vec::len) + 48)
             .sum();
-        journeys + self.globals.len() + self.ops.len() * std::mem::size_of::<IdentityOp>()
+        let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
+        journeys + self.globals.len() + dedupe + self.ops.len() * std::mem::size_of::<IdentityOp>()
     }
 }
 
@@ -99,6 +110,7 @@ impl Changelog {
             checkpoints_topic: settings.topics.state_checkpoints.clone(),
             partitions: settings.state.partitions,
             chain,
+            dedupe_keys: BTreeMap::new(),
             metrics,
         }
     }
@@ -119,10 +131,13 @@ impl Changelog {
             journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
         }
         let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
+        let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
         Ok(Capture {
             journeys,
             ops: processor.take_identity_ops(),
             globals,
+            dedupe,
+            oldest_bucket,
         })
     }
 
@@ -143,14 +158,20 @@ impl Changelog {
             .await?;
         }
         self.send_identity(&capture.ops, &mut sent).await?;
+        let dedupe_keys = self.send_dedupe(&capture, header.written_at_ms, &mut sent).await?;
         let (records, bytes) = (sent.records, sent.bytes);
         for ((topic, partition), futures) in std::mem::take(&mut sent.pending) {
             let (from, to) = acknowledged(futures).await?;
             if topic == self.identity_topic {
                 chain.identity.add(from, to);
+            } else if topic == self.checkpoints_topic {
+                chain.dedupe.add(from, to);
             } else if let Some(r) = usize::try_from(partition).ok().and_then(|p| chain.journeys.get_mut(p)) {
                 r.add(from, to);
             }
+        }
+        for (bucket, key) in dedupe_keys {
+            self.dedupe_keys.entry(bucket).or_default().push(key);
         }
         let globals = &capture.globals;
         let mut sent = Sent::default();
@@ -197,6 +218,33 @@ impl Changelog {
             globals_bytes: globals.len() as u64,
             header,
         })
+    }
+
+    /// The dedupe delta, in records of at most `KEYS_PER_RECORD` keys, and
+    /// tombstones for the records of buckets gone out of the window. Returns
+    /// the keys of the records written, with their bucket.
+    async fn send_dedupe(&mut self, capture: &Capture, at: u64, sent: &mut Sent) -> anyhow::Result<Vec<(i64, String)>> {
+        let gone: Vec<i64> = match capture.oldest_bucket {
+            Some(oldest) => self.dedupe_keys.range(..oldest).map(|(b, _)| *b).collect(),
+            None => self.dedupe_keys.keys().copied().collect(),
+        };
+        for bucket in gone {
+            for key in self.dedupe_keys.remove(&bucket).unwrap_or_default() {
+                self.send(sent, "dedupe", (&self.checkpoints_topic, 0), &key, None)
+                    .await?;
+            }
+        }
+        let mut written = Vec::new();
+        for (bucket, keys) in &capture.dedupe {
+            for chunk in keys.chunks(changelog::KEYS_PER_RECORD) {
+                let key = changelog::dedupe_key(&self.group, *bucket, at, written.len());
+                let value = changelog::encode(&[(*bucket, chunk)])?;
+                self.send(sent, "dedupe", (&self.checkpoints_topic, 0), &key, Some(&value))
+                    .await?;
+                written.push((*bucket, key));
+            }
+        }
+        Ok(written)
     }
 
     async fn send_identity(&self, ops: &[IdentityOp], sent: &mut Sent) -> anyhow::Result<()> {

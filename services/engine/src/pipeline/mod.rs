@@ -78,6 +78,7 @@ pub async fn run(
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
     let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
+    restore::dedupe_to_changelog(&header, &mut processor);
     restore::install_erasures(&settings, &mut processor, &health).await?;
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     health.set_restored(true);

@@ -226,8 +226,9 @@ async fn from_broker(
     .await?;
     let committed = committed.context("reading the state changelog")?;
     phase.done(committed.records, "records");
-    let globals: onejourney_core::processor::CoreGlobals =
+    let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
+    globals.add_dedupe(committed.dedupe);
     let (ops, journeys) = (committed.ops.len(), committed.journeys.len());
     super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, 0))
         .context("restoring the state from the changelog")?;
@@ -292,8 +293,9 @@ async fn tail(
     .await?;
     let read = read.context("reading the state changelog past the snapshot")?;
     phase.done(read.records, "records");
-    let globals: onejourney_core::processor::CoreGlobals =
+    let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&read.globals).context("the changelog's globals record is damaged")?;
+    globals.add_dedupe(read.dedupe);
     let (ops, journeys, gone) = (read.ops.len(), read.journeys.len(), read.gone.len());
     super::blocking(|| processor.apply_changelog_tail(globals, &read.ops, read.journeys, read.gone, 0))
         .context("applying the state changelog past the snapshot")?;
@@ -306,6 +308,15 @@ async fn tail(
         "state changelog past the snapshot applied"
     );
     Ok(marker.header)
+}
+
+/// A state whose changelog holds no dedupe delta (written before they
+/// existed, or none yet): the next checkpoint writes every dedupe key once,
+/// so that a restore from the broker alone has them.
+pub fn dedupe_to_changelog(header: &Header, processor: &mut Processor) {
+    if header.changelog.as_ref().is_none_or(|c| c.dedupe.0.is_empty()) {
+        processor.mark_dedupe_fresh();
+    }
 }
 
 /// Wall-clock time in ms since the epoch, for the snapshot header.
