@@ -316,6 +316,12 @@ pub fn read_past(
     if let Some(e) = failed {
         return Err(e);
     }
+    decode_latest(latest, &mut out)?;
+    Ok(out)
+}
+
+/// The latest record per One ID: its journey, or gone (a tombstone).
+fn decode_latest(latest: HashMap<OneId, Option<Vec<u8>>>, out: &mut Committed) -> anyhow::Result<()> {
     for (one_id, value) in latest {
         match value {
             Some(bytes) => {
@@ -325,7 +331,7 @@ pub fn read_past(
             None => out.gone.push(one_id),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Where each changelog partition is read from: the start of the chain's
