@@ -13,10 +13,11 @@
 //! [`State::models`]). Keeps every profile and every journey, the churn
 //! model the writer trains and the action models; and the One IDs whose journey
 //! changed (or went) since the engine last took them ([`State::take_dirty`]):
-//! what the next checkpoint writes to the journeys changelog.
+//! what the next checkpoint writes to the journeys changelog (counted in
+//! [`State::size`]; not kept where no checkpoint runs, [`State::keep_dirty`]).
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::decide::churn_model::LiveChurn;
@@ -47,7 +48,14 @@ pub struct State {
     /// One IDs whose journey was taken, put, removed or changed since
     /// [`State::take_dirty`].
     dirty: Mutex<HashSet<OneId>>,
+    /// False: nothing takes the dirty set (no checkpoint runs: a benchmark,
+    /// a tool), so it is not kept.
+    keep_dirty: AtomicBool,
 }
+
+/// Bytes per One ID in the dirty set: the `Arc<str>` (pointer, length,
+/// counts, a 27-byte One ID) and the hash set's slot.
+const DIRTY_ID_BYTES: usize = 72;
 
 /// What the engine learned about its actions.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +120,7 @@ impl State {
             churn: RwLock::new(None),
             models: Mutex::new(Models::default()),
             dirty: Mutex::new(HashSet::default()),
+            keep_dirty: AtomicBool::new(true),
         }
     }
 
@@ -131,7 +140,20 @@ impl State {
         self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether the One IDs of changed journeys are kept for a checkpoint
+    /// ([`State::take_dirty`]); on by default. Off: where no checkpoint runs
+    /// (a benchmark, a tool), so that the set does not grow; the set empties.
+    pub fn keep_dirty(&self, on: bool) {
+        self.keep_dirty.store(on, Ordering::Relaxed);
+        if !on {
+            *self.dirty_set() = HashSet::default();
+        }
+    }
+
     fn touched(&self, one_id: &str) {
+        if !self.keep_dirty.load(Ordering::Relaxed) {
+            return;
+        }
         let mut dirty = self.dirty_set();
         if !dirty.contains(one_id) {
             dirty.insert(OneId::from(one_id));
@@ -163,8 +185,15 @@ impl State {
             bytes: identity
                 .bytes
                 .saturating_add(journeys)
-                .saturating_add(self.dedupe_bytes()),
+                .saturating_add(self.dedupe_bytes())
+                .saturating_add(self.dirty_bytes()),
         }
+    }
+
+    /// The estimate of the bytes the dirty set holds (counted in the state's
+    /// size until a checkpoint takes it).
+    fn dirty_bytes(&self) -> usize {
+        self.dirty_count() * DIRTY_ID_BYTES
     }
 
     /// The same as [`State::size`] by walking every entry (and taking the
@@ -176,7 +205,7 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
-            bytes: identity.bytes + journeys + self.dedupe_bytes(),
+            bytes: identity.bytes + journeys + self.dedupe_bytes() + self.dirty_bytes(),
         }
     }
 

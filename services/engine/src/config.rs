@@ -266,6 +266,10 @@ pub struct StateSettings {
     /// journey goes to `xxh3_64(one_id) % P`. Fixed for the life of a
     /// deployment: a start with another P than the state recorded is refused.
     pub partitions: u32,
+    /// Test hook: while this file exists, a checkpoint's background flush
+    /// waits before it writes the changelog (processing goes on). Empty: off.
+    #[serde(default)]
+    pub checkpoint_hold_file: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub snapshot_last_success: IntGauge,
     pub restore_seconds: Gauge,
     pub checkpoint_stall: Gauge,
+    pub checkpoint_in_progress: IntGauge,
     pub changelog_bytes: IntCounterVec,
     pub changelog_records: IntCounterVec,
     pub outputs_deduplicated: IntCounter,
@@ -223,7 +224,10 @@ const SNAPSHOTS: Def = (
     "onejourney_snapshots_total",
     "State snapshots, by result (written, skipped, failed; corrupt: found damaged at restore, the previous generation used).",
 );
-const SNAPSHOT_BYTES: Def = ("onejourney_snapshot_bytes", "Size of the last state snapshot file.");
+const SNAPSHOT_BYTES: Def = (
+    "onejourney_snapshot_bytes",
+    "What a restore reads: the last state snapshot file plus the changelog bytes checkpoints wrote since it.",
+);
 const SNAPSHOT_LAST_SUCCESS: Def = (
     "onejourney_snapshot_last_success_timestamp_seconds",
     "Unix time of the last state snapshot written.",
@@ -250,11 +254,15 @@ const MEMORY_BUDGET_EXCEEDED: Def = (
 );
 const SNAPSHOT_SECONDS: Def = (
     "onejourney_snapshot_duration_seconds",
-    "How long the last state snapshot took (processing pauses meanwhile).",
+    "How long the last checkpoint took, from its barrier to its committed input offsets (processing goes on meanwhile).",
 );
 const CHECKPOINT_STALL: Def = (
     "onejourney_checkpoint_stall_seconds",
-    "How long processing waited for the last checkpoint (outputs settled, changelog written, snapshot written, offsets committed).",
+    "How long processing waited for the last checkpoint's barrier (the changes taken from the state; the changelog is written in the background).",
+);
+const CHECKPOINT_IN_PROGRESS: Def = (
+    "onejourney_checkpoint_in_progress",
+    "1 while a checkpoint's background flush runs (changelog written, then input offsets committed), else 0.",
 );
 const CHANGELOG_BYTES: Def = (
     "onejourney_changelog_bytes_total",
@@ -288,7 +296,7 @@ const ACTION_PROPENSITY: Def = (
 );
 
 /// The record kinds of the state changelog (label `kind`).
-pub const CHANGELOG_KINDS: [&str; 5] = ["journey", "tombstone", "identity", "globals", "marker"];
+pub const CHANGELOG_KINDS: [&str; 6] = ["journey", "tombstone", "identity", "dedupe", "globals", "marker"];
 
 /// Registers metrics on one registry.
 struct Reg<'a>(&'a Registry);
@@ -406,6 +414,7 @@ impl Metrics {
             snapshot_last_success: r.gauge(SNAPSHOT_LAST_SUCCESS)?,
             restore_seconds: r.float_gauge(RESTORE_SECONDS)?,
             checkpoint_stall: r.float_gauge(CHECKPOINT_STALL)?,
+            checkpoint_in_progress: r.gauge(CHECKPOINT_IN_PROGRESS)?,
             changelog_bytes: r.counter_vec(CHANGELOG_BYTES, &["kind"])?,
             changelog_records: r.counter_vec(CHANGELOG_RECORDS, &["kind"])?,
             outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,

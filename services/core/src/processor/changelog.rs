@@ -14,8 +14,12 @@
 //! `version`, `namespaces`, `dedupe`, `partitions`, `timers`, `applied_to`,
 //! `tiers`, `propensities`, `one_ids`, `churn_model`, `uplift`, `value`. Changing a
 //! field is a bump of [`GLOBALS_VERSION`]. The dedupe memory (8 bytes an
-//! event applied within `state.dedupe_window`) dominates; it is bounded by
-//! the window but rewritten whole at every checkpoint (to do: per bucket).
+//! event applied within `state.dedupe_window`) is not in the globals: each
+//! checkpoint writes the keys inserted since the last one, per bucket
+//! ([`Processor::take_dedupe_delta`]); a restore adds the deltas of the
+//! chain to the globals ([`CoreGlobals::add_dedupe`]) and drops the buckets
+//! out of the window. The timers are still written whole (to do: with the
+//! journey).
 
 use std::collections::BTreeSet;
 
@@ -32,11 +36,15 @@ use crate::journey::Journey;
 use crate::snapshot::Pairs;
 use crate::time::EventTime;
 
-use super::dedupe::Dedupe;
+use super::dedupe::{Dedupe, DedupeDelta};
 use super::{PartitionClock, Processor, RestoreError, TimerKind};
 
-/// The format version of [`CoreGlobals`].
-pub const GLOBALS_VERSION: u32 = 1;
+/// The format version of [`CoreGlobals`]. 2: `dedupe` carries the window
+/// and no key (the keys go to the changelog as deltas, see
+/// [`Processor::take_dedupe_delta`]). 1, still read: every key in `dedupe`.
+pub const GLOBALS_VERSION: u32 = 2;
+/// The oldest globals version this build reads.
+const OLDEST_GLOBALS_VERSION: u32 = 1;
 
 /// Serialises like [`CoreGlobals`], from the live processor.
 pub struct CoreGlobalsRef<'a> {
@@ -50,7 +58,7 @@ impl Serialize for CoreGlobalsRef<'_> {
         let mut st = s.serialize_struct("CoreGlobals", 12)?;
         st.serialize_field("version", &GLOBALS_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
-        st.serialize_field("dedupe", &p.seen)?;
+        st.serialize_field("dedupe", &p.seen.without_keys())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
         st.serialize_field("timers", &p.timers)?;
         st.serialize_field("applied_to", &p.applied_to)?;
@@ -83,7 +91,41 @@ pub struct CoreGlobals {
     value: Option<Population>,
 }
 
+impl CoreGlobals {
+    /// Adds the dedupe deltas the changelog holds for these globals (every
+    /// one in the chain, in any order).
+    pub fn add_dedupe(&mut self, delta: impl IntoIterator<Item = (i64, Vec<u64>)>) {
+        self.dedupe.add_delta(delta);
+    }
+
+    fn check_version(&self) -> Result<(), RestoreError> {
+        if (OLDEST_GLOBALS_VERSION..=GLOBALS_VERSION).contains(&self.version) {
+            Ok(())
+        } else {
+            Err(RestoreError::Version(self.version))
+        }
+    }
+}
+
 impl Processor {
+    /// The dedupe keys inserted since the last call, per bucket: this
+    /// checkpoint's dedupe delta; forgets them.
+    /// Also the start of the oldest bucket kept (the ones before it are
+    /// gone: their deltas can go from the changelog).
+    pub fn take_dedupe_delta(&mut self) -> (DedupeDelta, Option<i64>) {
+        let delta = self.seen.take_fresh();
+        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+        (delta, self.seen.oldest_bucket())
+    }
+
+    /// The next [`Processor::take_dedupe_delta`] returns every key: after a
+    /// restore from a state whose changelog holds no dedupe delta (written
+    /// before they existed), so that the changelog gets them once.
+    pub fn mark_dedupe_fresh(&mut self) {
+        self.seen.mark_all_fresh();
+        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+    }
+
     /// Everything but the graph and the journeys, to serialise as
     /// [`CoreGlobals`] (events waiting for the watermark left out, as in a
     /// snapshot).
@@ -107,9 +149,7 @@ impl Processor {
         journeys: impl IntoIterator<Item = (OneId, Journey)>,
         now_ms: u64,
     ) -> Result<(), RestoreError> {
-        if globals.version != GLOBALS_VERSION {
-            return Err(RestoreError::Version(globals.version));
-        }
+        globals.check_version()?;
         self.check_loadable(&globals.namespaces)?;
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
@@ -117,7 +157,64 @@ impl Processor {
             self.state.journeys.insert(one_id, Box::new(j));
         }
         self.state.journeys_loaded();
-        let dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
+        let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
+        dedupe.expire(globals.applied_to);
+        self.load_globals(
+            dedupe,
+            globals.partitions,
+            globals.timers,
+            globals.applied_to,
+            globals.tiers,
+            now_ms,
+        );
+        self.load_models(
+            (globals.propensities, globals.uplift),
+            globals.churn_model,
+            globals.value,
+        );
+        Ok(())
+    }
+
+    /// Brings a processor restored from a local snapshot to a later
+    /// checkpoint of the same lineage: the identity ops written after the
+    /// snapshot (in order), the journeys written after it (their latest
+    /// value, or gone), then that checkpoint's globals, which replace the
+    /// snapshot's. `now_ms` starts every partition's idle clock afresh.
+    pub fn apply_changelog_tail<'a>(
+        &mut self,
+        globals: CoreGlobals,
+        ops: impl IntoIterator<Item = &'a IdentityOp>,
+        journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        gone: impl IntoIterator<Item = OneId>,
+        now_ms: u64,
+    ) -> Result<(), RestoreError> {
+        globals.check_version()?;
+        let names = self.state.identity.namespaces().names();
+        if globals.namespaces != names.as_slice() {
+            return Err(RestoreError::Namespaces {
+                snapshot: globals.namespaces.join(","),
+                configured: names.join(","),
+            });
+        }
+        let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
+        self.state.identity.replay(derivation, ops);
+        for one_id in gone {
+            self.state.journeys.remove(&one_id);
+        }
+        for (one_id, j) in journeys {
+            self.state.journeys.insert(one_id, Box::new(j));
+        }
+        self.state.journeys_loaded();
+        // Version 1 carries every key; 2 the deltas past the snapshot's.
+        let dedupe = if globals.version >= 2 {
+            let mut d = std::mem::take(&mut self.seen);
+            d.add_delta(globals.dedupe.into_delta());
+            d
+        } else {
+            globals.dedupe
+        };
+        let mut dedupe = dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
+        dedupe.expire(globals.applied_to);
         self.load_globals(
             dedupe,
             globals.partitions,

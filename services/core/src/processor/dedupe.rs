@@ -10,6 +10,11 @@
 //! `window / 8` by event time; a whole bucket goes at once when it falls out
 //! of the window (no per-key sweep, so expiry never stalls the writer).
 //! `window` zero: every key is kept (the behaviour before format 4).
+//! It also keeps the keys inserted since the last checkpoint took them
+//! ([`Dedupe::take_fresh`]): the changelog gets the dedupe memory as deltas
+//! per bucket, so a checkpoint writes what changed, not the window; a
+//! restore adds the deltas up ([`Dedupe::add_delta`]) and expires the
+//! buckets out of the window as the writer did.
 //!
 //! Why it is exact: an event is accepted only when its time is within the
 //! window ([`Dedupe::too_late`]), and the bucket holding that time is kept
@@ -45,7 +50,17 @@ pub struct Dedupe {
     /// Bucket start (ms, a multiple of the bucket width) -> keys.
     buckets: BTreeMap<i64, HashSet<u64>>,
     len: usize,
+    /// The keys inserted since the last [`Dedupe::take_fresh`], per bucket:
+    /// what the next checkpoint writes to the changelog. Not saved.
+    #[serde(skip)]
+    fresh: BTreeMap<i64, Vec<u64>>,
+    #[serde(skip)]
+    fresh_len: usize,
 }
+
+/// Keys added to the dedupe memory, per bucket start: one checkpoint's
+/// delta on the changelog.
+pub type DedupeDelta = Vec<(i64, Vec<u64>)>;
 
 impl Dedupe {
     pub fn new(window: Duration) -> Self {
@@ -114,6 +129,61 @@ impl Dedupe {
         let bucket = self.bucket_of(at);
         if self.buckets.entry(bucket).or_default().insert(key) {
             self.len += 1;
+            self.fresh.entry(bucket).or_default().push(key);
+            self.fresh_len += 1;
+        }
+    }
+
+    /// The keys inserted since the last call, per bucket (the buckets gone
+    /// out of the window left out); forgets them.
+    pub fn take_fresh(&mut self) -> DedupeDelta {
+        self.fresh_len = 0;
+        let fresh = std::mem::take(&mut self.fresh);
+        fresh
+            .into_iter()
+            .filter(|(b, _)| self.buckets.contains_key(b))
+            .collect()
+    }
+
+    /// Every key, as if all were inserted since the last
+    /// [`Dedupe::take_fresh`]: for a changelog that does not hold them yet.
+    pub fn mark_all_fresh(&mut self) {
+        self.fresh = self
+            .buckets
+            .iter()
+            .map(|(b, keys)| (*b, keys.iter().copied().collect()))
+            .collect();
+        self.fresh_len = self.len;
+    }
+
+    /// The same window and no key: what the changelog's globals carry (the
+    /// keys go as deltas).
+    pub fn without_keys(&self) -> Dedupe {
+        Dedupe::new(Duration::from_millis(u64::try_from(self.window_ms).unwrap_or(0)))
+    }
+
+    /// The start of the oldest bucket kept: the buckets before it are gone.
+    pub fn oldest_bucket(&self) -> Option<i64> {
+        self.buckets.keys().next().copied()
+    }
+
+    /// Every key, per bucket: a delta that rebuilds this memory.
+    pub fn into_delta(self) -> DedupeDelta {
+        self.buckets
+            .into_iter()
+            .map(|(b, keys)| (b, keys.into_iter().collect()))
+            .collect()
+    }
+
+    /// Adds the keys of changelog deltas (in any order; a key twice counts once).
+    pub fn add_delta(&mut self, delta: impl IntoIterator<Item = (i64, Vec<u64>)>) {
+        for (bucket, keys) in delta {
+            let set = self.buckets.entry(bucket).or_default();
+            for k in keys {
+                if set.insert(k) {
+                    self.len += 1;
+                }
+            }
         }
     }
 
@@ -132,6 +202,12 @@ impl Dedupe {
             dropped += entry.remove().len();
         }
         self.len -= dropped;
+        while let Some(entry) = self.fresh.first_entry() {
+            if entry.key().saturating_add(w) > horizon {
+                break;
+            }
+            self.fresh_len -= entry.remove().len();
+        }
         dropped
     }
 
@@ -142,7 +218,7 @@ impl Dedupe {
 
     /// The estimate of the bytes the keys hold.
     pub fn approx_bytes(&self) -> usize {
-        self.len * KEY_BYTES + self.buckets.len() * 64
+        self.len * KEY_BYTES + self.buckets.len() * 64 + self.fresh_len * 8 + self.fresh.len() * 48
     }
 }
 
@@ -156,6 +232,32 @@ mod tests {
 
     fn days(n: u64) -> Duration {
         Duration::from_secs(n * 86_400)
+    }
+
+    #[test]
+    fn deltas_carry_what_was_inserted_since_the_last_take_and_add_up_to_the_memory() {
+        let mut d = Dedupe::new(days(8));
+        let mut restored = d.without_keys();
+        d.insert(1, EventTime(10 * DAY));
+        d.insert(2, EventTime(11 * DAY));
+        d.insert(1, EventTime(10 * DAY));
+        let first = d.take_fresh();
+        assert_eq!(first.iter().map(|(_, k)| k.len()).sum::<usize>(), 2, "{first:?}");
+        assert!(d.take_fresh().is_empty(), "taken");
+        d.insert(3, EventTime(19 * DAY));
+        // Day 10's bucket leaves the window: its fresh keys go with it.
+        d.insert(4, EventTime(10 * DAY + 1));
+        d.expire(EventTime(20 * DAY));
+        let second = d.take_fresh();
+        assert_eq!(second.iter().map(|(_, k)| k.len()).sum::<usize>(), 1, "{second:?}");
+        restored.add_delta(first);
+        restored.add_delta(second);
+        restored.expire(EventTime(20 * DAY));
+        assert_eq!(restored.buckets, d.buckets);
+        assert_eq!(restored.len(), d.len());
+        d.mark_all_fresh();
+        let all = d.take_fresh();
+        assert_eq!(all.iter().map(|(_, k)| k.len()).sum::<usize>(), d.len());
     }
 
     #[test]

@@ -55,7 +55,7 @@ use dedupe::Dedupe;
 pub use crate::event::ActionOutcome;
 pub use crate::state::State;
 pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
-pub use dedupe::TOO_LATE;
+pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};

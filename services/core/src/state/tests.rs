@@ -161,3 +161,21 @@ fn the_recent_list_refills_after_the_newest_profiles_go() {
         .expect("stitched");
     check(p.state()).expect("after a late event");
 }
+
+/// The dirty set counts in the state's size until a checkpoint takes it;
+/// where no checkpoint runs it is not kept.
+#[test]
+fn the_dirty_set_counts_in_the_size_and_is_not_kept_without_checkpoints() {
+    let mut p = processor_with(IdentityLimits::default());
+    p.process(&web("a", 0, json!({"cookie_id": "c-a"}), "page_view", json!({})), 0)
+        .expect("stitched");
+    let with_dirty = p.state().size().bytes;
+    assert_eq!(p.state().dirty_count(), 1);
+    p.state().take_dirty();
+    assert_eq!(p.state().size().bytes + DIRTY_ID_BYTES, with_dirty);
+    assert_eq!(p.state().size(), p.state().recount());
+    p.state().keep_dirty(false);
+    p.process(&web("b", 1, json!({"cookie_id": "c-b"}), "page_view", json!({})), 0)
+        .expect("stitched");
+    assert_eq!(p.state().dirty_count(), 0, "not kept");
+}

@@ -4,7 +4,8 @@
 //! In (writing, see `pipeline::changelog`): the records this module encodes.
 //! Out (reading): the last checkpoint marker of this consumer group
 //! ([`last_marker`]) and everything it commits ([`read_committed`]): the
-//! identity ops in order, the latest journey per One ID, the globals. It
+//! identity ops in order, the latest journey per One ID, the globals; or
+//! only what it commits past a local snapshot's chain (the tail). It
 //! keeps nothing.
 //!
 //! Three internal topics (names in `topics`):
@@ -76,6 +77,32 @@ impl Ranges {
     pub fn start(&self) -> Option<i64> {
         self.0.first().map(|r| r.0)
     }
+
+    /// The offset after the last range.
+    pub fn end(&self) -> Option<i64> {
+        self.0.last().map(|r| r.1)
+    }
+
+    /// Whether these ranges, cut at `base`'s end, are `base`: they are
+    /// `base` and maybe more after it.
+    pub fn extends(&self, base: &Ranges) -> bool {
+        let Some(end) = base.end() else { return true };
+        let mut cut = Ranges::default();
+        for &(from, to) in &self.0 {
+            if from < end {
+                cut.add(from, to.min(end));
+            }
+        }
+        cut == *base
+    }
+
+    /// The first offset in these ranges at or after `base`'s end (all of
+    /// them when `base` is empty).
+    fn start_after(&self, base: Option<&Ranges>) -> Option<i64> {
+        let after = base.and_then(Ranges::end).unwrap_or(i64::MIN);
+        let i = self.0.partition_point(|(_, to)| *to <= after);
+        self.0.get(i).map(|(from, _)| (*from).max(after))
+    }
 }
 
 /// What every committed checkpoint a state builds on wrote.
@@ -90,9 +117,23 @@ pub struct Chain {
     pub identity: Ranges,
     /// One entry per journeys changelog partition.
     pub journeys: Vec<Ranges>,
+    /// The dedupe deltas on the checkpoints topic (absent in markers
+    /// written before them: their globals carry every key).
+    #[serde(default)]
+    pub dedupe: Ranges,
 }
 
 impl Chain {
+    /// Whether `self` is `base` plus records written after it: a state at
+    /// `base` reaches `self` by reading `self`'s records past `base`.
+    pub fn extends(&self, base: &Chain) -> bool {
+        self.partitions == base.partitions
+            && self.journeys.len() == base.journeys.len()
+            && self.identity.extends(&base.identity)
+            && self.dedupe.extends(&base.dedupe)
+            && self.journeys.iter().zip(&base.journeys).all(|(r, b)| r.extends(b))
+    }
+
     /// The chain of an empty state: nothing to read.
     pub fn empty(partitions: u32) -> Chain {
         Chain {
@@ -100,6 +141,7 @@ impl Chain {
             partitions,
             identity: Ranges::default(),
             journeys: vec![Ranges::default(); partitions as usize],
+            dedupe: Ranges::default(),
         }
     }
 }
@@ -122,6 +164,21 @@ pub fn marker_key(group: &str) -> String {
 pub fn globals_key(group: &str) -> String {
     format!("globals/{group}")
 }
+
+/// The key of one dedupe delta record: unique (`at`: the checkpoint's
+/// time, `n`: the record's number in it), so that compaction keeps every
+/// one until the bucket leaves the window and it is tombstoned.
+pub fn dedupe_key(group: &str, bucket: i64, at: u64, n: usize) -> String {
+    format!("dedupe/{group}/{bucket}/{at}/{n}")
+}
+
+/// The bucket a dedupe delta record's key names.
+pub fn dedupe_bucket(key: &str) -> Option<i64> {
+    key.strip_prefix("dedupe/")?.split('/').rev().nth(2)?.parse().ok()
+}
+
+/// Dedupe keys per delta record, at most (9 bytes each: under [`CHUNK`]).
+pub const KEYS_PER_RECORD: usize = 50_000;
 
 /// A version byte and the value's MessagePack.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -171,6 +228,10 @@ pub struct Committed {
     pub ops: Vec<IdentityOp>,
     /// The latest journey per One ID (tombstoned ones left out).
     pub journeys: HashMap<OneId, Journey>,
+    /// The One IDs whose latest record is a tombstone.
+    pub gone: Vec<OneId>,
+    /// The dedupe deltas in the chain (past the base).
+    pub dedupe: Vec<(i64, Vec<u64>)>,
     /// Changelog records read (in the chain or not).
     pub records: u64,
 }
@@ -178,23 +239,28 @@ pub struct Committed {
 /// Reads the records `marker` commits: identity ops and journeys inside its
 /// chain, its globals chunks. Blocking; `progress` hears records read.
 pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut(u64)) -> anyhow::Result<Committed> {
+    read_past(settings, marker, None, progress)
+}
+
+/// As [`read_committed`]; `base`: the chain of a state already loaded
+/// (a local snapshot), which the marker's extends: only the records past it
+/// are read (the tail). Blocking; `progress` hears records read.
+pub fn read_past(
+    settings: &Settings,
+    marker: &Marker,
+    base: Option<&Chain>,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<Committed> {
     let t = &settings.topics;
     let chain = marker
         .header
         .changelog
         .as_ref()
         .context("the marker carries no chain")?;
-    let mut since = vec![(t.state_checkpoints.clone(), 0, marker.globals.0)];
-    if let Some(from) = chain.identity.start() {
-        since.push((t.identity_log.clone(), 0, from));
-    }
-    for (p, ranges) in chain.journeys.iter().enumerate() {
-        if let Some(from) = ranges.start() {
-            since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
-        }
-    }
+    let since = starts(settings, marker, chain, base)?;
     let globals = Ranges(vec![marker.globals]);
     let globals_key = globals_key(&settings.kafka.group_id);
+    let dedupe_prefix = format!("dedupe/{}/", settings.kafka.group_id);
     let mut out = Committed::default();
     let mut latest: HashMap<OneId, Option<Vec<u8>>> = HashMap::new();
     let mut failed: Option<anyhow::Error> = None;
@@ -206,23 +272,32 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
         let (topic, offset) = (m.topic(), m.offset());
         let payload = m.payload();
         let r = if topic == t.state_checkpoints {
+            let dedupe = chain.dedupe.contains(offset)
+                && !base.is_some_and(|b| b.dedupe.contains(offset))
+                && m.key().is_some_and(|k| k.starts_with(dedupe_prefix.as_bytes()));
             if globals.contains(offset) && m.key() == Some(globals_key.as_bytes()) {
                 decode::<serde_bytes_vec::Bytes>(payload.unwrap_or_default(), "globals")
                     .map(|chunk| out.globals.extend_from_slice(&chunk.0))
+            } else if let (true, Some(p)) = (dedupe, payload) {
+                decode::<Vec<(i64, Vec<u64>)>>(p, "dedupe").map(|d| out.dedupe.extend(d))
             } else {
                 Ok(())
             }
         } else if topic == t.identity_log {
-            if chain.identity.contains(offset) {
+            let in_base = base.is_some_and(|b| b.identity.contains(offset));
+            if chain.identity.contains(offset) && !in_base {
                 decode::<Vec<IdentityOp>>(payload.unwrap_or_default(), "identity log").map(|ops| out.ops.extend(ops))
             } else {
                 Ok(())
             }
         } else {
-            let in_chain = usize::try_from(m.partition())
-                .ok()
+            let p = usize::try_from(m.partition()).ok();
+            let in_chain = p
                 .and_then(|p| chain.journeys.get(p))
-                .is_some_and(|r| r.contains(offset));
+                .is_some_and(|r| r.contains(offset))
+                && !p
+                    .and_then(|p| base.and_then(|b| b.journeys.get(p)))
+                    .is_some_and(|r| r.contains(offset));
             match (in_chain, m.key()) {
                 (true, Some(key)) => match std::str::from_utf8(key) {
                     Ok(one_id) => {
@@ -241,13 +316,46 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
     if let Some(e) = failed {
         return Err(e);
     }
+    decode_latest(latest, &mut out)?;
+    Ok(out)
+}
+
+/// The latest record per One ID: its journey, or gone (a tombstone).
+fn decode_latest(latest: HashMap<OneId, Option<Vec<u8>>>, out: &mut Committed) -> anyhow::Result<()> {
     for (one_id, value) in latest {
-        if let Some(bytes) = value {
-            let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
-            out.journeys.insert(one_id, j);
+        match value {
+            Some(bytes) => {
+                let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
+                out.journeys.insert(one_id, j);
+            }
+            None => out.gone.push(one_id),
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Where each changelog partition is read from: the start of the chain's
+/// records past `base` (the checkpoints topic from the marker's globals or
+/// the first dedupe delta, whichever comes first).
+fn starts(
+    settings: &Settings,
+    marker: &Marker,
+    chain: &Chain,
+    base: Option<&Chain>,
+) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let t = &settings.topics;
+    let dedupe_from = chain.dedupe.start_after(base.map(|b| &b.dedupe));
+    let checkpoints_from = dedupe_from.map_or(marker.globals.0, |d| d.min(marker.globals.0));
+    let mut since = vec![(t.state_checkpoints.clone(), 0, checkpoints_from)];
+    if let Some(from) = chain.identity.start_after(base.map(|b| &b.identity)) {
+        since.push((t.identity_log.clone(), 0, from));
+    }
+    for (p, ranges) in chain.journeys.iter().enumerate() {
+        if let Some(from) = ranges.start_after(base.and_then(|b| b.journeys.get(p))) {
+            since.push((t.journeys_changelog.clone(), i32::try_from(p)?, from));
+        }
+    }
+    Ok(since)
 }
 
 /// Bytes as MessagePack binary, not a list of integers.
@@ -307,6 +415,62 @@ mod tests {
         }
         assert_eq!(r.start(), Some(0));
         assert!(!Ranges::default().contains(0));
+    }
+
+    #[test]
+    fn a_chain_extends_the_chain_it_was_built_on_and_its_tail_starts_past_it() {
+        let mut base = Chain::empty(2);
+        base.identity.add(0, 5);
+        base.journeys[0].add(3, 7);
+        let mut later = base.clone();
+        later.identity.add(5, 9);
+        later.journeys[0].add(10, 12);
+        later.journeys[1].add(0, 4);
+        assert!(later.extends(&base));
+        assert!(base.extends(&base));
+        assert!(later.extends(&Chain::empty(2)));
+        assert!(!base.extends(&later), "an older chain does not extend a newer one");
+        let mut other = Chain::empty(2);
+        other.identity.add(0, 3);
+        other.identity.add(4, 9);
+        assert!(!other.extends(&base), "another lineage");
+        assert!(!later.extends(&Chain::empty(3)), "another P");
+        assert_eq!(later.identity.start_after(Some(&base.identity)), Some(5));
+        assert_eq!(later.journeys[0].start_after(Some(&base.journeys[0])), Some(10));
+        assert_eq!(later.journeys[1].start_after(Some(&base.journeys[1])), Some(0));
+        assert_eq!(base.journeys[0].start_after(Some(&base.journeys[0])), None);
+        assert_eq!(base.journeys[0].start_after(None), Some(3));
+        let mut dedupe = later.clone();
+        dedupe.dedupe.add(20, 22);
+        assert!(dedupe.extends(&later) && !later.extends(&dedupe));
+    }
+
+    #[test]
+    fn a_chain_written_before_the_dedupe_deltas_reads_with_none() {
+        #[derive(Serialize)]
+        struct Before {
+            complete: bool,
+            partitions: u32,
+            identity: Ranges,
+            journeys: Vec<Ranges>,
+        }
+        let before = Before {
+            complete: true,
+            partitions: 1,
+            identity: Ranges(vec![(0, 3)]),
+            journeys: vec![Ranges(vec![(1, 2)])],
+        };
+        let bytes = rmp_serde::to_vec(&before).expect("encodes");
+        let chain: Chain = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(chain.identity, before.identity);
+        assert_eq!(chain.dedupe, Ranges::default());
+    }
+
+    #[test]
+    fn a_dedupe_record_key_names_its_bucket() {
+        let key = dedupe_key("g/1", -86_400_000, 17, 3);
+        assert_eq!(dedupe_bucket(&key), Some(-86_400_000));
+        assert_eq!(dedupe_bucket("globals/g"), None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Ack: wait until everything a message caused is acknowledged by the broker.
 //!
 //! In: [`Item`]s in processing order: finished messages with the delivery
-//! futures of their outputs, and barriers. Out: a barrier is answered once
-//! every output handed over before it is acknowledged; the checkpoint waits
-//! for one before it writes a snapshot, so a snapshot (and the input offsets
-//! it commits) never covers an output that is not durable. A delivery failure
+//! futures of their outputs, the outputs of unfinished messages a checkpoint
+//! hands over, and barriers. Out: a barrier is answered once every output
+//! handed over before it is acknowledged, with where the outputs end then;
+//! the checkpoint's background flush waits for it before it writes the
+//! marker, so a checkpoint (and the input offsets it commits) never covers an
+//! output that is not durable, while processing goes on. A delivery failure
 //! stops the pipeline; its state is not written.
 
 use std::sync::Arc;
@@ -52,9 +54,17 @@ pub async fn settle(d: Delivery, delivered: &Delivered) -> Result<(), String> {
 
 pub enum Item {
     Done(Pending),
-    /// Answered when everything before it is acknowledged.
-    Barrier(oneshot::Sender<()>),
+    /// Outputs of messages not finished yet, handed over by a checkpoint's
+    /// barrier: settled here, in order, like a finished message's.
+    Outputs(Vec<Delivery>),
+    /// Answered when everything before it is acknowledged, with where this
+    /// process's acknowledged outputs end at that point: the output
+    /// positions as of the barrier, whatever is published after it.
+    Barrier(oneshot::Sender<Ends>),
 }
+
+/// Per output partition, the offset after the last acknowledged record.
+pub type Ends = std::collections::HashMap<(String, i32), i64>;
 
 /// Runs until the sender side is dropped and every pending entry is settled.
 pub async fn run(
@@ -66,8 +76,20 @@ pub async fn run(
     while let Some(item) = rx.recv().await {
         let p = match item {
             Item::Done(p) => p,
+            Item::Outputs(deliveries) => {
+                for d in deliveries {
+                    if let Err(e) = settle(d, &delivered).await {
+                        metrics.delivery_errors.inc();
+                        error!(error = %e, "an output was not delivered; stopping before the checkpoint covers it");
+                        cancel.cancel();
+                        anyhow::bail!("output delivery failed: {e}");
+                    }
+                }
+                continue;
+            }
             Item::Barrier(reply) => {
-                let _ = reply.send(());
+                let ends = delivered.lock().map(|m| m.clone()).unwrap_or_default();
+                let _ = reply.send(ends);
                 continue;
             }
         };

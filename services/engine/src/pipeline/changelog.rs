@@ -4,22 +4,30 @@
 //! In: the processor (the journeys its state marks dirty, the identity ops
 //! it applied since the last checkpoint, its globals) and the checkpoint's
 //! [`Header`]. Out: journey records (tombstones for journeys that went) on
-//! their state partitions, identity-op batches, the globals in chunks and,
+//! their state partitions, identity-op batches, the dedupe keys added since
+//! the last checkpoint (per bucket; tombstones for the records of buckets
+//! gone out of the window), the globals in chunks and,
 //! once all of them are acknowledged, the marker that commits them (see
 //! [`crate::durable::changelog`] for the format). Keeps the [`Chain`] of
 //! the last committed checkpoint, which the next marker extends.
 //!
+//! Two steps: [`Changelog::capture`] takes the changes from the processor at
+//! the checkpoint's barrier (the writer waits only for this);
+//! [`Changelog::write`] produces them in the background while processing
+//! goes on.
+//!
 //! Invariant: a marker is produced only after every record it commits is
-//! acknowledged; the caller writes the snapshot file and commits the input
-//! offsets only after the marker is. A failure cancels the engine (the
-//! changes taken from the processor cannot be handed back): the restart
-//! resumes from the last committed checkpoint.
+//! acknowledged; the caller commits the input offsets only after the marker
+//! is. A failure cancels the engine (the changes taken from the processor
+//! cannot be handed back): the restart resumes from the last committed
+//! checkpoint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use onejourney_core::identity::IdentityOp;
+use onejourney_core::identity::{IdentityOp, OneId};
+use onejourney_core::processor::DedupeDelta;
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -38,6 +46,9 @@ pub struct Changelog {
     partitions: u32,
     /// What the committed checkpoints so far wrote.
     chain: Chain,
+    /// The keys of the dedupe delta records this process wrote, per bucket:
+    /// tombstoned once the bucket leaves the window.
+    dedupe_keys: BTreeMap<i64, Vec<String>>,
     metrics: Arc<Metrics>,
 }
 
@@ -50,6 +61,33 @@ pub struct Written {
     pub globals_bytes: u64,
     /// The header as the marker carries it (the chain including this checkpoint).
     pub header: Header,
+}
+
+/// What one checkpoint covers, taken from the processor at its barrier.
+pub struct Capture {
+    /// Per journey changed: its state partition, its One ID, its encoded
+    /// value now (none: a tombstone).
+    journeys: Vec<(i32, OneId, Option<Vec<u8>>)>,
+    ops: Vec<IdentityOp>,
+    /// The globals, encoded.
+    globals: Vec<u8>,
+    /// The dedupe keys inserted since the last checkpoint, per bucket.
+    dedupe: DedupeDelta,
+    /// The oldest dedupe bucket kept.
+    oldest_bucket: Option<i64>,
+}
+
+impl Capture {
+    /// Bytes held, for the memory estimate while a flush runs.
+    pub fn bytes(&self) -> usize {
+        let journeys: usize = self
+            .journeys
+            .iter()
+            .map(|(_, id, v)| id.len() + v.as_ref().map_or(0, Vec::len) + 48)
+            .sum();
+        let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
+        journeys + self.globals.len() + dedupe + self.ops.len() * std::mem::size_of::<IdentityOp>()
+    }
 }
 
 /// The records handed to the producer, waiting for their acknowledgement.
@@ -72,27 +110,70 @@ impl Changelog {
             checkpoints_topic: settings.topics.state_checkpoints.clone(),
             partitions: settings.state.partitions,
             chain,
+            dedupe_keys: BTreeMap::new(),
             metrics,
         }
     }
 
-    /// Produces every change since the last call and the marker that
-    /// commits them with `header`; returns once the marker is acknowledged.
-    pub async fn write(&mut self, processor: &mut Processor, header: &Header) -> anyhow::Result<Written> {
+    /// Takes what the next checkpoint writes from the processor, at the
+    /// barrier, at a cost that follows the change: the dirty journeys
+    /// encoded (tombstones for those that went), the identity ops taken,
+    /// the globals encoded. The processor forgets them: a failure after this
+    /// must stop the engine.
+    pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
+        let state = processor.state();
+        let mut journeys = Vec::new();
+        for one_id in state.take_dirty() {
+            let value = match state.journeys.get(&one_id) {
+                Some(j) => Some(changelog::encode(&**j.value())?),
+                None => None,
+            };
+            journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
+        }
+        let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
+        let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
+        Ok(Capture {
+            journeys,
+            ops: processor.take_identity_ops(),
+            globals,
+            dedupe,
+            oldest_bucket,
+        })
+    }
+
+    /// Produces a capture and the marker that commits it with `header`;
+    /// returns once the marker is acknowledged. Runs off the writer.
+    pub async fn write(&mut self, capture: Capture, header: &Header) -> anyhow::Result<Written> {
         let mut chain = self.chain.clone();
         let mut sent = Sent::default();
-        self.send_journeys(processor, &mut sent).await?;
-        self.send_identity(processor.take_identity_ops(), &mut sent).await?;
+        for (partition, one_id, value) in &capture.journeys {
+            let kind = if value.is_some() { "journey" } else { "tombstone" };
+            self.send(
+                &mut sent,
+                kind,
+                (&self.journeys_topic, *partition),
+                one_id,
+                value.as_deref(),
+            )
+            .await?;
+        }
+        self.send_identity(&capture.ops, &mut sent).await?;
+        let dedupe_keys = self.send_dedupe(&capture, header.written_at_ms, &mut sent).await?;
         let (records, bytes) = (sent.records, sent.bytes);
         for ((topic, partition), futures) in std::mem::take(&mut sent.pending) {
             let (from, to) = acknowledged(futures).await?;
             if topic == self.identity_topic {
                 chain.identity.add(from, to);
+            } else if topic == self.checkpoints_topic {
+                chain.dedupe.add(from, to);
             } else if let Some(r) = usize::try_from(partition).ok().and_then(|p| chain.journeys.get_mut(p)) {
                 r.add(from, to);
             }
         }
-        let globals = super::blocking(|| rmp_serde::to_vec(&processor.globals())).context("encoding the globals")?;
+        for (bucket, key) in dedupe_keys {
+            self.dedupe_keys.entry(bucket).or_default().push(key);
+        }
+        let globals = &capture.globals;
         let mut sent = Sent::default();
         for chunk in globals.chunks(changelog::CHUNK) {
             let value = changelog::encode(&BytesRef(chunk))?;
@@ -139,24 +220,34 @@ impl Changelog {
         })
     }
 
-    /// Every journey changed since the last checkpoint: its value now, or a
-    /// tombstone when it went.
-    async fn send_journeys(&self, processor: &Processor, sent: &mut Sent) -> anyhow::Result<()> {
-        let state = processor.state();
-        for one_id in state.take_dirty() {
-            let value = match state.journeys.get(&one_id) {
-                Some(j) => Some(changelog::encode(&**j.value())?),
-                None => None,
-            };
-            let partition = changelog::partition_of(&one_id, self.partitions);
-            let kind = if value.is_some() { "journey" } else { "tombstone" };
-            self.send(sent, kind, (&self.journeys_topic, partition), &one_id, value.as_deref())
-                .await?;
+    /// The dedupe delta, in records of at most `KEYS_PER_RECORD` keys, and
+    /// tombstones for the records of buckets gone out of the window. Returns
+    /// the keys of the records written, with their bucket.
+    async fn send_dedupe(&mut self, capture: &Capture, at: u64, sent: &mut Sent) -> anyhow::Result<Vec<(i64, String)>> {
+        let gone: Vec<i64> = match capture.oldest_bucket {
+            Some(oldest) => self.dedupe_keys.range(..oldest).map(|(b, _)| *b).collect(),
+            None => self.dedupe_keys.keys().copied().collect(),
+        };
+        for bucket in gone {
+            for key in self.dedupe_keys.remove(&bucket).unwrap_or_default() {
+                self.send(sent, "dedupe", (&self.checkpoints_topic, 0), &key, None)
+                    .await?;
+            }
         }
-        Ok(())
+        let mut written = Vec::new();
+        for (bucket, keys) in &capture.dedupe {
+            for chunk in keys.chunks(changelog::KEYS_PER_RECORD) {
+                let key = changelog::dedupe_key(&self.group, *bucket, at, written.len());
+                let value = changelog::encode(&[(*bucket, chunk)])?;
+                self.send(sent, "dedupe", (&self.checkpoints_topic, 0), &key, Some(&value))
+                    .await?;
+                written.push((*bucket, key));
+            }
+        }
+        Ok(written)
     }
 
-    async fn send_identity(&self, ops: Vec<IdentityOp>, sent: &mut Sent) -> anyhow::Result<()> {
+    async fn send_identity(&self, ops: &[IdentityOp], sent: &mut Sent) -> anyhow::Result<()> {
         for batch in ops.chunks(changelog::OPS_PER_RECORD) {
             let value = changelog::encode(batch)?;
             self.send(sent, "identity", (&self.identity_topic, 0), &self.group, Some(&value))

@@ -1,33 +1,46 @@
 //! Checkpoint: the state, the outputs it caused and the input offsets it
-//! covers, made durable together.
+//! covers, made durable together, without stopping processing.
 //!
 //! In: the processor's state, the in-flight queue, the input partitions'
-//! bookkeeping. Out: the changes since the last checkpoint on the
-//! changelog topics with the marker that commits them (see
-//! [`super::changelog`]), then a snapshot file (see [`crate::durable`]) and,
-//! only once both are written, the committed input offsets. It keeps where each output
-//! partition ended at start and where this process's acknowledged outputs
-//! end, which a restart after a crash reads back from.
+//! bookkeeping. Out, in two steps:
+//! 1. the barrier ([`Checkpoint::begin`], in the poll loop): the input
+//!    offsets covered now, a barrier in the ack stage behind every output
+//!    handed over so far, and the changes since the last checkpoint taken
+//!    from the processor ([`super::changelog::Changelog::capture`]). The
+//!    writer waits only for this: `onejourney_checkpoint_stall_seconds`.
+//! 2. the flush, a background task: waits until the outputs up to the
+//!    barrier are acknowledged (and where they end), writes the changes and
+//!    the marker committing them to the changelog topics, waits for their
+//!    acknowledgement, and only then commits the input offsets of the
+//!    barrier. The poll loop hears it end ([`Checkpoint::finish`]).
 //!
-//! Invariant: a snapshot or a changelog marker (and the input offsets they
-//! commit) never covers an output that is not acknowledged, nor an event
-//! still waiting for the watermark. A crash re-processes at most one
-//! interval of input. Processing waits for the whole checkpoint:
-//! `onejourney_checkpoint_stall_seconds` reports how long.
+//! One checkpoint at a time: a barrier due while a flush runs is skipped.
+//! The full snapshot file (see [`crate::durable`]) is written by the last
+//! checkpoint of a graceful stop, after its flush; a restart restores it and
+//! the changelog past it.
+//!
+//! Invariant: a marker (and the input offsets it commits) never covers an
+//! output that is not acknowledged, nor an event still waiting for the
+//! watermark. A crash re-processes at most one interval (plus a flush) of
+//! input. It keeps where each output partition ended at start and the
+//! changelog writer between flushes.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::ack;
-use super::changelog::Changelog;
+use super::changelog::{Capture, Changelog, Written};
 use super::inflight::InFlight;
 use super::ingest::Ingest;
 use super::partitions::Partitions;
@@ -43,15 +56,47 @@ pub struct Checkpoint {
     /// Journey detail older than this goes before the state is saved (zero: kept).
     evict_after: Duration,
     /// Every output partition, with where it ended at start.
-    outputs: Vec<(String, i32, i64)>,
-    /// Where this process's acknowledged outputs end.
-    delivered: ack::Delivered,
+    outputs: Arc<Vec<(String, i32, i64)>>,
     metrics: Arc<Metrics>,
     /// Beaten while a large snapshot is written.
     health: Arc<Health>,
-    /// Cancelled when an output was not delivered: the engine stops.
+    /// Cancelled when an output or a changelog record was not delivered: the engine stops.
     cancel: CancellationToken,
+    /// The changelog writer: here between checkpoints, in the flush during one.
+    changelog: Option<Changelog>,
+    /// The flush running, if any.
+    flushing: Option<JoinHandle<Flushed>>,
+    /// Test hook (`state.checkpoint_hold_file`).
+    hold: Option<PathBuf>,
+    /// Bytes of the snapshot file, plus the changelog written since it: what a restore reads.
+    durable_bytes: u64,
+    /// Bytes the running flush holds (the changes it took).
+    held: usize,
+}
+
+/// A checkpoint's background work, from the barrier on.
+struct Flush {
     changelog: Changelog,
+    capture: Capture,
+    inputs: HashMap<Tp, i64>,
+    /// Answered by the ack stage once the outputs up to the barrier are acknowledged.
+    acked: oneshot::Receiver<ack::Ends>,
+    outputs: Arc<Vec<(String, i32, i64)>>,
+    consumer: Arc<IngestConsumer>,
+    hold: Option<PathBuf>,
+    started: Instant,
+}
+
+/// What a flush hands back to the poll loop.
+pub struct Flushed {
+    changelog: Changelog,
+    result: anyhow::Result<Done>,
+}
+
+struct Done {
+    inputs: HashMap<Tp, i64>,
+    written: Written,
+    took: Duration,
 }
 
 impl Checkpoint {
@@ -61,7 +106,6 @@ impl Checkpoint {
     pub async fn new(
         settings: &Settings,
         producer: &FutureProducer,
-        delivered: ack::Delivered,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         cancel: CancellationToken,
@@ -69,117 +113,248 @@ impl Checkpoint {
     ) -> anyhow::Result<Self> {
         let topics: Vec<String> = settings.topics.outputs().iter().map(|t| t.to_string()).collect();
         let changelog = Changelog::new(settings, producer.clone(), chain, metrics.clone());
+        let hold = &settings.state.checkpoint_hold_file;
+        let path = durable::path(settings);
+        let durable_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         Ok(Checkpoint {
-            path: durable::path(settings),
+            path,
             evict_after: settings.state.evict_journeys_after,
-            outputs: kafka::partition_ends(producer, topics).await?,
-            delivered,
+            outputs: Arc::new(kafka::partition_ends(producer, topics).await?),
             metrics,
             health,
             cancel,
-            changelog,
+            changelog: Some(changelog),
+            flushing: None,
+            hold: (!hold.as_os_str().is_empty()).then(|| hold.clone()),
+            durable_bytes,
+            held: 0,
         })
     }
 
-    /// Writes the changes since the last checkpoint to the changelog, a
-    /// snapshot of the state, and commits the input offsets they cover, once
-    /// every output so far is acknowledged. `last`: the final
-    /// checkpoint of a graceful stop (every input is applied). A failed
-    /// delivery cancels the engine; other errors can be retried.
-    pub async fn run(
+    /// Whether a flush runs.
+    pub fn busy(&self) -> bool {
+        self.flushing.is_some()
+    }
+
+    /// Bytes a running flush holds (for the memory estimate).
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// The checkpoint's barrier: takes what it covers and starts its flush.
+    /// A failure after the changes were taken cancels the engine.
+    pub async fn begin(
         &mut self,
         ingest: &mut Ingest,
         in_flight: &mut InFlight,
-        partitions: &mut Partitions,
+        partitions: &Partitions,
         consumer: &Arc<IngestConsumer>,
-        last: bool,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
+        anyhow::ensure!(self.flushing.is_none(), "a checkpoint is already being written");
         // Journey detail past its retention goes before the state is saved.
         if !self.evict_after.is_zero() {
             let evicted = ingest.processor_mut().evict_journeys(self.evict_after);
             self.metrics.journeys_evicted.inc_by(evicted as u64);
         }
-        // 1. Every output handed to the producer is acknowledged, and every
-        //    buffered event still holds its message back.
-        if let Err(e) = in_flight.settle_all(&self.delivered).await {
-            self.cancel.cancel();
-            return Err(e);
-        }
         check_held(ingest, in_flight)?;
-        // 2. The input offsets the state covers.
         let inputs = partitions.covered_now(in_flight.unfinished());
-        // 3. Where our outputs end now: what a restart after a crash reads back.
-        let header = Header {
-            written_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            inputs: inputs.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
-            outputs: self.output_ends(),
-            changelog: None,
-        };
-        // 4. The changes since the last checkpoint and the marker committing
-        //    them, acknowledged by the broker: what an empty disk restores.
-        let written = match self.changelog.write(ingest.processor_mut(), &header).await {
-            Ok(w) => w,
+        let acked = match in_flight.barrier().await {
+            Ok(a) => a,
             Err(e) => {
                 self.cancel.cancel();
-                return Err(e.context("writing the state changelog"));
+                return Err(e);
             }
         };
-        let header = written.header;
-        // 5. The snapshot file: the fast local restore.
+        let changelog = self.changelog.take().context("the changelog writer is missing")?;
+        let capture = match changelog.capture(ingest.processor_mut()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.cancel.cancel();
+                return Err(e.context("taking the changes for the changelog"));
+            }
+        };
+        let stall = started.elapsed().as_secs_f64();
+        self.metrics.checkpoint_stall.set(stall);
+        self.metrics.checkpoint_in_progress.set(1);
+        self.held = capture.bytes();
+        let flush = Flush {
+            changelog,
+            capture,
+            inputs,
+            acked,
+            outputs: self.outputs.clone(),
+            consumer: consumer.clone(),
+            hold: self.hold.clone(),
+            started,
+        };
+        self.flushing = Some(tokio::spawn(flush.run()));
+        Ok(())
+    }
+
+    /// Waits for the running flush (pending for ever when none runs: call
+    /// it only while [`Checkpoint::busy`]). Cancel-safe.
+    pub async fn flushed(&mut self) -> Result<Flushed, JoinError> {
+        match self.flushing.as_mut() {
+            Some(h) => h.await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The flush ended: on success the input offsets it committed are the
+    /// covered ones; a failure cancels the engine (the changes it took
+    /// cannot be handed back), and the restart resumes from the last
+    /// committed checkpoint. Returns the header the marker carries.
+    pub fn finish(
+        &mut self,
+        joined: Result<Flushed, JoinError>,
+        partitions: &mut Partitions,
+    ) -> anyhow::Result<Header> {
+        self.flushing = None;
+        self.metrics.checkpoint_in_progress.set(0);
+        self.held = 0;
+        let flushed = match joined {
+            Ok(f) => f,
+            Err(e) => {
+                self.cancel.cancel();
+                anyhow::bail!("the checkpoint task failed: {e}");
+            }
+        };
+        self.changelog = Some(flushed.changelog);
+        let done = match flushed.result {
+            Ok(d) => d,
+            Err(e) => {
+                self.cancel.cancel();
+                return Err(e.context("writing the checkpoint"));
+            }
+        };
+        partitions.checkpointed(done.inputs);
+        self.durable_bytes += done.written.bytes;
+        self.written(&done.written, done.took, false);
+        Ok(done.written.header)
+    }
+
+    /// The last checkpoint of a graceful stop: after the running flush, one
+    /// more covering every input applied, then the full snapshot file.
+    pub async fn last(
+        &mut self,
+        ingest: &mut Ingest,
+        in_flight: &mut InFlight,
+        partitions: &mut Partitions,
+        consumer: &Arc<IngestConsumer>,
+    ) -> anyhow::Result<()> {
+        if self.busy() {
+            let joined = self.flushed().await;
+            self.finish(joined, partitions)?;
+        }
+        let started = Instant::now();
+        self.begin(ingest, in_flight, partitions, consumer).await?;
+        let joined = self.flushed().await;
+        let header = self.finish(joined, partitions)?;
         let beat = |_| self.health.beat();
         let size = super::blocking(|| durable::write(&self.path, &header, &ingest.processor().snapshot(), beat))?;
-        // 6. Only now the input offsets: the state and outputs they cover are durable.
-        commit(consumer, &inputs).await?;
-        consumer.context().set_resume(&inputs);
-        partitions.checkpointed(inputs);
-        let took = started.elapsed();
-        self.metrics.checkpoint_stall.set(took.as_secs_f64());
-        self.written(&header, size, took, last);
+        self.durable_bytes = size;
+        self.metrics.snapshot_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
         info!(
-            records = written.records,
-            bytes = written.bytes,
-            globals_bytes = written.globals_bytes,
-            "state changelog written"
+            bytes = size,
+            seconds = started.elapsed().as_secs_f64(),
+            last = true,
+            inputs = ?header.inputs,
+            "state snapshot written"
         );
         Ok(())
     }
 
-    /// Per output partition, where it ends now: from our own acknowledged
-    /// deliveries; partitions we have not written to: where they ended at
-    /// start.
-    fn output_ends(&self) -> Vec<(String, i32, i64)> {
-        let delivered = self.delivered.lock().map(|m| m.clone()).unwrap_or_default();
-        self.outputs
-            .iter()
-            .map(|(t, p, start)| {
-                let end = delivered.get(&(t.clone(), *p)).copied().unwrap_or(*start).max(*start);
-                (t.clone(), *p, end)
-            })
-            .collect()
-    }
-
-    fn written(&self, header: &Header, size: u64, took: Duration, last: bool) {
+    fn written(&self, written: &Written, took: Duration, last: bool) {
+        let header = &written.header;
         self.metrics.snapshots.with_label_values(&["written"]).inc();
         self.metrics.snapshot_seconds.set(took.as_secs_f64());
-        self.metrics.snapshot_bytes.set(i64::try_from(size).unwrap_or(i64::MAX));
+        self.metrics
+            .snapshot_bytes
+            .set(i64::try_from(self.durable_bytes).unwrap_or(i64::MAX));
         self.metrics
             .snapshot_last_success
             .set(i64::try_from(header.written_at_ms / 1000).unwrap_or(0));
         info!(
-            bytes = size,
+            records = written.records,
+            bytes = written.bytes,
+            globals_bytes = written.globals_bytes,
             seconds = took.as_secs_f64(),
             last,
             inputs = ?header.inputs,
-            "state snapshot written"
+            "checkpoint written to the state changelog"
         );
     }
 }
 
+impl Flush {
+    async fn run(self) -> Flushed {
+        let Flush {
+            mut changelog,
+            capture,
+            inputs,
+            acked,
+            outputs,
+            consumer,
+            hold,
+            started,
+        } = self;
+        let result = async {
+            // 1. Every output up to the barrier is acknowledged; where they end.
+            let ends = acked
+                .await
+                .map_err(|_| anyhow::anyhow!("an output was not delivered; the state is not saved"))?;
+            wait_while_held(hold.as_deref()).await;
+            let header = Header {
+                written_at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                inputs: inputs.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+                outputs: output_ends(&outputs, &ends),
+                changelog: None,
+            };
+            // 2. The changes and the marker committing them, acknowledged.
+            let written = changelog
+                .write(capture, &header)
+                .await
+                .context("writing the state changelog")?;
+            // 3. Only now the input offsets: the state and outputs they cover are durable.
+            commit(&consumer, &inputs).await?;
+            consumer.context().set_resume(&inputs);
+            Ok(Done {
+                inputs,
+                written,
+                took: started.elapsed(),
+            })
+        }
+        .await;
+        Flushed { changelog, result }
+    }
+}
+
+/// Per output partition, where it ends as of the barrier: this process's
+/// acknowledged deliveries then; partitions it had not written to: where
+/// they ended at start.
+fn output_ends(outputs: &[(String, i32, i64)], ends: &ack::Ends) -> Vec<(String, i32, i64)> {
+    outputs
+        .iter()
+        .map(|(t, p, start)| {
+            let end = ends.get(&(t.clone(), *p)).copied().unwrap_or(*start).max(*start);
+            (t.clone(), *p, end)
+        })
+        .collect()
+}
+
+/// The test hook: waits while the file exists.
+async fn wait_while_held(hold: Option<&std::path::Path>) {
+    let Some(path) = hold else { return };
+    while path.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Every event the core buffers must still hold its message back, or the
-/// snapshot would skip it.
+/// checkpoint would skip it.
 fn check_held(ingest: &Ingest, in_flight: &mut InFlight) -> anyhow::Result<()> {
     for seq in ingest.processor().pending_seqs() {
         if !in_flight.holds(seq) {

@@ -160,24 +160,20 @@ impl InFlight {
         true
     }
 
-    /// Waits until every output handed to the producer so far is
-    /// acknowledged: those of unfinished messages here, then (a barrier)
-    /// those the ack stage holds.
-    pub async fn settle_all(&mut self, delivered: &ack::Delivered) -> anyhow::Result<()> {
-        for e in self.entries.iter_mut() {
-            for d in e.deliveries.drain(..) {
-                if let Err(err) = ack::settle(d, delivered).await {
-                    self.metrics.delivery_errors.inc();
-                    anyhow::bail!("output delivery failed: {err}");
-                }
-            }
-        }
+    /// The barrier of a checkpoint, without waiting: the outputs of
+    /// unfinished messages go to the ack stage, then a barrier behind them
+    /// and everything the ack stage holds. The receiver answers, with where
+    /// the outputs end, once every output handed to the producer so far is
+    /// acknowledged; it fails when an output was not (the ack task stopped).
+    pub async fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
+        let outputs: Vec<ack::Delivery> = self.entries.iter_mut().flat_map(|e| e.deliveries.drain(..)).collect();
         let (reply, acked) = oneshot::channel();
-        if self.ack.send(ack::Item::Barrier(reply)).await.is_err() || acked.await.is_err() {
-            // The ack task failed (a delivery error).
+        let sent = self.ack.send(ack::Item::Outputs(outputs)).await.is_ok()
+            && self.ack.send(ack::Item::Barrier(reply)).await.is_ok();
+        if !sent {
             anyhow::bail!("an output was not delivered; the state is not saved");
         }
-        Ok(())
+        Ok(acked)
     }
 
     /// How many messages the producer holds, for the queue gauge.

@@ -16,14 +16,17 @@
 //! restored ([`restore`]) and every assigned partition resumes at the offset
 //! it covers; records published after it are read back so that re-processing
 //! does not publish them twice; every erasure recorded so far is installed
-//! before the first input is read, so no replay un-forgets anyone. Every `state.snapshot_interval` the
-//! [`checkpoint`] waits until every output so far is acknowledged, writes a
-//! snapshot with the input offsets it covers and the output end offsets, then
-//! commits those input offsets. A crash re-processes at most one interval of
-//! input.
+//! before the first input is read, so no replay un-forgets anyone. Every
+//! `state.snapshot_interval` the [`checkpoint`] takes the changes since the
+//! last one at a barrier and, in the background while processing goes on,
+//! waits until every output up to the barrier is acknowledged, writes the
+//! changes with the input offsets they cover and the output end offsets to
+//! the changelog topics, then commits those input offsets. A crash
+//! re-processes at most one interval of input (plus a flush).
 //!
 //! Shutdown (cancel): stop fetching, apply every buffered event, checkpoint
-//! (so a restart re-processes nothing), flush the producer.
+//! and write the full snapshot file (so a restart re-processes nothing and
+//! reads no changelog), flush the producer.
 
 pub mod ack;
 pub mod changelog;
@@ -75,6 +78,7 @@ pub async fn run(
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
     let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
+    restore::dedupe_to_changelog(&header, &mut processor);
     restore::install_erasures(&settings, &mut processor, &health).await?;
     metrics.restore_seconds.set(started.elapsed().as_secs_f64());
     health.set_restored(true);
@@ -97,7 +101,6 @@ pub async fn run(
         Checkpoint::new(
             &settings,
             &producer,
-            delivered.clone(),
             metrics.clone(),
             health.clone(),
             cancel.clone(),

@@ -1,8 +1,8 @@
 //! The poll loop: the single writer of the state.
 //!
 //! In: messages from the consumer, the Kafka edge's events (assignments,
-//! revocations, end offsets), a 250 ms tick, the snapshot interval, the
-//! memory-budget check, and cancel. Out: each message run through ingest and
+//! revocations, end offsets), a 250 ms tick, the snapshot interval, the end
+//! of a checkpoint's background flush, the memory-budget check, and cancel. Out: each message run through ingest and
 //! its records through the in-flight queue; checkpoints; readiness. It keeps
 //! the processing clock the core's idle-partition rule is measured on, and
 //! whether consuming is paused for the memory budget.
@@ -68,6 +68,14 @@ impl Poll {
                 }
                 _ = snapshot.tick() => {
                     self.checkpoint().await?;
+                    continue;
+                }
+                joined = self.checkpoint.flushed(), if self.checkpoint.busy() => {
+                    let finished = self.checkpoint.finish(joined, &mut self.partitions);
+                    if let Err(e) = finished {
+                        self.metrics.snapshots.with_label_values(&["failed"]).inc();
+                        return Err(e);
+                    }
                     continue;
                 }
                 _ = budget.tick() => {
@@ -150,35 +158,34 @@ impl Poll {
         self.in_flight.apply(steps).await?;
         self.in_flight.flush_done().await;
         self.checkpoint
-            .run(
+            .last(
                 &mut self.ingest,
                 &mut self.in_flight,
                 &mut self.partitions,
                 &self.consumer,
-                true,
             )
             .await
     }
 
-    /// The periodic checkpoint. A failed output delivery stops the engine;
-    /// anything else is retried at the next interval.
+    /// The periodic checkpoint's barrier; its flush runs in the background.
+    /// Skipped while the previous flush runs. A failure after the changes
+    /// were taken stops the engine; anything before is retried at the next
+    /// interval.
     async fn checkpoint(&mut self) -> anyhow::Result<()> {
-        let done = self
+        if self.checkpoint.busy() {
+            self.metrics.snapshots.with_label_values(&["skipped"]).inc();
+            return Ok(());
+        }
+        let begun = self
             .checkpoint
-            .run(
-                &mut self.ingest,
-                &mut self.in_flight,
-                &mut self.partitions,
-                &self.consumer,
-                false,
-            )
+            .begin(&mut self.ingest, &mut self.in_flight, &self.partitions, &self.consumer)
             .await;
-        if let Err(e) = done {
+        if let Err(e) = begun {
             if self.cancel.is_cancelled() {
                 return Err(e);
             }
             self.metrics.snapshots.with_label_values(&["failed"]).inc();
-            warn!(error = %format!("{e:#}"), "state snapshot failed; retrying at the next interval");
+            warn!(error = %format!("{e:#}"), "checkpoint failed; retrying at the next interval");
         }
         Ok(())
     }
@@ -219,7 +226,8 @@ impl Poll {
         if limit == 0 {
             return false;
         }
-        let bytes = self.ingest.processor().state().approx_bytes() as u64;
+        // The changes a running flush holds count until it ends.
+        let bytes = (self.ingest.processor().state().approx_bytes() + self.checkpoint.held_bytes()) as u64;
         let over = bytes >= limit;
         self.metrics.memory_budget_exceeded.set(i64::from(over));
         self.health.set_within_budget(!over);

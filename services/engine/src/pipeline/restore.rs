@@ -1,7 +1,12 @@
-//! Restore: the state and offsets of the last snapshot, at start.
+//! Restore: the state and offsets of the last checkpoint, at start.
 //!
 //! In: the snapshot files of this consumer group (the newest and the
-//! previous generation), the group's committed offsets, `state.rebuild`.
+//! previous generation), the changelog topics, the group's committed
+//! offsets, `state.rebuild`. A snapshot file is written at a graceful stop;
+//! the checkpoints after it are on the changelog only: the snapshot is
+//! restored, then the tail (the records of the checkpoints committed after
+//! it, when the last marker builds on the snapshot's chain). With no
+//! snapshot file, the whole state comes from the changelog.
 //! Out: the core's state loaded into the processor, the snapshot's
 //! [`Header`] (where each input partition resumes, where each output
 //! partition ended) and the records published after it ([`Published`]), read
@@ -88,6 +93,7 @@ pub async fn restore(
     processor
         .restore(loaded.core, 0)
         .with_context(|| format!("restoring {}", loaded.from.display()))?;
+    loaded.header = tail(settings, processor, loaded.header, health).await?;
     let read_at = started.elapsed();
     let published = read_back(settings, health, loaded.header.outputs.clone()).await?;
     info!(
@@ -220,8 +226,9 @@ async fn from_broker(
     .await?;
     let committed = committed.context("reading the state changelog")?;
     phase.done(committed.records, "records");
-    let globals: onejourney_core::processor::CoreGlobals =
+    let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
+    globals.add_dedupe(committed.dedupe);
     let (ops, journeys) = (committed.ops.len(), committed.journeys.len());
     super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, 0))
         .context("restoring the state from the changelog")?;
@@ -239,6 +246,77 @@ async fn from_broker(
         "no state snapshot: state restored from the changelog on the broker"
     );
     Ok(Some((marker.header, published)))
+}
+
+/// After a local snapshot is loaded: the checkpoints committed on the
+/// broker since it was written (the tail), when the group's last marker
+/// builds on the snapshot's chain: the identity ops and journeys past the
+/// snapshot's chain, and the marker's globals. Returns the header to resume
+/// from: the marker's, or the snapshot's when there is no tail.
+async fn tail(
+    settings: &Arc<Settings>,
+    processor: &mut Processor,
+    header: Header,
+    health: &Arc<Health>,
+) -> anyhow::Result<Header> {
+    let started = Instant::now();
+    let base = header.changelog.clone().unwrap_or_default();
+    let (marker, phase) = reading(
+        settings,
+        health,
+        "reading the changelog's checkpoint markers",
+        |s, progress| changelog::last_marker(s, progress),
+    )
+    .await?;
+    let marker = marker.context("reading the changelog's checkpoint markers")?;
+    phase.done(u64::from(marker.is_some()), "markers");
+    let Some((marker, chain)) = marker.and_then(|m| m.header.changelog.clone().map(|c| (m, c))) else {
+        return Ok(header);
+    };
+    if chain == base {
+        return Ok(header);
+    }
+    if !chain.extends(&base) {
+        warn!(
+            "the last checkpoint on the broker does not build on the local state snapshot (another lineage, or an \
+             older checkpoint): restoring the snapshot alone; its inputs are re-processed"
+        );
+        return Ok(header);
+    }
+    let m = marker.clone();
+    let (read, phase) = reading(
+        settings,
+        health,
+        "reading the state changelog past the snapshot",
+        move |s, progress| changelog::read_past(s, &m, Some(&base), progress),
+    )
+    .await?;
+    let read = read.context("reading the state changelog past the snapshot")?;
+    phase.done(read.records, "records");
+    let mut globals: onejourney_core::processor::CoreGlobals =
+        rmp_serde::from_slice(&read.globals).context("the changelog's globals record is damaged")?;
+    globals.add_dedupe(read.dedupe);
+    let (ops, journeys, gone) = (read.ops.len(), read.journeys.len(), read.gone.len());
+    super::blocking(|| processor.apply_changelog_tail(globals, &read.ops, read.journeys, read.gone, 0))
+        .context("applying the state changelog past the snapshot")?;
+    info!(
+        records = read.records,
+        identity_ops = ops,
+        journeys,
+        gone,
+        seconds = started.elapsed().as_secs_f64(),
+        "state changelog past the snapshot applied"
+    );
+    Ok(marker.header)
+}
+
+/// A state whose changelog holds no dedupe delta (written before they
+/// existed, or none yet): the next checkpoint writes every dedupe key once,
+/// so that a restore from the broker alone has them.
+pub fn dedupe_to_changelog(header: &Header, processor: &mut Processor) {
+    if header.changelog.as_ref().is_none_or(|c| c.dedupe.0.is_empty()) {
+        processor.mark_dedupe_fresh();
+    }
 }
 
 /// Wall-clock time in ms since the epoch, for the snapshot header.

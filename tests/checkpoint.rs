@@ -1,0 +1,102 @@
+//! End-to-end: a checkpoint does not stop processing (issue 14).
+//!
+//! A checkpoint's background flush is held (the `state.checkpoint_hold_file`
+//! test hook) while more input arrives: the engine settles every new event
+//! while the checkpoint is still being written, reported through the
+//! metrics (`onejourney_checkpoint_in_progress`,
+//! `onejourney_events_settled_total`); the writer's stall
+//! (`onejourney_checkpoint_stall_seconds`) is the barrier only, shorter than
+//! the flush it did not wait for. Released, the checkpoint commits, and a
+//! restart restores exactly the state the engine stopped with.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use onejourney_e2e::{settings, state_summary, TestEngine};
+use onejourney_simulator::{generate, SimConfig};
+
+const IN_PROGRESS: &str = "onejourney_checkpoint_in_progress";
+const SETTLED: &str = "onejourney_events_settled_total";
+const WRITTEN: &str = "onejourney_snapshots_total{result=\"written\"}";
+const STALL: &str = "onejourney_checkpoint_stall_seconds";
+
+/// Waits until `check` holds for the value of `sample`, naming `what`.
+async fn wait_metric(e: &TestEngine, sample: &str, what: &str, check: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let v = e.metric(sample).await;
+        if check(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: {sample} is {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_settled_while_a_checkpoint_is_written() {
+    let events = generate(&SimConfig {
+        customers: 400,
+        seed: 7,
+        ..SimConfig::default()
+    })
+    .events;
+    let (early, late) = events.split_at(events.len() / 2);
+    let mut s = settings("ckpt");
+    s.state.snapshot_interval = Duration::from_secs(1);
+    std::fs::create_dir_all(&s.state.dir).unwrap();
+    let hold = s.state.dir.join("hold-checkpoint");
+    s.state.checkpoint_hold_file = hold.clone();
+    std::fs::write(&hold, b"held by the test").unwrap();
+
+    let mut e = TestEngine::start(s.clone()).await;
+    e.publish_sim(early).await;
+    e.wait_applied(early.len(), Duration::from_secs(300)).await;
+    // A checkpoint's barrier has passed; its flush waits for the hold file.
+    wait_metric(&e, IN_PROGRESS, "a checkpoint held", |v| v == 1.0).await;
+    let held_at = Instant::now();
+    let written = e.metric(WRITTEN).await;
+    let settled = e.metric(SETTLED).await;
+    let stall = e.metric(STALL).await;
+
+    // More input while the checkpoint is being written: every event settles.
+    e.publish_sim(late).await;
+    let after = wait_metric(&e, SETTLED, "the late events settled during the checkpoint", |v| {
+        v >= settled + late.len() as f64
+    })
+    .await;
+    assert_eq!(
+        e.metric(IN_PROGRESS).await,
+        1.0,
+        "the checkpoint is still being written"
+    );
+    assert_eq!(e.metric(WRITTEN).await, written, "no checkpoint finished meanwhile");
+    let held = held_at.elapsed().as_secs_f64();
+    println!(
+        "{} events settled while one checkpoint was written (held {held:.2} s); the writer's stall: {:.6} s",
+        after - settled,
+        stall
+    );
+    assert!(stall > 0.0, "the barrier's stall is reported");
+    assert!(
+        stall < held,
+        "the writer waited {stall} s: not for the flush, held {held} s"
+    );
+
+    // Released: the checkpoint commits; the ones after it too.
+    std::fs::remove_file(&hold).unwrap();
+    wait_metric(&e, WRITTEN, "the held checkpoint written", |v| v >= written + 1.0).await;
+    e.wait_applied(events.len(), Duration::from_secs(300)).await;
+    let want = state_summary(e.state());
+    e.stop().await;
+
+    // A restart restores what the engine stopped with.
+    let mut s = s.clone();
+    s.state.checkpoint_hold_file = Default::default();
+    let mut again = TestEngine::start(s).await;
+    let got = state_summary(again.state());
+    again.stop().await;
+    assert_eq!(got.len(), want.len(), "profiles after the restart");
+    assert!(got == want, "the same profiles and journeys after the restart");
+}
