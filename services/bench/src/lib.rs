@@ -41,7 +41,7 @@ pub struct BenchArgs {
 }
 
 #[derive(Serialize)]
-struct Figure {
+pub(crate) struct Figure {
     name: &'static str,
     value: f64,
     unit: &'static str,
@@ -98,6 +98,17 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     if args.memory_only {
         return report(&figures, &[], events.len(), mean_bytes, args);
     }
+    // The state figures' checkpoint: the preloaded profiles as the engine
+    // writes them (changelog on the broker, snapshot file), before the core
+    // run changes them.
+    let persisted = match &args.brokers {
+        Some(brokers) => {
+            let mut s = settings.clone();
+            s.kafka.brokers = brokers.clone();
+            Some(runtime.block_on(broker::state::persist(&s, &mut core.processor))?)
+        }
+        None => None,
+    };
     // core: the first half of the events on one thread, the second half
     // pipelined over every core.
     let (first, second) = events.split_at(events.len() / 2);
@@ -114,7 +125,12 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     figures.extend([one_thread, all_cores]);
     // The broker figures run an engine of their own: the core's state (2 x
     // 1M profiles) goes first, so they do not share the heap with it.
-    figures.push(core.recovery(settings)?);
+    figures.push(core.recovery(settings, persisted.as_ref())?);
+    let state = match &persisted {
+        Some(p) => Some(runtime.block_on(broker::state::measure(p, backlog))?),
+        None => None,
+    };
+    figures.extend(broker::state::figures(persisted.as_ref(), state.as_ref()));
     let (more, more_ratios) = broker_part(settings, args, runtime, backlog, later)?;
     figures.extend(more);
     ratios.extend(more_ratios);
@@ -314,16 +330,24 @@ impl Core {
         }
     }
 
-    /// `recovery`: the state (preloaded profiles plus the run) written as a
-    /// snapshot and read back into a new processor, as a restart does. Ends
-    /// the core: its state is gone when this returns.
-    fn recovery(self, settings: &Settings) -> anyhow::Result<Figure> {
+    /// `recovery`: the state read back from a snapshot into a new
+    /// processor, as a restart does: the checkpoint [`broker::state::persist`]
+    /// wrote (the preloaded profiles), or without a broker a snapshot of
+    /// everything the core holds now, written here. Ends the core: its state
+    /// is gone when this returns.
+    fn recovery(self, settings: &Settings, persisted: Option<&broker::state::Persisted>) -> anyhow::Result<Figure> {
         let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
-        let file = dir.join("bench.snapshot");
-        let t = Instant::now();
-        let size = durable::write(&file, &durable::Header::default(), &self.processor.snapshot(), |_| {})?;
-        let write_s = t.elapsed().as_secs_f64();
-        let profiles_now = self.state.identity.profile_count();
+        let (file, size, write_s, profiles_now) = match persisted {
+            Some(p) => (p.snapshot_path.clone(), p.snapshot_bytes, p.snapshot_s, p.profiles),
+            None => {
+                let file = dir.join("bench.snapshot");
+                let t = Instant::now();
+                let snapshot = self.processor.snapshot();
+                let size = durable::write(&file, &durable::Header::default(), &snapshot, |_| {})?;
+                let profiles = self.state.identity.profile_count();
+                (file, size, t.elapsed().as_secs_f64(), profiles)
+            }
+        };
         drop(self.processor);
         let t = Instant::now();
         let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
@@ -338,7 +362,7 @@ impl Core {
             value: restore_s,
             unit: "s",
             note: format!(
-                "read + restore of a {:.0} MB snapshot with {} profiles (snapshot write {:.1} s); \
+                "read + restore of a {:.0} MB snapshot with {} profiles, no engine (snapshot write {:.1} s); \
                  a restart adds reading back outputs published since the snapshot",
                 size as f64 / 1e6,
                 profiles_now,
