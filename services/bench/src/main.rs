@@ -23,9 +23,11 @@ struct Args {
     /// Simulator events to measure with.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
-    /// Profiles in memory before the core is measured.
-    #[arg(long, default_value_t = 1_000_000)]
-    profiles: usize,
+    /// Profiles in memory before the core is measured; several sizes
+    /// (`--profiles 1000000,10000000`) measure every figure that depends on
+    /// them once per size, in one run and one JSON.
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    profiles: Vec<usize>,
     /// Measure parse_floor and memory only (for large --profiles).
     #[arg(long)]
     memory_only: bool,
