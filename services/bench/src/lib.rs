@@ -35,9 +35,11 @@ pub struct BenchArgs {
     pub profiles: Vec<usize>,
     /// Stop after parse_floor and memory.
     pub memory_only: bool,
-    /// A Kafka-compatible broker for drain, echo and engine; without one
-    /// those figures are left out.
+    /// A Kafka-compatible broker for the state figures, drain, echo and
+    /// engine; without one those figures are left out.
     pub brokers: Option<String>,
+    /// With a broker: the state figures only (no drain, echo, engine).
+    pub state_only: bool,
     /// How long each paced (half-rate) latency run lasts.
     pub paced_for: std::time::Duration,
 }
@@ -61,8 +63,8 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     let rss_at_start = rss_bytes();
     let (core, memory) = Core::preload(settings, first, None)?;
     let rss_before_sim = rss_bytes();
-    let with_broker = args.brokers.is_some() && !args.memory_only;
-    let msgs = simulate(args.events, with_broker);
+    let rates = args.brokers.is_some() && !args.memory_only && !args.state_only;
+    let msgs = simulate(args.events, rates);
     let (backlog, later) = msgs.split_at(args.events.min(msgs.len()));
     let events = core_events(backlog);
     let sim_bytes = rss_bytes().saturating_sub(rss_before_sim);
@@ -257,12 +259,12 @@ fn broker_part(
     backlog: &[broker::Msg],
     later: &[broker::Msg],
 ) -> anyhow::Result<(Vec<Figure>, Vec<Ratio>)> {
-    let Some(brokers) = &args.brokers else {
+    let (Some(brokers), false) = (&args.brokers, args.state_only) else {
         let figures = ["drain", "echo", "engine"].map(|name| Figure {
             name,
             value: f64::NAN,
             unit: "",
-            note: String::from("not measured: no --brokers (make bench starts a broker)"),
+            note: String::from("not measured: no --brokers (make bench starts a broker), or --state-only"),
         });
         return Ok((figures.into(), Vec::new()));
     };

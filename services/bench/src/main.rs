@@ -35,6 +35,9 @@ struct Args {
     /// (left out without one).
     #[arg(long)]
     brokers: Option<String>,
+    /// With --brokers: the state figures only, not drain, echo and engine.
+    #[arg(long)]
+    state_only: bool,
     /// Seconds each half-rate latency run lasts.
     #[arg(long, default_value_t = 10)]
     paced_secs: u64,
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             profiles: args.profiles,
             memory_only: args.memory_only,
             brokers: args.brokers,
+            state_only: args.state_only,
             paced_for: std::time::Duration::from_secs(args.paced_secs),
         },
         &runtime,

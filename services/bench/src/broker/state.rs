@@ -80,7 +80,8 @@ pub struct StateFigures {
 /// marker on the broker, then the snapshot file. Topics, consumer group and
 /// state directory are the bench's own.
 pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::Result<Persisted> {
-    let prefix = format!("bench-state-{}-", std::process::id());
+    let profiles = processor.state().identity.profile_count();
+    let prefix = format!("bench-state-{}-{profiles}-", std::process::id());
     let mut s = settings.clone();
     s.topics = s.topics.prefixed(&prefix);
     s.kafka.group_id = format!("{prefix}engine");
@@ -116,7 +117,7 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
     let snapshot_bytes = durable::write(&path, &written.header, &processor.snapshot(), |_| {})?;
     let snapshot_s = t.elapsed().as_secs_f64();
     Ok(Persisted {
-        profiles: processor.state().identity.profile_count(),
+        profiles,
         settings: s,
         changelog_s,
         changelog_bytes: written.bytes,
