@@ -61,7 +61,9 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     // that no memory it freed is reused by the profiles and hidden from the
     // resident growth.
     let rss_at_start = rss_bytes();
-    let (core, memory) = Core::preload(settings, first, None)?;
+    // The state figures write the preload's changelog: it is kept until then.
+    let keep = args.brokers.is_some() && !args.memory_only;
+    let (core, memory) = Core::preload(settings, first, None, keep)?;
     let rss_before_sim = rss_bytes();
     let rates = args.brokers.is_some() && !args.memory_only && !args.state_only;
     let msgs = simulate(args.events, rates);
@@ -85,7 +87,11 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
         drop(core);
         groups.push(Group::of(first, vec![memory, parse_floor], Vec::new()));
         for &n in more_sizes {
-            groups.push(Group::of(n, vec![Core::preload(settings, n, baseline)?.1], Vec::new()));
+            groups.push(Group::of(
+                n,
+                vec![Core::preload(settings, n, baseline, keep)?.1],
+                Vec::new(),
+            ));
         }
     } else {
         let (mut figures, mut ratios) = ctx.measure(core, first)?;
@@ -96,7 +102,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
         ratios.extend(more_ratios);
         groups.push(Group::of(first, figures, ratios));
         for &n in more_sizes {
-            let (core, memory) = Core::preload(settings, n, baseline)?;
+            let (core, memory) = Core::preload(settings, n, baseline, keep)?;
             let (mut figures, ratios) = ctx.measure(core, n)?;
             figures.insert(0, memory);
             groups.push(Group::of(n, figures, ratios));

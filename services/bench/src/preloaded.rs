@@ -47,6 +47,10 @@ pub(crate) fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Profiles preloaded between two drops of the changelog bookkeeping
+/// (without the state figures).
+pub(crate) const CHECKPOINT_PROFILES: usize = 65_536;
+
 /// Events decoded at a time, in the core run and by each decoding thread.
 pub(crate) const BLOCK: usize = 1024;
 
@@ -83,10 +87,15 @@ impl Core {
     /// `baseline`: the resident size the growth is taken from; `None`: now
     /// (a later size passes what the process held before the first preload
     /// plus the simulation, since memory the earlier sizes freed is reused).
+    /// `keep_changelog`: keep every identity op and changed journey for the
+    /// state figures' checkpoint; otherwise they are dropped every
+    /// [`CHECKPOINT_PROFILES`], as the engine's checkpoints take them, so
+    /// that `memory` counts the state alone.
     pub(crate) fn preload(
         settings: &Settings,
         profiles: usize,
         baseline: Option<u64>,
+        keep_changelog: bool,
     ) -> anyhow::Result<(Core, Figure)> {
         let ns = settings.namespaces()?;
         let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
@@ -105,7 +114,16 @@ impl Core {
                 .decode(Channel::Web, &bytes)
                 .context("decoding a preload event")?;
             processor.process(&ev, 0).context("preloading a profile")?;
+            if !keep_changelog && (i + 1) % CHECKPOINT_PROFILES == 0 {
+                drop(processor.take_identity_ops());
+                drop(state.take_dirty());
+            }
         }
+        let pending = if keep_changelog {
+            format!("; includes the changelog bookkeeping not yet checkpointed ({} changed journeys and their identity ops)", state.dirty_count())
+        } else {
+            format!("; changelog bookkeeping dropped every {CHECKPOINT_PROFILES} profiles, as checkpoints take it")
+        };
         let preload_s = t.elapsed().as_secs_f64();
         let rss_after = rss_bytes();
         let grown = rss_after.saturating_sub(rss_before) as f64;
@@ -117,7 +135,7 @@ impl Core {
             unit: "bytes/profile",
             note: format!(
                 "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
-                 state estimate {} bytes/profile; preload {:.1} s",
+                 state estimate {} bytes/profile; preload {:.1} s{pending}",
                 profiles,
                 identifiers,
                 grown / identifiers.max(1) as f64,
