@@ -37,9 +37,18 @@ use onejourney_engine::{kafka, Engine};
 use super::{clients, wait_until, Msg, PARTITIONS};
 use crate::Figure;
 
-/// How often the engine checkpoints while it applies the backlog (the
-/// default is 5 minutes: the run would see only the final one).
+/// How often the engine checkpoints while it applies the backlog, at least
+/// (the default is 5 minutes: the run would see only the final one).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+
+/// The checkpoint interval for the engine: [`CHECKPOINT_EVERY`], or twice
+/// the bench's own checkpoint of the whole state when that is longer. The
+/// engine's interval is a `tokio` interval that bursts missed ticks: with
+/// checkpoints that stall longer than the interval it checkpoints back to
+/// back and applies next to nothing in between.
+fn interval(p: &Persisted) -> Duration {
+    CHECKPOINT_EVERY.max(Duration::from_secs_f64(2.0 * (p.changelog_s + p.snapshot_s)))
+}
 
 /// The checkpoint [`persist`] wrote, and the settings (topics, group, state
 /// directory) the engine then restores it with.
@@ -87,7 +96,6 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
     s.kafka.group_id = format!("{prefix}engine");
     s.http.addr = "127.0.0.1:0".parse().context("bench HTTP address")?;
     s.state.dir = std::env::temp_dir().join(format!("{prefix}state"));
-    s.state.snapshot_interval = CHECKPOINT_EVERY;
     let consumed: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
     clients::create_topics(&s, &consumed, PARTITIONS).await?;
     let producer = kafka::producer(&s)?;
@@ -134,7 +142,9 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
 /// `changelog_bytes_per_1k_events`), stops it, empties its state directory
 /// and starts it again (`restore_changelog_s`).
 pub async fn measure(p: &Persisted, backlog: &[Msg]) -> anyhow::Result<StateFigures> {
-    let s = &p.settings;
+    let mut settings = p.settings.clone();
+    settings.state.snapshot_interval = interval(p);
+    let s = &settings;
     eprintln!(
         "bench: the engine restoring {} profiles from its state directory",
         p.profiles
@@ -146,7 +156,10 @@ pub async fn measure(p: &Persisted, backlog: &[Msg]) -> anyhow::Result<StateFigu
     let before = changelog_bytes(&engine.metrics);
     let inputs: Vec<String> = s.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
     let producer = clients::upstream(s)?;
-    eprintln!("bench: the engine over the backlog, checkpointing every {CHECKPOINT_EVERY:?}");
+    eprintln!(
+        "bench: the engine over the backlog, checkpointing every {:.0} s",
+        s.state.snapshot_interval.as_secs_f64()
+    );
     clients::publish(&producer, &inputs, backlog).await?;
     let mut stalls = Stalls::default();
     let n = backlog.len() as u64;
@@ -261,11 +274,11 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             value: f.checkpoint_stall_ms,
             unit: "ms",
             note: format!(
-                "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:?} and at stop) \
+                "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:.0} s and at stop) \
                  while it applied {} events over {} profiles; the bench's own checkpoint of the {} preloaded \
                  profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
-                CHECKPOINT_EVERY,
+                interval(p).as_secs_f64(),
                 f.events,
                 f.profiles,
                 p.profiles,
