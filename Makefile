@@ -60,9 +60,12 @@ deploy-check: tools
 
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.
+## BENCH_PROFILES=1000000,10000000 measures the state figures at both sizes
+## in one run (10M needs a state under about 2 KB a profile in 24 GiB).
+BENCH_PROFILES ?= 1000000
 bench: tools
 	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
-	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" $(if $(BENCH_OUT),--out $(BENCH_OUT))'
+	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" --profiles $(BENCH_PROFILES) $(if $(BENCH_OUT),--out $(BENCH_OUT))'
 
 ## The learned churn model against the hand-weighted score, recency alone and
 ## BG/NBD on the harder simulator (prequential AUCs, JSON; no broker needed).

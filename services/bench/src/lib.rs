@@ -10,136 +10,217 @@ pub mod bgnbd;
 pub mod broker;
 pub mod churn;
 
+mod preloaded;
+
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use onejourney_core::processor::Released;
-use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
+use onejourney_core::Channel;
 use onejourney_simulator::{generate, SimConfig};
 use serde::Serialize;
 use serde_json::json;
 
 use onejourney_engine::config::Settings;
-use onejourney_engine::durable;
+pub use preloaded::count_outputs;
+use preloaded::{peak_rss_bytes, rss_bytes, Core, BLOCK};
 
 pub struct BenchArgs {
     pub out: Option<PathBuf>,
     /// Simulator events to measure with.
     pub events: usize,
-    /// Profiles loaded before the core is measured.
-    pub profiles: usize,
+    /// Profiles loaded before the core is measured: every figure that
+    /// depends on them is measured once per size, in order.
+    pub profiles: Vec<usize>,
     /// Stop after parse_floor and memory.
     pub memory_only: bool,
-    /// A Kafka-compatible broker for drain, echo and engine; without one
-    /// those figures are left out.
+    /// A Kafka-compatible broker for the state figures, drain, echo and
+    /// engine; without one those figures are left out.
     pub brokers: Option<String>,
+    /// With a broker: the state figures only (no drain, echo, engine).
+    pub state_only: bool,
     /// How long each paced (half-rate) latency run lasts.
     pub paced_for: std::time::Duration,
 }
 
 #[derive(Serialize)]
-struct Figure {
+pub(crate) struct Figure {
     name: &'static str,
     value: f64,
     unit: &'static str,
     note: String,
 }
 
-/// Offers one event; returns how many outputs it released.
-fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> usize {
-    *seq += 1;
-    count_outputs(processor.offer(ev, part, *seq, 0))
-}
-
-/// How many outputs released results carry.
-pub fn count_outputs(released: Vec<Released>) -> usize {
-    released
-        .into_iter()
-        .map(|r| r.result.map_or(0, |p| p.outputs.len()))
-        .sum()
-}
-
-/// Decodes bench events, keeping their partitions (every simulator event is valid).
-fn decode_all(decoder: &Decoder, events: &[(Channel, &[u8], u32)]) -> Vec<(ChannelEvent, u32)> {
-    events
-        .iter()
-        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
-        .collect()
-}
-
-/// Resident set size of this process, from /proc (0 where unavailable).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
 /// A ratio: its name, its value and its goal.
 type Ratio = (&'static str, f64, &'static str);
 
 pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let (&first, more_sizes) = args.profiles.split_first().context("--profiles needs a size")?;
     // memory and the preload, first: before the simulation is generated, so
     // that no memory it freed is reused by the profiles and hidden from the
     // resident growth.
-    let (mut core, memory) = Core::preload(settings, args.profiles)?;
-    let mut figures = vec![memory];
-    let msgs = simulate(args.events);
+    let rss_at_start = rss_bytes();
+    // The state figures write the preload's changelog: it is kept until then.
+    let keep = args.brokers.is_some() && !args.memory_only;
+    let (core, memory) = Core::preload(settings, first, None, keep)?;
+    let rss_before_sim = rss_bytes();
+    let rates = args.brokers.is_some() && !args.memory_only && !args.state_only;
+    let msgs = simulate(args.events, rates);
     let (backlog, later) = msgs.split_at(args.events.min(msgs.len()));
     let events = core_events(backlog);
-    let mean_bytes = events.iter().map(|e| e.1.len()).sum::<usize>() as f64 / events.len() as f64;
+    let sim_bytes = rss_bytes().saturating_sub(rss_before_sim);
+    let baseline = Some(rss_at_start + sim_bytes);
+    let mean_bytes = events.iter().map(|e| e.1.len()).sum::<usize>() as f64 / events.len().max(1) as f64;
     eprintln!("bench: {} events, {:.0} bytes on average", events.len(), mean_bytes);
     let parse_floor = parse_floor(&events, mean_bytes);
-    let parse_floor_rate = parse_floor.value;
-    figures.push(parse_floor);
+    let ctx = Sized {
+        settings,
+        args,
+        runtime,
+        events: &events,
+        backlog,
+        parse_floor: parse_floor.value,
+    };
+    let mut groups = Vec::new();
     if args.memory_only {
-        return report(&figures, &[], events.len(), mean_bytes, args);
+        drop(core);
+        groups.push(Group::of(first, vec![memory, parse_floor], Vec::new()));
+        for &n in more_sizes {
+            groups.push(Group::of(
+                n,
+                vec![Core::preload(settings, n, baseline, keep)?.1],
+                Vec::new(),
+            ));
+        }
+    } else {
+        let (mut figures, mut ratios) = ctx.measure(core, first)?;
+        figures.insert(0, parse_floor);
+        figures.insert(0, memory);
+        let (more, more_ratios) = broker_part(settings, args, runtime, backlog, later)?;
+        figures.extend(more);
+        ratios.extend(more_ratios);
+        groups.push(Group::of(first, figures, ratios));
+        for &n in more_sizes {
+            let (core, memory) = Core::preload(settings, n, baseline, keep)?;
+            let (mut figures, ratios) = ctx.measure(core, n)?;
+            figures.insert(0, memory);
+            groups.push(Group::of(n, figures, ratios));
+        }
     }
-    // core: the first half of the events on one thread, the second half
-    // pipelined over every core.
-    let (first, second) = events.split_at(events.len() / 2);
-    let one_thread = core.one_thread(first, args.profiles);
-    let all_cores = core.all_cores(second);
-    let mut ratios = vec![
-        ("core/parse_floor", one_thread.value / parse_floor_rate, "goal >= 0.33"),
-        (
-            "core_all_cores/parse_floor",
-            all_cores.value / parse_floor_rate,
-            "goal >= 0.33",
+    groups[0].figures.push(overhead(sim_bytes, &events, first));
+    report(&groups, events.len(), mean_bytes, args)
+}
+
+/// `bench_overhead`: what the bench holds besides the state.
+fn overhead(sim_bytes: u64, events: &[(Channel, &[u8], u32)], profiles: usize) -> Figure {
+    let held: usize = events.iter().map(|e| e.1.len()).sum();
+    Figure {
+        name: "bench_overhead",
+        value: sim_bytes as f64 / 1e6,
+        unit: "MB",
+        note: format!(
+            "resident growth while the simulation was generated and kept ({} events, {:.0} MB of payloads, plus \
+             the later events for the engine's paced runs with --brokers); the preload streams its {profiles} \
+             profiles one at a time and the core run decodes in blocks of {BLOCK}; peak resident {:.0} MB",
+            events.len(),
+            held as f64 / 1e6,
+            peak_rss_bytes() as f64 / 1e6
         ),
-    ];
-    figures.extend([one_thread, all_cores]);
-    // The broker figures run an engine of their own: the core's state (2 x
-    // 1M profiles) goes first, so they do not share the heap with it.
-    figures.push(core.recovery(settings)?);
-    let (more, more_ratios) = broker_part(settings, args, runtime, backlog, later)?;
-    figures.extend(more);
-    ratios.extend(more_ratios);
-    report(&figures, &ratios, events.len(), mean_bytes, args)
+    }
+}
+
+/// The figures of one `--profiles` size, and their ratios.
+struct Group {
+    profiles: usize,
+    figures: Vec<Figure>,
+    ratios: Vec<Ratio>,
+}
+
+impl Group {
+    fn of(profiles: usize, figures: Vec<Figure>, ratios: Vec<Ratio>) -> Group {
+        Group {
+            profiles,
+            figures,
+            ratios,
+        }
+    }
+}
+
+/// What the figures of every size share.
+struct Sized<'a> {
+    settings: &'a Settings,
+    args: &'a BenchArgs,
+    runtime: &'a tokio::runtime::Runtime,
+    events: &'a [(Channel, &'a [u8], u32)],
+    backlog: &'a [broker::Msg],
+    parse_floor: f64,
+}
+
+impl Sized<'_> {
+    /// `core`, `core_all_cores`, `recovery` and the state figures with
+    /// `core`'s `profiles` preloaded; ends the core.
+    fn measure(&self, mut core: Core, profiles: usize) -> anyhow::Result<(Vec<Figure>, Vec<Ratio>)> {
+        // The state figures' checkpoint: the preloaded profiles as the
+        // engine writes them (changelog on the broker, snapshot file),
+        // before the core run changes them.
+        let persisted = match &self.args.brokers {
+            Some(brokers) => {
+                let mut s = self.settings.clone();
+                s.kafka.brokers = brokers.clone();
+                Some(self.runtime.block_on(broker::state::persist(&s, &mut core.processor))?)
+            }
+            None => None,
+        };
+        // core: the first half of the events on one thread, the second half
+        // pipelined over every core.
+        let (first, second) = self.events.split_at(self.events.len() / 2);
+        let one_thread = core.one_thread(first, profiles);
+        let all_cores = core.all_cores(second);
+        let ratios = vec![
+            ("core/parse_floor", one_thread.value / self.parse_floor, "goal >= 0.33"),
+            (
+                "core_all_cores/parse_floor",
+                all_cores.value / self.parse_floor,
+                "goal >= 0.33",
+            ),
+        ];
+        let mut figures = vec![one_thread, all_cores];
+        // The engines below have a state of their own: the core's goes
+        // first, so they do not share the heap with it.
+        figures.push(core.recovery(self.settings, persisted.as_ref())?);
+        let state = match &persisted {
+            Some(p) => Some(self.runtime.block_on(broker::state::measure(p, self.backlog))?),
+            None => None,
+        };
+        figures.extend(broker::state::figures(persisted.as_ref(), state.as_ref()));
+        Ok((figures, ratios))
+    }
 }
 
 /// The realistic mix: about 28 events per simulated person, as they go to the
-/// broker. Eight times `events`: the later events (newer event times, new ids)
-/// feed the engine's paced runs, which must not repeat an event id.
-fn simulate(events: usize) -> Vec<broker::Msg> {
+/// broker. With `later`, eight times `events`: the later events (newer event
+/// times, new ids) feed the engine's paced runs, which must not repeat an
+/// event id.
+fn simulate(events: usize, later: bool) -> Vec<broker::Msg> {
+    // About 28 events a person: a margin when only `events` are needed.
+    let customers = if later { 8 * events / 28 } else { events / 24 };
     let sim = generate(&SimConfig {
-        customers: (8 * events / 28).max(10),
+        customers: customers.max(10),
         seed: 42,
         ..SimConfig::default()
     });
     sim.events
-        .iter()
+        .into_iter()
         .map(|e| {
-            let c = e.stream.channel();
+            let (payload, partition) = (e.bytes(), e.key_partition(broker::PARTITIONS as u32) as i32);
+            let event_id = e.value["event_id"].as_str().unwrap_or_default().to_string();
             broker::Msg {
-                channel: c.index(),
-                partition: e.key_partition(broker::PARTITIONS as u32) as i32,
-                key: e.key.clone(),
-                payload: e.bytes(),
-                event_id: e.value["event_id"].as_str().unwrap_or_default().to_string(),
+                channel: e.stream.channel().index(),
+                partition,
+                key: e.key,
+                payload,
+                event_id,
             }
         })
         .collect()
@@ -175,179 +256,6 @@ fn parse_floor(events: &[(Channel, &[u8], u32)], mean_bytes: f64) -> Figure {
     }
 }
 
-/// The pure core with the preloaded profiles in memory: what `memory`,
-/// `core`, `core_all_cores` and `recovery` measure.
-struct Core {
-    decoder: Decoder,
-    state: Arc<State>,
-    processor: Processor,
-    /// The last offer's sequence number, over both halves of the run.
-    seq: u64,
-}
-
-impl Core {
-    /// Loads `profiles` profiles of three identifiers (customer id, email,
-    /// cookie) and one login each through the real decoder and processor;
-    /// returns the core and the `memory` figure.
-    fn preload(settings: &Settings, profiles: usize) -> anyhow::Result<(Core, Figure)> {
-        let ns = settings.namespaces()?;
-        let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
-        let state = Arc::new(State::new(ns));
-        let mut processor = Processor::new(Arc::new(settings.core()), state.clone());
-        let rss_before = rss_bytes();
-        let start_ms = SimConfig::default().start_ms - 86_400_000;
-        let t = Instant::now();
-        for i in 0..profiles {
-            let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
-            let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
-                "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
-                "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
-            let bytes = serde_json::to_vec(&v)?;
-            let ev = decoder
-                .decode(Channel::Web, &bytes)
-                .context("decoding a preload event")?;
-            processor.process(&ev, 0).context("preloading a profile")?;
-        }
-        let preload_s = t.elapsed().as_secs_f64();
-        let rss_after = rss_bytes();
-        let grown = rss_after.saturating_sub(rss_before) as f64;
-        let per_profile = grown / profiles.max(1) as f64;
-        let identifiers = state.identity.identifier_count();
-        let memory = Figure {
-            name: "memory",
-            value: per_profile,
-            unit: "bytes/profile",
-            note: format!(
-                "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
-                 state estimate {} bytes/profile; preload {:.1} s",
-                profiles,
-                identifiers,
-                grown / identifiers.max(1) as f64,
-                state.approx_bytes() / profiles.max(1),
-                preload_s
-            ),
-        };
-        let core = Core {
-            decoder,
-            state,
-            processor,
-            seq: 0,
-        };
-        Ok((core, memory))
-    }
-
-    /// `core`: decode, stitch, journey, decide on one thread (decode is timed
-    /// separately and added).
-    fn one_thread(&mut self, events: &[(Channel, &[u8], u32)], profiles: usize) -> Figure {
-        let h = events.len() as f64;
-        let t = Instant::now();
-        for (c, b, _) in events {
-            black_box(self.decoder.decode(*c, b).ok());
-        }
-        let decode_only = h / t.elapsed().as_secs_f64();
-        let decoded = decode_all(&self.decoder, events);
-        let t = Instant::now();
-        let mut outputs = 0usize;
-        for (ev, part) in decoded {
-            outputs += offer(&mut self.processor, ev, part, &mut self.seq);
-        }
-        let process_s = t.elapsed().as_secs_f64();
-        Figure {
-            name: "core",
-            value: h / (h / decode_only + process_s),
-            unit: "events/s",
-            note: format!(
-                "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, {} outputs",
-                profiles,
-                events.len(),
-                decode_only,
-                h / process_s,
-                outputs
-            ),
-        }
-    }
-
-    /// `core_all_cores`: decoding (stateless) on the other cores, in blocks
-    /// handed over in order, while this thread stitches, updates journeys and
-    /// decides (the state has one writer).
-    fn all_cores(&mut self, events: &[(Channel, &[u8], u32)]) -> Figure {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let decoders = cores.saturating_sub(1).max(1);
-        let t = Instant::now();
-        let mut outputs_all = 0usize;
-        const BLOCK: usize = 1024;
-        let blocks: Vec<&[(Channel, &[u8], u32)]> = events.chunks(BLOCK).collect();
-        let (decoder, processor, seq) = (&self.decoder, &mut self.processor, &mut self.seq);
-        std::thread::scope(|scope| {
-            let mut rxs = Vec::new();
-            for d in 0..decoders {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(ChannelEvent, u32)>>(16);
-                rxs.push(rx);
-                let blocks = &blocks;
-                scope.spawn(move || {
-                    for block in blocks.iter().skip(d).step_by(decoders) {
-                        if tx.send(decode_all(decoder, block)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            for i in 0..blocks.len() {
-                let Ok(block) = rxs[i % decoders].recv() else {
-                    break;
-                };
-                for (ev, part) in block {
-                    outputs_all += offer(processor, ev, part, seq);
-                }
-            }
-        });
-        outputs_all += count_outputs(self.processor.tick(u64::MAX));
-        let all_s = t.elapsed().as_secs_f64();
-        Figure {
-            name: "core_all_cores",
-            value: events.len() as f64 / all_s,
-            unit: "events/s",
-            note: format!(
-                "{cores} cores, the next {} events: {decoders} decoding thread(s) feeding the single writer; {outputs_all} outputs",
-                events.len()
-            ),
-        }
-    }
-
-    /// `recovery`: the state (preloaded profiles plus the run) written as a
-    /// snapshot and read back into a new processor, as a restart does. Ends
-    /// the core: its state is gone when this returns.
-    fn recovery(self, settings: &Settings) -> anyhow::Result<Figure> {
-        let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
-        let file = dir.join("bench.snapshot");
-        let t = Instant::now();
-        let size = durable::write(&file, &durable::Header::default(), &self.processor.snapshot(), |_| {})?;
-        let write_s = t.elapsed().as_secs_f64();
-        let profiles_now = self.state.identity.profile_count();
-        drop(self.processor);
-        let t = Instant::now();
-        let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
-        let fresh = Arc::new(State::new(settings.namespaces()?));
-        let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
-        restored.restore(core_snap, 0)?;
-        let restore_s = t.elapsed().as_secs_f64();
-        anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
-        let _ = std::fs::remove_dir_all(&dir);
-        Ok(Figure {
-            name: "recovery",
-            value: restore_s,
-            unit: "s",
-            note: format!(
-                "read + restore of a {:.0} MB snapshot with {} profiles (snapshot write {:.1} s); \
-                 a restart adds reading back outputs published since the snapshot",
-                size as f64 / 1e6,
-                profiles_now,
-                write_s
-            ),
-        })
-    }
-}
-
 /// The broker figures and their ratios against `backlog` (and `later` for
 /// the engine's paced runs), or placeholders without `--brokers`.
 fn broker_part(
@@ -357,12 +265,12 @@ fn broker_part(
     backlog: &[broker::Msg],
     later: &[broker::Msg],
 ) -> anyhow::Result<(Vec<Figure>, Vec<Ratio>)> {
-    let Some(brokers) = &args.brokers else {
+    let (Some(brokers), false) = (&args.brokers, args.state_only) else {
         let figures = ["drain", "echo", "engine"].map(|name| Figure {
             name,
             value: f64::NAN,
             unit: "",
-            note: String::from("not measured: no --brokers (make bench starts a broker)"),
+            note: String::from("not measured: no --brokers (make bench starts a broker), or --state-only"),
         });
         return Ok((figures.into(), Vec::new()));
     };
@@ -492,36 +400,48 @@ fn broker_figures(b: &broker::BrokerFigures, n: usize) -> Vec<Figure> {
     figures
 }
 
-/// Prints the table and writes the JSON.
-fn report(
-    figures: &[Figure],
-    ratios: &[(&str, f64, &str)],
-    events: usize,
-    mean_bytes: f64,
-    args: &BenchArgs,
-) -> anyhow::Result<()> {
+/// Prints the table and writes the JSON: the first size's figures under
+/// their own names, every further size's as `name@profiles`.
+fn report(groups: &[Group], events: usize, mean_bytes: f64, args: &BenchArgs) -> anyhow::Result<()> {
     let num = |v: f64| if v.is_nan() { serde_json::Value::Null } else { json!(v) };
-    println!("{:<28} {:>12} {:<14} note", "figure", "value", "unit");
-    for f in figures {
-        let v = if f.value.is_nan() {
-            String::from("-")
-        } else if f.value.abs() < 100.0 {
-            format!("{:.2}", f.value)
+    let named = |i: usize, g: &Group, name: &str| {
+        if i == 0 {
+            name.to_string()
         } else {
-            format!("{:.0}", f.value)
-        };
-        println!("{:<28} {:>12} {:<14} {}", f.name, v, f.unit, f.note);
-    }
-    for (name, v, goal) in ratios {
-        println!("{name:<28} {v:>12.3} {:<14} {goal}", "ratio");
+            format!("{name}@{}", g.profiles)
+        }
+    };
+    println!("{:<28} {:>12} {:<14} note", "figure", "value", "unit");
+    let (mut figures, mut ratios) = (Vec::new(), serde_json::Map::new());
+    for (i, g) in groups.iter().enumerate() {
+        for f in &g.figures {
+            let v = if f.value.is_nan() {
+                String::from("-")
+            } else if f.value.abs() < 100.0 {
+                format!("{:.2}", f.value)
+            } else {
+                format!("{:.0}", f.value)
+            };
+            let name = named(i, g, f.name);
+            println!("{name:<28} {v:>12} {:<14} {}", f.unit, f.note);
+            figures.push(
+                json!({"name": name, "value": num(f.value), "unit": f.unit, "note": f.note, "profiles": g.profiles}),
+            );
+        }
+        for (name, v, goal) in &g.ratios {
+            let name = named(i, g, name);
+            println!("{name:<28} {v:>12.3} {:<14} {goal}", "ratio");
+            ratios.insert(name, json!({"value": num(*v), "goal": goal}));
+        }
     }
     if let Some(out) = &args.out {
         let report = json!({
             "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
             "events": events,
             "mean_event_bytes": mean_bytes,
-            "figures": figures.iter().map(|f| json!({"name": f.name, "value": num(f.value), "unit": f.unit, "note": f.note})).collect::<Vec<_>>(),
-            "ratios": ratios.iter().map(|(name, v, goal)| (name.to_string(), json!({"value": num(*v), "goal": goal}))).collect::<serde_json::Map<_, _>>(),
+            "profiles": args.profiles,
+            "figures": figures,
+            "ratios": ratios,
         });
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", out.display()))?;

@@ -23,9 +23,11 @@ struct Args {
     /// Simulator events to measure with.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
-    /// Profiles in memory before the core is measured.
-    #[arg(long, default_value_t = 1_000_000)]
-    profiles: usize,
+    /// Profiles in memory before the core is measured; several sizes
+    /// (`--profiles 1000000,10000000`) measure every figure that depends on
+    /// them once per size, in one run and one JSON.
+    #[arg(long, value_delimiter = ',', default_value = "1000000")]
+    profiles: Vec<usize>,
     /// Measure parse_floor and memory only (for large --profiles).
     #[arg(long)]
     memory_only: bool,
@@ -33,6 +35,9 @@ struct Args {
     /// (left out without one).
     #[arg(long)]
     brokers: Option<String>,
+    /// With --brokers: the state figures only, not drain, echo and engine.
+    #[arg(long)]
+    state_only: bool,
     /// Seconds each half-rate latency run lasts.
     #[arg(long, default_value_t = 10)]
     paced_secs: u64,
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             profiles: args.profiles,
             memory_only: args.memory_only,
             brokers: args.brokers,
+            state_only: args.state_only,
             paced_for: std::time::Duration::from_secs(args.paced_secs),
         },
         &runtime,

@@ -26,7 +26,7 @@ use onejourney_engine::pipeline::emit::enqueue;
 
 use super::Msg;
 
-pub(super) async fn create_topics(s: &Settings, names: &[String], partitions: i32) -> anyhow::Result<()> {
+pub(crate) async fn create_topics(s: &Settings, names: &[String], partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = kafka::base_config(s).create().context("admin client")?;
     let topics: Vec<NewTopic> = names
         .iter()
@@ -67,7 +67,7 @@ pub(super) fn consumer(
 /// Sending every message on its own (`linger.ms=0`) at thousands a second
 /// floods tansu with tiny produce requests: acknowledgements then stall for
 /// seconds and every figure downstream measures that instead.
-pub(super) fn upstream(s: &Settings) -> anyhow::Result<FutureProducer> {
+pub(crate) fn upstream(s: &Settings) -> anyhow::Result<FutureProducer> {
     let mut c: ClientConfig = kafka::base_config(s);
     c.set("linger.ms", "5")
         .set("queue.buffering.max.messages", "2000000")
@@ -83,7 +83,7 @@ pub(super) fn all_partitions(topics: &[String], partitions: i32) -> Vec<(String,
 }
 
 /// Publishes every message and waits for every acknowledgement; events/s.
-pub(super) async fn publish(producer: &FutureProducer, inputs: &[String], msgs: &[Msg]) -> anyhow::Result<f64> {
+pub(crate) async fn publish(producer: &FutureProducer, inputs: &[String], msgs: &[Msg]) -> anyhow::Result<f64> {
     let (tx, mut rx) = mpsc::channel(100_000);
     let acks = tokio::spawn(async move {
         let mut failed = 0usize;

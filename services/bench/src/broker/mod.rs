@@ -19,13 +19,15 @@
 //! Layout: [`clients`] (topics, consumers, the upstream producer, `produce`
 //! and `drain`), [`pace`] (paced runs, the sustained-rate search, latency
 //! readers and percentiles), [`echo`] and [`engine`] (the two services under
-//! test). [`run`] takes a [`Plan`] and returns the [`BrokerFigures`]; it keeps
+//! test), and [`state`] (the state figures: checkpoint, restore, changelog).
+//! [`run`] takes a [`Plan`] and returns the [`BrokerFigures`]; it keeps
 //! nothing once it returns (its topics have a prefix of their own).
 
 mod clients;
 mod echo;
 mod engine;
 mod pace;
+pub mod state;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,281 @@
+//! The pure core with N profiles preloaded: the `memory`, `core`,
+//! `core_all_cores` and `recovery` figures of `onejourney-bench`.
+//!
+//! In: the settings, a profile count, the bench's events (channel, bytes,
+//! partition). Out: those figures. Keeps the decoder, the state and the
+//! processor ([`Core`]) until `recovery` ends it; nothing of the events:
+//! the preload streams its profiles one at a time and the core run decodes
+//! in blocks.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use onejourney_core::processor::Released;
+use onejourney_core::{Channel, ChannelEvent, Decoder, Processor, State};
+use onejourney_simulator::SimConfig;
+use serde_json::json;
+
+use onejourney_engine::config::Settings;
+use onejourney_engine::durable;
+
+use crate::{broker, Figure};
+
+/// Offers one event; returns how many outputs it released.
+fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> usize {
+    *seq += 1;
+    count_outputs(processor.offer(ev, part, *seq, 0))
+}
+
+/// How many outputs released results carry.
+pub fn count_outputs(released: Vec<Released>) -> usize {
+    released
+        .into_iter()
+        .map(|r| r.result.map_or(0, |p| p.outputs.len()))
+        .sum()
+}
+
+/// The most resident memory this process has had (`VmHWM`, 0 where unavailable).
+pub(crate) fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Profiles preloaded between two drops of the changelog bookkeeping
+/// (without the state figures).
+pub(crate) const CHECKPOINT_PROFILES: usize = 65_536;
+
+/// Events decoded at a time, in the core run and by each decoding thread.
+pub(crate) const BLOCK: usize = 1024;
+
+/// Decodes bench events, keeping their partitions (every simulator event is valid).
+fn decode_all(decoder: &Decoder, events: &[(Channel, &[u8], u32)]) -> Vec<(ChannelEvent, u32)> {
+    events
+        .iter()
+        .filter_map(|(c, b, p)| decoder.decode(*c, b).ok().map(|e| (e, *p)))
+        .collect()
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub(crate) fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// The pure core with the preloaded profiles in memory: what `memory`,
+/// `core`, `core_all_cores` and `recovery` measure.
+pub(crate) struct Core {
+    decoder: Decoder,
+    state: Arc<State>,
+    pub(crate) processor: Processor,
+    /// The last offer's sequence number, over both halves of the run.
+    seq: u64,
+}
+
+impl Core {
+    /// Loads `profiles` profiles of three identifiers (customer id, email,
+    /// cookie) and one login each through the real decoder and processor;
+    /// returns the core and the `memory` figure.
+    /// `baseline`: the resident size the growth is taken from; `None`: now
+    /// (a later size passes what the process held before the first preload
+    /// plus the simulation, since memory the earlier sizes freed is reused).
+    /// `keep_changelog`: keep every identity op and changed journey for the
+    /// state figures' checkpoint; otherwise they are dropped every
+    /// [`CHECKPOINT_PROFILES`], as the engine's checkpoints take them, so
+    /// that `memory` counts the state alone.
+    pub(crate) fn preload(
+        settings: &Settings,
+        profiles: usize,
+        baseline: Option<u64>,
+        keep_changelog: bool,
+    ) -> anyhow::Result<(Core, Figure)> {
+        let ns = settings.namespaces()?;
+        let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
+        let state = Arc::new(State::new(ns));
+        let mut processor = Processor::new(Arc::new(settings.core()), state.clone());
+        let rss_before = baseline.unwrap_or_else(rss_bytes);
+        let start_ms = SimConfig::default().start_ms - 86_400_000;
+        let t = Instant::now();
+        for i in 0..profiles {
+            let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
+            let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
+                "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
+                "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
+            let bytes = serde_json::to_vec(&v)?;
+            let ev = decoder
+                .decode(Channel::Web, &bytes)
+                .context("decoding a preload event")?;
+            processor.process(&ev, 0).context("preloading a profile")?;
+            if !keep_changelog && (i + 1) % CHECKPOINT_PROFILES == 0 {
+                drop(processor.take_identity_ops());
+                drop(state.take_dirty());
+            }
+        }
+        let pending = if keep_changelog {
+            format!("; includes the changelog bookkeeping not yet checkpointed ({} changed journeys and their identity ops)", state.dirty_count())
+        } else {
+            format!("; changelog bookkeeping dropped every {CHECKPOINT_PROFILES} profiles, as checkpoints take it")
+        };
+        let preload_s = t.elapsed().as_secs_f64();
+        let rss_after = rss_bytes();
+        let grown = rss_after.saturating_sub(rss_before) as f64;
+        let per_profile = grown / profiles.max(1) as f64;
+        let identifiers = state.identity.identifier_count();
+        let memory = Figure {
+            name: "memory",
+            value: per_profile,
+            unit: "bytes/profile",
+            note: format!(
+                "resident growth over {} profiles, {} identifiers ({:.0} bytes/identifier; 3 identifiers and one login each); \
+                 state estimate {} bytes/profile; preload {:.1} s{pending}",
+                profiles,
+                identifiers,
+                grown / identifiers.max(1) as f64,
+                state.approx_bytes() / profiles.max(1),
+                preload_s
+            ),
+        };
+        let core = Core {
+            decoder,
+            state,
+            processor,
+            seq: 0,
+        };
+        Ok((core, memory))
+    }
+
+    /// `core`: decode, stitch, journey, decide on one thread (decode is timed
+    /// separately and added).
+    pub(crate) fn one_thread(&mut self, events: &[(Channel, &[u8], u32)], profiles: usize) -> Figure {
+        let h = events.len() as f64;
+        let t = Instant::now();
+        for (c, b, _) in events {
+            black_box(self.decoder.decode(*c, b).ok());
+        }
+        let decode_only = h / t.elapsed().as_secs_f64();
+        // Decoded a block at a time (no decoded copy of every event), only
+        // the processing timed.
+        let mut process_s = 0.0;
+        let mut outputs = 0usize;
+        for block in events.chunks(BLOCK) {
+            let decoded = decode_all(&self.decoder, block);
+            let t = Instant::now();
+            for (ev, part) in decoded {
+                outputs += offer(&mut self.processor, ev, part, &mut self.seq);
+            }
+            process_s += t.elapsed().as_secs_f64();
+        }
+        Figure {
+            name: "core",
+            value: h / (h / decode_only + process_s),
+            unit: "events/s",
+            note: format!(
+                "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, {} outputs",
+                profiles,
+                events.len(),
+                decode_only,
+                h / process_s,
+                outputs
+            ),
+        }
+    }
+
+    /// `core_all_cores`: decoding (stateless) on the other cores, in blocks
+    /// handed over in order, while this thread stitches, updates journeys and
+    /// decides (the state has one writer).
+    pub(crate) fn all_cores(&mut self, events: &[(Channel, &[u8], u32)]) -> Figure {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let decoders = cores.saturating_sub(1).max(1);
+        let t = Instant::now();
+        let mut outputs_all = 0usize;
+        let blocks: Vec<&[(Channel, &[u8], u32)]> = events.chunks(BLOCK).collect();
+        let (decoder, processor, seq) = (&self.decoder, &mut self.processor, &mut self.seq);
+        std::thread::scope(|scope| {
+            let mut rxs = Vec::new();
+            for d in 0..decoders {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(ChannelEvent, u32)>>(16);
+                rxs.push(rx);
+                let blocks = &blocks;
+                scope.spawn(move || {
+                    for block in blocks.iter().skip(d).step_by(decoders) {
+                        if tx.send(decode_all(decoder, block)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            for i in 0..blocks.len() {
+                let Ok(block) = rxs[i % decoders].recv() else {
+                    break;
+                };
+                for (ev, part) in block {
+                    outputs_all += offer(processor, ev, part, seq);
+                }
+            }
+        });
+        outputs_all += count_outputs(self.processor.tick(u64::MAX));
+        let all_s = t.elapsed().as_secs_f64();
+        Figure {
+            name: "core_all_cores",
+            value: events.len() as f64 / all_s,
+            unit: "events/s",
+            note: format!(
+                "{cores} cores, the next {} events: {decoders} decoding thread(s) feeding the single writer; {outputs_all} outputs",
+                events.len()
+            ),
+        }
+    }
+
+    /// `recovery`: the state read back from a snapshot into a new
+    /// processor, as a restart does: the checkpoint [`broker::state::persist`]
+    /// wrote (the preloaded profiles), or without a broker a snapshot of
+    /// everything the core holds now, written here. Ends the core: its state
+    /// is gone when this returns.
+    pub(crate) fn recovery(
+        self,
+        settings: &Settings,
+        persisted: Option<&broker::state::Persisted>,
+    ) -> anyhow::Result<Figure> {
+        let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
+        let (file, size, write_s, profiles_now) = match persisted {
+            Some(p) => (p.snapshot_path.clone(), p.snapshot_bytes, p.snapshot_s, p.profiles),
+            None => {
+                let file = dir.join("bench.snapshot");
+                let t = Instant::now();
+                let snapshot = self.processor.snapshot();
+                let size = durable::write(&file, &durable::Header::default(), &snapshot, |_| {})?;
+                let profiles = self.state.identity.profile_count();
+                (file, size, t.elapsed().as_secs_f64(), profiles)
+            }
+        };
+        drop(self.processor);
+        let t = Instant::now();
+        let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
+        let fresh = Arc::new(State::new(settings.namespaces()?));
+        let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
+        restored.restore(core_snap, 0)?;
+        let restore_s = t.elapsed().as_secs_f64();
+        anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(Figure {
+            name: "recovery",
+            value: restore_s,
+            unit: "s",
+            note: format!(
+                "read + restore of a {:.0} MB snapshot with {} profiles, no engine (snapshot write {:.1} s); \
+                 a restart adds reading back outputs published since the snapshot",
+                size as f64 / 1e6,
+                profiles_now,
+                write_s
+            ),
+        })
+    }
+}
