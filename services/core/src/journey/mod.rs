@@ -267,3 +267,6 @@ impl Journey {
         self.recent_actions.truncate(RECENT_ACTIONS);
     }
 }
+
+#[cfg(test)]
+mod compat_tests;
