@@ -78,13 +78,13 @@ pub(super) fn rich() -> Journey {
     j.tier = Tier::A;
     *j.ignored.entry("win_back".into()).or_insert(0) += 1;
     j.rfm = Some(Rfm { r: 5, f: 1, m: 2 });
-    j.clv = Some(Clv {
+    j.clv.set(Some(Clv {
         expected_purchases: 1.5,
         order_value: 20.0,
         p_active: 0.5,
         value: 30.0,
         horizon_days: 365.0,
-    });
+    }));
     j
 }
 
@@ -95,7 +95,11 @@ fn write_fixtures() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/journey/fixtures");
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(format!("{dir}/journey-v1.msgpack"), rmp_serde::to_vec(&j).unwrap()).unwrap();
-    std::fs::write(format!("{dir}/journey-v1.json"), serde_json::to_string_pretty(&j).unwrap()).unwrap();
+    std::fs::write(
+        format!("{dir}/journey-v1.json"),
+        serde_json::to_string_pretty(&j).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -103,7 +107,11 @@ fn a_journey_written_before_the_compact_layout_reads_back_the_same() {
     let j: Journey = rmp_serde::from_slice(V1_MSGPACK).expect("the v1 record reads");
     assert_eq!(j, rich(), "the same journey as the same events make today");
     assert_eq!(rmp_serde::to_vec(&j).unwrap(), V1_MSGPACK, "and writes the same bytes");
-    assert_eq!(serde_json::to_string_pretty(&j).unwrap(), V1_JSON, "and shows the same JSON");
+    assert_eq!(
+        serde_json::to_string_pretty(&j).unwrap(),
+        V1_JSON,
+        "and shows the same JSON"
+    );
     let from_json: Journey = serde_json::from_str(V1_JSON).unwrap();
     assert_eq!(from_json, j);
 }

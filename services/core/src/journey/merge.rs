@@ -55,7 +55,8 @@ impl Journey {
             // The winning push statement decides, whichever side it came from.
             self.push_opt_out = !push.granted;
         }
-        self.local_clock = LocalClock::join(self.local_clock, other.local_clock);
+        self.local_clock
+            .set(LocalClock::join(*self.local_clock, *other.local_clock));
         self.tier = self.tier.min(other.tier);
         self.absorb_history(other);
     }
@@ -127,6 +128,6 @@ impl Journey {
                 .then_with(|| a.action_id.cmp(&b.action_id))
         });
         recent.truncate(RECENT_ACTIONS);
-        self.recent_actions = recent.into();
+        self.recent_actions.set(recent.into());
     }
 }
