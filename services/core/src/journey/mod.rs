@@ -268,5 +268,3 @@ impl Journey {
 
 #[cfg(test)]
 mod compat_tests;
-#[cfg(test)]
-mod size_tests;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::*;
 use crate::ids::Namespaces;
+use crate::journey::*;
 use crate::processor::Processor;
 use crate::state::{journey_bytes, State};
 use crate::testkit::{core_config, web};
+use crate::time::EventTime;
 
 fn one_login() -> (String, Journey) {
     let state = Arc::new(State::new(Arc::new(Namespaces::with_defaults())));
