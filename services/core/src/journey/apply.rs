@@ -78,7 +78,8 @@ impl Journey {
             Activity::RemoveFromCart(p) => self.remove_from_cart(p, at, &mut out),
             Activity::CheckoutStart => {
                 self.checkouts_started += 1;
-                self.last_checkout_start = Some(self.last_checkout_start.map_or(at, |l| l.max(at)));
+                self.last_checkout_start
+                    .set(Some(self.last_checkout_start.map_or(at, |l| l.max(at))));
             }
             Activity::Purchase { revenue } => out.push(self.purchase(ev.channel, *revenue, at)),
             Activity::Sale { total, .. } => out.push(self.purchase(ev.channel, *total, at)),
@@ -197,12 +198,14 @@ impl Journey {
             keep_time(&mut self.unresolved_times, at);
         }
         if complaint || cancel_request {
-            self.last_service_issue = Some(self.last_service_issue.map_or(at, |l| l.max(at)));
+            self.last_service_issue
+                .set(Some(self.last_service_issue.map_or(at, |l| l.max(at))));
         }
         if complaint {
             keep_time(&mut self.complaint_times, at);
             self.complaints += 1;
-            self.last_complaint = Some(self.last_complaint.map_or(at, |l| l.max(at)));
+            self.last_complaint
+                .set(Some(self.last_complaint.map_or(at, |l| l.max(at))));
         }
         if cancel_request {
             self.cancel_requests += 1;
@@ -211,7 +214,7 @@ impl Journey {
             self.last_csat = c.csat;
         }
         if c.sentiment.is_some() {
-            self.last_sentiment = c.sentiment;
+            self.last_sentiment.set(c.sentiment);
         }
         let unhappy = matches!(c.outcome, Some(CallOutcome::Unresolved | CallOutcome::Escalated))
             || c.csat.is_some_and(|v| v <= 2)

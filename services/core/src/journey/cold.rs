@@ -44,6 +44,8 @@ empty! {
     BTreeMap<String, EventTime> => BTreeMap::new();
     Consents => Consents { email: None, sms: None, push: None };
     Option<LocalClock> => None;
+    Option<EventTime> => None;
+    Option<f64> => None;
     Option<Clv> => None;
     Option<ProductView> => None;
 }

@@ -114,13 +114,13 @@ pub struct Journey {
     pub returned_value: f64,
     pub cart: Cold<Cart>,
     pub checkouts_started: u32,
-    pub last_checkout_start: Option<EventTime>,
+    pub last_checkout_start: Cold<Option<EventTime>>,
     pub complaints: u32,
     pub cancel_requests: u32,
-    pub last_complaint: Option<EventTime>,
+    pub last_complaint: Cold<Option<EventTime>>,
     pub call: Cold<CallStats>,
     pub last_csat: Option<u8>,
-    pub last_sentiment: Option<f64>,
+    pub last_sentiment: Cold<Option<f64>>,
     pub push_opt_out: bool,
     /// Value tier at the last evaluation.
     pub tier: Tier,
@@ -130,7 +130,7 @@ pub struct Journey {
     pub complaint_times: Cold<VecDeque<EventTime>>,
     pub unresolved_times: Cold<VecDeque<EventTime>>,
     /// The last complaint or cancel request: promotional actions keep quiet after it.
-    pub last_service_issue: Option<EventTime>,
+    pub last_service_issue: Cold<Option<EventTime>>,
     pub last_product_view: Cold<Option<ProductView>>,
     /// Messages decided for this customer, for contact caps; oldest first.
     pub contacts: Cold<VecDeque<Contact>>,

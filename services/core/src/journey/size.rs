@@ -76,7 +76,11 @@ impl Journey {
             + part(&self.consent)
             + part(&self.local_clock)
             + part(&self.responses)
-            + part(&self.clv);
+            + part(&self.clv)
+            + part(&self.last_checkout_start)
+            + part(&self.last_complaint)
+            + part(&self.last_sentiment)
+            + part(&self.last_service_issue);
         let lists = list(&self.visits)
             + list(&self.complaint_times)
             + list(&self.unresolved_times)
