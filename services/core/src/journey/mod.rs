@@ -7,7 +7,9 @@
 //! [`Journey::record_contact`]). Out: the updated [`Journey`] and the
 //! [`Transition`]s an event caused, which the decision stage reads. Keeps
 //! everything onejourney knows about one customer's journey; the pieces it is
-//! made of are in `parts.rs`.
+//! made of are in `parts.rs`. What most customers never use is a [`Cold`]
+//! part (`cold.rs`): a pointer until first written; what it all takes in
+//! memory is in `size.rs`.
 //!
 //! Invariants: state depends only on event time, never on arrival time (an
 //! out-of-order event moves `first_seen`/`last_seen` only outward); a merge
@@ -91,6 +93,12 @@ fn keep_contact(v: &mut VecDeque<Contact>, c: Contact) {
 }
 
 /// Everything onejourney knows about one customer's journey.
+///
+/// Layout: what every customer has (times, per-channel counts, visits, the
+/// recent events, churn) is inline; the `Cold` fields are allocated on their
+/// first write and read as empty before. A new field that most customers
+/// leave empty belongs in a `Cold` (and in `size.rs`). The serialized form
+/// is the same as with every field inline (`compat_tests.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journey {
     pub first_seen: Option<EventTime>,
