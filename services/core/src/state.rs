@@ -27,7 +27,7 @@ use crate::decide::DecideConfig;
 use crate::hash::{DashMap, HashSet};
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
-use crate::journey::{CartLine, Journey, RecentAction};
+use crate::journey::{Journey, ALLOC_OVERHEAD};
 use crate::recent::Recent;
 
 /// State shared with readers (the lookup API): the identity graph and the
@@ -82,27 +82,9 @@ const MAP_ENTRY: usize = 16;
 /// The estimate of the bytes one journey holds: its structure, its key, and
 /// the strings and history it owns.
 pub fn journey_bytes(one_id: &str, j: &Journey) -> usize {
-    let cart: usize = j
-        .cart
-        .items
-        .keys()
-        .map(|sku| sku.len() + size_of::<CartLine>() + 48)
-        .sum();
-    let actions: usize = j.last_action.keys().map(|a| a.len() + 48).sum();
-    let recent: usize = j
-        .recent_actions
-        .iter()
-        .map(|r| size_of::<RecentAction>() + r.heap_bytes())
-        .sum();
-    size_of::<Journey>()
-        + one_id.len()
-        + MAP_ENTRY
-        + cart
-        + actions
-        + recent
-        + j.history_bytes()
-        + j.churn_history_bytes()
-        + j.churn_examples.heap_bytes()
+    // The box, the key's share (the One ID text is shared with the graph's
+    // profile), the map entry, and what the journey owns (see `journey/size.rs`).
+    size_of::<Journey>() + ALLOC_OVERHEAD + one_id.len() + MAP_ENTRY + j.heap_bytes()
 }
 
 fn signed(n: usize) -> i64 {

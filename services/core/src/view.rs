@@ -202,7 +202,7 @@ impl State {
             _ => ChurnView {
                 score: j.churn.score,
                 band: j.churn.band,
-                factors: j.churn.factors.clone(),
+                factors: j.churn.factors.to_vec(),
                 evaluated_at: j.churn.evaluated_at,
                 hand_score: None,
                 history,

@@ -219,7 +219,7 @@ fn features(w: &ChurnWeights, j: &Journey, now: EventTime) -> Vec<(FactorName, f
             if c <= 2 { w.low_csat } else { 0.0 },
         ));
     }
-    if let Some(s) = j.last_sentiment {
+    if let Some(s) = *j.last_sentiment {
         feats.push((FactorName::LastSentiment, s, w.negative_sentiment * (-s).max(0.0)));
     }
     feats

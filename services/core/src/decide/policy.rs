@@ -147,7 +147,7 @@ pub fn channel(
 pub fn allows(p: &ContactPolicy, j: &Journey, c: ContactChannel, now: EventTime) -> Result<(), Suppressed> {
     if p.quiet_hours
         .as_ref()
-        .is_some_and(|q| quiet_until(q, j.local_clock, c, now).is_some())
+        .is_some_and(|q| quiet_until(q, *j.local_clock, c, now).is_some())
     {
         return Err(Suppressed::QuietHours);
     }

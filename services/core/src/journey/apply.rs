@@ -11,7 +11,7 @@ use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent, Pro
 use crate::time::EventTime;
 use crate::vocab::ContactChannel;
 
-use super::{keep_time, Cart, CartLine, Journey, LocalClock, ProductView, Stage, CONTINUITY_WINDOW, VISIT_GAP};
+use super::{keep_time, CartLine, Journey, LocalClock, ProductView, Stage, CONTINUITY_WINDOW, VISIT_GAP};
 
 /// What an event changed, for the decision stage.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,14 +71,15 @@ impl Journey {
                 utc_offset_minutes: m,
                 at,
             };
-            self.local_clock = LocalClock::join(self.local_clock, Some(clock));
+            self.local_clock.set(LocalClock::join(*self.local_clock, Some(clock)));
         }
         match &ev.activity {
             Activity::AddToCart(p) => self.add_to_cart(p, ev.channel, at, &mut out),
             Activity::RemoveFromCart(p) => self.remove_from_cart(p, at, &mut out),
             Activity::CheckoutStart => {
                 self.checkouts_started += 1;
-                self.last_checkout_start = Some(self.last_checkout_start.map_or(at, |l| l.max(at)));
+                self.last_checkout_start
+                    .set(Some(self.last_checkout_start.map_or(at, |l| l.max(at))));
             }
             Activity::Purchase { revenue } => out.push(self.purchase(ev.channel, *revenue, at)),
             Activity::Sale { total, .. } => out.push(self.purchase(ev.channel, *total, at)),
@@ -131,7 +132,7 @@ impl Journey {
         if self.last_seen.is_none_or(|l| at > l.plus(VISIT_GAP)) {
             keep_time(&mut self.visits, at);
         }
-        if let Some(v) = &self.last_product_view {
+        if let Some(v) = &*self.last_product_view {
             let browsing = matches!(
                 ev.activity,
                 Activity::SessionStart | Activity::ScreenView | Activity::PageView | Activity::Login
@@ -197,12 +198,14 @@ impl Journey {
             keep_time(&mut self.unresolved_times, at);
         }
         if complaint || cancel_request {
-            self.last_service_issue = Some(self.last_service_issue.map_or(at, |l| l.max(at)));
+            self.last_service_issue
+                .set(Some(self.last_service_issue.map_or(at, |l| l.max(at))));
         }
         if complaint {
             keep_time(&mut self.complaint_times, at);
             self.complaints += 1;
-            self.last_complaint = Some(self.last_complaint.map_or(at, |l| l.max(at)));
+            self.last_complaint
+                .set(Some(self.last_complaint.map_or(at, |l| l.max(at))));
         }
         if cancel_request {
             self.cancel_requests += 1;
@@ -211,7 +214,7 @@ impl Journey {
             self.last_csat = c.csat;
         }
         if c.sentiment.is_some() {
-            self.last_sentiment = c.sentiment;
+            self.last_sentiment.set(c.sentiment);
         }
         let unhappy = matches!(c.outcome, Some(CallOutcome::Unresolved | CallOutcome::Escalated))
             || c.csat.is_some_and(|v| v <= 2)
@@ -224,7 +227,7 @@ impl Journey {
 
     fn saw_product(&mut self, sku: &str, channel: Channel, at: EventTime, out: &mut Vec<Transition>) {
         if self.last_product_view.as_ref().is_none_or(|v| v.at <= at) {
-            self.last_product_view = Some(ProductView {
+            *self.last_product_view = Some(ProductView {
                 sku: sku.to_string(),
                 channel,
                 at,
@@ -244,7 +247,7 @@ impl Journey {
         self.last_purchase = Some(self.last_purchase.map_or(at, |l| l.max(at)));
         // A purchase at or after the last cart change closes the open cart.
         if self.cart.updated_at.is_none_or(|u| u <= at) {
-            self.cart = Cart::default();
+            self.cart.free();
         }
         Transition::Purchased { value }
     }

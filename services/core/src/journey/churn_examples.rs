@@ -68,10 +68,7 @@ impl ChurnExamples {
 
     fn insert(&mut self, example: ChurnExample) {
         let pos = self.pending.partition_point(|e| e.at <= example.at);
-        self.pending.insert(pos, example);
-        while self.pending.len() > PENDING_EXAMPLES {
-            self.pending.pop_front();
-        }
+        super::cold::keep_at(&mut self.pending, pos, example, PENDING_EXAMPLES);
     }
 
     /// Takes the examples of a merged-away journey of the same customer.

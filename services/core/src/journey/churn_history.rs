@@ -13,8 +13,6 @@
 //! oldest go first), and counted in the memory estimate
 //! ([`Journey::churn_history_bytes`]).
 
-use std::mem::size_of;
-
 use super::parts::{ChurnPoint, Contribution, Factor};
 use super::Journey;
 use crate::time::EventTime;
@@ -57,10 +55,7 @@ impl Journey {
         if pos > 0 && h[pos - 1].repeats(&point) {
             return;
         }
-        h.insert(pos, point);
-        while h.len() > CHURN_HISTORY {
-            h.pop_front();
-        }
+        super::cold::keep_at(h, pos, point, CHURN_HISTORY);
     }
 
     /// Takes the absorbed journey's churn history into this one (a merge).
@@ -69,19 +64,12 @@ impl Journey {
             self.record_churn(p);
         }
     }
-
-    /// An estimate of the bytes the churn history holds.
-    pub fn churn_history_bytes(&self) -> usize {
-        self.churn
-            .history
-            .iter()
-            .map(|p| size_of::<ChurnPoint>() + p.contributions.len() * size_of::<Contribution>())
-            .sum()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::mem::size_of;
+
     use super::*;
     use crate::vocab::FactorName;
 

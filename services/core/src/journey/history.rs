@@ -9,7 +9,9 @@
 //! Invariant: the history is bounded, sorted by event time (ties: channel,
 //! event id) whatever the arrival order, and counted in the memory estimate.
 
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Journey;
 use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
@@ -23,10 +25,12 @@ pub const RECENT_EVENTS: usize = 50;
 pub struct RecentEvent {
     pub at: EventTime,
     pub channel: Channel,
-    pub event_id: String,
-    pub event_type: String,
+    pub event_id: Box<str>,
+    /// One of the channels' event types, shared (not allocated per event).
+    #[serde(deserialize_with = "event_type")]
+    pub event_type: Cow<'static, str>,
     /// The product's SKU, or the call's reason and outcome.
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
     /// The money the event moved or was about (price, revenue, sale, return).
     pub amount: Option<f64>,
 }
@@ -35,14 +39,14 @@ impl RecentEvent {
     fn of(ev: &ChannelEvent) -> Self {
         let (detail, amount) = match &ev.activity {
             Activity::ProductView(Some(p)) | Activity::AddToCart(p) | Activity::RemoveFromCart(p) => {
-                (Some(p.sku.clone()), Some(p.price))
+                (Some(p.sku.as_str().into()), Some(p.price))
             }
             Activity::Purchase { revenue } => (None, Some(*revenue)),
             Activity::Sale { total, .. } | Activity::Return { total } => (None, Some(*total)),
             Activity::Call { reason, outcome, .. } => {
                 let detail = match (reason.map(reason_label), outcome.map(outcome_label)) {
-                    (Some(r), Some(o)) => Some(format!("{r}, {o}")),
-                    (r, o) => r.or(o).map(str::to_string),
+                    (Some(r), Some(o)) => Some(format!("{r}, {o}").into()),
+                    (r, o) => r.or(o).map(Box::from),
                 };
                 (detail, None)
             }
@@ -51,8 +55,8 @@ impl RecentEvent {
         RecentEvent {
             at: ev.occurred_at,
             channel: ev.channel,
-            event_id: ev.event_id.clone(),
-            event_type: ev.event_type.clone(),
+            event_id: ev.event_id.as_str().into(),
+            event_type: shared_event_type(&ev.event_type),
             detail,
             amount,
         }
@@ -62,10 +66,53 @@ impl RecentEvent {
         (self.at, self.channel, &self.event_id)
     }
 
-    /// Heap bytes beyond the struct itself.
+    /// Heap bytes beyond the struct itself, with an allocator overhead
+    /// per string.
     fn heap_bytes(&self) -> usize {
-        self.event_id.len() + self.event_type.len() + self.detail.as_ref().map_or(0, String::len)
+        let text = |n: usize| if n == 0 { 0 } else { n + super::size::ALLOC_OVERHEAD };
+        let event_type = match self.event_type {
+            Cow::Borrowed(_) => 0,
+            Cow::Owned(ref s) => text(s.capacity()),
+        };
+        text(self.event_id.len()) + event_type + self.detail.as_ref().map_or(0, |d| text(d.len()))
     }
+}
+
+/// The event types of every channel (see `event/fields.rs`).
+const EVENT_TYPES: [&str; 19] = [
+    "page_view",
+    "product_view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_start",
+    "purchase",
+    "login",
+    "signup",
+    "sale",
+    "return",
+    "session_start",
+    "screen_view",
+    "session_end",
+    "push_opt_in",
+    "push_opt_out",
+    "inbound_call",
+    "outbound_call",
+    "callback_requested",
+];
+
+/// A known event type as a shared `&'static str`; anything else (none
+/// passes the decoder today) owned.
+fn shared_event_type(s: &str) -> Cow<'static, str> {
+    match EVENT_TYPES.iter().find(|t| **t == s) {
+        Some(t) => Cow::Borrowed(t),
+        None => Cow::Owned(s.to_string()),
+    }
+}
+
+fn event_type<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(shared_event_type(&s))
 }
 
 fn reason_label(r: CallReason) -> &'static str {
@@ -97,10 +144,7 @@ impl Journey {
 
     fn keep_event(&mut self, e: RecentEvent) {
         let pos = self.recent_events.partition_point(|x| x.order_key() <= e.order_key());
-        self.recent_events.insert(pos, e);
-        while self.recent_events.len() > RECENT_EVENTS {
-            self.recent_events.pop_front();
-        }
+        super::cold::keep_at(&mut self.recent_events, pos, e, RECENT_EVENTS);
     }
 
     /// Takes the absorbed journey's history into this one (a merge).
@@ -112,10 +156,11 @@ impl Journey {
 
     /// An estimate of the bytes the history holds, for the memory estimate.
     pub fn history_bytes(&self) -> usize {
-        self.recent_events
-            .iter()
-            .map(|e| std::mem::size_of::<RecentEvent>() + e.heap_bytes())
-            .sum()
+        let strings: usize = self.recent_events.iter().map(RecentEvent::heap_bytes).sum();
+        match self.recent_events.len() {
+            0 => strings,
+            n => n * std::mem::size_of::<RecentEvent>() + super::size::ALLOC_OVERHEAD + strings,
+        }
     }
 }
 
@@ -139,7 +184,7 @@ mod tests {
         let got: Vec<(&str, &str)> = j
             .recent_events
             .iter()
-            .map(|e| (e.event_id.as_str(), e.channel.label()))
+            .map(|e| (&*e.event_id, e.channel.label()))
             .collect();
         assert_eq!(got, [("a", "pos"), ("c", "call_center"), ("b", "web")]);
         assert_eq!(j.recent_events[0].amount, Some(20.0));
@@ -150,7 +195,8 @@ mod tests {
             j.apply(&web(&format!("p{i}"), 10 + i, ids(), "page_view", json!({})));
         }
         assert_eq!(j.recent_events.len(), RECENT_EVENTS);
-        assert_eq!(j.recent_events[0].event_id, "p5", "the oldest go first");
+        assert_eq!(&*j.recent_events[0].event_id, "p5", "the oldest go first");
+        assert!(matches!(j.recent_events[0].event_type, Cow::Borrowed("page_view")));
         assert!(j.history_bytes() > RECENT_EVENTS * std::mem::size_of::<RecentEvent>());
     }
 
@@ -162,7 +208,7 @@ mod tests {
         let mut b = Journey::default();
         b.apply(&pos("2", 2, ids(), 5.0));
         a.absorb(b);
-        let got: Vec<&str> = a.recent_events.iter().map(|e| e.event_id.as_str()).collect();
+        let got: Vec<&str> = a.recent_events.iter().map(|e| &*e.event_id).collect();
         assert_eq!(got, ["1", "2", "3"]);
         assert!(a.compact());
         assert!(a.recent_events.is_empty());

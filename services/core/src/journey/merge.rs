@@ -47,7 +47,8 @@ impl Journey {
             self.cart = std::mem::take(&mut other.cart);
         }
         self.checkouts_started += other.checkouts_started;
-        self.last_checkout_start = max_t(self.last_checkout_start, other.last_checkout_start);
+        self.last_checkout_start
+            .set(max_t(*self.last_checkout_start, *other.last_checkout_start));
         self.absorb_calls(&other);
         self.push_opt_out |= other.push_opt_out;
         self.consent.absorb(&other.consent);
@@ -55,7 +56,8 @@ impl Journey {
             // The winning push statement decides, whichever side it came from.
             self.push_opt_out = !push.granted;
         }
-        self.local_clock = LocalClock::join(self.local_clock, other.local_clock);
+        self.local_clock
+            .set(LocalClock::join(*self.local_clock, *other.local_clock));
         self.tier = self.tier.min(other.tier);
         self.absorb_history(other);
     }
@@ -66,7 +68,8 @@ impl Journey {
         let other_newer_call = other.call.last_call > self.call.last_call;
         self.complaints += other.complaints;
         self.cancel_requests += other.cancel_requests;
-        self.last_complaint = max_t(self.last_complaint, other.last_complaint);
+        self.last_complaint
+            .set(max_t(*self.last_complaint, *other.last_complaint));
         self.call.calls += other.call.calls;
         self.call.resolved += other.call.resolved;
         self.call.unresolved += other.call.unresolved;
@@ -75,10 +78,10 @@ impl Journey {
         self.call.last_call = max_t(self.call.last_call, other.call.last_call);
         if other_newer_call {
             self.last_csat = other.last_csat.or(self.last_csat);
-            self.last_sentiment = other.last_sentiment.or(self.last_sentiment);
+            self.last_sentiment.set(other.last_sentiment.or(*self.last_sentiment));
         } else {
             self.last_csat = self.last_csat.or(other.last_csat);
-            self.last_sentiment = self.last_sentiment.or(other.last_sentiment);
+            self.last_sentiment.set(self.last_sentiment.or(*other.last_sentiment));
         }
     }
 
@@ -93,7 +96,8 @@ impl Journey {
         for t in other.unresolved_times {
             keep_time(&mut self.unresolved_times, t);
         }
-        self.last_service_issue = max_t(self.last_service_issue, other.last_service_issue);
+        self.last_service_issue
+            .set(max_t(*self.last_service_issue, *other.last_service_issue));
         if other.last_product_view.as_ref().map(|v| v.at) > self.last_product_view.as_ref().map(|v| v.at) {
             self.last_product_view = other.last_product_view;
         }
@@ -127,6 +131,6 @@ impl Journey {
                 .then_with(|| a.action_id.cmp(&b.action_id))
         });
         recent.truncate(RECENT_ACTIONS);
-        self.recent_actions = recent.into();
+        self.recent_actions.set(recent.into());
     }
 }

@@ -7,7 +7,9 @@
 //! [`Journey::record_contact`]). Out: the updated [`Journey`] and the
 //! [`Transition`]s an event caused, which the decision stage reads. Keeps
 //! everything onejourney knows about one customer's journey; the pieces it is
-//! made of are in `parts.rs`.
+//! made of are in `parts.rs`. What most customers never use is a [`Cold`]
+//! part (`cold.rs`): a pointer until first written; what it all takes in
+//! memory is in `size.rs`.
 //!
 //! Invariants: state depends only on event time, never on arrival time (an
 //! out-of-order event moves `first_seen`/`last_seen` only outward); a merge
@@ -16,8 +18,10 @@
 
 mod apply;
 mod by_channel;
+mod cold;
 mod merge;
 mod parts;
+mod size;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -31,10 +35,12 @@ use crate::vocab::ContactChannel;
 pub use crate::time::count_within;
 pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
+pub use cold::{Cold, Empty};
 pub use parts::{
     Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Clv, Contact, Contribution, Factor,
     HeldBack, ProductView, RecentAction, Rfm,
 };
+pub use size::ALLOC_OVERHEAD;
 
 mod churn_examples;
 mod churn_history;
@@ -77,22 +83,22 @@ pub const DECISION_CONTEXT: usize = 4;
 /// Inserts `t` keeping `v` sorted and at most `KEPT_TIMES` long (oldest dropped).
 fn keep_time(v: &mut VecDeque<EventTime>, t: EventTime) {
     let pos = v.partition_point(|x| *x <= t);
-    v.insert(pos, t);
-    while v.len() > KEPT_TIMES {
-        v.pop_front();
-    }
+    cold::keep_at(v, pos, t, KEPT_TIMES);
 }
 
 /// Inserts `c` keeping `v` sorted by time and at most `KEPT_TIMES` long.
 fn keep_contact(v: &mut VecDeque<Contact>, c: Contact) {
     let pos = v.partition_point(|x| x.at <= c.at);
-    v.insert(pos, c);
-    while v.len() > KEPT_TIMES {
-        v.pop_front();
-    }
+    cold::keep_at(v, pos, c, KEPT_TIMES);
 }
 
 /// Everything onejourney knows about one customer's journey.
+///
+/// Layout: what every customer has (times, per-channel counts, visits, the
+/// recent events, churn) is inline; the `Cold` fields are allocated on their
+/// first write and read as empty before. A new field that most customers
+/// leave empty belongs in a `Cold` (and in `size.rs`). The serialized form
+/// is the same as with every field inline (`compat_tests.rs`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journey {
     pub first_seen: Option<EventTime>,
@@ -114,34 +120,34 @@ pub struct Journey {
     pub last_purchase: Option<EventTime>,
     pub returns: u32,
     pub returned_value: f64,
-    pub cart: Cart,
+    pub cart: Cold<Cart>,
     pub checkouts_started: u32,
-    pub last_checkout_start: Option<EventTime>,
+    pub last_checkout_start: Cold<Option<EventTime>>,
     pub complaints: u32,
     pub cancel_requests: u32,
-    pub last_complaint: Option<EventTime>,
-    pub call: CallStats,
+    pub last_complaint: Cold<Option<EventTime>>,
+    pub call: Cold<CallStats>,
     pub last_csat: Option<u8>,
-    pub last_sentiment: Option<f64>,
+    pub last_sentiment: Cold<Option<f64>>,
     pub push_opt_out: bool,
     /// Value tier at the last evaluation.
     pub tier: Tier,
     /// Start times of visits (events after a gap of `VISIT_GAP`), oldest first.
     pub visits: VecDeque<EventTime>,
     /// Times of complaints and of unresolved or escalated calls, oldest first.
-    pub complaint_times: VecDeque<EventTime>,
-    pub unresolved_times: VecDeque<EventTime>,
+    pub complaint_times: Cold<VecDeque<EventTime>>,
+    pub unresolved_times: Cold<VecDeque<EventTime>>,
     /// The last complaint or cancel request: promotional actions keep quiet after it.
-    pub last_service_issue: Option<EventTime>,
-    pub last_product_view: Option<ProductView>,
+    pub last_service_issue: Cold<Option<EventTime>>,
+    pub last_product_view: Cold<Option<ProductView>>,
     /// Messages decided for this customer, for contact caps; oldest first.
-    pub contacts: VecDeque<Contact>,
+    pub contacts: Cold<VecDeque<Contact>>,
     /// How often the customer dismissed each action.
-    pub ignored: BTreeMap<String, u32>,
+    pub ignored: Cold<BTreeMap<String, u32>>,
     pub churn: ChurnState,
     /// Event time each action was last decided, for cool-downs.
-    pub last_action: BTreeMap<String, EventTime>,
-    pub recent_actions: VecDeque<RecentAction>,
+    pub last_action: Cold<BTreeMap<String, EventTime>>,
+    pub recent_actions: Cold<VecDeque<RecentAction>>,
     /// When the profile's one live quiet-customer check is due: one timer
     /// per profile instead of one per event. `None` in snapshots written
     /// before it existed (those timers are all honoured).
@@ -154,15 +160,15 @@ pub struct Journey {
     /// Consent per channel: the newest statement each (see `consent.rs`).
     /// Empty in snapshots written before it existed.
     #[serde(default)]
-    pub consent: Consents,
+    pub consent: Cold<Consents>,
     /// The customer's UTC offset, from the newest event that carried one.
     #[serde(default)]
-    pub local_clock: Option<LocalClock>,
+    pub local_clock: Cold<Option<LocalClock>>,
     /// Engagements with messages (opened, clicked, converted), by the
     /// channel the message went on, oldest first; the no-response rule
     /// reads them.
     #[serde(default)]
-    pub responses: VecDeque<Contact>,
+    pub responses: Cold<VecDeque<Contact>>,
     /// The churn model's examples waiting for their label (see
     /// `churn_examples.rs`). Empty in snapshots written before it existed.
     #[serde(default)]
@@ -174,7 +180,7 @@ pub struct Journey {
     /// Expected lifetime value at the last evaluation (see `decide::value`);
     /// `None` for a customer who never bought.
     #[serde(default)]
-    pub clv: Option<Clv>,
+    pub clv: Cold<Option<Clv>>,
 }
 
 impl Journey {
@@ -219,18 +225,18 @@ impl Journey {
             && self.recent_events.is_empty()
             && self.churn.history.is_empty()
             && self.last_product_view.is_none());
-        self.cart = Cart::default();
+        self.cart.free();
         self.visits = VecDeque::new();
-        self.complaint_times = VecDeque::new();
-        self.unresolved_times = VecDeque::new();
-        self.contacts = VecDeque::new();
-        self.responses = VecDeque::new();
-        self.last_action = BTreeMap::new();
-        self.ignored = BTreeMap::new();
-        self.recent_actions = VecDeque::new();
+        self.complaint_times.free();
+        self.unresolved_times.free();
+        self.contacts.free();
+        self.responses.free();
+        self.last_action.free();
+        self.ignored.free();
+        self.recent_actions.free();
         self.recent_events = VecDeque::new();
         self.churn.history = VecDeque::new();
-        self.last_product_view = None;
+        self.last_product_view.free();
         had
     }
 
@@ -267,3 +273,6 @@ impl Journey {
         self.recent_actions.truncate(RECENT_ACTIONS);
     }
 }
+
+#[cfg(test)]
+mod compat_tests;

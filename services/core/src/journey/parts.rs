@@ -157,7 +157,8 @@ pub struct ChurnState {
     pub score: f64,
     /// The band last reported downstream; `None` until one was.
     pub band: Option<Band>,
-    pub factors: Vec<Factor>,
+    /// Exactly as many as the score has (no spare capacity).
+    pub factors: Box<[Factor]>,
     pub evaluated_at: Option<EventTime>,
     /// The last evaluations, oldest first (see `churn_history.rs`). Empty in
     /// snapshots written before it existed.

@@ -52,7 +52,7 @@ impl Processor {
         j.tier = self.tiers.tier_of(j.revenue);
         self.score_churn(one_id, j, now, trigger, outputs);
         j.rfm = self.value.rfm_of(j);
-        j.clv = self.value.clv(&self.cfg.decide.value, j, now);
+        j.clv.set(self.value.clv(&self.cfg.decide.value, j, now));
         let cfg = &self.cfg.decide;
         if triggers.is_empty() || !cfg.actions.iter().any(|a| triggers.contains(&a.trigger)) {
             return;
@@ -121,7 +121,10 @@ impl Processor {
                 })
             })
             .collect();
-        let due = q.channels.iter().find_map(|c| quiet_until(q, j.local_clock, *c, now))?;
+        let due = q
+            .channels
+            .iter()
+            .find_map(|c| quiet_until(q, *j.local_clock, *c, now))?;
         (!held.is_empty()).then_some((due, held))
     }
 
@@ -162,7 +165,7 @@ impl Processor {
         }
         j.record_churn(ChurnPoint::of(now, s.score, j.churn.band, &s.factors));
         j.churn.score = s.score;
-        j.churn.factors = s.factors;
+        j.churn.factors = s.factors.into();
         j.churn.evaluated_at = Some(now);
     }
 

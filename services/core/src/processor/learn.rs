@@ -90,7 +90,7 @@ impl Processor {
     /// A purchase at `now` converts every recent decision of this journey
     /// taken before it and within its action's conversion window.
     pub(super) fn conversions(&self, j: &mut Journey, transitions: &[Transition], now: EventTime) {
-        if !transitions.iter().any(|t| matches!(t, Transition::Purchased { .. })) {
+        if j.recent_actions.is_empty() || !transitions.iter().any(|t| matches!(t, Transition::Purchased { .. })) {
             return;
         }
         let actions = &self.cfg.decide.actions;
