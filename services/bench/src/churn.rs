@@ -97,6 +97,7 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
     let ns = settings.namespaces()?;
     let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
     let state = Arc::new(State::new(ns));
+    state.keep_dirty(false);
     let core = settings.core();
     let churn_cfg = core.decide.churn.clone();
     let mut processor = Processor::new(Arc::new(core), state.clone());

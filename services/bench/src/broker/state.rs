@@ -117,7 +117,8 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
     let mut changelog = Changelog::new(&s, producer, Chain::empty(s.state.partitions), metrics);
     eprintln!("bench: writing the preloaded state's changelog");
     let t = Instant::now();
-    let written = changelog.write(processor, &header).await?;
+    let capture = changelog.capture(processor)?;
+    let written = changelog.write(capture, &header).await?;
     let changelog_s = t.elapsed().as_secs_f64();
     eprintln!("bench: writing the preloaded state's snapshot");
     let path = durable::path(&s);

@@ -507,13 +507,13 @@ fn the_common_triggers_have_alternatives_and_the_first_listed_ranks_first_on_pri
 fn lapsed_worth(clv: f64) -> Journey {
     let mut j = Journey::default();
     j.apply(&pos("1", 0, json!({"loyalty_id": "L"}), 30.0));
-    j.clv = Some(crate::journey::Clv {
+    j.clv.set(Some(crate::journey::Clv {
         expected_purchases: clv / 30.0,
         order_value: 30.0,
         p_active: 0.5,
         value: clv,
         horizon_days: 365.0,
-    });
+    }));
     j
 }
 
@@ -545,7 +545,7 @@ fn a_customer_worth_more_gets_the_costlier_win_back() {
     assert!(high.reason.contains("lifetime value 1000.00"), "{}", high.reason);
     // Unknown lifetime value: nothing at stake, the catalog's ranking.
     let mut j = lapsed_worth(0.0);
-    j.clv = None;
+    j.clv.set(None);
     let c = run(&cfg, &j, &all_reach(), &[Trigger::Lapsed], now).choice.unwrap();
     assert_eq!(
         (c.action.as_str(), factor(&c, "value_at_stake")),

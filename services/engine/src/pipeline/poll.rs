@@ -54,6 +54,9 @@ impl Poll {
     pub async fn run(&mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut snapshot = tokio::time::interval(self.settings.state.snapshot_interval);
+        // A checkpoint longer than the interval must not be followed by a
+        // burst of the missed ones: the next waits a whole interval.
+        snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snapshot.tick().await;
         let mut budget = tokio::time::interval(Duration::from_secs(10));
         let mut paused = false;
