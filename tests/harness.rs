@@ -30,6 +30,19 @@ pub mod openapi;
 pub const INPUT_PARTITIONS: i32 = 2;
 
 /// The broker the tests run against.
+/// The HTTP client every test uses against the engine. It drops a pooled
+/// connection after 5 s idle, before the engine's keep-alive idle timeout
+/// (`http.header_read_timeout`, 10 s by default) closes it: otherwise a
+/// request sent on a connection the engine is closing at that moment fails
+/// with "connection closed before message completed" (CI saw that once,
+/// after a pause of about 10 s between two requests).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("HTTP client")
+}
+
 pub fn brokers() -> String {
     std::env::var("ONEJOURNEY_TEST_BROKERS").expect(
         "ONEJOURNEY_TEST_BROKERS is not set: run `make test` (it starts a tansu broker) \
@@ -163,7 +176,7 @@ impl TestEngine {
             topics: settings.topics.clone(),
             settings,
             producer,
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 
@@ -240,7 +253,10 @@ impl TestEngine {
     pub async fn get_status(&self, path: &str) -> u16 {
         match self.client.get(format!("http://{}{path}", self.http)).send().await {
             Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
+            Err(e) => {
+                eprintln!("GET {path}: {e:?}");
+                0
+            }
         }
     }
 

@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use onejourney_e2e::{create_topics, settings, TestEngine, INPUT_PARTITIONS};
+use onejourney_e2e::{create_topics, http_client, settings, TestEngine, INPUT_PARTITIONS};
 use onejourney_simulator::{generate, SimConfig};
 use serde_json::Value;
 
@@ -67,7 +67,7 @@ async fn prometheus_scrapes_throughput_and_lag_during_a_simulator_run() {
             .spawn()
             .expect("`prometheus` on PATH: `make test` installs it (Debian package prometheus)"),
     );
-    let client = reqwest::Client::new();
+    let client = http_client();
     let deadline = Instant::now() + Duration::from_secs(60);
     while query(&client, &prom_addr, "up{job=\"onejourney\"}").await != Some(1.0) {
         assert!(Instant::now() < deadline, "Prometheus never scraped the engine");
@@ -126,7 +126,7 @@ async fn the_lookup_api_requires_its_token_and_rejects_malformed_requests() {
     let mut s = settings("guard");
     s.http.bearer_token = "s3cret-token".into();
     let mut e = TestEngine::start(s).await;
-    let client = reqwest::Client::new();
+    let client = http_client();
     let url = |p: &str| format!("http://{}{p}", e.http);
     let status = |r: reqwest::Response| r.status().as_u16();
 

@@ -59,7 +59,7 @@ impl EngineProcess {
         EngineProcess {
             child,
             http: format!("http://127.0.0.1:{http_port}"),
-            client: reqwest::Client::new(),
+            client: crate::http_client(),
         }
     }
 
