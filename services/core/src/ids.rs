@@ -435,7 +435,15 @@ pub fn is_placeholder_email(e: &str) -> bool {
         return false;
     };
     let squashed: String = local.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    const NO_ONE: &[&str] = &["noemail", "nomail", "noreply", "donotreply", "dontreply", "noaddress", "noemailaddress"];
+    const NO_ONE: &[&str] = &[
+        "noemail",
+        "nomail",
+        "noreply",
+        "donotreply",
+        "dontreply",
+        "noaddress",
+        "noemailaddress",
+    ];
     if NO_ONE.contains(&squashed.as_str()) {
         return true;
     }
@@ -446,9 +454,7 @@ pub fn is_placeholder_email(e: &str) -> bool {
     }
     const RESERVED_DOMAINS: &[&str] = &["example.com", "example.org", "example.net"];
     const RESERVED_TLDS: &[&str] = &[".example", ".invalid", ".test", ".localhost"];
-    RESERVED_DOMAINS.contains(&domain)
-        || domain == "localhost"
-        || RESERVED_TLDS.iter().any(|t| domain.ends_with(t))
+    RESERVED_DOMAINS.contains(&domain) || domain == "localhost" || RESERVED_TLDS.iter().any(|t| domain.ends_with(t))
 }
 
 /// Digits with the country code: `+44 20 7946 0000` and `0044 20 7946 0000`
