@@ -19,7 +19,7 @@
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile};
+use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile, RefusedLink};
 use super::{Component, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
@@ -87,12 +87,11 @@ impl Sums {
 pub(super) fn profile_size(p: &Profile) -> ProfileSize {
     let bytes = size_of::<Profile>()
         + p.one_id.len()
-        + (p.ids.capacity() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
+        + (p.ids.capacity() + p.households.capacity() + p.dropped.capacity()) * size_of::<IdKey>()
         + p.links.capacity() * size_of::<LinkRecord>()
         + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
-        + p.rare_box_bytes()
-        + std::mem::size_of_val(p.refused())
-        + p.refused().iter().map(|r| r.event_id.len() + 16).sum::<usize>()
+        + p.refused.capacity() * size_of::<RefusedLink>()
+        + p.refused.iter().map(|r| r.event_id.len() + 16).sum::<usize>()
         + MAP_ENTRY;
     ProfileSize {
         ids: p.ids.len(),
