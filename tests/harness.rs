@@ -29,8 +29,7 @@ pub mod openapi;
 
 pub const INPUT_PARTITIONS: i32 = 2;
 
-/// The broker the tests run against.
-/// The HTTP client every test uses against the engine. It drops a pooled
+/// The HTTP client the tests use against the engine (and Prometheus). It drops a pooled
 /// connection after 5 s idle, before the engine's keep-alive idle timeout
 /// (`http.header_read_timeout`, 10 s by default) closes it: otherwise a
 /// request sent on a connection the engine is closing at that moment fails
@@ -43,6 +42,7 @@ pub fn http_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// The broker the tests run against.
 pub fn brokers() -> String {
     std::env::var("ONEJOURNEY_TEST_BROKERS").expect(
         "ONEJOURNEY_TEST_BROKERS is not set: run `make test` (it starts a tansu broker) \
