@@ -132,7 +132,8 @@ impl State {
         }
     }
 
-    fn touched(&self, one_id: &str) {
+    /// Marks `one_id`'s journey changed, for a change made in place.
+    pub(crate) fn touched(&self, one_id: &str) {
         if !self.keep_dirty.load(Ordering::Relaxed) {
             return;
         }

@@ -58,6 +58,8 @@ impl Processor {
             j.record_response(at, c);
         }
         drop(j);
+        // Changed in place: the next checkpoint must write it.
+        self.state.touched(&o.one_id);
         if !new_trial && !new_response {
             return OutcomeEffect::Repeated;
         }

@@ -399,7 +399,13 @@ fn outcomes_teach_propensities_once_per_decision() {
         outcome: serde_json::from_value(json!(o)).unwrap(),
         at: crate::testkit::at(5),
     };
+    p.state().take_dirty();
     assert_eq!(p.outcome(&outcome("delivered")), OutcomeEffect::Learned);
+    assert_eq!(
+        p.state().take_dirty(),
+        vec![a.one_id.clone()],
+        "an outcome changes the journey: the changelog must write it"
+    );
     let after_trial = p.propensity(&a.action, tier).unwrap();
     assert!(after_trial < before, "a trial without response lowers it");
     assert_eq!(p.outcome(&outcome("converted")), OutcomeEffect::Learned);
