@@ -128,7 +128,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
             "reason": "complaint", "outcome": "unresolved"}),
     )
     .await;
-    let second = publish_second_person(&e, &sim).await;
+    let second = publish_second_person(&e, &sim, sim.events.len() + 3).await;
     e.wait_applied(sim.events.len() + 3 + second, WAIT).await;
 
     // --- the API, checked against the OpenAPI document ---
@@ -432,8 +432,12 @@ const KIOSK: &str = "ui-kiosk";
 /// loyalty card once (both links refused) and buys four times: the third
 /// purchase makes `loyalty_upgrade` beat `post_purchase_follow_up`, the
 /// fourth holds `loyalty_upgrade` back (its cool-down). Dated well before the
-/// simulation, so the watermark applies them at once. Returns how many.
-async fn publish_second_person(e: &TestEngine, sim: &onejourney_simulator::Simulation) -> usize {
+/// simulation, so the watermark applies them at once, in the order they
+/// arrive: the logins are applied (`before` events were published earlier)
+/// before the purchases go out, else a purchase read first from its own topic
+/// is decided on a profile that has no e-mail yet (`post_purchase_follow_up`
+/// unreachable). Returns how many.
+async fn publish_second_person(e: &TestEngine, sim: &onejourney_simulator::Simulation, before: usize) -> usize {
     let t = e.topics.clone();
     let start = sim.events.iter().map(|x| x.at_ms).min().unwrap_or(0) - 60 * 86_400_000;
     let at = |minutes: i64| rfc3339(start + minutes * 60_000);
@@ -459,6 +463,7 @@ async fn publish_second_person(e: &TestEngine, sim: &onejourney_simulator::Simul
     for w in &webs {
         e.produce_json(&t.web_clicks, w).await;
     }
+    e.wait_applied(before + webs.len(), WAIT).await;
     let sales = [60, 8 * day + 60, 16 * day + 60, 18 * day + 60];
     for (n, m) in sales.iter().enumerate() {
         e.produce_json(
