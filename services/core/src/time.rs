@@ -4,7 +4,6 @@
 //! In: RFC 3339 strings and milliseconds. Out: [`EventTime`] and windowed
 //! counts over sorted times ([`count_within`]). Keeps nothing.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -55,7 +54,7 @@ impl EventTime {
 }
 
 /// How many of `v` fall within `window` before `now` (inclusive of `now`).
-pub fn count_within(v: &VecDeque<EventTime>, now: EventTime, window: Duration) -> usize {
+pub fn count_within(v: &[EventTime], now: EventTime, window: Duration) -> usize {
     let from = now.minus(window);
     v.iter().filter(|t| **t > from && **t <= now).count()
 }

@@ -186,7 +186,7 @@ impl State {
     fn churn_now(&self, j: &Journey) -> ChurnView {
         let history = j.churn.history.iter().cloned().collect();
         let live = self.churn();
-        let now = live.as_ref().and_then(|l| l.now).max(j.churn.evaluated_at);
+        let now = live.as_ref().and_then(|l| l.now).max(j.churn.evaluated_at.get());
         match (live.as_ref(), now) {
             (Some(live), Some(now)) if j.last_seen.is_some() => {
                 let e = churn_model::evaluate(&live.config, &live.model, j, now);
@@ -203,7 +203,7 @@ impl State {
                 score: j.churn.score,
                 band: j.churn.band,
                 factors: j.churn.factors.to_vec(),
-                evaluated_at: j.churn.evaluated_at,
+                evaluated_at: j.churn.evaluated_at.get(),
                 hand_score: None,
                 history,
             },

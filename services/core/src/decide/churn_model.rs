@@ -135,12 +135,12 @@ pub fn remember(cfg: &ChurnConfig, examples: &mut ChurnExamples, e: &Evaluation,
 /// lost). Returns how many were learned.
 pub fn label_activity(examples: &mut ChurnExamples, t: EventTime, horizon: Duration, model: &mut ChurnModel) -> usize {
     let mut learned = 0;
-    while let Some(e) = examples.pending.front().filter(|e| e.at < t) {
+    for e in examples.pending.iter().take_while(|e| e.at < t) {
         let (x, hand) = e.features();
         model.learn(&x, hand, t > e.at.plus(horizon));
-        examples.pending.pop_front();
         learned += 1;
     }
+    examples.pending.drop_front(learned);
     learned
 }
 
@@ -154,12 +154,12 @@ pub fn label_due(
     model: &mut ChurnModel,
 ) -> usize {
     let mut learned = 0;
-    while let Some(e) = examples.pending.front().filter(|e| e.at.plus(horizon) <= due) {
+    for e in examples.pending.iter().take_while(|e| e.at.plus(horizon) <= due) {
         let (x, hand) = e.features();
         model.learn(&x, hand, last_seen.is_none_or(|t| t <= e.at));
-        examples.pending.pop_front();
         learned += 1;
     }
+    examples.pending.drop_front(learned);
     learned
 }
 

@@ -176,13 +176,7 @@ pub fn under_caps(p: &ContactPolicy, j: &Journey, channel: ContactChannel, now: 
 }
 
 /// Fewer than `max` of the contacts that `counts` within `per` of `now`.
-fn under(
-    max: u32,
-    per: Duration,
-    contacts: &std::collections::VecDeque<Contact>,
-    counts: impl Fn(&Contact) -> bool,
-    now: EventTime,
-) -> bool {
+fn under(max: u32, per: Duration, contacts: &[Contact], counts: impl Fn(&Contact) -> bool, now: EventTime) -> bool {
     let (from, to) = (now.minus(per), now.plus(per));
     let n = contacts
         .iter()

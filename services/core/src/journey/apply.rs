@@ -149,7 +149,7 @@ impl Journey {
         self.last_seen = Some(self.last_seen.map_or(at, |l| l.max(at)));
         let ch = &mut self.channels[ev.channel.index()];
         ch.events += 1;
-        ch.last_seen = Some(ch.last_seen.map_or(at, |l| l.max(at)));
+        ch.last_seen.extend_to(at);
     }
 
     fn add_to_cart(&mut self, p: &Product, channel: Channel, at: EventTime, out: &mut Vec<Transition>) {

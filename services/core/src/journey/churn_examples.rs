@@ -7,11 +7,11 @@
 //! [`PENDING_EXAMPLES`] examples and when the last one was taken; a journey
 //! gives at most one example per `decide.churn.sample_every` of event time.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::compact::{List, OptTime};
 use crate::time::EventTime;
 
 /// How many features the learned churn model reads (see `decide::learned`).
@@ -49,26 +49,26 @@ impl ChurnExample {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChurnExamples {
     /// Oldest first.
-    pub pending: VecDeque<ChurnExample>,
+    pub pending: List<ChurnExample>,
     /// When the last example was taken.
-    pub last_taken: Option<EventTime>,
+    pub last_taken: OptTime,
 }
 
 impl ChurnExamples {
     /// Keeps `example` unless one was taken less than `every` before it;
     /// returns whether it was kept.
     pub fn remember(&mut self, example: ChurnExample, every: Duration) -> bool {
-        if self.last_taken.is_some_and(|t| example.at < t.plus(every)) {
+        if self.last_taken.get().is_some_and(|t| example.at < t.plus(every)) {
             return false;
         }
-        self.last_taken = Some(example.at);
+        self.last_taken = example.at.into();
         self.insert(example);
         true
     }
 
     fn insert(&mut self, example: ChurnExample) {
         let pos = self.pending.partition_point(|e| e.at <= example.at);
-        super::cold::keep_at(&mut self.pending, pos, example, PENDING_EXAMPLES);
+        self.pending.keep_at(pos, example, PENDING_EXAMPLES);
     }
 
     /// Takes the examples of a merged-away journey of the same customer.
@@ -76,7 +76,7 @@ impl ChurnExamples {
         for e in other.pending {
             self.insert(e);
         }
-        self.last_taken = self.last_taken.max(other.last_taken);
+        self.last_taken = self.last_taken.get().max(other.last_taken.get()).into();
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -115,7 +115,7 @@ mod tests {
         let mut other = ChurnExamples::default();
         other.remember(ex(1000), week);
         e.absorb(other);
-        assert_eq!(e.pending.back().map(|x| x.at), Some(ex(1000).at));
-        assert_eq!(e.last_taken, Some(ex(1000).at));
+        assert_eq!(e.pending.last().map(|x| x.at), Some(ex(1000).at));
+        assert_eq!(e.last_taken.get(), Some(ex(1000).at));
     }
 }

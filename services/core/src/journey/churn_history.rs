@@ -55,7 +55,7 @@ impl Journey {
         if pos > 0 && h[pos - 1].repeats(&point) {
             return;
         }
-        super::cold::keep_at(h, pos, point, CHURN_HISTORY);
+        h.keep_at(pos, point, CHURN_HISTORY);
     }
 
     /// Takes the absorbed journey's churn history into this one (a merge).

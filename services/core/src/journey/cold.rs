@@ -18,6 +18,7 @@ use std::ops::{Deref, DerefMut};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::compact::List;
 use super::{CallStats, Cart, Clv, Consents, Contact, LocalClock, ProductView, RecentAction};
 use crate::time::EventTime;
 
@@ -37,8 +38,8 @@ macro_rules! empty {
 empty! {
     Cart => Cart { items: BTreeMap::new(), updated_at: None };
     CallStats => CallStats { calls: 0, resolved: 0, unresolved: 0, escalated: 0, abandoned: 0, last_call: None };
-    VecDeque<EventTime> => VecDeque::new();
-    VecDeque<Contact> => VecDeque::new();
+    List<EventTime> => List::new();
+    List<Contact> => List::new();
     VecDeque<RecentAction> => VecDeque::new();
     BTreeMap<String, u32> => BTreeMap::new();
     BTreeMap<String, EventTime> => BTreeMap::new();
@@ -143,37 +144,6 @@ impl<'de, T: Empty + Deserialize<'de>> Deserialize<'de> for Cold<T> {
     }
 }
 
-/// Makes room for one more element in a bounded list, growing it by half
-/// (at least one) instead of doubling from four: most lists of a journey
-/// hold one or two elements, and they are read back with exact capacity.
-pub fn room_for_one<T>(v: &mut VecDeque<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact((v.len() / 2).max(1));
-    }
-}
-
-/// Inserts `item` at `pos` of a list kept at most `cap` long, the oldest
-/// (front) dropped first: the same list as inserting and then popping the
-/// front down to `cap`, without ever growing past `cap`.
-pub fn keep_at<T>(v: &mut VecDeque<T>, pos: usize, item: T, cap: usize) {
-    let excess = (v.len() + 1).saturating_sub(cap);
-    if excess == 0 {
-        room_for_one(v);
-        v.insert(pos, item);
-    } else if pos < excess {
-        // The item itself is among the oldest: it goes at once.
-        v.drain(..excess - 1);
-    } else {
-        v.drain(..excess);
-        v.insert(pos - excess, item);
-    }
-}
-
-/// The bytes a list's elements take.
-pub fn list_bytes<T>(v: &VecDeque<T>) -> usize {
-    v.len() * size_of::<T>()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,40 +160,5 @@ mod tests {
         let back: Cold<Cart> = rmp_serde::from_slice(&rmp_serde::to_vec(&Cold::<Cart>::default()).unwrap()).unwrap();
         assert!(!back.is_allocated(), "an empty part read back stays unallocated");
         assert_eq!(rmp_serde::to_vec(&c).unwrap(), rmp_serde::to_vec(&*c).unwrap());
-    }
-
-    #[test]
-    fn lists_grow_by_half() {
-        let mut v = VecDeque::new();
-        for i in 0..3 {
-            room_for_one(&mut v);
-            v.push_back(i);
-        }
-        assert!(v.capacity() < 4, "capacity {}", v.capacity());
-    }
-
-    #[test]
-    fn keep_at_is_insert_then_pop_without_growing() {
-        for cap in 1..5usize {
-            for len in 0..7usize {
-                for pos in 0..=len {
-                    let base: VecDeque<usize> = (0..len).map(|i| i * 10).collect();
-                    let mut want = base.clone();
-                    want.insert(pos, 99);
-                    while want.len() > cap {
-                        want.pop_front();
-                    }
-                    let mut got = base.clone();
-                    got.shrink_to_fit();
-                    keep_at(&mut got, pos, 99, cap);
-                    assert_eq!(got, want, "cap {cap} len {len} pos {pos}");
-                    assert!(
-                        got.capacity() <= len.max(cap),
-                        "cap {cap} len {len}: {}",
-                        got.capacity()
-                    );
-                }
-            }
-        }
     }
 }

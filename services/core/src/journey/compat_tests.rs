@@ -64,7 +64,7 @@ pub(super) fn rich() -> Journey {
     j.record_consent(ContactChannel::Sms, true, t(12));
     j.churn.score = 0.5;
     j.churn.band = Some(Band::Medium);
-    j.churn.evaluated_at = Some(t(300));
+    j.churn.evaluated_at = t(300).into();
     let factors = vec![Factor {
         name: FactorName::Complaints30d,
         value: 1.0,

@@ -9,9 +9,9 @@
 //! Invariant: the history is bounded, sorted by event time (ties: channel,
 //! event id) whatever the arrival order, and counted in the memory estimate.
 
-use std::borrow::Cow;
+use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Journey;
 use crate::event::{Activity, CallOutcome, CallReason, Channel, ChannelEvent};
@@ -26,9 +26,9 @@ pub struct RecentEvent {
     pub at: EventTime,
     pub channel: Channel,
     pub event_id: Box<str>,
-    /// One of the channels' event types, shared (not allocated per event).
-    #[serde(deserialize_with = "event_type")]
-    pub event_type: Cow<'static, str>,
+    /// One of the channels' event types, as its place in the list of them
+    /// (not a string per event).
+    pub event_type: EventType,
     /// The product's SKU, or the call's reason and outcome.
     pub detail: Option<Box<str>>,
     /// The money the event moved or was about (price, revenue, sale, return).
@@ -56,7 +56,7 @@ impl RecentEvent {
             at: ev.occurred_at,
             channel: ev.channel,
             event_id: ev.event_id.as_str().into(),
-            event_type: shared_event_type(&ev.event_type),
+            event_type: EventType::of(&ev.event_type),
             detail,
             amount,
         }
@@ -70,9 +70,9 @@ impl RecentEvent {
     /// per string.
     fn heap_bytes(&self) -> usize {
         let text = |n: usize| if n == 0 { 0 } else { n + super::size::ALLOC_OVERHEAD };
-        let event_type = match self.event_type {
-            Cow::Borrowed(_) => 0,
-            Cow::Owned(ref s) => text(s.capacity()),
+        let event_type = match &self.event_type {
+            EventType::Known(_) => 0,
+            EventType::Other(s) => text(s.len()),
         };
         text(self.event_id.len()) + event_type + self.detail.as_ref().map_or(0, |d| text(d.len()))
     }
@@ -101,18 +101,52 @@ const EVENT_TYPES: [&str; 19] = [
     "callback_requested",
 ];
 
-/// A known event type as a shared `&'static str`; anything else (none
-/// passes the decoder today) owned.
-fn shared_event_type(s: &str) -> Cow<'static, str> {
-    match EVENT_TYPES.iter().find(|t| **t == s) {
-        Some(t) => Cow::Borrowed(t),
-        None => Cow::Owned(s.to_string()),
+/// An event's type: one of [`EVENT_TYPES`] by its place (one byte), or
+/// anything else (none passes the decoder today) owned. Serialized as the
+/// type's name.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EventType {
+    Known(u8),
+    Other(Box<str>),
+}
+
+impl EventType {
+    pub fn of(s: &str) -> Self {
+        match EVENT_TYPES
+            .iter()
+            .position(|t| *t == s)
+            .and_then(|i| u8::try_from(i).ok())
+        {
+            Some(i) => EventType::Known(i),
+            None => EventType::Other(s.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::Known(i) => EVENT_TYPES.get(usize::from(*i)).copied().unwrap_or_default(),
+            EventType::Other(s) => s,
+        }
     }
 }
 
-fn event_type<'de, D: Deserializer<'de>>(d: D) -> Result<Cow<'static, str>, D::Error> {
-    let s = String::deserialize(d)?;
-    Ok(shared_event_type(&s))
+impl fmt::Debug for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(EventType::of(&s))
+    }
 }
 
 fn reason_label(r: CallReason) -> &'static str {
@@ -144,7 +178,7 @@ impl Journey {
 
     fn keep_event(&mut self, e: RecentEvent) {
         let pos = self.recent_events.partition_point(|x| x.order_key() <= e.order_key());
-        super::cold::keep_at(&mut self.recent_events, pos, e, RECENT_EVENTS);
+        self.recent_events.keep_at(pos, e, RECENT_EVENTS);
     }
 
     /// Takes the absorbed journey's history into this one (a merge).
@@ -196,7 +230,14 @@ mod tests {
         }
         assert_eq!(j.recent_events.len(), RECENT_EVENTS);
         assert_eq!(&*j.recent_events[0].event_id, "p5", "the oldest go first");
-        assert!(matches!(j.recent_events[0].event_type, Cow::Borrowed("page_view")));
+        assert_eq!(j.recent_events[0].event_type, EventType::Known(0));
+        assert_eq!(j.recent_events[0].event_type.as_str(), "page_view");
+        assert_eq!(EventType::of("made_up").as_str(), "made_up");
+        assert!(
+            std::mem::size_of::<RecentEvent>() <= 80,
+            "{}",
+            std::mem::size_of::<RecentEvent>()
+        );
         assert!(j.history_bytes() > RECENT_EVENTS * std::mem::size_of::<RecentEvent>());
     }
 

@@ -33,7 +33,7 @@ impl Journey {
         self.quiet_due = min_t(self.quiet_due, other.quiet_due);
         for (mine, theirs) in self.channels.iter_mut().zip(&other.channels) {
             mine.events += theirs.events;
-            mine.last_seen = max_t(mine.last_seen, theirs.last_seen);
+            mine.last_seen = max_t(mine.last_seen.get(), theirs.last_seen.get()).into();
         }
         self.purchases += other.purchases;
         self.revenue += other.revenue;

@@ -19,6 +19,7 @@
 mod apply;
 mod by_channel;
 mod cold;
+mod compact;
 mod merge;
 mod parts;
 mod size;
@@ -36,6 +37,7 @@ pub use crate::time::count_within;
 pub use crate::vocab::{Band, Tier};
 pub use apply::Transition;
 pub use cold::{Cold, Empty};
+pub use compact::{Factors, List, OptTime};
 pub use parts::{
     Beaten, CallStats, Cart, CartLine, ChannelStats, ChurnPoint, ChurnState, Clv, Contact, Contribution, Factor,
     HeldBack, ProductView, RecentAction, Rfm,
@@ -52,7 +54,7 @@ mod tests;
 pub use churn_examples::{ChurnExample, ChurnExamples, CHURN_FEATURES, PENDING_EXAMPLES};
 pub use churn_history::{CHURN_HISTORY, CHURN_STEP};
 pub use consent::{ConsentStatement, Consents, LocalClock};
-pub use history::{RecentEvent, RECENT_EVENTS};
+pub use history::{EventType, RecentEvent, RECENT_EVENTS};
 
 /// Where a customer is in their journey.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,15 +83,15 @@ pub const RECENT_ACTIONS: usize = 10;
 pub const DECISION_CONTEXT: usize = 4;
 
 /// Inserts `t` keeping `v` sorted and at most `KEPT_TIMES` long (oldest dropped).
-fn keep_time(v: &mut VecDeque<EventTime>, t: EventTime) {
+fn keep_time(v: &mut List<EventTime>, t: EventTime) {
     let pos = v.partition_point(|x| *x <= t);
-    cold::keep_at(v, pos, t, KEPT_TIMES);
+    v.keep_at(pos, t, KEPT_TIMES);
 }
 
 /// Inserts `c` keeping `v` sorted by time and at most `KEPT_TIMES` long.
-fn keep_contact(v: &mut VecDeque<Contact>, c: Contact) {
+fn keep_contact(v: &mut List<Contact>, c: Contact) {
     let pos = v.partition_point(|x| x.at <= c.at);
-    cold::keep_at(v, pos, c, KEPT_TIMES);
+    v.keep_at(pos, c, KEPT_TIMES);
 }
 
 /// Everything onejourney knows about one customer's journey.
@@ -133,15 +135,15 @@ pub struct Journey {
     /// Value tier at the last evaluation.
     pub tier: Tier,
     /// Start times of visits (events after a gap of `VISIT_GAP`), oldest first.
-    pub visits: VecDeque<EventTime>,
+    pub visits: List<EventTime>,
     /// Times of complaints and of unresolved or escalated calls, oldest first.
-    pub complaint_times: Cold<VecDeque<EventTime>>,
-    pub unresolved_times: Cold<VecDeque<EventTime>>,
+    pub complaint_times: Cold<List<EventTime>>,
+    pub unresolved_times: Cold<List<EventTime>>,
     /// The last complaint or cancel request: promotional actions keep quiet after it.
     pub last_service_issue: Cold<Option<EventTime>>,
     pub last_product_view: Cold<Option<ProductView>>,
     /// Messages decided for this customer, for contact caps; oldest first.
-    pub contacts: Cold<VecDeque<Contact>>,
+    pub contacts: Cold<List<Contact>>,
     /// How often the customer dismissed each action.
     pub ignored: Cold<BTreeMap<String, u32>>,
     pub churn: ChurnState,
@@ -156,7 +158,7 @@ pub struct Journey {
     /// The newest events, oldest first, for the timeline (see `history`).
     /// Empty in snapshots written before it existed.
     #[serde(default)]
-    pub recent_events: VecDeque<RecentEvent>,
+    pub recent_events: List<RecentEvent>,
     /// Consent per channel: the newest statement each (see `consent.rs`).
     /// Empty in snapshots written before it existed.
     #[serde(default)]
@@ -168,7 +170,7 @@ pub struct Journey {
     /// channel the message went on, oldest first; the no-response rule
     /// reads them.
     #[serde(default)]
-    pub responses: Cold<VecDeque<Contact>>,
+    pub responses: Cold<List<Contact>>,
     /// The churn model's examples waiting for their label (see
     /// `churn_examples.rs`). Empty in snapshots written before it existed.
     #[serde(default)]
@@ -226,7 +228,7 @@ impl Journey {
             && self.churn.history.is_empty()
             && self.last_product_view.is_none());
         self.cart.free();
-        self.visits = VecDeque::new();
+        self.visits = List::new();
         self.complaint_times.free();
         self.unresolved_times.free();
         self.contacts.free();
@@ -234,8 +236,8 @@ impl Journey {
         self.last_action.free();
         self.ignored.free();
         self.recent_actions.free();
-        self.recent_events = VecDeque::new();
-        self.churn.history = VecDeque::new();
+        self.recent_events = List::new();
+        self.churn.history = List::new();
         self.last_product_view.free();
         had
     }

@@ -6,11 +6,12 @@
 //! In / out: plain data, read by the decision stage and the lookup API and
 //! written into snapshots. Keeps nothing beyond the values themselves.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::mem::size_of;
 
 use serde::{Deserialize, Serialize};
 
+use super::compact::{Factors, List, OptTime};
 use crate::event::Channel;
 use crate::time::EventTime;
 use crate::vocab::{Band, ContactChannel, FactorName, Outcome, Suppressed, Tier};
@@ -18,7 +19,7 @@ use crate::vocab::{Band, ContactChannel, FactorName, Outcome, Suppressed, Tier};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {
     pub events: u64,
-    pub last_seen: Option<EventTime>,
+    pub last_seen: OptTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,13 +158,13 @@ pub struct ChurnState {
     pub score: f64,
     /// The band last reported downstream; `None` until one was.
     pub band: Option<Band>,
-    /// Exactly as many as the score has (no spare capacity).
-    pub factors: Box<[Factor]>,
-    pub evaluated_at: Option<EventTime>,
+    /// Exactly as many as the score has (no spare capacity), compact.
+    pub factors: Factors,
+    pub evaluated_at: OptTime,
     /// The last evaluations, oldest first (see `churn_history.rs`). Empty in
     /// snapshots written before it existed.
     #[serde(default)]
-    pub history: VecDeque<ChurnPoint>,
+    pub history: List<ChurnPoint>,
 }
 
 /// One churn evaluation, as the history keeps it.

@@ -9,11 +9,10 @@
 //! was built (a list's length, not its capacity), so a journey restored
 //! from a snapshot or the changelog counts the same as the one written.
 
-use std::collections::VecDeque;
 use std::mem::size_of;
 
-use super::cold::{list_bytes, Cold, Empty};
-use super::{CartLine, Contribution, Factor, Journey};
+use super::cold::{Cold, Empty};
+use super::{CartLine, Contribution, Journey, RecentAction};
 
 /// What the allocator adds to each allocation (glibc: a 16-byte header and
 /// rounding), as an average.
@@ -22,13 +21,18 @@ pub const ALLOC_OVERHEAD: usize = 16;
 const MAP_ENTRY: usize = 24;
 
 /// The bytes of a list's elements, with an allocation's overhead (none
-/// when empty). A list grows by half (`cold::room_for_one`): its capacity
-/// is at most half again its length.
-fn list<T>(v: &VecDeque<T>) -> usize {
-    if v.is_empty() {
+/// when empty). A [`List`](super::List) holds exactly its elements; the
+/// one `VecDeque` left (recent actions) is bounded at ten.
+fn list<T>(v: &[T]) -> usize {
+    elements::<T>(v.len())
+}
+
+/// The bytes of `n` elements of `T` in one allocation, with its overhead.
+fn elements<T>(n: usize) -> usize {
+    if n == 0 {
         0
     } else {
-        list_bytes(v) + ALLOC_OVERHEAD
+        n * size_of::<T>() + ALLOC_OVERHEAD
     }
 }
 
@@ -86,16 +90,16 @@ impl Journey {
             + list(&self.unresolved_times)
             + list(&self.contacts)
             + list(&self.responses)
-            + list(&self.recent_actions);
+            + elements::<RecentAction>(self.recent_actions.len());
         parts + lists + cart + ignored + last_action + actions + viewed + self.churn_bytes() + self.history_bytes()
     }
 
     /// The churn state's factors and history, and the examples waiting for
     /// their label.
     fn churn_bytes(&self) -> usize {
-        let factors = match self.churn.factors.len() {
+        let factors = match self.churn.factors.heap_bytes() {
             0 => 0,
-            n => n * size_of::<Factor>() + ALLOC_OVERHEAD,
+            n => n + ALLOC_OVERHEAD,
         };
         factors + self.churn_history_bytes() + list(&self.churn_examples.pending)
     }

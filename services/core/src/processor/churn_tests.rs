@@ -113,7 +113,7 @@ fn a_lookup_sees_the_score_as_of_the_watermark() {
     let later = p.state().view(&key).unwrap().churn;
     assert_eq!(later.evaluated_at, Some(crate::testkit::t(100 * DAY)));
     // What the engine stored is as of its last evaluation (a quiet check).
-    assert!(stored.evaluated_at < later.evaluated_at);
+    assert!(stored.evaluated_at.get() < later.evaluated_at);
     assert!(
         later.score > at_event.score + 0.1,
         "as of day 100 {} vs day 0 {}",

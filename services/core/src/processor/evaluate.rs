@@ -166,7 +166,7 @@ impl Processor {
         j.record_churn(ChurnPoint::of(now, s.score, j.churn.band, &s.factors));
         j.churn.score = s.score;
         j.churn.factors = s.factors.into();
-        j.churn.evaluated_at = Some(now);
+        j.churn.evaluated_at = now.into();
     }
 
     /// Records the chosen action on the journey (the decision, with what it

@@ -17,7 +17,7 @@ use super::{Processor, TimerKind};
 impl Processor {
     /// Activity at `t`: the journey's examples taken before it are labelled.
     pub(super) fn label_activity(&mut self, j: &mut Journey, t: EventTime) {
-        if j.churn_examples.pending.front().is_none_or(|e| e.at >= t) {
+        if j.churn_examples.pending.first().is_none_or(|e| e.at >= t) {
             return;
         }
         let horizon = self.cfg.decide.churn.horizon;

@@ -627,7 +627,7 @@ fn one_quiet_check_per_profile_however_many_events() {
         .find(|j| j.purchases == 1)
         .map(|j| j.key().clone());
     let merged = merged.expect("the merged journey");
-    let lapsed_evaluations = p.state().journeys.get(&merged).and_then(|j| j.churn.evaluated_at);
+    let lapsed_evaluations = p.state().journeys.get(&merged).and_then(|j| j.churn.evaluated_at.get());
     // Last activity at minute 70: lapsed at 30 days + 70 minutes, once.
     assert_eq!(lapsed_evaluations, Some(crate::testkit::t(30 * day + 70)));
     // The merged profile's next check and the other customer's: one each (a
@@ -693,9 +693,9 @@ fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
     // The churn history kept the evaluations that moved the score, in time order.
     let h = &j.churn.history;
     assert!(h.len() >= 2 && h.len() <= crate::journey::CHURN_HISTORY, "{h:?}");
-    assert!(h.back().is_some_and(|x| !x.contributions.is_empty()), "{h:?}");
+    assert!(h.last().is_some_and(|x| !x.contributions.is_empty()), "{h:?}");
     assert!(h.iter().zip(h.iter().skip(1)).all(|(a, b)| a.at <= b.at));
-    assert_eq!(h.back().map(|x| x.score), Some(j.churn.score));
+    assert_eq!(h.last().map(|x| x.score), Some(j.churn.score));
 }
 
 #[test]
