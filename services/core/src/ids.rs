@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
+pub use arcstr::ArcStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -97,10 +97,27 @@ pub struct Ns(pub u8);
 
 /// One identifier after normalisation: a namespace and a value. Email and phone
 /// values are SHA-256 hex.
+///
+/// 16 bytes: the value is an [`ArcStr`], one pointer to a shared, counted
+/// allocation (an `Arc<str>` is a pointer and a length). The identity graph
+/// holds about seven copies of every identifier (index, profile, links,
+/// component, evidence, device counts), so the half-size handle is most of
+/// what it saves per identifier; the value itself is allocated once (see
+/// `identity/fold.rs`). Serialised, hashed and ordered exactly as the
+/// `Arc<str>` it replaces (as the `str`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdKey {
     pub ns: Ns,
-    pub value: Arc<str>,
+    pub value: ArcStr,
+}
+
+impl IdKey {
+    pub fn new(ns: Ns, value: &str) -> IdKey {
+        IdKey {
+            ns,
+            value: ArcStr::from(value),
+        }
+    }
 }
 
 /// Why an identifier value was not recorded.
@@ -342,7 +359,7 @@ impl Namespaces {
         let checked = value.and_then(|v| self.check_junk(raw).map(|()| v));
         Ok(checked.map(|v| IdKey {
             ns,
-            value: Arc::from(v),
+            value: ArcStr::from(v),
         }))
     }
 

@@ -228,7 +228,7 @@ impl State {
         let p = self.identity.profile(&one_id)?;
         let mut shared = self
             .identity
-            .shared_devices(p.ids.iter().chain(p.refused.iter().map(|r| &r.key)));
+            .shared_devices(p.ids.iter().chain(p.refused().iter().map(|r| &r.key)));
         shared.sort();
         shared.dedup();
         Some(ExplainView {
@@ -246,7 +246,7 @@ impl State {
                 })
                 .collect(),
             refused: p
-                .refused
+                .refused()
                 .iter()
                 .map(|r| RefusedView {
                     identifier: id(&r.key),
@@ -274,7 +274,7 @@ impl State {
         let identifiers = profile
             .ids
             .iter()
-            .chain(&profile.households)
+            .chain(profile.households())
             .map(|k| IdentifierView {
                 namespace: ns.name(k.ns).to_string(),
                 value: k.value.to_string(),

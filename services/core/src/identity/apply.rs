@@ -149,15 +149,7 @@ impl IdentityGraph {
             }
             IdentityOp::Create { one_id, at } => {
                 if !self.profiles.contains_key(one_id) {
-                    let p = Profile {
-                        one_id: one_id.clone(),
-                        first_seen: *at,
-                        ids: Vec::new(),
-                        households: Vec::new(),
-                        links: Vec::new(),
-                        dropped: Vec::new(),
-                        refused: Vec::new(),
-                    };
+                    let p = Profile::new(one_id.clone(), *at);
                     w.sums.profile_in(profile_size(&p));
                     self.profiles.insert(one_id.clone(), p);
                 }
@@ -240,7 +232,7 @@ impl IdentityGraph {
             };
             let before = profile_size(&p);
             if household {
-                push_exact(&mut p.households, link.from.clone());
+                push_exact(&mut p.rare_mut().households, link.from.clone());
             } else {
                 push_exact(&mut p.ids, link.from.clone());
             }
@@ -272,11 +264,13 @@ impl IdentityGraph {
                 s.one_id = Some(survivor.clone());
             }
         }
-        for key in &gone.dropped {
+        for key in gone.dropped() {
             if self.index.get(key).is_some_and(|s| s.one_id.is_none()) {
                 w.formers.insert(key.clone(), survivor.clone());
             }
         }
+        let mut gone = gone;
+        let rare = gone.take_rare();
         let dropped = {
             let Some(mut p) = self.profiles.get_mut(survivor) else {
                 return 0;
@@ -284,16 +278,18 @@ impl IdentityGraph {
             let before = profile_size(&p);
             p.first_seen = p.first_seen.min(gone.first_seen);
             extend_exact(&mut p.ids, gone.ids);
-            for h in gone.households {
-                if !p.households.contains(&h) {
-                    push_exact(&mut p.households, h);
+            for h in rare.households {
+                if !p.households().contains(&h) {
+                    push_exact(&mut p.rare_mut().households, h);
                 }
             }
             p.links.reserve_exact(gone.links.len() + 1);
             p.links.extend(gone.links);
             p.links.push(link.clone());
-            extend_exact(&mut p.dropped, gone.dropped);
-            for r in gone.refused {
+            if !rare.dropped.is_empty() {
+                extend_exact(&mut p.rare_mut().dropped, rare.dropped);
+            }
+            for r in rare.refused {
                 p.keep_refused(r);
             }
             let dropped = self.enforce_caps(&mut p);
@@ -401,13 +397,14 @@ impl IdentityGraph {
                 let cap = self.rules.rule(k.ns).max_per_profile?;
                 (p.ids.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
             });
-            let households_over = p.households.iter().find_map(|k| {
+            let households = p.households();
+            let households_over = households.iter().find_map(|k| {
                 let cap = self.rules.rule(k.ns).max_per_profile?;
-                (p.households.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
+                (households.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
             });
             if let Some(ns) = households_over {
-                if let Some(i) = p.households.iter().position(|k| k.ns == ns) {
-                    let k = p.households.remove(i);
+                if let Some(i) = households.iter().position(|k| k.ns == ns) {
+                    let k = p.rare_mut().households.remove(i);
                     p.links.retain(|l| l.from != k);
                 }
                 continue;
@@ -434,7 +431,7 @@ impl IdentityGraph {
             };
             p.ids.retain(|k| *k != victim);
             p.links.retain(|l| l.from != victim);
-            push_exact(&mut p.dropped, victim.clone());
+            push_exact(&mut p.rare_mut().dropped, victim.clone());
             dropped.push(victim);
         }
         dropped

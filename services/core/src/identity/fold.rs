@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::types::{Evidence, EvidenceKey, IdentityOp, Moved, OneId, Stitch, StitchError};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::event::ChannelEvent;
-use crate::ids::IdKey;
+use crate::ids::{ArcStr, IdKey};
 
 impl IdentityGraph {
     /// Stitches one event: records its identifier set and folds it in (or
@@ -33,7 +33,7 @@ impl IdentityGraph {
         let key = EvidenceKey {
             at: ev.occurred_at,
             channel: ev.channel,
-            event_id: Arc::from(ev.event_id.as_str()),
+            event_id: ArcStr::from(ev.event_id.as_str()),
         };
         let fp = fingerprint(&ids);
         if let Some(first) = w.known.get(&fp) {

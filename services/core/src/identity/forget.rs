@@ -31,7 +31,7 @@ impl IdentityGraph {
     /// suppresses them. `None` when no profile holds `key`.
     pub fn forget(&self, key: &IdKey) -> Option<(IdentityOp, Forgotten)> {
         let one_id = self.one_id_of(key)?;
-        let ids = self.with_profile(&one_id, |p| p.ids.iter().chain(&p.households).cloned().collect())?;
+        let ids = self.with_profile(&one_id, |p| p.ids.iter().chain(p.households()).cloned().collect())?;
         // What applying the op does, keeping the entries it adds.
         let suppressed = {
             let mut w = self.lock();
@@ -64,10 +64,10 @@ impl IdentityGraph {
         w.sums.profile_out(profile_size(&p));
         // Dropped identifiers go too, unless another profile holds them now.
         let orphaned = p
-            .dropped
+            .dropped()
             .iter()
             .filter(|k| self.index.get(*k).is_none_or(|s| s.one_id.is_none()));
-        let gone: HashSet<&IdKey> = p.ids.iter().chain(&p.households).chain(orphaned).collect();
+        let gone: HashSet<&IdKey> = p.ids.iter().chain(p.households()).chain(orphaned).collect();
         let mut comps = BTreeSet::new();
         let mut entries = Vec::with_capacity(gone.len());
         for k in &gone {
@@ -109,8 +109,12 @@ impl IdentityGraph {
         }
         for o in holders {
             if let Some(mut p) = self.profiles.get_mut(&o) {
+                if p.refused().is_empty() {
+                    continue;
+                }
                 let before = profile_size(&p);
-                p.refused
+                p.rare_mut()
+                    .refused
                     .retain(|r| !gone.contains(&r.key) && r.kept_in.as_ref() != Some(erased));
                 p.fit();
                 w.sums.profile_changed(before, profile_size(&p));

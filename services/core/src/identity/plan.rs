@@ -20,14 +20,13 @@
 //! derived from the founding identifier, never from a counter of arrivals).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::types::{
     Evidence, IdentityOp, LinkRecord, Moved, OneId, Provenance, RefusedLink, RejectReason, Rejection, Rule, Stitch,
     StitchError,
 };
 use super::{IdentityGraph, Writer};
-use crate::ids::{IdKey, Kind, Ns};
+use crate::ids::{ArcStr, IdKey, Kind, Ns};
 use crate::time::EventTime;
 
 impl IdentityGraph {
@@ -105,7 +104,7 @@ struct Roles<'a> {
 #[derive(Default)]
 struct Joining {
     /// The values of unique namespaces they hold together.
-    uniques: BTreeMap<Ns, Arc<str>>,
+    uniques: BTreeMap<Ns, ArcStr>,
     /// The person identifiers they hold together.
     persons: usize,
     /// Profiles joining, with the first identifier on the event that led to each.
@@ -129,7 +128,7 @@ struct Summary {
 }
 
 /// The values a profile holds in unique namespaces.
-type Uniques = Vec<(Ns, Arc<str>)>;
+type Uniques = Vec<(Ns, ArcStr)>;
 
 impl<'a> Plan<'a> {
     fn at(&self) -> EventTime {
@@ -466,7 +465,7 @@ impl<'a> Plan<'a> {
         }
         let held = self
             .graph
-            .with_profile(one_id, |p| p.households.clone())
+            .with_profile(one_id, |p| p.households().to_vec())
             .unwrap_or_default();
         for &key in households {
             if !held.contains(key) {
@@ -483,7 +482,7 @@ impl<'a> Plan<'a> {
     }
 }
 
-fn compatible(acc: &BTreeMap<Ns, Arc<str>>, theirs: &[(Ns, Arc<str>)]) -> bool {
+fn compatible(acc: &BTreeMap<Ns, ArcStr>, theirs: &[(Ns, ArcStr)]) -> bool {
     theirs.iter().all(|(ns, v)| acc.get(ns).is_none_or(|mine| mine == v))
 }
 

@@ -87,11 +87,12 @@ impl Sums {
 pub(super) fn profile_size(p: &Profile) -> ProfileSize {
     let bytes = size_of::<Profile>()
         + p.one_id.len()
-        + (p.ids.capacity() + p.households.capacity() + p.dropped.capacity()) * size_of::<IdKey>()
+        + (p.ids.capacity() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
         + p.links.capacity() * size_of::<LinkRecord>()
         + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
-        + p.refused.capacity() * size_of::<RefusedLink>()
-        + p.refused.iter().map(|r| r.event_id.len() + 16).sum::<usize>()
+        + p.rare_box_bytes()
+        + p.refused().len() * size_of::<RefusedLink>()
+        + p.refused().iter().map(|r| r.event_id.len() + 16).sum::<usize>()
         + MAP_ENTRY;
     ProfileSize {
         ids: p.ids.len(),

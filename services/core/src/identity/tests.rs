@@ -77,7 +77,7 @@ fn the_story_ends_on_one_one_id() {
     }
     // card_token is recorded but not indexed.
     let p = g.profile(&login.one_id).unwrap();
-    assert_eq!(p.households.len(), 1);
+    assert_eq!(p.households().len(), 1);
     assert_eq!(g.one_id_of(&key(&g, "card_token", "tok-1")), None);
 }
 
@@ -558,7 +558,7 @@ fn check_order_independence(
 fn refused_of(g: &IdentityGraph) -> BTreeMap<OneId, Vec<RefusedLink>> {
     g.profiles
         .iter()
-        .map(|p| (p.one_id.clone(), p.refused.clone()))
+        .map(|p| (p.one_id.clone(), p.refused().to_vec()))
         .collect()
 }
 
@@ -639,7 +639,7 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
     let tab = key(&g, "device_id", "tab");
     let tablet = g.one_id_of(&tab).unwrap();
     // The event that made the tablet shared landed on C-2: the refusal is kept there.
-    let kept = g.profile(&c2.one_id).unwrap().refused;
+    let kept = g.profile(&c2.one_id).unwrap().refused().to_vec();
     assert_eq!(kept.len(), 1);
     assert_eq!(
         (kept[0].key.clone(), kept[0].reason, kept[0].kept_in.clone()),
@@ -657,7 +657,7 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
         json!({"customer_id": "C-1", "loyalty_id": "L-2", "device_id": "tab"}),
     ))
     .unwrap();
-    let kept = g.profile(&c1).unwrap().refused;
+    let kept = g.profile(&c1).unwrap().refused().to_vec();
     let got: Vec<(String, RejectReason, Option<OneId>)> = kept
         .iter()
         .map(|r| (g.namespaces().name(r.key.ns).to_string(), r.reason, r.kept_in.clone()))
@@ -683,7 +683,7 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
         ))
         .unwrap();
     }
-    let kept = g.profile(&c1).unwrap().refused;
+    let kept = g.profile(&c1).unwrap().refused().to_vec();
     assert_eq!(kept.len(), REFUSED_LINKS);
     assert_eq!(&*kept[0].event_id, "x3", "the oldest went first");
     // Serialised with the reason's label.
@@ -701,10 +701,10 @@ fn forgetting_a_person_drops_the_refused_links_that_name_them() {
         .stitch(&login("w2", 1, json!({"customer_id": "C-1", "loyalty_id": "L-2"})))
         .unwrap()
         .one_id;
-    assert_eq!(g.profile(&c1).unwrap().refused.len(), 1);
+    assert_eq!(g.profile(&c1).unwrap().refused().len(), 1);
     g.forget(&key(&g, "customer_id", "C-2")).unwrap();
     assert!(
-        g.profile(&c1).unwrap().refused.is_empty(),
+        g.profile(&c1).unwrap().refused().is_empty(),
         "no trace of the erased card"
     );
 }
