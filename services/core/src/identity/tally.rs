@@ -19,7 +19,7 @@
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile, RefusedLink};
+use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile};
 use super::{Component, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
@@ -91,7 +91,7 @@ pub(super) fn profile_size(p: &Profile) -> ProfileSize {
         + p.links.capacity() * size_of::<LinkRecord>()
         + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
         + p.rare_box_bytes()
-        + p.refused().len() * size_of::<RefusedLink>()
+        + std::mem::size_of_val(p.refused())
         + p.refused().iter().map(|r| r.event_id.len() + 16).sum::<usize>()
         + MAP_ENTRY;
     ProfileSize {
