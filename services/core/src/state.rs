@@ -12,8 +12,9 @@
 //! `GET /v1/models/churn` and `/actions` ([`State::churn`],
 //! [`State::models`]). Keeps every profile and every journey, the churn
 //! model the writer trains and the action models; and the One IDs whose journey
-//! changed (or went) since the engine last took them ([`State::take_dirty`]):
-//! what the next checkpoint writes to the journeys changelog (counted in
+//! changed (or went), or whose homed timers changed, since the engine last
+//! took them ([`State::take_dirty`]): what the next checkpoint writes to the
+//! journeys changelog (counted in
 //! [`State::size`]; not kept where no checkpoint runs, [`State::keep_dirty`]).
 
 use std::mem::size_of;
@@ -45,8 +46,8 @@ pub struct State {
     /// [`LiveChurn`]); `None` until a processor is attached.
     churn: RwLock<Option<LiveChurn>>,
     models: Mutex<Models>,
-    /// One IDs whose journey was taken, put, removed or changed since
-    /// [`State::take_dirty`].
+    /// One IDs whose journey was taken, put, removed or changed, or whose
+    /// homed timers changed ([`State::mark_dirty`]), since [`State::take_dirty`].
     dirty: Mutex<HashSet<OneId>>,
     /// False: nothing takes the dirty set (no checkpoint runs: a benchmark,
     /// a tool), so it is not kept.
@@ -141,6 +142,12 @@ impl State {
         if !dirty.contains(one_id) {
             dirty.insert(OneId::from(one_id));
         }
+    }
+
+    /// Marks `one_id`'s changelog record changed without touching its
+    /// journey: a timer homed there was armed or went (writer only).
+    pub(crate) fn mark_dirty(&self, one_id: &str) {
+        self.touched(one_id);
     }
 
     /// The One IDs whose journey changed or went since the last call, sorted,

@@ -10,7 +10,7 @@
 //! counts live in the [`State`], which readers share.
 //!
 //! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
-//! event-time timers; `evaluate.rs` churn and the next best action for one
+//! event-time timers, `timer_set.rs` where they are kept; `evaluate.rs` churn and the next best action for one
 //! journey; `learn.rs` outcomes and conversions; `labels.rs` the churn
 //! model's labels; `dedupe.rs` the dedupe window; `snapshot.rs` the snapshot
 //! format. This file applies one event.
@@ -32,9 +32,10 @@ mod labels;
 mod learn;
 mod order;
 mod snapshot;
+mod timer_set;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,9 +60,11 @@ pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
+pub use timer_set::Timer;
 pub use timers::TimerKind;
 
 use order::PendingKey;
+use timer_set::TimerSet;
 
 #[cfg(test)]
 mod arbitration_tests;
@@ -146,7 +149,7 @@ pub struct Processor {
     partitions: HashMap<u32, PartitionClock>,
     /// With the partition each came from.
     pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
-    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    timers: TimerSet,
     /// Everything at or before this event time has been applied.
     applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
@@ -171,7 +174,7 @@ impl Processor {
             state,
             partitions: HashMap::default(),
             pending: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: TimerSet::default(),
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
@@ -264,7 +267,7 @@ impl Processor {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);
         }
-        self.arm(&mut journey, &transitions, ev.occurred_at, &stitch.anchor);
+        self.arm(&mut journey, &transitions, ev.occurred_at, &stitch.anchor, one_id);
         let triggers = triggers_of(&transitions);
         self.evaluate(
             one_id,
@@ -274,7 +277,7 @@ impl Processor {
             &trigger,
             &mut out.outputs,
         );
-        self.arm_label(&stitch.anchor);
+        self.arm_label(&stitch.anchor, one_id);
         self.state.put_journey(one_id.clone(), journey);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
@@ -334,7 +337,9 @@ impl Processor {
             self.tiers.remove(j.revenue);
             self.value.update(ValueKey::of(&j), None);
         }
-        self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
+        for home in self.timers.remove_keys(|k| gone.ids.contains(k)) {
+            self.state.mark_dirty(&home);
+        }
         let at = if self.applied_to == EventTime::MIN {
             EventTime(0)
         } else {

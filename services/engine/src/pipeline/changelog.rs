@@ -65,8 +65,8 @@ pub struct Written {
 
 /// What one checkpoint covers, taken from the processor at its barrier.
 pub struct Capture {
-    /// Per journey changed: its state partition, its One ID, its encoded
-    /// value now (none: a tombstone).
+    /// Per record changed (its journey or the timers homed there): its
+    /// state partition, its One ID, its encoded value now (none: a tombstone).
     journeys: Vec<(i32, OneId, Option<Vec<u8>>)>,
     ops: Vec<IdentityOp>,
     /// The globals, encoded.
@@ -124,10 +124,10 @@ impl Changelog {
         let state = processor.state();
         let mut journeys = Vec::new();
         for one_id in state.take_dirty() {
-            let value = match state.journeys.get(&one_id) {
-                Some(j) => Some(changelog::encode(&**j.value())?),
-                None => None,
-            };
+            let journey = state.journeys.get(&one_id);
+            let value =
+                changelog::encode_journey(journey.as_ref().map(|j| &**j.value()), processor.timers_of(&one_id))?;
+            drop(journey);
             journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
         }
         let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
