@@ -27,6 +27,8 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::decide::learned::ChurnModel;
@@ -174,7 +176,7 @@ impl Processor {
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, Box::new(j));
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
@@ -228,7 +230,7 @@ impl Processor {
         }
         for (one_id, j) in journeys {
             records.insert(one_id.clone());
-            self.state.journeys.insert(one_id, Box::new(j));
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         // Version 1 carries every key; 2 the deltas past the snapshot's.

@@ -369,7 +369,7 @@ proptest! {
             prop_assert!(dirty.contains(&home), "{} not marked changed", home);
         }
         for h in dirty {
-            b.state().mark_dirty(&h);
+            b.state().touched(&h);
         }
         // b goes on, checkpointing in the new format on top of the old records.
         let mut next = log.clone();

@@ -48,6 +48,7 @@ use crate::event::{Channel, ChannelEvent};
 use crate::hash::HashMap;
 use crate::identity::{IdentityOp, OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
+use crate::journey::Journey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::ContactChannel;
@@ -256,29 +257,24 @@ impl Processor {
 
         let one_id = &stitch.one_id;
         let trigger = TriggerRef::event(&ev.event_id);
-        let mut journey = self.state.take_journey(one_id).unwrap_or_default();
+        let mut taken = self.state.take_journey(one_id).unwrap_or_default();
+        // Copied only when a checkpoint still holds it (see `State`).
+        let journey = Arc::make_mut(&mut taken);
         let revenue_before = journey.revenue;
-        let value_before = ValueKey::of(&journey);
+        let value_before = ValueKey::of(journey);
         let transitions = journey.apply(ev);
-        self.value.update(value_before, ValueKey::of(&journey));
-        self.label_activity(&mut journey, ev.occurred_at);
-        self.conversions(&mut journey, &transitions, ev.occurred_at);
+        self.value.update(value_before, ValueKey::of(journey));
+        self.label_activity(journey, ev.occurred_at);
+        self.conversions(journey, &transitions, ev.occurred_at);
         if journey.revenue != revenue_before {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);
         }
-        self.arm(&mut journey, &transitions, ev.occurred_at, &stitch.anchor, one_id);
+        self.arm(journey, &transitions, ev.occurred_at, &stitch.anchor, one_id);
         let triggers = triggers_of(&transitions);
-        self.evaluate(
-            one_id,
-            &mut journey,
-            &triggers,
-            ev.occurred_at,
-            &trigger,
-            &mut out.outputs,
-        );
+        self.evaluate(one_id, journey, &triggers, ev.occurred_at, &trigger, &mut out.outputs);
         self.arm_label(&stitch.anchor, one_id);
-        self.state.put_journey(one_id.clone(), journey);
+        self.state.put_journey(one_id.clone(), taken);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
@@ -301,13 +297,14 @@ impl Processor {
             if let Some(gone) = gone {
                 self.tiers.remove(gone.revenue);
                 self.value.update(ValueKey::of(&gone), None);
-                let mut survivor = self.state.take_journey(to).unwrap_or_default();
+                let mut taken = self.state.take_journey(to).unwrap_or_default();
+                let survivor = Arc::make_mut(&mut taken);
                 self.tiers.remove(survivor.revenue);
-                let survivor_before = ValueKey::of(&survivor);
-                survivor.absorb(*gone);
+                let survivor_before = ValueKey::of(survivor);
+                survivor.absorb(Arc::unwrap_or_clone(gone));
                 self.tiers.add(survivor.revenue);
-                self.value.update(survivor_before, ValueKey::of(&survivor));
-                self.state.put_journey(to.clone(), survivor);
+                self.value.update(survivor_before, ValueKey::of(survivor));
+                self.state.put_journey(to.clone(), taken);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
@@ -338,7 +335,7 @@ impl Processor {
             self.value.update(ValueKey::of(&j), None);
         }
         for home in self.timers.remove_keys(|k| gone.ids.contains(k)) {
-            self.state.mark_dirty(&home);
+            self.state.touched(&home);
         }
         let at = if self.applied_to == EventTime::MIN {
             EventTime(0)
@@ -392,7 +389,7 @@ impl Processor {
         }
         let cutoff = self.applied_to.minus(after);
         self.state
-            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff) && j.compact())
+            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff), Journey::compact)
     }
 }
 

@@ -16,6 +16,8 @@
 
 use std::collections::BTreeSet;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::decide::learned::ChurnModel;
@@ -201,7 +203,7 @@ impl Processor {
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
-            self.state.journeys.insert(one_id, Box::new(j));
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         let dedupe = if snap.version < 4 {
@@ -255,7 +257,7 @@ impl Processor {
             self.timers.insert(t, &home);
         }
         for home in self.timers.homes() {
-            self.state.mark_dirty(home);
+            self.state.touched(home);
         }
     }
 

@@ -15,6 +15,8 @@
 //! is when it fires, so a cart touched since, or a view followed by another,
 //! fires nothing.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::decide::triggers::{browse_due, cart_abandoned, cart_due};
@@ -58,7 +60,7 @@ impl Processor {
     /// new timer marks the home changed for the next checkpoint.
     pub(super) fn add_timer(&mut self, t: Timer, home: &OneId) {
         if self.timers.insert(t, home) {
-            self.state.mark_dirty(home);
+            self.state.touched(home);
         }
     }
 
@@ -120,7 +122,7 @@ impl Processor {
             return 0;
         };
         // Its home's record no longer carries it.
-        self.state.mark_dirty(&home);
+        self.state.touched(&home);
         self.fire(due, kind, key, outputs);
         1
     }
@@ -142,29 +144,31 @@ impl Processor {
             // (two profiles merged), or the journey is gone.
             return;
         }
-        let Some(mut j) = self.state.take_journey(&one_id) else {
+        let Some(mut taken) = self.state.take_journey(&one_id) else {
             return;
         };
+        // Copied only when a checkpoint still holds it (see `State`).
+        let j = Arc::make_mut(&mut taken);
         let cfg = self.cfg.clone();
         let cfg = &cfg.decide;
         let trigger = TriggerRef::timer(kind.label());
         match kind {
             TimerKind::Cart => {
-                if cart_abandoned(&j, cfg.cart_abandon_after, due) {
-                    self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
+                if cart_abandoned(j, cfg.cart_abandon_after, due) {
+                    self.evaluate(&one_id, j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                 }
             }
             TimerKind::Browse => {
                 // Only the check armed for the last product view counts.
-                if browse_due(&j, cfg.browse_abandon_after) == Some(due) {
-                    self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
+                if browse_due(j, cfg.browse_abandon_after) == Some(due) {
+                    self.evaluate(&one_id, j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
                 }
             }
-            TimerKind::Deferred(t) => self.evaluate(&one_id, &mut j, &[t], due, &trigger, outputs),
+            TimerKind::Deferred(t) => self.evaluate(&one_id, j, &[t], due, &trigger, outputs),
             TimerKind::Quiet => {
                 let last = j.last_seen.unwrap_or(due);
                 let next = if last.plus(cfg.quiet_after) <= due {
-                    self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
+                    self.evaluate(&one_id, j, &[Trigger::Lapsed], due, &trigger, outputs);
                     Some(due.plus(cfg.quiet_after)).filter(|n| *n <= last.plus(cfg.quiet_checks_until))
                 } else {
                     // Active since it was armed: check again when quiet.
@@ -175,9 +179,9 @@ impl Processor {
                     self.add_timer((next, TimerKind::Quiet, key.clone()), &one_id);
                 }
             }
-            TimerKind::ChurnLabel => self.label_timer(&mut j, due),
+            TimerKind::ChurnLabel => self.label_timer(j, due),
         }
         self.arm_label(&key, &one_id);
-        self.state.put_journey(one_id, j);
+        self.state.put_journey(one_id, taken);
     }
 }

@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
-use onejourney_core::processor::DedupeDelta;
+use onejourney_core::journey::Journey;
+use onejourney_core::processor::{DedupeDelta, Timer};
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -65,9 +66,11 @@ pub struct Written {
 
 /// What one checkpoint covers, taken from the processor at its barrier.
 pub struct Capture {
-    /// Per record changed (its journey or the timers homed there): its
-    /// state partition, its One ID, its encoded value now (none: a tombstone).
-    journeys: Vec<(i32, OneId, Option<Vec<u8>>)>,
+    /// Per record changed (its journey or the timers homed there): its One
+    /// ID, its journey now (none: it went; shared with the state, which
+    /// copies it if the writer changes it before the flush encodes it) and
+    /// its timers.
+    journeys: Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>)>,
     ops: Vec<IdentityOp>,
     /// The globals, encoded.
     globals: Vec<u8>,
@@ -78,12 +81,19 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Changed journey records (journeys, timers, tombstones).
+    pub fn records(&self) -> usize {
+        self.journeys.len()
+    }
+
     /// Bytes held, for the memory estimate while a flush runs.
     pub fn bytes(&self) -> usize {
+        // The journeys themselves are shared with the state (until the
+        // writer changes one, which then exists twice for a while).
         let journeys: usize = self
             .journeys
             .iter()
-            .map(|(_, id, v)| id.len() + v.as_ref().map_or(0, Vec::len) + 48)
+            .map(|(id, _, t)| id.len() + t.len() * std::mem::size_of::<Timer>() + 64)
             .sum();
         let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
         journeys + self.globals.len() + dedupe + self.ops.len() * std::mem::size_of::<IdentityOp>()
@@ -116,20 +126,23 @@ impl Changelog {
     }
 
     /// Takes what the next checkpoint writes from the processor, at the
-    /// barrier, at a cost that follows the change: the dirty journeys
-    /// encoded (tombstones for those that went), the identity ops taken,
-    /// the globals encoded. The processor forgets them: a failure after this
-    /// must stop the engine.
+    /// barrier, at a cost that follows the change and encodes none of it
+    /// but the globals: per changed record, its journey (an `Arc` clone)
+    /// and its timers (copied); the identity ops and dedupe keys taken; the
+    /// globals encoded (small: no journey, no timer). [`Changelog::write`]
+    /// encodes the journeys off the writer. The processor forgets them: a
+    /// failure after this must stop the engine.
     pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
         let state = processor.state();
-        let mut journeys = Vec::new();
-        for one_id in state.take_dirty() {
-            let journey = state.journeys.get(&one_id);
-            let value =
-                changelog::encode_journey(journey.as_ref().map(|j| &**j.value()), processor.timers_of(&one_id))?;
-            drop(journey);
-            journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
-        }
+        let journeys = state
+            .take_dirty_unordered()
+            .into_iter()
+            .map(|one_id| {
+                let journey = state.journeys.get(&one_id).map(|j| j.value().clone());
+                let timers = processor.timers_of(&one_id).to_vec();
+                (one_id, journey, timers)
+            })
+            .collect();
         let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
         let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
         Ok(Capture {
@@ -143,10 +156,15 @@ impl Changelog {
 
     /// Produces a capture and the marker that commits it with `header`;
     /// returns once the marker is acknowledged. Runs off the writer.
-    pub async fn write(&mut self, capture: Capture, header: &Header) -> anyhow::Result<Written> {
+    pub async fn write(&mut self, mut capture: Capture, header: &Header) -> anyhow::Result<Written> {
+        let changed = std::mem::take(&mut capture.journeys);
+        let partitions = self.partitions;
+        let records = tokio::task::spawn_blocking(move || encode_records(changed, partitions))
+            .await
+            .context("encoding the journey records: the task panicked")??;
         let mut chain = self.chain.clone();
         let mut sent = Sent::default();
-        for (partition, one_id, value) in &capture.journeys {
+        for (partition, one_id, value) in &records {
             let kind = if value.is_some() { "journey" } else { "tombstone" };
             self.send(
                 &mut sent,
@@ -279,6 +297,22 @@ impl Changelog {
         self.metrics.changelog_bytes.with_label_values(&[kind]).inc_by(bytes);
         Ok(())
     }
+}
+
+/// The journey records of a capture, encoded (off the writer): per record,
+/// its state partition, its One ID and its value (none: a tombstone).
+#[allow(clippy::type_complexity)]
+fn encode_records(
+    changed: Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>)>,
+    partitions: u32,
+) -> anyhow::Result<Vec<(i32, OneId, Option<Vec<u8>>)>> {
+    changed
+        .into_iter()
+        .map(|(one_id, journey, timers)| {
+            let value = changelog::encode_journey(journey.as_deref(), &timers)?;
+            Ok((changelog::partition_of(&one_id, partitions), one_id, value))
+        })
+        .collect()
 }
 
 /// Waits for every delivery of one partition; returns the offsets `[from,
