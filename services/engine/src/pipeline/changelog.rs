@@ -12,9 +12,9 @@
 //! the last committed checkpoint, which the next marker extends.
 //!
 //! Two steps: [`Changelog::capture`] takes the changes from the processor at
-//! the checkpoint's barrier (the writer waits only for this);
-//! [`Changelog::write`] produces them in the background while processing
-//! goes on.
+//! the checkpoint's barrier (the writer waits only for this; the changed
+//! journeys are `Arc` clones, not encoded); [`Changelog::write`] encodes
+//! and produces them in the background while processing goes on.
 //!
 //! Invariant: a marker is produced only after every record it commits is
 //! acknowledged; the caller commits the input offsets only after the marker
