@@ -12,8 +12,9 @@
 //! `GET /v1/models/churn` and `/actions` ([`State::churn`],
 //! [`State::models`]). Keeps every profile and every journey, the churn
 //! model the writer trains and the action models; and the One IDs whose journey
-//! changed (or went) since the engine last took them ([`State::take_dirty`]):
-//! what the next checkpoint writes to the journeys changelog (counted in
+//! changed (or went), or whose homed timers changed, since the engine last
+//! took them ([`State::take_dirty`]): what the next checkpoint writes to the
+//! journeys changelog (counted in
 //! [`State::size`]; not kept where no checkpoint runs, [`State::keep_dirty`]).
 
 use std::mem::size_of;
@@ -34,8 +35,11 @@ use crate::recent::Recent;
 /// journeys, both keyed for lock-free reads.
 pub struct State {
     pub identity: IdentityGraph,
-    /// Read freely; the writer changes it only through the methods below.
-    pub journeys: DashMap<OneId, Box<Journey>>,
+    /// Read freely; the writer changes it only through the methods below,
+    /// copying a journey on write (`Arc::make_mut`) only while a checkpoint
+    /// still holds it: the checkpoint's barrier takes `Arc` clones of the
+    /// changed journeys, which its flush encodes off the writer.
+    pub journeys: DashMap<OneId, Arc<Journey>>,
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
     /// The estimate of the bytes the processor's dedupe memory holds.
@@ -45,8 +49,8 @@ pub struct State {
     /// [`LiveChurn`]); `None` until a processor is attached.
     churn: RwLock<Option<LiveChurn>>,
     models: Mutex<Models>,
-    /// One IDs whose journey was taken, put, removed or changed since
-    /// [`State::take_dirty`].
+    /// One IDs whose journey was taken, put, removed or changed, or whose
+    /// homed timers changed ([`State::touched`]), since [`State::take_dirty`].
     dirty: Mutex<HashSet<OneId>>,
     /// False: nothing takes the dirty set (no checkpoint runs: a benchmark,
     /// a tool), so it is not kept.
@@ -79,12 +83,16 @@ pub struct Size {
 /// A fixed per-entry overhead for the hash maps.
 const MAP_ENTRY: usize = 16;
 
+/// The strong and weak counts in front of an `Arc`'s value.
+const ARC_COUNTS: usize = 2 * size_of::<usize>();
+
 /// The estimate of the bytes one journey holds: its structure, its key, and
 /// the strings and history it owns.
 pub fn journey_bytes(one_id: &str, j: &Journey) -> usize {
-    // The box, the key's share (the One ID text is shared with the graph's
-    // profile), the map entry, and what the journey owns (see `journey/size.rs`).
-    size_of::<Journey>() + ALLOC_OVERHEAD + one_id.len() + MAP_ENTRY + j.heap_bytes()
+    // The `Arc` (its two counts), the key's share (the One ID text is shared
+    // with the graph's profile), the map entry, and what the journey owns
+    // (see `journey/size.rs`).
+    size_of::<Journey>() + ARC_COUNTS + ALLOC_OVERHEAD + one_id.len() + MAP_ENTRY + j.heap_bytes()
 }
 
 fn signed(n: usize) -> i64 {
@@ -132,7 +140,9 @@ impl State {
         }
     }
 
-    /// Marks `one_id`'s journey changed, for a change made in place.
+    /// Marks `one_id`'s changelog record changed, for a change made in
+    /// place: its journey changed where it lies, or a timer homed there was
+    /// armed or went (writer only).
     pub(crate) fn touched(&self, one_id: &str) {
         if !self.keep_dirty.load(Ordering::Relaxed) {
             return;
@@ -150,6 +160,12 @@ impl State {
         let mut ids: Vec<OneId> = self.dirty_set().drain().collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// As [`State::take_dirty`], in no order: at a checkpoint's barrier,
+    /// where sorting a million One IDs would stop the writer for nothing.
+    pub fn take_dirty_unordered(&self) -> HashSet<OneId> {
+        std::mem::take(&mut *self.dirty_set())
     }
 
     /// How many journeys changed since [`State::take_dirty`].
@@ -235,7 +251,7 @@ impl State {
 
     /// Takes a journey out to change it; put it back with
     /// [`State::put_journey`] (writer only).
-    pub fn take_journey(&self, one_id: &str) -> Option<Box<Journey>> {
+    pub fn take_journey(&self, one_id: &str) -> Option<Arc<Journey>> {
         let (key, j) = self.journeys.remove(one_id)?;
         self.touched(&key);
         self.journey_bytes
@@ -244,7 +260,7 @@ impl State {
     }
 
     /// Puts a journey (back) in place (writer only).
-    pub fn put_journey(&self, one_id: OneId, j: Box<Journey>) {
+    pub fn put_journey(&self, one_id: OneId, j: Arc<Journey>) {
         self.journey_bytes
             .fetch_add(signed(journey_bytes(&one_id, &j)), Ordering::Relaxed);
         let last_seen = j.last_seen;
@@ -258,7 +274,7 @@ impl State {
 
     /// Removes a journey for good: its profile was merged away or forgotten
     /// (writer only).
-    pub fn remove_journey(&self, one_id: &str) -> Option<Box<Journey>> {
+    pub fn remove_journey(&self, one_id: &str) -> Option<Arc<Journey>> {
         let j = self.take_journey(one_id)?;
         let mut recent = self.recent_list();
         recent.remove(&OneId::from(one_id));
@@ -268,13 +284,17 @@ impl State {
         Some(j)
     }
 
-    /// Changes every journey in place with `f` (true: it changed); returns
-    /// how many changed (writer only; `f` must not change `last_seen`).
-    pub fn update_journeys(&self, mut f: impl FnMut(&mut Journey) -> bool) -> usize {
+    /// Changes every journey `which` picks in place with `f` (true: it
+    /// changed); returns how many changed (writer only; `f` must not change
+    /// `last_seen`). A journey `which` passes over is not copied.
+    pub fn update_journeys(&self, which: impl Fn(&Journey) -> bool, mut f: impl FnMut(&mut Journey) -> bool) -> usize {
         let mut n = 0;
         for mut j in self.journeys.iter_mut() {
+            if !which(j.value()) {
+                continue;
+            }
             let before = journey_bytes(j.key(), j.value());
-            if f(j.value_mut()) {
+            if f(Arc::make_mut(j.value_mut())) {
                 n += 1;
                 self.touched(j.key());
                 let after = journey_bytes(j.key(), j.value());

@@ -1,27 +1,33 @@
 //! What the changelog holds besides journeys and identity ops: the
-//! processor's "globals", and loading a state back from a changelog.
+//! processor's "globals", each record's timers, and loading a state back
+//! from a changelog.
 //!
 //! In: the live processor ([`Processor::globals`] serialises without
 //! copying; [`Processor::take_identity_ops`] hands over the identity ops
-//! applied since the last call; `State::take_dirty` the changed journeys), or
+//! applied since the last call; `State::take_dirty` the changed records, and
+//! [`Processor::timers_of`] the timers each carries besides its journey), or
 //! what a restore read back from the broker ([`Processor::restore_changelog`]:
 //! the identity ops of every committed checkpoint in order, the latest
-//! journey per One ID, the last checkpoint's globals). Out: a processor in the
-//! state that wrote them. Keeps nothing.
+//! journey and timers per One ID, the last checkpoint's globals). Out: a
+//! processor in the state that wrote them. Keeps nothing.
 //!
 //! The globals are everything of [`CoreSnapshot`](super::CoreSnapshot) that
-//! is neither the identity graph nor a journey, under the same names:
-//! `version`, `namespaces`, `dedupe`, `partitions`, `timers`, `applied_to`,
-//! `tiers`, `propensities`, `one_ids`, `churn_model`, `uplift`, `value`. Changing a
-//! field is a bump of [`GLOBALS_VERSION`]. The dedupe memory (8 bytes an
+//! is neither the identity graph, a journey nor a timer, under the same names:
+//! `version`, `namespaces`, `dedupe`, `partitions`, `timers` (empty from
+//! version 3), `applied_to`, `tiers`, `propensities`, `one_ids`,
+//! `churn_model`, `uplift`, `value`. Changing a field is a bump of
+//! [`GLOBALS_VERSION`]. The dedupe memory (8 bytes an
 //! event applied within `state.dedupe_window`) is not in the globals: each
 //! checkpoint writes the keys inserted since the last one, per bucket
 //! ([`Processor::take_dedupe_delta`]); a restore adds the deltas of the
 //! chain to the globals ([`CoreGlobals::add_dedupe`]) and drops the buckets
-//! out of the window. The timers are still written whole (to do: with the
-//! journey).
+//! out of the window. The timers are not in the globals either: each is
+//! written with the record of its home (see `timer_set.rs`) whenever the
+//! home's set changes, so a checkpoint's cost follows what changed.
 
 use std::collections::BTreeSet;
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -30,19 +36,25 @@ use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
 use crate::decide::uplift::Uplift;
 use crate::decide::value::Population;
+use crate::hash::HashSet;
 use crate::identity::{Derivation, DerivationRecord, IdentityOp, OneId};
-use crate::ids::IdKey;
 use crate::journey::Journey;
 use crate::snapshot::Pairs;
 use crate::time::EventTime;
 
 use super::dedupe::{Dedupe, DedupeDelta};
-use super::{PartitionClock, Processor, RestoreError, TimerKind};
+use super::timer_set::Timer;
+use super::{PartitionClock, Processor, RestoreError};
 
-/// The format version of [`CoreGlobals`]. 2: `dedupe` carries the window
+/// The format version of [`CoreGlobals`]. 3: `timers` is empty (each
+/// timer goes with its home's journey record, see
+/// [`Processor::timers_of`]). 2, still read: every timer in `timers` (and
+/// none in the journey records): loaded with
+/// [`Processor::load_whole_timers`], which marks every home changed so the
+/// next checkpoint writes them. 2: `dedupe` carries the window
 /// and no key (the keys go to the changelog as deltas, see
 /// [`Processor::take_dedupe_delta`]). 1, still read: every key in `dedupe`.
-pub const GLOBALS_VERSION: u32 = 2;
+pub const GLOBALS_VERSION: u32 = 3;
 /// The oldest globals version this build reads.
 const OLDEST_GLOBALS_VERSION: u32 = 1;
 
@@ -60,7 +72,7 @@ impl Serialize for CoreGlobalsRef<'_> {
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("dedupe", &p.seen.without_keys())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
-        st.serialize_field("timers", &p.timers)?;
+        st.serialize_field("timers", &BTreeSet::<Timer>::new())?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
         // Copied out, so that readers of the models do not wait for the rest.
@@ -77,11 +89,13 @@ impl Serialize for CoreGlobalsRef<'_> {
 /// The globals as read back from the changelog.
 #[derive(serde::Deserialize)]
 pub struct CoreGlobals {
-    version: u32,
+    pub(super) version: u32,
     namespaces: Vec<String>,
     dedupe: Dedupe,
     partitions: Vec<(u32, PartitionClock)>,
-    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    /// Before version 3: every timer (from 3: empty, they are in the
+    /// journey records).
+    pub(super) timers: BTreeSet<Timer>,
     applied_to: EventTime,
     tiers: ValueTiers,
     propensities: Propensities,
@@ -133,6 +147,13 @@ impl Processor {
         CoreGlobalsRef { p: self }
     }
 
+    /// The timers the changelog record of `one_id` carries besides its
+    /// journey (a record whose One ID has no journey may carry some: a
+    /// profile merged away or forgotten, until they go).
+    pub fn timers_of(&self, one_id: &str) -> &[Timer] {
+        self.timers.of(one_id)
+    }
+
     /// The identity ops applied since the last call, in order; forgets them.
     pub fn take_identity_ops(&mut self) -> Vec<IdentityOp> {
         std::mem::take(&mut self.identity_log)
@@ -140,13 +161,14 @@ impl Processor {
 
     /// Loads a state read back from the changelog into this processor, which
     /// must be new: the graph from `ops` (every committed identity op, in
-    /// order), the journeys, then the globals. `now_ms` starts every
-    /// partition's idle clock afresh.
+    /// order), the journeys, the timers of every record (its home), then the
+    /// globals. `now_ms` starts every partition's idle clock afresh.
     pub fn restore_changelog<'a>(
         &mut self,
         globals: CoreGlobals,
         ops: impl IntoIterator<Item = &'a IdentityOp>,
         journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,
         now_ms: u64,
     ) -> Result<(), RestoreError> {
         globals.check_version()?;
@@ -154,19 +176,19 @@ impl Processor {
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, Box::new(j));
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
         dedupe.expire(globals.applied_to);
-        self.load_globals(
-            dedupe,
-            globals.partitions,
-            globals.timers,
-            globals.applied_to,
-            globals.tiers,
-            now_ms,
-        );
+        self.load_globals(dedupe, globals.partitions, globals.applied_to, globals.tiers, now_ms);
+        if globals.version >= 3 {
+            for (home, t) in timers {
+                self.timers.replace(home, t);
+            }
+        } else {
+            self.load_whole_timers(globals.timers);
+        }
         self.load_models(
             (globals.propensities, globals.uplift),
             globals.churn_model,
@@ -178,14 +200,17 @@ impl Processor {
     /// Brings a processor restored from a local snapshot to a later
     /// checkpoint of the same lineage: the identity ops written after the
     /// snapshot (in order), the journeys written after it (their latest
-    /// value, or gone), then that checkpoint's globals, which replace the
-    /// snapshot's. `now_ms` starts every partition's idle clock afresh.
+    /// value, or gone), the timers of those records (each record's replace
+    /// the snapshot's timers of its home; a record in none of them carries
+    /// none), then that checkpoint's globals, which replace the snapshot's.
+    /// `now_ms` starts every partition's idle clock afresh.
     pub fn apply_changelog_tail<'a>(
         &mut self,
         globals: CoreGlobals,
         ops: impl IntoIterator<Item = &'a IdentityOp>,
         journeys: impl IntoIterator<Item = (OneId, Journey)>,
         gone: impl IntoIterator<Item = OneId>,
+        timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,
         now_ms: u64,
     ) -> Result<(), RestoreError> {
         globals.check_version()?;
@@ -198,11 +223,14 @@ impl Processor {
         }
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
+        let mut records: HashSet<OneId> = HashSet::default();
         for one_id in gone {
             self.state.journeys.remove(&one_id);
+            records.insert(one_id);
         }
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, Box::new(j));
+            records.insert(one_id.clone());
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         // Version 1 carries every key; 2 the deltas past the snapshot's.
@@ -215,14 +243,19 @@ impl Processor {
         };
         let mut dedupe = dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
         dedupe.expire(globals.applied_to);
-        self.load_globals(
-            dedupe,
-            globals.partitions,
-            globals.timers,
-            globals.applied_to,
-            globals.tiers,
-            now_ms,
-        );
+        self.load_globals(dedupe, globals.partitions, globals.applied_to, globals.tiers, now_ms);
+        if globals.version >= 3 {
+            for (home, t) in timers {
+                records.remove(&home);
+                self.timers.replace(home, t);
+            }
+            // Records that carry no timer: their homes have none now.
+            for home in records {
+                self.timers.replace(home, Vec::new());
+            }
+        } else {
+            self.load_whole_timers(globals.timers);
+        }
         self.load_models(
             (globals.propensities, globals.uplift),
             globals.churn_model,

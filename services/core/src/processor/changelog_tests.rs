@@ -6,7 +6,7 @@
 //! order), caps, shared devices and forgets happened, and wherever the
 //! checkpoints fell.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -78,14 +78,39 @@ fn event(i: usize, minute: i64, kind: u8, ids: Value) -> ChannelEvent {
     }
 }
 
+/// A journey record as the engine writes it: the journey (none: it went)
+/// and the timers homed there.
+type Record = (Option<Journey>, Vec<Timer>);
+
 /// What the changelog topics hold, as a restore reads them.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Changelog {
     identity: Vec<IdentityOp>,
-    /// The latest record per One ID; `None`: a tombstone.
+    /// The latest record per One ID; `None`: a tombstone (no journey, no timer).
     journeys: BTreeMap<OneId, Option<Vec<u8>>>,
     globals: Vec<u8>,
     dedupe: DedupeDelta,
+    /// The last globals were written by the previous format (version 2):
+    /// every timer in them, none in the records.
+    legacy_timers: Option<BTreeSet<Timer>>,
+}
+
+/// Every armed timer, with its home.
+fn timer_homes(p: &Processor) -> Vec<(OneId, Vec<Timer>)> {
+    p.timers
+        .by_home()
+        .into_iter()
+        .map(|(h, t)| {
+            let mut t = t.to_vec();
+            t.sort();
+            (h.clone(), t)
+        })
+        .collect()
+}
+
+/// Every armed timer.
+fn all_timers(p: &Processor) -> BTreeSet<Timer> {
+    timer_homes(p).into_iter().flat_map(|(_, t)| t).collect()
 }
 
 impl Changelog {
@@ -93,31 +118,66 @@ impl Changelog {
     fn checkpoint(&mut self, p: &mut Processor) {
         self.identity.extend(p.take_identity_ops());
         for one_id in p.state().take_dirty() {
-            let value = p
-                .state()
-                .journeys
-                .get(&one_id)
-                .map(|j| rmp_serde::to_vec_named(&**j.value()).expect("encodes"));
+            let journey = p.state().journeys.get(&one_id).map(|j| (**j.value()).clone());
+            let timers = p.timers_of(&one_id).to_vec();
+            let value = (journey.is_some() || !timers.is_empty())
+                .then(|| rmp_serde::to_vec_named(&(journey, timers)).expect("encodes"));
             self.journeys.insert(one_id, value);
         }
         self.globals = rmp_serde::to_vec_named(&p.globals()).expect("encodes");
         self.dedupe.extend(p.take_dedupe_delta().0);
+        self.legacy_timers = None;
+    }
+
+    /// What a checkpoint of the previous format (main before the timers
+    /// moved) wrote: each changed journey alone, every timer in the globals.
+    fn legacy_checkpoint(&mut self, p: &mut Processor) {
+        self.identity.extend(p.take_identity_ops());
+        for one_id in p.state().take_dirty() {
+            let journey: Option<Journey> = p.state().journeys.get(&one_id).map(|j| (**j.value()).clone());
+            let value = journey.map(|j| rmp_serde::to_vec_named(&(Some(j), Vec::<Timer>::new())).expect("encodes"));
+            self.journeys.insert(one_id, value);
+        }
+        self.globals = rmp_serde::to_vec_named(&p.globals()).expect("encodes");
+        self.dedupe.extend(p.take_dedupe_delta().0);
+        self.legacy_timers = Some(all_timers(p));
     }
 
     fn globals(&self) -> CoreGlobals {
         let mut globals: CoreGlobals = rmp_serde::from_slice(&self.globals).expect("decodes");
         globals.add_dedupe(self.dedupe.clone());
+        if let Some(t) = &self.legacy_timers {
+            globals.version = 2;
+            globals.timers = t.clone();
+        }
         globals
+    }
+
+    /// The latest records: journeys, tombstoned One IDs (no journey), timers.
+    #[allow(clippy::type_complexity)]
+    fn records(&self) -> (Vec<(OneId, Journey)>, Vec<OneId>, Vec<(OneId, Vec<Timer>)>) {
+        let (mut journeys, mut gone, mut timers) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, v) in &self.journeys {
+            let (j, t): Record = match v {
+                Some(v) => rmp_serde::from_slice(v).expect("decodes"),
+                None => (None, Vec::new()),
+            };
+            match j {
+                Some(j) => journeys.push((id.clone(), j)),
+                None => gone.push(id.clone()),
+            }
+            if !t.is_empty() {
+                timers.push((id.clone(), t));
+            }
+        }
+        (journeys, gone, timers)
     }
 
     fn restore(&self) -> Processor {
         let mut p = processor();
         let globals = self.globals();
-        let journeys = self.journeys.iter().filter_map(|(id, v)| {
-            let j: Journey = rmp_serde::from_slice(v.as_ref()?).expect("decodes");
-            Some((id.clone(), j))
-        });
-        p.restore_changelog(globals, &self.identity, journeys, 0)
+        let (journeys, _, timers) = self.records();
+        p.restore_changelog(globals, &self.identity, journeys, timers, 0)
             .expect("restores");
         p
     }
@@ -172,6 +232,7 @@ proptest! {
         prop_assert_eq!(b.state().size(), a.state().size());
         prop_assert_eq!(b.state().recent(50), a.state().recent(50));
         prop_assert_eq!(b.pending_timers(), a.pending_timers());
+        prop_assert_eq!(timer_homes(&b), timer_homes(&a));
         // The same outputs for what comes next, and the same state after it.
         for (i, s) in then.iter().enumerate() {
             let i = steps.len() + i;
@@ -194,15 +255,8 @@ fn restore_with_tail(snapshot: &[u8], tail: &Changelog) -> Processor {
     let snap: CoreSnapshot = rmp_serde::from_slice(snapshot).expect("decodes");
     p.restore(snap, 0).expect("restores");
     let globals = tail.globals();
-    let mut journeys = Vec::new();
-    let mut gone = Vec::new();
-    for (id, v) in &tail.journeys {
-        match v {
-            Some(v) => journeys.push((id.clone(), rmp_serde::from_slice::<Journey>(v).expect("decodes"))),
-            None => gone.push(id.clone()),
-        }
-    }
-    p.apply_changelog_tail(globals, &tail.identity, journeys, gone, 0)
+    let (journeys, gone, timers) = tail.records();
+    p.apply_changelog_tail(globals, &tail.identity, journeys, gone, timers, 0)
         .expect("applies");
     p
 }
@@ -238,6 +292,7 @@ proptest! {
         prop_assert_eq!(journeys(&b), journeys(&a));
         prop_assert_eq!(b.state().recent(50), a.state().recent(50));
         prop_assert_eq!(b.pending_timers(), a.pending_timers());
+        prop_assert_eq!(timer_homes(&b), timer_homes(&a));
         for (i, s) in then.iter().enumerate() {
             let i = before.len() + after.len() + i;
             prop_assert_eq!(apply(&mut b, i, s), apply(&mut a, i, s), "step {} {:?}", i, s);
@@ -283,4 +338,147 @@ fn only_journeys_changed_since_the_last_take_are_dirty() {
     p.forget(&key, crate::testkit::erasure());
     assert_eq!(p.state().take_dirty(), vec![c.clone()]);
     assert!(!p.state().journeys.contains_key(&c), "a tombstone: no journey");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A changelog written by the previous format (every timer in the
+    /// globals, journey records without timers) restores to the processor
+    /// that wrote it; the restore marks every timer's home changed, so the
+    /// next checkpoint writes them with their records, and from then on a
+    /// restore from that changelog (old records and new) is that processor
+    /// too.
+    #[test]
+    fn a_changelog_of_the_previous_format_restores_and_is_converted_by_the_next_checkpoint(
+        steps in prop::collection::vec(step(), 1..50),
+        more in prop::collection::vec(step(), 0..10),
+        then in prop::collection::vec(step(), 1..10),
+    ) {
+        let mut a = processor();
+        let mut log = Changelog::default();
+        for (i, s) in steps.iter().enumerate() {
+            if matches!(s, Step::Checkpoint) { log.legacy_checkpoint(&mut a) } else { apply(&mut a, i, s); }
+        }
+        log.legacy_checkpoint(&mut a);
+        let mut b = log.restore();
+        prop_assert_eq!(journeys(&b), journeys(&a));
+        prop_assert_eq!(all_timers(&b), all_timers(&a));
+        let dirty = b.state().take_dirty();
+        for (home, _) in timer_homes(&b) {
+            prop_assert!(dirty.contains(&home), "{} not marked changed", home);
+        }
+        for h in dirty {
+            b.state().touched(&h);
+        }
+        // b goes on, checkpointing in the new format on top of the old records.
+        let mut next = log.clone();
+        for (i, s) in more.iter().enumerate() {
+            let i = steps.len() + i;
+            if matches!(s, Step::Checkpoint) {
+                next.checkpoint(&mut b);
+            } else {
+                prop_assert_eq!(apply(&mut b, i, s), apply(&mut a, i, s), "step {} {:?}", i, s);
+            }
+        }
+        next.checkpoint(&mut b);
+        let mut c = next.restore();
+        prop_assert_eq!(journeys(&c), journeys(&b));
+        prop_assert_eq!(timer_homes(&c), timer_homes(&b));
+        for (i, s) in then.iter().enumerate() {
+            let i = steps.len() + more.len() + i;
+            let out = apply(&mut a, i, s);
+            prop_assert_eq!(apply(&mut b, i, s), out.clone(), "step {} {:?}", i, s);
+            prop_assert_eq!(apply(&mut c, i, s), out, "step {} {:?}", i, s);
+        }
+    }
+
+    /// A snapshot of format 4 (every timer in `timers`, no homes) restores
+    /// to the processor that wrote it, every timer's home marked changed.
+    #[test]
+    fn a_snapshot_of_format_4_restores_its_timers(
+        steps in prop::collection::vec(step(), 1..50),
+        then in prop::collection::vec(step(), 1..10),
+    ) {
+        let mut a = processor();
+        for (i, s) in steps.iter().enumerate() {
+            apply(&mut a, i, s);
+        }
+        let bytes = rmp_serde::to_vec_named(&a.snapshot()).expect("encodes");
+        let mut snap: CoreSnapshot = rmp_serde::from_slice(&bytes).expect("decodes");
+        prop_assert!(snap.timers.is_empty(), "format 5 writes them under their homes");
+        snap.version = 4;
+        snap.timers = all_timers(&a);
+        snap.timer_homes = Vec::new();
+        let mut b = processor();
+        b.restore(snap, 0).expect("restores");
+        prop_assert_eq!(all_timers(&b), all_timers(&a));
+        let dirty = b.state().take_dirty();
+        for (home, _) in timer_homes(&b) {
+            prop_assert!(dirty.contains(&home), "{} not marked changed", home);
+        }
+        for (i, s) in then.iter().enumerate() {
+            let i = steps.len() + i;
+            prop_assert_eq!(apply(&mut b, i, s), apply(&mut a, i, s), "step {} {:?}", i, s);
+        }
+    }
+}
+
+/// A timer stays with the record of the journey that armed it: its home's
+/// record carries it until it fires, and the firing marks the home changed
+/// even when the profile was merged away meanwhile (its record then carries
+/// timers and no journey).
+#[test]
+fn a_timer_is_written_with_its_home_until_it_fires() {
+    let mut p = processor();
+    let cart = |id: &str, minute, ids| web(id, minute, ids, "add_to_cart", product("sku-1", 9.5));
+    let a = p
+        .process(&cart("a", 0, json!({"cookie_id": "c-a"})), 0)
+        .expect("stitched")
+        .one_id
+        .expect("one id");
+    p.state().take_dirty();
+    let armed = p.timers_of(&a).to_vec();
+    assert!(
+        armed.iter().any(|t| t.1 == TimerKind::Cart),
+        "a cart check is armed at its journey: {armed:?}"
+    );
+    // The profile merges into an older one (customer id first seen there).
+    let b = p
+        .process(&web("b", 1, json!({"customer_id": "k-1"}), "page_view", json!({})), 0)
+        .expect("stitched")
+        .one_id
+        .expect("one id");
+    p.process(
+        &web(
+            "ab",
+            2,
+            json!({"cookie_id": "c-a", "customer_id": "k-1"}),
+            "page_view",
+            json!({}),
+        ),
+        0,
+    )
+    .expect("stitched");
+    let gone = if p.state().journeys.contains_key(&a) { b } else { a };
+    assert!(!p.state().journeys.contains_key(&gone));
+    p.state().take_dirty();
+    let before = p.timers_of(&gone).to_vec();
+    assert!(!before.is_empty(), "its quiet check stays homed there");
+    // An event far later releases what is due.
+    p.process(
+        &web("z", 100_000, json!({"cookie_id": "c-z"}), "page_view", json!({})),
+        0,
+    )
+    .expect("stitched");
+    assert!(
+        p.state().take_dirty().contains(&gone),
+        "its fired timers changed its record"
+    );
+    let after = p.timers_of(&gone);
+    assert!(after.len() < before.len(), "{before:?} -> {after:?}");
+    assert!(
+        after.iter().all(|t| before.contains(t)),
+        "nothing new is homed at a profile merged away"
+    );
 }

@@ -61,7 +61,10 @@ fn a_one_login_journey_allocates_only_what_it_uses() {
 #[test]
 fn the_estimate_follows_the_layout() {
     let (one_id, j) = one_login();
-    let own = size_of::<Journey>() + ALLOC_OVERHEAD;
+    // The state holds it in an `Arc`: one allocation of the strong and weak
+    // counts and the journey (no padding between them at this alignment).
+    assert!(std::mem::align_of::<Journey>() <= size_of::<usize>());
+    let own = 2 * size_of::<std::sync::atomic::AtomicUsize>() + size_of::<Journey>() + ALLOC_OVERHEAD;
     let heap = j.heap_bytes();
     // The visit, the event (its id; the type is shared), the factors, the
     // churn point and its contribution, the example: nothing else.

@@ -8,6 +8,7 @@
 //! profile's identifier; the model lives in the state it shares with readers.
 
 use crate::decide::churn_model;
+use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::Journey;
 use crate::time::EventTime;
@@ -26,10 +27,11 @@ impl Processor {
         }
     }
 
-    /// Arms the label timer the last evaluation asked for, keyed by `key`.
-    pub(super) fn arm_label(&mut self, key: &IdKey) {
+    /// Arms the label timer the last evaluation asked for, keyed by `key`,
+    /// homed at `home` (the journey evaluated).
+    pub(super) fn arm_label(&mut self, key: &IdKey, home: &OneId) {
         if let Some(due) = self.label_due.take() {
-            self.timers.insert((due, TimerKind::ChurnLabel, key.clone()));
+            self.add_timer((due, TimerKind::ChurnLabel, key.clone()), home);
         }
     }
 

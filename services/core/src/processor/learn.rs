@@ -32,9 +32,11 @@ pub enum OutcomeEffect {
 impl Processor {
     /// Learns from an `action-outcomes` record.
     pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
-        let Some(mut j) = self.state.journeys.get_mut(o.one_id.as_str()) else {
+        let Some(mut entry) = self.state.journeys.get_mut(o.one_id.as_str()) else {
             return OutcomeEffect::Unknown;
         };
+        // Copied only when a checkpoint still holds it (see `State`).
+        let j = std::sync::Arc::make_mut(entry.value_mut());
         let Some(r) = j
             .recent_actions
             .iter_mut()
@@ -57,7 +59,7 @@ impl Processor {
         if let (true, Some(c), Some(at)) = (o.outcome.is_engagement(), channel, EventTime::parse_rfc3339(&o.at)) {
             j.record_response(at, c);
         }
-        drop(j);
+        drop(entry);
         // Changed in place: the next checkpoint must write it.
         self.state.touched(&o.one_id);
         if !new_trial && !new_response {
@@ -77,7 +79,7 @@ impl Processor {
             return false;
         };
         let mut j = self.state.take_journey(&one_id).unwrap_or_default();
-        j.record_consent(c.channel, c.granted, c.at);
+        std::sync::Arc::make_mut(&mut j).record_consent(c.channel, c.granted, c.at);
         self.state.put_journey(one_id, j);
         true
     }

@@ -10,7 +10,7 @@
 //! counts live in the [`State`], which readers share.
 //!
 //! Layout: `order.rs` the reorder buffer and the watermark; `timers.rs`
-//! event-time timers; `evaluate.rs` churn and the next best action for one
+//! event-time timers, `timer_set.rs` where they are kept; `evaluate.rs` churn and the next best action for one
 //! journey; `learn.rs` outcomes and conversions; `labels.rs` the churn
 //! model's labels; `dedupe.rs` the dedupe window; `snapshot.rs` the snapshot
 //! format. This file applies one event.
@@ -32,9 +32,10 @@ mod labels;
 mod learn;
 mod order;
 mod snapshot;
+mod timer_set;
 mod timers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ use crate::event::{Channel, ChannelEvent};
 use crate::hash::HashMap;
 use crate::identity::{IdentityOp, OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
+use crate::journey::Journey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::ContactChannel;
@@ -59,9 +61,11 @@ pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
+pub use timer_set::Timer;
 pub use timers::TimerKind;
 
 use order::PendingKey;
+use timer_set::TimerSet;
 
 #[cfg(test)]
 mod arbitration_tests;
@@ -146,7 +150,7 @@ pub struct Processor {
     partitions: HashMap<u32, PartitionClock>,
     /// With the partition each came from.
     pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
-    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    timers: TimerSet,
     /// Everything at or before this event time has been applied.
     applied_to: EventTime,
     suppressed: Vec<(String, Suppressed)>,
@@ -171,7 +175,7 @@ impl Processor {
             state,
             partitions: HashMap::default(),
             pending: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: TimerSet::default(),
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
             tiers: ValueTiers::default(),
@@ -253,29 +257,24 @@ impl Processor {
 
         let one_id = &stitch.one_id;
         let trigger = TriggerRef::event(&ev.event_id);
-        let mut journey = self.state.take_journey(one_id).unwrap_or_default();
+        let mut taken = self.state.take_journey(one_id).unwrap_or_default();
+        // Copied only when a checkpoint still holds it (see `State`).
+        let journey = Arc::make_mut(&mut taken);
         let revenue_before = journey.revenue;
-        let value_before = ValueKey::of(&journey);
+        let value_before = ValueKey::of(journey);
         let transitions = journey.apply(ev);
-        self.value.update(value_before, ValueKey::of(&journey));
-        self.label_activity(&mut journey, ev.occurred_at);
-        self.conversions(&mut journey, &transitions, ev.occurred_at);
+        self.value.update(value_before, ValueKey::of(journey));
+        self.label_activity(journey, ev.occurred_at);
+        self.conversions(journey, &transitions, ev.occurred_at);
         if journey.revenue != revenue_before {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);
         }
-        self.arm(&mut journey, &transitions, ev.occurred_at, &stitch.anchor);
+        self.arm(journey, &transitions, ev.occurred_at, &stitch.anchor, one_id);
         let triggers = triggers_of(&transitions);
-        self.evaluate(
-            one_id,
-            &mut journey,
-            &triggers,
-            ev.occurred_at,
-            &trigger,
-            &mut out.outputs,
-        );
-        self.arm_label(&stitch.anchor);
-        self.state.put_journey(one_id.clone(), journey);
+        self.evaluate(one_id, journey, &triggers, ev.occurred_at, &trigger, &mut out.outputs);
+        self.arm_label(&stitch.anchor, one_id);
+        self.state.put_journey(one_id.clone(), taken);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
         Ok(out)
@@ -298,13 +297,14 @@ impl Processor {
             if let Some(gone) = gone {
                 self.tiers.remove(gone.revenue);
                 self.value.update(ValueKey::of(&gone), None);
-                let mut survivor = self.state.take_journey(to).unwrap_or_default();
+                let mut taken = self.state.take_journey(to).unwrap_or_default();
+                let survivor = Arc::make_mut(&mut taken);
                 self.tiers.remove(survivor.revenue);
-                let survivor_before = ValueKey::of(&survivor);
-                survivor.absorb(*gone);
+                let survivor_before = ValueKey::of(survivor);
+                survivor.absorb(Arc::unwrap_or_clone(gone));
                 self.tiers.add(survivor.revenue);
-                self.value.update(survivor_before, ValueKey::of(&survivor));
-                self.state.put_journey(to.clone(), survivor);
+                self.value.update(survivor_before, ValueKey::of(survivor));
+                self.state.put_journey(to.clone(), taken);
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
@@ -334,7 +334,9 @@ impl Processor {
             self.tiers.remove(j.revenue);
             self.value.update(ValueKey::of(&j), None);
         }
-        self.timers.retain(|(_, _, k)| !gone.ids.contains(k));
+        for home in self.timers.remove_keys(|k| gone.ids.contains(k)) {
+            self.state.touched(&home);
+        }
         let at = if self.applied_to == EventTime::MIN {
             EventTime(0)
         } else {
@@ -387,7 +389,7 @@ impl Processor {
         }
         let cutoff = self.applied_to.minus(after);
         self.state
-            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff) && j.compact())
+            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff), Journey::compact)
     }
 }
 

@@ -167,7 +167,7 @@ impl Processor {
         let mut fired = 0;
         loop {
             let next_event = self.pending.first_key_value().map(|(k, _)| k.0).filter(|t| *t <= wm);
-            let next_timer = self.timers.first().map(|t| t.0).filter(|t| *t <= wm);
+            let next_timer = self.timers.first_due().filter(|t| *t <= wm);
             match (next_event, next_timer) {
                 (None, None) => break,
                 // A timer strictly before the next event fires first; on a tie the event goes first.

@@ -5,7 +5,8 @@
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
 //! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`,
-//! `uplift`, `value`. Keeps nothing; the engine writes and reads the bytes.
+//! `uplift`, `value`, `timer_homes`. Keeps nothing; the engine writes and
+//! reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
 //! struct it holds, changes the format: bump [`SNAPSHOT_VERSION`] and say so.
@@ -14,6 +15,8 @@
 //! `propensities`, came so).
 
 use std::collections::BTreeSet;
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -24,15 +27,27 @@ use crate::decide::uplift::Uplift;
 use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
-use crate::ids::IdKey;
 use crate::journey::Journey;
 use crate::snapshot::{DashEntries, Pairs};
 use crate::time::EventTime;
 
 use super::dedupe::Dedupe;
-use super::{PartitionClock, Processor, TimerKind};
+use super::timer_set::{Timer, TimerSet};
+use super::{PartitionClock, Processor};
 
-/// The format version of [`CoreSnapshot`]. 4: the dedupe memory is kept
+/// The home of timers restored from a format that did not keep homes whose
+/// identifier is in no profile (see [`Processor::load_whole_timers`]): not a
+/// One ID, so no journey ever has it.
+pub const UNPROFILED_HOME: &str = "timers-without-profile";
+
+/// The format version of [`CoreSnapshot`]. 5: the timers are in
+/// `timer_homes`, each under its home (the One ID whose changelog record
+/// carries it, see `timer_set.rs`); `timers` is written empty. Version 4
+/// and older are read: their `timers` are homed with the profile their
+/// identifier is in, and every home is marked changed, so that the next
+/// checkpoint writes them to the changelog with their journeys (the
+/// changelog that build wrote carries them in its globals only).
+/// 4: the dedupe memory is kept
 /// for an event-time window, in `dedupe` (buckets by event time; see
 /// `dedupe.rs`); `seen` is written empty. Versions 2 and 3 are still read:
 /// their flat `seen` set is kept as of the snapshot's applied-to time, so it
@@ -48,7 +63,7 @@ use super::{PartitionClock, Processor, TimerKind};
 /// reproduce, so it is refused. Added at the end without a version bump
 /// (absent: the default): `value`, the RFM and lifetime-value population
 /// (rebuilt from the journeys when absent), and each journey's `rfm` and `clv`.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -62,14 +77,14 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 15)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 16)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
         st.serialize_field("journeys", &DashEntries(&p.state.journeys))?;
         st.serialize_field("seen", &HashSet::<u64>::default())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
-        st.serialize_field("timers", &p.timers)?;
+        st.serialize_field("timers", &BTreeSet::<Timer>::new())?;
         st.serialize_field("applied_to", &p.applied_to)?;
         st.serialize_field("tiers", &p.tiers)?;
         // Copied out, so that readers of the models do not wait for the rest.
@@ -80,6 +95,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.serialize_field("uplift", &models.uplift)?;
         st.serialize_field("value", &p.value)?;
+        st.serialize_field("timer_homes", &p.timers.by_home())?;
         st.end()
     }
 }
@@ -87,13 +103,14 @@ impl Serialize for CoreSnapshotRef<'_> {
 /// A state snapshot as read back.
 #[derive(serde::Deserialize)]
 pub struct CoreSnapshot {
-    version: u32,
+    pub(super) version: u32,
     namespaces: Vec<String>,
     identity: IdentitySnapshot,
     journeys: Vec<(OneId, Journey)>,
     seen: HashSet<u64>,
     partitions: Vec<(u32, PartitionClock)>,
-    timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
+    /// Before format 5: every timer (after: empty, see `timer_homes`).
+    pub(super) timers: BTreeSet<Timer>,
     applied_to: EventTime,
     tiers: ValueTiers,
     propensities: Propensities,
@@ -112,6 +129,9 @@ pub struct CoreSnapshot {
     /// Absent in snapshots written before it existed: rebuilt from the journeys.
     #[serde(default)]
     value: Option<Population>,
+    /// From format 5: every timer, under its home.
+    #[serde(default)]
+    pub(super) timer_homes: Vec<(OneId, Vec<Timer>)>,
 }
 
 impl CoreSnapshot {
@@ -183,7 +203,7 @@ impl Processor {
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
-            self.state.journeys.insert(one_id, Box::new(j));
+            self.state.journeys.insert(one_id, Arc::new(j));
         }
         self.state.journeys_loaded();
         let dedupe = if snap.version < 4 {
@@ -191,14 +211,14 @@ impl Processor {
         } else {
             snap.dedupe.rewindowed(self.cfg.dedupe_window, snap.applied_to)
         };
-        self.load_globals(
-            dedupe,
-            snap.partitions,
-            snap.timers,
-            snap.applied_to,
-            snap.tiers,
-            now_ms,
-        );
+        self.load_globals(dedupe, snap.partitions, snap.applied_to, snap.tiers, now_ms);
+        if snap.version >= 5 {
+            for (home, timers) in snap.timer_homes {
+                self.timers.replace(home, timers);
+            }
+        } else {
+            self.load_whole_timers(snap.timers);
+        }
         self.load_models((snap.propensities, snap.uplift), snap.churn_model, snap.value);
         Ok(())
     }
@@ -219,13 +239,34 @@ impl Processor {
         Ok(())
     }
 
-    /// Loads what is neither graph, journey nor model (a snapshot's or the
-    /// changelog's globals).
+    /// Loads timers written whole, without their homes (a snapshot before
+    /// format 5, globals before version 3), into a processor whose graph is
+    /// loaded: each is homed with the profile its identifier is in now (one
+    /// in no profile, which fires nothing while it stays so, at
+    /// [`UNPROFILED_HOME`]), and every home is marked changed, so that the
+    /// next checkpoint writes them all to the changelog with their records.
+    pub(super) fn load_whole_timers(&mut self, timers: BTreeSet<Timer>) {
+        self.timers = TimerSet::default();
+        let unprofiled: OneId = OneId::from(UNPROFILED_HOME);
+        for t in timers {
+            let home = self
+                .state
+                .identity
+                .one_id_of(&t.2)
+                .unwrap_or_else(|| unprofiled.clone());
+            self.timers.insert(t, &home);
+        }
+        for home in self.timers.homes() {
+            self.state.touched(home);
+        }
+    }
+
+    /// Loads what is neither graph, journey, timer nor model (a snapshot's
+    /// or the changelog's globals).
     pub(super) fn load_globals(
         &mut self,
         dedupe: Dedupe,
         partitions: Vec<(u32, PartitionClock)>,
-        timers: BTreeSet<(EventTime, TimerKind, IdKey)>,
         applied_to: EventTime,
         tiers: ValueTiers,
         now_ms: u64,
@@ -249,7 +290,6 @@ impl Processor {
                 )
             })
             .collect();
-        self.timers = timers;
         self.applied_to = applied_to;
         self.tiers = tiers;
     }

@@ -6,22 +6,28 @@
 //! the watermark passing a timer's due time (to fire, see `order.rs`). Out:
 //! the evaluation of the journey at the due time, with the trigger the timer
 //! stands for. Keeps the armed timers, each keyed by an identifier of the
-//! profile so it follows the profile through merges.
+//! profile so it follows the profile through merges, and homed with the
+//! journey that armed it (see `timer_set.rs`): a timer armed or gone marks
+//! its home changed, for the next checkpoint's journey record.
 //!
 //! The abandonment conditions are the decision stage's
 //! ([`crate::decide::triggers`]): a timer re-checks them on the journey as it
 //! is when it fires, so a cart touched since, or a view followed by another,
 //! fires nothing.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::decide::triggers::{browse_due, cart_abandoned, cart_due};
 use crate::decide::Trigger;
+use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::{Journey, Transition};
 use crate::output::{Output, TriggerRef};
 use crate::time::EventTime;
 
+use super::timer_set::Timer;
 use super::Processor;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -50,10 +56,26 @@ impl TimerKind {
 }
 
 impl Processor {
-    /// Arms the timers an event calls for, keyed by `anchor`: an abandonment
-    /// check when the cart changed or a product was looked at, and the
-    /// profile's one quiet check when none is live.
-    pub(super) fn arm(&mut self, j: &mut Journey, transitions: &[Transition], at: EventTime, anchor: &IdKey) {
+    /// Arms `t` with its home (the One ID of the journey that arms it); a
+    /// new timer marks the home changed for the next checkpoint.
+    pub(super) fn add_timer(&mut self, t: Timer, home: &OneId) {
+        if self.timers.insert(t, home) {
+            self.state.touched(home);
+        }
+    }
+
+    /// Arms the timers an event calls for, keyed by `anchor`, homed at
+    /// `home` (the event's journey): an abandonment check when the cart
+    /// changed or a product was looked at, and the profile's one quiet check
+    /// when none is live.
+    pub(super) fn arm(
+        &mut self,
+        j: &mut Journey,
+        transitions: &[Transition],
+        at: EventTime,
+        anchor: &IdKey,
+        home: &OneId,
+    ) {
         let decide = &self.cfg.decide;
         let mut arm = Vec::new();
         for t in transitions {
@@ -75,12 +97,12 @@ impl Processor {
             arm.push((due, TimerKind::Quiet));
         }
         for (due, kind) in arm {
-            self.timers.insert((due, kind, anchor.clone()));
+            self.add_timer((due, kind, anchor.clone()), home);
         }
     }
 
     /// Defers `triggers` to `due` (the end of the customer's quiet hours).
-    pub(super) fn defer(&mut self, one_id: &str, triggers: &[Trigger], due: EventTime) {
+    pub(super) fn defer(&mut self, one_id: &OneId, triggers: &[Trigger], due: EventTime) {
         let Some(anchor) = self
             .state
             .identity
@@ -90,15 +112,17 @@ impl Processor {
             return;
         };
         for t in triggers {
-            self.timers.insert((due, TimerKind::Deferred(*t), anchor.clone()));
+            self.add_timer((due, TimerKind::Deferred(*t), anchor.clone()), one_id);
         }
     }
 
     /// Fires the earliest timer; returns how many fired (0 or 1).
     pub(super) fn fire_next(&mut self, outputs: &mut Vec<Output>) -> usize {
-        let Some((due, kind, key)) = self.timers.pop_first() else {
+        let Some(((due, kind, key), home)) = self.timers.pop_first() else {
             return 0;
         };
+        // Its home's record no longer carries it.
+        self.state.touched(&home);
         self.fire(due, kind, key, outputs);
         1
     }
@@ -120,29 +144,31 @@ impl Processor {
             // (two profiles merged), or the journey is gone.
             return;
         }
-        let Some(mut j) = self.state.take_journey(&one_id) else {
+        let Some(mut taken) = self.state.take_journey(&one_id) else {
             return;
         };
+        // Copied only when a checkpoint still holds it (see `State`).
+        let j = Arc::make_mut(&mut taken);
         let cfg = self.cfg.clone();
         let cfg = &cfg.decide;
         let trigger = TriggerRef::timer(kind.label());
         match kind {
             TimerKind::Cart => {
-                if cart_abandoned(&j, cfg.cart_abandon_after, due) {
-                    self.evaluate(&one_id, &mut j, &[Trigger::CartAbandoned], due, &trigger, outputs);
+                if cart_abandoned(j, cfg.cart_abandon_after, due) {
+                    self.evaluate(&one_id, j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                 }
             }
             TimerKind::Browse => {
                 // Only the check armed for the last product view counts.
-                if browse_due(&j, cfg.browse_abandon_after) == Some(due) {
-                    self.evaluate(&one_id, &mut j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
+                if browse_due(j, cfg.browse_abandon_after) == Some(due) {
+                    self.evaluate(&one_id, j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
                 }
             }
-            TimerKind::Deferred(t) => self.evaluate(&one_id, &mut j, &[t], due, &trigger, outputs),
+            TimerKind::Deferred(t) => self.evaluate(&one_id, j, &[t], due, &trigger, outputs),
             TimerKind::Quiet => {
                 let last = j.last_seen.unwrap_or(due);
                 let next = if last.plus(cfg.quiet_after) <= due {
-                    self.evaluate(&one_id, &mut j, &[Trigger::Lapsed], due, &trigger, outputs);
+                    self.evaluate(&one_id, j, &[Trigger::Lapsed], due, &trigger, outputs);
                     Some(due.plus(cfg.quiet_after)).filter(|n| *n <= last.plus(cfg.quiet_checks_until))
                 } else {
                     // Active since it was armed: check again when quiet.
@@ -150,12 +176,12 @@ impl Processor {
                 };
                 j.quiet_due = next;
                 if let Some(next) = next {
-                    self.timers.insert((next, TimerKind::Quiet, key.clone()));
+                    self.add_timer((next, TimerKind::Quiet, key.clone()), &one_id);
                 }
             }
-            TimerKind::ChurnLabel => self.label_timer(&mut j, due),
+            TimerKind::ChurnLabel => self.label_timer(j, due),
         }
-        self.arm_label(&key);
-        self.state.put_journey(one_id, j);
+        self.arm_label(&key, &one_id);
+        self.state.put_journey(one_id, taken);
     }
 }

@@ -171,11 +171,12 @@ fn the_population_survives_a_snapshot_and_is_rebuilt_when_absent() {
     q.restore(snap, 0).expect("restores");
     assert_eq!(q.value, p.value);
     // A snapshot written before the population was kept (14 fields, no
-    // trailing `value`): rebuilt from the journeys.
-    let tail = rmp_serde::to_vec(&p.value).expect("serialises").len();
-    let mut old = bytes[..bytes.len() - tail].to_vec();
-    assert_eq!(old[0], 0x9f, "a fixarray of 15 fields");
-    old[0] = 0x9e;
+    // trailing `value` nor, from format 5, `timer_homes`): rebuilt from the journeys.
+    let tail = rmp_serde::to_vec(&p.value).expect("serialises").len()
+        + rmp_serde::to_vec(&p.timers.by_home()).expect("serialises").len();
+    assert_eq!(&bytes[..3], &[0xdc, 0, 16], "an array of 16 fields");
+    let mut old = vec![0x9e];
+    old.extend_from_slice(&bytes[3..bytes.len() - tail]);
     let snap: CoreSnapshot = rmp_serde::from_slice(&old).expect("reads back");
     let mut r = processor();
     r.restore(snap, 0).expect("restores");

@@ -11,13 +11,16 @@
 //! Three internal topics (names in `topics`):
 //! - journeys changelog, `state.partitions` P partitions: key = One ID,
 //!   partition = `xxh3_64(one_id) % P` ([`partition_of`]), value = a version
-//!   byte and the journey (MessagePack), or a tombstone (no value) when the
-//!   journey went (forget, merge-away). Compacted.
+//!   byte ([`JOURNEY_RECORD_VERSION`]) and the record: the journey (none
+//!   when it went) and the timers homed at that One ID (MessagePack, see
+//!   [`encode_journey`]); or a tombstone (no value) when it has neither
+//!   (forget, merge-away). Compacted. Records of version 1 (written before
+//!   the timers moved out of the globals) are the journey alone, and read.
 //! - identity log, 1 partition: batches of the identity ops applied, in
 //!   order (a version byte and a MessagePack list).
 //! - checkpoints, 1 partition: per checkpoint, the processor's globals in
-//!   chunks of at most [`CHUNK`] bytes (key `globals/<group>`), then the
-//!   [`Marker`] (key `marker/<group>`).
+//!   chunks of at most [`CHUNK`] bytes (key `globals/<group>`; no timer from
+//!   globals version 3), then the [`Marker`] (key `marker/<group>`).
 //!
 //! Which records count: a checkpoint produces its journeys and identity
 //! records, then its globals, then its marker, each acknowledged before the
@@ -34,6 +37,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::journey::Journey;
+use onejourney_core::processor::Timer;
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +46,9 @@ use crate::config::Settings;
 
 /// The first byte of every changelog value: the format of what follows.
 pub const RECORD_VERSION: u8 = 1;
+/// The first byte of a journey record: 2, the journey (or none) and the
+/// timers homed there; 1 (still read), the journey alone.
+pub const JOURNEY_RECORD_VERSION: u8 = 2;
 /// The largest globals chunk, well under the producer's 1 MB message limit.
 pub const CHUNK: usize = 512 * 1024;
 /// Identity ops per identity-log record, at most.
@@ -199,6 +206,32 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::R
     }
 }
 
+/// A journey record: the journey (none: it went) and the timers homed at
+/// its One ID; none (a tombstone) when it has neither.
+pub fn encode_journey(journey: Option<&Journey>, timers: &[Timer]) -> anyhow::Result<Option<Vec<u8>>> {
+    if journey.is_none() && timers.is_empty() {
+        return Ok(None);
+    }
+    let mut out = vec![JOURNEY_RECORD_VERSION];
+    rmp_serde::encode::write(&mut out, &(journey, timers)).context("encoding a journey record")?;
+    Ok(Some(out))
+}
+
+/// A journey record read back: the journey (none: it went) and its timers.
+pub fn decode_journey(bytes: &[u8]) -> anyhow::Result<(Option<Journey>, Vec<Timer>)> {
+    match bytes.split_first() {
+        Some((&JOURNEY_RECORD_VERSION, body)) => {
+            rmp_serde::from_slice(body).context("a damaged journey record in the changelog")
+        }
+        Some((&RECORD_VERSION, _)) => Ok((Some(decode(bytes, "journey")?), Vec::new())),
+        Some((v, _)) => anyhow::bail!(
+            "a journey record of changelog format {v} (this build reads {RECORD_VERSION} and \
+             {JOURNEY_RECORD_VERSION}): run the version that wrote it"
+        ),
+        None => anyhow::bail!("an empty journey record in the changelog"),
+    }
+}
+
 /// The newest marker of this consumer group on the checkpoints topic, with
 /// its offset. Blocking.
 pub fn last_marker(settings: &Settings, progress: impl FnMut(u64)) -> anyhow::Result<Option<Marker>> {
@@ -228,8 +261,11 @@ pub struct Committed {
     pub ops: Vec<IdentityOp>,
     /// The latest journey per One ID (tombstoned ones left out).
     pub journeys: HashMap<OneId, Journey>,
-    /// The One IDs whose latest record is a tombstone.
+    /// The One IDs whose latest record has no journey (a tombstone, or
+    /// timers alone).
     pub gone: Vec<OneId>,
+    /// The timers of each latest record that carries some (its home's).
+    pub timers: Vec<(OneId, Vec<Timer>)>,
     /// The dedupe deltas in the chain (past the base).
     pub dedupe: Vec<(i64, Vec<u64>)>,
     /// Changelog records read (in the chain or not).
@@ -320,12 +356,19 @@ pub fn read_past(
     Ok(out)
 }
 
-/// The latest record per One ID: its journey, or gone (a tombstone).
+/// The latest record per One ID: its journey, or gone (a tombstone, or
+/// timers alone), and its timers.
 fn decode_latest(latest: HashMap<OneId, Option<Vec<u8>>>, out: &mut Committed) -> anyhow::Result<()> {
     for (one_id, value) in latest {
-        match value {
-            Some(bytes) => {
-                let j: Journey = decode(&bytes, "journey").with_context(|| format!("the journey of {one_id}"))?;
+        let (journey, timers) = match value {
+            Some(bytes) => decode_journey(&bytes).with_context(|| format!("the journey record of {one_id}"))?,
+            None => (None, Vec::new()),
+        };
+        if !timers.is_empty() {
+            out.timers.push((one_id.clone(), timers));
+        }
+        match journey {
+            Some(j) => {
                 out.journeys.insert(one_id, j);
             }
             None => out.gone.push(one_id),
@@ -481,6 +524,39 @@ mod tests {
         assert_eq!(partition_of("oj-1", 32), 25);
         assert_eq!(partition_of("oj-7ba79a0a4abbb5717e9c1f0e", 32), 10);
         assert_eq!(partition_of("x", 1), 0);
+    }
+
+    #[test]
+    fn a_journey_record_carries_its_timers_and_one_of_version_1_still_reads() {
+        use onejourney_core::processor::TimerKind;
+        use onejourney_core::time::EventTime;
+        let j = Journey::default();
+        let key = onejourney_core::ids::IdKey {
+            ns: onejourney_core::ids::Ns(3),
+            value: std::sync::Arc::from("c-1"),
+        };
+        let timers = vec![(EventTime(5), TimerKind::Quiet, key)];
+        let both = encode_journey(Some(&j), &timers).expect("encodes").expect("a value");
+        assert_eq!(both[0], JOURNEY_RECORD_VERSION);
+        let (back, t) = decode_journey(&both).expect("decodes");
+        assert_eq!((format!("{back:?}"), &t), (format!("{:?}", Some(&j)), &timers));
+        let alone = encode_journey(None, &timers)
+            .expect("encodes")
+            .expect("timers alone: a value");
+        assert_eq!(decode_journey(&alone).expect("decodes"), (None, timers));
+        assert_eq!(
+            encode_journey(None, &[]).expect("encodes"),
+            None,
+            "neither: a tombstone"
+        );
+        // What main wrote: a version byte 1 and the journey.
+        let old = encode(&j).expect("encodes");
+        let (back, t) = decode_journey(&old).expect("version 1 reads");
+        assert!(back.is_some() && t.is_empty());
+        let mut other = old;
+        other[0] = 9;
+        let e = decode_journey(&other).expect_err("refused").to_string();
+        assert!(e.contains("format 9"), "{e}");
     }
 
     #[test]

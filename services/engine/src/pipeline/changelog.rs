@@ -12,9 +12,9 @@
 //! the last committed checkpoint, which the next marker extends.
 //!
 //! Two steps: [`Changelog::capture`] takes the changes from the processor at
-//! the checkpoint's barrier (the writer waits only for this);
-//! [`Changelog::write`] produces them in the background while processing
-//! goes on.
+//! the checkpoint's barrier (the writer waits only for this; the changed
+//! journeys are `Arc` clones, not encoded); [`Changelog::write`] encodes
+//! and produces them in the background while processing goes on.
 //!
 //! Invariant: a marker is produced only after every record it commits is
 //! acknowledged; the caller commits the input offsets only after the marker
@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
-use onejourney_core::processor::DedupeDelta;
+use onejourney_core::journey::Journey;
+use onejourney_core::processor::{DedupeDelta, Timer};
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -63,11 +64,20 @@ pub struct Written {
     pub header: Header,
 }
 
+/// Per record changed: its One ID, its journey (none: it went) and its timers.
+type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>)>;
+
+/// A journey record encoded: its state partition, its One ID, its value
+/// (none: a tombstone).
+type Record = (i32, OneId, Option<Vec<u8>>);
+
 /// What one checkpoint covers, taken from the processor at its barrier.
 pub struct Capture {
-    /// Per journey changed: its state partition, its One ID, its encoded
-    /// value now (none: a tombstone).
-    journeys: Vec<(i32, OneId, Option<Vec<u8>>)>,
+    /// Per record changed (its journey or the timers homed there): its One
+    /// ID, its journey now (none: it went; shared with the state, which
+    /// copies it if the writer changes it before the flush encodes it) and
+    /// its timers.
+    journeys: Changed,
     ops: Vec<IdentityOp>,
     /// The globals, encoded.
     globals: Vec<u8>,
@@ -78,12 +88,19 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// Changed journey records (journeys, timers, tombstones).
+    pub fn records(&self) -> usize {
+        self.journeys.len()
+    }
+
     /// Bytes held, for the memory estimate while a flush runs.
     pub fn bytes(&self) -> usize {
+        // The journeys themselves are shared with the state (until the
+        // writer changes one, which then exists twice for a while).
         let journeys: usize = self
             .journeys
             .iter()
-            .map(|(_, id, v)| id.len() + v.as_ref().map_or(0, Vec::len) + 48)
+            .map(|(id, _, t)| id.len() + t.len() * std::mem::size_of::<Timer>() + 64)
             .sum();
         let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
         journeys + self.globals.len() + dedupe + self.ops.len() * std::mem::size_of::<IdentityOp>()
@@ -116,47 +133,23 @@ impl Changelog {
     }
 
     /// Takes what the next checkpoint writes from the processor, at the
-    /// barrier, at a cost that follows the change: the dirty journeys
-    /// encoded (tombstones for those that went), the identity ops taken,
-    /// the globals encoded. The processor forgets them: a failure after this
-    /// must stop the engine.
+    /// barrier, at a cost that follows the change and encodes none of it
+    /// but the globals: per changed record, its journey (an `Arc` clone)
+    /// and its timers (copied); the identity ops and dedupe keys taken; the
+    /// globals encoded (small: no journey, no timer). [`Changelog::write`]
+    /// encodes the journeys off the writer. The processor forgets them: a
+    /// failure after this must stop the engine.
     pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
-        let state = processor.state();
-        let mut journeys = Vec::new();
-        for one_id in state.take_dirty() {
-            let value = match state.journeys.get(&one_id) {
-                Some(j) => Some(changelog::encode(&**j.value())?),
-                None => None,
-            };
-            journeys.push((changelog::partition_of(&one_id, self.partitions), one_id, value));
-        }
-        let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
-        let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
-        Ok(Capture {
-            journeys,
-            ops: processor.take_identity_ops(),
-            globals,
-            dedupe,
-            oldest_bucket,
-        })
+        take_changes(processor)
     }
 
     /// Produces a capture and the marker that commits it with `header`;
     /// returns once the marker is acknowledged. Runs off the writer.
-    pub async fn write(&mut self, capture: Capture, header: &Header) -> anyhow::Result<Written> {
+    pub async fn write(&mut self, mut capture: Capture, header: &Header) -> anyhow::Result<Written> {
         let mut chain = self.chain.clone();
         let mut sent = Sent::default();
-        for (partition, one_id, value) in &capture.journeys {
-            let kind = if value.is_some() { "journey" } else { "tombstone" };
-            self.send(
-                &mut sent,
-                kind,
-                (&self.journeys_topic, *partition),
-                one_id,
-                value.as_deref(),
-            )
+        self.send_journeys(std::mem::take(&mut capture.journeys), &mut sent)
             .await?;
-        }
         self.send_identity(&capture.ops, &mut sent).await?;
         let dedupe_keys = self.send_dedupe(&capture, header.written_at_ms, &mut sent).await?;
         let (records, bytes) = (sent.records, sent.bytes);
@@ -220,6 +213,21 @@ impl Changelog {
         })
     }
 
+    /// The changed journey records, encoded off the async workers (a
+    /// checkpoint of a whole state encodes a million journeys).
+    async fn send_journeys(&self, changed: Changed, sent: &mut Sent) -> anyhow::Result<()> {
+        let partitions = self.partitions;
+        let records = tokio::task::spawn_blocking(move || encode_records(changed, partitions))
+            .await
+            .context("encoding the journey records: the task panicked")??;
+        for (partition, one_id, value) in &records {
+            let kind = if value.is_some() { "journey" } else { "tombstone" };
+            self.send(sent, kind, (&self.journeys_topic, *partition), one_id, value.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The dedupe delta, in records of at most `KEYS_PER_RECORD` keys, and
     /// tombstones for the records of buckets gone out of the window. Returns
     /// the keys of the records written, with their bucket.
@@ -281,6 +289,41 @@ impl Changelog {
     }
 }
 
+/// See [`Changelog::capture`].
+fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
+    let state = processor.state();
+    let journeys = state
+        .take_dirty_unordered()
+        .into_iter()
+        .map(|one_id| {
+            let journey = state.journeys.get(&one_id).map(|j| j.value().clone());
+            let timers = processor.timers_of(&one_id).to_vec();
+            (one_id, journey, timers)
+        })
+        .collect();
+    let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
+    let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
+    Ok(Capture {
+        journeys,
+        ops: processor.take_identity_ops(),
+        globals,
+        dedupe,
+        oldest_bucket,
+    })
+}
+
+/// The journey records of a capture, encoded (off the writer): per record,
+/// its state partition, its One ID and its value (none: a tombstone).
+fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Record>> {
+    changed
+        .into_iter()
+        .map(|(one_id, journey, timers)| {
+            let value = changelog::encode_journey(journey.as_deref(), &timers)?;
+            Ok((changelog::partition_of(&one_id, partitions), one_id, value))
+        })
+        .collect()
+}
+
 /// Waits for every delivery of one partition; returns the offsets `[from,
 /// to)` they span.
 async fn acknowledged(futures: Vec<DeliveryFuture>) -> anyhow::Result<(i64, i64)> {
@@ -317,7 +360,89 @@ pub fn chain_at_start(header: &Header, partitions: u32, profiles: usize) -> anyh
 
 #[cfg(test)]
 mod tests {
+    use onejourney_core::{Decoder, State};
+    use onejourney_simulator::{generate, SimConfig};
+
     use super::*;
+    use crate::config::Settings;
+
+    /// The barrier takes the changed journeys without copying them; the
+    /// writer goes on changing them while the flush encodes: the flush
+    /// writes each as it was at the barrier, the state keeps the new one,
+    /// marked changed for the next checkpoint.
+    #[test]
+    fn a_capture_encodes_the_journeys_as_at_the_barrier_while_the_writer_changes_them() {
+        let s = Settings::defaults().unwrap();
+        let ns = s.namespaces().unwrap();
+        let d = Decoder::new(ns.clone(), 1 << 20).unwrap();
+        let sim = generate(&SimConfig {
+            customers: 40,
+            seed: 5,
+            ..SimConfig::default()
+        });
+        let events: Vec<_> = sim
+            .events
+            .iter()
+            .map(|e| d.decode(e.stream.channel(), &e.bytes()).unwrap())
+            .collect();
+        let (first, rest) = events.split_at(events.len() / 2);
+        let state = Arc::new(State::new(ns));
+        let mut p = Processor::new(Arc::new(s.core()), state.clone());
+        let mut offset = 0;
+        let mut apply = |p: &mut Processor, events: &[onejourney_core::event::ChannelEvent]| {
+            for e in events {
+                for r in p.offer(e.clone(), 0, offset, 0) {
+                    r.result.unwrap();
+                }
+                offset += 1;
+            }
+        };
+        apply(&mut p, first);
+        let at_barrier: BTreeMap<OneId, Journey> = state
+            .journeys
+            .iter()
+            .map(|e| (e.key().clone(), (**e.value()).clone()))
+            .collect();
+
+        let capture = take_changes(&mut p).unwrap();
+        // Every journey is new, and merged-away One IDs went (tombstones or
+        // records of timers homed there).
+        let taken = capture.records();
+        assert!(taken >= at_barrier.len(), "every journey is taken: {taken}");
+        assert_eq!(state.dirty_count(), 0, "taken: the next checkpoint starts afresh");
+        apply(&mut p, rest);
+        for r in p.tick(u64::MAX) {
+            r.result.unwrap();
+        }
+        let changed: Vec<OneId> = at_barrier
+            .iter()
+            .filter(|(id, j)| state.journeys.get(*id).is_some_and(|now| **now.value() != **j))
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert!(!changed.is_empty(), "the writer changed journeys the capture holds");
+        let dirty = state.take_dirty();
+        assert!(
+            changed.iter().all(|id| dirty.contains(id)),
+            "changed since: marked for the next checkpoint"
+        );
+
+        let records = encode_records(capture.journeys, 4).unwrap();
+        assert_eq!(records.len(), taken);
+        let mut journeys = 0;
+        for (partition, one_id, value) in records {
+            assert_eq!(partition, changelog::partition_of(&one_id, 4));
+            let journey = match value {
+                Some(v) => changelog::decode_journey(&v).unwrap().0,
+                None => None,
+            };
+            assert!(
+                journey.as_ref() == at_barrier.get(&one_id),
+                "{one_id}: written as at the barrier"
+            );
+            journeys += usize::from(journey.is_some());
+        }
+        assert_eq!(journeys, at_barrier.len(), "every journey written");
+    }
 
     fn header(chain: Option<Chain>) -> Header {
         Header {

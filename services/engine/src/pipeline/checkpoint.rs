@@ -157,6 +157,7 @@ impl Checkpoint {
             let evicted = ingest.processor_mut().evict_journeys(self.evict_after);
             self.metrics.journeys_evicted.inc_by(evicted as u64);
         }
+        let evicted_at = started.elapsed();
         check_held(ingest, in_flight)?;
         let inputs = partitions.covered_now(in_flight.unfinished());
         let acked = match in_flight.barrier().await {
@@ -167,6 +168,7 @@ impl Checkpoint {
             }
         };
         let changelog = self.changelog.take().context("the changelog writer is missing")?;
+        let capture_from = started.elapsed();
         let capture = match changelog.capture(ingest.processor_mut()) {
             Ok(c) => c,
             Err(e) => {
@@ -176,6 +178,13 @@ impl Checkpoint {
         };
         let stall = started.elapsed().as_secs_f64();
         self.metrics.checkpoint_stall.set(stall);
+        info!(
+            stall_seconds = stall,
+            evict_seconds = evicted_at.as_secs_f64(),
+            capture_seconds = stall - capture_from.as_secs_f64(),
+            records = capture.records(),
+            "checkpoint barrier: the writer goes on while the flush writes"
+        );
         self.metrics.checkpoint_in_progress.set(1);
         self.held = capture.bytes();
         let flush = Flush {

@@ -230,7 +230,7 @@ async fn from_broker(
         rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
     globals.add_dedupe(committed.dedupe);
     let (ops, journeys) = (committed.ops.len(), committed.journeys.len());
-    super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, 0))
+    super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, committed.timers, 0))
         .context("restoring the state from the changelog")?;
     let read_at = started.elapsed();
     let published = read_back(settings, health, marker.header.outputs.clone()).await?;
@@ -297,7 +297,7 @@ async fn tail(
         rmp_serde::from_slice(&read.globals).context("the changelog's globals record is damaged")?;
     globals.add_dedupe(read.dedupe);
     let (ops, journeys, gone) = (read.ops.len(), read.journeys.len(), read.gone.len());
-    super::blocking(|| processor.apply_changelog_tail(globals, &read.ops, read.journeys, read.gone, 0))
+    super::blocking(|| processor.apply_changelog_tail(globals, &read.ops, read.journeys, read.gone, read.timers, 0))
         .context("applying the state changelog past the snapshot")?;
     info!(
         records = read.records,

@@ -1,0 +1,190 @@
+//! The armed timers, in firing order, each with its home: the One ID whose
+//! changelog record carries it.
+//!
+//! In: timers armed (with the One ID of the journey that armed them), the
+//! earliest one taken to fire, a forget's identifiers, a restore's records.
+//! Out: the earliest timer; per home, the timers its journey record writes.
+//! Keeps every armed timer twice: in firing order (with its home) and under
+//! its home.
+//!
+//! Why a home: a timer is keyed by an identifier so that it follows its
+//! profile through merges (see `timers.rs`), but a checkpoint writes only
+//! what changed, with the journey records. The home is fixed when the timer
+//! is armed and never moves: the home's record is rewritten whenever one of
+//! its timers is armed or goes (the caller marks it dirty), so the latest
+//! record of every home holds exactly its timers, and the union of them is
+//! the live set: no identity reasoning, a merged-away or forgotten profile
+//! included (its record then carries timers and no journey, until they go).
+
+use std::collections::BTreeMap;
+
+use crate::hash::HashMap;
+use crate::identity::OneId;
+use crate::ids::IdKey;
+use crate::time::EventTime;
+
+use super::TimerKind;
+
+/// One armed timer: when, what, and the identifier it follows. The firing
+/// order is this tuple's order.
+pub type Timer = (EventTime, TimerKind, IdKey);
+
+#[derive(Default)]
+pub(super) struct TimerSet {
+    /// Firing order; the value is the timer's home.
+    queue: BTreeMap<Timer, OneId>,
+    /// Per home, its timers (in no particular order).
+    homes: HashMap<OneId, Vec<Timer>>,
+}
+
+impl TimerSet {
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Every timer, in firing order.
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &Timer> {
+        self.queue.keys()
+    }
+
+    /// When the earliest timer is due.
+    pub fn first_due(&self) -> Option<EventTime> {
+        self.queue.first_key_value().map(|(t, _)| t.0)
+    }
+
+    /// Arms `t` with `home`; false, and nothing changes, when it is armed
+    /// already (under whichever home).
+    pub fn insert(&mut self, t: Timer, home: &OneId) -> bool {
+        match self.queue.entry(t) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                // Most homes hold one or two timers: start at one, not Vec's four.
+                self.homes
+                    .entry(home.clone())
+                    .or_insert_with(|| Vec::with_capacity(1))
+                    .push(v.key().clone());
+                v.insert(home.clone());
+                true
+            }
+        }
+    }
+
+    /// Takes the earliest timer, with its home.
+    pub fn pop_first(&mut self) -> Option<(Timer, OneId)> {
+        let (t, home) = self.queue.pop_first()?;
+        self.unhome(&t, &home);
+        Some((t, home))
+    }
+
+    fn unhome(&mut self, t: &Timer, home: &str) {
+        if let Some(list) = self.homes.get_mut(home) {
+            if let Some(i) = list.iter().position(|x| x == t) {
+                list.swap_remove(i);
+            }
+            if list.is_empty() {
+                self.homes.remove(home);
+            }
+        }
+    }
+
+    /// Removes every timer whose identifier `gone` matches; returns the
+    /// homes that lost one.
+    pub fn remove_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<OneId> {
+        let removed: Vec<(Timer, OneId)> = self
+            .queue
+            .iter()
+            .filter(|(t, _)| gone(&t.2))
+            .map(|(t, h)| (t.clone(), h.clone()))
+            .collect();
+        let mut homes = Vec::new();
+        for (t, home) in removed {
+            self.queue.remove(&t);
+            self.unhome(&t, &home);
+            if !homes.contains(&home) {
+                homes.push(home);
+            }
+        }
+        homes
+    }
+
+    /// The timers `home`'s record carries (empty: none).
+    pub fn of(&self, home: &str) -> &[Timer] {
+        self.homes.get(home).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every home.
+    pub fn homes(&self) -> impl Iterator<Item = &OneId> {
+        self.homes.keys()
+    }
+
+    /// Sets `home`'s timers to `timers` (a restore: its latest record).
+    pub fn replace(&mut self, home: OneId, timers: Vec<Timer>) {
+        for t in self.homes.remove(&home).unwrap_or_default() {
+            self.queue.remove(&t);
+        }
+        for t in timers {
+            self.insert(t, &home);
+        }
+    }
+
+    /// Every home with its timers, sorted by home (a snapshot).
+    pub fn by_home(&self) -> Vec<(&OneId, &[Timer])> {
+        let mut all: Vec<(&OneId, &[Timer])> = self.homes.iter().map(|(h, t)| (h, t.as_slice())).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ids::Ns;
+
+    fn t(due: i64, key: &str) -> Timer {
+        (
+            EventTime(due),
+            TimerKind::Quiet,
+            IdKey {
+                ns: Ns(0),
+                value: Arc::from(key),
+            },
+        )
+    }
+
+    #[test]
+    fn timers_fire_in_order_and_leave_their_home() {
+        let (a, b): (OneId, OneId) = (Arc::from("oj-a"), Arc::from("oj-b"));
+        let mut s = TimerSet::default();
+        assert!(s.insert(t(5, "k1"), &a));
+        assert!(s.insert(t(3, "k2"), &b));
+        assert!(s.insert(t(4, "k1"), &a));
+        assert!(!s.insert(t(4, "k1"), &b), "armed already: stays at its home");
+        assert_eq!((s.len(), s.first_due()), (3, Some(EventTime(3))));
+        assert_eq!(s.of("oj-a").len(), 2);
+        assert_eq!(s.pop_first(), Some((t(3, "k2"), b.clone())));
+        assert!(s.of("oj-b").is_empty());
+        assert_eq!(s.homes().count(), 1, "an empty home goes");
+        assert_eq!(s.pop_first(), Some((t(4, "k1"), a.clone())));
+        assert_eq!(s.of("oj-a"), &[t(5, "k1")]);
+    }
+
+    #[test]
+    fn removing_by_key_and_replacing_a_home_keep_both_views_equal() {
+        let (a, b): (OneId, OneId) = (Arc::from("oj-a"), Arc::from("oj-b"));
+        let mut s = TimerSet::default();
+        s.insert(t(1, "k1"), &a);
+        s.insert(t(2, "k2"), &a);
+        s.insert(t(3, "k1"), &b);
+        let homes = s.remove_keys(|k| &*k.value == "k1");
+        assert_eq!(homes, vec![a.clone(), b.clone()]);
+        assert_eq!((s.len(), s.of("oj-a")), (1, &[t(2, "k2")][..]));
+        s.replace(a.clone(), vec![t(7, "k3"), t(8, "k3")]);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.pop_first(), Some((t(7, "k3"), a.clone())));
+        s.replace(a.clone(), Vec::new());
+        assert_eq!((s.len(), s.homes().count()), (0, 0));
+    }
+}
