@@ -56,8 +56,16 @@ pub struct ChurnEval {
     pub learned_auc: f64,
     pub hand_weighted_auc: f64,
     pub recency_auc: f64,
-    /// 1 / (1 + expected purchases over the horizon), BG/NBD refitted at every check.
+    /// 1 / (1 + expected purchases over the horizon), BG/NBD refitted at
+    /// every check. Customers with no purchase yet score 1 (no purchase
+    /// expected): BG/NBD models buyers only.
     pub bgnbd_auc: f64,
+    /// The examples of customers with at least one purchase, the population
+    /// BG/NBD is a model of: its AUC there, and the learned model's on the
+    /// same examples (the fair comparison).
+    pub buyer_examples: u64,
+    pub bgnbd_buyers_auc: f64,
+    pub learned_buyers_auc: f64,
     pub weights: Vec<(&'static str, f64)>,
     pub bias: f64,
     /// The model the engine itself trained while processing the same
@@ -83,6 +91,16 @@ struct Example {
     x: Features,
     hand: f64,
     bgnbd: f64,
+    /// At least one purchase by `at`.
+    buyer: bool,
+}
+
+/// The AUCs of the examples of buyers only.
+#[derive(Default)]
+struct BuyerAucs {
+    examples: u64,
+    bgnbd: Histogram,
+    learned: Histogram,
 }
 
 /// Runs the evaluation.
@@ -106,13 +124,14 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
     let horizon = day * args.horizon_days;
     let mut model = ChurnModel::new(LearnConfig::default());
     let mut bg_hist = Histogram::default();
+    let mut buyers = BuyerAucs::default();
     let mut pending: VecDeque<Example> = VecDeque::new();
     let first = sim.events.first().map_or(0, |e| e.at_ms);
     let mut next_check = EventTime::from_millis(first).plus(step);
     for e in &sim.events {
         let clock = EventTime::from_millis(e.at_ms + e.late_ms);
         while clock >= next_check {
-            label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist);
+            label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist, &mut buyers);
             sample(&state, &churn_cfg, next_check, horizon, &mut pending);
             next_check = next_check.plus(step);
         }
@@ -122,7 +141,7 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
             let _ = processor.process(&ev, 0);
         }
     }
-    label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist);
+    label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist, &mut buyers);
     let auc = |h: &Histogram| h.auc().unwrap_or(0.5);
     Ok(ChurnEval {
         examples: model.examples,
@@ -132,6 +151,9 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
         hand_weighted_auc: auc(&model.auc.hand),
         recency_auc: auc(&model.auc.recency),
         bgnbd_auc: auc(&bg_hist),
+        buyer_examples: buyers.examples,
+        bgnbd_buyers_auc: auc(&buyers.bgnbd),
+        learned_buyers_auc: auc(&buyers.learned),
         weights: learned::FEATURES.iter().copied().zip(model.weights).collect(),
         bias: model.bias,
         engine: state.churn_model_view().map(|v| EngineModel {
@@ -153,6 +175,7 @@ fn label(
     horizon: Duration,
     model: &mut ChurnModel,
     bg: &mut Histogram,
+    buyers: &mut BuyerAucs,
 ) {
     while pending.front().is_some_and(|x| x.at.plus(horizon) <= now) {
         let Some(x) = pending.pop_front() else { break };
@@ -161,6 +184,12 @@ fn label(
             continue;
         };
         let churned = j.last_seen.is_none_or(|t| t <= x.at);
+        if x.buyer {
+            buyers.examples += 1;
+            buyers.bgnbd.add(x.bgnbd, churned);
+            // Scored before it learns from this example, as `learn` does.
+            buyers.learned.add(model.predict(&x.x, x.hand), churned);
+        }
         model.learn(&x.x, x.hand, churned);
         bg.add(x.bgnbd, churned);
     }
@@ -198,6 +227,7 @@ fn sample(
                 x: learned::features(&j, now),
                 hand: churn::score(churn_cfg, &j, now).score,
                 bgnbd: 1.0 / (1.0 + expected),
+                buyer: j.last_purchase.is_some(),
             }
         })
         .collect();

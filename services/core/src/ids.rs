@@ -409,16 +409,46 @@ impl fmt::Display for UnknownNamespace {
     }
 }
 
-/// Trim and lowercase. An email without `@` is not an email.
+/// Trim and lowercase. An email without `@` is not an email, and a
+/// placeholder (see [`is_placeholder_email`]) belongs to no one.
 pub fn normalise_email(raw: &str) -> Result<String, BlockReason> {
     let e = raw.trim().to_lowercase();
     if e.is_empty() {
         Err(BlockReason::Empty)
-    } else if !e.contains('@') {
+    } else if !e.contains('@') || is_placeholder_email(&e) {
         Err(BlockReason::Junk)
     } else {
         Ok(e)
     }
+}
+
+/// Addresses a form or a till fills in when the customer gives none: they
+/// reach no person, and many people share them, so they must link no one
+/// and receive nothing. A local part that says "no e-mail" or "no reply"
+/// (`noemail@`, `no.email@`, `noreply@`, `donotreply@`...), a local part that
+/// is itself a placeholder (`none@`, `test@`, `unknown@`...) at a domain
+/// named the same (`none@none.com`, `test@test.com`), and the domains that
+/// RFC 2606 and RFC 6761 reserve (`example.com`, `.example`, `.invalid`,
+/// `.test`, `.localhost`). Lowercase input.
+pub fn is_placeholder_email(e: &str) -> bool {
+    let Some((local, domain)) = e.rsplit_once('@') else {
+        return false;
+    };
+    let squashed: String = local.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    const NO_ONE: &[&str] = &["noemail", "nomail", "noreply", "donotreply", "dontreply", "noaddress", "noemailaddress"];
+    if NO_ONE.contains(&squashed.as_str()) {
+        return true;
+    }
+    const FILLER: &[&str] = &["none", "test", "unknown", "na", "null", "no", "dummy", "fake", "email"];
+    let domain_name = domain.split('.').next().unwrap_or("");
+    if FILLER.contains(&squashed.as_str()) && (domain_name == squashed || NO_ONE.contains(&domain_name)) {
+        return true;
+    }
+    const RESERVED_DOMAINS: &[&str] = &["example.com", "example.org", "example.net"];
+    const RESERVED_TLDS: &[&str] = &[".example", ".invalid", ".test", ".localhost"];
+    RESERVED_DOMAINS.contains(&domain)
+        || domain == "localhost"
+        || RESERVED_TLDS.iter().any(|t| domain.ends_with(t))
 }
 
 /// Digits with the country code: `+44 20 7946 0000` and `0044 20 7946 0000`
@@ -502,6 +532,38 @@ mod tests {
         assert_eq!(n.normalise("email", "null").unwrap(), Err(BlockReason::Junk));
         assert_eq!(n.normalise("device_id", "   ").unwrap(), Err(BlockReason::Empty));
         assert!(n.normalise("device_id", "d-1").unwrap().is_ok());
+    }
+
+    #[test]
+    fn placeholder_emails_are_junk_and_real_ones_are_not() {
+        let n = ns();
+        for junk in [
+            "noemail@noemail.com",
+            " NoEmail@NoEmail.com ",
+            "no.email@shop.example.co.uk",
+            "no-reply@acme.com",
+            "donotreply@acme.com",
+            "none@none.com",
+            "test@test.com",
+            "no@noemail.com",
+            "jane@example.com",
+            "jane@mail.example",
+            "jane@shop.invalid",
+            "jane@host.test",
+        ] {
+            assert_eq!(n.normalise("email", junk).unwrap(), Err(BlockReason::Junk), "{junk}");
+        }
+        for real in [
+            "jane.doe@acme.com",
+            "none@acme.com",
+            "test.user@gmail.com",
+            "mail@mail.com",
+            "noemailsupport@gmail.com",
+            "jane@example.co.uk",
+            "jane@testing.io",
+        ] {
+            assert!(n.normalise("email", real).unwrap().is_ok(), "{real}");
+        }
     }
 
     #[test]

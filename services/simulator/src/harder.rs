@@ -11,9 +11,9 @@ use rand::Rng;
 use crate::journey::{Gen, DAY, MINUTE};
 use crate::{Person, Segment, SimConfig, SimEvent};
 
-/// Placeholder e-mails a till accepts: the engine knows the first as junk;
-/// the second it cannot know (only the unique-namespace rules keep it from
-/// joining strangers).
+/// Placeholder e-mails a till accepts: the engine blocks both as junk (the
+/// second by its placeholder rule, `ids::is_placeholder_email`; before that
+/// rule only the unique-namespace rules kept it from joining strangers).
 const JUNK_EMAILS: [&str; 2] = ["test@test.com", "noemail@noemail.com"];
 
 /// A placeholder phone number a call-center form fills in.
