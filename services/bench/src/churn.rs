@@ -131,7 +131,15 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
     for e in &sim.events {
         let clock = EventTime::from_millis(e.at_ms + e.late_ms);
         while clock >= next_check {
-            label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist, &mut buyers);
+            label(
+                &state,
+                &mut pending,
+                next_check,
+                horizon,
+                &mut model,
+                &mut bg_hist,
+                &mut buyers,
+            );
             sample(&state, &churn_cfg, next_check, horizon, &mut pending);
             next_check = next_check.plus(step);
         }
@@ -141,7 +149,15 @@ pub fn evaluate(settings: &Settings, args: &ChurnEvalArgs) -> anyhow::Result<Chu
             let _ = processor.process(&ev, 0);
         }
     }
-    label(&state, &mut pending, next_check, horizon, &mut model, &mut bg_hist, &mut buyers);
+    label(
+        &state,
+        &mut pending,
+        next_check,
+        horizon,
+        &mut model,
+        &mut bg_hist,
+        &mut buyers,
+    );
     let auc = |h: &Histogram| h.auc().unwrap_or(0.5);
     Ok(ChurnEval {
         examples: model.examples,

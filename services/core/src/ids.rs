@@ -438,7 +438,15 @@ pub fn is_placeholder_email(e: &str) -> bool {
         return false;
     };
     let squashed: String = local.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    const NO_ONE: &[&str] = &["noemail", "nomail", "noreply", "donotreply", "dontreply", "noaddress", "noemailaddress"];
+    const NO_ONE: &[&str] = &[
+        "noemail",
+        "nomail",
+        "noreply",
+        "donotreply",
+        "dontreply",
+        "noaddress",
+        "noemailaddress",
+    ];
     if NO_ONE.contains(&squashed.as_str()) {
         return true;
     }
