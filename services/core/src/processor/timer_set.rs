@@ -144,14 +144,7 @@ mod tests {
     use crate::ids::Ns;
 
     fn t(due: i64, key: &str) -> Timer {
-        (
-            EventTime(due),
-            TimerKind::Quiet,
-            IdKey {
-                ns: Ns(0),
-                value: Arc::from(key),
-            },
-        )
+        (EventTime(due), TimerKind::Quiet, IdKey::new(Ns(0), key))
     }
 
     #[test]

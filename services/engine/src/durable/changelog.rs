@@ -531,10 +531,7 @@ mod tests {
         use onejourney_core::processor::TimerKind;
         use onejourney_core::time::EventTime;
         let j = Journey::default();
-        let key = onejourney_core::ids::IdKey {
-            ns: onejourney_core::ids::Ns(3),
-            value: std::sync::Arc::from("c-1"),
-        };
+        let key = onejourney_core::ids::IdKey::new(onejourney_core::ids::Ns(3), "c-1");
         let timers = vec![(EventTime(5), TimerKind::Quiet, key)];
         let both = encode_journey(Some(&j), &timers).expect("encodes").expect("a value");
         assert_eq!(both[0], JOURNEY_RECORD_VERSION);
