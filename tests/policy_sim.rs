@@ -317,8 +317,8 @@ struct Checked {
     /// People reached through more than one One ID, or whose statement
     /// landed on another profile than an action to them.
     split: BTreeSet<usize>,
-    /// Actions sent to an address no one owns (shared or placeholder) on a
-    /// profile holding some person's identifier.
+    /// Actions sent to a placeholder address the till typed
+    /// (`noemail@noemail.com`, `test@test.com`).
     to_placeholder: usize,
     /// Of the `consent_unlinked` messages, those whose profile no chain of
     /// the whole run's events links to the identifiers of the statement.
@@ -357,7 +357,13 @@ fn check_all(sim: &Simulation, said: &[Said], actions: &[Sent]) -> Checked {
     let mut by_person: BTreeMap<usize, Vec<&Sent>> = BTreeMap::new();
     let mut by_any: BTreeMap<usize, Vec<&Sent>> = BTreeMap::new();
     let mut one_ids: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
-    let (mut unattributed, mut to_placeholder) = (0, 0);
+    let (mut unattributed, mut to_placeholder, mut to_shared) = (0, 0, 0);
+    // The simulator's till placeholders, keyed as actions name them (hashed).
+    let placeholders: BTreeSet<String> = ["noemail@noemail.com", "test@test.com"]
+        .map(onejourney_core::ids::sha256_hex)
+        .into_iter()
+        .collect();
+    let to_a_placeholder = |a: &Sent| a.identifiers.values().any(|v| placeholders.contains(v));
     for a in actions {
         let any = person_of(&mut a.identifiers.iter());
         assert!(
@@ -374,8 +380,11 @@ fn check_all(sim: &Simulation, said: &[Said], actions: &[Sent]) -> Checked {
                 by_person.entry(*p).or_default().push(a);
                 one_ids.entry(*p).or_default().insert(&a.one_id);
             }
-            (None, Some(_)) => to_placeholder += 1,
+            (None, Some(_)) => to_shared += 1,
             (None, None) => unattributed += 1,
+        }
+        if to_a_placeholder(a) {
+            to_placeholder += 1;
         }
     }
     let mut split: BTreeSet<usize> = one_ids
@@ -414,8 +423,8 @@ fn check_all(sim: &Simulation, said: &[Said], actions: &[Sent]) -> Checked {
     };
     eprintln!(
         "{} actions to {} people ({unattributed} to profiles of shared or junk identifiers only, \
-         {to_placeholder} to a shared or placeholder address on a profile holding a person's \
-         other identifier), by channel {channels:?}; {deferred} deferred to the end of quiet \
+         {to_shared} to a shared address on a profile holding a person's other identifier, \
+         {to_placeholder} to a placeholder address), by channel {channels:?}; {deferred} deferred to the end of quiet \
          hours; {} people split (reached through more than one One ID, or said something on a \
          profile not yet joined); violations (rule, people, of them split): {:?}; counting every \
          action for the person any identifier of its profile names: {:?}; {} messages after an \
