@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs (if missing), starts and stops the tansu broker used by the tests.
 #   scripts/broker.sh install
-#   scripts/broker.sh start [PORT]   # prints the address; pid in target/tansu.pid
-#   scripts/broker.sh stop
+#   scripts/broker.sh start [PORT]   # prints the address; pid in target/tansu-PORT.pid
+#   scripts/broker.sh stop [PORT]
+# One broker per port: a `make bench` beside a `make test` (another
+# BROKER_PORT) leaves the other's broker alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TANSU_VERSION=0.6.0
 PORT=${2:-${BROKER_PORT:-19092}}
-PIDFILE=target/tansu.pid
-LOG=target/tansu.log
+PIDFILE=target/tansu-$PORT.pid
+LOG=target/tansu-$PORT.log
 
 # Our own install, with the storage engines the tests use: memory (dynostore)
 # and SQLite files (libsql, for the broker-restart test, whose data must
