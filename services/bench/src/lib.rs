@@ -199,19 +199,28 @@ impl Sized<'_> {
 }
 
 /// The realistic mix: about 28 events per simulated person, as they go to the
-/// broker. With `later`, eight times `events`: the later events (newer event
-/// times, new ids) feed the engine's paced runs, which must not repeat an
-/// event id.
+/// broker: the population of eight times `events`, so that the first
+/// `events` (the backlog) span about an eighth of the simulated days. With `later`, the rest are kept: the later events (newer
+/// event times, new ids) feed the engine's paced runs, which must not repeat
+/// an event id; without, they are dropped.
+///
+/// The population is the same in every mode, so that `core` measures the
+/// same work with or without `--brokers` and `--state-only`. (Until session
+/// 10 the population was eight times smaller without `later`: the backlog
+/// then spanned half the simulated days, past the day the preloaded
+/// profiles' quiet timers fall due, and the `core` run also fired a timer
+/// for every preloaded profile: 5x slower, not comparable.)
 fn simulate(events: usize, later: bool) -> Vec<broker::Msg> {
-    // About 28 events a person: a margin when only `events` are needed.
-    let customers = if later { 8 * events / 28 } else { events / 24 };
+    let customers = 8 * events / 28;
     let sim = generate(&SimConfig {
         customers: customers.max(10),
         seed: 42,
         ..SimConfig::default()
     });
+    let keep = if later { usize::MAX } else { events };
     sim.events
         .into_iter()
+        .take(keep)
         .map(|e| {
             let (payload, partition) = (e.bytes(), e.key_partition(broker::PARTITIONS as u32) as i32);
             let event_id = e.value["event_id"].as_str().unwrap_or_default().to_string();

@@ -22,18 +22,40 @@ use onejourney_engine::durable;
 
 use crate::{broker, Figure};
 
-/// Offers one event; returns how many outputs it released.
-fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> usize {
+/// What the core released: outputs and the timers that fired.
+#[derive(Clone, Copy, Default)]
+struct Work {
+    outputs: usize,
+    timers: usize,
+}
+
+impl std::ops::AddAssign for Work {
+    fn add_assign(&mut self, o: Work) {
+        self.outputs += o.outputs;
+        self.timers += o.timers;
+    }
+}
+
+impl Work {
+    fn of(released: Vec<Released>) -> Work {
+        let mut w = Work::default();
+        for p in released.into_iter().filter_map(|r| r.result.ok()) {
+            w.outputs += p.outputs.len();
+            w.timers += p.timers_fired;
+        }
+        w
+    }
+}
+
+/// Offers one event; returns what it released.
+fn offer(processor: &mut Processor, ev: ChannelEvent, part: u32, seq: &mut u64) -> Work {
     *seq += 1;
-    count_outputs(processor.offer(ev, part, *seq, 0))
+    Work::of(processor.offer(ev, part, *seq, 0))
 }
 
 /// How many outputs released results carry.
 pub fn count_outputs(released: Vec<Released>) -> usize {
-    released
-        .into_iter()
-        .map(|r| r.result.map_or(0, |p| p.outputs.len()))
-        .sum()
+    Work::of(released).outputs
 }
 
 /// The most resident memory this process has had (`VmHWM`, 0 where unavailable).
@@ -164,12 +186,12 @@ impl Core {
         // Decoded a block at a time (no decoded copy of every event), only
         // the processing timed.
         let mut process_s = 0.0;
-        let mut outputs = 0usize;
+        let mut work = Work::default();
         for block in events.chunks(BLOCK) {
             let decoded = decode_all(&self.decoder, block);
             let t = Instant::now();
             for (ev, part) in decoded {
-                outputs += offer(&mut self.processor, ev, part, &mut self.seq);
+                work += offer(&mut self.processor, ev, part, &mut self.seq);
             }
             process_s += t.elapsed().as_secs_f64();
         }
@@ -178,12 +200,14 @@ impl Core {
             value: h / (h / decode_only + process_s),
             unit: "events/s",
             note: format!(
-                "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, {} outputs",
+                "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, \
+                 {} outputs, {} timers fired",
                 profiles,
                 events.len(),
                 decode_only,
                 h / process_s,
-                outputs
+                work.outputs,
+                work.timers
             ),
         }
     }
@@ -195,7 +219,7 @@ impl Core {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let decoders = cores.saturating_sub(1).max(1);
         let t = Instant::now();
-        let mut outputs_all = 0usize;
+        let mut work = Work::default();
         let blocks: Vec<&[(Channel, &[u8], u32)]> = events.chunks(BLOCK).collect();
         let (decoder, processor, seq) = (&self.decoder, &mut self.processor, &mut self.seq);
         std::thread::scope(|scope| {
@@ -217,19 +241,22 @@ impl Core {
                     break;
                 };
                 for (ev, part) in block {
-                    outputs_all += offer(processor, ev, part, seq);
+                    work += offer(processor, ev, part, seq);
                 }
             }
         });
-        outputs_all += count_outputs(self.processor.tick(u64::MAX));
+        work += Work::of(self.processor.tick(u64::MAX));
         let all_s = t.elapsed().as_secs_f64();
         Figure {
             name: "core_all_cores",
             value: events.len() as f64 / all_s,
             unit: "events/s",
             note: format!(
-                "{cores} cores, the next {} events: {decoders} decoding thread(s) feeding the single writer; {outputs_all} outputs",
-                events.len()
+                "{cores} cores, the next {} events: {decoders} decoding thread(s) feeding the single writer; {} outputs, \
+                 {} timers fired",
+                events.len(),
+                work.outputs,
+                work.timers
             ),
         }
     }
