@@ -6,8 +6,11 @@
 //! metrics (`onejourney_checkpoint_in_progress`,
 //! `onejourney_events_settled_total`); the writer's stall
 //! (`onejourney_checkpoint_stall_seconds`) is the barrier only, shorter than
-//! the flush it did not wait for. Released, the checkpoint commits, and a
-//! restart restores exactly the state the engine stopped with.
+//! the flush it did not wait for, and its phases
+//! (`onejourney_checkpoint_stall_phase_seconds`) add up to it. Released, the checkpoint commits, and a
+//! restart restores exactly the state the engine stopped with, the journeys
+//! the eviction scan (beside the writer, not at the barrier) compacted
+//! included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +23,13 @@ const IN_PROGRESS: &str = "onejourney_checkpoint_in_progress";
 const SETTLED: &str = "onejourney_events_settled_total";
 const WRITTEN: &str = "onejourney_snapshots_total{result=\"written\"}";
 const STALL: &str = "onejourney_checkpoint_stall_seconds";
+
+const EVICTED: &str = "onejourney_journeys_evicted_total";
+
+/// How many journeys keep detail (cart, visits, contact history...).
+fn detailed(state: &onejourney_core::State) -> usize {
+    state.journeys.iter().filter(|j| j.has_detail()).count()
+}
 
 /// Waits until `check` holds for the value of `sample`, naming `what`.
 async fn wait_metric(e: &TestEngine, sample: &str, what: &str, check: impl Fn(f64) -> bool) -> f64 {
@@ -45,6 +55,9 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     let (early, late) = events.split_at(events.len() / 2);
     let mut s = settings("ckpt");
     s.state.snapshot_interval = Duration::from_secs(1);
+    // The simulation spans 90 days: customers quiet for 30 lose their
+    // journey detail, found by the eviction scan beside the writer.
+    s.state.evict_journeys_after = Duration::from_secs(30 * 86_400);
     std::fs::create_dir_all(&s.state.dir).unwrap();
     let hold = s.state.dir.join("hold-checkpoint");
     s.state.checkpoint_hold_file = hold.clone();
@@ -59,6 +72,23 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     let written = e.metric(WRITTEN).await;
     let settled = e.metric(SETTLED).await;
     let stall = e.metric(STALL).await;
+    // The stall by phase, set at the same barrier (no other can pass while
+    // this flush is held): the phases add up to it.
+    let mut phases = Vec::new();
+    for phase in ["drain", "capture"] {
+        let v = e
+            .metric(&format!(
+                "onejourney_checkpoint_stall_phase_seconds{{phase=\"{phase}\"}}"
+            ))
+            .await;
+        assert!(v >= 0.0, "phase {phase}: {v} s");
+        phases.push(v);
+    }
+    let sum: f64 = phases.iter().sum();
+    assert!(
+        (sum - stall).abs() < 1e-6,
+        "the phases {phases:?} add up to the stall {stall}"
+    );
 
     // More input while the checkpoint is being written: every event settles.
     e.publish_sim(late).await;
@@ -88,7 +118,24 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     std::fs::remove_file(&hold).unwrap();
     wait_metric(&e, WRITTEN, "the held checkpoint written", |v| v >= written + 1.0).await;
     e.wait_applied(events.len(), Duration::from_secs(300)).await;
+    // Every event is applied: the next scan lists what is past retention,
+    // the writer evicts it, and the count stops moving.
+    let mut evicted = wait_metric(&e, EVICTED, "journeys evicted", |v| v > 0.0).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = e.metric(EVICTED).await;
+        if now == evicted {
+            break;
+        }
+        evicted = now;
+    }
     let want = state_summary(e.state());
+    let want_detailed = detailed(e.state());
+    assert!(
+        want_detailed < want.len(),
+        "{want_detailed} of {} journeys keep detail after {evicted} evictions",
+        want.len()
+    );
     e.stop().await;
 
     // A restart restores what the engine stopped with.
@@ -96,7 +143,9 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     s.state.checkpoint_hold_file = Default::default();
     let mut again = TestEngine::start(s).await;
     let got = state_summary(again.state());
+    let got_detailed = detailed(again.state());
     again.stop().await;
     assert_eq!(got.len(), want.len(), "profiles after the restart");
     assert!(got == want, "the same profiles and journeys after the restart");
+    assert_eq!(got_detailed, want_detailed, "the evictions were checkpointed");
 }

@@ -25,11 +25,12 @@ use crate::decide::churn_model::LiveChurn;
 use crate::decide::propensity::Propensities;
 use crate::decide::uplift::{ActionReport, Uplift};
 use crate::decide::DecideConfig;
-use crate::hash::{DashMap, HashSet};
+use crate::hash::{BuildHasher, DashMap, HashSet};
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
 use crate::journey::{Journey, ALLOC_OVERHEAD};
 use crate::recent::Recent;
+use crate::time::EventTime;
 
 /// State shared with readers (the lookup API): the identity graph and the
 /// journeys, both keyed for lock-free reads.
@@ -57,9 +58,17 @@ pub struct State {
     keep_dirty: AtomicBool,
 }
 
-/// Bytes per One ID in the dirty set: the `Arc<str>` (pointer, length,
-/// counts, a 27-byte One ID) and the hash set's slot.
-const DIRTY_ID_BYTES: usize = 72;
+/// The journeys' map is split into this many locked shards: a reader's
+/// walk (the eviction scan, [`State::eviction_candidates`]) holds one
+/// shard's lock at a time, so the writer waits at most for one shard's walk
+/// (about 10,000 journeys at 10M, well under a millisecond). dashmap's
+/// default is four per core, 8 here: 1.25M journeys a shard at 10M.
+const JOURNEY_SHARDS: usize = 1024;
+
+/// Bytes per One ID in the dirty set: the hash set's slot (an `Arc<str>`,
+/// pointer and length) at its load factor; the text is shared with the
+/// journeys' key (see [`State::touched`]).
+const DIRTY_ID_BYTES: usize = 24;
 
 /// What the engine learned about its actions.
 #[derive(Clone, Debug, Default)]
@@ -103,7 +112,7 @@ impl State {
     pub fn new(namespaces: Arc<Namespaces>) -> Self {
         State {
             identity: IdentityGraph::new(namespaces),
-            journeys: DashMap::default(),
+            journeys: DashMap::with_hasher_and_shard_amount(BuildHasher::default(), JOURNEY_SHARDS),
             journey_bytes: AtomicI64::new(0),
             dedupe_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
@@ -143,13 +152,17 @@ impl State {
     /// Marks `one_id`'s changelog record changed, for a change made in
     /// place: its journey changed where it lies, or a timer homed there was
     /// armed or went (writer only).
-    pub(crate) fn touched(&self, one_id: &str) {
+    /// The set keeps a clone of `one_id`'s `Arc`, not a copy of its text:
+    /// callers pass the journeys' key (or the One ID the journey is put
+    /// under), so the set costs a slot per entry and the barrier's lookups
+    /// mostly compare pointers.
+    pub(crate) fn touched(&self, one_id: &OneId) {
         if !self.keep_dirty.load(Ordering::Relaxed) {
             return;
         }
         let mut dirty = self.dirty_set();
         if !dirty.contains(one_id) {
-            dirty.insert(OneId::from(one_id));
+            dirty.insert(one_id.clone());
         }
     }
 
@@ -284,12 +297,32 @@ impl State {
         Some(j)
     }
 
-    /// Changes every journey `which` picks in place with `f` (true: it
-    /// changed); returns how many changed (writer only; `f` must not change
-    /// `last_seen`). A journey `which` passes over is not copied.
-    pub fn update_journeys(&self, which: impl Fn(&Journey) -> bool, mut f: impl FnMut(&mut Journey) -> bool) -> usize {
+    /// The One IDs of the journeys with no event after `cutoff` that still
+    /// keep detail: a read-only walk of every journey, for any thread
+    /// (readers never block the writer for longer than one shard's walk).
+    pub fn eviction_candidates(&self, cutoff: EventTime) -> Vec<OneId> {
+        self.journeys
+            .iter()
+            .filter(|j| crate::processor::evictable(j.value(), cutoff))
+            .map(|j| j.key().clone())
+            .collect()
+    }
+
+    /// Changes the `listed` journeys that are there and that `which` picks
+    /// in place with `f` (true: it changed); returns how many changed
+    /// (writer only; `f` must not change `last_seen`). A journey `which`
+    /// passes over is not copied.
+    pub fn update_listed(
+        &self,
+        listed: &[OneId],
+        which: impl Fn(&Journey) -> bool,
+        mut f: impl FnMut(&mut Journey) -> bool,
+    ) -> usize {
         let mut n = 0;
-        for mut j in self.journeys.iter_mut() {
+        for one_id in listed {
+            let Some(mut j) = self.journeys.get_mut(one_id) else {
+                continue;
+            };
             if !which(j.value()) {
                 continue;
             }

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub snapshot_last_success: IntGauge,
     pub restore_seconds: Gauge,
     pub checkpoint_stall: Gauge,
+    /// The last barrier's stall by phase: `drain`, `capture`.
+    pub checkpoint_stall_phase: GaugeVec,
     pub checkpoint_in_progress: IntGauge,
     pub changelog_bytes: IntCounterVec,
     pub changelog_records: IntCounterVec,
@@ -260,6 +262,12 @@ const CHECKPOINT_STALL: Def = (
     "onejourney_checkpoint_stall_seconds",
     "How long processing waited for the last checkpoint's barrier (the changes taken from the state; the changelog is written in the background).",
 );
+const CHECKPOINT_STALL_PHASE: Def = (
+    "onejourney_checkpoint_stall_phase_seconds",
+    "The last checkpoint barrier's stall by phase: drain (the decisions in flight handed to the ack stage, behind a barrier), capture (the changed journeys, identity ops and globals taken from the state).",
+);
+/// The phases of [`CHECKPOINT_STALL_PHASE`], in the barrier's order.
+pub const STALL_PHASES: [&str; 2] = ["drain", "capture"];
 const CHECKPOINT_IN_PROGRESS: Def = (
     "onejourney_checkpoint_in_progress",
     "1 while a checkpoint's background flush runs (changelog written, then input offsets committed), else 0.",
@@ -414,6 +422,7 @@ impl Metrics {
             snapshot_last_success: r.gauge(SNAPSHOT_LAST_SUCCESS)?,
             restore_seconds: r.float_gauge(RESTORE_SECONDS)?,
             checkpoint_stall: r.float_gauge(CHECKPOINT_STALL)?,
+            checkpoint_stall_phase: r.float_gauge_vec(CHECKPOINT_STALL_PHASE, &["phase"])?,
             checkpoint_in_progress: r.gauge(CHECKPOINT_IN_PROGRESS)?,
             changelog_bytes: r.counter_vec(CHANGELOG_BYTES, &["kind"])?,
             changelog_records: r.counter_vec(CHANGELOG_RECORDS, &["kind"])?,
@@ -494,6 +503,9 @@ impl Metrics {
         }
         for model in ["learned", "hand", "recency"] {
             m.churn_model_auc.with_label_values(&[model]).set(f64::NAN);
+        }
+        for phase in STALL_PHASES {
+            m.checkpoint_stall_phase.with_label_values(&[phase]);
         }
     }
 

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use onejourney_engine::config::Settings;
 use onejourney_engine::durable::changelog::Chain;
 use onejourney_engine::durable::{self, Header};
-use onejourney_engine::metrics::{Metrics, CHANGELOG_KINDS};
+use onejourney_engine::metrics::{Metrics, CHANGELOG_KINDS, STALL_PHASES};
 use onejourney_engine::pipeline::changelog::Changelog;
 use onejourney_engine::{kafka, Engine};
 
@@ -71,6 +71,8 @@ pub struct StateFigures {
     pub restore_local_metric_s: f64,
     /// The longest `onejourney_checkpoint_stall_seconds` over the checkpoints.
     pub checkpoint_stall_ms: f64,
+    /// Its phases: drain, capture (`STALL_PHASES`).
+    pub stall_phases_ms: [f64; 2],
     pub checkpoints: u64,
     /// Changelog bytes per kind while the engine applied the backlog (and
     /// its final checkpoint).
@@ -190,6 +192,7 @@ pub async fn measure(p: &Persisted, backlog: &[Msg]) -> anyhow::Result<StateFigu
         restore_local_s,
         restore_local_metric_s,
         checkpoint_stall_ms: stalls.longest_s * 1000.0,
+        stall_phases_ms: stalls.phases_s.map(|s| s * 1000.0),
         checkpoints: stalls.written,
         changelog_bytes: CHANGELOG_KINDS
             .iter()
@@ -233,6 +236,8 @@ fn changelog_bytes(m: &Metrics) -> Vec<u64> {
 struct Stalls {
     written: u64,
     longest_s: f64,
+    /// The longest stall's phases (`STALL_PHASES` order), seconds.
+    phases_s: [f64; 2],
 }
 
 impl Stalls {
@@ -240,7 +245,11 @@ impl Stalls {
         let written = m.snapshots.with_label_values(&["written"]).get();
         if written != self.written {
             self.written = written;
-            self.longest_s = self.longest_s.max(m.checkpoint_stall.get());
+            let stall = m.checkpoint_stall.get();
+            if stall >= self.longest_s {
+                self.longest_s = stall;
+                self.phases_s = STALL_PHASES.map(|p| m.checkpoint_stall_phase.with_label_values(&[p]).get());
+            }
         }
     }
 }
@@ -276,12 +285,14 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             unit: "ms",
             note: format!(
                 "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:.0} s and at stop) \
-                 while it applied {} events over {} profiles; the bench's own checkpoint of the {} preloaded \
-                 profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
+                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms; \
+                 the bench's own checkpoint of the {} preloaded profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
                 interval(p).as_secs_f64(),
                 f.events,
                 f.profiles,
+                f.stall_phases_ms[0],
+                f.stall_phases_ms[1],
                 p.profiles,
                 p.changelog_s,
                 p.changelog_records,

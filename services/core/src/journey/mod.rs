@@ -212,10 +212,9 @@ impl Journey {
             .collect()
     }
 
-    /// Drops the detail kept for windows, caps and the API (retention);
-    /// returns false when there was none.
-    pub fn compact(&mut self) -> bool {
-        let had = !(self.cart.is_empty()
+    /// Whether it keeps detail that [`Journey::compact`] drops.
+    pub fn has_detail(&self) -> bool {
+        !(self.cart.is_empty()
             && self.visits.is_empty()
             && self.complaint_times.is_empty()
             && self.unresolved_times.is_empty()
@@ -226,7 +225,13 @@ impl Journey {
             && self.recent_actions.is_empty()
             && self.recent_events.is_empty()
             && self.churn.history.is_empty()
-            && self.last_product_view.is_none());
+            && self.last_product_view.is_none())
+    }
+
+    /// Drops the detail kept for windows, caps and the API (retention);
+    /// returns false when there was none.
+    pub fn compact(&mut self) -> bool {
+        let had = self.has_detail();
         self.cart.free();
         self.visits = List::new();
         self.complaint_times.free();

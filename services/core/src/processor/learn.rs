@@ -59,9 +59,10 @@ impl Processor {
         if let (true, Some(c), Some(at)) = (o.outcome.is_engagement(), channel, EventTime::parse_rfc3339(&o.at)) {
             j.record_response(at, c);
         }
+        let one_id = entry.key().clone();
         drop(entry);
         // Changed in place: the next checkpoint must write it.
-        self.state.touched(&o.one_id);
+        self.state.touched(&one_id);
         if !new_trial && !new_response {
             return OutcomeEffect::Repeated;
         }

@@ -384,13 +384,34 @@ impl Processor {
     /// before what was applied; identity links, totals and the churn band
     /// stay. Returns how many journeys lost detail.
     pub fn evict_journeys(&mut self, after: Duration) -> usize {
-        if self.applied_to == EventTime::MIN {
+        let Some(cutoff) = self.eviction_cutoff(after) else {
             return 0;
-        }
-        let cutoff = self.applied_to.minus(after);
-        self.state
-            .update_journeys(|j| j.last_seen.is_some_and(|t| t < cutoff), Journey::compact)
+        };
+        let listed = self.state.eviction_candidates(cutoff);
+        self.evict_listed(&listed, cutoff)
     }
+
+    /// The last event time a journey may have to lose its detail: `after`
+    /// before what was applied (`None`: nothing applied yet).
+    pub fn eviction_cutoff(&self, after: Duration) -> Option<EventTime> {
+        (self.applied_to != EventTime::MIN).then(|| self.applied_to.minus(after))
+    }
+
+    /// Drops the detail of the `listed` journeys that still have no event
+    /// after `cutoff` and still keep detail: the list comes from
+    /// [`State::eviction_candidates`], which any thread may walk while the
+    /// writer goes on, so each one is checked again here. Returns how many
+    /// lost detail (writer only; the walk is the long part, this is one
+    /// lookup per listed journey).
+    pub fn evict_listed(&mut self, listed: &[OneId], cutoff: EventTime) -> usize {
+        self.state
+            .update_listed(listed, |j| evictable(j, cutoff), Journey::compact)
+    }
+}
+
+/// Whether `j` loses its detail at `cutoff`.
+pub(crate) fn evictable(j: &Journey, cutoff: EventTime) -> bool {
+    j.last_seen.is_some_and(|t| t < cutoff) && j.has_detail()
 }
 
 /// The dedupe set's key of an event: the first 8 bytes (big-endian) of

@@ -560,6 +560,58 @@ fn eviction_drops_old_journey_detail_and_keeps_identity() {
     assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 0, "once");
 }
 
+/// The One ID of cookie `c`.
+fn of_cookie(p: &Processor, c: &str) -> OneId {
+    let key = p
+        .state()
+        .identity
+        .namespaces()
+        .normalise("cookie_id", c)
+        .unwrap()
+        .unwrap();
+    p.state().identity.one_id_of(&key).unwrap()
+}
+
+#[test]
+fn a_journey_active_since_the_eviction_scan_keeps_its_detail() {
+    let mut p = processor();
+    run(&mut p, &story());
+    run(
+        &mut p,
+        &[web("b1", 5, json!({"cookie_id": "c-b"}), "page_view", json!({}))],
+    );
+    run(
+        &mut p,
+        &[web("z1", 525_600, json!({"cookie_id": "c-z"}), "page_view", json!({}))],
+    );
+    p.tick(u64::MAX);
+    let (ann, bob) = (of_cookie(&p, "c-1"), of_cookie(&p, "c-b"));
+    let cutoff = p.eviction_cutoff(Duration::from_secs(180 * 86_400)).unwrap();
+    // The scan, as another thread runs it while the writer goes on.
+    let mut listed = p.state().eviction_candidates(cutoff);
+    listed.sort();
+    let mut want = vec![ann.clone(), bob.clone()];
+    want.sort();
+    assert_eq!(listed, want, "both old journeys, not the new one");
+    // Ann comes back before the writer evicts what the scan listed.
+    run(
+        &mut p,
+        &[web("w9", 525_601, json!({"cookie_id": "c-1"}), "page_view", json!({}))],
+    );
+    p.tick(u64::MAX);
+    p.state().take_dirty();
+    assert_eq!(p.evict_listed(&listed, cutoff), 1, "only Bob's");
+    assert!(p.state().journeys.get(&ann).unwrap().has_detail(), "Ann's detail stays");
+    assert!(!p.state().journeys.get(&bob).unwrap().has_detail());
+    assert_eq!(p.state().take_dirty(), vec![bob], "Bob's record is written again");
+    assert_eq!(p.evict_listed(&listed, cutoff), 0, "once");
+    assert_eq!(
+        p.state().recount().bytes,
+        p.state().size().bytes,
+        "the byte estimate follows"
+    );
+}
+
 #[test]
 fn a_silent_partition_with_a_backlog_is_behind_not_idle() {
     let mut p = processor();

@@ -53,8 +53,6 @@ use crate::metrics::Metrics;
 
 pub struct Checkpoint {
     path: PathBuf,
-    /// Journey detail older than this goes before the state is saved (zero: kept).
-    evict_after: Duration,
     /// Every output partition, with where it ended at start.
     outputs: Arc<Vec<(String, i32, i64)>>,
     metrics: Arc<Metrics>,
@@ -118,7 +116,6 @@ impl Checkpoint {
         let durable_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         Ok(Checkpoint {
             path,
-            evict_after: settings.state.evict_journeys_after,
             outputs: Arc::new(kafka::partition_ends(producer, topics).await?),
             metrics,
             health,
@@ -152,12 +149,6 @@ impl Checkpoint {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         anyhow::ensure!(self.flushing.is_none(), "a checkpoint is already being written");
-        // Journey detail past its retention goes before the state is saved.
-        if !self.evict_after.is_zero() {
-            let evicted = ingest.processor_mut().evict_journeys(self.evict_after);
-            self.metrics.journeys_evicted.inc_by(evicted as u64);
-        }
-        let evicted_at = started.elapsed();
         check_held(ingest, in_flight)?;
         let inputs = partitions.covered_now(in_flight.unfinished());
         let acked = match in_flight.barrier().await {
@@ -178,10 +169,14 @@ impl Checkpoint {
         };
         let stall = started.elapsed().as_secs_f64();
         self.metrics.checkpoint_stall.set(stall);
+        let (drain_s, capture_s) = (capture_from.as_secs_f64(), stall - capture_from.as_secs_f64());
+        for (phase, s) in crate::metrics::STALL_PHASES.into_iter().zip([drain_s, capture_s]) {
+            self.metrics.checkpoint_stall_phase.with_label_values(&[phase]).set(s);
+        }
         info!(
             stall_seconds = stall,
-            evict_seconds = evicted_at.as_secs_f64(),
-            capture_seconds = stall - capture_from.as_secs_f64(),
+            drain_seconds = drain_s,
+            capture_seconds = capture_s,
             records = capture.records(),
             "checkpoint barrier: the writer goes on while the flush writes"
         );

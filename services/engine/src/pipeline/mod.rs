@@ -32,6 +32,7 @@ pub mod ack;
 pub mod changelog;
 pub mod checkpoint;
 pub mod emit;
+pub mod evict;
 pub mod inflight;
 pub mod ingest;
 pub mod partitions;
@@ -127,6 +128,7 @@ pub async fn run(
         ),
         in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
+        eviction: evict::Eviction::new(settings.state.evict_journeys_after),
         settings: settings.clone(),
         health: health.clone(),
         metrics,

@@ -2,8 +2,10 @@
 //!
 //! In: messages from the consumer, the Kafka edge's events (assignments,
 //! revocations, end offsets), a 250 ms tick, the snapshot interval, the end
-//! of a checkpoint's background flush, the memory-budget check, and cancel. Out: each message run through ingest and
-//! its records through the in-flight queue; checkpoints; readiness. It keeps
+//! of a checkpoint's background flush or of an eviction scan, the
+//! memory-budget check, and cancel. Out: each message run through ingest
+//! and its records through the in-flight queue; checkpoints; evictions;
+//! readiness. It keeps
 //! the processing clock the core's idle-partition rule is measured on, and
 //! whether consuming is paused for the memory budget.
 //!
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use super::checkpoint::Checkpoint;
+use super::evict::Eviction;
 use super::inflight::InFlight;
 use super::ingest::{Ingest, Origin};
 use super::partitions::{Admit, Partitions};
@@ -36,6 +39,7 @@ pub struct Poll {
     pub partitions: Partitions,
     pub in_flight: InFlight,
     pub checkpoint: Checkpoint,
+    pub eviction: Eviction,
     pub settings: Arc<Settings>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
@@ -70,7 +74,12 @@ impl Poll {
                     continue;
                 }
                 _ = snapshot.tick() => {
+                    self.eviction.start(self.ingest.processor());
                     self.checkpoint().await?;
+                    continue;
+                }
+                joined = self.eviction.scanned(), if self.eviction.busy() => {
+                    self.eviction.finish(joined, self.ingest.processor_mut(), &self.metrics);
                     continue;
                 }
                 joined = self.checkpoint.flushed(), if self.checkpoint.busy() => {
