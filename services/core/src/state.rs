@@ -303,7 +303,7 @@ impl State {
     pub fn eviction_candidates(&self, cutoff: EventTime) -> Vec<OneId> {
         self.journeys
             .iter()
-            .filter(|j| crate::processor::evictable(j.value(), cutoff))
+            .filter(|j| j.value().evictable(cutoff))
             .map(|j| j.key().clone())
             .collect()
     }

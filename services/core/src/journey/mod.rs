@@ -212,6 +212,12 @@ impl Journey {
             .collect()
     }
 
+    /// Whether it loses its detail at `cutoff`: no event after it, and
+    /// detail to drop (see [`Journey::compact`]).
+    pub fn evictable(&self, cutoff: EventTime) -> bool {
+        self.last_seen.is_some_and(|t| t < cutoff) && self.has_detail()
+    }
+
     /// Whether it keeps detail that [`Journey::compact`] drops.
     pub fn has_detail(&self) -> bool {
         !(self.cart.is_empty()

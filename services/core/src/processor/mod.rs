@@ -405,13 +405,8 @@ impl Processor {
     /// lookup per listed journey).
     pub fn evict_listed(&mut self, listed: &[OneId], cutoff: EventTime) -> usize {
         self.state
-            .update_listed(listed, |j| evictable(j, cutoff), Journey::compact)
+            .update_listed(listed, |j| j.evictable(cutoff), Journey::compact)
     }
-}
-
-/// Whether `j` loses its detail at `cutoff`.
-pub(crate) fn evictable(j: &Journey, cutoff: EventTime) -> bool {
-    j.last_seen.is_some_and(|t| t < cutoff) && j.has_detail()
 }
 
 /// The dedupe set's key of an event: the first 8 bytes (big-endian) of

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::durable;
 use crate::health::{self, Health};
 use crate::kafka::{self, edge, IngestConsumer, IngestContext};
 use crate::logging::WarnLimiter;
@@ -76,13 +77,7 @@ pub async fn run(
     }
     let decoder =
         Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
-    let mut processor = Processor::new(Arc::new(settings.core()), state);
-    let started = Instant::now();
-    let (header, published) = restore::restore(&settings, &mut processor, &health, &metrics).await?;
-    restore::dedupe_to_changelog(&header, &mut processor);
-    restore::install_erasures(&settings, &mut processor, &health).await?;
-    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
-    health.set_restored(true);
+    let (processor, header, published) = restored(&settings, state, &health, &metrics).await?;
 
     let warnings = || WarnLimiter::new(settings.log.repeated_warnings_per_minute);
     let (edge_tx, edge_rx) = edge::channel();
@@ -143,6 +138,24 @@ pub async fn run(
     let acked = acker.await.context("the ack task panicked")?;
     shutdown(consumer, producer).await;
     result.and(acked)
+}
+
+/// The state restored (snapshot file and changelog), its dedupe keys and
+/// every erasure installed: the processor ready for the first input.
+async fn restored(
+    settings: &Arc<Settings>,
+    state: Arc<State>,
+    health: &Arc<Health>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Processor, durable::Header, durable::Published)> {
+    let mut processor = Processor::new(Arc::new(settings.core()), state);
+    let started = Instant::now();
+    let (header, published) = restore::restore(settings, &mut processor, health, metrics).await?;
+    restore::dedupe_to_changelog(&header, &mut processor);
+    restore::install_erasures(settings, &mut processor, health).await?;
+    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
+    health.set_restored(true);
+    Ok((processor, header, published))
 }
 
 /// Creates the output topics and waits for the input topics; each long phase
