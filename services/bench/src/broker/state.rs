@@ -73,6 +73,8 @@ pub struct StateFigures {
     pub checkpoint_stall_ms: f64,
     /// Its phases: drain, capture (`STALL_PHASES`).
     pub stall_phases_ms: [f64; 2],
+    /// The journey records (and tombstones) its barrier captured.
+    pub stall_journeys: u64,
     pub checkpoints: u64,
     /// Changelog bytes per kind while the engine applied the backlog (and
     /// its final checkpoint).
@@ -193,6 +195,7 @@ pub async fn measure(p: &Persisted, backlog: &[Msg]) -> anyhow::Result<StateFigu
         restore_local_metric_s,
         checkpoint_stall_ms: stalls.longest_s * 1000.0,
         stall_phases_ms: stalls.phases_s.map(|s| s * 1000.0),
+        stall_journeys: stalls.records_at_longest,
         checkpoints: stalls.written,
         changelog_bytes: CHANGELOG_KINDS
             .iter()
@@ -238,6 +241,10 @@ struct Stalls {
     longest_s: f64,
     /// The longest stall's phases (`STALL_PHASES` order), seconds.
     phases_s: [f64; 2],
+    /// Journey records (and tombstones) written so far, and by the
+    /// checkpoint of the longest stall: what its barrier captured.
+    records: u64,
+    records_at_longest: u64,
 }
 
 impl Stalls {
@@ -246,10 +253,16 @@ impl Stalls {
         if written != self.written {
             self.written = written;
             let stall = m.checkpoint_stall.get();
+            let records: u64 = ["journey", "tombstone"]
+                .iter()
+                .map(|k| m.changelog_records.with_label_values(&[k]).get())
+                .sum();
             if stall >= self.longest_s {
                 self.longest_s = stall;
                 self.phases_s = STALL_PHASES.map(|p| m.checkpoint_stall_phase.with_label_values(&[p]).get());
+                self.records_at_longest = records.saturating_sub(self.records);
             }
+            self.records = records;
         }
     }
 }
@@ -285,7 +298,8 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             unit: "ms",
             note: format!(
                 "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:.0} s and at stop) \
-                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms; \
+                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms \
+                 ({} changed journeys); \
                  the bench's own checkpoint of the {} preloaded profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
                 interval(p).as_secs_f64(),
@@ -293,6 +307,7 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
                 f.profiles,
                 f.stall_phases_ms[0],
                 f.stall_phases_ms[1],
+                f.stall_journeys,
                 p.profiles,
                 p.changelog_s,
                 p.changelog_records,
