@@ -63,6 +63,14 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
     let stall = figure("checkpoint_stall_ms");
     let note = stall["note"].as_str().unwrap();
     assert!(!note.contains("engine's 0 checkpoints"), "{note}");
+    // The longest stall's barrier captured the journeys the backlog changed.
+    let captured: u64 = note
+        .split(" changed journeys")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of changed journeys: {note}"));
+    assert!(captured > 0, "{note}");
     // The broker rates were left out (--state-only).
     assert!(figure("echo")["value"].is_null());
 }
