@@ -7,9 +7,25 @@ use serde_json::{json, Value};
 
 use crate::decide::DecideConfig;
 use crate::event::{Channel, ChannelEvent, Decoder};
-use crate::ids::Namespaces;
-use crate::processor::CoreConfig;
+use crate::identity::OneId;
+use crate::ids::{IdKey, Namespaces};
+use crate::processor::{CoreConfig, Processor};
 use crate::time::EventTime;
+
+/// The identifier `value` of namespace `ns`, as `p`'s state keys it.
+pub fn key(p: &Processor, ns: &str, value: &str) -> IdKey {
+    p.state()
+        .identity
+        .namespaces()
+        .normalise(ns, value)
+        .expect("a known namespace")
+        .expect("a valid identifier")
+}
+
+/// The One ID of the profile holding identifier `value` of namespace `ns`.
+pub fn one_id(p: &Processor, ns: &str, value: &str) -> OneId {
+    p.state().identity.one_id_of(&key(p, ns, value)).expect("a profile")
+}
 
 pub fn decoder() -> Decoder {
     Decoder::new(Arc::new(Namespaces::with_defaults()), 1 << 20).expect("schemas compile")

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::*;
 use crate::ids::{IdentityLimits, Namespaces};
 use crate::journey::Journey;
-use crate::testkit::{app, call, core_config, pos, product, web};
+use crate::testkit::{app, call, core_config, key, pos, product, web};
 
 fn processor() -> Processor {
     let limits = IdentityLimits {
@@ -328,13 +328,7 @@ fn only_journeys_changed_since_the_last_take_are_dirty() {
     let dirty = p.state().take_dirty();
     assert!(dirty.contains(&a) || dirty.contains(&b), "{dirty:?}");
     assert!(!dirty.contains(&c), "c did not change: {dirty:?}");
-    let key = p
-        .state()
-        .identity
-        .namespaces()
-        .normalise("cookie_id", "c-c")
-        .expect("valid")
-        .expect("not blocked");
+    let key = key(&p, "cookie_id", "c-c");
     p.forget(&key, crate::testkit::erasure());
     assert_eq!(p.state().take_dirty(), vec![c.clone()]);
     assert!(!p.state().journeys.contains_key(&c), "a tombstone: no journey");

@@ -8,7 +8,7 @@ use crate::decide::quiet::During;
 use crate::event::{ConsentCommand, ControlCommand};
 use crate::ids::Namespaces;
 use crate::output::{NextBestAction, Output};
-use crate::testkit::{app, at, core_config, decoder, product, t, web};
+use crate::testkit::{app, at, core_config, decoder, key, product, t, web};
 use crate::vocab::ContactChannel;
 
 fn processor() -> Processor {
@@ -54,15 +54,8 @@ fn cart_channel(list: &[NextBestAction]) -> Option<&'static str> {
 }
 
 fn command(p: &Processor, granted: bool, minute: i64) -> ConsentCommand {
-    let key = p
-        .state
-        .identity
-        .namespaces()
-        .normalise("email", "ann@x.com")
-        .unwrap()
-        .unwrap();
     ConsentCommand {
-        key,
+        key: key(p, "email", "ann@x.com"),
         channel: ContactChannel::Email,
         granted,
         at: t(minute),

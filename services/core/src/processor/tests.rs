@@ -5,7 +5,7 @@ use crate::decide::churn;
 use crate::ids::Namespaces;
 use crate::journey::{Band, Journey, Tier};
 use crate::output::{NextBestAction, Output};
-use crate::testkit::{app, call, core_config, pos, product, web};
+use crate::testkit::{app, call, core_config, key, one_id, pos, product, web};
 
 fn processor() -> Processor {
     let ns = Arc::new(Namespaces::with_defaults());
@@ -198,18 +198,7 @@ fn a_quiet_customer_rises_on_timers_alone() {
             json!({}),
         )],
     );
-    let quiet = p
-        .state()
-        .identity
-        .one_id_of(
-            &p.state()
-                .identity
-                .namespaces()
-                .normalise("loyalty_id", "L-1")
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+    let quiet = one_id(&p, "loyalty_id", "L-1");
     assert!(outs
         .iter()
         .any(|o| matches!(o, Output::Churn(c) if c.one_id == quiet && c.trigger.kind == "timer")));
@@ -451,14 +440,7 @@ fn value_tiers_split_customers_by_revenue_contribution() {
         .collect();
     run(&mut p, &touch);
     let tier_of = |i: usize| {
-        let key = p
-            .state()
-            .identity
-            .namespaces()
-            .normalise("loyalty_id", &format!("L{i}"))
-            .unwrap()
-            .unwrap();
-        let id = p.state().identity.one_id_of(&key).unwrap();
+        let id = one_id(&p, "loyalty_id", &format!("L{i}"));
         p.state().journeys.get(&id).unwrap().tier
     };
     assert_eq!(tier_of(0), Tier::A);
@@ -529,19 +511,8 @@ fn after_a_pause_every_partition_gets_a_grace_period() {
 fn eviction_drops_old_journey_detail_and_keeps_identity() {
     let mut p = processor();
     run(&mut p, &story());
-    let one_id = p
-        .state()
-        .identity
-        .one_id_of(
-            &p.state()
-                .identity
-                .namespaces()
-                .normalise("cookie_id", "c-1")
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-    let before = p.state().journeys.get(&one_id).unwrap().clone();
+    let ann = one_id(&p, "cookie_id", "c-1");
+    let before = p.state().journeys.get(&ann).unwrap().clone();
     assert!(!before.visits.is_empty());
     // Someone else, a year later: the watermark moves on.
     run(
@@ -550,26 +521,14 @@ fn eviction_drops_old_journey_detail_and_keeps_identity() {
     );
     p.tick(u64::MAX);
     assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 1);
-    let after = p.state().journeys.get(&one_id).unwrap().clone();
+    let after = p.state().journeys.get(&ann).unwrap().clone();
     assert!(after.visits.is_empty() && after.contacts.is_empty() && after.recent_actions.is_empty());
     assert_eq!(
         (after.purchases, after.revenue, after.first_seen),
         (before.purchases, before.revenue, before.first_seen)
     );
-    assert!(p.state().identity.profile(&one_id).is_some(), "identity links stay");
+    assert!(p.state().identity.profile(&ann).is_some(), "identity links stay");
     assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 0, "once");
-}
-
-/// The One ID of cookie `c`.
-fn of_cookie(p: &Processor, c: &str) -> OneId {
-    let key = p
-        .state()
-        .identity
-        .namespaces()
-        .normalise("cookie_id", c)
-        .unwrap()
-        .unwrap();
-    p.state().identity.one_id_of(&key).unwrap()
 }
 
 #[test]
@@ -585,7 +544,7 @@ fn a_journey_active_since_the_eviction_scan_keeps_its_detail() {
         &[web("z1", 525_600, json!({"cookie_id": "c-z"}), "page_view", json!({}))],
     );
     p.tick(u64::MAX);
-    let (ann, bob) = (of_cookie(&p, "c-1"), of_cookie(&p, "c-b"));
+    let (ann, bob) = (one_id(&p, "cookie_id", "c-1"), one_id(&p, "cookie_id", "c-b"));
     let cutoff = p.eviction_cutoff(Duration::from_secs(180 * 86_400)).unwrap();
     // The scan, as another thread runs it while the writer goes on.
     let mut listed = p.state().eviction_candidates(cutoff);
@@ -702,15 +661,8 @@ fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
     // A complaint moves the churn score: a second point in its history.
     events.push(call("c1", 18 * day + 60, ids(), "complaint", "unresolved"));
     run(&mut p, &events);
-    let key = p
-        .state
-        .identity
-        .namespaces()
-        .normalise("customer_id", "C-9")
-        .unwrap()
-        .unwrap();
-    let one_id = p.state.identity.one_id_of(&key).unwrap();
-    let j = p.state.journeys.get(&one_id).unwrap().value().clone();
+    let c9 = one_id(&p, "customer_id", "C-9");
+    let j = p.state.journeys.get(&c9).unwrap().value().clone();
     type Context<'a> = (&'a str, Option<f64>, Vec<(&'a str, f64)>, Vec<(&'a str, Suppressed)>);
     let got: Vec<Context> = j
         .recent_actions
@@ -764,13 +716,7 @@ fn a_forget_publishes_an_erasure_record_with_hashed_entries_only() {
             product("a", 30.0),
         )],
     );
-    let key = p
-        .state()
-        .identity
-        .namespaces()
-        .normalise("customer_id", "C-1")
-        .unwrap()
-        .unwrap();
+    let key = key(&p, "customer_id", "C-1");
     let request = ErasureRequest {
         requested_by: Some("privacy-office".into()),
         via: "http",

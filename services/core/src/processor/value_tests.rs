@@ -9,7 +9,7 @@ use crate::decide::value::Population;
 use crate::ids::Namespaces;
 use crate::journey::{Journey, Rfm};
 use crate::output::CommandRef;
-use crate::testkit::{core_config, pos, web};
+use crate::testkit::{core_config, key, one_id, pos, web};
 
 fn processor() -> Processor {
     let ns = Arc::new(Namespaces::with_defaults());
@@ -23,14 +23,7 @@ fn run(p: &mut Processor, events: &[ChannelEvent]) {
 }
 
 fn journey(p: &Processor, loyalty: &str) -> Journey {
-    let key = p
-        .state()
-        .identity
-        .namespaces()
-        .normalise("loyalty_id", loyalty)
-        .expect("known namespace")
-        .expect("valid id");
-    let id = p.state().identity.one_id_of(&key).expect("a profile");
+    let id = one_id(p, "loyalty_id", loyalty);
     let j = p.state().journeys.get(&id).expect("a journey").as_ref().clone();
     j
 }
@@ -129,13 +122,7 @@ fn merges_and_erasure_keep_the_population_in_step() {
     assert_eq!(p.state().journeys.len(), 2, "the two profiles merged");
     assert_eq!(p.value.buyers(), 2);
     assert_in_step(&p);
-    let key = p
-        .state()
-        .identity
-        .namespaces()
-        .normalise("loyalty_id", "LC")
-        .expect("known namespace")
-        .expect("valid id");
+    let key = key(&p, "loyalty_id", "LC");
     let request = ErasureRequest {
         requested_by: None,
         via: "http",
