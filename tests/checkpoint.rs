@@ -7,10 +7,10 @@
 //! `onejourney_events_settled_total`); the writer's stall
 //! (`onejourney_checkpoint_stall_seconds`) is the barrier only, shorter than
 //! the flush it did not wait for, and its phases
-//! (`onejourney_checkpoint_stall_phase_seconds`) add up to it. Released, the checkpoint commits, and a
-//! restart restores exactly the state the engine stopped with, the journeys
-//! the eviction scan (beside the writer, not at the barrier) compacted
-//! included.
+//! (`onejourney_checkpoint_stall_phase_seconds`) add up to it. Released,
+//! the checkpoint commits, and a restart restores exactly the state the
+//! engine stopped with, the journeys the eviction scan (beside the writer,
+//! not at the barrier) compacted included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

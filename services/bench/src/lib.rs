@@ -200,9 +200,10 @@ impl Sized<'_> {
 
 /// The realistic mix: about 28 events per simulated person, as they go to the
 /// broker: the population of eight times `events`, so that the first
-/// `events` (the backlog) span about an eighth of the simulated days. With `later`, the rest are kept: the later events (newer
-/// event times, new ids) feed the engine's paced runs, which must not repeat
-/// an event id; without, they are dropped.
+/// `events` (the backlog) span about an eighth of the simulated days. With
+/// `later`, the rest are kept: the later events (newer event times, new ids)
+/// feed the engine's paced runs, which must not repeat an event id; without,
+/// they are dropped.
 ///
 /// The population is the same in every mode, so that `core` measures the
 /// same work with or without `--brokers` and `--state-only`. (Until session

@@ -152,6 +152,7 @@ impl State {
     /// Marks `one_id`'s changelog record changed, for a change made in
     /// place: its journey changed where it lies, or a timer homed there was
     /// armed or went (writer only).
+    ///
     /// The set keeps a clone of `one_id`'s `Arc`, not a copy of its text:
     /// callers pass the journeys' key (or the One ID the journey is put
     /// under), so the set costs a slot per entry and the barrier's lookups

@@ -5,9 +5,8 @@
 //! of a checkpoint's background flush or of an eviction scan, the
 //! memory-budget check, and cancel. Out: each message run through ingest
 //! and its records through the in-flight queue; checkpoints; evictions;
-//! readiness. It keeps
-//! the processing clock the core's idle-partition rule is measured on, and
-//! whether consuming is paused for the memory budget.
+//! readiness. It keeps the processing clock the core's idle-partition rule
+//! is measured on, and whether consuming is paused for the memory budget.
 //!
 //! Data path of one message: [`Partitions::admit`] -> [`Ingest::handle`]
 //! -> [`InFlight::apply`] (emit) -> [`InFlight::flush_done`] (ack).
