@@ -170,7 +170,7 @@ async fn the_holdout_is_withheld_never_published_and_measured() {
         .map(|a| a["action_id"].as_str().unwrap().to_string())
         .collect();
     let mut withheld = Vec::new();
-    for j in e.state().journeys.iter() {
+    for (_, j) in e.state().all_journeys() {
         for r in j.recent_actions.iter().filter(|r| r.held_out) {
             withheld.push(r.action_id.clone());
         }

@@ -39,7 +39,7 @@ fn everything(state: &State) -> BTreeMap<String, String> {
         .into_keys()
         .map(|one_id| {
             let profile = state.identity.profile(&one_id);
-            let journey = state.journeys.get(&one_id).map(|j| format!("{:?}", j.value()));
+            let journey = state.journey(&one_id).map(|j| format!("{j:?}"));
             (one_id.to_string(), format!("{profile:?}\n{journey:?}"))
         })
         .collect()

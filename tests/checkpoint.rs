@@ -28,7 +28,7 @@ const EVICTED: &str = "onejourney_journeys_evicted_total";
 
 /// How many journeys keep detail (cart, visits, contact history...).
 fn detailed(state: &onejourney_core::State) -> usize {
-    state.journeys.iter().filter(|j| j.has_detail()).count()
+    state.all_journeys().iter().filter(|(_, j)| j.has_detail()).count()
 }
 
 /// Waits until `check` holds for the value of `sample`, naming `what`.

@@ -122,8 +122,7 @@ async fn wait_email_consent(e: &TestEngine, email: &str, granted: bool) {
         let Some(id) = s.identity.one_id_of(&key) else {
             return false;
         };
-        s.journeys
-            .get(&id)
+        s.journey(&id)
             .and_then(|j| j.consent.get(ContactChannel::Email))
             .is_some_and(|c| c.granted == granted)
     })

@@ -52,7 +52,7 @@ async fn churn_separates_churners_and_the_contact_policy_holds_over_100k_events(
     let person_score = |customer_id: &str| {
         let key = ns.normalise("customer_id", customer_id).unwrap().unwrap();
         let id = e.state().identity.one_id_of(&key)?;
-        let j = e.state().journeys.get(&id)?;
+        let j = e.state().journey(&id)?;
         Some((j.churn.score, j.churn.band))
     };
     let (mut churners, mut loyal) = (Vec::new(), Vec::new());

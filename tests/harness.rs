@@ -588,8 +588,7 @@ pub fn state_summary(state: &onejourney_core::State) -> BTreeMap<String, String>
         .into_iter()
         .map(|(one_id, ids)| {
             let journey = state
-                .journeys
-                .get(&one_id)
+                .journey(&one_id)
                 .map(|j| {
                     let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
                     format!(

@@ -92,7 +92,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
     let decided = |i: &usize| {
         let cid = sim.people[*i].customer_id.as_deref().unwrap();
         one_id_of("customer_id", cid)
-            .and_then(|id| e.state().journeys.get(&id).map(|j| !j.recent_actions.is_empty()))
+            .and_then(|id| e.state().journey(&id).map(|j| !j.recent_actions.is_empty()))
             .unwrap_or(false)
     };
     let who = candidates.iter().copied().find(decided).unwrap_or(candidates[0]);

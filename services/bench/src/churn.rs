@@ -196,7 +196,7 @@ fn label(
     while pending.front().is_some_and(|x| x.at.plus(horizon) <= now) {
         let Some(x) = pending.pop_front() else { break };
         // A profile merged into another since: its example is dropped.
-        let Some(j) = state.journeys.get(&x.one_id) else {
+        let Some(j) = state.journey(&x.one_id) else {
             continue;
         };
         let churned = j.last_seen.is_none_or(|t| t <= x.at);
@@ -228,17 +228,17 @@ fn sample(
             t: now.days_since(first),
         })
     };
-    let buyers: Vec<History> = state.journeys.iter().filter_map(|j| history(&j)).collect();
+    let journeys = state.all_journeys();
+    let buyers: Vec<History> = journeys.iter().filter_map(|(_, j)| history(j)).collect();
     let bg = BgNbd::fit(&buyers);
     let horizon_days = horizon.as_secs_f64() / 86_400.0;
-    let mut batch: Vec<Example> = state
-        .journeys
-        .iter()
-        .filter(|j| j.last_seen.is_some_and(|t| t <= now && t > now.minus(horizon)))
-        .map(|j| {
+    let mut batch: Vec<Example> = journeys
+        .into_iter()
+        .filter(|(_, j)| j.last_seen.is_some_and(|t| t <= now && t > now.minus(horizon)))
+        .map(|(one_id, j)| {
             let expected = history(&j).map_or(0.0, |h| bg.expected(&h, horizon_days));
             Example {
-                one_id: j.key().clone(),
+                one_id,
                 at: now,
                 x: learned::features(&j, now),
                 hand: churn::score(churn_cfg, &j, now).score,

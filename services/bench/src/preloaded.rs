@@ -111,8 +111,10 @@ impl Core {
     /// plus the simulation, since memory the earlier sizes freed is reused).
     /// `keep_changelog`: keep every identity op and changed journey for the
     /// state figures' checkpoint; otherwise they are dropped every
-    /// [`CHECKPOINT_PROFILES`], as the engine's checkpoints take them, so
-    /// that `memory` counts the state alone.
+    /// [`CHECKPOINT_PROFILES`], as the engine's checkpoints take them, and
+    /// the journeys idle for `state.freeze_journeys_after` are frozen, as
+    /// the engine's scan after each checkpoint does, so that `memory`
+    /// counts the state as the engine holds it.
     pub(crate) fn preload(
         settings: &Settings,
         profiles: usize,
@@ -126,6 +128,18 @@ impl Core {
         let rss_before = baseline.unwrap_or_else(rss_bytes);
         let start_ms = SimConfig::default().start_ms - 86_400_000;
         let t = Instant::now();
+        let freeze_after = settings.state.freeze_journeys_after;
+        let mut frozen = 0;
+        let mut checkpoint = |processor: &mut Processor| {
+            drop(processor.take_identity_ops());
+            drop(processor.state().take_dirty());
+            if let Some(cutoff) = processor
+                .eviction_cutoff(freeze_after)
+                .filter(|_| !freeze_after.is_zero())
+            {
+                frozen += processor.state().freeze_idle(cutoff);
+            }
+        };
         for i in 0..profiles {
             let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
             let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
@@ -136,15 +150,18 @@ impl Core {
                 .decode(Channel::Web, &bytes)
                 .context("decoding a preload event")?;
             processor.process(&ev, 0).context("preloading a profile")?;
-            if !keep_changelog && (i + 1) % CHECKPOINT_PROFILES == 0 {
-                drop(processor.take_identity_ops());
-                drop(state.take_dirty());
+            if !keep_changelog && ((i + 1) % CHECKPOINT_PROFILES == 0 || i + 1 == profiles) {
+                checkpoint(&mut processor);
             }
         }
         let pending = if keep_changelog {
-            format!("; includes the changelog bookkeeping not yet checkpointed ({} changed journeys and their identity ops)", state.dirty_count())
+            format!("; includes the changelog bookkeeping not yet checkpointed ({} changed journeys and their identity ops), no journey frozen", state.dirty_count())
         } else {
-            format!("; changelog bookkeeping dropped every {CHECKPOINT_PROFILES} profiles, as checkpoints take it")
+            format!(
+                "; changelog bookkeeping dropped every {CHECKPOINT_PROFILES} profiles, as checkpoints take it, and then \
+                 the journeys idle for state.freeze_journeys_after ({} s) frozen: {frozen} of {profiles}",
+                freeze_after.as_secs()
+            )
         };
         let preload_s = t.elapsed().as_secs_f64();
         let rss_after = rss_bytes();

@@ -32,6 +32,10 @@ use crate::journey::{Journey, ALLOC_OVERHEAD};
 use crate::recent::Recent;
 use crate::time::EventTime;
 
+mod stored;
+
+pub use stored::Stored;
+
 /// State shared with readers (the lookup API): the identity graph and the
 /// journeys, both keyed for lock-free reads.
 pub struct State {
@@ -39,8 +43,10 @@ pub struct State {
     /// Read freely; the writer changes it only through the methods below,
     /// copying a journey on write (`Arc::make_mut`) only while a checkpoint
     /// still holds it: the checkpoint's barrier takes `Arc` clones of the
-    /// changed journeys, which its flush encodes off the writer.
-    pub journeys: DashMap<OneId, Arc<Journey>>,
+    /// changed journeys, which its flush encodes off the writer. A journey
+    /// with no event for a while is frozen ([`State::freeze_idle`], see
+    /// [`Stored`]): read it with [`State::journey`].
+    pub journeys: DashMap<OneId, Stored>,
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
     /// The estimate of the bytes the processor's dedupe memory holds.
@@ -102,6 +108,16 @@ pub fn journey_bytes(one_id: &str, j: &Journey) -> usize {
     // with the graph's profile), the map entry, and what the journey owns
     // (see `journey/size.rs`).
     size_of::<Journey>() + ARC_COUNTS + ALLOC_OVERHEAD + one_id.len() + MAP_ENTRY + j.heap_bytes()
+}
+
+/// The estimate of the bytes one stored journey holds: as
+/// [`journey_bytes`] when live; its key's share, the map entry and the
+/// encoded bytes' allocation when frozen.
+pub fn stored_bytes(one_id: &str, s: &Stored) -> usize {
+    match s {
+        Stored::Live(j) => journey_bytes(one_id, j),
+        Stored::Frozen(b) => one_id.len() + MAP_ENTRY + b.len() + ALLOC_OVERHEAD,
+    }
 }
 
 fn signed(n: usize) -> i64 {
@@ -213,7 +229,7 @@ impl State {
     /// identity writer lock): for tests and checks, never per scrape.
     pub fn recount(&self) -> Size {
         let identity = self.identity.recount();
-        let journeys: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
+        let journeys: usize = self.journeys.iter().map(|j| stored_bytes(j.key(), j.value())).sum();
         Size {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
@@ -266,11 +282,61 @@ impl State {
     /// Takes a journey out to change it; put it back with
     /// [`State::put_journey`] (writer only).
     pub fn take_journey(&self, one_id: &str) -> Option<Arc<Journey>> {
-        let (key, j) = self.journeys.remove(one_id)?;
+        let (key, s) = self.journeys.remove(one_id)?;
         self.touched(&key);
         self.journey_bytes
-            .fetch_sub(signed(journey_bytes(&key, &j)), Ordering::Relaxed);
-        Some(j)
+            .fetch_sub(signed(stored_bytes(&key, &s)), Ordering::Relaxed);
+        s.journey()
+    }
+
+    /// Every journey with its One ID, frozen ones decoded: a copy for tests
+    /// and tools (the lookup API reads one at a time with
+    /// [`State::journey`]).
+    pub fn all_journeys(&self) -> Vec<(OneId, Arc<Journey>)> {
+        self.journeys
+            .iter()
+            .filter_map(|e| Some((e.key().clone(), e.value().journey()?)))
+            .collect()
+    }
+
+    /// `one_id`'s entry with its journey live: thawed in place if it was
+    /// frozen (writer only). `None` also when a frozen one does not decode.
+    pub(crate) fn live_entry(&self, one_id: &str) -> Option<dashmap::mapref::one::RefMut<'_, OneId, Stored>> {
+        let mut e = self.journeys.get_mut(one_id)?;
+        if e.value().is_frozen() {
+            let j = e.value().journey()?;
+            let (key, s) = e.pair_mut();
+            let before = stored_bytes(key, s);
+            *s = Stored::Live(j);
+            self.journey_bytes
+                .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
+        }
+        Some(e)
+    }
+
+    /// Changes `one_id`'s journey in place with `f`, which returns `None`
+    /// when it changed nothing; otherwise the journey is marked for the
+    /// next checkpoint and its size counted again (writer only). `None`
+    /// when there is no journey.
+    pub(crate) fn update_journey<R>(&self, one_id: &str, f: impl FnOnce(&mut Journey) -> Option<R>) -> Option<R> {
+        let mut e = self.live_entry(one_id)?;
+        let (key, s) = e.pair_mut();
+        let before = stored_bytes(key, s);
+        let Stored::Live(j) = s else {
+            return None;
+        };
+        // Copied only when a checkpoint still holds it.
+        let r = f(Arc::make_mut(j))?;
+        self.journey_bytes
+            .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
+        self.touched(key);
+        Some(r)
+    }
+
+    /// `one_id`'s journey as it is now, for any thread: shared when live,
+    /// decoded when frozen.
+    pub fn journey(&self, one_id: &str) -> Option<Arc<Journey>> {
+        self.journeys.get(one_id).and_then(|s| s.value().journey())
     }
 
     /// Puts a journey (back) in place (writer only).
@@ -279,9 +345,9 @@ impl State {
             .fetch_add(signed(journey_bytes(&one_id, &j)), Ordering::Relaxed);
         let last_seen = j.last_seen;
         self.touched(&one_id);
-        if let Some(old) = self.journeys.insert(one_id.clone(), j) {
+        if let Some(old) = self.journeys.insert(one_id.clone(), Stored::Live(j)) {
             self.journey_bytes
-                .fetch_sub(signed(journey_bytes(&one_id, &old)), Ordering::Relaxed);
+                .fetch_sub(signed(stored_bytes(&one_id, &old)), Ordering::Relaxed);
         }
         self.recent_list().touch(&one_id, last_seen);
     }
@@ -293,7 +359,7 @@ impl State {
         let mut recent = self.recent_list();
         recent.remove(&OneId::from(one_id));
         if recent.needs_refill() {
-            recent.refill(self.journeys.iter().map(|j| (j.key().clone(), j.last_seen)));
+            recent.refill(self.journeys.iter().map(|j| (j.key().clone(), j.value().last_seen())));
         }
         Some(j)
     }
@@ -309,6 +375,46 @@ impl State {
             .collect()
     }
 
+    /// Freezes the live journeys with no event after `cutoff` that no
+    /// checkpoint waits for (none in the dirty set); returns how many.
+    ///
+    /// For any thread, beside the writer: it changes how a journey is held,
+    /// never what it holds. Each one is encoded from a shared copy outside
+    /// the map's lock, then swapped in under one shard's lock only if the
+    /// journey is still that copy: one the writer changed (`Arc::make_mut`
+    /// copied it), took or put back meanwhile stays live.
+    pub fn freeze_idle(&self, cutoff: EventTime) -> usize {
+        let idle = |j: &Journey| j.last_seen.is_none_or(|t| t < cutoff);
+        let listed: Vec<OneId> = self
+            .journeys
+            .iter()
+            .filter(|e| matches!(e.value(), Stored::Live(j) if idle(j)))
+            .map(|e| e.key().clone())
+            .collect();
+        let mut n = 0;
+        for one_id in listed {
+            let Some(Stored::Live(j)) = self.journeys.get(&one_id).map(|e| e.value().clone()) else {
+                continue;
+            };
+            let Some(frozen) = Stored::freeze(&j).filter(|_| idle(&j)) else {
+                continue;
+            };
+            let Some(mut entry) = self.journeys.get_mut(&one_id) else {
+                continue;
+            };
+            let (key, s) = entry.pair_mut();
+            if !matches!(s, Stored::Live(now) if Arc::ptr_eq(now, &j)) || self.dirty_set().contains(key) {
+                continue;
+            }
+            let before = stored_bytes(key, s);
+            *s = frozen;
+            self.journey_bytes
+                .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
+            n += 1;
+        }
+        n
+    }
+
     /// Changes the `listed` journeys that are there and that `which` picks
     /// in place with `f` (true: it changed); returns how many changed
     /// (writer only; `f` must not change `last_seen`). A journey `which`
@@ -321,20 +427,30 @@ impl State {
     ) -> usize {
         let mut n = 0;
         for one_id in listed {
-            let Some(mut j) = self.journeys.get_mut(one_id) else {
+            let Some(mut entry) = self.journeys.get_mut(one_id) else {
                 continue;
             };
-            if !which(j.value()) {
+            let (key, s) = entry.pair_mut();
+            let before = stored_bytes(key, s);
+            match s {
+                Stored::Live(j) if !which(j) => continue,
+                Stored::Live(_) => {}
+                // Thawed only when `which` picks it.
+                Stored::Frozen(_) => match s.journey() {
+                    Some(j) if which(&j) => *s = Stored::Live(j),
+                    _ => continue,
+                },
+            }
+            let Stored::Live(j) = s else {
                 continue;
-            }
-            let before = journey_bytes(j.key(), j.value());
-            if f(Arc::make_mut(j.value_mut())) {
+            };
+            if f(Arc::make_mut(j)) {
                 n += 1;
-                self.touched(j.key());
-                let after = journey_bytes(j.key(), j.value());
-                self.journey_bytes
-                    .fetch_add(signed(after) - signed(before), Ordering::Relaxed);
+                self.touched(key);
             }
+            let after = stored_bytes(key, s);
+            self.journey_bytes
+                .fetch_add(signed(after) - signed(before), Ordering::Relaxed);
         }
         n
     }
@@ -343,12 +459,14 @@ impl State {
     /// them from a snapshot or a changelog (writer only). Loaded journeys are
     /// not dirty: they are durable already.
     pub fn journeys_loaded(&self) {
-        let bytes: usize = self.journeys.iter().map(|j| journey_bytes(j.key(), j.value())).sum();
+        let bytes: usize = self.journeys.iter().map(|j| stored_bytes(j.key(), j.value())).sum();
         self.journey_bytes.store(signed(bytes), Ordering::Relaxed);
         self.recent_list()
-            .refill(self.journeys.iter().map(|j| (j.key().clone(), j.last_seen)));
+            .refill(self.journeys.iter().map(|j| (j.key().clone(), j.value().last_seen())));
     }
 }
 
+#[cfg(test)]
+mod freeze_tests;
 #[cfg(test)]
 mod tests;

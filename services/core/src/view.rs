@@ -265,11 +265,7 @@ impl State {
     pub fn view_one_id(&self, one_id: &str) -> Option<ProfileView> {
         let one_id: OneId = self.identity.profile(one_id)?.one_id;
         let profile = self.identity.profile(&one_id)?;
-        let journey = self
-            .journeys
-            .get(&one_id)
-            .map(|j| j.value().clone())
-            .unwrap_or_default();
+        let journey = self.journey(&one_id).unwrap_or_default();
         let ns = self.identity.namespaces();
         let identifiers = profile
             .ids

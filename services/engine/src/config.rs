@@ -250,6 +250,10 @@ pub struct StateSettings {
     /// identity links are kept. `0s`: never.
     #[serde(with = "humantime_serde")]
     pub evict_journeys_after: Duration,
+    /// Journeys with no event for this long (event time) are kept encoded
+    /// in memory and decoded on their next event. `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub freeze_journeys_after: Duration,
     /// Estimated state bytes at which the engine stops consuming and goes
     /// not ready, with an error, instead of running out of memory. 0: no limit.
     pub max_memory_bytes: u64,

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub changelog_records: IntCounterVec,
     pub outputs_deduplicated: IntCounter,
     pub journeys_evicted: IntCounter,
+    pub journeys_frozen: IntCounter,
     pub http_connections: IntGauge,
     pub http_header_timeouts: IntCounter,
     pub memory_budget_exceeded: IntGauge,
@@ -241,6 +242,10 @@ const OUTPUTS_DEDUPLICATED: Def = (
 const JOURNEYS_EVICTED: Def = (
     "onejourney_journeys_evicted_total",
     "Journeys whose detail was dropped after state.evict_journeys_after without events.",
+);
+const JOURNEYS_FROZEN: Def = (
+    "onejourney_journeys_frozen_total",
+    "Journeys kept encoded after state.freeze_journeys_after without events (decoded again on their next event).",
 );
 const HTTP_CONNECTIONS: Def = (
     "onejourney_http_connections",
@@ -428,6 +433,7 @@ impl Metrics {
             changelog_records: r.counter_vec(CHANGELOG_RECORDS, &["kind"])?,
             outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,
             journeys_evicted: r.counter(JOURNEYS_EVICTED)?,
+            journeys_frozen: r.counter(JOURNEYS_FROZEN)?,
             http_connections: r.gauge(HTTP_CONNECTIONS)?,
             http_header_timeouts: r.counter(HTTP_HEADER_TIMEOUTS)?,
             memory_budget_exceeded: r.gauge(MEMORY_BUDGET_EXCEEDED)?,

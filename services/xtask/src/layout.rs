@@ -12,8 +12,9 @@
 //! - **functions a reader can hold**: at most [`Limits::fn_lines`] lines per
 //!   production function (signature to closing brace).
 //!
-//! Test code does not count: files named `tests.rs` or `testkit.rs`, and every
-//! item under `#[cfg(test)]` or `#[test]`. Keeps nothing.
+//! Test code does not count: files named `tests.rs`, `*_tests.rs` or
+//! `testkit.rs`, and every item under `#[cfg(test)]` or `#[test]`. Keeps
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,7 +117,7 @@ pub fn check_crate(crate_name: &str, sources: &[Source], limits: Limits) -> (Vec
 /// Files that hold only tests do not count.
 fn is_production_file(rel_path: &str) -> bool {
     let name = rel_path.rsplit('/').next().unwrap_or(rel_path);
-    !matches!(name, "tests.rs" | "testkit.rs") && !rel_path.starts_with("bin/tests")
+    !matches!(name, "tests.rs" | "testkit.rs") && !name.ends_with("_tests.rs") && !rel_path.starts_with("bin/tests")
 }
 
 /// `event.rs` -> `event`; `identity/plan.rs` -> `identity`; the crate root
@@ -391,6 +392,7 @@ mod tests {
             src("a.rs", "use crate::b::X;\n#[cfg(test)]\nmod tests { use crate::a::Y; }"),
             src("b.rs", "#[cfg(test)] use crate::a::Y;\npub struct X;"),
             src("b/tests.rs", "use crate::a::Y;"),
+            src("b/more_tests.rs", "use crate::a::Y;"),
             src("testkit.rs", "use crate::a::Y; use crate::b::X;"),
         ]);
         assert!(v.is_empty(), "{v:?}");

@@ -111,7 +111,7 @@ fn the_holdout_is_withheld_recorded_and_measured() {
     // Held out: recorded on the profile, never published, no contact.
     let published: std::collections::HashSet<String> = sent.iter().map(|a| a.action_id.clone()).collect();
     let mut recorded = 0;
-    for j in p.state().journeys.iter() {
+    for (_, j) in p.state().all_journeys() {
         for r in j.recent_actions.iter().filter(|r| r.held_out) {
             recorded += 1;
             assert!(!published.contains(&r.action_id));

@@ -40,6 +40,7 @@ use crate::hash::HashSet;
 use crate::identity::{Derivation, DerivationRecord, IdentityOp, OneId};
 use crate::journey::Journey;
 use crate::snapshot::Pairs;
+use crate::state::Stored;
 use crate::time::EventTime;
 
 use super::dedupe::{Dedupe, DedupeDelta};
@@ -176,7 +177,7 @@ impl Processor {
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, Arc::new(j));
+            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
         }
         self.state.journeys_loaded();
         let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
@@ -230,7 +231,7 @@ impl Processor {
         }
         for (one_id, j) in journeys {
             records.insert(one_id.clone());
-            self.state.journeys.insert(one_id, Arc::new(j));
+            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
         }
         self.state.journeys_loaded();
         // Version 1 carries every key; 2 the deltas past the snapshot's.

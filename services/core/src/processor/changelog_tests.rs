@@ -118,7 +118,7 @@ impl Changelog {
     fn checkpoint(&mut self, p: &mut Processor) {
         self.identity.extend(p.take_identity_ops());
         for one_id in p.state().take_dirty() {
-            let journey = p.state().journeys.get(&one_id).map(|j| (**j.value()).clone());
+            let journey = p.state().journey(&one_id).map(|j| (*j).clone());
             let timers = p.timers_of(&one_id).to_vec();
             let value = (journey.is_some() || !timers.is_empty())
                 .then(|| rmp_serde::to_vec_named(&(journey, timers)).expect("encodes"));
@@ -134,7 +134,7 @@ impl Changelog {
     fn legacy_checkpoint(&mut self, p: &mut Processor) {
         self.identity.extend(p.take_identity_ops());
         for one_id in p.state().take_dirty() {
-            let journey: Option<Journey> = p.state().journeys.get(&one_id).map(|j| (**j.value()).clone());
+            let journey: Option<Journey> = p.state().journey(&one_id).map(|j| (*j).clone());
             let value = journey.map(|j| rmp_serde::to_vec_named(&(Some(j), Vec::<Timer>::new())).expect("encodes"));
             self.journeys.insert(one_id, value);
         }

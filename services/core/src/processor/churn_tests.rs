@@ -68,8 +68,7 @@ fn labels_come_from_the_stream() {
     let b = p.state().identity.one_id_of(&visit("x", 0, "B").ids[0]).unwrap();
     let pending: Vec<EventTime> = p
         .state()
-        .journeys
-        .get(&b)
+        .journey(&b)
         .unwrap()
         .churn_examples
         .pending
@@ -109,7 +108,7 @@ fn a_lookup_sees_the_score_as_of_the_watermark() {
     assert_eq!(at_event.evaluated_at, Some(crate::testkit::t(0)));
     p.process(&visit("b100", 100, "B"), 0).unwrap();
     let one_id = p.state().identity.one_id_of(&key).unwrap();
-    let stored = p.state().journeys.get(&one_id).unwrap().churn.clone();
+    let stored = p.state().journey(&one_id).unwrap().churn.clone();
     let later = p.state().view(&key).unwrap().churn;
     assert_eq!(later.evaluated_at, Some(crate::testkit::t(100 * DAY)));
     // What the engine stored is as of its last evaluation (a quiet check).
@@ -148,9 +147,9 @@ fn the_model_survives_a_snapshot() {
     let examples = |p: &Processor| {
         let mut v: Vec<_> = p
             .state()
-            .journeys
-            .iter()
-            .map(|j| (j.key().clone(), j.churn_examples.clone()))
+            .all_journeys()
+            .into_iter()
+            .map(|(id, j)| (id, j.churn_examples.clone()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

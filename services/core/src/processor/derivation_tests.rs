@@ -57,7 +57,11 @@ fn a_format_2_snapshot_keeps_its_one_ids_and_suppressions_under_a_configured_key
     // Written before the learned churn model: an untrained one, journeys without examples.
     let live = p.state().churn().as_ref().map(|l| (l.model.examples, l.model.weights));
     assert_eq!(live, Some((0, [0.0; crate::decide::learned::N])));
-    assert!(p.state().journeys.iter().all(|j| j.churn_examples.pending.is_empty()));
+    assert!(p
+        .state()
+        .all_journeys()
+        .iter()
+        .all(|(_, j)| j.churn_examples.pending.is_empty()));
 
     // The forget done before still suppresses.
     let bob = web("n1", 10, json!({"email": "bob@example.com"}), "login", json!({}));

@@ -19,8 +19,8 @@ fn one_login() -> (String, Journey) {
     let mut p = Processor::new(Arc::new(core_config()), state.clone());
     let ids = json!({"customer_id": "B000000001", "email": "bench.1@example.com", "cookie_id": "bc-000000001"});
     p.process(&web("pre-1", 0, ids, "login", json!({})), 0).unwrap();
-    let e = state.journeys.iter().next().expect("one journey");
-    (e.key().to_string(), (**e.value()).clone())
+    let (one_id, j) = state.all_journeys().pop().expect("one journey");
+    (one_id.to_string(), (*j).clone())
 }
 
 #[test]

@@ -32,37 +32,31 @@ pub enum OutcomeEffect {
 impl Processor {
     /// Learns from an `action-outcomes` record.
     pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
-        let Some(mut entry) = self.state.journeys.get_mut(o.one_id.as_str()) else {
+        let learned = self.state.update_journey(o.one_id.as_str(), |j| {
+            let r = j
+                .recent_actions
+                .iter_mut()
+                .find(|r| r.action_id == o.action_id && !r.held_out)?;
+            let new_trial = !r.counted_trial;
+            let new_response = o.outcome.is_response() && !r.counted_response;
+            r.counted_trial = true;
+            r.counted_response |= new_response;
+            r.outcome = Some(o.outcome);
+            let (action, tier) = (r.action.clone(), r.tier);
+            let channel = ContactChannel::from_label(&r.channel);
+            if o.outcome == Outcome::Dismissed {
+                *j.ignored.entry(action.clone()).or_insert(0) += 1;
+            }
+            // The decoder checked the time; a response counts for the
+            // no-response rule of the channel the message went on.
+            if let (true, Some(c), Some(at)) = (o.outcome.is_engagement(), channel, EventTime::parse_rfc3339(&o.at)) {
+                j.record_response(at, c);
+            }
+            Some((new_trial, new_response, action, tier, channel))
+        });
+        let Some((new_trial, new_response, action, tier, channel)) = learned else {
             return OutcomeEffect::Unknown;
         };
-        // Copied only when a checkpoint still holds it (see `State`).
-        let j = std::sync::Arc::make_mut(entry.value_mut());
-        let Some(r) = j
-            .recent_actions
-            .iter_mut()
-            .find(|r| r.action_id == o.action_id && !r.held_out)
-        else {
-            return OutcomeEffect::Unknown;
-        };
-        let new_trial = !r.counted_trial;
-        let new_response = o.outcome.is_response() && !r.counted_response;
-        r.counted_trial = true;
-        r.counted_response |= new_response;
-        r.outcome = Some(o.outcome);
-        let (action, tier) = (r.action.clone(), r.tier);
-        let channel = ContactChannel::from_label(&r.channel);
-        if o.outcome == Outcome::Dismissed {
-            *j.ignored.entry(action.clone()).or_insert(0) += 1;
-        }
-        // The decoder checked the time; a response counts for the
-        // no-response rule of the channel the message went on.
-        if let (true, Some(c), Some(at)) = (o.outcome.is_engagement(), channel, EventTime::parse_rfc3339(&o.at)) {
-            j.record_response(at, c);
-        }
-        let one_id = entry.key().clone();
-        drop(entry);
-        // Changed in place: the next checkpoint must write it.
-        self.state.touched(&one_id);
         if !new_trial && !new_response {
             return OutcomeEffect::Repeated;
         }

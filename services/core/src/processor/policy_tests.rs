@@ -133,7 +133,7 @@ fn a_merge_keeps_the_newest_statement_whichever_profile_had_it() {
             json!({}),
         );
         let one_id = p.process(&link, 0).unwrap().one_id.unwrap();
-        let j = p.state.journeys.get(&one_id).unwrap().clone();
+        let j = p.state.journey(&one_id).unwrap().clone();
         let sms = j.consent.get(ContactChannel::Sms).unwrap();
         assert!(!sms.granted, "the opt-out at minute 5 is newer");
         assert_eq!(sms.at, t(5));

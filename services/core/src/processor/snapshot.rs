@@ -29,6 +29,7 @@ use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
 use crate::journey::Journey;
 use crate::snapshot::{DashEntries, Pairs};
+use crate::state::Stored;
 use crate::time::EventTime;
 
 use super::dedupe::Dedupe;
@@ -165,7 +166,9 @@ impl Processor {
     pub(super) fn rebuilt_population(&self) -> Population {
         let mut pop = Population::default();
         for entry in self.state.journeys.iter() {
-            pop.update(None, ValueKey::of(entry.value()));
+            if let Some(j) = entry.value().journey() {
+                pop.update(None, ValueKey::of(&j));
+            }
         }
         pop
     }
@@ -203,7 +206,7 @@ impl Processor {
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
         for (one_id, j) in snap.journeys {
-            self.state.journeys.insert(one_id, Arc::new(j));
+            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
         }
         self.state.journeys_loaded();
         let dedupe = if snap.version < 4 {

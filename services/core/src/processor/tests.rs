@@ -89,7 +89,7 @@ fn the_story_lands_on_one_profile_with_decisions() {
     assert_eq!(cart.decided_at, crate::testkit::t(33));
     assert!(cart.identifiers.contains_key("email_sha256"));
     assert!(!cart.identifiers.values().any(|v| v.contains('@')));
-    let j = p.state().journeys.iter().next().unwrap().value().clone();
+    let j = p.state().all_journeys().into_iter().next().unwrap().1;
     assert_eq!(j.total_events(), 7);
     assert_eq!(j.channels_touched(), vec!["web", "pos", "app", "call_center"]);
 }
@@ -131,7 +131,7 @@ fn merges_are_reported_and_journeys_combined() {
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].change, "merge");
     assert_eq!(p.state().journeys.len(), 1);
-    let j = p.state().journeys.get(&changes[0].one_id).unwrap().clone();
+    let j = p.state().journey(&changes[0].one_id).unwrap().clone();
     assert_eq!(j.total_events(), 3);
     assert_eq!(j.cart.value(), 10.0);
 }
@@ -141,11 +141,11 @@ fn duplicates_change_nothing() {
     let mut p = processor();
     let e = web("w1", 0, json!({"cookie_id": "c-1"}), "add_to_cart", product("a", 10.0));
     p.process(&e, 0).unwrap();
-    let before = p.state().journeys.iter().next().unwrap().value().clone();
+    let before = p.state().all_journeys().into_iter().next().unwrap().1;
     let again = p.process(&e, 0).unwrap();
     assert!(again.duplicate);
     assert!(again.outputs.is_empty());
-    assert_eq!(p.state().journeys.iter().next().unwrap().value(), &before);
+    assert_eq!(p.state().all_journeys()[0].1, before);
     // The same id on another channel is another event.
     let other = app("w1", 0, json!({"cookie_id": "c-1"}), "session_start", json!({}));
     assert!(!p.process(&other, 0).unwrap().duplicate);
@@ -380,7 +380,7 @@ fn outcomes_teach_propensities_once_per_decision() {
     );
     let a = actions(&outs)[0].clone();
     assert_eq!(a.action, "post_purchase_follow_up");
-    let tier = p.state().journeys.get(&a.one_id).unwrap().tier;
+    let tier = p.state().journey(&a.one_id).unwrap().tier;
     let before = p.propensity(&a.action, tier).unwrap();
     let outcome = |o: &str| ActionOutcome {
         action_id: a.action_id.clone(),
@@ -409,10 +409,7 @@ fn outcomes_teach_propensities_once_per_decision() {
     assert_eq!(p.outcome(&unknown), OutcomeEffect::Unknown);
     // Dismissals count toward the ignore limit.
     p.outcome(&outcome("dismissed"));
-    assert_eq!(
-        p.state().journeys.get(&a.one_id).unwrap().ignored.get(&a.action),
-        Some(&1)
-    );
+    assert_eq!(p.state().journey(&a.one_id).unwrap().ignored.get(&a.action), Some(&1));
 }
 
 #[test]
@@ -441,7 +438,7 @@ fn value_tiers_split_customers_by_revenue_contribution() {
     run(&mut p, &touch);
     let tier_of = |i: usize| {
         let id = one_id(&p, "loyalty_id", &format!("L{i}"));
-        p.state().journeys.get(&id).unwrap().tier
+        p.state().journey(&id).unwrap().tier
     };
     assert_eq!(tier_of(0), Tier::A);
     assert_eq!(tier_of(9), Tier::A);
@@ -512,7 +509,7 @@ fn eviction_drops_old_journey_detail_and_keeps_identity() {
     let mut p = processor();
     run(&mut p, &story());
     let ann = one_id(&p, "cookie_id", "c-1");
-    let before = p.state().journeys.get(&ann).unwrap().clone();
+    let before = p.state().journey(&ann).unwrap().clone();
     assert!(!before.visits.is_empty());
     // Someone else, a year later: the watermark moves on.
     run(
@@ -521,7 +518,7 @@ fn eviction_drops_old_journey_detail_and_keeps_identity() {
     );
     p.tick(u64::MAX);
     assert_eq!(p.evict_journeys(Duration::from_secs(180 * 86_400)), 1);
-    let after = p.state().journeys.get(&ann).unwrap().clone();
+    let after = p.state().journey(&ann).unwrap().clone();
     assert!(after.visits.is_empty() && after.contacts.is_empty() && after.recent_actions.is_empty());
     assert_eq!(
         (after.purchases, after.revenue, after.first_seen),
@@ -560,8 +557,8 @@ fn a_journey_active_since_the_eviction_scan_keeps_its_detail() {
     p.tick(u64::MAX);
     p.state().take_dirty();
     assert_eq!(p.evict_listed(&listed, cutoff), 1, "only Bob's");
-    assert!(p.state().journeys.get(&ann).unwrap().has_detail(), "Ann's detail stays");
-    assert!(!p.state().journeys.get(&bob).unwrap().has_detail());
+    assert!(p.state().journey(&ann).unwrap().has_detail(), "Ann's detail stays");
+    assert!(!p.state().journey(&bob).unwrap().has_detail());
     assert_eq!(p.state().take_dirty(), vec![bob], "Bob's record is written again");
     assert_eq!(p.evict_listed(&listed, cutoff), 0, "once");
     assert_eq!(
@@ -633,12 +630,12 @@ fn one_quiet_check_per_profile_however_many_events() {
     );
     let merged = p
         .state()
-        .journeys
-        .iter()
-        .find(|j| j.purchases == 1)
-        .map(|j| j.key().clone());
+        .all_journeys()
+        .into_iter()
+        .find(|(_, j)| j.purchases == 1)
+        .map(|(id, _)| id);
     let merged = merged.expect("the merged journey");
-    let lapsed_evaluations = p.state().journeys.get(&merged).and_then(|j| j.churn.evaluated_at.get());
+    let lapsed_evaluations = p.state().journey(&merged).and_then(|j| j.churn.evaluated_at.get());
     // Last activity at minute 70: lapsed at 30 days + 70 minutes, once.
     assert_eq!(lapsed_evaluations, Some(crate::testkit::t(30 * day + 70)));
     // The merged profile's next check and the other customer's: one each (a
@@ -662,7 +659,7 @@ fn decisions_keep_their_score_what_they_beat_and_what_policy_held_back() {
     events.push(call("c1", 18 * day + 60, ids(), "complaint", "unresolved"));
     run(&mut p, &events);
     let c9 = one_id(&p, "customer_id", "C-9");
-    let j = p.state.journeys.get(&c9).unwrap().value().clone();
+    let j = p.state.journey(&c9).unwrap();
     type Context<'a> = (&'a str, Option<f64>, Vec<(&'a str, f64)>, Vec<(&'a str, Suppressed)>);
     let got: Vec<Context> = j
         .recent_actions

@@ -25,6 +25,7 @@ use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::{Journey, Transition};
 use crate::output::{Output, TriggerRef};
+use crate::state::Stored;
 use crate::time::EventTime;
 
 use super::timer_set::Timer;
@@ -133,12 +134,13 @@ impl Processor {
         let Some(one_id) = self.state.identity.one_id_of(&key) else {
             return;
         };
+        // Thawed here if frozen (a quiet customer's journey usually is),
+        // so that the take below does not decode it again.
         if kind == TimerKind::Quiet
             && self
                 .state
-                .journeys
-                .get(&one_id)
-                .is_none_or(|j| j.quiet_due.is_some_and(|d| d != due))
+                .live_entry(&one_id)
+                .is_none_or(|e| matches!(e.value(), Stored::Live(j) if j.quiet_due.is_some_and(|d| d != due)))
         {
             // A stale check: the profile's live one is due at another time
             // (two profiles merged), or the journey is gone.

@@ -24,7 +24,7 @@ fn run(p: &mut Processor, events: &[ChannelEvent]) {
 
 fn journey(p: &Processor, loyalty: &str) -> Journey {
     let id = one_id(p, "loyalty_id", loyalty);
-    let j = p.state().journeys.get(&id).expect("a journey").as_ref().clone();
+    let j = p.state().journey(&id).expect("a journey").as_ref().clone();
     j
 }
 
@@ -32,7 +32,7 @@ fn journey(p: &Processor, loyalty: &str) -> Journey {
 fn assert_in_step(p: &Processor) {
     let mut kept = p.value.clone();
     let mut rebuilt = p.rebuilt_population();
-    let buying = p.state().journeys.iter().filter(|j| j.purchases > 0).count() as u64;
+    let buying = p.state().all_journeys().iter().filter(|(_, j)| j.purchases > 0).count() as u64;
     assert_eq!(kept.buyers(), buying);
     assert_eq!(rebuilt.buyers(), buying);
     kept.rfm.recompute();

@@ -14,7 +14,7 @@ use crate::processor::Processor;
 use crate::testkit::{app, call, core_config, pos, product, web};
 use crate::time::EventTime;
 
-fn processor_with(limits: IdentityLimits) -> Processor {
+pub(super) fn processor_with(limits: IdentityLimits) -> Processor {
     let ns = Namespaces::with_defaults().with_limits(limits).expect("valid limits");
     Processor::new(Arc::new(core_config()), Arc::new(State::new(Arc::new(ns))))
 }
@@ -25,13 +25,13 @@ fn scan_recent(state: &State, n: usize) -> Vec<OneId> {
     let mut all: Vec<(Reverse<Option<EventTime>>, OneId)> = state
         .journeys
         .iter()
-        .map(|j| (Reverse(j.last_seen), j.key().clone()))
+        .map(|j| (Reverse(j.value().last_seen()), j.key().clone()))
         .collect();
     all.sort();
     all.into_iter().take(n).map(|(_, id)| id).collect()
 }
 
-fn check(state: &State) -> Result<(), TestCaseError> {
+pub(super) fn check(state: &State) -> Result<(), TestCaseError> {
     prop_assert_eq!(state.size(), state.recount());
     for n in [1, 7, crate::recent::RECENT_MAX] {
         let recent = state.recent(n);
@@ -47,7 +47,7 @@ fn check(state: &State) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-const NAMES: [&str; 6] = [
+pub(super) const NAMES: [&str; 6] = [
     "cookie_id",
     "device_id",
     "email",
@@ -56,7 +56,7 @@ const NAMES: [&str; 6] = [
     "card_token",
 ];
 
-fn ids_json(parts: &[(usize, usize)]) -> Value {
+pub(super) fn ids_json(parts: &[(usize, usize)]) -> Value {
     let mut m = Map::new();
     for (ns, v) in parts {
         m.insert(NAMES[*ns].to_string(), Value::from(format!("{}-{v}@x.io", NAMES[*ns])));
@@ -65,13 +65,13 @@ fn ids_json(parts: &[(usize, usize)]) -> Value {
 }
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     /// Minute, kind (page view, cart, sale, call, app), identifiers.
     Event(i64, u8, Vec<(usize, usize)>),
     Forget(usize, usize),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     let ids = prop::collection::vec((0usize..6, 0usize..5), 1..4);
     prop_oneof![
         8 => (0i64..600, 0u8..5, ids).prop_map(|(m, k, ids)| Op::Event(m, k, ids)),
@@ -79,7 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn event(i: usize, minute: i64, kind: u8, ids: Value) -> crate::event::ChannelEvent {
+pub(super) fn event(i: usize, minute: i64, kind: u8, ids: Value) -> crate::event::ChannelEvent {
     let id = format!("e{i}");
     match kind {
         0 => web(&id, minute, ids, "page_view", json!({})),

@@ -399,13 +399,8 @@ mod tests {
         assert_eq!(out_a.len(), out_b.len());
         assert!(out_a == out_b, "the same records, in the same order");
         assert_eq!(b.state().identity.partition(), a.state().identity.partition());
-        for j in a.state().journeys.iter() {
-            assert_eq!(
-                Some(j.value()),
-                b.state().journeys.get(j.key()).as_deref(),
-                "{}",
-                j.key()
-            );
+        for (one_id, j) in a.state().all_journeys() {
+            assert_eq!(Some(j), b.state().journey(&one_id), "{one_id}");
         }
 
         // A damaged file is an error, not an empty state.

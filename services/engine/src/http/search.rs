@@ -125,7 +125,7 @@ pub(super) async fn recent(
     let ns = s.state.identity.namespaces();
     let mut profiles: Vec<RecentProfile> = Vec::with_capacity(newest.len());
     for one_id in newest.drain(..) {
-        let Some(j) = s.state.journeys.get(&one_id).map(|j| j.value().clone()) else {
+        let Some(j) = s.state.journey(&one_id) else {
             continue;
         };
         let identifier = s

@@ -296,7 +296,7 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
         .take_dirty_unordered()
         .into_iter()
         .map(|one_id| {
-            let journey = state.journeys.get(&one_id).map(|j| j.value().clone());
+            let journey = state.journey(&one_id);
             let timers = processor.timers_of(&one_id).to_vec();
             (one_id, journey, timers)
         })
@@ -399,9 +399,9 @@ mod tests {
         };
         apply(&mut p, first);
         let at_barrier: BTreeMap<OneId, Journey> = state
-            .journeys
-            .iter()
-            .map(|e| (e.key().clone(), (**e.value()).clone()))
+            .all_journeys()
+            .into_iter()
+            .map(|(id, j)| (id, (*j).clone()))
             .collect();
 
         let capture = take_changes(&mut p).unwrap();
@@ -416,7 +416,7 @@ mod tests {
         }
         let changed: Vec<OneId> = at_barrier
             .iter()
-            .filter(|(id, j)| state.journeys.get(*id).is_some_and(|now| **now.value() != **j))
+            .filter(|(id, j)| state.journey(id).is_some_and(|now| *now != **j))
             .map(|(id, _)| id.clone())
             .collect();
         assert!(!changed.is_empty(), "the writer changed journeys the capture holds");

@@ -123,7 +123,10 @@ pub async fn run(
         ),
         in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
-        eviction: evict::Eviction::new(settings.state.evict_journeys_after),
+        eviction: evict::Eviction::new(
+            settings.state.evict_journeys_after,
+            settings.state.freeze_journeys_after,
+        ),
         settings: settings.clone(),
         health: health.clone(),
         metrics,

@@ -61,6 +61,8 @@ impl Poll {
         // burst of the missed ones: the next waits a whole interval.
         snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snapshot.tick().await;
+        // The first scan at once: it freezes what a restore brought back idle.
+        self.eviction.start(self.ingest.processor());
         let mut budget = tokio::time::interval(Duration::from_secs(10));
         let mut paused = false;
         loop {

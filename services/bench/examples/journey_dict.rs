@@ -1,0 +1,61 @@
+//! Trains the zstd dictionary the engine compresses frozen journeys with
+//! (`services/core/src/state/journey.dict`, see `state/stored.rs`) from the
+//! journeys of a simulated population, and prints what it achieves on
+//! journeys it was not trained on:
+//! `cargo run --release -p onejourney-bench --example journey_dict -- services/core/src/state/journey.dict`.
+//!
+//! The dictionary is an in-memory optimisation only: frozen journeys never
+//! leave the process, so a new dictionary needs no migration. Retrain it
+//! when the journey's encoding changes a lot (the bench's `memory` note and
+//! `onejourney-bench`'s `frozen_ratio` test show when it stops fitting).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use onejourney_core::{Decoder, Processor, State};
+use onejourney_engine::config::Settings;
+use onejourney_simulator::{generate, SimConfig};
+
+/// Dictionary size: past 32 KiB the journeys barely compress better.
+const DICT_BYTES: usize = 32 << 10;
+
+fn main() -> anyhow::Result<()> {
+    let out = std::env::args().nth(1).context("the dictionary file to write")?;
+    let settings = Settings::load(None, None, &Default::default())?;
+    let ns = settings.namespaces()?;
+    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
+    let state = Arc::new(State::new(ns));
+    let mut p = Processor::new(Arc::new(settings.core()), state.clone());
+    let sim = generate(&SimConfig {
+        customers: 60_000,
+        seed: 7,
+        ..SimConfig::default()
+    });
+    for (seq, e) in sim.events.iter().enumerate() {
+        if let Ok(ev) = decoder.decode(e.stream.channel(), &e.bytes()) {
+            p.offer(ev, 0, seq as u64, 0);
+        }
+    }
+    let all: Vec<Vec<u8>> = state
+        .all_journeys()
+        .iter()
+        .map(|(_, j)| rmp_serde::to_vec(&**j))
+        .collect::<Result<_, _>>()?;
+    let (train, test) = all.split_at(all.len() / 2);
+    let dict = zstd::dict::from_samples(train, DICT_BYTES)?;
+    let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict)?;
+    let (mut raw, mut packed) = (0, 0);
+    for b in test {
+        raw += b.len();
+        packed += c.compress(b)?.len();
+    }
+    println!(
+        "{} journeys: {:.0} bytes encoded, {:.0} compressed with the dictionary ({:.1}x)",
+        test.len(),
+        raw as f64 / test.len() as f64,
+        packed as f64 / test.len() as f64,
+        raw as f64 / packed as f64
+    );
+    std::fs::write(&out, &dict).with_context(|| format!("writing {out}"))?;
+    Ok(())
+}
