@@ -49,8 +49,9 @@ pub struct State {
     pub journeys: DashMap<OneId, Stored>,
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
-    /// The estimate of the bytes the processor's dedupe memory holds.
-    dedupe_bytes: AtomicI64,
+    /// The estimate of the bytes the processor holds for the state: its
+    /// dedupe memory and its timers.
+    processor_bytes: AtomicI64,
     recent: Mutex<Recent>,
     /// The churn model, its config and the event time applied (see
     /// [`LiveChurn`]); `None` until a processor is attached.
@@ -90,8 +91,8 @@ pub struct Size {
     /// Identifiers in a profile (household identifiers excluded).
     pub identifiers: usize,
     pub journeys: usize,
-    /// The estimate of the bytes the identity graph, the journeys and the
-    /// dedupe memory hold.
+    /// The estimate of the bytes the identity graph, the journeys, the
+    /// dedupe memory, the timers and the dirty set hold.
     pub bytes: usize,
 }
 
@@ -130,7 +131,7 @@ impl State {
             identity: IdentityGraph::new(namespaces),
             journeys: DashMap::with_hasher_and_shard_amount(BuildHasher::default(), JOURNEY_SHARDS),
             journey_bytes: AtomicI64::new(0),
-            dedupe_bytes: AtomicI64::new(0),
+            processor_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
             models: Mutex::new(Models::default()),
@@ -214,7 +215,7 @@ impl State {
             bytes: identity
                 .bytes
                 .saturating_add(journeys)
-                .saturating_add(self.dedupe_bytes())
+                .saturating_add(self.processor_bytes())
                 .saturating_add(self.dirty_bytes()),
         }
     }
@@ -234,19 +235,20 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
-            bytes: identity.bytes + journeys + self.dedupe_bytes() + self.dirty_bytes(),
+            bytes: identity.bytes + journeys + self.processor_bytes() + self.dirty_bytes(),
         }
     }
 
-    /// The processor's dedupe memory (it owns it; the size is kept here so
-    /// that readers see one total).
-    fn dedupe_bytes(&self) -> usize {
-        usize::try_from(self.dedupe_bytes.load(Ordering::Relaxed)).unwrap_or(0)
+    /// The processor's dedupe memory and timers (it owns them; the size is
+    /// kept here so that readers see one total).
+    fn processor_bytes(&self) -> usize {
+        usize::try_from(self.processor_bytes.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
-    /// Sets the estimate of the dedupe memory's bytes (writer only).
-    pub fn set_dedupe_bytes(&self, bytes: usize) {
-        self.dedupe_bytes.store(signed(bytes), Ordering::Relaxed);
+    /// Sets the estimate of the bytes of the processor's dedupe memory and
+    /// timers (writer only).
+    pub fn set_processor_bytes(&self, bytes: usize) {
+        self.processor_bytes.store(signed(bytes), Ordering::Relaxed);
     }
 
     /// An estimate of the bytes the state holds; constant time.

@@ -129,7 +129,7 @@ impl Processor {
     /// gone: their deltas can go from the changelog).
     pub fn take_dedupe_delta(&mut self) -> (DedupeDelta, Option<i64>) {
         let delta = self.seen.take_fresh();
-        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+        self.sync_sizes();
         (delta, self.seen.oldest_bucket())
     }
 
@@ -138,7 +138,7 @@ impl Processor {
     /// before they existed), so that the changelog gets them once.
     pub fn mark_dedupe_fresh(&mut self) {
         self.seen.mark_all_fresh();
-        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+        self.sync_sizes();
     }
 
     /// Everything but the graph and the journeys, to serialise as
@@ -195,6 +195,7 @@ impl Processor {
             globals.churn_model,
             globals.value,
         );
+        self.sync_sizes();
         Ok(())
     }
 
@@ -262,6 +263,7 @@ impl Processor {
             globals.churn_model,
             globals.value,
         );
+        self.sync_sizes();
         Ok(())
     }
 }

@@ -201,7 +201,14 @@ impl Processor {
     fn remember(&mut self, key: u64, at: EventTime) {
         self.seen.expire(self.applied_to);
         self.seen.insert(key, at);
-        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+        self.sync_sizes();
+    }
+
+    /// Tells the state the bytes the processor holds for it (the dedupe
+    /// memory and the timers), for its size estimate: after either changes.
+    pub(super) fn sync_sizes(&self) {
+        self.state
+            .set_processor_bytes(self.seen.approx_bytes() + self.timers.approx_bytes());
     }
 
     /// Remembered event keys (the dedupe memory).
@@ -337,6 +344,7 @@ impl Processor {
         for home in self.timers.remove_keys(|k| gone.ids.contains(k)) {
             self.state.touched(&home);
         }
+        self.sync_sizes();
         let at = if self.applied_to == EventTime::MIN {
             EventTime(0)
         } else {

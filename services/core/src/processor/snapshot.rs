@@ -223,6 +223,7 @@ impl Processor {
             self.load_whole_timers(snap.timers);
         }
         self.load_models((snap.propensities, snap.uplift), snap.churn_model, snap.value);
+        self.sync_sizes();
         Ok(())
     }
 
@@ -275,7 +276,7 @@ impl Processor {
         now_ms: u64,
     ) {
         self.seen = dedupe;
-        self.state.set_dedupe_bytes(self.seen.approx_bytes());
+        self.sync_sizes();
         self.partitions = partitions
             .into_iter()
             .map(|(p, c)| {

@@ -125,6 +125,7 @@ impl Processor {
         // Its home's record no longer carries it.
         self.state.touched(&home);
         self.fire(due, kind, key, outputs);
+        self.sync_sizes();
         1
     }
 

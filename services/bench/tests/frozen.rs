@@ -1,0 +1,71 @@
+//! Frozen journeys on realistic data: every journey of a simulated
+//! population (months of web, store, app and call-center history, carts,
+//! decisions, outcomes) reads back equal after freezing, and the compiled-in
+//! dictionary still fits them (`core/src/state/stored.rs`; retrain it with
+//! the `journey_dict` example when this fails on the ratio).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use onejourney_core::{Decoder, EventTime, Processor, State};
+use onejourney_engine::config::Settings;
+use onejourney_simulator::{generate, SimConfig};
+
+#[test]
+fn simulated_journeys_read_back_equal_and_four_times_smaller_frozen() {
+    let settings = Settings::defaults().unwrap();
+    let ns = settings.namespaces().unwrap();
+    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes).unwrap();
+    let state = Arc::new(State::new(ns));
+    let mut p = Processor::new(Arc::new(settings.core()), state.clone());
+    // Another seed than the dictionary was trained on.
+    let sim = generate(&SimConfig {
+        customers: 2_000,
+        seed: 1234,
+        ..SimConfig::default()
+    });
+    for (seq, e) in sim.events.iter().enumerate() {
+        let ev = decoder
+            .decode(e.stream.channel(), &e.bytes())
+            .expect("simulator events are valid");
+        p.offer(ev, 0, seq as u64, 0);
+    }
+    let mut before = state.all_journeys();
+    before.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(before.len() > 1_500, "{} journeys", before.len());
+    let encoded: usize = before.iter().map(|(_, j)| rmp_serde::to_vec(&**j).unwrap().len()).sum();
+
+    state.take_dirty();
+    let live_bytes = state.size().bytes;
+    let frozen = state.freeze_idle(EventTime(i64::MAX / 2));
+    assert_eq!(frozen, before.len(), "every journey idle and clean is frozen");
+    assert_eq!(state.size(), state.recount());
+
+    let mut after = state.all_journeys();
+    after.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(before == after, "every journey reads back equal");
+
+    let packed: usize = state
+        .journeys
+        .iter()
+        .map(|e| match e.value() {
+            onejourney_core::state::Stored::Frozen(b) => b.len(),
+            onejourney_core::state::Stored::Live(_) => unreachable!("all frozen"),
+        })
+        .sum();
+    let ratio = encoded as f64 / packed as f64;
+    eprintln!(
+        "{} journeys: {:.0} bytes encoded, {:.0} frozen ({ratio:.1}x); state estimate {live_bytes} -> {}",
+        before.len(),
+        encoded as f64 / before.len() as f64,
+        packed as f64 / before.len() as f64,
+        state.size().bytes
+    );
+    // 4.5x when the dictionary was trained (session 11).
+    assert!(ratio > 3.5, "the dictionary no longer fits the journeys: {ratio:.2}x");
+    assert!(
+        state.size().bytes * 2 < live_bytes,
+        "the state estimate at least halves"
+    );
+}
