@@ -35,6 +35,10 @@ pub struct BenchArgs {
     pub profiles: Vec<usize>,
     /// Stop after parse_floor and memory.
     pub memory_only: bool,
+    /// Stop after parse_floor, memory, core and core_all_cores: for sizes
+    /// whose `recovery` (a second copy of the state beside the first) does
+    /// not fit in memory.
+    pub core_only: bool,
     /// A Kafka-compatible broker for the state figures, drain, echo and
     /// engine; without one those figures are left out.
     pub brokers: Option<String>,
@@ -67,7 +71,7 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     // own first (the changelog dropped and idle journeys frozen as the
     // engine's checkpoints and scans do), the other preload's growth in
     // its note.
-    let keep = args.brokers.is_some() && !args.memory_only;
+    let keep = args.brokers.is_some() && !args.memory_only && !args.core_only;
     let (core, memory) = if keep {
         let (clean, mut memory) = Core::preload(settings, first, None, false)?;
         drop(clean);
@@ -202,6 +206,9 @@ impl Sized<'_> {
             ),
         ];
         let mut figures = vec![one_thread, all_cores];
+        if self.args.core_only {
+            return Ok((figures, ratios));
+        }
         // The engines below have a state of their own: the core's goes
         // first, so they do not share the heap with it.
         figures.push(core.recovery(self.settings, persisted.as_ref())?);

@@ -31,6 +31,11 @@ struct Args {
     /// Measure parse_floor and memory only (for large --profiles).
     #[arg(long)]
     memory_only: bool,
+    /// Measure parse_floor, memory, core and core_all_cores only: for
+    /// --profiles sizes whose recovery (a second copy of the state) does not
+    /// fit in memory (10M on 24 GiB, with --events 60000).
+    #[arg(long, conflicts_with = "memory_only")]
+    core_only: bool,
     /// A Kafka-compatible broker for the drain, echo and engine figures
     /// (left out without one).
     #[arg(long)]
@@ -59,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             events: args.events,
             profiles: args.profiles,
             memory_only: args.memory_only,
+            core_only: args.core_only,
             brokers: args.brokers,
             state_only: args.state_only,
             paced_for: std::time::Duration::from_secs(args.paced_secs),

@@ -29,6 +29,7 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
             events: 600,
             profiles: vec![300],
             memory_only: false,
+            core_only: false,
             brokers: Some(brokers),
             state_only: true,
             paced_for: std::time::Duration::from_secs(1),
