@@ -5,7 +5,7 @@ CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
 
-.PHONY: run test lint unit e2e build tools deploy-check bench churn-eval clean
+.PHONY: run test lint unit e2e build tools deploy-check bench bench-10m churn-eval clean
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
@@ -61,11 +61,16 @@ deploy-check: tools
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.
 ## BENCH_PROFILES=1000000,10000000 measures the state figures at both sizes
-## in one run (10M needs a state under about 2 KB a profile in 24 GiB).
+## in one run (10M needs room for two copies of the state: see bench-10m).
 BENCH_PROFILES ?= 1000000
 bench: tools
 	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
 	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" --profiles $(BENCH_PROFILES) $(if $(BENCH_OUT),--out $(BENCH_OUT))'
+
+## memory and core with 10M profiles loaded (no broker; about 6 minutes and
+## 22 GB resident): the other figures need a second copy of the state.
+bench-10m:
+	$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --core-only --events 60000 --profiles 10000000 $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 ## The learned churn model against the hand-weighted score, recency alone and
 ## BG/NBD on the harder simulator (prequential AUCs, JSON; no broker needed).
