@@ -9,33 +9,17 @@
 //! when the journey's encoding changes a lot (the bench's `memory` note and
 //! `onejourney-bench`'s `frozen_ratio` test show when it stops fitting).
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use onejourney_core::{Decoder, Processor, State};
+use onejourney_bench::simulated::population;
 use onejourney_engine::config::Settings;
-use onejourney_simulator::{generate, SimConfig};
 
 /// Dictionary size: past 32 KiB the journeys barely compress better.
 const DICT_BYTES: usize = 32 << 10;
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::args().nth(1).context("the dictionary file to write")?;
-    let settings = Settings::load(None, None, &Default::default())?;
-    let ns = settings.namespaces()?;
-    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes)?;
-    let state = Arc::new(State::new(ns));
-    let mut p = Processor::new(Arc::new(settings.core()), state.clone());
-    let sim = generate(&SimConfig {
-        customers: 60_000,
-        seed: 7,
-        ..SimConfig::default()
-    });
-    for (seq, e) in sim.events.iter().enumerate() {
-        if let Ok(ev) = decoder.decode(e.stream.channel(), &e.bytes()) {
-            p.offer(ev, 0, seq as u64, 0);
-        }
-    }
+    let settings = Settings::defaults()?;
+    let (state, _) = population(&settings, 60_000, 7)?;
     let all: Vec<Vec<u8>> = state
         .all_journeys()
         .iter()

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod churn;
 
 mod preloaded;
+pub mod simulated;
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -6,31 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
-use onejourney_core::{Decoder, EventTime, Processor, State};
+use onejourney_bench::simulated::population;
+use onejourney_core::EventTime;
 use onejourney_engine::config::Settings;
-use onejourney_simulator::{generate, SimConfig};
 
 #[test]
 fn simulated_journeys_read_back_equal_and_four_times_smaller_frozen() {
-    let settings = Settings::defaults().unwrap();
-    let ns = settings.namespaces().unwrap();
-    let decoder = Decoder::new(ns.clone(), settings.ingest.max_message_bytes).unwrap();
-    let state = Arc::new(State::new(ns));
-    let mut p = Processor::new(Arc::new(settings.core()), state.clone());
     // Another seed than the dictionary was trained on.
-    let sim = generate(&SimConfig {
-        customers: 2_000,
-        seed: 1234,
-        ..SimConfig::default()
-    });
-    for (seq, e) in sim.events.iter().enumerate() {
-        let ev = decoder
-            .decode(e.stream.channel(), &e.bytes())
-            .expect("simulator events are valid");
-        p.offer(ev, 0, seq as u64, 0);
-    }
+    let (state, _) = population(&Settings::defaults().unwrap(), 2_000, 1234).unwrap();
     let mut before = state.all_journeys();
     before.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(before.len() > 1_500, "{} journeys", before.len());
