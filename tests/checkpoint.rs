@@ -10,7 +10,8 @@
 //! (`onejourney_checkpoint_stall_phase_seconds`) add up to it. Released,
 //! the checkpoint commits, and a restart restores exactly the state the
 //! engine stopped with, the journeys the eviction scan (beside the writer,
-//! not at the barrier) compacted included.
+//! not at the barrier) compacted and the ones it froze (idle for
+//! `state.freeze_journeys_after`, kept compressed) included.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,6 +26,7 @@ const WRITTEN: &str = "onejourney_snapshots_total{result=\"written\"}";
 const STALL: &str = "onejourney_checkpoint_stall_seconds";
 
 const EVICTED: &str = "onejourney_journeys_evicted_total";
+const FROZEN: &str = "onejourney_journeys_frozen_total";
 
 /// How many journeys keep detail (cart, visits, contact history...).
 fn detailed(state: &onejourney_core::State) -> usize {
@@ -129,6 +131,11 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
         }
         evicted = now;
     }
+    // The same scan froze the idle journeys (default: an hour without an
+    // event, of 90 simulated days).
+    let frozen = e.metric(FROZEN).await;
+    let frozen_now = e.state().journeys.iter().filter(|j| j.value().is_frozen()).count();
+    assert!(frozen > 0.0 && frozen_now > 0, "{frozen} frozen, {frozen_now} still");
     let want = state_summary(e.state());
     let want_detailed = detailed(e.state());
     assert!(
