@@ -27,6 +27,7 @@ const STALL: &str = "onejourney_checkpoint_stall_seconds";
 
 const EVICTED: &str = "onejourney_journeys_evicted_total";
 const FROZEN: &str = "onejourney_journeys_frozen_total";
+const FROZEN_NOW: &str = "onejourney_journeys_frozen";
 
 /// How many journeys keep detail (cart, visits, contact history...).
 fn detailed(state: &onejourney_core::State) -> usize {
@@ -133,9 +134,21 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     }
     // The same scan froze the idle journeys (default: an hour without an
     // event, of 90 simulated days).
-    let frozen = e.metric(FROZEN).await;
-    let frozen_now = e.state().journeys.iter().filter(|j| j.value().is_frozen()).count();
-    assert!(frozen > 0.0 && frozen_now > 0, "{frozen} frozen, {frozen_now} still");
+    // The gauge counts what a walk counts (a scan may run between the two
+    // reads: retried).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let walked = e.state().journeys.iter().filter(|j| j.value().is_frozen()).count();
+        let (frozen, gauge) = (e.metric(FROZEN).await, e.metric(FROZEN_NOW).await);
+        if frozen > 0.0 && walked > 0 && gauge == walked as f64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{frozen} frozen in all, {walked} frozen now, the gauge says {gauge}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let want = state_summary(e.state());
     let want_detailed = detailed(e.state());
     assert!(

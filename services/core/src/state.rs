@@ -49,6 +49,8 @@ pub struct State {
     pub journeys: DashMap<OneId, Stored>,
     /// The estimate of the bytes the journeys hold, kept as they change.
     journey_bytes: AtomicI64,
+    /// How many journeys are frozen, kept as they change.
+    frozen: AtomicI64,
     /// The estimate of the bytes the processor holds for the state: its
     /// dedupe memory and its timers.
     processor_bytes: AtomicI64,
@@ -91,6 +93,8 @@ pub struct Size {
     /// Identifiers in a profile (household identifiers excluded).
     pub identifiers: usize,
     pub journeys: usize,
+    /// Journeys kept frozen ([`Stored::Frozen`]), among `journeys`.
+    pub frozen: usize,
     /// The estimate of the bytes the identity graph, the journeys, the
     /// dedupe memory, the timers and the dirty set hold.
     pub bytes: usize,
@@ -125,12 +129,20 @@ fn signed(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The change in the frozen count when a stored journey goes from
+/// `before` to `after` (`None`: none there).
+fn frozen_change(before: Option<&Stored>, after: Option<&Stored>) -> i64 {
+    let f = |s: Option<&Stored>| i64::from(s.is_some_and(Stored::is_frozen));
+    f(after) - f(before)
+}
+
 impl State {
     pub fn new(namespaces: Arc<Namespaces>) -> Self {
         State {
             identity: IdentityGraph::new(namespaces),
             journeys: DashMap::with_hasher_and_shard_amount(BuildHasher::default(), JOURNEY_SHARDS),
             journey_bytes: AtomicI64::new(0),
+            frozen: AtomicI64::new(0),
             processor_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
@@ -212,6 +224,7 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
+            frozen: usize::try_from(self.frozen.load(Ordering::Relaxed)).unwrap_or(0),
             bytes: identity
                 .bytes
                 .saturating_add(journeys)
@@ -235,6 +248,7 @@ impl State {
             profiles: identity.profiles,
             identifiers: identity.identifiers,
             journeys: self.journeys.len(),
+            frozen: self.journeys.iter().filter(|j| j.value().is_frozen()).count(),
             bytes: identity.bytes + journeys + self.processor_bytes() + self.dirty_bytes(),
         }
     }
@@ -288,6 +302,7 @@ impl State {
         self.touched(&key);
         self.journey_bytes
             .fetch_sub(signed(stored_bytes(&key, &s)), Ordering::Relaxed);
+        self.frozen.fetch_add(frozen_change(Some(&s), None), Ordering::Relaxed);
         s.journey()
     }
 
@@ -312,6 +327,7 @@ impl State {
             *s = Stored::Live(j);
             self.journey_bytes
                 .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
+            self.frozen.fetch_sub(1, Ordering::Relaxed);
         }
         Some(e)
     }
@@ -350,6 +366,8 @@ impl State {
         if let Some(old) = self.journeys.insert(one_id.clone(), Stored::Live(j)) {
             self.journey_bytes
                 .fetch_sub(signed(stored_bytes(&one_id, &old)), Ordering::Relaxed);
+            self.frozen
+                .fetch_add(frozen_change(Some(&old), None), Ordering::Relaxed);
         }
         self.recent_list().touch(&one_id, last_seen);
     }
@@ -412,6 +430,7 @@ impl State {
             *s = frozen;
             self.journey_bytes
                 .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
+            self.frozen.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
         n
@@ -439,7 +458,10 @@ impl State {
                 Stored::Live(_) => {}
                 // Thawed only when `which` picks it.
                 Stored::Frozen(_) => match s.journey() {
-                    Some(j) if which(&j) => *s = Stored::Live(j),
+                    Some(j) if which(&j) => {
+                        *s = Stored::Live(j);
+                        self.frozen.fetch_sub(1, Ordering::Relaxed);
+                    }
                     _ => continue,
                 },
             }
@@ -463,6 +485,8 @@ impl State {
     pub fn journeys_loaded(&self) {
         let bytes: usize = self.journeys.iter().map(|j| stored_bytes(j.key(), j.value())).sum();
         self.journey_bytes.store(signed(bytes), Ordering::Relaxed);
+        let frozen = self.journeys.iter().filter(|j| j.value().is_frozen()).count();
+        self.frozen.store(signed(frozen), Ordering::Relaxed);
         self.recent_list()
             .refill(self.journeys.iter().map(|j| (j.key().clone(), j.value().last_seen())));
     }

@@ -203,6 +203,8 @@ async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     let size = s.state.size();
     s.metrics.profiles.set(count(size.profiles));
     s.metrics.identifiers.set(count(size.identifiers));
+    s.metrics.journeys.set(count(size.journeys));
+    s.metrics.journeys_frozen_now.set(count(size.frozen));
     s.metrics.state_memory.set(count(size.bytes));
     s.metrics.ready.set(i64::from(s.health.ready()));
     models::export(&s.state, &s.metrics);

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub events_settled: IntCounter,
     pub dead_letter: IntCounter,
     pub profiles: IntGauge,
+    pub journeys: IntGauge,
+    pub journeys_frozen_now: IntGauge,
     pub identifiers: IntGauge,
     pub identity_merges: IntCounter,
     pub links_rejected: IntCounterVec,
@@ -113,6 +115,11 @@ const DEAD_LETTER: Def = (
     "Messages written to the dead-letter topic.",
 );
 const PROFILES: Def = ("onejourney_profiles", "Profiles (One IDs) in the identity graph.");
+const JOURNEYS: Def = ("onejourney_journeys", "Journeys in memory, live or frozen.");
+const JOURNEYS_FROZEN_NOW: Def = (
+    "onejourney_journeys_frozen",
+    "Journeys kept frozen (compressed until their next event), among onejourney_journeys.",
+);
 const IDENTIFIERS: Def = ("onejourney_identifiers", "Linking identifiers in the identity graph.");
 const IDENTITY_MERGES: Def = (
     "onejourney_identity_merges_total",
@@ -386,6 +393,8 @@ impl Metrics {
             events_settled: r.counter(EVENTS_SETTLED)?,
             dead_letter: r.counter(DEAD_LETTER)?,
             profiles: r.gauge(PROFILES)?,
+            journeys: r.gauge(JOURNEYS)?,
+            journeys_frozen_now: r.gauge(JOURNEYS_FROZEN_NOW)?,
             identifiers: r.gauge(IDENTIFIERS)?,
             identity_merges: r.counter(IDENTITY_MERGES)?,
             links_rejected: r.counter_vec(LINKS_REJECTED, &["reason"])?,

@@ -101,7 +101,7 @@ fn a_journey_a_checkpoint_waits_for_stays_live_until_taken() {
     p.state().take_dirty();
     assert_eq!(p.state().freeze_idle(LATER), 1);
     assert_eq!(p.state().freeze_idle(LATER), 0, "frozen once");
-    assert_eq!(p.state().size(), p.state().recount());
+    assert_eq!((p.state().size().frozen, p.state().size()), (1, p.state().recount()));
     // Not idle after the cutoff: stays live.
     p.process(&web("b", 5, json!({"cookie_id": "c-b"}), "page_view", json!({})), 0)
         .expect("stitched");
@@ -171,6 +171,7 @@ fn outcomes_and_merges_thaw_what_they_change() {
     };
     assert!(matches!(p.outcome(&o), OutcomeEffect::Learned));
     assert_eq!(frozen(p.state()), 2, "the outcome thawed its journey");
+    assert_eq!(p.state().size(), p.state().recount());
     assert_eq!(p.state().take_dirty(), vec![one_id.clone()]);
     let j = p.state().journey(&one_id).expect("journey");
     assert!(j.recent_actions.iter().any(|r| r.outcome == Some(Outcome::Clicked)));
