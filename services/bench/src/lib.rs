@@ -208,6 +208,9 @@ impl Sized<'_> {
         ];
         let mut figures = vec![one_thread, all_cores];
         if self.args.core_only {
+            // Without a broker: the snapshot file written and restored
+            // by the core alone.
+            figures.push(core.recovery(self.settings, None)?);
             return Ok((figures, ratios));
         }
         // The engines below have a state of their own: the core's goes

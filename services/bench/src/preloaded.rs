@@ -300,7 +300,10 @@ impl Core {
                 (file, size, t.elapsed().as_secs_f64(), profiles)
             }
         };
-        drop(self.processor);
+        // The whole first state goes before the restore, so that the two
+        // never share the heap (10M profiles would not fit twice).
+        drop(self);
+        let rss_before = rss_bytes();
         let t = Instant::now();
         let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
         let fresh = Arc::new(State::new(settings.namespaces()?));
@@ -308,17 +311,23 @@ impl Core {
         restored.restore(core_snap, 0)?;
         let restore_s = t.elapsed().as_secs_f64();
         anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
+        let (frozen, resident) = (fresh.size().frozen, rss_bytes().saturating_sub(rss_before));
+        drop(restored);
+        drop(fresh);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(Figure {
             name: "recovery",
             value: restore_s,
             unit: "s",
             note: format!(
-                "read + restore of a {:.0} MB snapshot with {} profiles, no engine (snapshot write {:.1} s); \
+                "read + restore of a {:.0} MB snapshot with {} profiles, {frozen} journeys frozen, no engine \
+                 (snapshot write {:.1} s); resident growth over the restore {:.0} MB (peak resident of the run {:.0} MB); \
                  a restart adds reading back outputs published since the snapshot",
                 size as f64 / 1e6,
                 profiles_now,
-                write_s
+                write_s,
+                resident as f64 / 1e6,
+                peak_rss_bytes() as f64 / 1e6
             ),
         })
     }

@@ -55,3 +55,33 @@ impl<K: Eq + std::hash::Hash + Serialize, V: Serialize> Serialize for Pair<'_, K
         t.end()
     }
 }
+
+/// Bytes as one MessagePack `bin` (a `Vec<u8>` would be an array of
+/// integers, up to twice the size).
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl Serialize for Bytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// [`Bytes`] read back.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ByteBuf(pub Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}

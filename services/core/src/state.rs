@@ -32,7 +32,7 @@ use crate::journey::{Journey, ALLOC_OVERHEAD};
 use crate::recent::Recent;
 use crate::time::EventTime;
 
-mod stored;
+pub mod stored;
 
 pub use stored::Stored;
 

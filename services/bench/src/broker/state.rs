@@ -63,6 +63,8 @@ pub struct Persisted {
     pub snapshot_s: f64,
     pub snapshot_bytes: u64,
     pub snapshot_path: PathBuf,
+    /// Journeys the snapshot holds frozen.
+    pub frozen: usize,
 }
 
 pub struct StateFigures {
@@ -124,7 +126,14 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
     let capture = changelog.capture(processor)?;
     let written = changelog.write(capture, &header).await?;
     let changelog_s = t.elapsed().as_secs_f64();
-    eprintln!("bench: writing the preloaded state's snapshot");
+    // As the engine's scan freezes them after a checkpoint: a graceful
+    // stop's snapshot holds the idle journeys frozen (format 6).
+    let freeze_after = s.state.freeze_journeys_after;
+    let cutoff = processor
+        .eviction_cutoff(freeze_after)
+        .filter(|_| !freeze_after.is_zero());
+    let frozen = cutoff.map_or(0, |c| processor.state().freeze_idle(c));
+    eprintln!("bench: writing the preloaded state's snapshot ({frozen} journeys frozen)");
     let path = durable::path(&s);
     let t = Instant::now();
     let snapshot_bytes = durable::write(&path, &written.header, &processor.snapshot(), |_| {})?;
@@ -138,6 +147,7 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
         snapshot_s,
         snapshot_bytes,
         snapshot_path: path,
+        frozen,
     })
 }
 
@@ -321,9 +331,9 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             value: f.restore_local_s,
             unit: "s",
             note: format!(
-                "Engine::start -> ready with the snapshot of {} profiles in the state directory \
-                 (onejourney_state_restore_seconds {:.1} s; the rest is topics and the group join)",
-                p.profiles, f.restore_local_metric_s
+                "Engine::start -> ready with the snapshot of {} profiles in the state directory, {} of their \
+                 journeys frozen (onejourney_state_restore_seconds {:.1} s; the rest is topics and the group join)",
+                p.profiles, p.frozen, f.restore_local_metric_s
             ),
         },
         Figure {

@@ -27,8 +27,6 @@
 
 use std::collections::BTreeSet;
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use crate::decide::learned::ChurnModel;
@@ -38,7 +36,6 @@ use crate::decide::uplift::Uplift;
 use crate::decide::value::Population;
 use crate::hash::HashSet;
 use crate::identity::{Derivation, DerivationRecord, IdentityOp, OneId};
-use crate::journey::Journey;
 use crate::snapshot::Pairs;
 use crate::state::Stored;
 use crate::time::EventTime;
@@ -107,6 +104,14 @@ pub struct CoreGlobals {
 }
 
 impl CoreGlobals {
+    /// The cutoff a restore freezes journeys before, as the engine's scan
+    /// would right after it ([`Processor::eviction_cutoff`] of the state
+    /// these globals are of); `None` when `after` is zero (freezing off) or
+    /// nothing was applied.
+    pub fn freeze_cutoff(&self, after: std::time::Duration) -> Option<EventTime> {
+        (!after.is_zero() && self.applied_to != EventTime::MIN).then(|| self.applied_to.minus(after))
+    }
+
     /// Adds the dedupe deltas the changelog holds for these globals (every
     /// one in the chain, in any order).
     pub fn add_dedupe(&mut self, delta: impl IntoIterator<Item = (i64, Vec<u64>)>) {
@@ -168,7 +173,7 @@ impl Processor {
         &mut self,
         globals: CoreGlobals,
         ops: impl IntoIterator<Item = &'a IdentityOp>,
-        journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        journeys: impl IntoIterator<Item = (OneId, impl Into<Stored>)>,
         timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,
         now_ms: u64,
     ) -> Result<(), RestoreError> {
@@ -177,7 +182,7 @@ impl Processor {
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.replay(derivation, ops);
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
+            self.state.journeys.insert(one_id, j.into());
         }
         self.state.journeys_loaded();
         let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
@@ -210,7 +215,7 @@ impl Processor {
         &mut self,
         globals: CoreGlobals,
         ops: impl IntoIterator<Item = &'a IdentityOp>,
-        journeys: impl IntoIterator<Item = (OneId, Journey)>,
+        journeys: impl IntoIterator<Item = (OneId, impl Into<Stored>)>,
         gone: impl IntoIterator<Item = OneId>,
         timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,
         now_ms: u64,
@@ -232,7 +237,7 @@ impl Processor {
         }
         for (one_id, j) in journeys {
             records.insert(one_id.clone());
-            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
+            self.state.journeys.insert(one_id, j.into());
         }
         self.state.journeys_loaded();
         // Version 1 carries every key; 2 the deltas past the snapshot's.

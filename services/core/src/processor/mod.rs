@@ -76,6 +76,8 @@ mod churn_tests;
 #[cfg(test)]
 mod derivation_tests;
 #[cfg(test)]
+mod frozen_snapshot_tests;
+#[cfg(test)]
 mod journey_size_tests;
 #[cfg(test)]
 mod policy_tests;

@@ -5,7 +5,7 @@
 //! [`CoreSnapshot`] fields, in this order and under these names: `version`,
 //! `namespaces`, `identity`, `journeys`, `seen`, `partitions`, `timers`,
 //! `applied_to`, `tiers`, `propensities`, `one_ids`, `dedupe`, `churn_model`,
-//! `uplift`, `value`, `timer_homes`. Keeps nothing; the engine writes and
+//! `uplift`, `value`, `timer_homes`, `journey_dict`. Keeps nothing; the engine writes and
 //! reads the bytes.
 //!
 //! Compatibility: changing a field's name, order or type here, or in any
@@ -16,8 +16,6 @@
 
 use std::collections::BTreeSet;
 
-use std::sync::Arc;
-
 use serde::Serialize;
 
 use crate::decide::learned::ChurnModel;
@@ -27,9 +25,8 @@ use crate::decide::uplift::Uplift;
 use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
-use crate::journey::Journey;
-use crate::snapshot::{DashEntries, Pairs};
-use crate::state::Stored;
+use crate::snapshot::{ByteBuf, Bytes, DashEntries, Pairs};
+use crate::state::{stored, Stored};
 use crate::time::EventTime;
 
 use super::dedupe::Dedupe;
@@ -41,7 +38,14 @@ use super::{PartitionClock, Processor};
 /// One ID, so no journey ever has it.
 pub const UNPROFILED_HOME: &str = "timers-without-profile";
 
-/// The format version of [`CoreSnapshot`]. 5: the timers are in
+/// The format version of [`CoreSnapshot`]. 6: a frozen journey is written
+/// as its frozen bytes (a `bin`, see `state/stored.rs`) where a live one is
+/// the journey, and `journey_dict` carries the zstd dictionary they were
+/// compressed with; so neither a graceful stop's snapshot nor its restore
+/// decodes the idle customers' journeys, and a restore at 10M profiles
+/// holds them frozen instead of about 30 GB live. Version 5 and older
+/// are read as before (every journey live; the engine's scan freezes the
+/// idle ones). 5: the timers are in
 /// `timer_homes`, each under its home (the One ID whose changelog record
 /// carries it, see `timer_set.rs`); `timers` is written empty. Version 4
 /// and older are read: their `timers` are homed with the profile their
@@ -64,7 +68,7 @@ pub const UNPROFILED_HOME: &str = "timers-without-profile";
 /// reproduce, so it is refused. Added at the end without a version bump
 /// (absent: the default): `value`, the RFM and lifetime-value population
 /// (rebuilt from the journeys when absent), and each journey's `rfm` and `clv`.
-pub const SNAPSHOT_VERSION: u32 = 5;
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -78,7 +82,7 @@ impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 16)?;
+        let mut st = s.serialize_struct("CoreSnapshot", 17)?;
         st.serialize_field("version", &SNAPSHOT_VERSION)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
@@ -97,6 +101,7 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("uplift", &models.uplift)?;
         st.serialize_field("value", &p.value)?;
         st.serialize_field("timer_homes", &p.timers.by_home())?;
+        st.serialize_field("journey_dict", &Bytes(stored::dictionary()))?;
         st.end()
     }
 }
@@ -107,7 +112,8 @@ pub struct CoreSnapshot {
     pub(super) version: u32,
     namespaces: Vec<String>,
     identity: IdentitySnapshot,
-    journeys: Vec<(OneId, Journey)>,
+    /// Live or, from format 6, frozen.
+    pub(super) journeys: Vec<(OneId, Stored)>,
     seen: HashSet<u64>,
     partitions: Vec<(u32, PartitionClock)>,
     /// Before format 5: every timer (after: empty, see `timer_homes`).
@@ -133,6 +139,10 @@ pub struct CoreSnapshot {
     /// From format 5: every timer, under its home.
     #[serde(default)]
     pub(super) timer_homes: Vec<(OneId, Vec<Timer>)>,
+    /// From format 6: the dictionary the frozen journeys were compressed
+    /// with (absent before: no journey is frozen).
+    #[serde(default)]
+    pub(super) journey_dict: Option<ByteBuf>,
 }
 
 impl CoreSnapshot {
@@ -158,6 +168,11 @@ pub enum RestoreError {
     NotEmpty,
     #[error("{0}")]
     Derivation(#[from] DerivationError),
+    #[error(
+        "the snapshot's frozen journeys do not decode ({0}); move the state directory away to restore the state \
+         from the changelog on the broker, or start once with `onejourney run --rebuild`"
+    )]
+    Frozen(String),
 }
 
 impl Processor {
@@ -205,8 +220,16 @@ impl Processor {
         self.check_loadable(&snap.namespaces)?;
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         self.state.identity.restore(snap.identity, derivation);
-        for (one_id, j) in snap.journeys {
-            self.state.journeys.insert(one_id, Stored::Live(Arc::new(j)));
+        let dict = snap.journey_dict.unwrap_or_default();
+        let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
+        for (one_id, s) in snap.journeys {
+            let s = match refreezer.as_mut() {
+                Some(r) => r
+                    .refreeze(s)
+                    .ok_or_else(|| RestoreError::Frozen(format!("the journey of {one_id}")))?,
+                None => s,
+            };
+            self.state.journeys.insert(one_id, s);
         }
         self.state.journeys_loaded();
         let dedupe = if snap.version < 4 {

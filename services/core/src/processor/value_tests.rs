@@ -158,10 +158,14 @@ fn the_population_survives_a_snapshot_and_is_rebuilt_when_absent() {
     q.restore(snap, 0).expect("restores");
     assert_eq!(q.value, p.value);
     // A snapshot written before the population was kept (14 fields, no
-    // trailing `value` nor, from format 5, `timer_homes`): rebuilt from the journeys.
+    // trailing `value` nor, from format 5, `timer_homes` nor, from format 6,
+    // `journey_dict`): rebuilt from the journeys.
     let tail = rmp_serde::to_vec(&p.value).expect("serialises").len()
-        + rmp_serde::to_vec(&p.timers.by_home()).expect("serialises").len();
-    assert_eq!(&bytes[..3], &[0xdc, 0, 16], "an array of 16 fields");
+        + rmp_serde::to_vec(&p.timers.by_home()).expect("serialises").len()
+        + rmp_serde::to_vec(&crate::snapshot::Bytes(crate::state::stored::dictionary()))
+            .expect("serialises")
+            .len();
+    assert_eq!(&bytes[..3], &[0xdc, 0, 17], "an array of 17 fields");
     let mut old = vec![0x9e];
     old.extend_from_slice(&bytes[3..bytes.len() - tail]);
     let snap: CoreSnapshot = rmp_serde::from_slice(&old).expect("reads back");

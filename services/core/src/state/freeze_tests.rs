@@ -82,7 +82,15 @@ proptest! {
             check(b.state())?;
             prop_assert_eq!(everything(&a), everything(&b));
         }
+        // A snapshot keeps them frozen (format 6): the restored processor
+        // holds what b holds, in the same form, and goes on like it.
+        b.state().freeze_idle(LATER);
+        let mut c = restored(&b, limits_of(&b));
+        prop_assert_eq!(frozen(c.state()), frozen(b.state()));
+        check(c.state())?;
+        prop_assert_eq!(everything(&c), everything(&b));
         let x = outputs_of(a.tick(10_000_000));
+        prop_assert_eq!(&x, &outputs_of(c.tick(10_000_000)));
         prop_assert_eq!(x, outputs_of(b.tick(10_000_000)));
         let evicted = a.evict_journeys(Duration::from_secs(60));
         prop_assert_eq!(evicted, b.evict_journeys(Duration::from_secs(60)));
@@ -90,6 +98,44 @@ proptest! {
         check(b.state())?;
         prop_assert_eq!(everything(&a), everything(&b));
     }
+}
+
+fn limits_of(p: &Processor) -> IdentityLimits {
+    p.state().identity.namespaces().limits().clone()
+}
+
+/// `p` through a snapshot: serialised as the engine writes it, read back
+/// into a new processor.
+fn restored(p: &Processor, limits: IdentityLimits) -> Processor {
+    let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
+    let snap: crate::processor::CoreSnapshot = rmp_serde::from_slice(&bytes).expect("reads back");
+    let mut q = processor_with(limits);
+    q.restore(snap, 0).expect("restores");
+    q
+}
+
+#[test]
+fn a_snapshot_writes_frozen_journeys_as_they_are_and_smaller() {
+    let mut p = processor_with(IdentityLimits::default());
+    for i in 0..20 {
+        let ids = json!({"customer_id": format!("B{i}"), "cookie_id": format!("bc-{i}")});
+        p.process(&web(&format!("e{i}"), i, ids, "login", json!({})), 0)
+            .expect("stitched");
+    }
+    p.state().take_dirty();
+    let live = rmp_serde::to_vec(&p.snapshot()).expect("serialises").len();
+    assert_eq!(p.state().freeze_idle(LATER), 20);
+    let frozen_bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises").len();
+    let q = restored(&p, IdentityLimits::default());
+    assert_eq!(frozen(q.state()), 20, "restored frozen, not decoded");
+    assert_eq!(everything(&q), everything(&p));
+    assert_eq!(q.state().size(), q.state().recount());
+    // The dictionary (32 KB) is written once; each journey is smaller.
+    let dict = stored::dictionary().len();
+    assert!(
+        frozen_bytes - dict < live,
+        "{frozen_bytes} bytes frozen ({dict} of them the dictionary), {live} live"
+    );
 }
 
 #[test]

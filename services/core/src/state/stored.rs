@@ -19,9 +19,10 @@
 //! the changelog writes it), compressed with zstd and a dictionary trained
 //! on simulated journeys (`journey.dict`, written by the bench's
 //! `journey_dict` example): small records compress poorly alone (about 2x),
-//! and with the dictionary about 4.5x. Frozen bytes never leave the
-//! process, so neither is a wire or file format: a new dictionary needs no
-//! migration.
+//! and with the dictionary about 4.5x. Frozen bytes leave the process only
+//! in the local snapshot file (format 6), which carries the dictionary they
+//! were compressed with: a build with a new dictionary re-freezes them at
+//! restore ([`Refreezer`]). They are never on the wire.
 //!
 //! A frozen value starts with a header read without decoding: the last
 //! event time (8 bytes, big-endian, `i64::MIN` for none), one flag byte (the
@@ -89,6 +90,18 @@ impl Stored {
         Some(Stored::Frozen(out.into_boxed_slice()))
     }
 
+    /// `j` as a restore holds it: frozen when `cutoff` is given and `j` has
+    /// had no event since (as [`State::freeze_idle`](super::State::freeze_idle)
+    /// would freeze it), live otherwise. A restore at 10M profiles so never
+    /// holds every journey live at once.
+    pub fn restored(j: Journey, cutoff: Option<EventTime>) -> Stored {
+        let idle = cutoff.is_some_and(|c| j.last_seen.is_none_or(|t| t < c));
+        match idle.then(|| Stored::freeze(&j)).flatten() {
+            Some(frozen) => frozen,
+            None => Stored::Live(Arc::new(j)),
+        }
+    }
+
     pub fn is_frozen(&self) -> bool {
         matches!(self, Stored::Frozen(_))
     }
@@ -127,16 +140,92 @@ impl Stored {
     }
 }
 
-/// As the journey it holds (a frozen one decoded): snapshots write journeys
-/// in one format whatever their form in memory.
+impl From<Journey> for Stored {
+    fn from(j: Journey) -> Stored {
+        Stored::Live(Arc::new(j))
+    }
+}
+
+/// The dictionary this build freezes with: a snapshot carries it, so that a
+/// build with another one can still read the snapshot's frozen journeys
+/// ([`Refreezer`]).
+pub fn dictionary() -> &'static [u8] {
+    DICT
+}
+
+/// Re-freezes journeys frozen with another dictionary (a snapshot written
+/// by a build with another `journey.dict`) with this build's.
+pub struct Refreezer {
+    theirs: Decompressor<'static>,
+}
+
+impl Refreezer {
+    /// `None` when `dict` is this build's (nothing to do), or when zstd
+    /// cannot load it (the error says which).
+    pub fn new(dict: &[u8]) -> Result<Option<Refreezer>, String> {
+        if dict == DICT {
+            return Ok(None);
+        }
+        let theirs =
+            Decompressor::with_dictionary(dict).map_err(|e| format!("the snapshot's journey dictionary: {e}"))?;
+        Ok(Some(Refreezer { theirs }))
+    }
+
+    /// `s` frozen with this build's dictionary (a live one as it is);
+    /// `None` if it does not decode with theirs.
+    pub fn refreeze(&mut self, s: Stored) -> Option<Stored> {
+        let Stored::Frozen(b) = s else {
+            return Some(s);
+        };
+        let len = u32::from_be_bytes(b.get(9..HEADER)?.try_into().ok()?) as usize;
+        let encoded = self.theirs.decompress(b.get(HEADER..)?, len).ok()?;
+        let j: Journey = rmp_serde::from_slice(&encoded).ok()?;
+        Some(Stored::freeze(&j).unwrap_or_else(|| Stored::Live(Arc::new(j))))
+    }
+}
+
+/// A live journey as the journey (a positional struct), a frozen one as its
+/// bytes (a MessagePack `bin`): the snapshot keeps each in its form, so
+/// that neither writing nor restoring it decodes or compresses a frozen
+/// journey. The bytes are this file's format, under the dictionary the
+/// snapshot carries (see [`dictionary`]).
 impl serde::Serialize for Stored {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Stored::Live(j) => j.serialize(s),
-            Stored::Frozen(_) => self
-                .journey()
-                .ok_or_else(|| serde::ser::Error::custom("a frozen journey does not decode"))?
-                .serialize(s),
+            Stored::Frozen(b) => s.serialize_bytes(b),
         }
+    }
+}
+
+/// Either form [`Serialize`](serde::Serialize) writes; a journey alone (a
+/// snapshot before format 6) reads as live.
+impl<'de> serde::Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Stored;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a journey, or a frozen journey's bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Stored, E> {
+                if v.len() <= HEADER {
+                    return Err(E::invalid_length(v.len(), &"a frozen journey's header and body"));
+                }
+                Ok(Stored::Frozen(v.into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Stored, A::Error> {
+                let j =
+                    <Journey as serde::Deserialize>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Stored::Live(Arc::new(j)))
+            }
+            /// A journey written with field names.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Stored, A::Error> {
+                let j =
+                    <Journey as serde::Deserialize>::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Stored::Live(Arc::new(j)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }

@@ -37,7 +37,9 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::journey::Journey;
-use onejourney_core::processor::Timer;
+use onejourney_core::processor::{CoreGlobals, Timer};
+use onejourney_core::state::Stored;
+use onejourney_core::EventTime;
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -259,8 +261,9 @@ pub fn last_marker(settings: &Settings, progress: impl FnMut(u64)) -> anyhow::Re
 pub struct Committed {
     pub globals: Vec<u8>,
     pub ops: Vec<IdentityOp>,
-    /// The latest journey per One ID (tombstoned ones left out).
-    pub journeys: HashMap<OneId, Journey>,
+    /// The latest journey per One ID (tombstoned ones left out), frozen
+    /// when idle before the globals' freeze cutoff (see [`decode_latest`]).
+    pub journeys: HashMap<OneId, Stored>,
     /// The One IDs whose latest record has no journey (a tombstone, or
     /// timers alone).
     pub gone: Vec<OneId>,
@@ -352,13 +355,25 @@ pub fn read_past(
     if let Some(e) = failed {
         return Err(e);
     }
-    decode_latest(latest, &mut out)?;
+    // The globals are complete now: journeys idle before their cutoff are
+    // frozen as they are decoded. Globals that do not decode freeze
+    // nothing here; the restore reports them.
+    let cutoff = rmp_serde::from_slice::<CoreGlobals>(&out.globals)
+        .ok()
+        .and_then(|g| g.freeze_cutoff(settings.state.freeze_journeys_after));
+    decode_latest(latest, cutoff, &mut out)?;
     Ok(out)
 }
 
 /// The latest record per One ID: its journey, or gone (a tombstone, or
-/// timers alone), and its timers.
-fn decode_latest(latest: HashMap<OneId, Option<Vec<u8>>>, out: &mut Committed) -> anyhow::Result<()> {
+/// timers alone), and its timers. A journey with no event since `cutoff`
+/// is frozen here, one at a time, as the engine's scan would right after
+/// the restore: 10M decoded journeys would not fit in memory at once.
+fn decode_latest(
+    latest: HashMap<OneId, Option<Vec<u8>>>,
+    cutoff: Option<EventTime>,
+    out: &mut Committed,
+) -> anyhow::Result<()> {
     for (one_id, value) in latest {
         let (journey, timers) = match value {
             Some(bytes) => decode_journey(&bytes).with_context(|| format!("the journey record of {one_id}"))?,
@@ -369,7 +384,7 @@ fn decode_latest(latest: HashMap<OneId, Option<Vec<u8>>>, out: &mut Committed) -
         }
         match journey {
             Some(j) => {
-                out.journeys.insert(one_id, j);
+                out.journeys.insert(one_id, Stored::restored(j, cutoff));
             }
             None => out.gone.push(one_id),
         }
@@ -554,6 +569,37 @@ mod tests {
         other[0] = 9;
         let e = decode_journey(&other).expect_err("refused").to_string();
         assert!(e.contains("format 9"), "{e}");
+    }
+
+    #[test]
+    fn a_restore_freezes_the_journeys_idle_before_the_cutoff_as_it_decodes_them() {
+        let at = |t| Journey {
+            last_seen: Some(EventTime(t)),
+            ..Journey::default()
+        };
+        let (idle, recent) = (at(1_000), at(9_000));
+        let mut latest = HashMap::new();
+        for (id, j) in [("idle", &idle), ("recent", &recent)] {
+            latest.insert(OneId::from(id), encode_journey(Some(j), &[]).expect("encodes"));
+        }
+        latest.insert(OneId::from("gone"), None);
+        let mut out = Committed::default();
+        decode_latest(latest.clone(), Some(EventTime(5_000)), &mut out).expect("decodes");
+        let held = |out: &Committed, id: &str| out.journeys.get(id).map(|s| (s.is_frozen(), s.journey()));
+        assert_eq!(
+            held(&out, "idle"),
+            Some((true, Some(std::sync::Arc::new(idle.clone()))))
+        );
+        assert_eq!(
+            held(&out, "recent"),
+            Some((false, Some(std::sync::Arc::new(recent.clone()))))
+        );
+        assert_eq!(out.gone, vec![OneId::from("gone")]);
+        // Freezing off: every journey live.
+        let mut out = Committed::default();
+        decode_latest(latest, None, &mut out).expect("decodes");
+        assert!(out.journeys.values().all(|s| !s.is_frozen()));
+        assert_eq!(out.journeys.len(), 2);
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! A snapshot's frozen journeys under a dictionary this build does not
+//! have (one written by a build with another `journey.dict`): re-frozen
+//! with this build's at restore, equal to what was written; bytes that do
+//! not decode under the snapshot's dictionary refuse the restore with what
+//! to do.
+//!
+//! In: a processor's snapshot, its frozen journeys swapped for ones
+//! compressed with another dictionary. Out: assertions only.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use zstd::bulk::Compressor;
+
+use super::{CoreSnapshot, Processor, RestoreError};
+use crate::ids::Namespaces;
+use crate::journey::Journey;
+use crate::snapshot::ByteBuf;
+use crate::state::{State, Stored};
+use crate::testkit::{core_config, web};
+
+const LATER: crate::time::EventTime = crate::time::EventTime(i64::MAX / 2);
+
+fn processor() -> Processor {
+    Processor::new(
+        Arc::new(core_config()),
+        Arc::new(State::new(Arc::new(Namespaces::with_defaults()))),
+    )
+}
+
+/// A processor with `n` journeys, all frozen, and its snapshot read back.
+fn frozen_snapshot(n: i64) -> (Processor, CoreSnapshot) {
+    let mut p = processor();
+    for i in 0..n {
+        let ids = json!({"customer_id": format!("F{i}"), "cookie_id": format!("fc-{i}")});
+        p.process(&web(&format!("e{i}"), i, ids, "login", json!({})), 0)
+            .expect("stitched");
+    }
+    p.state().take_dirty();
+    assert_eq!(p.state().freeze_idle(LATER), n as usize);
+    let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
+    (p, rmp_serde::from_slice(&bytes).expect("reads back"))
+}
+
+/// `j` frozen as `stored.rs` lays it out, compressed with `dict`.
+fn frozen_with(j: &Journey, dict: &[u8]) -> Stored {
+    let encoded = rmp_serde::to_vec(j).expect("encodes");
+    let packed = Compressor::with_dictionary(3, dict)
+        .and_then(|mut c| c.compress(&encoded))
+        .expect("compresses");
+    let mut out = j.last_seen.map_or(i64::MIN, |t| t.0).to_be_bytes().to_vec();
+    out.push(u8::from(j.has_detail()));
+    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    out.extend_from_slice(&packed);
+    Stored::Frozen(out.into_boxed_slice())
+}
+
+/// A raw-content dictionary (no ID): 4 KB of noise.
+fn noise() -> Vec<u8> {
+    (0..1024u32)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect()
+}
+
+/// A raw-content dictionary the journeys' bytes match, so that their
+/// frames refer to it.
+fn theirs(snap: &CoreSnapshot) -> Vec<u8> {
+    let mut dict = noise();
+    for (_, s) in &snap.journeys {
+        let j = s.journey().expect("decodes");
+        dict.extend(rmp_serde::to_vec(&*j).expect("encodes"));
+    }
+    dict
+}
+
+#[test]
+fn frozen_journeys_of_another_dictionary_are_refrozen_with_this_builds() {
+    let (p, mut snap) = frozen_snapshot(6);
+    let theirs = theirs(&snap);
+    for (_, s) in snap.journeys.iter_mut() {
+        let j = s.journey().expect("decodes with this build's dictionary");
+        let foreign = frozen_with(&j, &theirs);
+        assert_ne!(foreign.journey(), Some(j), "not readable with this build's dictionary");
+        *s = foreign;
+    }
+    snap.journey_dict = Some(ByteBuf(theirs));
+    let mut q = processor();
+    q.restore(snap, 0).expect("restores");
+    let all = |p: &Processor| {
+        let mut all = p.state().all_journeys();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    assert_eq!(all(&q), all(&p));
+    assert_eq!(q.state().size().frozen, 6, "kept frozen, with this build's dictionary");
+    assert!(q.state().journeys.iter().all(|e| e.value().is_frozen()));
+    assert_eq!(q.state().size(), q.state().recount());
+}
+
+#[test]
+fn frozen_bytes_that_do_not_decode_under_the_snapshots_dictionary_refuse_the_restore() {
+    let (_, mut snap) = frozen_snapshot(2);
+    snap.journey_dict = Some(ByteBuf(noise()));
+    let mut q = processor();
+    let err = q.restore(snap, 0).expect_err("refused");
+    assert!(matches!(err, RestoreError::Frozen(_)), "{err:?}");
+    assert!(err.to_string().contains("--rebuild"), "{err}");
+}
