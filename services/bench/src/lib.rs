@@ -209,7 +209,11 @@ impl Sized<'_> {
         let mut figures = vec![one_thread, all_cores];
         if self.args.core_only {
             // Without a broker: the snapshot file written and restored
-            // by the core alone.
+            // by the core alone. What is measured so far is printed first:
+            // a restore that does not fit ends the process.
+            for f in &figures {
+                eprintln!("bench: {} = {:.0} {} ({})", f.name, f.value, f.unit, f.note);
+            }
             figures.push(core.recovery(self.settings, None)?);
             return Ok((figures, ratios));
         }
