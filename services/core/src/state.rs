@@ -18,7 +18,7 @@
 //! [`State::size`]; not kept where no checkpoint runs, [`State::keep_dirty`]).
 
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::decide::churn_model::LiveChurn;
@@ -51,6 +51,9 @@ pub struct State {
     journey_bytes: AtomicI64,
     /// How many journeys are frozen, kept as they change.
     frozen: AtomicI64,
+    /// Frozen journeys the writer decoded back to live since the last
+    /// [`State::take_thawed`].
+    thawed: AtomicU64,
     /// The estimate of the bytes the processor holds for the state: its
     /// dedupe memory and its timers.
     processor_bytes: AtomicI64,
@@ -143,6 +146,7 @@ impl State {
             journeys: DashMap::with_hasher_and_shard_amount(BuildHasher::default(), JOURNEY_SHARDS),
             journey_bytes: AtomicI64::new(0),
             frozen: AtomicI64::new(0),
+            thawed: AtomicU64::new(0),
             processor_bytes: AtomicI64::new(0),
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
@@ -303,7 +307,15 @@ impl State {
         self.journey_bytes
             .fetch_sub(signed(stored_bytes(&key, &s)), Ordering::Relaxed);
         self.frozen.fetch_add(frozen_change(Some(&s), None), Ordering::Relaxed);
+        self.thawed.fetch_add(u64::from(s.is_frozen()), Ordering::Relaxed);
         s.journey()
+    }
+
+    /// How many frozen journeys the writer decoded back to live (an
+    /// event, timer, outcome, merge, forget or eviction touched them) since
+    /// the last call; the metrics add it to `onejourney_journeys_thawed_total`.
+    pub fn take_thawed(&self) -> u64 {
+        self.thawed.swap(0, Ordering::Relaxed)
     }
 
     /// Every journey with its One ID, frozen ones decoded: a copy for tests
@@ -328,6 +340,7 @@ impl State {
             self.journey_bytes
                 .fetch_add(signed(stored_bytes(key, s)) - signed(before), Ordering::Relaxed);
             self.frozen.fetch_sub(1, Ordering::Relaxed);
+            self.thawed.fetch_add(1, Ordering::Relaxed);
         }
         Some(e)
     }
@@ -461,6 +474,7 @@ impl State {
                     Some(j) if which(&j) => {
                         *s = Stored::Live(j);
                         self.frozen.fetch_sub(1, Ordering::Relaxed);
+                        self.thawed.fetch_add(1, Ordering::Relaxed);
                     }
                     _ => continue,
                 },

@@ -205,6 +205,7 @@ async fn metrics(AxumState(s): AxumState<HttpState>) -> Response {
     s.metrics.identifiers.set(count(size.identifiers));
     s.metrics.journeys.set(count(size.journeys));
     s.metrics.journeys_frozen_now.set(count(size.frozen));
+    s.metrics.journeys_thawed.inc_by(s.state.take_thawed());
     s.metrics.state_memory.set(count(size.bytes));
     s.metrics.ready.set(i64::from(s.health.ready()));
     models::export(&s.state, &s.metrics);

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub outputs_deduplicated: IntCounter,
     pub journeys_evicted: IntCounter,
     pub journeys_frozen: IntCounter,
+    pub journeys_thawed: IntCounter,
     pub http_connections: IntGauge,
     pub http_header_timeouts: IntCounter,
     pub memory_budget_exceeded: IntGauge,
@@ -253,6 +254,11 @@ const JOURNEYS_EVICTED: Def = (
 const JOURNEYS_FROZEN: Def = (
     "onejourney_journeys_frozen_total",
     "Journeys kept encoded after state.freeze_journeys_after without events (decoded again on their next event).",
+);
+const JOURNEYS_THAWED: Def = (
+    "onejourney_journeys_thawed_total",
+    "Frozen journeys decoded back to live by an event, timer, outcome, merge, forget or eviction; a rate close to \
+     onejourney_journeys_frozen_total's says state.freeze_journeys_after is shorter than customers' pauses.",
 );
 const HTTP_CONNECTIONS: Def = (
     "onejourney_http_connections",
@@ -443,6 +449,7 @@ impl Metrics {
             outputs_deduplicated: r.counter(OUTPUTS_DEDUPLICATED)?,
             journeys_evicted: r.counter(JOURNEYS_EVICTED)?,
             journeys_frozen: r.counter(JOURNEYS_FROZEN)?,
+            journeys_thawed: r.counter(JOURNEYS_THAWED)?,
             http_connections: r.gauge(HTTP_CONNECTIONS)?,
             http_header_timeouts: r.counter(HTTP_HEADER_TIMEOUTS)?,
             memory_budget_exceeded: r.gauge(MEMORY_BUDGET_EXCEEDED)?,

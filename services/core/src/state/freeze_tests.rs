@@ -215,8 +215,11 @@ fn outcomes_and_merges_thaw_what_they_change() {
         outcome: Outcome::Clicked,
         at: "2026-01-01T00:00:00Z".into(),
     };
+    p.state().take_thawed();
     assert!(matches!(p.outcome(&o), OutcomeEffect::Learned));
     assert_eq!(frozen(p.state()), 2, "the outcome thawed its journey");
+    assert_eq!(p.state().take_thawed(), 1, "one thaw counted");
+    assert_eq!(p.state().take_thawed(), 0, "and taken");
     assert_eq!(p.state().size(), p.state().recount());
     assert_eq!(p.state().take_dirty(), vec![one_id.clone()]);
     let j = p.state().journey(&one_id).expect("journey");
@@ -231,6 +234,7 @@ fn outcomes_and_merges_thaw_what_they_change() {
         .expect("stitched");
     let all = p.state().all_journeys();
     assert_eq!(all.len(), 2, "c-1 and c-2 merged; c-3 apart");
+    assert_eq!(p.state().take_thawed(), 2, "the merge thawed both cookies' journeys");
     assert!(all.iter().any(|(_, j)| j.total_events() == 4));
     assert_eq!(p.state().size(), p.state().recount());
 }
