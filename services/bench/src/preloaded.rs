@@ -293,6 +293,7 @@ impl Core {
             Some(p) => (p.snapshot_path.clone(), p.snapshot_bytes, p.snapshot_s, p.profiles),
             None => {
                 let file = dir.join("bench.snapshot");
+                eprintln!("bench: recovery: writing the snapshot");
                 let t = Instant::now();
                 let snapshot = self.processor.snapshot();
                 let size = durable::write(&file, &durable::Header::default(), &snapshot, |_| {})?;
@@ -304,6 +305,11 @@ impl Core {
         // never share the heap (10M profiles would not fit twice).
         drop(self);
         let rss_before = rss_bytes();
+        eprintln!(
+            "bench: recovery: restoring ({:.0} MB resident, peak {:.0} MB)",
+            rss_before as f64 / 1e6,
+            peak_rss_bytes() as f64 / 1e6
+        );
         let t = Instant::now();
         let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
         let fresh = Arc::new(State::new(settings.namespaces()?));
