@@ -13,7 +13,7 @@ pub struct DashValues<'a, K, V>(pub &'a DashMap<K, V>);
 
 impl<K: Eq + std::hash::Hash, V: Serialize> Serialize for DashValues<'_, K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|r| Value(r)))
+        exact_seq(s, self.0.len(), self.0.iter().map(|r| Value(r)))
     }
 }
 
@@ -22,8 +22,43 @@ pub struct DashEntries<'a, K, V>(pub &'a DashMap<K, V>);
 
 impl<K: Eq + std::hash::Hash + Serialize, V: Serialize> Serialize for DashEntries<'_, K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|r| Pair(r)))
+        exact_seq(s, self.0.len(), self.0.iter().map(|r| Pair(r)))
     }
+}
+
+/// `items` as a sequence of `len` elements, its length written up front.
+///
+/// Why not `collect_seq`: a `DashMap`'s iterator does not know its length,
+/// and a serialiser that writes the length first (MessagePack) then buffers
+/// the whole encoded sequence in memory before writing it: the graph's
+/// profiles or index of a 10M-profile state, several GB at once, which got
+/// a 10M snapshot write killed (session 12). The maps written are not
+/// changed in length while they are written (the writer is stopped, or the
+/// graph's writer lock held); if one were, the sequence would not match its
+/// length, and the write fails instead of writing a wrong file.
+pub fn exact_seq<S: Serializer, T: Serialize>(
+    s: S,
+    len: usize,
+    items: impl IntoIterator<Item = T>,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeSeq};
+    let mut seq = s.serialize_seq(Some(len))?;
+    let mut n = 0usize;
+    for item in items {
+        n += 1;
+        if n > len {
+            return Err(S::Error::custom(format!(
+                "a map grew past {len} entries while it was written"
+            )));
+        }
+        seq.serialize_element(&item)?;
+    }
+    if n != len {
+        return Err(S::Error::custom(format!(
+            "a map of {len} entries gave {n} while it was written"
+        )));
+    }
+    seq.end()
 }
 
 /// A `HashMap` as a sequence of pairs (keys need not be strings).
@@ -83,5 +118,43 @@ impl<'de> serde::Deserialize<'de> for ByteBuf {
             }
         }
         d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serialises `items` as a sequence of `len` elements.
+    struct Exact<'a>(usize, &'a [u32]);
+
+    impl Serialize for Exact<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            exact_seq(s, self.0, self.1.iter())
+        }
+    }
+
+    #[test]
+    fn a_map_is_written_as_the_same_bytes_with_its_length_up_front() {
+        let map: DashMap<u32, String> = DashMap::default();
+        for i in 0..100u32 {
+            map.insert(i, format!("v{i}"));
+        }
+        let pairs: Vec<(u32, String)> = map.iter().map(|r| (*r.key(), r.value().clone())).collect();
+        let values: Vec<String> = map.iter().map(|r| r.value().clone()).collect();
+        let bytes = rmp_serde::to_vec(&DashEntries(&map)).expect("encodes");
+        assert_eq!(bytes, rmp_serde::to_vec(&pairs).expect("encodes"));
+        let bytes = rmp_serde::to_vec(&DashValues(&map)).expect("encodes");
+        assert_eq!(bytes, rmp_serde::to_vec(&values).expect("encodes"));
+    }
+
+    #[test]
+    fn a_sequence_that_does_not_match_its_length_fails_instead_of_writing_a_wrong_file() {
+        let items = [1, 2, 3];
+        assert!(rmp_serde::to_vec(&Exact(3, &items)).is_ok());
+        let short = rmp_serde::to_vec(&Exact(4, &items)).expect_err("fewer than said");
+        assert!(short.to_string().contains("gave 3"), "{short}");
+        let long = rmp_serde::to_vec(&Exact(2, &items)).expect_err("more than said");
+        assert!(long.to_string().contains("grew past 2"), "{long}");
     }
 }

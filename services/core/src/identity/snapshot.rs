@@ -41,14 +41,18 @@ struct IndexEntries<'a> {
 
 impl Serialize for IndexEntries<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.graph.index.iter().map(|r| {
-            let slot = SlotRecord {
-                one_id: r.value().one_id.clone(),
-                former: self.writer.formers.get(r.key()).cloned(),
-                component: r.value().component,
-            };
-            (r.key().clone(), slot)
-        }))
+        crate::snapshot::exact_seq(
+            s,
+            self.graph.index.len(),
+            self.graph.index.iter().map(|r| {
+                let slot = SlotRecord {
+                    one_id: r.value().one_id.clone(),
+                    former: self.writer.formers.get(r.key()).cloned(),
+                    component: r.value().component,
+                };
+                (r.key().clone(), slot)
+            }),
+        )
     }
 }
 
