@@ -417,7 +417,7 @@ impl State {
     /// journey is still that copy: one the writer changed (`Arc::make_mut`
     /// copied it), took or put back meanwhile stays live.
     pub fn freeze_idle(&self, cutoff: EventTime) -> usize {
-        let idle = |j: &Journey| j.last_seen.is_none_or(|t| t < cutoff);
+        let idle = |j: &Journey| stored::idle_before(j, cutoff);
         let listed: Vec<OneId> = self
             .journeys
             .iter()

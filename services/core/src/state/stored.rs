@@ -95,7 +95,7 @@ impl Stored {
     /// would freeze it), live otherwise. A restore at 10M profiles so never
     /// holds every journey live at once.
     pub fn restored(j: Journey, cutoff: Option<EventTime>) -> Stored {
-        let idle = cutoff.is_some_and(|c| j.last_seen.is_none_or(|t| t < c));
+        let idle = cutoff.is_some_and(|c| idle_before(&j, c));
         match idle.then(|| Stored::freeze(&j)).flatten() {
             Some(frozen) => frozen,
             None => Stored::Live(Arc::new(j)),
@@ -138,6 +138,12 @@ impl Stored {
             Stored::Frozen(b) => self.last_seen().is_some_and(|t| t < cutoff) && b.get(8) == Some(&1),
         }
     }
+}
+
+/// Whether `j` has had no event since `cutoff`: what freezing waits for
+/// (the engine's scan and a restore alike).
+pub(crate) fn idle_before(j: &Journey, cutoff: EventTime) -> bool {
+    j.last_seen.is_none_or(|t| t < cutoff)
 }
 
 impl From<Journey> for Stored {
