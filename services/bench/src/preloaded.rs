@@ -312,6 +312,7 @@ impl Core {
         );
         let t = Instant::now();
         let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
+        let read_s = t.elapsed().as_secs_f64();
         let fresh = Arc::new(State::new(settings.namespaces()?));
         let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
         restored.restore(core_snap, 0)?;
@@ -326,8 +327,8 @@ impl Core {
             value: restore_s,
             unit: "s",
             note: format!(
-                "read + restore of a {:.0} MB snapshot with {} profiles, {frozen} journeys frozen, no engine \
-                 (snapshot write {:.1} s); resident growth over the restore {:.0} MB (peak resident of the run {:.0} MB); \
+                "read ({read_s:.1} s) + restore of a {:.0} MB snapshot with {} profiles, {frozen} journeys frozen, \
+                 no engine (snapshot write {:.1} s); resident growth over the restore {:.0} MB (peak resident of the run {:.0} MB); \
                  a restart adds reading back outputs published since the snapshot",
                 size as f64 / 1e6,
                 profiles_now,

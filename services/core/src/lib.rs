@@ -35,6 +35,7 @@ pub mod event;
 pub mod hash;
 pub mod identity;
 pub mod ids;
+pub mod intern;
 pub mod journey;
 pub mod key;
 pub mod output;

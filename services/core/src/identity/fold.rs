@@ -88,7 +88,7 @@ impl IdentityGraph {
     /// Records a new evidence and folds it: one step when it sorts after its
     /// component's evidence, a rebuild of the component otherwise.
     fn fold_new(&self, w: &mut Writer, key: EvidenceKey, ids: Vec<IdKey>) -> Result<Stitch, StitchError> {
-        let ids: Vec<IdKey> = ids.into_iter().map(|k| self.interned(k)).collect();
+        let ids: Vec<IdKey> = ids.into_iter().map(|k| self.shared_key(k)).collect();
         let evidence = Evidence {
             key: key.clone(),
             ids: Arc::from(ids),
@@ -117,16 +117,6 @@ impl IdentityGraph {
             ops.append(&mut rebuilt.ops);
             rebuilt.ops = ops;
             Ok(rebuilt)
-        }
-    }
-
-    /// The identifier as the index holds it: an identifier already in the
-    /// graph shares the index's value (one allocation per distinct value,
-    /// whatever number of events, evidence sets and links carry it).
-    fn interned(&self, k: IdKey) -> IdKey {
-        match self.index.get(&k) {
-            Some(r) => r.key().clone(),
-            None => k,
         }
     }
 

@@ -118,9 +118,12 @@ mod fold;
 mod forget;
 mod plan;
 mod replay;
+mod share;
 mod snapshot;
 mod tally;
 mod types;
+#[cfg(test)]
+pub(crate) use share::Census;
 
 #[cfg(test)]
 mod format_tests;
@@ -130,6 +133,7 @@ mod size_tests;
 mod tests;
 
 pub use derive::{Derivation, DerivationError, DerivationRecord, IdentityKey, KeyError};
+pub use share::Sharer;
 pub use snapshot::{IdentitySnapshot, IdentitySnapshotRef};
 pub use tally::Tally;
 pub use types::{

@@ -43,6 +43,7 @@ impl Rule {
 /// Where a link came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    #[serde(deserialize_with = "crate::intern::arc_str")]
     pub event_id: ArcStr,
     pub channel: Channel,
     pub at: EventTime,
@@ -94,6 +95,7 @@ pub(super) struct Rare {
 /// A profile as snapshots hold it (field names and order are the format).
 #[derive(Deserialize)]
 struct ProfileRecord {
+    #[serde(deserialize_with = "crate::intern::one_id")]
     one_id: OneId,
     first_seen: EventTime,
     ids: Vec<IdKey>,
@@ -173,6 +175,11 @@ impl Profile {
         self.rare.get_or_insert_with(Box::default)
     }
 
+    /// The rarely used lists, when the profile has them.
+    pub(super) fn rare_lists_mut(&mut self) -> Option<&mut Rare> {
+        self.rare.as_deref_mut()
+    }
+
     /// The rarely used lists, taken out (empty ones when there are none).
     pub(super) fn take_rare(&mut self) -> Rare {
         self.rare.take().map(|r| *r).unwrap_or_default()
@@ -193,7 +200,9 @@ pub const REFUSED_LINKS: usize = 8;
 pub struct RefusedLink {
     pub key: IdKey,
     pub reason: RejectReason,
+    #[serde(default, deserialize_with = "crate::intern::opt_one_id")]
     pub kept_in: Option<OneId>,
+    #[serde(deserialize_with = "crate::intern::arc_str")]
     pub event_id: ArcStr,
     pub channel: Channel,
     pub at: EventTime,
@@ -268,6 +277,7 @@ impl Profile {
 pub struct EvidenceKey {
     pub at: EventTime,
     pub channel: Channel,
+    #[serde(deserialize_with = "crate::intern::arc_str")]
     pub event_id: ArcStr,
 }
 
@@ -289,21 +299,26 @@ pub enum IdentityOp {
     /// its identifiers).
     Record(Evidence),
     Create {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
         at: EventTime,
     },
     /// Adds an identifier to a profile; caps may drop the profile's oldest
     /// device link.
     Attach {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
         link: LinkRecord,
     },
     Merge {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         survivor: OneId,
+        #[serde(deserialize_with = "crate::intern::one_id")]
         merged: OneId,
         link: LinkRecord,
     },
     Seen {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
         at: EventTime,
     },
@@ -314,31 +329,27 @@ pub enum IdentityOp {
         at: EventTime,
     },
     /// The device is shared from now on: it leaves its profile and never links.
-    Shared {
-        device: IdKey,
-    },
+    Shared { device: IdKey },
     /// A component is about to be folded again (a rebuild): its evidence is
     /// sorted into canonical order and its identifiers' device statistics
     /// are dropped (the fold records them again).
-    Refold {
-        component: u32,
-    },
+    Refold { component: u32 },
     /// A component's evidence is folded up to `last` (what an event must
     /// sort after to be one more fold step rather than a rebuild).
-    Folded {
-        component: u32,
-        last: Option<EvidenceKey>,
-    },
+    Folded { component: u32, last: Option<EvidenceKey> },
     /// Removes a profile before its component is folded again.
     Dissolve {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
     },
     /// Erases a profile and suppresses its identifiers.
     Forget {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
     },
     /// A link refused on an event that landed on `one_id`, kept for `explain`.
     Refused {
+        #[serde(deserialize_with = "crate::intern::one_id")]
         one_id: OneId,
         refused: RefusedLink,
     },
@@ -346,9 +357,7 @@ pub enum IdentityOp {
     /// to the erasure topic): an identifier with one is ignored from now on,
     /// whatever order the inputs are replayed in. Idempotent; touches no
     /// profile.
-    Suppress {
-        entries: Vec<[u8; 16]>,
-    },
+    Suppress { entries: Vec<[u8; 16]> },
 }
 
 /// Why a link was refused. Serde names are the labels.

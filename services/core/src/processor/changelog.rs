@@ -26,6 +26,7 @@
 //! home's set changes, so a checkpoint's cost follows what changed.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -180,9 +181,11 @@ impl Processor {
         globals.check_version()?;
         self.check_loadable(&globals.namespaces)?;
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
-        self.state.identity.replay(derivation, ops);
+        let state = Arc::clone(&self.state);
+        state.identity.replay(derivation, ops);
+        let mut texts = state.identity.reshare();
         for (one_id, j) in journeys {
-            self.state.journeys.insert(one_id, j.into());
+            state.journeys.insert(texts.one_id(one_id), j.into());
         }
         self.state.journeys_loaded();
         let mut dedupe = globals.dedupe.rewindowed(self.cfg.dedupe_window, globals.applied_to);
@@ -190,10 +193,10 @@ impl Processor {
         self.load_globals(dedupe, globals.partitions, globals.applied_to, globals.tiers, now_ms);
         if globals.version >= 3 {
             for (home, t) in timers {
-                self.timers.replace(home, t);
+                self.load_timer_home(&mut texts, home, t);
             }
         } else {
-            self.load_whole_timers(globals.timers);
+            self.load_whole_timers(&mut texts, globals.timers);
         }
         self.load_models(
             (globals.propensities, globals.uplift),
@@ -229,15 +232,27 @@ impl Processor {
             });
         }
         let derivation = Derivation::continuing(&globals.one_ids, self.state.identity.namespaces().identity_key())?;
-        self.state.identity.replay(derivation, ops);
+        let state = Arc::clone(&self.state);
+        state.identity.replay(derivation, ops);
+        let mut texts = state.identity.reshare();
         let mut records: HashSet<OneId> = HashSet::default();
         for one_id in gone {
             self.state.journeys.remove(&one_id);
             records.insert(one_id);
         }
         for (one_id, j) in journeys {
+            let one_id = self.shared_home(&mut texts, one_id);
             records.insert(one_id.clone());
-            self.state.journeys.insert(one_id, j.into());
+            // A map keeps the key it has: one the tail's ops made anew
+            // (a profile rebuilt) replaces it.
+            if state
+                .journeys
+                .get(&*one_id)
+                .is_some_and(|e| !Arc::ptr_eq(e.key(), &one_id))
+            {
+                state.journeys.remove(&one_id);
+            }
+            state.journeys.insert(one_id, j.into());
         }
         self.state.journeys_loaded();
         // Version 1 carries every key; 2 the deltas past the snapshot's.
@@ -254,14 +269,14 @@ impl Processor {
         if globals.version >= 3 {
             for (home, t) in timers {
                 records.remove(&home);
-                self.timers.replace(home, t);
+                self.load_timer_home(&mut texts, home, t);
             }
             // Records that carry no timer: their homes have none now.
             for home in records {
-                self.timers.replace(home, Vec::new());
+                self.load_timer_home(&mut texts, home, Vec::new());
             }
         } else {
-            self.load_whole_timers(globals.timers);
+            self.load_whole_timers(&mut texts, globals.timers);
         }
         self.load_models(
             (globals.propensities, globals.uplift),

@@ -227,6 +227,8 @@ proptest! {
         prop_assert_eq!(a.state().dirty_count(), 0);
         let mut b = log.restore();
         prop_assert_eq!(b.state().identity.canonical(), a.state().identity.canonical());
+        // Each text once, as in the processor that wrote the log.
+        super::share_tests::shares_like(&b, &a).map_err(TestCaseError::fail)?;
         prop_assert_eq!(journeys(&b), journeys(&a));
         prop_assert_eq!(b.state().recount(), a.state().recount());
         prop_assert_eq!(b.state().size(), a.state().size());
@@ -290,6 +292,7 @@ proptest! {
         // by a walk that differs from the writer's running sums (as before).
         prop_assert_eq!(without_sums(&b), without_sums(&a));
         prop_assert_eq!(journeys(&b), journeys(&a));
+        super::share_tests::shares_like(&b, &a).map_err(TestCaseError::fail)?;
         prop_assert_eq!(b.state().recent(50), a.state().recent(50));
         prop_assert_eq!(b.pending_timers(), a.pending_timers());
         prop_assert_eq!(timer_homes(&b), timer_homes(&a));

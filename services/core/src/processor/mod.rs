@@ -82,6 +82,8 @@ mod journey_size_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod value_tests;

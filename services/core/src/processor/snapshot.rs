@@ -15,6 +15,7 @@
 //! `propensities`, came so).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -24,7 +25,7 @@ use crate::decide::tiers::ValueTiers;
 use crate::decide::uplift::Uplift;
 use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
-use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId};
+use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId, Sharer};
 use crate::snapshot::{ByteBuf, Bytes, DashEntries, Pairs};
 use crate::state::{stored, Stored};
 use crate::time::EventTime;
@@ -106,13 +107,17 @@ impl Serialize for CoreSnapshotRef<'_> {
     }
 }
 
-/// A state snapshot as read back.
+/// A state snapshot as read back. Decoding one shares its texts (see
+/// `intern.rs`): each One ID, identifier and event id is read into one
+/// allocation, as the state that wrote it held them.
 #[derive(serde::Deserialize)]
+#[serde(remote = "Self")]
 pub struct CoreSnapshot {
     pub(super) version: u32,
     namespaces: Vec<String>,
     identity: IdentitySnapshot,
     /// Live or, from format 6, frozen.
+    #[serde(deserialize_with = "keyed")]
     pub(super) journeys: Vec<(OneId, Stored)>,
     seen: HashSet<u64>,
     partitions: Vec<(u32, PartitionClock)>,
@@ -137,12 +142,25 @@ pub struct CoreSnapshot {
     #[serde(default)]
     value: Option<Population>,
     /// From format 5: every timer, under its home.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "keyed")]
     pub(super) timer_homes: Vec<(OneId, Vec<Timer>)>,
     /// From format 6: the dictionary the frozen journeys were compressed
     /// with (absent before: no journey is frozen).
     #[serde(default)]
     pub(super) journey_dict: Option<ByteBuf>,
+}
+
+impl<'de> serde::Deserialize<'de> for CoreSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::intern::scope(|| CoreSnapshot::deserialize(d))
+    }
+}
+
+/// Pairs keyed by a One ID, the One ID shared (`intern.rs`); the vector is
+/// reused in place.
+fn keyed<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Vec<(OneId, T)>, D::Error> {
+    let pairs: Vec<(crate::intern::OneIdText, T)> = serde::Deserialize::deserialize(d)?;
+    Ok(pairs.into_iter().map(|(k, v)| (k.0, v)).collect())
 }
 
 impl CoreSnapshot {
@@ -219,6 +237,8 @@ impl Processor {
         }
         self.check_loadable(&snap.namespaces)?;
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
+        // Decoding shared the snapshot's texts (`intern.rs`): the maps
+        // take them as they are.
         self.state.identity.restore(snap.identity, derivation);
         let dict = snap.journey_dict.unwrap_or_default();
         let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
@@ -243,7 +263,8 @@ impl Processor {
                 self.timers.replace(home, timers);
             }
         } else {
-            self.load_whole_timers(snap.timers);
+            let state = Arc::clone(&self.state);
+            self.load_whole_timers(&mut state.identity.sharer(), snap.timers);
         }
         self.load_models((snap.propensities, snap.uplift), snap.churn_model, snap.value);
         self.sync_sizes();
@@ -272,7 +293,7 @@ impl Processor {
     /// in no profile, which fires nothing while it stays so, at
     /// [`UNPROFILED_HOME`]), and every home is marked changed, so that the
     /// next checkpoint writes them all to the changelog with their records.
-    pub(super) fn load_whole_timers(&mut self, timers: BTreeSet<Timer>) {
+    pub(super) fn load_whole_timers(&mut self, texts: &mut Sharer<'_>, timers: BTreeSet<Timer>) {
         self.timers = TimerSet::default();
         let unprofiled: OneId = OneId::from(UNPROFILED_HOME);
         for t in timers {
@@ -281,10 +302,34 @@ impl Processor {
                 .identity
                 .one_id_of(&t.2)
                 .unwrap_or_else(|| unprofiled.clone());
-            self.timers.insert(t, &home);
+            let (at, kind, key) = t;
+            self.timers.insert((at, kind, texts.key(key)), &home);
         }
         for home in self.timers.homes() {
             self.state.touched(home);
+        }
+    }
+
+    /// Loads the timers of one home (replacing any it had), their texts
+    /// shared with the graph's.
+    pub(super) fn load_timer_home(&mut self, texts: &mut Sharer<'_>, home: OneId, timers: Vec<Timer>) {
+        let timers = timers
+            .into_iter()
+            .map(|(at, kind, key)| (at, kind, texts.key(key)))
+            .collect();
+        let home = self.shared_home(texts, home);
+        self.timers.replace(home, timers);
+    }
+
+    /// The One ID as the state holds it: the profile's, else the journey's
+    /// key (a profile merged away), else as `texts` first met it.
+    pub(super) fn shared_home(&self, texts: &mut Sharer<'_>, one_id: OneId) -> OneId {
+        if let Some(p) = texts.profiled(&one_id) {
+            return p;
+        }
+        match self.state.journeys.get(&*one_id) {
+            Some(j) => j.key().clone(),
+            None => texts.one_id(one_id),
         }
     }
 

@@ -148,6 +148,19 @@ impl TimerSet {
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all
     }
+
+    /// Every text the timers refer to, counted into `c`.
+    #[cfg(test)]
+    pub fn census(&self, c: &mut crate::identity::Census) {
+        for ((_, _, key), home) in &self.queue {
+            c.id(key);
+            c.one_id(home);
+        }
+        for (home, timers) in &self.homes {
+            c.one_id(home);
+            timers.iter().for_each(|(_, _, key)| c.id(key));
+        }
+    }
 }
 
 #[cfg(test)]

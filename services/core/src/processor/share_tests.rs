@@ -1,0 +1,126 @@
+//! A restored processor holds each text once, as the one that wrote the
+//! snapshot or changelog does: every One ID, identifier value and event id
+//! is one allocation however many maps refer to it (`identity/share.rs`).
+//!
+//! In: processors fed merges, carts (timers), sales and calls; their
+//! snapshots and changelog restores. Out: assertions only.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::{CoreSnapshot, Processor};
+use crate::identity::Census;
+use crate::ids::Namespaces;
+use crate::state::State;
+use crate::testkit::{call, core_config, pos, product, web};
+
+/// (allocations, references) of One IDs, identifier values and event ids in
+/// everything the processor keeps: the graph, the journey map, the timers.
+pub(super) fn census(p: &Processor) -> [(usize, usize); 3] {
+    let mut c = Census::default();
+    p.state.identity.census(&mut c);
+    for j in p.state.journeys.iter() {
+        c.one_id(j.key());
+    }
+    p.timers.census(&mut c);
+    c.counts()
+}
+
+/// Holds `restored` to `live`: no more allocations per kind of text (the
+/// references may differ only where the restored state is smaller).
+pub(super) fn shares_like(restored: &Processor, live: &Processor) -> Result<(), String> {
+    let (r, l) = (census(restored), census(live));
+    for (kind, (r, l)) in ["One ID", "identifier", "event id"].iter().zip(r.iter().zip(l.iter())) {
+        if r.0 > l.0 {
+            return Err(format!(
+                "{kind} texts: {} allocations for {} references restored, {} for {} live",
+                r.0, r.1, l.0, l.1
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn processor() -> Processor {
+    Processor::new(
+        Arc::new(core_config()),
+        Arc::new(State::new(Arc::new(Namespaces::with_defaults()))),
+    )
+}
+
+/// 40 people on three channels each, every fifth one reached first by two
+/// cookies that a login merges later, carts left (timers), sales and calls.
+fn busy() -> Processor {
+    let mut p = processor();
+    for i in 0..40i64 {
+        let (cookie, customer) = (format!("c-{i}"), format!("C{i}"));
+        let e = |n: &str| format!("{n}-{i}");
+        let _ = p.process(
+            &web(&e("v"), i, json!({"cookie_id": cookie}), "page_view", json!({})),
+            0,
+        );
+        if i % 5 == 0 {
+            let other = json!({"device_id": format!("d-{i}"), "email": format!("p{i}@x.io")});
+            let _ = p.process(&web(&e("w"), i, other, "page_view", json!({})), 0);
+        }
+        let login = json!({"cookie_id": cookie, "customer_id": customer, "device_id": format!("d-{i}")});
+        let _ = p.process(&web(&e("l"), i + 1, login, "login", json!({})), 0);
+        let both = json!({"customer_id": customer, "email": format!("p{i}@x.io")});
+        let _ = p.process(&web(&e("a"), i + 2, both, "add_to_cart", product("sku-1", 9.5)), 0);
+        let _ = p.process(&pos(&e("s"), i + 3, json!({"customer_id": customer}), 20.0), 0);
+        let _ = p.process(
+            &call(
+                &e("k"),
+                i + 4,
+                json!({"customer_id": customer}),
+                "complaint",
+                "unresolved",
+            ),
+            0,
+        );
+    }
+    p
+}
+
+fn through_snapshot(p: &Processor) -> Processor {
+    let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
+    let snap: CoreSnapshot = rmp_serde::from_slice(&bytes).expect("reads back");
+    let mut q = processor();
+    q.restore(snap, 0).expect("restores");
+    q
+}
+
+#[test]
+fn a_snapshot_restore_holds_each_text_once_as_the_live_state_does() {
+    let p = busy();
+    let live = census(&p);
+    assert!(p.pending_timers() > 0, "the carts armed timers");
+    // Live, every text is shared: far fewer allocations than references.
+    for (alloc, refs) in live {
+        assert!(alloc > 0 && refs >= 2 * alloc, "live census {live:?}");
+    }
+    let q = through_snapshot(&p);
+    assert_eq!(census(&q), live, "restored against live (allocations, references)");
+    assert_eq!(q.state().identity.canonical(), p.state().identity.canonical());
+    // And it goes on sharing: a restored state restored again is the same.
+    assert_eq!(census(&through_snapshot(&q)), live);
+}
+
+#[test]
+fn a_restored_journey_key_is_its_profile_s_one_id() {
+    let q = through_snapshot(&busy());
+    let mut profiled = 0;
+    for entry in q.state().journeys.iter() {
+        let one_id = entry.key();
+        let shared = q.state().identity.shared_one_id(Arc::from(&**one_id));
+        if q.state().identity.profile(one_id).is_some() {
+            assert!(
+                Arc::ptr_eq(one_id, &shared),
+                "{one_id}: the journey's key is not the profile's"
+            );
+            profiled += 1;
+        }
+    }
+    assert!(profiled >= 40, "{profiled} journeys with a profile");
+}
