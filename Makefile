@@ -67,8 +67,9 @@ bench: tools
 	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
 	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" --profiles $(BENCH_PROFILES) $(if $(BENCH_OUT),--out $(BENCH_OUT))'
 
-## memory and core with 10M profiles loaded (no broker; about 6 minutes and
-## 22 GB resident): the other figures need a second copy of the state.
+## memory, core and recovery (snapshot write + restore) with 10M profiles
+## loaded (no broker; about 22 minutes and 22 GB resident): the other
+## figures need a second copy of the state.
 bench-10m:
 	$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --core-only --events 60000 --profiles 10000000 $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
