@@ -89,6 +89,12 @@ fn shared_one_id(s: &str) -> Arc<str> {
     })
 }
 
+/// A One ID read from outside serde (a record's key), shared like the
+/// ones serde reads.
+pub fn one_id_text(s: &str) -> Arc<str> {
+    shared_one_id(s)
+}
+
 /// Reads a string and hands it to `make` as a `&str`, without an owned
 /// copy where the format allows.
 struct Text<F>(F);
@@ -167,6 +173,20 @@ mod tests {
         assert!(!ArcStr::ptr_eq(&p.a, &p.b));
         assert!(!Arc::ptr_eq(&p.c, p.d.as_ref().expect("some")));
         TEXTS.with(|t| assert!(t.borrow().is_none()));
+    }
+
+    #[test]
+    fn a_key_read_outside_serde_shares_with_the_decoded_one_ids() {
+        let bytes = pair();
+        let (p, key) = scope(|| {
+            let p: Pair = rmp_serde::from_slice(&bytes).expect("decodes");
+            (p, one_id_text("y"))
+        });
+        assert!(Arc::ptr_eq(&p.c, &key));
+        assert!(
+            !Arc::ptr_eq(&one_id_text("y"), &one_id_text("y")),
+            "no scope: no sharing"
+        );
     }
 
     #[test]

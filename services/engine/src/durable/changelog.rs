@@ -36,6 +36,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
+use onejourney_core::intern;
 use onejourney_core::journey::Journey;
 use onejourney_core::processor::{CoreGlobals, Timer};
 use onejourney_core::state::Stored;
@@ -283,8 +284,21 @@ pub fn read_committed(settings: &Settings, marker: &Marker, progress: impl FnMut
 
 /// As [`read_committed`]; `base`: the chain of a state already loaded
 /// (a local snapshot), which the marker's extends: only the records past it
-/// are read (the tail). Blocking; `progress` hears records read.
+/// are read (the tail). Blocking; `progress` hears records read. Every
+/// text decoded (identity ops, timers, the records' One IDs) is shared with
+/// the copies read before it (`onejourney_core::intern`), so the records
+/// held until the restore never hold a text twice.
 pub fn read_past(
+    settings: &Settings,
+    marker: &Marker,
+    base: Option<&Chain>,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<Committed> {
+    intern::scope(|| read_shared(settings, marker, base, progress))
+}
+
+/// [`read_past`], inside its interning scope.
+fn read_shared(
     settings: &Settings,
     marker: &Marker,
     base: Option<&Chain>,
@@ -340,7 +354,7 @@ pub fn read_past(
             match (in_chain, m.key()) {
                 (true, Some(key)) => match std::str::from_utf8(key) {
                     Ok(one_id) => {
-                        latest.insert(OneId::from(one_id), payload.map(<[u8]>::to_vec));
+                        latest.insert(intern::one_id_text(one_id), payload.map(<[u8]>::to_vec));
                         Ok(())
                     }
                     Err(_) => Err(anyhow::anyhow!("a journey record whose key is not a One ID")),
