@@ -5,9 +5,8 @@
 //! value or an event id is an allocation of its own. Out: the same graph
 //! with every occurrence pointing at one allocation per text, as the live
 //! graph holds them (the index's key for an identifier, the profile map's
-//! key for a One ID, the evidence's key for an event id); the One ID and
-//! identifier a caller is about to store ([`IdentityGraph::shared_one_id`],
-//! [`IdentityGraph::shared_key`]).
+//! key for a One ID, the evidence's key for an event id); the identifier a
+//! caller is about to store ([`IdentityGraph::shared_key`]).
 //!
 //! What it keeps: nothing changes but where the texts live. The state
 //! estimate counts each text once (`tally.rs`); without this pass a restored
@@ -23,15 +22,6 @@ use crate::hash::HashSet;
 use crate::ids::{ArcStr, IdKey};
 
 impl IdentityGraph {
-    /// The One ID as the profile map holds it (`one_id` itself when no
-    /// profile has it: one merged away or forgotten).
-    pub fn shared_one_id(&self, one_id: OneId) -> OneId {
-        match self.profiles.get(&*one_id) {
-            Some(p) => p.key().clone(),
-            None => one_id,
-        }
-    }
-
     /// The identifier as the index holds it (`k` itself when not indexed).
     pub fn shared_key(&self, k: IdKey) -> IdKey {
         match self.index.get(&k) {
@@ -154,30 +144,18 @@ pub struct Sharer<'a> {
 impl Sharer<'_> {
     /// The identifier as the graph holds it.
     pub fn key(&mut self, k: IdKey) -> IdKey {
-        if let Some(r) = self.graph.index.get(&k) {
-            return r.key().clone();
-        }
-        match self.others.get(&k) {
-            Some(seen) => seen.clone(),
-            None => {
-                self.others.insert(k.clone());
-                k
-            }
+        match self.graph.index.get(&k) {
+            Some(r) => r.key().clone(),
+            None => first_met(&mut self.others, k),
         }
     }
 
     /// The One ID as the graph holds it (one no profile has, as first met:
     /// a journey and the timers of a profile merged away share it).
     pub fn one_id(&mut self, one_id: OneId) -> OneId {
-        if let Some(p) = self.profiled(&one_id) {
-            return p;
-        }
-        match self.gone.get(&one_id) {
-            Some(seen) => seen.clone(),
-            None => {
-                self.gone.insert(one_id.clone());
-                one_id
-            }
+        match self.profiled(&one_id) {
+            Some(p) => p,
+            None => first_met(&mut self.gone, one_id),
         }
     }
 
@@ -215,13 +193,17 @@ impl Sharer<'_> {
     }
 
     fn event(&mut self, id: &mut ArcStr) {
-        match self.events.get(id.as_str()) {
-            Some(seen) => *id = seen.clone(),
-            None => {
-                self.events.insert(id.clone());
-            }
-        }
+        *id = first_met(&mut self.events, id.clone());
     }
+}
+
+/// The copy of `v` that `met` holds, `v` itself (kept) when it holds none.
+fn first_met<T: Eq + std::hash::Hash + Clone>(met: &mut HashSet<T>, v: T) -> T {
+    if let Some(seen) = met.get(&v) {
+        return seen.clone();
+    }
+    met.insert(v.clone());
+    v
 }
 
 /// How many allocations hold the texts a state refers to, and how many

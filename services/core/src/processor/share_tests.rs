@@ -113,7 +113,12 @@ fn a_restored_journey_key_is_its_profile_s_one_id() {
     let mut profiled = 0;
     for entry in q.state().journeys.iter() {
         let one_id = entry.key();
-        let shared = q.state().identity.shared_one_id(Arc::from(&**one_id));
+        let shared = q
+            .state()
+            .identity
+            .sharer()
+            .profiled(one_id)
+            .unwrap_or_else(|| Arc::from(&**one_id));
         if q.state().identity.profile(one_id).is_some() {
             assert!(
                 Arc::ptr_eq(one_id, &shared),
