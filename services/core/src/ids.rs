@@ -110,7 +110,10 @@ pub struct Ns(pub u8);
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IdKey {
     pub ns: Ns,
-    #[serde(deserialize_with = "crate::intern::arc_str")]
+    #[serde(
+        serialize_with = "crate::intern::write_arc_str",
+        deserialize_with = "crate::intern::arc_str"
+    )]
     pub value: ArcStr,
 }
 

@@ -2,123 +2,361 @@
 //! value and event id with a text already read is the earlier allocation.
 //!
 //! In: a decode run inside [`scope`] (a [`crate::processor::CoreSnapshot`]
-//! opens one around itself); the fields that read texts through
-//! [`arc_str`], [`one_id`] and [`opt_one_id`] (or [`OneIdText`] inside
-//! tuples). Out: shared `ArcStr` and `Arc<str>` values, as the live state
-//! shares them. Keeps the texts of the current scope (this thread's) and
-//! drops them when the outermost scope ends; outside a scope a text is
-//! allocated as serde would.
+//! opens one around itself), or an encode run inside [`write_scope`]; the
+//! fields that read and write texts through [`arc_str`] / [`write_arc_str`],
+//! [`one_id`] / [`write_one_id`] and [`opt_one_id`] / [`write_opt_one_id`]
+//! (or [`OneIdText`] / [`OneIdRef`] inside tuples). Out: shared `ArcStr`
+//! and `Arc<str>` values, as the live state shares them. Keeps the texts of
+//! the current scope (this thread's) and drops them when the outermost scope
+//! ends; outside a scope a text is written and allocated as serde would.
+//!
+//! Two ways to share, by the format read:
+//!
+//! - **Text table** (snapshot format 7 on, [`TABLE_FORMAT`]): the writer
+//!   writes a text in full where it first meets the allocation and, where
+//!   the same allocation comes again, its number (the how-manieth text of
+//!   its kind written in full). The reader keeps every text it reads in
+//!   full in a list and takes a number as that entry: no hashing, no
+//!   comparing of texts, and the file holds each shared text once. What the
+//!   writer shared is shared back, exactly; texts equal but apart stay
+//!   apart. The writer keeps a number only for a text that something else
+//!   also holds (its count above one), so unshared texts cost no entry.
+//! - **By content** (format 6 and older, and the changelog records): every
+//!   text in full; a set of the texts read so far gives back the earlier
+//!   allocation of an equal text.
+//!
+//! The scope learns which from the snapshot's first field ([`version`]).
 //!
 //! Why: the live graph holds each text once and refers to it from the
 //! index, the profile, its links, the evidence, the journey map and the
 //! timers. Decoded without sharing, every occurrence was an allocation of
 //! its own: about 860 bytes a profile more after a restart (5M profiles,
-//! session 12), and at 10M more than the machine has, before any pass
-//! afterwards could share them. Sharing while decoding never holds the
-//! duplicates at all; the price is one hash lookup per text read.
+//! session 12). Sharing by content costs a probe of a set of tens of
+//! millions of texts per text read (a third of a 1M restore, session 13);
+//! the table costs a list entry.
+//!
+//! The writer tells texts apart by address: the state must not change
+//! while it is written (as `snapshot::exact_seq` requires of its maps), or
+//! a text dropped and another allocated at its address would be written as
+//! the first one's number. The counts written at the end of the snapshot
+//! ([`TextCounts`]) let the reader check that both sides numbered the same
+//! texts.
 
+use std::borrow::Borrow;
 use std::cell::RefCell;
 use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::de::{Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::hash::HashSet;
+use crate::hash::{HashMap, HashSet};
 use crate::ids::ArcStr;
+
+/// The first snapshot format (`processor/snapshot.rs`) written with a text
+/// table.
+pub const TABLE_FORMAT: u32 = 7;
+
+/// A kind of shared text: identifier values and event ids (`ArcStr`), One
+/// IDs (`Arc<str>`). Each kind is numbered on its own.
+trait Shared: Clone + Eq + Hash + Borrow<str> {
+    const WHAT: &'static str;
+    fn new(s: &str) -> Self;
+    /// Whether something besides the value at hand holds it.
+    fn held_elsewhere(&self) -> bool;
+    fn seen(t: &mut Texts) -> &mut HashSet<Self>;
+    fn listed(t: &Table) -> &Vec<Self>;
+    fn listed_mut(t: &mut Table) -> &mut Vec<Self>;
+    fn numbered(w: &mut Written) -> &mut Numbered;
+}
+
+impl Shared for ArcStr {
+    const WHAT: &'static str = "identifier or event id";
+    fn new(s: &str) -> Self {
+        ArcStr::from(s)
+    }
+    fn held_elsewhere(&self) -> bool {
+        ArcStr::strong_count(self).is_some_and(|n| n > 1)
+    }
+    fn seen(t: &mut Texts) -> &mut HashSet<Self> {
+        &mut t.strs
+    }
+    fn listed(t: &Table) -> &Vec<Self> {
+        &t.strs
+    }
+    fn listed_mut(t: &mut Table) -> &mut Vec<Self> {
+        &mut t.strs
+    }
+    fn numbered(w: &mut Written) -> &mut Numbered {
+        &mut w.strs
+    }
+}
+
+impl Shared for Arc<str> {
+    const WHAT: &'static str = "One ID";
+    fn new(s: &str) -> Self {
+        Arc::from(s)
+    }
+    fn held_elsewhere(&self) -> bool {
+        Arc::strong_count(self) > 1
+    }
+    fn seen(t: &mut Texts) -> &mut HashSet<Self> {
+        &mut t.one_ids
+    }
+    fn listed(t: &Table) -> &Vec<Self> {
+        &t.one_ids
+    }
+    fn listed_mut(t: &mut Table) -> &mut Vec<Self> {
+        &mut t.one_ids
+    }
+    fn numbered(w: &mut Written) -> &mut Numbered {
+        &mut w.one_ids
+    }
+}
 
 #[derive(Default)]
 struct Texts {
     strs: HashSet<ArcStr>,
     one_ids: HashSet<Arc<str>>,
+    /// Set once the format says it has a text table.
+    table: Option<Table>,
+}
+
+/// Every text read in full, per kind, in the order read.
+#[derive(Default)]
+struct Table {
+    strs: Vec<ArcStr>,
+    one_ids: Vec<Arc<str>>,
+}
+
+/// The writer's numbers for one kind: by the text's address, for the texts
+/// held elsewhere too; how many were written in full.
+#[derive(Default)]
+struct Numbered {
+    at: HashMap<usize, u32>,
+    written: u64,
+}
+
+#[derive(Default)]
+struct Written {
+    strs: Numbered,
+    one_ids: Numbered,
 }
 
 thread_local! {
     static TEXTS: RefCell<Option<Texts>> = const { RefCell::new(None) };
+    static WRITTEN: RefCell<Option<Written>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `cell` set to a fresh value unless an outer call set it,
+/// and cleared when the outermost call ends (on unwind too).
+fn scoped<T: Default + 'static, R>(
+    cell: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let outermost = cell.with(|t| {
+        let mut t = t.borrow_mut();
+        let fresh = t.is_none();
+        if fresh {
+            *t = Some(T::default());
+        }
+        fresh
+    });
+    struct End<T: 'static>(Option<&'static std::thread::LocalKey<RefCell<Option<T>>>>);
+    impl<T: 'static> Drop for End<T> {
+        fn drop(&mut self) {
+            if let Some(cell) = self.0 {
+                cell.with(|t| t.borrow_mut().take());
+            }
+        }
+    }
+    let _end = End(outermost.then_some(cell));
+    f()
 }
 
 /// Runs `f` with texts shared across everything it decodes on this thread
 /// (nested scopes share the outermost's texts).
 pub fn scope<R>(f: impl FnOnce() -> R) -> R {
-    let outermost = TEXTS.with(|t| {
-        let mut t = t.borrow_mut();
-        let fresh = t.is_none();
-        if fresh {
-            *t = Some(Texts::default());
-        }
-        fresh
-    });
-    // Dropped on unwind too, so a panic leaves no scope behind.
-    struct End(bool);
-    impl Drop for End {
-        fn drop(&mut self) {
-            if self.0 {
-                TEXTS.with(|t| t.borrow_mut().take());
+    scoped(&TEXTS, f)
+}
+
+/// Runs `f` with every text it encodes on this thread numbered: a repeat of
+/// an allocation is written as its number (nested scopes number on).
+pub fn write_scope<R>(f: impl FnOnce() -> R) -> R {
+    scoped(&WRITTEN, f)
+}
+
+/// How many texts of each kind were written in full: the end of a snapshot
+/// with a text table, checked by the reader against what it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextCounts {
+    pub identifiers: u64,
+    pub one_ids: u64,
+}
+
+/// The counts of the current write scope (zero outside one).
+pub fn written() -> TextCounts {
+    WRITTEN.with(|w| {
+        w.borrow().as_ref().map_or_else(TextCounts::default, |w| TextCounts {
+            identifiers: w.strs.written,
+            one_ids: w.one_ids.written,
+        })
+    })
+}
+
+/// The counts of the current decode scope's text table (`None` without one).
+pub fn read() -> Option<TextCounts> {
+    TEXTS.with(|t| {
+        let t = t.borrow();
+        let table = t.as_ref()?.table.as_ref()?;
+        Some(TextCounts {
+            identifiers: table.strs.len() as u64,
+            one_ids: table.one_ids.len() as u64,
+        })
+    })
+}
+
+/// `deserialize_with` for a snapshot's format version, its first field:
+/// from [`TABLE_FORMAT`] on, the texts after it are read as a text table.
+pub fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v >= TABLE_FORMAT {
+        TEXTS.with(|t| {
+            if let Some(texts) = t.borrow_mut().as_mut() {
+                texts.table.get_or_insert_with(Table::default);
             }
-        }
+        });
     }
-    let _end = End(outermost);
-    f()
+    Ok(v)
 }
 
-fn shared_str(s: &str) -> ArcStr {
+fn in_table() -> bool {
+    TEXTS.with(|t| t.borrow().as_ref().is_some_and(|t| t.table.is_some()))
+}
+
+/// A text read in full: listed (table), shared by content (scope), or its
+/// own allocation (no scope).
+fn full<T: Shared>(s: &str) -> T {
     TEXTS.with(|t| match t.borrow_mut().as_mut() {
-        Some(texts) => match texts.strs.get(s) {
-            Some(seen) => seen.clone(),
-            None => {
-                let new = ArcStr::from(s);
-                texts.strs.insert(new.clone());
+        None => T::new(s),
+        Some(texts) => match texts.table.as_mut() {
+            Some(table) => {
+                let new = T::new(s);
+                T::listed_mut(table).push(new.clone());
                 new
             }
+            None => {
+                let seen = T::seen(texts);
+                match seen.get(s) {
+                    Some(earlier) => earlier.clone(),
+                    None => {
+                        let new = T::new(s);
+                        seen.insert(new.clone());
+                        new
+                    }
+                }
+            }
         },
-        None => ArcStr::from(s),
     })
 }
 
-fn shared_one_id(s: &str) -> Arc<str> {
-    TEXTS.with(|t| match t.borrow_mut().as_mut() {
-        Some(texts) => match texts.one_ids.get(s) {
-            Some(seen) => seen.clone(),
-            None => {
-                let new: Arc<str> = Arc::from(s);
-                texts.one_ids.insert(new.clone());
-                new
-            }
-        },
-        None => Arc::from(s),
+/// A text read as its number in the table.
+fn numbered<T: Shared, E: serde::de::Error>(n: u64) -> Result<T, E> {
+    TEXTS.with(|t| {
+        let t = t.borrow();
+        let listed = t.as_ref().and_then(|t| t.table.as_ref()).map(T::listed);
+        match (listed, usize::try_from(n)) {
+            (Some(listed), Ok(i)) => listed.get(i).cloned().ok_or_else(|| {
+                E::custom(format!(
+                    "a {} refers to text {n} of {} read: the snapshot is damaged",
+                    T::WHAT,
+                    listed.len()
+                ))
+            }),
+            _ => Err(E::custom(format!(
+                "a {} is a number ({n}) where this format has a text",
+                T::WHAT
+            ))),
+        }
     })
+}
+
+struct Read<T>(PhantomData<T>);
+
+impl<T: Shared> Visitor<'_> for Read<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or, in a text table, a text's number")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        Ok(full(v))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        numbered(v)
+    }
+}
+
+fn read_text<'de, T: Shared, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    if in_table() {
+        d.deserialize_any(Read(PhantomData))
+    } else {
+        d.deserialize_str(Read(PhantomData))
+    }
+}
+
+/// Writes `v` in full, or as its number when this write scope has written
+/// the same allocation in full before.
+fn write_text<T: Shared, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    let text: &str = v.borrow();
+    let number = WRITTEN.with(|w| {
+        let mut w = w.borrow_mut();
+        let numbered = T::numbered(w.as_mut()?);
+        let addr = text.as_ptr() as usize;
+        if let Some(&n) = numbered.at.get(&addr) {
+            return Some(n);
+        }
+        let n = numbered.written;
+        numbered.written += 1;
+        if let (true, Ok(n)) = (v.held_elsewhere(), u32::try_from(n)) {
+            numbered.at.insert(addr, n);
+        }
+        None
+    });
+    match number {
+        Some(n) => s.serialize_u32(n),
+        None => s.serialize_str(text),
+    }
 }
 
 /// A One ID read from outside serde (a record's key), shared like the
 /// ones serde reads.
 pub fn one_id_text(s: &str) -> Arc<str> {
-    shared_one_id(s)
-}
-
-/// Reads a string and hands it to `make` as a `&str`, without an owned
-/// copy where the format allows.
-struct Text<F>(F);
-
-impl<T, F: FnOnce(&str) -> T> Visitor<'_> for Text<F> {
-    type Value = T;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-        Ok((self.0)(v))
-    }
+    full(s)
 }
 
 /// `deserialize_with` for an identifier value or an event id.
 pub fn arc_str<'de, D: Deserializer<'de>>(d: D) -> Result<ArcStr, D::Error> {
-    d.deserialize_str(Text(shared_str))
+    read_text(d)
+}
+
+/// `serialize_with` for an identifier value or an event id.
+pub fn write_arc_str<S: Serializer>(v: &ArcStr, s: S) -> Result<S::Ok, S::Error> {
+    write_text(v, s)
 }
 
 /// `deserialize_with` for a One ID.
 pub fn one_id<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
-    d.deserialize_str(Text(shared_one_id))
+    read_text(d)
+}
+
+/// `serialize_with` for a One ID.
+pub fn write_one_id<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    write_text(v, s)
 }
 
 /// `deserialize_with` for an optional One ID.
@@ -126,7 +364,12 @@ pub fn opt_one_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D
     Ok(Option::<OneIdText>::deserialize(d)?.map(|t| t.0))
 }
 
-/// A One ID where no attribute can reach (inside a tuple or a sequence).
+/// `serialize_with` for an optional One ID.
+pub fn write_opt_one_id<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(OneIdRef).serialize(s)
+}
+
+/// A One ID read where no attribute can reach (inside a tuple or a sequence).
 pub struct OneIdText(pub Arc<str>);
 
 impl<'de> Deserialize<'de> for OneIdText {
@@ -135,68 +378,30 @@ impl<'de> Deserialize<'de> for OneIdText {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A One ID written where no attribute can reach.
+pub struct OneIdRef<'a>(pub &'a Arc<str>);
 
-    #[derive(Deserialize)]
-    struct Pair {
-        #[serde(deserialize_with = "arc_str")]
-        a: ArcStr,
-        #[serde(deserialize_with = "arc_str")]
-        b: ArcStr,
-        #[serde(deserialize_with = "one_id")]
-        c: Arc<str>,
-        #[serde(deserialize_with = "opt_one_id")]
-        d: Option<Arc<str>>,
-    }
-
-    fn pair() -> Vec<u8> {
-        rmp_serde::to_vec(&("x", "x", "y", Some("y"))).expect("encodes")
-    }
-
-    #[test]
-    fn inside_a_scope_equal_texts_are_one_allocation() {
-        let bytes = pair();
-        let p: Pair = scope(|| rmp_serde::from_slice(&bytes)).expect("decodes");
-        assert!(ArcStr::ptr_eq(&p.a, &p.b));
-        let d = p.d.expect("some");
-        assert!(Arc::ptr_eq(&p.c, &d));
-        assert_eq!((&*p.a, &*d), ("x", "y"));
-        // The scope's texts went with it: the values are the only holders.
-        assert_eq!(Arc::strong_count(&d), 2);
-    }
-
-    #[test]
-    fn outside_a_scope_every_text_is_its_own() {
-        let p: Pair = rmp_serde::from_slice(&pair()).expect("decodes");
-        assert!(!ArcStr::ptr_eq(&p.a, &p.b));
-        assert!(!Arc::ptr_eq(&p.c, p.d.as_ref().expect("some")));
-        TEXTS.with(|t| assert!(t.borrow().is_none()));
-    }
-
-    #[test]
-    fn a_key_read_outside_serde_shares_with_the_decoded_one_ids() {
-        let bytes = pair();
-        let (p, key) = scope(|| {
-            let p: Pair = rmp_serde::from_slice(&bytes).expect("decodes");
-            (p, one_id_text("y"))
-        });
-        assert!(Arc::ptr_eq(&p.c, &key));
-        assert!(
-            !Arc::ptr_eq(&one_id_text("y"), &one_id_text("y")),
-            "no scope: no sharing"
-        );
-    }
-
-    #[test]
-    fn nested_scopes_share_the_outermost_texts() {
-        let bytes = pair();
-        let (p, q): (Pair, Pair) = scope(|| {
-            let p = scope(|| rmp_serde::from_slice(&bytes)).expect("decodes");
-            (p, rmp_serde::from_slice(&bytes).expect("decodes"))
-        });
-        assert!(ArcStr::ptr_eq(&p.a, &q.b));
-        TEXTS.with(|t| assert!(t.borrow().is_none()));
+impl Serialize for OneIdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        write_one_id(self.0, s)
     }
 }
+
+/// Ends the text table of a snapshot's decode: checks that the writer
+/// wrote in full the texts the reader read in full, and lets the scope go
+/// on by content (an outer scope may decode more after the snapshot).
+pub fn end_table<E: serde::de::Error>(written: Option<TextCounts>) -> Result<(), E> {
+    let read = read();
+    TEXTS.with(|t| t.borrow_mut().as_mut().map(|t| t.table.take()));
+    match (read, written) {
+        (None, _) => Ok(()),
+        (Some(read), Some(written)) if read == written => Ok(()),
+        (Some(read), written) => Err(E::custom(format!(
+            "the snapshot's text table does not add up: written {written:?}, read {read:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[path = "intern_tests.rs"]
+mod tests;

@@ -4,9 +4,16 @@
 //! In: borrowed maps. Out: serde sequences of values or pairs. Keeps nothing.
 //! The snapshot format itself is `processor/snapshot.rs`.
 
+use std::sync::Arc;
+
 use crate::hash::{DashMap, HashMap};
+use crate::intern::OneIdRef;
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
+
+/// A One ID (`identity::OneId`, not imported: the graph writes through
+/// this module).
+type OneId = Arc<str>;
 
 /// The values of a `DashMap`, as a sequence.
 pub struct DashValues<'a, K, V>(pub &'a DashMap<K, V>);
@@ -17,12 +24,24 @@ impl<K: Eq + std::hash::Hash, V: Serialize> Serialize for DashValues<'_, K, V> {
     }
 }
 
-/// The entries of a `DashMap`, as a sequence of `(key, value)` pairs.
-pub struct DashEntries<'a, K, V>(pub &'a DashMap<K, V>);
+/// The entries of a `DashMap` keyed by One ID, as a sequence of `(key,
+/// value)` pairs, the key written through the snapshot's text table
+/// (`intern.rs`).
+pub struct OneIdEntries<'a, V>(pub &'a DashMap<OneId, V>);
 
-impl<K: Eq + std::hash::Hash + Serialize, V: Serialize> Serialize for DashEntries<'_, K, V> {
+impl<V: Serialize> Serialize for OneIdEntries<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        exact_seq(s, self.0.len(), self.0.iter().map(|r| Pair(r)))
+        exact_seq(s, self.0.len(), self.0.iter().map(|r| OneIdPair(r)))
+    }
+}
+
+/// The items of an iterator that knows its length, as a sequence.
+pub struct Seq<I>(pub I);
+
+impl<I: Clone + ExactSizeIterator<Item: Serialize>> Serialize for Seq<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let items = self.0.clone();
+        exact_seq(s, items.len(), items)
     }
 }
 
@@ -80,12 +99,12 @@ impl<K: Eq + std::hash::Hash, V: Serialize> Serialize for Value<'_, K, V> {
     }
 }
 
-struct Pair<'a, K, V>(Ref<'a, K, V>);
+struct OneIdPair<'a, V>(Ref<'a, OneId, V>);
 
-impl<K: Eq + std::hash::Hash + Serialize, V: Serialize> Serialize for Pair<'_, K, V> {
+impl<V: Serialize> Serialize for OneIdPair<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(self.0.key())?;
+        t.serialize_element(&OneIdRef(self.0.key()))?;
         t.serialize_element(self.0.value())?;
         t.end()
     }
@@ -136,13 +155,14 @@ mod tests {
 
     #[test]
     fn a_map_is_written_as_the_same_bytes_with_its_length_up_front() {
-        let map: DashMap<u32, String> = DashMap::default();
+        let map: DashMap<OneId, String> = DashMap::default();
         for i in 0..100u32 {
-            map.insert(i, format!("v{i}"));
+            map.insert(OneId::from(format!("oj-{i}")), format!("v{i}"));
         }
-        let pairs: Vec<(u32, String)> = map.iter().map(|r| (*r.key(), r.value().clone())).collect();
+        let pairs: Vec<(String, String)> = map.iter().map(|r| (r.key().to_string(), r.value().clone())).collect();
         let values: Vec<String> = map.iter().map(|r| r.value().clone()).collect();
-        let bytes = rmp_serde::to_vec(&DashEntries(&map)).expect("encodes");
+        // Outside a snapshot's text table, every key in full.
+        let bytes = rmp_serde::to_vec(&OneIdEntries(&map)).expect("encodes");
         assert_eq!(bytes, rmp_serde::to_vec(&pairs).expect("encodes"));
         let bytes = rmp_serde::to_vec(&DashValues(&map)).expect("encodes");
         assert_eq!(bytes, rmp_serde::to_vec(&values).expect("encodes"));

@@ -28,9 +28,17 @@ use crate::ids::IdKey;
 /// An index slot as a snapshot holds it (field names and order are the format).
 #[derive(Serialize, Deserialize)]
 struct SlotRecord {
-    #[serde(default, deserialize_with = "crate::intern::opt_one_id")]
+    #[serde(
+        default,
+        serialize_with = "crate::intern::write_opt_one_id",
+        deserialize_with = "crate::intern::opt_one_id"
+    )]
     one_id: Option<OneId>,
-    #[serde(default, deserialize_with = "crate::intern::opt_one_id")]
+    #[serde(
+        default,
+        serialize_with = "crate::intern::write_opt_one_id",
+        deserialize_with = "crate::intern::opt_one_id"
+    )]
     former: Option<OneId>,
     component: u32,
 }

@@ -43,7 +43,10 @@ impl Rule {
 /// Where a link came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
-    #[serde(deserialize_with = "crate::intern::arc_str")]
+    #[serde(
+        serialize_with = "crate::intern::write_arc_str",
+        deserialize_with = "crate::intern::arc_str"
+    )]
     pub event_id: ArcStr,
     pub channel: Channel,
     pub at: EventTime,
@@ -129,7 +132,7 @@ impl Serialize for Profile {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("Profile", 7)?;
-        st.serialize_field("one_id", &self.one_id)?;
+        st.serialize_field("one_id", &crate::intern::OneIdRef(&self.one_id))?;
         st.serialize_field("first_seen", &self.first_seen)?;
         st.serialize_field("ids", &self.ids)?;
         st.serialize_field("households", self.households())?;
@@ -200,9 +203,16 @@ pub const REFUSED_LINKS: usize = 8;
 pub struct RefusedLink {
     pub key: IdKey,
     pub reason: RejectReason,
-    #[serde(default, deserialize_with = "crate::intern::opt_one_id")]
+    #[serde(
+        default,
+        serialize_with = "crate::intern::write_opt_one_id",
+        deserialize_with = "crate::intern::opt_one_id"
+    )]
     pub kept_in: Option<OneId>,
-    #[serde(deserialize_with = "crate::intern::arc_str")]
+    #[serde(
+        serialize_with = "crate::intern::write_arc_str",
+        deserialize_with = "crate::intern::arc_str"
+    )]
     pub event_id: ArcStr,
     pub channel: Channel,
     pub at: EventTime,
@@ -277,7 +287,10 @@ impl Profile {
 pub struct EvidenceKey {
     pub at: EventTime,
     pub channel: Channel,
-    #[serde(deserialize_with = "crate::intern::arc_str")]
+    #[serde(
+        serialize_with = "crate::intern::write_arc_str",
+        deserialize_with = "crate::intern::arc_str"
+    )]
     pub event_id: ArcStr,
 }
 

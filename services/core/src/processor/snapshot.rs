@@ -26,7 +26,8 @@ use crate::decide::uplift::Uplift;
 use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId, Sharer};
-use crate::snapshot::{ByteBuf, Bytes, DashEntries, Pairs};
+use crate::intern::TextCounts;
+use crate::snapshot::{ByteBuf, Bytes, OneIdEntries, Pairs, Seq};
 use crate::state::{stored, Stored};
 use crate::time::EventTime;
 
@@ -39,7 +40,13 @@ use super::{PartitionClock, Processor};
 /// One ID, so no journey ever has it.
 pub const UNPROFILED_HOME: &str = "timers-without-profile";
 
-/// The format version of [`CoreSnapshot`]. 6: a frozen journey is written
+/// The format version of [`CoreSnapshot`]. 7: the texts (One IDs,
+/// identifier values, event ids) are a text table (`intern.rs`): each
+/// allocation written in full once, where the writer first meets it, and
+/// as its number after; `texts` at the end holds how many of each kind were
+/// written in full, which the reader checks. The same state as 6 in a
+/// smaller file that reads without a lookup per text; 6 and older are read
+/// as before (texts shared by content). 6: a frozen journey is written
 /// as its frozen bytes (a `bin`, see `state/stored.rs`) where a live one is
 /// the journey, and `journey_dict` carries the zstd dictionary they were
 /// compressed with; so neither a graceful stop's snapshot nor its restore
@@ -69,7 +76,7 @@ pub const UNPROFILED_HOME: &str = "timers-without-profile";
 /// reproduce, so it is refused. Added at the end without a version bump
 /// (absent: the default): `value`, the RFM and lifetime-value population
 /// (rebuilt from the journeys when absent), and each journey's `rfm` and `clv`.
-pub const SNAPSHOT_VERSION: u32 = 6;
+pub const SNAPSHOT_VERSION: u32 = 7;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READ_VERSION: u32 = 2;
@@ -77,17 +84,32 @@ pub const OLDEST_READ_VERSION: u32 = 2;
 /// Serialises like [`CoreSnapshot`], from the live state (see [`Processor::snapshot`]).
 pub struct CoreSnapshotRef<'a> {
     p: &'a Processor,
+    /// Format 7's text table; without, format 6 (every text in full; tests
+    /// of the older format's reading).
+    table: bool,
 }
 
 impl Serialize for CoreSnapshotRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.table {
+            crate::intern::write_scope(|| self.write(s))
+        } else {
+            self.write(s)
+        }
+    }
+}
+
+impl CoreSnapshotRef<'_> {
+    fn write<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use crate::intern::OneIdRef;
         use serde::ser::SerializeStruct;
         let p = self.p;
-        let mut st = s.serialize_struct("CoreSnapshot", 17)?;
-        st.serialize_field("version", &SNAPSHOT_VERSION)?;
+        let (version, fields) = if self.table { (SNAPSHOT_VERSION, 18) } else { (6, 17) };
+        let mut st = s.serialize_struct("CoreSnapshot", fields)?;
+        st.serialize_field("version", &version)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
-        st.serialize_field("journeys", &DashEntries(&p.state.journeys))?;
+        st.serialize_field("journeys", &OneIdEntries(&p.state.journeys))?;
         st.serialize_field("seen", &HashSet::<u64>::default())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
         st.serialize_field("timers", &BTreeSet::<Timer>::new())?;
@@ -101,8 +123,12 @@ impl Serialize for CoreSnapshotRef<'_> {
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.serialize_field("uplift", &models.uplift)?;
         st.serialize_field("value", &p.value)?;
-        st.serialize_field("timer_homes", &p.timers.by_home())?;
+        let homes = p.timers.by_home();
+        st.serialize_field("timer_homes", &Seq(homes.iter().map(|(h, t)| (OneIdRef(h), t))))?;
         st.serialize_field("journey_dict", &Bytes(stored::dictionary()))?;
+        if self.table {
+            st.serialize_field("texts", &crate::intern::written())?;
+        }
         st.end()
     }
 }
@@ -113,6 +139,8 @@ impl Serialize for CoreSnapshotRef<'_> {
 #[derive(serde::Deserialize)]
 #[serde(remote = "Self")]
 pub struct CoreSnapshot {
+    /// Read first: from format 7 on, the texts after it are a text table.
+    #[serde(deserialize_with = "crate::intern::version")]
     pub(super) version: u32,
     namespaces: Vec<String>,
     identity: IdentitySnapshot,
@@ -148,11 +176,18 @@ pub struct CoreSnapshot {
     /// with (absent before: no journey is frozen).
     #[serde(default)]
     pub(super) journey_dict: Option<ByteBuf>,
+    /// From format 7: how many texts of each kind were written in full.
+    #[serde(default)]
+    texts: Option<TextCounts>,
 }
 
 impl<'de> serde::Deserialize<'de> for CoreSnapshot {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::intern::scope(|| CoreSnapshot::deserialize(d))
+        crate::intern::scope(|| {
+            let snap = CoreSnapshot::deserialize(d)?;
+            crate::intern::end_table(snap.texts)?;
+            Ok(snap)
+        })
     }
 }
 
@@ -212,7 +247,14 @@ impl Processor {
     /// waiting events are read again (and the applied ones after them are
     /// recognised as duplicates).
     pub fn snapshot(&self) -> CoreSnapshotRef<'_> {
-        CoreSnapshotRef { p: self }
+        CoreSnapshotRef { p: self, table: true }
+    }
+
+    /// The snapshot in format 6, every text in full: what the build before
+    /// the text table wrote.
+    #[cfg(test)]
+    pub(crate) fn snapshot_v6(&self) -> CoreSnapshotRef<'_> {
+        CoreSnapshotRef { p: self, table: false }
     }
 
     /// The partition clocks as if the buffered events had not arrived: a
