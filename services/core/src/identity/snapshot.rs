@@ -125,22 +125,29 @@ impl IdentityGraph {
     /// deriving One IDs and suppression entries the way the snapshot's did.
     pub fn restore(&self, snap: IdentitySnapshot, derivation: Derivation) {
         let g = self;
-        for p in snap.profiles {
-            g.profiles.insert(p.one_id.clone(), p);
-        }
         let mut w = g.lock();
-        for (k, slot) in snap.index {
-            if let Some(former) = slot.former {
-                w.formers.insert(k.clone(), former);
+        let profiles = snap.profiles;
+        // The profiles and the index are maps apart: each filled on a
+        // thread of its own.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for p in profiles {
+                    g.profiles.insert(p.one_id.clone(), p);
+                }
+            });
+            for (k, slot) in snap.index {
+                if let Some(former) = slot.former {
+                    w.formers.insert(k.clone(), former);
+                }
+                g.index.insert(
+                    k,
+                    Slot {
+                        one_id: slot.one_id,
+                        component: slot.component,
+                    },
+                );
             }
-            g.index.insert(
-                k,
-                Slot {
-                    one_id: slot.one_id,
-                    component: slot.component,
-                },
-            );
-        }
+        });
         {
             // Fingerprints are recomputed, not stored: they depend on the
             // hasher of this build.

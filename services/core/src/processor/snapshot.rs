@@ -280,20 +280,15 @@ impl Processor {
         self.check_loadable(&snap.namespaces)?;
         let derivation = Derivation::continuing(&snap.one_ids, self.state.identity.namespaces().identity_key())?;
         // Decoding shared the snapshot's texts (`intern.rs`): the maps
-        // take them as they are.
-        self.state.identity.restore(snap.identity, derivation);
-        let dict = snap.journey_dict.unwrap_or_default();
-        let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
-        for (one_id, s) in snap.journeys {
-            let s = match refreezer.as_mut() {
-                Some(r) => r
-                    .refreeze(s)
-                    .ok_or_else(|| RestoreError::Frozen(format!("the journey of {one_id}")))?,
-                None => s,
-            };
-            self.state.journeys.insert(one_id, s);
-        }
-        self.state.journeys_loaded();
+        // take them as they are. The graph and the journeys are maps apart:
+        // each is filled on a thread of its own.
+        let (state, journeys, dict) = (&self.state, snap.journeys, snap.journey_dict);
+        let identity = snap.identity;
+        std::thread::scope(|s| {
+            let other = s.spawn(move || restore_journeys(state, journeys, dict));
+            state.identity.restore(identity, derivation);
+            other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         let dedupe = if snap.version < 4 {
             Dedupe::from_flat(self.cfg.dedupe_window, snap.seen, snap.applied_to)
         } else {
@@ -430,4 +425,26 @@ impl Processor {
         self.share_now();
         *self.state.models() = crate::state::Models { propensities, uplift };
     }
+}
+
+/// Fills the journey map from a snapshot's journeys, re-freezing the frozen
+/// ones when `dict` is not this build's dictionary.
+fn restore_journeys(
+    state: &crate::state::State,
+    journeys: Vec<(OneId, Stored)>,
+    dict: Option<ByteBuf>,
+) -> Result<(), RestoreError> {
+    let dict = dict.unwrap_or_default();
+    let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
+    for (one_id, s) in journeys {
+        let s = match refreezer.as_mut() {
+            Some(r) => r
+                .refreeze(s)
+                .ok_or_else(|| RestoreError::Frozen(format!("the journey of {one_id}")))?,
+            None => s,
+        };
+        state.journeys.insert(one_id, s);
+    }
+    state.journeys_loaded();
+    Ok(())
 }
