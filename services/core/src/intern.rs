@@ -210,7 +210,7 @@ pub fn written() -> TextCounts {
 }
 
 /// The counts of the current decode scope's text table (`None` without one).
-pub fn read() -> Option<TextCounts> {
+fn read() -> Option<TextCounts> {
     TEXTS.with(|t| {
         let t = t.borrow();
         let table = t.as_ref()?.table.as_ref()?;
