@@ -32,6 +32,7 @@
 pub mod client_env;
 pub mod decide;
 pub mod event;
+pub mod evidence;
 pub mod hash;
 pub mod identity;
 pub mod ids;

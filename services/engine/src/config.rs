@@ -41,6 +41,20 @@ pub struct Settings {
     pub identity: IdentitySettings,
     pub timers: TimerSettings,
     pub decide: DecideConfig,
+    #[serde(default)]
+    pub scaleout: ScaleoutSettings,
+}
+
+/// Several engine processes in one consumer group (`docs/scaling.md`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleoutSettings {
+    /// Stage 1: every process publishes the identity evidence of the events
+    /// it consumes to `topics.identity_evidence` and folds the whole topic,
+    /// so every process holds the same identity graph. Off: one process per
+    /// consumer group, as before.
+    #[serde(default)]
+    pub identity_log: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +103,14 @@ pub struct Topics {
     /// Internal: per checkpoint, the globals and the marker that commits it
     /// (1 partition, kept).
     pub state_checkpoints: String,
+    /// Internal, with `scaleout.identity_log`: the identity evidence every
+    /// process publishes and folds (1 partition, kept).
+    #[serde(default = "default_identity_evidence")]
+    pub identity_evidence: String,
+}
+
+fn default_identity_evidence() -> String {
+    "onejourney-identity-evidence".to_string()
 }
 
 impl Topics {
@@ -160,6 +182,7 @@ impl Topics {
             journeys_changelog: p(&self.journeys_changelog),
             identity_log: p(&self.identity_log),
             state_checkpoints: p(&self.state_checkpoints),
+            identity_evidence: p(&self.identity_evidence),
         }
     }
 }

@@ -86,6 +86,38 @@ pub struct Metrics {
     pub action_conversions: IntGaugeVec,
     pub action_uplift: GaugeVec,
     pub action_propensity: GaugeVec,
+    pub evidence: EvidenceMetrics,
+}
+
+/// Scale-out stage 1: the identity evidence topic.
+pub struct EvidenceMetrics {
+    pub published: IntCounter,
+    pub folded: IntCounterVec,
+    pub invalid: IntCounterVec,
+    pub waiting: IntGauge,
+    pub round_trip: Histogram,
+}
+
+impl EvidenceMetrics {
+    fn new(r: &Reg<'_>) -> Result<Self, MetricsError> {
+        let m = EvidenceMetrics {
+            published: r.counter(EVIDENCE_PUBLISHED)?,
+            folded: r.counter_vec(EVIDENCE_FOLDED, &["origin"])?,
+            invalid: r.counter_vec(EVIDENCE_INVALID, &["reason"])?,
+            waiting: r.gauge(EVIDENCE_WAITING)?,
+            round_trip: r.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "onejourney_identity_evidence_round_trip_seconds",
+                    "Time from publishing an event's identity evidence to folding it back (scaleout.identity_log).",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 16)?),
+            )?)?,
+        };
+        for origin in ["own", "other"] {
+            m.folded.with_label_values(&[origin]);
+        }
+        Ok(m)
+    }
 }
 
 /// A metric definition error is a programming error caught by the tests.
@@ -226,6 +258,7 @@ impl Metrics {
             action_conversions: r.gauge_vec(ACTION_CONVERSIONS, &["action", "group"])?,
             action_uplift: r.float_gauge_vec(ACTION_UPLIFT, &["action"])?,
             action_propensity: r.float_gauge_vec(ACTION_PROPENSITY, &["action"])?,
+            evidence: EvidenceMetrics::new(&r)?,
             registry,
         };
         m.preregister(decide);

@@ -13,12 +13,18 @@
 //! event-time timers, `timer_set.rs` where they are kept; `evaluate.rs` churn and the next best action for one
 //! journey; `learn.rs` outcomes and conversions; `labels.rs` the churn
 //! model's labels; `dedupe.rs` the dedupe window; `snapshot.rs` the snapshot
-//! format. This file applies one event.
+//! format; `fold.rs` the identity step of scale-out (evidence folded from the
+//! identity log). This file applies one event.
 //!
-//! Order of work for one event: dedupe on `(channel, event_id)` -> stitch ->
-//! merge the journeys of merged profiles -> apply the event to the journey ->
-//! churn -> decide -> schedule timers -> advance the watermark and fire the
-//! timers that are due.
+//! Order of work for one event: dedupe on `(channel, event_id)` -> the
+//! identity step (stitch, merge the journeys of merged profiles) -> the
+//! journey step (apply the event to the journey, churn, decide, schedule
+//! timers) -> advance the watermark and fire the timers that are due. With
+//! the identity log (scale-out stage 1, `docs/scaling.md`) the two steps are
+//! separate calls: the identity step runs when the event's evidence record
+//! is folded ([`Processor::fold_event`], for every process's records), the
+//! journey step when the watermark releases the event
+//! ([`Processor::offer_resolved`]), on the profile its anchor is in then.
 //!
 //! Invariants: time is event time only (the watermark is the largest event
 //! time seen minus the allowed lateness); journey state is keyed by One ID;
@@ -28,6 +34,7 @@
 mod changelog;
 mod dedupe;
 mod evaluate;
+mod fold;
 mod labels;
 mod learn;
 mod order;
@@ -58,6 +65,7 @@ pub use crate::event::ActionOutcome;
 pub use crate::state::State;
 pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use dedupe::{DedupeDelta, TOO_LATE};
+pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -75,6 +83,8 @@ mod changelog_tests;
 mod churn_tests;
 #[cfg(test)]
 mod derivation_tests;
+#[cfg(test)]
+mod evidence_tests;
 #[cfg(test)]
 mod frozen_snapshot_tests;
 #[cfg(test)]
@@ -154,6 +164,9 @@ pub struct Processor {
     partitions: HashMap<u32, PartitionClock>,
     /// With the partition each came from.
     pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
+    /// Scale-out: where the identity log put buffered events (by the
+    /// caller's number), for their journey step (see `fold.rs`).
+    resolved: HashMap<u64, Resolved>,
     timers: TimerSet,
     /// Everything at or before this event time has been applied.
     applied_to: EventTime,
@@ -179,6 +192,7 @@ impl Processor {
             state,
             partitions: HashMap::default(),
             pending: BTreeMap::new(),
+            resolved: HashMap::default(),
             timers: TimerSet::default(),
             applied_to: EventTime::MIN,
             suppressed: Vec::new(),
@@ -224,8 +238,12 @@ impl Processor {
         self.timers.len()
     }
 
-    /// Applies one event now.
-    fn apply(&mut self, ev: &ChannelEvent) -> Result<Processed, StitchError> {
+    /// Applies one event now. One process (`resolved: None`): the identity
+    /// step (stitch) then the journey step. Scale-out (`Some`): the event's
+    /// evidence was already folded from the identity log
+    /// ([`Processor::fold_evidence`]); only the journey step runs, on the
+    /// profile the graph holds its anchor in now.
+    fn apply(&mut self, ev: &ChannelEvent, resolved: Option<&Resolved>) -> Result<Processed, StitchError> {
         let dedupe = dedupe_key(ev);
         if self.seen.contains(dedupe) {
             return Ok(Processed {
@@ -241,19 +259,53 @@ impl Processor {
                 ..Processed::default()
             });
         }
-        let mut stitch = match self.state.identity.stitch(ev) {
-            Ok(s) => s,
-            Err(StitchError::Forgotten) => {
-                self.remember(dedupe, ev.occurred_at);
-                return Ok(Processed {
-                    channel: Some(ev.channel),
-                    forgotten: true,
-                    ..Processed::default()
-                });
-            }
-            Err(e) => return Err(e),
+        let (mut out, one_id, anchor) = match resolved {
+            None => match self.identity_step(ev)? {
+                Some(stitched) => stitched,
+                None => {
+                    self.remember(dedupe, ev.occurred_at);
+                    return Ok(Processed {
+                        channel: Some(ev.channel),
+                        forgotten: true,
+                        ..Processed::default()
+                    });
+                }
+            },
+            Some(r) => match self.current(r) {
+                Some((one_id, anchor)) => (
+                    Processed {
+                        channel: Some(ev.channel),
+                        one_id: Some(one_id.clone()),
+                        ..Processed::default()
+                    },
+                    one_id,
+                    anchor,
+                ),
+                None => {
+                    // Forgotten (or dissolved) since its evidence was folded.
+                    self.remember(dedupe, ev.occurred_at);
+                    return Ok(Processed {
+                        channel: Some(ev.channel),
+                        forgotten: true,
+                        ..Processed::default()
+                    });
+                }
+            },
         };
         self.remember(dedupe, ev.occurred_at);
+        self.journey_step(ev, &one_id, &anchor, &mut out);
+        Ok(out)
+    }
+
+    /// The identity step of one event: stitches it, keeps the ops for the
+    /// identity changelog, moves the journeys of profiles it merged away
+    /// (announcing each merge). `None`: every identifier was forgotten.
+    fn identity_step(&mut self, ev: &ChannelEvent) -> Result<Option<(Processed, OneId, IdKey)>, StitchError> {
+        let mut stitch = match self.state.identity.stitch(ev) {
+            Ok(s) => s,
+            Err(StitchError::Forgotten) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         self.identity_log.append(&mut stitch.ops);
         let mut out = Processed {
             channel: Some(ev.channel),
@@ -265,8 +317,12 @@ impl Processor {
             ..Processed::default()
         };
         self.merge_journeys(ev, &stitch, &mut out);
+        Ok(Some((out, stitch.one_id, stitch.anchor)))
+    }
 
-        let one_id = &stitch.one_id;
+    /// The journey step of one event whose profile is `one_id` (reached
+    /// through `anchor`): the journey, churn, the decision, the timers.
+    fn journey_step(&mut self, ev: &ChannelEvent, one_id: &OneId, anchor: &IdKey, out: &mut Processed) {
         let trigger = TriggerRef::event(&ev.event_id);
         let mut taken = self.state.take_journey(one_id).unwrap_or_default();
         // Copied only when a checkpoint still holds it (see `State`).
@@ -281,14 +337,13 @@ impl Processor {
             self.tiers.remove(revenue_before);
             self.tiers.add(journey.revenue);
         }
-        self.arm(journey, &transitions, ev.occurred_at, &stitch.anchor, one_id);
+        self.arm(journey, &transitions, ev.occurred_at, anchor, one_id);
         let triggers = triggers_of(&transitions);
         self.evaluate(one_id, journey, &triggers, ev.occurred_at, &trigger, &mut out.outputs);
-        self.arm_label(&stitch.anchor, one_id);
+        self.arm_label(anchor, one_id);
         self.state.put_journey(one_id.clone(), taken);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
-        Ok(out)
     }
 
     /// Moves the journeys of profiles the stitch merged away into their

@@ -18,7 +18,7 @@ use crate::identity::StitchError;
 use crate::output::Output;
 use crate::time::EventTime;
 
-use super::{Processed, Processor};
+use super::{Processed, Processor, Resolved};
 
 /// What the watermark released: one buffered event applied (`seq` is the
 /// number the caller gave it) or, with `seq: None`, timers that came due.
@@ -116,6 +116,31 @@ impl Processor {
     /// time `now_ms`, and applies whatever the watermark now releases. `seq`
     /// is the caller's number for the event, returned with its result.
     pub fn offer(&mut self, ev: ChannelEvent, partition: u32, seq: u64, now_ms: u64) -> Vec<Released> {
+        self.offer_with(ev, None, partition, seq, now_ms)
+    }
+
+    /// [`Processor::offer`] for an event whose evidence was folded from the
+    /// identity log (scale-out): when released, only its journey step runs,
+    /// on the profile `resolved`'s anchor is in by then.
+    pub fn offer_resolved(
+        &mut self,
+        ev: ChannelEvent,
+        resolved: Resolved,
+        partition: u32,
+        seq: u64,
+        now_ms: u64,
+    ) -> Vec<Released> {
+        self.offer_with(ev, Some(resolved), partition, seq, now_ms)
+    }
+
+    fn offer_with(
+        &mut self,
+        ev: ChannelEvent,
+        resolved: Option<Resolved>,
+        partition: u32,
+        seq: u64,
+        now_ms: u64,
+    ) -> Vec<Released> {
         // After a pause in which every partition went idle, a new burst
         // usually reaches all of them: give each a fresh grace period, so the
         // first partition to deliver does not run ahead of the others.
@@ -138,13 +163,16 @@ impl Processor {
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
         let mut out = Vec::new();
         if ev.occurred_at < self.applied_to {
-            let result = self.apply(&ev).map(|mut p| {
+            let result = self.apply(&ev, resolved.as_ref()).map(|mut p| {
                 p.late = true;
                 p
             });
             out.push(Released { seq: Some(seq), result });
         } else {
             let key = (ev.occurred_at, ev.channel, ev.event_id.clone(), seq);
+            if let Some(r) = resolved {
+                self.resolved.insert(seq, r);
+            }
             self.pending.insert(key, (partition, ev));
         }
         out.extend(self.release(now_ms));
@@ -186,9 +214,14 @@ impl Processor {
                         break;
                     };
                     self.applied_to = self.applied_to.max(at);
+                    let resolved = if self.resolved.is_empty() {
+                        None
+                    } else {
+                        self.resolved.remove(&seq)
+                    };
                     out.push(Released {
                         seq: Some(seq),
-                        result: self.apply(&ev),
+                        result: self.apply(&ev, resolved.as_ref()),
                     });
                 }
             }

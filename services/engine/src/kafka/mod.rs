@@ -8,6 +8,7 @@
 //! worker.
 
 pub mod edge;
+pub mod evidence;
 pub mod resume;
 
 pub use edge::{EdgeEvent, IngestConsumer, IngestContext};
@@ -100,7 +101,9 @@ fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
 /// The output and internal state topics that do not exist yet, as they are
 /// created: outputs with `kafka.output_partitions`; the erasure topic, the
 /// identity log and the checkpoint topic never expire; the journeys
-/// changelog has `state.partitions` partitions and is compacted.
+/// changelog has `state.partitions` partitions and is compacted. With
+/// `scaleout.identity_log`, the identity evidence topic too: 1 partition,
+/// never expires.
 fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>> {
     let replication = s.kafka.replication_factor;
     let outputs = s.topics.outputs().map(|t| (t, s.kafka.output_partitions));
@@ -108,16 +111,25 @@ fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>>
         .topics
         .changelog(s.state.partitions)
         .map(|(t, p)| (t, i32::try_from(p).unwrap_or(i32::MAX)));
+    let evidence = s
+        .scaleout
+        .identity_log
+        .then_some((s.topics.identity_evidence.as_str(), 1));
     outputs
         .into_iter()
         .chain(internal)
+        .chain(evidence)
         .filter(|(t, _)| !existing.iter().any(|e| e == t))
         .map(|(t, partitions)| {
             let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
             // The erasure records keep a forgotten customer out of a
             // rebuild; the identity log and the checkpoints are what a
             // restore from the broker folds: none of them may expire.
-            if t == s.topics.erasures || t == s.topics.identity_log || t == s.topics.state_checkpoints {
+            if t == s.topics.erasures
+                || t == s.topics.identity_log
+                || t == s.topics.state_checkpoints
+                || t == s.topics.identity_evidence
+            {
                 topic.set("retention.ms", "-1")
             } else if t == s.topics.journeys_changelog {
                 topic.set("cleanup.policy", "compact")

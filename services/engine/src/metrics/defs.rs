@@ -164,6 +164,22 @@ pub(super) const OUTPUTS_DEDUPLICATED: Def = (
     "onejourney_outputs_deduplicated_total",
     "Output records regenerated after a restart and not published again (they already were).",
 );
+pub(super) const EVIDENCE_PUBLISHED: Def = (
+    "onejourney_identity_evidence_published_total",
+    "Identity evidence records (an event's identifiers, a forget) this process published (scaleout.identity_log).",
+);
+pub(super) const EVIDENCE_FOLDED: Def = (
+    "onejourney_identity_evidence_folded_total",
+    "Identity evidence records folded into the graph, by origin (own: published by this process; other).",
+);
+pub(super) const EVIDENCE_INVALID: Def = (
+    "onejourney_identity_evidence_invalid_total",
+    "Identity evidence records that could not be read (not folded), by reason.",
+);
+pub(super) const EVIDENCE_WAITING: Def = (
+    "onejourney_identity_evidence_waiting",
+    "Events and forgets waiting for their own identity evidence record to be read back.",
+);
 pub(super) const JOURNEYS_EVICTED: Def = (
     "onejourney_journeys_evicted_total",
     "Journeys whose detail was dropped after state.evict_journeys_after without events.",

@@ -5,11 +5,17 @@
 //! dead-letter record carrying the original key and bytes with a readable
 //! reason. Invariant: every message yields either processed outputs (possibly
 //! none) or exactly one dead-letter record; nothing is dropped silently.
+//!
+//! With `scaleout.identity_log` a valid event (and a forget) first goes out
+//! as an evidence record and waits ([`super::evidence`]); [`Ingest::fold`]
+//! folds every record of the evidence topic, and an own record read back
+//! hands its event to the journey step (or applies its forget).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use onejourney_core::event::ControlCommand;
+use onejourney_core::evidence::{EvidenceBody, EvidenceRecord};
 use onejourney_core::identity::StitchError;
 use onejourney_core::output::{CommandRef, ErasureRequest, Output};
 use onejourney_core::processor::{OutcomeEffect, Processed, Released, TOO_LATE};
@@ -18,6 +24,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use tracing::{info, warn};
 
+use super::evidence::{RoundTrip, Waiting};
 use super::record::{OutRecord, Step};
 use crate::config::Topics;
 use crate::logging::WarnLimiter;
@@ -40,6 +47,8 @@ pub struct Ingest {
     topics: Topics,
     metrics: Arc<Metrics>,
     warnings: WarnLimiter,
+    /// With `scaleout.identity_log`: what waits for its evidence record.
+    round_trip: Option<RoundTrip>,
 }
 
 impl Ingest {
@@ -56,7 +65,20 @@ impl Ingest {
             topics,
             metrics,
             warnings,
+            round_trip: None,
         }
+    }
+
+    /// Scale-out stage 1: events and forgets go through the identity
+    /// evidence topic (see [`Ingest::fold`]).
+    pub fn with_identity_log(mut self) -> Self {
+        self.round_trip = Some(RoundTrip::new(self.topics.identity_evidence.clone()));
+        self
+    }
+
+    /// Events and forgets waiting for their own evidence record.
+    pub fn waiting_for_evidence(&self) -> usize {
+        self.round_trip.as_ref().map_or(0, RoundTrip::waiting)
     }
 
     pub fn processor(&self) -> &Processor {
@@ -107,7 +129,7 @@ impl Ingest {
             return done(self.outcome(m));
         }
         if m.topic == self.topics.identity_control {
-            return done(self.control(m));
+            return self.control(m, seq);
         }
         let Some(channel) = self.topics.channel_of(m.topic) else {
             return done(vec![self.dead_letter(
@@ -142,8 +164,84 @@ impl Ingest {
                  it cannot be told apart from a duplicate",
             )]);
         }
-        let released = self.processor.offer(ev, source_id(channel, m.partition), seq, now_ms);
+        let source = source_id(channel, m.partition);
+        if let Some(rt) = &mut self.round_trip {
+            self.metrics.evidence.published.inc();
+            self.metrics.evidence.waiting.inc();
+            return vec![rt.event(self.decoder.namespaces(), ev, source, seq)];
+        }
+        let released = self.processor.offer(ev, source, seq, now_ms);
         self.steps(released, Some(seq))
+    }
+
+    /// Folds one record of the identity evidence topic (every process's):
+    /// the identity step of its event, or its forget. An own record read
+    /// back releases what waited for it: the event to its journey step, the
+    /// forget's notices to publishing.
+    pub fn fold(&mut self, payload: &[u8], now_ms: u64) -> Vec<Step> {
+        let Some(rt) = &mut self.round_trip else {
+            return Vec::new();
+        };
+        let rec = match EvidenceRecord::decode(payload, self.decoder.namespaces()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.evidence.invalid.with_label_values(&[e.reason()]).inc();
+                if self.warnings.allow("evidence_invalid", e.reason()) {
+                    warn!(error = %e, "identity evidence record not folded");
+                }
+                return Vec::new();
+            }
+        };
+        let waiting = if rt.is_own(&rec.origin) {
+            rt.take(rec.origin.seq)
+        } else {
+            None
+        };
+        let origin = if waiting.is_some() { "own" } else { "other" };
+        self.metrics.evidence.folded.with_label_values(&[origin]).inc();
+        if let Some(w) = &waiting {
+            self.metrics.evidence.waiting.dec();
+            self.metrics
+                .evidence
+                .round_trip
+                .observe(w.since().elapsed().as_secs_f64());
+        }
+        let seq = rec.origin.seq;
+        match (rec.body, waiting) {
+            (EvidenceBody::Event(e), Some(Waiting::Event { ev, source, .. })) => {
+                let folded = self.processor.fold_event(&e, true);
+                let records = self.account(folded.processed);
+                let Some(resolved) = folded.resolved else {
+                    // Forgotten meanwhile: nothing to apply.
+                    return vec![Step::Done { seq, records }];
+                };
+                let mut steps = Vec::new();
+                if !records.is_empty() {
+                    steps.push(Step::Attach {
+                        seq: Some(seq),
+                        records,
+                    });
+                }
+                let released = self.processor.offer_resolved(ev, resolved, source, seq, now_ms);
+                steps.extend(self.steps(released, Some(seq)));
+                steps
+            }
+            (EvidenceBody::Forget { key }, Some(Waiting::Forget { request, .. })) => {
+                let outputs = self.processor.fold_forget(&key, Some(request));
+                vec![Step::Done {
+                    seq,
+                    records: self.forgotten(&outputs),
+                }]
+            }
+            (EvidenceBody::Event(e), _) => {
+                self.processor.fold_event(&e, false);
+                Vec::new()
+            }
+            (EvidenceBody::Forget { key }, _) => {
+                self.processor.fold_forget(&key, None);
+                Vec::new()
+            }
+        }
     }
 
     /// Turns released results into records, with metrics.
@@ -231,7 +329,8 @@ impl Ingest {
     /// offset is committed only once both are acknowledged), a consent
     /// statement (kept on the journey, so in the next snapshot), or
     /// dead-letter it.
-    fn control(&mut self, m: &Origin<'_>) -> Vec<OutRecord> {
+    fn control(&mut self, m: &Origin<'_>, seq: u64) -> Vec<Step> {
+        let done = |records| vec![Step::Done { seq, records }];
         let forget = match self.decoder.decode_control(m.payload.unwrap_or_default()) {
             Ok(ControlCommand::Forget(f)) => f,
             Ok(ControlCommand::Consent(c)) => {
@@ -241,9 +340,9 @@ impl Ingest {
                     "unknown"
                 };
                 self.metrics.consent_commands.with_label_values(&[result]).inc();
-                return Vec::new();
+                return done(Vec::new());
             }
-            Err(e) => return vec![self.dead_letter(m, None, e.reason(), &e.to_string())],
+            Err(e) => return done(vec![self.dead_letter(m, None, e.reason(), &e.to_string())]),
         };
         let request = ErasureRequest {
             requested_by: forget.requested_by,
@@ -255,7 +354,19 @@ impl Ingest {
                 offset: m.offset,
             },
         };
+        if let Some(rt) = &mut self.round_trip {
+            // Every process forgets when it folds the record; this one
+            // publishes the notices then.
+            self.metrics.evidence.published.inc();
+            self.metrics.evidence.waiting.inc();
+            return vec![rt.forget(self.decoder.namespaces(), forget.key, request, seq)];
+        }
         let outputs = self.processor.forget(&forget.key, request);
+        done(self.forgotten(&outputs))
+    }
+
+    /// Counts and logs an applied forget; its records.
+    fn forgotten(&mut self, outputs: &[Output]) -> Vec<OutRecord> {
         let Some(Output::Erasure(erasure)) = outputs.iter().find(|o| matches!(o, Output::Erasure(_))) else {
             self.metrics.forget_requests.with_label_values(&["unknown"]).inc();
             return Vec::new();

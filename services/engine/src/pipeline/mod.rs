@@ -24,6 +24,11 @@
 //! the changelog topics, then commits those input offsets. A crash
 //! re-processes at most one interval of input (plus a flush).
 //!
+//! Scale-out stage 1 (`scaleout.identity_log`, `docs/scaling.md`): before
+//! it is ready, the process folds the identity evidence topic up to its end
+//! as of start; then the poll loop folds every new record as it comes
+//! ([`evidence`] holds what waits for its own record).
+//!
 //! Shutdown (cancel): stop fetching, apply every buffered event, checkpoint
 //! and write the full snapshot file (so a restart re-processes nothing and
 //! reads no changelog), flush the producer.
@@ -33,6 +38,7 @@ pub mod changelog;
 pub mod checkpoint;
 pub mod emit;
 pub mod evict;
+pub mod evidence;
 pub mod inflight;
 pub mod ingest;
 pub mod partitions;
@@ -75,11 +81,17 @@ pub async fn run(
     if !topics_ready(&settings, &producer, &health, &cancel).await? {
         return Ok(());
     }
-    let decoder =
-        Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
-    let (processor, header, published) = restored(&settings, state, &health, &metrics).await?;
-
+    let Some(Started {
+        header,
+        published,
+        ingest,
+        evidence,
+    }) = start(&settings, state, &metrics, &health, &cancel).await?
+    else {
+        return Ok(());
+    };
     let warnings = || WarnLimiter::new(settings.log.repeated_warnings_per_minute);
+
     let (edge_tx, edge_rx) = edge::channel();
     let context = IngestContext::new(
         health.clone(),
@@ -89,7 +101,6 @@ pub async fn run(
         header.resume_offsets(),
     );
     let consumer = subscribe(&settings, context)?;
-    let ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings());
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = health::waiting(
         &health,
@@ -116,6 +127,7 @@ pub async fn run(
         consumer: consumer.clone(),
         edge: edge_rx,
         ingest,
+        evidence,
         partitions: Partitions::new(
             settings.topics.clone(),
             header.resume_offsets(),
@@ -143,24 +155,6 @@ pub async fn run(
     result.and(acked)
 }
 
-/// The state restored (snapshot file and changelog), its dedupe keys and
-/// every erasure installed: the processor ready for the first input.
-async fn restored(
-    settings: &Arc<Settings>,
-    state: Arc<State>,
-    health: &Arc<Health>,
-    metrics: &Metrics,
-) -> anyhow::Result<(Processor, durable::Header, durable::Published)> {
-    let mut processor = Processor::new(Arc::new(settings.core()), state);
-    let started = Instant::now();
-    let (header, published) = restore::restore(settings, &mut processor, health, metrics).await?;
-    restore::dedupe_to_changelog(&header, &mut processor);
-    restore::install_erasures(settings, &mut processor, health).await?;
-    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
-    health.set_restored(true);
-    Ok((processor, header, published))
-}
-
 /// Creates the output topics and waits for the input topics; each long phase
 /// keeps the process alive and logs its progress (see `health::Phase`).
 /// False when cancelled meanwhile.
@@ -176,6 +170,76 @@ async fn topics_ready(
     }
     let inputs = kafka::wait_for_input_topics(settings, producer, cancel);
     health::waiting(health, "waiting for the input topics", inputs).await
+}
+
+/// What the poll loop starts from.
+struct Started {
+    header: durable::Header,
+    published: durable::Published,
+    ingest: Ingest,
+    evidence: Option<kafka::evidence::EvidenceReader>,
+}
+
+/// Restores the state, installs every erasure and, with
+/// `scaleout.identity_log`, folds the identity evidence topic to its end;
+/// then the process counts as restored. `None` when cancelled meanwhile.
+async fn start(
+    settings: &Arc<Settings>,
+    state: Arc<State>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<Started>> {
+    let decoder =
+        Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
+    let mut processor = Processor::new(Arc::new(settings.core()), state);
+    let started = Instant::now();
+    let (header, published) = restore::restore(settings, &mut processor, health, metrics).await?;
+    restore::dedupe_to_changelog(&header, &mut processor);
+    restore::install_erasures(settings, &mut processor, health).await?;
+    let warnings = WarnLimiter::new(settings.log.repeated_warnings_per_minute);
+    let mut ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings);
+    let mut evidence = None;
+    if settings.scaleout.identity_log {
+        ingest = ingest.with_identity_log();
+        let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
+        if !catch_up(&mut reader, &mut ingest, health, cancel).await? {
+            return Ok(None);
+        }
+        evidence = Some(reader);
+    }
+    metrics.restore_seconds.set(started.elapsed().as_secs_f64());
+    health.set_restored(true);
+    Ok(Some(Started {
+        header,
+        published,
+        ingest,
+        evidence,
+    }))
+}
+
+/// Folds the identity evidence topic up to its end as of now (before the
+/// process is ready). False when cancelled meanwhile.
+async fn catch_up(
+    reader: &mut kafka::evidence::EvidenceReader,
+    ingest: &mut Ingest,
+    health: &Arc<Health>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let end = health::waiting(health, "reading where the identity evidence ends", reader.end()).await?;
+    let mut phase = health::Phase::start(health, "folding the identity evidence");
+    while reader.position() < end {
+        let (offset, payload) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(false),
+            r = reader.recv() => r.context("reading the identity evidence")?,
+        };
+        // Records of earlier runs and of other processes: nothing waits.
+        let steps = ingest.fold(&payload, 0);
+        debug_assert!(steps.is_empty());
+        phase.progress(u64::try_from(offset).unwrap_or(0), "records");
+    }
+    phase.done(u64::try_from(end).unwrap_or(0), "records");
+    Ok(true)
 }
 
 /// The input consumer, subscribed to every consumed topic.

@@ -1,7 +1,8 @@
 //! The poll loop: the single writer of the state.
 //!
 //! In: messages from the consumer, the Kafka edge's events (assignments,
-//! revocations, end offsets), a 250 ms tick, the snapshot interval, the end
+//! revocations, end offsets), with `scaleout.identity_log` the records of
+//! the identity evidence topic, a 250 ms tick, the snapshot interval, the end
 //! of a checkpoint's background flush or of an eviction scan, the
 //! memory-budget check, and cancel. Out: each message run through ingest
 //! and its records through the in-flight queue; checkpoints; evictions;
@@ -9,12 +10,15 @@
 //! is measured on, and whether consuming is paused for the memory budget.
 //!
 //! Data path of one message: [`Partitions::admit`] -> [`Ingest::handle`]
-//! -> [`InFlight::apply`] (emit) -> [`InFlight::flush_done`] (ack).
+//! -> [`InFlight::apply`] (emit) -> [`InFlight::flush_done`] (ack). With the
+//! identity log, [`Ingest::handle`] publishes the event's evidence and the
+//! event waits; [`Ingest::fold`] of its own record read back continues it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::Offset;
 use tokio::sync::mpsc;
@@ -28,6 +32,7 @@ use super::ingest::{Ingest, Origin};
 use super::partitions::{Admit, Partitions};
 use crate::config::Settings;
 use crate::health::Health;
+use crate::kafka::evidence::EvidenceReader;
 use crate::kafka::{edge, EdgeEvent, IngestConsumer};
 use crate::metrics::Metrics;
 
@@ -35,6 +40,9 @@ pub struct Poll {
     pub consumer: Arc<IngestConsumer>,
     pub edge: mpsc::Receiver<EdgeEvent>,
     pub ingest: Ingest,
+    /// With `scaleout.identity_log`: the identity evidence topic, folded as
+    /// it comes.
+    pub evidence: Option<EvidenceReader>,
     pub partitions: Partitions,
     pub in_flight: InFlight,
     pub checkpoint: Checkpoint,
@@ -95,6 +103,13 @@ impl Poll {
                     paused = self.over_budget();
                     continue;
                 }
+                r = next_evidence(&mut self.evidence) => {
+                    self.health.beat();
+                    if !self.evidence_record(r).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 m = self.consumer.recv(), if !paused => m,
             };
             self.health.beat();
@@ -148,6 +163,25 @@ impl Poll {
         Ok(self.in_flight.flush_done().await)
     }
 
+    /// One record of the identity evidence topic (or the error reading it);
+    /// false when the ack stage has stopped.
+    async fn evidence_record(&mut self, r: Result<(i64, Vec<u8>), KafkaError>) -> anyhow::Result<bool> {
+        match r {
+            Ok((_, payload)) => {
+                let steps = self.ingest.fold(&payload, self.now_ms());
+                self.in_flight.apply(steps).await?;
+                Ok(self.in_flight.flush_done().await)
+            }
+            Err(e) => {
+                self.metrics.consumer_errors.inc();
+                if self.consumer.context().allow_warning("evidence_failed", "fetch") {
+                    warn!(error = %e, "reading the identity evidence failed");
+                }
+                Ok(true)
+            }
+        }
+    }
+
     /// Every 250 ms: liveness, the edge's events, backlogs, and what the
     /// watermark releases as partitions go idle. False when the ack stage
     /// has stopped.
@@ -167,6 +201,7 @@ impl Poll {
     /// Cancel: apply every buffered event (as if every partition were idle),
     /// then checkpoint, so a graceful stop leaves nothing to re-process.
     async fn drain(&mut self) -> anyhow::Result<()> {
+        self.drain_evidence().await?;
         let steps = self.ingest.tick(u64::MAX, self.in_flight.newest());
         self.in_flight.apply(steps).await?;
         self.in_flight.flush_done().await;
@@ -178,6 +213,30 @@ impl Poll {
                 &self.consumer,
             )
             .await
+    }
+
+    /// Cancel with the identity log: folds the evidence topic until every
+    /// event and forget of this process has its own record back (30 s at
+    /// most; what still waits is read again after a restart).
+    async fn drain_evidence(&mut self) -> anyhow::Result<()> {
+        let Some(mut reader) = self.evidence.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.ingest.waiting_for_evidence() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(r) = tokio::time::timeout(left, reader.recv()).await else {
+                warn!(
+                    waiting = self.ingest.waiting_for_evidence(),
+                    "stopping with events whose identity evidence was not read back"
+                );
+                break;
+            };
+            self.health.beat();
+            self.evidence_record(r).await?;
+        }
+        self.evidence = Some(reader);
+        Ok(())
     }
 
     /// The periodic checkpoint's barrier; its flush runs in the background.
@@ -253,5 +312,13 @@ impl Poll {
             );
         }
         over
+    }
+}
+
+/// The next record of the identity evidence topic; never, without one.
+async fn next_evidence(reader: &mut Option<EvidenceReader>) -> Result<(i64, Vec<u8>), KafkaError> {
+    match reader {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,130 @@
+//! The identity step of scale-out (stage 1, `docs/scaling.md` section 1):
+//! evidence records folded from the identity log, whoever published them.
+//!
+//! In: [`EvidenceBody`]s in log order (the single partition's order, the same
+//! on every process), each marked as this process's own or not. Out: a
+//! [`Folded`]: what the fold did (for metrics) and, for an event record,
+//! where the event belongs ([`Resolved`]), which the caller hands back with
+//! the event to [`Processor::offer_resolved`] for its journey step. Keeps
+//! nothing of its own: the graph is in the [`State`](crate::state::State),
+//! journeys of profiles a record merged away move to their survivors here,
+//! on every process (each moves the journeys it holds).
+//!
+//! Only the publisher announces: the `identity-changes` notices and the
+//! erasure record a record causes are returned for its own records only, so
+//! N processes folding one log publish each notice once.
+
+use crate::evidence::{EventEvidence, EvidenceBody};
+use crate::identity::OneId;
+use crate::ids::IdKey;
+use crate::output::{CommandRef, ErasureRequest, Output};
+
+use super::{Processed, Processor};
+
+/// Where an event's evidence put it: the profile and the identifier that
+/// anchors the event to it. The journey step follows the anchor (a later
+/// record may have merged the profile away meanwhile).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub one_id: OneId,
+    pub anchor: IdKey,
+}
+
+/// What folding one record did.
+#[derive(Debug, Default)]
+pub struct Folded {
+    /// Merges, refusals, shared devices...; outputs only for own records.
+    pub processed: Processed,
+    /// For an event record: where the event belongs. `None`: every
+    /// identifier was forgotten, or none can link.
+    pub resolved: Option<Resolved>,
+}
+
+impl Processor {
+    /// Folds one record of the identity log (see [`Processor::fold_event`]
+    /// and [`Processor::fold_forget`]); a forget is folded without announcing it.
+    pub fn fold_evidence(&mut self, body: &EvidenceBody, own: bool) -> Folded {
+        match body {
+            EvidenceBody::Event(e) => self.fold_event(e, own),
+            EvidenceBody::Forget { key } => {
+                let mut outputs = self.fold_forget(key, None);
+                if !own {
+                    outputs.clear();
+                }
+                Folded {
+                    processed: Processed {
+                        outputs,
+                        ..Processed::default()
+                    },
+                    resolved: None,
+                }
+            }
+        }
+    }
+
+    /// The identity step of one event record: stitches its evidence into the
+    /// graph and moves the journeys of the profiles it merged away. The
+    /// merge notices are kept only when `own`.
+    pub fn fold_event(&mut self, e: &EventEvidence, own: bool) -> Folded {
+        let ev = e.to_event();
+        match self.identity_step(&ev) {
+            Ok(Some((mut processed, one_id, anchor))) => {
+                if !own {
+                    processed.outputs.clear();
+                }
+                Folded {
+                    processed,
+                    resolved: Some(Resolved { one_id, anchor }),
+                }
+            }
+            Ok(None) => Folded {
+                processed: Processed {
+                    channel: Some(e.channel),
+                    forgotten: true,
+                    ..Processed::default()
+                },
+                resolved: None,
+            },
+            // No identifier that can link: the publisher checked, so only a
+            // record from a process with other identity rules lands here.
+            Err(_) => Folded::default(),
+        }
+    }
+
+    /// A forget record: erases the profile holding `key` from this
+    /// process's graph and journeys. With the request (the publisher's own
+    /// record), returns the `identity-changes` notice and the erasure record;
+    /// without, nothing.
+    pub fn fold_forget(&mut self, key: &IdKey, request: Option<ErasureRequest>) -> Vec<Output> {
+        let announce = request.is_some();
+        let request = request.unwrap_or_else(|| ErasureRequest {
+            requested_by: None,
+            via: "identity_log",
+            requested_at: None,
+            command: CommandRef {
+                topic: String::new(),
+                partition: 0,
+                offset: 0,
+            },
+        });
+        let outputs = self.forget(key, request);
+        if announce {
+            outputs
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Where a resolved event belongs now: the profile its anchor is in, or
+    /// the one it was resolved to while that still exists (the anchor was
+    /// dropped by a cap). `None`: forgotten since.
+    pub(super) fn current(&self, r: &Resolved) -> Option<(OneId, IdKey)> {
+        let graph = &self.state.identity;
+        if let Some(one_id) = graph.one_id_of(&r.anchor) {
+            return Some((one_id, r.anchor.clone()));
+        }
+        graph
+            .with_profile(&r.one_id, |_| ())
+            .map(|()| (r.one_id.clone(), r.anchor.clone()))
+    }
+}
