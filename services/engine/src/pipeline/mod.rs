@@ -90,31 +90,17 @@ pub async fn run(
     else {
         return Ok(());
     };
-    let warnings = || WarnLimiter::new(settings.log.repeated_warnings_per_minute);
-
     let (edge_tx, edge_rx) = edge::channel();
     let context = IngestContext::new(
         health.clone(),
         metrics.clone(),
-        warnings(),
+        WarnLimiter::new(settings.log.repeated_warnings_per_minute),
         edge_tx.clone(),
         header.resume_offsets(),
     );
     let consumer = subscribe(&settings, context)?;
     let delivered: ack::Delivered = Arc::default();
-    let checkpoint = health::waiting(
-        &health,
-        "reading where the output topics end",
-        Checkpoint::new(
-            &settings,
-            &producer,
-            metrics.clone(),
-            health.clone(),
-            cancel.clone(),
-            header.changelog.clone().unwrap_or_default(),
-        ),
-    )
-    .await?;
+    let checkpoint = checkpointer(&settings, &producer, &metrics, &health, &cancel, &header).await?;
     let (ack_tx, ack_rx) = mpsc::channel(settings.ingest.max_in_flight);
     let acker = tokio::spawn(ack::run(ack_rx, metrics.clone(), delivered, cancel.clone()));
     let watcher = tokio::spawn(edge::watch_end_offsets(
@@ -153,6 +139,26 @@ pub async fn run(
     let acked = acker.await.context("the ack task panicked")?;
     shutdown(consumer, producer).await;
     result.and(acked)
+}
+
+/// The checkpointer, once it has read where the output topics end.
+async fn checkpointer(
+    settings: &Arc<Settings>,
+    producer: &FutureProducer,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    cancel: &CancellationToken,
+    header: &durable::Header,
+) -> anyhow::Result<Checkpoint> {
+    let checkpoint = Checkpoint::new(
+        settings,
+        producer,
+        metrics.clone(),
+        health.clone(),
+        cancel.clone(),
+        header.changelog.clone().unwrap_or_default(),
+    );
+    health::waiting(health, "reading where the output topics end", checkpoint).await
 }
 
 /// Creates the output topics and waits for the input topics; each long phase
