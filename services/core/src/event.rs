@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{BlockReason, IdKey, Namespaces};
@@ -73,7 +73,7 @@ impl Channel {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Product {
     pub sku: String,
     pub price: f64,
@@ -81,7 +81,7 @@ pub struct Product {
     pub category: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LineItem {
     pub sku: String,
     pub quantity: u32,
@@ -90,7 +90,7 @@ pub struct LineItem {
     pub category: Option<String>,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallReason {
     Billing,
@@ -102,7 +102,7 @@ pub enum CallReason {
     Other,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallOutcome {
     Resolved,
@@ -111,15 +111,16 @@ pub enum CallOutcome {
     Abandoned,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CallDirection {
     Inbound,
     Outbound,
     CallbackRequested,
 }
 
-/// What happened, independent of the channel's wire format.
-#[derive(Clone, Debug, PartialEq)]
+/// What happened, independent of the channel's wire format. Serialised
+/// only inside the engine's own records (`routed.rs`), never on the contract.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Activity {
     PageView,
     ProductView(Option<Product>),

@@ -21,6 +21,8 @@
 //!   their size kept as they change.
 //! - [`processor`]: the stages above in order, with the reorder buffer,
 //!   event-time timers and the snapshot format.
+//! - [`routed`]: the records one engine process sends the owner of a state
+//!   partition (scale-out): a resolved event, a journey handed over.
 //! - [`view`]: what the lookup API reads from the state.
 //!
 //! Imports between these modules point one way (down this list, roughly);
@@ -42,6 +44,7 @@ pub mod key;
 pub mod output;
 pub mod processor;
 pub mod recent;
+pub mod routed;
 pub mod snapshot;
 pub mod state;
 pub mod time;

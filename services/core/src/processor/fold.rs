@@ -66,6 +66,8 @@ impl Processor {
     /// graph and moves the journeys of the profiles it merged away. The
     /// merge notices are kept only when `own`.
     pub fn fold_event(&mut self, e: &EventEvidence, own: bool) -> Folded {
+        // From now on journeys' moves are kept (see `current`).
+        self.keep_moves = true;
         let ev = e.to_event();
         match self.identity_step(&ev) {
             Ok(Some((mut processed, one_id, anchor))) => {
@@ -115,16 +117,33 @@ impl Processor {
         }
     }
 
-    /// Where a resolved event belongs now: the profile its anchor is in, or
-    /// the one it was resolved to while that still exists (the anchor was
-    /// dropped by a cap). `None`: forgotten since.
+    /// Where a resolved event belongs now: the profile it was resolved to,
+    /// or, when a later record moved that profile's journey (a merge, a
+    /// rebuild), where the journey went, as one process that applied the
+    /// event at once would have moved it with the journey. The anchor
+    /// returned is an identifier of that profile (timers follow it). `None`:
+    /// forgotten since, or the journey was dropped.
     pub(super) fn current(&self, r: &Resolved) -> Option<(OneId, IdKey)> {
         let graph = &self.state.identity;
-        if let Some(one_id) = graph.one_id_of(&r.anchor) {
-            return Some((one_id, r.anchor.clone()));
+        let mut one_id = r.one_id.clone();
+        // A chain of moves is short; the bound only guards against a cycle.
+        for _ in 0..64 {
+            if let Some(anchor) = graph.with_profile(&one_id, |p| {
+                if p.ids.contains(&r.anchor) {
+                    Some(r.anchor.clone())
+                } else {
+                    p.ids.first().cloned()
+                }
+            }) {
+                return anchor.map(|a| (one_id, a));
+            }
+            match self.moves.get(&one_id) {
+                Some(Some(to)) => one_id = to.clone(),
+                Some(None) => return None,
+                None => break,
+            }
         }
-        graph
-            .with_profile(&r.one_id, |_| ())
-            .map(|()| (r.one_id.clone(), r.anchor.clone()))
+        // Not moved by a record this process folded: the anchor's profile.
+        graph.one_id_of(&r.anchor).map(|o| (o, r.anchor.clone()))
     }
 }

@@ -38,6 +38,7 @@ mod fold;
 mod labels;
 mod learn;
 mod order;
+mod owner;
 mod snapshot;
 mod timer_set;
 mod timers;
@@ -68,6 +69,7 @@ pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
 pub use order::{PartitionClock, Released};
+pub use owner::{state_partition, Handover, Ownership};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
 pub use timer_set::Timer;
 pub use timers::TimerKind;
@@ -89,6 +91,8 @@ mod evidence_tests;
 mod frozen_snapshot_tests;
 #[cfg(test)]
 mod journey_size_tests;
+#[cfg(test)]
+mod owner_tests;
 #[cfg(test)]
 mod policy_tests;
 #[cfg(test)]
@@ -143,6 +147,10 @@ pub struct Processed {
     pub timers_fired: usize,
     /// Actions whose facts held but that policy held back, with why.
     pub suppressed: Vec<(String, Suppressed)>,
+    /// Scale-out: not applied, because its profile's journey is on another
+    /// process: the event, where it belongs now, and the caller's number of
+    /// the partition it came from, to send on.
+    pub forward: Option<Box<(ChannelEvent, Resolved, u32)>>,
 }
 
 /// Which contact channel labels exist, for pre-registering metrics.
@@ -181,6 +189,17 @@ pub struct Processor {
     /// The identity ops applied since [`Processor::take_identity_ops`], in
     /// order: what the next checkpoint writes to the identity log.
     identity_log: Vec<IdentityOp>,
+    /// Scale-out stage 2: the state partitions whose journeys this process
+    /// holds (`None`: all), and the handovers not yet taken (`owner.rs`).
+    ownership: Option<Ownership>,
+    handovers: Vec<Handover>,
+    /// With the identity log: where each journey a fold moved went (`None`:
+    /// dropped), so an event resolved before the move follows its journey
+    /// (`fold.rs`). Grows with the merges; not pruned yet.
+    moves: HashMap<OneId, Option<OneId>>,
+    keep_moves: bool,
+    /// A fold moved a journey since [`Processor::take_moved_pending`].
+    moved_since_scan: bool,
 }
 
 impl Processor {
@@ -201,6 +220,11 @@ impl Processor {
             next_seq: 0,
             label_due: None,
             identity_log: Vec::new(),
+            ownership: None,
+            handovers: Vec::new(),
+            moves: HashMap::default(),
+            keep_moves: false,
+            moved_since_scan: false,
         }
     }
 
@@ -243,7 +267,7 @@ impl Processor {
     /// evidence was already folded from the identity log
     /// ([`Processor::fold_evidence`]); only the journey step runs, on the
     /// profile the graph holds its anchor in now.
-    fn apply(&mut self, ev: &ChannelEvent, resolved: Option<&Resolved>) -> Result<Processed, StitchError> {
+    fn apply(&mut self, ev: &ChannelEvent, resolved: Option<&Resolved>, source: u32) -> Result<Processed, StitchError> {
         let dedupe = dedupe_key(ev);
         if self.seen.contains(dedupe) {
             return Ok(Processed {
@@ -272,6 +296,15 @@ impl Processor {
                 }
             },
             Some(r) => match self.current(r) {
+                Some((one_id, anchor)) if !self.owns(&one_id) => {
+                    // Scale-out: merged meanwhile into a profile another
+                    // process holds; the caller sends it there.
+                    return Ok(Processed {
+                        channel: Some(ev.channel),
+                        forward: Some(Box::new((ev.clone(), Resolved { one_id, anchor }, source))),
+                        ..Processed::default()
+                    });
+                }
                 Some((one_id, anchor)) => (
                     Processed {
                         channel: Some(ev.channel),
@@ -350,6 +383,10 @@ impl Processor {
     /// survivors, and announces each merge.
     fn merge_journeys(&mut self, ev: &ChannelEvent, stitch: &Stitch, out: &mut Processed) {
         for moved in &stitch.moved {
+            if self.keep_moves {
+                self.moves.insert(moved.from.clone(), moved.to.clone());
+                self.moved_since_scan = true;
+            }
             let gone = self.state.remove_journey(&moved.from);
             let (Some(to), Some(via)) = (&moved.to, &moved.via) else {
                 // None of its identifiers is in a profile any more.
@@ -360,17 +397,16 @@ impl Processor {
                 continue;
             };
             out.merges += 1;
-            if let Some(gone) = gone {
+            if let Some(gone) = &gone {
                 self.tiers.remove(gone.revenue);
-                self.value.update(ValueKey::of(&gone), None);
-                let mut taken = self.state.take_journey(to).unwrap_or_default();
-                let survivor = Arc::make_mut(&mut taken);
-                self.tiers.remove(survivor.revenue);
-                let survivor_before = ValueKey::of(survivor);
-                survivor.absorb(Arc::unwrap_or_clone(gone));
-                self.tiers.add(survivor.revenue);
-                self.value.update(survivor_before, ValueKey::of(survivor));
-                self.state.put_journey(to.clone(), taken);
+                self.value.update(ValueKey::of(gone), None);
+            }
+            if !self.owns(to) {
+                // Scale-out: the survivor's journey lives on another
+                // process (see `owner.rs`).
+                self.hand_over(&moved.from, to, via, gone);
+            } else if let Some(gone) = gone {
+                self.absorb_into(to, Arc::unwrap_or_clone(gone));
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",

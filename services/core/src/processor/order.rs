@@ -163,7 +163,7 @@ impl Processor {
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
         let mut out = Vec::new();
         if ev.occurred_at < self.applied_to {
-            let result = self.apply(&ev, resolved.as_ref()).map(|mut p| {
+            let result = self.apply(&ev, resolved.as_ref(), partition).map(|mut p| {
                 p.late = true;
                 p
             });
@@ -210,7 +210,7 @@ impl Processor {
                         out.push(self.timer_release(std::mem::take(&mut timer_outputs), fired));
                         fired = 0;
                     }
-                    let Some(((at, _, _, seq), (_, ev))) = self.pending.pop_first() else {
+                    let Some(((at, _, _, seq), (source, ev))) = self.pending.pop_first() else {
                         break;
                     };
                     self.applied_to = self.applied_to.max(at);
@@ -221,7 +221,7 @@ impl Processor {
                     };
                     out.push(Released {
                         seq: Some(seq),
-                        result: self.apply(&ev, resolved.as_ref()),
+                        result: self.apply(&ev, resolved.as_ref(), source),
                     });
                 }
             }

@@ -1,0 +1,368 @@
+//! The records of the routed topic: what one engine process sends the owner
+//! of a state partition (scale-out stage 2, `docs/scaling.md` sections 2
+//! and 3).
+//!
+//! In: an event whose identity step is done ([`Resolved`]: the profile and
+//! the identifier that anchors it), or a [`Handover`] (a merged-away journey
+//! and its timers), each with the identity-log offset its receiver must have
+//! folded before it acts on it. Out: the bytes put on the routed topic
+//! (partition = the state partition of the One ID), and back. Keeps nothing.
+//!
+//! Format: one version byte ([`ROUTED_VERSION`]), then MessagePack, with
+//! identifiers as (namespace name, value) pairs as in the evidence records.
+//! A record of another version is refused, never guessed at. Identifier
+//! values are what the graph keeps (`email` and `phone` hashed on arrival),
+//! so no raw e-mail or phone is written; the event is the decoded event,
+//! not the bytes it came in.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Activity, Channel, ChannelEvent};
+use crate::ids::{IdKey, Namespaces};
+use crate::journey::Journey;
+use crate::processor::{Handover, Resolved, TimerKind};
+use crate::time::EventTime;
+use crate::vocab::ContactChannel;
+
+/// The version byte every record starts with.
+pub const ROUTED_VERSION: u8 = 1;
+
+/// One record of the routed topic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Routed {
+    /// An event for the journey step on the owner of `resolved.one_id`.
+    Event {
+        ev: ChannelEvent,
+        resolved: Resolved,
+        /// The engine's number of the input partition the event was read
+        /// from: the owner orders events per input partition, as one
+        /// process does (the watermark).
+        source: u32,
+        /// The identity-log offset of the record that resolved it.
+        evidence: i64,
+    },
+    /// A journey merged into a profile of this partition.
+    Handover {
+        handover: Handover,
+        /// The identity-log offset of the record that merged it.
+        evidence: i64,
+    },
+    /// Sent to every partition, about once a second, by each process
+    /// (`from`, random per start): input partitions (the engine's numbers)
+    /// and whether each still has events this process has not routed or
+    /// applied yet (records at the broker it has not read, events in the
+    /// identity round trip, routed events it holds). An owner's
+    /// watermark waits for an input partition with a backlog, as one
+    /// process's waits for its own (`Processor::set_backlog`).
+    Progress { from: u64, sources: Vec<(u32, bool)> },
+}
+
+impl Routed {
+    /// The identity-log offset the receiver must have folded past.
+    pub fn evidence(&self) -> i64 {
+        match self {
+            Routed::Event { evidence, .. } | Routed::Handover { evidence, .. } => *evidence,
+            Routed::Progress { .. } => -1,
+        }
+    }
+
+    /// The profile whose partition the record goes to (`None`: progress,
+    /// which goes to every partition).
+    pub fn one_id(&self) -> Option<&str> {
+        match self {
+            Routed::Event { resolved, .. } => Some(&resolved.one_id),
+            Routed::Handover { handover, .. } => Some(&handover.to),
+            Routed::Progress { .. } => None,
+        }
+    }
+}
+
+/// Why bytes from the routed topic are not a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoutedError {
+    #[error("empty routed record")]
+    Empty,
+    #[error("routed record of version {0}, this build reads version {ROUTED_VERSION}")]
+    Version(u8),
+    #[error("malformed routed record")]
+    Malformed,
+    #[error("routed record names namespace {0}, which this process does not know")]
+    UnknownNamespace(String),
+}
+
+impl RoutedError {
+    /// A fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RoutedError::Empty => "empty",
+            RoutedError::Version(_) => "version",
+            RoutedError::Malformed => "malformed",
+            RoutedError::UnknownNamespace(_) => "unknown_namespace",
+        }
+    }
+}
+
+type Named = (String, String);
+
+/// The wire form (after the version byte). Positional MessagePack: a change
+/// of fields is a new version.
+#[derive(Serialize, Deserialize)]
+enum Wire {
+    Event {
+        channel: Channel,
+        event_id: String,
+        event_type: String,
+        at: i64,
+        ids: Vec<Named>,
+        activity: Activity,
+        consent: Vec<(ContactChannel, bool)>,
+        utc_offset_minutes: Option<i16>,
+        one_id: String,
+        anchor: Named,
+        source: u32,
+        evidence: i64,
+    },
+    Handover {
+        to: String,
+        via: Named,
+        from: String,
+        journey: Option<Box<Journey>>,
+        timers: Vec<(i64, TimerKind, Named)>,
+        evidence: i64,
+    },
+    Progress {
+        from: u64,
+        sources: Vec<(u32, bool)>,
+    },
+}
+
+fn named(ns: &Namespaces, k: &IdKey) -> Named {
+    (ns.name(k.ns).to_string(), k.value.to_string())
+}
+
+fn key_of(ns: &Namespaces, (name, value): Named) -> Result<IdKey, RoutedError> {
+    let n = ns.lookup(&name).ok_or(RoutedError::UnknownNamespace(name))?;
+    Ok(IdKey {
+        ns: n,
+        value: value.into(),
+    })
+}
+
+impl Routed {
+    /// The record's bytes: the version byte, then the MessagePack body.
+    pub fn encode(&self, ns: &Namespaces) -> Vec<u8> {
+        let wire = match self {
+            Routed::Event {
+                ev,
+                resolved,
+                source,
+                evidence,
+            } => Wire::Event {
+                channel: ev.channel,
+                event_id: ev.event_id.clone(),
+                event_type: ev.event_type.clone(),
+                at: ev.occurred_at.0,
+                ids: ev.ids.iter().map(|k| named(ns, k)).collect(),
+                activity: ev.activity.clone(),
+                consent: ev.consent.clone(),
+                utc_offset_minutes: ev.utc_offset_minutes,
+                one_id: resolved.one_id.to_string(),
+                anchor: named(ns, &resolved.anchor),
+                source: *source,
+                evidence: *evidence,
+            },
+            Routed::Handover { handover: h, evidence } => Wire::Handover {
+                to: h.to.to_string(),
+                via: named(ns, &h.via),
+                from: h.from.to_string(),
+                journey: h.journey.as_deref().cloned().map(Box::new),
+                timers: h
+                    .timers
+                    .iter()
+                    .map(|(at, kind, k)| (at.0, *kind, named(ns, k)))
+                    .collect(),
+                evidence: *evidence,
+            },
+            Routed::Progress { from, sources } => Wire::Progress {
+                from: *from,
+                sources: sources.clone(),
+            },
+        };
+        let mut out = vec![ROUTED_VERSION];
+        // Writing plain data into a Vec cannot fail.
+        if let Err(e) = rmp_serde::encode::write(&mut out, &wire) {
+            unreachable!("encoding a routed record into memory failed: {e}");
+        }
+        out
+    }
+
+    /// Reads a record written by [`Routed::encode`].
+    pub fn decode(bytes: &[u8], ns: &Namespaces) -> Result<Self, RoutedError> {
+        let (&version, rest) = bytes.split_first().ok_or(RoutedError::Empty)?;
+        if version != ROUTED_VERSION {
+            return Err(RoutedError::Version(version));
+        }
+        let wire: Wire = rmp_serde::from_slice(rest).map_err(|_| RoutedError::Malformed)?;
+        Ok(match wire {
+            Wire::Event {
+                channel,
+                event_id,
+                event_type,
+                at,
+                ids,
+                activity,
+                consent,
+                utc_offset_minutes,
+                one_id,
+                anchor,
+                source,
+                evidence,
+            } => {
+                let mut ids = ids.into_iter().map(|k| key_of(ns, k)).collect::<Result<Vec<_>, _>>()?;
+                ids.sort();
+                ids.dedup();
+                let ev = ChannelEvent {
+                    channel,
+                    event_id,
+                    event_type,
+                    occurred_at: EventTime(at),
+                    ids,
+                    blocked: Vec::new(),
+                    activity,
+                    consent,
+                    utc_offset_minutes,
+                };
+                Routed::Event {
+                    ev,
+                    resolved: Resolved {
+                        one_id: one_id.into(),
+                        anchor: key_of(ns, anchor)?,
+                    },
+                    source,
+                    evidence,
+                }
+            }
+            Wire::Handover {
+                to,
+                via,
+                from,
+                journey,
+                timers,
+                evidence,
+            } => Routed::Handover {
+                handover: Handover {
+                    to: to.into(),
+                    via: key_of(ns, via)?,
+                    from: from.into(),
+                    journey: journey.map(|j| Arc::new(*j)),
+                    timers: timers
+                        .into_iter()
+                        .map(|(at, kind, k)| Ok((EventTime(at), kind, key_of(ns, k)?)))
+                        .collect::<Result<Vec<_>, RoutedError>>()?,
+                },
+                evidence,
+            },
+            Wire::Progress { from, sources } => Routed::Progress { from, sources },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::testkit::{pos, web};
+
+    fn ns() -> Namespaces {
+        Namespaces::with_defaults()
+    }
+
+    #[test]
+    fn an_event_reads_back_as_decoded_and_without_raw_email() {
+        let ev = web(
+            "w-1",
+            3,
+            json!({"cookie_id": "c-1", "email": "Ann@Example.com"}),
+            "add_to_cart",
+            json!({"product": {"sku": "S-1", "price": 12.5}}),
+        );
+        let rec = Routed::Event {
+            resolved: Resolved {
+                one_id: "oj-1".into(),
+                anchor: ev.ids[0].clone(),
+            },
+            ev,
+            source: 3,
+            evidence: 41,
+        };
+        let bytes = rec.encode(&ns());
+        assert_eq!(bytes[0], ROUTED_VERSION);
+        assert_eq!(Routed::decode(&bytes, &ns()).unwrap(), rec);
+        assert_eq!(rec.evidence(), 41);
+        assert_eq!(rec.one_id(), Some("oj-1"));
+        let progress = Routed::Progress {
+            from: 7,
+            sources: vec![(1, true), (1 << 20, false)],
+        };
+        assert_eq!(Routed::decode(&progress.encode(&ns()), &ns()).unwrap(), progress);
+        assert_eq!(progress.one_id(), None);
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        assert!(!text.contains("ann@example.com"), "raw e-mail on the wire");
+    }
+
+    #[test]
+    fn a_handover_reads_back_with_its_journey_and_timers() {
+        let ev = pos("p-1", 5, json!({"loyalty_id": "L-1"}), 30.0);
+        let mut j = Journey::default();
+        j.apply(&ev);
+        let key = ev.ids[0].clone();
+        let rec = Routed::Handover {
+            handover: Handover {
+                to: "oj-a".into(),
+                via: key.clone(),
+                from: "oj-b".into(),
+                journey: Some(Arc::new(j)),
+                timers: vec![(EventTime(99), TimerKind::Quiet, key)],
+            },
+            evidence: 7,
+        };
+        let back = Routed::decode(&rec.encode(&ns()), &ns()).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.one_id(), Some("oj-a"));
+    }
+
+    #[test]
+    fn what_is_not_a_record_is_refused_with_a_reason() {
+        let ev = web("w-1", 0, json!({"cookie_id": "c-1"}), "page_view", json!({}));
+        let rec = Routed::Event {
+            resolved: Resolved {
+                one_id: "oj-1".into(),
+                anchor: ev.ids[0].clone(),
+            },
+            ev,
+            source: 0,
+            evidence: 0,
+        };
+        let mut bytes = rec.encode(&ns());
+        assert_eq!(Routed::decode(&[], &ns()), Err(RoutedError::Empty));
+        assert_eq!(
+            Routed::decode(&bytes[..bytes.len() - 2], &ns()),
+            Err(RoutedError::Malformed)
+        );
+        bytes[0] = 9;
+        assert_eq!(Routed::decode(&bytes, &ns()).unwrap_err().reason(), "version");
+        let rules: Vec<_> = Namespaces::default_rules()
+            .into_iter()
+            .filter(|r| r.name != "cookie_id")
+            .collect();
+        let fewer = Namespaces::new(rules, Default::default()).unwrap();
+        bytes[0] = ROUTED_VERSION;
+        assert_eq!(
+            Routed::decode(&bytes, &fewer),
+            Err(RoutedError::UnknownNamespace("cookie_id".into()))
+        );
+    }
+}
