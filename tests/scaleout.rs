@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use onejourney_core::EventTime;
 use onejourney_core::IdentityGraph;
-use onejourney_e2e::{create_topics_on, settings, TestEngine};
+use onejourney_e2e::{create_topics_on, read_all_on, settings, TestEngine};
 use onejourney_engine::config::Settings;
 use onejourney_simulator::truth::IdentityTruth;
 use onejourney_simulator::{generate, SimConfig, Simulation};
@@ -63,34 +64,42 @@ async fn consumed(e: &TestEngine) -> f64 {
     n
 }
 
-/// Waits until the two processes consumed `n` events between them, hold
-/// none back, and (with the identity log) each folded every record both
-/// published.
-async fn wait_drained(a: &TestEngine, b: &TestEngine, n: usize, identity_log: bool) {
+/// Waits until `engines` consumed `n` events between them, hold none back,
+/// and (with the identity log) each folded every record all published and
+/// has no routed record waiting.
+async fn wait_drained(engines: &[&TestEngine], n: usize, identity_log: bool) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (ca, cb) = (consumed(a).await, consumed(b).await);
-        let mut done = ca + cb >= n as f64;
-        for e in [a, b] {
+        let mut each = Vec::new();
+        for e in engines {
+            each.push(consumed(e).await);
+        }
+        let total: f64 = each.iter().sum();
+        let mut done = total >= n as f64;
+        for e in engines {
             done &= e.metric("onejourney_events_buffered").await == 0.0;
         }
         if identity_log && done {
-            let published = a.metric("onejourney_identity_evidence_published_total").await
-                + b.metric("onejourney_identity_evidence_published_total").await;
-            for e in [a, b] {
+            let mut published = 0.0;
+            for e in engines {
+                published += e.metric("onejourney_identity_evidence_published_total").await;
+            }
+            for e in engines {
                 let folded = e
                     .metric("onejourney_identity_evidence_folded_total{origin=\"own\"}")
                     .await
                     + e.metric("onejourney_identity_evidence_folded_total{origin=\"other\"}")
                         .await;
-                done &= e.metric("onejourney_identity_evidence_waiting").await == 0.0 && folded >= published;
+                done &= e.metric("onejourney_identity_evidence_waiting").await == 0.0
+                    && e.metric("onejourney_routed_waiting").await == 0.0
+                    && folded >= published;
             }
         }
         if done {
-            eprintln!("consumed: {ca} by one process, {cb} by the other");
+            eprintln!("consumed: {each:?} by the processes");
             return;
         }
-        assert!(Instant::now() < deadline, "consumed {ca} + {cb} of {n} within 300 s");
+        assert!(Instant::now() < deadline, "consumed {each:?} of {n} within 300 s");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -141,7 +150,7 @@ async fn two_processes(
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     a.publish_sim(&sim.events).await;
-    wait_drained(&a, &b, sim.events.len(), identity_log).await;
+    wait_drained(&[&a, &b], sim.events.len(), identity_log).await;
     let (ca, cb) = (consumed(&a).await, consumed(&b).await);
     assert!(ca > 0.0 && cb > 0.0, "both processes consumed input: {ca} and {cb}");
     if identity_log {
@@ -195,5 +204,200 @@ async fn two_processes_with_the_identity_log_hold_the_graph_of_one() {
     assert!(
         disagree > 0,
         "two processes without the identity log agreed on every identifier"
+    );
+}
+
+/// Per One ID, its journey as comparable text, over every process's state;
+/// a One ID held by two processes fails the test.
+fn journeys(engines: &[&TestEngine]) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
+    for (k, e) in engines.iter().enumerate() {
+        for (one_id, j) in e.state().all_journeys() {
+            let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
+            let text = format!(
+                "events {events:?} purchases {} revenue {:.2} returns {} complaints {} first {:?} last {:?}",
+                j.purchases, j.revenue, j.returns, j.complaints, j.first_seen, j.last_seen
+            );
+            if all.insert(one_id.to_string(), text).is_some() {
+                panic!("{one_id} is held by process {k} and another");
+            }
+        }
+    }
+    all
+}
+
+/// Per One ID, its journey's events per channel, over every process.
+fn counts(engines: &[&TestEngine]) -> BTreeMap<String, [u64; 4]> {
+    let mut all = BTreeMap::new();
+    for e in engines {
+        for (one_id, j) in e.state().all_journeys() {
+            let mut c = [0; 4];
+            for (x, ch) in c.iter_mut().zip(&j.channels) {
+                *x = ch.events;
+            }
+            all.insert(one_id.to_string(), c);
+        }
+    }
+    all
+}
+
+/// The decisions on `next-best-actions`: action id -> (One ID, decided at),
+/// and how many action ids came twice.
+async fn decisions(s: &Settings) -> (BTreeMap<String, (String, i64)>, usize) {
+    let mut by_id = BTreeMap::new();
+    let mut twice = 0;
+    for r in read_all_on(&s.kafka.brokers, &s.topics.next_best_actions).await {
+        let v = r.json();
+        let at: EventTime = serde_json::from_value(v["decided_at"].clone()).unwrap();
+        let id = v["action_id"].as_str().unwrap().to_string();
+        let one_id = v["one_id"].as_str().unwrap().to_string();
+        twice += usize::from(by_id.insert(id, (one_id, at.0)).is_some());
+    }
+    (by_id, twice)
+}
+
+/// Decisions over the cross-channel budget: per One ID, more than `max` in
+/// a window of `per_ms`.
+fn over_budget(actions: &BTreeMap<String, (String, i64)>, max: usize, per_ms: i64) -> usize {
+    let mut times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (one_id, at) in actions.values() {
+        times.entry(one_id).or_default().push(*at);
+    }
+    let mut over = 0;
+    for t in times.values_mut() {
+        t.sort_unstable();
+        over += t.windows(max + 1).filter(|w| w[max] - w[0] < per_ms).count();
+    }
+    over
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
+    let sim = sim();
+    let n = sim.events.len();
+
+    // One process: the reference.
+    let reference = settings("route-ref");
+    let inputs: Vec<String> = reference.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics_on(
+        &reference.kafka.brokers,
+        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        PARTITIONS,
+    )
+    .await;
+    let mut one = TestEngine::start(reference.clone()).await;
+    one.wait_ready(Duration::from_secs(90)).await;
+    one.publish_sim(&sim.events).await;
+    wait_drained(&[&one], n, false).await;
+    let expected = journeys(&[&one]);
+    let one_counts_ref = counts(&[&one]);
+    let graph = one.state().identity.partition();
+    one.stop().await;
+    let (expected_actions, _) = decisions(&reference).await;
+
+    // Three processes of one group, routing journeys by One ID.
+    let mut group = settings("route-3");
+    group.scaleout.identity_log = true;
+    group.scaleout.route_journeys = true;
+    group.state.partitions = 8;
+    let inputs: Vec<String> = group.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics_on(
+        &group.kafka.brokers,
+        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        PARTITIONS,
+    )
+    .await;
+    let mut engines = Vec::new();
+    for which in ["a", "b", "c"] {
+        engines.push(TestEngine::start(member(&group, which)).await);
+    }
+    for e in &engines {
+        e.wait_ready(Duration::from_secs(90)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    engines[0].publish_sim(&sim.events).await;
+    let all: Vec<&TestEngine> = engines.iter().collect();
+    wait_drained(&all, n, true).await;
+    // Handovers and forwards may still be on the routed topic.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = journeys(&all);
+    while got != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        got = journeys(&all);
+    }
+    let mut routed = BTreeMap::new();
+    for kind in ["event", "handover", "forward"] {
+        let mut sum = 0.0;
+        for e in &all {
+            sum += e
+                .metric(&format!("onejourney_routed_records_total{{kind=\"{kind}\"}}"))
+                .await;
+        }
+        routed.insert(kind, sum);
+    }
+    let mut too_late = 0.0;
+    for e in &all {
+        too_late += e
+            .metric("onejourney_events_invalid_total{channel=\"routed\",reason=\"too_late\"}")
+            .await;
+    }
+    let held: Vec<usize> = all.iter().map(|e| e.state().all_journeys().len()).collect();
+    let differ = expected
+        .keys()
+        .chain(got.keys())
+        .filter(|k| expected.get(*k) != got.get(*k))
+        .count();
+    eprintln!(
+        "routed records {routed:?}; journeys held per process {held:?}; {differ} of {} journeys differ from one process's; {too_late} events dead-lettered as too late at their owner",
+        expected.len()
+    );
+    for e in &all {
+        assert_eq!(e.state().identity.partition(), graph, "the graph of one process");
+    }
+    assert!(held.iter().all(|h| *h > 0), "every process holds journeys: {held:?}");
+    assert!(
+        routed["handover"] > 0.0,
+        "a merge across partitions handed a journey over"
+    );
+    // Nothing counted twice, nothing lost without a trace: every event one
+    // process applied is applied once by an owner, or dead-lettered there
+    // (too late behind that owner's watermark: see docs/scaling.md).
+    let (mine, one_counts) = (counts(&all), one_counts_ref);
+    let applied: u64 = mine.values().flatten().sum();
+    let reference: u64 = one_counts.values().flatten().sum();
+    assert_eq!(
+        applied + too_late as u64,
+        reference,
+        "every event applied once or dead-lettered"
+    );
+    // And the differences are those events only: no journey has an event
+    // one process did not give it.
+    for (one_id, c) in &mine {
+        let r = one_counts.get(one_id).copied().unwrap_or_default();
+        assert!(
+            c.iter().zip(r).all(|(a, b)| *a <= b),
+            "{one_id} has events {c:?}, one process {r:?}"
+        );
+    }
+    for e in &mut engines {
+        e.stop().await;
+    }
+
+    let (actions, twice) = decisions(&group).await;
+    assert_eq!(twice, 0, "an action_id published twice");
+    assert!(!actions.is_empty());
+    let budget = &group.decide.policy.budget;
+    let (max, per) = budget.as_ref().map(|b| (b.max, b.per)).unwrap();
+    let per_ms = i64::try_from(per.as_millis()).unwrap();
+    assert_eq!(
+        over_budget(&actions, max as usize, per_ms),
+        0,
+        "the budget held per One ID"
+    );
+    let same = actions.keys().filter(|k| expected_actions.contains_key(*k)).count();
+    eprintln!(
+        "decisions: {} with three processes, {} with one, {same} the same action_id",
+        actions.len(),
+        expected_actions.len()
     );
 }

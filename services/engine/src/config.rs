@@ -55,6 +55,12 @@ pub struct ScaleoutSettings {
     /// consumer group, as before.
     #[serde(default)]
     pub identity_log: bool,
+    /// Stage 2 (needs `identity_log`): each event's journey step runs on the
+    /// process that owns its profile's state partition, reached through
+    /// `topics.routed`; merged-away journeys are handed over. Off: the
+    /// process that consumed the event applies it.
+    #[serde(default)]
+    pub route_journeys: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,10 +113,18 @@ pub struct Topics {
     /// process publishes and folds (1 partition, kept).
     #[serde(default = "default_identity_evidence")]
     pub identity_evidence: String,
+    /// Internal, with `scaleout.route_journeys`: resolved events and
+    /// handed-over journeys, keyed by One ID (`state.partitions` partitions).
+    #[serde(default = "default_routed")]
+    pub routed: String,
 }
 
 fn default_identity_evidence() -> String {
     "onejourney-identity-evidence".to_string()
+}
+
+fn default_routed() -> String {
+    "onejourney-routed".to_string()
 }
 
 impl Topics {
@@ -183,6 +197,7 @@ impl Topics {
             identity_log: p(&self.identity_log),
             state_checkpoints: p(&self.state_checkpoints),
             identity_evidence: p(&self.identity_evidence),
+            routed: p(&self.routed),
         }
     }
 }

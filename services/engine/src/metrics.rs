@@ -89,13 +89,16 @@ pub struct Metrics {
     pub evidence: EvidenceMetrics,
 }
 
-/// Scale-out stage 1: the identity evidence topic.
+/// Scale-out: the identity evidence topic (stage 1) and the routed topic
+/// (stage 2).
 pub struct EvidenceMetrics {
     pub published: IntCounter,
     pub folded: IntCounterVec,
     pub invalid: IntCounterVec,
     pub waiting: IntGauge,
     pub round_trip: Histogram,
+    pub routed: IntCounterVec,
+    pub routed_waiting: IntGauge,
 }
 
 impl EvidenceMetrics {
@@ -105,6 +108,8 @@ impl EvidenceMetrics {
             folded: r.counter_vec(EVIDENCE_FOLDED, &["origin"])?,
             invalid: r.counter_vec(EVIDENCE_INVALID, &["reason"])?,
             waiting: r.gauge(EVIDENCE_WAITING)?,
+            routed: r.counter_vec(ROUTED, &["kind"])?,
+            routed_waiting: r.gauge(ROUTED_WAITING)?,
             round_trip: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "onejourney_identity_evidence_round_trip_seconds",
@@ -115,6 +120,9 @@ impl EvidenceMetrics {
         };
         for origin in ["own", "other"] {
             m.folded.with_label_values(&[origin]);
+        }
+        for kind in ["event", "handover", "forward"] {
+            m.routed.with_label_values(&[kind]);
         }
         Ok(m)
     }

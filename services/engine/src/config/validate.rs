@@ -62,7 +62,11 @@ impl Settings {
         if !(1..=MAX_STATE_PARTITIONS).contains(&self.state.partitions) {
             return Err(invalid("state.partitions", "must be from 1 to 10000"));
         }
+        if self.scaleout.route_journeys && !self.scaleout.identity_log {
+            return Err(invalid("scaleout.route_journeys", "needs scaleout.identity_log = true"));
+        }
         let mut names: Vec<&str> = self.topics.consumed();
+        names.extend([self.topics.identity_evidence.as_str(), self.topics.routed.as_str()]);
         names.extend(self.topics.outputs());
         names.extend(self.topics.changelog(1).map(|(t, _)| t));
         if names.iter().any(|t| t.is_empty()) {

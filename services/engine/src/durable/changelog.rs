@@ -38,7 +38,7 @@ use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::intern;
 use onejourney_core::journey::Journey;
-use onejourney_core::processor::{CoreGlobals, Timer};
+use onejourney_core::processor::{state_partition, CoreGlobals, Timer};
 use onejourney_core::state::Stored;
 use onejourney_core::EventTime;
 use rdkafka::Message as _;
@@ -58,10 +58,10 @@ pub const CHUNK: usize = 512 * 1024;
 pub const OPS_PER_RECORD: usize = 1000;
 
 /// The state partition (journeys changelog partition) of a One ID: stable
-/// across builds and Rust releases.
+/// across builds and Rust releases; the routed topic uses the same
+/// ([`state_partition`]).
 pub fn partition_of(one_id: &str, partitions: u32) -> i32 {
-    let p = xxhash_rust::xxh3::xxh3_64(one_id.as_bytes()) % u64::from(partitions.max(1));
-    i32::try_from(p).unwrap_or(0)
+    i32::try_from(state_partition(one_id, partitions)).unwrap_or(0)
 }
 
 /// Offset ranges `[from, to)` of one partition, ascending, adjacent ones merged.

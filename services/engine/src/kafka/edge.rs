@@ -309,7 +309,7 @@ fn end_offsets(c: &IngestConsumer, topics: &Topics) -> HashMap<Tp, i64> {
         return found;
     };
     for e in assigned.elements() {
-        if topics.channel_of(e.topic()).is_none() {
+        if topics.channel_of(e.topic()).is_none() && e.topic() != topics.routed {
             continue;
         }
         if let Ok((_, high)) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)) {

@@ -16,6 +16,7 @@ pub use edge::{EdgeEvent, IngestConsumer, IngestContext};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use onejourney_core::Channel;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -115,10 +116,15 @@ fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>>
         .scaleout
         .identity_log
         .then_some((s.topics.identity_evidence.as_str(), 1));
+    let routed = s.scaleout.route_journeys.then_some((
+        s.topics.routed.as_str(),
+        i32::try_from(s.state.partitions).unwrap_or(i32::MAX),
+    ));
     outputs
         .into_iter()
         .chain(internal)
         .chain(evidence)
+        .chain(routed)
         .filter(|(t, _)| !existing.iter().any(|e| e == t))
         .map(|(t, partitions)| {
             let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
@@ -227,6 +233,21 @@ async fn topic_names(producer: &FutureProducer) -> anyhow::Result<Result<Vec<Str
             .map(|m| m.topics().iter().map(|t| t.name().to_string()).collect::<Vec<_>>())
     })
     .await?)
+}
+
+/// Every partition of the four input topics, as they are now.
+pub async fn input_partitions(s: &Settings, producer: &FutureProducer) -> anyhow::Result<Vec<(Channel, i32)>> {
+    let p = producer.clone();
+    let metadata = tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, Duration::from_secs(10)))
+        .await?
+        .context("reading the input topics' partitions")?;
+    let mut out = Vec::new();
+    for t in metadata.topics() {
+        if let Some(channel) = s.topics.channel_of(t.name()) {
+            out.extend(t.partitions().iter().map(|p| (channel, p.id())));
+        }
+    }
+    Ok(out)
 }
 
 /// Waits until every input topic exists. Returns `false` when cancelled first.

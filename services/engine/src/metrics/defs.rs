@@ -180,6 +180,14 @@ pub(super) const EVIDENCE_WAITING: Def = (
     "onejourney_identity_evidence_waiting",
     "Events and forgets waiting for their own identity evidence record to be read back.",
 );
+pub(super) const ROUTED: Def = (
+    "onejourney_routed_records_total",
+    "Records this process sent to the owner of a state partition (scaleout.route_journeys), by kind: event, handover (a merged-away journey), forward (sent on to the owner of the profile it belongs to now).",
+);
+pub(super) const ROUTED_WAITING: Def = (
+    "onejourney_routed_waiting",
+    "Routed records waiting until this process has folded the identity evidence they were resolved at.",
+);
 pub(super) const JOURNEYS_EVICTED: Def = (
     "onejourney_journeys_evicted_total",
     "Journeys whose detail was dropped after state.evict_journeys_after without events.",

@@ -21,6 +21,9 @@ pub async fn send(producer: &FutureProducer, r: &OutRecord) -> Result<DeliveryFu
     if let Some(h) = &r.headers {
         rec = rec.headers(h.clone());
     }
+    if let Some(p) = r.partition {
+        rec = rec.partition(p);
+    }
     enqueue(producer, rec).await
 }
 

@@ -72,6 +72,22 @@ impl RoundTrip {
         self.waiting.len()
     }
 
+    /// This process's id (random per start).
+    pub fn process(&self) -> u64 {
+        self.process
+    }
+
+    /// The input partitions (the core's numbers) with an event waiting.
+    pub fn waiting_sources(&self) -> onejourney_core::hash::HashSet<u32> {
+        self.waiting
+            .values()
+            .filter_map(|w| match w {
+                Waiting::Event { source, .. } => Some(*source),
+                Waiting::Forget { .. } => None,
+            })
+            .collect()
+    }
+
     /// Takes what waited for own record number `seq`.
     pub fn take(&mut self, seq: u64) -> Option<Waiting> {
         self.waiting.remove(&seq)
@@ -122,6 +138,7 @@ impl RoundTrip {
                 key: None,
                 payload: record.encode(ns),
                 headers: None,
+                partition: None,
             }],
         }
     }

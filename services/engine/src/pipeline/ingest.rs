@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use super::evidence::{RoundTrip, Waiting};
 use super::record::{OutRecord, Step};
+use super::route::Route;
 use crate::config::Topics;
 use crate::logging::WarnLimiter;
 use crate::metrics::Metrics;
@@ -42,13 +43,16 @@ pub struct Origin<'a> {
 }
 
 pub struct Ingest {
-    decoder: Decoder,
-    processor: Processor,
+    pub(super) decoder: Decoder,
+    pub(super) processor: Processor,
     topics: Topics,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     warnings: WarnLimiter,
     /// With `scaleout.identity_log`: what waits for its evidence record.
-    round_trip: Option<RoundTrip>,
+    pub(super) round_trip: Option<RoundTrip>,
+    /// With `scaleout.route_journeys`: the hop to the owner of a profile's
+    /// journey (`route.rs`).
+    pub(super) route: Option<Route>,
 }
 
 impl Ingest {
@@ -66,6 +70,46 @@ impl Ingest {
             metrics,
             warnings,
             round_trip: None,
+            route: None,
+        }
+    }
+
+    /// Scale-out stage 2: an event's journey step runs on the owner of its
+    /// profile's state partition, reached through `topics.routed`.
+    /// `inputs`: every input partition (of every process): the owner
+    /// orders routed events per input partition, as one process does.
+    pub fn with_routing(mut self, partitions: u32, inputs: &[(Channel, i32)]) -> Self {
+        let sources = inputs.iter().map(|(c, p)| source_id(*c, *p)).collect();
+        let route = Route::new(self.topics.routed.clone(), partitions, sources);
+        // Nothing is owned until the group assigns routed partitions.
+        self.processor.set_ownership(Some(route.ownership(std::iter::empty())));
+        self.route = Some(route);
+        self
+    }
+
+    /// Routed messages waiting for the identity log to be folded.
+    pub fn waiting_for_fold(&self) -> usize {
+        self.route.as_ref().map_or(0, Route::waiting)
+    }
+
+    /// The whole assignment of the consumer: the partitions whose messages
+    /// the core orders, and with routing the state partitions owned.
+    pub fn assigned(&mut self, assigned: &[(String, i32)], now_ms: u64) {
+        let sources: Vec<u32> = match &self.route {
+            Some(route) => route.sources().to_vec(),
+            None => assigned
+                .iter()
+                .filter_map(|(t, p)| self.topics.channel_of(t).map(|c| source_id(c, *p)))
+                .collect(),
+        };
+        self.processor.retain_partitions(&sources.iter().copied().collect());
+        for s in sources {
+            self.processor.register_partition(s, now_ms);
+        }
+        if let Some(route) = &self.route {
+            let owned = assigned.iter().filter(|(t, _)| t == route.topic()).map(|(_, p)| *p);
+            let ownership = route.ownership(owned);
+            self.processor.set_ownership(Some(ownership));
         }
     }
 
@@ -89,21 +133,20 @@ impl Ingest {
         &mut self.processor
     }
 
-    /// Whether the broker holds messages of an input partition not taken yet.
-    pub fn set_backlog(&mut self, channel: Channel, partition: i32, backlog: bool) {
-        self.processor.set_backlog(source_id(channel, partition), backlog);
+    /// The channel of an input topic.
+    pub fn channel_of(&self, topic: &str) -> Option<Channel> {
+        self.topics.channel_of(topic)
     }
 
-    /// The input partitions assigned now (the whole assignment): the others
-    /// stop holding the watermark back.
-    pub fn retain_partitions(&mut self, assigned: &[(Channel, i32)]) {
-        let keep = assigned.iter().map(|(c, p)| source_id(*c, *p)).collect();
-        self.processor.retain_partitions(&keep);
-    }
-
-    /// Declares an input partition as assigned (see `Processor::register_partition`).
-    pub fn register_partition(&mut self, channel: Channel, partition: i32, now_ms: u64) {
-        self.processor.register_partition(source_id(channel, partition), now_ms);
+    /// Whether the broker holds messages of an input partition not taken
+    /// yet: the watermark waits for it (with routing, the owners' do: it
+    /// goes out with the next progress record).
+    pub fn input_backlog(&mut self, channel: Channel, partition: i32, backlog: bool) {
+        let source = source_id(channel, partition);
+        match &mut self.route {
+            Some(route) => route.local_backlog(source, backlog),
+            None => self.processor.set_backlog(source, backlog),
+        }
     }
 
     /// What one input message (number `seq`) causes, at processing time
@@ -120,7 +163,9 @@ impl Ingest {
     /// timer outputs are attached to message `attach_to` when there is one.
     pub fn tick(&mut self, now_ms: u64, attach_to: Option<u64>) -> Vec<Step> {
         let released = self.processor.tick(now_ms);
-        self.steps(released, attach_to)
+        let mut steps = self.steps(released, attach_to);
+        steps.extend(self.progress(now_ms));
+        steps
     }
 
     fn handle_inner(&mut self, m: &Origin<'_>, seq: u64, now_ms: u64) -> Vec<Step> {
@@ -130,6 +175,9 @@ impl Ingest {
         }
         if m.topic == self.topics.identity_control {
             return self.control(m, seq);
+        }
+        if self.route.as_ref().is_some_and(|r| r.topic() == m.topic) {
+            return self.routed(m, seq, now_ms);
         }
         let Some(channel) = self.topics.channel_of(m.topic) else {
             return done(vec![self.dead_letter(
@@ -178,7 +226,15 @@ impl Ingest {
     /// the identity step of its event, or its forget. An own record read
     /// back releases what waited for it: the event to its journey step, the
     /// forget's notices to publishing.
-    pub fn fold(&mut self, payload: &[u8], now_ms: u64) -> Vec<Step> {
+    /// With routing, the handovers the fold made are attached to message
+    /// `attach_to`, and routed messages that waited for record `offset` go on.
+    pub fn fold(&mut self, offset: i64, payload: &[u8], now_ms: u64, attach_to: Option<u64>) -> Vec<Step> {
+        let mut steps = self.fold_record(offset, payload, now_ms);
+        steps.extend(self.after_fold(offset, now_ms, attach_to));
+        steps
+    }
+
+    fn fold_record(&mut self, offset: i64, payload: &[u8], now_ms: u64) -> Vec<Step> {
         let Some(rt) = &mut self.round_trip else {
             return Vec::new();
         };
@@ -215,6 +271,11 @@ impl Ingest {
                     // Forgotten meanwhile: nothing to apply.
                     return vec![Step::Done { seq, records }];
                 };
+                if self.route.is_some() {
+                    let mut records = records;
+                    records.push(self.route_event(ev, resolved, source, offset));
+                    return vec![Step::Done { seq, records }];
+                }
                 let mut steps = Vec::new();
                 if !records.is_empty() {
                     steps.push(Step::Attach {
@@ -245,7 +306,7 @@ impl Ingest {
     }
 
     /// Turns released results into records, with metrics.
-    fn steps(&mut self, released: Vec<Released>, attach_to: Option<u64>) -> Vec<Step> {
+    pub(super) fn steps(&mut self, released: Vec<Released>, attach_to: Option<u64>) -> Vec<Step> {
         let mut steps = Vec::with_capacity(released.len());
         for r in released {
             let processed = match r.result {
@@ -275,7 +336,10 @@ impl Ingest {
     }
 
     /// Counts what one released result did and returns its records.
-    fn account(&mut self, processed: Processed) -> Vec<OutRecord> {
+    fn account(&mut self, mut processed: Processed) -> Vec<OutRecord> {
+        if let Some(forward) = self.forward(&mut processed) {
+            return vec![forward];
+        }
         if processed.duplicate {
             let label = processed.channel.map_or("unknown", Channel::label);
             self.metrics.events_duplicate.with_label_values(&[label]).inc();
@@ -426,6 +490,7 @@ impl Ingest {
             key: Some(o.one_id().as_bytes().to_vec()),
             payload: o.to_json(),
             headers: None,
+            partition: None,
         }
     }
 
@@ -434,6 +499,7 @@ impl Ingest {
             Some(c) => c.label(),
             None if m.topic == self.topics.action_outcomes => "action_outcomes",
             None if m.topic == self.topics.identity_control => "identity_control",
+            None if m.topic == self.topics.routed => "routed",
             None => "unknown",
         };
         self.metrics.events_invalid.with_label_values(&[label, reason]).inc();
@@ -478,7 +544,14 @@ impl Ingest {
             key: m.key.map(<[u8]>::to_vec),
             payload: m.payload.map(<[u8]>::to_vec).unwrap_or_default(),
             headers: Some(headers),
+            partition: None,
         }
+    }
+
+    /// Message `seq` dead-lettered with `reason`.
+    pub(super) fn invalid(&mut self, m: &Origin<'_>, seq: u64, reason: &str, message: &str) -> Step {
+        let records = vec![self.dead_letter(m, None, reason, message)];
+        Step::Done { seq, records }
     }
 }
 

@@ -45,6 +45,7 @@ pub mod partitions;
 pub mod poll;
 pub mod record;
 pub mod restore;
+pub mod route;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,7 +87,7 @@ pub async fn run(
         published,
         ingest,
         evidence,
-    }) = start(&settings, state, &metrics, &health, &cancel).await?
+    }) = start(&settings, &producer, state, &metrics, &health, &cancel).await?
     else {
         return Ok(());
     };
@@ -114,11 +115,7 @@ pub async fn run(
         edge: edge_rx,
         ingest,
         evidence,
-        partitions: Partitions::new(
-            settings.topics.clone(),
-            header.resume_offsets(),
-            settings.ingest.stall_after,
-        ),
+        partitions: Partitions::new(header.resume_offsets(), settings.ingest.stall_after),
         in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
         eviction: evict::Eviction::new(
@@ -191,6 +188,7 @@ struct Started {
 /// then the process counts as restored. `None` when cancelled meanwhile.
 async fn start(
     settings: &Arc<Settings>,
+    producer: &FutureProducer,
     state: Arc<State>,
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
@@ -208,6 +206,10 @@ async fn start(
     let mut evidence = None;
     if settings.scaleout.identity_log {
         ingest = ingest.with_identity_log();
+        if settings.scaleout.route_journeys {
+            let inputs = kafka::input_partitions(settings, producer).await?;
+            ingest = ingest.with_routing(settings.state.partitions, &inputs);
+        }
         let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
         if !catch_up(&mut reader, &mut ingest, health, cancel).await? {
             return Ok(None);
@@ -240,7 +242,7 @@ async fn catch_up(
             r = reader.recv() => r.context("reading the identity evidence")?,
         };
         // Records of earlier runs and of other processes: nothing waits.
-        let steps = ingest.fold(&payload, 0);
+        let steps = ingest.fold(offset, &payload, 0, None);
         debug_assert!(steps.is_empty());
         phase.progress(u64::try_from(offset).unwrap_or(0), "records");
     }
@@ -251,7 +253,10 @@ async fn catch_up(
 /// The input consumer, subscribed to every consumed topic.
 fn subscribe(settings: &Settings, context: IngestContext) -> anyhow::Result<Arc<IngestConsumer>> {
     let consumer = Arc::new(kafka::consumer(settings, context)?);
-    let inputs: Vec<&str> = settings.topics.consumed();
+    let mut inputs: Vec<&str> = settings.topics.consumed();
+    if settings.scaleout.route_journeys {
+        inputs.push(&settings.topics.routed);
+    }
     consumer.subscribe(&inputs).context("subscribing to the input topics")?;
     info!(topics = ?inputs, group = %settings.kafka.group_id, "consuming");
     Ok(consumer)

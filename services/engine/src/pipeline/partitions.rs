@@ -10,11 +10,9 @@
 
 use std::collections::HashMap;
 
-use onejourney_core::Channel;
 use tracing::{error, warn};
 
 use super::ingest::Ingest;
-use crate::config::Topics;
 use crate::kafka::edge::{EdgeEvent, Tp};
 use crate::kafka::resume::{ResumeCheck, Resumed};
 
@@ -29,7 +27,6 @@ pub enum Admit {
 }
 
 pub struct Partitions {
-    topics: Topics,
     /// The largest offset taken from each input partition.
     highest: HashMap<Tp, i64>,
     /// Per input partition, the first offset the last snapshot does not cover.
@@ -47,9 +44,8 @@ impl Partitions {
     /// `covered`: the restored snapshot's resume offsets.
     /// `stall_after`: how long a partition with a backlog may deliver nothing
     /// before it is reported stalled and stops holding the watermark.
-    pub fn new(topics: Topics, covered: HashMap<Tp, i64>, stall_after: std::time::Duration) -> Self {
+    pub fn new(covered: HashMap<Tp, i64>, stall_after: std::time::Duration) -> Self {
         Partitions {
-            topics,
             highest: HashMap::new(),
             covered,
             ends: HashMap::new(),
@@ -75,14 +71,8 @@ impl Partitions {
     /// or stay silent for `idle_after`; the others stop holding it.
     fn assigned(&mut self, parts: Vec<(Tp, Option<i64>)>, ingest: &mut Ingest, now_ms: u64) {
         // Eager rebalancing: each assignment is the whole set.
-        let inputs: Vec<(Channel, i32)> = parts
-            .iter()
-            .filter_map(|((t, p), _)| self.topics.channel_of(t).map(|c| (c, *p)))
-            .collect();
-        ingest.retain_partitions(&inputs);
-        for (channel, partition) in inputs {
-            ingest.register_partition(channel, partition, now_ms);
-        }
+        let whole: Vec<(String, i32)> = parts.iter().map(|(tp, _)| tp.clone()).collect();
+        ingest.assigned(&whole, now_ms);
         // Every assigned partition starts at its resume offset: watch that
         // the broker really delivers from there.
         self.resuming.clear();
@@ -151,10 +141,8 @@ impl Partitions {
     /// stalled (see `stall`): it stops holding the watermark. Returns the
     /// number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) -> usize {
+        let mut routed_behind = false;
         for ((topic, partition), end) in &self.ends {
-            let Some(channel) = self.topics.channel_of(topic) else {
-                continue;
-            };
             let k = (topic.clone(), *partition);
             let next = self
                 .highest
@@ -162,11 +150,16 @@ impl Partitions {
                 .map(|h| h + 1)
                 .or_else(|| self.covered.get(&k).copied())
                 .unwrap_or(0);
+            let Some(channel) = ingest.channel_of(topic) else {
+                routed_behind |= ingest.owns_routed(topic, *partition) && next < *end;
+                continue;
+            };
             let stalled = self
                 .stalls
                 .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
-            ingest.set_backlog(channel, *partition, next < *end && !stalled);
+            ingest.input_backlog(channel, *partition, next < *end && !stalled);
         }
+        ingest.routed_backlog(routed_behind);
         self.stalls.count()
     }
 
@@ -198,11 +191,7 @@ mod tests {
     #[test]
     fn covered_offsets_stop_at_the_first_unfinished_message() {
         let covered = HashMap::from([(("web".to_string(), 0), 5), (("web".to_string(), 1), 9)]);
-        let mut p = Partitions::new(
-            crate::config::Settings::defaults().unwrap().topics,
-            covered,
-            std::time::Duration::from_secs(60),
-        );
+        let mut p = Partitions::new(covered, std::time::Duration::from_secs(60));
         p.taken("web", 0, 10);
         p.taken("web", 0, 12);
         p.taken("pos", 0, 3);

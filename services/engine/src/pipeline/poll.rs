@@ -167,8 +167,10 @@ impl Poll {
     /// false when the ack stage has stopped.
     async fn evidence_record(&mut self, r: Result<(i64, Vec<u8>), KafkaError>) -> anyhow::Result<bool> {
         match r {
-            Ok((_, payload)) => {
-                let steps = self.ingest.fold(&payload, self.now_ms());
+            Ok((offset, payload)) => {
+                let steps = self
+                    .ingest
+                    .fold(offset, &payload, self.now_ms(), self.in_flight.newest());
                 self.in_flight.apply(steps).await?;
                 Ok(self.in_flight.flush_done().await)
             }

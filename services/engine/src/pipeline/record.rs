@@ -23,6 +23,8 @@ pub struct OutRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Option<OwnedHeaders>,
+    /// `None`: the producer's partitioner picks (by key).
+    pub partition: Option<i32>,
 }
 
 impl OutRecord {
