@@ -133,16 +133,21 @@ impl Processor {
     /// `via`) where this process owns `from` but not `to`: the journey
     /// merged away and the timers it armed leave this process.
     pub(super) fn hand_over(&mut self, from: &OneId, to: &OneId, via: &IdKey, journey: Option<Arc<Journey>>) {
-        let timers = self.timers.of(from).to_vec();
-        if journey.is_none() && timers.is_empty() {
+        // Every timer that now follows `to` leaves: `from`'s own, and those
+        // of profiles `from` absorbed earlier on this process (homed at
+        // them). A scan of the timers, once per merge across processes.
+        let graph = &self.state.identity;
+        let taken = self.timers.take_keys(|k| graph.one_id_of(k).is_some_and(|o| o == *to));
+        if journey.is_none() && taken.is_empty() {
             return;
         }
-        if !timers.is_empty() {
-            self.timers.replace(from.clone(), Vec::new());
-            // Its record now carries neither journey nor timers.
-            self.state.touched(from);
-            self.sync_sizes();
+        let mut timers = Vec::with_capacity(taken.len());
+        for (t, home) in taken {
+            // Its record no longer carries the timer.
+            self.state.touched(&home);
+            timers.push(t);
         }
+        self.sync_sizes();
         self.handovers.push(Handover {
             to: to.clone(),
             via: via.clone(),

@@ -92,21 +92,29 @@ impl TimerSet {
     /// Removes every timer whose identifier `gone` matches; returns the
     /// homes that lost one.
     pub fn remove_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<OneId> {
+        let mut homes = Vec::new();
+        for (_, home) in self.take_keys(gone) {
+            if !homes.contains(&home) {
+                homes.push(home);
+            }
+        }
+        homes
+    }
+
+    /// Removes and returns every timer whose identifier `gone` matches,
+    /// each with its home.
+    pub fn take_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
         let removed: Vec<(Timer, OneId)> = self
             .queue
             .iter()
             .filter(|(t, _)| gone(&t.2))
             .map(|(t, h)| (t.clone(), h.clone()))
             .collect();
-        let mut homes = Vec::new();
-        for (t, home) in removed {
-            self.queue.remove(&t);
-            self.unhome(&t, &home);
-            if !homes.contains(&home) {
-                homes.push(home);
-            }
+        for (t, home) in &removed {
+            self.queue.remove(t);
+            self.unhome(t, home);
         }
-        homes
+        removed
     }
 
     /// The estimate of the bytes the set holds: per timer, its entry in the

@@ -272,7 +272,10 @@ impl Ingest {
                     return vec![Step::Done { seq, records }];
                 };
                 if self.route.is_some() {
+                    // The merges this record made go before the event: its
+                    // owner absorbs them first, as one process merges first.
                     let mut records = records;
+                    records.extend(self.handover_records(offset));
                     records.push(self.route_event(ev, resolved, source, offset));
                     return vec![Step::Done { seq, records }];
                 }

@@ -171,24 +171,9 @@ impl Ingest {
             return Vec::new();
         };
         route.folded = route.folded.max(offset + 1);
-        let handovers = self.processor.take_handovers();
         let mut steps = Vec::new();
-        if !handovers.is_empty() {
-            self.metrics
-                .evidence
-                .routed
-                .with_label_values(&["handover"])
-                .inc_by(handovers.len() as u64);
-            let records = handovers
-                .into_iter()
-                .map(|handover| {
-                    let r = Routed::Handover {
-                        handover,
-                        evidence: offset,
-                    };
-                    self.route_ref().record(self.decoder.namespaces(), &r)
-                })
-                .collect();
+        let records = self.handover_records(offset);
+        if !records.is_empty() {
             steps.push(Step::Attach {
                 seq: attach_to,
                 records,
@@ -208,6 +193,27 @@ impl Ingest {
         }
         steps.extend(self.release_routed(now_ms));
         steps
+    }
+
+    /// The records of the handovers the fold of identity-log record
+    /// `offset` made.
+    pub(super) fn handover_records(&mut self, offset: i64) -> Vec<OutRecord> {
+        let handovers = self.processor.take_handovers();
+        self.metrics
+            .evidence
+            .routed
+            .with_label_values(&["handover"])
+            .inc_by(handovers.len() as u64);
+        handovers
+            .into_iter()
+            .map(|handover| {
+                let r = Routed::Handover {
+                    handover,
+                    evidence: offset,
+                };
+                self.route_ref().record(self.decoder.namespaces(), &r)
+            })
+            .collect()
     }
 
     /// The routed messages whose identity-log record is folded, in order.
@@ -271,10 +277,21 @@ impl Ingest {
         let Some(route) = &mut self.route else {
             return Vec::new();
         };
-        if route.backlogs.is_empty() || now_ms.saturating_sub(route.progress_ms) < 1000 {
+        if now_ms.saturating_sub(route.progress_ms) < 1000 {
             return Vec::new();
         }
         route.progress_ms = now_ms;
+        // A sender silent for 10 s (gone from the group) stops holding.
+        let before = route.remote.len();
+        route.remote.retain(|_, (_, at)| now_ms.saturating_sub(*at) < 10_000);
+        if route.remote.len() != before {
+            for s in route.sources.clone() {
+                self.processor.set_backlog(s, route.behind(s));
+            }
+        }
+        if route.backlogs.is_empty() && route.held.is_empty() {
+            return Vec::new();
+        }
         // Events still in the identity round trip are not routed yet: their
         // partitions count as behind.
         let in_trip = self
@@ -288,18 +305,14 @@ impl Ingest {
             .map(|(s, b)| (*s, *b || in_trip.contains(s)))
             .collect();
         // Routed events held here for the fold may be sent on to another
-        // owner: their partitions are behind for every owner.
+        // owner: their partitions are behind for every owner (and said to
+        // be no longer, once none is held: the count stays, at zero).
         for (s, n) in &route.held {
-            if *n == 0 {
-                continue;
-            }
             match sources.iter_mut().find(|(x, _)| x == s) {
-                Some((_, b)) => *b = true,
-                None => sources.push((*s, true)),
+                Some((_, b)) => *b |= *n > 0,
+                None => sources.push((*s, *n > 0)),
             }
         }
-        // A sender silent for 10 s (gone from the group) stops holding.
-        route.remote.retain(|_, (_, at)| now_ms.saturating_sub(*at) < 10_000);
         let from = self.round_trip.as_ref().map_or(0, RoundTrip::process);
         let payload = Routed::Progress { from, sources }.encode(self.decoder.namespaces());
         let records = (0..route.partitions)
@@ -361,22 +374,6 @@ impl Ingest {
             record,
         } = held;
         match record {
-            Routed::Event { ref ev, .. } if self.processor.too_late(ev) => {
-                // Behind this owner's window: dead-lettered, as one process
-                // dead-letters it on arrival.
-                let payload = record.encode(self.decoder.namespaces());
-                let topic = self.route_ref().topic().to_string();
-                let m = Origin {
-                    topic: &topic,
-                    partition,
-                    offset,
-                    key: None,
-                    payload: Some(&payload),
-                    timestamp: None,
-                };
-                let why = "occurred_at is older than state.dedupe_window behind the events this owner applied";
-                vec![self.invalid(&m, seq, TOO_LATE, why)]
-            }
             Routed::Event {
                 ev,
                 resolved,
@@ -384,6 +381,9 @@ impl Ingest {
                 evidence,
             } => {
                 if let Some(now) = self.processor.moved_elsewhere(&resolved) {
+                    // Sent on with this process's position: the receiver
+                    // must have folded what moved it.
+                    let evidence = evidence.max(self.route_ref().folded - 1);
                     self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
                     let r = Routed::Event {
                         ev,
@@ -394,24 +394,47 @@ impl Ingest {
                     let records = vec![self.route_ref().record(self.decoder.namespaces(), &r)];
                     return vec![Step::Done { seq, records }];
                 }
+                if self.processor.too_late(&ev) {
+                    // Behind this owner's window: dead-lettered, as one
+                    // process dead-letters it on arrival.
+                    let record = Routed::Event {
+                        ev,
+                        resolved,
+                        source,
+                        evidence,
+                    };
+                    let payload = record.encode(self.decoder.namespaces());
+                    let topic = self.route_ref().topic().to_string();
+                    let m = Origin {
+                        topic: &topic,
+                        partition,
+                        offset,
+                        key: None,
+                        payload: Some(&payload),
+                        timestamp: None,
+                    };
+                    let why = "occurred_at is older than state.dedupe_window behind the events this owner applied";
+                    return vec![self.invalid(&m, seq, TOO_LATE, why)];
+                }
                 let released = self.processor.offer_resolved(ev, resolved, source, seq, now_ms);
                 self.steps(released, Some(seq))
             }
-            Routed::Progress { .. } => vec![Step::Done {
-                seq,
-                records: Vec::new(),
-            }],
             Routed::Handover { handover, evidence } => {
                 let records = match self.processor.accept_handover(handover) {
                     None => Vec::new(),
                     Some(h) => {
                         self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
+                        let evidence = evidence.max(self.route_ref().folded - 1);
                         let r = Routed::Handover { handover: h, evidence };
                         vec![self.route_ref().record(self.decoder.namespaces(), &r)]
                     }
                 };
                 vec![Step::Done { seq, records }]
             }
+            Routed::Progress { .. } => vec![Step::Done {
+                seq,
+                records: Vec::new(),
+            }],
         }
     }
 
