@@ -9,10 +9,13 @@
 //! which state partition), and the identity-log offset folded so far. Out:
 //! routed records to publish (partition = the state partition of the One
 //! ID); a routed event offered to the journey step, a handover absorbed, or
-//! either sent on to the partition that owns its profile now. Keeps the
-//! routed messages that wait until this process has folded the
-//! identity-log record they were resolved at (in arrival order per
-//! partition), and how far the identity log is folded.
+//! either sent on to the partition that owns its profile now; about once a
+//! second a progress record to every routed partition (which input
+//! partitions this process is still behind on), so that every owner's
+//! watermark waits for them. Keeps the routed messages that wait until this
+//! process has folded the identity-log record they were resolved at (in
+//! arrival order per partition), how far the identity log is folded, and
+//! which input partitions each process said it is behind on.
 //!
 //! Not built yet (see `docs/scaling.md`): moving a partition's journeys
 //! when the group moves the partition (a new owner starts it empty), and
@@ -21,7 +24,6 @@
 use std::collections::VecDeque;
 
 use onejourney_core::hash::HashMap;
-
 use onejourney_core::processor::{state_partition, Ownership, Processed, Resolved, TOO_LATE};
 use onejourney_core::routed::Routed;
 use onejourney_core::ChannelEvent;
@@ -53,11 +55,11 @@ pub struct Route {
     backlogs: std::collections::BTreeMap<u32, bool>,
     /// When the last progress record went out (processing time).
     progress_ms: u64,
-    /// Per input partition of any process, the last progress record's
-    /// backlog, and how many of its events this owner holds for the fold:
-    /// either holds the watermark back.
-    /// Per (sender, input partition): behind, and when it was said (ms).
+    /// Per (sender, input partition): whether the sender's last progress
+    /// record said it is behind, and when that was read (ms).
     remote: HashMap<(u64, u32), (bool, u64)>,
+    /// Per input partition, how many of its events this owner holds for
+    /// the fold. Either holds the watermark back.
     held: HashMap<u32, usize>,
     /// Whether this process's consumer is behind on a routed partition: an
     /// input partition's events may wait there, so every one is behind.
