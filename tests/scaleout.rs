@@ -31,6 +31,17 @@ fn sim() -> Simulation {
     })
 }
 
+/// The group's input topics, with `PARTITIONS` partitions each.
+async fn create_inputs(s: &Settings) {
+    let inputs: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
+    create_topics_on(
+        &s.kafka.brokers,
+        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        PARTITIONS,
+    )
+    .await;
+}
+
 /// One process's settings of a group of two; `name` is the group's.
 fn member(group: &Settings, which: &str) -> Settings {
     let mut s = group.clone();
@@ -135,13 +146,7 @@ async fn two_processes(
 ) {
     let mut group = settings(name);
     group.scaleout.identity_log = identity_log;
-    let inputs: Vec<String> = group.topics.consumed().iter().map(|t| t.to_string()).collect();
-    create_topics_on(
-        &group.kafka.brokers,
-        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-        PARTITIONS,
-    )
-    .await;
+    create_inputs(&group).await;
     let mut a = TestEngine::start(member(&group, "a")).await;
     let mut b = TestEngine::start(member(&group, "b")).await;
     // Both members of the group hold partitions before any input arrives.
@@ -278,13 +283,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
 
     // One process: the reference.
     let reference = settings("route-ref");
-    let inputs: Vec<String> = reference.topics.consumed().iter().map(|t| t.to_string()).collect();
-    create_topics_on(
-        &reference.kafka.brokers,
-        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-        PARTITIONS,
-    )
-    .await;
+    create_inputs(&reference).await;
     let mut one = TestEngine::start(reference.clone()).await;
     one.wait_ready(Duration::from_secs(90)).await;
     one.publish_sim(&sim.events).await;
@@ -300,13 +299,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
     group.scaleout.identity_log = true;
     group.scaleout.route_journeys = true;
     group.state.partitions = 8;
-    let inputs: Vec<String> = group.topics.consumed().iter().map(|t| t.to_string()).collect();
-    create_topics_on(
-        &group.kafka.brokers,
-        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-        PARTITIONS,
-    )
-    .await;
+    create_inputs(&group).await;
     let mut engines = Vec::new();
     for which in ["a", "b", "c"] {
         engines.push(TestEngine::start(member(&group, which)).await);

@@ -145,16 +145,27 @@ enum WireBody {
     },
 }
 
-fn named(ns: &Namespaces, k: &IdKey) -> (String, String) {
+/// An identifier as (namespace name, value): how the engine's own records
+/// carry identifiers, so a process whose namespace table lists the
+/// namespaces in another order reads them the same.
+pub(crate) fn named(ns: &Namespaces, k: &IdKey) -> (String, String) {
     (ns.name(k.ns).to_string(), k.value.to_string())
 }
 
-fn key_of(ns: &Namespaces, name: String, value: String) -> Result<IdKey, EvidenceError> {
-    let n = ns.lookup(&name).ok_or(EvidenceError::UnknownNamespace(name))?;
+/// The identifier [`named`] wrote; `Err(name)` for a namespace this process
+/// does not know.
+pub(crate) fn unnamed(ns: &Namespaces, name: String, value: String) -> Result<IdKey, String> {
+    let Some(n) = ns.lookup(&name) else {
+        return Err(name);
+    };
     Ok(IdKey {
         ns: n,
         value: value.into(),
     })
+}
+
+fn key_of(ns: &Namespaces, name: String, value: String) -> Result<IdKey, EvidenceError> {
+    unnamed(ns, name, value).map_err(EvidenceError::UnknownNamespace)
 }
 
 impl EvidenceRecord {

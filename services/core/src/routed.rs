@@ -20,6 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Activity, Channel, ChannelEvent};
+use crate::evidence::{named, unnamed};
 use crate::ids::{IdKey, Namespaces};
 use crate::journey::Journey;
 use crate::processor::{Handover, Resolved, TimerKind};
@@ -138,16 +139,8 @@ enum Wire {
     },
 }
 
-fn named(ns: &Namespaces, k: &IdKey) -> Named {
-    (ns.name(k.ns).to_string(), k.value.to_string())
-}
-
 fn key_of(ns: &Namespaces, (name, value): Named) -> Result<IdKey, RoutedError> {
-    let n = ns.lookup(&name).ok_or(RoutedError::UnknownNamespace(name))?;
-    Ok(IdKey {
-        ns: n,
-        value: value.into(),
-    })
+    unnamed(ns, name, value).map_err(RoutedError::UnknownNamespace)
 }
 
 impl Routed {

@@ -110,6 +110,21 @@ pub fn call(id: &str, minute: i64, ids: Value, reason: &str, outcome: &str) -> C
     )
 }
 
+/// An `identifiers` object from (namespace index into `names`, value
+/// index) pairs: `u<v>@x.com` for e-mail, `<namespace>-<v>` otherwise.
+pub fn ids_of(names: &[&str], parts: &[(usize, usize)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for &(n, v) in parts {
+        let value = if names[n] == "email" {
+            format!("u{v}@x.com")
+        } else {
+            format!("{}-{v}", names[n])
+        };
+        m.insert(names[n].to_string(), Value::String(value));
+    }
+    Value::Object(m)
+}
+
 pub fn product(sku: &str, price: f64) -> Value {
     json!({"product": {"sku": sku, "price": price, "category": "shoes"}})
 }

@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
 use crate::evidence::{EvidenceBody, EvidenceRecord, Origin};
 use crate::ids::Namespaces;
 use crate::output::CommandRef;
-use crate::testkit::{core_config, web};
+use crate::testkit::{core_config, ids_of, web};
 
 /// One event: its minute, its identifiers (namespace, value index), and
 /// which process consumes it.
@@ -26,16 +26,7 @@ fn processor() -> Processor {
 }
 
 fn ids_json(parts: &[(usize, usize)]) -> Value {
-    let mut m = Map::new();
-    for &(n, v) in parts {
-        let value = if NAMES[n] == "email" {
-            format!("u{v}@x.com")
-        } else {
-            format!("{}-{v}", NAMES[n])
-        };
-        m.insert(NAMES[n].to_string(), Value::String(value));
-    }
-    Value::Object(m)
+    ids_of(&NAMES, parts)
 }
 
 fn request() -> ErasureRequest {

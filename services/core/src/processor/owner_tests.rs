@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::*;
 use crate::evidence::{EvidenceBody, EvidenceRecord, Origin};
 use crate::hash::HashSet;
 use crate::ids::Namespaces;
 use crate::routed::Routed;
-use crate::testkit::{core_config, pos, web};
+use crate::testkit::{core_config, ids_of, pos, web};
 
 /// One event: its identifiers (namespace, value index), whether it is a
 /// sale, and which process consumes it (stage 1).
@@ -27,16 +27,7 @@ const NAMES: [&str; 4] = ["cookie_id", "email", "customer_id", "loyalty_id"];
 const PARTITIONS: u32 = 4;
 
 fn ids_json(parts: &[(usize, usize)]) -> Value {
-    let mut m = Map::new();
-    for &(n, v) in parts {
-        let value = if NAMES[n] == "email" {
-            format!("u{v}@x.com")
-        } else {
-            format!("{}-{v}", NAMES[n])
-        };
-        m.insert(NAMES[n].to_string(), Value::String(value));
-    }
-    Value::Object(m)
+    ids_of(&NAMES, parts)
 }
 
 fn decode(events: &[Ev]) -> Vec<ChannelEvent> {
