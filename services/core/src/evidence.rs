@@ -145,6 +145,34 @@ enum WireBody {
     },
 }
 
+/// The bytes of one of the engine's own records (evidence, routed): the
+/// version byte, then `wire` as positional MessagePack.
+pub(crate) fn versioned<T: Serialize>(version: u8, wire: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    // Writing plain data into a Vec cannot fail.
+    if let Err(e) = rmp_serde::encode::write(&mut out, wire) {
+        unreachable!("encoding an engine record into memory failed: {e}");
+    }
+    out
+}
+
+/// Why bytes are not a record [`versioned`] wrote.
+pub(crate) enum Unreadable {
+    Empty,
+    /// Another version than the one expected.
+    Version(u8),
+    Malformed,
+}
+
+/// Reads what [`versioned`] wrote with `version`.
+pub(crate) fn unversioned<T: serde::de::DeserializeOwned>(bytes: &[u8], version: u8) -> Result<T, Unreadable> {
+    let (&got, rest) = bytes.split_first().ok_or(Unreadable::Empty)?;
+    if got != version {
+        return Err(Unreadable::Version(got));
+    }
+    rmp_serde::from_slice(rest).map_err(|_| Unreadable::Malformed)
+}
+
 /// An identifier as (namespace name, value): how the engine's own records
 /// carry identifiers, so a process whose namespace table lists the
 /// namespaces in another order reads them the same.
@@ -196,21 +224,16 @@ impl EvidenceRecord {
             seq: self.origin.seq,
             body,
         };
-        let mut out = vec![EVIDENCE_VERSION];
-        // Writing plain data into a Vec cannot fail.
-        if let Err(e) = rmp_serde::encode::write(&mut out, &wire) {
-            unreachable!("encoding an evidence record into memory failed: {e}");
-        }
-        out
+        versioned(EVIDENCE_VERSION, &wire)
     }
 
     /// Reads a record written by [`EvidenceRecord::encode`].
     pub fn decode(bytes: &[u8], ns: &Namespaces) -> Result<Self, EvidenceError> {
-        let (&version, rest) = bytes.split_first().ok_or(EvidenceError::Empty)?;
-        if version != EVIDENCE_VERSION {
-            return Err(EvidenceError::Version(version));
-        }
-        let wire: Wire = rmp_serde::from_slice(rest).map_err(|_| EvidenceError::Malformed)?;
+        let wire: Wire = unversioned(bytes, EVIDENCE_VERSION).map_err(|e| match e {
+            Unreadable::Empty => EvidenceError::Empty,
+            Unreadable::Version(v) => EvidenceError::Version(v),
+            Unreadable::Malformed => EvidenceError::Malformed,
+        })?;
         let body = match wire.body {
             WireBody::Event {
                 channel,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Activity, Channel, ChannelEvent};
-use crate::evidence::{named, unnamed};
+use crate::evidence::{named, unnamed, unversioned, versioned, Unreadable};
 use crate::ids::{IdKey, Namespaces};
 use crate::journey::Journey;
 use crate::processor::{Handover, Resolved, TimerKind};
@@ -183,21 +183,16 @@ impl Routed {
                 sources: sources.clone(),
             },
         };
-        let mut out = vec![ROUTED_VERSION];
-        // Writing plain data into a Vec cannot fail.
-        if let Err(e) = rmp_serde::encode::write(&mut out, &wire) {
-            unreachable!("encoding a routed record into memory failed: {e}");
-        }
-        out
+        versioned(ROUTED_VERSION, &wire)
     }
 
     /// Reads a record written by [`Routed::encode`].
     pub fn decode(bytes: &[u8], ns: &Namespaces) -> Result<Self, RoutedError> {
-        let (&version, rest) = bytes.split_first().ok_or(RoutedError::Empty)?;
-        if version != ROUTED_VERSION {
-            return Err(RoutedError::Version(version));
-        }
-        let wire: Wire = rmp_serde::from_slice(rest).map_err(|_| RoutedError::Malformed)?;
+        let wire: Wire = unversioned(bytes, ROUTED_VERSION).map_err(|e| match e {
+            Unreadable::Empty => RoutedError::Empty,
+            Unreadable::Version(v) => RoutedError::Version(v),
+            Unreadable::Malformed => RoutedError::Malformed,
+        })?;
         Ok(match wire {
             Wire::Event {
                 channel,

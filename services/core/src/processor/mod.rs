@@ -283,18 +283,8 @@ impl Processor {
                 ..Processed::default()
             });
         }
-        let (mut out, one_id, anchor) = match resolved {
-            None => match self.identity_step(ev)? {
-                Some(stitched) => stitched,
-                None => {
-                    self.remember(dedupe, ev.occurred_at);
-                    return Ok(Processed {
-                        channel: Some(ev.channel),
-                        forgotten: true,
-                        ..Processed::default()
-                    });
-                }
-            },
+        let stepped = match resolved {
+            None => self.identity_step(ev)?,
             Some(r) => match self.current(r) {
                 Some((one_id, anchor)) if !self.owns(&one_id) => {
                     // Scale-out: merged meanwhile into a profile another
@@ -305,7 +295,7 @@ impl Processor {
                         ..Processed::default()
                     });
                 }
-                Some((one_id, anchor)) => (
+                Some((one_id, anchor)) => Some((
                     Processed {
                         channel: Some(ev.channel),
                         one_id: Some(one_id.clone()),
@@ -313,19 +303,20 @@ impl Processor {
                     },
                     one_id,
                     anchor,
-                ),
-                None => {
-                    // Forgotten (or dissolved) since its evidence was folded.
-                    self.remember(dedupe, ev.occurred_at);
-                    return Ok(Processed {
-                        channel: Some(ev.channel),
-                        forgotten: true,
-                        ..Processed::default()
-                    });
-                }
+                )),
+                // Forgotten (or dissolved) since its evidence was folded.
+                None => None,
             },
         };
         self.remember(dedupe, ev.occurred_at);
+        let Some((mut out, one_id, anchor)) = stepped else {
+            // Every identifier was forgotten: nothing is applied.
+            return Ok(Processed {
+                channel: Some(ev.channel),
+                forgotten: true,
+                ..Processed::default()
+            });
+        };
         self.journey_step(ev, &one_id, &anchor, &mut out);
         Ok(out)
     }

@@ -148,14 +148,20 @@ impl Ingest {
         source: u32,
         evidence: i64,
     ) -> OutRecord {
-        self.metrics.evidence.routed.with_label_values(&["event"]).inc();
         let r = Routed::Event {
             ev,
             resolved,
             source,
             evidence,
         };
-        self.route_ref().record(self.decoder.namespaces(), &r)
+        self.send("event", &r)
+    }
+
+    /// The record that carries `r` to its partition, counted by `kind`
+    /// (event, handover, forward).
+    fn send(&self, kind: &str, r: &Routed) -> OutRecord {
+        self.metrics.evidence.routed.with_label_values(&[kind]).inc();
+        self.route_ref().record(self.decoder.namespaces(), r)
     }
 
     fn route_ref(&self) -> &Route {
@@ -183,14 +189,13 @@ impl Ingest {
         }
         // Buffered events whose profile this fold moved to another owner.
         for (seq, ev, resolved, source) in self.processor.take_moved_pending() {
-            self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
             let r = Routed::Event {
                 ev,
                 resolved,
                 source,
                 evidence: offset,
             };
-            let records = vec![self.route_ref().record(self.decoder.namespaces(), &r)];
+            let records = vec![self.send("forward", &r)];
             steps.push(Step::Done { seq, records });
         }
         steps.extend(self.release_routed(now_ms));
@@ -200,20 +205,15 @@ impl Ingest {
     /// The records of the handovers the fold of identity-log record
     /// `offset` made.
     pub(super) fn handover_records(&mut self, offset: i64) -> Vec<OutRecord> {
-        let handovers = self.processor.take_handovers();
-        self.metrics
-            .evidence
-            .routed
-            .with_label_values(&["handover"])
-            .inc_by(handovers.len() as u64);
-        handovers
+        self.processor
+            .take_handovers()
             .into_iter()
             .map(|handover| {
                 let r = Routed::Handover {
                     handover,
                     evidence: offset,
                 };
-                self.route_ref().record(self.decoder.namespaces(), &r)
+                self.send("handover", &r)
             })
             .collect()
     }
@@ -386,14 +386,13 @@ impl Ingest {
                     // Sent on with this process's position: the receiver
                     // must have folded what moved it.
                     let evidence = evidence.max(self.route_ref().folded - 1);
-                    self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
                     let r = Routed::Event {
                         ev,
                         resolved: now,
                         source,
                         evidence,
                     };
-                    let records = vec![self.route_ref().record(self.decoder.namespaces(), &r)];
+                    let records = vec![self.send("forward", &r)];
                     return vec![Step::Done { seq, records }];
                 }
                 if self.processor.too_late(&ev) {
@@ -425,10 +424,8 @@ impl Ingest {
                 let records = match self.processor.accept_handover(handover) {
                     None => Vec::new(),
                     Some(h) => {
-                        self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
                         let evidence = evidence.max(self.route_ref().folded - 1);
-                        let r = Routed::Handover { handover: h, evidence };
-                        vec![self.route_ref().record(self.decoder.namespaces(), &r)]
+                        vec![self.send("forward", &Routed::Handover { handover: h, evidence })]
                     }
                 };
                 vec![Step::Done { seq, records }]
@@ -445,13 +442,12 @@ impl Ingest {
     pub(super) fn forward(&mut self, processed: &mut Processed) -> Option<OutRecord> {
         let (ev, resolved, source) = *processed.forward.take()?;
         let evidence = self.route.as_ref().map_or(0, |r| r.folded - 1);
-        self.metrics.evidence.routed.with_label_values(&["forward"]).inc();
         let r = Routed::Event {
             ev,
             resolved,
             source,
             evidence,
         };
-        Some(self.route_ref().record(self.decoder.namespaces(), &r))
+        Some(self.send("forward", &r))
     }
 }
