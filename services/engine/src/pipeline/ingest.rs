@@ -87,11 +87,6 @@ impl Ingest {
         self
     }
 
-    /// Routed messages waiting for the identity log to be folded.
-    pub fn waiting_for_fold(&self) -> usize {
-        self.route.as_ref().map_or(0, Route::waiting)
-    }
-
     /// The whole assignment of the consumer: the partitions whose messages
     /// the core orders, and with routing the state partitions owned.
     pub fn assigned(&mut self, assigned: &[(String, i32)], now_ms: u64) {

@@ -82,6 +82,14 @@ impl Route {
         }
     }
 
+    /// Tells the processor, for every input partition, whether it holds
+    /// the watermark back (after a change that concerns all of them).
+    fn refresh(&self, processor: &mut onejourney_core::Processor) {
+        for s in &self.sources {
+            processor.set_backlog(*s, self.behind(*s));
+        }
+    }
+
     /// Whether input partition `source` holds this owner's watermark back.
     fn behind(&self, source: u32) -> bool {
         self.catching_up
@@ -118,10 +126,6 @@ impl Route {
             partitions: self.partitions,
             owned: assigned.filter_map(|p| u32::try_from(p).ok()).collect(),
         }
-    }
-
-    pub fn waiting(&self) -> usize {
-        self.waiting.len()
     }
 
     /// The record that carries `r` to the owner of its profile (progress:
@@ -267,9 +271,7 @@ impl Ingest {
             return;
         }
         route.catching_up = behind;
-        for s in route.sources.clone() {
-            self.processor.set_backlog(s, route.behind(s));
-        }
+        route.refresh(&mut self.processor);
     }
 
     /// About once a second: this process's input partitions and their
@@ -287,9 +289,7 @@ impl Ingest {
         let before = route.remote.len();
         route.remote.retain(|_, (_, at)| now_ms.saturating_sub(*at) < 10_000);
         if route.remote.len() != before {
-            for s in route.sources.clone() {
-                self.processor.set_backlog(s, route.behind(s));
-            }
+            route.refresh(&mut self.processor);
         }
         if route.backlogs.is_empty() && route.held.is_empty() {
             return Vec::new();
