@@ -5,7 +5,7 @@ CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
 
-.PHONY: run test lint unit e2e build tools deploy-check bench bench-10m churn-eval clean
+.PHONY: run test lint unit e2e build tools deploy-check bench bench-scaleout bench-10m churn-eval clean
 
 ## Build and run the engine on its embedded default (in-process Kafka + simulator).
 run:
@@ -66,6 +66,14 @@ BENCH_PROFILES ?= 1000000
 bench: tools
 	$(CARGO) bench -p onejourney-bench --bench core -- --warm-up-time 1 --measurement-time 3
 	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" --profiles $(BENCH_PROFILES) $(if $(BENCH_OUT),--out $(BENCH_OUT))'
+
+## The scaleout figures alone (also part of `make bench`): the engine as 1,
+## 2 and 3 instances of one group with the scale-out settings on, one
+## instance with them off, and the identity log's ceiling; release build,
+## fresh tansu broker. SCALEOUT_EVENTS sets the backlog.
+SCALEOUT_EVENTS ?= 50000
+bench-scaleout: tools
+	scripts/with-broker.sh sh -c '$(CARGO) run --release -p onejourney-bench --bin onejourney-bench -- --brokers "$$ONEJOURNEY_TEST_BROKERS" --scaleout-only --scaleout-events $(SCALEOUT_EVENTS) $(if $(BENCH_OUT),--out $(BENCH_OUT))'
 
 ## memory, core and recovery (snapshot write + restore) with 10M profiles
 ## loaded (no broker; about 22 minutes and 22 GB resident): the other

@@ -18,6 +18,9 @@ use onejourney_engine::config::Settings;
 use onejourney_simulator::truth::IdentityTruth;
 use onejourney_simulator::{generate, SimConfig, Simulation};
 
+/// The erase token of the three-process group (the forget at its end).
+const ERASE: &str = "scaleout-erase-token";
+
 /// Input partitions per topic: enough that both processes get some of each.
 const PARTITIONS: i32 = 4;
 
@@ -113,6 +116,17 @@ async fn wait_drained(engines: &[&TestEngine], n: usize, identity_log: bool) {
         assert!(Instant::now() < deadline, "consumed {each:?} of {n} within 300 s");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Publishes `sim` in two halves (it is sorted by event time), each drained
+/// before the next: the second half's merges then meet journeys the first
+/// half built on other partitions, so journeys are handed over.
+async fn publish_in_halves(engines: &[&TestEngine], sim: &Simulation, identity_log: bool) {
+    let half = sim.events.len() / 2;
+    engines[0].publish_sim(&sim.events[..half]).await;
+    wait_drained(engines, half, identity_log).await;
+    engines[0].publish_sim(&sim.events[half..]).await;
+    wait_drained(engines, sim.events.len(), identity_log).await;
 }
 
 /// Each identifier's One ID on one process's lookup API (`None`: 404).
@@ -276,18 +290,66 @@ fn over_budget(actions: &BTreeMap<String, (String, i64)>, max: usize, per_ms: i6
     over
 }
 
+/// A forget sent to one process: every identifier of the person is 404 on
+/// every process, and no process holds the journey.
+async fn forget_on_one_gone_on_all(all: &[&TestEngine], sim: &Simulation) {
+    let truth = IdentityTruth::from_simulation(sim);
+    let ids: Vec<(String, String)> = truth.owners.keys().cloned().collect();
+    let before = lookups(all[0], &ids).await;
+    // The profile with the most identifiers, addressed by one that is not
+    // an e-mail or phone (those stay out of URLs).
+    let mut profiles: BTreeMap<&str, Vec<&(String, String)>> = BTreeMap::new();
+    for (k, one_id) in &before {
+        if let Some(o) = one_id {
+            profiles.entry(o.as_str()).or_default().push(k);
+        }
+    }
+    let (one_id, members) = profiles
+        .iter()
+        .filter(|(_, m)| m.iter().any(|(n, _)| n != "email" && n != "phone"))
+        .max_by_key(|(_, m)| m.len())
+        .expect("a profile");
+    let (n, v) = members.iter().find(|(n, _)| n != "email" && n != "phone").unwrap();
+    assert!(
+        all.iter()
+            .any(|e| e.state().all_journeys().iter().any(|(o, _)| &**o == *one_id)),
+        "{one_id} has a journey"
+    );
+    let (status, body) = all[1].delete_as(&format!("/v1/profiles/{n}/{v}"), Some(ERASE)).await;
+    assert_eq!(status, 202, "{body}");
+    let mine: Vec<(String, String)> = members.iter().map(|k| (*k).clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (k, e) in all.iter().enumerate() {
+        loop {
+            let found = lookups(e, &mine).await;
+            if found.values().all(Option::is_none) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "process {k} still finds {found:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(
+            !e.state().all_journeys().iter().any(|(o, _)| &**o == *one_id),
+            "process {k} still holds the journey"
+        );
+    }
+    eprintln!(
+        "forget sent to process 1: {} identifiers of {one_id} 404 on all {} processes, its journey on none",
+        mine.len(),
+        all.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
     let sim = sim();
-    let n = sim.events.len();
 
     // One process: the reference.
     let reference = settings("route-ref");
     create_inputs(&reference).await;
     let mut one = TestEngine::start(reference.clone()).await;
     one.wait_ready(Duration::from_secs(90)).await;
-    one.publish_sim(&sim.events).await;
-    wait_drained(&[&one], n, false).await;
+    publish_in_halves(&[&one], &sim, false).await;
     let expected = journeys(&[&one]);
     let one_counts_ref = counts(&[&one]);
     let graph = one.state().identity.partition();
@@ -299,6 +361,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
     group.scaleout.identity_log = true;
     group.scaleout.route_journeys = true;
     group.state.partitions = 8;
+    group.http.erase_tokens.insert("privacy_office".into(), ERASE.into());
     create_inputs(&group).await;
     let mut engines = Vec::new();
     for which in ["a", "b", "c"] {
@@ -308,9 +371,8 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
         e.wait_ready(Duration::from_secs(90)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    engines[0].publish_sim(&sim.events).await;
     let all: Vec<&TestEngine> = engines.iter().collect();
-    wait_drained(&all, n, true).await;
+    publish_in_halves(&all, &sim, true).await;
     // Handovers and forwards may still be on the routed topic.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got = journeys(&all);
@@ -347,6 +409,11 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
     for e in &all {
         assert_eq!(e.state().identity.partition(), graph, "the graph of one process");
     }
+    // Every owner's watermark waits for the lanes that still carry events
+    // (progress per input partition and routed partition), so none is too
+    // late and every journey is one process's (docs/scaling.md).
+    assert_eq!(too_late, 0.0, "events too late at their owner");
+    assert_eq!(differ, 0, "journeys that differ from one process's");
     assert!(held.iter().all(|h| *h > 0), "every process holds journeys: {held:?}");
     assert!(
         routed["handover"] > 0.0,
@@ -363,6 +430,11 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
         reference,
         "every event applied once or dead-lettered"
     );
+    let mut counted = 0.0;
+    for e in &all {
+        counted += e.metric("onejourney_events_applied_total").await;
+    }
+    assert_eq!(counted as u64, applied, "onejourney_events_applied_total, summed");
     // And the differences are those events only: no journey has an event
     // one process did not give it.
     for (one_id, c) in &mine {
@@ -372,6 +444,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
             "{one_id} has events {c:?}, one process {r:?}"
         );
     }
+    forget_on_one_gone_on_all(&all, &sim).await;
     for e in &mut engines {
         e.stop().await;
     }

@@ -47,6 +47,10 @@ pub struct BenchArgs {
     pub state_only: bool,
     /// How long each paced (half-rate) latency run lasts.
     pub paced_for: std::time::Duration,
+    /// Events of the backlog the `scaleout` figures use (0: left out).
+    pub scaleout_events: usize,
+    /// With a broker: the scaleout figures only.
+    pub scaleout_only: bool,
 }
 
 #[derive(Serialize)]
@@ -61,6 +65,9 @@ pub(crate) struct Figure {
 type Ratio = (&'static str, f64, &'static str);
 
 pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    if args.scaleout_only {
+        return scaleout_only(settings, args, runtime);
+    }
     let (&first, more_sizes) = args.profiles.split_first().context("--profiles needs a size")?;
     // memory and the preload, first: before the simulation is generated, so
     // that no memory it freed is reused by the profiles and hidden from the
@@ -242,7 +249,7 @@ impl Sized<'_> {
 /// then spanned half the simulated days, past the day the preloaded
 /// profiles' quiet timers fall due, and the `core` run also fired a timer
 /// for every preloaded profile: 5x slower, not comparable.)
-fn simulate(events: usize, later: bool) -> Vec<broker::Msg> {
+pub fn simulate(events: usize, later: bool) -> Vec<broker::Msg> {
     let customers = 8 * events / 28;
     let sim = generate(&SimConfig {
         customers: customers.max(10),
@@ -324,8 +331,9 @@ fn broker_part(
         paced_for: args.paced_for,
         trials: 5,
         trial_for: std::time::Duration::from_secs(4),
+        scaleout_events: args.scaleout_events,
     }))?;
-    let ratios = vec![
+    let mut ratios = vec![
         ("engine/echo", b.engine / b.echo, "goal >= 0.6"),
         (
             "engine p99 - echo p99",
@@ -338,7 +346,25 @@ fn broker_part(
             "ms (the echo at the engine's half rate)",
         ),
     ];
-    Ok((broker_figures(&b, backlog.len()), ratios))
+    let mut figures = broker_figures(&b, backlog.len());
+    if let Some(s) = &b.scaleout {
+        let (more, more_ratios) = broker::scaleout::figures(s, args.scaleout_events.min(backlog.len()));
+        figures.extend(more);
+        ratios.extend(more_ratios);
+    }
+    Ok((figures, ratios))
+}
+
+/// `--scaleout-only`: the scaleout figures over `scaleout_events` events.
+fn scaleout_only(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let brokers = args.brokers.as_ref().context("--scaleout-only needs --brokers")?;
+    let mut s = settings.clone();
+    s.kafka.brokers = brokers.clone();
+    let backlog = simulate(args.scaleout_events, false);
+    let mean = backlog.iter().map(|m| m.payload.len()).sum::<usize>() as f64 / backlog.len().max(1) as f64;
+    let f = runtime.block_on(broker::scaleout::measure(&s, &backlog))?;
+    let (figures, ratios) = broker::scaleout::figures(&f, backlog.len());
+    report(&[Group::of(0, figures, ratios)], backlog.len(), mean, args)
 }
 
 /// The paced trials of a sustained-rate search, as a note.

@@ -43,6 +43,14 @@ struct Args {
     /// With --brokers: the state figures only, not drain, echo and engine.
     #[arg(long)]
     state_only: bool,
+    /// Events of the backlog for the scaleout figures (1, 2 and 3 engine
+    /// instances of one group, and the identity log's ceiling); 0 leaves
+    /// them out.
+    #[arg(long, default_value_t = 50_000)]
+    scaleout_events: usize,
+    /// With --brokers: the scaleout figures only.
+    #[arg(long, requires = "brokers")]
+    scaleout_only: bool,
     /// Seconds each half-rate latency run lasts.
     #[arg(long, default_value_t = 10)]
     paced_secs: u64,
@@ -68,6 +76,8 @@ fn main() -> anyhow::Result<()> {
             brokers: args.brokers,
             state_only: args.state_only,
             paced_for: std::time::Duration::from_secs(args.paced_secs),
+            scaleout_events: args.scaleout_events,
+            scaleout_only: args.scaleout_only,
         },
         &runtime,
     )

@@ -33,6 +33,8 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
             brokers: Some(brokers),
             state_only: true,
             paced_for: std::time::Duration::from_secs(1),
+            scaleout_events: 0,
+            scaleout_only: false,
         },
         &runtime,
     )

@@ -28,7 +28,9 @@ use crate::time::EventTime;
 use crate::vocab::ContactChannel;
 
 /// The version byte every record starts with.
-pub const ROUTED_VERSION: u8 = 1;
+/// 2 (contract 1.12): progress records say how far each input partition
+/// was sent, not only whether it has a backlog.
+pub const ROUTED_VERSION: u8 = 2;
 
 /// One record of the routed topic.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,14 +52,12 @@ pub enum Routed {
         /// The identity-log offset of the record that merged it.
         evidence: i64,
     },
-    /// Sent to every partition, about once a second, by each process
-    /// (`from`, random per start): input partitions (the engine's numbers)
-    /// and whether each still has events this process has not routed or
-    /// applied yet (records at the broker it has not read, events in the
-    /// identity round trip, routed events it holds). An owner's
-    /// watermark waits for an input partition with a backlog, as one
-    /// process's waits for its own (`Processor::set_backlog`).
-    Progress { from: u64, sources: Vec<(u32, bool)> },
+    /// Sent to every partition, twice a second, by each process (`from`,
+    /// random per start), after the events it sent there: for each input
+    /// partition it reads, how far it has sent its events (a watermark per
+    /// lane, as Flink's per-channel watermarks). The owner reads it in
+    /// order with those events (`Processor::advance_partition`).
+    Progress { from: u64, sources: Vec<SourceProgress> },
 }
 
 impl Routed {
@@ -78,6 +78,21 @@ impl Routed {
             Routed::Progress { .. } => None,
         }
     }
+}
+
+/// One input partition in a [`Routed::Progress`] record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SourceProgress {
+    /// The engine's number of the input partition.
+    pub source: u32,
+    /// The largest event time of the events of it sent so far (to any
+    /// partition); `EventTime::MIN` before the first.
+    pub upto: EventTime,
+    /// Whether the sender is still reading it: records at the broker it
+    /// has not read, events in the identity round trip, or an event sent
+    /// within `ingest.idle_after`. An active partition holds the owner's
+    /// watermark however long nothing of it arrives.
+    pub active: bool,
 }
 
 /// Why bytes from the routed topic are not a record.
@@ -135,7 +150,7 @@ enum Wire {
     },
     Progress {
         from: u64,
-        sources: Vec<(u32, bool)>,
+        sources: Vec<(u32, i64, bool)>,
     },
 }
 
@@ -180,7 +195,7 @@ impl Routed {
             },
             Routed::Progress { from, sources } => Wire::Progress {
                 from: *from,
-                sources: sources.clone(),
+                sources: sources.iter().map(|s| (s.source, s.upto.0, s.active)).collect(),
             },
         };
         versioned(ROUTED_VERSION, &wire)
@@ -252,7 +267,17 @@ impl Routed {
                 },
                 evidence,
             },
-            Wire::Progress { from, sources } => Routed::Progress { from, sources },
+            Wire::Progress { from, sources } => Routed::Progress {
+                from,
+                sources: sources
+                    .into_iter()
+                    .map(|(source, upto, active)| SourceProgress {
+                        source,
+                        upto: EventTime(upto),
+                        active,
+                    })
+                    .collect(),
+            },
         })
     }
 }
@@ -293,7 +318,18 @@ mod tests {
         assert_eq!(rec.one_id(), Some("oj-1"));
         let progress = Routed::Progress {
             from: 7,
-            sources: vec![(1, true), (1 << 20, false)],
+            sources: vec![
+                SourceProgress {
+                    source: 1,
+                    upto: EventTime(1_700_000_000_000),
+                    active: true,
+                },
+                SourceProgress {
+                    source: 1 << 20,
+                    upto: EventTime::MIN,
+                    active: false,
+                },
+            ],
         };
         assert_eq!(Routed::decode(&progress.encode(&ns()), &ns()).unwrap(), progress);
         assert_eq!(progress.one_id(), None);

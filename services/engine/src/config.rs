@@ -119,6 +119,10 @@ pub struct Topics {
     pub routed: String,
 }
 
+/// The most state partitions `scaleout.route_journeys` takes: an owner keeps
+/// a clock per (routed partition, input partition) in 32 bits.
+pub const MAX_ROUTED_PARTITIONS: u32 = 510;
+
 fn default_identity_evidence() -> String {
     "onejourney-identity-evidence".to_string()
 }

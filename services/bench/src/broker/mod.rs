@@ -27,6 +27,7 @@ mod clients;
 mod echo;
 mod engine;
 mod pace;
+pub mod scaleout;
 pub mod state;
 
 use std::time::{Duration, Instant};
@@ -69,6 +70,8 @@ pub struct BrokerFigures {
     pub engine_profiles: usize,
     /// The echo's latency at the engine's paced rate.
     pub echo_at_engine_rate: Paced,
+    /// Without `scaleout_events`: not measured.
+    pub scaleout: Option<scaleout::ScaleoutFigures>,
 }
 
 pub struct Plan<'a> {
@@ -81,6 +84,8 @@ pub struct Plan<'a> {
     /// Paced trials that search for the highest sustained rate, and how long each lasts.
     pub trials: usize,
     pub trial_for: Duration,
+    /// Events of the backlog the scaleout runs use (0: none).
+    pub scaleout_events: usize,
 }
 
 /// What every step shares: the settings with this run's own topics, group
@@ -160,6 +165,10 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         engine.paced.rate
     );
     let echo_at_engine_rate = echo::at_rate(&b, &spread, engine.paced.rate).await?;
+    let scaleout = match plan.scaleout_events.min(n) {
+        0 => None,
+        k => Some(scaleout::measure(plan.settings, &plan.backlog[..k]).await?),
+    };
     Ok(BrokerFigures {
         produce,
         drain,
@@ -173,6 +182,7 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         engine_paced: engine.paced,
         engine_profiles: engine.profiles,
         echo_at_engine_rate,
+        scaleout,
     })
 }
 

@@ -93,6 +93,32 @@ impl Processor {
         }
     }
 
+    /// Scale-out: what the process that reads input partition `partition`
+    /// says of it, read in order with the events it sent on the same lane
+    /// (a progress record on the routed partition; `docs/scaling.md`,
+    /// "Watermarks across processes"). It has sent every event it read up
+    /// to one at `upto`, its largest event time so far: the partition's
+    /// clock moves there as if that event had arrived. `active`: it is still
+    /// reading the partition (a backlog, events in flight, or events lately),
+    /// so the partition holds the watermark back however long this lane
+    /// stays silent, as [`Processor::set_backlog`] does for a local one;
+    /// once not, it goes idle `idle_after` past the last active report.
+    /// Returns what the watermark then releases.
+    pub fn advance_partition(&mut self, partition: u32, upto: EventTime, active: bool, now_ms: u64) -> Vec<Released> {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max: EventTime::MIN,
+            last_arrival_ms: now_ms,
+            backlog: false,
+        });
+        clock.max = clock.max.max(upto);
+        clock.backlog = active;
+        if active {
+            // Its silence is counted from the last sign that it is read.
+            clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+        }
+        self.release(now_ms)
+    }
+
     /// Keeps the clocks of these input partitions only: partitions no longer
     /// assigned to this process must not hold the watermark back.
     pub fn retain_partitions(&mut self, assigned: &HashSet<u32>) {

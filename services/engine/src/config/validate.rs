@@ -65,6 +65,12 @@ impl Settings {
         if self.scaleout.route_journeys && !self.scaleout.identity_log {
             return Err(invalid("scaleout.route_journeys", "needs scaleout.identity_log = true"));
         }
+        if self.scaleout.route_journeys && self.state.partitions > super::MAX_ROUTED_PARTITIONS {
+            return Err(invalid(
+                "state.partitions",
+                "must be at most 510 with scaleout.route_journeys (each owner keeps a clock per routed partition and input partition)",
+            ));
+        }
         let mut names: Vec<&str> = self.topics.consumed();
         names.extend([self.topics.identity_evidence.as_str(), self.topics.routed.as_str()]);
         names.extend(self.topics.outputs());

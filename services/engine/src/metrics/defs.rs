@@ -28,6 +28,10 @@ pub(super) const EVENTS_SETTLED: Def = (
     "onejourney_events_settled_total",
     "Input messages fully handled: applied, and every output they caused acknowledged by the broker.",
 );
+pub(super) const EVENTS_APPLIED: Def = (
+    "onejourney_events_applied_total",
+    "Events applied to a journey (not duplicates, not forgotten); with scaleout.route_journeys, counted by the process that owns the journey.",
+);
 pub(super) const DEAD_LETTER: Def = (
     "onejourney_dead_letter_total",
     "Messages written to the dead-letter topic.",

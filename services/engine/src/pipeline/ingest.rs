@@ -12,7 +12,7 @@
 //! hands its event to the journey step (or applies its forget).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use onejourney_core::event::ControlCommand;
 use onejourney_core::evidence::{EvidenceBody, EvidenceRecord};
@@ -78,9 +78,10 @@ impl Ingest {
     /// profile's state partition, reached through `topics.routed`.
     /// `inputs`: every input partition (of every process): the owner
     /// orders routed events per input partition, as one process does.
-    pub fn with_routing(mut self, partitions: u32, inputs: &[(Channel, i32)]) -> Self {
+    pub fn with_routing(mut self, partitions: u32, inputs: &[(Channel, i32)], idle_after: Duration) -> Self {
         let sources = inputs.iter().map(|(c, p)| source_id(*c, *p)).collect();
-        let route = Route::new(self.topics.routed.clone(), partitions, sources);
+        let idle_ms = u64::try_from(idle_after.as_millis()).unwrap_or(u64::MAX);
+        let route = Route::new(self.topics.routed.clone(), partitions, sources, idle_ms);
         // Nothing is owned until the group assigns routed partitions.
         self.processor.set_ownership(Some(route.ownership(std::iter::empty())));
         self.route = Some(route);
@@ -90,21 +91,26 @@ impl Ingest {
     /// The whole assignment of the consumer: the partitions whose messages
     /// the core orders, and with routing the state partitions owned.
     pub fn assigned(&mut self, assigned: &[(String, i32)], now_ms: u64) {
-        let sources: Vec<u32> = match &self.route {
-            Some(route) => route.sources().to_vec(),
-            None => assigned
-                .iter()
-                .filter_map(|(t, p)| self.topics.channel_of(t).map(|c| source_id(c, *p)))
-                .collect(),
+        let inputs: Vec<u32> = assigned
+            .iter()
+            .filter_map(|(t, p)| self.topics.channel_of(t).map(|c| source_id(c, *p)))
+            .collect();
+        // With routing the owner orders the events of every input partition
+        // that reach each of its routed partitions: a clock per lane.
+        let clocks = match &mut self.route {
+            Some(route) => {
+                route.reading(&inputs);
+                let owned = assigned.iter().filter(|(t, _)| t == route.topic()).map(|(_, p)| *p);
+                let ownership = route.ownership(owned);
+                let lanes = route.lanes(&ownership);
+                self.processor.set_ownership(Some(ownership));
+                lanes
+            }
+            None => inputs,
         };
-        self.processor.retain_partitions(&sources.iter().copied().collect());
-        for s in sources {
-            self.processor.register_partition(s, now_ms);
-        }
-        if let Some(route) = &self.route {
-            let owned = assigned.iter().filter(|(t, _)| t == route.topic()).map(|(_, p)| *p);
-            let ownership = route.ownership(owned);
-            self.processor.set_ownership(Some(ownership));
+        self.processor.retain_partitions(&clocks.iter().copied().collect());
+        for c in clocks {
+            self.processor.register_partition(c, now_ms);
         }
     }
 
@@ -271,7 +277,7 @@ impl Ingest {
                     // owner absorbs them first, as one process merges first.
                     let mut records = records;
                     records.extend(self.handover_records(offset));
-                    records.push(self.route_event(ev, resolved, source, offset));
+                    records.push(self.route_event(ev, resolved, source, offset, now_ms));
                     return vec![Step::Done { seq, records }];
                 }
                 let mut steps = Vec::new();
@@ -315,6 +321,14 @@ impl Ingest {
                     Processed::default()
                 }
             };
+            // An event the journey step applied (not the identity step's
+            // result of scale-out stage 1, which is not a release).
+            let applied = processed.forward.is_none()
+                && !(processed.duplicate || processed.too_late || processed.forgotten)
+                && processed.one_id.is_some();
+            if r.seq.is_some() && applied {
+                self.metrics.events_applied.inc();
+            }
             let records = self.account(processed);
             match r.seq {
                 Some(seq) => steps.push(Step::Done { seq, records }),

@@ -208,7 +208,7 @@ async fn start(
         ingest = ingest.with_identity_log();
         if settings.scaleout.route_journeys {
             let inputs = kafka::input_partitions(settings, producer).await?;
-            ingest = ingest.with_routing(settings.state.partitions, &inputs);
+            ingest = ingest.with_routing(settings.state.partitions, &inputs, settings.timers.idle_after);
         }
         let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
         if !catch_up(&mut reader, &mut ingest, health, cancel).await? {

@@ -141,7 +141,6 @@ impl Partitions {
     /// stalled (see `stall`): it stops holding the watermark. Returns the
     /// number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) -> usize {
-        let mut routed_behind = false;
         for ((topic, partition), end) in &self.ends {
             let k = (topic.clone(), *partition);
             let next = self
@@ -151,7 +150,9 @@ impl Partitions {
                 .or_else(|| self.covered.get(&k).copied())
                 .unwrap_or(0);
             let Some(channel) = ingest.channel_of(topic) else {
-                routed_behind |= ingest.owns_routed(topic, *partition) && next < *end;
+                if ingest.owns_routed(topic, *partition) {
+                    ingest.routed_backlog(*partition, next < *end);
+                }
                 continue;
             };
             let stalled = self
@@ -159,7 +160,6 @@ impl Partitions {
                 .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
             ingest.input_backlog(channel, *partition, next < *end && !stalled);
         }
-        ingest.routed_backlog(routed_behind);
         self.stalls.count()
     }
 

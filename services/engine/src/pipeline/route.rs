@@ -8,29 +8,58 @@
 //! the engine's group with the input topics, so the group decides who owns
 //! which state partition), and the identity-log offset folded so far. Out:
 //! routed records to publish (partition = the state partition of the One
-//! ID); a routed event offered to the journey step, a handover absorbed, or
-//! either sent on to the partition that owns its profile now; about once a
-//! second a progress record to every routed partition (which input
-//! partitions this process is still behind on), so that every owner's
-//! watermark waits for them. Keeps the routed messages that wait until this
-//! process has folded the identity-log record they were resolved at (in
-//! arrival order per partition), how far the identity log is folded, and
-//! which input partitions each process said it is behind on.
+//! ID); a routed event offered to the journey step on its lane (routed
+//! partition, input partition), a handover absorbed, or either sent on to
+//! the partition that owns its profile now; twice a second a progress record
+//! to every routed partition (how far this process has sent each of its
+//! input partitions, and whether it still reads each), which moves the
+//! owner's clocks of those lanes when it is read, in order with the events
+//! sent before it. Keeps the routed messages (and progress records behind
+//! them) that wait until this process has folded the identity-log record
+//! they were resolved at, in arrival order per partition; how far the
+//! identity log is folded; how far each own input partition was sent; and
+//! per lane whether its sender last said it is active.
 //!
 //! Not built yet (see `docs/scaling.md`): moving a partition's journeys
 //! when the group moves the partition (a new owner starts it empty), and
 //! restarting in this mode.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use onejourney_core::hash::HashMap;
+use onejourney_core::hash::{HashMap, HashSet};
 use onejourney_core::processor::{state_partition, Ownership, Processed, Resolved, TOO_LATE};
-use onejourney_core::routed::Routed;
+use onejourney_core::routed::{Routed, SourceProgress};
+use onejourney_core::time::EventTime;
 use onejourney_core::ChannelEvent;
 
 use super::evidence::RoundTrip;
 use super::ingest::{Ingest, Origin};
 use super::record::{OutRecord, Step};
+
+/// How often a process tells every owner how far it sent each of its input
+/// partitions (processing time): an owner's watermark moves in these steps
+/// on lanes no event arrives on.
+const PROGRESS_EVERY_MS: u64 = 500;
+
+/// The owner's clock key (the core's "partition") for the events of input
+/// partition `source` that arrive on routed partition `q`: a lane. Events of
+/// one input partition arrive in order on each routed partition, not across
+/// them, so each pair has its own clock, as each channel has in Flink.
+/// Sources use 23 bits (`ingest::source_id`), so `q` < 511.
+pub fn lane(q: u32, source: u32) -> u32 {
+    ((q + 1) << 23) | (source & SOURCE_BITS)
+}
+
+/// The input partition of a lane (a plain source number is its own).
+pub fn source_of(lane: u32) -> u32 {
+    lane & SOURCE_BITS
+}
+
+const SOURCE_BITS: u32 = (1 << 23) - 1;
+
+/// [`lane`] tells apart up to [`crate::config::MAX_ROUTED_PARTITIONS`]
+/// routed partitions: `(q + 1) << 23` fits in 32 bits for q < 511.
+const _: () = assert!((crate::config::MAX_ROUTED_PARTITIONS + 1) < (1 << 9));
 
 /// A routed message kept until the identity log is folded far enough.
 struct Held {
@@ -40,80 +69,105 @@ struct Held {
     record: Routed,
 }
 
+/// Sender side: one of this process's input partitions.
+#[derive(Default)]
+struct Sent {
+    /// The broker holds records of it this process has not read.
+    backlog: bool,
+    /// The largest event time of its events routed so far.
+    upto: Option<EventTime>,
+    /// When the last of them was routed (processing time, ms).
+    at_ms: u64,
+}
+
 pub struct Route {
     topic: String,
     partitions: u32,
     /// Identity-log records below this offset are folded.
     folded: i64,
-    /// Routed messages waiting for the fold.
+    /// Routed messages waiting for the fold, and the progress records
+    /// behind them on their partition.
     waiting: VecDeque<Held>,
-    /// The core's numbers of every input partition of the group: each
-    /// holds this owner's watermark back until it delivers or goes idle.
+    /// The core's numbers of every input partition of the group.
     sources: Vec<u32>,
-    /// This process's input partitions and whether each has a backlog,
-    /// for the next progress record.
-    backlogs: std::collections::BTreeMap<u32, bool>,
+    /// Sender side: this process's input partitions.
+    sent: BTreeMap<u32, Sent>,
+    /// `timers.idle_after`: an input partition that routed nothing for this
+    /// long, with no backlog, is no longer active.
+    idle_ms: u64,
     /// When the last progress record went out (processing time).
     progress_ms: u64,
-    /// Per (sender, input partition): whether the sender's last progress
-    /// record said it is behind, and when that was read (ms).
-    remote: HashMap<(u64, u32), (bool, u64)>,
-    /// Per input partition, how many of its events this owner holds for
-    /// the fold. Either holds the watermark back.
-    held: HashMap<u32, usize>,
-    /// Whether this process's consumer is behind on a routed partition: an
-    /// input partition's events may wait there, so every one is behind.
-    catching_up: bool,
+    /// Owner side: per lane, whether its sender's last progress record said
+    /// it is active.
+    active: HashMap<u32, bool>,
+    /// Owned routed partitions this process's consumer is behind on: their
+    /// lanes hold the watermark whatever their senders said.
+    behind: HashSet<u32>,
 }
 
 impl Route {
-    pub fn new(topic: String, partitions: u32, sources: Vec<u32>) -> Self {
+    pub fn new(topic: String, partitions: u32, sources: Vec<u32>, idle_ms: u64) -> Self {
         Route {
             topic,
             partitions,
             folded: 0,
             waiting: VecDeque::new(),
             sources,
-            backlogs: std::collections::BTreeMap::new(),
+            sent: BTreeMap::new(),
+            idle_ms,
             progress_ms: 0,
-            remote: HashMap::default(),
-            held: HashMap::default(),
-            catching_up: false,
+            active: HashMap::default(),
+            behind: HashSet::default(),
         }
     }
 
-    /// Tells the processor, for every input partition, whether it holds
-    /// the watermark back (after a change that concerns all of them).
-    fn refresh(&self, processor: &mut onejourney_core::Processor) {
-        for s in &self.sources {
-            processor.set_backlog(*s, self.behind(*s));
+    /// The lanes of the owned routed partitions: the clocks the owner's
+    /// watermark waits for.
+    pub fn lanes(&self, owned: &Ownership) -> Vec<u32> {
+        let mut owned: Vec<u32> = owned.owned.iter().copied().collect();
+        owned.sort_unstable();
+        owned
+            .into_iter()
+            .flat_map(|q| self.sources.iter().map(move |s| lane(q, *s)))
+            .collect()
+    }
+
+    /// This process reads these input partitions now (its assignment).
+    pub fn reading(&mut self, sources: &[u32]) {
+        self.sent.retain(|s, _| sources.contains(s));
+        for s in sources {
+            self.sent.entry(*s).or_default();
         }
-    }
-
-    /// Whether input partition `source` holds this owner's watermark back.
-    fn behind(&self, source: u32) -> bool {
-        self.catching_up
-            || self.held.get(&source).is_some_and(|n| *n > 0)
-            || self.remote.iter().any(|((_, s), (behind, _))| *s == source && *behind)
-    }
-
-    /// Counts an event of `source` held for the fold (`+1`) or let go (`-1`).
-    fn hold(&mut self, r: &Routed, by: isize) -> Option<u32> {
-        let Routed::Event { source, .. } = r else {
-            return None;
-        };
-        let n = self.held.entry(*source).or_default();
-        *n = n.saturating_add_signed(by);
-        Some(*source)
     }
 
     /// Whether input partition `source` of this process has a backlog.
     pub fn local_backlog(&mut self, source: u32, backlog: bool) {
-        self.backlogs.insert(source, backlog);
+        if let Some(sent) = self.sent.get_mut(&source) {
+            sent.backlog = backlog;
+        }
     }
 
-    pub fn sources(&self) -> &[u32] {
-        &self.sources
+    /// An event of input partition `source` at `at` was routed.
+    fn routed_one(&mut self, source: u32, at: EventTime, now_ms: u64) {
+        if let Some(sent) = self.sent.get_mut(&source) {
+            sent.upto = Some(sent.upto.map_or(at, |u| u.max(at)));
+            sent.at_ms = now_ms;
+        }
+    }
+
+    /// What the next progress record says of each input partition read
+    /// here; `in_trip`: those with events in the identity round trip.
+    fn progress_of(&self, in_trip: &HashSet<u32>, now_ms: u64) -> Vec<SourceProgress> {
+        self.sent
+            .iter()
+            .map(|(s, sent)| SourceProgress {
+                source: *s,
+                upto: sent.upto.unwrap_or(EventTime::MIN),
+                active: sent.backlog
+                    || in_trip.contains(s)
+                    || (sent.upto.is_some() && now_ms.saturating_sub(sent.at_ms) < self.idle_ms),
+            })
+            .collect()
     }
 
     pub fn topic(&self) -> &str {
@@ -151,7 +205,11 @@ impl Ingest {
         resolved: Resolved,
         source: u32,
         evidence: i64,
+        now_ms: u64,
     ) -> OutRecord {
+        if let Some(route) = &mut self.route {
+            route.routed_one(source, ev.occurred_at, now_ms);
+        }
         let r = Routed::Event {
             ev,
             resolved,
@@ -192,11 +250,11 @@ impl Ingest {
             });
         }
         // Buffered events whose profile this fold moved to another owner.
-        for (seq, ev, resolved, source) in self.processor.take_moved_pending() {
+        for (seq, ev, resolved, lane) in self.processor.take_moved_pending() {
             let r = Routed::Event {
                 ev,
                 resolved,
-                source,
+                source: source_of(lane),
                 evidence: offset,
             };
             let records = vec![self.send("forward", &r)];
@@ -241,10 +299,6 @@ impl Ingest {
             let Some(held) = route.waiting.remove(i) else {
                 break;
             };
-            if let Some(source) = route.hold(&held.record, -1) {
-                let behind = route.behind(source);
-                self.processor.set_backlog(source, behind);
-            }
             self.metrics.evidence.routed_waiting.dec();
             steps.extend(self.apply_routed(held, now_ms));
         }
@@ -261,60 +315,45 @@ impl Ingest {
                 .is_some_and(|o| u32::try_from(partition).is_ok_and(|p| o.owned.contains(&p)))
     }
 
-    /// Whether this process's consumer is behind on an owned routed
-    /// partition (checked every tick).
-    pub fn routed_backlog(&mut self, behind: bool) {
-        let Some(route) = &mut self.route else {
+    /// Whether this process's consumer is behind on owned routed partition
+    /// `partition` (checked every tick): its lanes hold the watermark, as a
+    /// local input partition with a backlog does.
+    pub fn routed_backlog(&mut self, partition: i32, behind: bool) {
+        let (Some(route), Ok(q)) = (&mut self.route, u32::try_from(partition)) else {
             return;
         };
-        if route.catching_up == behind {
-            return;
+        let changed = if behind {
+            route.behind.insert(q)
+        } else {
+            route.behind.remove(&q)
+        };
+        if changed {
+            for s in &route.sources {
+                let l = lane(q, *s);
+                let active = route.active.get(&l).copied().unwrap_or(false);
+                self.processor.set_backlog(l, behind || active);
+            }
         }
-        route.catching_up = behind;
-        route.refresh(&mut self.processor);
     }
 
-    /// About once a second: this process's input partitions and their
-    /// backlogs, to every routed partition (untracked: the next one
-    /// replaces a lost one).
+    /// Twice a second: how far this process sent each of its input
+    /// partitions, to every routed partition (untracked: the next one
+    /// replaces a lost one). Each goes after the events this process sent
+    /// there, on the same partition, so an owner reads it in order with them.
     pub(super) fn progress(&mut self, now_ms: u64) -> Vec<Step> {
         let Some(route) = &mut self.route else {
             return Vec::new();
         };
-        if now_ms.saturating_sub(route.progress_ms) < 1000 {
+        if now_ms.saturating_sub(route.progress_ms) < PROGRESS_EVERY_MS || route.sent.is_empty() {
             return Vec::new();
         }
         route.progress_ms = now_ms;
-        // A sender silent for 10 s (gone from the group) stops holding.
-        let before = route.remote.len();
-        route.remote.retain(|_, (_, at)| now_ms.saturating_sub(*at) < 10_000);
-        if route.remote.len() != before {
-            route.refresh(&mut self.processor);
-        }
-        if route.backlogs.is_empty() && route.held.is_empty() {
-            return Vec::new();
-        }
-        // Events still in the identity round trip are not routed yet: their
-        // partitions count as behind.
         let in_trip = self
             .round_trip
             .as_ref()
             .map(|rt| rt.waiting_sources())
             .unwrap_or_default();
-        let mut sources: Vec<(u32, bool)> = route
-            .backlogs
-            .iter()
-            .map(|(s, b)| (*s, *b || in_trip.contains(s)))
-            .collect();
-        // Routed events held here for the fold may be sent on to another
-        // owner: their partitions are behind for every owner (and said to
-        // be no longer, once none is held: the count stays, at zero).
-        for (s, n) in &route.held {
-            match sources.iter_mut().find(|(x, _)| x == s) {
-                Some((_, b)) => *b |= *n > 0,
-                None => sources.push((*s, *n > 0)),
-            }
-        }
+        let sources = route.progress_of(&in_trip, now_ms);
         let from = self.round_trip.as_ref().map_or(0, RoundTrip::process);
         let payload = Routed::Progress { from, sources }.encode(self.decoder.namespaces());
         let records = (0..route.partitions)
@@ -337,16 +376,6 @@ impl Ingest {
             Ok(r) => r,
             Err(e) => return vec![self.invalid(m, seq, e.reason(), &e.to_string())],
         };
-        if let (Routed::Progress { from, sources }, Some(route)) = (&r, &mut self.route) {
-            for (source, backlog) in sources {
-                route.remote.insert((*from, *source), (*backlog, now_ms));
-                self.processor.set_backlog(*source, route.behind(*source));
-            }
-            return vec![Step::Done {
-                seq,
-                records: Vec::new(),
-            }];
-        }
         let Some(route) = &mut self.route else {
             return Vec::new();
         };
@@ -356,11 +385,10 @@ impl Ingest {
             offset: m.offset,
             record: r,
         };
+        // A progress record waits behind the events before it, so that the
+        // lanes it moves have delivered them.
         let blocked = route.waiting.iter().any(|h| h.partition == m.partition);
         if blocked || held.record.evidence() >= route.folded {
-            if let Some(source) = route.hold(&held.record, 1) {
-                self.processor.set_backlog(source, true);
-            }
             route.waiting.push_back(held);
             self.metrics.evidence.routed_waiting.inc();
             return Vec::new();
@@ -417,7 +445,8 @@ impl Ingest {
                     let why = "occurred_at is older than state.dedupe_window behind the events this owner applied";
                     return vec![self.invalid(&m, seq, TOO_LATE, why)];
                 }
-                let released = self.processor.offer_resolved(ev, resolved, source, seq, now_ms);
+                let lane = u32::try_from(partition).map_or(source, |q| lane(q, source));
+                let released = self.processor.offer_resolved(ev, resolved, lane, seq, now_ms);
                 self.steps(released, Some(seq))
             }
             Routed::Handover { handover, evidence } => {
@@ -430,24 +459,62 @@ impl Ingest {
                 };
                 vec![Step::Done { seq, records }]
             }
-            Routed::Progress { .. } => vec![Step::Done {
-                seq,
-                records: Vec::new(),
-            }],
+            Routed::Progress { sources, .. } => self.progress_read(seq, partition, &sources, now_ms),
         }
+    }
+
+    /// A progress record read on routed partition `partition` (message
+    /// `seq`): each lane it names moves to where its sender has sent.
+    fn progress_read(&mut self, seq: u64, partition: i32, sources: &[SourceProgress], now_ms: u64) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if let Ok(q) = u32::try_from(partition) {
+            for p in sources {
+                let l = lane(q, p.source);
+                let Some(route) = &mut self.route else { break };
+                route.active.insert(l, p.active);
+                let hold = p.active || route.behind.contains(&q);
+                let released = self.processor.advance_partition(l, p.upto, hold, now_ms);
+                steps.extend(self.steps(released, Some(seq)));
+            }
+        }
+        // Done after the outputs it released are attached to it.
+        steps.push(Step::Done {
+            seq,
+            records: Vec::new(),
+        });
+        steps
     }
 
     /// A released event whose profile's journey is on another process now:
     /// the record that sends it on.
     pub(super) fn forward(&mut self, processed: &mut Processed) -> Option<OutRecord> {
-        let (ev, resolved, source) = *processed.forward.take()?;
+        let (ev, resolved, lane) = *processed.forward.take()?;
         let evidence = self.route.as_ref().map_or(0, |r| r.folded - 1);
         let r = Routed::Event {
             ev,
             resolved,
-            source,
+            source: source_of(lane),
             evidence,
         };
         Some(self.send("forward", &r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_names_one_routed_partition_and_one_input_partition() {
+        let sources = [0, 1, (1 << 20) | 3, (4 << 20) | 0xF_FFFF];
+        let mut seen = std::collections::HashSet::new();
+        for q in [0, 1, 31, crate::config::MAX_ROUTED_PARTITIONS - 1] {
+            for s in sources {
+                let l = lane(q, s);
+                assert_eq!(source_of(l), s);
+                assert!(!sources.contains(&l), "lane {l} is also an input partition's number");
+                assert!(seen.insert(l), "lane ({q}, {s}) named twice");
+            }
+        }
     }
 }
