@@ -290,6 +290,44 @@ fn over_budget(actions: &BTreeMap<String, (String, i64)>, max: usize, per_ms: i6
     over
 }
 
+/// Every process answers a profile lookup with the same body: the journey
+/// from the process that owns it (forwarded there), not an empty one.
+async fn lookups_answer_alike_everywhere(all: &[&TestEngine], sim: &Simulation) {
+    let truth = IdentityTruth::from_simulation(sim);
+    let ids: Vec<(String, String)> = truth.owners.keys().take(400).cloned().collect();
+    let (mut with_journey, mut elsewhere) = (0, 0);
+    for (n, v) in &ids {
+        let body = serde_json::json!({"namespace": n, "value": v});
+        let mut answers = Vec::new();
+        for e in all {
+            answers.push(e.post_json("/v1/profiles/lookup", &body).await);
+        }
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "{n}: the processes answer differently: {answers:?}"
+        );
+        let (status, view) = &answers[0];
+        if *status != 200 || view["journey"]["first_seen"].is_null() {
+            continue;
+        }
+        with_journey += 1;
+        let one_id = view["one_id"].as_str().unwrap();
+        let holders = all
+            .iter()
+            .filter(|e| e.state().all_journeys().iter().any(|(o, _)| &**o == one_id))
+            .count();
+        assert_eq!(holders, 1, "{one_id} is held by {holders} processes");
+        // Two of the three answered for a journey they do not hold.
+        elsewhere += 2;
+    }
+    eprintln!(
+        "lookups: {} identifiers, {with_journey} with a journey, the same answer on all {} processes ({elsewhere} answers forwarded to the owner)",
+        ids.len(),
+        all.len()
+    );
+    assert!(with_journey > 100, "{with_journey} lookups found a journey");
+}
+
 /// A forget sent to one process: every identifier of the person is 404 on
 /// every process, and no process holds the journey.
 async fn forget_on_one_gone_on_all(all: &[&TestEngine], sim: &Simulation) {
@@ -444,6 +482,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
             "{one_id} has events {c:?}, one process {r:?}"
         );
     }
+    lookups_answer_alike_everywhere(&all, &sim).await;
     forget_on_one_gone_on_all(&all, &sim).await;
     for e in &mut engines {
         e.stop().await;

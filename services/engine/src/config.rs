@@ -117,6 +117,11 @@ pub struct Topics {
     /// handed-over journeys, keyed by One ID (`state.partitions` partitions).
     #[serde(default = "default_routed")]
     pub routed: String,
+    /// Internal, with `scaleout.route_journeys`: which process owns which
+    /// state partition and where its HTTP API is (1 partition, compacted);
+    /// lookups are forwarded to the owner of the journey.
+    #[serde(default = "default_members")]
+    pub members: String,
 }
 
 /// The most state partitions `scaleout.route_journeys` takes: an owner keeps
@@ -129,6 +134,10 @@ fn default_identity_evidence() -> String {
 
 fn default_routed() -> String {
     "onejourney-routed".to_string()
+}
+
+fn default_members() -> String {
+    "onejourney-members".to_string()
 }
 
 impl Topics {
@@ -202,6 +211,7 @@ impl Topics {
             state_checkpoints: p(&self.state_checkpoints),
             identity_evidence: p(&self.identity_evidence),
             routed: p(&self.routed),
+            members: p(&self.members),
         }
     }
 }
@@ -210,6 +220,12 @@ impl Topics {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// With `scaleout.route_journeys`: the `host:port` other processes of
+    /// the group reach this one's HTTP API at (lookups of journeys it owns
+    /// are forwarded there). Empty: the bound address (right on one host;
+    /// in Kubernetes set it to the pod's address).
+    #[serde(default)]
+    pub advertised_addr: String,
     /// When set, `/v1/...` requires `Authorization: Bearer <token>`.
     /// `/metrics`, `/healthz` and `/readyz` stay open.
     #[serde(default)]

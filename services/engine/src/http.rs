@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State as AxumState};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,6 +46,7 @@ use tracing::warn;
 use crate::health::Health;
 use crate::metrics::Metrics;
 
+pub mod forward;
 pub mod models;
 pub mod openapi;
 pub mod search;
@@ -73,6 +74,9 @@ pub struct HttpState {
     pub timers: ui::TimerDelays,
     /// The catalog the action models report on.
     pub decide: Arc<DecideConfig>,
+    /// With `scaleout.route_journeys`: who owns which journey, so a lookup
+    /// is answered by the owner (`None`: every journey is here).
+    pub owners: Option<forward::Owners>,
 }
 
 /// The producer and topic for `identity-control` commands.
@@ -263,17 +267,48 @@ fn error(status: StatusCode, message: &str) -> Response {
         (status = 400, description = "An invalid identifier", body = ErrorDoc),
         (status = 401, description = "A bearer token is required", body = ErrorDoc),
         (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
-        (status = 503, description = "Too many concurrent lookups", body = ErrorDoc),
+        (status = 503, description = "Too many concurrent lookups; with scale-out, the process that owns the journey did not answer or no process owns it yet", body = ErrorDoc),
     ),
     security((), ("bearer" = []))
 )]
-async fn profile(AxumState(s): AxumState<HttpState>, Path((namespace, value)): Path<(String, String)>) -> Response {
-    profile_of(&s, &namespace, &value)
+async fn profile(
+    AxumState(s): AxumState<HttpState>,
+    headers: HeaderMap,
+    Path((namespace, value)): Path<(String, String)>,
+) -> Response {
+    profile_of(&s, &namespace, &value, &headers).await
 }
 
 /// The profile response for an identifier or a One ID, whether it came in
-/// the path or in a lookup body.
-fn profile_of(s: &HttpState, namespace: &str, value: &str) -> Response {
+/// the path or in a lookup body: from this process, or with scale-out from
+/// the process that owns the profile's journey.
+async fn profile_of(s: &HttpState, namespace: &str, value: &str, headers: &HeaderMap) -> Response {
+    if let Some(owners) = &s.owners {
+        let one_id = if namespace == "one_id" {
+            Some(value.to_string())
+        } else {
+            lookup_key(s, namespace, value)
+                .ok()
+                .and_then(|key| s.state.identity.one_id_of(&key))
+                .map(|o| o.to_string())
+        };
+        if let Some(one_id) = one_id {
+            match owners.of(&one_id, headers) {
+                forward::Owner::Here => {}
+                forward::Owner::There(owner) => return owners.ask(&owner, namespace, value, headers).await,
+                forward::Owner::Unknown(q) => {
+                    return forward::unavailable(&format!(
+                        "no process of the group has said it owns state partition {q} yet (a rebalance); retry"
+                    ))
+                }
+            }
+        }
+    }
+    local_profile(s, namespace, value)
+}
+
+/// The profile as this process holds it.
+fn local_profile(s: &HttpState, namespace: &str, value: &str) -> Response {
     if namespace == "one_id" && !value.is_empty() && value.len() <= MAX_VALUE_LEN {
         return match s.state.view_one_id(value) {
             Some(view) => Json(view).into_response(),

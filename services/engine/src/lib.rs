@@ -69,6 +69,7 @@ impl Engine {
         }
         let state = Arc::new(State::new(namespaces));
         let mut tasks = JoinSet::new();
+        let members = Members::of(&settings)?;
 
         let (http_addr, server) = http::serve(
             settings.http.addr,
@@ -90,6 +91,7 @@ impl Engine {
                 }),
                 timers: http::ui::TimerDelays::of(&settings.decide),
                 decide: Arc::new(settings.decide.clone()),
+                owners: members.as_ref().map(|m| m.owners.clone()),
             },
             settings.http.limits(),
             cancel.clone(),
@@ -103,12 +105,17 @@ impl Engine {
                 .context("the HTTP server failed")
         });
 
+        let owned_tx = match members {
+            Some(m) => Some(m.spawn(&settings, http_addr, &mut tasks, &cancel)?),
+            None => None,
+        };
         let pipeline = pipeline::run(
             settings.clone(),
             state.clone(),
             metrics.clone(),
             health.clone(),
             cancel.clone(),
+            owned_tx,
         );
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -148,5 +155,59 @@ impl Engine {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.cancel.cancel();
         self.wait().await
+    }
+}
+
+/// With `scaleout.route_journeys`: this process's entry in the member
+/// directory (`kafka::members`) and the HTTP side that forwards lookups.
+struct Members {
+    owners: http::forward::Owners,
+}
+
+impl Members {
+    fn of(settings: &Settings) -> anyhow::Result<Option<Members>> {
+        if !settings.scaleout.route_journeys {
+            return Ok(None);
+        }
+        // The static member id when there is one (stable over restarts),
+        // else a random id per start.
+        let me = if settings.kafka.group_instance_id.is_empty() {
+            use std::hash::BuildHasher as _;
+            let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+            format!("{id:016x}")
+        } else {
+            settings.kafka.group_instance_id.clone()
+        };
+        let directory = Arc::new(http::forward::Directory::default());
+        let owners = http::forward::Owners::new(settings.state.partitions, Arc::from(me.as_str()), directory)?;
+        Ok(Some(Members { owners }))
+    }
+
+    /// Starts following the members topic and announcing this process's
+    /// partitions (at `bound`, or `http.advertised_addr`); returns where
+    /// the pipeline tells them.
+    fn spawn(
+        self,
+        settings: &Arc<Settings>,
+        bound: SocketAddr,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<tokio::sync::watch::Sender<Vec<u32>>> {
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let http = if settings.http.advertised_addr.is_empty() {
+            bound.to_string()
+        } else {
+            settings.http.advertised_addr.clone()
+        };
+        let producer = kafka::producer(settings).context("creating the members producer")?;
+        let (s, directory, c) = (settings.clone(), self.owners.directory.clone(), cancel.clone());
+        tasks.spawn(async move { kafka::members::follow(&s, directory, c).await });
+        let (topic, me, c) = (
+            settings.topics.members.clone(),
+            self.owners.me.to_string(),
+            cancel.clone(),
+        );
+        tasks.spawn(kafka::members::announce(producer, topic, me, http, rx, c));
+        Ok(tx)
     }
 }

@@ -10,6 +10,24 @@ use super::{ConfigError, Settings, MAX_CONNECTIONS};
 const MAX_STATE_PARTITIONS: u32 = 10_000;
 
 impl Settings {
+    /// The `scaleout` settings and what they need of the others.
+    fn validate_scaleout(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_string(),
+        };
+        if self.scaleout.route_journeys && !self.scaleout.identity_log {
+            return Err(invalid("scaleout.route_journeys", "needs scaleout.identity_log = true"));
+        }
+        if self.scaleout.route_journeys && self.state.partitions > super::MAX_ROUTED_PARTITIONS {
+            return Err(invalid(
+                "state.partitions",
+                "must be at most 510 with scaleout.route_journeys (each owner keeps a clock per routed partition and input partition)",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, reason: &str| ConfigError::Invalid {
             key,
@@ -62,17 +80,13 @@ impl Settings {
         if !(1..=MAX_STATE_PARTITIONS).contains(&self.state.partitions) {
             return Err(invalid("state.partitions", "must be from 1 to 10000"));
         }
-        if self.scaleout.route_journeys && !self.scaleout.identity_log {
-            return Err(invalid("scaleout.route_journeys", "needs scaleout.identity_log = true"));
-        }
-        if self.scaleout.route_journeys && self.state.partitions > super::MAX_ROUTED_PARTITIONS {
-            return Err(invalid(
-                "state.partitions",
-                "must be at most 510 with scaleout.route_journeys (each owner keeps a clock per routed partition and input partition)",
-            ));
-        }
+        self.validate_scaleout()?;
         let mut names: Vec<&str> = self.topics.consumed();
-        names.extend([self.topics.identity_evidence.as_str(), self.topics.routed.as_str()]);
+        names.extend([
+            self.topics.identity_evidence.as_str(),
+            self.topics.routed.as_str(),
+            self.topics.members.as_str(),
+        ]);
         names.extend(self.topics.outputs());
         names.extend(self.topics.changelog(1).map(|(t, _)| t));
         if names.iter().any(|t| t.is_empty()) {

@@ -13,7 +13,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State as AxumState};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use onejourney_core::journey::{Stage, Tier};
@@ -45,12 +45,13 @@ pub struct LookupRequest {
         (status = 400, description = "A malformed body or an invalid identifier", body = ErrorDoc),
         (status = 401, description = "A bearer token is required", body = ErrorDoc),
         (status = 404, description = "No profile holds the identifier", body = ErrorDoc),
-        (status = 503, description = "Too many concurrent lookups", body = ErrorDoc),
+        (status = 503, description = "Too many concurrent lookups; with scale-out, the process that owns the journey did not answer or no process owns it yet", body = ErrorDoc),
     ),
     security((), ("bearer" = []))
 )]
 pub(super) async fn lookup(
     AxumState(s): AxumState<HttpState>,
+    headers: HeaderMap,
     body: Result<Json<LookupRequest>, JsonRejection>,
 ) -> Response {
     let Json(req) = match body {
@@ -62,7 +63,7 @@ pub(super) async fn lookup(
             )
         }
     };
-    profile_of(&s, &req.namespace, &req.value)
+    profile_of(&s, &req.namespace, &req.value, &headers).await
 }
 
 #[derive(Deserialize, IntoParams)]

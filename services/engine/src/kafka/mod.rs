@@ -9,6 +9,7 @@
 
 pub mod edge;
 pub mod evidence;
+pub mod members;
 pub mod resume;
 
 pub use edge::{EdgeEvent, IngestConsumer, IngestContext};
@@ -104,7 +105,8 @@ fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
 /// identity log and the checkpoint topic never expire; the journeys
 /// changelog has `state.partitions` partitions and is compacted. With
 /// `scaleout.identity_log`, the identity evidence topic too: 1 partition,
-/// never expires.
+/// never expires; with `scaleout.route_journeys` the routed topic
+/// (`state.partitions` partitions) and the members topic (1, compacted).
 fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>> {
     let replication = s.kafka.replication_factor;
     let outputs = s.topics.outputs().map(|t| (t, s.kafka.output_partitions));
@@ -120,11 +122,13 @@ fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>>
         s.topics.routed.as_str(),
         i32::try_from(s.state.partitions).unwrap_or(i32::MAX),
     ));
+    let members = s.scaleout.route_journeys.then_some((s.topics.members.as_str(), 1));
     outputs
         .into_iter()
         .chain(internal)
         .chain(evidence)
         .chain(routed)
+        .chain(members)
         .filter(|(t, _)| !existing.iter().any(|e| e == t))
         .map(|(t, partitions)| {
             let topic = NewTopic::new(t, partitions, TopicReplication::Fixed(replication));
@@ -137,7 +141,7 @@ fn missing_topics<'a>(s: &'a Settings, existing: &[String]) -> Vec<NewTopic<'a>>
                 || t == s.topics.identity_evidence
             {
                 topic.set("retention.ms", "-1")
-            } else if t == s.topics.journeys_changelog {
+            } else if t == s.topics.journeys_changelog || t == s.topics.members {
                 topic.set("cleanup.policy", "compact")
             } else {
                 topic

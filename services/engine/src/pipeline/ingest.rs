@@ -78,10 +78,16 @@ impl Ingest {
     /// profile's state partition, reached through `topics.routed`.
     /// `inputs`: every input partition (of every process): the owner
     /// orders routed events per input partition, as one process does.
-    pub fn with_routing(mut self, partitions: u32, inputs: &[(Channel, i32)], idle_after: Duration) -> Self {
+    pub fn with_routing(
+        mut self,
+        partitions: u32,
+        inputs: &[(Channel, i32)],
+        idle_after: Duration,
+        owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+    ) -> Self {
         let sources = inputs.iter().map(|(c, p)| source_id(*c, *p)).collect();
         let idle_ms = u64::try_from(idle_after.as_millis()).unwrap_or(u64::MAX);
-        let route = Route::new(self.topics.routed.clone(), partitions, sources, idle_ms);
+        let route = Route::new(self.topics.routed.clone(), partitions, sources, idle_ms).announcing(owned_tx);
         // Nothing is owned until the group assigns routed partitions.
         self.processor.set_ownership(Some(route.ownership(std::iter::empty())));
         self.route = Some(route);
@@ -102,6 +108,7 @@ impl Ingest {
                 route.reading(&inputs);
                 let owned = assigned.iter().filter(|(t, _)| t == route.topic()).map(|(_, p)| *p);
                 let ownership = route.ownership(owned);
+                route.owning(&ownership);
                 let lanes = route.lanes(&ownership);
                 self.processor.set_ownership(Some(ownership));
                 lanes

@@ -71,12 +71,15 @@ use partitions::Partitions;
 use poll::Poll;
 
 /// Runs the pipeline until `cancel`, then drains, checkpoints and flushes.
+/// `owned_tx` (with `scaleout.route_journeys`): where the state partitions
+/// this process owns go after every assignment.
 pub async fn run(
     settings: Arc<Settings>,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     cancel: CancellationToken,
+    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer(&settings)?;
     if !topics_ready(&settings, &producer, &health, &cancel).await? {
@@ -87,7 +90,7 @@ pub async fn run(
         published,
         ingest,
         evidence,
-    }) = start(&settings, &producer, state, &metrics, &health, &cancel).await?
+    }) = start(&settings, &producer, state, &metrics, &health, &cancel, owned_tx).await?
     else {
         return Ok(());
     };
@@ -193,6 +196,7 @@ async fn start(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     cancel: &CancellationToken,
+    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
 ) -> anyhow::Result<Option<Started>> {
     let decoder =
         Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
@@ -208,7 +212,8 @@ async fn start(
         ingest = ingest.with_identity_log();
         if settings.scaleout.route_journeys {
             let inputs = kafka::input_partitions(settings, producer).await?;
-            ingest = ingest.with_routing(settings.state.partitions, &inputs, settings.timers.idle_after);
+            let idle_after = settings.timers.idle_after;
+            ingest = ingest.with_routing(settings.state.partitions, &inputs, idle_after, owned_tx);
         }
         let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
         if !catch_up(&mut reader, &mut ingest, health, cancel).await? {

@@ -103,6 +103,9 @@ pub struct Route {
     /// Owned routed partitions this process's consumer is behind on: their
     /// lanes hold the watermark whatever their senders said.
     behind: HashSet<u32>,
+    /// Where the owned partitions go after each assignment (the members
+    /// topic: lookups are forwarded to the owner).
+    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
 }
 
 impl Route {
@@ -118,6 +121,26 @@ impl Route {
             progress_ms: 0,
             active: HashMap::default(),
             behind: HashSet::default(),
+            owned_tx: None,
+        }
+    }
+
+    /// Tells `tx` the owned partitions after every assignment.
+    pub fn announcing(mut self, tx: Option<tokio::sync::watch::Sender<Vec<u32>>>) -> Self {
+        self.owned_tx = tx;
+        self
+    }
+
+    /// The assignment gave this process `owned`.
+    pub fn owning(&self, owned: &Ownership) {
+        if let Some(tx) = &self.owned_tx {
+            let mut now: Vec<u32> = owned.owned.iter().copied().collect();
+            now.sort_unstable();
+            tx.send_if_modified(|was| {
+                let changed = *was != now;
+                *was = std::mem::take(&mut now);
+                changed
+            });
         }
     }
 

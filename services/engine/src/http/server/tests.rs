@@ -61,6 +61,7 @@ async fn start(limits: Limits) -> Server {
         control: None,
         timers: ui::TimerDelays::of(&settings.decide),
         decide: Arc::new(settings.decide.clone()),
+        owners: None,
     };
     let cancel = CancellationToken::new();
     let (addr, _) = serve("127.0.0.1:0".parse().unwrap(), s, limits, cancel.clone())
