@@ -46,6 +46,7 @@ fn one_two_and_three_instances_apply_what_one_applies() {
     for r in &f.runs {
         assert!(r.rate.is_finite() && r.rate > 0.0, "{runs:?}");
         assert!(r.cpu_per_1k.is_finite() && r.cpu_per_1k > 0.0, "{runs:?}");
+        assert!(r.idle_cpu.is_finite() && r.idle_cpu >= 0.0, "{runs:?}");
     }
     assert!(f.log_produce > 0.0 && f.log_fold > 0.0);
 }

@@ -94,6 +94,7 @@ pub struct Metrics {
 /// (stage 2).
 pub struct EvidenceMetrics {
     pub published: IntCounter,
+    pub skipped: IntCounter,
     pub folded: IntCounterVec,
     pub invalid: IntCounterVec,
     pub waiting: IntGauge,
@@ -106,6 +107,7 @@ impl EvidenceMetrics {
     fn new(r: &Reg<'_>) -> Result<Self, MetricsError> {
         let m = EvidenceMetrics {
             published: r.counter(EVIDENCE_PUBLISHED)?,
+            skipped: r.counter(EVIDENCE_SKIPPED)?,
             folded: r.counter_vec(EVIDENCE_FOLDED, &["origin"])?,
             invalid: r.counter_vec(EVIDENCE_INVALID, &["reason"])?,
             waiting: r.gauge(EVIDENCE_WAITING)?,

@@ -47,6 +47,9 @@ pub struct GroupRun {
     pub cpu_per_1k: f64,
     /// Events applied, all instances.
     pub applied: u64,
+    /// CPU-seconds per second the instances take together with nothing to
+    /// do (polling, progress records): the fixed cost in `cpu_per_1k`.
+    pub idle_cpu: f64,
 }
 
 pub struct ScaleoutFigures {
@@ -157,6 +160,10 @@ async fn run_group(
     // finite backlog: counted once released, outside the timing.
     wait_until(Duration::from_secs(60), || sum(&engines, buffered) == 0).await;
     let total = u64::try_from(sum(&engines, applied)).unwrap_or(0);
+    let idle = Instant::now();
+    let idle_cpu0 = cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu = (cpu_seconds() - idle_cpu0) / idle.elapsed().as_secs_f64();
     for e in engines {
         e.stop().await?;
     }
@@ -168,6 +175,7 @@ async fn run_group(
         rate: n / seconds,
         cpu_per_1k: cpu / n * 1000.0,
         applied: total,
+        idle_cpu,
     })
 }
 
@@ -276,9 +284,10 @@ pub(crate) fn figures(f: &ScaleoutFigures, n: usize) -> (Vec<crate::Figure>, Vec
             value: run.cpu_per_1k,
             unit: "CPU-s/1k ev",
             note: format!(
-                "all {} instance(s) together (in this process, less publishing); per instance {:.3}",
+                "all {} instance(s) together (in this process, less publishing); per instance {:.3}; idle, they take {:.3} CPU-s per second",
                 run.instances,
-                run.cpu_per_1k / run.instances as f64
+                run.cpu_per_1k / run.instances as f64,
+                run.idle_cpu
             ),
         });
     }

@@ -28,6 +28,38 @@ impl IdentityGraph {
         stitched
     }
 
+    /// Where `ev` resolves when stitching it would change nothing: none of
+    /// its identifiers is forgotten, and the same identifier set was folded
+    /// at an occurrence no later than `ev`'s and still resolves. `None`:
+    /// stitching it would record something (a new identifier or set, an
+    /// earlier occurrence, a set whose identifiers left their profile) or
+    /// fail. Such an event changes the graph of no process at any point of
+    /// the log (later records can only move its set's first occurrence
+    /// earlier), and the fold does not depend on the order of its
+    /// evidence, so leaving its evidence out leaves every graph as it is:
+    /// scale-out skips its round trip through the identity log.
+    pub fn resolve_known(&self, ev: &ChannelEvent) -> Option<(OneId, IdKey)> {
+        let w = self.lock();
+        let ids = self.live_ids(&w, ev).ok()?;
+        let mut all = ev.ids.clone();
+        all.sort();
+        all.dedup();
+        if ids != all {
+            // Some are forgotten: the fold of its evidence filters them.
+            return None;
+        }
+        let key = EvidenceKey {
+            at: ev.occurred_at,
+            channel: ev.channel,
+            event_id: ArcStr::from(ev.event_id.as_str()),
+        };
+        let first = w.known.get(&fingerprint(&ids))?;
+        if *first > key {
+            return None;
+        }
+        self.resolve(&w, &ids)
+    }
+
     fn stitch_locked(&self, w: &mut Writer, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
         let ids = self.live_ids(w, ev)?;
         let key = EvidenceKey {

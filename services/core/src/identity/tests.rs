@@ -510,6 +510,53 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Scale-out skips the round trip of an event `resolve_known` resolves:
+    /// stitching it records nothing and gives that profile, and a graph
+    /// that never saw the skipped events is the graph that saw them all.
+    #[test]
+    fn an_event_resolved_as_known_changes_nothing_and_can_be_left_out(
+        events in prop::collection::vec(
+            (0i64..8, prop::collection::vec((0usize..5, 0usize..3), 1..4)), 1..25),
+        repeats in prop::collection::vec((0usize..25, 0i64..8), 0..25),
+        seed in any::<u64>(),
+        capped in any::<bool>(),
+    ) {
+        let names = ["cookie_id", "device_id", "email", "customer_id", "loyalty_id"];
+        let mut all = events.clone();
+        for (i, minute) in &repeats {
+            all.push((*minute, events[i % events.len()].1.clone()));
+        }
+        let make = || if capped {
+            let limits = crate::ids::IdentityLimits { max_identifiers_per_profile: 4, ..Default::default() };
+            graph_with(limits, &[("cookie_id", 2), ("device_id", 1)])
+        } else {
+            graph()
+        };
+        let order = shuffle((0..all.len()).collect(), seed);
+        let event = |i: usize| web(&format!("e{i}"), all[i].0, ids_json(&all[i].1, &names), "login", json!({}));
+        let (every, skipping) = (make(), make());
+        let mut skipped = 0;
+        for &i in &order {
+            let e = event(i);
+            let known = every.resolve_known(&e);
+            let stitched = every.stitch(&e).unwrap();
+            if let Some((one_id, anchor)) = known {
+                prop_assert!(stitched.ops.is_empty(), "a known event recorded {:?}", stitched.ops);
+                prop_assert_eq!((&stitched.one_id, &stitched.anchor), (&one_id, &anchor));
+            }
+            if skipping.resolve_known(&e).is_some() {
+                skipped += 1;
+            } else {
+                skipping.stitch(&e).unwrap();
+            }
+        }
+        prop_assert_eq!(skipping.partition(), every.partition());
+        prop_assert_eq!(refused_of(&skipping), refused_of(&every));
+        prop_assert!(skipped <= all.len());
+    }
+}
+
 /// Stitches `events` (minute, identifiers) in their order and in a shuffled
 /// order: the partitions, One IDs included, must be equal, and the merge
 /// protection invariants must hold.

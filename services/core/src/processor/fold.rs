@@ -18,6 +18,7 @@ use crate::evidence::{EventEvidence, EvidenceBody};
 use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::output::{CommandRef, ErasureRequest, Output};
+use crate::ChannelEvent;
 
 use super::{Processed, Processor};
 
@@ -60,6 +61,16 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Scale-out stage 1, before the round trip: the profile `ev` belongs to
+    /// when stitching it would change nothing in the graph (its identifier
+    /// set is already folded, `IdentityGraph::resolve_known`); its evidence
+    /// is then not published, on no process. `None`: it goes through the
+    /// identity log.
+    pub fn resolve_known(&self, ev: &ChannelEvent) -> Option<Resolved> {
+        let (one_id, anchor) = self.state.identity.resolve_known(ev)?;
+        Some(Resolved { one_id, anchor })
     }
 
     /// The identity step of one event record: stitches its evidence into the

@@ -172,6 +172,10 @@ pub(super) const EVIDENCE_PUBLISHED: Def = (
     "onejourney_identity_evidence_published_total",
     "Identity evidence records (an event's identifiers, a forget) this process published (scaleout.identity_log).",
 );
+pub(super) const EVIDENCE_SKIPPED: Def = (
+    "onejourney_identity_evidence_skipped_total",
+    "Events whose identifier set the graph already holds as it is: resolved at once, no evidence record, no round trip (scaleout.identity_log).",
+);
 pub(super) const EVIDENCE_FOLDED: Def = (
     "onejourney_identity_evidence_folded_total",
     "Identity evidence records folded into the graph, by origin (own: published by this process; other).",
@@ -182,7 +186,7 @@ pub(super) const EVIDENCE_INVALID: Def = (
 );
 pub(super) const EVIDENCE_WAITING: Def = (
     "onejourney_identity_evidence_waiting",
-    "Events and forgets waiting for their own identity evidence record to be read back.",
+    "Events and forgets waiting for their own identity evidence record to be read back, and events resolved without one that wait behind such an event of their input partition.",
 );
 pub(super) const ROUTED: Def = (
     "onejourney_routed_records_total",

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use onejourney_core::event::ControlCommand;
-use onejourney_core::evidence::{EvidenceBody, EvidenceRecord};
 use onejourney_core::identity::StitchError;
 use onejourney_core::output::{CommandRef, ErasureRequest, Output};
 use onejourney_core::processor::{OutcomeEffect, Processed, Released, TOO_LATE};
@@ -24,7 +23,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use tracing::{info, warn};
 
-use super::evidence::{RoundTrip, Waiting};
+use super::evidence::RoundTrip;
 use super::record::{OutRecord, Step};
 use super::route::Route;
 use crate::config::Topics;
@@ -47,7 +46,7 @@ pub struct Ingest {
     pub(super) processor: Processor,
     topics: Topics,
     pub(super) metrics: Arc<Metrics>,
-    warnings: WarnLimiter,
+    pub(super) warnings: WarnLimiter,
     /// With `scaleout.identity_log`: what waits for its evidence record.
     pub(super) round_trip: Option<RoundTrip>,
     /// With `scaleout.route_journeys`: the hop to the owner of a profile's
@@ -221,6 +220,12 @@ impl Ingest {
             )]);
         }
         let source = source_id(channel, m.partition);
+        if self.round_trip.is_some() {
+            // Nothing new for the graph: no round trip.
+            if let Some(resolved) = self.processor.resolve_known(&ev) {
+                return self.known(ev, resolved, source, seq, now_ms);
+            }
+        }
         if let Some(rt) = &mut self.round_trip {
             self.metrics.evidence.published.inc();
             self.metrics.evidence.waiting.inc();
@@ -228,92 +233,6 @@ impl Ingest {
         }
         let released = self.processor.offer(ev, source, seq, now_ms);
         self.steps(released, Some(seq))
-    }
-
-    /// Folds one record of the identity evidence topic (every process's):
-    /// the identity step of its event, or its forget. An own record read
-    /// back releases what waited for it: the event to its journey step, the
-    /// forget's notices to publishing.
-    /// With routing, the handovers the fold made are attached to message
-    /// `attach_to`, and routed messages that waited for record `offset` go on.
-    pub fn fold(&mut self, offset: i64, payload: &[u8], now_ms: u64, attach_to: Option<u64>) -> Vec<Step> {
-        let mut steps = self.fold_record(offset, payload, now_ms);
-        steps.extend(self.after_fold(offset, now_ms, attach_to));
-        steps
-    }
-
-    fn fold_record(&mut self, offset: i64, payload: &[u8], now_ms: u64) -> Vec<Step> {
-        let Some(rt) = &mut self.round_trip else {
-            return Vec::new();
-        };
-        let rec = match EvidenceRecord::decode(payload, self.decoder.namespaces()) {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.evidence.invalid.with_label_values(&[e.reason()]).inc();
-                if self.warnings.allow("evidence_invalid", e.reason()) {
-                    warn!(error = %e, "identity evidence record not folded");
-                }
-                return Vec::new();
-            }
-        };
-        let waiting = if rt.is_own(&rec.origin) {
-            rt.take(rec.origin.seq)
-        } else {
-            None
-        };
-        let origin = if waiting.is_some() { "own" } else { "other" };
-        self.metrics.evidence.folded.with_label_values(&[origin]).inc();
-        if let Some(w) = &waiting {
-            self.metrics.evidence.waiting.dec();
-            self.metrics
-                .evidence
-                .round_trip
-                .observe(w.since().elapsed().as_secs_f64());
-        }
-        let seq = rec.origin.seq;
-        match (rec.body, waiting) {
-            (EvidenceBody::Event(e), Some(Waiting::Event { ev, source, .. })) => {
-                let folded = self.processor.fold_event(&e, true);
-                let records = self.account(folded.processed);
-                let Some(resolved) = folded.resolved else {
-                    // Forgotten meanwhile: nothing to apply.
-                    return vec![Step::Done { seq, records }];
-                };
-                if self.route.is_some() {
-                    // The merges this record made go before the event: its
-                    // owner absorbs them first, as one process merges first.
-                    let mut records = records;
-                    records.extend(self.handover_records(offset));
-                    records.push(self.route_event(ev, resolved, source, offset, now_ms));
-                    return vec![Step::Done { seq, records }];
-                }
-                let mut steps = Vec::new();
-                if !records.is_empty() {
-                    steps.push(Step::Attach {
-                        seq: Some(seq),
-                        records,
-                    });
-                }
-                let released = self.processor.offer_resolved(ev, resolved, source, seq, now_ms);
-                steps.extend(self.steps(released, Some(seq)));
-                steps
-            }
-            (EvidenceBody::Forget { key }, Some(Waiting::Forget { request, .. })) => {
-                let outputs = self.processor.fold_forget(&key, Some(request));
-                vec![Step::Done {
-                    seq,
-                    records: self.forgotten(&outputs),
-                }]
-            }
-            (EvidenceBody::Event(e), _) => {
-                self.processor.fold_event(&e, false);
-                Vec::new()
-            }
-            (EvidenceBody::Forget { key }, _) => {
-                self.processor.fold_forget(&key, None);
-                Vec::new()
-            }
-        }
     }
 
     /// Turns released results into records, with metrics.
@@ -355,7 +274,7 @@ impl Ingest {
     }
 
     /// Counts what one released result did and returns its records.
-    fn account(&mut self, mut processed: Processed) -> Vec<OutRecord> {
+    pub(super) fn account(&mut self, mut processed: Processed) -> Vec<OutRecord> {
         if let Some(forward) = self.forward(&mut processed) {
             return vec![forward];
         }
@@ -449,7 +368,7 @@ impl Ingest {
     }
 
     /// Counts and logs an applied forget; its records.
-    fn forgotten(&mut self, outputs: &[Output]) -> Vec<OutRecord> {
+    pub(super) fn forgotten(&mut self, outputs: &[Output]) -> Vec<OutRecord> {
         let Some(Output::Erasure(erasure)) = outputs.iter().find(|o| matches!(o, Output::Erasure(_))) else {
             self.metrics.forget_requests.with_label_values(&["unknown"]).inc();
             return Vec::new();

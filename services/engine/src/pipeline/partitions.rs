@@ -9,6 +9,7 @@
 //! the broker, and the resume check of a partition just assigned.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
@@ -26,13 +27,20 @@ pub enum Admit {
     Rewind(i64),
 }
 
+/// An input partition whose end offset was not read for this long holds the
+/// watermark back as one with a backlog does (the watcher reads every end
+/// each second; a read can take up to 2 s a partition while the broker is
+/// away).
+const ENDS_STALE_AFTER: Duration = Duration::from_secs(5);
+
 pub struct Partitions {
     /// The largest offset taken from each input partition.
     highest: HashMap<Tp, i64>,
     /// Per input partition, the first offset the last snapshot does not cover.
     covered: HashMap<Tp, i64>,
-    /// The end offset of each assigned input partition, refreshed every second.
-    ends: HashMap<Tp, i64>,
+    /// The end offset of each assigned input partition, refreshed every
+    /// second, and when it was read.
+    ends: HashMap<Tp, (i64, Instant)>,
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
     resuming: HashMap<Tp, ResumeCheck>,
@@ -61,9 +69,13 @@ impl Partitions {
             EdgeEvent::Revoked(parts) => {
                 for tp in &parts {
                     self.resuming.remove(tp);
+                    self.ends.remove(tp);
                 }
             }
-            EdgeEvent::Ends(ends) => self.ends.extend(ends),
+            EdgeEvent::Ends(ends) => {
+                let now = Instant::now();
+                self.ends.extend(ends.into_iter().map(|(tp, end)| (tp, (end, now))));
+            }
         }
     }
 
@@ -136,12 +148,16 @@ impl Partitions {
     }
 
     /// A partition with messages still at the broker is behind, not idle: one
-    /// whose next offset is below its end has a backlog. A partition that
+    /// whose next offset is below its end has a backlog, and so has one whose
+    /// end was not read for [`ENDS_STALE_AFTER`]. A partition that
     /// makes no progress for `ingest.stall_after` despite a backlog is
     /// stalled (see `stall`): it stops holding the watermark. Returns the
     /// number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) -> usize {
-        for ((topic, partition), end) in &self.ends {
+        for ((topic, partition), (end, read_at)) in &self.ends {
+            // Not read lately (a broker outage, slow metadata): records may
+            // wait that nobody knows of, so its silence is not idleness.
+            let unknown = read_at.elapsed() > ENDS_STALE_AFTER;
             let k = (topic.clone(), *partition);
             let next = self
                 .highest
@@ -151,14 +167,14 @@ impl Partitions {
                 .unwrap_or(0);
             let Some(channel) = ingest.channel_of(topic) else {
                 if ingest.owns_routed(topic, *partition) {
-                    ingest.routed_backlog(*partition, next < *end);
+                    ingest.routed_backlog(*partition, next < *end || unknown);
                 }
                 continue;
             };
             let stalled = self
                 .stalls
                 .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
-            ingest.input_backlog(channel, *partition, next < *end && !stalled);
+            ingest.input_backlog(channel, *partition, (next < *end || unknown) && !stalled);
         }
         self.stalls.count()
     }

@@ -197,6 +197,12 @@ impl Route {
         &self.topic
     }
 
+    /// The last identity-log record folded here (-1: none): an event
+    /// resolved now needs its owner to have folded that far.
+    pub fn folded_to(&self) -> i64 {
+        self.folded - 1
+    }
+
     /// The ownership the assigned routed partitions give.
     pub fn ownership(&self, assigned: impl Iterator<Item = i32>) -> Ownership {
         Ownership {
