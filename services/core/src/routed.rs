@@ -90,7 +90,7 @@ pub struct SourceProgress {
     pub upto: EventTime,
     /// Whether the sender is still reading it: records at the broker it
     /// has not read, events in the identity round trip, or an event sent
-    /// within `ingest.idle_after`. An active partition holds the owner's
+    /// within `timers.idle_after`. An active partition holds the owner's
     /// watermark however long nothing of it arrives.
     pub active: bool,
 }

@@ -162,6 +162,8 @@ impl Engine {
 /// directory (`kafka::members`) and the HTTP side that forwards lookups.
 struct Members {
     owners: http::forward::Owners,
+    /// The pipeline tells the owned partitions here after each assignment.
+    owned: tokio::sync::watch::Sender<Vec<u32>>,
 }
 
 impl Members {
@@ -179,8 +181,9 @@ impl Members {
             settings.kafka.group_instance_id.clone()
         };
         let directory = Arc::new(http::forward::Directory::default());
-        let owners = http::forward::Owners::new(settings.state.partitions, Arc::from(me.as_str()), directory)?;
-        Ok(Some(Members { owners }))
+        let (owned, rx) = tokio::sync::watch::channel(Vec::new());
+        let owners = http::forward::Owners::new(settings.state.partitions, Arc::from(me.as_str()), directory, rx)?;
+        Ok(Some(Members { owners, owned }))
     }
 
     /// Starts following the members topic and announcing this process's
@@ -193,7 +196,7 @@ impl Members {
         tasks: &mut JoinSet<anyhow::Result<()>>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<tokio::sync::watch::Sender<Vec<u32>>> {
-        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let rx = self.owned.subscribe();
         let http = if settings.http.advertised_addr.is_empty() {
             bound.to_string()
         } else {
@@ -208,6 +211,6 @@ impl Members {
             cancel.clone(),
         );
         tasks.spawn(kafka::members::announce(producer, topic, me, http, rx, c));
-        Ok(tx)
+        Ok(self.owned)
     }
 }

@@ -128,6 +128,12 @@ impl Processor {
         }
     }
 
+    /// Where an event resolved to `r` belongs now ([`Processor::current`]):
+    /// `None` when forgotten since or its journey was dropped.
+    pub fn follow(&self, r: &Resolved) -> Option<Resolved> {
+        self.current(r).map(|(one_id, anchor)| Resolved { one_id, anchor })
+    }
+
     /// Where a resolved event belongs now: the profile it was resolved to,
     /// or, when a later record moved that profile's journey (a merge, a
     /// rebuild), where the journey went, as one process that applied the

@@ -105,16 +105,24 @@ impl Processor {
     /// once not, it goes idle `idle_after` past the last active report.
     /// Returns what the watermark then releases.
     pub fn advance_partition(&mut self, partition: u32, upto: EventTime, active: bool, now_ms: u64) -> Vec<Released> {
-        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max: EventTime::MIN,
-            last_arrival_ms: now_ms,
-            backlog: false,
-        });
-        clock.max = clock.max.max(upto);
-        clock.backlog = active;
-        if active {
-            // Its silence is counted from the last sign that it is read.
-            clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+        self.advance_partitions(&[(partition, upto, active)], now_ms)
+    }
+
+    /// [`Processor::advance_partition`] for several partitions (partition,
+    /// upto, active) at once, released once.
+    pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool)], now_ms: u64) -> Vec<Released> {
+        for &(partition, upto, active) in lanes {
+            let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+                max: EventTime::MIN,
+                last_arrival_ms: now_ms,
+                backlog: false,
+            });
+            clock.max = clock.max.max(upto);
+            clock.backlog = active;
+            if active {
+                // Its silence is counted from the last sign that it is read.
+                clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+            }
         }
         self.release(now_ms)
     }

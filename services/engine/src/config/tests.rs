@@ -286,3 +286,25 @@ fn a_dedupe_window_shorter_than_the_allowed_lateness_is_refused_with_its_key() {
     assert!(s.state.dedupe_window.is_zero());
     assert_eq!(load(&[]).unwrap().state.dedupe_window, Duration::from_secs(30 * 86_400));
 }
+
+#[test]
+fn routing_journeys_needs_an_address_the_other_processes_can_reach() {
+    let load = |pairs: &[(&str, &str)]| Settings::load(None, env(pairs), &Overrides::default());
+    let on = [
+        ("ONEJOURNEY__SCALEOUT__IDENTITY_LOG", "true"),
+        ("ONEJOURNEY__SCALEOUT__ROUTE_JOURNEYS", "true"),
+    ];
+    assert!(load(&on).is_ok(), "127.0.0.1 is reachable on one host");
+    let every = [on[0], on[1], ("ONEJOURNEY__HTTP__ADDR", "0.0.0.0:9100")];
+    let e = load(&every).unwrap_err();
+    assert!(e.to_string().contains("http.advertised_addr"), "{e}");
+    let advertised = [
+        every[0],
+        every[1],
+        every[2],
+        ("ONEJOURNEY__HTTP__ADVERTISED_ADDR", "10.0.0.7:9100"),
+    ];
+    assert!(load(&advertised).is_ok());
+    // Without routing, nothing is forwarded: any address goes.
+    assert!(load(&[("ONEJOURNEY__HTTP__ADDR", "0.0.0.0:9100")]).is_ok());
+}

@@ -19,6 +19,13 @@ impl Settings {
         if self.scaleout.route_journeys && !self.scaleout.identity_log {
             return Err(invalid("scaleout.route_journeys", "needs scaleout.identity_log = true"));
         }
+        if self.scaleout.route_journeys && self.http.advertised_addr.is_empty() && self.http.addr.ip().is_unspecified()
+        {
+            return Err(invalid(
+                "http.advertised_addr",
+                "must be set with scaleout.route_journeys when http.addr listens on every interface: the other processes forward lookups to it",
+            ));
+        }
         if self.scaleout.route_journeys && self.state.partitions > super::MAX_ROUTED_PARTITIONS {
             return Err(invalid(
                 "state.partitions",

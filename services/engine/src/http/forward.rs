@@ -82,6 +82,9 @@ pub struct Owners {
     /// This process's id in the directory.
     pub me: Arc<str>,
     pub directory: Arc<Directory>,
+    /// The state partitions this process owns now (from the pipeline, before
+    /// its own record is back from the members topic).
+    pub own: tokio::sync::watch::Receiver<Vec<u32>>,
     pub client: reqwest::Client,
 }
 
@@ -94,7 +97,12 @@ pub enum Owner {
 }
 
 impl Owners {
-    pub fn new(partitions: u32, me: Arc<str>, directory: Arc<Directory>) -> anyhow::Result<Owners> {
+    pub fn new(
+        partitions: u32,
+        me: Arc<str>,
+        directory: Arc<Directory>,
+        own: tokio::sync::watch::Receiver<Vec<u32>>,
+    ) -> anyhow::Result<Owners> {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
             .build()
@@ -103,6 +111,7 @@ impl Owners {
             partitions,
             me,
             directory,
+            own,
             client,
         })
     }
@@ -114,6 +123,9 @@ impl Owners {
             return Owner::Here;
         }
         let q = state_partition(one_id, self.partitions);
+        if self.own.borrow().contains(&q) {
+            return Owner::Here;
+        }
         match self.directory.owner_of(q) {
             Some(m) if *m.instance == *self.me => Owner::Here,
             Some(m) => Owner::There(m),
@@ -179,7 +191,8 @@ mod tests {
                 }),
             );
         }
-        Owners::new(4, Arc::from("a"), directory).unwrap()
+        let (_, own) = tokio::sync::watch::channel(Vec::new());
+        Owners::new(4, Arc::from("a"), directory, own).unwrap()
     }
 
     /// A One ID whose state partition is `q` of 4.

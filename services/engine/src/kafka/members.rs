@@ -101,9 +101,21 @@ pub async fn announce(
             at_ms: now_ms(),
         };
         let payload = serde_json::to_vec(&member).context("encoding the members record")?;
-        let record = FutureRecord::to(&topic).key(&instance).payload(&payload);
-        if let Err((e, _)) = producer.send(record, Duration::from_secs(10)).await {
-            warn!(error = %e, "publishing this process's members record failed");
+        // Until it is published, the others cannot forward lookups here:
+        // retried every second (a newer assignment replaces it).
+        loop {
+            let record = FutureRecord::to(&topic).key(&instance).payload(&payload);
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => break,
+                Err((e, _)) => warn!(error = %e, "publishing this process's members record failed; retrying"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if owned.has_changed().unwrap_or(false) {
+                break;
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => break,

@@ -55,10 +55,8 @@ pub struct RoundTrip {
     process: u64,
     topic: String,
     waiting: HashMap<u64, Waiting>,
-    /// Per input partition, its events waiting.
-    per_source: HashMap<u32, usize>,
-    /// Per input partition, its newest event in the round trip.
-    newest: HashMap<u32, u64>,
+    /// Per input partition, the message numbers of its events waiting.
+    per_source: HashMap<u32, std::collections::BTreeSet<u64>>,
     /// Events resolved without a round trip, by the message number of the
     /// event of their partition in the round trip they wait behind.
     behind: HashMap<u64, Vec<Known>>,
@@ -84,15 +82,15 @@ impl RoundTrip {
             topic,
             waiting: HashMap::default(),
             per_source: HashMap::default(),
-            newest: HashMap::default(),
             behind: HashMap::default(),
         }
     }
 
     /// The message number of the newest event of input partition `source`
-    /// still in the round trip: a later event of it must not overtake it.
+    /// still in the round trip (`None`: none waits): a later event of it
+    /// must not overtake it.
     pub fn ahead_of(&self, source: u32) -> Option<u64> {
-        self.holds(source).then(|| self.newest.get(&source).copied()).flatten()
+        self.per_source.get(&source).and_then(|w| w.last().copied())
     }
 
     /// `k` goes to its journey step right after message `after`'s event.
@@ -103,12 +101,6 @@ impl RoundTrip {
     /// What waited behind message `seq`'s event, in arrival order.
     pub fn release_after(&mut self, seq: u64) -> Vec<Known> {
         self.behind.remove(&seq).unwrap_or_default()
-    }
-
-    /// Whether an event of input partition `source` waits: a later one
-    /// must not overtake it (it waits too, in order).
-    pub fn holds(&self, source: u32) -> bool {
-        self.per_source.get(&source).is_some_and(|n| *n > 0)
     }
 
     /// Whether a record read back is this process's.
@@ -130,7 +122,7 @@ impl RoundTrip {
     pub fn waiting_sources(&self) -> onejourney_core::hash::HashSet<u32> {
         self.per_source
             .iter()
-            .filter(|(_, n)| **n > 0)
+            .filter(|(_, w)| !w.is_empty())
             .map(|(s, _)| *s)
             .collect()
     }
@@ -139,8 +131,8 @@ impl RoundTrip {
     pub fn take(&mut self, seq: u64) -> Option<Waiting> {
         let w = self.waiting.remove(&seq)?;
         if let Waiting::Event { source, .. } = &w {
-            if let Some(n) = self.per_source.get_mut(source) {
-                *n = n.saturating_sub(1);
+            if let Some(w) = self.per_source.get_mut(source) {
+                w.remove(&seq);
             }
         }
         Some(w)
@@ -149,8 +141,7 @@ impl RoundTrip {
     /// Publishes the evidence of event `ev` of message `seq`, which waits.
     pub fn event(&mut self, ns: &Namespaces, ev: ChannelEvent, source: u32, seq: u64) -> Step {
         let record = EvidenceRecord::of_event(self.origin(seq), &ev);
-        *self.per_source.entry(source).or_default() += 1;
-        self.newest.insert(source, seq);
+        self.per_source.entry(source).or_default().insert(seq);
         self.waiting.insert(
             seq,
             Waiting::Event {
@@ -236,6 +227,19 @@ impl Ingest {
         }
     }
 
+    /// A known event that waited behind an event whose record (`offset`)
+    /// was just folded: that fold may have merged its profile, so it goes
+    /// where its journey is now, as of that record.
+    fn known_released(&mut self, mut k: Known, offset: i64, now_ms: u64) -> Vec<Step> {
+        if self.route.is_some() {
+            k.evidence = k.evidence.max(offset);
+            if let Some(now) = self.processor.follow(&k.resolved) {
+                k.resolved = now;
+            }
+        }
+        self.resolved_at_once(k, now_ms)
+    }
+
     /// A known event's journey step: with routing, to its owner (which
     /// waits until it has folded as far as this process had); else here.
     fn resolved_at_once(&mut self, k: Known, now_ms: u64) -> Vec<Step> {
@@ -306,7 +310,7 @@ impl Ingest {
         let mut steps = self.fold_body(rec.body, waiting, seq, offset, now_ms);
         for k in known {
             self.metrics.evidence.waiting.dec();
-            steps.extend(self.resolved_at_once(k, now_ms));
+            steps.extend(self.known_released(k, offset, now_ms));
         }
         steps
     }

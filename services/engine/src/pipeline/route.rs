@@ -131,8 +131,12 @@ impl Route {
         self
     }
 
-    /// The assignment gave this process `owned`.
-    pub fn owning(&self, owned: &Ownership) {
+    /// The assignment gave this process `owned`: what it kept of the
+    /// partitions it gave up goes.
+    pub fn owning(&mut self, owned: &Ownership) {
+        self.behind.retain(|q| owned.owned.contains(q));
+        self.active
+            .retain(|l, _| (l >> 23).checked_sub(1).is_some_and(|q| owned.owned.contains(&q)));
         if let Some(tx) = &self.owned_tx {
             let mut now: Vec<u32> = owned.owned.iter().copied().collect();
             now.sort_unstable();
@@ -311,27 +315,53 @@ impl Ingest {
 
     /// The routed messages whose identity-log record is folded, in order.
     fn release_routed(&mut self, now_ms: u64) -> Vec<Step> {
-        let mut steps = Vec::new();
-        loop {
-            let Some(route) = &mut self.route else {
-                return steps;
-            };
-            let folded = route.folded;
-            let Some(i) = route.waiting.iter().position(|h| h.record.evidence() < folded) else {
-                break;
-            };
-            // Only the first waiting message of its partition may go.
-            let partition = route.waiting[i].partition;
-            if route.waiting.iter().take(i).any(|h| h.partition == partition) {
-                break;
+        let Some(route) = &mut self.route else {
+            return Vec::new();
+        };
+        // In arrival order; a message goes only when none before it on its
+        // partition still waits, and a blocked partition blocks no other.
+        let folded = route.folded;
+        let mut blocked = HashSet::default();
+        let mut go = Vec::new();
+        let mut keep = VecDeque::new();
+        for h in std::mem::take(&mut route.waiting) {
+            if blocked.contains(&h.partition) || h.record.evidence() >= folded {
+                blocked.insert(h.partition);
+                keep.push_back(h);
+            } else {
+                go.push(h);
             }
-            let Some(held) = route.waiting.remove(i) else {
-                break;
-            };
+        }
+        route.waiting = keep;
+        let mut freed: Vec<i32> = go.iter().map(|h| h.partition).collect();
+        freed.sort_unstable();
+        freed.dedup();
+        let mut steps = Vec::new();
+        for held in go {
             self.metrics.evidence.routed_waiting.dec();
             steps.extend(self.apply_routed(held, now_ms));
         }
+        for p in freed {
+            self.refresh_lanes(p);
+        }
         steps
+    }
+
+    /// Recomputes whether each lane of routed partition `partition` holds
+    /// the watermark: its sender said it is active, this process's consumer
+    /// is behind on the partition, or messages of it wait here for the fold
+    /// (their lanes must not go idle meanwhile).
+    fn refresh_lanes(&mut self, partition: i32) {
+        let (Some(route), Ok(q)) = (&self.route, u32::try_from(partition)) else {
+            return;
+        };
+        let waits = route.waiting.iter().any(|h| h.partition == partition);
+        let all = waits || route.behind.contains(&q);
+        for s in &route.sources {
+            let l = lane(q, *s);
+            let active = route.active.get(&l).copied().unwrap_or(false);
+            self.processor.set_backlog(l, all || active);
+        }
     }
 
     /// Whether `partition` of `topic` is a routed partition this process
@@ -357,11 +387,7 @@ impl Ingest {
             route.behind.remove(&q)
         };
         if changed {
-            for s in &route.sources {
-                let l = lane(q, *s);
-                let active = route.active.get(&l).copied().unwrap_or(false);
-                self.processor.set_backlog(l, behind || active);
-            }
+            self.refresh_lanes(partition);
         }
     }
 
@@ -420,6 +446,9 @@ impl Ingest {
         if blocked || held.record.evidence() >= route.folded {
             route.waiting.push_back(held);
             self.metrics.evidence.routed_waiting.inc();
+            if !blocked {
+                self.refresh_lanes(m.partition);
+            }
             return Vec::new();
         }
         self.apply_routed(held, now_ms)
@@ -496,15 +525,18 @@ impl Ingest {
     /// `seq`): each lane it names moves to where its sender has sent.
     fn progress_read(&mut self, seq: u64, partition: i32, sources: &[SourceProgress], now_ms: u64) -> Vec<Step> {
         let mut steps = Vec::new();
-        if let Ok(q) = u32::try_from(partition) {
+        if let (Ok(q), Some(route)) = (u32::try_from(partition), &mut self.route) {
+            // Held whatever the senders say while this process's consumer is
+            // behind on the partition or messages of it wait for the fold.
+            let all = route.behind.contains(&q) || route.waiting.iter().any(|h| h.partition == partition);
+            let mut lanes = Vec::with_capacity(sources.len());
             for p in sources {
                 let l = lane(q, p.source);
-                let Some(route) = &mut self.route else { break };
                 route.active.insert(l, p.active);
-                let hold = p.active || route.behind.contains(&q);
-                let released = self.processor.advance_partition(l, p.upto, hold, now_ms);
-                steps.extend(self.steps(released, Some(seq)));
+                lanes.push((l, p.upto, p.active || all));
             }
+            let released = self.processor.advance_partitions(&lanes, now_ms);
+            steps.extend(self.steps(released, Some(seq)));
         }
         // Done after the outputs it released are attached to it.
         steps.push(Step::Done {
