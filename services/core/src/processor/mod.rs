@@ -198,8 +198,9 @@ pub struct Processor {
     /// (`fold.rs`). Grows with the merges; not pruned yet.
     moves: HashMap<OneId, Option<OneId>>,
     keep_moves: bool,
-    /// A fold moved a journey since [`Processor::take_moved_pending`].
-    moved_since_scan: bool,
+    /// The profiles a fold moved since [`Processor::take_moved_pending`]:
+    /// only buffered events resolved to one of them can have moved.
+    moved_since_scan: crate::hash::HashSet<OneId>,
 }
 
 impl Processor {
@@ -224,7 +225,7 @@ impl Processor {
             handovers: Vec::new(),
             moves: HashMap::default(),
             keep_moves: false,
-            moved_since_scan: false,
+            moved_since_scan: crate::hash::HashSet::default(),
         }
     }
 
@@ -376,7 +377,7 @@ impl Processor {
         for moved in &stitch.moved {
             if self.keep_moves {
                 self.moves.insert(moved.from.clone(), moved.to.clone());
-                self.moved_since_scan = true;
+                self.moved_since_scan.insert(moved.from.clone());
             }
             let gone = self.state.remove_journey(&moved.from);
             let (Some(to), Some(via)) = (&moved.to, &moved.via) else {

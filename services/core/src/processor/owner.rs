@@ -99,20 +99,31 @@ impl Processor {
     /// Buffered events whose profile moved to another process since they
     /// were offered (a merge folded meanwhile): taken out of the buffer, to
     /// send on now rather than when the watermark releases them, each with
-    /// the caller's number and the partition it came from. Scans the buffer
-    /// only after a fold that moved a journey.
+    /// the caller's number and the partition it came from. Looks only at
+    /// the events resolved to a profile a fold moved since the last call;
+    /// those that stay are restated to where their profile is now, so a
+    /// later move of that one finds them too.
     pub fn take_moved_pending(&mut self) -> Vec<(u64, ChannelEvent, Resolved, u32)> {
-        if !std::mem::take(&mut self.moved_since_scan) || self.resolved.is_empty() {
+        let moved_ids = std::mem::take(&mut self.moved_since_scan);
+        if moved_ids.is_empty() || self.resolved.is_empty() {
             return Vec::new();
         }
-        let moved: Vec<(PendingKey, Resolved)> = self
-            .pending
-            .keys()
-            .filter_map(|k| {
-                let r = self.resolved.get(&k.3)?;
-                self.moved_elsewhere(r).map(|now| (k.clone(), now))
-            })
-            .collect();
+        let mut moved: Vec<(PendingKey, Resolved)> = Vec::new();
+        let mut restated: Vec<(u64, Resolved)> = Vec::new();
+        for k in self.pending.keys() {
+            let Some(r) = self.resolved.get(&k.3) else { continue };
+            if !moved_ids.contains(&r.one_id) {
+                continue;
+            }
+            match self.current(r) {
+                Some((one_id, anchor)) if !self.owns(&one_id) => moved.push((k.clone(), Resolved { one_id, anchor })),
+                Some((one_id, anchor)) => restated.push((k.3, Resolved { one_id, anchor })),
+                None => {}
+            }
+        }
+        for (seq, r) in restated {
+            self.resolved.insert(seq, r);
+        }
         let mut out = Vec::with_capacity(moved.len());
         for (key, now) in moved {
             self.resolved.remove(&key.3);

@@ -468,7 +468,11 @@ impl Ingest {
                 source,
                 evidence,
             } => {
-                if let Some(now) = self.processor.moved_elsewhere(&resolved) {
+                // Where its profile is now (a merge may have moved it since
+                // it was resolved): offered under that name, so that only a
+                // later move of that profile looks at it again.
+                let now = self.processor.follow(&resolved);
+                if let Some(now) = now.clone().filter(|n| !self.processor.owns(&n.one_id)) {
                     // Sent on with this process's position: the receiver
                     // must have folded what moved it.
                     let evidence = evidence.max(self.route_ref().folded - 1);
@@ -481,6 +485,7 @@ impl Ingest {
                     let records = vec![self.send("forward", &r)];
                     return vec![Step::Done { seq, records }];
                 }
+                let resolved = now.unwrap_or(resolved);
                 if self.processor.too_late(&ev) {
                     // Behind this owner's window: dead-lettered, as one
                     // process dead-letters it on arrival.
