@@ -111,6 +111,11 @@ pub async fn create_topics(names: &[&str], partitions: i32) {
     create_topics_on(&brokers(), names, partitions).await;
 }
 
+/// The input topics `s` consumes, on `brokers`, with `partitions` each.
+pub async fn create_inputs_on(brokers: &str, s: &Settings, partitions: i32) {
+    create_topics_on(brokers, &s.topics.consumed(), partitions).await;
+}
+
 pub async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -147,13 +152,7 @@ pub struct TestEngine {
 impl TestEngine {
     /// Creates the input topics, starts the engine and waits until it is ready.
     pub async fn start(settings: Settings) -> TestEngine {
-        let inputs: Vec<String> = settings.topics.consumed().iter().map(|t| t.to_string()).collect();
-        create_topics_on(
-            &settings.kafka.brokers,
-            &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-            INPUT_PARTITIONS,
-        )
-        .await;
+        create_inputs_on(&settings.kafka.brokers, &settings, INPUT_PARTITIONS).await;
         let t = TestEngine::launch(settings).await;
         t.wait_ready(Duration::from_secs(90)).await;
         t

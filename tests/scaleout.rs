@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use onejourney_core::EventTime;
 use onejourney_core::IdentityGraph;
-use onejourney_e2e::{create_topics_on, read_all_on, settings, TestEngine};
+use onejourney_e2e::{create_inputs_on, read_all_on, settings, TestEngine};
 use onejourney_engine::config::Settings;
 use onejourney_simulator::truth::IdentityTruth;
 use onejourney_simulator::{generate, SimConfig, Simulation};
@@ -36,13 +36,7 @@ fn sim() -> Simulation {
 
 /// The group's input topics, with `PARTITIONS` partitions each.
 async fn create_inputs(s: &Settings) {
-    let inputs: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
-    create_topics_on(
-        &s.kafka.brokers,
-        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
-        PARTITIONS,
-    )
-    .await;
+    create_inputs_on(&s.kafka.brokers, s, PARTITIONS).await;
 }
 
 /// One process's settings of a group of two; `name` is the group's.

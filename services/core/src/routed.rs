@@ -56,7 +56,7 @@ pub enum Routed {
     /// random per start), after the events it sent there: for each input
     /// partition it reads, how far it has sent its events (a watermark per
     /// lane, as Flink's per-channel watermarks). The owner reads it in
-    /// order with those events (`Processor::advance_partition`).
+    /// order with those events (`Processor::advance_partitions`).
     Progress { from: u64, sources: Vec<SourceProgress> },
 }
 

@@ -17,6 +17,7 @@
 //! [`Engine::start`] wires these together; one `CancellationToken` stops them.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod health;
@@ -174,9 +175,7 @@ impl Members {
         // The static member id when there is one (stable over restarts),
         // else a random id per start.
         let me = if settings.kafka.group_instance_id.is_empty() {
-            use std::hash::BuildHasher as _;
-            let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-            format!("{id:016x}")
+            format!("{:016x}", pipeline::evidence::random_per_start())
         } else {
             settings.kafka.group_instance_id.clone()
         };

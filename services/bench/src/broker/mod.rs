@@ -109,11 +109,7 @@ impl<'a> Bench<'a> {
     async fn setup(plan: &'a Plan<'a>) -> anyhow::Result<Bench<'a>> {
         let epoch = Instant::now();
         let prefix = format!("bench-{}-{}-", std::process::id(), micros(epoch));
-        let mut s = plan.settings.clone();
-        s.topics = s.topics.prefixed(&prefix);
-        s.kafka.group_id = format!("{prefix}engine");
-        s.http.addr = "127.0.0.1:0".parse().context("bench HTTP address")?;
-        s.state.dir = std::env::temp_dir().join(format!("{prefix}state"));
+        let s = own_settings(plan.settings, &prefix)?;
         let inputs: Vec<String> = s.topics.inputs().iter().map(|(t, _)| t.to_string()).collect();
         let consumed_topics: Vec<String> = s.topics.consumed().iter().map(|t| t.to_string()).collect();
         clients::create_topics(&s, &consumed_topics, PARTITIONS).await?;
@@ -184,6 +180,17 @@ pub async fn run(plan: &Plan<'_>) -> anyhow::Result<BrokerFigures> {
         echo_at_engine_rate,
         scaleout,
     })
+}
+
+/// `base` with topics, a consumer group, an HTTP port and a state directory
+/// of its own, named under `prefix`: one measured run.
+fn own_settings(base: &Settings, prefix: &str) -> anyhow::Result<Settings> {
+    let mut s = base.clone();
+    s.topics = s.topics.prefixed(prefix);
+    s.kafka.group_id = format!("{prefix}engine");
+    s.http.addr = "127.0.0.1:0".parse().context("bench HTTP address")?;
+    s.state.dir = std::env::temp_dir().join(format!("{prefix}state"));
+    Ok(s)
 }
 
 fn micros(epoch: Instant) -> u64 {

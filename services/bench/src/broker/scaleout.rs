@@ -34,7 +34,7 @@ use onejourney_engine::pipeline::emit::enqueue;
 use onejourney_engine::Engine;
 
 use super::clients::{create_topics, publish, upstream};
-use super::{micros, wait_until, Msg, PARTITIONS};
+use super::{micros, own_settings, wait_until, Msg, PARTITIONS};
 
 /// One run of the engine over the backlog.
 pub struct GroupRun {
@@ -81,11 +81,7 @@ pub fn cpu_seconds() -> f64 {
 /// Settings for one run: topics, group and state of its own.
 fn run_settings(base: &Settings, name: &str, routed: bool) -> anyhow::Result<Settings> {
     let prefix = format!("bench-{}-{}-{name}-", std::process::id(), micros(Instant::now()));
-    let mut s = base.clone();
-    s.topics = s.topics.prefixed(&prefix);
-    s.kafka.group_id = format!("{prefix}engine");
-    s.http.addr = "127.0.0.1:0".parse().context("bench HTTP address")?;
-    s.state.dir = std::env::temp_dir().join(format!("{prefix}state"));
+    let mut s = own_settings(base, &prefix)?;
     s.scaleout.identity_log = routed;
     s.scaleout.route_journeys = routed;
     Ok(s)

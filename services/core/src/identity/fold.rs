@@ -48,46 +48,38 @@ impl IdentityGraph {
             // Some are forgotten: the fold of its evidence filters them.
             return None;
         }
-        let key = EvidenceKey {
-            at: ev.occurred_at,
-            channel: ev.channel,
-            event_id: ArcStr::from(ev.event_id.as_str()),
-        };
-        let first = w.known.get(&fingerprint(&ids))?;
-        if *first > key {
-            return None;
-        }
-        self.resolve(&w, &ids)
+        self.known_resolution(&w, &ids, &evidence_key(ev))
     }
 
     fn stitch_locked(&self, w: &mut Writer, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
         let ids = self.live_ids(w, ev)?;
-        let key = EvidenceKey {
-            at: ev.occurred_at,
-            channel: ev.channel,
-            event_id: ArcStr::from(ev.event_id.as_str()),
-        };
-        let fp = fingerprint(&ids);
-        if let Some(first) = w.known.get(&fp) {
-            if *first <= key {
-                // The same set was folded at its first occurrence: nothing new.
-                if let Some((one_id, anchor)) = self.resolve(w, &ids) {
-                    return Ok(Stitch {
-                        one_id,
-                        anchor,
-                        ops: Vec::new(),
-                        rejected: Vec::new(),
-                        moved: Vec::new(),
-                        shared: Vec::new(),
-                        dropped: 0,
-                        rebuilt: false,
-                    });
-                }
-                // Every identifier of the set has since left its profile
-                // (caps, shared devices): fold it again as a new occurrence.
-            }
+        let key = evidence_key(ev);
+        if let Some((one_id, anchor)) = self.known_resolution(w, &ids, &key) {
+            return Ok(Stitch {
+                one_id,
+                anchor,
+                ops: Vec::new(),
+                rejected: Vec::new(),
+                moved: Vec::new(),
+                shared: Vec::new(),
+                dropped: 0,
+                rebuilt: false,
+            });
         }
         self.fold_new(w, key, ids)
+    }
+
+    /// Where identifier set `ids` resolves when it was folded at its first
+    /// occurrence, no later than `key`: nothing new to record. `None`: a
+    /// new set, an earlier occurrence, or every identifier of the set has
+    /// since left its profile (caps, shared devices), so it is folded again
+    /// as a new occurrence.
+    fn known_resolution(&self, w: &Writer, ids: &[IdKey], key: &EvidenceKey) -> Option<(OneId, IdKey)> {
+        let first = w.known.get(&fingerprint(ids))?;
+        if first > key {
+            return None;
+        }
+        self.resolve(w, ids)
     }
 
     /// The event's identifiers that were not forgotten, sorted, no repeats;
@@ -264,5 +256,14 @@ impl IdentityGraph {
             });
         }
         moved
+    }
+}
+
+/// The key an event's evidence is ordered and recorded by.
+fn evidence_key(ev: &ChannelEvent) -> EvidenceKey {
+    EvidenceKey {
+        at: ev.occurred_at,
+        channel: ev.channel,
+        event_id: ArcStr::from(ev.event_id.as_str()),
     }
 }

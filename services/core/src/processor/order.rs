@@ -93,23 +93,18 @@ impl Processor {
         }
     }
 
-    /// Scale-out: what the process that reads input partition `partition`
-    /// says of it, read in order with the events it sent on the same lane
-    /// (a progress record on the routed partition; `docs/scaling.md`,
-    /// "Watermarks across processes"). It has sent every event it read up
-    /// to one at `upto`, its largest event time so far: the partition's
-    /// clock moves there as if that event had arrived. `active`: it is still
-    /// reading the partition (a backlog, events in flight, or events lately),
-    /// so the partition holds the watermark back however long this lane
-    /// stays silent, as [`Processor::set_backlog`] does for a local one;
-    /// once not, it goes idle `idle_after` past the last active report.
-    /// Returns what the watermark then releases.
-    pub fn advance_partition(&mut self, partition: u32, upto: EventTime, active: bool, now_ms: u64) -> Vec<Released> {
-        self.advance_partitions(&[(partition, upto, active)], now_ms)
-    }
-
-    /// [`Processor::advance_partition`] for several partitions (partition,
-    /// upto, active) at once, released once.
+    /// Scale-out: what the processes that read input partitions say of
+    /// them, each `(partition, upto, active)` read in order with the events
+    /// sent on the same lane (a progress record on the routed partition;
+    /// `docs/scaling.md`, "Watermarks across processes"). Its sender has
+    /// sent every event it read up to one at `upto`, its largest event time
+    /// so far: the partition's clock moves there as if that event had
+    /// arrived. `active`: it is still reading the partition (a backlog,
+    /// events in flight, or events lately), so the partition holds the
+    /// watermark back however long this lane stays silent, as
+    /// [`Processor::set_backlog`] does for a local one; once not, it goes
+    /// idle `idle_after` past the last active report. Returns what the
+    /// watermark then releases (once, for all of them).
     pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool)], now_ms: u64) -> Vec<Released> {
         for &(partition, upto, active) in lanes {
             let clock = self.partitions.entry(partition).or_insert(PartitionClock {

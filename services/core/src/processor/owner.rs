@@ -88,14 +88,6 @@ impl Processor {
         self.ownership.as_ref().is_none_or(|o| o.owns(one_id))
     }
 
-    /// Where a routed event belongs when another process owns it now (it
-    /// moved since it was resolved): send it on at once rather than after
-    /// the watermark. `None`: this process owns it (or it was forgotten).
-    pub fn moved_elsewhere(&self, r: &Resolved) -> Option<Resolved> {
-        let (one_id, anchor) = self.current(r)?;
-        (!self.owns(&one_id)).then_some(Resolved { one_id, anchor })
-    }
-
     /// Buffered events whose profile moved to another process since they
     /// were offered (a merge folded meanwhile): taken out of the buffer, to
     /// send on now rather than when the watermark releases them, each with

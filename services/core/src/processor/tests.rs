@@ -595,16 +595,16 @@ fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
     p.offer(web("b", 60, json!({"cookie_id": "b"}), "page_view", json!({})), 0, 0, 0);
     // Lane 1 delivered nothing, but its sender is still reading: it holds,
     // however long it stays silent.
-    assert!(p.advance_partition(1, EventTime::MIN, true, 100).is_empty());
+    assert!(p.advance_partitions(&[(1, EventTime::MIN, true)], 100).is_empty());
     assert!(p.tick(10_000).is_empty());
     assert_eq!(p.pending_events(), 1);
     // Its sender has sent everything up to minute 30: b (minute 60) waits.
-    assert!(p.advance_partition(1, t(30), true, 10_000).is_empty());
+    assert!(p.advance_partitions(&[(1, t(30), true)], 10_000).is_empty());
     assert_eq!(p.watermark(10_000), Some(t(30)));
     // Up to minute 90: b goes, and an older report does not move it back.
-    let out = p.advance_partition(1, t(90), true, 10_001);
+    let out = p.advance_partitions(&[(1, t(90), true)], 10_001);
     assert_eq!(out.iter().filter_map(|r| r.seq).collect::<Vec<_>>(), vec![0]);
-    p.advance_partition(1, t(40), true, 10_002);
+    p.advance_partitions(&[(1, t(40), true)], 10_002);
     assert_eq!(p.partition_watermark(1), t(90));
     // No longer read: silent past idle_after, it stops holding.
     p.offer(
@@ -613,7 +613,7 @@ fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
         1,
         10_003,
     );
-    p.advance_partition(1, t(90), false, 10_004);
+    p.advance_partitions(&[(1, t(90), false)], 10_004);
     assert_eq!(p.pending_events(), 1, "c waits while lane 1 is fresh");
     p.tick(60_000);
     assert_eq!(p.pending_events(), 0, "lane 1 idle: c goes");

@@ -16,10 +16,9 @@ use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::error;
 
-use super::{base_config, fetch_defaults};
+use super::whole_topic_reader;
 use crate::config::Settings;
 
 pub struct EvidenceReader {
@@ -31,25 +30,8 @@ pub struct EvidenceReader {
 impl EvidenceReader {
     /// A reader assigned the whole topic from offset 0.
     pub fn open(s: &Settings) -> anyhow::Result<EvidenceReader> {
-        let mut c = base_config(s);
-        // librdkafka wants a group id; an assigning consumer never joins it
-        // and, with auto-commit off, never commits to it.
-        c.set("group.id", format!("{}-identity-evidence", s.kafka.group_id));
-        c.set("enable.auto.commit", "false");
-        c.set("enable.auto.offset.store", "false");
-        c.set("auto.offset.reset", "earliest");
-        c.set("enable.partition.eof", "false");
-        // The round trip of every event waits for this fetch: the engine's
-        // short fetch wait applies (tansu holds an empty fetch for all of it).
-        fetch_defaults(&mut c);
-        let consumer: StreamConsumer = c.create().context("creating the identity evidence reader")?;
         let topic = s.topics.identity_evidence.clone();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-            .context("naming the identity evidence partition")?;
-        consumer
-            .assign(&tpl)
-            .context("assigning the identity evidence partition")?;
+        let consumer = whole_topic_reader(s, "identity-evidence", &topic)?;
         Ok(EvidenceReader {
             consumer: Arc::new(consumer),
             topic,

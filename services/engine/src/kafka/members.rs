@@ -15,38 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{base_config, fetch_defaults};
+use super::whole_topic_reader;
 use crate::config::Settings;
 use crate::http::forward::{Directory, Member};
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Reads `topics.members` from its start into `directory` until cancelled.
 pub async fn follow(s: &Settings, directory: Arc<Directory>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut c = base_config(s);
-    // An assigning consumer never joins this group and never commits.
-    c.set("group.id", format!("{}-members", s.kafka.group_id));
-    c.set("enable.auto.commit", "false");
-    c.set("enable.auto.offset.store", "false");
-    c.set("auto.offset.reset", "earliest");
-    fetch_defaults(&mut c);
-    let consumer: StreamConsumer = c.create().context("creating the members reader")?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&s.topics.members, 0, Offset::Beginning)
-        .context("naming the members partition")?;
-    consumer.assign(&tpl).context("assigning the members partition")?;
+    let consumer = whole_topic_reader(s, "members", &s.topics.members)?;
     // The pipeline creates the topic: until then reads fail; say so once
     // every 30 s at most.
     let mut warned: Option<std::time::Instant> = None;
@@ -98,7 +79,7 @@ pub async fn announce(
             instance: instance.clone(),
             http: http.clone(),
             partitions,
-            at_ms: now_ms(),
+            at_ms: crate::clock::unix_ms(),
         };
         let payload = serde_json::to_vec(&member).context("encoding the members record")?;
         // Until it is published, the others cannot forward lookups here:

@@ -21,6 +21,8 @@ use onejourney_core::Channel;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer as _};
@@ -71,6 +73,30 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "enable.partition.eof", "false");
     c.create_with_context(ctx).context("creating the Kafka consumer")
+}
+
+/// A consumer of partition 0 of `topic`, assigned from its start outside
+/// the consumer group, so that every process reads every record; it never
+/// commits. `what` names it in errors and in its group id (librdkafka wants
+/// one; an assigning consumer never joins it).
+pub fn whole_topic_reader(s: &Settings, what: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let mut c = base_config(s);
+    c.set("group.id", format!("{}-{what}", s.kafka.group_id));
+    c.set("enable.auto.commit", "false");
+    c.set("enable.auto.offset.store", "false");
+    c.set("auto.offset.reset", "earliest");
+    c.set("enable.partition.eof", "false");
+    // The engine's short fetch wait (tansu holds an empty fetch for all of
+    // it): the identity round trip of every event waits for this fetch.
+    fetch_defaults(&mut c);
+    let consumer: StreamConsumer = c.create().with_context(|| format!("creating the {what} reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .with_context(|| format!("naming the {what} partition"))?;
+    consumer
+        .assign(&tpl)
+        .with_context(|| format!("assigning the {what} partition"))?;
+    Ok(consumer)
 }
 
 /// How the engine's consumer fetches (also used by `onejourney bench`, so

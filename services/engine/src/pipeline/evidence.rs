@@ -29,6 +29,13 @@ use super::ingest::Ingest;
 use super::record::{OutRecord, Step};
 use super::route::Route;
 
+/// A random number per start of the process (std's hasher keys are random
+/// per process): this process's id in the evidence records and, without a
+/// static member id, in the members topic.
+pub fn random_per_start() -> u64 {
+    RandomState::new().hash_one(std::process::id())
+}
+
 /// What waits for its own record.
 pub enum Waiting {
     Event {
@@ -75,10 +82,8 @@ pub struct Known {
 
 impl RoundTrip {
     pub fn new(topic: String) -> Self {
-        // A random id per start (std's hasher keys are random per process).
-        let process = RandomState::new().hash_one(std::process::id());
         RoundTrip {
-            process,
+            process: random_per_start(),
             topic,
             waiting: HashMap::default(),
             per_source: HashMap::default(),

@@ -12,7 +12,7 @@
 //! hands its event to the journey step (or applies its forget).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use onejourney_core::event::ControlCommand;
 use onejourney_core::identity::StitchError;
@@ -502,8 +502,5 @@ fn source_id(channel: Channel, partition: i32) -> u32 {
 /// plausibility window for event times (`timers.max_future_skew`,
 /// `timers.max_event_age`) is checked against this, read here at the edge.
 fn wall_clock() -> EventTime {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    EventTime::from_millis(ms)
+    EventTime::from_millis(i64::try_from(crate::clock::unix_ms()).unwrap_or(i64::MAX))
 }

@@ -165,7 +165,7 @@ async fn start_empty(
     // Inputs: none recorded, so every partition starts where the group's
     // `auto.offset.reset` puts it, now and after a crash alike.
     let header = Header {
-        written_at_ms: now_ms(),
+        written_at_ms: crate::clock::unix_ms(),
         inputs: Vec::new(),
         outputs,
         changelog: Some(Chain::empty(settings.state.partitions)),
@@ -317,13 +317,6 @@ pub fn dedupe_to_changelog(header: &Header, processor: &mut Processor) {
     if header.changelog.as_ref().is_none_or(|c| c.dedupe.0.is_empty()) {
         processor.mark_dedupe_fresh();
     }
-}
-
-/// Wall-clock time in ms since the epoch, for the snapshot header.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A rebuild: every input from its beginning into fresh state; every

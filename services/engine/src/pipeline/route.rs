@@ -55,6 +55,11 @@ pub fn source_of(lane: u32) -> u32 {
     lane & SOURCE_BITS
 }
 
+/// The routed partition of a lane (`None`: a plain source number).
+fn partition_of(lane: u32) -> Option<u32> {
+    (lane >> 23).checked_sub(1)
+}
+
 const SOURCE_BITS: u32 = (1 << 23) - 1;
 
 /// [`lane`] tells apart up to [`crate::config::MAX_ROUTED_PARTITIONS`]
@@ -136,7 +141,7 @@ impl Route {
     pub fn owning(&mut self, owned: &Ownership) {
         self.behind.retain(|q| owned.owned.contains(q));
         self.active
-            .retain(|l, _| (l >> 23).checked_sub(1).is_some_and(|q| owned.owned.contains(&q)));
+            .retain(|l, _| partition_of(*l).is_some_and(|q| owned.owned.contains(&q)));
         if let Some(tx) = &self.owned_tx {
             let mut now: Vec<u32> = owned.owned.iter().copied().collect();
             now.sort_unstable();
@@ -201,6 +206,15 @@ impl Route {
         &self.topic
     }
 
+    /// Whether every lane of routed partition `partition` holds the
+    /// watermark whatever its sender said: this process's consumer is
+    /// behind on it, or messages of it wait here for the fold (their lanes
+    /// must not go idle meanwhile).
+    fn holds_all(&self, partition: i32) -> bool {
+        u32::try_from(partition).is_ok_and(|q| self.behind.contains(&q))
+            || self.waiting.iter().any(|h| h.partition == partition)
+    }
+
     /// The last identity-log record folded here (-1: none): an event
     /// resolved now needs its owner to have folded that far.
     pub fn folded_to(&self) -> i64 {
@@ -252,6 +266,19 @@ impl Ingest {
         self.send("event", &r)
     }
 
+    /// The record that sends an event on to the owner of `resolved`, whose
+    /// profile moved there (with at least this process's fold position:
+    /// the receiver must have folded what moved it).
+    fn forward_event(&self, ev: ChannelEvent, resolved: Resolved, source: u32, evidence: i64) -> OutRecord {
+        let r = Routed::Event {
+            ev,
+            resolved,
+            source,
+            evidence: evidence.max(self.route_ref().folded_to()),
+        };
+        self.send("forward", &r)
+    }
+
     /// The record that carries `r` to its partition, counted by `kind`
     /// (event, handover, forward).
     fn send(&self, kind: &str, r: &Routed) -> OutRecord {
@@ -284,13 +311,7 @@ impl Ingest {
         }
         // Buffered events whose profile this fold moved to another owner.
         for (seq, ev, resolved, lane) in self.processor.take_moved_pending() {
-            let r = Routed::Event {
-                ev,
-                resolved,
-                source: source_of(lane),
-                evidence: offset,
-            };
-            let records = vec![self.send("forward", &r)];
+            let records = vec![self.forward_event(ev, resolved, source_of(lane), offset)];
             steps.push(Step::Done { seq, records });
         }
         steps.extend(self.release_routed(now_ms));
@@ -348,15 +369,13 @@ impl Ingest {
     }
 
     /// Recomputes whether each lane of routed partition `partition` holds
-    /// the watermark: its sender said it is active, this process's consumer
-    /// is behind on the partition, or messages of it wait here for the fold
-    /// (their lanes must not go idle meanwhile).
+    /// the watermark: its sender said it is active, or
+    /// [`Route::holds_all`].
     fn refresh_lanes(&mut self, partition: i32) {
         let (Some(route), Ok(q)) = (&self.route, u32::try_from(partition)) else {
             return;
         };
-        let waits = route.waiting.iter().any(|h| h.partition == partition);
-        let all = waits || route.behind.contains(&q);
+        let all = route.holds_all(partition);
         for s in &route.sources {
             let l = lane(q, *s);
             let active = route.active.get(&l).copied().unwrap_or(false);
@@ -473,16 +492,7 @@ impl Ingest {
                 // later move of that profile looks at it again.
                 let now = self.processor.follow(&resolved);
                 if let Some(now) = now.clone().filter(|n| !self.processor.owns(&n.one_id)) {
-                    // Sent on with this process's position: the receiver
-                    // must have folded what moved it.
-                    let evidence = evidence.max(self.route_ref().folded - 1);
-                    let r = Routed::Event {
-                        ev,
-                        resolved: now,
-                        source,
-                        evidence,
-                    };
-                    let records = vec![self.send("forward", &r)];
+                    let records = vec![self.forward_event(ev, now, source, evidence)];
                     return vec![Step::Done { seq, records }];
                 }
                 let resolved = now.unwrap_or(resolved);
@@ -516,7 +526,7 @@ impl Ingest {
                 let records = match self.processor.accept_handover(handover) {
                     None => Vec::new(),
                     Some(h) => {
-                        let evidence = evidence.max(self.route_ref().folded - 1);
+                        let evidence = evidence.max(self.route_ref().folded_to());
                         vec![self.send("forward", &Routed::Handover { handover: h, evidence })]
                     }
                 };
@@ -531,9 +541,7 @@ impl Ingest {
     fn progress_read(&mut self, seq: u64, partition: i32, sources: &[SourceProgress], now_ms: u64) -> Vec<Step> {
         let mut steps = Vec::new();
         if let (Ok(q), Some(route)) = (u32::try_from(partition), &mut self.route) {
-            // Held whatever the senders say while this process's consumer is
-            // behind on the partition or messages of it wait for the fold.
-            let all = route.behind.contains(&q) || route.waiting.iter().any(|h| h.partition == partition);
+            let all = route.holds_all(partition);
             let mut lanes = Vec::with_capacity(sources.len());
             for p in sources {
                 let l = lane(q, p.source);
@@ -555,14 +563,7 @@ impl Ingest {
     /// the record that sends it on.
     pub(super) fn forward(&mut self, processed: &mut Processed) -> Option<OutRecord> {
         let (ev, resolved, lane) = *processed.forward.take()?;
-        let evidence = self.route.as_ref().map_or(0, |r| r.folded - 1);
-        let r = Routed::Event {
-            ev,
-            resolved,
-            source: source_of(lane),
-            evidence,
-        };
-        Some(self.send("forward", &r))
+        Some(self.forward_event(ev, resolved, source_of(lane), -1))
     }
 }
 
