@@ -147,6 +147,10 @@ enum Wire {
         journey: Option<Box<Journey>>,
         timers: Vec<(i64, TimerKind, Named)>,
         evidence: i64,
+        /// Contract 1.13 (additive): the dedupe keys of the events in the
+        /// journey, with their times; absent in older records.
+        #[serde(default)]
+        applied: Vec<(i64, u64)>,
     },
     Progress {
         from: u64,
@@ -192,6 +196,7 @@ impl Routed {
                     .map(|(at, kind, k)| (at.0, *kind, named(ns, k)))
                     .collect(),
                 evidence: *evidence,
+                applied: h.applied.clone(),
             },
             Routed::Progress { from, sources } => Wire::Progress {
                 from: *from,
@@ -254,6 +259,7 @@ impl Routed {
                 journey,
                 timers,
                 evidence,
+                applied,
             } => Routed::Handover {
                 handover: Handover {
                     to: to.into(),
@@ -264,6 +270,7 @@ impl Routed {
                         .into_iter()
                         .map(|(at, kind, k)| Ok((EventTime(at), kind, key_of(ns, k)?)))
                         .collect::<Result<Vec<_>, RoutedError>>()?,
+                    applied,
                 },
                 evidence,
             },
@@ -350,6 +357,7 @@ mod tests {
                 from: "oj-b".into(),
                 journey: Some(Arc::new(j)),
                 timers: vec![(EventTime(99), TimerKind::Quiet, key)],
+                applied: vec![(5, 42)],
             },
             evidence: 7,
         };

@@ -101,6 +101,8 @@ pub struct EvidenceMetrics {
     pub round_trip: Histogram,
     pub routed: IntCounterVec,
     pub routed_waiting: IntGauge,
+    pub partitions_moved: IntCounterVec,
+    pub partition_records_restored: IntCounter,
 }
 
 impl EvidenceMetrics {
@@ -113,6 +115,8 @@ impl EvidenceMetrics {
             waiting: r.gauge(EVIDENCE_WAITING)?,
             routed: r.counter_vec(ROUTED, &["kind"])?,
             routed_waiting: r.gauge(ROUTED_WAITING)?,
+            partitions_moved: r.counter_vec(PARTITIONS_MOVED, &["change"])?,
+            partition_records_restored: r.counter(PARTITION_RECORDS_RESTORED)?,
             round_trip: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "onejourney_identity_evidence_round_trip_seconds",

@@ -125,6 +125,15 @@ impl Dedupe {
         self.buckets.values().any(|b| b.contains(&key))
     }
 
+    /// Forgets `key` inserted at `at` (scale-out: the event's effect left
+    /// this process with its state partition).
+    pub fn remove(&mut self, key: u64, at: EventTime) {
+        let bucket = self.bucket_of(at);
+        if self.buckets.get_mut(&bucket).is_some_and(|b| b.remove(&key)) {
+            self.len -= 1;
+        }
+    }
+
     pub fn insert(&mut self, key: u64, at: EventTime) {
         let bucket = self.bucket_of(at);
         if self.buckets.entry(bucket).or_default().insert(key) {

@@ -37,6 +37,7 @@ mod evaluate;
 mod fold;
 mod labels;
 mod learn;
+mod moving;
 mod order;
 mod owner;
 mod snapshot;
@@ -68,6 +69,7 @@ pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
+pub use moving::{handover_key, AppliedKey, Installed, PartitionRecord};
 pub use order::{PartitionClock, Released};
 pub use owner::{state_partition, Handover, Ownership};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -201,6 +203,9 @@ pub struct Processor {
     /// The profiles a fold moved since [`Processor::take_moved_pending`]:
     /// only buffered events resolved to one of them can have moved.
     moved_since_scan: crate::hash::HashSet<OneId>,
+    /// Scale-out stage 2: per journey, the keys of the events applied to it
+    /// (`moving.rs`); `None` in one process.
+    applied: Option<moving::AppliedKeys>,
 }
 
 impl Processor {
@@ -226,6 +231,7 @@ impl Processor {
             moves: HashMap::default(),
             keep_moves: false,
             moved_since_scan: crate::hash::HashSet::default(),
+            applied: None,
         }
     }
 
@@ -318,6 +324,7 @@ impl Processor {
                 ..Processed::default()
             });
         };
+        self.note_applied(&one_id, dedupe, ev.occurred_at);
         self.journey_step(ev, &one_id, &anchor, &mut out);
         Ok(out)
     }
@@ -397,8 +404,11 @@ impl Processor {
                 // Scale-out: the survivor's journey lives on another
                 // process (see `owner.rs`).
                 self.hand_over(&moved.from, to, via, gone);
-            } else if let Some(gone) = gone {
-                self.absorb_into(to, Arc::unwrap_or_clone(gone));
+            } else {
+                self.move_applied(&moved.from, to);
+                if let Some(gone) = gone {
+                    self.absorb_into(to, Arc::unwrap_or_clone(gone));
+                }
             }
             out.outputs.push(Output::Identity(IdentityChange {
                 change: "merge",
@@ -424,6 +434,7 @@ impl Processor {
             return Vec::new();
         };
         self.identity_log.push(op);
+        self.take_applied(&gone.one_id);
         if let Some(j) = self.state.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
             self.value.update(ValueKey::of(&j), None);

@@ -69,6 +69,10 @@ pub struct Handover {
     /// `None` when only timers move.
     pub journey: Option<Arc<Journey>>,
     pub timers: Vec<Timer>,
+    /// The keys of the events applied to the journey (within the dedupe
+    /// window): the receiver remembers them, so a re-read event of `from`
+    /// is a duplicate there too (`moving.rs`).
+    pub applied: Vec<super::AppliedKey>,
 }
 
 impl Processor {
@@ -76,6 +80,9 @@ impl Processor {
     /// (one process). Journeys of partitions no longer owned are not
     /// dropped here (the caller restores and drops on assignment changes).
     pub fn set_ownership(&mut self, ownership: Option<Ownership>) {
+        if ownership.is_some() {
+            self.keep_applied();
+        }
         self.ownership = ownership;
     }
 
@@ -141,6 +148,7 @@ impl Processor {
         // them). A scan of the timers, once per merge across processes.
         let graph = &self.state.identity;
         let taken = self.timers.take_keys(|k| graph.one_id_of(k).is_some_and(|o| o == *to));
+        let applied = self.take_applied(from);
         if journey.is_none() && taken.is_empty() {
             return;
         }
@@ -157,6 +165,7 @@ impl Processor {
             from: from.clone(),
             journey,
             timers,
+            applied,
         });
     }
 
@@ -174,6 +183,15 @@ impl Processor {
             h.to = target;
             return Some(h);
         }
+        // Read before (a replay, or a sender that restarted and handed
+        // the same journey over again): absorbed once.
+        let key = super::handover_key(&h.from);
+        if self.seen.contains(key) {
+            return None;
+        }
+        let at = h.journey.as_ref().and_then(|j| j.last_seen).map_or(self.applied_to, |t| t.max(self.applied_to));
+        self.add_applied(&target, vec![(at.0, key)]);
+        self.add_applied(&target, std::mem::take(&mut h.applied));
         if let Some(gone) = h.journey {
             self.absorb_into(&target, Arc::unwrap_or_clone(gone));
         }

@@ -38,7 +38,7 @@ use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::intern;
 use onejourney_core::journey::Journey;
-use onejourney_core::processor::{state_partition, CoreGlobals, Timer};
+use onejourney_core::processor::{state_partition, AppliedKey, CoreGlobals, Timer};
 use onejourney_core::state::Stored;
 use onejourney_core::EventTime;
 use rdkafka::Message as _;
@@ -52,6 +52,9 @@ pub const RECORD_VERSION: u8 = 1;
 /// The first byte of a journey record: 2, the journey (or none) and the
 /// timers homed there; 1 (still read), the journey alone.
 pub const JOURNEY_RECORD_VERSION: u8 = 2;
+/// A journey record with the dedupe keys of the events applied to it
+/// (scale-out, `scaleout.route_journeys`): the journey, its timers, the keys.
+pub const APPLIED_RECORD_VERSION: u8 = 3;
 /// The largest globals chunk, well under the producer's 1 MB message limit.
 pub const CHUNK: usize = 512 * 1024;
 /// Identity ops per identity-log record, at most.
@@ -211,13 +214,40 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::R
 
 /// A journey record: the journey (none: it went) and the timers homed at
 /// its One ID; none (a tombstone) when it has neither.
-pub fn encode_journey(journey: Option<&Journey>, timers: &[Timer]) -> anyhow::Result<Option<Vec<u8>>> {
+pub fn encode_journey(
+    journey: Option<&Journey>,
+    timers: &[Timer],
+    applied: &[AppliedKey],
+    applied_to: EventTime,
+) -> anyhow::Result<Option<Vec<u8>>> {
     if journey.is_none() && timers.is_empty() {
         return Ok(None);
     }
-    let mut out = vec![JOURNEY_RECORD_VERSION];
-    rmp_serde::encode::write(&mut out, &(journey, timers)).context("encoding a journey record")?;
+    let mut out;
+    if applied.is_empty() {
+        out = vec![JOURNEY_RECORD_VERSION];
+        rmp_serde::encode::write(&mut out, &(journey, timers)).context("encoding a journey record")?;
+    } else {
+        out = vec![APPLIED_RECORD_VERSION];
+        rmp_serde::encode::write(&mut out, &(journey, timers, applied, applied_to.0))
+            .context("encoding a journey record")?;
+    }
     Ok(Some(out))
+}
+
+/// A journey record with what scale-out adds: the dedupe keys of the
+/// events in it and the writer's applied-to time (ms).
+pub type AppliedRecord = (Option<Journey>, Vec<Timer>, Vec<AppliedKey>, i64);
+
+/// A journey record read back with the dedupe keys of the events in it
+/// (scale-out; none in records of version 2 and 1).
+pub fn decode_journey_applied(bytes: &[u8]) -> anyhow::Result<AppliedRecord> {
+    match bytes.split_first() {
+        Some((&APPLIED_RECORD_VERSION, body)) => {
+            rmp_serde::from_slice(body).context("a damaged journey record in the changelog")
+        }
+        _ => decode_journey(bytes).map(|(j, t)| (j, t, Vec::new(), i64::MIN)),
+    }
 }
 
 /// A journey record read back: the journey (none: it went) and its timers.
@@ -227,6 +257,11 @@ pub fn decode_journey(bytes: &[u8]) -> anyhow::Result<(Option<Journey>, Vec<Time
             rmp_serde::from_slice(body).context("a damaged journey record in the changelog")
         }
         Some((&RECORD_VERSION, _)) => Ok((Some(decode(bytes, "journey")?), Vec::new())),
+        Some((&APPLIED_RECORD_VERSION, body)) => {
+            let (j, t, _, _): AppliedRecord =
+                rmp_serde::from_slice(body).context("a damaged journey record in the changelog")?;
+            Ok((j, t))
+        }
         Some((v, _)) => anyhow::bail!(
             "a journey record of changelog format {v} (this build reads {RECORD_VERSION} and \
              {JOURNEY_RECORD_VERSION}): run the version that wrote it"
@@ -562,16 +597,16 @@ mod tests {
         let j = Journey::default();
         let key = onejourney_core::ids::IdKey::new(onejourney_core::ids::Ns(3), "c-1");
         let timers = vec![(EventTime(5), TimerKind::Quiet, key)];
-        let both = encode_journey(Some(&j), &timers).expect("encodes").expect("a value");
+        let both = encode_journey(Some(&j), &timers, &[], EventTime::MIN).expect("encodes").expect("a value");
         assert_eq!(both[0], JOURNEY_RECORD_VERSION);
         let (back, t) = decode_journey(&both).expect("decodes");
         assert_eq!((format!("{back:?}"), &t), (format!("{:?}", Some(&j)), &timers));
-        let alone = encode_journey(None, &timers)
+        let alone = encode_journey(None, &timers, &[], EventTime::MIN)
             .expect("encodes")
             .expect("timers alone: a value");
         assert_eq!(decode_journey(&alone).expect("decodes"), (None, timers));
         assert_eq!(
-            encode_journey(None, &[]).expect("encodes"),
+            encode_journey(None, &[], &[], EventTime::MIN).expect("encodes"),
             None,
             "neither: a tombstone"
         );
@@ -594,7 +629,7 @@ mod tests {
         let (idle, recent) = (at(1_000), at(9_000));
         let mut latest = HashMap::new();
         for (id, j) in [("idle", &idle), ("recent", &recent)] {
-            latest.insert(OneId::from(id), encode_journey(Some(j), &[]).expect("encodes"));
+            latest.insert(OneId::from(id), encode_journey(Some(j), &[], &[], EventTime::MIN).expect("encodes"));
         }
         latest.insert(OneId::from("gone"), None);
         let mut out = Committed::default();

@@ -17,6 +17,7 @@
 pub mod changelog;
 pub mod erasures;
 pub mod fresh;
+pub mod partition;
 pub mod published;
 pub mod snapshot;
 

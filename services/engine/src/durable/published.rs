@@ -93,6 +93,19 @@ impl Published {
         fingerprint(topic, key, payload, headers.iter().copied())
     }
 
+    /// Adds `other`'s records (another read-back).
+    pub fn merge(&mut self, other: Published) {
+        if self.actions_topic.is_empty() {
+            self.actions_topic = other.actions_topic;
+            self.churn_topic = other.churn_topic;
+            self.erasures_topic = other.erasures_topic;
+            self.identity_topic = other.identity_topic;
+        }
+        for (id, n) in other.records {
+            *self.records.entry(id).or_insert(0) += n;
+        }
+    }
+
     pub fn add(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], headers: &[(&str, Option<&[u8]>)]) {
         let id = self.identity(topic, key, payload, headers);
         *self.records.entry(id).or_insert(0) += 1;

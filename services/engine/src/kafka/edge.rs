@@ -81,6 +81,10 @@ pub struct IngestContext {
     /// An assignment did not fit in the channel: the loop must read it from
     /// the consumer.
     missed: AtomicBool,
+    /// Scale-out: the routed topic. A routed partition taken away forgets
+    /// its resume offset: when it comes back, it starts where its owners
+    /// committed meanwhile.
+    routed: Option<String>,
 }
 
 impl IngestContext {
@@ -98,7 +102,14 @@ impl IngestContext {
             events,
             resume: Mutex::new(resume),
             missed: AtomicBool::new(false),
+            routed: None,
         }
+    }
+
+    /// See the `routed` field.
+    pub fn with_routed(mut self, topic: Option<String>) -> Self {
+        self.routed = topic;
+        self
     }
 
     /// Where partitions resume from now on (after a checkpoint).
@@ -244,6 +255,11 @@ impl ConsumerContext for IngestContext {
                     warn!(error = %e, "revoking partitions failed");
                 }
                 self.post_rebalance(c, &Rebalance::Revoke(tpl));
+                if let (Some(routed), Ok(mut resume)) = (&self.routed, self.resume.lock()) {
+                    for tp in partitions(tpl).filter(|(t, _)| t == routed) {
+                        resume.remove(&tp);
+                    }
+                }
                 self.send(EdgeEvent::Revoked(partitions(tpl).collect()));
             }
             other => {

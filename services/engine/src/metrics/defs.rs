@@ -196,6 +196,14 @@ pub(super) const ROUTED_WAITING: Def = (
     "onejourney_routed_waiting",
     "Routed records waiting until this process has folded the identity evidence they were resolved at.",
 );
+pub(super) const PARTITIONS_MOVED: Def = (
+    "onejourney_state_partitions_moved_total",
+    "State partitions that came to this process with a consumer-group assignment and were restored from their journeys changelog partition (change=restored), or left it (change=dropped) (scaleout.route_journeys).",
+);
+pub(super) const PARTITION_RECORDS_RESTORED: Def = (
+    "onejourney_state_partition_records_restored_total",
+    "Journey records (latest per One ID) installed from the journeys changelog when a state partition was assigned to this process (scaleout.route_journeys).",
+);
 pub(super) const JOURNEYS_EVICTED: Def = (
     "onejourney_journeys_evicted_total",
     "Journeys whose detail was dropped after state.evict_journeys_after without events.",

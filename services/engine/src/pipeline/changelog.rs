@@ -28,13 +28,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::journey::Journey;
-use onejourney_core::processor::{DedupeDelta, Timer};
+use onejourney_core::processor::{AppliedKey, DedupeDelta, Timer};
+use onejourney_core::EventTime;
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::emit::enqueue;
 use crate::config::Settings;
 use crate::durable::changelog::{self, serde_bytes_vec::BytesRef, Chain, Marker};
+use crate::durable::partition::{PartitionMarker, MARKER_KEY};
 use crate::durable::Header;
 use crate::metrics::Metrics;
 
@@ -45,6 +47,8 @@ pub struct Changelog {
     identity_topic: String,
     checkpoints_topic: String,
     partitions: u32,
+    /// This process, named in partition markers.
+    instance: String,
     /// What the committed checkpoints so far wrote.
     chain: Chain,
     /// The keys of the dedupe delta records this process wrote, per bucket:
@@ -64,8 +68,10 @@ pub struct Written {
     pub header: Header,
 }
 
-/// Per record changed: its One ID, its journey (none: it went) and its timers.
-type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>)>;
+/// Per record changed: its One ID, its journey (none: it went), its timers
+/// and (scale-out) the dedupe keys of the events in it with the applied-to
+/// time they stop at.
+type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>, (Vec<AppliedKey>, EventTime))>;
 
 /// A journey record encoded: its state partition, its One ID, its value
 /// (none: a tombstone).
@@ -85,6 +91,9 @@ pub struct Capture {
     dedupe: DedupeDelta,
     /// The oldest dedupe bucket kept.
     oldest_bucket: Option<i64>,
+    /// Scale-out: the state partitions owned at the barrier, each of which
+    /// gets a partition marker after its records.
+    owned: Option<Vec<u32>>,
 }
 
 impl Capture {
@@ -100,7 +109,7 @@ impl Capture {
         let journeys: usize = self
             .journeys
             .iter()
-            .map(|(id, _, t)| id.len() + t.len() * std::mem::size_of::<Timer>() + 64)
+            .map(|(id, _, t, _)| id.len() + t.len() * std::mem::size_of::<Timer>() + 64)
             .sum();
         let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
         journeys + self.globals.len() + dedupe + self.ops.len() * std::mem::size_of::<IdentityOp>()
@@ -126,6 +135,7 @@ impl Changelog {
             identity_topic: settings.topics.identity_log.clone(),
             checkpoints_topic: settings.topics.state_checkpoints.clone(),
             partitions: settings.state.partitions,
+            instance: settings.kafka.group_instance_id.clone(),
             chain,
             dedupe_keys: BTreeMap::new(),
             metrics,
@@ -150,7 +160,10 @@ impl Changelog {
         let mut sent = Sent::default();
         self.send_journeys(std::mem::take(&mut capture.journeys), &mut sent)
             .await?;
-        self.send_identity(&capture.ops, &mut sent).await?;
+        if capture.owned.is_none() {
+            // Scale-out: the identity evidence topic is the graph's log.
+            self.send_identity(&capture.ops, &mut sent).await?;
+        }
         let dedupe_keys = self.send_dedupe(&capture, header.written_at_ms, &mut sent).await?;
         let (records, bytes) = (sent.records, sent.bytes);
         for ((topic, partition), futures) in std::mem::take(&mut sent.pending) {
@@ -162,6 +175,9 @@ impl Changelog {
             } else if let Some(r) = usize::try_from(partition).ok().and_then(|p| chain.journeys.get_mut(p)) {
                 r.add(from, to);
             }
+        }
+        if let Some(owned) = &capture.owned {
+            self.send_markers(owned, header).await?;
         }
         for (bucket, key) in dedupe_keys {
             self.dedupe_keys.entry(bucket).or_default().push(key);
@@ -224,6 +240,28 @@ impl Changelog {
             let kind = if value.is_some() { "journey" } else { "tombstone" };
             self.send(sent, kind, (&self.journeys_topic, *partition), one_id, value.as_deref())
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Scale-out: a partition marker on every owned journeys changelog
+    /// partition, after its records are acknowledged (see
+    /// [`crate::durable::partition`]).
+    async fn send_markers(&self, owned: &[u32], header: &Header) -> anyhow::Result<()> {
+        let marker = PartitionMarker {
+            outputs: header.outputs.clone(),
+            written_at_ms: header.written_at_ms,
+            instance: self.instance.clone(),
+        }
+        .encode()?;
+        let mut sent = Sent::default();
+        for q in owned {
+            let q = i32::try_from(*q).context("a state partition number")?;
+            self.send(&mut sent, "marker", (&self.journeys_topic, q), MARKER_KEY, Some(&marker))
+                .await?;
+        }
+        for (_, futures) in sent.pending {
+            acknowledged(futures).await?;
         }
         Ok(())
     }
@@ -292,15 +330,23 @@ impl Changelog {
 /// See [`Changelog::capture`].
 fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     let state = processor.state();
+    // Scale-out: records of partitions given up are the new owner's to write.
     let journeys = state
         .take_dirty_unordered()
         .into_iter()
+        .filter(|one_id| processor.owns(one_id))
         .map(|one_id| {
             let journey = state.journey(&one_id);
             let timers = processor.timers_of(&one_id).to_vec();
-            (one_id, journey, timers)
+            let applied = (processor.applied_of(&one_id), processor.applied_to());
+            (one_id, journey, timers, applied)
         })
         .collect();
+    let owned = processor.ownership().map(|o| {
+        let mut owned: Vec<u32> = o.owned.iter().copied().collect();
+        owned.sort_unstable();
+        owned
+    });
     let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
     let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
     Ok(Capture {
@@ -309,6 +355,7 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
         globals,
         dedupe,
         oldest_bucket,
+        owned,
     })
 }
 
@@ -317,8 +364,8 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
 fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Record>> {
     changed
         .into_iter()
-        .map(|(one_id, journey, timers)| {
-            let value = changelog::encode_journey(journey.as_deref(), &timers)?;
+        .map(|(one_id, journey, timers, (applied, applied_to))| {
+            let value = changelog::encode_journey(journey.as_deref(), &timers, &applied, applied_to)?;
             Ok((changelog::partition_of(&one_id, partitions), one_id, value))
         })
         .collect()

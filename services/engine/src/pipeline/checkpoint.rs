@@ -375,6 +375,10 @@ fn check_held(ingest: &Ingest, in_flight: &mut InFlight) -> anyhow::Result<()> {
 /// Commits the input offsets, off the async workers. A failed commit is
 /// harmless: on restart the snapshot's offsets win over the group's.
 async fn commit(consumer: &Arc<IngestConsumer>, inputs: &HashMap<Tp, i64>) -> anyhow::Result<()> {
+    // Nothing read yet (a process that owns nothing, or starts idle).
+    if inputs.is_empty() {
+        return Ok(());
+    }
     let mut tpl = TopicPartitionList::new();
     for ((t, p), o) in inputs {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;

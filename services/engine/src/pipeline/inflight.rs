@@ -86,6 +86,12 @@ impl InFlight {
         self.entries.get_mut(i)
     }
 
+    /// More records already published (a state partition restored here):
+    /// each is skipped once when regenerated.
+    pub fn also_published(&mut self, more: Published) {
+        self.published.merge(more);
+    }
+
     /// The newest message still in flight.
     pub fn newest(&self) -> Option<u64> {
         self.entries.back().map(|e| e.seq)

@@ -109,7 +109,10 @@ impl Ingest {
                 let ownership = route.ownership(owned);
                 route.owning(&ownership);
                 let lanes = route.lanes(&ownership);
+                let before = self.processor.ownership().map(|o| o.owned.clone()).unwrap_or_default();
+                route.moved(&before, &ownership.owned);
                 self.processor.set_ownership(Some(ownership));
+                self.drop_given_up();
                 lanes
             }
             None => inputs,

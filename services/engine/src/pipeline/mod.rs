@@ -41,6 +41,7 @@ pub mod evict;
 pub mod evidence;
 pub mod inflight;
 pub mod ingest;
+pub mod moving;
 pub mod partitions;
 pub mod poll;
 pub mod record;
@@ -101,7 +102,8 @@ pub async fn run(
         WarnLimiter::new(settings.log.repeated_warnings_per_minute),
         edge_tx.clone(),
         header.resume_offsets(),
-    );
+    )
+    .with_routed(settings.scaleout.route_journeys.then(|| settings.topics.routed.clone()));
     let consumer = subscribe(&settings, context)?;
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = checkpointer(&settings, &producer, &metrics, &health, &cancel, &header).await?;
@@ -202,8 +204,15 @@ async fn start(
         Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
     let mut processor = Processor::new(Arc::new(settings.core()), state);
     let started = Instant::now();
-    let (header, published) = restore::restore(settings, &mut processor, health, metrics).await?;
-    restore::dedupe_to_changelog(&header, &mut processor);
+    let (header, published) = if settings.scaleout.route_journeys {
+        // The state partitions are restored as the group assigns them
+        // (`moving.rs`); the graph is the identity evidence topic's.
+        restore::routed_start(settings, health).await?
+    } else {
+        let restored = restore::restore(settings, &mut processor, health, metrics).await?;
+        restore::dedupe_to_changelog(&restored.0, &mut processor);
+        restored
+    };
     restore::install_erasures(settings, &mut processor, health).await?;
     let warnings = WarnLimiter::new(settings.log.repeated_warnings_per_minute);
     let mut ingest = Ingest::new(decoder, processor, settings.topics.clone(), metrics.clone(), warnings);

@@ -70,6 +70,12 @@ impl Partitions {
                 for tp in &parts {
                     self.resuming.remove(tp);
                     self.ends.remove(tp);
+                    // Scale-out: a routed partition's offsets are its next
+                    // owner's to commit (it may come back later, from there).
+                    if ingest.channel_of(&tp.0).is_none() {
+                        self.highest.remove(tp);
+                        self.covered.remove(tp);
+                    }
                 }
             }
             EdgeEvent::Ends(ends) => {

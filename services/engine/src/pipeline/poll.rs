@@ -139,6 +139,7 @@ impl Poll {
     async fn message(&mut self, msg: OwnedMessage) -> anyhow::Result<bool> {
         self.health.set_connected(true);
         self.drain_edge();
+        self.settle_moves().await?;
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         match self.partitions.admit(topic, partition, offset) {
             Admit::Process => {}
@@ -193,6 +194,7 @@ impl Poll {
             .producer_queue
             .set(i64::from(self.in_flight.producer_queue()));
         self.drain_edge();
+        self.settle_moves().await?;
         let stalled = self.partitions.update_backlogs(&mut self.ingest, paused);
         self.metrics.partitions_stalled.set(stalled as i64);
         let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());

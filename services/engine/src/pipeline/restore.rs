@@ -319,6 +319,28 @@ pub fn dedupe_to_changelog(header: &Header, processor: &mut Processor) {
     }
 }
 
+/// Scale-out (`scaleout.route_journeys`): nothing is restored at start.
+/// The graph is folded from the identity evidence topic and each state
+/// partition is restored when the group assigns it (`super::moving`);
+/// inputs and routed partitions start where the group committed. Returns
+/// where the outputs end now (the checkpoints' lower bound).
+pub async fn routed_start(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Result<(Header, Published)> {
+    let outputs = query(
+        settings,
+        health,
+        "reading where the output topics end",
+        fresh::output_ends,
+    )
+    .await?;
+    let header = Header {
+        written_at_ms: crate::clock::unix_ms(),
+        inputs: Vec::new(),
+        outputs,
+        changelog: None,
+    };
+    Ok((header, Published::new(&settings.topics)))
+}
+
 /// A rebuild: every input from its beginning into fresh state; every
 /// retained output read back, so that re-processing publishes nothing twice.
 async fn rebuild(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Result<(Header, Published)> {

@@ -111,6 +111,13 @@ pub struct Route {
     /// Where the owned partitions go after each assignment (the members
     /// topic: lookups are forwarded to the owner).
     owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+    /// State partitions the last assignments gave this process, to restore
+    /// before any of their messages is processed, and those they took away
+    /// (`moving.rs`).
+    pub(super) gained: Vec<u32>,
+    pub(super) lost: Vec<u32>,
+    /// The numbers of the messages dropped with partitions given up.
+    pub(super) dropped: Vec<u64>,
 }
 
 impl Route {
@@ -127,6 +134,9 @@ impl Route {
             active: HashMap::default(),
             behind: HashSet::default(),
             owned_tx: None,
+            gained: Vec::new(),
+            lost: Vec::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -151,6 +161,22 @@ impl Route {
                 changed
             });
         }
+    }
+
+    /// An assignment changed the owned partitions from `before` to `now`.
+    pub(super) fn moved(&mut self, before: &HashSet<u32>, now: &HashSet<u32>) {
+        self.gained.retain(|q| now.contains(q));
+        self.gained.extend(now.iter().filter(|q| !before.contains(q)));
+        self.lost.extend(before.iter().filter(|q| !now.contains(q)));
+    }
+
+    /// Takes the held messages of partitions this process gave up; returns
+    /// their numbers (the new owner reads them again).
+    pub(super) fn drop_waiting(&mut self, lost: &[u32]) -> Vec<u64> {
+        let gone = |h: &Held| u32::try_from(h.partition).is_ok_and(|q| lost.contains(&q));
+        let seqs = self.waiting.iter().filter(|h| gone(h)).map(|h| h.seq).collect();
+        self.waiting.retain(|h| !gone(h));
+        seqs
     }
 
     /// The lanes of the owned routed partitions: the clocks the owner's

@@ -1,0 +1,272 @@
+//! Scale-out: state partitions moving between processes with the consumer
+//! group (`docs/scaling.md` section 4).
+//!
+//! In: the dedupe key of every event applied to a journey (while this
+//! process owns only some state partitions), the journeys changelog records
+//! of partitions newly assigned here ([`Processor::install_partition`]), and
+//! the ownership after an assignment ([`Processor::drop_unowned`]). Out: per
+//! journey, the keys of the events applied to it within the dedupe window
+//! ([`Processor::applied_of`], written with its changelog record and carried
+//! by its handover); the restored journeys, timers and dedupe keys; the
+//! numbers of the buffered events of partitions given up (their messages
+//! are read again by the new owner). Keeps the applied keys per journey.
+//!
+//! Why the keys travel with the journey: a journey record and the keys of
+//! the events in it are written as one record, so whichever of its records
+//! a restore finds, an event re-read after it (a routed record past the
+//! committed offset, or the same event routed again by a restarted stage 1)
+//! is in that journey exactly when its key is there. No marker has to tie
+//! journey records and dedupe records together. A handover's own key
+//! ([`handover_key`]) is kept the same way, so a handover read twice (a
+//! replay, or a restarted sender that hands the same journey over again) is
+//! absorbed once.
+
+
+use std::sync::Arc;
+
+use crate::decide::value::ValueKey;
+use crate::hash::{HashMap, HashSet};
+use crate::identity::OneId;
+use crate::journey::Journey;
+use crate::time::EventTime;
+
+use super::timer_set::Timer;
+use super::{Handover, Processor};
+
+/// An applied event's dedupe key with its event time (ms): what a journey
+/// record carries.
+pub type AppliedKey = (i64, u64);
+
+/// Per One ID, the keys of the events applied to its journey.
+pub type AppliedKeys = HashMap<OneId, Vec<AppliedKey>>;
+
+/// One journeys changelog record read back: One ID, journey (none: only
+/// timers), timers homed there, the applied keys.
+pub type PartitionRecord = (OneId, Option<Journey>, Vec<Timer>, Vec<AppliedKey>);
+
+/// What installing a partition's records did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Installed {
+    pub journeys: usize,
+    pub timers: usize,
+    pub keys: usize,
+    /// Records of a One ID that is no profile any more (merged away or
+    /// forgotten since they were written): not installed, tombstoned at the
+    /// next checkpoint.
+    pub orphans: usize,
+    /// Of those, the ones merged away: handed over to their survivor.
+    pub handed_over: usize,
+}
+
+/// The dedupe key of a handover: a profile is merged away once, so its One
+/// ID names the handover, whoever sends it and however often.
+pub fn handover_key(from: &str) -> u64 {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("handover {from}").as_bytes());
+    // Not an event key's value space in practice (SHA-256 based there).
+    h | 1
+}
+
+impl Processor {
+    /// Starts keeping the applied keys per journey (scale-out stage 2).
+    pub(super) fn keep_applied(&mut self) {
+        if self.applied.is_none() {
+            self.applied = Some(AppliedKeys::default());
+        }
+    }
+
+    /// An event (or handover) with `key` at `at` was applied to `one_id`.
+    pub(super) fn note_applied(&mut self, one_id: &OneId, key: u64, at: EventTime) {
+        let oldest = self.oldest_kept();
+        let Some(applied) = self.applied.as_mut() else { return };
+        let keys = applied.entry(one_id.clone()).or_default();
+        keys.retain(|(t, _)| *t >= oldest);
+        keys.push((at.0, key));
+    }
+
+    /// The oldest event time the dedupe window still covers (ms).
+    fn oldest_kept(&self) -> i64 {
+        let window = i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        if window == 0 || self.applied_to == EventTime::MIN {
+            return i64::MIN;
+        }
+        self.applied_to.0.saturating_sub(window)
+    }
+
+    /// Everything at or before this event time has been applied.
+    pub fn applied_to(&self) -> EventTime {
+        self.applied_to
+    }
+
+    /// The keys of the events applied to `one_id` within the window: what
+    /// its changelog record carries.
+    pub fn applied_of(&self, one_id: &str) -> Vec<AppliedKey> {
+        let oldest = self.oldest_kept();
+        self.applied
+            .as_ref()
+            .and_then(|a| a.get(one_id))
+            .map(|k| k.iter().filter(|(t, _)| *t >= oldest).copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// `from`'s keys go to `to` (a merge on this process).
+    pub(super) fn move_applied(&mut self, from: &str, to: &OneId) {
+        let Some(applied) = self.applied.as_mut() else { return };
+        if let Some(mut keys) = applied.remove(from) {
+            applied.entry(to.clone()).or_default().append(&mut keys);
+        }
+    }
+
+    /// `one_id`'s keys, taken (a handover, a forget).
+    pub(super) fn take_applied(&mut self, one_id: &str) -> Vec<AppliedKey> {
+        self.applied.as_mut().and_then(|a| a.remove(one_id)).unwrap_or_default()
+    }
+
+    /// Keys that arrived with a handover, absorbed into `to`: remembered
+    /// for dedupe and kept with `to`'s journey.
+    pub(super) fn add_applied(&mut self, to: &OneId, keys: Vec<AppliedKey>) {
+        for (at, key) in &keys {
+            self.seen.insert(*key, EventTime(*at));
+        }
+        if let Some(applied) = self.applied.as_mut() {
+            applied.entry(to.clone()).or_default().extend(keys);
+        }
+        self.sync_sizes();
+    }
+
+    /// Installs the journeys changelog records of a state partition just
+    /// assigned here (the latest record per One ID). A record whose One ID
+    /// is no profile in the graph (merged away or forgotten after it was
+    /// written) is left out and its record tombstoned by the next
+    /// checkpoint; its keys are still remembered (those events were applied).
+    ///
+    /// `applied_to`: the largest applied-to time of the processes that
+    /// wrote the records. Their keys stop at that time's dedupe window, so
+    /// this process's applied-to time moves up to it: an event older than
+    /// the window is too late here too, not applied a second time.
+    pub fn install_partition(&mut self, records: Vec<PartitionRecord>, applied_to: EventTime) -> Installed {
+        self.applied_to = self.applied_to.max(applied_to);
+        let mut done = Installed::default();
+        for (one_id, journey, timers, keys) in records {
+            for (at, key) in &keys {
+                self.seen.insert(*key, EventTime(*at));
+            }
+            done.keys += keys.len();
+            let live = self.state.identity.with_profile(&one_id, |_| ()).is_some();
+            if !live {
+                done.orphans += 1;
+                self.state.touched(&one_id);
+                // Merged away while the partition was between owners: no
+                // one handed it over then. Absorbed here, or sent on, once
+                // (the handover key tells one that arrived before).
+                if let Some((to, via)) = self.moved_to(&one_id) {
+                    let h = Handover {
+                        to,
+                        via,
+                        from: one_id,
+                        journey: journey.map(Arc::new),
+                        timers,
+                        applied: keys,
+                    };
+                    if let Some(h) = self.accept_handover(h) {
+                        self.handovers.push(h);
+                    }
+                    done.handed_over += 1;
+                }
+                continue;
+            }
+            if let Some(applied) = self.applied.as_mut() {
+                applied.insert(one_id.clone(), keys);
+            }
+            if let Some(j) = journey {
+                self.tiers.add(j.revenue);
+                self.value.update(None, ValueKey::of(&j));
+                self.state.journeys.insert(one_id.clone(), j.into());
+                done.journeys += 1;
+            }
+            done.timers += timers.len();
+            if !timers.is_empty() {
+                self.timers.replace(one_id, timers);
+            }
+        }
+        self.state.journeys_loaded();
+        self.sync_sizes();
+        done
+    }
+
+    /// The profile a merged-away One ID's journey belongs to now, through
+    /// the moves this process folded, with an identifier of it.
+    fn moved_to(&self, from: &OneId) -> Option<(OneId, crate::ids::IdKey)> {
+        let mut one_id = from.clone();
+        // A chain of moves is short; the bound only guards against a cycle.
+        for _ in 0..64 {
+            match self.moves.get(&one_id) {
+                Some(Some(to)) => one_id = to.clone(),
+                _ => return None,
+            }
+            if let Some(Some(via)) = self.state.identity.with_profile(&one_id, |p| p.ids.first().cloned()) {
+                return Some((one_id, via));
+            }
+        }
+        None
+    }
+
+    /// After an assignment: the journeys, timers and applied keys of the
+    /// state partitions this process no longer owns go, without a
+    /// tombstone (the new owner writes that changelog partition now), and
+    /// so do the buffered events resolved to them. Returns the caller's
+    /// numbers of those events: their messages are finished here and read
+    /// again by the new owner.
+    pub fn drop_unowned(&mut self) -> (usize, Vec<u64>) {
+        if self.ownership.is_none() {
+            return (0, Vec::new());
+        }
+        let gone: Vec<OneId> = self
+            .state
+            .journeys
+            .iter()
+            .filter(|e| !self.owns(e.key()))
+            .map(|e| e.key().clone())
+            .collect();
+        for one_id in &gone {
+            if let Some((_, s)) = self.state.journeys.remove(one_id) {
+                if let Some(j) = s.journey() {
+                    self.tiers.remove(j.revenue);
+                    self.value.update(ValueKey::of(&j), None);
+                }
+            }
+        }
+        self.state.journeys_loaded();
+        let homes: Vec<OneId> = self.timers.homes().filter(|h| !self.owns(h)).cloned().collect();
+        for home in homes {
+            self.timers.replace(home, Vec::new());
+        }
+        // Their events' effects go with the journeys: should the partition
+        // come back, those events are applied again from its changelog.
+        let ownership = self.ownership.clone();
+        let owned = |k: &str| ownership.as_ref().is_none_or(|o| o.owns(k));
+        let mut forgotten = Vec::new();
+        if let Some(applied) = self.applied.as_mut() {
+            applied.retain(|k, keys| {
+                if !owned(k) {
+                    forgotten.append(keys);
+                }
+                owned(k)
+            });
+        }
+        for (at, key) in forgotten {
+            self.seen.remove(key, EventTime(at));
+        }
+        let dropped: HashSet<u64> = self
+            .resolved
+            .iter()
+            .filter(|(_, r)| !self.owns(&r.one_id))
+            .map(|(seq, _)| *seq)
+            .collect();
+        self.pending.retain(|k, _| !dropped.contains(&k.3));
+        self.resolved.retain(|seq, _| !dropped.contains(seq));
+        self.sync_sizes();
+        let mut seqs: Vec<u64> = dropped.into_iter().collect();
+        seqs.sort_unstable();
+        (gone.len(), seqs)
+    }
+}

@@ -1,0 +1,155 @@
+//! Scale-out: state partitions moving with the consumer group
+//! (`scaleout.route_journeys`, `docs/scaling.md` section 4).
+//!
+//! In: the state partitions an assignment gave this process and those it
+//! took away (`Route::moved`, from the Kafka edge's assignment events).
+//! Out: for a partition taken away, its journeys, timers and dedupe keys
+//! dropped (no tombstone: the new owner writes that changelog partition
+//! now) and its buffered messages finished here without effect (the new
+//! owner reads them again from the group's committed offset); for a
+//! partition given, before any of its messages is processed: its journeys
+//! changelog partition read to its end and installed (the latest record per
+//! One ID, with the dedupe keys of the events in it), and the outputs
+//! published since the partition's last marker read back, so that what the
+//! new owner decides again is not published twice. `/readyz` says 503 while
+//! a partition restores. It keeps nothing.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tracing::info;
+
+use super::ingest::Ingest;
+use super::poll::Poll;
+use super::record::Step;
+use crate::durable::partition::{read_partitions, ReadPartition};
+
+impl Ingest {
+    /// After an assignment took state partitions away: what they held
+    /// goes (see the module's documentation).
+    pub(super) fn drop_given_up(&mut self) {
+        let Some(route) = self.route.as_mut() else { return };
+        if route.lost.is_empty() {
+            return;
+        }
+        let lost = std::mem::take(&mut route.lost);
+        let mut seqs = route.drop_waiting(&lost);
+        let (journeys, buffered) = self.processor.drop_unowned();
+        seqs.extend(buffered);
+        info!(
+            partitions = ?lost,
+            journeys,
+            messages = seqs.len(),
+            "state partitions given up: their journeys go to the new owner through the changelog"
+        );
+        self.metrics
+            .evidence
+            .partitions_moved
+            .with_label_values(&["dropped"])
+            .inc_by(lost.len() as u64);
+        if let Some(route) = self.route.as_mut() {
+            route.dropped.extend(seqs);
+        }
+    }
+
+    /// The handovers installing restored partitions made.
+    fn restored_handovers(&mut self) -> Vec<super::record::OutRecord> {
+        let Some(offset) = self.route.as_ref().map(super::route::Route::folded_to) else {
+            return Vec::new();
+        };
+        self.handover_records(offset)
+    }
+
+    /// The partitions to restore and the messages to finish, taken.
+    fn take_moves(&mut self) -> (Vec<u32>, Vec<Step>) {
+        let Some(route) = self.route.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        let steps = std::mem::take(&mut route.dropped)
+            .into_iter()
+            .map(|seq| Step::Done { seq, records: Vec::new() })
+            .collect();
+        (std::mem::take(&mut route.gained), steps)
+    }
+}
+
+impl Poll {
+    /// Restores the state partitions the last assignments gave this
+    /// process and finishes the messages of those they took away. Called
+    /// after the edge's events are applied, before the next message.
+    pub(super) async fn settle_moves(&mut self) -> anyhow::Result<()> {
+        let (mut gained, dropped) = self.ingest.take_moves();
+        if !dropped.is_empty() {
+            self.in_flight.apply(dropped).await?;
+        }
+        if gained.is_empty() {
+            return Ok(());
+        }
+        gained.sort_unstable();
+        let started = Instant::now();
+        self.health.set_restored(false);
+        let mut since: Vec<(String, i32, i64)> = Vec::new();
+        let mut totals = (0u64, 0usize, 0usize);
+        for read in self.read(&gained).await? {
+            for (topic, p, end) in read.marker.map(|m| m.outputs).unwrap_or_default() {
+                match since.iter_mut().find(|(t, x, _)| *t == topic && *x == p) {
+                    Some(s) => s.2 = s.2.min(end),
+                    None => since.push((topic, p, end)),
+                }
+            }
+            totals.0 += read.read;
+            let installed = self.ingest.processor_mut().install_partition(read.records, read.applied_to);
+            totals.1 += installed.journeys;
+            totals.2 += installed.orphans;
+            self.metrics
+                .evidence
+                .partition_records_restored
+                .inc_by(installed.journeys as u64);
+        }
+        // Journeys merged away while their partition was between owners.
+        let handovers = self.ingest.restored_handovers();
+        if !handovers.is_empty() {
+            self.in_flight.apply(vec![Step::Attach { seq: None, records: handovers }]).await?;
+        }
+        let published = self.read_back(since).await?;
+        let read_back = published.len();
+        self.in_flight.also_published(published);
+        self.metrics
+            .evidence
+            .partitions_moved
+            .with_label_values(&["restored"])
+            .inc_by(gained.len() as u64);
+        self.health.set_restored(true);
+        info!(
+            partitions = ?gained,
+            records_read = totals.0,
+            journeys = totals.1,
+            orphans = totals.2,
+            outputs_read_back = read_back,
+            seconds = started.elapsed().as_secs_f64(),
+            "state partitions restored from the journeys changelog"
+        );
+        Ok(())
+    }
+
+    /// Reads journeys changelog partitions `qs`, off the async workers.
+    async fn read(&self, qs: &[u32]) -> anyhow::Result<Vec<ReadPartition>> {
+        let settings = self.settings.clone();
+        let health = self.health.clone();
+        let qs: Vec<i32> = qs.iter().filter_map(|q| i32::try_from(*q).ok()).collect();
+        tokio::task::spawn_blocking(move || read_partitions(&settings, &qs, |_| health.beat()))
+            .await
+            .context("reading journeys changelog partitions: the task panicked")?
+            .context("restoring state partitions from the journeys changelog")
+    }
+
+    /// The outputs published after `since`, read back off the async workers.
+    async fn read_back(&self, since: Vec<(String, i32, i64)>) -> anyhow::Result<crate::durable::Published> {
+        let settings = self.settings.clone();
+        let health = self.health.clone();
+        tokio::task::spawn_blocking(move || crate::durable::read_published(&settings, &since, |_| health.beat()))
+            .await
+            .context("reading back published outputs: the task panicked")?
+            .context("reading back the outputs published after a state partition's last checkpoint")
+    }
+}
