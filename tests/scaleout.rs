@@ -11,40 +11,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use onejourney_core::EventTime;
 use onejourney_core::IdentityGraph;
-use onejourney_e2e::{create_inputs_on, read_all_on, settings, TestEngine};
+use onejourney_e2e::{settings, TestEngine};
 use onejourney_engine::config::Settings;
 use onejourney_simulator::truth::IdentityTruth;
-use onejourney_simulator::{generate, SimConfig, Simulation};
+use onejourney_simulator::Simulation;
+
+#[path = "shared/scaleout.rs"]
+mod shared;
+use shared::*;
 
 /// The erase token of the three-process group (the forget at its end).
 const ERASE: &str = "scaleout-erase-token";
-
-/// Input partitions per topic: enough that both processes get some of each.
-const PARTITIONS: i32 = 4;
-
-fn sim() -> Simulation {
-    generate(&SimConfig {
-        customers: 250,
-        seed: 15,
-        days: 60,
-        harder: true,
-        ..SimConfig::default()
-    })
-}
-
-/// The group's input topics, with `PARTITIONS` partitions each.
-async fn create_inputs(s: &Settings) {
-    create_inputs_on(&s.kafka.brokers, s, PARTITIONS).await;
-}
-
-/// One process's settings of a group of two; `name` is the group's.
-fn member(group: &Settings, which: &str) -> Settings {
-    let mut s = group.clone();
-    s.state.dir = group.state.dir.join(which);
-    s
-}
 
 /// The One ID one process stitching every event (in publication order; the
 /// graph does not depend on the order) gives each identifier.
@@ -60,56 +38,6 @@ fn one_process(settings: &Settings, sim: &Simulation) -> IdentityGraph {
         }
     }
     graph
-}
-
-async fn consumed(e: &TestEngine) -> f64 {
-    let mut n = 0.0;
-    for c in ["web", "pos", "app", "call_center"] {
-        n += e
-            .metric(&format!("onejourney_events_consumed_total{{channel=\"{c}\"}}"))
-            .await;
-    }
-    n
-}
-
-/// Waits until `engines` consumed `n` events between them, hold none back,
-/// and (with the identity log) each folded every record all published and
-/// has no routed record waiting.
-async fn wait_drained(engines: &[&TestEngine], n: usize, identity_log: bool) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let mut each = Vec::new();
-        for e in engines {
-            each.push(consumed(e).await);
-        }
-        let total: f64 = each.iter().sum();
-        let mut done = total >= n as f64;
-        for e in engines {
-            done &= e.metric("onejourney_events_buffered").await == 0.0;
-        }
-        if identity_log && done {
-            let mut published = 0.0;
-            for e in engines {
-                published += e.metric("onejourney_identity_evidence_published_total").await;
-            }
-            for e in engines {
-                let folded = e
-                    .metric("onejourney_identity_evidence_folded_total{origin=\"own\"}")
-                    .await
-                    + e.metric("onejourney_identity_evidence_folded_total{origin=\"other\"}")
-                        .await;
-                done &= e.metric("onejourney_identity_evidence_waiting").await == 0.0
-                    && e.metric("onejourney_routed_waiting").await == 0.0
-                    && folded >= published;
-            }
-        }
-        if done {
-            eprintln!("consumed: {each:?} by the processes");
-            return;
-        }
-        assert!(Instant::now() < deadline, "consumed {each:?} of {n} within 300 s");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// Publishes `sim` in two halves (it is sorted by event time), each drained
@@ -254,29 +182,6 @@ fn counts(engines: &[&TestEngine]) -> BTreeMap<String, [u64; 4]> {
     all
 }
 
-/// A decision: One ID, decided at, and "action on trigger kind".
-type Decision = (String, i64, String);
-
-/// The decisions on `next-best-actions` by action id, and how many action
-/// ids came twice.
-async fn decisions(s: &Settings) -> (BTreeMap<String, Decision>, usize) {
-    let mut by_id = BTreeMap::new();
-    let mut twice = 0;
-    for r in read_all_on(&s.kafka.brokers, &s.topics.next_best_actions).await {
-        let v = r.json();
-        let at: EventTime = serde_json::from_value(v["decided_at"].clone()).unwrap();
-        let id = v["action_id"].as_str().unwrap().to_string();
-        let one_id = v["one_id"].as_str().unwrap().to_string();
-        let what = format!(
-            "{} on {}",
-            v["action"].as_str().unwrap(),
-            v["trigger"]["kind"].as_str().unwrap()
-        );
-        twice += usize::from(by_id.insert(id, (one_id, at.0, what)).is_some());
-    }
-    (by_id, twice)
-}
-
 /// The decisions only one side made, counted by "action on trigger kind".
 fn only_in(a: &BTreeMap<String, Decision>, b: &BTreeMap<String, Decision>) -> BTreeMap<String, usize> {
     let mut kinds = BTreeMap::new();
@@ -286,21 +191,6 @@ fn only_in(a: &BTreeMap<String, Decision>, b: &BTreeMap<String, Decision>) -> BT
         }
     }
     kinds
-}
-
-/// Decisions over the cross-channel budget: per One ID, more than `max` in
-/// a window of `per_ms`.
-fn over_budget(actions: &BTreeMap<String, Decision>, max: usize, per_ms: i64) -> usize {
-    let mut times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for (one_id, at, _) in actions.values() {
-        times.entry(one_id).or_default().push(*at);
-    }
-    let mut over = 0;
-    for t in times.values_mut() {
-        t.sort_unstable();
-        over += t.windows(max + 1).filter(|w| w[max] - w[0] < per_ms).count();
-    }
-    over
 }
 
 /// Every process answers a profile lookup with the same body: the journey
@@ -530,212 +420,4 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
         only_in(&actions, &expected_actions),
         only_in(&expected_actions, &actions)
     );
-}
-
-/// One member of the moving group; `fixed`: static membership (a
-/// restarted member gets its partitions back), else dynamic (a member that
-/// stops leaves the group at once).
-fn moving_member(group: &Settings, which: &str, fixed: bool) -> Settings {
-    let mut s = member(group, which);
-    if fixed {
-        s.kafka.group_instance_id = which.to_string();
-    }
-    s
-}
-
-/// A journey as comparable text.
-fn journey_text(events: &[u64], purchases: u64, revenue: f64, returns: u64, complaints: u64, first: Option<EventTime>, last: Option<EventTime>) -> String {
-    format!("events {events:?} purchases {purchases} revenue {revenue:.2} returns {returns} complaints {complaints} first {first:?} last {last:?}")
-}
-
-/// Per One ID, its journey as `e`'s lookup API answers it (forwarded to
-/// the owner, wherever that is), over every identifier the simulator made.
-async fn journeys_by_lookup(e: &TestEngine, sim: &Simulation) -> BTreeMap<String, String> {
-    let truth = IdentityTruth::from_simulation(sim);
-    let mut out = BTreeMap::new();
-    for (n, v) in truth.owners.keys() {
-        let (status, view) = e
-            .post_json("/v1/profiles/lookup", &serde_json::json!({"namespace": n, "value": v}))
-            .await;
-        if status != 200 || view["journey"]["first_seen"].is_null() {
-            continue;
-        }
-        let j = &view["journey"];
-        // An object keyed by channel (contract: `journey.channels`).
-        let events: Vec<u64> = ["web", "pos", "app", "call_center"]
-            .iter()
-            .map(|c| j["channels"][c]["events"].as_u64().unwrap_or(0))
-            .collect();
-        let time = |f: &str| serde_json::from_value::<Option<EventTime>>(j[f].clone()).unwrap();
-        let text = journey_text(
-            &events,
-            j["purchases"].as_u64().unwrap(),
-            j["revenue"].as_f64().unwrap(),
-            j["returns"].as_u64().unwrap(),
-            j["complaints"].as_u64().unwrap(),
-            time("first_seen"),
-            time("last_seen"),
-        );
-        out.insert(view["one_id"].as_str().unwrap().to_string(), text);
-    }
-    out
-}
-
-/// Per One ID, its journey as comparable text, from one process's state.
-fn journeys_of(e: &TestEngine) -> BTreeMap<String, String> {
-    e.state()
-        .all_journeys()
-        .into_iter()
-        .map(|(one_id, j)| {
-            let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
-            let text = journey_text(&events, u64::from(j.purchases), j.revenue, u64::from(j.returns), u64::from(j.complaints), j.first_seen, j.last_seen);
-            (one_id.to_string(), text)
-        })
-        .collect()
-}
-
-/// Sum of a metric over the in-process engines.
-async fn summed(engines: &[&TestEngine], sample: &str) -> f64 {
-    let mut n = 0.0;
-    for e in engines {
-        n += e.metric(sample).await;
-    }
-    n
-}
-
-/// Issue 15's second must-show: the group keeps one process's answers
-/// while one member is killed with `kill -9` and restarted, a fourth joins
-/// and then leaves, all while the stream runs. State partitions move with
-/// the group: a new owner restores each from its journeys changelog
-/// partition (the latest record per One ID, with the dedupe keys of its
-/// events) before it reads the partition, and reads back the outputs
-/// published since that partition's last marker. The killed member runs as
-/// its own OS process with static membership (it gets its partitions back);
-/// the others are dynamic (one that stops leaves at once). The journeys are
-/// compared through the lookup API, which answers from the owner.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_kill_and_membership_changes_keep_the_journeys_of_one_process() {
-    use onejourney_e2e::process::{free_port, EngineProcess};
-    if std::env::var_os("ONEJOURNEY_TEST_LOG").is_some() {
-        onejourney_engine::logging::init(&settings("log").log);
-    }
-    let sim = sim();
-
-    let reference = settings("moves-ref");
-    create_inputs(&reference).await;
-    let mut one = TestEngine::start(reference.clone()).await;
-    one.wait_ready(Duration::from_secs(90)).await;
-    one.publish_sim(&sim.events).await;
-    wait_drained(&[&one], sim.events.len(), false).await;
-    let all_expected = journeys_of(&one);
-    let expected_by_lookup = journeys_by_lookup(&one, &sim).await;
-    one.stop().await;
-    let (expected_actions, _) = decisions(&reference).await;
-    assert_eq!(
-        expected_by_lookup.iter().filter(|(k, v)| all_expected.get(*k) != Some(*v)).count(),
-        0,
-        "the lookup API shows the journeys the state holds"
-    );
-
-    let mut group = settings("moves-3");
-    group.scaleout.identity_log = true;
-    group.scaleout.route_journeys = true;
-    group.state.partitions = 8;
-    group.state.snapshot_interval = Duration::from_secs(2);
-    create_inputs(&group).await;
-    let a = TestEngine::start(moving_member(&group, "a", false)).await;
-    let b = TestEngine::start(moving_member(&group, "b", false)).await;
-    // c runs as its own process, to be killed.
-    let c_settings = moving_member(&group, "c", true);
-    let dir = c_settings.state.dir.clone();
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("engine.toml");
-    std::fs::write(&config, c_settings.to_masked_toml().unwrap()).unwrap();
-    let log = dir.join("engine.log");
-    let port = free_port();
-    let c = EngineProcess::spawn(&config, port, &log);
-    c.wait_ready(Duration::from_secs(90)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-
-    // The stream: twelve slices, 1.5 s apart.
-    let chunks: Vec<Vec<_>> = sim.events.chunks(sim.events.len() / 12 + 1).map(<[_]>::to_vec).collect();
-    let publisher_settings = group.clone();
-    let publisher = tokio::spawn(async move {
-        for chunk in chunks {
-            onejourney_e2e::publish_sim_on(&publisher_settings, &chunk).await;
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-        }
-    });
-    let n = sim.events.len() as f64;
-    let wait_for = |share: f64| {
-        let (a, b) = (&a, &b);
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while consumed(a).await + consumed(b).await < share * n * 0.5 {
-                assert!(Instant::now() < deadline, "the stream did not reach {share}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    wait_for(0.2).await;
-    c.kill_9();
-    eprintln!("c killed with -9");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let c = EngineProcess::spawn(&config, port, &log);
-    c.wait_ready(Duration::from_secs(120)).await;
-    eprintln!("c restarted");
-    wait_for(0.4).await;
-    let mut d = TestEngine::start(moving_member(&group, "d", false)).await;
-    eprintln!("d joined");
-    wait_for(0.7).await;
-    d.stop().await;
-    eprintln!("d left");
-    publisher.await.unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut got = journeys_by_lookup(&a, &sim).await;
-    while got != expected_by_lookup && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        got = journeys_by_lookup(&a, &sim).await;
-    }
-    let differ: Vec<&String> = expected_by_lookup
-        .keys()
-        .chain(got.keys())
-        .filter(|k| expected_by_lookup.get(*k) != got.get(*k))
-        .collect();
-    let both = [&a, &b];
-    let held: Vec<usize> = both.iter().map(|e| e.state().all_journeys().len()).collect();
-    let restored = summed(&both, "onejourney_state_partitions_moved_total{change=\"restored\"}").await
-        + c.metric("onejourney_state_partitions_moved_total").await;
-    let records = summed(&both, "onejourney_state_partition_records_restored_total").await
-        + c.metric("onejourney_state_partition_records_restored_total").await;
-    let dedup = summed(&both, "onejourney_outputs_deduplicated_total").await
-        + c.metric("onejourney_outputs_deduplicated_total").await;
-    eprintln!(
-        "{} of {} journeys (of {} in one process) differ from one process's; journeys held by a, b: {held:?}; partitions moved: {restored}, journey records restored: {records}; outputs not published twice: {dedup}",
-        differ.len(),
-        expected_by_lookup.len(),
-        all_expected.len()
-    );
-    for k in differ.iter().take(5) {
-        eprintln!("{k}: one process {:?}, the group {:?}", expected_by_lookup.get(*k), got.get(*k));
-    }
-    let (actions, twice) = decisions(&group).await;
-    let same = actions.keys().filter(|k| expected_actions.contains_key(*k)).count();
-    eprintln!(
-        "decisions: {} with the moving group, {} with one process, {same} the same action_id; {twice} published twice",
-        actions.len(),
-        expected_actions.len()
-    );
-    c.terminate();
-    for mut e in [a, b] {
-        e.stop().await;
-    }
-    assert!(records > 0.0, "no journey came back from the changelog");
-    assert!(differ.is_empty(), "{} journeys differ from one process's", differ.len());
-    assert_eq!(twice, 0, "an action_id published twice");
-    let budget = &group.decide.policy.budget;
-    let (max, per) = budget.as_ref().map(|b| (b.max, b.per)).unwrap();
-    let per_ms = i64::try_from(per.as_millis()).unwrap();
-    assert_eq!(over_budget(&actions, max as usize, per_ms), 0, "the budget held per One ID");
 }

@@ -69,7 +69,7 @@ pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
-pub use moving::{handover_key, AppliedKey, Installed, PartitionRecord};
+pub use moving::{handover_key, AppliedKey, GivenUp, Installed, PartitionRecord};
 pub use order::{PartitionClock, Released};
 pub use owner::{state_partition, Handover, Ownership};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -93,6 +93,8 @@ mod evidence_tests;
 mod frozen_snapshot_tests;
 #[cfg(test)]
 mod journey_size_tests;
+#[cfg(test)]
+mod moving_tests;
 #[cfg(test)]
 mod owner_tests;
 #[cfg(test)]

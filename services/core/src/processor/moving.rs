@@ -21,7 +21,6 @@
 //! replay, or a restarted sender that hands the same journey over again) is
 //! absorbed once.
 
-
 use std::sync::Arc;
 
 use crate::decide::value::ValueKey;
@@ -43,6 +42,10 @@ pub type AppliedKeys = HashMap<OneId, Vec<AppliedKey>>;
 /// One journeys changelog record read back: One ID, journey (none: only
 /// timers), timers homed there, the applied keys.
 pub type PartitionRecord = (OneId, Option<Journey>, Vec<Timer>, Vec<AppliedKey>);
+
+/// A journey that left with its state partition: One ID, journey (none:
+/// only timers), timers, the applied keys.
+pub type GivenUp = (OneId, Option<Arc<Journey>>, Vec<Timer>, Vec<AppliedKey>);
 
 /// What installing a partition's records did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -213,33 +216,41 @@ impl Processor {
     /// After an assignment: the journeys, timers and applied keys of the
     /// state partitions this process no longer owns go, without a
     /// tombstone (the new owner writes that changelog partition now), and
-    /// so do the buffered events resolved to them. Returns the caller's
-    /// numbers of those events: their messages are finished here and read
-    /// again by the new owner.
-    pub fn drop_unowned(&mut self) -> (usize, Vec<u64>) {
+    /// so do the buffered events that came on a lane `lost` names (a lane
+    /// of a partition given up: the new owner reads their messages again).
+    /// A buffered event of a lane kept stays, whatever profile it belongs
+    /// to now: its message is committed here, so it is applied or sent on
+    /// from here. Returns what left, as changelog records (the caller
+    /// writes them for the new owner: changes since the last checkpoint
+    /// may come from messages of partitions kept here), and the caller's
+    /// numbers of the events dropped.
+    pub fn drop_unowned(&mut self, lost: impl Fn(u32) -> bool) -> (Vec<GivenUp>, Vec<u64>) {
         if self.ownership.is_none() {
-            return (0, Vec::new());
+            return (Vec::new(), Vec::new());
         }
-        let gone: Vec<OneId> = self
+        let mut gone: Vec<OneId> = self
             .state
             .journeys
             .iter()
             .filter(|e| !self.owns(e.key()))
             .map(|e| e.key().clone())
             .collect();
-        for one_id in &gone {
-            if let Some((_, s)) = self.state.journeys.remove(one_id) {
-                if let Some(j) = s.journey() {
-                    self.tiers.remove(j.revenue);
-                    self.value.update(ValueKey::of(&j), None);
-                }
+        gone.extend(self.timers.homes().filter(|h| !self.owns(h)).cloned());
+        gone.sort_unstable();
+        gone.dedup();
+        let mut records = Vec::with_capacity(gone.len());
+        for one_id in gone {
+            let journey = self.state.journeys.remove(&one_id).and_then(|(_, s)| s.journey());
+            if let Some(j) = &journey {
+                self.tiers.remove(j.revenue);
+                self.value.update(ValueKey::of(j), None);
             }
+            let timers = self.timers.of(&one_id).to_vec();
+            self.timers.replace(one_id.clone(), Vec::new());
+            let keys = self.applied_of(&one_id);
+            records.push((one_id, journey, timers, keys));
         }
         self.state.journeys_loaded();
-        let homes: Vec<OneId> = self.timers.homes().filter(|h| !self.owns(h)).cloned().collect();
-        for home in homes {
-            self.timers.replace(home, Vec::new());
-        }
         // Their events' effects go with the journeys: should the partition
         // come back, those events are applied again from its changelog.
         let ownership = self.ownership.clone();
@@ -257,16 +268,16 @@ impl Processor {
             self.seen.remove(key, EventTime(at));
         }
         let dropped: HashSet<u64> = self
-            .resolved
+            .pending
             .iter()
-            .filter(|(_, r)| !self.owns(&r.one_id))
-            .map(|(seq, _)| *seq)
+            .filter(|(_, (lane, _))| lost(*lane))
+            .map(|(k, _)| k.3)
             .collect();
         self.pending.retain(|k, _| !dropped.contains(&k.3));
         self.resolved.retain(|seq, _| !dropped.contains(seq));
         self.sync_sizes();
         let mut seqs: Vec<u64> = dropped.into_iter().collect();
         seqs.sort_unstable();
-        (gone.len(), seqs)
+        (records, seqs)
     }
 }

@@ -189,7 +189,11 @@ impl Processor {
         if self.seen.contains(key) {
             return None;
         }
-        let at = h.journey.as_ref().and_then(|j| j.last_seen).map_or(self.applied_to, |t| t.max(self.applied_to));
+        let at = h
+            .journey
+            .as_ref()
+            .and_then(|j| j.last_seen)
+            .map_or(self.applied_to, |t| t.max(self.applied_to));
         self.add_applied(&target, vec![(at.0, key)]);
         self.add_applied(&target, std::mem::take(&mut h.applied));
         if let Some(gone) = h.journey {

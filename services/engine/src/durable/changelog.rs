@@ -597,7 +597,9 @@ mod tests {
         let j = Journey::default();
         let key = onejourney_core::ids::IdKey::new(onejourney_core::ids::Ns(3), "c-1");
         let timers = vec![(EventTime(5), TimerKind::Quiet, key)];
-        let both = encode_journey(Some(&j), &timers, &[], EventTime::MIN).expect("encodes").expect("a value");
+        let both = encode_journey(Some(&j), &timers, &[], EventTime::MIN)
+            .expect("encodes")
+            .expect("a value");
         assert_eq!(both[0], JOURNEY_RECORD_VERSION);
         let (back, t) = decode_journey(&both).expect("decodes");
         assert_eq!((format!("{back:?}"), &t), (format!("{:?}", Some(&j)), &timers));
@@ -629,7 +631,10 @@ mod tests {
         let (idle, recent) = (at(1_000), at(9_000));
         let mut latest = HashMap::new();
         for (id, j) in [("idle", &idle), ("recent", &recent)] {
-            latest.insert(OneId::from(id), encode_journey(Some(j), &[], &[], EventTime::MIN).expect("encodes"));
+            latest.insert(
+                OneId::from(id),
+                encode_journey(Some(j), &[], &[], EventTime::MIN).expect("encodes"),
+            );
         }
         latest.insert(OneId::from("gone"), None);
         let mut out = Committed::default();

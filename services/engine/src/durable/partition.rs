@@ -36,6 +36,12 @@ pub struct PartitionMarker {
     /// outputs after these were published after the state the records hold.
     pub outputs: Vec<(String, i32, i64)>,
     pub written_at_ms: u64,
+    /// The routed partition's offset the checkpoint committed: its
+    /// records hold every message before it. Recorded for diagnosis; a new
+    /// owner starts at the group's committed offset (starting here was
+    /// tried and measured worse in session 17: `docs/scaling.md` section 4).
+    #[serde(default)]
+    pub routed_offset: Option<i64>,
     /// The process that wrote it (`kafka.group_instance_id` or its members id).
     pub instance: String,
 }
@@ -59,7 +65,11 @@ pub struct ReadPartition {
 
 /// Reads journeys changelog partitions `qs` to their ends, in one pass
 /// (blocking). One [`ReadPartition`] per partition, in the order of `qs`.
-pub fn read_partitions(settings: &Settings, qs: &[i32], progress: impl FnMut(u64)) -> anyhow::Result<Vec<ReadPartition>> {
+pub fn read_partitions(
+    settings: &Settings,
+    qs: &[i32],
+    progress: impl FnMut(u64),
+) -> anyhow::Result<Vec<ReadPartition>> {
     let topic = settings.topics.journeys_changelog.as_str();
     let since: Vec<(String, i32, i64)> = fresh::starts(settings, &[topic])?
         .into_iter()
@@ -68,7 +78,9 @@ pub fn read_partitions(settings: &Settings, qs: &[i32], progress: impl FnMut(u64
     let mut each: HashMap<i32, Latest> = qs.iter().map(|q| (*q, Latest::default())).collect();
     let mut failed = None;
     published::read_since(settings, &since, progress, |m| {
-        let Some(part) = each.get_mut(&m.partition()) else { return };
+        let Some(part) = each.get_mut(&m.partition()) else {
+            return;
+        };
         part.read += 1;
         let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             return;
@@ -88,9 +100,7 @@ pub fn read_partitions(settings: &Settings, qs: &[i32], progress: impl FnMut(u64
     if let Some(e) = failed {
         return Err(e);
     }
-    qs.iter()
-        .map(|q| decoded(each.remove(q).unwrap_or_default()))
-        .collect()
+    qs.iter().map(|q| decoded(each.remove(q).unwrap_or_default())).collect()
 }
 
 /// One partition's records as read: the latest value per key.
@@ -138,6 +148,7 @@ mod tests {
         let m = PartitionMarker {
             outputs: vec![("next-best-actions".into(), 0, 17)],
             written_at_ms: 5,
+            routed_offset: Some(40),
             instance: "a".into(),
         };
         assert_eq!(decode_marker(&m.encode().unwrap()).unwrap(), m);

@@ -49,6 +49,7 @@ pub struct Changelog {
     partitions: u32,
     /// This process, named in partition markers.
     instance: String,
+    routed_topic: String,
     /// What the committed checkpoints so far wrote.
     chain: Chain,
     /// The keys of the dedupe delta records this process wrote, per bucket:
@@ -136,6 +137,7 @@ impl Changelog {
             checkpoints_topic: settings.topics.state_checkpoints.clone(),
             partitions: settings.state.partitions,
             instance: settings.kafka.group_instance_id.clone(),
+            routed_topic: settings.topics.routed.clone(),
             chain,
             dedupe_keys: BTreeMap::new(),
             metrics,
@@ -248,17 +250,29 @@ impl Changelog {
     /// partition, after its records are acknowledged (see
     /// [`crate::durable::partition`]).
     async fn send_markers(&self, owned: &[u32], header: &Header) -> anyhow::Result<()> {
-        let marker = PartitionMarker {
-            outputs: header.outputs.clone(),
-            written_at_ms: header.written_at_ms,
-            instance: self.instance.clone(),
-        }
-        .encode()?;
         let mut sent = Sent::default();
         for q in owned {
             let q = i32::try_from(*q).context("a state partition number")?;
-            self.send(&mut sent, "marker", (&self.journeys_topic, q), MARKER_KEY, Some(&marker))
-                .await?;
+            let routed_offset = header
+                .inputs
+                .iter()
+                .find(|(t, p, _)| *t == self.routed_topic && *p == q)
+                .map(|(_, _, o)| *o);
+            let marker = PartitionMarker {
+                outputs: header.outputs.clone(),
+                written_at_ms: header.written_at_ms,
+                routed_offset,
+                instance: self.instance.clone(),
+            }
+            .encode()?;
+            self.send(
+                &mut sent,
+                "marker",
+                (&self.journeys_topic, q),
+                MARKER_KEY,
+                Some(&marker),
+            )
+            .await?;
         }
         for (_, futures) in sent.pending {
             acknowledged(futures).await?;

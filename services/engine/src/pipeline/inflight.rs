@@ -45,6 +45,12 @@ pub struct InFlight {
     published: Published,
     ack: mpsc::Sender<ack::Item>,
     metrics: Arc<Metrics>,
+    /// Deliveries no message holds (timer outputs with no message left,
+    /// handovers and progress records of scale-out): handed to the ack
+    /// stage with the next finished messages, so a checkpoint's barrier
+    /// waits for them too (a handover lost in a crash after the checkpoint
+    /// that tombstoned its journey would lose the journey).
+    untracked: Vec<ack::Delivery>,
 }
 
 impl InFlight {
@@ -61,6 +67,7 @@ impl InFlight {
             published,
             ack,
             metrics,
+            untracked: Vec::new(),
         }
     }
 
@@ -90,6 +97,11 @@ impl InFlight {
     /// each is skipped once when regenerated.
     pub fn also_published(&mut self, more: Published) {
         self.published.merge(more);
+    }
+
+    /// The producer the outputs go through.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
     }
 
     /// The newest message still in flight.
@@ -136,10 +148,12 @@ impl InFlight {
                         .context("handing a record to the producer")?,
                 });
             }
-            // Timer outputs with no message left to hold are sent untracked.
-            if let Some(entry) = seq.and_then(|s| self.get(s)) {
-                entry.deliveries.extend(deliveries);
-                entry.done |= done;
+            match seq.and_then(|s| self.get(s)) {
+                Some(entry) => {
+                    entry.deliveries.extend(deliveries);
+                    entry.done |= done;
+                }
+                None => self.untracked.extend(deliveries),
             }
         }
         Ok(())
@@ -147,6 +161,12 @@ impl InFlight {
 
     /// Hands the finished prefix to the ack stage; false when it has stopped.
     pub async fn flush_done(&mut self) -> bool {
+        if !self.untracked.is_empty() {
+            let untracked = std::mem::take(&mut self.untracked);
+            if self.ack.send(ack::Item::Outputs(untracked)).await.is_err() {
+                return false;
+            }
+        }
         while self.entries.front().is_some_and(|e| e.done) {
             let Some(e) = self.entries.pop_front() else {
                 break;
@@ -172,7 +192,8 @@ impl InFlight {
     /// the outputs end, once every output handed to the producer so far is
     /// acknowledged; it fails when an output was not (the ack task stopped).
     pub async fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
-        let outputs: Vec<ack::Delivery> = self.entries.iter_mut().flat_map(|e| e.deliveries.drain(..)).collect();
+        let mut outputs: Vec<ack::Delivery> = self.entries.iter_mut().flat_map(|e| e.deliveries.drain(..)).collect();
+        outputs.append(&mut self.untracked);
         let (reply, acked) = oneshot::channel();
         let sent = self.ack.send(ack::Item::Outputs(outputs)).await.is_ok()
             && self.ack.send(ack::Item::Barrier(reply)).await.is_ok();

@@ -22,6 +22,11 @@ use tracing::info;
 use super::ingest::Ingest;
 use super::poll::Poll;
 use super::record::Step;
+use onejourney_core::processor::GivenUp;
+use rdkafka::producer::FutureRecord;
+
+use super::emit::enqueue;
+use crate::durable::changelog::{encode_journey, partition_of};
 use crate::durable::partition::{read_partitions, ReadPartition};
 
 impl Ingest {
@@ -33,12 +38,14 @@ impl Ingest {
             return;
         }
         let lost = std::mem::take(&mut route.lost);
+        route.given_up.extend(&lost);
         let mut seqs = route.drop_waiting(&lost);
-        let (journeys, buffered) = self.processor.drop_unowned();
+        let on_lost = |lane: u32| super::route::partition_of(lane).is_some_and(|q| lost.contains(&q));
+        let (records, buffered) = self.processor.drop_unowned(on_lost);
         seqs.extend(buffered);
         info!(
             partitions = ?lost,
-            journeys,
+            journeys = records.len(),
             messages = seqs.len(),
             "state partitions given up: their journeys go to the new owner through the changelog"
         );
@@ -49,6 +56,7 @@ impl Ingest {
             .inc_by(lost.len() as u64);
         if let Some(route) = self.route.as_mut() {
             route.dropped.extend(seqs);
+            route.handed_off.extend(records);
         }
     }
 
@@ -60,25 +68,89 @@ impl Ingest {
         self.handover_records(offset)
     }
 
-    /// The partitions to restore and the messages to finish, taken.
-    fn take_moves(&mut self) -> (Vec<u32>, Vec<Step>) {
+    /// The partitions to restore, those given up and the messages to
+    /// finish, taken.
+    fn take_moves(&mut self) -> Moves {
         let Some(route) = self.route.as_mut() else {
-            return (Vec::new(), Vec::new());
+            return Moves::default();
         };
         let steps = std::mem::take(&mut route.dropped)
             .into_iter()
-            .map(|seq| Step::Done { seq, records: Vec::new() })
+            .map(|seq| Step::Done {
+                seq,
+                records: Vec::new(),
+            })
             .collect();
-        (std::mem::take(&mut route.gained), steps)
+        Moves {
+            gained: std::mem::take(&mut route.gained),
+            lost: std::mem::take(&mut route.given_up),
+            handed_off: std::mem::take(&mut route.handed_off),
+            dropped: steps,
+        }
     }
 }
 
+/// What the last assignments changed, for [`Poll::settle_moves`].
+#[derive(Default)]
+struct Moves {
+    gained: Vec<u32>,
+    lost: Vec<u32>,
+    handed_off: Vec<GivenUp>,
+    dropped: Vec<Step>,
+}
+
 impl Poll {
+    /// Writes the journeys of partitions given up to their changelog
+    /// partitions at once, acknowledged, for the new owner's restore (it
+    /// reads on while records keep arriving): their changes since the last
+    /// checkpoint may come from messages of partitions this process keeps
+    /// and commits, which the new owner never reads.
+    async fn hand_off(&mut self, records: Vec<GivenUp>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let topic = self.settings.topics.journeys_changelog.clone();
+        let partitions = self.settings.state.partitions;
+        let applied_to = self.ingest.processor().applied_to();
+        let mut futures = Vec::with_capacity(records.len());
+        for (one_id, journey, timers, keys) in &records {
+            let value = encode_journey(journey.as_deref(), timers, keys, applied_to)?;
+            let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+                .partition(partition_of(one_id, partitions))
+                .key(one_id);
+            if let Some(v) = &value {
+                rec = rec.payload(v);
+            }
+            futures.push(enqueue(self.in_flight.producer(), rec).await?);
+        }
+        for f in futures {
+            f.await
+                .context("the producer dropped a handed-off journey")?
+                .map_err(|(e, _)| anyhow::anyhow!("a handed-off journey was not delivered: {e}"))?;
+        }
+        info!(
+            journeys = records.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "journeys of partitions given up written for their new owner"
+        );
+        Ok(())
+    }
+
     /// Restores the state partitions the last assignments gave this
     /// process and finishes the messages of those they took away. Called
     /// after the edge's events are applied, before the next message.
     pub(super) async fn settle_moves(&mut self) -> anyhow::Result<()> {
-        let (mut gained, dropped) = self.ingest.take_moves();
+        let Moves {
+            mut gained,
+            lost,
+            handed_off,
+            dropped,
+        } = self.ingest.take_moves();
+        let routed = self.settings.topics.routed.clone();
+        for q in lost {
+            self.partitions.forget(&(routed.clone(), i32::try_from(q).unwrap_or(0)));
+        }
+        if !handed_off.is_empty() {
+            self.hand_off(handed_off).await?;
+        }
         if !dropped.is_empty() {
             self.in_flight.apply(dropped).await?;
         }
@@ -98,7 +170,10 @@ impl Poll {
                 }
             }
             totals.0 += read.read;
-            let installed = self.ingest.processor_mut().install_partition(read.records, read.applied_to);
+            let installed = self
+                .ingest
+                .processor_mut()
+                .install_partition(read.records, read.applied_to);
             totals.1 += installed.journeys;
             totals.2 += installed.orphans;
             self.metrics
@@ -109,7 +184,12 @@ impl Poll {
         // Journeys merged away while their partition was between owners.
         let handovers = self.ingest.restored_handovers();
         if !handovers.is_empty() {
-            self.in_flight.apply(vec![Step::Attach { seq: None, records: handovers }]).await?;
+            self.in_flight
+                .apply(vec![Step::Attach {
+                    seq: None,
+                    records: handovers,
+                }])
+                .await?;
         }
         let published = self.read_back(since).await?;
         let read_back = published.len();

@@ -70,8 +70,9 @@ impl Partitions {
                 for tp in &parts {
                     self.resuming.remove(tp);
                     self.ends.remove(tp);
-                    // Scale-out: a routed partition's offsets are its next
-                    // owner's to commit (it may come back later, from there).
+                    // Scale-out: a routed partition's offsets are committed
+                    // again once it delivers after the rebalance (it may be
+                    // another process's now).
                     if ingest.channel_of(&tp.0).is_none() {
                         self.highest.remove(tp);
                         self.covered.remove(tp);
@@ -99,6 +100,14 @@ impl Partitions {
                 self.resuming.insert(tp, ResumeCheck::new(start));
             }
         }
+    }
+
+    /// Scale-out: a routed partition given up; its offsets are its next
+    /// owner's to commit (it may come back later, from there).
+    pub fn forget(&mut self, tp: &Tp) {
+        self.highest.remove(tp);
+        self.covered.remove(tp);
+        self.resuming.remove(tp);
     }
 
     /// Checks where a resumed partition's first messages start (see

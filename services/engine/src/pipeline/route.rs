@@ -20,9 +20,8 @@
 //! identity log is folded; how far each own input partition was sent; and
 //! per lane whether its sender last said it is active.
 //!
-//! Not built yet (see `docs/scaling.md`): moving a partition's journeys
-//! when the group moves the partition (a new owner starts it empty), and
-//! restarting in this mode.
+//! A partition the group moves takes its journeys along through the
+//! journeys changelog (`moving.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -56,7 +55,7 @@ pub fn source_of(lane: u32) -> u32 {
 }
 
 /// The routed partition of a lane (`None`: a plain source number).
-fn partition_of(lane: u32) -> Option<u32> {
+pub(super) fn partition_of(lane: u32) -> Option<u32> {
     (lane >> 23).checked_sub(1)
 }
 
@@ -118,6 +117,10 @@ pub struct Route {
     pub(super) lost: Vec<u32>,
     /// The numbers of the messages dropped with partitions given up.
     pub(super) dropped: Vec<u64>,
+    /// The journeys that left with them, for the new owner.
+    pub(super) handed_off: Vec<onejourney_core::processor::GivenUp>,
+    /// Partitions given up whose offsets the pipeline still tracks.
+    pub(super) given_up: Vec<u32>,
 }
 
 impl Route {
@@ -137,6 +140,8 @@ impl Route {
             gained: Vec::new(),
             lost: Vec::new(),
             dropped: Vec::new(),
+            handed_off: Vec::new(),
+            given_up: Vec::new(),
         }
     }
 

@@ -1,0 +1,127 @@
+//! State partitions moving between processes (`moving.rs`): a journey
+//! restored on a new owner brings the keys of its events, so a message read
+//! again there is a duplicate; a handover read twice is absorbed once; a
+//! partition given up leaves with its journeys and keys.
+
+use serde_json::json;
+
+use super::*;
+use crate::evidence::{EvidenceBody, EvidenceRecord, Origin};
+use crate::hash::HashSet;
+use crate::ids::Namespaces;
+use crate::testkit::{core_config, pos, web};
+
+const PARTITIONS: u32 = 4;
+
+fn owner(owned: impl IntoIterator<Item = u32>) -> Processor {
+    let state = Arc::new(State::new(Arc::new(Namespaces::with_defaults())));
+    let mut p = Processor::new(Arc::new(core_config()), state);
+    p.set_ownership(Some(Ownership {
+        partitions: PARTITIONS,
+        owned: owned.into_iter().collect::<HashSet<u32>>(),
+    }));
+    p
+}
+
+/// Folds `ev`'s evidence (as read back from the identity log) and returns
+/// where it resolves.
+fn fold(p: &mut Processor, ev: &ChannelEvent, seq: u64) -> Resolved {
+    let ns = Namespaces::with_defaults();
+    let bytes = EvidenceRecord::of_event(Origin { process: 0, seq }, ev).encode(&ns);
+    let rec = EvidenceRecord::decode(&bytes, &ns).expect("reads back");
+    let EvidenceBody::Event(e) = &rec.body else {
+        unreachable!("an event record")
+    };
+    p.fold_event(e, true).resolved.expect("resolves")
+}
+
+/// Offers a routed event and releases everything: whether it was a duplicate.
+fn offer(p: &mut Processor, ev: &ChannelEvent, r: &Resolved, seq: u64) -> bool {
+    let mut out = p.offer_resolved(ev.clone(), r.clone(), 0, seq, 0);
+    out.extend(p.tick(u64::MAX));
+    let own = out.into_iter().find(|x| x.seq == Some(seq)).expect("released");
+    own.result.expect("applied").duplicate
+}
+
+/// Its record as the changelog carries it (a journey, its timers, its keys).
+fn record(p: &Processor, one_id: &OneId) -> PartitionRecord {
+    let j = p.state().journey(one_id).map(|j| (*j).clone());
+    (one_id.clone(), j, p.timers_of(one_id).to_vec(), p.applied_of(one_id))
+}
+
+#[test]
+fn a_restored_journey_remembers_its_events_so_a_message_read_again_is_a_duplicate() {
+    let ev = pos("p-1", 5, json!({"loyalty_id": "L-1"}), 30.0);
+    let mut old = owner(0..PARTITIONS);
+    let r = fold(&mut old, &ev, 0);
+    assert!(!offer(&mut old, &ev, &r, 1), "applied once");
+    let rec = record(&old, &r.one_id);
+    assert_eq!(rec.3.len(), 1, "the record carries the event's key");
+
+    // The new owner folds the same log, restores the record, reads the message again.
+    let mut new = owner(0..PARTITIONS);
+    let r2 = fold(&mut new, &ev, 0);
+    assert_eq!(r2.one_id, r.one_id);
+    let done = new.install_partition(vec![rec.clone()], old.applied_to());
+    assert_eq!((done.journeys, done.keys, done.orphans), (1, 1, 0));
+    assert!(offer(&mut new, &ev, &r2, 2), "a duplicate on the new owner");
+    assert_eq!(new.state().journey(&r.one_id), old.state().journey(&r.one_id));
+
+    // Without the keys the same message would be applied a second time.
+    let mut keyless = owner(0..PARTITIONS);
+    let r3 = fold(&mut keyless, &ev, 0);
+    keyless.install_partition(vec![(rec.0, rec.1, rec.2, Vec::new())], old.applied_to());
+    assert!(!offer(&mut keyless, &ev, &r3, 3));
+    assert_eq!(keyless.state().journey(&r.one_id).expect("held").purchases, 2);
+}
+
+#[test]
+fn a_handover_read_twice_is_absorbed_once() {
+    let ev = web("w-1", 1, json!({"cookie_id": "c-1"}), "login", json!({}));
+    let mut p = owner(0..PARTITIONS);
+    let r = fold(&mut p, &ev, 0);
+    offer(&mut p, &ev, &r, 1);
+    let mut gone = Journey::default();
+    gone.apply(&pos("p-9", 2, json!({"loyalty_id": "L-9"}), 50.0));
+    let h = Handover {
+        to: r.one_id.clone(),
+        via: r.anchor.clone(),
+        from: "oj-merged-away".into(),
+        journey: Some(Arc::new(gone)),
+        timers: Vec::new(),
+        applied: vec![(2, 77)],
+    };
+    assert!(p.accept_handover(h.clone()).is_none());
+    assert!(p.accept_handover(h).is_none());
+    let j = p.state().journey(&r.one_id).expect("held");
+    assert_eq!((j.purchases, j.total_events()), (1, 2), "absorbed once");
+    // Its events' keys came along: a re-read event of it is a duplicate.
+    assert!(p.applied_of(&r.one_id).iter().any(|(_, k)| *k == 77));
+}
+
+#[test]
+fn a_partition_given_up_leaves_with_its_journeys_and_keys() {
+    let ev = pos("p-1", 5, json!({"loyalty_id": "L-1"}), 30.0);
+    let mut p = owner(0..PARTITIONS);
+    let r = fold(&mut p, &ev, 0);
+    offer(&mut p, &ev, &r, 1);
+    let q = state_partition(&r.one_id, PARTITIONS);
+    p.set_ownership(Some(Ownership {
+        partitions: PARTITIONS,
+        owned: (0..PARTITIONS).filter(|x| *x != q).collect(),
+    }));
+    let (left, dropped) = p.drop_unowned(|_| false);
+    assert!(dropped.is_empty());
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, r.one_id);
+    assert_eq!(left[0].3.len(), 1, "its keys go with it");
+    assert!(p.state().journey(&r.one_id).is_none());
+    // Back here later, from its record: the event is remembered again, once.
+    p.set_ownership(Some(Ownership {
+        partitions: PARTITIONS,
+        owned: (0..PARTITIONS).collect(),
+    }));
+    let (one_id, j, timers, keys) = left.into_iter().next().expect("one");
+    p.install_partition(vec![(one_id, j.map(|j| (*j).clone()), timers, keys)], p.applied_to());
+    assert!(offer(&mut p, &ev, &r, 2), "a duplicate again");
+}
