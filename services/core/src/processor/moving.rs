@@ -149,34 +149,14 @@ impl Processor {
     pub fn install_partition(&mut self, records: Vec<PartitionRecord>, applied_to: EventTime) -> Installed {
         self.applied_to = self.applied_to.max(applied_to);
         let mut done = Installed::default();
-        for (one_id, journey, timers, keys) in records {
-            for (at, key) in &keys {
-                self.seen.insert(*key, EventTime(*at));
-            }
-            done.keys += keys.len();
-            let live = self.state.identity.with_profile(&one_id, |_| ()).is_some();
-            if !live {
-                done.orphans += 1;
-                self.state.touched(&one_id);
-                // Merged away while the partition was between owners: no
-                // one handed it over then. Absorbed here, or sent on, once
-                // (the handover key tells one that arrived before).
-                if let Some((to, via)) = self.moved_to(&one_id) {
-                    let h = Handover {
-                        to,
-                        via,
-                        from: one_id,
-                        journey: journey.map(Arc::new),
-                        timers,
-                        applied: keys,
-                    };
-                    if let Some(h) = self.accept_handover(h) {
-                        self.handovers.push(h);
-                    }
-                    done.handed_over += 1;
-                }
-                continue;
-            }
+        // The live journeys first: an orphan absorbed into its survivor
+        // before the survivor's own record is installed would be lost when
+        // that record replaced the journey.
+        let (live, orphans): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| self.state.identity.with_profile(&r.0, |_| ()).is_some());
+        for (one_id, journey, timers, keys) in live {
+            self.remember_keys(&keys, &mut done);
             if let Some(applied) = self.applied.as_mut() {
                 applied.insert(one_id.clone(), keys);
             }
@@ -192,8 +172,38 @@ impl Processor {
             }
         }
         self.state.journeys_loaded();
+        for (one_id, journey, timers, keys) in orphans {
+            self.remember_keys(&keys, &mut done);
+            done.orphans += 1;
+            self.state.touched(&one_id);
+            // Merged away while the partition was between owners: no one
+            // handed it over then. Absorbed here, or sent on, once (the
+            // handover key tells one that arrived before).
+            if let Some((to, via)) = self.moved_to(&one_id) {
+                let h = Handover {
+                    to,
+                    via,
+                    from: one_id,
+                    journey: journey.map(Arc::new),
+                    timers,
+                    applied: keys,
+                };
+                if let Some(h) = self.accept_handover(h) {
+                    self.handovers.push(h);
+                }
+                done.handed_over += 1;
+            }
+        }
         self.sync_sizes();
         done
+    }
+
+    /// A restored record's keys: its events were applied.
+    fn remember_keys(&mut self, keys: &[AppliedKey], done: &mut Installed) {
+        for (at, key) in keys {
+            self.seen.insert(*key, EventTime(*at));
+        }
+        done.keys += keys.len();
     }
 
     /// The profile a merged-away One ID's journey belongs to now, through

@@ -125,3 +125,34 @@ fn a_partition_given_up_leaves_with_its_journeys_and_keys() {
     p.install_partition(vec![(one_id, j.map(|j| (*j).clone()), timers, keys)], p.applied_to());
     assert!(offer(&mut p, &ev, &r, 2), "a duplicate again");
 }
+
+#[test]
+fn an_orphan_restored_before_its_survivor_is_absorbed_into_it() {
+    let e1 = web("w-1", 1, json!({"cookie_id": "c-1"}), "login", json!({}));
+    let e2 = pos("p-2", 2, json!({"loyalty_id": "L-2"}), 40.0);
+    let link = web(
+        "w-3",
+        3,
+        json!({"cookie_id": "c-1", "loyalty_id": "L-2"}),
+        "login",
+        json!({}),
+    );
+    let mut old = owner(0..PARTITIONS);
+    let r1 = fold(&mut old, &e1, 0);
+    offer(&mut old, &e1, &r1, 1);
+    let r2 = fold(&mut old, &e2, 1);
+    offer(&mut old, &e2, &r2, 2);
+    assert_ne!(r1.one_id, r2.one_id);
+    // Both records as written before the merge; the new owner folds the
+    // merge before it restores them, orphan first.
+    let mut records = vec![record(&old, &r1.one_id), record(&old, &r2.one_id)];
+    let mut new = owner(0..PARTITIONS);
+    fold(&mut new, &e1, 0);
+    fold(&mut new, &e2, 1);
+    let survivor = fold(&mut new, &link, 2).one_id;
+    records.sort_by_key(|r| r.0 == survivor);
+    let done = new.install_partition(records, old.applied_to());
+    assert_eq!((done.journeys, done.orphans, done.handed_over), (1, 1, 1));
+    let j = new.state().journey(&survivor).expect("the survivor's journey");
+    assert_eq!((j.total_events(), j.purchases), (2, 1), "both pieces, once");
+}
