@@ -404,14 +404,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
 
     assert_eq!(twice, 0, "an action_id published twice");
     assert!(!actions.is_empty());
-    let budget = &group.decide.policy.budget;
-    let (max, per) = budget.as_ref().map(|b| (b.max, b.per)).unwrap();
-    let per_ms = i64::try_from(per.as_millis()).unwrap();
-    assert_eq!(
-        over_budget(&actions, max as usize, per_ms),
-        0,
-        "the budget held per One ID"
-    );
+    assert_budget_held(&group, &actions);
     let same = actions.keys().filter(|k| expected_actions.contains_key(*k)).count();
     eprintln!(
         "decisions: {} with three processes, {} with one, {same} the same action_id; only with three: {:?}; only with one: {:?}",

@@ -274,12 +274,5 @@ async fn a_kill_and_membership_changes_publish_each_decision_once() {
     let lost: Vec<&String> = expected_by_lookup.keys().filter(|k| !got.contains_key(*k)).collect();
     assert!(lost.is_empty(), "journeys lost whole: {lost:?}");
     assert_eq!(twice, 0, "an action_id published twice");
-    let budget = &group.decide.policy.budget;
-    let (max, per) = budget.as_ref().map(|b| (b.max, b.per)).unwrap();
-    let per_ms = i64::try_from(per.as_millis()).unwrap();
-    assert_eq!(
-        over_budget(&actions, max as usize, per_ms),
-        0,
-        "the budget held per One ID"
-    );
+    assert_budget_held(&group, &actions);
 }

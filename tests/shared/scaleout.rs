@@ -124,3 +124,15 @@ pub fn over_budget(actions: &BTreeMap<String, Decision>, max: usize, per_ms: i64
     }
     over
 }
+
+/// The group's cross-channel budget held per One ID over `actions`.
+pub fn assert_budget_held(group: &Settings, actions: &BTreeMap<String, Decision>) {
+    let budget = &group.decide.policy.budget;
+    let (max, per) = budget.as_ref().map(|b| (b.max, b.per)).unwrap();
+    let per_ms = i64::try_from(per.as_millis()).unwrap();
+    assert_eq!(
+        over_budget(actions, max as usize, per_ms),
+        0,
+        "the budget held per One ID"
+    );
+}

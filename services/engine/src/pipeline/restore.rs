@@ -155,21 +155,9 @@ async fn start_empty(
             committed.len(),
         );
     }
-    let outputs = query(
-        settings,
-        health,
-        "reading where the output topics end",
-        fresh::output_ends,
-    )
-    .await?;
     // Inputs: none recorded, so every partition starts where the group's
     // `auto.offset.reset` puts it, now and after a crash alike.
-    let header = Header {
-        written_at_ms: crate::clock::unix_ms(),
-        inputs: Vec::new(),
-        outputs,
-        changelog: Some(Chain::empty(settings.state.partitions)),
-    };
+    let header = empty_header(settings, health, Some(Chain::empty(settings.state.partitions))).await?;
     super::blocking(|| durable::write(path, &header, &processor.snapshot(), |_| health.beat()))
         .with_context(|| format!("writing the first state snapshot to {}", path.display()))?;
     info!(
@@ -325,6 +313,16 @@ pub fn dedupe_to_changelog(header: &Header, processor: &mut Processor) {
 /// inputs and routed partitions start where the group committed. Returns
 /// where the outputs end now (the checkpoints' lower bound).
 pub async fn routed_start(settings: &Arc<Settings>, health: &Arc<Health>) -> anyhow::Result<(Header, Published)> {
+    let header = empty_header(settings, health, None).await?;
+    Ok((header, Published::new(&settings.topics)))
+}
+
+/// A header with no input offsets and where the output topics end now.
+async fn empty_header(
+    settings: &Arc<Settings>,
+    health: &Arc<Health>,
+    changelog: Option<Chain>,
+) -> anyhow::Result<Header> {
     let outputs = query(
         settings,
         health,
@@ -332,13 +330,12 @@ pub async fn routed_start(settings: &Arc<Settings>, health: &Arc<Health>) -> any
         fresh::output_ends,
     )
     .await?;
-    let header = Header {
+    Ok(Header {
         written_at_ms: crate::clock::unix_ms(),
         inputs: Vec::new(),
         outputs,
-        changelog: None,
-    };
-    Ok((header, Published::new(&settings.topics)))
+        changelog,
+    })
 }
 
 /// A rebuild: every input from its beginning into fresh state; every
