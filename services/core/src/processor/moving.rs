@@ -163,7 +163,16 @@ impl Processor {
             if let Some(j) = journey {
                 self.tiers.add(j.revenue);
                 self.value.update(None, ValueKey::of(&j));
-                self.state.journeys.insert(one_id.clone(), j.into());
+                // One already here (it should not be) leaves the tiers too.
+                if let Some(old) = self
+                    .state
+                    .journeys
+                    .insert(one_id.clone(), j.into())
+                    .and_then(|s| s.journey())
+                {
+                    self.tiers.remove(old.revenue);
+                    self.value.update(ValueKey::of(&old), None);
+                }
                 done.journeys += 1;
             }
             done.timers += timers.len();

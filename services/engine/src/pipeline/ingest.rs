@@ -123,6 +123,11 @@ impl Ingest {
         }
     }
 
+    /// With routing: the routed topic.
+    pub fn routed_topic(&self) -> Option<&str> {
+        self.route.as_ref().map(Route::topic)
+    }
+
     /// Scale-out stage 1: events and forgets go through the identity
     /// evidence topic (see [`Ingest::fold`]).
     pub fn with_identity_log(mut self) -> Self {

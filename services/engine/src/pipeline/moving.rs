@@ -144,9 +144,9 @@ impl Poll {
             handed_off,
             dropped,
         } = self.ingest.take_moves();
-        let routed = self.settings.topics.routed.clone();
         for q in lost {
-            self.partitions.forget(&(routed.clone(), i32::try_from(q).unwrap_or(0)));
+            let q = i32::try_from(q).context("a state partition number")?;
+            self.partitions.forget(&(self.settings.topics.routed.clone(), q));
         }
         if !handed_off.is_empty() {
             self.hand_off(handed_off).await?;

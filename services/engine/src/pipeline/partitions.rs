@@ -73,7 +73,7 @@ impl Partitions {
                     // Scale-out: a routed partition's offsets are committed
                     // again once it delivers after the rebalance (it may be
                     // another process's now).
-                    if ingest.channel_of(&tp.0).is_none() {
+                    if ingest.routed_topic() == Some(tp.0.as_str()) {
                         self.highest.remove(tp);
                         self.covered.remove(tp);
                     }
