@@ -11,9 +11,9 @@
 //! Three internal topics (names in `topics`):
 //! - journeys changelog, `state.partitions` P partitions: key = One ID,
 //!   partition = `xxh3_64(one_id) % P` ([`partition_of`]), value = a version
-//!   byte ([`JOURNEY_RECORD_VERSION`]) and the record: the journey (none
+//!   byte ([`super::journey_record`]) and the record: the journey (none
 //!   when it went) and the timers homed at that One ID (MessagePack, see
-//!   [`encode_journey`]); or a tombstone (no value) when it has neither
+//!   `journey_record::encode_journey`); or a tombstone (no value) when it has neither
 //!   (forget, merge-away). Compacted. Records of version 1 (written before
 //!   the timers moved out of the globals) are the journey alone, and read.
 //! - identity log, 1 partition: batches of the identity ops applied, in
@@ -37,24 +37,18 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::intern;
-use onejourney_core::journey::Journey;
-use onejourney_core::processor::{state_partition, AppliedKey, CoreGlobals, Timer};
+use onejourney_core::processor::{state_partition, CoreGlobals, Timer};
 use onejourney_core::state::Stored;
 use onejourney_core::EventTime;
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
+use super::journey_record::decode_journey;
 use super::{fresh, published, Header};
 use crate::config::Settings;
 
 /// The first byte of every changelog value: the format of what follows.
 pub const RECORD_VERSION: u8 = 1;
-/// The first byte of a journey record: 2, the journey (or none) and the
-/// timers homed there; 1 (still read), the journey alone.
-pub const JOURNEY_RECORD_VERSION: u8 = 2;
-/// A journey record with the dedupe keys of the events applied to it
-/// (scale-out, `scaleout.route_journeys`): the journey, its timers, the keys.
-pub const APPLIED_RECORD_VERSION: u8 = 3;
 /// The largest globals chunk, well under the producer's 1 MB message limit.
 pub const CHUNK: usize = 512 * 1024;
 /// Identity ops per identity-log record, at most.
@@ -200,7 +194,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, body)) => {
             rmp_serde::from_slice(body).with_context(|| format!("a damaged {what} record in the changelog"))
@@ -209,64 +203,6 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::R
             "a {what} record of changelog format {v} (this build reads {RECORD_VERSION}): run the version that wrote it"
         ),
         None => anyhow::bail!("an empty {what} record in the changelog"),
-    }
-}
-
-/// A journey record: the journey (none: it went) and the timers homed at
-/// its One ID; none (a tombstone) when it has neither.
-pub fn encode_journey(
-    journey: Option<&Journey>,
-    timers: &[Timer],
-    applied: &[AppliedKey],
-    applied_to: EventTime,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    if journey.is_none() && timers.is_empty() {
-        return Ok(None);
-    }
-    let mut out;
-    if applied.is_empty() {
-        out = vec![JOURNEY_RECORD_VERSION];
-        rmp_serde::encode::write(&mut out, &(journey, timers)).context("encoding a journey record")?;
-    } else {
-        out = vec![APPLIED_RECORD_VERSION];
-        rmp_serde::encode::write(&mut out, &(journey, timers, applied, applied_to.0))
-            .context("encoding a journey record")?;
-    }
-    Ok(Some(out))
-}
-
-/// A journey record with what scale-out adds: the dedupe keys of the
-/// events in it and the writer's applied-to time (ms).
-pub type AppliedRecord = (Option<Journey>, Vec<Timer>, Vec<AppliedKey>, i64);
-
-/// A journey record read back with the dedupe keys of the events in it
-/// (scale-out; none in records of version 2 and 1).
-pub fn decode_journey_applied(bytes: &[u8]) -> anyhow::Result<AppliedRecord> {
-    match bytes.split_first() {
-        Some((&APPLIED_RECORD_VERSION, body)) => {
-            rmp_serde::from_slice(body).context("a damaged journey record in the changelog")
-        }
-        _ => decode_journey(bytes).map(|(j, t)| (j, t, Vec::new(), i64::MIN)),
-    }
-}
-
-/// A journey record read back: the journey (none: it went) and its timers.
-pub fn decode_journey(bytes: &[u8]) -> anyhow::Result<(Option<Journey>, Vec<Timer>)> {
-    match bytes.split_first() {
-        Some((&JOURNEY_RECORD_VERSION, body)) => {
-            rmp_serde::from_slice(body).context("a damaged journey record in the changelog")
-        }
-        Some((&RECORD_VERSION, _)) => Ok((Some(decode(bytes, "journey")?), Vec::new())),
-        Some((&APPLIED_RECORD_VERSION, body)) => {
-            let (j, t, _, _): AppliedRecord =
-                rmp_serde::from_slice(body).context("a damaged journey record in the changelog")?;
-            Ok((j, t))
-        }
-        Some((v, _)) => anyhow::bail!(
-            "a journey record of changelog format {v} (this build reads {RECORD_VERSION} and \
-             {JOURNEY_RECORD_VERSION}): run the version that wrote it"
-        ),
-        None => anyhow::bail!("an empty journey record in the changelog"),
     }
 }
 
@@ -499,7 +435,9 @@ pub mod serde_bytes_vec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::journey_record::encode_journey;
     use super::*;
+    use onejourney_core::journey::Journey;
 
     #[test]
     fn ranges_merge_adjacent_writes_and_answer_membership() {
@@ -588,38 +526,6 @@ mod tests {
         assert_eq!(partition_of("oj-1", 32), 25);
         assert_eq!(partition_of("oj-7ba79a0a4abbb5717e9c1f0e", 32), 10);
         assert_eq!(partition_of("x", 1), 0);
-    }
-
-    #[test]
-    fn a_journey_record_carries_its_timers_and_one_of_version_1_still_reads() {
-        use onejourney_core::processor::TimerKind;
-        use onejourney_core::time::EventTime;
-        let j = Journey::default();
-        let key = onejourney_core::ids::IdKey::new(onejourney_core::ids::Ns(3), "c-1");
-        let timers = vec![(EventTime(5), TimerKind::Quiet, key)];
-        let both = encode_journey(Some(&j), &timers, &[], EventTime::MIN)
-            .expect("encodes")
-            .expect("a value");
-        assert_eq!(both[0], JOURNEY_RECORD_VERSION);
-        let (back, t) = decode_journey(&both).expect("decodes");
-        assert_eq!((format!("{back:?}"), &t), (format!("{:?}", Some(&j)), &timers));
-        let alone = encode_journey(None, &timers, &[], EventTime::MIN)
-            .expect("encodes")
-            .expect("timers alone: a value");
-        assert_eq!(decode_journey(&alone).expect("decodes"), (None, timers));
-        assert_eq!(
-            encode_journey(None, &[], &[], EventTime::MIN).expect("encodes"),
-            None,
-            "neither: a tombstone"
-        );
-        // What main wrote: a version byte 1 and the journey.
-        let old = encode(&j).expect("encodes");
-        let (back, t) = decode_journey(&old).expect("version 1 reads");
-        assert!(back.is_some() && t.is_empty());
-        let mut other = old;
-        other[0] = 9;
-        let e = decode_journey(&other).expect_err("refused").to_string();
-        assert!(e.contains("format 9"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 pub mod changelog;
 pub mod erasures;
 pub mod fresh;
+pub mod journey_record;
 pub mod partition;
 pub mod published;
 pub mod snapshot;

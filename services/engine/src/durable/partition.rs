@@ -21,7 +21,8 @@ use onejourney_core::EventTime;
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
-use super::changelog::{decode_journey_applied, encode};
+use super::changelog::encode;
+use super::journey_record::decode_journey_applied;
 use super::{fresh, published};
 use crate::config::Settings;
 

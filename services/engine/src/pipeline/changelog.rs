@@ -36,6 +36,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use super::emit::enqueue;
 use crate::config::Settings;
 use crate::durable::changelog::{self, serde_bytes_vec::BytesRef, Chain, Marker};
+use crate::durable::journey_record;
 use crate::durable::partition::{PartitionMarker, MARKER_KEY};
 use crate::durable::Header;
 use crate::metrics::Metrics;
@@ -379,7 +380,7 @@ fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Recor
     changed
         .into_iter()
         .map(|(one_id, journey, timers, (applied, applied_to))| {
-            let value = changelog::encode_journey(journey.as_deref(), &timers, &applied, applied_to)?;
+            let value = journey_record::encode_journey(journey.as_deref(), &timers, &applied, applied_to)?;
             Ok((changelog::partition_of(&one_id, partitions), one_id, value))
         })
         .collect()
@@ -493,7 +494,7 @@ mod tests {
         for (partition, one_id, value) in records {
             assert_eq!(partition, changelog::partition_of(&one_id, 4));
             let journey = match value {
-                Some(v) => changelog::decode_journey(&v).unwrap().0,
+                Some(v) => crate::durable::journey_record::decode_journey(&v).unwrap().0,
                 None => None,
             };
             assert!(

@@ -26,7 +26,8 @@ use onejourney_core::processor::GivenUp;
 use rdkafka::producer::FutureRecord;
 
 use super::emit::enqueue;
-use crate::durable::changelog::{encode_journey, partition_of};
+use crate::durable::changelog::partition_of;
+use crate::durable::journey_record::encode_journey;
 use crate::durable::partition::{read_partitions, ReadPartition};
 
 impl Ingest {
