@@ -21,7 +21,7 @@ use onejourney_core::EventTime;
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
-use super::changelog::encode;
+use super::changelog::{decode, encode};
 use super::journey_record::decode_journey_applied;
 use super::{fresh, published};
 use crate::config::Settings;
@@ -132,12 +132,7 @@ fn decoded(part: Latest) -> anyhow::Result<ReadPartition> {
 }
 
 fn decode_marker(bytes: &[u8]) -> anyhow::Result<PartitionMarker> {
-    match bytes.split_first() {
-        Some((&super::changelog::RECORD_VERSION, body)) => {
-            rmp_serde::from_slice(body).context("decoding a partition marker")
-        }
-        _ => anyhow::bail!("a partition marker of an unknown format"),
-    }
+    decode(bytes, "partition marker")
 }
 
 #[cfg(test)]

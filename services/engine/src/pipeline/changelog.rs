@@ -73,7 +73,7 @@ pub struct Written {
 /// Per record changed: its One ID, its journey (none: it went), its timers
 /// and (scale-out) the dedupe keys of the events in it with the applied-to
 /// time they stop at.
-type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>, (Vec<AppliedKey>, EventTime))>;
+pub(super) type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>, (Vec<AppliedKey>, EventTime))>;
 
 /// A journey record encoded: its state partition, its One ID, its value
 /// (none: a tombstone).
@@ -376,7 +376,7 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
 
 /// The journey records of a capture, encoded (off the writer): per record,
 /// its state partition, its One ID and its value (none: a tombstone).
-fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Record>> {
+pub(super) fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Record>> {
     changed
         .into_iter()
         .map(|(one_id, journey, timers, (applied, applied_to))| {
@@ -388,7 +388,7 @@ fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Recor
 
 /// Waits for every delivery of one partition; returns the offsets `[from,
 /// to)` they span.
-async fn acknowledged(futures: Vec<DeliveryFuture>) -> anyhow::Result<(i64, i64)> {
+pub(super) async fn acknowledged(futures: Vec<DeliveryFuture>) -> anyhow::Result<(i64, i64)> {
     let (mut from, mut to) = (i64::MAX, i64::MIN);
     for f in futures {
         let delivery = f

@@ -19,15 +19,14 @@ use std::time::Instant;
 use anyhow::Context as _;
 use tracing::info;
 
-use super::ingest::Ingest;
-use super::poll::Poll;
-use super::record::Step;
 use onejourney_core::processor::GivenUp;
 use rdkafka::producer::FutureRecord;
 
+use super::changelog::{acknowledged, encode_records, Changed};
 use super::emit::enqueue;
-use crate::durable::changelog::partition_of;
-use crate::durable::journey_record::encode_journey;
+use super::ingest::Ingest;
+use super::poll::Poll;
+use super::record::Step;
 use crate::durable::partition::{read_partitions, ReadPartition};
 
 impl Ingest {
@@ -109,26 +108,25 @@ impl Poll {
     async fn hand_off(&mut self, records: Vec<GivenUp>) -> anyhow::Result<()> {
         let started = Instant::now();
         let topic = self.settings.topics.journeys_changelog.clone();
-        let partitions = self.settings.state.partitions;
         let applied_to = self.ingest.processor().applied_to();
-        let mut futures = Vec::with_capacity(records.len());
-        for (one_id, journey, timers, keys) in &records {
-            let value = encode_journey(journey.as_deref(), timers, keys, applied_to)?;
-            let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
-                .partition(partition_of(one_id, partitions))
-                .key(one_id);
-            if let Some(v) = &value {
+        let changed: Changed = records
+            .into_iter()
+            .map(|(one_id, journey, timers, keys)| (one_id, journey, timers, (keys, applied_to)))
+            .collect();
+        let encoded = encode_records(changed, self.settings.state.partitions)?;
+        let mut futures = Vec::with_capacity(encoded.len());
+        for (partition, one_id, value) in &encoded {
+            let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).partition(*partition).key(one_id);
+            if let Some(v) = value {
                 rec = rec.payload(v);
             }
             futures.push(enqueue(self.in_flight.producer(), rec).await?);
         }
-        for f in futures {
-            f.await
-                .context("the producer dropped a handed-off journey")?
-                .map_err(|(e, _)| anyhow::anyhow!("a handed-off journey was not delivered: {e}"))?;
-        }
+        acknowledged(futures)
+            .await
+            .context("handing journeys to their new owner")?;
         info!(
-            journeys = records.len(),
+            journeys = encoded.len(),
             seconds = started.elapsed().as_secs_f64(),
             "journeys of partitions given up written for their new owner"
         );
