@@ -6,7 +6,8 @@
 //! messages of a resumed partition, and at a checkpoint the input offsets the
 //! state covers. It keeps, per input partition: the largest offset taken, the
 //! first offset the last snapshot does not cover, where the partition ends at
-//! the broker, and the resume check of a partition just assigned.
+//! the broker, the next offset the consumer delivers, and the resume check
+//! of a partition just assigned.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ const ENDS_STALE_AFTER: Duration = Duration::from_secs(5);
 pub struct Partitions {
     /// The largest offset taken from each input partition.
     highest: HashMap<Tp, i64>,
+    /// The next offset the consumer delivers from each assigned partition:
+    /// below `highest` while a partition assigned again re-reads what this
+    /// process already took (it resumes at the last checkpoint's offsets).
+    position: HashMap<Tp, i64>,
     /// Per input partition, the first offset the last snapshot does not cover.
     covered: HashMap<Tp, i64>,
     /// The end offset of each assigned input partition, refreshed every
@@ -55,6 +60,7 @@ impl Partitions {
     pub fn new(covered: HashMap<Tp, i64>, stall_after: std::time::Duration) -> Self {
         Partitions {
             highest: HashMap::new(),
+            position: HashMap::new(),
             covered,
             ends: HashMap::new(),
             resuming: HashMap::new(),
@@ -70,6 +76,7 @@ impl Partitions {
                 for tp in &parts {
                     self.resuming.remove(tp);
                     self.ends.remove(tp);
+                    self.position.remove(tp);
                     // Scale-out: a routed partition's offsets are committed
                     // again once it delivers after the rebalance (it may be
                     // another process's now).
@@ -97,9 +104,37 @@ impl Partitions {
         self.resuming.clear();
         for (tp, start) in parts {
             if let Some(start) = start {
-                self.resuming.insert(tp, ResumeCheck::new(start));
+                self.resumed_at(tp, start);
             }
         }
+    }
+
+    /// `tp` was assigned starting at `start`. When this process took
+    /// messages past `start` before (the group took the partition away and
+    /// gave it back: after a broker outage, say), the partition has a backlog
+    /// until it reads them again, whatever the end watcher has said yet: it
+    /// must hold the watermark back, or the other partitions' newer events
+    /// would carry the watermark past the window in which what it re-reads is
+    /// still told apart from a duplicate (those events went to the
+    /// dead-letter topic as `too_late`, measured under load).
+    fn resumed_at(&mut self, tp: Tp, start: i64) {
+        if let Some(&high) = self.highest.get(&tp) {
+            if high >= start {
+                self.ends.entry(tp.clone()).or_insert((high + 1, Instant::now()));
+            }
+        }
+        self.position.insert(tp.clone(), start);
+        self.resuming.insert(tp, ResumeCheck::new(start));
+    }
+
+    /// The next offset the consumer delivers from `tp`, as far as known.
+    fn next_offset(&self, tp: &Tp) -> i64 {
+        self.position
+            .get(tp)
+            .copied()
+            .or_else(|| self.highest.get(tp).map(|h| h + 1))
+            .or_else(|| self.covered.get(tp).copied())
+            .unwrap_or(0)
     }
 
     /// Scale-out: a routed partition given up; its offsets are its next
@@ -108,6 +143,7 @@ impl Partitions {
         self.highest.remove(tp);
         self.covered.remove(tp);
         self.resuming.remove(tp);
+        self.position.remove(tp);
     }
 
     /// Checks where a resumed partition's first messages start (see
@@ -136,6 +172,7 @@ impl Partitions {
                 Admit::Process
             }
             Resumed::Rewind(back) => {
+                self.position.insert(tp.clone(), back);
                 warn!(
                     topic,
                     partition,
@@ -158,7 +195,9 @@ impl Partitions {
 
     /// A message at `offset` was taken for processing.
     pub fn taken(&mut self, topic: &str, partition: i32, offset: i64) {
-        let high = self.highest.entry((topic.to_string(), partition)).or_insert(offset);
+        let tp = (topic.to_string(), partition);
+        self.position.insert(tp.clone(), offset + 1);
+        let high = self.highest.entry(tp).or_insert(offset);
         *high = (*high).max(offset);
     }
 
@@ -173,13 +212,7 @@ impl Partitions {
             // Not read lately (a broker outage, slow metadata): records may
             // wait that nobody knows of, so its silence is not idleness.
             let unknown = read_at.elapsed() > ENDS_STALE_AFTER;
-            let k = (topic.clone(), *partition);
-            let next = self
-                .highest
-                .get(&k)
-                .map(|h| h + 1)
-                .or_else(|| self.covered.get(&k).copied())
-                .unwrap_or(0);
+            let next = self.next_offset(&(topic.clone(), *partition));
             let Some(channel) = ingest.channel_of(topic) else {
                 if ingest.owns_routed(topic, *partition) {
                     ingest.routed_backlog(*partition, next < *end || unknown);
@@ -230,5 +263,32 @@ mod tests {
         assert_eq!(now[&("web".to_string(), 0)], 11);
         assert_eq!(now[&("web".to_string(), 1)], 9);
         assert_eq!(now[&("pos".to_string(), 0)], 2);
+    }
+
+    #[test]
+    fn a_partition_given_back_is_behind_until_it_reads_again_what_was_taken() {
+        let web0 = ("web".to_string(), 0);
+        let mut p = Partitions::new(HashMap::from([(web0.clone(), 5)]), std::time::Duration::from_secs(60));
+        assert_eq!(p.next_offset(&web0), 5);
+        p.taken("web", 0, 5);
+        p.taken("web", 0, 9);
+        assert_eq!(p.next_offset(&web0), 10);
+        // The group gives the partition back at the checkpoint's offset 5,
+        // before the end watcher has read where it ends.
+        p.resumed_at(web0.clone(), 5);
+        assert_eq!(p.next_offset(&web0), 5);
+        assert_eq!(
+            p.ends.get(&web0).map(|e| e.0),
+            Some(10),
+            "it ends at least past what was taken"
+        );
+        assert_eq!(p.admit("web", 0, 5), Admit::Process);
+        p.taken("web", 0, 5);
+        assert_eq!(p.next_offset(&web0), 6);
+        // A partition assigned for the first time learns its end from the watcher.
+        let pos0 = ("pos".to_string(), 0);
+        p.resumed_at(pos0.clone(), 3);
+        assert!(!p.ends.contains_key(&pos0));
+        assert_eq!(p.next_offset(&pos0), 3);
     }
 }
