@@ -409,6 +409,14 @@ impl Processor {
             } else {
                 self.move_applied(&moved.from, to);
                 if let Some(gone) = gone {
+                    // Scale-out: `from`'s changelog record may outlive this
+                    // merge (its partition moved before a checkpoint
+                    // tombstoned it); restored, it comes back as a handover
+                    // of `from`, already absorbed here.
+                    if self.applied.is_some() {
+                        let at = gone.last_seen.map_or(self.applied_to, |t| t.max(self.applied_to));
+                        self.add_applied(to, vec![(at.0, handover_key(&moved.from))]);
+                    }
                     self.absorb_into(to, Arc::unwrap_or_clone(gone));
                 }
             }

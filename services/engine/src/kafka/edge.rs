@@ -62,6 +62,43 @@ pub enum EdgeEvent {
     Ends(HashMap<Tp, i64>),
 }
 
+/// Partitions without a resume offset of this process (a scale-out routed
+/// partition, a first start) start where the group committed: that offset
+/// is read here so the pipeline checks where fetching really starts (see
+/// `resume`): tansu 0.6, asked for an offset in the middle of a record
+/// batch, delivers from the next batch, and the records between were lost
+/// without a trace (measured: a routed partition re-read after a `kill -9`
+/// lost the first event of a journey). Without a committed offset, or when
+/// it cannot be read, the partition starts as the group says, unchecked.
+fn committed_starts<C: ConsumerContext>(c: &BaseConsumer<C>, starts: Vec<(Tp, Option<i64>)>) -> Vec<(Tp, Option<i64>)> {
+    let mut ask = TopicPartitionList::new();
+    for ((topic, partition), start) in &starts {
+        if start.is_none() {
+            ask.add_partition(topic, *partition);
+        }
+    }
+    if ask.count() == 0 {
+        return starts;
+    }
+    let committed = match c.committed_offsets(ask, Duration::from_secs(10)) {
+        Ok(list) => list,
+        Err(e) => {
+            warn!(error = %e, "could not read the group's committed offsets; those partitions start unchecked");
+            return starts;
+        }
+    };
+    starts
+        .into_iter()
+        .map(|(tp, start)| {
+            let start = start.or_else(|| match committed.find_partition(&tp.0, tp.1).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o >= 0 => Some(o),
+                _ => None,
+            });
+            (tp, start)
+        })
+        .collect()
+}
+
 /// The bounded channel from the edge to the poll loop.
 pub fn channel() -> (mpsc::Sender<EdgeEvent>, mpsc::Receiver<EdgeEvent>) {
     mpsc::channel(CAPACITY)
@@ -227,7 +264,7 @@ impl ConsumerContext for IngestContext {
         let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let starts = self.starts(partitions(tpl));
+                let starts = committed_starts(c, self.starts(partitions(tpl)));
                 for ((topic, partition), offset) in &starts {
                     let Some(offset) = offset else { continue };
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, Offset::Offset(*offset)) {

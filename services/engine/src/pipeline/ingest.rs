@@ -428,7 +428,10 @@ impl Ingest {
                     .inc();
                 &self.topics.churn_risk
             }
-            Output::Identity(_) => &self.topics.identity_changes,
+            Output::Identity(i) => {
+                tracing::debug!(change = i.change, one_id = %i.one_id, merged = ?i.merged_one_ids, "identity change");
+                &self.topics.identity_changes
+            }
             Output::Erasure(_) => &self.topics.erasures,
         };
         OutRecord {

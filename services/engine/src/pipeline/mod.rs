@@ -41,6 +41,7 @@ pub mod evict;
 pub mod evidence;
 pub mod inflight;
 pub mod ingest;
+pub mod lanes;
 pub mod moving;
 pub mod partitions;
 pub mod poll;

@@ -28,6 +28,13 @@ use super::ingest::Ingest;
 use super::poll::Poll;
 use super::record::Step;
 use crate::durable::partition::{read_partitions, ReadPartition};
+use crate::kafka::evidence::EvidenceReader;
+
+/// An output partition and an offset in it.
+type OutputEnd = (String, i32, i64);
+
+/// How long a restore waits for the identity log to be folded to its end.
+const FOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Ingest {
     /// After an assignment took state partitions away: what they held
@@ -42,6 +49,9 @@ impl Ingest {
         let mut seqs = route.drop_waiting(&lost);
         let on_lost = |lane: u32| super::route::partition_of(lane).is_some_and(|q| lost.contains(&q));
         let (records, buffered) = self.processor.drop_unowned(on_lost);
+        for (one_id, journey, _, _) in &records {
+            tracing::debug!(%one_id, events = journey.as_ref().map_or(0, |j| j.total_events()), "journey given up");
+        }
         seqs.extend(buffered);
         info!(
             partitions = ?lost,
@@ -159,27 +169,9 @@ impl Poll {
         gained.sort_unstable();
         let started = Instant::now();
         self.health.set_restored(false);
-        let mut since: Vec<(String, i32, i64)> = Vec::new();
-        let mut totals = (0u64, 0usize, 0usize);
-        for read in self.read(&gained).await? {
-            for (topic, p, end) in read.marker.map(|m| m.outputs).unwrap_or_default() {
-                match since.iter_mut().find(|(t, x, _)| *t == topic && *x == p) {
-                    Some(s) => s.2 = s.2.min(end),
-                    None => since.push((topic, p, end)),
-                }
-            }
-            totals.0 += read.read;
-            let installed = self
-                .ingest
-                .processor_mut()
-                .install_partition(read.records, read.applied_to);
-            totals.1 += installed.journeys;
-            totals.2 += installed.orphans;
-            self.metrics
-                .evidence
-                .partition_records_restored
-                .inc_by(installed.journeys as u64);
-        }
+        let reads = self.read(&gained).await?;
+        let folded = self.fold_to_end().await?;
+        let (since, totals) = self.install(reads);
         // Journeys merged away while their partition was between owners.
         let handovers = self.ingest.restored_handovers();
         if !handovers.is_empty() {
@@ -202,6 +194,7 @@ impl Poll {
         info!(
             partitions = ?gained,
             records_read = totals.0,
+            identity_log_folded_to = folded,
             journeys = totals.1,
             orphans = totals.2,
             outputs_read_back = read_back,
@@ -209,6 +202,82 @@ impl Poll {
             "state partitions restored from the journeys changelog"
         );
         Ok(())
+    }
+
+    /// Installs the records read (see `Processor::install_partition`).
+    /// Returns where each output partition's read-back starts (the
+    /// earliest of the markers' ends) and the totals: records read,
+    /// journeys installed, orphans.
+    fn install(&mut self, reads: Vec<ReadPartition>) -> (Vec<OutputEnd>, (u64, usize, usize)) {
+        let mut since: Vec<OutputEnd> = Vec::new();
+        let mut totals = (0u64, 0usize, 0usize);
+        for read in reads {
+            for (topic, p, end) in read.marker.map(|m| m.outputs).unwrap_or_default() {
+                match since.iter_mut().find(|(t, x, _)| *t == topic && *x == p) {
+                    Some(s) => s.2 = s.2.min(end),
+                    None => since.push((topic, p, end)),
+                }
+            }
+            totals.0 += read.read;
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let graph = &self.ingest.processor().state().identity;
+                for (one_id, journey, _, keys) in &read.records {
+                    let events = journey.as_ref().map_or(0, |j| j.total_events());
+                    let live = graph.with_profile(one_id, |_| ()).is_some();
+                    tracing::debug!(%one_id, events, keys = keys.len(), live, "journey record restored");
+                }
+            }
+            let installed = self
+                .ingest
+                .processor_mut()
+                .install_partition(read.records, read.applied_to);
+            totals.1 += installed.journeys;
+            totals.2 += installed.orphans;
+            self.metrics
+                .evidence
+                .partition_records_restored
+                .inc_by(installed.journeys as u64);
+        }
+        (since, totals)
+    }
+
+    /// Folds the identity log up to its end as it is now, before restored
+    /// records are installed: a record names profiles as its writer's graph
+    /// had them, and that writer had folded at most what the log held when
+    /// this process read the record. Installed on a graph that is behind, a
+    /// record of a profile created later would look merged away and be left
+    /// out (a restarted process folds the whole log while its partitions
+    /// are assigned: whole journeys and the early events of merged ones
+    /// were lost so, measured). Returns the offset folded to; a log that
+    /// cannot be read for [`FOLD_WAIT`] stops the engine (a restart resumes).
+    async fn fold_to_end(&mut self) -> anyhow::Result<i64> {
+        let Some(mut reader) = self.evidence.take() else {
+            return Ok(0);
+        };
+        let folded = self.fold_reader_to_end(&mut reader).await;
+        self.evidence = Some(reader);
+        folded
+    }
+
+    async fn fold_reader_to_end(&mut self, reader: &mut EvidenceReader) -> anyhow::Result<i64> {
+        let end = reader.end().await?;
+        let deadline = Instant::now() + FOLD_WAIT;
+        while reader.position() < end {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = tokio::time::timeout(left, reader.recv()).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "the identity log was not read to offset {end} within {FOLD_WAIT:?} (at {}): \
+                     restored state partitions cannot be installed on a graph that is behind",
+                    reader.position()
+                )
+            })?;
+            self.health.beat();
+            if !self.evidence_record(r).await? {
+                // The ack stage stopped; its error is reported.
+                break;
+            }
+        }
+        Ok(reader.position())
     }
 
     /// Reads journeys changelog partitions `qs`, off the async workers.

@@ -166,7 +166,7 @@ impl Poll {
 
     /// One record of the identity evidence topic (or the error reading it);
     /// false when the ack stage has stopped.
-    async fn evidence_record(&mut self, r: Result<(i64, Vec<u8>), KafkaError>) -> anyhow::Result<bool> {
+    pub(super) async fn evidence_record(&mut self, r: Result<(i64, Vec<u8>), KafkaError>) -> anyhow::Result<bool> {
         match r {
             Ok((offset, payload)) => {
                 let steps = self

@@ -40,30 +40,8 @@ use super::record::{OutRecord, Step};
 /// on lanes no event arrives on.
 const PROGRESS_EVERY_MS: u64 = 500;
 
-/// The owner's clock key (the core's "partition") for the events of input
-/// partition `source` that arrive on routed partition `q`: a lane. Events of
-/// one input partition arrive in order on each routed partition, not across
-/// them, so each pair has its own clock, as each channel has in Flink.
-/// Sources use 23 bits (`ingest::source_id`), so `q` < 511.
-pub fn lane(q: u32, source: u32) -> u32 {
-    ((q + 1) << 23) | (source & SOURCE_BITS)
-}
-
-/// The input partition of a lane (a plain source number is its own).
-pub fn source_of(lane: u32) -> u32 {
-    lane & SOURCE_BITS
-}
-
-/// The routed partition of a lane (`None`: a plain source number).
-pub(super) fn partition_of(lane: u32) -> Option<u32> {
-    (lane >> 23).checked_sub(1)
-}
-
-const SOURCE_BITS: u32 = (1 << 23) - 1;
-
-/// [`lane`] tells apart up to [`crate::config::MAX_ROUTED_PARTITIONS`]
-/// routed partitions: `(q + 1) << 23` fits in 32 bits for q < 511.
-const _: () = assert!((crate::config::MAX_ROUTED_PARTITIONS + 1) < (1 << 9));
+pub(super) use super::lanes::partition_of;
+pub use super::lanes::{lane, source_of};
 
 /// A routed message kept until the identity log is folded far enough.
 struct Held {
@@ -274,6 +252,12 @@ impl Route {
     }
 }
 
+/// A handover `sent` or `read`, at debug level (who went where, with how many events).
+fn debug_handover(step: &str, h: &onejourney_core::processor::Handover) {
+    let events = h.journey.as_ref().map_or(0, |j| j.total_events());
+    tracing::debug!(step, from = %h.from, to = %h.to, events, "handover");
+}
+
 impl Ingest {
     /// An own event's identity step is done: its journey step goes to the
     /// owner of `resolved`'s partition, as message `seq`'s record.
@@ -301,6 +285,7 @@ impl Ingest {
     /// profile moved there (with at least this process's fold position:
     /// the receiver must have folded what moved it).
     fn forward_event(&self, ev: ChannelEvent, resolved: Resolved, source: u32, evidence: i64) -> OutRecord {
+        tracing::debug!(event_id = %ev.event_id, to = %resolved.one_id, "event forwarded");
         let r = Routed::Event {
             ev,
             resolved,
@@ -356,6 +341,7 @@ impl Ingest {
             .take_handovers()
             .into_iter()
             .map(|handover| {
+                debug_handover("sent", &handover);
                 let r = Routed::Handover {
                     handover,
                     evidence: offset,
@@ -554,6 +540,7 @@ impl Ingest {
                 self.steps(released, Some(seq))
             }
             Routed::Handover { handover, evidence } => {
+                debug_handover("read", &handover);
                 let records = match self.processor.accept_handover(handover) {
                     None => Vec::new(),
                     Some(h) => {
@@ -595,24 +582,5 @@ impl Ingest {
     pub(super) fn forward(&mut self, processed: &mut Processed) -> Option<OutRecord> {
         let (ev, resolved, lane) = *processed.forward.take()?;
         Some(self.forward_event(ev, resolved, source_of(lane), -1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lane_names_one_routed_partition_and_one_input_partition() {
-        let sources = [0, 1, (1 << 20) | 3, (4 << 20) | 0xF_FFFF];
-        let mut seen = std::collections::HashSet::new();
-        for q in [0, 1, 31, crate::config::MAX_ROUTED_PARTITIONS - 1] {
-            for s in sources {
-                let l = lane(q, s);
-                assert_eq!(source_of(l), s);
-                assert!(!sources.contains(&l), "lane {l} is also an input partition's number");
-                assert!(seen.insert(l), "lane ({q}, {s}) named twice");
-            }
-        }
     }
 }
