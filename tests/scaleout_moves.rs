@@ -162,6 +162,12 @@ async fn a_kill_and_membership_changes_publish_each_decision_once() {
     group.scaleout.route_journeys = true;
     group.state.partitions = 8;
     group.state.snapshot_interval = Duration::from_secs(2);
+    // Incremental rebalancing (the option `docs/scaling.md` section 4
+    // describes): `tests/scaleout.rs` runs the default (eager) one.
+    group
+        .kafka
+        .client
+        .insert("partition.assignment.strategy".into(), "cooperative-sticky".into());
     create_inputs(&group).await;
     let a = TestEngine::start(moving_member(&group, "a", false)).await;
     let b = TestEngine::start(moving_member(&group, "b", false)).await;
@@ -243,6 +249,12 @@ async fn a_kill_and_membership_changes_publish_each_decision_once() {
         + c.metric("onejourney_state_partition_records_restored_total").await;
     let dedup = summed(&both, "onejourney_outputs_deduplicated_total").await
         + c.metric("onejourney_outputs_deduplicated_total").await;
+    let buffered = [
+        a.metric("onejourney_events_buffered").await,
+        b.metric("onejourney_events_buffered").await,
+        c.metric("onejourney_events_buffered").await,
+    ];
+    eprintln!("events still buffered on a, b, c: {buffered:?}");
     eprintln!(
         "{} of {} journeys (of {} in one process) differ from one process's; journeys held by a, b: {held:?}; partitions moved: {restored}, journey records restored: {records}; outputs not published twice: {dedup}",
         differ.len(),

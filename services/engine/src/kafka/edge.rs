@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
@@ -60,6 +60,23 @@ pub enum EdgeEvent {
     Revoked(Vec<Tp>),
     /// Where assigned input partitions end now.
     Ends(HashMap<Tp, i64>),
+}
+
+/// With incremental (cooperative) rebalancing a callback names only the
+/// partitions added or taken away; the pipeline works on the whole
+/// assignment (as eager rebalancing gives it). Returns every partition now
+/// assigned: those just added with their starts, the others with none
+/// (they go on where they are).
+fn whole_assignment<C: ConsumerContext>(c: &BaseConsumer<C>, added: Vec<(Tp, Option<i64>)>) -> Vec<(Tp, Option<i64>)> {
+    let mut whole = added;
+    if let Ok(now) = c.assignment() {
+        for tp in partitions(&now) {
+            if !whole.iter().any(|(t, _)| *t == tp) {
+                whole.push((tp, None));
+            }
+        }
+    }
+    whole
 }
 
 /// Partitions without a resume offset of this process (a scale-out routed
@@ -118,10 +135,15 @@ pub struct IngestContext {
     /// An assignment did not fit in the channel: the loop must read it from
     /// the consumer.
     missed: AtomicBool,
-    /// Scale-out: the routed topic. A routed partition taken away forgets
-    /// its resume offset: when it comes back, it starts where its owners
+    /// Scale-out: the routed topic. A partition taken away forgets its
+    /// resume offset: when it comes back, it starts where its readers
     /// committed meanwhile.
     routed: Option<String>,
+    /// The group rebalances incrementally (`cooperative-sticky`): a
+    /// callback names only the partitions that change. Known from the
+    /// configuration: asking librdkafka from inside the callback can hang
+    /// while the consumer closes (librdkafka issue 4041).
+    cooperative: bool,
 }
 
 impl IngestContext {
@@ -140,7 +162,14 @@ impl IngestContext {
             resume: Mutex::new(resume),
             missed: AtomicBool::new(false),
             routed: None,
+            cooperative: false,
         }
+    }
+
+    /// See the `cooperative` field.
+    pub fn with_cooperative(mut self, cooperative: bool) -> Self {
+        self.cooperative = cooperative;
+        self
     }
 
     /// See the `routed` field.
@@ -261,7 +290,7 @@ impl ConsumerContext for IngestContext {
     /// As the default, except that assigned partitions start at the offsets
     /// of the restored snapshot.
     fn rebalance(&self, c: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(c.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = self.cooperative;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let starts = committed_starts(c, self.starts(partitions(tpl)));
@@ -280,7 +309,11 @@ impl ConsumerContext for IngestContext {
                     warn!(error = %e, "assigning partitions failed");
                 }
                 self.post_rebalance(c, &Rebalance::Assign(tpl));
-                self.send(EdgeEvent::Assigned(starts));
+                if cooperative {
+                    self.send(EdgeEvent::Assigned(whole_assignment(c, starts)));
+                } else {
+                    self.send(EdgeEvent::Assigned(starts));
+                }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let r = if cooperative {
@@ -292,12 +325,19 @@ impl ConsumerContext for IngestContext {
                     warn!(error = %e, "revoking partitions failed");
                 }
                 self.post_rebalance(c, &Rebalance::Revoke(tpl));
-                if let (Some(routed), Ok(mut resume)) = (&self.routed, self.resume.lock()) {
-                    for tp in partitions(tpl).filter(|(t, _)| t == routed) {
+                // Scale-out: a partition taken away may be read by another
+                // process meanwhile; when it comes back it starts where the
+                // group committed, not at this process's older checkpoint.
+                if let (Some(_), Ok(mut resume)) = (&self.routed, self.resume.lock()) {
+                    for tp in partitions(tpl) {
                         resume.remove(&tp);
                     }
                 }
                 self.send(EdgeEvent::Revoked(partitions(tpl).collect()));
+                if cooperative {
+                    // What stays: no assignment may follow a revocation.
+                    self.send(EdgeEvent::Assigned(whole_assignment(c, Vec::new())));
+                }
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();

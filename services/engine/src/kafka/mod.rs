@@ -72,7 +72,15 @@ pub fn consumer(s: &Settings, ctx: IngestContext) -> anyhow::Result<IngestConsum
     c.set("enable.auto.commit", "false");
     set_default(&mut c, "auto.offset.reset", "earliest");
     set_default(&mut c, "enable.partition.eof", "false");
-    c.create_with_context(ctx).context("creating the Kafka consumer")
+    // `cooperative-sticky` in [kafka.client] makes rebalancing incremental
+    // (`docs/scaling.md` section 4); not the default: librdkafka's sticky
+    // assignor balances the count over all topics, and a process was left
+    // with no state partition (measured).
+    let cooperative = c
+        .get("partition.assignment.strategy")
+        .is_some_and(|s| s.contains("cooperative"));
+    c.create_with_context(ctx.with_cooperative(cooperative))
+        .context("creating the Kafka consumer")
 }
 
 /// A consumer of partition 0 of `topic`, assigned from its start outside

@@ -384,7 +384,28 @@ async fn commit(consumer: &Arc<IngestConsumer>, inputs: &HashMap<Tp, i64>) -> an
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
     }
     let consumer = consumer.clone();
-    let committed = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await;
+    let committed = tokio::task::spawn_blocking(move || {
+        // Only partitions still assigned: one the group moved to another
+        // process (scale-out) is that process's to commit, and an offset
+        // from here would set it back.
+        let tpl = match consumer.assignment() {
+            Ok(assigned) => {
+                let mut mine = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    if assigned.find_partition(e.topic(), e.partition()).is_some() {
+                        mine.add_partition_offset(e.topic(), e.partition(), e.offset())?;
+                    }
+                }
+                mine
+            }
+            Err(_) => tpl,
+        };
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.commit(&tpl, CommitMode::Sync)
+    })
+    .await;
     if let Ok(Err(e)) = committed {
         warn!(error = %e, "committing input offsets failed");
     }

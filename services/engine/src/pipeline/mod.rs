@@ -287,12 +287,20 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Flushes the producer and leaves the group, off the async workers.
+/// Leaving: the group takes the partitions back (the revocation is served
+/// while the consumer is polled; messages that arrive meanwhile are left to
+/// the next owner), then the consumer closes. Closing in the middle of an
+/// incremental rebalance can hang librdkafka (its issue 4527).
 async fn shutdown(consumer: Arc<IngestConsumer>, producer: FutureProducer) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.assignment().is_ok_and(|a| a.count() > 0) && Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+    }
     let done = tokio::task::spawn_blocking(move || {
         if let Err(e) = producer.flush(Duration::from_secs(30)) {
             warn!(error = %e, "producer flush incomplete");
         }
-        consumer.unsubscribe();
         drop(consumer);
     })
     .await;

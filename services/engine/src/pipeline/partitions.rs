@@ -77,10 +77,10 @@ impl Partitions {
                     self.resuming.remove(tp);
                     self.ends.remove(tp);
                     self.position.remove(tp);
-                    // Scale-out: a routed partition's offsets are committed
-                    // again once it delivers after the rebalance (it may be
-                    // another process's now).
-                    if ingest.routed_topic() == Some(tp.0.as_str()) {
+                    // Scale-out: a partition's offsets are committed again
+                    // once it delivers after the rebalance (it may be
+                    // another process's now: inputs move too).
+                    if ingest.routed_topic().is_some() {
                         self.highest.remove(tp);
                         self.covered.remove(tp);
                     }
@@ -96,12 +96,14 @@ impl Partitions {
     /// Partitions just assigned hold the watermark back until they deliver
     /// or stay silent for `idle_after`; the others stop holding it.
     fn assigned(&mut self, parts: Vec<(Tp, Option<i64>)>, ingest: &mut Ingest, now_ms: u64) {
-        // Eager rebalancing: each assignment is the whole set.
+        // Each assignment is the whole set (the edge makes it so under
+        // incremental rebalancing too).
         let whole: Vec<(String, i32)> = parts.iter().map(|(tp, _)| tp.clone()).collect();
         ingest.assigned(&whole, now_ms);
-        // Every assigned partition starts at its resume offset: watch that
-        // the broker really delivers from there.
-        self.resuming.clear();
+        // A partition given a start (just added, or every partition under
+        // eager rebalancing) starts there: watch that the broker really
+        // delivers from there. One kept without a start goes on as it was.
+        self.resuming.retain(|tp, _| whole.contains(tp));
         for (tp, start) in parts {
             if let Some(start) = start {
                 self.resumed_at(tp, start);
