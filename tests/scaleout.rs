@@ -305,7 +305,10 @@ async fn still_forgotten_after_a_rebuild(group: &Settings, forgotten: &Forgotten
     let mut fresh = TestEngine::launch(member(group, "rebuilt")).await;
     let joined = Instant::now();
     fresh.wait_ready(Duration::from_secs(240)).await;
-    eprintln!("rebuilt process ready {:.1} s after it started", joined.elapsed().as_secs_f64());
+    eprintln!(
+        "rebuilt process ready {:.1} s after it started",
+        joined.elapsed().as_secs_f64()
+    );
     let all: Vec<(String, String)> = forgotten.before.keys().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let expected: BTreeMap<(String, String), Option<String>> = forgotten

@@ -157,27 +157,32 @@ impl Processor {
             .partition(|r| self.state.identity.with_profile(&r.0, |_| ()).is_some());
         for (one_id, journey, timers, keys) in live {
             self.remember_keys(&keys, &mut done);
+            // What is here already came in between the assignment and this
+            // install (the identity log folded meanwhile merged a journey
+            // of a kept partition into this one): it joins the record.
             if let Some(applied) = self.applied.as_mut() {
-                applied.insert(one_id.clone(), keys);
+                applied.entry(one_id.clone()).or_default().extend(keys);
             }
-            if let Some(j) = journey {
+            if let Some(mut j) = journey {
+                if let Some(here) = self.state.take_journey(&one_id) {
+                    self.tiers.remove(here.revenue);
+                    self.value.update(ValueKey::of(&here), None);
+                    j.absorb(Arc::unwrap_or_clone(here));
+                }
                 self.tiers.add(j.revenue);
                 self.value.update(None, ValueKey::of(&j));
-                // One already here (it should not be) leaves the tiers too.
-                if let Some(old) = self
-                    .state
-                    .journeys
-                    .insert(one_id.clone(), j.into())
-                    .and_then(|s| s.journey())
-                {
-                    self.tiers.remove(old.revenue);
-                    self.value.update(ValueKey::of(&old), None);
-                }
+                self.state.journeys.insert(one_id.clone(), j.into());
                 done.journeys += 1;
             }
             done.timers += timers.len();
-            if !timers.is_empty() {
-                self.timers.replace(one_id, timers);
+            if self.timers.of(&one_id).is_empty() {
+                if !timers.is_empty() {
+                    self.timers.replace(one_id, timers);
+                }
+            } else {
+                for t in timers {
+                    self.timers.insert(t, &one_id);
+                }
             }
         }
         self.state.journeys_loaded();

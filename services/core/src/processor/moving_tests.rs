@@ -156,3 +156,28 @@ fn an_orphan_restored_before_its_survivor_is_absorbed_into_it() {
     let j = new.state().journey(&survivor).expect("the survivor's journey");
     assert_eq!((j.total_events(), j.purchases), (2, 1), "both pieces, once");
 }
+
+#[test]
+fn a_journey_that_arrived_before_its_partition_was_installed_joins_the_record() {
+    // The old owner applied one sale; the record of it is in the changelog.
+    let first = pos("p-1", 5, json!({"loyalty_id": "L-9"}), 30.0);
+    let second = pos("p-2", 6, json!({"loyalty_id": "L-9"}), 12.0);
+    let mut old = owner(0..PARTITIONS);
+    let r = fold(&mut old, &first, 0);
+    assert!(!offer(&mut old, &first, &r, 1));
+    let rec = record(&old, &r.one_id);
+
+    // The new owner applies a second sale to that profile between the
+    // assignment and the install (as a merge folded meanwhile would).
+    let mut new = owner(0..PARTITIONS);
+    let r2 = fold(&mut new, &first, 0);
+    let r3 = fold(&mut new, &second, 1);
+    assert_eq!(r3.one_id, r2.one_id);
+    assert!(!offer(&mut new, &second, &r3, 2));
+    new.install_partition(vec![rec], old.applied_to());
+    let j = new.state().journey(&r.one_id).expect("held");
+    assert_eq!(j.purchases, 2, "the record and what came before it, both");
+    // And the first sale read again is a duplicate: its key came with the record.
+    assert!(offer(&mut new, &first, &r2, 3));
+    assert_eq!(new.state().journey(&r.one_id).expect("held").purchases, 2);
+}

@@ -86,7 +86,8 @@ fn whole_assignment<C: ConsumerContext>(c: &BaseConsumer<C>, added: Vec<(Tp, Opt
 /// batch, delivers from the next batch, and the records between were lost
 /// without a trace (measured: a routed partition re-read after a `kill -9`
 /// lost the first event of a journey). Without a committed offset, or when
-/// it cannot be read, the partition starts as the group says, unchecked.
+/// it cannot be read within 2 s (the callback runs on the poll loop, which
+/// waits meanwhile), the partition starts as the group says, unchecked.
 fn committed_starts<C: ConsumerContext>(c: &BaseConsumer<C>, starts: Vec<(Tp, Option<i64>)>) -> Vec<(Tp, Option<i64>)> {
     let mut ask = TopicPartitionList::new();
     for ((topic, partition), start) in &starts {
@@ -97,7 +98,7 @@ fn committed_starts<C: ConsumerContext>(c: &BaseConsumer<C>, starts: Vec<(Tp, Op
     if ask.count() == 0 {
         return starts;
     }
-    let committed = match c.committed_offsets(ask, Duration::from_secs(10)) {
+    let committed = match c.committed_offsets(ask, Duration::from_secs(2)) {
         Ok(list) => list,
         Err(e) => {
             warn!(error = %e, "could not read the group's committed offsets; those partitions start unchecked");
