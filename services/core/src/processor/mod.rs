@@ -414,8 +414,7 @@ impl Processor {
                     // tombstoned it); restored, it comes back as a handover
                     // of `from`, already absorbed here.
                     if self.applied.is_some() {
-                        let at = gone.last_seen.map_or(self.applied_to, |t| t.max(self.applied_to));
-                        self.add_applied(to, vec![(at.0, handover_key(&moved.from))]);
+                        self.mark_handed_over(to, &moved.from, gone.last_seen);
                     }
                     self.absorb_into(to, Arc::unwrap_or_clone(gone));
                 }

@@ -124,6 +124,14 @@ impl Processor {
         self.applied.as_mut().and_then(|a| a.remove(one_id)).unwrap_or_default()
     }
 
+    /// `from`'s journey, last seen at `last_seen`, is absorbed into `to`:
+    /// its handover key stays with `to`'s keys, so a handover of `from`
+    /// read (or restored) later is absorbed once.
+    pub(super) fn mark_handed_over(&mut self, to: &OneId, from: &str, last_seen: Option<EventTime>) {
+        let at = last_seen.map_or(self.applied_to, |t| t.max(self.applied_to));
+        self.add_applied(to, vec![(at.0, handover_key(from))]);
+    }
+
     /// Keys that arrived with a handover, absorbed into `to`: remembered
     /// for dedupe and kept with `to`'s journey.
     pub(super) fn add_applied(&mut self, to: &OneId, keys: Vec<AppliedKey>) {
@@ -175,14 +183,8 @@ impl Processor {
                 done.journeys += 1;
             }
             done.timers += timers.len();
-            if self.timers.of(&one_id).is_empty() {
-                if !timers.is_empty() {
-                    self.timers.replace(one_id, timers);
-                }
-            } else {
-                for t in timers {
-                    self.timers.insert(t, &one_id);
-                }
+            for t in timers {
+                self.timers.insert(t, &one_id);
             }
         }
         self.state.journeys_loaded();

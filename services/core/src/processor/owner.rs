@@ -185,16 +185,10 @@ impl Processor {
         }
         // Read before (a replay, or a sender that restarted and handed
         // the same journey over again): absorbed once.
-        let key = super::handover_key(&h.from);
-        if self.seen.contains(key) {
+        if self.seen.contains(super::handover_key(&h.from)) {
             return None;
         }
-        let at = h
-            .journey
-            .as_ref()
-            .and_then(|j| j.last_seen)
-            .map_or(self.applied_to, |t| t.max(self.applied_to));
-        self.add_applied(&target, vec![(at.0, key)]);
+        self.mark_handed_over(&target, &h.from, h.journey.as_ref().and_then(|j| j.last_seen));
         self.add_applied(&target, std::mem::take(&mut h.applied));
         if let Some(gone) = h.journey {
             self.absorb_into(&target, Arc::unwrap_or_clone(gone));

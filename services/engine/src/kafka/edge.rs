@@ -136,10 +136,10 @@ pub struct IngestContext {
     /// An assignment did not fit in the channel: the loop must read it from
     /// the consumer.
     missed: AtomicBool,
-    /// Scale-out: the routed topic. A partition taken away forgets its
-    /// resume offset: when it comes back, it starts where its readers
-    /// committed meanwhile.
-    routed: Option<String>,
+    /// Scale-out (`scaleout.route_journeys`): a partition taken away
+    /// forgets its resume offset: when it comes back, it starts where its
+    /// readers committed meanwhile.
+    scaleout: bool,
     /// The group rebalances incrementally (`cooperative-sticky`): a
     /// callback names only the partitions that change. Known from the
     /// configuration: asking librdkafka from inside the callback can hang
@@ -162,7 +162,7 @@ impl IngestContext {
             events,
             resume: Mutex::new(resume),
             missed: AtomicBool::new(false),
-            routed: None,
+            scaleout: false,
             cooperative: false,
         }
     }
@@ -173,9 +173,9 @@ impl IngestContext {
         self
     }
 
-    /// See the `routed` field.
-    pub fn with_routed(mut self, topic: Option<String>) -> Self {
-        self.routed = topic;
+    /// See the `scaleout` field.
+    pub fn with_scaleout(mut self, scaleout: bool) -> Self {
+        self.scaleout = scaleout;
         self
     }
 
@@ -329,7 +329,7 @@ impl ConsumerContext for IngestContext {
                 // Scale-out: a partition taken away may be read by another
                 // process meanwhile; when it comes back it starts where the
                 // group committed, not at this process's older checkpoint.
-                if let (Some(_), Ok(mut resume)) = (&self.routed, self.resume.lock()) {
+                if let (true, Ok(mut resume)) = (self.scaleout, self.resume.lock()) {
                     for tp in partitions(tpl) {
                         resume.remove(&tp);
                     }

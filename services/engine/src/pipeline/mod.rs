@@ -104,7 +104,7 @@ pub async fn run(
         edge_tx.clone(),
         header.resume_offsets(),
     )
-    .with_routed(settings.scaleout.route_journeys.then(|| settings.topics.routed.clone()));
+    .with_scaleout(settings.scaleout.route_journeys);
     let consumer = subscribe(&settings, context)?;
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = checkpointer(&settings, &producer, &metrics, &health, &cancel, &header).await?;
