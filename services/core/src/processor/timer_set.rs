@@ -4,8 +4,9 @@
 //! In: timers armed (with the One ID of the journey that armed them), the
 //! earliest one taken to fire, a forget's identifiers, a restore's records.
 //! Out: the earliest timer; per home, the timers its journey record writes.
-//! Keeps every armed timer twice: in firing order (with its home) and under
-//! its home.
+//! Keeps every armed timer twice: in firing order with its home (a
+//! [`TimerQueue`], `timer_queue.rs`) and under its home (a list sized
+//! exactly).
 //!
 //! Why a home: a timer is keyed by an identifier so that it follows its
 //! profile through merges (see `timers.rs`), but a checkpoint writes only
@@ -16,14 +17,13 @@
 //! the live set: no identity reasoning, a merged-away or forgotten profile
 //! included (its record then carries timers and no journey, until they go).
 
-use std::collections::BTreeMap;
-
 use crate::hash::HashMap;
 use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::ALLOC_OVERHEAD;
 use crate::time::EventTime;
 
+use super::timer_queue::TimerQueue;
 use super::TimerKind;
 
 /// One armed timer: when, what, and the identifier it follows. The firing
@@ -33,9 +33,21 @@ pub type Timer = (EventTime, TimerKind, IdKey);
 #[derive(Default)]
 pub(super) struct TimerSet {
     /// Firing order; the value is the timer's home.
-    queue: BTreeMap<Timer, OneId>,
-    /// Per home, its timers (in no particular order).
-    homes: HashMap<OneId, Vec<Timer>>,
+    queue: TimerQueue,
+    /// Per home, its timers (in no particular order), sized exactly: most
+    /// homes hold one or two (a quiet check and a churn label), and a
+    /// `Vec` that grew by pushing would hold four (session 19: 128 bytes
+    /// where two timers take 64; a boxed slice is also 8 bytes smaller
+    /// than a `Vec` in the map's slot).
+    homes: HashMap<OneId, Box<[Timer]>>,
+}
+
+/// `list` with `t` added, sized exactly.
+fn with(list: Box<[Timer]>, t: Timer) -> Box<[Timer]> {
+    let mut v = list.into_vec();
+    v.reserve_exact(1);
+    v.push(t);
+    v.into_boxed_slice()
 }
 
 impl TimerSet {
@@ -46,29 +58,23 @@ impl TimerSet {
     /// Every timer, in firing order.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Timer> {
-        self.queue.keys()
+        self.queue.iter().map(|(t, _)| t)
     }
 
     /// When the earliest timer is due.
     pub fn first_due(&self) -> Option<EventTime> {
-        self.queue.first_key_value().map(|(t, _)| t.0)
+        self.queue.first().map(|(t, _)| t.0)
     }
 
     /// Arms `t` with `home`; false, and nothing changes, when it is armed
     /// already (under whichever home).
     pub fn insert(&mut self, t: Timer, home: &OneId) -> bool {
-        match self.queue.entry(t) {
-            std::collections::btree_map::Entry::Occupied(_) => false,
-            std::collections::btree_map::Entry::Vacant(v) => {
-                // Most homes hold one or two timers: start at one, not Vec's four.
-                self.homes
-                    .entry(home.clone())
-                    .or_insert_with(|| Vec::with_capacity(1))
-                    .push(v.key().clone());
-                v.insert(home.clone());
-                true
-            }
+        if !self.queue.insert(t.clone(), home.clone()) {
+            return false;
         }
+        let list = self.homes.entry(home.clone()).or_default();
+        *list = with(std::mem::take(list), t);
+        true
     }
 
     /// Takes the earliest timer, with its home.
@@ -81,7 +87,9 @@ impl TimerSet {
     fn unhome(&mut self, t: &Timer, home: &str) {
         if let Some(list) = self.homes.get_mut(home) {
             if let Some(i) = list.iter().position(|x| x == t) {
-                list.swap_remove(i);
+                let mut v = std::mem::take(list).into_vec();
+                v.swap_remove(i);
+                *list = v.into_boxed_slice();
             }
             if list.is_empty() {
                 self.homes.remove(home);
@@ -104,12 +112,7 @@ impl TimerSet {
     /// Removes and returns every timer whose identifier `gone` matches,
     /// each with its home.
     pub fn take_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
-        let removed: Vec<(Timer, OneId)> = self
-            .queue
-            .iter()
-            .filter(|(t, _)| gone(&t.2))
-            .map(|(t, h)| (t.clone(), h.clone()))
-            .collect();
+        let removed: Vec<(Timer, OneId)> = self.queue.iter().filter(|(t, _)| gone(&t.2)).cloned().collect();
         for (t, home) in &removed {
             self.queue.remove(t);
             self.unhome(t, home);
@@ -118,21 +121,21 @@ impl TimerSet {
     }
 
     /// The estimate of the bytes the set holds: per timer, its entry in the
-    /// firing order (the timer and its home, 48 bytes, in B-tree nodes
-    /// about two thirds full) and its copy under its home (32 bytes, in a
-    /// list sized exactly, plus the allocator's overhead); per home, its
-    /// slot in the hash map (the One ID and the list, 40 bytes, at about
-    /// 0.6 load).
+    /// firing order (the timer and its home, 48 bytes, in chunks mostly
+    /// full: see `timer_queue.rs`) and its copy under its home (32 bytes, in a
+    /// list sized exactly); per home, its slot in the hash map (the One ID
+    /// and the list, 32 bytes, at about 0.6 load) and the list's allocation
+    /// overhead.
     pub fn approx_bytes(&self) -> usize {
-        const QUEUE_ENTRY: usize = 72;
+        const QUEUE_ENTRY: usize = TimerQueue::ENTRY_BYTES;
         const HOMED: usize = 32;
-        const HOME_SLOT: usize = 68;
+        const HOME_SLOT: usize = 54;
         self.queue.len() * (QUEUE_ENTRY + HOMED) + self.homes.len() * (HOME_SLOT + ALLOC_OVERHEAD)
     }
 
     /// The timers `home`'s record carries (empty: none).
     pub fn of(&self, home: &str) -> &[Timer] {
-        self.homes.get(home).map_or(&[], Vec::as_slice)
+        self.homes.get(home).map_or(&[], |l| &l[..])
     }
 
     /// Every home.
@@ -142,7 +145,7 @@ impl TimerSet {
 
     /// Sets `home`'s timers to `timers` (a restore: its latest record).
     pub fn replace(&mut self, home: OneId, timers: Vec<Timer>) {
-        for t in self.homes.remove(&home).unwrap_or_default() {
+        for t in self.homes.remove(&home).unwrap_or_default().into_vec() {
             self.queue.remove(&t);
         }
         for t in timers {
@@ -152,7 +155,7 @@ impl TimerSet {
 
     /// Every home with its timers, sorted by home (a snapshot).
     pub fn by_home(&self) -> Vec<(&OneId, &[Timer])> {
-        let mut all: Vec<(&OneId, &[Timer])> = self.homes.iter().map(|(h, t)| (h, t.as_slice())).collect();
+        let mut all: Vec<(&OneId, &[Timer])> = self.homes.iter().map(|(h, t)| (h, &t[..])).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all
     }
@@ -160,7 +163,7 @@ impl TimerSet {
     /// Every text the timers refer to, counted into `c`.
     #[cfg(test)]
     pub fn census(&self, c: &mut crate::identity::Census) {
-        for ((_, _, key), home) in &self.queue {
+        for ((_, _, key), home) in self.queue.iter() {
             c.id(key);
             c.one_id(home);
         }
