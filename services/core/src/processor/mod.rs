@@ -41,7 +41,6 @@ mod moving;
 mod order;
 mod owner;
 mod snapshot;
-mod timer_queue;
 mod timer_set;
 mod timers;
 

@@ -4,9 +4,8 @@
 //! In: timers armed (with the One ID of the journey that armed them), the
 //! earliest one taken to fire, a forget's identifiers, a restore's records.
 //! Out: the earliest timer; per home, the timers its journey record writes.
-//! Keeps every armed timer twice: in firing order with its home (a
-//! [`TimerQueue`], `timer_queue.rs`) and under its home (a list sized
-//! exactly).
+//! Keeps every armed timer twice: in firing order (with its home) and under
+//! its home.
 //!
 //! Why a home: a timer is keyed by an identifier so that it follows its
 //! profile through merges (see `timers.rs`), but a checkpoint writes only
@@ -17,13 +16,14 @@
 //! the live set: no identity reasoning, a merged-away or forgotten profile
 //! included (its record then carries timers and no journey, until they go).
 
+use std::collections::BTreeMap;
+
 use crate::hash::HashMap;
 use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::ALLOC_OVERHEAD;
 use crate::time::EventTime;
 
-use super::timer_queue::TimerQueue;
 use super::TimerKind;
 
 /// One armed timer: when, what, and the identifier it follows. The firing
@@ -33,7 +33,7 @@ pub type Timer = (EventTime, TimerKind, IdKey);
 #[derive(Default)]
 pub(super) struct TimerSet {
     /// Firing order; the value is the timer's home.
-    queue: TimerQueue,
+    queue: BTreeMap<Timer, OneId>,
     /// Per home, its timers (in no particular order), sized exactly: most
     /// homes hold one or two (a quiet check and a churn label), and a
     /// `Vec` that grew by pushing would hold four (session 19: 128 bytes
@@ -58,23 +58,26 @@ impl TimerSet {
     /// Every timer, in firing order.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = &Timer> {
-        self.queue.iter().map(|(t, _)| t)
+        self.queue.keys()
     }
 
     /// When the earliest timer is due.
     pub fn first_due(&self) -> Option<EventTime> {
-        self.queue.first().map(|(t, _)| t.0)
+        self.queue.first_key_value().map(|(t, _)| t.0)
     }
 
     /// Arms `t` with `home`; false, and nothing changes, when it is armed
     /// already (under whichever home).
     pub fn insert(&mut self, t: Timer, home: &OneId) -> bool {
-        if !self.queue.insert(t.clone(), home.clone()) {
-            return false;
+        match self.queue.entry(t) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let list = self.homes.entry(home.clone()).or_default();
+                *list = with(std::mem::take(list), v.key().clone());
+                v.insert(home.clone());
+                true
+            }
         }
-        let list = self.homes.entry(home.clone()).or_default();
-        *list = with(std::mem::take(list), t);
-        true
     }
 
     /// Takes the earliest timer, with its home.
@@ -112,7 +115,12 @@ impl TimerSet {
     /// Removes and returns every timer whose identifier `gone` matches,
     /// each with its home.
     pub fn take_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
-        let removed: Vec<(Timer, OneId)> = self.queue.iter().filter(|(t, _)| gone(&t.2)).cloned().collect();
+        let removed: Vec<(Timer, OneId)> = self
+            .queue
+            .iter()
+            .filter(|(t, _)| gone(&t.2))
+            .map(|(t, h)| (t.clone(), h.clone()))
+            .collect();
         for (t, home) in &removed {
             self.queue.remove(t);
             self.unhome(t, home);
@@ -121,13 +129,13 @@ impl TimerSet {
     }
 
     /// The estimate of the bytes the set holds: per timer, its entry in the
-    /// firing order (the timer and its home, 48 bytes, in chunks mostly
-    /// full: see `timer_queue.rs`) and its copy under its home (32 bytes, in a
+    /// firing order (the timer and its home, 48 bytes, in B-tree nodes
+    /// about two thirds full) and its copy under its home (32 bytes, in a
     /// list sized exactly); per home, its slot in the hash map (the One ID
     /// and the list, 32 bytes, at about 0.6 load) and the list's allocation
     /// overhead.
     pub fn approx_bytes(&self) -> usize {
-        const QUEUE_ENTRY: usize = TimerQueue::ENTRY_BYTES;
+        const QUEUE_ENTRY: usize = 72;
         const HOMED: usize = 32;
         const HOME_SLOT: usize = 54;
         self.queue.len() * (QUEUE_ENTRY + HOMED) + self.homes.len() * (HOME_SLOT + ALLOC_OVERHEAD)
@@ -163,7 +171,7 @@ impl TimerSet {
     /// Every text the timers refer to, counted into `c`.
     #[cfg(test)]
     pub fn census(&self, c: &mut crate::identity::Census) {
-        for ((_, _, key), home) in self.queue.iter() {
+        for ((_, _, key), home) in &self.queue {
             c.id(key);
             c.one_id(home);
         }
