@@ -91,6 +91,23 @@ impl<T> List<T> {
         });
     }
 
+    /// Appends `item`, growing the list by exactly one.
+    pub fn push(&mut self, item: T) {
+        self.edit(|v| {
+            v.reserve_exact(1);
+            v.push(item);
+        });
+    }
+
+    /// Removes the element at `i` (the last one takes its place); none
+    /// when `i` is out of range.
+    pub fn swap_remove(&mut self, i: usize) -> Option<T> {
+        if i >= self.len() {
+            return None;
+        }
+        self.edit(|v| Some(v.swap_remove(i)))
+    }
+
     /// Removes every element.
     pub fn clear(&mut self) {
         self.0 = None;

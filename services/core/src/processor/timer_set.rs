@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use crate::hash::HashMap;
 use crate::identity::OneId;
 use crate::ids::IdKey;
-use crate::journey::ALLOC_OVERHEAD;
+use crate::journey::{List, ALLOC_OVERHEAD};
 use crate::time::EventTime;
 
 use super::TimerKind;
@@ -34,20 +34,12 @@ pub type Timer = (EventTime, TimerKind, IdKey);
 pub(super) struct TimerSet {
     /// Firing order; the value is the timer's home.
     queue: BTreeMap<Timer, OneId>,
-    /// Per home, its timers (in no particular order), sized exactly: most
-    /// homes hold one or two (a quiet check and a churn label), and a
-    /// `Vec` that grew by pushing would hold four (session 19: 128 bytes
-    /// where two timers take 64; a boxed slice is also 8 bytes smaller
-    /// than a `Vec` in the map's slot).
-    homes: HashMap<OneId, Box<[Timer]>>,
-}
-
-/// `list` with `t` added, sized exactly.
-fn with(list: Box<[Timer]>, t: Timer) -> Box<[Timer]> {
-    let mut v = list.into_vec();
-    v.reserve_exact(1);
-    v.push(t);
-    v.into_boxed_slice()
+    /// Per home, its timers (in no particular order), sized exactly (the
+    /// journey's [`List`]): most homes hold one or two (a quiet check and a
+    /// churn label), and a `Vec` that grew by pushing would hold four
+    /// (session 19: 128 bytes where two timers take 64; a `List` is also 8
+    /// bytes smaller than a `Vec` in the map's slot).
+    homes: HashMap<OneId, List<Timer>>,
 }
 
 impl TimerSet {
@@ -72,8 +64,7 @@ impl TimerSet {
         match self.queue.entry(t) {
             std::collections::btree_map::Entry::Occupied(_) => false,
             std::collections::btree_map::Entry::Vacant(v) => {
-                let list = self.homes.entry(home.clone()).or_default();
-                *list = with(std::mem::take(list), v.key().clone());
+                self.homes.entry(home.clone()).or_default().push(v.key().clone());
                 v.insert(home.clone());
                 true
             }
@@ -90,9 +81,7 @@ impl TimerSet {
     fn unhome(&mut self, t: &Timer, home: &str) {
         if let Some(list) = self.homes.get_mut(home) {
             if let Some(i) = list.iter().position(|x| x == t) {
-                let mut v = std::mem::take(list).into_vec();
-                v.swap_remove(i);
-                *list = v.into_boxed_slice();
+                list.swap_remove(i);
             }
             if list.is_empty() {
                 self.homes.remove(home);
@@ -153,7 +142,7 @@ impl TimerSet {
 
     /// Sets `home`'s timers to `timers` (a restore: its latest record).
     pub fn replace(&mut self, home: OneId, timers: Vec<Timer>) {
-        for t in self.homes.remove(&home).unwrap_or_default().into_vec() {
+        for t in self.homes.remove(&home).unwrap_or_default() {
             self.queue.remove(&t);
         }
         for t in timers {
