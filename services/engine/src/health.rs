@@ -29,6 +29,12 @@ pub struct Health {
     connected: AtomicBool,
     within_budget: AtomicBool,
     stopping: AtomicBool,
+    /// Assignments the Kafka edge has announced that the poll loop has not
+    /// settled yet (applied, and with scale-out its state partitions
+    /// restored). Counted up in the rebalance callback before the
+    /// assignment counts as held, down after the loop settled it: a process
+    /// is never ready between the broker's assignment and its restore.
+    unsettled: AtomicU64,
 }
 
 impl Default for Health {
@@ -49,6 +55,7 @@ impl Health {
             connected: AtomicBool::new(true),
             within_budget: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
+            unsettled: AtomicU64::new(0),
         }
     }
 
@@ -81,6 +88,24 @@ impl Health {
         self.within_budget.store(v, Ordering::Relaxed);
     }
 
+    /// The Kafka edge is about to hand the poll loop an assignment.
+    pub fn assignment_coming(&self) {
+        self.unsettled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The poll loop settled `n` assignments it took from the edge.
+    pub fn assignments_settled(&self, n: u64) {
+        let _ = self
+            .unsettled
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+    }
+
+    /// The poll loop read the whole assignment from the consumer itself (the
+    /// edge could not send one): every assignment so far is settled.
+    pub fn all_assignments_settled(&self) {
+        self.unsettled.store(0, Ordering::Release);
+    }
+
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
@@ -91,10 +116,12 @@ impl Health {
         self.start.elapsed().saturating_sub(last) < self.wedged_after
     }
 
-    /// Ready: state restored, partitions assigned, a broker reachable, state
-    /// within its memory budget, not shutting down.
+    /// Ready: state restored, partitions assigned and every assignment
+    /// settled, a broker reachable, state within its memory budget, not
+    /// shutting down.
     pub fn ready(&self) -> bool {
         self.assigned.load(Ordering::Relaxed)
+            && self.unsettled.load(Ordering::Acquire) == 0
             && self.restored.load(Ordering::Relaxed)
             && self.connected.load(Ordering::Relaxed)
             && self.within_budget.load(Ordering::Relaxed)
@@ -202,5 +229,25 @@ mod tests {
         // Nothing beats: not alive once the window has passed.
         std::thread::sleep(window + Duration::from_millis(100));
         assert!(!health.alive());
+    }
+
+    #[test]
+    fn not_ready_between_an_assignment_and_its_settling() {
+        let health = Health::default();
+        health.beat();
+        health.set_restored(true);
+        health.set_assigned(true);
+        assert!(health.ready());
+        // The rebalance callback: counted before the partitions count as held.
+        health.assignment_coming();
+        health.assignment_coming();
+        assert!(!health.ready(), "an assignment the poll loop has not settled");
+        health.assignments_settled(1);
+        assert!(!health.ready(), "one of two settled");
+        health.assignments_settled(5);
+        assert!(health.ready(), "settling more than came saturates");
+        health.assignment_coming();
+        health.all_assignments_settled();
+        assert!(health.ready(), "the loop read the whole assignment itself");
     }
 }

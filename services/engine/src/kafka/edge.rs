@@ -294,6 +294,9 @@ impl ConsumerContext for IngestContext {
         let cooperative = self.cooperative;
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                // Not ready until the poll loop has settled it (restored the
+                // state partitions it brings): counted before it counts as held.
+                self.health.assignment_coming();
                 let starts = committed_starts(c, self.starts(partitions(tpl)));
                 for ((topic, partition), offset) in &starts {
                     let Some(offset) = offset else { continue };
@@ -337,6 +340,7 @@ impl ConsumerContext for IngestContext {
                 self.send(EdgeEvent::Revoked(partitions(tpl).collect()));
                 if cooperative {
                     // What stays: no assignment may follow a revocation.
+                    self.health.assignment_coming();
                     self.send(EdgeEvent::Assigned(whole_assignment(c, Vec::new())));
                 }
             }

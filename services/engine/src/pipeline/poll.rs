@@ -138,8 +138,7 @@ impl Poll {
     /// One message; false when the ack stage has stopped.
     async fn message(&mut self, msg: OwnedMessage) -> anyhow::Result<bool> {
         self.health.set_connected(true);
-        self.drain_edge();
-        self.settle_moves().await?;
+        self.drain_edge().await?;
         let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
         match self.partitions.admit(topic, partition, offset) {
             Admit::Process => {}
@@ -193,8 +192,7 @@ impl Poll {
         self.metrics
             .producer_queue
             .set(i64::from(self.in_flight.producer_queue()));
-        self.drain_edge();
-        self.settle_moves().await?;
+        self.drain_edge().await?;
         let stalled = self.partitions.update_backlogs(&mut self.ingest, paused);
         self.metrics.partitions_stalled.set(stalled as i64);
         let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());
@@ -266,14 +264,19 @@ impl Poll {
         Ok(())
     }
 
-    /// Applies the Kafka edge's events in order. An assignment the edge
-    /// could not send is read from the consumer instead.
-    fn drain_edge(&mut self) {
+    /// Applies the Kafka edge's events in order, then settles what they
+    /// moved ([`Self::settle_moves`]) and tells the health which
+    /// assignments are settled. An assignment the edge could not send is
+    /// read from the consumer instead.
+    async fn drain_edge(&mut self) -> anyhow::Result<()> {
         let now = self.now_ms();
+        let mut assignments = 0;
         while let Ok(event) = self.edge.try_recv() {
+            assignments += u64::from(matches!(event, EdgeEvent::Assigned(_)));
             self.partitions.on_event(event, &mut self.ingest, now);
         }
-        if self.consumer.context().take_missed() {
+        let missed = self.consumer.context().take_missed();
+        if missed {
             let assigned = self
                 .consumer
                 .assignment()
@@ -282,6 +285,13 @@ impl Poll {
             self.partitions
                 .on_event(EdgeEvent::Assigned(assigned), &mut self.ingest, now);
         }
+        self.settle_moves().await?;
+        if missed {
+            self.health.all_assignments_settled();
+        } else if assignments > 0 {
+            self.health.assignments_settled(assignments);
+        }
+        Ok(())
     }
 
     /// Fetches a partition again from `back` (see [`Partitions::admit`]).
