@@ -106,7 +106,7 @@ impl Engine {
                 .context("the HTTP server failed")
         });
 
-        let owned_tx = match members {
+        let membership = match members {
             Some(m) => Some(m.spawn(&settings, http_addr, &mut tasks, &cancel)?),
             None => None,
         };
@@ -116,7 +116,7 @@ impl Engine {
             metrics.clone(),
             health.clone(),
             cancel.clone(),
-            owned_tx,
+            membership,
         );
         let c = cancel.clone();
         tasks.spawn(async move {
@@ -194,7 +194,7 @@ impl Members {
         bound: SocketAddr,
         tasks: &mut JoinSet<anyhow::Result<()>>,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<tokio::sync::watch::Sender<Vec<u32>>> {
+    ) -> anyhow::Result<pipeline::handoff::Membership> {
         let rx = self.owned.subscribe();
         let http = if settings.http.advertised_addr.is_empty() {
             bound.to_string()
@@ -210,6 +210,10 @@ impl Members {
             cancel.clone(),
         );
         tasks.spawn(kafka::members::announce(producer, topic, me, http, rx, c));
-        Ok(self.owned)
+        Ok(pipeline::handoff::Membership::new(
+            self.owned,
+            self.owners.directory.clone(),
+            self.owners.me.clone(),
+        ))
     }
 }

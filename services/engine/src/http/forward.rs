@@ -50,10 +50,33 @@ impl Directory {
             .cloned()
     }
 
+    /// Another process than `me` whose record still names state partition
+    /// `q` (the newest such record): it has not written q's journeys for
+    /// its next owner yet, or it stopped without saying so.
+    pub fn claimed_elsewhere(&self, q: u32, me: &str) -> Option<String> {
+        let members = self.members.read().ok()?;
+        members
+            .values()
+            .filter(|m| *m.instance != *me && m.partitions.contains(&q))
+            .max_by_key(|m| m.at_ms)
+            .map(|m| m.instance.clone())
+    }
+
+    /// A process's new record (`None`: its tombstone). A record naming a
+    /// partition takes it from every older record that still names it (a
+    /// process that crashed never says it gave a partition up), so that
+    /// each partition is named by one record at most.
     pub(crate) fn upsert(&self, key: &str, record: Option<Member>) {
         if let Ok(mut members) = self.members.write() {
             match record {
-                Some(m) => members.insert(key.to_string(), m),
+                Some(m) => {
+                    for (k, other) in members.iter_mut() {
+                        if k != key && other.at_ms < m.at_ms {
+                            other.partitions.retain(|q| !m.partitions.contains(q));
+                        }
+                    }
+                    members.insert(key.to_string(), m)
+                }
                 None => members.remove(key),
             };
         }
@@ -82,8 +105,9 @@ pub struct Owners {
     /// This process's id in the directory.
     pub me: Arc<str>,
     pub directory: Arc<Directory>,
-    /// The state partitions this process owns now (from the pipeline, before
-    /// its own record is back from the members topic).
+    /// The state partitions this process owns and has restored (from the
+    /// pipeline, `pipeline/handoff.rs`, before its own record is back from
+    /// the members topic).
     pub own: tokio::sync::watch::Receiver<Vec<u32>>,
     pub client: reqwest::Client,
 }
@@ -255,5 +279,31 @@ mod tests {
         d.upsert("a", None);
         assert_eq!(d.owner_of(0), None);
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_partition_is_claimed_elsewhere_until_its_owner_lets_it_go() {
+        let d = Directory::default();
+        d.upsert("a", Some(member("a", &[0, 1], 10)));
+        d.upsert("b", Some(member("b", &[2], 11)));
+        // b was given partition 1: a still names it (its journeys not yet
+        // written for b); b's own record does not count.
+        assert_eq!(d.claimed_elsewhere(1, "b"), Some("a".into()));
+        assert_eq!(d.claimed_elsewhere(2, "b"), None);
+        assert_eq!(d.claimed_elsewhere(3, "b"), None);
+        // a wrote them and says so.
+        d.upsert("a", Some(member("a", &[0], 12)));
+        assert_eq!(d.claimed_elsewhere(1, "b"), None);
+        // a crashed holding 0 and never said it let it go; c claimed 0
+        // later: a's record no longer names it, for anyone.
+        d.upsert("c", Some(member("c", &[0], 20)));
+        assert_eq!(d.claimed_elsewhere(0, "b"), Some("c".into()));
+        d.upsert("c", Some(member("c", &[], 21)));
+        assert_eq!(d.claimed_elsewhere(0, "b"), None, "a's older claim went with c's");
+        assert_eq!(d.owner_of(0), None);
+        // An older record arriving late takes nothing from a newer one.
+        d.upsert("b", Some(member("b", &[5], 30)));
+        d.upsert("a", Some(member("a", &[5], 25)));
+        assert_eq!(d.owner_of(5).map(|m| m.instance), Some("b".into()));
     }
 }

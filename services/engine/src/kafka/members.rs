@@ -3,8 +3,8 @@
 //! profile lookup on any process is answered by the owner of the journey,
 //! as Kafka Streams' interactive queries are.
 //!
-//! In: this process's owned routed partitions after every assignment (a
-//! `watch` channel from the pipeline); the records of `topics.members` (1
+//! In: this process's owned routed partitions once each assignment is
+//! settled (a `watch` channel from the pipeline, `pipeline/handoff.rs`); the records of `topics.members` (1
 //! partition, compacted), every process's. Out: one record per change of
 //! this process's ownership (key = its instance id; value = JSON
 //! `{instance, http, partitions, at_ms}`), a tombstone when it stops, and

@@ -198,7 +198,7 @@ pub(super) const ROUTED_WAITING: Def = (
 );
 pub(super) const PARTITIONS_MOVED: Def = (
     "onejourney_state_partitions_moved_total",
-    "State partitions that came to this process with a consumer-group assignment and were restored from their journeys changelog partition (change=restored), or left it (change=dropped) (scaleout.route_journeys).",
+    "State partitions that came to this process with a consumer-group assignment and were restored from their journeys changelog partition (change=restored), or left it (change=dropped); change=not_let_go counts partitions restored although the previous owner's members record still named them after 15 s (it stopped without saying so) (scaleout.route_journeys).",
 );
 pub(super) const PARTITION_RECORDS_RESTORED: Def = (
     "onejourney_state_partition_records_restored_total",

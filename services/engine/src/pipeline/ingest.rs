@@ -82,11 +82,11 @@ impl Ingest {
         partitions: u32,
         inputs: &[(Channel, i32)],
         idle_after: Duration,
-        owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+        membership: Option<super::handoff::Membership>,
     ) -> Self {
         let sources = inputs.iter().map(|(c, p)| source_id(*c, *p)).collect();
         let idle_ms = u64::try_from(idle_after.as_millis()).unwrap_or(u64::MAX);
-        let route = Route::new(self.topics.routed.clone(), partitions, sources, idle_ms).announcing(owned_tx);
+        let route = Route::new(self.topics.routed.clone(), partitions, sources, idle_ms).announcing(membership);
         // Nothing is owned until the group assigns routed partitions.
         self.processor.set_ownership(Some(route.ownership(std::iter::empty())));
         self.route = Some(route);

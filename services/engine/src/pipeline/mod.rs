@@ -39,6 +39,7 @@ pub mod checkpoint;
 pub mod emit;
 pub mod evict;
 pub mod evidence;
+pub mod handoff;
 pub mod inflight;
 pub mod ingest;
 pub mod lanes;
@@ -73,15 +74,16 @@ use partitions::Partitions;
 use poll::Poll;
 
 /// Runs the pipeline until `cancel`, then drains, checkpoints and flushes.
-/// `owned_tx` (with `scaleout.route_journeys`): where the state partitions
-/// this process owns go after every assignment.
+/// `membership` (with `scaleout.route_journeys`): where the state partitions
+/// this process owns go once each assignment is settled, and who else still
+/// names a partition it was given.
 pub async fn run(
     settings: Arc<Settings>,
     state: Arc<State>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     cancel: CancellationToken,
-    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+    membership: Option<handoff::Membership>,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer(&settings)?;
     if !topics_ready(&settings, &producer, &health, &cancel).await? {
@@ -92,7 +94,7 @@ pub async fn run(
         published,
         ingest,
         evidence,
-    }) = start(&settings, &producer, state, &metrics, &health, &cancel, owned_tx).await?
+    }) = start(&settings, &producer, state, &metrics, &health, &cancel, membership).await?
     else {
         return Ok(());
     };
@@ -199,7 +201,7 @@ async fn start(
     metrics: &Arc<Metrics>,
     health: &Arc<Health>,
     cancel: &CancellationToken,
-    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+    membership: Option<handoff::Membership>,
 ) -> anyhow::Result<Option<Started>> {
     let decoder =
         Decoder::new(settings.namespaces()?, settings.ingest.max_message_bytes)?.with_limits(settings.input_limits());
@@ -223,7 +225,10 @@ async fn start(
         if settings.scaleout.route_journeys {
             let inputs = kafka::input_partitions(settings, producer).await?;
             let idle_after = settings.timers.idle_after;
-            ingest = ingest.with_routing(settings.state.partitions, &inputs, idle_after, owned_tx);
+            if let Some(m) = &membership {
+                m.announce_nothing_yet();
+            }
+            ingest = ingest.with_routing(settings.state.partitions, &inputs, idle_after, membership);
         }
         let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
         if !catch_up(&mut reader, &mut ingest, health, cancel).await? {

@@ -17,13 +17,14 @@
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tracing::info;
+use tracing::{info, warn};
 
 use onejourney_core::processor::GivenUp;
 use rdkafka::producer::FutureRecord;
 
 use super::changelog::{acknowledged, encode_records, Changed};
 use super::emit::enqueue;
+use super::handoff::HANDOFF_WAIT;
 use super::ingest::Ingest;
 use super::poll::Poll;
 use super::record::Step;
@@ -68,6 +69,27 @@ impl Ingest {
             route.dropped.extend(seqs);
             route.handed_off.extend(records);
         }
+    }
+
+    /// Announces the state partitions owned, less `restoring` (see
+    /// `handoff.rs`).
+    fn announce_settled(&self, restoring: &[u32]) {
+        let (Some(m), Some(o)) = (
+            self.route.as_ref().and_then(super::route::Route::membership),
+            self.processor.ownership(),
+        ) else {
+            return;
+        };
+        m.announce(o.owned.iter().copied().filter(|q| !restoring.contains(q)).collect());
+    }
+
+    /// Those of `qs` another process still names (see `handoff.rs`).
+    fn claimed_elsewhere(&self, qs: &[u32]) -> Vec<(u32, String)> {
+        self.route
+            .as_ref()
+            .and_then(super::route::Route::membership)
+            .map(|m| m.claimed_elsewhere(qs))
+            .unwrap_or_default()
     }
 
     /// The handovers installing restored partitions made.
@@ -153,6 +175,7 @@ impl Poll {
             handed_off,
             dropped,
         } = self.ingest.take_moves();
+        let moved = !gained.is_empty() || !lost.is_empty();
         for q in lost {
             let q = i32::try_from(q).context("a state partition number")?;
             self.partitions.forget(&(self.settings.topics.routed.clone(), q));
@@ -163,12 +186,18 @@ impl Poll {
         if !dropped.is_empty() {
             self.in_flight.apply(dropped).await?;
         }
+        // The journeys of partitions given up are written: they leave this
+        // process's record now, and the new owner's restore stops waiting.
+        if moved {
+            self.ingest.announce_settled(&gained);
+        }
         if gained.is_empty() {
             return Ok(());
         }
         gained.sort_unstable();
         let started = Instant::now();
         self.health.set_restored(false);
+        self.wait_for_previous_owners(&gained).await;
         let reads = self.read(&gained).await?;
         let folded = self.fold_to_end().await?;
         let (since, totals) = self.install(reads);
@@ -190,6 +219,7 @@ impl Poll {
             .partitions_moved
             .with_label_values(&["restored"])
             .inc_by(gained.len() as u64);
+        self.ingest.announce_settled(&[]);
         self.health.set_restored(true);
         info!(
             partitions = ?gained,
@@ -202,6 +232,43 @@ impl Poll {
             "state partitions restored from the journeys changelog"
         );
         Ok(())
+    }
+
+    /// Waits until no other process's members record names one of
+    /// `gained` (it wrote their journeys for this process and said so), or
+    /// [`HANDOFF_WAIT`] passed (it stopped without saying so: its journeys
+    /// since its last checkpoint come from re-reading the routed partition
+    /// instead, and decisions made again may be published twice).
+    async fn wait_for_previous_owners(&self, gained: &[u32]) {
+        let started = Instant::now();
+        let mut claimed = self.ingest.claimed_elsewhere(gained);
+        if claimed.is_empty() {
+            return;
+        }
+        info!(
+            ?claimed,
+            "waiting for the previous owners to write the journeys of these partitions"
+        );
+        while !claimed.is_empty() && started.elapsed() < HANDOFF_WAIT {
+            self.health.beat();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            claimed = self.ingest.claimed_elsewhere(gained);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if claimed.is_empty() {
+            info!(seconds, "the previous owners let the partitions go");
+        } else {
+            self.metrics
+                .evidence
+                .partitions_moved
+                .with_label_values(&["not_let_go"])
+                .inc_by(claimed.len() as u64);
+            warn!(
+                ?claimed,
+                seconds,
+                "the previous owners did not let these partitions go (stopped?): restoring what the changelog holds"
+            );
+        }
     }
 
     /// Installs the records read (see `Processor::install_partition`).

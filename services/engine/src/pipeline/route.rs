@@ -32,6 +32,7 @@ use onejourney_core::time::EventTime;
 use onejourney_core::ChannelEvent;
 
 use super::evidence::RoundTrip;
+use super::handoff::Membership;
 use super::ingest::{Ingest, Origin};
 use super::record::{OutRecord, Step};
 
@@ -85,9 +86,9 @@ pub struct Route {
     /// Owned routed partitions this process's consumer is behind on: their
     /// lanes hold the watermark whatever their senders said.
     behind: HashSet<u32>,
-    /// Where the owned partitions go after each assignment (the members
-    /// topic: lookups are forwarded to the owner).
-    owned_tx: Option<tokio::sync::watch::Sender<Vec<u32>>>,
+    /// Where the owned partitions go once settled (the members topic:
+    /// lookups are forwarded to the owner), and who else names one.
+    membership: Option<Membership>,
     /// State partitions the last assignments gave this process, to restore
     /// before any of their messages is processed, and those they took away
     /// (`moving.rs`).
@@ -114,7 +115,7 @@ impl Route {
             progress_ms: 0,
             active: HashMap::default(),
             behind: HashSet::default(),
-            owned_tx: None,
+            membership: None,
             gained: Vec::new(),
             lost: Vec::new(),
             dropped: Vec::new(),
@@ -123,10 +124,15 @@ impl Route {
         }
     }
 
-    /// Tells `tx` the owned partitions after every assignment.
-    pub fn announcing(mut self, tx: Option<tokio::sync::watch::Sender<Vec<u32>>>) -> Self {
-        self.owned_tx = tx;
+    /// Tells `membership` the owned partitions once settled
+    /// (`moving.rs`).
+    pub fn announcing(mut self, membership: Option<Membership>) -> Self {
+        self.membership = membership;
         self
+    }
+
+    pub(super) fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     /// The assignment gave this process `owned`: what it kept of the
@@ -135,15 +141,6 @@ impl Route {
         self.behind.retain(|q| owned.owned.contains(q));
         self.active
             .retain(|l, _| partition_of(*l).is_some_and(|q| owned.owned.contains(&q)));
-        if let Some(tx) = &self.owned_tx {
-            let mut now: Vec<u32> = owned.owned.iter().copied().collect();
-            now.sort_unstable();
-            tx.send_if_modified(|was| {
-                let changed = *was != now;
-                *was = std::mem::take(&mut now);
-                changed
-            });
-        }
     }
 
     /// An assignment changed the owned partitions from `before` to `now`.
