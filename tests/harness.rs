@@ -346,6 +346,37 @@ impl TestEngine {
     }
 }
 
+/// Stops the members of one group one at a time, each after the others have
+/// taken their new assignment (their `onejourney_rebalances_total{kind="assign"}`
+/// moved, or 60 s passed) and are ready again (restored what it gave them),
+/// as a rolling stop of a deployment does.
+///
+/// Why not one after another: tansu 0.6 forgets to clear the group's leader
+/// when the leader leaves while the group is re-forming, so a group whose
+/// members all left in quick succession can keep naming a departed leader,
+/// and a later member never gets an assignment (`tansu-broker` 0.6.0,
+/// `coordinator/group/administrator.rs`: a leave in the forming state never
+/// touches `state.leader`). Real Kafka has no such state. A member that
+/// leaves a formed group is handled correctly, so waiting avoids it.
+pub async fn stop_one_at_a_time(engines: &mut [TestEngine]) {
+    const ASSIGN: &str = "onejourney_rebalances_total{kind=\"assign\"}";
+    for i in 0..engines.len() {
+        let (stopping, rest) = engines[i..].split_first_mut().expect("a member to stop");
+        let mut before = Vec::new();
+        for e in rest.iter() {
+            before.push(e.metric(ASSIGN).await);
+        }
+        stopping.stop().await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (e, was) in rest.iter().zip(before) {
+            while e.metric(ASSIGN).await <= was && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            e.wait_ready(Duration::from_secs(90)).await;
+        }
+    }
+}
+
 /// Publishes simulated events to the input topics of `settings`, at full speed.
 pub async fn publish_sim_on(settings: &Settings, events: &[onejourney_simulator::SimEvent]) {
     let producer = onejourney_simulator::kafka::producer(&settings.kafka.brokers).expect("producer");

@@ -105,7 +105,15 @@ pub async fn decisions(s: &Settings) -> (BTreeMap<String, Decision>, usize) {
             v["action"].as_str().unwrap(),
             v["trigger"]["kind"].as_str().unwrap()
         );
-        twice += usize::from(by_id.insert(id, (one_id, at.0, what)).is_some());
+        if by_id.insert(id.clone(), (one_id, at.0, what)).is_some() {
+            twice += 1;
+            if twice <= 5 {
+                eprintln!(
+                    "{id} published twice (again at partition {} offset {})",
+                    r.partition, r.offset
+                );
+            }
+        }
     }
     (by_id, twice)
 }
