@@ -78,6 +78,22 @@ impl Processor {
         active.or_else(|| self.partitions.values().map(|p| p.max).max())
     }
 
+    /// After a pause in which every partition went idle, a new burst
+    /// usually reaches all of them: give each a fresh grace period, so the
+    /// first partition to deliver does not run ahead of the others.
+    fn fresh_grace_after_a_pause(&mut self, now_ms: u64) {
+        let idle_ms = self.idle_ms();
+        if self
+            .partitions
+            .values()
+            .all(|p| now_ms.saturating_sub(p.last_arrival_ms) >= idle_ms)
+        {
+            for p in self.partitions.values_mut() {
+                p.last_arrival_ms = now_ms;
+            }
+        }
+    }
+
     fn idle_ms(&self) -> u64 {
         u64::try_from(self.cfg.idle_after.as_millis()).unwrap_or(u64::MAX)
     }
@@ -106,6 +122,14 @@ impl Processor {
     /// idle `idle_after` past the last active report. Returns what the
     /// watermark then releases (once, for all of them).
     pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool)], now_ms: u64) -> Vec<Released> {
+        // A report that a lane is read again after a pause starts a burst,
+        // as a first event does: the other senders' reports are on their
+        // way (without it the first sender to report ran the watermark
+        // ahead, and a slower sender's first events came too late:
+        // tests/scaleout.rs under load, session 20).
+        if lanes.iter().any(|&(_, _, active)| active) {
+            self.fresh_grace_after_a_pause(now_ms);
+        }
         for &(partition, upto, active) in lanes {
             let clock = self.partitions.entry(partition).or_insert(PartitionClock {
                 max: EventTime::MIN,
@@ -170,19 +194,7 @@ impl Processor {
         seq: u64,
         now_ms: u64,
     ) -> Vec<Released> {
-        // After a pause in which every partition went idle, a new burst
-        // usually reaches all of them: give each a fresh grace period, so the
-        // first partition to deliver does not run ahead of the others.
-        let idle_ms = self.idle_ms();
-        if self
-            .partitions
-            .values()
-            .all(|p| now_ms.saturating_sub(p.last_arrival_ms) >= idle_ms)
-        {
-            for p in self.partitions.values_mut() {
-                p.last_arrival_ms = now_ms;
-            }
-        }
+        self.fresh_grace_after_a_pause(now_ms);
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max: ev.occurred_at,
             last_arrival_ms: now_ms,

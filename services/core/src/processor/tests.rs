@@ -619,6 +619,34 @@ fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
     assert_eq!(p.pending_events(), 0, "lane 1 idle: c goes");
 }
 
+#[test]
+fn after_a_pause_the_first_report_of_a_lane_gives_every_lane_a_fresh_grace() {
+    use crate::testkit::t;
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    // Both senders sent up to minute 10, then stopped reading: a pause.
+    p.advance_partitions(&[(0, t(10), false), (1, t(10), false)], 0);
+    p.tick(10_000);
+    // The faster sender reports first: lane 1 is read again, up to minute
+    // 1000. Lane 0's sender has not said so yet; its burst is on its way,
+    // so lane 0 holds the watermark for idle_after (2 s).
+    assert!(p.advance_partitions(&[(1, t(1000), true)], 10_000).is_empty());
+    assert_eq!(p.watermark(10_000), Some(t(10)), "lane 0 holds after the pause");
+    // Lane 0's first event of the burst is applied in order, not late.
+    let mut out = p.offer(
+        web("a", 20, json!({"cookie_id": "a"}), "page_view", json!({})),
+        0,
+        7,
+        11_000,
+    );
+    // Lane 0's sender says nothing more: past idle_after it stops holding.
+    out.extend(p.tick(13_001));
+    assert_eq!(out.iter().filter_map(|r| r.seq).collect::<Vec<_>>(), vec![7]);
+    assert!(out.iter().all(|r| !r.result.as_ref().unwrap().late), "a came in order");
+    assert_eq!(p.watermark(13_001), Some(t(1000)));
+}
+
 fn quiet_timers(p: &Processor) -> usize {
     p.timers.iter().filter(|t| t.1 == TimerKind::Quiet).count()
 }

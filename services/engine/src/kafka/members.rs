@@ -4,12 +4,13 @@
 //! as Kafka Streams' interactive queries are.
 //!
 //! In: this process's owned routed partitions once each assignment is
-//! settled (a `watch` channel from the pipeline, `pipeline/handoff.rs`); the records of `topics.members` (1
-//! partition, compacted), every process's. Out: one record per change of
-//! this process's ownership (key = its instance id; value = JSON
-//! `{instance, http, partitions, at_ms}`), a tombstone when it stops, and
-//! the directory the HTTP lookups read (`http::forward::Directory`). Keeps the latest record of
-//! every process.
+//! settled (a `watch` channel from the pipeline, `pipeline/handoff.rs`);
+//! the records of `topics.members` (1 partition, compacted), every
+//! process's. Out: one record per change of this process's ownership (key =
+//! its instance id; value = JSON `{instance, http, partitions, at_ms}`), a
+//! tombstone when it stops, and the directory the HTTP lookups and the
+//! hand-off wait read (`http::forward::Directory`). Keeps the latest record
+//! of every process.
 
 use std::sync::Arc;
 use std::time::Duration;
