@@ -42,24 +42,24 @@ pub struct Directory {
 impl Directory {
     /// The process that owns state partition `q` now, by its newest record.
     pub fn owner_of(&self, q: u32) -> Option<Member> {
-        let members = self.members.read().ok()?;
-        members
-            .values()
-            .filter(|m| m.partitions.contains(&q))
-            .max_by_key(|m| m.at_ms)
-            .cloned()
+        self.newest_naming(q, |_| true)
     }
 
     /// Another process than `me` whose record still names state partition
     /// `q` (the newest such record): it has not written q's journeys for
     /// its next owner yet, or it stopped without saying so.
     pub fn claimed_elsewhere(&self, q: u32, me: &str) -> Option<String> {
+        self.newest_naming(q, |m| *m.instance != *me).map(|m| m.instance)
+    }
+
+    /// The newest record that names `q`, among those `which` keeps.
+    fn newest_naming(&self, q: u32, which: impl Fn(&Member) -> bool) -> Option<Member> {
         let members = self.members.read().ok()?;
         members
             .values()
-            .filter(|m| *m.instance != *me && m.partitions.contains(&q))
+            .filter(|m| which(m) && m.partitions.contains(&q))
             .max_by_key(|m| m.at_ms)
-            .map(|m| m.instance.clone())
+            .cloned()
     }
 
     /// A process's new record (`None`: its tombstone). A record naming a
