@@ -6,7 +6,7 @@
 //! fields that read and write texts through [`arc_str`] / [`write_arc_str`],
 //! [`one_id`] / [`write_one_id`] and [`opt_one_id`] / [`write_opt_one_id`]
 //! (or [`OneIdText`] / [`OneIdRef`] inside tuples). Out: shared `ArcStr`
-//! and `Arc<str>` values, as the live state shares them. Keeps the texts of
+//! and `OneId` values, as the live state shares them. Keeps the texts of
 //! the current scope (this thread's) and drops them when the outermost scope
 //! ends; outside a scope a text is written and allocated as serde would.
 //!
@@ -47,20 +47,20 @@ use std::cell::RefCell;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::hash::{HashMap, HashSet};
 use crate::ids::ArcStr;
+use crate::one_id::OneId;
 
 /// The first snapshot format (`processor/snapshot.rs`) written with a text
 /// table.
 pub const TABLE_FORMAT: u32 = 7;
 
 /// A kind of shared text: identifier values and event ids (`ArcStr`), One
-/// IDs (`Arc<str>`). Each kind is numbered on its own.
+/// IDs (`OneId`). Each kind is numbered on its own.
 trait Shared: Clone + Eq + Hash + Borrow<str> {
     const WHAT: &'static str;
     fn new(s: &str) -> Self;
@@ -94,13 +94,13 @@ impl Shared for ArcStr {
     }
 }
 
-impl Shared for Arc<str> {
+impl Shared for OneId {
     const WHAT: &'static str = "One ID";
     fn new(s: &str) -> Self {
-        Arc::from(s)
+        OneId::from(s)
     }
     fn held_elsewhere(&self) -> bool {
-        Arc::strong_count(self) > 1
+        OneId::strong_count(self).is_some_and(|n| n > 1)
     }
     fn seen(t: &mut Texts) -> &mut HashSet<Self> {
         &mut t.one_ids
@@ -119,7 +119,7 @@ impl Shared for Arc<str> {
 #[derive(Default)]
 struct Texts {
     strs: HashSet<ArcStr>,
-    one_ids: HashSet<Arc<str>>,
+    one_ids: HashSet<OneId>,
     /// Set once the format says it has a text table.
     table: Option<Table>,
 }
@@ -128,7 +128,7 @@ struct Texts {
 #[derive(Default)]
 struct Table {
     strs: Vec<ArcStr>,
-    one_ids: Vec<Arc<str>>,
+    one_ids: Vec<OneId>,
 }
 
 /// The writer's numbers for one kind: by the text's address, for the texts
@@ -339,7 +339,7 @@ fn write_text<T: Shared, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> 
 
 /// A One ID read from outside serde (a record's key), shared like the
 /// ones serde reads.
-pub fn one_id_text(s: &str) -> Arc<str> {
+pub fn one_id_text(s: &str) -> OneId {
     full(s)
 }
 
@@ -354,27 +354,27 @@ pub fn write_arc_str<S: Serializer>(v: &ArcStr, s: S) -> Result<S::Ok, S::Error>
 }
 
 /// `deserialize_with` for a One ID.
-pub fn one_id<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+pub fn one_id<'de, D: Deserializer<'de>>(d: D) -> Result<OneId, D::Error> {
     read_text(d)
 }
 
 /// `serialize_with` for a One ID.
-pub fn write_one_id<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+pub fn write_one_id<S: Serializer>(v: &OneId, s: S) -> Result<S::Ok, S::Error> {
     write_text(v, s)
 }
 
 /// `deserialize_with` for an optional One ID.
-pub fn opt_one_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+pub fn opt_one_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OneId>, D::Error> {
     Ok(Option::<OneIdText>::deserialize(d)?.map(|t| t.0))
 }
 
 /// `serialize_with` for an optional One ID.
-pub fn write_opt_one_id<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+pub fn write_opt_one_id<S: Serializer>(v: &Option<OneId>, s: S) -> Result<S::Ok, S::Error> {
     v.as_ref().map(OneIdRef).serialize(s)
 }
 
 /// A One ID read where no attribute can reach (inside a tuple or a sequence).
-pub struct OneIdText(pub Arc<str>);
+pub struct OneIdText(pub OneId);
 
 impl<'de> Deserialize<'de> for OneIdText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -383,7 +383,7 @@ impl<'de> Deserialize<'de> for OneIdText {
 }
 
 /// A One ID written where no attribute can reach.
-pub struct OneIdRef<'a>(pub &'a Arc<str>);
+pub struct OneIdRef<'a>(pub &'a OneId);
 
 impl Serialize for OneIdRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

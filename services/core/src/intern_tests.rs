@@ -8,9 +8,9 @@ struct Pair {
     #[serde(deserialize_with = "arc_str")]
     b: ArcStr,
     #[serde(deserialize_with = "one_id")]
-    c: Arc<str>,
+    c: OneId,
     #[serde(deserialize_with = "opt_one_id")]
-    d: Option<Arc<str>>,
+    d: Option<OneId>,
 }
 
 fn pair() -> Vec<u8> {
@@ -23,17 +23,17 @@ fn inside_a_scope_equal_texts_are_one_allocation() {
     let p: Pair = scope(|| rmp_serde::from_slice(&bytes)).expect("decodes");
     assert!(ArcStr::ptr_eq(&p.a, &p.b));
     let d = p.d.expect("some");
-    assert!(Arc::ptr_eq(&p.c, &d));
+    assert!(OneId::ptr_eq(&p.c, &d));
     assert_eq!((&*p.a, &*d), ("x", "y"));
     // The scope's texts went with it: the values are the only holders.
-    assert_eq!(Arc::strong_count(&d), 2);
+    assert_eq!(OneId::strong_count(&d), Some(2));
 }
 
 #[test]
 fn outside_a_scope_every_text_is_its_own() {
     let p: Pair = rmp_serde::from_slice(&pair()).expect("decodes");
     assert!(!ArcStr::ptr_eq(&p.a, &p.b));
-    assert!(!Arc::ptr_eq(&p.c, p.d.as_ref().expect("some")));
+    assert!(!OneId::ptr_eq(&p.c, p.d.as_ref().expect("some")));
     TEXTS.with(|t| assert!(t.borrow().is_none()));
 }
 
@@ -44,9 +44,9 @@ fn a_key_read_outside_serde_shares_with_the_decoded_one_ids() {
         let p: Pair = rmp_serde::from_slice(&bytes).expect("decodes");
         (p, one_id_text("y"))
     });
-    assert!(Arc::ptr_eq(&p.c, &key));
+    assert!(OneId::ptr_eq(&p.c, &key));
     assert!(
-        !Arc::ptr_eq(&one_id_text("y"), &one_id_text("y")),
+        !OneId::ptr_eq(&one_id_text("y"), &one_id_text("y")),
         "no scope: no sharing"
     );
 }
@@ -59,9 +59,9 @@ struct Tabled {
     #[serde(with = "strs")]
     strs: Vec<ArcStr>,
     #[serde(serialize_with = "write_one_id", deserialize_with = "one_id")]
-    one_id: Arc<str>,
+    one_id: OneId,
     #[serde(serialize_with = "write_opt_one_id", deserialize_with = "opt_one_id")]
-    again: Option<Arc<str>>,
+    again: Option<OneId>,
     #[serde(default, serialize_with = "counts_now")]
     texts: Option<TextCounts>,
 }
@@ -86,7 +86,7 @@ mod strs {
     }
 }
 
-fn tabled(a: &ArcStr, b: &ArcStr, o: &Arc<str>) -> Tabled {
+fn tabled(a: &ArcStr, b: &ArcStr, o: &OneId) -> Tabled {
     Tabled {
         format: TABLE_FORMAT,
         strs: vec![a.clone(), b.clone(), a.clone(), b.clone()],
@@ -113,7 +113,7 @@ fn read_tabled(bytes: &[u8]) -> Result<Tabled, rmp_serde::decode::Error> {
 fn a_text_table_writes_each_allocation_once_and_reads_back_its_sharing() {
     // Two equal texts apart, one of them held twice: sharing is by
     // allocation, not by content.
-    let (a, b, o) = (ArcStr::from("x"), ArcStr::from("x"), Arc::<str>::from("y"));
+    let (a, b, o) = (ArcStr::from("x"), ArcStr::from("x"), OneId::from("y"));
     let bytes = write_tabled(&tabled(&a, &b, &o));
     let back = read_tabled(&bytes).expect("reads back");
     assert_eq!(
@@ -127,7 +127,7 @@ fn a_text_table_writes_each_allocation_once_and_reads_back_its_sharing() {
     let s = &back.strs;
     assert!(ArcStr::ptr_eq(&s[0], &s[2]) && ArcStr::ptr_eq(&s[1], &s[3]));
     assert!(!ArcStr::ptr_eq(&s[0], &s[1]), "apart when written, apart when read");
-    assert!(Arc::ptr_eq(&back.one_id, back.again.as_ref().expect("some")));
+    assert!(OneId::ptr_eq(&back.one_id, back.again.as_ref().expect("some")));
     assert!(s.iter().all(|x| &**x == "x") && &*back.one_id == "y");
     // Repeats are numbers: the file is smaller than every text in full.
     let full = rmp_serde::to_vec(&tabled(&a, &b, &o)).expect("encodes");
@@ -154,14 +154,14 @@ fn a_text_table_that_does_not_add_up_is_refused() {
 
 #[test]
 fn without_a_table_equal_texts_are_shared_by_content() {
-    let (a, b, o) = (ArcStr::from("x"), ArcStr::from("x"), Arc::<str>::from("y"));
+    let (a, b, o) = (ArcStr::from("x"), ArcStr::from("x"), OneId::from("y"));
     let mut t = tabled(&a, &b, &o);
     t.format = TABLE_FORMAT - 1;
     // Written outside a write scope: every text in full.
     let bytes = rmp_serde::to_vec(&t).expect("encodes");
     let back = read_tabled(&bytes).expect("reads back");
     assert!(back.strs.iter().all(|x| ArcStr::ptr_eq(x, &back.strs[0])));
-    assert!(Arc::ptr_eq(&back.one_id, back.again.as_ref().expect("some")));
+    assert!(OneId::ptr_eq(&back.one_id, back.again.as_ref().expect("some")));
 }
 
 #[test]

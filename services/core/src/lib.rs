@@ -8,6 +8,7 @@
 //!   bands, value tiers, churn factor names); imports nothing of the core.
 //! - [`time`]: event time, and windowed counts over it.
 //! - [`ids`]: the namespace table; identifiers normalised, email/phone hashed.
+//! - [`one_id`]: the id of one profile, one pointer to a shared text.
 //! - [`event`]: bytes -> validated inputs: [`event::ChannelEvent`],
 //!   [`event::ActionOutcome`], [`event::ControlCommand`].
 //! - [`identity`]: the identity graph; `stitch(event) -> Stitch`, changed only by
@@ -41,6 +42,7 @@ pub mod ids;
 pub mod intern;
 pub mod journey;
 pub mod key;
+pub mod one_id;
 pub mod output;
 pub mod processor;
 pub mod recent;

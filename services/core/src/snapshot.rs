@@ -4,16 +4,11 @@
 //! In: borrowed maps. Out: serde sequences of values or pairs. Keeps nothing.
 //! The snapshot format itself is `processor/snapshot.rs`.
 
-use std::sync::Arc;
-
 use crate::hash::{DashMap, HashMap};
 use crate::intern::OneIdRef;
+use crate::one_id::OneId;
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
-
-/// A One ID (`identity::OneId`, not imported: the graph writes through
-/// this module).
-type OneId = Arc<str>;
 
 /// The values of a `DashMap`, as a sequence.
 pub struct DashValues<'a, K, V>(pub &'a DashMap<K, V>);

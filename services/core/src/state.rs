@@ -77,10 +77,10 @@ pub struct State {
 /// default is four per core, 8 here: 1.25M journeys a shard at 10M.
 const JOURNEY_SHARDS: usize = 1024;
 
-/// Bytes per One ID in the dirty set: the hash set's slot (an `Arc<str>`,
-/// pointer and length) at its load factor; the text is shared with the
-/// journeys' key (see [`State::touched`]).
-const DIRTY_ID_BYTES: usize = 24;
+/// Bytes per One ID in the dirty set: the hash set's slot (a [`OneId`],
+/// one pointer) at its load factor; the text is shared with the journeys'
+/// key (see [`State::touched`]).
+const DIRTY_ID_BYTES: usize = 16;
 
 /// What the engine learned about its actions.
 #[derive(Clone, Debug, Default)]

@@ -15,7 +15,7 @@
 //! (`tally.rs`) as it is made.
 
 use super::tally::{component_frame, device_bytes, evidence_bytes, profile_size, slot_bytes};
-use super::types::{extend_exact, fit, push_exact, Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
+use super::types::{extend_exact, push_exact, Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
 use super::{fingerprint, Component, IdentityGraph, Slot, Writer};
 use crate::ids::{IdKey, Kind};
 use crate::time::EventTime;
@@ -61,7 +61,7 @@ impl IdentityGraph {
         let first = w.known.get(&fp).cloned();
         if let Some(t) = w.components.get_mut(&target) {
             let (before, evidence_before) = (component_frame(t), t.evidence.len());
-            extend_exact(&mut t.ids, new_ids);
+            t.ids.extend(new_ids);
             match &first {
                 // An earlier occurrence of a known set: move it.
                 Some(first) if e.key < *first => {
@@ -79,6 +79,7 @@ impl IdentityGraph {
                 }
                 None => push_exact(&mut t.evidence, e.clone()),
             }
+            t.ids.share_with(&e.ids);
             let pushed = if t.evidence.len() > evidence_before {
                 evidence_bytes(e)
             } else {
@@ -123,14 +124,14 @@ impl IdentityGraph {
             };
             // Its evidence moves (and stays counted); its frame goes.
             w.sums.resized(component_frame(&gone), 0);
-            for k in &gone.ids {
+            for k in gone.ids.iter() {
                 if let Some(mut s) = self.index.get_mut(k) {
                     s.component = target;
                 }
             }
             if let Some(t) = w.components.get_mut(&target) {
                 let before = component_frame(t);
-                extend_exact(&mut t.ids, gone.ids);
+                t.ids.extend(gone.ids.iter().cloned());
                 extend_exact(&mut t.evidence, gone.evidence);
                 t.last = t.last.clone().max(gone.last);
                 let after = component_frame(t);
@@ -215,7 +216,7 @@ impl IdentityGraph {
         };
         c.evidence.sort_by(|a, b| a.key.cmp(&b.key));
         let members = c.ids.clone();
-        for k in &members {
+        for k in members.iter() {
             if let Some(d) = w.devices.remove(k) {
                 w.sums.resized(device_bytes(&d), 0);
             }
@@ -234,9 +235,9 @@ impl IdentityGraph {
             if household {
                 push_exact(&mut p.rare_mut().households, link.from.clone());
             } else {
-                push_exact(&mut p.ids, link.from.clone());
+                p.ids.push(link.from.clone());
             }
-            push_exact(&mut p.links, link.clone());
+            p.links.push(link.clone());
             let dropped = self.enforce_caps(&mut p);
             p.fit();
             w.sums.profile_changed(before, profile_size(&p));
@@ -277,15 +278,13 @@ impl IdentityGraph {
             };
             let before = profile_size(&p);
             p.first_seen = p.first_seen.min(gone.first_seen);
-            extend_exact(&mut p.ids, gone.ids);
+            p.ids.extend(gone.ids);
             for h in rare.households {
                 if !p.households().contains(&h) {
                     push_exact(&mut p.rare_mut().households, h);
                 }
             }
-            p.links.reserve_exact(gone.links.len() + 1);
-            p.links.extend(gone.links);
-            p.links.push(link.clone());
+            p.links.extend(gone.links.into_iter().chain([link.clone()]));
             if !rare.dropped.is_empty() {
                 extend_exact(&mut p.rare_mut().dropped, rare.dropped);
             }
@@ -309,9 +308,8 @@ impl IdentityGraph {
         if !stat.shared {
             stat.persons.retain(|(t, _)| *t >= at.minus(window));
             if !stat.persons.iter().any(|(_, p)| p == person) {
-                push_exact(&mut stat.persons, (at, person.clone()));
+                stat.persons.push((at, person.clone()));
             }
-            fit(&mut stat.persons);
         }
         let after = device_bytes(stat);
         w.sums.resized(before, after);
@@ -323,7 +321,7 @@ impl IdentityGraph {
         let before = w.devices.get(device).map_or(0, device_bytes);
         let stat = w.devices.entry(device.clone()).or_default();
         stat.shared = true;
-        stat.persons = Vec::new();
+        stat.persons.clear();
         let after = device_bytes(stat);
         w.sums.resized(before, after);
         if let Some(one_id) = self.one_id_of(device) {
@@ -355,7 +353,7 @@ impl IdentityGraph {
                 let c = w.next_component;
                 w.next_component = w.next_component.wrapping_add(1);
                 let own = Component {
-                    ids: vec![key.clone()],
+                    ids: super::members::Members::one(key.clone()),
                     ..Component::default()
                 };
                 w.sums.resized(0, component_frame(&own) + slot_bytes(key));

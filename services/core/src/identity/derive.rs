@@ -20,8 +20,6 @@
 //! ([`DerivationRecord`]), key included (by its id, never the key), and a
 //! snapshot made under another key is refused rather than mixed.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -107,7 +105,7 @@ impl Derivation {
     /// The One ID of a profile founded by `namespace:value`.
     pub fn one_id(&self, namespace: &str, value: &str) -> OneId {
         let digest = self.digest("one-id", namespace, value);
-        Arc::from(format!("oj-{}", hex::encode(&digest[..12])))
+        OneId::from(format!("oj-{}", hex::encode(&digest[..12])))
     }
 
     /// The suppression entry of a forgotten `namespace:value`.

@@ -184,7 +184,7 @@ impl IdentityGraph {
         let members = c.ids.clone();
         // The profiles before, with their identifiers, to report what moved.
         let mut before: BTreeMap<OneId, Vec<IdKey>> = BTreeMap::new();
-        for k in &members {
+        for k in members.iter() {
             if let Some(one_id) = self.one_id_of(k) {
                 before.entry(one_id).or_default().push(k.clone());
             }

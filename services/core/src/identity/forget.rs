@@ -86,7 +86,6 @@ impl IdentityGraph {
         for stat in w.devices.values_mut() {
             let before = device_bytes(stat);
             stat.persons.retain(|(_, q)| !gone.contains(q));
-            fit(&mut stat.persons);
             w.sums.resized(before, device_bytes(stat));
         }
         self.strip_refused(w, &comps, &gone, one_id);
@@ -132,7 +131,7 @@ impl IdentityGraph {
         let before = component_bytes(comp);
         comp.ids.retain(|k| !gone.contains(k));
         let mut kept: Vec<Evidence> = Vec::with_capacity(comp.evidence.len());
-        let mut refingerprint: Vec<(u128, Option<EvidenceKey>)> = Vec::new();
+        let mut refingerprint: Vec<(super::Fingerprint, Option<EvidenceKey>)> = Vec::new();
         for e in std::mem::take(&mut comp.evidence) {
             if !e.ids.iter().any(|k| gone.contains(k)) {
                 kept.push(e);
@@ -150,7 +149,6 @@ impl IdentityGraph {
             }
         }
         fit(&mut kept);
-        fit(&mut comp.ids);
         comp.evidence = kept;
         let after = component_bytes(comp);
         w.sums.resized(before, after);

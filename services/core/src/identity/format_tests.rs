@@ -256,5 +256,13 @@ fn the_compact_layout_holds_its_sizes() {
     assert_eq!(size_of::<EvidenceKey>(), 24);
     assert_eq!(size_of::<Provenance>(), 24);
     assert_eq!(size_of::<LinkRecord>(), 56);
-    assert_eq!(size_of::<Profile>(), 80);
+    assert_eq!(size_of::<Profile>(), 56);
+    assert_eq!(size_of::<super::Slot>(), 16);
+    assert_eq!(size_of::<OneId>(), 8);
+    assert_eq!(
+        size_of::<(super::Fingerprint, EvidenceKey)>(),
+        40,
+        "an entry of `known`"
+    );
+    assert_eq!(size_of::<super::DeviceStat>(), 24);
 }

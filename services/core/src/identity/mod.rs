@@ -90,12 +90,12 @@
 //! counts share the index's value. An `IdKey` is 16 bytes and an event id
 //! 8 (`ArcStr`: one pointer, where an `Arc<str>` is a pointer and a length);
 //! a graph holds about seven copies of each identifier and one of each
-//! event id per link. A profile's rarely used lists (households, dropped,
-//! refused) sit in one box allocated on first use (80 bytes a profile
-//! instead of 144). Every list of a profile, a component and a device is
-//! sized exactly (most hold one to three entries). An index slot is 24
-//! bytes: the rare profile a cap dropped an identifier from sits in the
-//! writer's `formers`. None of this changes a serialised form
+//! event id per link. A One ID is one pointer too ([`OneId`], `crate::one_id`).
+//! A profile's rarely used lists (households, dropped, refused) sit in one
+//! box allocated on first use (56 bytes a profile instead of 144). Every
+//! list of a profile, a component and a device is sized exactly (most hold
+//! one to three entries). An index slot is 16 bytes: the rare profile a cap
+//! dropped an identifier from sits in the writer's `formers`. None of this changes a serialised form
 //! (`format_tests.rs`); `size_tests.rs` holds the budget and a resident
 //! measurement of the bench's profile shape.
 //!
@@ -116,6 +116,7 @@ mod apply;
 mod derive;
 mod fold;
 mod forget;
+mod members;
 mod plan;
 mod replay;
 mod share;
@@ -141,7 +142,7 @@ pub use types::{
     RejectReason, Rejection, Rule, Stitch, StitchError, Suppression, REFUSED_LINKS,
 };
 
-/// What the index holds for one identifier (24 bytes). The profile a cap
+/// What the index holds for one identifier (16 bytes). The profile a cap
 /// dropped it from, rare, is in [`Writer::formers`]; a snapshot writes both
 /// as one slot (see `snapshot.rs`).
 #[derive(Clone, Debug)]
@@ -156,7 +157,8 @@ struct Slot {
 /// Identifiers that ever appeared on one event together, and their evidence.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Component {
-    ids: Vec<IdKey>,
+    /// Its linking identifiers (shared with an evidence holding the same).
+    ids: members::Members,
     evidence: Vec<Evidence>,
     /// The largest key folded so far.
     last: Option<EvidenceKey>,
@@ -165,7 +167,7 @@ struct Component {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct DeviceStat {
     /// Person identifiers first seen with the device, within the window.
-    persons: Vec<(EventTime, IdKey)>,
+    persons: crate::journey::List<(EventTime, IdKey)>,
     shared: bool,
 }
 
@@ -175,7 +177,7 @@ struct Writer {
     components: HashMap<u32, Component>,
     next_component: u32,
     /// Fingerprint of an identifier set -> its first occurrence.
-    known: HashMap<u128, EvidenceKey>,
+    known: HashMap<Fingerprint, EvidenceKey>,
     devices: HashMap<IdKey, DeviceStat>,
     /// Identifiers a cap dropped, in no profile -> the profile it dropped
     /// them from: events that carry only dropped identifiers are attributed
@@ -280,7 +282,7 @@ impl IdentityGraph {
         self.profiles
             .iter()
             .map(|p| {
-                let mut ids = p.ids.clone();
+                let mut ids = p.ids.to_vec();
                 ids.sort();
                 (p.one_id.clone(), ids)
             })
@@ -308,13 +310,17 @@ impl IdentityGraph {
     }
 }
 
-/// A 128-bit fingerprint of a sorted identifier set.
-fn fingerprint(ids: &[IdKey]) -> u128 {
+/// A 128-bit fingerprint of a sorted identifier set, as two `u64`s: a
+/// `u128` is aligned to 16 bytes, which pads an entry of `known` (with its
+/// 24-byte key) from 40 to 48 bytes, one entry per distinct identifier set.
+type Fingerprint = [u64; 2];
+
+fn fingerprint(ids: &[IdKey]) -> Fingerprint {
     let half = |salt: u8| {
         let mut h = std::hash::DefaultHasher::new();
         salt.hash(&mut h);
         ids.hash(&mut h);
         h.finish()
     };
-    (u128::from(half(1)) << 64) | u128::from(half(2))
+    [half(1), half(2)]
 }

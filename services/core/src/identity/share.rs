@@ -66,7 +66,7 @@ impl IdentityGraph {
             let (key, p) = entry.pair_mut();
             p.one_id = key.clone();
             let Profile { ids, links, .. } = p;
-            for link in links.iter_mut() {
+            for link in links.as_mut_slice() {
                 s.event(&mut link.provenance.event_id);
                 // Ends no longer among its identifiers (dropped, moved).
                 for end in std::iter::once(&mut link.from).chain(link.to.as_mut()) {
@@ -96,7 +96,7 @@ impl IdentityGraph {
         w.devices = devices
             .into_iter()
             .map(|(k, mut d)| {
-                for (_, person) in d.persons.iter_mut() {
+                for (_, person) in d.persons.as_mut_slice() {
                     *person = s.key(person.clone());
                 }
                 (s.key(k), d)
@@ -112,10 +112,10 @@ impl IdentityGraph {
 /// `p` takes the index's copy of `k` wherever it holds `k` (its
 /// identifiers, both ends of its links).
 fn adopt(p: &mut Profile, k: &IdKey) {
-    for x in p.ids.iter_mut().filter(|x| *x == k) {
+    for x in p.ids.as_mut_slice().iter_mut().filter(|x| *x == k) {
         *x = k.clone();
     }
-    for l in p.links.iter_mut() {
+    for l in p.links.as_mut_slice() {
         if l.from == *k {
             l.from = k.clone();
         }
@@ -168,7 +168,7 @@ impl Sharer<'_> {
     /// component's (they are among them, but for those that never link).
     fn component(&mut self, c: &mut Component) {
         let Component { ids, evidence, last } = c;
-        self.keys(ids);
+        ids.map(|k| self.key(k));
         for e in evidence.iter_mut() {
             self.event(&mut e.key.event_id);
             let shared: Vec<IdKey> = e
@@ -180,6 +180,7 @@ impl Sharer<'_> {
                 })
                 .collect();
             e.ids = Arc::from(shared);
+            ids.share_with(&e.ids);
         }
         if let Some(last) = last.as_mut() {
             self.event(&mut last.event_id);

@@ -123,7 +123,7 @@ impl IdentityGraph {
 
     /// Loads a snapshot into this graph, which must be empty; it goes on
     /// deriving One IDs and suppression entries the way the snapshot's did.
-    pub fn restore(&self, snap: IdentitySnapshot, derivation: Derivation) {
+    pub fn restore(&self, mut snap: IdentitySnapshot, derivation: Derivation) {
         let g = self;
         let mut w = g.lock();
         let profiles = snap.profiles;
@@ -151,8 +151,9 @@ impl IdentityGraph {
         {
             // Fingerprints are recomputed, not stored: they depend on the
             // hasher of this build.
-            for (_, c) in &snap.components {
+            for (_, c) in &mut snap.components {
                 for e in &c.evidence {
+                    c.ids.share_with(&e.ids);
                     let first = w.known.entry(fingerprint(&e.ids)).or_insert_with(|| e.key.clone());
                     if e.key < *first {
                         *first = e.key.clone();

@@ -25,7 +25,7 @@ use crate::ids::IdKey;
 
 /// A fixed per-entry overhead for the hash maps.
 const MAP_ENTRY: usize = 16;
-const KNOWN_ENTRY: usize = size_of::<u128>() + size_of::<EvidenceKey>() + MAP_ENTRY;
+const KNOWN_ENTRY: usize = size_of::<(super::Fingerprint, EvidenceKey)>() + MAP_ENTRY;
 const SUPPRESSED_ENTRY: usize = 16 + MAP_ENTRY;
 const FORMER_ENTRY: usize = size_of::<IdKey>() + size_of::<OneId>() + MAP_ENTRY;
 
@@ -87,8 +87,8 @@ impl Sums {
 pub(super) fn profile_size(p: &Profile) -> ProfileSize {
     let bytes = size_of::<Profile>()
         + p.one_id.len()
-        + (p.ids.capacity() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
-        + p.links.capacity() * size_of::<LinkRecord>()
+        + (p.ids.len() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
+        + p.links.len() * size_of::<LinkRecord>()
         + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
         + p.rare_box_bytes()
         + std::mem::size_of_val(p.refused())
@@ -110,7 +110,7 @@ pub(super) fn slot_bytes(k: &IdKey) -> usize {
 pub(super) fn component_frame(c: &Component) -> usize {
     size_of::<Component>()
         + MAP_ENTRY
-        + c.ids.capacity() * size_of::<IdKey>()
+        + c.ids.len() * size_of::<IdKey>()
         + c.evidence.capacity() * size_of::<Evidence>()
 }
 

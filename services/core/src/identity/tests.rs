@@ -140,7 +140,7 @@ fn a_shared_device_stops_linking_and_leaves_its_profile() {
     assert_ne!(tablet, a.one_id);
     assert_ne!(tablet, b.one_id);
     assert_eq!(b.rejected[0].kept_in, Some(tablet.clone()));
-    assert_eq!(g.profile(&a.one_id).unwrap().ids, vec![key(&g, "customer_id", "C-1")]);
+    assert_eq!(*g.profile(&a.one_id).unwrap().ids, [key(&g, "customer_id", "C-1")]);
     // Anonymous use of the tablet lands on the tablet's own profile.
     let kiosk = g
         .stitch(&web("w3", 2, json!({"device_id": "tablet"}), "page_view", json!({})))
@@ -660,7 +660,7 @@ fn two_devices_of_one_profile_shared_at_once_each_end_in_one_profile() {
     // Both are shared: each sits in a profile of its own.
     for k in [&cookie, &device] {
         let one_id = g.one_id_of(k).unwrap();
-        assert_eq!(g.profile(&one_id).unwrap().ids, vec![k.clone()]);
+        assert_eq!(*g.profile(&one_id).unwrap().ids, *std::slice::from_ref(k));
     }
 }
 

@@ -108,6 +108,33 @@ impl<T> List<T> {
         self.edit(|v| Some(v.swap_remove(i)))
     }
 
+    /// Keeps the elements `keep` says yes to, in order (no allocation
+    /// when it keeps them all).
+    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        let mut keep = keep;
+        if self.iter().all(&mut keep) {
+            return;
+        }
+        self.edit(|v| v.retain(keep));
+    }
+
+    /// Appends `more`, growing the list by exactly their number.
+    pub fn extend(&mut self, more: impl IntoIterator<Item = T>) {
+        let mut more = more.into_iter().peekable();
+        if more.peek().is_some() {
+            self.edit(|v| {
+                v.reserve_exact(more.size_hint().0);
+                v.extend(more);
+                v.shrink_to_fit();
+            });
+        }
+    }
+
+    /// The elements, to change in place.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        self.0.as_deref_mut().unwrap_or(&mut [])
+    }
+
     /// Removes every element.
     pub fn clear(&mut self) {
         self.0 = None;
@@ -366,6 +393,17 @@ mod tests {
         assert_eq!(*l, [3]);
         l.drop_front(5);
         assert!(l.0.is_none());
+        let mut l = List::from(vec![1, 2, 3, 4]);
+        l.retain(|x| x % 2 == 0);
+        assert_eq!((&*l, l.0.as_ref().map_or(0, |b| b.len())), (&[2, 4][..], 2));
+        l.as_mut_slice()[0] = 6;
+        assert_eq!(*l, [6, 4]);
+        l.retain(|_| false);
+        assert!(l.0.is_none(), "a list retained to nothing holds no allocation");
+        l.extend([1, 2]);
+        l.extend(std::iter::empty());
+        l.extend(vec![3]);
+        assert_eq!((&*l, l.0.as_ref().map_or(0, |b| b.len())), (&[1, 2, 3][..], 3));
     }
 
     #[test]

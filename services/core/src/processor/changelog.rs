@@ -248,7 +248,7 @@ impl Processor {
             if state
                 .journeys
                 .get(&*one_id)
-                .is_some_and(|e| !Arc::ptr_eq(e.key(), &one_id))
+                .is_some_and(|e| !OneId::ptr_eq(e.key(), &one_id))
             {
                 state.journeys.remove(&one_id);
             }

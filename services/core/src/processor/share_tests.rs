@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{CoreSnapshot, Processor};
-use crate::identity::Census;
+use crate::identity::{Census, OneId};
 use crate::ids::Namespaces;
 use crate::state::State;
 use crate::testkit::{call, core_config, pos, product, web};
@@ -118,10 +118,10 @@ fn a_restored_journey_key_is_its_profile_s_one_id() {
             .identity
             .sharer()
             .profiled(one_id)
-            .unwrap_or_else(|| Arc::from(&**one_id));
+            .unwrap_or_else(|| OneId::from(&**one_id));
         if q.state().identity.profile(one_id).is_some() {
             assert!(
-                Arc::ptr_eq(one_id, &shared),
+                OneId::ptr_eq(one_id, &shared),
                 "{one_id}: the journey's key is not the profile's"
             );
             profiled += 1;
