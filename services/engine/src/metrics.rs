@@ -48,6 +48,8 @@ pub struct Metrics {
     pub delivery_errors: IntCounter,
     pub consumer_errors: IntCounter,
     pub input_fetch_errors: IntCounterVec,
+    /// By topic kind: input, routed, evidence.
+    pub fetch_rewinds: IntCounterVec,
     pub partitions_stalled: IntGauge,
     pub rebalances: IntCounterVec,
     pub ready: IntGauge,
@@ -236,6 +238,7 @@ impl Metrics {
             delivery_errors: r.counter(DELIVERY_ERRORS)?,
             consumer_errors: r.counter(CONSUMER_ERRORS)?,
             input_fetch_errors: r.counter_vec(INPUT_FETCH_ERRORS, &["reason"])?,
+            fetch_rewinds: r.counter_vec(FETCH_REWINDS, &["topic"])?,
             partitions_stalled: r.gauge(PARTITIONS_STALLED)?,
             rebalances: r.counter_vec(REBALANCES, &["kind"])?,
             ready: r.gauge(READY)?,
@@ -286,6 +289,9 @@ impl Metrics {
         let m = self;
         for r in crate::stall::FETCH_ERROR_REASONS {
             m.input_fetch_errors.with_label_values(&[r]);
+        }
+        for kind in ["input", "routed", "evidence"] {
+            m.fetch_rewinds.with_label_values(&[kind]);
         }
         for r in DecodeError::REASONS {
             m.events_invalid.with_label_values(&["action_outcomes", r]);

@@ -5,7 +5,9 @@
 //! [`Resumed`] verdict per record: skip it, rewind (seek further back) or
 //! process it and stop checking. It keeps, per partition, where resuming
 //! started and how far back fetching was rewound. Used by the pipeline's
-//! consumer and by the read-back of published outputs (`durable::published`).
+//! consumer and by the read-back of published outputs (`durable::published`);
+//! [`Gapless`] applies the same check to every record of a topic that has no
+//! gaps (the identity evidence reader).
 
 /// Watches the first records of a partition resumed at `start`. A broker
 /// must deliver from the requested offset; tansu 0.6, asked for an offset in
@@ -77,6 +79,77 @@ impl ResumeCheck {
     }
 }
 
+/// Follows a partition whose every offset holds a record (written without
+/// transactions, never compacted) from `next` on: a record past the next
+/// offset means the broker skipped some, and they are fetched again (the
+/// rewinds of [`ResumeCheck`], from the offset expected). tansu 0.6 gives a
+/// produced batch its offsets before it stores it: a fetch in between, with
+/// several producers on the partition, delivers the batch after it and
+/// skips that one for good (measured on the routed topic).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gapless {
+    next: i64,
+    check: Option<ResumeCheck>,
+}
+
+/// What to do with a record of a [`Gapless`] partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// The next record: process it.
+    Take,
+    /// Before the next offset: already taken.
+    Skip,
+    /// Records were skipped: seek to this offset, drop this record.
+    Rewind(i64),
+    /// The records from this offset up to this one are not at the broker
+    /// even from the partition's start: process it.
+    Missing(i64),
+}
+
+impl Gapless {
+    pub fn new(next: i64) -> Self {
+        Gapless { next, check: None }
+    }
+
+    /// The offset of the next record to take.
+    pub fn next(&self) -> i64 {
+        self.next
+    }
+
+    /// The verdict for a record at `offset`.
+    pub fn record(&mut self, offset: i64) -> Follow {
+        let verdict = match self.check.as_mut() {
+            Some(check) => match check.record(offset) {
+                Resumed::Skip => return Follow::Skip,
+                Resumed::Rewind(back) => return Follow::Rewind(back),
+                Resumed::Contiguous => Follow::Take,
+                Resumed::Missing => Follow::Missing(self.next),
+            },
+            None if offset < self.next => return Follow::Skip,
+            None if offset > self.next => {
+                let mut check = ResumeCheck::new(self.next);
+                let verdict = check.record(offset);
+                self.check = Some(check);
+                match verdict {
+                    Resumed::Rewind(back) => return Follow::Rewind(back),
+                    _ => Follow::Missing(self.next),
+                }
+            }
+            None => Follow::Take,
+        };
+        self.check = None;
+        self.next = offset + 1;
+        verdict
+    }
+
+    /// The seek for the last rewind failed: the next record tries again.
+    pub fn rewind_failed(&mut self) {
+        if let Some(check) = self.check.as_mut() {
+            check.rewind_failed();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +169,34 @@ mod tests {
         let mut c = ResumeCheck::new(500);
         assert_eq!(c.record(900), Resumed::Rewind(0));
         assert_eq!(c.record(900), Resumed::Missing);
+    }
+
+    #[test]
+    fn a_gap_in_a_gapless_partition_is_fetched_again() {
+        let mut g = Gapless::new(0);
+        for offset in 0..=811 {
+            assert_eq!(g.record(offset), Follow::Take);
+        }
+        // 812..=814 skipped by the broker: from further back, since a
+        // fetch at 812 would start at the next whole batch again.
+        assert_eq!(g.record(815), Follow::Rewind(0));
+        assert_eq!(g.next(), 812);
+        assert_eq!(g.record(0), Follow::Skip);
+        assert_eq!(g.record(811), Follow::Skip);
+        for offset in 812..=816 {
+            assert_eq!(g.record(offset), Follow::Take);
+        }
+        // A record delivered twice is taken once.
+        assert_eq!(g.record(816), Follow::Skip);
+        // A gap the broker really has: taken once it is seen to be one.
+        assert_eq!(g.record(900), Follow::Rewind(0));
+        assert_eq!(g.record(900), Follow::Missing(817));
+        assert_eq!(g.record(901), Follow::Take);
+        // 1,000 back at first; a failed seek is tried again from there.
+        let mut g = Gapless::new(5_000);
+        assert_eq!(g.record(6_000), Follow::Rewind(4_000));
+        g.rewind_failed();
+        assert_eq!(g.record(6_000), Follow::Rewind(4_000));
+        assert_eq!(g.record(6_000), Follow::Rewind(0), "ten times further back");
     }
 }

@@ -92,6 +92,10 @@ pub(super) const INPUT_FETCH_ERRORS: Def = (
     "onejourney_input_fetch_errors_total",
     "Input records the consumer could not fetch or decode at the Kafka level (no message to dead-letter), by reason.",
 );
+pub(super) const FETCH_REWINDS: Def = (
+    "onejourney_fetch_rewinds_total",
+    "Times a partition was fetched again from further back because the broker skipped records (tansu 0.6: at a resumed partition's start; a gap in the routed or identity evidence topic, which have none), by topic kind (input, routed, evidence).",
+);
 pub(super) const PARTITIONS_STALLED: Def = (
     "onejourney_input_partitions_stalled",
     "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",

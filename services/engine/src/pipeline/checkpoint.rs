@@ -238,6 +238,16 @@ impl Checkpoint {
         Ok(done.written.header)
     }
 
+    /// Waits for the running flush, if any, and finishes it (see
+    /// [`Checkpoint::finish`]).
+    pub async fn wait_flush(&mut self, partitions: &mut Partitions) -> anyhow::Result<()> {
+        if self.busy() {
+            let joined = self.flushed().await;
+            self.finish(joined, partitions)?;
+        }
+        Ok(())
+    }
+
     /// The last checkpoint of a graceful stop: after the running flush, one
     /// more covering every input applied, then the full snapshot file.
     pub async fn last(
@@ -247,10 +257,7 @@ impl Checkpoint {
         partitions: &mut Partitions,
         consumer: &Arc<IngestConsumer>,
     ) -> anyhow::Result<()> {
-        if self.busy() {
-            let joined = self.flushed().await;
-            self.finish(joined, partitions)?;
-        }
+        self.wait_flush(partitions).await?;
         let started = Instant::now();
         self.begin(ingest, in_flight, partitions, consumer).await?;
         let joined = self.flushed().await;

@@ -135,6 +135,12 @@ impl Ingest {
         self
     }
 
+    /// This process's id in the identity log (0: no identity log), named
+    /// in debug logs.
+    pub fn process_id(&self) -> u64 {
+        self.round_trip.as_ref().map_or(0, RoundTrip::process)
+    }
+
     /// Events and forgets waiting for their own evidence record.
     pub fn waiting_for_evidence(&self) -> usize {
         self.round_trip.as_ref().map_or(0, RoundTrip::waiting)
@@ -262,6 +268,19 @@ impl Ingest {
                 && processed.one_id.is_some();
             if r.seq.is_some() && applied {
                 self.metrics.events_applied.inc();
+            }
+            if let Some(seq) = r.seq.filter(|_| tracing::enabled!(tracing::Level::DEBUG)) {
+                let one_id = processed.one_id.as_deref().unwrap_or("");
+                let (duplicate, forward) = (processed.duplicate, processed.forward.is_some());
+                tracing::debug!(
+                    process = self.process_id(),
+                    seq,
+                    one_id,
+                    applied,
+                    duplicate,
+                    forward,
+                    "released"
+                );
             }
             let records = self.account(processed);
             match r.seq {

@@ -123,7 +123,8 @@ pub async fn run(
         edge: edge_rx,
         ingest,
         evidence,
-        partitions: Partitions::new(header.resume_offsets(), settings.ingest.stall_after),
+        partitions: Partitions::new(header.resume_offsets(), settings.ingest.stall_after)
+            .with_contiguous(&settings.topics.routed),
         in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
         eviction: evict::Eviction::new(
@@ -222,6 +223,7 @@ async fn start(
     let mut evidence = None;
     if settings.scaleout.identity_log {
         ingest = ingest.with_identity_log();
+        tracing::debug!(process = ingest.process_id(), dir = %settings.state.dir.display(), "this process's id in the identity log");
         if settings.scaleout.route_journeys {
             let inputs = kafka::input_partitions(settings, producer).await?;
             let idle_after = settings.timers.idle_after;
@@ -230,7 +232,8 @@ async fn start(
             }
             ingest = ingest.with_routing(settings.state.partitions, &inputs, idle_after, membership);
         }
-        let mut reader = kafka::evidence::EvidenceReader::open(settings)?;
+        let mut reader = kafka::evidence::EvidenceReader::open(settings)?
+            .counting(metrics.fetch_rewinds.with_label_values(&["evidence"]));
         if !catch_up(&mut reader, &mut ingest, health, cancel).await? {
             return Ok(None);
         }

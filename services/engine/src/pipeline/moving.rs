@@ -51,7 +51,7 @@ impl Ingest {
         let on_lost = |lane: u32| super::route::partition_of(lane).is_some_and(|q| lost.contains(&q));
         let (records, buffered) = self.processor.drop_unowned(on_lost);
         for (one_id, journey, _, _) in &records {
-            tracing::debug!(%one_id, events = journey.as_ref().map_or(0, |j| j.total_events()), "journey given up");
+            tracing::debug!(process = self.process_id(), %one_id, events = journey.as_ref().map_or(0, |j| j.total_events()), "journey given up");
         }
         seqs.extend(buffered);
         info!(
@@ -176,6 +176,15 @@ impl Poll {
             dropped,
         } = self.ingest.take_moves();
         let moved = !gained.is_empty() || !lost.is_empty();
+        if !lost.is_empty() {
+            // A flush still running took these journeys at its barrier, as
+            // they were then, and would write them after the newer ones
+            // handed off here: a later restore of the partition takes the
+            // latest record per One ID and would bring back the older one,
+            // without the events applied since (their offsets committed by
+            // then). So the hand-off waits for it.
+            self.checkpoint.wait_flush(&mut self.partitions).await?;
+        }
         for q in lost {
             let q = i32::try_from(q).context("a state partition number")?;
             self.partitions.forget(&(self.settings.topics.routed.clone(), q));
@@ -288,10 +297,11 @@ impl Poll {
             totals.0 += read.read;
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let graph = &self.ingest.processor().state().identity;
+                let process = self.ingest.process_id();
                 for (one_id, journey, _, keys) in &read.records {
                     let events = journey.as_ref().map_or(0, |j| j.total_events());
                     let live = graph.with_profile(one_id, |_| ()).is_some();
-                    tracing::debug!(%one_id, events, keys = keys.len(), live, "journey record restored");
+                    tracing::debug!(process, %one_id, events, keys = keys.len(), live, "journey record restored");
                 }
             }
             let installed = self

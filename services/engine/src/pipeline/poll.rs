@@ -144,6 +144,12 @@ impl Poll {
             Admit::Process => {}
             Admit::Skip => return Ok(true),
             Admit::Rewind(back) => {
+                let kind = if topic == self.settings.topics.routed {
+                    "routed"
+                } else {
+                    "input"
+                };
+                self.metrics.fetch_rewinds.with_label_values(&[kind]).inc();
                 self.rewind(topic, partition, back);
                 return Ok(true);
             }

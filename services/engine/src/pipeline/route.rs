@@ -269,6 +269,7 @@ impl Ingest {
         if let Some(route) = &mut self.route {
             route.routed_one(source, ev.occurred_at, now_ms);
         }
+        tracing::debug!(process = self.process_id(), event_id = %ev.event_id, one_id = %resolved.one_id, source, evidence, "event routed");
         let r = Routed::Event {
             ev,
             resolved,
@@ -505,6 +506,7 @@ impl Ingest {
                 // it was resolved): offered under that name, so that only a
                 // later move of that profile looks at it again.
                 let now = self.processor.follow(&resolved);
+                tracing::debug!(process = self.process_id(), event_id = %ev.event_id, partition, offset, seq, one_id = %resolved.one_id, now = ?now.as_ref().map(|n| n.one_id.to_string()), "routed event read");
                 if let Some(now) = now.clone().filter(|n| !self.processor.owns(&n.one_id)) {
                     let records = vec![self.forward_event(ev, now, source, evidence)];
                     return vec![Step::Done { seq, records }];
