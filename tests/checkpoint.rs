@@ -34,18 +34,8 @@ fn detailed(state: &onejourney_core::State) -> usize {
     state.all_journeys().iter().filter(|(_, j)| j.has_detail()).count()
 }
 
-/// Waits until `check` holds for the value of `sample`, naming `what`.
-async fn wait_metric(e: &TestEngine, sample: &str, what: &str, check: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let v = e.metric(sample).await;
-        if check(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {sample} is {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long each wait for a metric may take.
+const WAIT: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_settled_while_a_checkpoint_is_written() {
@@ -70,7 +60,8 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
     e.publish_sim(early).await;
     e.wait_applied(early.len(), Duration::from_secs(300)).await;
     // A checkpoint's barrier has passed; its flush waits for the hold file.
-    wait_metric(&e, IN_PROGRESS, "a checkpoint held", |v| v == 1.0).await;
+    e.wait_metric(IN_PROGRESS, "a checkpoint held", WAIT, |v| v == 1.0)
+        .await;
     let held_at = Instant::now();
     let written = e.metric(WRITTEN).await;
     let settled = e.metric(SETTLED).await;
@@ -95,10 +86,11 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
 
     // More input while the checkpoint is being written: every event settles.
     e.publish_sim(late).await;
-    let after = wait_metric(&e, SETTLED, "the late events settled during the checkpoint", |v| {
-        v >= settled + late.len() as f64
-    })
-    .await;
+    let after = e
+        .wait_metric(SETTLED, "the late events settled during the checkpoint", WAIT, |v| {
+            v >= settled + late.len() as f64
+        })
+        .await;
     assert_eq!(
         e.metric(IN_PROGRESS).await,
         1.0,
@@ -119,11 +111,12 @@ async fn events_are_settled_while_a_checkpoint_is_written() {
 
     // Released: the checkpoint commits; the ones after it too.
     std::fs::remove_file(&hold).unwrap();
-    wait_metric(&e, WRITTEN, "the held checkpoint written", |v| v >= written + 1.0).await;
+    e.wait_metric(WRITTEN, "the held checkpoint written", WAIT, |v| v >= written + 1.0)
+        .await;
     e.wait_applied(events.len(), Duration::from_secs(300)).await;
     // Every event is applied: the next scan lists what is past retention,
     // the writer evicts it, and the count stops moving.
-    let mut evicted = wait_metric(&e, EVICTED, "journeys evicted", |v| v > 0.0).await;
+    let mut evicted = e.wait_metric(EVICTED, "journeys evicted", WAIT, |v| v > 0.0).await;
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let now = e.metric(EVICTED).await;

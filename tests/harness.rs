@@ -329,6 +329,21 @@ impl TestEngine {
         read_until_on(&self.settings.kafka.brokers, topic, timeout, done).await
     }
 
+    /// Waits until `check` holds for the value of `sample` (see
+    /// [`TestEngine::metric`]), naming `what` if `timeout` passes first;
+    /// returns the value.
+    pub async fn wait_metric(&self, sample: &str, what: &str, timeout: Duration, check: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(sample).await;
+            if check(v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: {sample} is {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until `check` holds for the engine's state.
     pub async fn eventually(&self, what: &str, timeout: Duration, check: impl Fn(&onejourney_core::State) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -530,16 +545,21 @@ pub async fn read_until_on(
     all
 }
 
+/// A consumer of `group` on the test broker, neither subscribed nor assigned.
+pub fn group_consumer(group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer")
+}
+
 /// The committed offsets of `group` on `topic`, per partition.
 pub async fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let group = group.to_string();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", &group)
-            .create()
-            .expect("consumer");
+        let consumer = group_consumer(&group);
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(&topic, p);

@@ -404,11 +404,7 @@ async fn three_processes_routing_journeys_hold_the_journeys_of_one() {
             .await;
     }
     let held: Vec<usize> = all.iter().map(|e| e.state().all_journeys().len()).collect();
-    let differ = expected
-        .keys()
-        .chain(got.keys())
-        .filter(|k| expected.get(*k) != got.get(*k))
-        .count();
+    let differ = differing(&expected, &got).len();
     eprintln!(
         "routed records {routed:?}; journeys held per process {held:?}; {differ} of {} journeys differ from one process's; {too_late} events dead-lettered as too late at their owner",
         expected.len()

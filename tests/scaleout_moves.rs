@@ -31,19 +31,6 @@ fn moving_member(group: &Settings, which: &str, fixed: bool) -> Settings {
     s
 }
 
-/// A journey as comparable text.
-fn journey_text(
-    events: &[u64],
-    purchases: u64,
-    revenue: f64,
-    returns: u64,
-    complaints: u64,
-    first: Option<EventTime>,
-    last: Option<EventTime>,
-) -> String {
-    format!("events {events:?} purchases {purchases} revenue {revenue:.2} returns {returns} complaints {complaints} first {first:?} last {last:?}")
-}
-
 /// Per One ID, its journey as `e`'s lookup API answers it (forwarded to
 /// the owner, wherever that is), over every identifier the simulator made.
 async fn journeys_by_lookup(e: &TestEngine, sim: &Simulation) -> BTreeMap<String, String> {
@@ -75,27 +62,6 @@ async fn journeys_by_lookup(e: &TestEngine, sim: &Simulation) -> BTreeMap<String
         out.insert(view["one_id"].as_str().unwrap().to_string(), text);
     }
     out
-}
-
-/// Per One ID, its journey as comparable text, from one process's state.
-fn journeys_of(e: &TestEngine) -> BTreeMap<String, String> {
-    e.state()
-        .all_journeys()
-        .into_iter()
-        .map(|(one_id, j)| {
-            let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
-            let text = journey_text(
-                &events,
-                u64::from(j.purchases),
-                j.revenue,
-                u64::from(j.returns),
-                u64::from(j.complaints),
-                j.first_seen,
-                j.last_seen,
-            );
-            (one_id.to_string(), text)
-        })
-        .collect()
 }
 
 /// Sum of a metric over the in-process engines.
@@ -236,11 +202,7 @@ async fn a_kill_and_membership_changes_publish_each_decision_once() {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         got = journeys_by_lookup(&a, &sim).await;
     }
-    let differ: std::collections::BTreeSet<&String> = expected_by_lookup
-        .keys()
-        .chain(got.keys())
-        .filter(|k| expected_by_lookup.get(*k) != got.get(*k))
-        .collect();
+    let differ = differing(&expected_by_lookup, &got);
     let both = [&a, &b];
     let held: Vec<usize> = both.iter().map(|e| e.state().all_journeys().len()).collect();
     let restored = summed(&both, "onejourney_state_partitions_moved_total{change=\"restored\"}").await

@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use onejourney_core::EventTime;
@@ -143,4 +143,44 @@ pub fn assert_budget_held(group: &Settings, actions: &BTreeMap<String, Decision>
         0,
         "the budget held per One ID"
     );
+}
+
+/// A journey as comparable text.
+pub fn journey_text(
+    events: &[u64],
+    purchases: u64,
+    revenue: f64,
+    returns: u64,
+    complaints: u64,
+    first: Option<EventTime>,
+    last: Option<EventTime>,
+) -> String {
+    format!("events {events:?} purchases {purchases} revenue {revenue:.2} returns {returns} complaints {complaints} first {first:?} last {last:?}")
+}
+
+/// Per One ID, its journey as comparable text, from one process's state.
+pub fn journeys_of(e: &TestEngine) -> BTreeMap<String, String> {
+    e.state()
+        .all_journeys()
+        .into_iter()
+        .map(|(one_id, j)| {
+            let events: Vec<u64> = j.channels.iter().map(|c| c.events).collect();
+            let text = journey_text(
+                &events,
+                u64::from(j.purchases),
+                j.revenue,
+                u64::from(j.returns),
+                u64::from(j.complaints),
+                j.first_seen,
+                j.last_seen,
+            );
+            (one_id.to_string(), text)
+        })
+        .collect()
+}
+
+/// The keys whose values differ between `a` and `b` (missing from one
+/// counts).
+pub fn differing<'a, K: Ord, V: PartialEq>(a: &'a BTreeMap<K, V>, b: &'a BTreeMap<K, V>) -> BTreeSet<&'a K> {
+    a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect()
 }
