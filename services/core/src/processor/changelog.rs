@@ -192,9 +192,11 @@ impl Processor {
         dedupe.expire(globals.applied_to);
         self.load_globals(dedupe, globals.partitions, globals.applied_to, globals.tiers, now_ms);
         if globals.version >= 3 {
-            for (home, t) in timers {
-                self.load_timer_home(&mut texts, home, t);
-            }
+            let homes = timers
+                .into_iter()
+                .map(|(home, t)| self.shared_timers(&mut texts, home, t))
+                .collect();
+            self.timers.restore(homes);
         } else {
             self.load_whole_timers(&mut texts, globals.timers);
         }

@@ -296,9 +296,7 @@ impl Processor {
         };
         self.load_globals(dedupe, snap.partitions, snap.applied_to, snap.tiers, now_ms);
         if snap.version >= 5 {
-            for (home, timers) in snap.timer_homes {
-                self.timers.replace(home, timers);
-            }
+            self.timers.restore(snap.timer_homes);
         } else {
             let state = Arc::clone(&self.state);
             self.load_whole_timers(&mut state.identity.sharer(), snap.timers);
@@ -350,12 +348,17 @@ impl Processor {
     /// Loads the timers of one home (replacing any it had), their texts
     /// shared with the graph's.
     pub(super) fn load_timer_home(&mut self, texts: &mut Sharer<'_>, home: OneId, timers: Vec<Timer>) {
+        let (home, timers) = self.shared_timers(texts, home, timers);
+        self.timers.replace(home, timers);
+    }
+
+    /// `home` and its `timers`, their texts shared with the graph's.
+    pub(super) fn shared_timers(&self, texts: &mut Sharer<'_>, home: OneId, timers: Vec<Timer>) -> (OneId, Vec<Timer>) {
         let timers = timers
             .into_iter()
             .map(|(at, kind, key)| (at, kind, texts.key(key)))
             .collect();
-        let home = self.shared_home(texts, home);
-        self.timers.replace(home, timers);
+        (self.shared_home(texts, home), timers)
     }
 
     /// The One ID as the state holds it: the profile's, else the journey's
