@@ -333,6 +333,65 @@ mod tests {
         assert_eq!(s.len(), 3);
     }
 
+    /// Time and resident growth of a restore of 1M homes with two timers
+    /// each (the bench's shape at 1M profiles), home by home or in one
+    /// pass; each in a process of its own:
+    /// `cargo test --release -p onejourney-core --lib timer_set::tests::restore_of_2m -- --ignored --nocapture --exact timer_set::tests::restore_of_2m_timers_one_pass`
+    /// (or `..._home_by_home`).
+    fn restore_of_2m_timers(one_pass: bool) {
+        fn rss() -> usize {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            let pages: usize = statm
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            pages * 4096
+        }
+        let homes: Vec<(OneId, Vec<Timer>)> = (0..1_000_000u64)
+            .map(|i| {
+                // Due times scattered as a restore meets them (by home).
+                let due = |k: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) as i64 + k as i64;
+                let key = IdKey::new(Ns(0), &format!("c{i}"));
+                let timers = vec![
+                    (EventTime(due(0)), TimerKind::Quiet, key.clone()),
+                    (EventTime(due(7)), TimerKind::ChurnLabel, key),
+                ];
+                (OneId::from(format!("oj-{i:016x}")), timers)
+            })
+            .collect();
+        let before = rss();
+        let started = std::time::Instant::now();
+        let mut s = TimerSet::default();
+        if one_pass {
+            s.restore(homes);
+        } else {
+            for (home, timers) in homes {
+                s.replace(home, timers);
+            }
+        }
+        let took = started.elapsed();
+        println!(
+            "{} timers {}: {:.0} ms, resident growth {} MB (the homes' input freed)",
+            s.len(),
+            if one_pass { "in one pass" } else { "home by home" },
+            took.as_secs_f64() * 1e3,
+            rss().saturating_sub(before) as i64 / 1_000_000
+        );
+    }
+
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn restore_of_2m_timers_one_pass() {
+        restore_of_2m_timers(true);
+    }
+
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn restore_of_2m_timers_home_by_home() {
+        restore_of_2m_timers(false);
+    }
+
     #[test]
     fn the_estimate_counts_each_timer_and_each_home() {
         let (a, b): (OneId, OneId) = (OneId::from("oj-a"), OneId::from("oj-b"));
