@@ -128,15 +128,7 @@ fn the_size_estimate_of_a_one_login_profile_is_within_its_budget() {
 #[test]
 #[ignore = "a measurement, run by hand"]
 fn resident_bytes_per_profile() {
-    fn rss() -> usize {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-        let pages: usize = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        pages * 4096
-    }
+    use crate::testkit::resident_bytes as rss;
     let n = 200_000;
     let events = logins(n);
     let g = graph();

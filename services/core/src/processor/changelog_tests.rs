@@ -97,15 +97,7 @@ struct Changelog {
 
 /// Every armed timer, with its home.
 fn timer_homes(p: &Processor) -> Vec<(OneId, Vec<Timer>)> {
-    p.timers
-        .by_home()
-        .into_iter()
-        .map(|(h, t)| {
-            let mut t = t.to_vec();
-            t.sort();
-            (h.clone(), t)
-        })
-        .collect()
+    p.timers.homes_sorted()
 }
 
 /// Every armed timer.

@@ -205,6 +205,20 @@ impl TimerSet {
         all
     }
 
+    /// Every home with its timers sorted, sorted by home (tests compare
+    /// sets with it).
+    #[cfg(test)]
+    pub fn homes_sorted(&self) -> Vec<(OneId, Vec<Timer>)> {
+        self.by_home()
+            .into_iter()
+            .map(|(h, t)| {
+                let mut t = t.to_vec();
+                t.sort();
+                (h.clone(), t)
+            })
+            .collect()
+    }
+
     /// Every text the timers refer to, counted into `c`.
     #[cfg(test)]
     pub fn census(&self, c: &mut crate::identity::Census) {
@@ -270,16 +284,7 @@ mod tests {
     /// Both views, comparable (each home's timers sorted).
     fn views(s: &TimerSet) -> Views {
         let queue = s.queue.iter().map(|(t, h)| (t.clone(), h.clone())).collect();
-        let homes = s
-            .by_home()
-            .into_iter()
-            .map(|(h, t)| {
-                let mut t = t.to_vec();
-                t.sort();
-                (h.clone(), t)
-            })
-            .collect();
-        (queue, homes)
+        (queue, s.homes_sorted())
     }
 
     proptest::proptest! {
@@ -336,18 +341,10 @@ mod tests {
     /// Time and resident growth of a restore of 1M homes with two timers
     /// each (the bench's shape at 1M profiles), home by home or in one
     /// pass; each in a process of its own:
-    /// `cargo test --release -p onejourney-core --lib timer_set::tests::restore_of_2m -- --ignored --nocapture --exact timer_set::tests::restore_of_2m_timers_one_pass`
+    /// `cargo test --release -p onejourney-core --lib -- --ignored --nocapture --exact processor::timer_set::tests::restore_of_2m_timers_one_pass`
     /// (or `..._home_by_home`).
     fn restore_of_2m_timers(one_pass: bool) {
-        fn rss() -> usize {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-            let pages: usize = statm
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            pages * 4096
-        }
+        use crate::testkit::resident_bytes as rss;
         let homes: Vec<(OneId, Vec<Timer>)> = (0..1_000_000u64)
             .map(|i| {
                 // Due times scattered as a restore meets them (by home).
