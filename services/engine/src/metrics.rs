@@ -19,7 +19,7 @@ use onejourney_core::{Channel, DecodeError};
 mod defs;
 
 use defs::*;
-pub use defs::{CHANGELOG_KINDS, STALL_PHASES};
+pub use defs::{CHANGELOG_KINDS, FETCH_REWIND_TOPICS, STALL_PHASES};
 
 pub struct Metrics {
     registry: Registry,
@@ -290,7 +290,7 @@ impl Metrics {
         for r in crate::stall::FETCH_ERROR_REASONS {
             m.input_fetch_errors.with_label_values(&[r]);
         }
-        for kind in ["input", "routed", "evidence"] {
+        for kind in FETCH_REWIND_TOPICS {
             m.fetch_rewinds.with_label_values(&[kind]);
         }
         for r in DecodeError::REASONS {

@@ -1,5 +1,5 @@
 //! The name and help text of every metric the engine exports, and the
-//! fixed label sets (`STALL_PHASES`, `CHANGELOG_KINDS`).
+//! fixed label sets (`STALL_PHASES`, `CHANGELOG_KINDS`, `FETCH_REWIND_TOPICS`).
 //!
 //! In: nothing. Out: constants that `metrics.rs` registers. Keeps nothing.
 //! Names are `onejourney_<noun>_<unit>[_total]`; a help text is what
@@ -96,6 +96,8 @@ pub(super) const FETCH_REWINDS: Def = (
     "onejourney_fetch_rewinds_total",
     "Times a partition was fetched again from further back because the broker skipped records (tansu 0.6: at a resumed partition's start; a gap in the routed or identity evidence topic, which have none), by topic kind (input, routed, evidence).",
 );
+/// The `topic` labels of [`FETCH_REWINDS`].
+pub const FETCH_REWIND_TOPICS: [&str; 3] = ["input", "routed", "evidence"];
 pub(super) const PARTITIONS_STALLED: Def = (
     "onejourney_input_partitions_stalled",
     "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",
