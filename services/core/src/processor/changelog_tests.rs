@@ -17,7 +17,7 @@ use crate::ids::{IdentityLimits, Namespaces};
 use crate::journey::Journey;
 use crate::testkit::{app, call, core_config, key, pos, product, web};
 
-fn processor() -> Processor {
+pub(super) fn processor() -> Processor {
     let limits = IdentityLimits {
         max_identifiers_per_profile: 4,
         ..Default::default()
@@ -39,7 +39,7 @@ fn value(ns: usize, v: usize) -> String {
     format!("{}-{v}@x.io", NAMES[ns])
 }
 
-fn ids_json(parts: &[(usize, usize)]) -> Value {
+pub(super) fn ids_json(parts: &[(usize, usize)]) -> Value {
     let mut m = Map::new();
     for (ns, v) in parts {
         m.insert(NAMES[*ns].to_string(), Value::from(value(*ns, *v)));
@@ -48,7 +48,7 @@ fn ids_json(parts: &[(usize, usize)]) -> Value {
 }
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(super) enum Step {
     /// Minute, kind (page view, cart, sale, call, app), identifiers.
     Event(i64, u8, Vec<(usize, usize)>),
     Forget(usize, usize),
@@ -57,7 +57,7 @@ enum Step {
     Checkpoint,
 }
 
-fn step() -> impl Strategy<Value = Step> {
+pub(super) fn step() -> impl Strategy<Value = Step> {
     let ids = prop::collection::vec((0usize..6, 0usize..5), 1..4);
     prop_oneof![
         12 => (0i64..600, 0u8..5, ids).prop_map(|(m, k, ids)| Step::Event(m, k, ids)),
@@ -67,7 +67,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn event(i: usize, minute: i64, kind: u8, ids: Value) -> ChannelEvent {
+pub(super) fn event(i: usize, minute: i64, kind: u8, ids: Value) -> ChannelEvent {
     let id = format!("e{i}");
     match kind {
         0 => web(&id, minute, ids, "page_view", json!({})),
@@ -175,7 +175,7 @@ impl Changelog {
     }
 }
 
-fn journeys(p: &Processor) -> BTreeMap<OneId, String> {
+pub(super) fn journeys(p: &Processor) -> BTreeMap<OneId, String> {
     p.state()
         .journeys
         .iter()
@@ -183,7 +183,7 @@ fn journeys(p: &Processor) -> BTreeMap<OneId, String> {
         .collect()
 }
 
-fn apply(p: &mut Processor, i: usize, s: &Step) -> String {
+pub(super) fn apply(p: &mut Processor, i: usize, s: &Step) -> String {
     match s {
         Step::Event(minute, kind, ids) => format!("{:?}", p.process(&event(i, *minute, *kind, ids_json(ids)), 0)),
         Step::Forget(ns, v) => {

@@ -32,7 +32,7 @@ pub enum OutcomeEffect {
 impl Processor {
     /// Learns from an `action-outcomes` record.
     pub fn outcome(&mut self, o: &ActionOutcome) -> OutcomeEffect {
-        let learned = self.state.update_journey(o.one_id.as_str(), |j| {
+        let learned = self.update_journey(o.one_id.as_str(), |j| {
             let r = j
                 .recent_actions
                 .iter_mut()
@@ -73,9 +73,9 @@ impl Processor {
         let Some(one_id) = self.state.identity.one_id_of(&c.key) else {
             return false;
         };
-        let mut j = self.state.take_journey(&one_id).unwrap_or_default();
+        let mut j = self.take_journey(&one_id).unwrap_or_default();
         std::sync::Arc::make_mut(&mut j).record_consent(c.channel, c.granted, c.at);
-        self.state.put_journey(one_id, j);
+        self.put_journey(one_id, j);
         true
     }
 

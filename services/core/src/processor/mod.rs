@@ -31,6 +31,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
+mod capture;
 mod changelog;
 mod dedupe;
 mod evaluate;
@@ -65,6 +66,7 @@ use dedupe::Dedupe;
 
 pub use crate::event::ActionOutcome;
 pub use crate::state::State;
+pub use capture::{Captured, Record};
 pub use changelog::{CoreGlobals, CoreGlobalsRef, GLOBALS_VERSION};
 pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use fold::{Folded, Resolved};
@@ -81,6 +83,8 @@ use timer_set::TimerSet;
 
 #[cfg(test)]
 mod arbitration_tests;
+#[cfg(test)]
+mod capture_tests;
 #[cfg(test)]
 mod changelog_tests;
 #[cfg(test)]
@@ -208,6 +212,8 @@ pub struct Processor {
     /// Scale-out stage 2: per journey, the keys of the events applied to it
     /// (`moving.rs`); `None` in one process.
     applied: Option<moving::AppliedKeys>,
+    /// A checkpoint's records not yet all taken (`capture.rs`).
+    capture: Option<capture::Pending>,
 }
 
 impl Processor {
@@ -234,6 +240,7 @@ impl Processor {
             keep_moves: false,
             moved_since_scan: crate::hash::HashSet::default(),
             applied: None,
+            capture: None,
         }
     }
 
@@ -358,7 +365,7 @@ impl Processor {
     /// through `anchor`): the journey, churn, the decision, the timers.
     fn journey_step(&mut self, ev: &ChannelEvent, one_id: &OneId, anchor: &IdKey, out: &mut Processed) {
         let trigger = TriggerRef::event(&ev.event_id);
-        let mut taken = self.state.take_journey(one_id).unwrap_or_default();
+        let mut taken = self.take_journey(one_id).unwrap_or_default();
         // Copied only when a checkpoint still holds it (see `State`).
         let journey = Arc::make_mut(&mut taken);
         let revenue_before = journey.revenue;
@@ -375,7 +382,7 @@ impl Processor {
         let triggers = triggers_of(&transitions);
         self.evaluate(one_id, journey, &triggers, ev.occurred_at, &trigger, &mut out.outputs);
         self.arm_label(anchor, one_id);
-        self.state.put_journey(one_id.clone(), taken);
+        self.put_journey(one_id.clone(), taken);
 
         out.suppressed = std::mem::take(&mut self.suppressed);
     }
@@ -388,7 +395,7 @@ impl Processor {
                 self.moves.insert(moved.from.clone(), moved.to.clone());
                 self.moved_since_scan.insert(moved.from.clone());
             }
-            let gone = self.state.remove_journey(&moved.from);
+            let gone = self.remove_journey(&moved.from);
             let (Some(to), Some(via)) = (&moved.to, &moved.via) else {
                 // None of its identifiers is in a profile any more.
                 if let Some(gone) = gone {
@@ -444,12 +451,16 @@ impl Processor {
         };
         self.identity_log.push(op);
         self.take_applied(&gone.one_id);
-        if let Some(j) = self.state.remove_journey(&gone.one_id) {
+        if let Some(j) = self.remove_journey(&gone.one_id) {
             self.tiers.remove(j.revenue);
             self.value.update(ValueKey::of(&j), None);
         }
-        for home in self.timers.remove_keys(|k| gone.ids.contains(k)) {
-            self.state.touched(&home);
+        let mut homes: Vec<OneId> = Vec::new();
+        for (_, home) in self.take_timers(|k| gone.ids.contains(k)) {
+            if !homes.contains(&home) {
+                self.state.touched(&home);
+                homes.push(home);
+            }
         }
         self.sync_sizes();
         let at = if self.applied_to == EventTime::MIN {
@@ -519,6 +530,11 @@ impl Processor {
     /// lost detail (writer only; the walk is the long part, this is one
     /// lookup per listed journey).
     pub fn evict_listed(&mut self, listed: &[OneId], cutoff: EventTime) -> usize {
+        if self.capture.is_some() {
+            for one_id in listed {
+                self.before_write(one_id);
+            }
+        }
         self.state
             .update_listed(listed, |j| j.evictable(cutoff), Journey::compact)
     }

@@ -79,6 +79,9 @@ impl Processor {
 
     /// An event (or handover) with `key` at `at` was applied to `one_id`.
     pub(super) fn note_applied(&mut self, one_id: &OneId, key: u64, at: EventTime) {
+        if self.applied.is_some() {
+            self.before_write(one_id);
+        }
         let oldest = self.oldest_kept();
         let Some(applied) = self.applied.as_mut() else { return };
         let keys = applied.entry(one_id.clone()).or_default();
@@ -88,11 +91,17 @@ impl Processor {
 
     /// The oldest event time the dedupe window still covers (ms).
     fn oldest_kept(&self) -> i64 {
+        self.oldest_kept_at(self.applied_to)
+    }
+
+    /// The oldest event time the dedupe window covers when everything up
+    /// to `applied_to` is applied (ms).
+    fn oldest_kept_at(&self, applied_to: EventTime) -> i64 {
         let window = i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX);
-        if window == 0 || self.applied_to == EventTime::MIN {
+        if window == 0 || applied_to == EventTime::MIN {
             return i64::MIN;
         }
-        self.applied_to.0.saturating_sub(window)
+        applied_to.0.saturating_sub(window)
     }
 
     /// Everything at or before this event time has been applied.
@@ -103,7 +112,13 @@ impl Processor {
     /// The keys of the events applied to `one_id` within the window: what
     /// its changelog record carries.
     pub fn applied_of(&self, one_id: &str) -> Vec<AppliedKey> {
-        let oldest = self.oldest_kept();
+        self.applied_at(one_id, self.applied_to)
+    }
+
+    /// As [`Processor::applied_of`], with the window as of `applied_to`
+    /// (a capture's barrier).
+    pub(super) fn applied_at(&self, one_id: &str, applied_to: EventTime) -> Vec<AppliedKey> {
+        let oldest = self.oldest_kept_at(applied_to);
         self.applied
             .as_ref()
             .and_then(|a| a.get(one_id))
@@ -113,6 +128,11 @@ impl Processor {
 
     /// `from`'s keys go to `to` (a merge on this process).
     pub(super) fn move_applied(&mut self, from: &str, to: &OneId) {
+        if self.applied.is_none() {
+            return;
+        }
+        self.before_write(from);
+        self.before_write(to);
         let Some(applied) = self.applied.as_mut() else { return };
         if let Some(mut keys) = applied.remove(from) {
             applied.entry(to.clone()).or_default().append(&mut keys);
@@ -121,6 +141,7 @@ impl Processor {
 
     /// `one_id`'s keys, taken (a handover, a forget).
     pub(super) fn take_applied(&mut self, one_id: &str) -> Vec<AppliedKey> {
+        self.before_write(one_id);
         self.applied.as_mut().and_then(|a| a.remove(one_id)).unwrap_or_default()
     }
 
@@ -135,6 +156,7 @@ impl Processor {
     /// Keys that arrived with a handover, absorbed into `to`: remembered
     /// for dedupe and kept with `to`'s journey.
     pub(super) fn add_applied(&mut self, to: &OneId, keys: Vec<AppliedKey>) {
+        self.before_write(to);
         for (at, key) in &keys {
             self.seen.insert(*key, EventTime(*at));
         }
@@ -155,6 +177,8 @@ impl Processor {
     /// this process's applied-to time moves up to it: an event older than
     /// the window is too late here too, not applied a second time.
     pub fn install_partition(&mut self, records: Vec<PartitionRecord>, applied_to: EventTime) -> Installed {
+        // Not piecewise: a capture pending is taken whole first.
+        self.capture_pending(usize::MAX);
         self.applied_to = self.applied_to.max(applied_to);
         let mut done = Installed::default();
         // The live journeys first: an orphan absorbed into its survivor
@@ -251,6 +275,7 @@ impl Processor {
     /// may come from messages of partitions kept here), and the caller's
     /// numbers of the events dropped.
     pub fn drop_unowned(&mut self, lost: impl Fn(u32) -> bool) -> (Vec<GivenUp>, Vec<u64>) {
+        self.capture_pending(usize::MAX);
         if self.ownership.is_none() {
             return (Vec::new(), Vec::new());
         }

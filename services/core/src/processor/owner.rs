@@ -80,6 +80,9 @@ impl Processor {
     /// (one process). Journeys of partitions no longer owned are not
     /// dropped here (the caller restores and drops on assignment changes).
     pub fn set_ownership(&mut self, ownership: Option<Ownership>) {
+        // A capture pending takes its records with the ownership of its
+        // barrier: whole, before the ownership changes.
+        self.capture_pending(usize::MAX);
         if ownership.is_some() {
             self.keep_applied();
         }
@@ -146,8 +149,8 @@ impl Processor {
         // Every timer that now follows `to` leaves: `from`'s own, and those
         // of profiles `from` absorbed earlier on this process (homed at
         // them). A scan of the timers, once per merge across processes.
-        let graph = &self.state.identity;
-        let taken = self.timers.take_keys(|k| graph.one_id_of(k).is_some_and(|o| o == *to));
+        let state = self.state.clone();
+        let taken = self.take_timers(|k| state.identity.one_id_of(k).is_some_and(|o| o == *to));
         let applied = self.take_applied(from);
         if journey.is_none() && taken.is_empty() {
             return;
@@ -195,7 +198,7 @@ impl Processor {
         }
         if !h.timers.is_empty() {
             for t in h.timers {
-                self.timers.insert(t, &target);
+                self.arm_timer(t, &target);
             }
             self.state.touched(&target);
             self.sync_sizes();
@@ -206,13 +209,13 @@ impl Processor {
     /// Absorbs a merged-away journey into `to`'s, keeping the value tiers
     /// and the population in step.
     pub(super) fn absorb_into(&mut self, to: &OneId, gone: Journey) {
-        let mut taken = self.state.take_journey(to).unwrap_or_default();
+        let mut taken = self.take_journey(to).unwrap_or_default();
         let survivor = Arc::make_mut(&mut taken);
         self.tiers.remove(survivor.revenue);
         let survivor_before = ValueKey::of(survivor);
         survivor.absorb(gone);
         self.tiers.add(survivor.revenue);
         self.value.update(survivor_before, ValueKey::of(survivor));
-        self.state.put_journey(to.clone(), taken);
+        self.put_journey(to.clone(), taken);
     }
 }

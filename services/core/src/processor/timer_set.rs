@@ -71,6 +71,23 @@ impl TimerSet {
         }
     }
 
+    /// The home of the earliest timer.
+    pub fn first_home(&self) -> Option<OneId> {
+        self.queue.first_key_value().map(|(_, home)| home.clone())
+    }
+
+    /// The homes of the timers whose identifier `gone` matches (a walk of
+    /// every timer), each once.
+    pub fn homes_matching(&self, gone: impl Fn(&IdKey) -> bool) -> Vec<OneId> {
+        let mut homes: Vec<OneId> = Vec::new();
+        for (t, home) in &self.queue {
+            if gone(&t.2) && !homes.contains(home) {
+                homes.push(home.clone());
+            }
+        }
+        homes
+    }
+
     /// Takes the earliest timer, with its home.
     pub fn pop_first(&mut self) -> Option<(Timer, OneId)> {
         let (t, home) = self.queue.pop_first()?;
@@ -87,18 +104,6 @@ impl TimerSet {
                 self.homes.remove(home);
             }
         }
-    }
-
-    /// Removes every timer whose identifier `gone` matches; returns the
-    /// homes that lost one.
-    pub fn remove_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<OneId> {
-        let mut homes = Vec::new();
-        for (_, home) in self.take_keys(gone) {
-            if !homes.contains(&home) {
-                homes.push(home);
-            }
-        }
-        homes
     }
 
     /// Removes and returns every timer whose identifier `gone` matches,
@@ -267,8 +272,11 @@ mod tests {
         s.insert(t(1, "k1"), &a);
         s.insert(t(2, "k2"), &a);
         s.insert(t(3, "k1"), &b);
-        let homes = s.remove_keys(|k| &*k.value == "k1");
-        assert_eq!(homes, vec![a.clone(), b.clone()]);
+        assert_eq!(s.first_home(), Some(a.clone()));
+        assert_eq!(s.homes_matching(|k| &*k.value == "k1"), vec![a.clone(), b.clone()]);
+        let taken = s.take_keys(|k| &*k.value == "k1");
+        assert_eq!(taken, vec![(t(1, "k1"), a.clone()), (t(3, "k1"), b.clone())]);
+        assert!(s.homes_matching(|k| &*k.value == "k1").is_empty());
         assert_eq!((s.len(), s.of("oj-a")), (1, &[t(2, "k2")][..]));
         s.replace(a.clone(), vec![t(7, "k3"), t(8, "k3")]);
         assert_eq!(s.len(), 2);
@@ -402,7 +410,7 @@ mod tests {
         s.insert(t(3, "k3"), &b);
         let new_home = s.approx_bytes() - one - same_home;
         assert!(new_home > same_home, "a home costs a slot of its own");
-        s.remove_keys(|_| true);
+        s.take_keys(|_| true);
         assert_eq!(s.approx_bytes(), 0);
     }
 }

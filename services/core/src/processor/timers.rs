@@ -60,7 +60,7 @@ impl Processor {
     /// Arms `t` with its home (the One ID of the journey that arms it); a
     /// new timer marks the home changed for the next checkpoint.
     pub(super) fn add_timer(&mut self, t: Timer, home: &OneId) {
-        if self.timers.insert(t, home) {
+        if self.arm_timer(t, home) {
             self.state.touched(home);
         }
     }
@@ -119,7 +119,7 @@ impl Processor {
 
     /// Fires the earliest timer; returns how many fired (0 or 1).
     pub(super) fn fire_next(&mut self, outputs: &mut Vec<Output>) -> usize {
-        let Some(((due, kind, key), home)) = self.timers.pop_first() else {
+        let Some(((due, kind, key), home)) = self.pop_timer() else {
             return 0;
         };
         // Its home's record no longer carries it.
@@ -147,7 +147,7 @@ impl Processor {
             // (two profiles merged), or the journey is gone.
             return;
         }
-        let Some(mut taken) = self.state.take_journey(&one_id) else {
+        let Some(mut taken) = self.take_journey(&one_id) else {
             return;
         };
         // Copied only when a checkpoint still holds it (see `State`).
@@ -185,6 +185,6 @@ impl Processor {
             TimerKind::ChurnLabel => self.label_timer(j, due),
         }
         self.arm_label(&key, &one_id);
-        self.state.put_journey(one_id, taken);
+        self.put_journey(one_id, taken);
     }
 }
