@@ -73,8 +73,8 @@ pub struct StateFigures {
     pub restore_local_metric_s: f64,
     /// The longest `onejourney_checkpoint_stall_seconds` over the checkpoints.
     pub checkpoint_stall_ms: f64,
-    /// Its phases: drain, capture (`STALL_PHASES`).
-    pub stall_phases_ms: [f64; 2],
+    /// Its phases: drain, capture, slice (`STALL_PHASES`).
+    pub stall_phases_ms: [f64; 3],
     /// The journey records (and tombstones) its barrier captured.
     pub stall_journeys: u64,
     pub checkpoints: u64,
@@ -250,7 +250,7 @@ struct Stalls {
     written: u64,
     longest_s: f64,
     /// The longest stall's phases (`STALL_PHASES` order), seconds.
-    phases_s: [f64; 2],
+    phases_s: [f64; 3],
     /// Journey records (and tombstones) written so far, and by the
     /// checkpoint of the longest stall: what its barrier captured.
     records: u64,
@@ -308,8 +308,8 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             unit: "ms",
             note: format!(
                 "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:.0} s and at stop) \
-                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms \
-                 ({} changed journeys); \
+                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms at the barrier, \
+                 the longest slice after it {:.1} ms ({} changed journeys); \
                  the bench's own checkpoint of the {} preloaded profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
                 interval(p).as_secs_f64(),
@@ -317,6 +317,7 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
                 f.profiles,
                 f.stall_phases_ms[0],
                 f.stall_phases_ms[1],
+                f.stall_phases_ms[2],
                 f.stall_journeys,
                 p.profiles,
                 p.changelog_s,

@@ -241,14 +241,14 @@ pub(super) const SNAPSHOT_SECONDS: Def = (
 );
 pub(super) const CHECKPOINT_STALL: Def = (
     "onejourney_checkpoint_stall_seconds",
-    "How long processing waited for the last checkpoint's barrier (the changes taken from the state; the changelog is written in the background).",
+    "The longest time processing waited for the last checkpoint: its barrier, or the longest slice of the changed records taken after it (the changelog is written in the background).",
 );
 pub(super) const CHECKPOINT_STALL_PHASE: Def = (
     "onejourney_checkpoint_stall_phase_seconds",
-    "The last checkpoint barrier's stall by phase: drain (the decisions in flight handed to the ack stage, behind a barrier), capture (the changed journeys, identity ops and globals taken from the state).",
+    "The last checkpoint's stall by phase: at the barrier, drain (the decisions in flight handed to the ack stage, behind a barrier) and capture (the changed records marked pending, identity ops and globals taken from the state); after it, slice (the longest of the pauses in which the writer took pending records between messages; a record the writer changes is taken just before).",
 );
-/// The phases of [`CHECKPOINT_STALL_PHASE`], in the barrier's order.
-pub const STALL_PHASES: [&str; 2] = ["drain", "capture"];
+/// The phases of [`CHECKPOINT_STALL_PHASE`], in the checkpoint's order.
+pub const STALL_PHASES: [&str; 3] = ["drain", "capture", "slice"];
 pub(super) const CHECKPOINT_IN_PROGRESS: Def = (
     "onejourney_checkpoint_in_progress",
     "1 while a checkpoint's background flush runs (changelog written, then input offsets committed), else 0.",

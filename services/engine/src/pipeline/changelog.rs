@@ -13,8 +13,10 @@
 //!
 //! Two steps: [`Changelog::capture`] takes the changes from the processor at
 //! the checkpoint's barrier (the writer waits only for this; the changed
-//! journeys are `Arc` clones, not encoded); [`Changelog::write`] encodes
-//! and produces them in the background while processing goes on.
+//! journey records become pending in the processor, which takes each before
+//! its first write after the barrier and the rest in slices between
+//! messages, as `Arc` clones, not encoded); [`Changelog::write`] encodes and
+//! produces them in the background while processing goes on.
 //!
 //! Invariant: a marker is produced only after every record it commits is
 //! acknowledged; the caller commits the input offsets only after the marker
@@ -27,9 +29,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
-use onejourney_core::journey::Journey;
-use onejourney_core::processor::{AppliedKey, DedupeDelta, Timer};
-use onejourney_core::EventTime;
+use onejourney_core::processor::{DedupeDelta, Record, Timer};
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -73,19 +73,24 @@ pub struct Written {
 /// Per record changed: its One ID, its journey (none: it went), its timers
 /// and (scale-out) the dedupe keys of the events in it with the applied-to
 /// time they stop at.
-pub(super) type Changed = Vec<(OneId, Option<Arc<Journey>>, Vec<Timer>, (Vec<AppliedKey>, EventTime))>;
+pub(super) type Changed = Vec<Record>;
 
 /// A journey record encoded: its state partition, its One ID, its value
 /// (none: a tombstone).
-type Record = (i32, OneId, Option<Vec<u8>>);
+type Encoded = (i32, OneId, Option<Vec<u8>>);
 
 /// What one checkpoint covers, taken from the processor at its barrier.
 pub struct Capture {
     /// Per record changed (its journey or the timers homed there): its One
-    /// ID, its journey now (none: it went; shared with the state, which
-    /// copies it if the writer changes it before the flush encodes it) and
-    /// its timers.
+    /// ID, its journey as at the barrier (none: it went; shared with the
+    /// state, which copies it if the writer changes it before the flush
+    /// encodes it) and its timers. Empty at the barrier: the writer takes
+    /// them after it (capture on first write, see
+    /// `onejourney_core::processor::Processor::begin_capture`) and hands
+    /// them to the flush ([`Capture::set_records`]).
     journeys: Changed,
+    /// How many records were pending at the barrier.
+    pending: usize,
     ops: Vec<IdentityOp>,
     /// The globals, encoded.
     globals: Vec<u8>,
@@ -99,9 +104,15 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Changed journey records (journeys, timers, tombstones).
+    /// Changed journey records (journeys, timers, tombstones) pending at
+    /// the barrier.
     pub fn records(&self) -> usize {
-        self.journeys.len()
+        self.pending
+    }
+
+    /// The records the writer took after the barrier.
+    pub fn set_records(&mut self, records: Changed) {
+        self.journeys = records;
     }
 
     /// Bytes held, for the memory estimate while a flush runs.
@@ -146,12 +157,13 @@ impl Changelog {
     }
 
     /// Takes what the next checkpoint writes from the processor, at the
-    /// barrier, at a cost that follows the change and encodes none of it
-    /// but the globals: per changed record, its journey (an `Arc` clone)
-    /// and its timers (copied); the identity ops and dedupe keys taken; the
-    /// globals encoded (small: no journey, no timer). [`Changelog::write`]
-    /// encodes the journeys off the writer. The processor forgets them: a
-    /// failure after this must stop the engine.
+    /// barrier: the changed records become pending in the processor (each
+    /// taken on its first write after the barrier, the rest by the poll
+    /// loop in slices: [`Capture::set_records`]); the identity ops and
+    /// dedupe keys taken; the globals encoded (small: no journey, no
+    /// timer). [`Changelog::write`] encodes the journeys off the writer.
+    /// The processor forgets them: a failure after this must stop the
+    /// engine.
     pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
         take_changes(processor)
     }
@@ -350,8 +362,7 @@ impl Changelog {
 
 /// See [`Changelog::capture`].
 fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
-    let dirty: Vec<OneId> = processor.state().take_dirty_unordered().into_iter().collect();
-    let journeys = capture_records(processor, dirty, CAPTURE_SPLIT_FROM)?;
+    let pending = processor.begin_capture();
     let owned = processor.ownership().map(|o| {
         let mut owned: Vec<u32> = o.owned.iter().copied().collect();
         owned.sort_unstable();
@@ -360,7 +371,8 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
     let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
     Ok(Capture {
-        journeys,
+        journeys: Vec::new(),
+        pending,
         ops: processor.take_identity_ops(),
         globals,
         dedupe,
@@ -369,74 +381,9 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     })
 }
 
-/// Fewer changed records than this are captured on the writer's thread
-/// alone: a thread costs more than it saves (`split_from` of
-/// [`capture_records`]).
-const CAPTURE_SPLIT_FROM: usize = 8_192;
-
-/// Per changed One ID, what its record holds at the barrier: its journey
-/// (an `Arc` clone), its timers and its applied keys. Records of partitions
-/// given up are left out (scale-out: the new owner writes them).
-///
-/// The writer waits for this, and it costs a few cache misses per record
-/// (a lookup in the journeys and one in the timers, a reference count), so
-/// a capture of `split_from` records or more is split over the machine's
-/// cores: the lookups only read, and the writer changes nothing until they
-/// end. `make bench`'s 57,412 changed journeys at 1M profiles: 80 ms on
-/// one thread, 61 ms on two, 47 ms with the One IDs moved rather than
-/// cloned (`docs/benchmarks.md`, session 21).
-fn capture_records(processor: &Processor, dirty: Vec<OneId>, split_from: usize) -> anyhow::Result<Changed> {
-    // Each One ID moves into its record: a clone and a drop would each
-    // touch the text's reference count, two more cache misses a record.
-    let capture = |ids: Vec<OneId>| -> Changed {
-        let state = processor.state();
-        let applied_to = processor.applied_to();
-        let mut out = Vec::with_capacity(ids.len());
-        for one_id in ids.into_iter().filter(|one_id| processor.owns(one_id)) {
-            let journey = state.journey(&one_id);
-            let timers = processor.timers_of(&one_id).to_vec();
-            let applied = (processor.applied_of(&one_id), applied_to);
-            out.push((one_id, journey, timers, applied));
-        }
-        out
-    };
-    if dirty.len() < split_from.max(2) {
-        return Ok(capture(dirty));
-    }
-    // Asked only for a large capture: on Linux it reads the cgroup's files.
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 {
-        return Ok(capture(dirty));
-    }
-    let (n, chunk) = (dirty.len(), dirty.len().div_ceil(threads));
-    let mut mine = dirty;
-    let mut parts = Vec::new();
-    while mine.len() > chunk {
-        parts.push(mine.split_off(mine.len() - chunk));
-    }
-    std::thread::scope(|scope| {
-        let others: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(move || capture(part)))
-            .collect();
-        let mut all = capture(mine);
-        all.reserve_exact(n.saturating_sub(all.len()));
-        for handle in others {
-            // A lookup does not panic; if one did, its records are gone
-            // from the dirty set, so the engine must stop (and resume from
-            // the last committed checkpoint).
-            let part = handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a thread capturing the changed journeys panicked"))?;
-            all.extend(part);
-        }
-        Ok(all)
-    })
-}
-
 /// The journey records of a capture, encoded (off the writer): per record,
 /// its state partition, its One ID and its value (none: a tombstone).
-pub(super) fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Record>> {
+pub(super) fn encode_records(changed: Changed, partitions: u32) -> anyhow::Result<Vec<Encoded>> {
     changed
         .into_iter()
         .map(|(one_id, journey, timers, (applied, applied_to))| {
@@ -483,6 +430,7 @@ pub fn chain_at_start(header: &Header, partitions: u32, profiles: usize) -> anyh
 #[cfg(test)]
 mod tests {
     use onejourney_core::event::ChannelEvent;
+    use onejourney_core::journey::Journey;
     use onejourney_core::{Decoder, State};
     use onejourney_simulator::{generate, SimConfig};
 
@@ -534,16 +482,25 @@ mod tests {
             .map(|(id, j)| (id, (*j).clone()))
             .collect();
 
-        let capture = take_changes(&mut p).unwrap();
+        let mut capture = take_changes(&mut p).unwrap();
         // Every journey is new, and merged-away One IDs went (tombstones or
         // records of timers homed there).
         let taken = capture.records();
-        assert!(taken >= at_barrier.len(), "every journey is taken: {taken}");
+        assert!(taken >= at_barrier.len(), "every journey is pending: {taken}");
         assert_eq!(state.dirty_count(), 0, "taken: the next checkpoint starts afresh");
-        apply(&mut p, rest);
+        // The writer goes on, taking a few pending records between events
+        // as the poll loop does; a record it changes is taken first.
+        for chunk in rest.chunks(3) {
+            apply(&mut p, chunk);
+            p.capture_pending(2);
+        }
         for r in p.tick(u64::MAX) {
             r.result.unwrap();
         }
+        p.capture_pending(usize::MAX);
+        let captured = p.take_captured().expect("none pending");
+        assert!(captured.by_write > 0, "the writer changed pending records");
+        capture.set_records(captured.records);
         let changed: Vec<OneId> = at_barrier
             .iter()
             .filter(|(id, j)| state.journey(id).is_some_and(|now| *now != **j))
@@ -572,31 +529,6 @@ mod tests {
             journeys += usize::from(journey.is_some());
         }
         assert_eq!(journeys, at_barrier.len(), "every journey written");
-    }
-
-    /// A capture split over threads takes the same records as one taken
-    /// on the writer's thread alone.
-    #[test]
-    fn a_capture_split_over_threads_takes_what_one_thread_takes() {
-        let (events, state, mut p) = simulated(60, 9);
-        for (offset, e) in events.into_iter().enumerate() {
-            for r in p.offer(e, 0, offset as u64, 0) {
-                r.result.unwrap();
-            }
-        }
-        let dirty: Vec<OneId> = state.take_dirty_unordered().into_iter().collect();
-        assert!(dirty.len() > 20, "{} changed records", dirty.len());
-        let sorted = |mut c: Changed| {
-            c.sort_by(|a, b| a.0.cmp(&b.0));
-            c.into_iter()
-                .map(|(id, j, t, a)| (id, j.map(|j| (*j).clone()), t, a))
-                .collect::<Vec<_>>()
-        };
-        let alone = sorted(capture_records(&p, dirty.clone(), usize::MAX).unwrap());
-        let split = sorted(capture_records(&p, dirty.clone(), 1).unwrap());
-        assert_eq!(alone.len(), dirty.len());
-        assert!(alone.iter().any(|r| !r.2.is_empty()), "some record carries timers");
-        assert!(alone == split, "the split capture differs");
     }
 
     fn header(chain: Option<Chain>) -> Header {

@@ -31,16 +31,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use onejourney_core::Processor;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::task::{JoinError, JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::ack;
-use super::changelog::{Capture, Changelog, Written};
+use super::changelog::{Capture, Changed, Changelog, Written};
 use super::inflight::InFlight;
 use super::ingest::Ingest;
 use super::partitions::Partitions;
@@ -70,12 +71,34 @@ pub struct Checkpoint {
     durable_bytes: u64,
     /// Bytes the running flush holds (the changes it took).
     held: usize,
+    /// While the writer still takes the barrier's records (capture on
+    /// first write): where to hand them, the barrier's stall, the longest
+    /// slice so far.
+    capturing: Option<Capturing>,
 }
+
+/// A capture begun at a barrier whose records the writer still takes.
+struct Capturing {
+    records: oneshot::Sender<Changed>,
+    barrier_s: f64,
+    longest_slice_s: f64,
+}
+
+/// The bytes a record pending at a barrier holds once taken (its One ID,
+/// a copy of its timers, the `Arc` of its journey), for the memory estimate.
+const PENDING_RECORD_BYTES: usize = 96;
+
+/// Pending records taken per slice between messages: about a millisecond
+/// (a record costs about a microsecond: a lookup in the journeys, one in
+/// the timers, a reference count).
+const CAPTURE_SLICE: usize = 1_024;
 
 /// A checkpoint's background work, from the barrier on.
 struct Flush {
     changelog: Changelog,
     capture: Capture,
+    /// The barrier's records, once the writer took them all.
+    records: oneshot::Receiver<Changed>,
     inputs: HashMap<Tp, i64>,
     /// Answered by the ack stage once the outputs up to the barrier are acknowledged.
     acked: oneshot::Receiver<ack::Ends>,
@@ -125,6 +148,7 @@ impl Checkpoint {
             hold: (!hold.as_os_str().is_empty()).then(|| hold.clone()),
             durable_bytes,
             held: 0,
+            capturing: None,
         })
     }
 
@@ -170,7 +194,7 @@ impl Checkpoint {
         let stall = started.elapsed().as_secs_f64();
         self.metrics.checkpoint_stall.set(stall);
         let (drain_s, capture_s) = (capture_from.as_secs_f64(), stall - capture_from.as_secs_f64());
-        for (phase, s) in crate::metrics::STALL_PHASES.into_iter().zip([drain_s, capture_s]) {
+        for (phase, s) in crate::metrics::STALL_PHASES.into_iter().zip([drain_s, capture_s, 0.0]) {
             self.metrics.checkpoint_stall_phase.with_label_values(&[phase]).set(s);
         }
         info!(
@@ -181,10 +205,17 @@ impl Checkpoint {
             "checkpoint barrier: the writer goes on while the flush writes"
         );
         self.metrics.checkpoint_in_progress.set(1);
-        self.held = capture.bytes();
+        self.held = capture.bytes() + capture.records() * PENDING_RECORD_BYTES;
+        let (tx, records) = oneshot::channel();
+        self.capturing = Some(Capturing {
+            records: tx,
+            barrier_s: stall,
+            longest_slice_s: 0.0,
+        });
         let flush = Flush {
             changelog,
             capture,
+            records,
             inputs,
             acked,
             outputs: self.outputs.clone(),
@@ -194,6 +225,53 @@ impl Checkpoint {
         };
         self.flushing = Some(tokio::spawn(flush.run()));
         Ok(())
+    }
+
+    /// Whether the writer still takes the last barrier's records.
+    pub fn capturing(&self) -> bool {
+        self.capturing.is_some()
+    }
+
+    /// Between messages: takes a slice of the last barrier's records still
+    /// pending; once none is, hands them all to the flush.
+    pub fn capture_step(&mut self, processor: &mut Processor) {
+        self.take_records(processor, CAPTURE_SLICE);
+    }
+
+    /// Takes every record of the last barrier still pending and hands them
+    /// to the flush: before the writer waits for the flush, and before an
+    /// assignment changes what this process owns.
+    pub fn capture_rest(&mut self, processor: &mut Processor) {
+        self.take_records(processor, usize::MAX);
+    }
+
+    fn take_records(&mut self, processor: &mut Processor, n: usize) {
+        let Some(c) = self.capturing.as_mut() else { return };
+        let started = Instant::now();
+        let left = processor.capture_pending(n);
+        c.longest_slice_s = c.longest_slice_s.max(started.elapsed().as_secs_f64());
+        if left > 0 {
+            return;
+        }
+        let Some(c) = self.capturing.take() else { return };
+        let Some(captured) = processor.take_captured() else {
+            return;
+        };
+        // The longest time processing waited for this checkpoint: its
+        // barrier or one of its slices.
+        self.metrics.checkpoint_stall.set(c.barrier_s.max(c.longest_slice_s));
+        self.metrics
+            .checkpoint_stall_phase
+            .with_label_values(&[crate::metrics::STALL_PHASES[2]])
+            .set(c.longest_slice_s);
+        debug!(
+            records = captured.records.len(),
+            taken_by_write = captured.by_write,
+            longest_slice_seconds = c.longest_slice_s,
+            "checkpoint records taken"
+        );
+        // A flush that ended (failed) meanwhile no longer waits for them.
+        let _ = c.records.send(captured.records);
     }
 
     /// Waits for the running flush (pending for ever when none runs: call
@@ -240,7 +318,8 @@ impl Checkpoint {
 
     /// Waits for the running flush, if any, and finishes it (see
     /// [`Checkpoint::finish`]).
-    pub async fn wait_flush(&mut self, partitions: &mut Partitions) -> anyhow::Result<()> {
+    pub async fn wait_flush(&mut self, processor: &mut Processor, partitions: &mut Partitions) -> anyhow::Result<()> {
+        self.capture_rest(processor);
         if self.busy() {
             let joined = self.flushed().await;
             self.finish(joined, partitions)?;
@@ -257,9 +336,10 @@ impl Checkpoint {
         partitions: &mut Partitions,
         consumer: &Arc<IngestConsumer>,
     ) -> anyhow::Result<()> {
-        self.wait_flush(partitions).await?;
+        self.wait_flush(ingest.processor_mut(), partitions).await?;
         let started = Instant::now();
         self.begin(ingest, in_flight, partitions, consumer).await?;
+        self.capture_rest(ingest.processor_mut());
         let joined = self.flushed().await;
         let header = self.finish(joined, partitions)?;
         let beat = |_| self.health.beat();
@@ -302,7 +382,8 @@ impl Flush {
     async fn run(self) -> Flushed {
         let Flush {
             mut changelog,
-            capture,
+            mut capture,
+            records,
             inputs,
             acked,
             outputs,
@@ -325,6 +406,10 @@ impl Flush {
                 changelog: None,
             };
             // 2. The changes and the marker committing them, acknowledged.
+            let records = records
+                .await
+                .map_err(|_| anyhow::anyhow!("the writer stopped before it took the checkpoint's records"))?;
+            capture.set_records(records);
             let written = changelog
                 .write(capture, &header)
                 .await

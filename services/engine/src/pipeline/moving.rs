@@ -183,7 +183,9 @@ impl Poll {
             // latest record per One ID and would bring back the older one,
             // without the events applied since (their offsets committed by
             // then). So the hand-off waits for it.
-            self.checkpoint.wait_flush(&mut self.partitions).await?;
+            self.checkpoint
+                .wait_flush(self.ingest.processor_mut(), &mut self.partitions)
+                .await?;
         }
         for q in lost {
             let q = i32::try_from(q).context("a state partition number")?;

@@ -74,6 +74,9 @@ impl Poll {
         let mut budget = tokio::time::interval(Duration::from_secs(10));
         let mut paused = false;
         loop {
+            // Capture on first write: a slice of the last barrier's records
+            // between messages (about a millisecond).
+            self.checkpoint.capture_step(self.ingest.processor_mut());
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return self.drain().await,
                 _ = tick.tick() => {
@@ -103,6 +106,8 @@ impl Poll {
                     paused = self.over_budget();
                     continue;
                 }
+                // More records to take: come back at once when nothing else is ready.
+                () = std::future::ready(()), if self.checkpoint.capturing() => continue,
                 r = next_evidence(&mut self.evidence) => {
                     self.health.beat();
                     if !self.evidence_record(r).await? {
@@ -278,11 +283,15 @@ impl Poll {
         let now = self.now_ms();
         let mut assignments = 0;
         while let Ok(event) = self.edge.try_recv() {
+            // What this process owns may change: the last barrier's records
+            // are taken with the ownership of the barrier.
+            self.checkpoint.capture_rest(self.ingest.processor_mut());
             assignments += u64::from(matches!(event, EdgeEvent::Assigned(_)));
             self.partitions.on_event(event, &mut self.ingest, now);
         }
         let missed = self.consumer.context().take_missed();
         if missed {
+            self.checkpoint.capture_rest(self.ingest.processor_mut());
             let assigned = self
                 .consumer
                 .assignment()
