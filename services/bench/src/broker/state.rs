@@ -277,6 +277,12 @@ impl Stalls {
     }
 }
 
+/// The longest stall's phases, as the note prints them.
+fn stall_phases(f: &StateFigures) -> String {
+    let [drain, capture, slice] = f.stall_phases_ms;
+    format!("drain {drain:.1} ms, capture {capture:.1} ms at the barrier, the longest slice after it {slice:.1} ms")
+}
+
 /// The four state figures, or placeholders without a broker.
 pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Figure> {
     let (Some(p), Some(f)) = (p, f) else {
@@ -301,6 +307,7 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
         .map(|(k, b)| format!("{k} {b}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let phases = stall_phases(f);
     vec![
         Figure {
             name: "checkpoint_stall_ms",
@@ -308,16 +315,12 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
             unit: "ms",
             note: format!(
                 "longest onejourney_checkpoint_stall_seconds of the engine's {} checkpoints (every {:.0} s and at stop) \
-                 while it applied {} events over {} profiles; its phases: drain {:.1} ms, capture {:.1} ms at the barrier, \
-                 the longest slice after it {:.1} ms ({} changed journeys); \
+                 while it applied {} events over {} profiles; its phases: {phases} ({} changed journeys); \
                  the bench's own checkpoint of the {} preloaded profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
                 interval(p).as_secs_f64(),
                 f.events,
                 f.profiles,
-                f.stall_phases_ms[0],
-                f.stall_phases_ms[1],
-                f.stall_phases_ms[2],
                 f.stall_journeys,
                 p.profiles,
                 p.changelog_s,
