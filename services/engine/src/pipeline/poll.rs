@@ -283,9 +283,11 @@ impl Poll {
         let now = self.now_ms();
         let mut assignments = 0;
         while let Ok(event) = self.edge.try_recv() {
-            // What this process owns may change: the last barrier's records
-            // are taken with the ownership of the barrier.
-            self.checkpoint.capture_rest(self.ingest.processor_mut());
+            if !matches!(event, EdgeEvent::Ends(_)) {
+                // What this process owns may change: the last barrier's
+                // records are taken with the ownership of the barrier.
+                self.checkpoint.capture_rest(self.ingest.processor_mut());
+            }
             assignments += u64::from(matches!(event, EdgeEvent::Assigned(_)));
             self.partitions.on_event(event, &mut self.ingest, now);
         }
