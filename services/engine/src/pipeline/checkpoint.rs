@@ -235,21 +235,35 @@ impl Checkpoint {
     /// Between messages: takes a slice of the last barrier's records still
     /// pending; once none is, hands them all to the flush.
     pub fn capture_step(&mut self, processor: &mut Processor) {
-        self.take_records(processor, CAPTURE_SLICE);
+        self.take_records(processor, CAPTURE_SLICE, true);
     }
 
     /// Takes every record of the last barrier still pending and hands them
     /// to the flush: before the writer waits for the flush, and before an
     /// assignment changes what this process owns.
     pub fn capture_rest(&mut self, processor: &mut Processor) {
-        self.take_records(processor, usize::MAX);
+        self.take_records(processor, usize::MAX, true);
     }
 
-    fn take_records(&mut self, processor: &mut Processor, n: usize) {
+    /// As [`Checkpoint::capture_rest`] at a graceful stop, after the last
+    /// events were applied: nothing waits for it, so it is not a stall of
+    /// processing (logged, not in the stall metrics).
+    fn capture_at_stop(&mut self, processor: &mut Processor) {
+        self.take_records(processor, usize::MAX, false);
+    }
+
+    /// Takes up to `n` pending records; `stall`: the time counts as a pause
+    /// of processing.
+    fn take_records(&mut self, processor: &mut Processor, n: usize, stall: bool) {
         let Some(c) = self.capturing.as_mut() else { return };
         let started = Instant::now();
         let left = processor.capture_pending(n);
-        c.longest_slice_s = c.longest_slice_s.max(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        if stall {
+            c.longest_slice_s = c.longest_slice_s.max(took);
+        } else if n == usize::MAX {
+            info!(seconds = took, "checkpoint records still pending taken at the stop");
+        }
         if left > 0 {
             return;
         }
@@ -336,10 +350,11 @@ impl Checkpoint {
         partitions: &mut Partitions,
         consumer: &Arc<IngestConsumer>,
     ) -> anyhow::Result<()> {
+        self.capture_at_stop(ingest.processor_mut());
         self.wait_flush(ingest.processor_mut(), partitions).await?;
         let started = Instant::now();
         self.begin(ingest, in_flight, partitions, consumer).await?;
-        self.capture_rest(ingest.processor_mut());
+        self.capture_at_stop(ingest.processor_mut());
         let joined = self.flushed().await;
         let header = self.finish(joined, partitions)?;
         let beat = |_| self.health.beat();
