@@ -37,18 +37,15 @@ use onejourney_engine::{kafka, Engine};
 use super::{clients, wait_until, Msg, PARTITIONS};
 use crate::Figure;
 
-/// How often the engine checkpoints while it applies the backlog, at least
-/// (the default is 5 minutes: the run would see only the final one).
+/// How often the engine checkpoints while it applies the backlog (the
+/// default is 5 minutes: the run would see only the final one). Until
+/// session 24 the bench used twice its own checkpoint of the whole state
+/// when that was longer (45 s at 1M profiles), for an engine whose interval
+/// burst missed ticks; the engine's interval now waits a whole interval
+/// after a late tick and skips a barrier while a flush runs. With 45 s the
+/// engine applied the backlog before its first periodic checkpoint, so the
+/// stall measured was the stop's, when nothing is processed any more.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
-
-/// The checkpoint interval for the engine: [`CHECKPOINT_EVERY`], or twice
-/// the bench's own checkpoint of the whole state when that is longer. The
-/// engine's interval is a `tokio` interval that bursts missed ticks: with
-/// checkpoints that stall longer than the interval it checkpoints back to
-/// back and applies next to nothing in between.
-fn interval(p: &Persisted) -> Duration {
-    CHECKPOINT_EVERY.max(Duration::from_secs_f64(2.0 * (p.changelog_s + p.snapshot_s)))
-}
 
 /// The checkpoint [`persist`] wrote, and the settings (topics, group, state
 /// directory) the engine then restores it with.
@@ -158,7 +155,7 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
 /// and starts it again (`restore_changelog_s`).
 pub async fn measure(p: &Persisted, backlog: &[Msg]) -> anyhow::Result<StateFigures> {
     let mut settings = p.settings.clone();
-    settings.state.snapshot_interval = interval(p);
+    settings.state.snapshot_interval = CHECKPOINT_EVERY;
     let s = &settings;
     eprintln!(
         "bench: the engine restoring {} profiles from its state directory",
@@ -318,7 +315,7 @@ pub(crate) fn figures(p: Option<&Persisted>, f: Option<&StateFigures>) -> Vec<Fi
                  while it applied {} events over {} profiles; its phases: {phases} ({} changed journeys); \
                  the bench's own checkpoint of the {} preloaded profiles: changelog {:.1} s ({} records, {:.0} MB), snapshot {:.1} s ({:.0} MB)",
                 f.checkpoints,
-                interval(p).as_secs_f64(),
+                CHECKPOINT_EVERY.as_secs_f64(),
                 f.events,
                 f.profiles,
                 f.stall_journeys,
