@@ -120,7 +120,7 @@ pub async fn persist(settings: &Settings, processor: &mut Processor) -> anyhow::
     let mut changelog = Changelog::new(&s, producer, Chain::empty(s.state.partitions), metrics);
     eprintln!("bench: writing the preloaded state's changelog");
     let t = Instant::now();
-    let capture = changelog.capture(processor)?;
+    let capture = changelog.capture_now(processor)?;
     let written = changelog.write(capture, &header).await?;
     let changelog_s = t.elapsed().as_secs_f64();
     // As the engine's scan freezes them after a checkpoint: a graceful

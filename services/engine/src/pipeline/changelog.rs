@@ -87,8 +87,9 @@ pub struct Capture {
     /// encodes it) and its timers. Empty at the barrier: the writer takes
     /// them after it (capture on first write, see
     /// `onejourney_core::processor::Processor::begin_capture`) and hands
-    /// them to the flush ([`Capture::set_records`]).
-    journeys: Changed,
+    /// them to the flush ([`Capture::set_records`]); [`Changelog::write`]
+    /// refuses a capture whose records were not set.
+    journeys: Option<Changed>,
     /// How many records were pending at the barrier.
     pending: usize,
     ops: Vec<IdentityOp>,
@@ -112,7 +113,7 @@ impl Capture {
 
     /// The records the writer took after the barrier.
     pub fn set_records(&mut self, records: Changed) {
-        self.journeys = records;
+        self.journeys = Some(records);
     }
 
     /// Bytes held, for the memory estimate while a flush runs.
@@ -122,6 +123,7 @@ impl Capture {
         let journeys: usize = self
             .journeys
             .iter()
+            .flatten()
             .map(|(id, _, t, _)| id.len() + t.len() * std::mem::size_of::<Timer>() + 64)
             .sum();
         let dedupe: usize = self.dedupe.iter().map(|(_, k)| k.len() * 8 + 32).sum();
@@ -168,13 +170,22 @@ impl Changelog {
         take_changes(processor)
     }
 
+    /// [`Changelog::capture`] with every record taken at once: for a
+    /// writer that stops meanwhile (a tool, the bench's own checkpoint).
+    pub fn capture_now(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
+        take_all_changes(processor)
+    }
+
     /// Produces a capture and the marker that commits it with `header`;
     /// returns once the marker is acknowledged. Runs off the writer.
     pub async fn write(&mut self, mut capture: Capture, header: &Header) -> anyhow::Result<Written> {
         let mut chain = self.chain.clone();
         let mut sent = Sent::default();
-        self.send_journeys(std::mem::take(&mut capture.journeys), &mut sent)
-            .await?;
+        let journeys = capture
+            .journeys
+            .take()
+            .context("the checkpoint's journey records were not taken from the processor")?;
+        self.send_journeys(journeys, &mut sent).await?;
         if capture.owned.is_none() {
             // Scale-out: the identity evidence topic is the graph's log.
             self.send_identity(&capture.ops, &mut sent).await?;
@@ -360,6 +371,17 @@ impl Changelog {
     }
 }
 
+/// See [`Changelog::capture_now`].
+fn take_all_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
+    let mut capture = take_changes(processor)?;
+    processor.capture_pending(usize::MAX);
+    let captured = processor
+        .take_captured()
+        .context("the records of the capture just begun are still pending")?;
+    capture.set_records(captured.records);
+    Ok(capture)
+}
+
 /// See [`Changelog::capture`].
 fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     let pending = processor.begin_capture();
@@ -371,7 +393,7 @@ fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     let globals = rmp_serde::to_vec(&processor.globals()).context("encoding the globals")?;
     let (dedupe, oldest_bucket) = processor.take_dedupe_delta();
     Ok(Capture {
-        journeys: Vec::new(),
+        journeys: None,
         pending,
         ops: processor.take_identity_ops(),
         globals,
@@ -513,7 +535,7 @@ mod tests {
             "changed since: marked for the next checkpoint"
         );
 
-        let records = encode_records(capture.journeys, 4).unwrap();
+        let records = encode_records(capture.journeys.take().unwrap(), 4).unwrap();
         assert_eq!(records.len(), taken);
         let mut journeys = 0;
         for (partition, one_id, value) in records {
@@ -529,6 +551,28 @@ mod tests {
             journeys += usize::from(journey.is_some());
         }
         assert_eq!(journeys, at_barrier.len(), "every journey written");
+    }
+
+    /// A capture taken at once (the bench, a tool) holds every changed
+    /// record; one begun at a barrier holds none until they are set.
+    #[test]
+    fn a_capture_taken_now_holds_every_record_and_a_barriers_none_until_set() {
+        let (events, state, mut p) = simulated(30, 3);
+        for (offset, e) in events.into_iter().enumerate() {
+            for r in p.offer(e, 0, offset as u64, 0) {
+                r.result.unwrap();
+            }
+        }
+        let changed = state.dirty_count();
+        assert!(changed > 10, "{changed} changed records");
+        let now = take_all_changes(&mut p).unwrap();
+        assert_eq!(
+            (now.records(), now.journeys.as_ref().map(Vec::len)),
+            (changed, Some(changed))
+        );
+        assert!(!p.capturing(), "nothing left pending");
+        let at_barrier = take_changes(&mut p).unwrap();
+        assert!(at_barrier.journeys.is_none(), "records not taken yet: write refuses it");
     }
 
     fn header(chain: Option<Chain>) -> Header {
