@@ -13,8 +13,9 @@
 //! Why: taking every changed record at the barrier costs about a
 //! microsecond a record (a lookup in the journeys, one in the timers, a
 //! reference count: cache misses), and the writer waited for all of them:
-//! 30-70 ms for the 57,412 records of `make bench` at 1M profiles
-//! (`docs/state-v2.md`), growing with the change per interval. Flink's
+//! 43-94 ms for about 54,000 records in `make bench`'s state run at 1M
+//! profiles (`docs/benchmarks.md`, session 24), growing with the change per
+//! interval. Flink's
 //! copy-on-write snapshots do the same: a record is copied before its first
 //! write after the barrier, the rest later. Here the barrier moves the
 //! changed set (constant time); a write to a pending record takes the whole
@@ -28,7 +29,8 @@
 //! timers ([`Processor::arm_timer`] and its siblings) below call it; the
 //! applied keys' mutators in `moving.rs` call it; a restore and an
 //! ownership change run with no capture pending (the engine finishes a
-//! capture first). `capture_tests.rs` checks it against the records taken at
+//! capture first, and `set_ownership`, `install_partition` and
+//! `drop_unowned` take a pending one whole themselves). `capture_tests.rs` checks it against the records taken at
 //! the barrier, for random streams with merges, forgets, outcomes, timers
 //! and evictions.
 
