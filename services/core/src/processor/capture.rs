@@ -200,11 +200,13 @@ impl Processor {
     /// Removes and returns every timer whose identifier `gone` matches,
     /// each with its home.
     pub(super) fn take_timers(&mut self, gone: impl Fn(&crate::ids::IdKey) -> bool) -> Vec<(Timer, OneId)> {
+        let listed = self.timers.matching(gone);
         if self.capture.is_some() {
-            for home in self.timers.homes_matching(&gone) {
-                self.before_write(&home);
+            for (_, home) in &listed {
+                self.before_write(home);
             }
         }
-        self.timers.take_keys(gone)
+        self.timers.remove_listed(&listed);
+        listed
     }
 }

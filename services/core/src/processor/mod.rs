@@ -455,12 +455,8 @@ impl Processor {
             self.tiers.remove(j.revenue);
             self.value.update(ValueKey::of(&j), None);
         }
-        let mut homes: Vec<OneId> = Vec::new();
         for (_, home) in self.take_timers(|k| gone.ids.contains(k)) {
-            if !homes.contains(&home) {
-                self.state.touched(&home);
-                homes.push(home);
-            }
+            self.state.touched(&home);
         }
         self.sync_sizes();
         let at = if self.applied_to == EventTime::MIN {

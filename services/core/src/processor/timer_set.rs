@@ -76,18 +76,6 @@ impl TimerSet {
         self.queue.first_key_value().map(|(_, home)| home.clone())
     }
 
-    /// The homes of the timers whose identifier `gone` matches (a walk of
-    /// every timer), each once.
-    pub fn homes_matching(&self, gone: impl Fn(&IdKey) -> bool) -> Vec<OneId> {
-        let mut homes: Vec<OneId> = Vec::new();
-        for (t, home) in &self.queue {
-            if gone(&t.2) && !homes.contains(home) {
-                homes.push(home.clone());
-            }
-        }
-        homes
-    }
-
     /// Takes the earliest timer, with its home.
     pub fn pop_first(&mut self) -> Option<(Timer, OneId)> {
         let (t, home) = self.queue.pop_first()?;
@@ -106,20 +94,22 @@ impl TimerSet {
         }
     }
 
-    /// Removes and returns every timer whose identifier `gone` matches,
-    /// each with its home.
-    pub fn take_keys(&mut self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
-        let removed: Vec<(Timer, OneId)> = self
-            .queue
+    /// Every timer whose identifier `gone` matches, each with its home (a
+    /// walk of every timer; nothing changes).
+    pub fn matching(&self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
+        self.queue
             .iter()
             .filter(|(t, _)| gone(&t.2))
             .map(|(t, h)| (t.clone(), h.clone()))
-            .collect();
-        for (t, home) in &removed {
+            .collect()
+    }
+
+    /// Removes the `listed` timers (from [`TimerSet::matching`]).
+    pub fn remove_listed(&mut self, listed: &[(Timer, OneId)]) {
+        for (t, home) in listed {
             self.queue.remove(t);
             self.unhome(t, home);
         }
-        removed
     }
 
     /// The estimate of the bytes the set holds: per timer, its entry in the
@@ -273,10 +263,11 @@ mod tests {
         s.insert(t(2, "k2"), &a);
         s.insert(t(3, "k1"), &b);
         assert_eq!(s.first_home(), Some(a.clone()));
-        assert_eq!(s.homes_matching(|k| &*k.value == "k1"), vec![a.clone(), b.clone()]);
-        let taken = s.take_keys(|k| &*k.value == "k1");
-        assert_eq!(taken, vec![(t(1, "k1"), a.clone()), (t(3, "k1"), b.clone())]);
-        assert!(s.homes_matching(|k| &*k.value == "k1").is_empty());
+        let listed = s.matching(|k| &*k.value == "k1");
+        assert_eq!(listed, vec![(t(1, "k1"), a.clone()), (t(3, "k1"), b.clone())]);
+        assert_eq!(s.len(), 3, "listing removes nothing");
+        s.remove_listed(&listed);
+        assert!(s.matching(|k| &*k.value == "k1").is_empty());
         assert_eq!((s.len(), s.of("oj-a")), (1, &[t(2, "k2")][..]));
         s.replace(a.clone(), vec![t(7, "k3"), t(8, "k3")]);
         assert_eq!(s.len(), 2);
@@ -410,7 +401,8 @@ mod tests {
         s.insert(t(3, "k3"), &b);
         let new_home = s.approx_bytes() - one - same_home;
         assert!(new_home > same_home, "a home costs a slot of its own");
-        s.take_keys(|_| true);
+        let all = s.matching(|_| true);
+        s.remove_listed(&all);
         assert_eq!(s.approx_bytes(), 0);
     }
 }
