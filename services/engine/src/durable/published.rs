@@ -156,7 +156,9 @@ fn assign_since(
     since: &[(String, i32, i64)],
     timeout: Duration,
 ) -> anyhow::Result<(BaseConsumer, Ends)> {
-    let consumer: BaseConsumer = crate::kafka::base_config(settings)
+    let mut config = crate::kafka::base_config(settings);
+    crate::kafka::reader_defaults(&mut config);
+    let consumer: BaseConsumer = config
         .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

@@ -128,6 +128,19 @@ pub fn fetch_defaults(c: &mut ClientConfig) {
     set_default(c, "fetch.wait.max.ms", "10");
 }
 
+/// How the start's readers fetch (the changelog, the identity log, the
+/// outputs read back, the erasures: `durable::published::read_since`): each
+/// reads many partitions to their ends, and a partition at its end would
+/// hold every fetch for the whole `fetch.wait.max.ms` against tansu (500 ms
+/// by librdkafka's default), and a full prefetch queue postpone it by
+/// `fetch.queue.backoff.ms` (1 s). Both short; the queue keeps librdkafka's
+/// size, since nothing interleaves here. Properties set in `[kafka.client]`
+/// win.
+pub fn reader_defaults(c: &mut ClientConfig) {
+    set_default(c, "fetch.queue.backoff.ms", "10");
+    set_default(c, "fetch.wait.max.ms", "10");
+}
+
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);
@@ -310,5 +323,22 @@ pub async fn wait_for_input_topics(
             _ = cancel.cancelled() => return Ok(false),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_readers_fetch_without_holding_and_the_operator_wins() {
+        let mut c = ClientConfig::new();
+        reader_defaults(&mut c);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        let mut c = ClientConfig::new();
+        c.set("fetch.wait.max.ms", "200");
+        reader_defaults(&mut c);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("200"));
     }
 }
