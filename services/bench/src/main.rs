@@ -65,6 +65,11 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let settings = args.common.settings(None)?;
+    // The engines the bench starts log only when asked (`RUST_LOG=info`):
+    // their restore phases and checkpoints, with times, for a profile.
+    if std::env::var_os("RUST_LOG").is_some() {
+        onejourney_engine::logging::init(&settings.log);
+    }
     onejourney_bench::run(
         &settings,
         &BenchArgs {

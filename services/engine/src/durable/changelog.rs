@@ -4,9 +4,10 @@
 //! In (writing, see `pipeline::changelog`): the records this module encodes.
 //! Out (reading): the last checkpoint marker of this consumer group
 //! ([`last_marker`]) and everything it commits ([`read_committed`]): the
-//! identity ops in order, the latest journey per One ID, the globals; or
-//! only what it commits past a local snapshot's chain (the tail). It
-//! keeps nothing.
+//! identity ops in order, the latest journey record per One ID (decoded by
+//! `decoding.rs`), the globals; or only what it commits past a local
+//! snapshot's chain (the tail). Every partition is read at least to the end
+//! the marker recorded for it ([`known_ends`]). It keeps nothing.
 //!
 //! Three internal topics (names in `topics`):
 //! - journeys changelog, `state.partitions` P partitions: key = One ID,
@@ -37,13 +38,11 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
 use onejourney_core::intern;
-use onejourney_core::processor::{state_partition, CoreGlobals, Timer};
-use onejourney_core::state::Stored;
-use onejourney_core::EventTime;
+use onejourney_core::processor::{state_partition, CoreGlobals};
 use rdkafka::Message as _;
 use serde::{Deserialize, Serialize};
 
-use super::journey_record::decode_journey;
+use super::decoding::{self, Latest};
 use super::{fresh, published, Header};
 use crate::config::Settings;
 
@@ -233,14 +232,9 @@ pub fn last_marker(settings: &Settings, progress: impl FnMut(u64)) -> anyhow::Re
 pub struct Committed {
     pub globals: Vec<u8>,
     pub ops: Vec<IdentityOp>,
-    /// The latest journey per One ID (tombstoned ones left out), frozen
-    /// when idle before the globals' freeze cutoff (see [`decode_latest`]).
-    pub journeys: HashMap<OneId, Stored>,
-    /// The One IDs whose latest record has no journey (a tombstone, or
-    /// timers alone).
-    pub gone: Vec<OneId>,
-    /// The timers of each latest record that carries some (its home's).
-    pub timers: Vec<(OneId, Vec<Timer>)>,
+    /// The latest journey record per One ID, still encoded: [`Latest::decode`]
+    /// or [`Latest::decode_on`].
+    pub latest: Latest,
     /// The dedupe deltas in the chain (past the base).
     pub dedupe: Vec<(i64, Vec<u64>)>,
     /// Changelog records read (in the chain or not).
@@ -275,44 +269,98 @@ fn read_shared(
     base: Option<&Chain>,
     progress: impl FnMut(u64),
 ) -> anyhow::Result<Committed> {
-    let t = &settings.topics;
     let chain = marker
         .header
         .changelog
         .as_ref()
         .context("the marker carries no chain")?;
     let since = starts(settings, marker, chain, base)?;
-    let globals = Ranges(vec![marker.globals]);
-    let globals_key = globals_key(&settings.kafka.group_id);
-    let dedupe_prefix = format!("dedupe/{}/", settings.kafka.group_id);
-    let mut out = Committed::default();
-    let mut latest: HashMap<OneId, Option<Vec<u8>>> = HashMap::new();
+    let until = known_ends(settings, marker, chain);
+    let started = std::time::Instant::now();
+    let mut reader = Reader {
+        settings,
+        chain,
+        base,
+        globals: Ranges(vec![marker.globals]),
+        globals_key: globals_key(&settings.kafka.group_id),
+        dedupe_prefix: format!("dedupe/{}/", settings.kafka.group_id),
+        out: Committed::default(),
+        identity: Vec::new(),
+        latest: HashMap::new(),
+    };
     let mut failed: Option<anyhow::Error> = None;
-    published::read_since(settings, &since, progress, |m| {
-        out.records += 1;
-        if failed.is_some() {
-            return;
+    published::read_since_until(settings, &since, &until, progress, |m| {
+        reader.out.records += 1;
+        if failed.is_none() {
+            if let Err(e) = reader.take(m) {
+                failed = Some(e.context(format!("{}/{} offset {}", m.topic(), m.partition(), m.offset())));
+            }
         }
-        let (topic, offset) = (m.topic(), m.offset());
-        let payload = m.payload();
-        let r = if topic == t.state_checkpoints {
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let Reader {
+        mut out,
+        identity,
+        latest,
+        ..
+    } = reader;
+    // The globals are complete now: journeys idle before their cutoff are
+    // frozen as they are decoded. Globals that do not decode freeze
+    // nothing here; the restore reports them.
+    let cutoff = rmp_serde::from_slice::<CoreGlobals>(&out.globals)
+        .ok()
+        .and_then(|g| g.freeze_cutoff(settings.state.freeze_journeys_after));
+    let read_at = started.elapsed();
+    out.ops = decoding::decode_ops(identity, &settings.topics.identity_log, decoding::cores())?;
+    tracing::info!(
+        records = out.records,
+        read_seconds = read_at.as_secs_f64(),
+        journey_records = latest.len(),
+        identity_ops = out.ops.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "changelog read"
+    );
+    out.latest = Latest::new(latest, cutoff);
+    Ok(out)
+}
+
+/// What a changelog read keeps of each record as it comes: the globals'
+/// chunks and the dedupe deltas decoded, the identity log's records and the
+/// latest journey record per One ID as they are (decoded once read, on
+/// every core: `decoding.rs`).
+struct Reader<'a> {
+    settings: &'a Settings,
+    chain: &'a Chain,
+    base: Option<&'a Chain>,
+    globals: Ranges,
+    globals_key: String,
+    dedupe_prefix: String,
+    out: Committed,
+    identity: Vec<(i64, Vec<u8>)>,
+    latest: HashMap<OneId, Option<Vec<u8>>>,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let t = &self.settings.topics;
+        let (topic, offset, payload) = (m.topic(), m.offset(), m.payload());
+        let (chain, base) = (self.chain, self.base);
+        if topic == t.state_checkpoints {
             let dedupe = chain.dedupe.contains(offset)
                 && !base.is_some_and(|b| b.dedupe.contains(offset))
-                && m.key().is_some_and(|k| k.starts_with(dedupe_prefix.as_bytes()));
-            if globals.contains(offset) && m.key() == Some(globals_key.as_bytes()) {
-                decode::<serde_bytes_vec::Bytes>(payload.unwrap_or_default(), "globals")
-                    .map(|chunk| out.globals.extend_from_slice(&chunk.0))
+                && m.key().is_some_and(|k| k.starts_with(self.dedupe_prefix.as_bytes()));
+            if self.globals.contains(offset) && m.key() == Some(self.globals_key.as_bytes()) {
+                let chunk = decode::<serde_bytes_vec::Bytes>(payload.unwrap_or_default(), "globals")?;
+                self.out.globals.extend_from_slice(&chunk.0);
             } else if let (true, Some(p)) = (dedupe, payload) {
-                decode::<Vec<(i64, Vec<u64>)>>(p, "dedupe").map(|d| out.dedupe.extend(d))
-            } else {
-                Ok(())
+                self.out.dedupe.extend(decode::<Vec<(i64, Vec<u64>)>>(p, "dedupe")?);
             }
         } else if topic == t.identity_log {
             let in_base = base.is_some_and(|b| b.identity.contains(offset));
             if chain.identity.contains(offset) && !in_base {
-                decode::<Vec<IdentityOp>>(payload.unwrap_or_default(), "identity log").map(|ops| out.ops.extend(ops))
-            } else {
-                Ok(())
+                self.identity.push((offset, payload.unwrap_or_default().to_vec()));
             }
         } else {
             let p = usize::try_from(m.partition()).ok();
@@ -322,59 +370,34 @@ fn read_shared(
                 && !p
                     .and_then(|p| base.and_then(|b| b.journeys.get(p)))
                     .is_some_and(|r| r.contains(offset));
-            match (in_chain, m.key()) {
-                (true, Some(key)) => match std::str::from_utf8(key) {
-                    Ok(one_id) => {
-                        latest.insert(intern::one_id_text(one_id), payload.map(<[u8]>::to_vec));
-                        Ok(())
-                    }
-                    Err(_) => Err(anyhow::anyhow!("a journey record whose key is not a One ID")),
-                },
-                _ => Ok(()),
+            if let (true, Some(key)) = (in_chain, m.key()) {
+                let one_id = std::str::from_utf8(key)
+                    .map_err(|_| anyhow::anyhow!("a journey record whose key is not a One ID"))?;
+                self.latest
+                    .insert(intern::one_id_text(one_id), payload.map(<[u8]>::to_vec));
             }
-        };
-        if let Err(e) = r {
-            failed = Some(e.context(format!("{topic}/{} offset {offset}", m.partition())));
         }
-    })?;
-    if let Some(e) = failed {
-        return Err(e);
+        Ok(())
     }
-    // The globals are complete now: journeys idle before their cutoff are
-    // frozen as they are decoded. Globals that do not decode freeze
-    // nothing here; the restore reports them.
-    let cutoff = rmp_serde::from_slice::<CoreGlobals>(&out.globals)
-        .ok()
-        .and_then(|g| g.freeze_cutoff(settings.state.freeze_journeys_after));
-    decode_latest(latest, cutoff, &mut out)?;
-    Ok(out)
 }
 
-/// The latest record per One ID: its journey, or gone (a tombstone, or
-/// timers alone), and its timers. A journey with no event since `cutoff`
-/// is frozen here, one at a time, as the engine's scan would right after
-/// the restore: 10M decoded journeys would not fit in memory at once.
-fn decode_latest(
-    latest: HashMap<OneId, Option<Vec<u8>>>,
-    cutoff: Option<EventTime>,
-    out: &mut Committed,
-) -> anyhow::Result<()> {
-    for (one_id, value) in latest {
-        let (journey, timers) = match value {
-            Some(bytes) => decode_journey(&bytes).with_context(|| format!("the journey record of {one_id}"))?,
-            None => (None, Vec::new()),
-        };
-        if !timers.is_empty() {
-            out.timers.push((one_id.clone(), timers));
-        }
-        match journey {
-            Some(j) => {
-                out.journeys.insert(one_id, Stored::restored(j, cutoff));
-            }
-            None => out.gone.push(one_id),
+/// Where each partition's records of `chain` end (exclusive), as the
+/// marker recorded them: a read goes at least that far, whatever end
+/// offset the broker reports (tansu's can be a record or two short).
+fn known_ends(settings: &Settings, marker: &Marker, chain: &Chain) -> published::Ends {
+    let t = &settings.topics;
+    let mut ends = published::Ends::new();
+    let checkpoints = chain.dedupe.end().map_or(marker.globals.1, |d| d.max(marker.globals.1));
+    ends.insert((t.state_checkpoints.clone(), 0), checkpoints);
+    if let Some(end) = chain.identity.end() {
+        ends.insert((t.identity_log.clone(), 0), end);
+    }
+    for (p, ranges) in chain.journeys.iter().enumerate() {
+        if let (Some(end), Ok(p)) = (ranges.end(), i32::try_from(p)) {
+            ends.insert((t.journeys_changelog.clone(), p), end);
         }
     }
-    Ok(())
+    ends
 }
 
 /// Where each changelog partition is read from: the start of the chain's
@@ -435,9 +458,7 @@ pub mod serde_bytes_vec {
 
 #[cfg(test)]
 mod tests {
-    use super::super::journey_record::encode_journey;
     use super::*;
-    use onejourney_core::journey::Journey;
 
     #[test]
     fn ranges_merge_adjacent_writes_and_answer_membership() {
@@ -526,40 +547,6 @@ mod tests {
         assert_eq!(partition_of("oj-1", 32), 25);
         assert_eq!(partition_of("oj-7ba79a0a4abbb5717e9c1f0e", 32), 10);
         assert_eq!(partition_of("x", 1), 0);
-    }
-
-    #[test]
-    fn a_restore_freezes_the_journeys_idle_before_the_cutoff_as_it_decodes_them() {
-        let at = |t| Journey {
-            last_seen: Some(EventTime(t)),
-            ..Journey::default()
-        };
-        let (idle, recent) = (at(1_000), at(9_000));
-        let mut latest = HashMap::new();
-        for (id, j) in [("idle", &idle), ("recent", &recent)] {
-            latest.insert(
-                OneId::from(id),
-                encode_journey(Some(j), &[], &[], EventTime::MIN).expect("encodes"),
-            );
-        }
-        latest.insert(OneId::from("gone"), None);
-        let mut out = Committed::default();
-        decode_latest(latest.clone(), Some(EventTime(5_000)), &mut out).expect("decodes");
-        let held = |out: &Committed, id: &str| out.journeys.get(id).map(|s| (s.is_frozen(), s.journey()));
-        assert_eq!(
-            held(&out, "idle"),
-            Some((true, Some(std::sync::Arc::new(idle.clone()))))
-        );
-        assert_eq!(
-            held(&out, "recent"),
-            Some((false, Some(std::sync::Arc::new(recent.clone()))))
-        );
-        assert_eq!(out.gone, vec![OneId::from("gone")]);
-        // Freezing off: every journey live.
-        let mut out = Committed::default();
-        decode_latest(latest, None, &mut out).expect("decodes");
-        assert!(out.journeys.values().all(|s| !s.is_frozen()));
-        assert_eq!(out.journeys.len(), 2);
     }
 
     #[test]

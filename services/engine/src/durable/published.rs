@@ -147,17 +147,19 @@ pub fn fingerprint<'a>(
 }
 
 /// The end offset of each output partition still to read to.
-type Ends = HashMap<(String, i32), i64>;
+pub type Ends = HashMap<(String, i32), i64>;
 
 /// A consumer assigned to the output partitions at `since`, and the end
 /// offset of each that has records past it.
 fn assign_since(
     settings: &Settings,
     since: &[(String, i32, i64)],
+    until: &Ends,
     timeout: Duration,
-) -> anyhow::Result<(BaseConsumer, Ends)> {
+) -> anyhow::Result<(BaseConsumer, Ends, Duration)> {
     let mut config = crate::kafka::base_config(settings);
     crate::kafka::reader_defaults(&mut config);
+    let quiet = quiet_after(config.get("fetch.wait.max.ms"));
     let consumer: BaseConsumer = config
         .set("group.id", format!("{}-reconcile", settings.kafka.group_id))
         .set("enable.auto.commit", "false")
@@ -168,12 +170,23 @@ fn assign_since(
     for (topic, partition, from) in since {
         let (_, high) = consumer.fetch_watermarks(topic, *partition, timeout)?;
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*from))?;
-        if high > *from {
-            ends.insert((topic.clone(), *partition), high);
+        let end = until.get(&(topic.clone(), *partition)).map_or(high, |u| high.max(*u));
+        if end > *from {
+            ends.insert((topic.clone(), *partition), end);
         }
     }
     consumer.assign(&tpl)?;
-    Ok((consumer, ends))
+    Ok((consumer, ends, quiet))
+}
+
+/// How long a read goes on past the end offsets while nothing arrives: three
+/// fetch waits (`fetch.wait.max.ms`, librdkafka's 500 ms when unset, 10 ms by
+/// [`crate::kafka::reader_defaults`]), at least 250 ms and at most 1.5 s.
+/// The records a short end offset leaves out (tansu's) are on the broker
+/// already: the next fetch brings them.
+fn quiet_after(fetch_wait_ms: Option<&str>) -> Duration {
+    let wait = fetch_wait_ms.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(500);
+    Duration::from_millis(wait.saturating_mul(3).clamp(250, 1500))
 }
 
 /// Reads every record published to the output topics after `since` (a
@@ -201,6 +214,19 @@ pub fn read_published(
 pub fn read_since(
     settings: &Settings,
     since: &[(String, i32, i64)],
+    progress: impl FnMut(u64),
+    each: impl FnMut(&BorrowedMessage<'_>),
+) -> anyhow::Result<()> {
+    read_since_until(settings, since, &Ends::new(), progress, each)
+}
+
+/// As [`read_since`], reading each partition `until` names at least to the
+/// offset it gives (exclusive), whatever end offset the broker reports:
+/// the ends a reader knows from what it wrote (a checkpoint marker's chain).
+pub fn read_since_until(
+    settings: &Settings,
+    since: &[(String, i32, i64)],
+    until: &Ends,
     mut progress: impl FnMut(u64),
     mut each: impl FnMut(&BorrowedMessage<'_>),
 ) -> anyhow::Result<()> {
@@ -208,7 +234,7 @@ pub fn read_since(
         return Ok(());
     }
     let timeout = Duration::from_secs(30);
-    let (consumer, mut ends) = assign_since(settings, since, timeout)?;
+    let (consumer, mut ends, quiet_after) = assign_since(settings, since, until, timeout)?;
     let mut starting: HashMap<(String, i32), ResumeCheck> = since
         .iter()
         .map(|(t, p, from)| ((t.clone(), *p), ResumeCheck::new(*from)))
@@ -228,12 +254,12 @@ pub fn read_since(
             !ends.is_empty() || started.elapsed() < Duration::from_secs(300),
             "reading back published outputs did not finish within 300 s"
         );
-        let quiet = last_message.elapsed() > Duration::from_millis(1500);
+        let quiet = last_message.elapsed() > quiet_after;
         if ends.is_empty() && quiet {
             break;
         }
         progress(read);
-        let Some(m) = consumer.poll(Duration::from_millis(250)) else {
+        let Some(m) = consumer.poll(quiet_after / 5) else {
             // Nothing more for long past where the end offsets said: done.
             if quiet && last_message.elapsed() > Duration::from_secs(10) {
                 break;
@@ -267,6 +293,15 @@ pub fn read_since(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_waits_three_fetch_waits_past_its_ends_within_bounds() {
+        assert_eq!(quiet_after(Some("10")), Duration::from_millis(250));
+        assert_eq!(quiet_after(Some("200")), Duration::from_millis(600));
+        assert_eq!(quiet_after(None), Duration::from_millis(1500));
+        assert_eq!(quiet_after(Some("60000")), Duration::from_millis(1500));
+        assert_eq!(quiet_after(Some("soon")), Duration::from_millis(1500));
+    }
 
     #[test]
     fn published_records_are_skipped_once_per_copy() {

@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::durable::changelog::{self, Chain};
-use crate::durable::{self, fresh, Header, Loaded, Published};
+use crate::durable::{self, decoding, fresh, Header, Loaded, Published};
 use crate::health::{self, Health, Phase};
 use crate::metrics::Metrics;
 
@@ -217,9 +217,24 @@ async fn from_broker(
     let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
     globals.add_dedupe(committed.dedupe);
-    let (ops, journeys) = (committed.ops.len(), committed.journeys.len());
-    super::blocking(|| processor.restore_changelog(globals, &committed.ops, committed.journeys, committed.timers, 0))
-        .context("restoring the state from the changelog")?;
+    let (ops, journeys) = (committed.ops.len(), committed.latest.len());
+    // The journey records decode on the other cores while this one replays
+    // the identity log; the core takes them as they come.
+    super::blocking(|| {
+        std::thread::scope(|s| {
+            let (sinks, received) = decoding::Sinks::new();
+            let decoding = committed.latest.decode_on(s, sinks, decoding::cores());
+            let restored = processor.restore_changelog(
+                globals,
+                &committed.ops,
+                received.journeys.iter(),
+                received.timers.iter(),
+                0,
+            );
+            decoding::join(decoding).context("decoding the journeys changelog")?;
+            restored.context("restoring the state from the changelog")
+        })
+    })?;
     let read_at = started.elapsed();
     let published = read_back(settings, health, marker.header.outputs.clone()).await?;
     info!(
@@ -284,9 +299,13 @@ async fn tail(
     let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&read.globals).context("the changelog's globals record is damaged")?;
     globals.add_dedupe(read.dedupe);
-    let (ops, journeys, gone) = (read.ops.len(), read.journeys.len(), read.gone.len());
-    super::blocking(|| processor.apply_changelog_tail(globals, &read.ops, read.journeys, read.gone, read.timers, 0))
-        .context("applying the state changelog past the snapshot")?;
+    let ops = read.ops.len();
+    let decoded = super::blocking(|| read.latest.decode()).context("decoding the journeys changelog")?;
+    let (journeys, gone) = (decoded.journeys.len(), decoded.gone.len());
+    super::blocking(|| {
+        processor.apply_changelog_tail(globals, &read.ops, decoded.journeys, decoded.gone, decoded.timers, 0)
+    })
+    .context("applying the state changelog past the snapshot")?;
     info!(
         records = read.records,
         identity_ops = ops,
