@@ -263,12 +263,15 @@ async fn after_a_kill_9_an_engine_on_an_empty_disk_restores_the_last_checkpoint_
     let log = s.state.dir.join("engine.log");
     let a = EngineProcess::spawn(&config, free_port(), &log);
     a.wait_ready(Duration::from_secs(120)).await;
-    // Wait for 40% of the backlog and a marker that commits journeys: the
-    // first checkpoints (while the consumer joins) commit an empty state.
+    // Wait for 40% of the backlog and markers that commit at least 200
+    // journey records: the first checkpoints (while the consumer joins)
+    // commit an empty state, and one that took its barrier before the
+    // backlog was applied commits a handful (12 in a run on a loaded
+    // machine, session 25), fewer than B must restore below.
     const JOURNEYS: &str = "onejourney_changelog_records_total{kind=\"journey\"}";
     const MARKERS: &str = "onejourney_changelog_records_total{kind=\"marker\"}";
     let deadline = Instant::now() + Duration::from_secs(300);
-    while a.metric("onejourney_events_consumed_total").await < 0.4 * n as f64 || a.sample(JOURNEYS).await < 1.0 {
+    while a.metric("onejourney_events_consumed_total").await < 0.4 * n as f64 || a.sample(JOURNEYS).await < 200.0 {
         assert!(
             Instant::now() < deadline,
             "A did not reach 40% of the backlog and write journeys"

@@ -217,7 +217,7 @@ async fn from_broker(
     let mut globals: onejourney_core::processor::CoreGlobals =
         rmp_serde::from_slice(&committed.globals).context("the changelog's globals record is damaged")?;
     globals.add_dedupe(committed.dedupe);
-    let (ops, journeys) = (committed.ops.len(), committed.latest.len());
+    let ops = committed.ops.len();
     // The journey records decode on the other cores while this one replays
     // the identity log; the core takes them as they come.
     super::blocking(|| {
@@ -235,6 +235,8 @@ async fn from_broker(
             restored.context("restoring the state from the changelog")
         })
     })?;
+    // A fresh state: every journey held came from the changelog.
+    let journeys = processor.state().journeys.len();
     let read_at = started.elapsed();
     let published = read_back(settings, health, marker.header.outputs.clone()).await?;
     info!(
