@@ -262,15 +262,12 @@ pub fn read_past(
     intern::scope(|| read_shared(settings, marker, base, progress))
 }
 
-/// [`read_past`], inside its interning scope. The journeys changelog's
-/// partitions are read in lanes, one a core, each with a consumer of its
-/// own; the first lane, on this thread, also reads the checkpoints topic
-/// and the identity log and reports the progress of all.
+/// [`read_past`], inside its interning scope.
 fn read_shared(
     settings: &Settings,
     marker: &Marker,
     base: Option<&Chain>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> anyhow::Result<Committed> {
     let chain = marker
         .header
@@ -280,99 +277,6 @@ fn read_shared(
     let since = starts(settings, marker, chain, base)?;
     let until = known_ends(settings, marker, chain);
     let started = std::time::Instant::now();
-    let lanes = lanes(since, &settings.topics.journeys_changelog, decoding::cores());
-    let counted: Vec<std::sync::atomic::AtomicU64> = lanes.iter().map(|_| Default::default()).collect();
-    let read = |lane: &[(String, i32, i64)], progress: &mut dyn FnMut(u64)| {
-        read_lane(settings, marker, chain, base, lane, &until, progress)
-    };
-    let mut readers = std::thread::scope(|s| {
-        let others: Vec<_> = lanes
-            .iter()
-            .zip(&counted)
-            .skip(1)
-            .map(|(lane, n)| {
-                s.spawn(move || intern::scope(|| read(lane, &mut |r| n.store(r, std::sync::atomic::Ordering::Relaxed))))
-            })
-            .collect();
-        let first = read(&lanes[0], &mut |r| {
-            let others: u64 = counted
-                .iter()
-                .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
-                .sum();
-            progress(r + others);
-        });
-        let mut readers = vec![first];
-        readers.extend(
-            others
-                .into_iter()
-                .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))),
-        );
-        readers
-    })
-    .into_iter();
-    let Reader {
-        mut out,
-        identity,
-        mut latest,
-        ..
-    } = readers.next().context("no lane read the changelog")??;
-    for other in readers {
-        let other = other?;
-        out.records += other.out.records;
-        latest.extend(other.latest);
-    }
-    // The globals are complete now: journeys idle before their cutoff are
-    // frozen as they are decoded. Globals that do not decode freeze
-    // nothing here; the restore reports them.
-    let cutoff = rmp_serde::from_slice::<CoreGlobals>(&out.globals)
-        .ok()
-        .and_then(|g| g.freeze_cutoff(settings.state.freeze_journeys_after));
-    let read_at = started.elapsed();
-    out.ops = decoding::decode_ops(identity, &settings.topics.identity_log, decoding::cores())?;
-    tracing::info!(
-        records = out.records,
-        lanes = lanes.len(),
-        read_seconds = read_at.as_secs_f64(),
-        journey_records = latest.len(),
-        identity_ops = out.ops.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "changelog read"
-    );
-    out.latest = Latest::new(latest, cutoff);
-    Ok(out)
-}
-
-/// `since` split into `n` lanes (at least one): the journeys changelog's
-/// partitions dealt out in turn, starting with the second lane; everything
-/// else in the first. Lanes left empty are dropped.
-fn lanes(since: Vec<(String, i32, i64)>, journeys: &str, n: usize) -> Vec<Vec<(String, i32, i64)>> {
-    let n = n.clamp(1, 16);
-    let mut lanes: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); n];
-    let mut next = 1 % n;
-    for entry in since {
-        if entry.0 == journeys {
-            lanes[next].push(entry);
-            next = (next + 1) % n;
-        } else {
-            lanes[0].push(entry);
-        }
-    }
-    let first = lanes.remove(0);
-    std::iter::once(first)
-        .chain(lanes.into_iter().filter(|l| !l.is_empty()))
-        .collect()
-}
-
-/// One lane of [`read_shared`]: what its records keep.
-fn read_lane<'a>(
-    settings: &'a Settings,
-    marker: &Marker,
-    chain: &'a Chain,
-    base: Option<&'a Chain>,
-    lane: &[(String, i32, i64)],
-    until: &published::Ends,
-    progress: &mut dyn FnMut(u64),
-) -> anyhow::Result<Reader<'a>> {
     let mut reader = Reader {
         settings,
         chain,
@@ -385,7 +289,7 @@ fn read_lane<'a>(
         latest: HashMap::new(),
     };
     let mut failed: Option<anyhow::Error> = None;
-    published::read_since_until(settings, lane, until, progress, |m| {
+    published::read_since_until(settings, &since, &until, progress, |m| {
         reader.out.records += 1;
         if failed.is_none() {
             if let Err(e) = reader.take(m) {
@@ -393,10 +297,33 @@ fn read_lane<'a>(
             }
         }
     })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(reader),
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let Reader {
+        mut out,
+        identity,
+        latest,
+        ..
+    } = reader;
+    // The globals are complete now: journeys idle before their cutoff are
+    // frozen as they are decoded. Globals that do not decode freeze
+    // nothing here; the restore reports them.
+    let cutoff = rmp_serde::from_slice::<CoreGlobals>(&out.globals)
+        .ok()
+        .and_then(|g| g.freeze_cutoff(settings.state.freeze_journeys_after));
+    let read_at = started.elapsed();
+    out.ops = decoding::decode_ops(identity, &settings.topics.identity_log, decoding::cores())?;
+    tracing::info!(
+        records = out.records,
+        read_seconds = read_at.as_secs_f64(),
+        journey_records = latest.len(),
+        identity_ops = out.ops.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "changelog read"
+    );
+    out.latest = Latest::new(latest, cutoff);
+    Ok(out)
 }
 
 /// What a changelog read keeps of each record as it comes: the globals'
@@ -620,37 +547,6 @@ mod tests {
         assert_eq!(partition_of("oj-1", 32), 25);
         assert_eq!(partition_of("oj-7ba79a0a4abbb5717e9c1f0e", 32), 10);
         assert_eq!(partition_of("x", 1), 0);
-    }
-
-    #[test]
-    fn the_journeys_partitions_are_dealt_to_lanes_and_the_rest_read_in_the_first() {
-        let at = |t: &str, p: i32| (t.to_string(), p, 7);
-        let since = vec![
-            at("cp", 0),
-            at("ids", 0),
-            at("j", 0),
-            at("j", 1),
-            at("j", 2),
-            at("j", 3),
-            at("j", 4),
-        ];
-        let two = lanes(since.clone(), "j", 2);
-        assert_eq!(
-            two,
-            vec![
-                vec![at("cp", 0), at("ids", 0), at("j", 1), at("j", 3)],
-                vec![at("j", 0), at("j", 2), at("j", 4)]
-            ]
-        );
-        assert_eq!(lanes(since.clone(), "j", 1), vec![since.clone()]);
-        let many = lanes(since.clone(), "j", 16);
-        assert_eq!(many.len(), 6, "the first lane and one a partition; empty ones dropped");
-        let mut all: Vec<_> = many.concat();
-        all.sort();
-        let mut want = since;
-        want.sort();
-        assert_eq!(all, want, "every partition in exactly one lane");
-        assert_eq!(lanes(vec![at("cp", 0)], "j", 2), vec![vec![at("cp", 0)]]);
     }
 
     #[test]
