@@ -84,14 +84,6 @@ impl Latest {
         Latest { records, cutoff }
     }
 
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Every record decoded, on the machine's cores.
     pub fn decode(self) -> anyhow::Result<Decoded> {
         self.decode_with(cores())
@@ -156,18 +148,8 @@ pub(super) fn decode_ops(records: Vec<(i64, Vec<u8>)>, topic: &str, threads: usi
             anyhow::Ok(ops)
         })
     };
-    let runs: Vec<anyhow::Result<Vec<IdentityOp>>> = std::thread::scope(|s| {
-        let running: Vec<_> = records.chunks(run).map(|r| s.spawn(move || decode_run(r))).collect();
-        running
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    });
-    let mut ops = Vec::new();
-    for r in runs {
-        ops.extend(r?);
-    }
-    Ok(ops)
+    let runs = std::thread::scope(|s| join(records.chunks(run).map(|r| s.spawn(move || decode_run(r))).collect()))?;
+    Ok(runs.into_iter().flatten().collect())
 }
 
 /// The machine's cores (the decoding threads of a restore).
@@ -175,16 +157,14 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
-/// Waits for the decoding threads: the first error, or a panic passed on.
-pub fn join(running: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<()>>>) -> anyhow::Result<()> {
-    let mut first = Ok(());
-    for t in running {
-        let r = t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        if first.is_ok() {
-            first = r;
-        }
-    }
-    first
+/// Waits for every decoding thread: their results in order, or the first
+/// error; a panic is passed on.
+pub fn join<T>(running: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<T>>>) -> anyhow::Result<Vec<T>> {
+    let done: Vec<anyhow::Result<T>> = running
+        .into_iter()
+        .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        .collect();
+    done.into_iter().collect()
 }
 
 /// One thread's share of [`Latest::decode_on`].
