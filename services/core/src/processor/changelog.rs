@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::OpLog;
 use crate::decide::learned::ChurnModel;
 use crate::decide::propensity::Propensities;
 use crate::decide::tiers::ValueTiers;
@@ -162,8 +163,10 @@ impl Processor {
     }
 
     /// The identity ops applied since the last call, in order; forgets them.
-    pub fn take_identity_ops(&mut self) -> Vec<IdentityOp> {
-        std::mem::take(&mut self.identity_log)
+    pub fn take_identity_ops(&mut self) -> OpLog {
+        let ops = std::mem::take(&mut self.identity_log);
+        self.sync_sizes();
+        ops
     }
 
     /// Loads a state read back from the changelog into this processor, which

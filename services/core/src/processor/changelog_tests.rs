@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::*;
+use crate::identity::IdentityOp;
 use crate::ids::{IdentityLimits, Namespaces};
 use crate::journey::Journey;
 use crate::testkit::{app, call, core_config, key, pos, product, web};

@@ -39,6 +39,7 @@ mod fold;
 mod labels;
 mod learn;
 mod moving;
+mod op_log;
 mod order;
 mod owner;
 mod snapshot;
@@ -56,7 +57,7 @@ use crate::decide::value::{Population, ValueKey};
 use crate::decide::{DecideConfig, Suppressed};
 use crate::event::{Channel, ChannelEvent};
 use crate::hash::HashMap;
-use crate::identity::{IdentityOp, OneId, Rejection, Stitch, StitchError};
+use crate::identity::{OneId, Rejection, Stitch, StitchError};
 use crate::ids::IdKey;
 use crate::journey::Journey;
 use crate::output::{Erasure, ErasureRequest, IdentityChange, LinkRef, Output, SuppressedRef, TriggerRef};
@@ -72,6 +73,7 @@ pub use dedupe::{DedupeDelta, TOO_LATE};
 pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
 pub use moving::{handover_key, AppliedKey, GivenUp, Installed, PartitionRecord};
+pub use op_log::OpLog;
 pub use order::{PartitionClock, Released};
 pub use owner::{state_partition, Handover, Ownership};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
@@ -196,7 +198,7 @@ pub struct Processor {
     label_due: Option<EventTime>,
     /// The identity ops applied since [`Processor::take_identity_ops`], in
     /// order: what the next checkpoint writes to the identity log.
-    identity_log: Vec<IdentityOp>,
+    identity_log: OpLog,
     /// Scale-out stage 2: the state partitions whose journeys this process
     /// holds (`None`: all), and the handovers not yet taken (`owner.rs`).
     ownership: Option<Ownership>,
@@ -233,7 +235,7 @@ impl Processor {
             value: Population::default(),
             next_seq: 0,
             label_due: None,
-            identity_log: Vec::new(),
+            identity_log: OpLog::default(),
             ownership: None,
             handovers: Vec::new(),
             moves: HashMap::default(),
@@ -266,7 +268,22 @@ impl Processor {
     /// memory and the timers), for its size estimate: after either changes.
     pub(super) fn sync_sizes(&self) {
         self.state
-            .set_processor_bytes(self.seen.approx_bytes() + self.timers.approx_bytes());
+            .set_processor_bytes(self.seen.approx_bytes() + self.timers.approx_bytes() + self.bookkeeping_bytes());
+    }
+
+    /// What the processor keeps besides the dedupe memory and the timers
+    /// that grows with the events: the identity ops the next checkpoint
+    /// writes (a million or more between two checkpoints at the bench's
+    /// rates), and, with scale-out, where merged journeys went (`moves`,
+    /// one entry a merge, kept for good) and the journeys' applied keys
+    /// (their map's slots; the keys inside are not counted). Events
+    /// waiting for the watermark are not counted.
+    fn bookkeeping_bytes(&self) -> usize {
+        const SLOT: usize = 1 + std::mem::size_of::<(OneId, Option<OneId>)>();
+        const APPLIED_SLOT: usize = 1 + std::mem::size_of::<(OneId, Vec<moving::AppliedKey>)>();
+        self.identity_log.approx_bytes()
+            + self.moves.capacity() * SLOT
+            + self.applied.as_ref().map_or(0, |a| a.capacity() * APPLIED_SLOT)
     }
 
     /// Remembered event keys (the dedupe memory).
@@ -335,6 +352,7 @@ impl Processor {
         };
         self.note_applied(&one_id, dedupe, ev.occurred_at);
         self.journey_step(ev, &one_id, &anchor, &mut out);
+        self.sync_sizes();
         Ok(out)
     }
 

@@ -812,3 +812,28 @@ fn a_forget_publishes_an_erasure_record_with_hashed_entries_only() {
     assert!(p.forget(&key, request).is_empty());
     assert!(p.state().journeys.is_empty());
 }
+
+#[test]
+fn the_identity_ops_waiting_for_a_checkpoint_count_in_the_state_estimate_until_taken() {
+    let mut p = processor();
+    let events: Vec<ChannelEvent> = (0..op_log::BLOCK as i64)
+        .map(|i| {
+            let ids = json!({"cookie_id": format!("c-{i}")});
+            web(&format!("w{i}"), i, ids, "page_view", json!({}))
+        })
+        .collect();
+    run(&mut p, &events);
+    let pending = p.identity_log.approx_bytes();
+    assert!(
+        pending >= 2 * op_log::BLOCK * std::mem::size_of::<crate::identity::IdentityOp>(),
+        "a new profile an event: more than one op each, {pending} bytes"
+    );
+    let before = p.state().approx_bytes();
+    let ops = p.take_identity_ops();
+    assert!(ops.len() > op_log::BLOCK);
+    assert_eq!(
+        before - p.state().approx_bytes(),
+        pending,
+        "taken, they no longer count"
+    );
+}

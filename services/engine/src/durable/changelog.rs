@@ -193,6 +193,22 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The identity-log records of `ops`, encoded one at a time as they are
+/// taken: each the slice of its [`OPS_PER_RECORD`] ops (the last fewer),
+/// in order.
+pub fn identity_records<'a, T: IntoIterator<Item = &'a IdentityOp>>(
+    ops: T,
+) -> impl Iterator<Item = anyhow::Result<Vec<u8>>> + use<'a, T> {
+    let mut ops = ops.into_iter().peekable();
+    let mut batch: Vec<&IdentityOp> = Vec::new();
+    std::iter::from_fn(move || {
+        ops.peek()?;
+        batch.clear();
+        batch.extend(ops.by_ref().take(OPS_PER_RECORD));
+        Some(encode(&batch))
+    })
+}
+
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
     match bytes.split_first() {
         Some((&RECORD_VERSION, body)) => {
@@ -459,6 +475,23 @@ pub mod serde_bytes_vec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_records_hold_a_thousand_ops_each_in_order_as_slices_of_them() {
+        let ops: Vec<IdentityOp> = (0..2_500).map(|component| IdentityOp::Refold { component }).collect();
+        let records: Vec<Vec<u8>> = identity_records(&ops).collect::<anyhow::Result<_>>().expect("encodes");
+        assert_eq!(records.len(), 3);
+        for (record, slice) in records.iter().zip(ops.chunks(OPS_PER_RECORD)) {
+            assert_eq!(record, &encode(slice).expect("encodes"), "the bytes of the slice");
+        }
+        let back: Vec<IdentityOp> = records
+            .iter()
+            .flat_map(|r| decode::<Vec<IdentityOp>>(r, "identity").expect("decodes"))
+            .collect();
+        assert_eq!(back, ops);
+        assert_eq!(identity_records(&ops[..OPS_PER_RECORD]).count(), 1);
+        assert_eq!(identity_records(&[]).count(), 0);
+    }
 
     #[test]
     fn ranges_merge_adjacent_writes_and_answer_membership() {

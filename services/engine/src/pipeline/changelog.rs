@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use onejourney_core::identity::{IdentityOp, OneId};
-use onejourney_core::processor::{DedupeDelta, Record, Timer};
+use onejourney_core::processor::{DedupeDelta, OpLog, Record, Timer};
 use onejourney_core::Processor;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -92,7 +92,7 @@ pub struct Capture {
     journeys: Option<Changed>,
     /// How many records were pending at the barrier.
     pending: usize,
-    ops: Vec<IdentityOp>,
+    ops: OpLog,
     /// The globals, encoded.
     globals: Vec<u8>,
     /// The dedupe keys inserted since the last checkpoint, per bucket.
@@ -337,9 +337,9 @@ impl Changelog {
         Ok(written)
     }
 
-    async fn send_identity(&self, ops: &[IdentityOp], sent: &mut Sent) -> anyhow::Result<()> {
-        for batch in ops.chunks(changelog::OPS_PER_RECORD) {
-            let value = changelog::encode(batch)?;
+    async fn send_identity(&self, ops: &OpLog, sent: &mut Sent) -> anyhow::Result<()> {
+        for value in changelog::identity_records(ops.iter()) {
+            let value = value?;
             self.send(sent, "identity", (&self.identity_topic, 0), &self.group, Some(&value))
                 .await?;
         }
