@@ -158,6 +158,24 @@ pub enum Activity {
 }
 
 impl Activity {
+    /// The bytes its lists and texts hold beyond itself.
+    fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        match self {
+            Activity::ProductView(Some(p)) | Activity::AddToCart(p) | Activity::RemoveFromCart(p) => {
+                p.sku.capacity() + text(&p.category)
+            }
+            Activity::Sale { items, .. } => {
+                items.capacity() * std::mem::size_of::<LineItem>()
+                    + items
+                        .iter()
+                        .map(|i| i.sku.capacity() + text(&i.category))
+                        .sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+
     pub fn is_purchase(&self) -> bool {
         matches!(self, Activity::Purchase { .. } | Activity::Sale { .. })
     }
@@ -183,6 +201,24 @@ pub struct ChannelEvent {
     pub consent: Vec<(ContactChannel, bool)>,
     /// The customer's offset from UTC in minutes, when the event says.
     pub utc_offset_minutes: Option<i16>,
+}
+
+impl ChannelEvent {
+    /// An estimate of the bytes the event holds, itself included: what an
+    /// event costs while it waits for the watermark (an identifier value is
+    /// its own allocation until the graph shares it).
+    pub fn approx_bytes(&self) -> usize {
+        const TEXT: usize = 16;
+        std::mem::size_of::<ChannelEvent>()
+            + self.event_id.capacity()
+            + self.event_type.capacity()
+            + self.ids.capacity() * std::mem::size_of::<IdKey>()
+            + self.ids.iter().map(|k| k.value.len() + TEXT).sum::<usize>()
+            + self.blocked.capacity() * std::mem::size_of::<Blocked>()
+            + self.blocked.iter().map(|(v, _)| v.capacity()).sum::<usize>()
+            + self.consent.capacity() * std::mem::size_of::<(ContactChannel, bool)>()
+            + self.activity.heap_bytes()
+    }
 }
 
 /// Why a message could not be decoded. `reason()` is the metric label.

@@ -182,6 +182,8 @@ pub struct Processor {
     partitions: HashMap<u32, PartitionClock>,
     /// With the partition each came from.
     pending: BTreeMap<PendingKey, (u32, ChannelEvent)>,
+    /// What `pending`'s events hold ([`ChannelEvent::approx_bytes`]).
+    pending_bytes: usize,
     /// Scale-out: where the identity log put buffered events (by the
     /// caller's number), for their journey step (see `fold.rs`).
     resolved: HashMap<u64, Resolved>,
@@ -227,6 +229,7 @@ impl Processor {
             state,
             partitions: HashMap::default(),
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             resolved: HashMap::default(),
             timers: TimerSet::default(),
             applied_to: EventTime::MIN,
@@ -276,14 +279,15 @@ impl Processor {
     /// writes (a million or more between two checkpoints at the bench's
     /// rates), and, with scale-out, where merged journeys went (`moves`,
     /// one entry a merge, kept for good) and the journeys' applied keys
-    /// (their map's slots; the keys inside are not counted). Events
-    /// waiting for the watermark are not counted.
+    /// (their map's slots; the keys inside are not counted); and the
+    /// events waiting for the watermark.
     fn bookkeeping_bytes(&self) -> usize {
         const SLOT: usize = 1 + std::mem::size_of::<(OneId, Option<OneId>)>();
         const APPLIED_SLOT: usize = 1 + std::mem::size_of::<(OneId, Vec<moving::AppliedKey>)>();
         self.identity_log.approx_bytes()
             + self.moves.capacity() * SLOT
             + self.applied.as_ref().map_or(0, |a| a.capacity() * APPLIED_SLOT)
+            + self.pending_bytes
     }
 
     /// Remembered event keys (the dedupe memory).

@@ -325,6 +325,7 @@ impl Processor {
             .map(|(k, _)| k.3)
             .collect();
         self.pending.retain(|k, _| !dropped.contains(&k.3));
+        self.pending_bytes = self.pending.values().map(|(_, e)| e.approx_bytes()).sum();
         self.resolved.retain(|seq, _| !dropped.contains(seq));
         self.sync_sizes();
         let mut seqs: Vec<u64> = dropped.into_iter().collect();

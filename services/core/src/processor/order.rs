@@ -214,7 +214,9 @@ impl Processor {
             if let Some(r) = resolved {
                 self.resolved.insert(seq, r);
             }
+            self.pending_bytes += ev.approx_bytes();
             self.pending.insert(key, (partition, ev));
+            self.sync_sizes();
         }
         out.extend(self.release(now_ms));
         out
@@ -254,6 +256,7 @@ impl Processor {
                     let Some(((at, _, _, seq), (source, ev))) = self.pending.pop_first() else {
                         break;
                     };
+                    self.pending_bytes = self.pending_bytes.saturating_sub(ev.approx_bytes());
                     self.applied_to = self.applied_to.max(at);
                     let resolved = if self.resolved.is_empty() {
                         None

@@ -130,6 +130,7 @@ impl Processor {
         for (key, now) in moved {
             self.resolved.remove(&key.3);
             if let Some((source, ev)) = self.pending.remove(&key) {
+                self.pending_bytes = self.pending_bytes.saturating_sub(ev.approx_bytes());
                 out.push((key.3, ev, now, source));
             }
         }

@@ -837,3 +837,35 @@ fn the_identity_ops_waiting_for_a_checkpoint_count_in_the_state_estimate_until_t
         "taken, they no longer count"
     );
 }
+
+#[test]
+fn events_waiting_for_the_watermark_count_in_the_state_estimate_until_released() {
+    let mut p = processor();
+    p.process(&web("1", 0, json!({"cookie_id": "c"}), "page_view", json!({})), 1)
+        .unwrap();
+    drop(p.take_identity_ops());
+    let before = p.state().approx_bytes();
+    // Partition 0 races ahead: a sale with two line items waits.
+    let mut sale = pos("2", 600, json!({"loyalty_id": "L-1"}), 80.0);
+    sale.activity = crate::event::Activity::Sale {
+        total: 80.0,
+        items: vec![
+            crate::event::LineItem {
+                sku: "sku-with-a-long-name".into(),
+                quantity: 1,
+                unit_price: 30.0,
+                category: Some("shoes".into()),
+            };
+            2
+        ],
+    };
+    let held = sale.approx_bytes();
+    assert!(held > std::mem::size_of::<ChannelEvent>() + 2 * "sku-with-a-long-name".len());
+    p.process(&sale, 0).unwrap();
+    assert_eq!(p.pending_events(), 1);
+    assert_eq!(p.state().approx_bytes() - before, held, "the waiting event counts");
+    // Released (both partitions fall silent), it no longer counts as waiting.
+    p.tick(10_000);
+    assert_eq!(p.pending_events(), 0);
+    assert_eq!(p.pending_bytes, 0);
+}
