@@ -116,7 +116,7 @@ pub(super) const ACTIONS_SUPPRESSED: Def = (
 );
 pub(super) const STATE_MEMORY: Def = (
     "onejourney_state_memory_bytes",
-    "Estimated bytes held by the identity graph and journey state (kept as the state changes).",
+    "Estimated bytes held by the state (kept as it changes): the identity graph, journeys, timers, dedupe memory, and what waits for the next checkpoint (identity ops, buffered events, scale-out's moves).",
 );
 pub(super) const PRODUCER_QUEUE: Def = (
     "onejourney_producer_queue_messages",
@@ -245,7 +245,7 @@ pub(super) const CHECKPOINT_STALL: Def = (
 );
 pub(super) const CHECKPOINT_STALL_PHASE: Def = (
     "onejourney_checkpoint_stall_phase_seconds",
-    "The last checkpoint's stall by phase: at the barrier, drain (the decisions in flight handed to the ack stage, behind a barrier) and capture (the changed records marked pending, identity ops and globals taken from the state); after it, slice (the longest of the pauses in which the writer took pending records between messages; a record the writer changes is taken just before).",
+    "The last checkpoint's stall by phase: at the barrier, drain (the decisions in flight handed to the ack stage with a barrier, which does not wait for room in its queue) and capture (the changed records marked pending, identity ops and globals taken from the state); after it, slice (the longest of the pauses in which the writer took pending records between messages; a record the writer changes is taken just before).",
 );
 /// The phases of [`CHECKPOINT_STALL_PHASE`], in the checkpoint's order.
 pub const STALL_PHASES: [&str; 3] = ["drain", "capture", "slice"];

@@ -175,7 +175,7 @@ impl Checkpoint {
         anyhow::ensure!(self.flushing.is_none(), "a checkpoint is already being written");
         check_held(ingest, in_flight)?;
         let inputs = partitions.covered_now(in_flight.unfinished());
-        let acked = match in_flight.barrier().await {
+        let acked = match in_flight.barrier() {
             Ok(a) => a,
             Err(e) => {
                 self.cancel.cancel();

@@ -44,6 +44,9 @@ pub struct InFlight {
     /// Records published after the restored snapshot, not to publish twice.
     published: Published,
     ack: mpsc::Sender<ack::Item>,
+    /// Items sent on `ack` so far: where a barrier sits among them.
+    sent: u64,
+    barriers: mpsc::UnboundedSender<ack::Barrier>,
     metrics: Arc<Metrics>,
     /// Deliveries no message holds (timer outputs with no message left,
     /// handovers and progress records of scale-out): handed to the ack
@@ -57,7 +60,7 @@ impl InFlight {
     pub fn new(
         producer: FutureProducer,
         published: Published,
-        ack: mpsc::Sender<ack::Item>,
+        (ack, barriers): (mpsc::Sender<ack::Item>, mpsc::UnboundedSender<ack::Barrier>),
         metrics: Arc<Metrics>,
     ) -> Self {
         InFlight {
@@ -66,6 +69,8 @@ impl InFlight {
             producer,
             published,
             ack,
+            sent: 0,
+            barriers,
             metrics,
             untracked: Vec::new(),
         }
@@ -166,6 +171,7 @@ impl InFlight {
             if self.ack.send(ack::Item::Outputs(untracked)).await.is_err() {
                 return false;
             }
+            self.sent += 1;
         }
         while self.entries.front().is_some_and(|e| e.done) {
             let Some(e) = self.entries.pop_front() else {
@@ -182,22 +188,27 @@ impl InFlight {
             if self.ack.send(ack::Item::Done(pending)).await.is_err() {
                 return false;
             }
+            self.sent += 1;
         }
         true
     }
 
-    /// The barrier of a checkpoint, without waiting: the outputs of
-    /// unfinished messages go to the ack stage, then a barrier behind them
-    /// and everything the ack stage holds. The receiver answers, with where
-    /// the outputs end, once every output handed to the producer so far is
-    /// acknowledged; it fails when an output was not (the ack task stopped).
-    pub async fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
+    /// The barrier of a checkpoint, without waiting (not even for room in
+    /// the ack stage's channel): a barrier behind everything the ack stage
+    /// was handed, carrying the outputs of unfinished messages. The
+    /// receiver answers, with where the outputs end, once every output
+    /// handed to the producer so far is acknowledged; it fails when an
+    /// output was not (the ack task stopped).
+    pub fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
         let mut outputs: Vec<ack::Delivery> = self.entries.iter_mut().flat_map(|e| e.deliveries.drain(..)).collect();
         outputs.append(&mut self.untracked);
         let (reply, acked) = oneshot::channel();
-        let sent = self.ack.send(ack::Item::Outputs(outputs)).await.is_ok()
-            && self.ack.send(ack::Item::Barrier(reply)).await.is_ok();
-        if !sent {
+        let barrier = ack::Barrier {
+            after: self.sent,
+            outputs,
+            reply,
+        };
+        if self.barriers.send(barrier).is_err() {
             anyhow::bail!("an output was not delivered; the state is not saved");
         }
         Ok(acked)
