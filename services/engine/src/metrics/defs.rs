@@ -245,7 +245,7 @@ pub(super) const CHECKPOINT_STALL: Def = (
 );
 pub(super) const CHECKPOINT_STALL_PHASE: Def = (
     "onejourney_checkpoint_stall_phase_seconds",
-    "The last checkpoint's stall by phase: at the barrier, drain (the decisions in flight handed to the ack stage with a barrier, which does not wait for room in its queue) and capture (the changed records marked pending, identity ops and globals taken from the state); after it, slice (the longest of the pauses in which the writer took pending records between messages; a record the writer changes is taken just before).",
+    "The last checkpoint's stall by phase: at the barrier, drain (the decisions in flight handed to the ack stage, behind a barrier) and capture (the changed records marked pending, identity ops and globals taken from the state); after it, slice (the longest of the pauses in which the writer took pending records between messages; a record the writer changes is taken just before).",
 );
 /// The phases of [`CHECKPOINT_STALL_PHASE`], in the checkpoint's order.
 pub const STALL_PHASES: [&str; 3] = ["drain", "capture", "slice"];

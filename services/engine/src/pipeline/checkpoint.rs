@@ -174,14 +174,17 @@ impl Checkpoint {
         let started = Instant::now();
         anyhow::ensure!(self.flushing.is_none(), "a checkpoint is already being written");
         check_held(ingest, in_flight)?;
+        let held_at = started.elapsed();
         let inputs = partitions.covered_now(in_flight.unfinished());
-        let acked = match in_flight.barrier() {
+        let covered_at = started.elapsed();
+        let acked = match in_flight.barrier().await {
             Ok(a) => a,
             Err(e) => {
                 self.cancel.cancel();
                 return Err(e);
             }
         };
+        let barrier_at = started.elapsed();
         let changelog = self.changelog.take().context("the changelog writer is missing")?;
         let capture_from = started.elapsed();
         let capture = match changelog.capture(ingest.processor_mut()) {
@@ -200,6 +203,10 @@ impl Checkpoint {
         info!(
             stall_seconds = stall,
             drain_seconds = drain_s,
+            held_checked_seconds = held_at.as_secs_f64(),
+            inputs_covered_seconds = (covered_at - held_at).as_secs_f64(),
+            barrier_seconds = (barrier_at - covered_at).as_secs_f64(),
+            in_flight = in_flight.held(),
             capture_seconds = capture_s,
             records = capture.records(),
             "checkpoint barrier: the writer goes on while the flush writes"

@@ -44,9 +44,6 @@ pub struct InFlight {
     /// Records published after the restored snapshot, not to publish twice.
     published: Published,
     ack: mpsc::Sender<ack::Item>,
-    /// Items sent on `ack` so far: where a barrier sits among them.
-    sent: u64,
-    barriers: mpsc::UnboundedSender<ack::Barrier>,
     metrics: Arc<Metrics>,
     /// Deliveries no message holds (timer outputs with no message left,
     /// handovers and progress records of scale-out): handed to the ack
@@ -60,7 +57,7 @@ impl InFlight {
     pub fn new(
         producer: FutureProducer,
         published: Published,
-        (ack, barriers): (mpsc::Sender<ack::Item>, mpsc::UnboundedSender<ack::Barrier>),
+        ack: mpsc::Sender<ack::Item>,
         metrics: Arc<Metrics>,
     ) -> Self {
         InFlight {
@@ -69,8 +66,6 @@ impl InFlight {
             producer,
             published,
             ack,
-            sent: 0,
-            barriers,
             metrics,
             untracked: Vec::new(),
         }
@@ -112,6 +107,11 @@ impl InFlight {
     /// The newest message still in flight.
     pub fn newest(&self) -> Option<u64> {
         self.entries.back().map(|e| e.seq)
+    }
+
+    /// Messages held (finished or not) not yet handed to the ack stage.
+    pub fn held(&self) -> usize {
+        self.entries.len()
     }
 
     /// Whether message `seq` is still held back (not finished).
@@ -171,7 +171,6 @@ impl InFlight {
             if self.ack.send(ack::Item::Outputs(untracked)).await.is_err() {
                 return false;
             }
-            self.sent += 1;
         }
         while self.entries.front().is_some_and(|e| e.done) {
             let Some(e) = self.entries.pop_front() else {
@@ -188,27 +187,22 @@ impl InFlight {
             if self.ack.send(ack::Item::Done(pending)).await.is_err() {
                 return false;
             }
-            self.sent += 1;
         }
         true
     }
 
-    /// The barrier of a checkpoint, without waiting (not even for room in
-    /// the ack stage's channel): a barrier behind everything the ack stage
-    /// was handed, carrying the outputs of unfinished messages. The
-    /// receiver answers, with where the outputs end, once every output
-    /// handed to the producer so far is acknowledged; it fails when an
-    /// output was not (the ack task stopped).
-    pub fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
+    /// The barrier of a checkpoint, without waiting: the outputs of
+    /// unfinished messages go to the ack stage, then a barrier behind them
+    /// and everything the ack stage holds. The receiver answers, with where
+    /// the outputs end, once every output handed to the producer so far is
+    /// acknowledged; it fails when an output was not (the ack task stopped).
+    pub async fn barrier(&mut self) -> anyhow::Result<oneshot::Receiver<ack::Ends>> {
         let mut outputs: Vec<ack::Delivery> = self.entries.iter_mut().flat_map(|e| e.deliveries.drain(..)).collect();
         outputs.append(&mut self.untracked);
         let (reply, acked) = oneshot::channel();
-        let barrier = ack::Barrier {
-            after: self.sent,
-            outputs,
-            reply,
-        };
-        if self.barriers.send(barrier).is_err() {
+        let sent = self.ack.send(ack::Item::Outputs(outputs)).await.is_ok()
+            && self.ack.send(ack::Item::Barrier(reply)).await.is_ok();
+        if !sent {
             anyhow::bail!("an output was not delivered; the state is not saved");
         }
         Ok(acked)

@@ -111,8 +111,7 @@ pub async fn run(
     let delivered: ack::Delivered = Arc::default();
     let checkpoint = checkpointer(&settings, &producer, &metrics, &health, &cancel, &header).await?;
     let (ack_tx, ack_rx) = mpsc::channel(settings.ingest.max_in_flight);
-    let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(ack::run(ack_rx, barrier_rx, metrics.clone(), delivered, cancel.clone()));
+    let acker = tokio::spawn(ack::run(ack_rx, metrics.clone(), delivered, cancel.clone()));
     let watcher = tokio::spawn(edge::watch_end_offsets(
         consumer.clone(),
         settings.topics.clone(),
@@ -126,7 +125,7 @@ pub async fn run(
         evidence,
         partitions: Partitions::new(header.resume_offsets(), settings.ingest.stall_after)
             .with_contiguous(&settings.topics.routed),
-        in_flight: InFlight::new(producer.clone(), published, (ack_tx, barrier_tx), metrics.clone()),
+        in_flight: InFlight::new(producer.clone(), published, ack_tx, metrics.clone()),
         checkpoint,
         eviction: evict::Eviction::new(
             settings.state.evict_journeys_after,
