@@ -275,6 +275,9 @@ impl Processor {
         }
         self.applied_to = self.applied_to.max(wm);
         self.share_now();
+        // Released events not applied (duplicates, too late, forgotten)
+        // left the buffer without a sync of the estimate.
+        self.sync_sizes();
         out
     }
 

@@ -868,4 +868,17 @@ fn events_waiting_for_the_watermark_count_in_the_state_estimate_until_released()
     p.tick(10_000);
     assert_eq!(p.pending_events(), 0);
     assert_eq!(p.pending_bytes, 0);
+    // A duplicate that waited is released without being applied: the
+    // estimate is synced all the same.
+    drop(p.take_identity_ops());
+    let settled = p.state().approx_bytes();
+    p.process(&web("1", 1, json!({"cookie_id": "c"}), "page_view", json!({})), 1)
+        .unwrap();
+    let mut again = sale.clone();
+    again.occurred_at = crate::testkit::t(1_200);
+    p.process(&again, 0).unwrap();
+    assert_eq!(p.pending_events(), 1, "the duplicate of 2 waits for partition 1");
+    p.tick(20_000);
+    assert_eq!(p.pending_events(), 0);
+    assert_eq!(p.state().approx_bytes(), settled + p.identity_log.approx_bytes());
 }
