@@ -356,7 +356,6 @@ impl Processor {
         };
         self.note_applied(&one_id, dedupe, ev.occurred_at);
         self.journey_step(ev, &one_id, &anchor, &mut out);
-        self.sync_sizes();
         Ok(out)
     }
 

@@ -75,16 +75,6 @@ impl IntoIterator for OpLog {
     }
 }
 
-impl FromIterator<IdentityOp> for OpLog {
-    fn from_iter<I: IntoIterator<Item = IdentityOp>>(ops: I) -> Self {
-        let mut log = OpLog::default();
-        for op in ops {
-            log.push(op);
-        }
-        log
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +106,7 @@ mod tests {
 
     #[test]
     fn an_empty_log_holds_no_block() {
-        let log: OpLog = std::iter::empty().collect();
+        let log = OpLog::default();
         assert!(log.is_empty());
         assert_eq!(log.iter().count(), 0);
         assert!(log.blocks.is_empty());

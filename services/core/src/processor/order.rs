@@ -216,7 +216,6 @@ impl Processor {
             }
             self.pending_bytes += ev.approx_bytes();
             self.pending.insert(key, (partition, ev));
-            self.sync_sizes();
         }
         out.extend(self.release(now_ms));
         out
@@ -228,9 +227,14 @@ impl Processor {
         self.release(now_ms)
     }
 
-    /// Applies buffered events and due timers up to the watermark, in event-time order.
+    /// Applies buffered events and due timers up to the watermark, in
+    /// event-time order. Every event offered and every tick ends here, so
+    /// this is where the state's size estimate is synced: events applied,
+    /// buffered, or released without being applied (a duplicate, too late,
+    /// forgotten).
     fn release(&mut self, now_ms: u64) -> Vec<Released> {
         let Some(wm) = self.watermark(now_ms) else {
+            self.sync_sizes();
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -275,8 +279,6 @@ impl Processor {
         }
         self.applied_to = self.applied_to.max(wm);
         self.share_now();
-        // Released events not applied (duplicates, too late, forgotten)
-        // left the buffer without a sync of the estimate.
         self.sync_sizes();
         out
     }
