@@ -1,8 +1,8 @@
 //! Ack: wait until everything a message caused is acknowledged by the broker.
 //!
-//! In: [`Item`]s in processing order: finished messages with the delivery
-//! futures of their outputs, the outputs of unfinished messages a checkpoint
-//! hands over, and barriers. Out: a barrier is answered once every output
+//! In: [`Item`]s in processing order: the delivery futures of outputs as
+//! they are made, finished messages (the finished front of the in-flight
+//! queue with its own outputs), and barriers. Out: a barrier is answered once every output
 //! handed over before it is acknowledged, with where the outputs end then;
 //! the checkpoint's background flush waits for it before it writes the
 //! marker, so a checkpoint (and the input offsets it commits) never covers an
@@ -20,7 +20,7 @@ use tracing::error;
 use crate::metrics::Metrics;
 
 pub struct Pending {
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub deliveries: Vec<Delivery>,
@@ -54,9 +54,15 @@ pub async fn settle(d: Delivery, delivered: &Delivered) -> Result<(), String> {
 
 pub enum Item {
     Done(Pending),
-    /// Outputs of messages not finished yet, handed over by a checkpoint's
-    /// barrier: settled here, in order, like a finished message's.
-    Outputs(Vec<Delivery>),
+    /// Outputs as they are made (of a message not at the front of the
+    /// in-flight queue, or of a timer): settled here, in order, like a
+    /// finished message's. `received`: when the message they are all the
+    /// outputs of was received (for the event-to-output histogram), `None`
+    /// for a timer's or scale-out's.
+    Outputs {
+        deliveries: Vec<Delivery>,
+        received: Option<Instant>,
+    },
     /// Answered when everything before it is acknowledged, with where this
     /// process's acknowledged outputs end at that point: the output
     /// positions as of the barrier, whatever is published after it.
@@ -76,7 +82,8 @@ pub async fn run(
     while let Some(item) = rx.recv().await {
         let p = match item {
             Item::Done(p) => p,
-            Item::Outputs(deliveries) => {
+            Item::Outputs { deliveries, received } => {
+                let had_outputs = !deliveries.is_empty();
                 for d in deliveries {
                     if let Err(e) = settle(d, &delivered).await {
                         metrics.delivery_errors.inc();
@@ -84,6 +91,9 @@ pub async fn run(
                         cancel.cancel();
                         anyhow::bail!("output delivery failed: {e}");
                     }
+                }
+                if let Some(received) = received.filter(|_| had_outputs) {
+                    metrics.event_to_output.observe(received.elapsed().as_secs_f64());
                 }
                 continue;
             }

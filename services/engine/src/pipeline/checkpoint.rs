@@ -207,6 +207,7 @@ impl Checkpoint {
             inputs_covered_seconds = (covered_at - held_at).as_secs_f64(),
             barrier_seconds = (barrier_at - covered_at).as_secs_f64(),
             in_flight = in_flight.held(),
+            unfinished = in_flight.unfinished_count(),
             capture_seconds = capture_s,
             records = capture.records(),
             "checkpoint barrier: the writer goes on while the flush writes"

@@ -49,6 +49,7 @@ pub mod poll;
 pub mod record;
 pub mod restore;
 pub mod route;
+pub mod unfinished;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
