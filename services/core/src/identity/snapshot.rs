@@ -20,6 +20,7 @@ use std::sync::MutexGuard;
 
 use serde::{Deserialize, Serialize};
 
+use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes, Sums};
 use super::types::{OneId, Profile};
 use super::Derivation;
 use super::{fingerprint, Component, DeviceStat, IdentityGraph, Slot, Writer};
@@ -128,17 +129,24 @@ impl IdentityGraph {
         let mut w = g.lock();
         let profiles = snap.profiles;
         // The profiles and the index are maps apart: each filled on a
-        // thread of its own.
-        std::thread::scope(|s| {
-            s.spawn(move || {
+        // thread of its own. The sums readers see are added up as the
+        // entries go in, not by a walk of the filled maps after (6% of a
+        // 1M restore, session 23's profile).
+        let mut sums = std::thread::scope(|s| {
+            let profiles = s.spawn(move || {
+                let mut sums = Sums::default();
                 for p in profiles {
+                    sums.profile_in(profile_size(&p));
                     g.profiles.insert(p.one_id.clone(), p);
                 }
+                sums
             });
+            let mut index = 0;
             for (k, slot) in snap.index {
                 if let Some(former) = slot.former {
                     w.formers.insert(k.clone(), former);
                 }
+                index += slot_bytes(&k);
                 g.index.insert(
                     k,
                     Slot {
@@ -147,10 +155,14 @@ impl IdentityGraph {
                     },
                 );
             }
+            let mut sums = profiles.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            sums.resized(0, index);
+            sums
         });
         {
             // Fingerprints are recomputed, not stored: they depend on the
             // hasher of this build.
+            let mut other = 0;
             for (_, c) in &mut snap.components {
                 for e in &c.evidence {
                     c.ids.share_with(&e.ids);
@@ -159,13 +171,16 @@ impl IdentityGraph {
                         *first = e.key.clone();
                     }
                 }
+                other += component_bytes(c);
             }
+            other += snap.devices.iter().map(|(_, d)| device_bytes(d)).sum::<usize>();
+            sums.resized(0, other);
             w.components = snap.components.into_iter().collect();
             w.next_component = snap.next_component;
             w.devices = snap.devices.into_iter().collect();
             w.suppressed = snap.suppressed.into_iter().collect();
             w.derivation = derivation;
-            w.sums = g.walk(&w);
+            w.sums = sums;
             g.publish(&w);
         }
     }
