@@ -236,3 +236,31 @@ fn an_identifier_value_is_held_once_however_many_events_carry_it() {
     })
     .unwrap();
 }
+
+/// A replay sizes the graph's largest maps from its ops before it applies
+/// them (`replay.rs`): on the bench's profiles, no larger than the maps the
+/// graph that wrote the ops grew to, and with the same contents.
+#[test]
+fn a_replay_sizes_its_maps_up_front_no_larger_than_growth_made_them() {
+    let g = graph();
+    let mut ops = Vec::new();
+    for e in logins(20_000) {
+        ops.extend(g.stitch(&e).unwrap().ops);
+    }
+    let replayed = graph();
+    replayed.replay(g.derivation(), &ops);
+    assert_eq!(replayed.tally(), g.tally());
+    assert_eq!(replayed.index.len(), g.index.len());
+    for (what, (sized, grown)) in [
+        ("index", (replayed.index.capacity(), g.index.capacity())),
+        ("profiles", (replayed.profiles.capacity(), g.profiles.capacity())),
+        ("known", (replayed.lock().known.capacity(), g.lock().known.capacity())),
+    ] {
+        assert!(
+            sized <= grown,
+            "{what}: {sized} slots reserved where growth made {grown}"
+        );
+    }
+    // Reserved, not grown into: the replayed maps hold room for the graph.
+    assert!(replayed.index.capacity() >= g.index.len());
+}

@@ -134,6 +134,7 @@ impl IdentityGraph {
         // 1M restore, session 23's profile).
         let mut sums = std::thread::scope(|s| {
             let profiles = s.spawn(move || {
+                crate::hash::reserve(&g.profiles, profiles.len());
                 let mut sums = Sums::default();
                 for p in profiles {
                     sums.profile_in(profile_size(&p));
@@ -141,6 +142,7 @@ impl IdentityGraph {
                 }
                 sums
             });
+            crate::hash::reserve(&g.index, snap.index.len());
             let mut index = 0;
             for (k, slot) in snap.index {
                 if let Some(former) = slot.former {
@@ -163,6 +165,8 @@ impl IdentityGraph {
             // Fingerprints are recomputed, not stored: they depend on the
             // hasher of this build.
             let mut other = 0;
+            w.known
+                .reserve(snap.components.iter().map(|(_, c)| c.evidence.len()).sum());
             for (_, c) in &mut snap.components {
                 for e in &c.evidence {
                     c.ids.share_with(&e.ids);

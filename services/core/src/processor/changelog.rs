@@ -176,7 +176,7 @@ impl Processor {
     pub fn restore_changelog<'a>(
         &mut self,
         globals: CoreGlobals,
-        ops: impl IntoIterator<Item = &'a IdentityOp>,
+        ops: impl IntoIterator<Item = &'a IdentityOp, IntoIter: Clone>,
         journeys: impl IntoIterator<Item = (OneId, impl Into<Stored>)>,
         timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,
         now_ms: u64,
@@ -222,7 +222,7 @@ impl Processor {
     pub fn apply_changelog_tail<'a>(
         &mut self,
         globals: CoreGlobals,
-        ops: impl IntoIterator<Item = &'a IdentityOp>,
+        ops: impl IntoIterator<Item = &'a IdentityOp, IntoIter: Clone>,
         journeys: impl IntoIterator<Item = (OneId, impl Into<Stored>)>,
         gone: impl IntoIterator<Item = OneId>,
         timers: impl IntoIterator<Item = (OneId, Vec<Timer>)>,

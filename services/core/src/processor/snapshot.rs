@@ -439,6 +439,7 @@ fn restore_journeys(
 ) -> Result<(), RestoreError> {
     let dict = dict.unwrap_or_default();
     let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
+    crate::hash::reserve(&state.journeys, journeys.len());
     for (one_id, s) in journeys {
         let s = match refreezer.as_mut() {
             Some(r) => r

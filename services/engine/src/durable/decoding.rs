@@ -84,6 +84,16 @@ impl Latest {
         Latest { records, cutoff }
     }
 
+    /// How many One IDs have a record (a journey, or its tombstone).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether no One ID has a record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
     /// Every record decoded, on the machine's cores.
     pub fn decode(self) -> anyhow::Result<Decoded> {
         self.decode_with(cores())

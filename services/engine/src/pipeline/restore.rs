@@ -219,7 +219,9 @@ async fn from_broker(
     globals.add_dedupe(committed.dedupe);
     let ops = committed.ops.len();
     // The journey records decode on the other cores while this one replays
-    // the identity log; the core takes them as they come.
+    // the identity log; the core takes them as they come, into a map sized
+    // for them (a tombstone's slot is left over: a fresh state has few).
+    onejourney_core::hash::reserve(&processor.state().journeys, committed.latest.len());
     super::blocking(|| {
         std::thread::scope(|s| {
             let (sinks, received) = decoding::Sinks::new();
