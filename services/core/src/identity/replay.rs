@@ -41,13 +41,16 @@ impl IdentityGraph {
     /// counts are estimates from the ops alone: profiles, those created
     /// less those dissolved, merged away or forgotten; index slots, the
     /// identifiers attached to a profile, at most the linking identifiers
-    /// the evidence carries; `known`, the evidence recorded. A component
+    /// the evidence carries; `known`, the evidence recorded; components,
+    /// one a profile; device statistics, one a run of `DevicePerson` ops
+    /// naming the same device (an event's), at most one an identifier. A component
     /// folded again attaches its identifiers again, so over a log with many
     /// rebuilds the index's figure is high: the table is then a size larger
     /// than growth alone would have made it.
     fn reserve_for<'a>(&self, w: &mut Writer, ops: impl Iterator<Item = &'a IdentityOp>) {
         let (mut created, mut removed, mut attached, mut carried, mut recorded) =
             (0usize, 0usize, 0usize, 0usize, 0usize);
+        let (mut devices, mut last_device) = (0usize, None);
         for op in ops {
             match op {
                 IdentityOp::Create { .. } => created += 1,
@@ -57,12 +60,23 @@ impl IdentityGraph {
                     recorded += 1;
                     carried += e.ids.iter().filter(|k| self.links(k)).count();
                 }
+                // One event's persons of a device come in a row.
+                IdentityOp::DevicePerson { device, .. } => {
+                    if last_device != Some(device) {
+                        devices += 1;
+                    }
+                    last_device = Some(device);
+                }
                 _ => {}
             }
         }
-        crate::hash::reserve(&self.profiles, created.saturating_sub(removed));
-        crate::hash::reserve(&self.index, attached.min(carried));
+        let (profiles, ids) = (created.saturating_sub(removed), attached.min(carried));
+        crate::hash::reserve(&self.profiles, profiles);
+        crate::hash::reserve(&self.index, ids);
         w.known.reserve(recorded);
+        // A component holds one profile or more (and is founded by evidence).
+        w.components.reserve(profiles.min(recorded));
+        w.devices.reserve(devices.min(ids));
     }
 
     /// Everything the graph holds, in a canonical order, for tests that

@@ -251,10 +251,13 @@ fn a_replay_sizes_its_maps_up_front_no_larger_than_growth_made_them() {
     replayed.replay(g.derivation(), &ops);
     assert_eq!(replayed.tally(), g.tally());
     assert_eq!(replayed.index.len(), g.index.len());
+    let (r, w) = (replayed.lock(), g.lock());
     for (what, (sized, grown)) in [
         ("index", (replayed.index.capacity(), g.index.capacity())),
         ("profiles", (replayed.profiles.capacity(), g.profiles.capacity())),
-        ("known", (replayed.lock().known.capacity(), g.lock().known.capacity())),
+        ("known", (r.known.capacity(), w.known.capacity())),
+        ("components", (r.components.capacity(), w.components.capacity())),
+        ("devices", (r.devices.capacity(), w.devices.capacity())),
     ] {
         assert!(
             sized <= grown,
