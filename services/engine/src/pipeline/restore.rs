@@ -190,23 +190,7 @@ async fn from_broker(
         return Ok(None);
     };
     phase.done(1, "markers");
-    let chain = marker.header.changelog.clone().unwrap_or_default();
-    anyhow::ensure!(
-        chain.complete,
-        "no state snapshot at {}, and the changelog of consumer group {} does not hold the whole state (it was \
-         written by a process restored from a snapshot older than the changelog): restore the state directory, or \
-         start once with `onejourney run --rebuild`",
-        durable::path(settings).display(),
-        settings.kafka.group_id,
-    );
-    anyhow::ensure!(
-        chain.partitions == settings.state.partitions,
-        "state.partitions is {} but the changelog was written with {}: the number is fixed for the life of a \
-         deployment; set it back to {}",
-        settings.state.partitions,
-        chain.partitions,
-        chain.partitions,
-    );
+    check_chain(settings, &marker.header.changelog.clone().unwrap_or_default())?;
     let m = marker.clone();
     let (committed, phase) = reading(settings, health, "reading the state changelog", move |s, progress| {
         changelog::read_committed(s, &m, progress)
@@ -220,7 +204,7 @@ async fn from_broker(
     let ops = committed.ops.len();
     // The journey records decode on the other cores while this one replays
     // the identity log; the core takes them as they come, into a map sized
-    // for them (a tombstone's slot is left over: a fresh state has few).
+    // for them (and for the few tombstones).
     onejourney_core::hash::reserve(&processor.state().journeys, committed.latest.len());
     super::blocking(|| {
         std::thread::scope(|s| {
@@ -253,6 +237,28 @@ async fn from_broker(
         "no state snapshot: state restored from the changelog on the broker"
     );
     Ok(Some((marker.header, published)))
+}
+
+/// A changelog a process with an empty state directory can restore from:
+/// whole, and written with this deployment's number of state partitions.
+fn check_chain(settings: &Settings, chain: &Chain) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        chain.complete,
+        "no state snapshot at {}, and the changelog of consumer group {} does not hold the whole state (it was \
+         written by a process restored from a snapshot older than the changelog): restore the state directory, or \
+         start once with `onejourney run --rebuild`",
+        durable::path(settings).display(),
+        settings.kafka.group_id,
+    );
+    anyhow::ensure!(
+        chain.partitions == settings.state.partitions,
+        "state.partitions is {} but the changelog was written with {}: the number is fixed for the life of a \
+         deployment; set it back to {}",
+        settings.state.partitions,
+        chain.partitions,
+        chain.partitions,
+    );
+    Ok(())
 }
 
 /// After a local snapshot is loaded: the checkpoints committed on the
