@@ -2,12 +2,12 @@
 //!
 //! In: [`Item`]s in processing order: the delivery futures of outputs as
 //! they are made, finished messages (the finished front of the in-flight
-//! queue with its own outputs), and barriers. Out: a barrier is answered once every output
-//! handed over before it is acknowledged, with where the outputs end then;
-//! the checkpoint's background flush waits for it before it writes the
-//! marker, so a checkpoint (and the input offsets it commits) never covers an
-//! output that is not durable, while processing goes on. A delivery failure
-//! stops the pipeline; its state is not written.
+//! queue with its own outputs), and barriers. Out: a barrier is answered
+//! once every output handed over before it is acknowledged, with where the
+//! outputs end then; the checkpoint's background flush waits for it before
+//! it writes the marker, so a checkpoint (and the input offsets it commits)
+//! never covers an output that is not durable, while processing goes on. A
+//! delivery failure stops the pipeline; its state is not written.
 
 use std::sync::Arc;
 use std::time::Instant;

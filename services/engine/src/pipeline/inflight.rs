@@ -144,7 +144,11 @@ impl InFlight {
     /// was already published before a crash (regenerated while
     /// re-processing) is skipped once. The deliveries go to the ack stage at
     /// once, unless their message is the finished front of the queue (then
-    /// with it, by the [`InFlight::flush_done`] that follows).
+    /// with it, by the [`InFlight::flush_done`] that follows). So do those
+    /// no message holds (timer outputs with no message left, scale-out's
+    /// hand-overs and progress records): a checkpoint's barrier waits for
+    /// them too (a hand-over lost in a crash after the checkpoint that
+    /// tombstoned its journey would lose the journey).
     pub async fn apply(&mut self, steps: Vec<Step>) -> anyhow::Result<()> {
         for step in steps {
             let (seq, records, done) = match step {
