@@ -15,6 +15,7 @@
 //! header recorded) and the pipeline skips each one once.
 
 pub mod changelog;
+mod checksum;
 pub mod decoding;
 pub mod erasures;
 pub mod fresh;

@@ -21,12 +21,11 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use onejourney_core::processor::{CoreSnapshot, CoreSnapshotRef};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::checksum::{self, Hashing};
 use crate::config::Settings;
 
 const MAGIC: &[u8] = b"onejourney-snapshot-v2\n";
@@ -125,89 +124,6 @@ pub fn remove_partial(path: &Path) -> Result<bool, SnapshotError> {
     }
 }
 
-/// Hashes and counts the bytes written through it, and reports how many so
-/// far.
-struct Hashing<T, F> {
-    inner: T,
-    sha: Sha256,
-    bytes: u64,
-    progress: F,
-}
-
-impl<T, F: FnMut(u64)> Hashing<T, F> {
-    fn new(inner: T, progress: F) -> Self {
-        Hashing {
-            inner,
-            sha: Sha256::new(),
-            bytes: 0,
-            progress,
-        }
-    }
-
-    fn passed(&mut self, buf: &[u8]) {
-        self.sha.update(buf);
-        self.bytes += buf.len() as u64;
-        (self.progress)(self.bytes);
-    }
-}
-
-impl<T: Write, F: FnMut(u64)> Write for Hashing<T, F> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.passed(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Counts the bytes read through it, reports how many so far, and hands
-/// each read's bytes to a hashing thread ([`hash_aside`]): the file's
-/// SHA-256 took 6% of a 1M restore's one decoding thread (session 23's
-/// profile) and runs beside it now. The buffers go round between the two
-/// threads: a read allocates [`HASH_BUFFERS`] of them.
-struct HashedAside<T, F> {
-    inner: T,
-    bytes: u64,
-    progress: F,
-    full: SyncSender<Vec<u8>>,
-    empty: Receiver<Vec<u8>>,
-}
-
-/// Buffers between the reading and the hashing thread: how far the hash may
-/// fall behind the decode, in [`BUFFER`]s.
-const HASH_BUFFERS: usize = 4;
-
-impl<T: Read, F: FnMut(u64)> Read for HashedAside<T, F> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            let stopped = || std::io::Error::other("the snapshot's hashing thread stopped");
-            let mut aside = self.empty.recv().map_err(|_| stopped())?;
-            aside.clear();
-            aside.extend_from_slice(&buf[..n]);
-            self.full.send(aside).map_err(|_| stopped())?;
-            self.bytes += n as u64;
-            (self.progress)(self.bytes);
-        }
-        Ok(n)
-    }
-}
-
-/// The hashing thread's side: the SHA-256 of every buffer it is handed, in
-/// order, until the reader goes; each buffer goes back for the next read.
-fn hash_aside(full: Receiver<Vec<u8>>, empty: SyncSender<Vec<u8>>) -> Vec<u8> {
-    let mut sha = Sha256::new();
-    for b in full {
-        sha.update(&b);
-        // The reader may be gone (it stopped at an error): nothing to hand back.
-        let _ = empty.send(b);
-    }
-    sha.finalize().to_vec()
-}
-
 /// Writes a snapshot atomically, keeping the one it replaces as `.prev`;
 /// returns its size in bytes. `progress` hears the bytes written so far.
 pub fn write(
@@ -232,7 +148,7 @@ pub fn write(
     rmp_serde::encode::write(&mut w, header).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     rmp_serde::encode::write(&mut w, core).map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let body = w.into_inner().map_err(|e| io(e.into_error()))?;
-    let (mut file, digest, len) = (body.inner, body.sha.finalize(), body.bytes);
+    let (mut file, digest, len) = body.finish();
     file.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(io)?;
     file.write_all(&len.to_be_bytes()).map_err(io)?;
     file.write_all(&digest).map_err(io)?;
@@ -332,41 +248,25 @@ pub fn read(path: &Path, progress: impl FnMut(u64)) -> Result<Option<(Header, Co
         .map_err(|e| damaged(format!("no length and checksum: {e}")))?;
     let (len, digest) = preamble.split_at(8);
     let len = u64::from_be_bytes(len.try_into().unwrap_or_default());
-    let (full_tx, full_rx) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
-    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
-    for _ in 0..HASH_BUFFERS {
-        let _ = empty_tx.send(Vec::with_capacity(BUFFER));
-    }
-    std::thread::scope(|s| {
-        let hasher = s.spawn(move || hash_aside(full_rx, empty_tx));
-        let aside = HashedAside {
-            inner: file,
-            bytes: 0,
-            progress,
-            full: full_tx,
-            empty: empty_rx,
-        };
-        let mut r = BufReader::with_capacity(BUFFER, aside);
-        let decode = |e: rmp_serde::decode::Error| damaged(e.to_string());
-        let header: Header = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
-        let core: CoreSnapshot = rmp_serde::decode::from_read(&mut r).map_err(decode)?;
+    let decode = |e: rmp_serde::decode::Error| damaged(e.to_string());
+    let body = |r: &mut BufReader<_>| {
+        let header: Header = rmp_serde::decode::from_read(&mut *r).map_err(decode)?;
+        let core: CoreSnapshot = rmp_serde::decode::from_read(&mut *r).map_err(decode)?;
         // Whatever follows the body is hashed too, so it counts against the length.
         let mut rest = Vec::new();
         r.read_to_end(&mut rest)
             .map_err(|e| damaged(format!("reading to the end: {e}")))?;
-        let bytes = r.into_inner().bytes;
-        // The reader is gone: the hashing thread ends with the last buffer.
-        let sha = hasher
-            .join()
-            .map_err(|_| damaged(String::from("hashing the body failed")))?;
-        if bytes != len {
-            return Err(damaged(format!("{bytes} body bytes where the header says {len}")));
-        }
-        if sha != digest {
-            return Err(damaged(String::from("the checksum does not match")));
-        }
-        Ok(Some((header, core)))
-    })
+        Ok((header, core))
+    };
+    let hashing_failed = || damaged(String::from("hashing the body failed"));
+    let ((header, core), bytes, sha) = checksum::read_hashed(file, BUFFER, progress, body, hashing_failed)?;
+    if bytes != len {
+        return Err(damaged(format!("{bytes} body bytes where the header says {len}")));
+    }
+    if sha != digest {
+        return Err(damaged(String::from("the checksum does not match")));
+    }
+    Ok(Some((header, core)))
 }
 
 #[cfg(test)]
