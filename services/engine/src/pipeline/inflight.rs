@@ -97,10 +97,15 @@ impl InFlight {
         seq
     }
 
-    fn get(&mut self, seq: u64) -> Option<&mut Entry> {
+    /// Where message `seq` is in the queue (0: the front).
+    fn position(&self, seq: u64) -> Option<usize> {
         let front = self.entries.front()?.seq;
         let i = usize::try_from(seq.checked_sub(front)?).ok()?;
-        self.entries.get_mut(i)
+        (i < self.entries.len()).then_some(i)
+    }
+
+    fn get(&mut self, seq: u64) -> Option<&mut Entry> {
+        self.position(seq).and_then(|i| self.entries.get_mut(i))
     }
 
     /// More records already published (a state partition restored here):
@@ -156,19 +161,16 @@ impl InFlight {
                 Step::Attach { seq, records } => (seq, records, false),
             };
             let deliveries = self.send(&records).await?;
-            let front = self.entries.front().map(|e| e.seq);
             let mut received = None;
-            if let Some(entry) = seq.and_then(|s| self.get(s)) {
+            if let Some(i) = seq.and_then(|s| self.position(s)) {
+                let entry = &mut self.entries[i];
                 if done && !entry.done {
                     entry.done = true;
                     received = Some(entry.received);
-                    let (topic, partition, offset) = (entry.topic.clone(), entry.partition, entry.offset);
-                    self.unfinished.finished(&topic, partition, offset);
+                    self.unfinished.finished(&entry.topic, entry.partition, entry.offset);
                 }
-                if done && seq == front {
-                    if let Some(entry) = self.entries.front_mut() {
-                        entry.deliveries.extend(deliveries);
-                    }
+                if done && i == 0 {
+                    entry.deliveries.extend(deliveries);
                     continue;
                 }
             }
@@ -269,6 +271,11 @@ mod tests {
         (InFlight::new(producer, Published::default(), tx, metrics), rx)
     }
 
+    /// Message `seq` finishes with `records`.
+    async fn finish(f: &mut InFlight, seq: u64, records: Vec<OutRecord>) {
+        f.apply(vec![Step::Done { seq, records }]).await.unwrap();
+    }
+
     fn record(n: u8) -> OutRecord {
         OutRecord {
             topic: "onejourney.next-best-actions".into(),
@@ -304,18 +311,8 @@ mod tests {
         let second = f.push("web", 0, 11, now);
         let third = f.push("pos", 2, 7, now);
         // The second and third finish while the first waits for the watermark.
-        f.apply(vec![Step::Done {
-            seq: second,
-            records: vec![record(1), record(2)],
-        }])
-        .await
-        .unwrap();
-        f.apply(vec![Step::Done {
-            seq: third,
-            records: vec![record(3)],
-        }])
-        .await
-        .unwrap();
+        finish(&mut f, second, vec![record(1), record(2)]).await;
+        finish(&mut f, third, vec![record(3)]).await;
         assert!(f.flush_done().await);
         assert_eq!(items(&mut rx), ["O2+", "O1+"], "outputs handed over, messages held");
         let first: Vec<_> = f.unfinished().map(|(t, p, o)| (t.to_string(), p, o)).collect();
@@ -335,12 +332,7 @@ mod tests {
 
         // The first finishes: it is the front, its outputs go with it, and
         // the finished messages behind it follow, in order.
-        f.apply(vec![Step::Done {
-            seq: waiting,
-            records: vec![record(5)],
-        }])
-        .await
-        .unwrap();
+        finish(&mut f, waiting, vec![record(5)]).await;
         assert!(f.flush_done().await);
         assert_eq!(items(&mut rx), ["D10/1", "D11/0", "D7/0"]);
         assert_eq!((f.held(), f.unfinished_count(), f.unfinished().count()), (0, 0, 0));
@@ -350,12 +342,7 @@ mod tests {
     async fn a_barrier_hands_over_the_finished_front_before_itself() {
         let (mut f, mut rx) = in_flight(64);
         let seq = f.push("web", 1, 3, Instant::now());
-        f.apply(vec![Step::Done {
-            seq,
-            records: vec![record(1)],
-        }])
-        .await
-        .unwrap();
+        finish(&mut f, seq, vec![record(1)]).await;
         // No flush in between (scale-out's reassignment applies without one).
         let _acked = f.barrier().await.unwrap();
         assert_eq!(items(&mut rx), ["D3/1", "B"], "the front's output precedes the barrier");
