@@ -17,7 +17,7 @@ pub type DashMap<K, V> = dashmap::DashMap<K, V, BuildHasher>;
 /// with a known count (a restore) does not grow its tables step by step:
 /// each doubling rehashes every key, and a key of the graph is hashed
 /// through a pointer to its text (session 27's profile of the identity
-/// replay of a changelog restore: 36% of it was tables growing). Each
+/// replay of a changelog restore: 32% of it was tables growing). Each
 /// shard gets its share and a margin for the hash's unevenness. The
 /// rehash hashes each entry as the map itself does
 /// ([`dashmap::DashMap::hash_usize`], the hash that picks the shard and

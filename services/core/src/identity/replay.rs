@@ -36,7 +36,7 @@ impl IdentityGraph {
     }
 
     /// Makes room in the graph's largest maps for what `ops` will add, so
-    /// that the replay does not grow them step by step (36% of a 1M
+    /// that the replay does not grow them step by step (32% of a 1M
     /// changelog restore's replay was tables growing, session 27). The
     /// counts are estimates from the ops alone: profiles, those created
     /// less those dissolved, merged away or forgotten; index slots, the
