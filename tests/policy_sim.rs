@@ -154,7 +154,7 @@ fn add_local_clocks_and_consent(sim: &mut Simulation) -> Vec<Said> {
                 }
                 let keys = ids.into_iter().flatten().filter_map(|(n, v)| {
                     let k = ns.normalise(n, v.as_str()?).ok()?.ok()?;
-                    Some((ns.name(k.ns).to_string(), k.value.to_string()))
+                    Some((ns.name(k.ns()).to_string(), k.value().to_string()))
                 });
                 said[p].named.insert(i, keys.collect());
                 v.insert("consent".into(), s);
@@ -203,7 +203,7 @@ fn owners(settings: &Settings, sim: &Simulation) -> HashMap<(String, String), us
     for ((n, v), owner) in &truth.owners {
         // Keyed as actions name them: e-mail and phone by their hash.
         if let (Owner::Person(p), Ok(Ok(key))) = (owner, ns.normalise(n, v)) {
-            out.insert((ns.name(key.ns).to_string(), key.value.to_string()), *p);
+            out.insert((ns.name(key.ns()).to_string(), key.value().to_string()), *p);
         }
     }
     out
@@ -339,7 +339,7 @@ fn addresses<'a>(ns: &onejourney_core::ids::Namespaces, a: &'a Sent) -> Vec<(&'a
             ns.normalise(n, v)
                 .ok()
                 .and_then(Result::ok)
-                .is_some_and(|k| ns.routes(k.ns).iter().any(|c| c.label() == a.channel))
+                .is_some_and(|k| ns.routes(k.ns()).iter().any(|c| c.label() == a.channel))
         })
         .collect()
 }

@@ -149,7 +149,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
         .map(|i| key(i["namespace"].as_str().unwrap(), i["value"].as_str().unwrap()))
         .collect();
     let email_key = ns.normalise("email", &email).unwrap().unwrap();
-    assert!(identifiers.contains(&key(ns.name(email_key.ns), &email_key.value)));
+    assert!(identifiers.contains(&key(ns.name(email_key.ns()), email_key.value())));
     assert!(identifiers.contains(&key("customer_id", &cid)));
     assert!(
         !profile["recent_actions"].as_array().unwrap().is_empty(),
@@ -269,7 +269,7 @@ async fn the_customer_360_page_shows_one_person_and_forgets_them() {
         }
         if let Some(m) = &other.email {
             let k = ns.normalise("email", m).unwrap().unwrap();
-            theirs.push(key(ns.name(k.ns), &k.value));
+            theirs.push(key(ns.name(k.ns()), k.value()));
         }
         theirs.extend(other.cookies.iter().map(|c| key("cookie_id", c)));
         for id in theirs {

@@ -30,7 +30,7 @@ impl Chains {
             let keys: Vec<usize> = ids
                 .filter_map(|(n, v)| {
                     let k = ns.normalise(n, v.as_str()?).ok()?.ok()?;
-                    let key = (ns.name(k.ns).to_string(), k.value.to_string());
+                    let key = (ns.name(k.ns()).to_string(), k.value().to_string());
                     owner.contains_key(&key).then(|| c.id(key))
                 })
                 .collect();

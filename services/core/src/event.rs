@@ -213,7 +213,7 @@ impl ChannelEvent {
             + self.event_id.capacity()
             + self.event_type.capacity()
             + self.ids.capacity() * std::mem::size_of::<IdKey>()
-            + self.ids.iter().map(|k| k.value.len() + TEXT).sum::<usize>()
+            + self.ids.iter().map(|k| k.value().len() + TEXT).sum::<usize>()
             + self.blocked.capacity() * std::mem::size_of::<Blocked>()
             + self.blocked.iter().map(|(v, _)| v.capacity()).sum::<usize>()
             + self.consent.capacity() * std::mem::size_of::<(ContactChannel, bool)>()

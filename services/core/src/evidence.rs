@@ -177,7 +177,7 @@ pub(crate) fn unversioned<T: serde::de::DeserializeOwned>(bytes: &[u8], version:
 /// carry identifiers, so a process whose namespace table lists the
 /// namespaces in another order reads them the same.
 pub(crate) fn named(ns: &Namespaces, k: &IdKey) -> (String, String) {
-    (ns.name(k.ns).to_string(), k.value.to_string())
+    (ns.name(k.ns()).to_string(), k.value().to_string())
 }
 
 /// The identifier [`named`] wrote; `Err(name)` for a namespace this process
@@ -186,10 +186,7 @@ pub(crate) fn unnamed(ns: &Namespaces, name: String, value: String) -> Result<Id
     let Some(n) = ns.lookup(&name) else {
         return Err(name);
     };
-    Ok(IdKey {
-        ns: n,
-        value: value.into(),
-    })
+    Ok(IdKey::new(n, &value))
 }
 
 fn key_of(ns: &Namespaces, name: String, value: String) -> Result<IdKey, EvidenceError> {
@@ -325,7 +322,7 @@ mod tests {
         let EvidenceBody::Event(e) = back.body else {
             panic!("an event record");
         };
-        let names: Vec<&str> = e.ids.iter().map(|k| other.name(k.ns)).collect();
+        let names: Vec<&str> = e.ids.iter().map(|k| other.name(k.ns())).collect();
         let mut want = vec!["card_token", "loyalty_id"];
         want.sort_by_key(|n| other.lookup(n));
         assert_eq!(names, want);

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::vocab::ContactChannel;
 
 mod contact;
+mod key;
 pub use contact::{is_placeholder_email, normalise_email, normalise_phone, sha256_hex};
+pub use key::IdKey;
 
 /// What an identifier says about who is behind it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,35 +98,6 @@ fn yes() -> bool {
 /// Index of a namespace in the [`Namespaces`] table.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ns(pub u8);
-
-/// One identifier after normalisation: a namespace and a value. Email and phone
-/// values are SHA-256 hex.
-///
-/// 16 bytes: the value is an [`ArcStr`], one pointer to a shared, counted
-/// allocation (an `Arc<str>` is a pointer and a length). The identity graph
-/// holds about seven copies of every identifier (index, profile, links,
-/// component, evidence, device counts), so the half-size handle is most of
-/// what it saves per identifier; the value itself is allocated once (see
-/// `identity/fold.rs`). Serialised, hashed and ordered exactly as the
-/// `Arc<str>` it replaces (as the `str`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct IdKey {
-    pub ns: Ns,
-    #[serde(
-        serialize_with = "crate::intern::write_arc_str",
-        deserialize_with = "crate::intern::arc_str"
-    )]
-    pub value: ArcStr,
-}
-
-impl IdKey {
-    pub fn new(ns: Ns, value: &str) -> IdKey {
-        IdKey {
-            ns,
-            value: ArcStr::from(value),
-        }
-    }
-}
 
 /// Why an identifier value was not recorded.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -363,10 +336,7 @@ impl Namespaces {
             }
         };
         let checked = value.and_then(|v| self.check_junk(raw).map(|()| v));
-        Ok(checked.map(|v| IdKey {
-            ns,
-            value: ArcStr::from(v),
-        }))
+        Ok(checked.map(|v| IdKey::new(ns, &v)))
     }
 
     /// Blocks values that are empty or well-known placeholders.
@@ -432,8 +402,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(a, b);
-        assert_eq!(n.name(a.ns), "email_sha256");
-        assert!(!a.value.contains('@'));
+        assert_eq!(n.name(a.ns()), "email_sha256");
+        assert!(!a.value().contains('@'));
     }
 
     #[test]

@@ -52,8 +52,10 @@ use serde::de::{Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::hash::{HashMap, HashSet};
-use crate::ids::ArcStr;
+use crate::ids::{ArcStr, IdKey};
 use crate::one_id::OneId;
+
+mod ids;
 
 /// The first snapshot format (`processor/snapshot.rs`) written with a text
 /// table.
@@ -67,8 +69,11 @@ trait Shared: Clone + Eq + Hash + Borrow<str> {
     /// Whether something besides the value at hand holds it.
     fn held_elsewhere(&self) -> bool;
     fn seen(t: &mut Texts) -> &mut HashSet<Self>;
-    fn listed(t: &Table) -> &Vec<Self>;
-    fn listed_mut(t: &mut Table) -> &mut Vec<Self>;
+    /// Lists a text read in full.
+    fn list(t: &mut Table, v: &Self);
+    /// The `i`th text of its kind read in full.
+    fn listed(t: &Table, i: usize) -> Option<Self>;
+    fn listed_len(t: &Table) -> usize;
     fn numbered(w: &mut Written) -> &mut Numbered;
 }
 
@@ -83,11 +88,19 @@ impl Shared for ArcStr {
     fn seen(t: &mut Texts) -> &mut HashSet<Self> {
         &mut t.strs
     }
-    fn listed(t: &Table) -> &Vec<Self> {
-        &t.strs
+    fn list(t: &mut Table, v: &Self) {
+        t.strs.push(Listed::Text(v.clone()));
     }
-    fn listed_mut(t: &mut Table) -> &mut Vec<Self> {
-        &mut t.strs
+    fn listed(t: &Table, i: usize) -> Option<Self> {
+        t.strs.get(i).map(|l| match l {
+            Listed::Text(a) => a.clone(),
+            // Only a state decoded by content before (format 6, changelog
+            // records) can share an identifier's text with an event id.
+            Listed::Id(k) => ArcStr::from(k.value()),
+        })
+    }
+    fn listed_len(t: &Table) -> usize {
+        t.strs.len()
     }
     fn numbered(w: &mut Written) -> &mut Numbered {
         &mut w.strs
@@ -105,11 +118,14 @@ impl Shared for OneId {
     fn seen(t: &mut Texts) -> &mut HashSet<Self> {
         &mut t.one_ids
     }
-    fn listed(t: &Table) -> &Vec<Self> {
-        &t.one_ids
+    fn list(t: &mut Table, v: &Self) {
+        t.one_ids.push(v.clone());
     }
-    fn listed_mut(t: &mut Table) -> &mut Vec<Self> {
-        &mut t.one_ids
+    fn listed(t: &Table, i: usize) -> Option<Self> {
+        t.one_ids.get(i).cloned()
+    }
+    fn listed_len(t: &Table) -> usize {
+        t.one_ids.len()
     }
     fn numbered(w: &mut Written) -> &mut Numbered {
         &mut w.one_ids
@@ -120,6 +136,10 @@ impl Shared for OneId {
 struct Texts {
     strs: HashSet<ArcStr>,
     one_ids: HashSet<OneId>,
+    /// Identifiers read by content, by their whole text (namespace and value).
+    ids: HashSet<ids::Held>,
+    /// The whole text of the identifier being looked up in `ids`.
+    probe: String,
     /// Set once the format says it has a text table.
     table: Option<Table>,
 }
@@ -127,8 +147,17 @@ struct Texts {
 /// Every text read in full, per kind, in the order read.
 #[derive(Default)]
 struct Table {
-    strs: Vec<ArcStr>,
+    /// Identifier values and event ids, numbered as one kind (the format's).
+    strs: Vec<Listed>,
     one_ids: Vec<OneId>,
+}
+
+/// An identifier value or an event id read in full: an identifier's text
+/// is its namespace and value in one allocation ([`IdKey`]), so the table
+/// keeps the key.
+enum Listed {
+    Text(ArcStr),
+    Id(IdKey),
 }
 
 /// The writer's numbers for one kind: by the text's address, for the texts
@@ -247,7 +276,7 @@ fn full<T: Shared>(s: &str) -> T {
         Some(texts) => match texts.table.as_mut() {
             Some(table) => {
                 let new = T::new(s);
-                T::listed_mut(table).push(new.clone());
+                T::list(table, &new);
                 new
             }
             None => {
@@ -269,21 +298,22 @@ fn full<T: Shared>(s: &str) -> T {
 fn numbered<T: Shared, E: serde::de::Error>(n: u64) -> Result<T, E> {
     TEXTS.with(|t| {
         let t = t.borrow();
-        let listed = t.as_ref().and_then(|t| t.table.as_ref()).map(T::listed);
-        match (listed, usize::try_from(n)) {
-            (Some(listed), Ok(i)) => listed.get(i).cloned().ok_or_else(|| {
-                E::custom(format!(
-                    "a {} refers to text {n} of {} read: the snapshot is damaged",
-                    T::WHAT,
-                    listed.len()
-                ))
-            }),
-            _ => Err(E::custom(format!(
-                "a {} is a number ({n}) where this format has a text",
-                T::WHAT
-            ))),
+        let table = t.as_ref().and_then(|t| t.table.as_ref());
+        match (table, usize::try_from(n)) {
+            (Some(table), Ok(i)) => T::listed(table, i).ok_or_else(|| damaged(T::WHAT, n, T::listed_len(table))),
+            _ => Err(not_a_number(T::WHAT, n)),
         }
     })
+}
+
+fn damaged<E: serde::de::Error>(what: &str, n: u64, read: usize) -> E {
+    E::custom(format!(
+        "a {what} refers to text {n} of {read} read: the snapshot is damaged"
+    ))
+}
+
+fn not_a_number<E: serde::de::Error>(what: &str, n: u64) -> E {
+    E::custom(format!("a {what} is a number ({n}) where this format has a text"))
 }
 
 struct Read<T>(PhantomData<T>);
@@ -316,17 +346,30 @@ fn read_text<'de, T: Shared, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> 
 /// the same allocation in full before.
 fn write_text<T: Shared, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     let text: &str = v.borrow();
+    write_counted(T::numbered, text.as_ptr() as usize, v.held_elsewhere(), text, s)
+}
+
+/// Writes `text` in full, or as its number when this write scope has
+/// written the allocation at `addr` in full before (numbered among `kind`).
+/// `held`: something besides the value at hand holds the allocation.
+fn write_counted<S: Serializer>(
+    kind: fn(&mut Written) -> &mut Numbered,
+    addr: usize,
+    held: bool,
+    text: &str,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let number = WRITTEN.with(|w| {
         let mut w = w.borrow_mut();
-        let numbered = T::numbered(w.as_mut()?);
-        let addr = text.as_ptr() as u64;
+        let numbered = kind(w.as_mut()?);
+        let addr = addr as u64;
         let addr = ((addr >> 32) as u32, addr as u32);
         if let Some(&n) = numbered.at.get(&addr) {
             return Some(n);
         }
         let n = numbered.written;
         numbered.written += 1;
-        if let (true, Ok(n)) = (v.held_elsewhere(), u32::try_from(n)) {
+        if let (true, Ok(n)) = (held, u32::try_from(n)) {
             numbered.at.insert(addr, n);
         }
         None
@@ -407,5 +450,4 @@ pub fn end_table<E: serde::de::Error>(written: Option<TextCounts>) -> Result<(),
 }
 
 #[cfg(test)]
-#[path = "intern_tests.rs"]
 mod tests;

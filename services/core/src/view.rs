@@ -221,8 +221,8 @@ impl State {
         let one_id = self.identity.one_id_of(key)?;
         let ns = self.identity.namespaces();
         let id = |k: &IdKey| IdentifierView {
-            namespace: ns.name(k.ns).to_string(),
-            value: k.value.to_string(),
+            namespace: ns.name(k.ns()).to_string(),
+            value: k.value().to_string(),
         };
         // A copy, so no profile guard is held when the graph's lock is taken.
         let p = self.identity.profile(&one_id)?;
@@ -272,8 +272,8 @@ impl State {
             .iter()
             .chain(profile.households())
             .map(|k| IdentifierView {
-                namespace: ns.name(k.ns).to_string(),
-                value: k.value.to_string(),
+                namespace: ns.name(k.ns()).to_string(),
+                value: k.value().to_string(),
             })
             .collect();
         Some(ProfileView {

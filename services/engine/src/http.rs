@@ -419,8 +419,8 @@ async fn forget(
     };
     let command = json!({
         "command": "forget",
-        "namespace": s.state.identity.namespaces().name(key.ns),
-        "value": &*key.value,
+        "namespace": s.state.identity.namespaces().name(key.ns()),
+        "value": key.value(),
         "requested_by": &*requested_by,
         "via": "http",
     })

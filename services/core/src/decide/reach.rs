@@ -33,7 +33,7 @@ impl Reach {
     /// The channels a profile holding `ids` can be reached on: every route
     /// of their namespaces; push only with consent (`push_opt_out` false).
     pub fn of_ids<'a>(ids: impl IntoIterator<Item = &'a IdKey>, ns: &Namespaces, push_opt_out: bool) -> Reach {
-        let mut r = Reach::of(ids.into_iter().flat_map(|k| ns.routes(k.ns).iter().copied()));
+        let mut r = Reach::of(ids.into_iter().flat_map(|k| ns.routes(k.ns()).iter().copied()));
         if push_opt_out {
             r.channels[ContactChannel::Push.index()] = false;
         }

@@ -330,13 +330,13 @@ fn raw_email_and_phone_are_hashed_and_junk_dropped() {
         .decode(Channel::Web, &serde_json::to_vec(&v).unwrap())
         .unwrap();
     let ns = Namespaces::with_defaults();
-    let names: Vec<&str> = ev.ids.iter().map(|k| ns.name(k.ns)).collect();
+    let names: Vec<&str> = ev.ids.iter().map(|k| ns.name(k.ns())).collect();
     assert_eq!(names.len(), 3);
     assert!(names.contains(&"email_sha256") && names.contains(&"phone_sha256") && names.contains(&"device_id"));
     assert!(ev
         .ids
         .iter()
-        .all(|k| !k.value.contains("Example") && !k.value.contains("7700")));
+        .all(|k| !k.value().contains("Example") && !k.value().contains("7700")));
     assert_eq!(
         ev.blocked,
         vec![("cookie_id".to_string(), crate::ids::BlockReason::Junk)]

@@ -392,16 +392,16 @@ impl IdentityGraph {
         let mut dropped = Vec::new();
         loop {
             let over_ns = p.ids.iter().find_map(|k| {
-                let cap = self.rules.rule(k.ns).max_per_profile?;
-                (p.ids.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
+                let cap = self.rules.rule(k.ns()).max_per_profile?;
+                (p.ids.iter().filter(|x| x.ns() == k.ns()).count() > usize::from(cap)).then_some(k.ns())
             });
             let households = p.households();
             let households_over = households.iter().find_map(|k| {
-                let cap = self.rules.rule(k.ns).max_per_profile?;
-                (households.iter().filter(|x| x.ns == k.ns).count() > usize::from(cap)).then_some(k.ns)
+                let cap = self.rules.rule(k.ns()).max_per_profile?;
+                (households.iter().filter(|x| x.ns() == k.ns()).count() > usize::from(cap)).then_some(k.ns())
             });
             if let Some(ns) = households_over {
-                if let Some(i) = households.iter().position(|k| k.ns == ns) {
+                if let Some(i) = households.iter().position(|k| k.ns() == ns) {
                     let k = p.rare_mut().households.remove(i);
                     p.links.retain(|l| l.from != k);
                 }
@@ -419,8 +419,8 @@ impl IdentityGraph {
                 .iter()
                 .filter(|l| p.ids.contains(&l.from))
                 .filter(|l| match victim_ns {
-                    Some(ns) => l.from.ns == ns,
-                    None => self.rules.rule(l.from.ns).kind == Kind::Device,
+                    Some(ns) => l.from.ns() == ns,
+                    None => self.rules.rule(l.from.ns()).kind == Kind::Device,
                 })
                 .min_by_key(|l| l.provenance.at)
                 .map(|l| l.from.clone());

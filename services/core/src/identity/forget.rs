@@ -73,7 +73,7 @@ impl IdentityGraph {
         for k in &gone {
             let entry = self.suppression_entry(w, k);
             w.suppressed.insert(entry);
-            entries.push(Suppression { ns: k.ns, entry });
+            entries.push(Suppression { ns: k.ns(), entry });
             w.formers.remove(*k);
             if let Some((key, s)) = self.index.remove(*k) {
                 w.sums.resized(slot_bytes(&key), 0);
@@ -171,7 +171,7 @@ impl IdentityGraph {
     /// derivation over its namespace and value (email and phone values are
     /// hashes already).
     pub(super) fn suppression_entry(&self, w: &Writer, key: &IdKey) -> [u8; 16] {
-        w.derivation.suppression_entry(self.rules.name(key.ns), &key.value)
+        w.derivation.suppression_entry(self.rules.name(key.ns()), key.value())
     }
 
     /// Whether a forget request suppressed `key`.

@@ -251,11 +251,11 @@ fn a_profile_holds_the_box_only_while_a_rarely_used_list_is_not_empty() {
 #[test]
 fn the_compact_layout_holds_its_sizes() {
     use std::mem::size_of;
-    assert_eq!(size_of::<IdKey>(), 16);
-    assert_eq!(size_of::<Option<IdKey>>(), 16);
+    assert_eq!(size_of::<IdKey>(), 8);
+    assert_eq!(size_of::<Option<IdKey>>(), 8);
     assert_eq!(size_of::<EvidenceKey>(), 24);
     assert_eq!(size_of::<Provenance>(), 24);
-    assert_eq!(size_of::<LinkRecord>(), 56);
+    assert_eq!(size_of::<LinkRecord>(), 40);
     assert_eq!(size_of::<Profile>(), 56);
     assert_eq!(size_of::<super::Slot>(), 16);
     assert_eq!(size_of::<OneId>(), 8);

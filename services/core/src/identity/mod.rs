@@ -296,12 +296,12 @@ impl IdentityGraph {
     }
 
     fn links(&self, k: &IdKey) -> bool {
-        let r = self.rules.rule(k.ns);
+        let r = self.rules.rule(k.ns());
         r.links && r.kind != Kind::Household
     }
 
     fn priority(&self, k: &IdKey) -> u8 {
-        self.rules.rule(k.ns).priority
+        self.rules.rule(k.ns()).priority
     }
 
     /// Strongest first; ties by namespace and value so the order is total.

@@ -26,7 +26,7 @@ use super::types::{
     StitchError,
 };
 use super::{IdentityGraph, Writer};
-use crate::ids::{ArcStr, IdKey, Kind, Ns};
+use crate::ids::{IdKey, Kind, Ns};
 use crate::time::EventTime;
 
 impl IdentityGraph {
@@ -51,12 +51,12 @@ impl IdentityGraph {
     /// a profile with that id still exists (its founder left it: caps, a shared
     /// device), derived from it and a counter. Deterministic for a given fold.
     fn new_one_id(&self, w: &Writer, founder: &IdKey, taken: &[OneId]) -> OneId {
-        let name = self.rules.name(founder.ns);
+        let name = self.rules.name(founder.ns());
         let derive = |value: &str| w.derivation.one_id(name, value);
-        let mut one_id = derive(&founder.value);
+        let mut one_id = derive(founder.value());
         let mut n = 1u32;
         while self.profiles.contains_key(&one_id) || taken.contains(&one_id) {
-            one_id = derive(&format!("{}\0{n}", founder.value));
+            one_id = derive(&format!("{}\0{n}", founder.value()));
             n += 1;
         }
         one_id
@@ -70,10 +70,10 @@ impl IdentityGraph {
                 first_seen: p.first_seen,
                 uniques: ids
                     .clone()
-                    .filter(|k| self.rules.rule(k.ns).unique)
-                    .map(|k| (k.ns, k.value.clone()))
+                    .filter(|k| self.rules.rule(k.ns()).unique)
+                    .map(|k| (k.ns(), k.clone()))
                     .collect(),
-                persons: ids.filter(|k| self.rules.rule(k.ns).kind == Kind::Person).count(),
+                persons: ids.filter(|k| self.rules.rule(k.ns()).kind == Kind::Person).count(),
             }
         })
     }
@@ -104,7 +104,7 @@ struct Roles<'a> {
 #[derive(Default)]
 struct Joining {
     /// The values of unique namespaces they hold together.
-    uniques: BTreeMap<Ns, ArcStr>,
+    uniques: BTreeMap<Ns, IdKey>,
     /// The person identifiers they hold together.
     persons: usize,
     /// Profiles joining, with the first identifier on the event that led to each.
@@ -128,7 +128,7 @@ struct Summary {
 }
 
 /// The values a profile holds in unique namespaces.
-type Uniques = Vec<(Ns, ArcStr)>;
+type Uniques = Vec<(Ns, IdKey)>;
 
 impl<'a> Plan<'a> {
     fn at(&self) -> EventTime {
@@ -188,13 +188,13 @@ impl<'a> Plan<'a> {
         let persons: Vec<&IdKey> = linking
             .iter()
             .copied()
-            .filter(|k| rules.rule(k.ns).kind == Kind::Person)
+            .filter(|k| rules.rule(k.ns()).kind == Kind::Person)
             .collect();
         let mut newly_shared = Vec::new();
         for device in linking
             .iter()
             .copied()
-            .filter(|k| rules.rule(k.ns).kind == Kind::Device)
+            .filter(|k| rules.rule(k.ns()).kind == Kind::Device)
         {
             let since = at.minus(limits.shared_device_window);
             let stat = w.devices.get(device);
@@ -213,7 +213,7 @@ impl<'a> Plan<'a> {
             }
             let too_many = persons
                 .iter()
-                .any(|p| seen.iter().filter(|q| q.ns == p.ns).count() > limits.shared_device_max_persons);
+                .any(|p| seen.iter().filter(|q| q.ns() == p.ns()).count() > limits.shared_device_max_persons);
             if too_many {
                 newly_shared.push(device);
             }
@@ -326,11 +326,11 @@ impl<'a> Plan<'a> {
     /// An identifier in no profile joins, unless it conflicts with a unique
     /// value or is a person that does not fit: then it founds its own.
     fn join_fresh(&mut self, joining: &mut Joining, key: &IdKey) {
-        let rule = self.graph.rules.rule(key.ns);
+        let rule = self.graph.rules.rule(key.ns());
         let max = self.graph.rules.limits().max_identifiers_per_profile;
         let person = rule.kind == Kind::Person;
         let unique = rule.unique;
-        let conflict = unique && joining.uniques.get(&key.ns).is_some_and(|v| *v != key.value);
+        let conflict = unique && joining.uniques.get(&key.ns()).is_some_and(|v| v != key);
         let full = person && !joining.is_empty() && joining.persons >= max;
         if conflict || full {
             let own = self.new_one_id(key);
@@ -347,7 +347,7 @@ impl<'a> Plan<'a> {
             return;
         }
         if unique {
-            joining.uniques.insert(key.ns, key.value.clone());
+            joining.uniques.insert(key.ns(), key.clone());
         }
         if person {
             joining.persons += 1;
@@ -482,7 +482,7 @@ impl<'a> Plan<'a> {
     }
 }
 
-fn compatible(acc: &BTreeMap<Ns, ArcStr>, theirs: &[(Ns, ArcStr)]) -> bool {
+fn compatible(acc: &BTreeMap<Ns, IdKey>, theirs: &[(Ns, IdKey)]) -> bool {
     theirs.iter().all(|(ns, v)| acc.get(ns).is_none_or(|mine| mine == v))
 }
 

@@ -70,7 +70,7 @@ impl IdentityGraph {
                 s.event(&mut link.provenance.event_id);
                 // Ends no longer among its identifiers (dropped, moved).
                 for end in std::iter::once(&mut link.from).chain(link.to.as_mut()) {
-                    if !ids.iter().any(|x| ArcStr::ptr_eq(&x.value, &end.value)) {
+                    if !ids.iter().any(|x| IdKey::ptr_eq(x, end)) {
                         *end = s.key(end.clone());
                     }
                 }
@@ -224,7 +224,7 @@ impl Census {
     }
 
     pub fn id(&mut self, k: &IdKey) {
-        *self.ids.entry(k.value.as_ptr() as usize).or_default() += 1;
+        *self.ids.entry(k.addr()).or_default() += 1;
     }
 
     fn event(&mut self, e: &ArcStr) {

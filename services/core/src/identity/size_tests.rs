@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
-use crate::ids::{ArcStr, Namespaces};
+use crate::ids::Namespaces;
 use crate::testkit::web;
 
 fn graph() -> IdentityGraph {
@@ -215,12 +215,12 @@ fn an_identifier_value_is_held_once_however_many_events_carry_it() {
             json!({"cookie_id": "c-1", "customer_id": "C-1", "email": "a@x.com"}),
         ))
         .unwrap();
-    let held = |k: &IdKey| g.index.get(k).map(|r| r.key().value.clone()).unwrap();
+    let held = |k: &IdKey| g.index.get(k).map(|r| r.key().clone()).unwrap();
     let w = g.lock();
     let mut copies = 0;
     for c in w.components.values() {
         for k in c.evidence.iter().flat_map(|e| e.ids.iter()).chain(c.ids.iter()) {
-            assert!(ArcStr::ptr_eq(&k.value, &held(k)), "{k:?} in evidence is a copy");
+            assert!(IdKey::ptr_eq(k, &held(k)), "{k:?} in evidence is a copy");
             copies += 1;
         }
     }
@@ -228,10 +228,10 @@ fn an_identifier_value_is_held_once_however_many_events_carry_it() {
     drop(w);
     g.with_profile(&s.one_id, |p| {
         for l in &p.links {
-            assert!(ArcStr::ptr_eq(&l.from.value, &held(&l.from)));
+            assert!(IdKey::ptr_eq(&l.from, &held(&l.from)));
         }
         for k in &p.ids {
-            assert!(ArcStr::ptr_eq(&k.value, &held(k)));
+            assert!(IdKey::ptr_eq(k, &held(k)));
         }
     })
     .unwrap();

@@ -206,7 +206,7 @@ fn a_conflicting_unique_value_on_the_event_is_refused() {
     assert_eq!(
         p.ids
             .iter()
-            .filter(|k| g.namespaces().name(k.ns) == "loyalty_id")
+            .filter(|k| g.namespaces().name(k.ns()) == "loyalty_id")
             .count(),
         1
     );
@@ -590,7 +590,7 @@ fn check_order_independence(
         for (one_id, ids) in g.partition() {
             for unique in ["customer_id", "loyalty_id"] {
                 let ns = g.namespaces().lookup(unique).unwrap();
-                prop_assert!(ids.iter().filter(|k| k.ns == ns).count() <= 1);
+                prop_assert!(ids.iter().filter(|k| k.ns() == ns).count() <= 1);
             }
             prop_assert!(ids.len() <= g.namespaces().limits().max_identifiers_per_profile);
             for k in &ids {
@@ -707,7 +707,7 @@ fn refused_links_are_kept_on_the_profile_the_event_landed_on() {
     let kept = g.profile(&c1).unwrap().refused().to_vec();
     let got: Vec<(String, RejectReason, Option<OneId>)> = kept
         .iter()
-        .map(|r| (g.namespaces().name(r.key.ns).to_string(), r.reason, r.kept_in.clone()))
+        .map(|r| (g.namespaces().name(r.key.ns()).to_string(), r.reason, r.kept_in.clone()))
         .collect();
     assert_eq!(
         got,
@@ -810,7 +810,7 @@ fn installed_suppressions_keep_forgotten_identifiers_out_of_a_replay() {
     assert!(gone.suppressed.windows(2).all(|w| w[0] < w[1]), "sorted, no repeats");
     for k in &gone.ids {
         let entry = first.suppression_entry(&first.lock(), k);
-        assert!(gone.suppressed.iter().any(|s| s.entry == entry && s.ns == k.ns));
+        assert!(gone.suppressed.iter().any(|s| s.entry == entry && s.ns == k.ns()));
     }
     let entries: Vec<[u8; 16]> = gone.suppressed.iter().map(|s| s.entry).collect();
 

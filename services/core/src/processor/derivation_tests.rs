@@ -34,7 +34,10 @@ fn partition(p: &Processor) -> BTreeMap<String, Vec<String>> {
         .partition()
         .into_iter()
         .map(|(o, ids)| {
-            let ids = ids.iter().map(|k| format!("{}:{}", ns.name(k.ns), k.value)).collect();
+            let ids = ids
+                .iter()
+                .map(|k| format!("{}:{}", ns.name(k.ns()), k.value()))
+                .collect();
             (o.to_string(), ids)
         })
         .collect()
@@ -66,8 +69,8 @@ fn a_format_2_snapshot_keeps_its_one_ids_and_suppressions_under_a_configured_key
     // The forget done before still suppresses.
     let bob = web("n1", 10, json!({"email": "bob@example.com"}), "login", json!({}));
     let (ns, value) = expected["forgotten"].as_str().unwrap().split_once(':').unwrap();
-    assert_eq!(p.state().identity.namespaces().name(bob.ids[0].ns), ns);
-    assert_eq!(&*bob.ids[0].value, value);
+    assert_eq!(p.state().identity.namespaces().name(bob.ids[0].ns()), ns);
+    assert_eq!(bob.ids[0].value(), value);
     assert!(p.state().identity.is_suppressed(&bob.ids[0]));
     assert_eq!(
         p.state().identity.stitch(&bob).map(|s| s.one_id),

@@ -249,6 +249,6 @@ fn action_id(one_id: &str, action: &str, trigger_key: &str) -> String {
 fn addressable(p: &Profile, ns: &Namespaces) -> BTreeMap<String, String> {
     p.ids
         .iter()
-        .map(|k| (ns.name(k.ns).to_string(), k.value.to_string()))
+        .map(|k| (ns.name(k.ns()).to_string(), k.value().to_string()))
         .collect()
 }

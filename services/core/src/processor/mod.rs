@@ -452,8 +452,8 @@ impl Processor {
                 one_id: to.clone(),
                 merged_one_ids: vec![moved.from.clone()],
                 link: Some(LinkRef {
-                    namespace: self.state.identity.namespaces().name(via.ns).to_string(),
-                    value: via.value.to_string(),
+                    namespace: self.state.identity.namespaces().name(via.ns()).to_string(),
+                    value: via.value().to_string(),
                 }),
                 event_id: Some(ev.event_id.clone()),
                 at: ev.occurred_at,

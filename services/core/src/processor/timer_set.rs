@@ -263,11 +263,11 @@ mod tests {
         s.insert(t(2, "k2"), &a);
         s.insert(t(3, "k1"), &b);
         assert_eq!(s.first_home(), Some(a.clone()));
-        let listed = s.matching(|k| &*k.value == "k1");
+        let listed = s.matching(|k| k.value() == "k1");
         assert_eq!(listed, vec![(t(1, "k1"), a.clone()), (t(3, "k1"), b.clone())]);
         assert_eq!(s.len(), 3, "listing removes nothing");
         s.remove_listed(&listed);
-        assert!(s.matching(|k| &*k.value == "k1").is_empty());
+        assert!(s.matching(|k| k.value() == "k1").is_empty());
         assert_eq!((s.len(), s.of("oj-a")), (1, &[t(2, "k2")][..]));
         s.replace(a.clone(), vec![t(7, "k3"), t(8, "k3")]);
         assert_eq!(s.len(), 2);

@@ -134,8 +134,8 @@ pub(super) async fn recent(
             .identity
             .with_profile(&one_id, |p| {
                 p.ids.first().map(|k| IdentifierDoc {
-                    namespace: ns.name(k.ns).to_string(),
-                    value: k.value.to_string(),
+                    namespace: ns.name(k.ns()).to_string(),
+                    value: k.value().to_string(),
                 })
             })
             .flatten();

@@ -336,7 +336,7 @@ impl Ingest {
             if self.warnings.allow("link_refused", reason) {
                 info!(
                     reason,
-                    namespace = ns.name(r.key.ns),
+                    namespace = ns.name(r.key.ns()),
                     kept_in = r.kept_in.as_deref().unwrap_or(""),
                     one_id = processed.one_id.as_deref().unwrap_or(""),
                     "identity link refused"
