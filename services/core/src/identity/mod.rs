@@ -87,8 +87,9 @@
 //! ## Memory
 //! An identifier value is allocated once: a new evidence set takes the
 //! index's `IdKey`s (`fold.rs`), so evidence, profiles, links and device
-//! counts share the index's value. An `IdKey` is 16 bytes and an event id
-//! 8 (`ArcStr`: one pointer, where an `Arc<str>` is a pointer and a length);
+//! counts share the index's value. An `IdKey` is 8 bytes (one pointer to
+//! its namespace and value in one text, `ids/key.rs`) and an event id 8
+//! (`ArcStr`: one pointer, where an `Arc<str>` is a pointer and a length);
 //! a graph holds about seven copies of each identifier and one of each
 //! event id per link. A One ID is one pointer too ([`OneId`], `crate::one_id`).
 //! A profile's rarely used lists (households, dropped, refused) sit in one

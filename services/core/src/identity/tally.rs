@@ -100,9 +100,10 @@ pub(super) fn profile_size(p: &Profile) -> ProfileSize {
     }
 }
 
-/// An index slot: the identifier's value is held here (profiles share it).
+/// An index slot: the identifier's text (namespace and value) is held here
+/// (profiles share it).
 pub(super) fn slot_bytes(k: &IdKey) -> usize {
-    size_of::<IdKey>() + size_of::<Slot>() + k.value().len() + 16 + MAP_ENTRY
+    size_of::<IdKey>() + size_of::<Slot>() + k.held_text().len() + 16 + MAP_ENTRY
 }
 
 /// A component without the contents of its evidence (those move with the

@@ -31,7 +31,16 @@ pub struct IdKey(ArcStr);
 
 impl IdKey {
     pub fn new(ns: Ns, value: &str) -> IdKey {
-        IdKey(ArcStr::from(Self::text(ns, value)))
+        let mut c = [0u8; 4];
+        let head = char::from(ns.0).encode_utf8(&mut c).as_bytes();
+        // Written in place: no text built first and copied.
+        let text = ArcStr::init_with(head.len() + value.len(), |buf| {
+            let (h, v) = buf.split_at_mut(head.len());
+            h.copy_from_slice(head);
+            v.copy_from_slice(value.as_bytes());
+        });
+        // Both parts are UTF-8, so the whole is; the fallback never runs.
+        IdKey(text.unwrap_or_else(|_| ArcStr::from(Self::text(ns, value))))
     }
 
     /// The text an `IdKey` holds: the namespace's character, then the value.
