@@ -31,6 +31,7 @@
 //! timers are keyed by an identifier, so a timer follows its profile through
 //! merges; one writer.
 
+mod applied;
 mod capture;
 mod changelog;
 mod dedupe;
@@ -215,7 +216,7 @@ pub struct Processor {
     moved_since_scan: crate::hash::HashSet<OneId>,
     /// Scale-out stage 2: per journey, the keys of the events applied to it
     /// (`moving.rs`); `None` in one process.
-    applied: Option<moving::AppliedKeys>,
+    applied: Option<applied::AppliedKeys>,
     /// A checkpoint's records not yet all taken (`capture.rs`).
     capture: Option<capture::Pending>,
 }
@@ -279,14 +280,13 @@ impl Processor {
     /// writes (a million or more between two checkpoints at the bench's
     /// rates), and, with scale-out, where merged journeys went (`moves`,
     /// one entry a merge, kept for good) and the journeys' applied keys
-    /// (their map's slots; the keys inside are not counted); and the
-    /// events waiting for the watermark.
+    /// (the map and every key, `applied.rs`); and the events waiting for
+    /// the watermark.
     fn bookkeeping_bytes(&self) -> usize {
         const SLOT: usize = 1 + std::mem::size_of::<(OneId, Option<OneId>)>();
-        const APPLIED_SLOT: usize = 1 + std::mem::size_of::<(OneId, Vec<moving::AppliedKey>)>();
         self.identity_log.approx_bytes()
             + self.moves.capacity() * SLOT
-            + self.applied.as_ref().map_or(0, |a| a.capacity() * APPLIED_SLOT)
+            + self.applied.as_ref().map_or(0, applied::AppliedKeys::approx_bytes)
             + self.pending_bytes
     }
 

@@ -24,20 +24,18 @@
 use std::sync::Arc;
 
 use crate::decide::value::ValueKey;
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashSet;
 use crate::identity::OneId;
 use crate::journey::Journey;
 use crate::time::EventTime;
 
+use super::applied::AppliedKeys;
 use super::timer_set::Timer;
 use super::{Handover, Processor};
 
 /// An applied event's dedupe key with its event time (ms): what a journey
 /// record carries.
 pub type AppliedKey = (i64, u64);
-
-/// Per One ID, the keys of the events applied to its journey.
-pub type AppliedKeys = HashMap<OneId, Vec<AppliedKey>>;
 
 /// One journeys changelog record read back: One ID, journey (none: only
 /// timers), timers homed there, the applied keys.
@@ -83,10 +81,9 @@ impl Processor {
             self.before_write(one_id);
         }
         let oldest = self.oldest_kept();
-        let Some(applied) = self.applied.as_mut() else { return };
-        let keys = applied.entry(one_id.clone()).or_default();
-        keys.retain(|(t, _)| *t >= oldest);
-        keys.push((at.0, key));
+        if let Some(applied) = self.applied.as_mut() {
+            applied.note(one_id, (at.0, key), oldest);
+        }
     }
 
     /// The oldest event time the dedupe window still covers (ms).
@@ -115,6 +112,12 @@ impl Processor {
         self.applied_at(one_id, self.applied_to)
     }
 
+    /// How many applied keys the journeys hold in all (counted in the
+    /// state's size estimate).
+    pub fn applied_keys(&self) -> usize {
+        self.applied.as_ref().map_or(0, AppliedKeys::keys)
+    }
+
     /// As [`Processor::applied_of`], with the window as of `applied_to`
     /// (a capture's barrier).
     pub(super) fn applied_at(&self, one_id: &str, applied_to: EventTime) -> Vec<AppliedKey> {
@@ -133,9 +136,8 @@ impl Processor {
         }
         self.before_write(from);
         self.before_write(to);
-        let Some(applied) = self.applied.as_mut() else { return };
-        if let Some(mut keys) = applied.remove(from) {
-            applied.entry(to.clone()).or_default().append(&mut keys);
+        if let Some(applied) = self.applied.as_mut() {
+            applied.move_to(from, to);
         }
     }
 
@@ -161,7 +163,7 @@ impl Processor {
             self.seen.insert(*key, EventTime(*at));
         }
         if let Some(applied) = self.applied.as_mut() {
-            applied.entry(to.clone()).or_default().extend(keys);
+            applied.extend(to, keys);
         }
         self.sync_sizes();
     }
@@ -193,7 +195,7 @@ impl Processor {
             // install (the identity log folded meanwhile merged a journey
             // of a kept partition into this one): it joins the record.
             if let Some(applied) = self.applied.as_mut() {
-                applied.entry(one_id.clone()).or_default().extend(keys);
+                applied.extend(&one_id, keys);
             }
             if let Some(mut j) = journey {
                 if let Some(here) = self.state.take_journey(&one_id) {
@@ -306,15 +308,7 @@ impl Processor {
         // come back, those events are applied again from its changelog.
         let ownership = self.ownership.clone();
         let owned = |k: &str| ownership.as_ref().is_none_or(|o| o.owns(k));
-        let mut forgotten = Vec::new();
-        if let Some(applied) = self.applied.as_mut() {
-            applied.retain(|k, keys| {
-                if !owned(k) {
-                    forgotten.append(keys);
-                }
-                owned(k)
-            });
-        }
+        let forgotten = self.applied.as_mut().map(|a| a.retain(owned)).unwrap_or_default();
         for (at, key) in forgotten {
             self.seen.remove(key, EventTime(at));
         }

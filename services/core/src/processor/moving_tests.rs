@@ -105,6 +105,11 @@ fn a_partition_given_up_leaves_with_its_journeys_and_keys() {
     let mut p = owner(0..PARTITIONS);
     let r = fold(&mut p, &ev, 0);
     offer(&mut p, &ev, &r, 1);
+    // A second event of the same customer: two keys held, and counted.
+    let second = pos("p-2", 6, json!({"loyalty_id": "L-1"}), 10.0);
+    let r2 = fold(&mut p, &second, 2);
+    offer(&mut p, &second, &r2, 3);
+    assert_eq!(p.applied_keys(), 2);
     let q = state_partition(&r.one_id, PARTITIONS);
     p.set_ownership(Some(Ownership {
         partitions: PARTITIONS,
@@ -114,7 +119,8 @@ fn a_partition_given_up_leaves_with_its_journeys_and_keys() {
     assert!(dropped.is_empty());
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].0, r.one_id);
-    assert_eq!(left[0].3.len(), 1, "its keys go with it");
+    assert_eq!(left[0].3.len(), 2, "its keys go with it");
+    assert_eq!(p.applied_keys(), 0, "and are no longer counted here");
     assert!(p.state().journey(&r.one_id).is_none());
     // Back here later, from its record: the event is remembered again, once.
     p.set_ownership(Some(Ownership {
@@ -123,7 +129,8 @@ fn a_partition_given_up_leaves_with_its_journeys_and_keys() {
     }));
     let (one_id, j, timers, keys) = left.into_iter().next().expect("one");
     p.install_partition(vec![(one_id, j.map(|j| (*j).clone()), timers, keys)], p.applied_to());
-    assert!(offer(&mut p, &ev, &r, 2), "a duplicate again");
+    assert_eq!(p.applied_keys(), 2);
+    assert!(offer(&mut p, &ev, &r, 4), "a duplicate again");
 }
 
 #[test]
