@@ -9,7 +9,8 @@
 //! ([`Processor::applied_of`], written with its changelog record and carried
 //! by its handover); the restored journeys, timers and dedupe keys; the
 //! numbers of the buffered events of partitions given up (their messages
-//! are read again by the new owner). Keeps the applied keys per journey.
+//! are read again by the new owner). Keeps nothing of its own: the applied
+//! keys per journey are kept, and counted, by `applied.rs`.
 //!
 //! Why the keys travel with the journey: a journey record and the keys of
 //! the events in it are written as one record, so whichever of its records
