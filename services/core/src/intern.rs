@@ -335,10 +335,16 @@ impl<T: Shared> Visitor<'_> for Read<T> {
 }
 
 fn read_text<'de, T: Shared, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    read_with(d, Read(PhantomData))
+}
+
+/// Reads a text field with `v`: a string or, in a text table, also a
+/// number (any value, so that a number reaches `visit_u64`).
+fn read_with<'de, D: Deserializer<'de>, V: Visitor<'de>>(d: D, v: V) -> Result<V::Value, D::Error> {
     if in_table() {
-        d.deserialize_any(Read(PhantomData))
+        d.deserialize_any(v)
     } else {
-        d.deserialize_str(Read(PhantomData))
+        d.deserialize_str(v)
     }
 }
 

@@ -40,15 +40,19 @@ impl IdKey {
             v.copy_from_slice(value.as_bytes());
         });
         // Both parts are UTF-8, so the whole is; the fallback never runs.
-        IdKey(text.unwrap_or_else(|_| ArcStr::from(Self::text(ns, value))))
+        IdKey(text.unwrap_or_else(|_| {
+            let mut t = String::with_capacity(value.len() + 2);
+            Self::write_text(ns, value, &mut t);
+            ArcStr::from(t)
+        }))
     }
 
-    /// The text an `IdKey` holds: the namespace's character, then the value.
-    pub(crate) fn text(ns: Ns, value: &str) -> String {
-        let mut t = String::with_capacity(value.len() + 2);
+    /// Appends the text an `IdKey` of `ns` and `value` holds to `t`: the
+    /// namespace's character, then the value (a lookup by the whole text
+    /// builds it so).
+    pub(crate) fn write_text(ns: Ns, value: &str, t: &mut String) {
         t.push(char::from(ns.0));
         t.push_str(value);
-        t
     }
 
     /// Its namespace.

@@ -19,7 +19,7 @@ use std::hash::{Hash, Hasher};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{damaged, in_table, not_a_number, write_counted, Listed, Written, TEXTS};
+use super::{damaged, not_a_number, read_with, write_counted, Listed, Written, TEXTS};
 use crate::ids::{IdKey, Ns};
 
 const WHAT: &str = "identifier";
@@ -60,8 +60,7 @@ fn full(ns: Ns, value: &str) -> IdKey {
             }
             None => {
                 texts.probe.clear();
-                texts.probe.push(char::from(ns.0));
-                texts.probe.push_str(value);
+                IdKey::write_text(ns, value, &mut texts.probe);
                 match texts.ids.get(texts.probe.as_str()) {
                     Some(earlier) => earlier.0.clone(),
                     None => {
@@ -101,11 +100,7 @@ impl<'de> DeserializeSeed<'de> for Value {
     type Value = IdKey;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<IdKey, D::Error> {
-        if in_table() {
-            d.deserialize_any(self)
-        } else {
-            d.deserialize_str(self)
-        }
+        read_with(d, self)
     }
 }
 
@@ -147,46 +142,19 @@ impl<'de> Deserialize<'de> for Early {
                 Ok(Early::Number(v))
             }
         }
-        if in_table() {
-            d.deserialize_any(V)
-        } else {
-            d.deserialize_str(V)
-        }
+        read_with(d, V)
     }
 }
 
-/// The fields of an identifier, by name or (a sequence's) position.
+/// The fields of an identifier, by name or (a sequence's) position, as a
+/// derived struct reads them (an unknown one is skipped).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
 enum Field {
     Ns,
     Value,
+    #[serde(other)]
     Other,
-}
-
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Field;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field of an identifier")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Field, E> {
-                Ok(match v {
-                    "ns" => Field::Ns,
-                    "value" => Field::Value,
-                    _ => Field::Other,
-                })
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Field, E> {
-                Ok(match v {
-                    0 => Field::Ns,
-                    1 => Field::Value,
-                    _ => Field::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
-    }
 }
 
 struct Key;
