@@ -14,9 +14,10 @@
 //! Every change to an entry's size is added to the writer's sums
 //! (`tally.rs`) as it is made.
 
+use super::component::Component;
 use super::tally::{component_frame, device_bytes, evidence_bytes, profile_size, slot_bytes};
 use super::types::{extend_exact, push_exact, Evidence, IdentityOp, LinkRecord, OneId, Profile, Rule};
-use super::{fingerprint, Component, IdentityGraph, Slot, Writer};
+use super::{fingerprint, IdentityGraph, Slot, Writer};
 use crate::ids::{IdKey, Kind};
 use crate::time::EventTime;
 
@@ -32,7 +33,7 @@ impl IdentityGraph {
     /// Applies one op; returns the component an `IdentityOp::Record` joined.
     pub(super) fn apply_locked(&self, w: &mut Writer, op: &IdentityOp) -> u32 {
         match op {
-            IdentityOp::Record(e) => self.record(w, e),
+            IdentityOp::Record(e) => self.record(w, e).component,
             other => {
                 self.apply_op(w, other);
                 0
@@ -41,9 +42,9 @@ impl IdentityGraph {
     }
 
     /// Adds an evidence and joins the components of its linking identifiers.
-    fn record(&self, w: &mut Writer, e: &Evidence) -> u32 {
+    pub(super) fn record(&self, w: &mut Writer, e: &Evidence) -> Recorded {
         let fp = fingerprint(&e.ids);
-        let target = self.join_components(w, e);
+        let (target, in_order) = self.join_components(w, e);
         let mut new_ids = Vec::new();
         for k in e.ids.iter().filter(|k| self.links(k)) {
             if !self.index.contains_key(k) {
@@ -60,27 +61,25 @@ impl IdentityGraph {
         }
         let first = w.known.get(&fp).cloned();
         if let Some(t) = w.components.get_mut(&target) {
-            let (before, evidence_before) = (component_frame(t), t.evidence.len());
+            let (before, evidence_before) = (component_frame(t), t.evidence().len());
             t.ids.extend(new_ids);
             match &first {
                 // An earlier occurrence of a known set: move it.
                 Some(first) if e.key < *first => {
-                    if let Some(old) = t.evidence.iter_mut().find(|x| x.key == *first) {
-                        old.key = e.key.clone();
-                    } else {
-                        push_exact(&mut t.evidence, e.clone());
+                    if !t.rekey(first, e.key.clone()) {
+                        t.insert(e.clone());
                     }
                 }
                 Some(_) => {
                     // Folded again after every identifier left its profile.
-                    if !t.evidence.iter().any(|x| x.key == e.key) {
-                        push_exact(&mut t.evidence, e.clone());
+                    if !t.has(&e.key) {
+                        t.insert(e.clone());
                     }
                 }
-                None => push_exact(&mut t.evidence, e.clone()),
+                None => t.insert(e.clone()),
             }
             t.ids.share_with(&e.ids);
-            let pushed = if t.evidence.len() > evidence_before {
+            let pushed = if t.evidence().len() > evidence_before {
                 evidence_bytes(e)
             } else {
                 0
@@ -91,12 +90,16 @@ impl IdentityGraph {
         if first.as_ref().is_none_or(|f| e.key < *f) {
             w.known.insert(fp, e.key.clone());
         }
-        target
+        Recorded {
+            component: target,
+            in_order,
+        }
     }
 
     /// Joins the components of the evidence's indexed linking identifiers
-    /// into the largest (a new one when none is indexed); returns it.
-    fn join_components(&self, w: &mut Writer, e: &Evidence) -> u32 {
+    /// into the largest (a new one when none is indexed); returns it, and
+    /// whether the evidence sorts after all of theirs.
+    fn join_components(&self, w: &mut Writer, e: &Evidence) -> (u32, bool) {
         let mut comps: Vec<u32> = Vec::new();
         for k in e.ids.iter().filter(|k| self.links(k)) {
             if let Some(s) = self.index.get(k) {
@@ -105,6 +108,12 @@ impl IdentityGraph {
                 }
             }
         }
+        let in_order = comps.iter().all(|c| {
+            w.components
+                .get(c)
+                .and_then(Component::last_key)
+                .is_none_or(|last| *last <= e.key)
+        });
         // Join into the largest component.
         comps.sort_by_key(|c| std::cmp::Reverse(w.components.get(c).map_or(0, |c| c.ids.len())));
         let target = match comps.first() {
@@ -131,14 +140,12 @@ impl IdentityGraph {
             }
             if let Some(t) = w.components.get_mut(&target) {
                 let before = component_frame(t);
-                t.ids.extend(gone.ids.iter().cloned());
-                extend_exact(&mut t.evidence, gone.evidence);
-                t.last = t.last.clone().max(gone.last);
+                t.absorb(gone);
                 let after = component_frame(t);
                 w.sums.resized(before, after);
             }
         }
-        target
+        (target, in_order)
     }
 
     /// Applies a fold op; returns how many links caps dropped.
@@ -176,12 +183,9 @@ impl IdentityGraph {
                 self.refold(w, *component);
                 0
             }
-            IdentityOp::Folded { component, last } => {
-                if let Some(c) = w.components.get_mut(component) {
-                    c.last.clone_from(last);
-                }
-                0
-            }
+            // What was folded last is the component's last evidence
+            // (`component.rs`): nothing to keep.
+            IdentityOp::Folded { .. } => 0,
             IdentityOp::Dissolve { one_id } => {
                 if let Some((_, p)) = self.profiles.remove(one_id) {
                     w.sums.profile_out(profile_size(&p));
@@ -208,13 +212,13 @@ impl IdentityGraph {
         }
     }
 
-    /// Starts folding a component again: its evidence in canonical order, its
-    /// identifiers' device statistics gone (the fold records them again).
+    /// Starts folding a component again: its identifiers' device statistics
+    /// go (the fold records them again). Its evidence is in canonical order
+    /// already (`component.rs`).
     fn refold(&self, w: &mut Writer, component: u32) {
-        let Some(c) = w.components.get_mut(&component) else {
+        let Some(c) = w.components.get(&component) else {
             return;
         };
-        c.evidence.sort_by(|a, b| a.key.cmp(&b.key));
         let members = c.ids.clone();
         for k in members.iter() {
             if let Some(d) = w.devices.remove(k) {
@@ -352,10 +356,7 @@ impl IdentityGraph {
                 // Applied from a changelog without its Record: give it a component.
                 let c = w.next_component;
                 w.next_component = w.next_component.wrapping_add(1);
-                let own = Component {
-                    ids: super::members::Members::one(key.clone()),
-                    ..Component::default()
-                };
+                let own = Component::one(key.clone());
                 w.sums.resized(0, component_frame(&own) + slot_bytes(key));
                 w.components.insert(c, own);
                 self.index.insert(key.clone(), Slot { one_id, component: c });
@@ -434,4 +435,13 @@ impl IdentityGraph {
         }
         dropped
     }
+}
+
+/// What recording an evidence did.
+pub(super) struct Recorded {
+    /// The component it joined.
+    pub(super) component: u32,
+    /// True when it sorts after every evidence of the components it joined
+    /// (one fold step folds it); false when a rebuild must.
+    pub(super) in_order: bool,
 }

@@ -118,12 +118,7 @@ impl IdentityGraph {
             ids: Arc::from(ids),
         };
         let record = IdentityOp::Record(evidence.clone());
-        let component = self.apply_locked(w, &record);
-        let in_order = w
-            .components
-            .get(&component)
-            .and_then(|c| c.last.as_ref())
-            .is_none_or(|last| *last <= key);
+        let super::apply::Recorded { component, in_order } = self.record(w, &evidence);
         let mut ops = vec![record];
         if in_order {
             let mut step = self.step(w, &evidence)?;
@@ -189,12 +184,12 @@ impl IdentityGraph {
                 before.entry(one_id).or_default().push(k.clone());
             }
         }
-        // Sorts the evidence and drops the members' device statistics.
+        // Drops the members' device statistics (the evidence is sorted).
         self.apply_op(w, &refold);
         let evidence = w
             .components
             .get(&component)
-            .map(|c| c.evidence.clone())
+            .map(|c| c.evidence().to_vec())
             .unwrap_or_default();
         let mut ops = vec![refold];
         for one_id in before.keys() {

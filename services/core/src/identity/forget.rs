@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes};
-use super::types::{fit, Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
+use super::types::{Evidence, EvidenceKey, Forgotten, IdentityOp, OneId, Suppression};
 use super::{fingerprint, IdentityGraph, Writer};
 use crate::hash::HashSet;
 use crate::ids::IdKey;
@@ -130,26 +130,27 @@ impl IdentityGraph {
         };
         let before = component_bytes(comp);
         comp.ids.retain(|k| !gone.contains(k));
-        let mut kept: Vec<Evidence> = Vec::with_capacity(comp.evidence.len());
         let mut refingerprint: Vec<(super::Fingerprint, Option<EvidenceKey>)> = Vec::new();
-        for e in std::mem::take(&mut comp.evidence) {
-            if !e.ids.iter().any(|k| gone.contains(k)) {
-                kept.push(e);
-                continue;
+        comp.replace_evidence(|all| {
+            let mut kept: Vec<Evidence> = Vec::with_capacity(all.len());
+            for e in all {
+                if !e.ids.iter().any(|k| gone.contains(k)) {
+                    kept.push(e);
+                    continue;
+                }
+                refingerprint.push((fingerprint(&e.ids), None));
+                let ids: Vec<IdKey> = e.ids.iter().filter(|k| !gone.contains(k)).cloned().collect();
+                if ids.iter().any(|k| self.links(k)) {
+                    let stripped = Evidence {
+                        key: e.key,
+                        ids: Arc::from(ids),
+                    };
+                    refingerprint.push((fingerprint(&stripped.ids), Some(stripped.key.clone())));
+                    kept.push(stripped);
+                }
             }
-            refingerprint.push((fingerprint(&e.ids), None));
-            let ids: Vec<IdKey> = e.ids.iter().filter(|k| !gone.contains(k)).cloned().collect();
-            if ids.iter().any(|k| self.links(k)) {
-                let stripped = Evidence {
-                    key: e.key,
-                    ids: Arc::from(ids),
-                };
-                refingerprint.push((fingerprint(&stripped.ids), Some(stripped.key.clone())));
-                kept.push(stripped);
-            }
-        }
-        fit(&mut kept);
-        comp.evidence = kept;
+            kept
+        });
         let after = component_bytes(comp);
         w.sums.resized(before, after);
         for (fp, key) in refingerprint {

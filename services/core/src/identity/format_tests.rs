@@ -265,4 +265,11 @@ fn the_compact_layout_holds_its_sizes() {
         "an entry of `known`"
     );
     assert_eq!(size_of::<super::DeviceStat>(), 24);
+    // Exact lists, the last key not held apart: 64 bytes before.
+    assert_eq!(size_of::<super::component::Component>(), 32);
+    assert_eq!(
+        size_of::<(u32, super::component::Component)>(),
+        40,
+        "an entry of `components`"
+    );
 }

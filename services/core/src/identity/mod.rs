@@ -114,6 +114,7 @@ use crate::ids::{IdKey, Kind, Namespaces};
 use crate::time::EventTime;
 
 mod apply;
+mod component;
 mod derive;
 mod fold;
 mod forget;
@@ -155,16 +156,6 @@ struct Slot {
     component: u32,
 }
 
-/// Identifiers that ever appeared on one event together, and their evidence.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Component {
-    /// Its linking identifiers (shared with an evidence holding the same).
-    ids: members::Members,
-    evidence: Vec<Evidence>,
-    /// The largest key folded so far.
-    last: Option<EvidenceKey>,
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct DeviceStat {
     /// Person identifiers first seen with the device, within the window.
@@ -175,7 +166,7 @@ struct DeviceStat {
 /// Structures only the writer touches.
 #[derive(Debug, Default)]
 struct Writer {
-    components: HashMap<u32, Component>,
+    components: HashMap<u32, component::Component>,
     next_component: u32,
     /// Fingerprint of an identifier set -> its first occurrence.
     known: HashMap<Fingerprint, EvidenceKey>,

@@ -16,8 +16,9 @@
 
 use std::sync::Arc;
 
+use super::component::Component;
 use super::types::{OneId, Profile};
-use super::{Component, IdentityGraph};
+use super::IdentityGraph;
 use crate::hash::HashSet;
 use crate::ids::{ArcStr, IdKey};
 
@@ -167,7 +168,7 @@ impl Sharer<'_> {
     /// A component's identifiers from the index; its evidence's from the
     /// component's (they are among them, but for those that never link).
     fn component(&mut self, c: &mut Component) {
-        let Component { ids, evidence, last } = c;
+        let (ids, evidence) = c.parts_mut();
         ids.map(|k| self.key(k));
         for e in evidence.iter_mut() {
             self.event(&mut e.key.event_id);
@@ -181,9 +182,6 @@ impl Sharer<'_> {
                 .collect();
             e.ids = Arc::from(shared);
             ids.share_with(&e.ids);
-        }
-        if let Some(last) = last.as_mut() {
-            self.event(&mut last.event_id);
         }
     }
 
@@ -263,11 +261,10 @@ impl IdentityGraph {
         }
         for comp in w.components.values() {
             comp.ids.iter().for_each(|k| c.id(k));
-            for e in &comp.evidence {
+            for e in comp.evidence() {
                 c.event(&e.key.event_id);
                 e.ids.iter().for_each(|k| c.id(k));
             }
-            comp.last.iter().for_each(|k| c.event(&k.event_id));
         }
         w.known.values().for_each(|k| c.event(&k.event_id));
         for (k, d) in &w.devices {

@@ -20,10 +20,11 @@ use std::sync::MutexGuard;
 
 use serde::{Deserialize, Serialize};
 
+use super::component::Component;
 use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes, Sums};
 use super::types::{OneId, Profile};
 use super::Derivation;
-use super::{fingerprint, Component, DeviceStat, IdentityGraph, Slot, Writer};
+use super::{fingerprint, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
 /// An index slot as a snapshot holds it (field names and order are the format).
@@ -166,10 +167,11 @@ impl IdentityGraph {
             // hasher of this build.
             let mut other = 0;
             w.known
-                .reserve(snap.components.iter().map(|(_, c)| c.evidence.len()).sum());
+                .reserve(snap.components.iter().map(|(_, c)| c.evidence().len()).sum());
             for (_, c) in &mut snap.components {
-                for e in &c.evidence {
-                    c.ids.share_with(&e.ids);
+                let (ids, evidence) = c.parts_mut();
+                for e in evidence.iter() {
+                    ids.share_with(&e.ids);
                     let first = w.known.entry(fingerprint(&e.ids)).or_insert_with(|| e.key.clone());
                     if e.key < *first {
                         *first = e.key.clone();

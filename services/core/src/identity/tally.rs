@@ -19,8 +19,9 @@
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::component::Component;
 use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile};
-use super::{Component, DeviceStat, IdentityGraph, Slot, Writer};
+use super::{DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
 /// A fixed per-entry overhead for the hash maps.
@@ -109,10 +110,7 @@ pub(super) fn slot_bytes(k: &IdKey) -> usize {
 /// A component without the contents of its evidence (those move with the
 /// evidence when components join): constant time.
 pub(super) fn component_frame(c: &Component) -> usize {
-    size_of::<Component>()
-        + MAP_ENTRY
-        + c.ids.len() * size_of::<IdKey>()
-        + c.evidence.capacity() * size_of::<Evidence>()
+    size_of::<Component>() + MAP_ENTRY + c.ids.len() * size_of::<IdKey>() + std::mem::size_of_val(c.evidence())
 }
 
 /// What one evidence adds to its component beyond the frame.
@@ -122,7 +120,7 @@ pub(super) fn evidence_bytes(e: &Evidence) -> usize {
 
 /// A whole component: its frame and every evidence.
 pub(super) fn component_bytes(c: &Component) -> usize {
-    component_frame(c) + c.evidence.iter().map(evidence_bytes).sum::<usize>()
+    component_frame(c) + c.evidence().iter().map(evidence_bytes).sum::<usize>()
 }
 
 pub(super) fn device_bytes(d: &DeviceStat) -> usize {
