@@ -5,7 +5,9 @@
 //! earliest one taken to fire, a forget's identifiers, a restore's records.
 //! Out: the earliest timer; per home, the timers its journey record writes.
 //! Keeps every armed timer twice: in firing order (with its home) and under
-//! its home.
+//! its home. The firing order holds a timer's due time and kind packed in
+//! one `i64` ([`Queued`]): an entry of 24 bytes with its home, where the
+//! tuple and its home take 32.
 //!
 //! Why a home: a timer is keyed by an identifier so that it follows its
 //! profile through merges (see `timers.rs`), but a checkpoint writes only
@@ -18,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::decide::triggers::Trigger;
 use crate::hash::HashMap;
 use crate::identity::OneId;
 use crate::ids::IdKey;
@@ -30,10 +33,86 @@ use super::TimerKind;
 /// order is this tuple's order.
 pub type Timer = (EventTime, TimerKind, IdKey);
 
+/// A timer as the firing order holds it: `due * 16 + kind` (the kind's
+/// place in `TimerKind`'s order, [`kind_code`]) and its identifier. It
+/// orders exactly as the [`Timer`] it packs.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Queued(i64, IdKey);
+
+/// The due times a [`Queued`] holds: an `i64` divided by 16 (about 18
+/// million years either side of 1970). A timer due outside them is armed
+/// at the nearest ([`fit`]): it never fires either way.
+const DUE_MIN: i64 = i64::MIN >> 4;
+const DUE_MAX: i64 = i64::MAX >> 4;
+
+/// The triggers a deferred timer can carry, in their order.
+const TRIGGERS: [Trigger; 6] = [
+    Trigger::CartAbandoned,
+    Trigger::BrowseAbandoned,
+    Trigger::Purchased,
+    Trigger::ServiceIssue,
+    Trigger::ChannelSwitch,
+    Trigger::Lapsed,
+];
+
+/// A kind's place in `TimerKind`'s order (0-9, packed in four bits).
+fn kind_code(kind: TimerKind) -> i64 {
+    match kind {
+        TimerKind::Cart => 0,
+        TimerKind::Browse => 1,
+        TimerKind::Quiet => 2,
+        TimerKind::Deferred(t) => {
+            3 + match t {
+                Trigger::CartAbandoned => 0,
+                Trigger::BrowseAbandoned => 1,
+                Trigger::Purchased => 2,
+                Trigger::ServiceIssue => 3,
+                Trigger::ChannelSwitch => 4,
+                Trigger::Lapsed => 5,
+            }
+        }
+        TimerKind::ChurnLabel => 9,
+    }
+}
+
+/// The kind of a code [`kind_code`] gave.
+fn code_kind(code: i64) -> TimerKind {
+    match code {
+        0 => TimerKind::Cart,
+        1 => TimerKind::Browse,
+        2 => TimerKind::Quiet,
+        9 => TimerKind::ChurnLabel,
+        c => usize::try_from(c - 3)
+            .ok()
+            .and_then(|i| TRIGGERS.get(i))
+            .map_or(TimerKind::ChurnLabel, |t| TimerKind::Deferred(*t)),
+    }
+}
+
+/// `t` with its due time inside what [`Queued`] holds.
+fn fit(t: Timer) -> Timer {
+    (EventTime(t.0 .0.clamp(DUE_MIN, DUE_MAX)), t.1, t.2)
+}
+
+impl Queued {
+    /// Packs a timer [`fit`] already.
+    fn of(t: &Timer) -> Queued {
+        Queued(t.0 .0 * 16 + kind_code(t.1), t.2.clone())
+    }
+
+    fn due(&self) -> EventTime {
+        EventTime(self.0 >> 4)
+    }
+
+    fn timer(&self) -> Timer {
+        (self.due(), code_kind(self.0 & 15), self.1.clone())
+    }
+}
+
 #[derive(Default)]
 pub(super) struct TimerSet {
     /// Firing order; the value is the timer's home.
-    queue: BTreeMap<Timer, OneId>,
+    queue: BTreeMap<Queued, OneId>,
     /// Per home, its timers (in no particular order), sized exactly (the
     /// journey's [`List`]): most homes hold one or two (a quiet check and a
     /// churn label), and a `Vec` that grew by pushing would hold four
@@ -49,22 +128,23 @@ impl TimerSet {
 
     /// Every timer, in firing order.
     #[cfg(test)]
-    pub fn iter(&self) -> impl Iterator<Item = &Timer> {
-        self.queue.keys()
+    pub fn iter(&self) -> impl Iterator<Item = Timer> + '_ {
+        self.queue.keys().map(Queued::timer)
     }
 
     /// When the earliest timer is due.
     pub fn first_due(&self) -> Option<EventTime> {
-        self.queue.first_key_value().map(|(t, _)| t.0)
+        self.queue.first_key_value().map(|(q, _)| q.due())
     }
 
     /// Arms `t` with `home`; false, and nothing changes, when it is armed
     /// already (under whichever home).
     pub fn insert(&mut self, t: Timer, home: &OneId) -> bool {
-        match self.queue.entry(t) {
+        let t = fit(t);
+        match self.queue.entry(Queued::of(&t)) {
             std::collections::btree_map::Entry::Occupied(_) => false,
             std::collections::btree_map::Entry::Vacant(v) => {
-                self.homes.entry(home.clone()).or_default().push(v.key().clone());
+                self.homes.entry(home.clone()).or_default().push(t);
                 v.insert(home.clone());
                 true
             }
@@ -78,7 +158,8 @@ impl TimerSet {
 
     /// Takes the earliest timer, with its home.
     pub fn pop_first(&mut self) -> Option<(Timer, OneId)> {
-        let (t, home) = self.queue.pop_first()?;
+        let (q, home) = self.queue.pop_first()?;
+        let t = q.timer();
         self.unhome(&t, &home);
         Some((t, home))
     }
@@ -99,28 +180,28 @@ impl TimerSet {
     pub fn matching(&self, gone: impl Fn(&IdKey) -> bool) -> Vec<(Timer, OneId)> {
         self.queue
             .iter()
-            .filter(|(t, _)| gone(&t.2))
-            .map(|(t, h)| (t.clone(), h.clone()))
+            .filter(|(q, _)| gone(&q.1))
+            .map(|(q, h)| (q.timer(), h.clone()))
             .collect()
     }
 
     /// Removes the `listed` timers (from [`TimerSet::matching`]).
     pub fn remove_listed(&mut self, listed: &[(Timer, OneId)]) {
         for (t, home) in listed {
-            self.queue.remove(t);
+            self.queue.remove(&Queued::of(t));
             self.unhome(t, home);
         }
     }
 
     /// The estimate of the bytes the set holds: per timer, its entry in the
-    /// firing order (the timer and its home, 40 bytes, in B-tree nodes
-    /// about two thirds full) and its copy under its home (32 bytes, in a
-    /// list sized exactly); per home, its slot in the hash map (the One ID
-    /// and the list, 24 bytes, at about 0.6 load) and the list's allocation
-    /// overhead.
+    /// firing order (the packed timer and its home, 24 bytes, in B-tree
+    /// nodes about two thirds full) and its copy under its home (24 bytes,
+    /// in a list sized exactly); per home, its slot in the hash map (the One
+    /// ID and the list, 24 bytes, at about 0.6 load) and the list's
+    /// allocation overhead.
     pub fn approx_bytes(&self) -> usize {
-        const QUEUE_ENTRY: usize = 60;
-        const HOMED: usize = 32;
+        const QUEUE_ENTRY: usize = size_of::<(Queued, OneId)>() * 3 / 2;
+        const HOMED: usize = size_of::<Timer>();
         const HOME_SLOT: usize = 40;
         self.queue.len() * (QUEUE_ENTRY + HOMED) + self.homes.len() * (HOME_SLOT + ALLOC_OVERHEAD)
     }
@@ -138,7 +219,7 @@ impl TimerSet {
     /// Sets `home`'s timers to `timers` (a restore: its latest record).
     pub fn replace(&mut self, home: OneId, timers: Vec<Timer>) {
         for t in self.homes.remove(&home).unwrap_or_default() {
-            self.queue.remove(&t);
+            self.queue.remove(&Queued::of(&t));
         }
         for t in timers {
             self.insert(t, &home);
@@ -170,12 +251,12 @@ impl TimerSet {
             if timers.is_empty() {
                 self.homes.remove(&home);
             } else {
-                self.homes.insert(home, List::from(timers));
+                self.homes.insert(home, timers.into_iter().map(fit).collect());
             }
         }
-        let mut queue: Vec<(Timer, OneId)> = Vec::with_capacity(self.homes.values().map(|l| l.len()).sum());
+        let mut queue: Vec<(Queued, OneId)> = Vec::with_capacity(self.homes.values().map(|l| l.len()).sum());
         for (home, timers) in &self.homes {
-            queue.extend(timers.iter().map(|t| (t.clone(), home.clone())));
+            queue.extend(timers.iter().map(|t| (Queued::of(t), home.clone())));
         }
         queue.sort_unstable();
         // A timer under several homes (or twice under one): the first stays.
@@ -183,7 +264,7 @@ impl TimerSet {
         queue.dedup_by(|later, first| {
             let same = later.0 == first.0;
             if same {
-                twice.push((later.0.clone(), later.1.clone()));
+                twice.push((later.0.timer(), later.1.clone()));
             }
             same
         });
@@ -217,7 +298,7 @@ impl TimerSet {
     /// Every text the timers refer to, counted into `c`.
     #[cfg(test)]
     pub fn census(&self, c: &mut crate::identity::Census) {
-        for ((_, _, key), home) in &self.queue {
+        for (Queued(_, key), home) in &self.queue {
             c.id(key);
             c.one_id(home);
         }
@@ -236,6 +317,55 @@ mod tests {
 
     fn t(due: i64, key: &str) -> Timer {
         (EventTime(due), TimerKind::Quiet, IdKey::new(Ns(0), key))
+    }
+
+    /// Every kind, in `TimerKind`'s order.
+    fn kinds() -> Vec<TimerKind> {
+        let mut all = vec![TimerKind::Cart, TimerKind::Browse, TimerKind::Quiet];
+        all.extend(TRIGGERS.map(TimerKind::Deferred));
+        all.push(TimerKind::ChurnLabel);
+        all
+    }
+
+    #[test]
+    fn a_packed_timer_orders_and_reads_back_as_the_timer() {
+        assert!(TRIGGERS.windows(2).all(|w| w[0] < w[1]), "the triggers in their order");
+        let kinds = kinds();
+        assert!(kinds.windows(2).all(|w| w[0] < w[1]));
+        let dues = [DUE_MIN, -86_400_001, -1, 0, 1, 1_700_000_000_000, DUE_MAX];
+        let keys = [IdKey::new(Ns(0), "a"), IdKey::new(Ns(0), "b"), IdKey::new(Ns(3), "a")];
+        let mut all: Vec<Timer> = Vec::new();
+        for due in dues {
+            for (i, kind) in kinds.iter().enumerate() {
+                assert_eq!(kind_code(*kind), i as i64);
+                for key in &keys {
+                    let t = (EventTime(due), *kind, key.clone());
+                    assert_eq!(Queued::of(&t).timer(), t);
+                    all.push(t);
+                }
+            }
+        }
+        for a in &all {
+            for b in &all {
+                assert_eq!(Queued::of(a).cmp(&Queued::of(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_timer_due_beyond_what_is_packed_is_armed_at_the_nearest_due_time() {
+        let home = OneId::from("oj-a");
+        let mut s = TimerSet::default();
+        assert!(s.insert((EventTime(i64::MAX), TimerKind::Quiet, IdKey::new(Ns(0), "k")), &home));
+        assert!(s.insert((EventTime(i64::MIN), TimerKind::Cart, IdKey::new(Ns(0), "k")), &home));
+        assert_eq!(s.first_due(), Some(EventTime(DUE_MIN)));
+        assert_eq!(s.pop_first().map(|(t, _)| t.0), Some(EventTime(DUE_MIN)));
+        assert_eq!(
+            s.of("oj-a"),
+            &[(EventTime(DUE_MAX), TimerKind::Quiet, IdKey::new(Ns(0), "k"))]
+        );
+        assert_eq!(s.pop_first().map(|(t, _)| t.0), Some(EventTime(DUE_MAX)));
+        assert_eq!((s.len(), s.homes().count()), (0, 0), "both views agree");
     }
 
     #[test]
@@ -282,7 +412,7 @@ mod tests {
 
     /// Both views, comparable (each home's timers sorted).
     fn views(s: &TimerSet) -> Views {
-        let queue = s.queue.iter().map(|(t, h)| (t.clone(), h.clone())).collect();
+        let queue = s.queue.iter().map(|(q, h)| (q.timer(), h.clone())).collect();
         (queue, s.homes_sorted())
     }
 
