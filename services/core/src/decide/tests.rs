@@ -489,14 +489,7 @@ fn below_the_minimum_expected_value_nothing_is_sent_and_the_decision_says_why() 
 #[test]
 fn the_common_triggers_have_alternatives_and_the_first_listed_ranks_first_on_priors() {
     let cfg = default_decide();
-    for trigger in [
-        Trigger::CartAbandoned,
-        Trigger::BrowseAbandoned,
-        Trigger::Purchased,
-        Trigger::ServiceIssue,
-        Trigger::ChannelSwitch,
-        Trigger::Lapsed,
-    ] {
+    for trigger in Trigger::ALL {
         let n = cfg.actions.iter().filter(|a| a.trigger == trigger).count();
         assert!(n >= 2, "{trigger:?} has {n} action(s)");
     }

@@ -37,6 +37,18 @@ pub enum Trigger {
     Lapsed,
 }
 
+impl Trigger {
+    /// Every trigger, in their order.
+    pub const ALL: [Trigger; 6] = [
+        Trigger::CartAbandoned,
+        Trigger::BrowseAbandoned,
+        Trigger::Purchased,
+        Trigger::ServiceIssue,
+        Trigger::ChannelSwitch,
+        Trigger::Lapsed,
+    ];
+}
+
 /// The triggers an event fires, from what it changed (timers fire the others).
 pub fn triggers_of(transitions: &[Transition]) -> Vec<Trigger> {
     transitions

@@ -45,16 +45,6 @@ struct Queued(i64, IdKey);
 const DUE_MIN: i64 = i64::MIN >> 4;
 const DUE_MAX: i64 = i64::MAX >> 4;
 
-/// The triggers a deferred timer can carry, in their order.
-const TRIGGERS: [Trigger; 6] = [
-    Trigger::CartAbandoned,
-    Trigger::BrowseAbandoned,
-    Trigger::Purchased,
-    Trigger::ServiceIssue,
-    Trigger::ChannelSwitch,
-    Trigger::Lapsed,
-];
-
 /// A kind's place in `TimerKind`'s order (0-9, packed in four bits).
 fn kind_code(kind: TimerKind) -> i64 {
     match kind {
@@ -84,7 +74,7 @@ fn code_kind(code: i64) -> TimerKind {
         9 => TimerKind::ChurnLabel,
         c => usize::try_from(c - 3)
             .ok()
-            .and_then(|i| TRIGGERS.get(i))
+            .and_then(|i| Trigger::ALL.get(i))
             .map_or(TimerKind::ChurnLabel, |t| TimerKind::Deferred(*t)),
     }
 }
@@ -322,14 +312,17 @@ mod tests {
     /// Every kind, in `TimerKind`'s order.
     fn kinds() -> Vec<TimerKind> {
         let mut all = vec![TimerKind::Cart, TimerKind::Browse, TimerKind::Quiet];
-        all.extend(TRIGGERS.map(TimerKind::Deferred));
+        all.extend(Trigger::ALL.map(TimerKind::Deferred));
         all.push(TimerKind::ChurnLabel);
         all
     }
 
     #[test]
     fn a_packed_timer_orders_and_reads_back_as_the_timer() {
-        assert!(TRIGGERS.windows(2).all(|w| w[0] < w[1]), "the triggers in their order");
+        assert!(
+            Trigger::ALL.windows(2).all(|w| w[0] < w[1]),
+            "the triggers in their order"
+        );
         let kinds = kinds();
         assert!(kinds.windows(2).all(|w| w[0] < w[1]));
         let dues = [DUE_MIN, -86_400_001, -1, 0, 1, 1_700_000_000_000, DUE_MAX];
