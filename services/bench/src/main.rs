@@ -31,9 +31,11 @@ struct Args {
     /// Measure parse_floor and memory only (for large --profiles).
     #[arg(long)]
     memory_only: bool,
-    /// Measure parse_floor, memory, core and core_all_cores only: for
-    /// --profiles sizes whose recovery (a second copy of the state) does not
-    /// fit in memory (10M on 24 GiB, with --events 60000).
+    /// Measure parse_floor, memory, core, core_all_cores and recovery
+    /// only (the core's own snapshot, written and read back without a
+    /// broker, its state dropped first): for --profiles sizes whose engine
+    /// figures (a second copy of the state) do not fit in memory (10M on 24
+    /// GiB, with --events 60000).
     #[arg(long, conflicts_with = "memory_only")]
     core_only: bool,
     /// A Kafka-compatible broker for the drain, echo and engine figures

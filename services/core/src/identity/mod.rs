@@ -78,6 +78,8 @@
 //!   rebuild of the component out;
 //! - `plan.rs`: one fold step decided from the graph, as ops (the rules above);
 //! - `apply.rs`: ops applied to the graph, caps enforced;
+//! - `component.rs`: a component's identifiers and its evidence, kept
+//!   sorted by key (the largest key is the last evidence's);
 //! - `forget.rs`: erasure and suppression;
 //! - `derive.rs`: One IDs and suppression entries from identifiers (keyed);
 //! - `snapshot.rs`: the graph written and read back;

@@ -342,12 +342,14 @@ pub enum IdentityOp {
     },
     /// The device is shared from now on: it leaves its profile and never links.
     Shared { device: IdKey },
-    /// A component is about to be folded again (a rebuild): its evidence is
-    /// sorted into canonical order and its identifiers' device statistics
-    /// are dropped (the fold records them again).
+    /// A component is about to be folded again (a rebuild): its
+    /// identifiers' device statistics are dropped (the fold records them
+    /// again); its evidence is in canonical order already.
     Refold { component: u32 },
     /// A component's evidence is folded up to `last` (what an event must
-    /// sort after to be one more fold step rather than a rebuild).
+    /// sort after to be one more fold step rather than a rebuild). Written
+    /// for the log's readers; applying it changes nothing, since `last` is
+    /// the component's last evidence (`component.rs`).
     Folded { component: u32, last: Option<EvidenceKey> },
     /// Removes a profile before its component is folded again.
     Dissolve {

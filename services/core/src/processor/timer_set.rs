@@ -85,9 +85,10 @@ fn fit(t: Timer) -> Timer {
 }
 
 impl Queued {
-    /// Packs a timer [`fit`] already.
+    /// Packs a timer (its due time [`fit`] first, so that nothing
+    /// overflows).
     fn of(t: &Timer) -> Queued {
-        Queued(t.0 .0 * 16 + kind_code(t.1), t.2.clone())
+        Queued(t.0 .0.clamp(DUE_MIN, DUE_MAX) * 16 + kind_code(t.1), t.2.clone())
     }
 
     fn due(&self) -> EventTime {
@@ -359,6 +360,8 @@ mod tests {
         );
         assert_eq!(s.pop_first().map(|(t, _)| t.0), Some(EventTime(DUE_MAX)));
         assert_eq!((s.len(), s.homes().count()), (0, 0), "both views agree");
+        let far = (EventTime(i64::MAX), TimerKind::ChurnLabel, IdKey::new(Ns(0), "k"));
+        assert_eq!(Queued::of(&far).timer(), fit(far), "packing fits first");
     }
 
     #[test]
