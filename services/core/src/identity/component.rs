@@ -75,10 +75,10 @@ impl Component {
         let Ok(i) = self.evidence.binary_search_by(|x| x.key.cmp(from)) else {
             return false;
         };
-        let mut all: Vec<Evidence> = std::mem::take(&mut self.evidence).into_iter().collect();
-        all[i].key = to;
-        all.sort_by(|a, b| a.key.cmp(&b.key));
-        self.evidence = List::from(all);
+        self.replace_evidence(|mut all| {
+            all[i].key = to;
+            all
+        });
         true
     }
 
@@ -89,16 +89,16 @@ impl Component {
         if other.evidence.is_empty() {
             return;
         }
-        let mut all: Vec<Evidence> = std::mem::take(&mut self.evidence).into_iter().collect();
-        all.reserve_exact(other.evidence.len());
-        all.extend(other.evidence);
-        // Two sorted runs: the stable sort merges them in one pass.
-        all.sort_by(|a, b| a.key.cmp(&b.key));
-        self.evidence = List::from(all);
+        // Two sorted runs: the stable sort after merges them in one pass.
+        self.replace_evidence(|mut all| {
+            all.reserve_exact(other.evidence.len());
+            all.extend(other.evidence);
+            all
+        });
     }
 
-    /// Replaces the evidence with what `f` makes of it (a forget's strip),
-    /// sorted again.
+    /// Replaces the evidence with what `f` makes of it (a rekey, a join,
+    /// a forget's strip), sorted again.
     pub(super) fn replace_evidence(&mut self, f: impl FnOnce(Vec<Evidence>) -> Vec<Evidence>) {
         let mut all = f(std::mem::take(&mut self.evidence).into_iter().collect());
         all.sort_by(|a, b| a.key.cmp(&b.key));

@@ -79,16 +79,21 @@ fn code_kind(code: i64) -> TimerKind {
     }
 }
 
+/// A due time inside what [`Queued`] holds (ms).
+fn fit_due(due: EventTime) -> i64 {
+    due.0.clamp(DUE_MIN, DUE_MAX)
+}
+
 /// `t` with its due time inside what [`Queued`] holds.
 fn fit(t: Timer) -> Timer {
-    (EventTime(t.0 .0.clamp(DUE_MIN, DUE_MAX)), t.1, t.2)
+    (EventTime(fit_due(t.0)), t.1, t.2)
 }
 
 impl Queued {
     /// Packs a timer (its due time [`fit`] first, so that nothing
     /// overflows).
     fn of(t: &Timer) -> Queued {
-        Queued(t.0 .0.clamp(DUE_MIN, DUE_MAX) * 16 + kind_code(t.1), t.2.clone())
+        Queued(fit_due(t.0) * 16 + kind_code(t.1), t.2.clone())
     }
 
     fn due(&self) -> EventTime {
