@@ -160,6 +160,11 @@ impl TestEngine {
 
     /// Starts the engine as it is: no topics created, not waiting for ready.
     pub async fn launch(settings: Settings) -> TestEngine {
+        // `ONEJOURNEY_TEST_LOG=1` (with `RUST_LOG` to filter, `--nocapture`
+        // to see it): the engines' logs on stderr, to follow a failure.
+        if std::env::var_os("ONEJOURNEY_TEST_LOG").is_some() {
+            onejourney_engine::logging::init(&settings.log);
+        }
         let engine = Engine::start(settings.clone(), CancellationToken::new())
             .await
             .expect("engine starts");

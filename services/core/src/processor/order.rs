@@ -39,6 +39,32 @@ pub struct PartitionClock {
     /// not idle, only behind (see [`Processor::set_backlog`]).
     #[serde(default)]
     pub(super) backlog: bool,
+    /// When the caller last read where the partition ends at the broker
+    /// (processing time, ms; see [`Processor::report_end`]). Not in a
+    /// snapshot: a processing time means nothing to the next process.
+    #[serde(skip)]
+    pub(super) end_read_ms: Option<u64>,
+}
+
+impl PartitionClock {
+    fn new(max: EventTime, now_ms: u64) -> Self {
+        PartitionClock {
+            max,
+            last_arrival_ms: now_ms,
+            backlog: false,
+            end_read_ms: None,
+        }
+    }
+
+    /// Whether it holds the watermark back at `now_ms`: it has a backlog,
+    /// it was heard from within `idle_ms`, or its end was last read before
+    /// its silence began (then a backlog may wait at the broker that no
+    /// read has seen yet).
+    fn holds(&self, now_ms: u64, idle_ms: u64) -> bool {
+        self.backlog
+            || now_ms.saturating_sub(self.last_arrival_ms) < idle_ms
+            || self.end_read_ms.is_some_and(|read| read < self.last_arrival_ms)
+    }
 }
 
 /// Buffered events in the order they are applied: event time, then channel
@@ -65,14 +91,16 @@ impl Processor {
     }
 
     /// The watermark at processing time `now_ms`: the smallest partition
-    /// watermark among partitions heard from within `idle_after`; when every
-    /// partition is idle, the largest event time seen (nothing is held back).
+    /// watermark among partitions that hold it back (heard from within
+    /// `idle_after`, behind, or not known to be caught up: see
+    /// [`Processor::report_end`]); when none does, the largest event time
+    /// seen (nothing is held back).
     pub fn watermark(&self, now_ms: u64) -> Option<EventTime> {
         let idle_ms = self.idle_ms();
         let active = self
             .partitions
             .values()
-            .filter(|p| p.backlog || now_ms.saturating_sub(p.last_arrival_ms) < idle_ms)
+            .filter(|p| p.holds(now_ms, idle_ms))
             .map(|p| p.max.minus(self.cfg.allowed_lateness))
             .min();
         active.or_else(|| self.partitions.values().map(|p| p.max).max())
@@ -109,6 +137,24 @@ impl Processor {
         }
     }
 
+    /// [`Processor::set_backlog`] from a read of where `partition` ends at
+    /// the broker, made at processing time `read_ms`: `behind` when records
+    /// wait there. From its first such report on, the partition counts idle
+    /// only on a read made after its silence began (its last event, or the
+    /// fresh grace after a pause): a read from before may predate records
+    /// published since, and trusting it let the watermark run past them.
+    /// (After a broker outage, the first partition to deliver again started
+    /// every partition's grace; one that delivered more than `idle_after`
+    /// later, its end last read before the burst, counted idle, and its
+    /// events came too late: 636 dead-lettered in one run of the
+    /// broker-outage test, session 29.)
+    pub fn report_end(&mut self, partition: u32, behind: bool, read_ms: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.backlog = behind;
+            p.end_read_ms = Some(p.end_read_ms.map_or(read_ms, |r| r.max(read_ms)));
+        }
+    }
+
     /// Scale-out: what the processes that read input partitions say of
     /// them, each `(partition, upto, active)` read in order with the events
     /// sent on the same lane (a progress record on the routed partition;
@@ -131,11 +177,10 @@ impl Processor {
             self.fresh_grace_after_a_pause(now_ms);
         }
         for &(partition, upto, active) in lanes {
-            let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-                max: EventTime::MIN,
-                last_arrival_ms: now_ms,
-                backlog: false,
-            });
+            let clock = self
+                .partitions
+                .entry(partition)
+                .or_insert(PartitionClock::new(EventTime::MIN, now_ms));
             clock.max = clock.max.max(upto);
             clock.backlog = active;
             if active {
@@ -156,11 +201,10 @@ impl Processor {
     /// event or stays silent for `idle_after`, it holds the watermark back, so
     /// a partition consumed late cannot be overtaken by the others.
     pub fn register_partition(&mut self, partition: u32, now_ms: u64) {
-        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max: EventTime::MIN,
-            last_arrival_ms: now_ms,
-            backlog: false,
-        });
+        let clock = self
+            .partitions
+            .entry(partition)
+            .or_insert(PartitionClock::new(EventTime::MIN, now_ms));
         // A re-assigned partition gets a fresh grace period.
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
     }
@@ -195,11 +239,10 @@ impl Processor {
         now_ms: u64,
     ) -> Vec<Released> {
         self.fresh_grace_after_a_pause(now_ms);
-        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max: ev.occurred_at,
-            last_arrival_ms: now_ms,
-            backlog: false,
-        });
+        let clock = self
+            .partitions
+            .entry(partition)
+            .or_insert(PartitionClock::new(ev.occurred_at, now_ms));
         clock.max = clock.max.max(ev.occurred_at);
         clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
         let mut out = Vec::new();

@@ -587,6 +587,53 @@ fn a_silent_partition_with_a_backlog_is_behind_not_idle() {
 }
 
 #[test]
+fn a_partition_counts_idle_only_on_an_end_read_after_its_silence_began() {
+    use crate::testkit::t;
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    p.offer(web("a", 0, json!({"cookie_id": "a"}), "page_view", json!({})), 1, 0, 0);
+    p.offer(web("b", 10, json!({"cookie_id": "b"}), "page_view", json!({})), 0, 1, 0);
+    // Both ends read after their last events: caught up, then idle.
+    p.report_end(0, false, 500);
+    p.report_end(1, false, 500);
+    p.tick(3_000);
+    assert_eq!(p.pending_events(), 0);
+    // Ends read again during the pause (a broker outage ends here).
+    p.report_end(0, false, 59_000);
+    p.report_end(1, false, 59_000);
+    // Partition 0 delivers first: every partition gets a fresh grace.
+    p.offer(
+        web("c", 100, json!({"cookie_id": "c"}), "page_view", json!({})),
+        0,
+        2,
+        60_000,
+    );
+    // Past idle_after, partition 1 is silent and its last read said
+    // caught up, but that read is older than the burst: records may wait
+    // at the broker that no read has seen. It holds.
+    p.tick(62_500);
+    assert_eq!(p.pending_events(), 1, "c waits for partition 1");
+    assert_eq!(p.watermark(62_500), Some(t(0)));
+    // A read after the burst began says both are caught up: c goes.
+    p.report_end(0, false, 61_000);
+    p.report_end(1, false, 61_000);
+    p.tick(62_500);
+    assert_eq!(p.pending_events(), 0);
+    // One that says partition 1 is behind holds it, as set_backlog does.
+    p.offer(
+        web("d", 200, json!({"cookie_id": "d"}), "page_view", json!({})),
+        0,
+        3,
+        70_000,
+    );
+    p.report_end(0, false, 70_500);
+    p.report_end(1, true, 70_500);
+    p.tick(80_000);
+    assert_eq!(p.pending_events(), 1, "d waits for partition 1's backlog");
+}
+
+#[test]
 fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
     use crate::testkit::t;
     let mut p = processor();

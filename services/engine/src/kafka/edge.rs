@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -58,8 +58,9 @@ pub enum EdgeEvent {
     Assigned(Vec<(Tp, Option<i64>)>),
     /// Partitions taken away.
     Revoked(Vec<Tp>),
-    /// Where assigned input partitions end now.
-    Ends(HashMap<Tp, i64>),
+    /// Where assigned input partitions end, read from the broker from the
+    /// `Instant` on (a record published before it is inside those ends).
+    Ends(HashMap<Tp, i64>, Instant),
 }
 
 /// With incremental (cooperative) rebalancing a callback names only the
@@ -388,6 +389,7 @@ pub async fn watch_end_offsets(
         }
         let c = consumer.clone();
         let t = topics.clone();
+        let asked = Instant::now();
         let found = tokio::task::spawn_blocking(move || end_offsets(&c, &t))
             .await
             .unwrap_or_default();
@@ -395,7 +397,7 @@ pub async fn watch_end_offsets(
             return;
         }
         if events.capacity() > REBALANCE_SLOTS {
-            let _ = events.try_send(EdgeEvent::Ends(found));
+            let _ = events.try_send(EdgeEvent::Ends(found, asked));
         }
     }
 }
@@ -426,7 +428,7 @@ mod tests {
         let (tx, _rx) = channel();
         // Fill as the watcher would, then a callback still finds room.
         while tx.capacity() > REBALANCE_SLOTS {
-            tx.try_send(EdgeEvent::Ends(HashMap::new())).unwrap();
+            tx.try_send(EdgeEvent::Ends(HashMap::new(), Instant::now())).unwrap();
         }
         for _ in 0..REBALANCE_SLOTS {
             assert!(tx.try_send(EdgeEvent::Revoked(Vec::new())).is_ok());

@@ -44,7 +44,7 @@ pub struct Partitions {
     /// Per input partition, the first offset the last snapshot does not cover.
     covered: HashMap<Tp, i64>,
     /// The end offset of each assigned input partition, refreshed every
-    /// second, and when it was read.
+    /// second, and when it was asked for (the read may be later).
     ends: HashMap<Tp, (i64, Instant)>,
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
@@ -97,9 +97,8 @@ impl Partitions {
                     }
                 }
             }
-            EdgeEvent::Ends(ends) => {
-                let now = Instant::now();
-                self.ends.extend(ends.into_iter().map(|(tp, end)| (tp, (end, now))));
+            EdgeEvent::Ends(ends, asked) => {
+                self.ends.extend(ends.into_iter().map(|(tp, end)| (tp, (end, asked))));
             }
         }
     }
@@ -239,13 +238,17 @@ impl Partitions {
     /// whose next offset is below its end has a backlog, and so has one whose
     /// end was not read for [`ENDS_STALE_AFTER`]. A partition that
     /// makes no progress for `ingest.stall_after` despite a backlog is
-    /// stalled (see `stall`): it stops holding the watermark. Returns the
-    /// number of stalled partitions.
-    pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool) -> usize {
+    /// stalled (see `stall`): it stops holding the watermark. The core is
+    /// told when each end was asked for (at processing time `now_ms`), so a
+    /// partition counts idle only on a read made after its silence began.
+    /// Returns the number of stalled partitions.
+    pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool, now_ms: u64) -> usize {
         for ((topic, partition), (end, read_at)) in &self.ends {
             // Not read lately (a broker outage, slow metadata): records may
             // wait that nobody knows of, so its silence is not idleness.
-            let unknown = read_at.elapsed() > ENDS_STALE_AFTER;
+            let age = read_at.elapsed();
+            let unknown = age > ENDS_STALE_AFTER;
+            let read_ms = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
             let next = self.next_offset(&(topic.clone(), *partition));
             let Some(channel) = ingest.channel_of(topic) else {
                 if ingest.owns_routed(topic, *partition) {
@@ -256,7 +259,7 @@ impl Partitions {
             let stalled = self
                 .stalls
                 .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
-            ingest.input_backlog(channel, *partition, (next < *end || unknown) && !stalled);
+            ingest.input_end(channel, *partition, (next < *end || unknown) && !stalled, read_ms);
         }
         self.stalls.count()
     }

@@ -204,7 +204,8 @@ impl Poll {
             .producer_queue
             .set(i64::from(self.in_flight.producer_queue()));
         self.drain_edge().await?;
-        let stalled = self.partitions.update_backlogs(&mut self.ingest, paused);
+        let now_ms = self.now_ms();
+        let stalled = self.partitions.update_backlogs(&mut self.ingest, paused, now_ms);
         self.metrics.partitions_stalled.set(stalled as i64);
         let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());
         self.in_flight.apply(steps).await?;
@@ -283,7 +284,7 @@ impl Poll {
         let now = self.now_ms();
         let mut assignments = 0;
         while let Ok(event) = self.edge.try_recv() {
-            if !matches!(event, EdgeEvent::Ends(_)) {
+            if !matches!(event, EdgeEvent::Ends(..)) {
                 // What this process owns may change: the last barrier's
                 // records are taken with the ownership of the barrier.
                 self.checkpoint.capture_rest(self.ingest.processor_mut());
