@@ -112,6 +112,15 @@ async fn an_event_older_than_the_dedupe_window_is_dead_lettered_not_applied_twic
     assert!(dlq
         .iter()
         .all(|r| r.headers.get("dlq.reason").map(String::as_str) == Some("too_late")));
+    // The error says how far behind, and the window: what an operator
+    // needs to tell a late producer from a watermark that ran ahead.
+    for r in &dlq {
+        let error = r.headers.get("dlq.error").map_or("", String::as_str);
+        assert!(
+            error.contains("3.0 days behind") && error.contains("(1.0 days)"),
+            "{error}"
+        );
+    }
     e.wait_applied(5, WAIT).await;
     assert_eq!(
         e.metric("onejourney_events_invalid_total{channel=\"web\",reason=\"too_late\"}")

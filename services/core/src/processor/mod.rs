@@ -260,6 +260,20 @@ impl Processor {
         self.seen.too_late(ev.occurred_at, self.applied_to)
     }
 
+    /// Why [`Processor::too_late`] holds for `ev`, for its dead-letter
+    /// record: its time, how far behind the applied-to time it is, and the
+    /// window (times only: nothing of the customer). `whose`: who applied.
+    pub fn too_late_text(&self, ev: &ChannelEvent, whose: &str) -> String {
+        let behind_days = self.applied_to.days_since(ev.occurred_at);
+        format!(
+            "occurred_at {} is {behind_days:.1} days behind the events {whose} applied (up to {}), more than \
+             state.dedupe_window ({:.1} days): it cannot be told apart from a duplicate",
+            ev.occurred_at.to_rfc3339(),
+            self.applied_to.to_rfc3339(),
+            self.cfg.dedupe_window.as_secs_f64() / 86_400.0,
+        )
+    }
+
     /// Remembers an applied event's key, first dropping what fell out of
     /// the window, and keeps the state's size estimate up to date.
     fn remember(&mut self, key: u64, at: EventTime) {

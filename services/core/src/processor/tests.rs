@@ -634,6 +634,32 @@ fn a_partition_counts_idle_only_on_an_end_read_after_its_silence_began() {
 }
 
 #[test]
+fn a_too_late_event_is_told_how_far_behind_it_is() {
+    let mut cfg = core_config();
+    cfg.dedupe_window = std::time::Duration::from_secs(30 * 86_400);
+    let ns = Arc::new(Namespaces::with_defaults());
+    let mut p = Processor::new(Arc::new(cfg), Arc::new(State::new(ns)));
+    let day = 24 * 60;
+    p.process(
+        &web("a", 40 * day, json!({"cookie_id": "a"}), "page_view", json!({})),
+        0,
+    )
+    .unwrap();
+    let old = web(
+        "b",
+        4 * day,
+        json!({"email": "ann@example.com"}),
+        "page_view",
+        json!({}),
+    );
+    assert!(p.too_late(&old));
+    let text = p.too_late_text(&old, "already");
+    assert!(text.contains("36.0 days behind the events already applied"), "{text}");
+    assert!(text.contains(&format!("({:.1} days)", 30.0)), "{text}");
+    assert!(!text.contains("ann@"), "nothing of the customer: {text}");
+}
+
+#[test]
 fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
     use crate::testkit::t;
     let mut p = processor();

@@ -226,13 +226,8 @@ impl Ingest {
             return done(vec![self.dead_letter(m, Some(channel), e.reason(), &e.to_string())]);
         }
         if self.processor.too_late(&ev) {
-            return done(vec![self.dead_letter(
-                m,
-                Some(channel),
-                TOO_LATE,
-                "occurred_at is older than state.dedupe_window behind the events already applied: \
-                 it cannot be told apart from a duplicate",
-            )]);
+            let why = self.processor.too_late_text(&ev, "already");
+            return done(vec![self.dead_letter(m, Some(channel), TOO_LATE, &why)]);
         }
         let source = source_id(channel, m.partition);
         if self.round_trip.is_some() {

@@ -515,6 +515,7 @@ impl Ingest {
                 if self.processor.too_late(&ev) {
                     // Behind this owner's window: dead-lettered, as one
                     // process dead-letters it on arrival.
+                    let why = self.processor.too_late_text(&ev, "this owner");
                     let record = Routed::Event {
                         ev,
                         resolved,
@@ -531,8 +532,7 @@ impl Ingest {
                         payload: Some(&payload),
                         timestamp: None,
                     };
-                    let why = "occurred_at is older than state.dedupe_window behind the events this owner applied";
-                    return vec![self.invalid(&m, seq, TOO_LATE, why)];
+                    return vec![self.invalid(&m, seq, TOO_LATE, &why)];
                 }
                 let lane = u32::try_from(partition).map_or(source, |q| lane(q, source));
                 let released = self.processor.offer_resolved(ev, resolved, lane, seq, now_ms);
