@@ -261,14 +261,15 @@ impl Processor {
     }
 
     /// Why [`Processor::too_late`] holds for `ev`, for its dead-letter
-    /// record: its time, how far behind the applied-to time it is, and the
-    /// window (times only: nothing of the customer). `whose`: who applied.
+    /// record: how far behind the applied-to time it is, that time (the
+    /// engine's, not the message's) and the window. It never quotes the
+    /// message's values (`docs/contract.md`, `dead-letter`). `whose`: who
+    /// applied.
     pub fn too_late_text(&self, ev: &ChannelEvent, whose: &str) -> String {
         let behind_days = self.applied_to.days_since(ev.occurred_at);
         format!(
-            "occurred_at {} is {behind_days:.1} days behind the events {whose} applied (up to {}), more than \
+            "occurred_at is {behind_days:.1} days behind the events {whose} applied (up to {}), more than \
              state.dedupe_window ({:.1} days): it cannot be told apart from a duplicate",
-            ev.occurred_at.to_rfc3339(),
             self.applied_to.to_rfc3339(),
             self.cfg.dedupe_window.as_secs_f64() / 86_400.0,
         )

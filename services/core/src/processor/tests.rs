@@ -657,6 +657,10 @@ fn a_too_late_event_is_told_how_far_behind_it_is() {
     assert!(text.contains("36.0 days behind the events already applied"), "{text}");
     assert!(text.contains(&format!("({:.1} days)", 30.0)), "{text}");
     assert!(!text.contains("ann@"), "nothing of the customer: {text}");
+    assert!(
+        !text.contains(&old.occurred_at.to_rfc3339()),
+        "never the message's values: {text}"
+    );
 }
 
 #[test]
