@@ -207,7 +207,7 @@ impl Poll {
         let now_ms = self.now_ms();
         let stalled = self.partitions.update_backlogs(&mut self.ingest, paused, now_ms);
         self.metrics.partitions_stalled.set(stalled as i64);
-        let steps = self.ingest.tick(self.now_ms(), self.in_flight.newest());
+        let steps = self.ingest.tick(now_ms, self.in_flight.newest());
         self.in_flight.apply(steps).await?;
         Ok(self.in_flight.flush_done().await)
     }
