@@ -5,13 +5,16 @@
 //! evictions, in one process and with only some state partitions owned
 //! (merges into another process's profile hand journeys, timers and applied
 //! keys over), with the pending records also taken in slices of random
-//! sizes between steps. And the capture changes nothing the writer does.
+//! sizes between steps, with no dedupe window and with one shorter than
+//! the events' spread (applied-key lists then expire between steps,
+//! `moving.rs`'s `expire_kept`). And the capture changes nothing the
+//! writer does.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use super::changelog_tests::{apply, event, ids_json, journeys, processor, step, Step};
+use super::changelog_tests::{apply, event, ids_json, journeys, processor, processor_with, step, Step};
 use super::*;
 use crate::output::Output;
 
@@ -100,8 +103,13 @@ proptest! {
         steps in prop::collection::vec((step(), prop::option::of((0usize..8, 0u8..4)), 0usize..6), 1..50),
         barrier in any::<prop::sample::Index>(),
         owned in prop::sample::subsequence(vec![0u32, 1, 2, 3], 0..=4),
+        window_minutes in prop::sample::select(vec![0u64, 120]),
     ) {
-        let (mut a, mut b) = (processor(), processor());
+        let cfg = crate::CoreConfig {
+            dedupe_window: Duration::from_secs(window_minutes * 60),
+            ..crate::testkit::core_config()
+        };
+        let (mut a, mut b) = (processor_with(cfg.clone()), processor_with(cfg));
         owning(&mut a, &owned);
         owning(&mut b, &owned);
         let (mut acts_a, mut acts_b) = (Vec::new(), Vec::new());

@@ -19,12 +19,16 @@ use crate::journey::Journey;
 use crate::testkit::{app, call, core_config, key, pos, product, web};
 
 pub(super) fn processor() -> Processor {
+    processor_with(core_config())
+}
+
+pub(super) fn processor_with(cfg: crate::CoreConfig) -> Processor {
     let limits = IdentityLimits {
         max_identifiers_per_profile: 4,
         ..Default::default()
     };
     let ns = Namespaces::with_defaults().with_limits(limits).expect("valid limits");
-    Processor::new(Arc::new(core_config()), Arc::new(State::new(Arc::new(ns))))
+    Processor::new(Arc::new(cfg), Arc::new(State::new(Arc::new(ns))))
 }
 
 const NAMES: [&str; 6] = [

@@ -39,6 +39,7 @@ mod evaluate;
 mod fold;
 mod labels;
 mod learn;
+mod moves;
 mod moving;
 mod op_log;
 mod order;
@@ -208,8 +209,8 @@ pub struct Processor {
     handovers: Vec<Handover>,
     /// With the identity log: where each journey a fold moved went (`None`:
     /// dropped), so an event resolved before the move follows its journey
-    /// (`fold.rs`). Grows with the merges; not pruned yet.
-    moves: HashMap<OneId, Option<OneId>>,
+    /// (`fold.rs`); kept while the dedupe window covers it (`moves.rs`).
+    moves: moves::Moves,
     keep_moves: bool,
     /// The profiles a fold moved since [`Processor::take_moved_pending`]:
     /// only buffered events resolved to one of them can have moved.
@@ -242,7 +243,7 @@ impl Processor {
             identity_log: OpLog::default(),
             ownership: None,
             handovers: Vec::new(),
-            moves: HashMap::default(),
+            moves: moves::Moves::default(),
             keep_moves: false,
             moved_since_scan: crate::hash::HashSet::default(),
             applied: None,
@@ -294,13 +295,12 @@ impl Processor {
     /// that grows with the events: the identity ops the next checkpoint
     /// writes (a million or more between two checkpoints at the bench's
     /// rates), and, with scale-out, where merged journeys went (`moves`,
-    /// one entry a merge, kept for good) and the journeys' applied keys
+    /// one entry a merge, kept for a window) and the journeys' applied keys
     /// (the map and every key, `applied.rs`); and the events waiting for
     /// the watermark.
     fn bookkeeping_bytes(&self) -> usize {
-        const SLOT: usize = 1 + std::mem::size_of::<(OneId, Option<OneId>)>();
         self.identity_log.approx_bytes()
-            + self.moves.capacity() * SLOT
+            + self.moves.approx_bytes()
             + self.applied.as_ref().map_or(0, applied::AppliedKeys::approx_bytes)
             + self.pending_bytes
     }
@@ -428,7 +428,8 @@ impl Processor {
     fn merge_journeys(&mut self, ev: &ChannelEvent, stitch: &Stitch, out: &mut Processed) {
         for moved in &stitch.moved {
             if self.keep_moves {
-                self.moves.insert(moved.from.clone(), moved.to.clone());
+                let kept_by = ev.occurred_at.max(self.applied_to).0;
+                self.moves.insert(moved.from.clone(), moved.to.clone(), kept_by);
                 self.moved_since_scan.insert(moved.from.clone());
             }
             let gone = self.remove_journey(&moved.from);

@@ -31,6 +31,7 @@ use crate::journey::Journey;
 use crate::time::EventTime;
 
 use super::applied::AppliedKeys;
+use super::moves::EXPIRE_SLICE;
 use super::timer_set::Timer;
 use super::{Handover, Processor};
 
@@ -72,7 +73,33 @@ impl Processor {
     /// Starts keeping the applied keys per journey (scale-out stage 2).
     pub(super) fn keep_applied(&mut self) {
         if self.applied.is_none() {
-            self.applied = Some(AppliedKeys::default());
+            let window = i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+            // No window: nothing expires. Else a list goes at most a
+            // thirty-second of the window (about a day of 30) after its
+            // newest key left it.
+            self.applied = Some(match window {
+                0 => AppliedKeys::default(),
+                w => AppliedKeys::expiring((w / 32).max(1_000)),
+            });
+        }
+    }
+
+    /// Drops, a slice at a time, what the dedupe window no longer covers:
+    /// the moves of scale-out's folds (`moves.rs`) and the applied-key
+    /// lists whose newest key is older than the window (their records
+    /// carry none of those keys either way). Called as the applied-to time
+    /// moves.
+    pub(super) fn expire_kept(&mut self) {
+        let oldest = self.oldest_kept();
+        self.moves.expire(oldest, EXPIRE_SLICE);
+        let Some(applied) = self.applied.as_mut() else { return };
+        for one_id in applied.expired(oldest, EXPIRE_SLICE) {
+            // A record a checkpoint still has to take is taken first, with
+            // its keys as of its barrier.
+            self.before_write(&one_id);
+            if let Some(applied) = self.applied.as_mut() {
+                applied.remove(&one_id);
+            }
         }
     }
 
@@ -117,6 +144,11 @@ impl Processor {
     /// state's size estimate).
     pub fn applied_keys(&self) -> usize {
         self.applied.as_ref().map_or(0, AppliedKeys::keys)
+    }
+
+    /// How many journeys' moves scale-out's folds keep (`moves.rs`).
+    pub fn kept_moves(&self) -> usize {
+        self.moves.len()
     }
 
     /// As [`Processor::applied_of`], with the window as of `applied_to`

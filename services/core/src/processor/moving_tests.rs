@@ -14,8 +14,12 @@ use crate::testkit::{core_config, pos, web};
 const PARTITIONS: u32 = 4;
 
 fn owner(owned: impl IntoIterator<Item = u32>) -> Processor {
+    owner_with(core_config(), owned)
+}
+
+fn owner_with(cfg: crate::CoreConfig, owned: impl IntoIterator<Item = u32>) -> Processor {
     let state = Arc::new(State::new(Arc::new(Namespaces::with_defaults())));
-    let mut p = Processor::new(Arc::new(core_config()), state);
+    let mut p = Processor::new(Arc::new(cfg), state);
     p.set_ownership(Some(Ownership {
         partitions: PARTITIONS,
         owned: owned.into_iter().collect::<HashSet<u32>>(),
@@ -187,4 +191,53 @@ fn a_journey_that_arrived_before_its_partition_was_installed_joins_the_record() 
     // And the first sale read again is a duplicate: its key came with the record.
     assert!(offer(&mut new, &first, &r2, 3));
     assert_eq!(new.state().journey(&r.one_id).expect("held").purchases, 2);
+}
+
+#[test]
+fn moves_and_the_keys_of_a_journey_left_alone_go_once_the_window_passes_them() {
+    let mut cfg = core_config();
+    cfg.dedupe_window = Duration::from_secs(86_400);
+    let mut p = owner_with(cfg, 0..PARTITIONS);
+    let (a, b) = (
+        web("w-1", 0, json!({"cookie_id": "c-1"}), "login", json!({})),
+        pos("p-2", 1, json!({"loyalty_id": "L-2"}), 40.0),
+    );
+    let link = web(
+        "w-3",
+        2,
+        json!({"cookie_id": "c-1", "loyalty_id": "L-2"}),
+        "login",
+        json!({}),
+    );
+    for (seq, ev) in [&a, &b, &link].into_iter().enumerate() {
+        let r = fold(&mut p, ev, seq as u64);
+        assert!(!offer(&mut p, ev, &r, 10 + seq as u64));
+    }
+    let survivor = p.state().identity.one_id_of(&a.ids[0]).expect("held");
+    assert_eq!(
+        (p.kept_moves(), p.applied_keys()),
+        (1, 4),
+        "one merge; on the survivor three events and the merge's handover key"
+    );
+
+    // A day later (the window) another customer's events move the applied-to
+    // time on: one inside the window of the next, one two days on.
+    let d = pos("p-4", 2_000, json!({"loyalty_id": "L-4"}), 5.0);
+    let e = pos("p-5", 2 + 2 * 1_440, json!({"loyalty_id": "L-5"}), 5.0);
+    for (seq, ev) in [&d, &e].into_iter().enumerate() {
+        let r = fold(&mut p, ev, 20 + seq as u64);
+        assert!(!offer(&mut p, ev, &r, 30 + seq as u64));
+    }
+    assert_eq!(p.kept_moves(), 0, "the merge's move is behind the window");
+    assert_eq!(p.applied_keys(), 2, "the survivor's keys went; d's and e's stay");
+    assert!(p.applied_of(&survivor).is_empty());
+    let d_id = p.state().identity.one_id_of(&d.ids[0]).expect("held");
+    assert_eq!(p.applied_of(&d_id).len(), 1, "inside the window: kept");
+    // What the window covers still behaves as before: the survivor's first
+    // event read again is too late, not applied a second time.
+    let r = fold(&mut p, &a, 40);
+    let mut out = p.offer_resolved(a.clone(), r, 0, 41, 0);
+    out.extend(p.tick(u64::MAX));
+    let own = out.into_iter().find(|x| x.seq == Some(41)).expect("released");
+    assert!(own.result.expect("handled").too_late);
 }

@@ -321,6 +321,7 @@ impl Processor {
             out.push(self.timer_release(timer_outputs, fired));
         }
         self.applied_to = self.applied_to.max(wm);
+        self.expire_kept();
         self.share_now();
         self.sync_sizes();
         out
