@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Activity, Channel, ChannelEvent};
 use crate::evidence::{named, unnamed, unversioned, versioned, Unreadable};
+use crate::hash::HashMap;
 use crate::ids::{IdKey, Namespaces};
 use crate::journey::Journey;
 use crate::processor::{Handover, Resolved, TimerKind};
@@ -93,6 +94,12 @@ pub struct SourceProgress {
     /// within `timers.idle_after`. An active partition holds the owner's
     /// watermark however long nothing of it arrives.
     pub active: bool,
+    /// When its sender last asked the broker where it ends (wall clock, ms
+    /// since the epoch; contract 1.19, `None` in older records): the owner
+    /// counts the lane idle only on a read asked after the lane's silence
+    /// began, as one process does for its own partitions (`docs/scaling.md`,
+    /// "Not done yet", item 9).
+    pub read_at_ms: Option<u64>,
 }
 
 /// Why bytes from the routed topic are not a record.
@@ -155,6 +162,10 @@ enum Wire {
     Progress {
         from: u64,
         sources: Vec<(u32, i64, bool)>,
+        /// Contract 1.19 (additive): per input partition, when its sender
+        /// last read where it ends (wall clock, ms); absent in older records.
+        #[serde(default)]
+        reads: Vec<(u32, u64)>,
     },
 }
 
@@ -201,6 +212,10 @@ impl Routed {
             Routed::Progress { from, sources } => Wire::Progress {
                 from: *from,
                 sources: sources.iter().map(|s| (s.source, s.upto.0, s.active)).collect(),
+                reads: sources
+                    .iter()
+                    .filter_map(|s| s.read_at_ms.map(|r| (s.source, r)))
+                    .collect(),
             },
         };
         versioned(ROUTED_VERSION, &wire)
@@ -274,18 +289,26 @@ impl Routed {
                 },
                 evidence,
             },
-            Wire::Progress { from, sources } => Routed::Progress {
-                from,
-                sources: sources
-                    .into_iter()
-                    .map(|(source, upto, active)| SourceProgress {
-                        source,
-                        upto: EventTime(upto),
-                        active,
-                    })
-                    .collect(),
-            },
+            Wire::Progress { from, sources, reads } => progress(from, sources, reads),
         })
+    }
+}
+
+/// A progress record from its wire form: each input partition with its
+/// sender's read time, when the record carries one (1.19).
+fn progress(from: u64, sources: Vec<(u32, i64, bool)>, reads: Vec<(u32, u64)>) -> Routed {
+    let reads: HashMap<u32, u64> = reads.into_iter().collect();
+    Routed::Progress {
+        from,
+        sources: sources
+            .into_iter()
+            .map(|(source, upto, active)| SourceProgress {
+                source,
+                upto: EventTime(upto),
+                active,
+                read_at_ms: reads.get(&source).copied(),
+            })
+            .collect(),
     }
 }
 
@@ -330,11 +353,13 @@ mod tests {
                     source: 1,
                     upto: EventTime(1_700_000_000_000),
                     active: true,
+                    read_at_ms: None,
                 },
                 SourceProgress {
                     source: 1 << 20,
                     upto: EventTime::MIN,
                     active: false,
+                    read_at_ms: Some(1_800_000_000_123),
                 },
             ],
         };
@@ -342,6 +367,46 @@ mod tests {
         assert_eq!(progress.one_id(), None);
         let text = String::from_utf8_lossy(&bytes).to_lowercase();
         assert!(!text.contains("ann@example.com"), "raw e-mail on the wire");
+    }
+
+    /// A 1.18 progress record (no read times) reads as one whose reads are
+    /// unknown; a 1.19 one carries them.
+    #[test]
+    fn a_progress_record_without_read_times_still_reads() {
+        #[derive(Serialize)]
+        enum Old {
+            _Event,
+            _Handover,
+            Progress { from: u64, sources: Vec<(u32, i64, bool)> },
+        }
+        let bytes = versioned(
+            ROUTED_VERSION,
+            &Old::Progress {
+                from: 3,
+                sources: vec![(5, 1_000, false)],
+            },
+        );
+        let back = Routed::decode(&bytes, &ns()).expect("a 1.18 record reads");
+        let expected = Routed::Progress {
+            from: 3,
+            sources: vec![SourceProgress {
+                source: 5,
+                upto: EventTime(1_000),
+                active: false,
+                read_at_ms: None,
+            }],
+        };
+        assert_eq!(back, expected);
+        let Routed::Progress { from, mut sources } = expected else {
+            unreachable!()
+        };
+        sources[0].read_at_ms = Some(42);
+        let new = Routed::Progress { from, sources }.encode(&ns());
+        assert!(new.len() > bytes.len(), "the reads are added");
+        let Routed::Progress { sources, .. } = Routed::decode(&new, &ns()).expect("reads") else {
+            unreachable!()
+        };
+        assert_eq!(sources[0].read_at_ms, Some(42));
     }
 
     #[test]

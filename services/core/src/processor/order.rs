@@ -156,7 +156,7 @@ impl Processor {
     }
 
     /// Scale-out: what the processes that read input partitions say of
-    /// them, each `(partition, upto, active)` read in order with the events
+    /// them, each `(partition, upto, active, read_ms)` read in order with the events
     /// sent on the same lane (a progress record on the routed partition;
     /// `docs/scaling.md`, "Watermarks across processes"). Its sender has
     /// sent every event it read up to one at `upto`, its largest event time
@@ -165,18 +165,24 @@ impl Processor {
     /// events in flight, or events lately), so the partition holds the
     /// watermark back however long this lane stays silent, as
     /// [`Processor::set_backlog`] does for a local one; once not, it goes
-    /// idle `idle_after` past the last active report. Returns what the
-    /// watermark then releases (once, for all of them).
-    pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool)], now_ms: u64) -> Vec<Released> {
+    /// idle `idle_after` past the last active report. `read_ms`: when the
+    /// sender last read where the partition ends, on this caller's
+    /// processing clock (as [`Processor::report_end`]'s): from the first
+    /// such report on, the lane counts idle only on a read made after its
+    /// silence began (its last active report, or the fresh grace after a
+    /// pause); a sender's "not active" on an older read may predate a burst
+    /// (`docs/scaling.md`, item 9). Returns what the watermark then
+    /// releases (once, for all of them).
+    pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool, Option<u64>)], now_ms: u64) -> Vec<Released> {
         // A report that a lane is read again after a pause starts a burst,
         // as a first event does: the other senders' reports are on their
         // way (without it the first sender to report ran the watermark
         // ahead, and a slower sender's first events came too late:
         // tests/scaleout.rs under load, session 20).
-        if lanes.iter().any(|&(_, _, active)| active) {
+        if lanes.iter().any(|&(_, _, active, _)| active) {
             self.fresh_grace_after_a_pause(now_ms);
         }
-        for &(partition, upto, active) in lanes {
+        for &(partition, upto, active, read_ms) in lanes {
             let clock = self
                 .partitions
                 .entry(partition)
@@ -186,6 +192,9 @@ impl Processor {
             if active {
                 // Its silence is counted from the last sign that it is read.
                 clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
+            }
+            if let Some(read) = read_ms {
+                clock.end_read_ms = Some(clock.end_read_ms.map_or(read, |r| r.max(read)));
             }
         }
         self.release(now_ms)

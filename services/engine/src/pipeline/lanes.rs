@@ -1,6 +1,73 @@
 //! Lanes: the owner's clock keys in scale-out (`docs/scaling.md` section
-//! 3). In: a routed partition and an input partition. Out: one number
-//! naming the pair, and back. Keeps nothing.
+//! 3), and what a sender says of each of its input partitions. In: a
+//! routed partition and an input partition; per own input partition, the
+//! end reads and the events routed. Out: one number naming the pair, and
+//! back; per own input partition, the [`SourceProgress`] a progress record
+//! carries. Keeps, per own input partition ([`Sent`]), how far it was
+//! routed and what its last end read said.
+
+use onejourney_core::routed::SourceProgress;
+use onejourney_core::EventTime;
+
+/// Sender side: one of this process's input partitions.
+#[derive(Default)]
+pub(super) struct Sent {
+    /// The broker holds records of it this process has not read.
+    backlog: bool,
+    /// The largest event time of its events routed so far.
+    upto: Option<EventTime>,
+    /// When the last of them was routed (processing time, ms).
+    at_ms: u64,
+    /// When its end was last read (processing time, ms) and the same on
+    /// the wall clock (ms since the epoch), for the owners.
+    read: Option<(u64, u64)>,
+}
+
+impl Sent {
+    /// A read of where it ends at the broker, asked at `read_ms`
+    /// (processing time) = `read_wall_ms` (wall clock): `backlog` when
+    /// records wait there.
+    pub(super) fn end_read(&mut self, backlog: bool, read_ms: u64, read_wall_ms: u64) {
+        self.backlog = backlog;
+        if self.read.is_none_or(|(r, _)| r <= read_ms) {
+            self.read = Some((read_ms, read_wall_ms));
+        }
+    }
+
+    /// An event of it at `at` was routed at `now_ms`.
+    pub(super) fn routed(&mut self, at: EventTime, now_ms: u64) {
+        self.upto = Some(self.upto.map_or(at, |u| u.max(at)));
+        self.at_ms = now_ms;
+    }
+
+    /// What the next progress record says of it (input partition
+    /// `source`). Active: a backlog, events in the identity round trip
+    /// (`in_trip`), an event routed within `idle_ms`, or an end last read
+    /// before the last event was routed (as one process holds a partition
+    /// whose last read predates its last message, `order.rs`).
+    pub(super) fn progress(&self, source: u32, in_trip: bool, now_ms: u64, idle_ms: u64) -> SourceProgress {
+        let routed = self.upto.is_some();
+        SourceProgress {
+            source,
+            upto: self.upto.unwrap_or(EventTime::MIN),
+            active: self.backlog
+                || in_trip
+                || (routed && now_ms.saturating_sub(self.at_ms) < idle_ms)
+                || (routed && self.read.is_some_and(|(r, _)| r < self.at_ms)),
+            read_at_ms: self.read.map(|(_, wall)| wall),
+        }
+    }
+}
+
+/// A sender's read time (wall clock, ms since the epoch) on this
+/// process's processing clock, given both clocks now: as long before
+/// `now_ms` as it was before `wall_now_ms` (at `now_ms` when the sender's
+/// clock is ahead of this one's). Processes share no processing clock;
+/// their wall clocks are assumed to agree to well within
+/// `timers.idle_after`.
+pub(super) fn on_this_clock(read_wall_ms: u64, now_ms: u64, wall_now_ms: u64) -> u64 {
+    now_ms.saturating_sub(wall_now_ms.saturating_sub(read_wall_ms))
+}
 
 /// The owner's clock key (the core's "partition") for the events of input
 /// partition `source` that arrive on routed partition `q`: a lane. Events of
@@ -30,6 +97,41 @@ const _: () = assert!((crate::config::MAX_ROUTED_PARTITIONS + 1) < (1 << 9));
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_says_active_until_a_read_after_its_last_event_finds_nothing() {
+        let idle = 2_000;
+        let mut s = Sent::default();
+        assert!(!s.progress(3, false, 0, idle).active, "nothing routed, nothing read");
+        s.end_read(false, 100, 1_700_000_000_100);
+        s.routed(EventTime(50), 1_000);
+        // Past idle_after, but the last read (at 100) predates the event.
+        let p = s.progress(3, false, 5_000, idle);
+        assert!(p.active);
+        assert_eq!(
+            (p.source, p.upto, p.read_at_ms),
+            (3, EventTime(50), Some(1_700_000_000_100))
+        );
+        // An older read arriving late does not replace a newer one.
+        s.end_read(false, 4_000, 1_700_000_004_000);
+        s.end_read(false, 3_000, 1_700_000_003_000);
+        let p = s.progress(3, false, 5_000, idle);
+        assert!(!p.active, "read after the event, nothing waits");
+        assert_eq!(p.read_at_ms, Some(1_700_000_004_000));
+        assert!(s.progress(3, true, 5_000, idle).active, "events in the round trip");
+        s.end_read(true, 4_500, 1_700_000_004_500);
+        assert!(s.progress(3, false, 5_000, idle).active, "a backlog");
+    }
+
+    #[test]
+    fn a_senders_read_time_is_put_on_this_processes_clock() {
+        // Read 700 ms ago on the wall clock: 700 ms before now here.
+        assert_eq!(on_this_clock(9_300, 50_000, 10_000), 49_300);
+        // A sender's clock ahead of this one's: not later than now.
+        assert_eq!(on_this_clock(10_500, 50_000, 10_000), 50_000);
+        // Before this process's clock began: its start.
+        assert_eq!(on_this_clock(0, 500, 10_000), 0);
+    }
 
     #[test]
     fn a_lane_names_one_routed_partition_and_one_input_partition() {

@@ -43,6 +43,7 @@ const PROGRESS_EVERY_MS: u64 = 500;
 
 pub(super) use super::lanes::partition_of;
 pub use super::lanes::{lane, source_of};
+use super::lanes::{on_this_clock, Sent};
 
 /// A routed message kept until the identity log is folded far enough.
 struct Held {
@@ -50,17 +51,6 @@ struct Held {
     partition: i32,
     offset: i64,
     record: Routed,
-}
-
-/// Sender side: one of this process's input partitions.
-#[derive(Default)]
-struct Sent {
-    /// The broker holds records of it this process has not read.
-    backlog: bool,
-    /// The largest event time of its events routed so far.
-    upto: Option<EventTime>,
-    /// When the last of them was routed (processing time, ms).
-    at_ms: u64,
 }
 
 pub struct Route {
@@ -178,18 +168,19 @@ impl Route {
         }
     }
 
-    /// Whether input partition `source` of this process has a backlog.
-    pub fn local_backlog(&mut self, source: u32, backlog: bool) {
+    /// A read of where input partition `source` of this process ends, at
+    /// `read_ms` (processing time) = `read_wall_ms` (wall clock): `backlog`
+    /// when records wait at the broker.
+    pub fn local_end(&mut self, source: u32, backlog: bool, read_ms: u64, read_wall_ms: u64) {
         if let Some(sent) = self.sent.get_mut(&source) {
-            sent.backlog = backlog;
+            sent.end_read(backlog, read_ms, read_wall_ms);
         }
     }
 
     /// An event of input partition `source` at `at` was routed.
     fn routed_one(&mut self, source: u32, at: EventTime, now_ms: u64) {
         if let Some(sent) = self.sent.get_mut(&source) {
-            sent.upto = Some(sent.upto.map_or(at, |u| u.max(at)));
-            sent.at_ms = now_ms;
+            sent.routed(at, now_ms);
         }
     }
 
@@ -198,13 +189,7 @@ impl Route {
     fn progress_of(&self, in_trip: &HashSet<u32>, now_ms: u64) -> Vec<SourceProgress> {
         self.sent
             .iter()
-            .map(|(s, sent)| SourceProgress {
-                source: *s,
-                upto: sent.upto.unwrap_or(EventTime::MIN),
-                active: sent.backlog
-                    || in_trip.contains(s)
-                    || (sent.upto.is_some() && now_ms.saturating_sub(sent.at_ms) < self.idle_ms),
-            })
+            .map(|(s, sent)| sent.progress(*s, in_trip.contains(s), now_ms, self.idle_ms))
             .collect()
     }
 
@@ -559,11 +544,13 @@ impl Ingest {
         let mut steps = Vec::new();
         if let (Ok(q), Some(route)) = (u32::try_from(partition), &mut self.route) {
             let all = route.holds_all(partition);
+            let wall_now = crate::clock::unix_ms();
             let mut lanes = Vec::with_capacity(sources.len());
             for p in sources {
                 let l = lane(q, p.source);
                 route.active.insert(l, p.active);
-                lanes.push((l, p.upto, p.active || all));
+                let read = p.read_at_ms.map(|w| on_this_clock(w, now_ms, wall_now));
+                lanes.push((l, p.upto, p.active || all, read));
             }
             let released = self.processor.advance_partitions(&lanes, now_ms);
             steps.extend(self.steps(released, Some(seq)));
