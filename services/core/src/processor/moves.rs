@@ -1,11 +1,12 @@
 //! Scale-out: where the journeys a fold moved went, for as long as an event
 //! resolved before the move can still be applied.
 //!
-//! In: each journey a fold moved (a merge, a rebuild, a forget), with the
+//! In: each journey a fold moved (a merge or a rebuild), with the
 //! time it is kept by; the oldest event time the dedupe window still covers.
 //! Out: where a moved journey went (`None`: dropped), for
 //! [`super::Processor::current`]; the bytes held, for the state's estimate.
-//! Keeps one entry a move, and the moves in the order they were made.
+//! Keeps one entry a move, and the moves in a heap by the time each is
+//! kept by.
 //!
 //! A move is kept by the later of the event time of the event whose fold
 //! made it and the applied-to time then. An event resolved before the move
@@ -17,7 +18,8 @@
 //! every move was kept for good: one entry a merge, growing without a
 //! bound; `docs/scaling.md`, "Not done yet", item 6.)
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use crate::hash::HashMap;
 use crate::identity::OneId;
@@ -31,21 +33,17 @@ pub(super) struct Moves {
     /// Per moved-away One ID: where its journey went, and the time the
     /// move is kept by.
     to: HashMap<OneId, (Option<OneId>, i64)>,
-    /// The moves by the time they are kept by, as made: a later move of the
-    /// same One ID leaves its earlier entry here, which expiry skips.
-    order: VecDeque<(i64, OneId)>,
-    /// Whether `order` is still sorted (times come from the applied-to time
-    /// and event times, which a fold may give out of order).
-    sorted: bool,
+    /// The moves, the one kept by the earliest time first (a heap: those
+    /// times come from event times, in no order): a later move of the same
+    /// One ID leaves its earlier entry here, which expiry skips.
+    order: BinaryHeap<Reverse<(i64, OneId)>>,
 }
 
 impl Moves {
     /// `from`'s journey went to `to` (`None`: dropped); kept by `kept_by`
     /// (event time, ms).
     pub(super) fn insert(&mut self, from: OneId, to: Option<OneId>, kept_by: i64) {
-        let in_order = self.order.back().is_none_or(|(t, _)| *t <= kept_by);
-        self.sorted = self.order.is_empty() || (self.sorted && in_order);
-        self.order.push_back((kept_by, from.clone()));
+        self.order.push(Reverse((kept_by, from.clone())));
         self.to.insert(from, (to, kept_by));
     }
 
@@ -60,19 +58,15 @@ impl Moves {
         if oldest == i64::MIN {
             return 0;
         }
-        if !self.sorted {
-            // Rare (a move kept by an earlier time than the last one): sort
-            // once, stably, so the front is the oldest again.
-            self.order.make_contiguous().sort_by_key(|(t, _)| *t);
-            self.sorted = true;
-        }
         let mut looked = 0;
         while looked < most {
-            match self.order.front() {
-                Some((t, _)) if *t < oldest => {}
+            match self.order.peek() {
+                Some(Reverse((t, _))) if *t < oldest => {}
                 _ => break,
             }
-            let Some((t, from)) = self.order.pop_front() else { break };
+            let Some(Reverse((t, from))) = self.order.pop() else {
+                break;
+            };
             looked += 1;
             // A later move of the same One ID keeps its own time.
             if self.to.get(&from).is_some_and(|(_, kept_by)| *kept_by == t) {
@@ -98,7 +92,7 @@ impl Moves {
     /// An estimate of the bytes held: the map's slots and the order's.
     pub(super) fn approx_bytes(&self) -> usize {
         const SLOT: usize = 1 + std::mem::size_of::<(OneId, (Option<OneId>, i64))>();
-        self.to.capacity() * SLOT + self.order.capacity() * std::mem::size_of::<(i64, OneId)>()
+        self.to.capacity() * SLOT + self.order.capacity() * std::mem::size_of::<Reverse<(i64, OneId)>>()
     }
 }
 

@@ -184,3 +184,45 @@ fn write_v6_fixture() {
     let bytes = rmp_serde::to_vec(&busy().snapshot_v6()).expect("serialises");
     std::fs::write(format!("{dir}/snapshot-v6.msgpack"), bytes).expect("writes");
 }
+
+/// By hand (`cargo test -p onejourney-core --release -- --ignored
+/// references_per_profile --nocapture`): how many references each text of
+/// a profile of the bench's shape has (customer id, e-mail, cookie; one
+/// login), and how long the texts are: what integer handles into one table
+/// of texts would save (`docs/state-v2.md`, section 1).
+#[test]
+#[ignore = "prints figures"]
+fn references_per_profile_of_the_bench_shape() {
+    let n = 20_000;
+    let mut p = processor();
+    for i in 0..n {
+        let ids = json!({"customer_id": format!("B{i:09}"), "email": format!("bench.{i}@example.com"),
+            "cookie_id": format!("bc-{i:09}")});
+        p.process(&web(&format!("pre-{i}"), i as i64 % 1_440, ids, "login", json!({})), 0)
+            .expect("applies");
+    }
+    let [one_ids, ids, events] = census(&p);
+    let per = |(allocs, refs): (usize, usize)| (allocs as f64 / n as f64, refs as f64 / n as f64);
+    println!(
+        "per profile (texts, references): One IDs {:?}, identifiers {:?}, event ids {:?}",
+        per(one_ids),
+        per(ids),
+        per(events)
+    );
+    let ns = Namespaces::with_defaults();
+    let keys: Vec<_> = [
+        ("customer_id", "B000000000"),
+        ("email", "bench.0@example.com"),
+        ("cookie_id", "bc-000000000"),
+    ]
+    .iter()
+    .map(|(name, v)| ns.normalise(name, v).expect("known").expect("valid"))
+    .collect();
+    let one_id = p.state.identity.one_id_of(&keys[0]).expect("held");
+    println!(
+        "text bytes: identifier values {:?}, One ID {}",
+        keys.iter().map(|k| k.value().len()).collect::<Vec<_>>(),
+        one_id.len()
+    );
+    assert_eq!(one_ids.0, n, "one One ID a profile");
+}
