@@ -370,10 +370,10 @@ mod tests {
     }
 
     /// A 1.18 progress record (no read times) reads as one whose reads are
-    /// unknown; a 1.19 one carries them.
+    /// unknown; a 1.19 one carries them, and a 1.18 reader refuses it.
     #[test]
     fn a_progress_record_without_read_times_still_reads() {
-        #[derive(Serialize)]
+        #[derive(Serialize, Deserialize, Debug)]
         enum Old {
             _Event,
             _Handover,
@@ -403,6 +403,9 @@ mod tests {
         sources[0].read_at_ms = Some(42);
         let new = Routed::Progress { from, sources }.encode(&ns());
         assert!(new.len() > bytes.len(), "the reads are added");
+        // What contract 1.19 tells operators: a 1.18 process refuses it
+        // (one field more than it knows), so a group upgrades at once.
+        assert!(rmp_serde::from_slice::<Old>(&new[1..]).is_err());
         let Routed::Progress { sources, .. } = Routed::decode(&new, &ns()).expect("reads") else {
             unreachable!()
         };
