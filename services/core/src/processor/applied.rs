@@ -69,22 +69,25 @@ impl AppliedKeys {
 
     /// `key` was applied to `one_id`; its older keys than `oldest` go.
     pub(super) fn note(&mut self, one_id: &OneId, key: AppliedKey, oldest: i64) {
-        let keys = self.by_journey.entry(one_id.clone()).or_default();
-        let (before, was) = (keys.len(), newest(keys));
-        keys.retain(|(t, _)| *t >= oldest);
-        keys.push(key);
-        let now = newest(keys);
-        self.keys = self.keys - before + keys.len();
-        self.track(one_id, was, now);
+        self.change(one_id, |keys| {
+            keys.retain(|(t, _)| *t >= oldest);
+            keys.push(key);
+        });
     }
 
     /// Adds `more` to `one_id`'s keys.
     pub(super) fn extend(&mut self, one_id: &OneId, more: impl IntoIterator<Item = AppliedKey>) {
+        self.change(one_id, |keys| keys.extend(more));
+    }
+
+    /// Changes `one_id`'s list (made if missing) with `f`, keeping the
+    /// count and the expiry wheel in step.
+    fn change(&mut self, one_id: &OneId, f: impl FnOnce(&mut Vec<AppliedKey>)) {
         let keys = self.by_journey.entry(one_id.clone()).or_default();
         let (before, was) = (keys.len(), newest(keys));
-        keys.extend(more);
+        f(keys);
         let now = newest(keys);
-        self.keys += keys.len() - before;
+        self.keys = self.keys - before + keys.len();
         self.track(one_id, was, now);
     }
 

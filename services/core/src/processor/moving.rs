@@ -73,11 +73,10 @@ impl Processor {
     /// Starts keeping the applied keys per journey (scale-out stage 2).
     pub(super) fn keep_applied(&mut self) {
         if self.applied.is_none() {
-            let window = i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX);
             // No window: nothing expires. Else a list goes at most a
             // thirty-second of the window (about a day of 30) after its
             // newest key left it.
-            self.applied = Some(match window {
+            self.applied = Some(match self.window_ms() {
                 0 => AppliedKeys::default(),
                 w => AppliedKeys::expiring((w / 32).max(1_000)),
             });
@@ -96,10 +95,7 @@ impl Processor {
         for one_id in applied.expired(oldest, EXPIRE_SLICE) {
             // A record a checkpoint still has to take is taken first, with
             // its keys as of its barrier.
-            self.before_write(&one_id);
-            if let Some(applied) = self.applied.as_mut() {
-                applied.remove(&one_id);
-            }
+            self.take_applied(&one_id);
         }
     }
 
@@ -114,6 +110,11 @@ impl Processor {
         }
     }
 
+    /// `state.dedupe_window` in ms (0: no window).
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// The oldest event time the dedupe window still covers (ms).
     fn oldest_kept(&self) -> i64 {
         self.oldest_kept_at(self.applied_to)
@@ -122,7 +123,7 @@ impl Processor {
     /// The oldest event time the dedupe window covers when everything up
     /// to `applied_to` is applied (ms).
     fn oldest_kept_at(&self, applied_to: EventTime) -> i64 {
-        let window = i64::try_from(self.cfg.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let window = self.window_ms();
         if window == 0 || applied_to == EventTime::MIN {
             return i64::MIN;
         }

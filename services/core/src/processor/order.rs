@@ -65,6 +65,11 @@ impl PartitionClock {
             || now_ms.saturating_sub(self.last_arrival_ms) < idle_ms
             || self.end_read_ms.is_some_and(|read| read < self.last_arrival_ms)
     }
+
+    /// Its end was read at `read_ms`: the newest read counts.
+    fn read_end(&mut self, read_ms: u64) {
+        self.end_read_ms = Some(self.end_read_ms.map_or(read_ms, |r| r.max(read_ms)));
+    }
 }
 
 /// Buffered events in the order they are applied: event time, then channel
@@ -151,7 +156,7 @@ impl Processor {
     pub fn report_end(&mut self, partition: u32, behind: bool, read_ms: u64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
             p.backlog = behind;
-            p.end_read_ms = Some(p.end_read_ms.map_or(read_ms, |r| r.max(read_ms)));
+            p.read_end(read_ms);
         }
     }
 
@@ -194,7 +199,7 @@ impl Processor {
                 clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);
             }
             if let Some(read) = read_ms {
-                clock.end_read_ms = Some(clock.end_read_ms.map_or(read, |r| r.max(read)));
+                clock.read_end(read);
             }
         }
         self.release(now_ms)
