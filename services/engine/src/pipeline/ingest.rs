@@ -160,14 +160,14 @@ impl Ingest {
     }
 
     /// Whether the broker holds messages of an input partition not taken
-    /// yet, by a read of its end asked for at processing time `read_ms`
-    /// (`read_wall_ms` on the wall clock): the watermark waits for it (with
-    /// routing, the owners' do: it goes out with the next progress record,
-    /// with the wall-clock time, since owners do not share this clock).
-    pub fn input_end(&mut self, channel: Channel, partition: i32, backlog: bool, read_ms: u64, read_wall_ms: u64) {
+    /// yet, by a read of its end asked for at processing time `read_ms`:
+    /// the watermark waits for it (with routing, the owners' do: it goes
+    /// out with the next progress record, its time on the wall clock,
+    /// since owners do not share this clock).
+    pub fn input_end(&mut self, channel: Channel, partition: i32, backlog: bool, read_ms: u64) {
         let source = source_id(channel, partition);
         match &mut self.route {
-            Some(route) => route.local_end(source, backlog, read_ms, read_wall_ms),
+            Some(route) => route.local_end(source, backlog, read_ms),
             None => self.processor.report_end(source, backlog, read_ms),
         }
     }

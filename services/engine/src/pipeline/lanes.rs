@@ -18,20 +18,16 @@ pub(super) struct Sent {
     upto: Option<EventTime>,
     /// When the last of them was routed (processing time, ms).
     at_ms: u64,
-    /// When its end was last read (processing time, ms) and the same on
-    /// the wall clock (ms since the epoch), for the owners.
-    read: Option<(u64, u64)>,
+    /// When its end was last read (processing time, ms).
+    read: Option<u64>,
 }
 
 impl Sent {
     /// A read of where it ends at the broker, asked at `read_ms`
-    /// (processing time) = `read_wall_ms` (wall clock): `backlog` when
-    /// records wait there.
-    pub(super) fn end_read(&mut self, backlog: bool, read_ms: u64, read_wall_ms: u64) {
+    /// (processing time): `backlog` when records wait there.
+    pub(super) fn end_read(&mut self, backlog: bool, read_ms: u64) {
         self.backlog = backlog;
-        if self.read.is_none_or(|(r, _)| r <= read_ms) {
-            self.read = Some((read_ms, read_wall_ms));
-        }
+        self.read = Some(self.read.map_or(read_ms, |r| r.max(read_ms)));
     }
 
     /// An event of it at `at` was routed at `now_ms`.
@@ -44,8 +40,11 @@ impl Sent {
     /// `source`). Active: a backlog, events in the identity round trip
     /// (`in_trip`), an event routed within `idle_ms`, or an end last read
     /// before the last event was routed (as one process holds a partition
-    /// whose last read predates its last message, `order.rs`).
-    pub(super) fn progress(&self, source: u32, in_trip: bool, now_ms: u64, idle_ms: u64) -> SourceProgress {
+    /// whose last read predates its last message, `order.rs`). `now`: the
+    /// processing time and the wall clock now; the read goes out on the
+    /// wall clock, which the owners share.
+    pub(super) fn progress(&self, source: u32, in_trip: bool, now: (u64, u64), idle_ms: u64) -> SourceProgress {
+        let (now_ms, wall_now_ms) = now;
         let routed = self.upto.is_some();
         SourceProgress {
             source,
@@ -53,10 +52,17 @@ impl Sent {
             active: self.backlog
                 || in_trip
                 || (routed && now_ms.saturating_sub(self.at_ms) < idle_ms)
-                || (routed && self.read.is_some_and(|(r, _)| r < self.at_ms)),
-            read_at_ms: self.read.map(|(_, wall)| wall),
+                || (routed && self.read.is_some_and(|r| r < self.at_ms)),
+            read_at_ms: self.read.map(|r| on_the_wall(r, now_ms, wall_now_ms)),
         }
     }
+}
+
+/// A processing time of this process on the wall clock, given both clocks
+/// now: as long before `wall_now_ms` as it was before `now_ms`. The inverse
+/// of [`on_this_clock`].
+fn on_the_wall(ms: u64, now_ms: u64, wall_now_ms: u64) -> u64 {
+    wall_now_ms.saturating_sub(now_ms.saturating_sub(ms))
 }
 
 /// A sender's read time (wall clock, ms since the epoch) on this
@@ -101,26 +107,31 @@ mod tests {
     #[test]
     fn a_sender_says_active_until_a_read_after_its_last_event_finds_nothing() {
         let idle = 2_000;
+        // Processing time 5,000 is this wall-clock time.
+        let at_5s = (5_000, 1_700_000_005_000);
         let mut s = Sent::default();
-        assert!(!s.progress(3, false, 0, idle).active, "nothing routed, nothing read");
-        s.end_read(false, 100, 1_700_000_000_100);
+        assert!(
+            !s.progress(3, false, (0, 1_700_000_000_000), idle).active,
+            "nothing routed, nothing read"
+        );
+        s.end_read(false, 100);
         s.routed(EventTime(50), 1_000);
         // Past idle_after, but the last read (at 100) predates the event.
-        let p = s.progress(3, false, 5_000, idle);
+        let p = s.progress(3, false, at_5s, idle);
         assert!(p.active);
         assert_eq!(
             (p.source, p.upto, p.read_at_ms),
             (3, EventTime(50), Some(1_700_000_000_100))
         );
         // An older read arriving late does not replace a newer one.
-        s.end_read(false, 4_000, 1_700_000_004_000);
-        s.end_read(false, 3_000, 1_700_000_003_000);
-        let p = s.progress(3, false, 5_000, idle);
+        s.end_read(false, 4_000);
+        s.end_read(false, 3_000);
+        let p = s.progress(3, false, at_5s, idle);
         assert!(!p.active, "read after the event, nothing waits");
         assert_eq!(p.read_at_ms, Some(1_700_000_004_000));
-        assert!(s.progress(3, true, 5_000, idle).active, "events in the round trip");
-        s.end_read(true, 4_500, 1_700_000_004_500);
-        assert!(s.progress(3, false, 5_000, idle).active, "a backlog");
+        assert!(s.progress(3, true, at_5s, idle).active, "events in the round trip");
+        s.end_read(true, 4_500);
+        assert!(s.progress(3, false, at_5s, idle).active, "a backlog");
     }
 
     #[test]
@@ -131,6 +142,12 @@ mod tests {
         assert_eq!(on_this_clock(10_500, 50_000, 10_000), 50_000);
         // Before this process's clock began: its start.
         assert_eq!(on_this_clock(0, 500, 10_000), 0);
+        // And back: a processing time on the wall clock, and home again.
+        assert_eq!(on_the_wall(49_300, 50_000, 10_000), 9_300);
+        assert_eq!(
+            on_this_clock(on_the_wall(49_300, 50_000, 10_000), 50_000, 10_000),
+            49_300
+        );
     }
 
     #[test]

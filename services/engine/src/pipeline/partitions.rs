@@ -243,14 +243,12 @@ impl Partitions {
     /// partition counts idle only on a read made after its silence began.
     /// Returns the number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool, now_ms: u64) -> usize {
-        let wall_now = crate::clock::unix_ms();
         for ((topic, partition), (end, read_at)) in &self.ends {
             // Not read lately (a broker outage, slow metadata): records may
             // wait that nobody knows of, so its silence is not idleness.
             let age = read_at.elapsed();
             let unknown = age > ENDS_STALE_AFTER;
-            let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-            let (read_ms, read_wall_ms) = (now_ms.saturating_sub(age_ms), wall_now.saturating_sub(age_ms));
+            let read_ms = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
             let next = self.next_offset(&(topic.clone(), *partition));
             let Some(channel) = ingest.channel_of(topic) else {
                 if ingest.owns_routed(topic, *partition) {
@@ -261,13 +259,7 @@ impl Partitions {
             let stalled = self
                 .stalls
                 .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
-            ingest.input_end(
-                channel,
-                *partition,
-                (next < *end || unknown) && !stalled,
-                read_ms,
-                read_wall_ms,
-            );
+            ingest.input_end(channel, *partition, (next < *end || unknown) && !stalled, read_ms);
         }
         self.stalls.count()
     }

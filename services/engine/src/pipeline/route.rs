@@ -169,11 +169,11 @@ impl Route {
     }
 
     /// A read of where input partition `source` of this process ends, at
-    /// `read_ms` (processing time) = `read_wall_ms` (wall clock): `backlog`
-    /// when records wait at the broker.
-    pub fn local_end(&mut self, source: u32, backlog: bool, read_ms: u64, read_wall_ms: u64) {
+    /// `read_ms` (processing time): `backlog` when records wait at the
+    /// broker.
+    pub fn local_end(&mut self, source: u32, backlog: bool, read_ms: u64) {
         if let Some(sent) = self.sent.get_mut(&source) {
-            sent.end_read(backlog, read_ms, read_wall_ms);
+            sent.end_read(backlog, read_ms);
         }
     }
 
@@ -185,11 +185,12 @@ impl Route {
     }
 
     /// What the next progress record says of each input partition read
-    /// here; `in_trip`: those with events in the identity round trip.
-    fn progress_of(&self, in_trip: &HashSet<u32>, now_ms: u64) -> Vec<SourceProgress> {
+    /// here; `in_trip`: those with events in the identity round trip;
+    /// `wall_now_ms`: the wall clock at `now_ms`.
+    fn progress_of(&self, in_trip: &HashSet<u32>, now_ms: u64, wall_now_ms: u64) -> Vec<SourceProgress> {
         self.sent
             .iter()
-            .map(|(s, sent)| sent.progress(*s, in_trip.contains(s), now_ms, self.idle_ms))
+            .map(|(s, sent)| sent.progress(*s, in_trip.contains(s), (now_ms, wall_now_ms), self.idle_ms))
             .collect()
     }
 
@@ -427,7 +428,7 @@ impl Ingest {
             .as_ref()
             .map(|rt| rt.waiting_sources())
             .unwrap_or_default();
-        let sources = route.progress_of(&in_trip, now_ms);
+        let sources = route.progress_of(&in_trip, now_ms, crate::clock::unix_ms());
         let from = self.round_trip.as_ref().map_or(0, RoundTrip::process);
         let payload = Routed::Progress { from, sources }.encode(self.decoder.namespaces());
         let records = (0..route.partitions)
