@@ -59,11 +59,7 @@ impl Moves {
             return 0;
         }
         let mut looked = 0;
-        while looked < most {
-            match self.order.peek() {
-                Some(Reverse((t, _))) if *t < oldest => {}
-                _ => break,
-            }
+        while looked < most && self.order.peek().is_some_and(|Reverse((t, _))| *t < oldest) {
             let Some(Reverse((t, from))) = self.order.pop() else {
                 break;
             };
