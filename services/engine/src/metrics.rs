@@ -13,7 +13,7 @@ use onejourney_core::decide::uplift::ActionReport;
 use onejourney_core::decide::{DecideConfig, Suppressed};
 use onejourney_core::identity::RejectReason;
 use onejourney_core::ids::BlockReason;
-use onejourney_core::processor::CONTACT_CHANNELS;
+use onejourney_core::processor::{Holding, CONTACT_CHANNELS};
 use onejourney_core::{Channel, DecodeError};
 
 mod defs;
@@ -51,6 +51,8 @@ pub struct Metrics {
     /// By topic kind: input, routed, evidence.
     pub fetch_rewinds: IntCounterVec,
     pub partitions_stalled: IntGauge,
+    /// Clocks holding the watermark back, by reason ([`WATERMARK_HOLD_REASONS`]).
+    pub watermark_holding: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub ready: IntGauge,
     pub consumer_lag: IntGaugeVec,
@@ -240,6 +242,7 @@ impl Metrics {
             input_fetch_errors: r.counter_vec(INPUT_FETCH_ERRORS, &["reason"])?,
             fetch_rewinds: r.counter_vec(FETCH_REWINDS, &["topic"])?,
             partitions_stalled: r.gauge(PARTITIONS_STALLED)?,
+            watermark_holding: r.gauge_vec(WATERMARK_HOLDING, &["reason"])?,
             rebalances: r.counter_vec(REBALANCES, &["kind"])?,
             ready: r.gauge(READY)?,
             consumer_lag,
@@ -353,6 +356,16 @@ impl Metrics {
         for phase in STALL_PHASES {
             m.checkpoint_stall_phase.with_label_values(&[phase]);
         }
+        m.set_holding(Holding::default());
+    }
+
+    /// The clocks holding the watermark back, by reason (every tick).
+    pub fn set_holding(&self, h: Holding) {
+        let counts = [h.backlog, h.recent, h.unread_end];
+        for (reason, n) in WATERMARK_HOLD_REASONS.into_iter().zip(counts) {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.watermark_holding.with_label_values(&[reason]).set(n);
+        }
     }
 
     /// Sets the action model gauges from the state's reports (at a scrape).
@@ -403,6 +416,27 @@ mod tests {
         assert!(text.contains("onejourney_events_consumed_total{channel=\"call_center\"} 0"));
         assert!(text.contains("onejourney_actions_emitted_total{action=\"cart_recovery\",channel=\"email\"} 0"));
         assert!(text.contains("onejourney_events_late_total 1"));
+    }
+
+    #[test]
+    fn what_holds_the_watermark_is_exported_by_reason() {
+        let cfg = crate::config::Settings::defaults().unwrap();
+        let m = Metrics::new(&cfg.decide).unwrap();
+        assert!(m
+            .render()
+            .contains("onejourney_watermark_holding{reason=\"unread_end\"} 0"));
+        m.set_holding(Holding {
+            backlog: 3,
+            recent: 0,
+            unread_end: 2,
+        });
+        let text = m.render();
+        assert!(
+            text.contains("onejourney_watermark_holding{reason=\"backlog\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("onejourney_watermark_holding{reason=\"recent\"} 0"));
+        assert!(text.contains("onejourney_watermark_holding{reason=\"unread_end\"} 2"));
     }
 
     #[test]

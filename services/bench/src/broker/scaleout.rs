@@ -103,6 +103,15 @@ fn total(v: &prometheus::IntCounterVec) -> i64 {
     sum as i64
 }
 
+/// Per instance, its clocks that hold the watermark back, by reason
+/// (`onejourney_watermark_holding`): what buffered events wait for.
+fn holding(engines: &[Engine]) -> Vec<[i64; 3]> {
+    engines
+        .iter()
+        .map(|e| ["backlog", "recent", "unread_end"].map(|r| e.metrics.watermark_holding.with_label_values(&[r]).get()))
+        .collect()
+}
+
 /// The events one instance has finished with or holds: applied to a
 /// journey, waiting for the watermark, duplicates, forgotten, dead-lettered.
 fn accounted(e: &Engine) -> i64 {
@@ -156,7 +165,13 @@ async fn run_group(
     anyhow::ensure!(done, "{name}: the backlog was not accounted for within 10 minutes");
     // The last events wait for the watermark (idle_after) at the end of a
     // finite backlog: counted once released, outside the timing.
-    wait_until(Duration::from_secs(60), || sum(&engines, buffered) == 0).await;
+    let released = wait_until(Duration::from_secs(60), || sum(&engines, buffered) == 0).await;
+    anyhow::ensure!(
+        released,
+        "{name}: {} events still buffered 60 s after the backlog was accounted for; clocks holding the watermark (backlog, recent, unread_end): {:?}",
+        sum(&engines, buffered),
+        holding(&engines)
+    );
     let total = u64::try_from(sum(&engines, applied)).unwrap_or(0);
     let skipped = engines.iter().map(|e| e.metrics.evidence.skipped.get()).sum();
     let idle = Instant::now();

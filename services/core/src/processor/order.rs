@@ -56,20 +56,64 @@ impl PartitionClock {
         }
     }
 
-    /// Whether it holds the watermark back at `now_ms`: it has a backlog,
-    /// it was heard from within `idle_ms`, or its end was last read before
-    /// its silence began (then a backlog may wait at the broker that no
-    /// read has seen yet).
+    /// Why it holds the watermark back at `now_ms`, if it does: it has a
+    /// backlog, it was heard from within `idle_ms`, or its end was last
+    /// read before its silence began (then a backlog may wait at the broker
+    /// that no read has seen yet), for at most [`FRESH_READ_WAIT_MS`] past
+    /// `idle_ms`.
+    fn hold(&self, now_ms: u64, idle_ms: u64) -> Option<Hold> {
+        let silent = now_ms.saturating_sub(self.last_arrival_ms);
+        if self.backlog {
+            Some(Hold::Backlog)
+        } else if silent < idle_ms {
+            Some(Hold::Recent)
+        } else if silent < idle_ms.saturating_add(FRESH_READ_WAIT_MS)
+            && self.end_read_ms.is_some_and(|read| read < self.last_arrival_ms)
+        {
+            Some(Hold::UnreadEnd)
+        } else {
+            None
+        }
+    }
+
     fn holds(&self, now_ms: u64, idle_ms: u64) -> bool {
-        self.backlog
-            || now_ms.saturating_sub(self.last_arrival_ms) < idle_ms
-            || self.end_read_ms.is_some_and(|read| read < self.last_arrival_ms)
+        self.hold(now_ms, idle_ms).is_some()
     }
 
     /// Its end was read at `read_ms`: the newest read counts.
     fn read_end(&mut self, read_ms: u64) {
         self.end_read_ms = Some(self.end_read_ms.map_or(read_ms, |r| r.max(read_ms)));
     }
+}
+
+/// How long past `idle_after` a silent partition waits for an end read
+/// made after its silence began. Its caller reads ends about once a second
+/// and reports an end it could not read for longer as a backlog (the
+/// engine's `ENDS_STALE_AFTER`, 5 s; a scale-out sender says such a
+/// partition is active), so a partition still without a fresh read past
+/// this has lost the reads themselves (its reader changed, or its reports
+/// stopped): it must not hold the watermark back for good.
+pub const FRESH_READ_WAIT_MS: u64 = 10_000;
+
+/// Why an input partition (or lane) holds the watermark back
+/// ([`Processor::holding`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The broker holds records of it not yet offered, or (a lane) its
+    /// sender is still reading it.
+    Backlog,
+    /// Heard from within `idle_after`.
+    Recent,
+    /// Silent past `idle_after`, its end not read since its silence began.
+    UnreadEnd,
+}
+
+/// How many partitions hold the watermark back, by [`Hold`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    pub backlog: usize,
+    pub recent: usize,
+    pub unread_end: usize,
 }
 
 /// Buffered events in the order they are applied: event time, then channel
@@ -109,6 +153,23 @@ impl Processor {
             .map(|p| p.max.minus(self.cfg.allowed_lateness))
             .min();
         active.or_else(|| self.partitions.values().map(|p| p.max).max())
+    }
+
+    /// How many input partitions (lanes, in scale-out) hold the watermark
+    /// back at `now_ms`, by why: for the metrics, so that an operator sees
+    /// what buffered events wait for.
+    pub fn holding(&self, now_ms: u64) -> Holding {
+        let idle_ms = self.idle_ms();
+        let mut h = Holding::default();
+        for p in self.partitions.values() {
+            match p.hold(now_ms, idle_ms) {
+                Some(Hold::Backlog) => h.backlog += 1,
+                Some(Hold::Recent) => h.recent += 1,
+                Some(Hold::UnreadEnd) => h.unread_end += 1,
+                None => {}
+            }
+        }
+        h
     }
 
     /// After a pause in which every partition went idle, a new burst

@@ -634,6 +634,50 @@ fn a_partition_counts_idle_only_on_an_end_read_after_its_silence_began() {
 }
 
 #[test]
+fn a_partition_waits_for_a_fresh_end_read_for_a_bounded_time() {
+    use super::{Holding, FRESH_READ_WAIT_MS};
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    p.report_end(0, false, 0);
+    p.report_end(1, false, 0);
+    p.offer(
+        web("a", 0, json!({"cookie_id": "a"}), "page_view", json!({})),
+        1,
+        0,
+        1_000,
+    );
+    p.offer(
+        web("b", 10, json!({"cookie_id": "b"}), "page_view", json!({})),
+        0,
+        1,
+        1_000,
+    );
+    // Partition 0 is read again after its event; partition 1's reads stop
+    // (its reader lost it, or its reports stopped).
+    p.report_end(0, false, 2_000);
+    let idle = 2_000;
+    let held = 1_000 + idle + FRESH_READ_WAIT_MS - 1;
+    p.tick(held);
+    assert_eq!(p.pending_events(), 1, "b waits for a read of partition 1");
+    assert_eq!(
+        p.holding(held),
+        Holding {
+            backlog: 0,
+            recent: 0,
+            unread_end: 1
+        }
+    );
+    // Past the wait, partition 1 counts idle: the watermark is not held for good.
+    p.tick(held + 1);
+    assert_eq!(p.pending_events(), 0);
+    assert_eq!(p.holding(held + 1), Holding::default());
+    // A backlog still holds however long, and is named as such.
+    p.set_backlog(1, true);
+    assert_eq!(p.holding(held + 60_000).backlog, 1);
+}
+
+#[test]
 fn a_too_late_event_is_told_how_far_behind_it_is() {
     let mut cfg = core_config();
     cfg.dedupe_window = std::time::Duration::from_secs(30 * 86_400);

@@ -208,6 +208,7 @@ impl Poll {
         let stalled = self.partitions.update_backlogs(&mut self.ingest, paused, now_ms);
         self.metrics.partitions_stalled.set(stalled as i64);
         let steps = self.ingest.tick(now_ms, self.in_flight.newest());
+        self.metrics.set_holding(self.ingest.processor().holding(now_ms));
         self.in_flight.apply(steps).await?;
         Ok(self.in_flight.flush_done().await)
     }
