@@ -34,6 +34,7 @@
 
 pub mod client_env;
 pub mod decide;
+pub mod dirty;
 pub mod event;
 pub mod evidence;
 pub mod hash;

@@ -25,7 +25,8 @@ use crate::decide::churn_model::LiveChurn;
 use crate::decide::propensity::Propensities;
 use crate::decide::uplift::{ActionReport, Uplift};
 use crate::decide::DecideConfig;
-use crate::hash::{BuildHasher, DashMap, HashSet};
+use crate::dirty::DirtySet;
+use crate::hash::{BuildHasher, DashMap};
 use crate::identity::{IdentityGraph, OneId};
 use crate::ids::Namespaces;
 use crate::journey::{Journey, ALLOC_OVERHEAD};
@@ -64,7 +65,7 @@ pub struct State {
     models: Mutex<Models>,
     /// One IDs whose journey was taken, put, removed or changed, or whose
     /// homed timers changed ([`State::touched`]), since [`State::take_dirty`].
-    dirty: Mutex<HashSet<OneId>>,
+    dirty: Mutex<DirtySet>,
     /// False: nothing takes the dirty set (no checkpoint runs: a benchmark,
     /// a tool), so it is not kept.
     keep_dirty: AtomicBool,
@@ -151,7 +152,7 @@ impl State {
             recent: Mutex::new(Recent::default()),
             churn: RwLock::new(None),
             models: Mutex::new(Models::default()),
-            dirty: Mutex::new(HashSet::default()),
+            dirty: Mutex::new(DirtySet::default()),
             keep_dirty: AtomicBool::new(true),
         }
     }
@@ -167,7 +168,7 @@ impl State {
         self.churn.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn dirty_set(&self) -> MutexGuard<'_, HashSet<OneId>> {
+    fn dirty_set(&self) -> MutexGuard<'_, DirtySet> {
         // A panic while holding the lock leaves plain data behind; keep using it.
         self.dirty.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -178,7 +179,7 @@ impl State {
     pub fn keep_dirty(&self, on: bool) {
         self.keep_dirty.store(on, Ordering::Relaxed);
         if !on {
-            *self.dirty_set() = HashSet::default();
+            *self.dirty_set() = DirtySet::default();
         }
     }
 
@@ -194,24 +195,21 @@ impl State {
         if !self.keep_dirty.load(Ordering::Relaxed) {
             return;
         }
-        let mut dirty = self.dirty_set();
-        if !dirty.contains(one_id) {
-            dirty.insert(one_id.clone());
-        }
+        self.dirty_set().insert(one_id);
     }
 
     /// The One IDs whose journey changed or went since the last call, sorted,
     /// and forgets them: the checkpoint writes each one's journey now (or a
     /// tombstone when it has none) to the journeys changelog (writer only).
     pub fn take_dirty(&self) -> Vec<OneId> {
-        let mut ids: Vec<OneId> = self.dirty_set().drain().collect();
+        let mut ids = self.dirty_set().drain();
         ids.sort_unstable();
         ids
     }
 
     /// As [`State::take_dirty`], in no order: at a checkpoint's barrier,
     /// where sorting a million One IDs would stop the writer for nothing.
-    pub fn take_dirty_unordered(&self) -> HashSet<OneId> {
+    pub fn take_dirty_unordered(&self) -> DirtySet {
         std::mem::take(&mut *self.dirty_set())
     }
 

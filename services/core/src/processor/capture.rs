@@ -36,7 +36,7 @@
 
 use std::sync::Arc;
 
-use crate::hash::HashSet;
+use crate::dirty::DirtySet;
 use crate::identity::OneId;
 use crate::journey::Journey;
 use crate::time::EventTime;
@@ -53,7 +53,7 @@ pub type Record = (OneId, Option<Arc<Journey>>, Vec<Timer>, (Vec<AppliedKey>, Ev
 /// A capture begun at a barrier and not finished.
 pub(super) struct Pending {
     /// Changed before the barrier, not taken yet.
-    ids: HashSet<OneId>,
+    ids: DirtySet,
     applied_to: EventTime,
     /// Taken: by a first write, or by a slice.
     taken: Vec<Record>,
@@ -110,8 +110,7 @@ impl Processor {
         let Some(mut p) = self.capture.take() else {
             return 0;
         };
-        let ids: Vec<OneId> = p.ids.extract_if(|_| true).take(n).collect();
-        for one_id in ids {
+        for one_id in p.ids.take_some(n) {
             if let Some(r) = self.record_at(one_id, p.applied_to) {
                 p.taken.push(r);
             }
