@@ -76,7 +76,7 @@ pub use fold::{Folded, Resolved};
 pub use learn::OutcomeEffect;
 pub use moving::{handover_key, AppliedKey, GivenUp, Installed, PartitionRecord};
 pub use op_log::OpLog;
-pub use order::{Hold, Holding, PartitionClock, Released, FRESH_READ_WAIT_MS};
+pub use order::{Hold, Holding, LaneReport, PartitionClock, Released, FRESH_READ_WAIT_MS};
 pub use owner::{state_partition, Handover, Ownership};
 pub use snapshot::{CoreSnapshot, CoreSnapshotRef, RestoreError, SNAPSHOT_VERSION};
 pub use timer_set::Timer;

@@ -86,6 +86,42 @@ impl PartitionClock {
     }
 }
 
+/// What one progress record says of one lane (scale-out,
+/// [`Processor::advance_partitions`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LaneReport {
+    /// The lane's clock key.
+    pub lane: u32,
+    /// Its sender has sent every event it read up to one at this time.
+    pub upto: EventTime,
+    /// Its sender still reads its input partition: a backlog, events in
+    /// flight, or events lately.
+    pub active: bool,
+    /// The caller has not read everything sent on the lane yet (it is
+    /// behind on the routed partition, or routed messages there wait for
+    /// the identity log): the lane holds, but this says nothing of its
+    /// sender. (Until session 32 it counted as `active`: each time the
+    /// caller was briefly behind, every lane's silence began again, and
+    /// under load the lanes could hold for good.)
+    pub unread: bool,
+    /// When its sender last read where the input partition ends, on the
+    /// caller's processing clock.
+    pub read_ms: Option<u64>,
+}
+
+impl LaneReport {
+    /// A sender's report, with nothing unread on the caller's side.
+    pub fn sent(lane: u32, upto: EventTime, active: bool, read_ms: Option<u64>) -> Self {
+        LaneReport {
+            lane,
+            upto,
+            active,
+            unread: false,
+            read_ms,
+        }
+    }
+}
+
 /// How long past `idle_after` a silent partition waits for an end read
 /// made after its silence began. Its caller reads ends about once a second
 /// and reports an end it could not read for longer as a backlog (the
@@ -239,22 +275,32 @@ impl Processor {
     /// pause); a sender's "not active" on an older read may predate a burst
     /// (`docs/scaling.md`, item 9). Returns what the watermark then
     /// releases (once, for all of them).
-    pub fn advance_partitions(&mut self, lanes: &[(u32, EventTime, bool, Option<u64>)], now_ms: u64) -> Vec<Released> {
+    /// `unread` (see [`LaneReport`]) holds the lane as a backlog does but
+    /// is not a sign that its sender reads it: it neither restarts the
+    /// lane's silence nor gives every lane a fresh grace.
+    pub fn advance_partitions(&mut self, lanes: &[LaneReport], now_ms: u64) -> Vec<Released> {
         // A report that a lane is read again after a pause starts a burst,
         // as a first event does: the other senders' reports are on their
         // way (without it the first sender to report ran the watermark
         // ahead, and a slower sender's first events came too late:
         // tests/scaleout.rs under load, session 20).
-        if lanes.iter().any(|&(_, _, active, _)| active) {
+        if lanes.iter().any(|l| l.active) {
             self.fresh_grace_after_a_pause(now_ms);
         }
-        for &(partition, upto, active, read_ms) in lanes {
+        for &LaneReport {
+            lane,
+            upto,
+            active,
+            unread,
+            read_ms,
+        } in lanes
+        {
             let clock = self
                 .partitions
-                .entry(partition)
+                .entry(lane)
                 .or_insert(PartitionClock::new(EventTime::MIN, now_ms));
             clock.max = clock.max.max(upto);
-            clock.backlog = active;
+            clock.backlog = active || unread;
             if active {
                 // Its silence is counted from the last sign that it is read.
                 clock.last_arrival_ms = clock.last_arrival_ms.max(now_ms);

@@ -716,16 +716,20 @@ fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
     p.offer(web("b", 60, json!({"cookie_id": "b"}), "page_view", json!({})), 0, 0, 0);
     // Lane 1 delivered nothing, but its sender is still reading: it holds,
     // however long it stays silent.
-    assert!(p.advance_partitions(&[(1, EventTime::MIN, true, None)], 100).is_empty());
+    assert!(p
+        .advance_partitions(&[LaneReport::sent(1, EventTime::MIN, true, None)], 100)
+        .is_empty());
     assert!(p.tick(10_000).is_empty());
     assert_eq!(p.pending_events(), 1);
     // Its sender has sent everything up to minute 30: b (minute 60) waits.
-    assert!(p.advance_partitions(&[(1, t(30), true, None)], 10_000).is_empty());
+    assert!(p
+        .advance_partitions(&[LaneReport::sent(1, t(30), true, None)], 10_000)
+        .is_empty());
     assert_eq!(p.watermark(10_000), Some(t(30)));
     // Up to minute 90: b goes, and an older report does not move it back.
-    let out = p.advance_partitions(&[(1, t(90), true, None)], 10_001);
+    let out = p.advance_partitions(&[LaneReport::sent(1, t(90), true, None)], 10_001);
     assert_eq!(out.iter().filter_map(|r| r.seq).collect::<Vec<_>>(), vec![0]);
-    p.advance_partitions(&[(1, t(40), true, None)], 10_002);
+    p.advance_partitions(&[LaneReport::sent(1, t(40), true, None)], 10_002);
     assert_eq!(p.partition_watermark(1), t(90));
     // No longer read: silent past idle_after, it stops holding.
     p.offer(
@@ -734,7 +738,7 @@ fn a_lane_moves_with_its_senders_progress_not_only_with_its_events() {
         1,
         10_003,
     );
-    p.advance_partitions(&[(1, t(90), false, None)], 10_004);
+    p.advance_partitions(&[LaneReport::sent(1, t(90), false, None)], 10_004);
     assert_eq!(p.pending_events(), 1, "c waits while lane 1 is fresh");
     p.tick(60_000);
     assert_eq!(p.pending_events(), 0, "lane 1 idle: c goes");
@@ -747,12 +751,20 @@ fn after_a_pause_the_first_report_of_a_lane_gives_every_lane_a_fresh_grace() {
     p.register_partition(0, 0);
     p.register_partition(1, 0);
     // Both senders sent up to minute 10, then stopped reading: a pause.
-    p.advance_partitions(&[(0, t(10), false, None), (1, t(10), false, None)], 0);
+    p.advance_partitions(
+        &[
+            LaneReport::sent(0, t(10), false, None),
+            LaneReport::sent(1, t(10), false, None),
+        ],
+        0,
+    );
     p.tick(10_000);
     // The faster sender reports first: lane 1 is read again, up to minute
     // 1000. Lane 0's sender has not said so yet; its burst is on its way,
     // so lane 0 holds the watermark for idle_after (2 s).
-    assert!(p.advance_partitions(&[(1, t(1000), true, None)], 10_000).is_empty());
+    assert!(p
+        .advance_partitions(&[LaneReport::sent(1, t(1000), true, None)], 10_000)
+        .is_empty());
     assert_eq!(p.watermark(10_000), Some(t(10)), "lane 0 holds after the pause");
     // Lane 0's first event of the burst is applied in order, not late.
     let mut out = p.offer(
@@ -775,15 +787,21 @@ fn a_lane_counts_idle_only_on_a_senders_read_after_its_silence_began() {
     p.register_partition(0, 0);
     p.register_partition(1, 0);
     // Both senders sent up to minute 10 and read their ends, then a pause.
-    p.advance_partitions(&[(0, t(10), false, Some(0)), (1, t(10), false, Some(0))], 0);
+    p.advance_partitions(
+        &[
+            LaneReport::sent(0, t(10), false, Some(0)),
+            LaneReport::sent(1, t(10), false, Some(0)),
+        ],
+        0,
+    );
     p.tick(10_000);
     // Lane 1 is read again: every lane gets a fresh grace from 10 s. Lane
     // 0's sender says it is not active, on a read it made at 9 s: before
     // the burst, so it may not have seen lane 0's records yet.
     assert!(p
-        .advance_partitions(&[(1, t(1000), true, Some(10_000))], 10_000)
+        .advance_partitions(&[LaneReport::sent(1, t(1000), true, Some(10_000))], 10_000)
         .is_empty());
-    p.advance_partitions(&[(0, t(10), false, Some(9_000))], 10_100);
+    p.advance_partitions(&[LaneReport::sent(0, t(10), false, Some(9_000))], 10_100);
     p.tick(13_001);
     assert_eq!(
         p.watermark(13_001),
@@ -791,8 +809,37 @@ fn a_lane_counts_idle_only_on_a_senders_read_after_its_silence_began() {
         "lane 0 holds past idle_after: its read is too old"
     );
     // A read made after the grace began that still finds nothing: idle.
-    p.advance_partitions(&[(0, t(10), false, Some(12_500))], 13_100);
+    p.advance_partitions(&[LaneReport::sent(0, t(10), false, Some(12_500))], 13_100);
     assert_eq!(p.watermark(13_101), Some(t(1000)), "lane 0 idle on a fresh read");
+}
+
+#[test]
+fn a_lane_the_caller_has_not_read_holds_without_restarting_its_silence() {
+    use crate::testkit::t;
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    p.advance_partitions(
+        &[
+            LaneReport::sent(0, t(10), false, Some(0)),
+            LaneReport::sent(1, t(10), false, Some(0)),
+        ],
+        0,
+    );
+    p.offer(web("b", 60, json!({"cookie_id": "b"}), "page_view", json!({})), 1, 0, 0);
+    // The caller is behind on lane 0's routed partition: lane 0 holds.
+    let behind = LaneReport {
+        unread: true,
+        ..LaneReport::sent(0, t(10), false, Some(4_000))
+    };
+    assert!(p.advance_partitions(&[behind], 5_000).is_empty());
+    assert_eq!(p.holding(5_000).backlog, 1);
+    assert_eq!(p.pending_events(), 1, "b waits while lane 0 is unread");
+    // Caught up, and its sender still silent since before: idle at once.
+    // (Counted as a sign of its sender, the report at 5 s had begun every
+    // lane's silence again, and b waited another idle_after.)
+    let out = p.advance_partitions(&[LaneReport::sent(0, t(10), false, Some(4_000))], 5_100);
+    assert_eq!(out.iter().filter_map(|r| r.seq).collect::<Vec<_>>(), vec![0]);
 }
 
 fn quiet_timers(p: &Processor) -> usize {

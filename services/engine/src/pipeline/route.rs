@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use onejourney_core::hash::{HashMap, HashSet};
-use onejourney_core::processor::{state_partition, Ownership, Processed, Resolved, TOO_LATE};
+use onejourney_core::processor::{state_partition, LaneReport, Ownership, Processed, Resolved, TOO_LATE};
 use onejourney_core::routed::{Routed, SourceProgress};
 use onejourney_core::time::EventTime;
 use onejourney_core::ChannelEvent;
@@ -551,7 +551,10 @@ impl Ingest {
                 let l = lane(q, p.source);
                 route.active.insert(l, p.active);
                 let read = p.read_at_ms.map(|w| on_this_clock(w, now_ms, wall_now));
-                lanes.push((l, p.upto, p.active || all, read));
+                lanes.push(LaneReport {
+                    unread: all,
+                    ..LaneReport::sent(l, p.upto, p.active, read)
+                });
             }
             let released = self.processor.advance_partitions(&lanes, now_ms);
             steps.extend(self.steps(released, Some(seq)));
