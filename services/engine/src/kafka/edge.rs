@@ -58,9 +58,9 @@ pub enum EdgeEvent {
     Assigned(Vec<(Tp, Option<i64>)>),
     /// Partitions taken away.
     Revoked(Vec<Tp>),
-    /// Where assigned input partitions end, read from the broker from the
-    /// `Instant` on (a record published before it is inside those ends).
-    Ends(HashMap<Tp, i64>, Instant),
+    /// Where assigned input partitions end, each read from the broker from
+    /// its `Instant` on (a record published before it is inside that end).
+    Ends(HashMap<Tp, (i64, Instant)>),
 }
 
 /// With incremental (cooperative) rebalancing a callback names only the
@@ -389,7 +389,6 @@ pub async fn watch_end_offsets(
         }
         let c = consumer.clone();
         let t = topics.clone();
-        let asked = Instant::now();
         let found = tokio::task::spawn_blocking(move || end_offsets(&c, &t))
             .await
             .unwrap_or_default();
@@ -397,13 +396,17 @@ pub async fn watch_end_offsets(
             return;
         }
         if events.capacity() > REBALANCE_SLOTS {
-            let _ = events.try_send(EdgeEvent::Ends(found, asked));
+            let _ = events.try_send(EdgeEvent::Ends(found));
         }
     }
 }
 
-/// The end offset of each assigned input partition (blocking).
-fn end_offsets(c: &IngestConsumer, topics: &Topics) -> HashMap<Tp, i64> {
+/// The end offset of each assigned input partition and when it was asked
+/// for (blocking). Each is stamped on its own: the partitions are asked one
+/// after the other, up to 2 s each, and a stamp taken before the sweep made
+/// every end of a slow sweep look old (past `ENDS_STALE_AFTER`, all of them
+/// counted as a backlog).
+fn end_offsets(c: &IngestConsumer, topics: &Topics) -> HashMap<Tp, (i64, Instant)> {
     let mut found = HashMap::new();
     let Ok(assigned) = c.assignment() else {
         return found;
@@ -412,8 +415,9 @@ fn end_offsets(c: &IngestConsumer, topics: &Topics) -> HashMap<Tp, i64> {
         if topics.channel_of(e.topic()).is_none() && e.topic() != topics.routed {
             continue;
         }
+        let asked = Instant::now();
         if let Ok((_, high)) = c.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)) {
-            found.insert((e.topic().to_string(), e.partition()), high);
+            found.insert((e.topic().to_string(), e.partition()), (high, asked));
         }
     }
     found
@@ -428,7 +432,7 @@ mod tests {
         let (tx, _rx) = channel();
         // Fill as the watcher would, then a callback still finds room.
         while tx.capacity() > REBALANCE_SLOTS {
-            tx.try_send(EdgeEvent::Ends(HashMap::new(), Instant::now())).unwrap();
+            tx.try_send(EdgeEvent::Ends(HashMap::new())).unwrap();
         }
         for _ in 0..REBALANCE_SLOTS {
             assert!(tx.try_send(EdgeEvent::Revoked(Vec::new())).is_ok());

@@ -97,8 +97,8 @@ impl Partitions {
                     }
                 }
             }
-            EdgeEvent::Ends(ends, asked) => {
-                self.ends.extend(ends.into_iter().map(|(tp, end)| (tp, (end, asked))));
+            EdgeEvent::Ends(ends) => {
+                self.ends.extend(ends);
             }
         }
     }
