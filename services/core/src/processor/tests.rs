@@ -783,17 +783,8 @@ fn after_a_pause_the_first_report_of_a_lane_gives_every_lane_a_fresh_grace() {
 #[test]
 fn a_lane_counts_idle_only_on_a_senders_read_after_its_silence_began() {
     use crate::testkit::t;
-    let mut p = processor();
-    p.register_partition(0, 0);
-    p.register_partition(1, 0);
     // Both senders sent up to minute 10 and read their ends, then a pause.
-    p.advance_partitions(
-        &[
-            LaneReport::sent(0, t(10), false, Some(0)),
-            LaneReport::sent(1, t(10), false, Some(0)),
-        ],
-        0,
-    );
+    let mut p = two_lanes_sent_and_read_at_zero();
     p.tick(10_000);
     // Lane 1 is read again: every lane gets a fresh grace from 10 s. Lane
     // 0's sender says it is not active, on a read it made at 9 s: before
@@ -816,16 +807,7 @@ fn a_lane_counts_idle_only_on_a_senders_read_after_its_silence_began() {
 #[test]
 fn a_lane_the_caller_has_not_read_holds_without_restarting_its_silence() {
     use crate::testkit::t;
-    let mut p = processor();
-    p.register_partition(0, 0);
-    p.register_partition(1, 0);
-    p.advance_partitions(
-        &[
-            LaneReport::sent(0, t(10), false, Some(0)),
-            LaneReport::sent(1, t(10), false, Some(0)),
-        ],
-        0,
-    );
+    let mut p = two_lanes_sent_and_read_at_zero();
     p.offer(web("b", 60, json!({"cookie_id": "b"}), "page_view", json!({})), 1, 0, 0);
     // The caller is behind on lane 0's routed partition: lane 0 holds.
     let behind = LaneReport {
@@ -840,6 +822,23 @@ fn a_lane_the_caller_has_not_read_holds_without_restarting_its_silence() {
     // lane's silence again, and b waited another idle_after.)
     let out = p.advance_partitions(&[LaneReport::sent(0, t(10), false, Some(4_000))], 5_100);
     assert_eq!(out.iter().filter_map(|r| r.seq).collect::<Vec<_>>(), vec![0]);
+}
+
+/// Lanes 0 and 1 registered at 0 ms, each reported at 0 ms as sent up to
+/// minute 10, not active, its end read at 0 ms.
+fn two_lanes_sent_and_read_at_zero() -> Processor {
+    use crate::testkit::t;
+    let mut p = processor();
+    p.register_partition(0, 0);
+    p.register_partition(1, 0);
+    p.advance_partitions(
+        &[
+            LaneReport::sent(0, t(10), false, Some(0)),
+            LaneReport::sent(1, t(10), false, Some(0)),
+        ],
+        0,
+    );
+    p
 }
 
 fn quiet_timers(p: &Processor) -> usize {
