@@ -51,7 +51,7 @@ pub struct Metrics {
     /// By topic kind: input, routed, evidence.
     pub fetch_rewinds: IntCounterVec,
     pub partitions_stalled: IntGauge,
-    /// Clocks holding the watermark back, by reason ([`WATERMARK_HOLD_REASONS`]).
+    /// Clocks holding the watermark back, by reason ([`Holding::by_reason`]).
     pub watermark_holding: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub ready: IntGauge,
@@ -361,8 +361,7 @@ impl Metrics {
 
     /// The clocks holding the watermark back, by reason (every tick).
     pub fn set_holding(&self, h: Holding) {
-        let counts = [h.backlog, h.recent, h.unread_end];
-        for (reason, n) in WATERMARK_HOLD_REASONS.into_iter().zip(counts) {
+        for (reason, n) in h.by_reason() {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             self.watermark_holding.with_label_values(&[reason]).set(n);
         }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use onejourney_core::evidence::{EvidenceBody, EvidenceRecord, Origin};
+use onejourney_core::processor::Holding;
 use onejourney_core::{Channel, Decoder, Processor, State};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
@@ -106,9 +107,10 @@ fn total(v: &prometheus::IntCounterVec) -> i64 {
 /// Per instance, its clocks that hold the watermark back, by reason
 /// (`onejourney_watermark_holding`): what buffered events wait for.
 fn holding(engines: &[Engine]) -> Vec<[i64; 3]> {
+    let reasons = Holding::default().by_reason().map(|(r, _)| r);
     engines
         .iter()
-        .map(|e| ["backlog", "recent", "unread_end"].map(|r| e.metrics.watermark_holding.with_label_values(&[r]).get()))
+        .map(|e| reasons.map(|r| e.metrics.watermark_holding.with_label_values(&[r]).get()))
         .collect()
 }
 

@@ -152,6 +152,17 @@ pub struct Holding {
     pub unread_end: usize,
 }
 
+impl Holding {
+    /// Each count with the name of its reason (a metric's label).
+    pub fn by_reason(&self) -> [(&'static str, usize); 3] {
+        [
+            ("backlog", self.backlog),
+            ("recent", self.recent),
+            ("unread_end", self.unread_end),
+        ]
+    }
+}
+
 /// Buffered events in the order they are applied: event time, then channel
 /// and event id, then arrival (only duplicates tie that far).
 pub(super) type PendingKey = (EventTime, Channel, String, u64);

@@ -106,8 +106,6 @@ pub(super) const WATERMARK_HOLDING: Def = (
     "onejourney_watermark_holding",
     "Input partitions (lanes, with scale-out routing) that hold the event-time watermark back, and so the events buffered behind it, by reason: backlog (records wait at the broker; for a lane, its sender still reads it or this process has not read all of its routed partition), recent (heard from within timers.idle_after), unread_end (silent, its end not read since; at most 10 s past idle_after).",
 );
-/// The `reason` labels of [`WATERMARK_HOLDING`].
-pub const WATERMARK_HOLD_REASONS: [&str; 3] = ["backlog", "recent", "unread_end"];
 pub(super) const REBALANCES: Def = (
     "onejourney_rebalances_total",
     "Consumer group rebalances, by kind (assign, revoke).",
