@@ -269,8 +269,8 @@ impl Processor {
     }
 
     /// Scale-out: what the processes that read input partitions say of
-    /// them, each `(partition, upto, active, read_ms)` read in order with the events
-    /// sent on the same lane (a progress record on the routed partition;
+    /// them, each a [`LaneReport`] read in order with the events sent on
+    /// the same lane (a progress record on the routed partition;
     /// `docs/scaling.md`, "Watermarks across processes"). Its sender has
     /// sent every event it read up to one at `upto`, its largest event time
     /// so far: the partition's clock moves there as if that event had
@@ -284,11 +284,11 @@ impl Processor {
     /// such report on, the lane counts idle only on a read made after its
     /// silence began (its last active report, or the fresh grace after a
     /// pause); a sender's "not active" on an older read may predate a burst
-    /// (`docs/scaling.md`, item 9). Returns what the watermark then
-    /// releases (once, for all of them).
-    /// `unread` (see [`LaneReport`]) holds the lane as a backlog does but
-    /// is not a sign that its sender reads it: it neither restarts the
-    /// lane's silence nor gives every lane a fresh grace.
+    /// (`docs/scaling.md`, item 9). `unread`: the caller is behind on the
+    /// lane; it holds the lane as a backlog does but is not a sign that its
+    /// sender reads it, so it neither restarts the lane's silence nor gives
+    /// every lane a fresh grace. Returns what the watermark then releases
+    /// (once, for all of them).
     pub fn advance_partitions(&mut self, lanes: &[LaneReport], now_ms: u64) -> Vec<Released> {
         // A report that a lane is read again after a pause starts a burst,
         // as a first event does: the other senders' reports are on their
