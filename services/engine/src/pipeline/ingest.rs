@@ -160,15 +160,18 @@ impl Ingest {
     }
 
     /// Whether the broker holds messages of an input partition not taken
-    /// yet, by a read of its end asked for at processing time `read_ms`:
-    /// the watermark waits for it (with routing, the owners' do: it goes
-    /// out with the next progress record, its time on the wall clock,
-    /// since owners do not share this clock).
-    pub fn input_end(&mut self, channel: Channel, partition: i32, backlog: bool, read_ms: u64) {
+    /// yet, by a read of its end asked for at processing time `read_ms`
+    /// (none while its end was not read since it was assigned: then
+    /// `backlog`, as its records are unknown): the watermark waits for it
+    /// (with routing, the owners' do: it goes out with the next progress
+    /// record, its time on the wall clock, since owners do not share this
+    /// clock).
+    pub fn input_end(&mut self, channel: Channel, partition: i32, backlog: bool, read_ms: Option<u64>) {
         let source = source_id(channel, partition);
-        match &mut self.route {
-            Some(route) => route.local_end(source, backlog, read_ms),
-            None => self.processor.report_end(source, backlog, read_ms),
+        match (&mut self.route, read_ms) {
+            (Some(route), _) => route.local_end(source, backlog, read_ms),
+            (None, Some(read_ms)) => self.processor.report_end(source, backlog, read_ms),
+            (None, None) => self.processor.set_backlog(source, backlog),
         }
     }
 

@@ -24,10 +24,14 @@ pub(super) struct Sent {
 
 impl Sent {
     /// A read of where it ends at the broker, asked at `read_ms`
-    /// (processing time): `backlog` when records wait there.
-    pub(super) fn end_read(&mut self, backlog: bool, read_ms: u64) {
+    /// (processing time): `backlog` when records wait there. Without a
+    /// read (`None`: its end not read since this process was given it),
+    /// only `backlog` changes.
+    pub(super) fn end_read(&mut self, backlog: bool, read_ms: Option<u64>) {
         self.backlog = backlog;
-        self.read = Some(self.read.map_or(read_ms, |r| r.max(read_ms)));
+        if let Some(read_ms) = read_ms {
+            self.read = Some(self.read.map_or(read_ms, |r| r.max(read_ms)));
+        }
     }
 
     /// An event of it at `at` was routed at `now_ms`.
@@ -114,7 +118,7 @@ mod tests {
             !s.progress(3, false, (0, 1_700_000_000_000), idle).active,
             "nothing routed, nothing read"
         );
-        s.end_read(false, 100);
+        s.end_read(false, Some(100));
         s.routed(EventTime(50), 1_000);
         // Past idle_after, but the last read (at 100) predates the event.
         let p = s.progress(3, false, at_5s, idle);
@@ -124,14 +128,26 @@ mod tests {
             (3, EventTime(50), Some(1_700_000_000_100))
         );
         // An older read arriving late does not replace a newer one.
-        s.end_read(false, 4_000);
-        s.end_read(false, 3_000);
+        s.end_read(false, Some(4_000));
+        s.end_read(false, Some(3_000));
         let p = s.progress(3, false, at_5s, idle);
         assert!(!p.active, "read after the event, nothing waits");
         assert_eq!(p.read_at_ms, Some(1_700_000_004_000));
         assert!(s.progress(3, true, at_5s, idle).active, "events in the round trip");
-        s.end_read(true, 4_500);
+        s.end_read(true, Some(4_500));
         assert!(s.progress(3, false, at_5s, idle).active, "a backlog");
+        // A partition this process was just given, its end not read yet.
+        let mut fresh = Sent::default();
+        fresh.end_read(true, None);
+        let p = fresh.progress(4, false, at_5s, idle);
+        assert!(p.active, "records may wait that it does not know of");
+        assert_eq!(p.read_at_ms, None);
+        s.end_read(true, None);
+        assert_eq!(
+            s.progress(3, false, at_5s, idle).read_at_ms,
+            Some(1_700_000_004_500),
+            "no read keeps the last one"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! the broker, the next offset the consumer delivers, and the resume check
 //! of a partition just assigned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
@@ -34,6 +34,16 @@ pub enum Admit {
 /// away).
 const ENDS_STALE_AFTER: Duration = Duration::from_secs(5);
 
+/// What one input partition's end says now: `backlog` when records wait
+/// at the broker (or may: its end unknown), `read_ms` when its end was last
+/// asked for (processing time; none yet since it was assigned).
+#[derive(Debug, PartialEq, Eq)]
+struct EndReport {
+    tp: Tp,
+    backlog: bool,
+    read_ms: Option<u64>,
+}
+
 pub struct Partitions {
     /// The largest offset taken from each input partition.
     highest: HashMap<Tp, i64>,
@@ -46,6 +56,10 @@ pub struct Partitions {
     /// The end offset of each assigned input partition, refreshed every
     /// second, and when it was asked for (the read may be later).
     ends: HashMap<Tp, (i64, Instant)>,
+    /// Assigned partitions whose end was not read since they were assigned
+    /// (none in `ends`): records may wait there that nobody knows of, so
+    /// each holds the watermark as a backlog does until a read comes.
+    unread: HashSet<Tp>,
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
     resuming: HashMap<Tp, ResumeCheck>,
@@ -67,6 +81,7 @@ impl Partitions {
             position: HashMap::new(),
             covered,
             ends: HashMap::new(),
+            unread: HashSet::new(),
             resuming: HashMap::new(),
             stalls: crate::stall::StallWatch::new(stall_after),
             contiguous: Vec::new(),
@@ -87,6 +102,7 @@ impl Partitions {
                 for tp in &parts {
                     self.resuming.remove(tp);
                     self.ends.remove(tp);
+                    self.unread.remove(tp);
                     self.position.remove(tp);
                     // Scale-out: a partition's offsets are committed again
                     // once it delivers after the rebalance (it may be
@@ -97,9 +113,7 @@ impl Partitions {
                     }
                 }
             }
-            EdgeEvent::Ends(ends) => {
-                self.ends.extend(ends);
-            }
+            EdgeEvent::Ends(ends) => self.ends_read(ends),
         }
     }
 
@@ -110,16 +124,41 @@ impl Partitions {
         // incremental rebalancing too).
         let whole: Vec<(String, i32)> = parts.iter().map(|(tp, _)| tp.clone()).collect();
         ingest.assigned(&whole, now_ms);
+        tracing::debug!(process = ingest.process_id(), ?parts, "assignment applied");
+        self.took(parts);
+    }
+
+    /// The consumer reads `parts` now, each from its start when given one.
+    fn took(&mut self, parts: Vec<(Tp, Option<i64>)>) {
+        let whole: HashSet<Tp> = parts.iter().map(|(tp, _)| tp.clone()).collect();
         // A partition given a start (just added, or every partition under
         // eager rebalancing) starts there: watch that the broker really
         // delivers from there. One kept without a start goes on as it was.
         self.resuming.retain(|tp, _| whole.contains(tp));
-        tracing::debug!(process = ingest.process_id(), ?parts, "assignment applied");
         for (tp, start) in parts {
             if let Some(start) = start {
                 self.resumed_at(tp, start);
             }
         }
+        // Until the watcher reads where a partition ends, its silence says
+        // nothing: after a rebalance during a broker outage, one whose end
+        // entry went with the revocation counted idle once its wait ran
+        // out, and its records came too late (`docs/scaling.md`, item 9).
+        self.unread.retain(|tp| whole.contains(tp));
+        for tp in whole {
+            if !self.ends.contains_key(&tp) {
+                self.unread.insert(tp);
+            }
+        }
+    }
+
+    /// The end watcher read where these partitions end, each asked for at
+    /// its `Instant`.
+    fn ends_read(&mut self, ends: HashMap<Tp, (i64, Instant)>) {
+        for tp in ends.keys() {
+            self.unread.remove(tp);
+        }
+        self.ends.extend(ends);
     }
 
     /// `tp` was assigned starting at `start`. When this process took
@@ -236,32 +275,52 @@ impl Partitions {
 
     /// A partition with messages still at the broker is behind, not idle: one
     /// whose next offset is below its end has a backlog, and so has one whose
-    /// end was not read for [`ENDS_STALE_AFTER`]. A partition that
-    /// makes no progress for `ingest.stall_after` despite a backlog is
-    /// stalled (see `stall`): it stops holding the watermark. The core is
-    /// told when each end was asked for (at processing time `now_ms`), so a
-    /// partition counts idle only on a read made after its silence began.
-    /// Returns the number of stalled partitions.
+    /// end was not read for [`ENDS_STALE_AFTER`] or not read at all since it
+    /// was assigned. A partition that makes no progress for
+    /// `ingest.stall_after` despite a backlog of known size is stalled (see
+    /// `stall`): it stops holding the watermark. The core is told when each
+    /// end was asked for (at processing time `now_ms`), so a partition
+    /// counts idle only on a read made after its silence began. Returns the
+    /// number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool, now_ms: u64) -> usize {
-        for ((topic, partition), (end, read_at)) in &self.ends {
+        let inputs = |topic: &str| ingest.channel_of(topic).is_some();
+        for report in self.backlogs(paused, now_ms, inputs) {
+            let (topic, partition) = &report.tp;
+            match ingest.channel_of(topic) {
+                Some(channel) => ingest.input_end(channel, *partition, report.backlog, report.read_ms),
+                None if ingest.owns_routed(topic, *partition) => ingest.routed_backlog(*partition, report.backlog),
+                None => {}
+            }
+        }
+        self.stalls.count()
+    }
+
+    /// What [`Partitions::update_backlogs`] tells of each assigned
+    /// partition whose end was read or is awaited; `input`: whether a topic
+    /// is an input topic (only those are watched for stalls; the routed
+    /// topic's backlog is its lanes').
+    fn backlogs(&mut self, paused: bool, now_ms: u64, input: impl Fn(&str) -> bool) -> Vec<EndReport> {
+        let mut reports = Vec::with_capacity(self.ends.len() + self.unread.len());
+        for (tp, (end, read_at)) in &self.ends {
             // Not read lately (a broker outage, slow metadata): records may
             // wait that nobody knows of, so its silence is not idleness.
             let age = read_at.elapsed();
             let unknown = age > ENDS_STALE_AFTER;
             let read_ms = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
-            let next = self.next_offset(&(topic.clone(), *partition));
-            let Some(channel) = ingest.channel_of(topic) else {
-                if ingest.owns_routed(topic, *partition) {
-                    ingest.routed_backlog(*partition, next < *end || unknown);
-                }
-                continue;
-            };
-            let stalled = self
-                .stalls
-                .observe(topic, *partition, next, *end, std::time::Instant::now(), paused);
-            ingest.input_end(channel, *partition, (next < *end || unknown) && !stalled, read_ms);
+            let next = self.next_offset(tp);
+            let stalled = input(&tp.0) && self.stalls.observe(&tp.0, tp.1, next, *end, Instant::now(), paused);
+            reports.push(EndReport {
+                tp: tp.clone(),
+                backlog: (next < *end || unknown) && !stalled,
+                read_ms: Some(read_ms),
+            });
         }
-        self.stalls.count()
+        reports.extend(self.unread.iter().map(|tp| EndReport {
+            tp: tp.clone(),
+            backlog: true,
+            read_ms: None,
+        }));
+        reports
     }
 
     /// The input offsets the state covers: past everything taken, except
@@ -355,5 +414,64 @@ mod tests {
         p.resumed_at(pos0.clone(), 3);
         assert!(!p.ends.contains_key(&pos0));
         assert_eq!(p.next_offset(&pos0), 3);
+    }
+
+    #[test]
+    fn a_partition_assigned_is_behind_until_its_end_is_read() {
+        let (web0, web1, routed0) = (
+            ("web".to_string(), 0),
+            ("web".to_string(), 1),
+            ("routed".to_string(), 0),
+        );
+        let mut p = Partitions::new(HashMap::new(), std::time::Duration::from_secs(60));
+        let input = |topic: &str| topic == "web";
+        let report = |p: &mut Partitions, tp: &Tp| {
+            let found: Vec<_> = p
+                .backlogs(false, 10_000, input)
+                .into_iter()
+                .filter(|r| &r.tp == tp)
+                .collect();
+            assert!(found.len() <= 1, "one report a partition: {found:?}");
+            found.into_iter().next().map(|r| (r.backlog, r.read_ms.is_some()))
+        };
+        p.took(vec![
+            (web0.clone(), Some(0)),
+            (web1.clone(), None),
+            (routed0.clone(), None),
+        ]);
+        for tp in [&web0, &web1, &routed0] {
+            assert_eq!(report(&mut p, tp), Some((true, false)), "{tp:?}: its end unknown");
+        }
+        p.ends_read(HashMap::from([
+            (web0.clone(), (0, Instant::now())),
+            (routed0.clone(), (0, Instant::now())),
+        ]));
+        assert_eq!(report(&mut p, &web0), Some((false, true)), "read: nothing waits");
+        assert_eq!(report(&mut p, &routed0), Some((false, true)));
+        assert_eq!(report(&mut p, &web1), Some((true, false)), "still not read");
+        // A rebalance (during a broker outage, say) takes web0 away and
+        // gives it back: its end entry went with it.
+        p.ends.remove(&web0);
+        p.took(vec![(web0.clone(), Some(0)), (web1.clone(), None)]);
+        assert_eq!(
+            report(&mut p, &web0),
+            Some((true, false)),
+            "given back, its end unknown again"
+        );
+        assert_eq!(
+            report(&mut p, &routed0),
+            Some((false, true)),
+            "an end read stays until revoked"
+        );
+        // A partition no longer assigned says nothing.
+        p.took(vec![(web0.clone(), None)]);
+        assert_eq!(report(&mut p, &web1), None);
+        // A partition given back past what this process took has a known
+        // backlog (`resumed_at`), reported once.
+        p.taken("web", 0, 7);
+        p.ends_read(HashMap::from([(web0.clone(), (8, Instant::now()))]));
+        p.ends.remove(&web0);
+        p.took(vec![(web0.clone(), Some(3))]);
+        assert_eq!(report(&mut p, &web0), Some((true, true)));
     }
 }

@@ -169,9 +169,9 @@ impl Route {
     }
 
     /// A read of where input partition `source` of this process ends, at
-    /// `read_ms` (processing time): `backlog` when records wait at the
-    /// broker.
-    pub fn local_end(&mut self, source: u32, backlog: bool, read_ms: u64) {
+    /// `read_ms` (processing time; none while not read since it was
+    /// assigned): `backlog` when records wait at the broker.
+    pub fn local_end(&mut self, source: u32, backlog: bool, read_ms: Option<u64>) {
         if let Some(sent) = self.sent.get_mut(&source) {
             sent.end_read(backlog, read_ms);
         }
