@@ -12,6 +12,7 @@ pub mod churn;
 
 mod preloaded;
 pub mod simulated;
+mod stall;
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -203,7 +204,7 @@ impl Sized<'_> {
         // core: the first half of the events on one thread, the second half
         // pipelined over every core.
         let (first, second) = self.events.split_at(self.events.len() / 2);
-        let one_thread = core.one_thread(first, profiles);
+        let (one_thread, checkpoints) = core.one_thread(first, profiles)?;
         let all_cores = core.all_cores(second);
         let ratios = vec![
             ("core/parse_floor", one_thread.value / self.parse_floor, "goal >= 0.33"),
@@ -213,7 +214,7 @@ impl Sized<'_> {
                 "goal >= 0.33",
             ),
         ];
-        let mut figures = vec![one_thread, all_cores];
+        let mut figures = vec![one_thread, all_cores, checkpoints.figure(profiles)];
         if self.args.core_only {
             // Without a broker: the snapshot file written and restored
             // by the core alone. What is measured so far is printed first:

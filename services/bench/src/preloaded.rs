@@ -20,6 +20,7 @@ use serde_json::json;
 use onejourney_engine::config::Settings;
 use onejourney_engine::durable;
 
+use crate::stall::Checkpoints;
 use crate::{broker, Figure};
 
 /// What the core released: outputs and the timers that fired.
@@ -192,8 +193,14 @@ impl Core {
     }
 
     /// `core`: decode, stitch, journey, decide on one thread (decode is timed
-    /// separately and added).
-    pub(crate) fn one_thread(&mut self, events: &[(Channel, &[u8], u32)], profiles: usize) -> Figure {
+    /// separately and added); and `checkpoint_stall_core_ms`: the
+    /// checkpoints the writer takes meanwhile ([`Checkpoints`]), timed apart
+    /// from the events.
+    pub(crate) fn one_thread(
+        &mut self,
+        events: &[(Channel, &[u8], u32)],
+        profiles: usize,
+    ) -> anyhow::Result<(Figure, Checkpoints)> {
         let h = events.len() as f64;
         let t = Instant::now();
         for (c, b, _) in events {
@@ -204,21 +211,23 @@ impl Core {
         // the processing timed.
         let mut process_s = 0.0;
         let mut work = Work::default();
+        let mut checkpoints = Checkpoints::default();
         for block in events.chunks(BLOCK) {
             let decoded = decode_all(&self.decoder, block);
-            let t = Instant::now();
             for (ev, part) in decoded {
+                let t = Instant::now();
                 work += offer(&mut self.processor, ev, part, &mut self.seq);
+                process_s += t.elapsed().as_secs_f64();
+                checkpoints.between_events(&mut self.processor)?;
             }
-            process_s += t.elapsed().as_secs_f64();
         }
-        Figure {
+        let core = Figure {
             name: "core",
             value: h / (h / decode_only + process_s),
             unit: "events/s",
             note: format!(
                 "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, \
-                 {} outputs, {} timers fired",
+                 {} outputs, {} timers fired; checkpoints taken between events, not counted",
                 profiles,
                 events.len(),
                 decode_only,
@@ -226,7 +235,8 @@ impl Core {
                 work.outputs,
                 work.timers
             ),
-        }
+        };
+        Ok((core, checkpoints))
     }
 
     /// `core_all_cores`: decoding (stateless) on the other cores, in blocks

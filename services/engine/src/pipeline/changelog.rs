@@ -167,7 +167,7 @@ impl Changelog {
     /// The processor forgets them: a failure after this must stop the
     /// engine.
     pub fn capture(&self, processor: &mut Processor) -> anyhow::Result<Capture> {
-        take_changes(processor)
+        barrier(processor)
     }
 
     /// [`Changelog::capture`] with every record taken at once: for a
@@ -373,7 +373,7 @@ impl Changelog {
 
 /// See [`Changelog::capture_now`].
 fn take_all_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
-    let mut capture = take_changes(processor)?;
+    let mut capture = barrier(processor)?;
     processor.capture_pending(usize::MAX);
     let captured = processor
         .take_captured()
@@ -382,8 +382,9 @@ fn take_all_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
     Ok(capture)
 }
 
-/// See [`Changelog::capture`].
-fn take_changes(processor: &mut Processor) -> anyhow::Result<Capture> {
+/// See [`Changelog::capture`], which needs no writer: the bench times the
+/// writer's part of a checkpoint with it on the core alone.
+pub fn barrier(processor: &mut Processor) -> anyhow::Result<Capture> {
     let pending = processor.begin_capture();
     let owned = processor.ownership().map(|o| {
         let mut owned: Vec<u32> = o.owned.iter().copied().collect();
@@ -504,7 +505,7 @@ mod tests {
             .map(|(id, j)| (id, (*j).clone()))
             .collect();
 
-        let mut capture = take_changes(&mut p).unwrap();
+        let mut capture = barrier(&mut p).unwrap();
         // Every journey is new, and merged-away One IDs went (tombstones or
         // records of timers homed there).
         let taken = capture.records();
@@ -571,7 +572,7 @@ mod tests {
             (changed, Some(changed))
         );
         assert!(!p.capturing(), "nothing left pending");
-        let at_barrier = take_changes(&mut p).unwrap();
+        let at_barrier = barrier(&mut p).unwrap();
         assert!(at_barrier.journeys.is_none(), "records not taken yet: write refuses it");
     }
 

@@ -91,7 +91,7 @@ const PENDING_RECORD_BYTES: usize = 96;
 /// Pending records taken per slice between messages: about a millisecond
 /// (a record costs about a microsecond: a lookup in the journeys, one in
 /// the timers, a reference count).
-const CAPTURE_SLICE: usize = 1_024;
+pub const CAPTURE_SLICE: usize = 1_024;
 
 /// A checkpoint's background work, from the barrier on.
 struct Flush {
