@@ -100,11 +100,11 @@ pub(super) const FETCH_REWINDS: Def = (
 pub const FETCH_REWIND_TOPICS: [&str; 3] = ["input", "routed", "evidence"];
 pub(super) const PARTITIONS_STALLED: Def = (
     "onejourney_input_partitions_stalled",
-    "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after.",
+    "Input partitions whose broker holds records the consumer has not delivered for ingest.stall_after, or whose end the broker has not told since they were assigned while it told others' for as long.",
 );
 pub(super) const WATERMARK_HOLDING: Def = (
     "onejourney_watermark_holding",
-    "Input partitions (lanes, with scale-out routing) that hold the event-time watermark back, and so the events buffered behind it, by reason: backlog (records wait at the broker; for a lane, its sender still reads it or this process has not read all of its routed partition), recent (heard from within timers.idle_after), unread_end (silent, its end not read since; at most 10 s past idle_after).",
+    "Input partitions (lanes, with scale-out routing) that hold the event-time watermark back, and so the events buffered behind it, by reason: backlog (records wait at the broker, or may: its end not read for 5 s, or not since it was assigned; for a lane, its sender still reads it or this process has not read all of its routed partition), recent (heard from within timers.idle_after), unread_end (silent, its end not read since; at most 10 s past idle_after).",
 );
 pub(super) const REBALANCES: Def = (
     "onejourney_rebalances_total",

@@ -56,10 +56,17 @@ pub struct Partitions {
     /// The end offset of each assigned input partition, refreshed every
     /// second, and when it was asked for (the read may be later).
     ends: HashMap<Tp, (i64, Instant)>,
-    /// Assigned partitions whose end was not read since they were assigned
-    /// (none in `ends`): records may wait there that nobody knows of, so
-    /// each holds the watermark as a backlog does until a read comes.
-    unread: HashSet<Tp>,
+    /// Assigned input (and routed) partitions whose end was not read since
+    /// they were assigned (none in `ends`): records may wait there that
+    /// nobody knows of, so each holds the watermark as a backlog does until
+    /// a read comes. With each, the end watcher's sweeps since that read
+    /// other partitions' ends but not its own: past `unread_limit` of those
+    /// (its end cannot be read while others' can: its assignment failed, or
+    /// the broker does not answer for it) it is stalled and stops holding.
+    /// A sweep that reads nothing (the broker away) does not count.
+    unread: HashMap<Tp, u32>,
+    /// `stall_after` in the watcher's sweeps (one a second).
+    unread_limit: u32,
     /// Partitions just assigned whose first message has not shown yet that
     /// fetching started at the resume offset.
     resuming: HashMap<Tp, ResumeCheck>,
@@ -81,7 +88,8 @@ impl Partitions {
             position: HashMap::new(),
             covered,
             ends: HashMap::new(),
-            unread: HashSet::new(),
+            unread: HashMap::new(),
+            unread_limit: u32::try_from(stall_after.as_secs()).unwrap_or(u32::MAX).max(1),
             resuming: HashMap::new(),
             stalls: crate::stall::StallWatch::new(stall_after),
             contiguous: Vec::new(),
@@ -125,11 +133,14 @@ impl Partitions {
         let whole: Vec<(String, i32)> = parts.iter().map(|(tp, _)| tp.clone()).collect();
         ingest.assigned(&whole, now_ms);
         tracing::debug!(process = ingest.process_id(), ?parts, "assignment applied");
-        self.took(parts);
+        let watched = |topic: &str| ingest.channel_of(topic).is_some() || ingest.routed_topic() == Some(topic);
+        self.took(parts, watched);
     }
 
-    /// The consumer reads `parts` now, each from its start when given one.
-    fn took(&mut self, parts: Vec<(Tp, Option<i64>)>) {
+    /// The consumer reads `parts` now, each from its start when given one;
+    /// `watched`: whether the end watcher reads a topic's ends (the input
+    /// topics and the routed one).
+    fn took(&mut self, parts: Vec<(Tp, Option<i64>)>, watched: impl Fn(&str) -> bool) {
         let whole: HashSet<Tp> = parts.iter().map(|(tp, _)| tp.clone()).collect();
         // A partition given a start (just added, or every partition under
         // eager rebalancing) starts there: watch that the broker really
@@ -144,10 +155,11 @@ impl Partitions {
         // nothing: after a rebalance during a broker outage, one whose end
         // entry went with the revocation counted idle once its wait ran
         // out, and its records came too late (`docs/scaling.md`, item 9).
-        self.unread.retain(|tp| whole.contains(tp));
+        self.unread
+            .retain(|tp, _| whole.contains(tp) && !self.ends.contains_key(tp));
         for tp in whole {
-            if !self.ends.contains_key(&tp) {
-                self.unread.insert(tp);
+            if watched(&tp.0) && !self.ends.contains_key(&tp) {
+                self.unread.entry(tp).or_insert(0);
             }
         }
     }
@@ -157,6 +169,20 @@ impl Partitions {
     fn ends_read(&mut self, ends: HashMap<Tp, (i64, Instant)>) {
         for tp in ends.keys() {
             self.unread.remove(tp);
+        }
+        if !ends.is_empty() {
+            for ((topic, partition), missed) in &mut self.unread {
+                *missed += 1;
+                if *missed == self.unread_limit {
+                    error!(
+                        topic,
+                        partition,
+                        sweeps = *missed,
+                        "the end of an assigned partition was never read while other partitions' ends were: \
+                         it no longer holds the watermark back (was it really assigned? does the broker answer for it?)"
+                    );
+                }
+            }
         }
         self.ends.extend(ends);
     }
@@ -277,8 +303,9 @@ impl Partitions {
     /// whose next offset is below its end has a backlog, and so has one whose
     /// end was not read for [`ENDS_STALE_AFTER`] or not read at all since it
     /// was assigned. A partition that makes no progress for
-    /// `ingest.stall_after` despite a backlog of known size is stalled (see
-    /// `stall`): it stops holding the watermark. The core is told when each
+    /// `ingest.stall_after` despite a backlog is stalled (see `stall`), as
+    /// is one whose end was not read since it was assigned while others'
+    /// were for as long: it stops holding the watermark. The core is told when each
     /// end was asked for (at processing time `now_ms`), so a partition
     /// counts idle only on a read made after its silence began. Returns the
     /// number of stalled partitions.
@@ -292,7 +319,16 @@ impl Partitions {
                 None => {}
             }
         }
-        self.stalls.count()
+        self.stalls.count() + self.unreadable(|topic| ingest.channel_of(topic).is_some())
+    }
+
+    /// Input partitions (`input` tells the topics) whose end was never read
+    /// since they were assigned while others' were: stalled.
+    fn unreadable(&self, input: impl Fn(&str) -> bool) -> usize {
+        self.unread
+            .iter()
+            .filter(|((topic, _), missed)| **missed >= self.unread_limit && input(topic))
+            .count()
     }
 
     /// What [`Partitions::update_backlogs`] tells of each assigned
@@ -315,9 +351,9 @@ impl Partitions {
                 read_ms: Some(read_ms),
             });
         }
-        reports.extend(self.unread.iter().map(|tp| EndReport {
+        reports.extend(self.unread.iter().map(|(tp, missed)| EndReport {
             tp: tp.clone(),
-            backlog: true,
+            backlog: *missed < self.unread_limit,
             read_ms: None,
         }));
         reports
@@ -423,8 +459,10 @@ mod tests {
             ("web".to_string(), 1),
             ("routed".to_string(), 0),
         );
-        let mut p = Partitions::new(HashMap::new(), std::time::Duration::from_secs(60));
+        let control0 = ("control".to_string(), 0);
+        let mut p = Partitions::new(HashMap::new(), std::time::Duration::from_secs(3));
         let input = |topic: &str| topic == "web";
+        let watched = |topic: &str| topic == "web" || topic == "routed";
         let report = |p: &mut Partitions, tp: &Tp| {
             let found: Vec<_> = p
                 .backlogs(false, 10_000, input)
@@ -434,25 +472,28 @@ mod tests {
             assert!(found.len() <= 1, "one report a partition: {found:?}");
             found.into_iter().next().map(|r| (r.backlog, r.read_ms.is_some()))
         };
-        p.took(vec![
-            (web0.clone(), Some(0)),
-            (web1.clone(), None),
-            (routed0.clone(), None),
-        ]);
+        let read = |tps: &[&Tp]| tps.iter().map(|tp| ((*tp).clone(), (0, Instant::now()))).collect();
+        p.took(
+            vec![
+                (web0.clone(), Some(0)),
+                (web1.clone(), None),
+                (routed0.clone(), None),
+                (control0.clone(), None),
+            ],
+            watched,
+        );
         for tp in [&web0, &web1, &routed0] {
             assert_eq!(report(&mut p, tp), Some((true, false)), "{tp:?}: its end unknown");
         }
-        p.ends_read(HashMap::from([
-            (web0.clone(), (0, Instant::now())),
-            (routed0.clone(), (0, Instant::now())),
-        ]));
+        assert_eq!(report(&mut p, &control0), None, "a topic the watcher does not read");
+        p.ends_read(read(&[&web0, &routed0]));
         assert_eq!(report(&mut p, &web0), Some((false, true)), "read: nothing waits");
         assert_eq!(report(&mut p, &routed0), Some((false, true)));
         assert_eq!(report(&mut p, &web1), Some((true, false)), "still not read");
         // A rebalance (during a broker outage, say) takes web0 away and
         // gives it back: its end entry went with it.
         p.ends.remove(&web0);
-        p.took(vec![(web0.clone(), Some(0)), (web1.clone(), None)]);
+        p.took(vec![(web0.clone(), Some(0)), (web1.clone(), None)], watched);
         assert_eq!(
             report(&mut p, &web0),
             Some((true, false)),
@@ -463,15 +504,35 @@ mod tests {
             Some((false, true)),
             "an end read stays until revoked"
         );
+        // Sweeps that read nothing (the broker away) do not wear the hold
+        // down; ones that read the others' ends but never web1's do.
+        for _ in 0..5 {
+            p.ends_read(HashMap::new());
+        }
+        assert_eq!(report(&mut p, &web1), Some((true, false)));
+        assert_eq!(p.unreadable(input), 0);
+        // The sweep that read web0 and routed0 above was web1's first miss.
+        p.ends_read(read(&[&web0]));
+        assert_eq!(report(&mut p, &web1), Some((true, false)), "two sweeps of three");
+        p.ends_read(read(&[&web0]));
+        assert_eq!(
+            report(&mut p, &web1),
+            Some((false, false)),
+            "its end never read: stalled"
+        );
+        assert_eq!(p.unreadable(input), 1);
+        p.ends_read(read(&[&web1]));
+        assert_eq!(report(&mut p, &web1), Some((false, true)), "read at last");
+        assert_eq!(p.unreadable(input), 0);
         // A partition no longer assigned says nothing.
-        p.took(vec![(web0.clone(), None)]);
+        p.took(vec![(web0.clone(), None)], watched);
+        p.ends.remove(&web1);
         assert_eq!(report(&mut p, &web1), None);
         // A partition given back past what this process took has a known
         // backlog (`resumed_at`), reported once.
         p.taken("web", 0, 7);
-        p.ends_read(HashMap::from([(web0.clone(), (8, Instant::now()))]));
         p.ends.remove(&web0);
-        p.took(vec![(web0.clone(), Some(3))]);
+        p.took(vec![(web0.clone(), Some(3))], watched);
         assert_eq!(report(&mut p, &web0), Some((true, true)));
     }
 }
