@@ -214,7 +214,8 @@ impl Sized<'_> {
                 "goal >= 0.33",
             ),
         ];
-        let mut figures = vec![one_thread, all_cores, checkpoints.figure(profiles)];
+        let mut figures = vec![one_thread, all_cores];
+        figures.extend(checkpoints.figure(profiles));
         if self.args.core_only {
             // Without a broker: the snapshot file written and restored
             // by the core alone. What is measured so far is printed first:

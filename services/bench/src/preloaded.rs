@@ -93,6 +93,11 @@ pub(crate) fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// The customer id of preloaded profile `i`.
+pub(crate) fn preloaded_customer(i: usize) -> String {
+    format!("B{i:09}")
+}
+
 /// The pure core with the preloaded profiles in memory: what `memory`,
 /// `core`, `core_all_cores` and `recovery` measure.
 pub(crate) struct Core {
@@ -144,7 +149,7 @@ impl Core {
         for i in 0..profiles {
             let at = onejourney_simulator::rfc3339(start_ms + (i as i64 % 86_400) * 1000);
             let v = json!({"event_id": format!("pre-{i}"), "event_type": "login", "occurred_at": at,
-                "session_id": "s", "identifiers": {"customer_id": format!("B{i:09}"),
+                "session_id": "s", "identifiers": {"customer_id": preloaded_customer(i),
                 "email": format!("bench.{i}@example.com"), "cookie_id": format!("bc-{i:09}")}});
             let bytes = serde_json::to_vec(&v)?;
             let ev = decoder
@@ -211,7 +216,7 @@ impl Core {
         // the processing timed.
         let mut process_s = 0.0;
         let mut work = Work::default();
-        let mut checkpoints = Checkpoints::default();
+        let mut checkpoints = Checkpoints::new(profiles);
         for block in events.chunks(BLOCK) {
             let decoded = decode_all(&self.decoder, block);
             for (ev, part) in decoded {

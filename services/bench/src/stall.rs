@@ -8,6 +8,13 @@
 //! slice between two events, as the engine's poll loop takes them). Keeps
 //! the longest barrier and slice, and how many barriers and records.
 //!
+//! The run's events change journeys of the simulated people, recent and
+//! hot in the caches; an interval of the engine (5 minutes) changes
+//! journeys all over the state. So before each barrier (untimed) as many
+//! preloaded profiles as events since the last one, picked at random,
+//! have their journey changed (thawed when frozen and put back, as an
+//! event's change does), and the slices take those too.
+//!
 //! Unlike `checkpoint_stall_ms` (the engine on a broker, at the state
 //! figures' size), nothing runs beside the writer here: no flush encoding
 //! the records, no librdkafka threads, no broker. On the 2-core machine the
@@ -18,6 +25,8 @@
 use std::time::{Duration, Instant};
 
 use onejourney_core::Processor;
+
+use crate::preloaded::preloaded_customer;
 use onejourney_engine::pipeline::changelog;
 use onejourney_engine::pipeline::checkpoint::CAPTURE_SLICE;
 
@@ -28,8 +37,13 @@ use crate::Figure;
 /// and so its time, do not depend on how many are pending.
 pub(crate) const BARRIER_EVERY: usize = 4_096;
 
-#[derive(Default)]
 pub(crate) struct Checkpoints {
+    /// The preloaded profiles, numbered from 0 ([`preloaded_customer`]).
+    preloaded: usize,
+    /// Picks them (xorshift64).
+    random: u64,
+    /// Preloaded journeys changed before the barriers.
+    changed: usize,
     since: usize,
     barriers: usize,
     /// Records pending at the barriers, and taken since.
@@ -41,6 +55,44 @@ pub(crate) struct Checkpoints {
 }
 
 impl Checkpoints {
+    pub(crate) fn new(preloaded: usize) -> Self {
+        Checkpoints {
+            preloaded,
+            random: 0x9E37_79B9_7F4A_7C15,
+            changed: 0,
+            since: 0,
+            barriers: 0,
+            pending: 0,
+            records: 0,
+            slices: 0,
+            longest_barrier: Duration::ZERO,
+            longest_slice: Duration::ZERO,
+        }
+    }
+
+    /// Changes the journeys of `n` preloaded profiles picked at random, as
+    /// events would (untimed).
+    fn change_preloaded(&mut self, processor: &Processor, n: usize) {
+        let state = processor.state();
+        let ns = state.identity.namespaces().clone();
+        for _ in 0..n.min(self.preloaded) {
+            self.random ^= self.random << 13;
+            self.random ^= self.random >> 7;
+            self.random ^= self.random << 17;
+            let i = usize::try_from(self.random % self.preloaded as u64).unwrap_or(0);
+            let Ok(Ok(key)) = ns.normalise("customer_id", &preloaded_customer(i)) else {
+                continue;
+            };
+            let Some(one_id) = state.identity.one_id_of(&key) else {
+                continue;
+            };
+            if let Some(journey) = state.journey(&one_id) {
+                state.put_journey(one_id, journey);
+                self.changed += 1;
+            }
+        }
+    }
+
     /// Between two events: a slice of the last barrier's records while any
     /// is pending, and a barrier every [`BARRIER_EVERY`] events once none
     /// is (the engine skips a barrier while the last one's flush runs).
@@ -56,6 +108,8 @@ impl Checkpoints {
                 self.records += processor.take_captured().map_or(0, |c| c.records.len());
             }
         } else if self.since >= BARRIER_EVERY {
+            // No capture is pending: nothing to take before these writes.
+            self.change_preloaded(processor, self.since);
             let t = Instant::now();
             let capture = changelog::barrier(processor)?;
             self.longest_barrier = self.longest_barrier.max(t.elapsed());
@@ -68,17 +122,23 @@ impl Checkpoints {
         Ok(())
     }
 
-    pub(crate) fn figure(&self, profiles: usize) -> Figure {
+    /// The figure; none when the run was too short for a barrier.
+    pub(crate) fn figure(&self, profiles: usize) -> Option<Figure> {
+        if self.barriers == 0 {
+            return None;
+        }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        Figure {
+        Some(Figure {
             name: "checkpoint_stall_core_ms",
             value: ms(self.longest_barrier.max(self.longest_slice)),
             unit: "ms",
             note: format!(
-                "the core alone during `core`'s one-thread run, {profiles} profiles loaded: the longest of {} barriers \
+                "the core alone during `core`'s one-thread run, {profiles} profiles loaded, {} of their journeys changed \
+                 (untimed) before the barriers as well as the events': the longest of {} barriers \
                  (one every {BARRIER_EVERY} events: {:.2} ms) and of {} slices of {CAPTURE_SLICE} records between events \
                  ({:.2} ms; {} records pending at the barriers, {} taken); nothing runs beside the writer (no flush, no broker), unlike \
                  checkpoint_stall_ms",
+                self.changed,
                 self.barriers,
                 ms(self.longest_barrier),
                 self.slices,
@@ -86,7 +146,7 @@ impl Checkpoints {
                 self.pending,
                 self.records
             ),
-        }
+        })
     }
 }
 
@@ -94,15 +154,16 @@ impl Checkpoints {
 mod tests {
     use super::*;
     use crate::preloaded::Core;
+    use anyhow::Context as _;
     use onejourney_engine::config::Settings;
 
     #[test]
     fn every_record_pending_at_a_barrier_is_taken_and_the_longest_pause_is_the_figure() -> anyhow::Result<()> {
         let settings = Settings::defaults()?;
-        let (mut core, _) = Core::preload(&settings, 50, None, false)?;
+        let (mut core, _) = Core::preload(&settings, 5_000, None, false)?;
         let backlog = crate::simulate(2 * BARRIER_EVERY + 200, false);
         let events = crate::core_events(&backlog);
-        let (_, mut checkpoints) = core.one_thread(&events, 50)?;
+        let (_, mut checkpoints) = core.one_thread(&events, 5_000)?;
         assert_eq!(checkpoints.barriers, 2, "one barrier every {BARRIER_EVERY} events");
         while core.processor.capturing() {
             checkpoints.between_events(&mut core.processor)?;
@@ -117,7 +178,7 @@ mod tests {
             "every pending record taken, once"
         );
         assert!(checkpoints.slices >= 2);
-        let figure = checkpoints.figure(50);
+        let figure = checkpoints.figure(5_000).context("two barriers")?;
         assert!(figure.value > 0.0);
         assert_eq!(
             figure.value,
