@@ -1,14 +1,51 @@
 //! Helpers to serialise live maps into a state snapshot without copying
 //! them. The engine writes the bytes; the core only says what they hold.
 //!
-//! In: borrowed maps. Out: serde sequences of values or pairs. Keeps nothing.
-//! The snapshot format itself is `processor/snapshot.rs`.
+//! In: borrowed maps. Out: serde sequences of values or pairs; and, read
+//! back, a sequence as a `Vec` allocated once ([`presized`]). Keeps
+//! nothing. The snapshot format itself is `processor/snapshot.rs`.
 
 use crate::hash::{DashMap, HashMap};
 use crate::intern::OneIdRef;
 use crate::one_id::OneId;
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
+
+/// The most a sequence read by [`presized`] allocates up front: 16 GiB.
+const PRESIZED_BYTES: usize = 16 << 30;
+
+/// Reads a sequence into a `Vec` allocated once, for the length its header
+/// gives (`#[serde(deserialize_with = "crate::snapshot::presized")]`).
+///
+/// Why: serde's own `Vec` allocates at most 1 MiB up front and doubles from
+/// there, so each of a snapshot's lists (a 10M-profile graph's index, 30M
+/// entries) was copied about once more in full, into fresh pages each time:
+/// 6% of a 10M restore's read (`perf`, session 33). A length past 16 GiB,
+/// or one the allocator refuses (a damaged file: its checksum is checked
+/// once the decode ends), allocates as serde would and grows; the elements
+/// read, not the length claimed, decide what the `Vec` holds.
+pub fn presized<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    struct Elements<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let most = PRESIZED_BYTES / std::mem::size_of::<T>().max(1);
+            let mut v = Vec::new();
+            if v.try_reserve_exact(seq.size_hint().unwrap_or(0).min(most)).is_err() {
+                v = Vec::new();
+            }
+            while let Some(x) = seq.next_element()? {
+                v.push(x);
+            }
+            Ok(v)
+        }
+    }
+    d.deserialize_seq(Elements(std::marker::PhantomData))
+}
 
 /// The values of a `DashMap`, as a sequence.
 pub struct DashValues<'a, K, V>(pub &'a DashMap<K, V>);
@@ -171,5 +208,38 @@ mod tests {
         assert!(short.to_string().contains("gave 3"), "{short}");
         let long = rmp_serde::to_vec(&Exact(2, &items)).expect_err("more than said");
         assert!(long.to_string().contains("grew past 2"), "{long}");
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Presized {
+        #[serde(deserialize_with = "presized")]
+        items: Vec<(u32, String)>,
+    }
+
+    #[test]
+    fn a_presized_sequence_reads_as_serde_reads_it_allocated_once() {
+        // Past serde's own 1 MiB up front (32,768 of these 32-byte pairs).
+        let items: Vec<(u32, String)> = (0..100_000).map(|i| (i, format!("v{i}"))).collect();
+        let bytes = rmp_serde::to_vec(&(items.clone(),)).expect("encodes");
+        let Presized { items: read } = rmp_serde::from_slice(&bytes).expect("decodes");
+        assert_eq!(read, items);
+        assert_eq!(read.capacity(), items.len(), "allocated for the length, not grown");
+        let empty: Vec<(u32, String)> = Vec::new();
+        let Presized { items: read } =
+            rmp_serde::from_slice(&rmp_serde::to_vec(&(empty,)).expect("encodes")).expect("decodes");
+        assert!(read.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_length_fails_without_allocating_what_it_claims() {
+        // A tuple of one sequence whose header claims 2^32 - 1 elements,
+        // followed by one: the decode fails at the end of the bytes (the
+        // allocation is capped, or refused and grown from nothing).
+        let mut bytes = vec![0x91, 0xdd, 0xff, 0xff, 0xff, 0xff];
+        bytes.extend(rmp_serde::to_vec(&(7u32, "seven")).expect("encodes"));
+        let err = rmp_serde::from_slice::<Presized>(&bytes)
+            .err()
+            .expect("fewer elements than claimed");
+        assert!(!err.to_string().is_empty());
     }
 }

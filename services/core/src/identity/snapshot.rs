@@ -71,10 +71,14 @@ impl Serialize for IndexEntries<'_> {
 /// The graph as a snapshot holds it (see [`IdentityGraph::snapshot`]).
 #[derive(Deserialize)]
 pub struct IdentitySnapshot {
+    #[serde(deserialize_with = "crate::snapshot::presized")]
     profiles: Vec<Profile>,
+    #[serde(deserialize_with = "crate::snapshot::presized")]
     index: Vec<(IdKey, SlotRecord)>,
+    #[serde(deserialize_with = "crate::snapshot::presized")]
     components: Vec<(u32, Component)>,
     next_component: u32,
+    #[serde(deserialize_with = "crate::snapshot::presized")]
     devices: Vec<(IdKey, DeviceStat)>,
     suppressed: Vec<[u8; 16]>,
 }

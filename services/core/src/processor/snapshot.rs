@@ -194,7 +194,7 @@ impl<'de> serde::Deserialize<'de> for CoreSnapshot {
 /// Pairs keyed by a One ID, the One ID shared (`intern.rs`); the vector is
 /// reused in place.
 fn keyed<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Vec<(OneId, T)>, D::Error> {
-    let pairs: Vec<(crate::intern::OneIdText, T)> = serde::Deserialize::deserialize(d)?;
+    let pairs: Vec<(crate::intern::OneIdText, T)> = crate::snapshot::presized(d)?;
     Ok(pairs.into_iter().map(|(k, v)| (k.0, v)).collect())
 }
 
