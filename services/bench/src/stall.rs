@@ -25,11 +25,10 @@
 use std::time::{Duration, Instant};
 
 use onejourney_core::Processor;
-
-use crate::preloaded::preloaded_customer;
 use onejourney_engine::pipeline::changelog;
 use onejourney_engine::pipeline::checkpoint::CAPTURE_SLICE;
 
+use crate::preloaded::preloaded_customer;
 use crate::Figure;
 
 /// Events between two barriers: a checkpoint interval of the engine
