@@ -216,7 +216,7 @@ impl Core {
         // the processing timed.
         let mut process_s = 0.0;
         let mut work = Work::default();
-        let mut checkpoints = Checkpoints::new(profiles);
+        let mut checkpoints = Checkpoints::new(profiles, preloaded_customer);
         for block in events.chunks(BLOCK) {
             let decoded = decode_all(&self.decoder, block);
             for (ev, part) in decoded {
@@ -352,5 +352,55 @@ impl Core {
                 peak_rss_bytes() as f64 / 1e6
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stall::BARRIER_EVERY;
+    use onejourney_engine::pipeline::checkpoint::CAPTURE_SLICE;
+
+    #[test]
+    fn every_record_pending_at_a_barrier_is_taken_and_the_longest_pause_is_the_figure() -> anyhow::Result<()> {
+        let settings = Settings::defaults()?;
+        let (mut core, _) = Core::preload(&settings, 5_000, None, false)?;
+        let backlog = crate::simulate(2 * BARRIER_EVERY + 200, false);
+        let events = crate::core_events(&backlog);
+        let (_, mut checkpoints) = core.one_thread(&events, 5_000)?;
+        assert_eq!(checkpoints.barriers, 2, "one barrier every {BARRIER_EVERY} events");
+        while core.processor.capturing() {
+            checkpoints.between_events(&mut core.processor)?;
+        }
+        assert!(
+            checkpoints.pending > CAPTURE_SLICE,
+            "changed journeys pending: {}",
+            checkpoints.pending
+        );
+        assert_eq!(
+            checkpoints.records, checkpoints.pending,
+            "every pending record taken, once"
+        );
+        // Before each barrier, as many preloaded journeys changed as events
+        // since the last one (a profile picked twice counts twice)...
+        assert_eq!(checkpoints.changed, 2 * BARRIER_EVERY);
+        // ...and pending at it beside the events' own changes: 4,096 picks
+        // of 5,000 profiles are about 2,800 distinct ones a barrier, and the
+        // events (of about 2,400 simulated people) change fewer than 3,000
+        // journeys in all, so without the preloaded ones fewer than 5,000
+        // records would be pending.
+        assert!(
+            checkpoints.pending > 5_000,
+            "the preloaded journeys changed are pending too: {}",
+            checkpoints.pending
+        );
+        assert!(checkpoints.slices >= 2);
+        let figure = checkpoints.figure(5_000).context("two barriers")?;
+        assert!(figure.value > 0.0);
+        assert_eq!(
+            figure.value,
+            checkpoints.longest_barrier.max(checkpoints.longest_slice).as_secs_f64() * 1e3
+        );
+        Ok(())
     }
 }

@@ -28,7 +28,6 @@ use onejourney_core::Processor;
 use onejourney_engine::pipeline::changelog;
 use onejourney_engine::pipeline::checkpoint::CAPTURE_SLICE;
 
-use crate::preloaded::preloaded_customer;
 use crate::Figure;
 
 /// Events between two barriers: a checkpoint interval of the engine
@@ -37,26 +36,30 @@ use crate::Figure;
 pub(crate) const BARRIER_EVERY: usize = 4_096;
 
 pub(crate) struct Checkpoints {
-    /// The preloaded profiles, numbered from 0 ([`preloaded_customer`]).
+    /// The preloaded profiles, numbered from 0, and the customer id of each.
     preloaded: usize,
+    customer: fn(usize) -> String,
     /// Picks them (xorshift64).
     random: u64,
     /// Preloaded journeys changed before the barriers.
-    changed: usize,
+    pub(crate) changed: usize,
     since: usize,
-    barriers: usize,
+    pub(crate) barriers: usize,
     /// Records pending at the barriers, and taken since.
-    pending: usize,
-    records: usize,
-    slices: usize,
-    longest_barrier: Duration,
-    longest_slice: Duration,
+    pub(crate) pending: usize,
+    pub(crate) records: usize,
+    pub(crate) slices: usize,
+    pub(crate) longest_barrier: Duration,
+    pub(crate) longest_slice: Duration,
 }
 
 impl Checkpoints {
-    pub(crate) fn new(preloaded: usize) -> Self {
+    /// `preloaded` profiles loaded, profile `i` with the customer id
+    /// `customer(i)`.
+    pub(crate) fn new(preloaded: usize, customer: fn(usize) -> String) -> Self {
         Checkpoints {
             preloaded,
+            customer,
             random: 0x9E37_79B9_7F4A_7C15,
             changed: 0,
             since: 0,
@@ -79,7 +82,7 @@ impl Checkpoints {
             self.random ^= self.random >> 7;
             self.random ^= self.random << 17;
             let i = usize::try_from(self.random % self.preloaded as u64).unwrap_or(0);
-            let Ok(Ok(key)) = ns.normalise("customer_id", &preloaded_customer(i)) else {
+            let Ok(Ok(key)) = ns.normalise("customer_id", &(self.customer)(i)) else {
                 continue;
             };
             let Some(one_id) = state.identity.one_id_of(&key) else {
@@ -146,43 +149,5 @@ impl Checkpoints {
                 self.records
             ),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::preloaded::Core;
-    use anyhow::Context as _;
-    use onejourney_engine::config::Settings;
-
-    #[test]
-    fn every_record_pending_at_a_barrier_is_taken_and_the_longest_pause_is_the_figure() -> anyhow::Result<()> {
-        let settings = Settings::defaults()?;
-        let (mut core, _) = Core::preload(&settings, 5_000, None, false)?;
-        let backlog = crate::simulate(2 * BARRIER_EVERY + 200, false);
-        let events = crate::core_events(&backlog);
-        let (_, mut checkpoints) = core.one_thread(&events, 5_000)?;
-        assert_eq!(checkpoints.barriers, 2, "one barrier every {BARRIER_EVERY} events");
-        while core.processor.capturing() {
-            checkpoints.between_events(&mut core.processor)?;
-        }
-        assert!(
-            checkpoints.pending > CAPTURE_SLICE,
-            "changed journeys pending: {}",
-            checkpoints.pending
-        );
-        assert_eq!(
-            checkpoints.records, checkpoints.pending,
-            "every pending record taken, once"
-        );
-        assert!(checkpoints.slices >= 2);
-        let figure = checkpoints.figure(5_000).context("two barriers")?;
-        assert!(figure.value > 0.0);
-        assert_eq!(
-            figure.value,
-            checkpoints.longest_barrier.max(checkpoints.longest_slice).as_secs_f64() * 1e3
-        );
-        Ok(())
     }
 }
