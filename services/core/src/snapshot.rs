@@ -12,8 +12,11 @@ use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
 use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 
-/// The most a sequence read by [`presized`] allocates up front: 16 GiB.
-const PRESIZED_BYTES: usize = 16 << 30;
+/// The most a sequence read by [`presized`] allocates up front: 1 GiB.
+/// A damaged length is only found wrong when the decode fails (the file's
+/// checksum is checked once it ends), so this is what one can reserve for
+/// nothing; under strict overcommit that memory is committed meanwhile.
+const PRESIZED_BYTES: usize = 1 << 30;
 
 /// Reads a sequence into a `Vec` allocated once, for the length its header
 /// gives (`#[serde(deserialize_with = "crate::snapshot::presized")]`).
@@ -21,10 +24,11 @@ const PRESIZED_BYTES: usize = 16 << 30;
 /// Why: serde's own `Vec` allocates at most 1 MiB up front and doubles from
 /// there, so each of a snapshot's lists (a 10M-profile graph's index, 30M
 /// entries) was copied about once more in full, into fresh pages each time:
-/// 6% of a 10M restore's read (`perf`, session 33). A length past 16 GiB,
-/// or one the allocator refuses (a damaged file: its checksum is checked
-/// once the decode ends), allocates as serde would and grows; the elements
-/// read, not the length claimed, decide what the `Vec` holds.
+/// 6% of a 10M restore's read (`perf`, session 33). A list longer than
+/// 1 GiB (the index of a state past about 10M profiles) is allocated for
+/// 1 GiB and grows from there; one the allocator refuses grows from
+/// nothing. The elements read, not the length claimed, decide what the
+/// `Vec` holds.
 pub fn presized<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     struct Elements<T>(std::marker::PhantomData<T>);
     impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
@@ -33,9 +37,10 @@ pub fn presized<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
             f.write_str("a sequence")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let most = PRESIZED_BYTES / std::mem::size_of::<T>().max(1);
             let mut v = Vec::new();
-            if v.try_reserve_exact(seq.size_hint().unwrap_or(0).min(most)).is_err() {
+            if v.try_reserve_exact(presize(seq.size_hint(), std::mem::size_of::<T>()))
+                .is_err()
+            {
                 v = Vec::new();
             }
             while let Some(x) = seq.next_element()? {
@@ -45,6 +50,12 @@ pub fn presized<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
         }
     }
     d.deserialize_seq(Elements(std::marker::PhantomData))
+}
+
+/// How many elements of `size` bytes [`presized`] allocates for a sequence
+/// whose header says `claimed`.
+fn presize(claimed: Option<usize>, size: usize) -> usize {
+    claimed.unwrap_or(0).min(PRESIZED_BYTES / size.max(1))
 }
 
 /// The values of a `DashMap`, as a sequence.
@@ -228,6 +239,15 @@ mod tests {
         let Presized { items: read } =
             rmp_serde::from_slice(&rmp_serde::to_vec(&(empty,)).expect("encodes")).expect("decodes");
         assert!(read.is_empty());
+    }
+
+    #[test]
+    fn what_is_allocated_up_front_is_the_length_claimed_up_to_1_gib() {
+        assert_eq!(presize(Some(100_000), 32), 100_000);
+        assert_eq!(presize(None, 32), 0, "no length: grown as serde does");
+        assert_eq!(presize(Some(u32::MAX as usize), 32), (1 << 30) / 32);
+        assert_eq!(presize(Some(u32::MAX as usize), 1), 1 << 30);
+        assert_eq!(presize(Some(7), 0), 7, "zero-sized elements reserve nothing anyway");
     }
 
     #[test]
