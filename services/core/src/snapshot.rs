@@ -38,11 +38,8 @@ pub fn presized<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
             let mut v = Vec::new();
-            if v.try_reserve_exact(presize(seq.size_hint(), std::mem::size_of::<T>()))
-                .is_err()
-            {
-                v = Vec::new();
-            }
+            // Refused: `v` stays empty and grows as serde's own would.
+            let _ = v.try_reserve_exact(presize(seq.size_hint(), std::mem::size_of::<T>()));
             while let Some(x) = seq.next_element()? {
                 v.push(x);
             }
