@@ -311,6 +311,7 @@ impl Partitions {
     /// number of stalled partitions.
     pub fn update_backlogs(&mut self, ingest: &mut Ingest, paused: bool, now_ms: u64) -> usize {
         let inputs = |topic: &str| ingest.channel_of(topic).is_some();
+        let unreadable = self.unreadable(inputs);
         for report in self.backlogs(paused, now_ms, inputs) {
             let (topic, partition) = &report.tp;
             match ingest.channel_of(topic) {
@@ -319,7 +320,7 @@ impl Partitions {
                 None => {}
             }
         }
-        self.stalls.count() + self.unreadable(|topic| ingest.channel_of(topic).is_some())
+        self.stalls.count() + unreadable
     }
 
     /// Input partitions (`input` tells the topics) whose end was never read
