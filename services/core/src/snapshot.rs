@@ -100,18 +100,29 @@ pub fn exact_seq<S: Serializer, T: Serialize>(
     len: usize,
     items: impl IntoIterator<Item = T>,
 ) -> Result<S::Ok, S::Error> {
+    exact_seq_with(s, len, |emit| items.into_iter().try_for_each(emit))
+}
+
+/// As [`exact_seq`], the items handed one by one to the `emit` that
+/// `write` is given: for items borrowed from map guards an iterator could
+/// not hand out (`identity/write_order.rs`).
+pub fn exact_seq_with<S: Serializer, T: Serialize>(
+    s: S,
+    len: usize,
+    write: impl FnOnce(&mut dyn FnMut(T) -> Result<(), S::Error>) -> Result<(), S::Error>,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::{Error, SerializeSeq};
     let mut seq = s.serialize_seq(Some(len))?;
     let mut n = 0usize;
-    for item in items {
+    write(&mut |item| {
         n += 1;
         if n > len {
             return Err(S::Error::custom(format!(
                 "a map grew past {len} entries while it was written"
             )));
         }
-        seq.serialize_element(&item)?;
-    }
+        seq.serialize_element(&item)
+    })?;
     if n != len {
         return Err(S::Error::custom(format!(
             "a map of {len} entries gave {n} while it was written"

@@ -157,7 +157,7 @@ enum OldOp {
 /// A graph with households, a cap-dropped cookie, refused links (a unique
 /// conflict, a shared device), a late event's rebuild and a forget; and
 /// every op it applied.
-fn busy_graph() -> (IdentityGraph, Vec<IdentityOp>) {
+pub(super) fn busy_graph() -> (IdentityGraph, Vec<IdentityOp>) {
     let mut rules = Namespaces::default_rules();
     for r in &mut rules {
         if r.name == "cookie_id" {

@@ -127,6 +127,7 @@ mod share;
 mod snapshot;
 mod tally;
 mod types;
+mod write_order;
 #[cfg(test)]
 pub(crate) use share::Census;
 

@@ -24,7 +24,7 @@ use super::component::Component;
 use super::tally::{component_bytes, device_bytes, profile_size, slot_bytes, Sums};
 use super::types::{OneId, Profile};
 use super::Derivation;
-use super::{fingerprint, DeviceStat, IdentityGraph, Slot, Writer};
+use super::{fingerprint, write_order, DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
 /// An index slot as a snapshot holds it (field names and order are the format).
@@ -53,18 +53,31 @@ struct IndexEntries<'a> {
 
 impl Serialize for IndexEntries<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::snapshot::exact_seq(
-            s,
-            self.graph.index.len(),
-            self.graph.index.iter().map(|r| {
-                let slot = SlotRecord {
-                    one_id: r.value().one_id.clone(),
-                    former: self.writer.formers.get(r.key()).cloned(),
-                    component: r.value().component,
+        crate::snapshot::exact_seq_with(s, self.graph.index.len(), |emit| {
+            write_order::each_index_entry(self.graph, |k, slot| {
+                let record = SlotRecord {
+                    one_id: slot.one_id.clone(),
+                    former: self.writer.formers.get(k).cloned(),
+                    component: slot.component,
                 };
-                (r.key().clone(), slot)
-            }),
-        )
+                emit((k.clone(), record))
+            })
+        })
+    }
+}
+
+/// The components as a sequence of `(number, component)`, in the
+/// profiles' order (`write_order.rs`).
+struct Components<'a> {
+    graph: &'a IdentityGraph,
+    writer: &'a Writer,
+}
+
+impl Serialize for Components<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::snapshot::exact_seq_with(s, self.writer.components.len(), |emit| {
+            write_order::each_component(self.graph, self.writer, |c, component| emit((c, component)))
+        })
     }
 }
 
@@ -110,7 +123,13 @@ impl Serialize for IdentitySnapshotRef<'_> {
                 writer: w,
             },
         )?;
-        st.serialize_field("components", &crate::snapshot::Pairs(&w.components))?;
+        st.serialize_field(
+            "components",
+            &Components {
+                graph: self.graph,
+                writer: w,
+            },
+        )?;
         st.serialize_field("next_component", &w.next_component)?;
         st.serialize_field("devices", &crate::snapshot::Pairs(&w.devices))?;
         st.serialize_field("suppressed", &w.suppressed)?;
@@ -194,4 +213,30 @@ impl IdentityGraph {
             g.publish(&w);
         }
     }
+}
+
+#[cfg(test)]
+impl IdentitySnapshot {
+    /// The order its sections hold their entries in: each profile's One ID
+    /// and identifiers, the index's identifiers with their slot's One ID,
+    /// the components' numbers.
+    pub(super) fn written_order(&self) -> WrittenOrder {
+        WrittenOrder {
+            profiles: self
+                .profiles
+                .iter()
+                .map(|p| (p.one_id.clone(), p.ids.to_vec()))
+                .collect(),
+            index: self.index.iter().map(|(k, s)| (k.clone(), s.one_id.clone())).collect(),
+            components: self.components.iter().map(|(c, _)| *c).collect(),
+        }
+    }
+}
+
+/// See [`IdentitySnapshot::written_order`].
+#[cfg(test)]
+pub(super) struct WrittenOrder {
+    pub(super) profiles: Vec<(OneId, Vec<IdKey>)>,
+    pub(super) index: Vec<(IdKey, Option<OneId>)>,
+    pub(super) components: Vec<u32>,
 }

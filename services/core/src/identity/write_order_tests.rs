@@ -1,0 +1,100 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::super::format_tests::busy_graph;
+use super::super::snapshot::{IdentitySnapshot, WrittenOrder};
+use super::super::IdentityGraph;
+use crate::ids::{IdKey, Namespaces};
+use crate::testkit::web;
+
+fn written(g: &IdentityGraph) -> (IdentitySnapshot, WrittenOrder) {
+    let bytes = rmp_serde::to_vec(&g.snapshot()).expect("the snapshot serialises");
+    let snap: IdentitySnapshot = rmp_serde::from_slice(&bytes).expect("and reads back");
+    let order = snap.written_order();
+    (snap, order)
+}
+
+/// The index entries the first pass should hand out, in order: per profile
+/// of the snapshot, its identifiers (first place) whose slot names it.
+fn reached_in_profile_order(g: &IdentityGraph, order: &WrittenOrder) -> Vec<IdKey> {
+    let mut out = Vec::new();
+    for (one_id, ids) in &order.profiles {
+        for (i, k) in ids.iter().enumerate() {
+            let names_it = g.index.get(k).is_some_and(|s| s.one_id.as_ref() == Some(one_id));
+            if !ids[..i].contains(k) && names_it {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_entry_and_component_is_written_once_those_of_profiles_first_in_their_order() {
+    let (g, _) = busy_graph();
+    let (snap, order) = written(&g);
+
+    let keys: Vec<IdKey> = order.index.iter().map(|(k, _)| k.clone()).collect();
+    let distinct: HashSet<&IdKey> = keys.iter().collect();
+    let live: HashSet<IdKey> = g.index.iter().map(|r| r.key().clone()).collect();
+    assert_eq!(distinct.len(), keys.len(), "no entry twice");
+    assert_eq!(keys.iter().cloned().collect::<HashSet<_>>(), live, "every entry");
+
+    let reached = reached_in_profile_order(&g, &order);
+    assert!(
+        reached.len() < keys.len(),
+        "the busy graph has entries no profile reaches (dropped, shared), so the second pass runs"
+    );
+    assert_eq!(
+        keys[..reached.len()],
+        reached[..],
+        "profiles' entries first, in their order"
+    );
+
+    let w = g.lock();
+    let components: HashSet<u32> = order.components.iter().copied().collect();
+    assert_eq!(components.len(), order.components.len(), "no component twice");
+    assert_eq!(components, w.components.keys().copied().collect::<HashSet<_>>());
+    drop(w);
+
+    let restored = IdentityGraph::new(g.namespaces().clone());
+    restored.restore(snap, g.derivation());
+    assert_eq!(restored.canonical(), g.canonical());
+}
+
+#[test]
+fn many_profiles_write_their_index_and_components_in_the_profiles_order() {
+    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
+    for i in 0..300 {
+        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
+        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
+            .expect("stitches");
+    }
+    let (_, order) = written(&g);
+    assert_eq!(order.profiles.len(), 300);
+
+    let keys: Vec<IdKey> = order.index.iter().map(|(k, _)| k.clone()).collect();
+    let expected: Vec<IdKey> = order.profiles.iter().flat_map(|(_, ids)| ids.iter().cloned()).collect();
+    assert_eq!(keys, expected, "the index follows the profiles");
+    assert_eq!(keys, reached_in_profile_order(&g, &order));
+
+    let mut first_reached = Vec::new();
+    for k in &expected {
+        let c = g.index.get(k).expect("indexed").component;
+        if !first_reached.contains(&c) {
+            first_reached.push(c);
+        }
+    }
+    assert_eq!(order.components, first_reached, "the components follow the profiles");
+}
+
+#[test]
+fn marks_beyond_their_cap_are_left_to_the_second_pass() {
+    let mut marks = super::Marks(vec![0; 2]);
+    assert!(marks.mark(0) && marks.mark(127));
+    assert!(!marks.mark(0), "once");
+    assert!(!marks.mark(128), "beyond the bits: never marked");
+    assert!(marks.is_marked(127) && !marks.is_marked(128) && !marks.is_marked(5));
+}
