@@ -6,10 +6,7 @@
 //! nothing. The snapshot format itself is `processor/snapshot.rs`.
 
 use crate::hash::{DashMap, HashMap};
-use crate::intern::OneIdRef;
-use crate::one_id::OneId;
 use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
-use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 
 /// The most a sequence read by [`presized`] allocates up front: 1 GiB.
@@ -61,27 +58,6 @@ pub struct DashValues<'a, K, V>(pub &'a DashMap<K, V>);
 impl<K: Eq + std::hash::Hash, V: Serialize> Serialize for DashValues<'_, K, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         exact_seq(s, self.0.len(), self.0.iter().map(|r| Value(r)))
-    }
-}
-
-/// The entries of a `DashMap` keyed by One ID, as a sequence of `(key,
-/// value)` pairs, the key written through the snapshot's text table
-/// (`intern.rs`).
-pub struct OneIdEntries<'a, V>(pub &'a DashMap<OneId, V>);
-
-impl<V: Serialize> Serialize for OneIdEntries<'_, V> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        exact_seq(s, self.0.len(), self.0.iter().map(|r| OneIdPair(r)))
-    }
-}
-
-/// The items of an iterator that knows its length, as a sequence.
-pub struct Seq<I>(pub I);
-
-impl<I: Clone + ExactSizeIterator<Item: Serialize>> Serialize for Seq<I> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let items = self.0.clone();
-        exact_seq(s, items.len(), items)
     }
 }
 
@@ -150,17 +126,6 @@ impl<K: Eq + std::hash::Hash, V: Serialize> Serialize for Value<'_, K, V> {
     }
 }
 
-struct OneIdPair<'a, V>(Ref<'a, OneId, V>);
-
-impl<V: Serialize> Serialize for OneIdPair<'_, V> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(&OneIdRef(self.0.key()))?;
-        t.serialize_element(self.0.value())?;
-        t.end()
-    }
-}
-
 /// Bytes as one MessagePack `bin` (a `Vec<u8>` would be an array of
 /// integers, up to twice the size).
 pub struct Bytes<'a>(pub &'a [u8]);
@@ -194,6 +159,7 @@ impl<'de> serde::Deserialize<'de> for ByteBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::one_id::OneId;
 
     /// Serialises `items` as a sequence of `len` elements.
     struct Exact<'a>(usize, &'a [u32]);
@@ -210,11 +176,7 @@ mod tests {
         for i in 0..100u32 {
             map.insert(OneId::from(format!("oj-{i}")), format!("v{i}"));
         }
-        let pairs: Vec<(String, String)> = map.iter().map(|r| (r.key().to_string(), r.value().clone())).collect();
         let values: Vec<String> = map.iter().map(|r| r.value().clone()).collect();
-        // Outside a snapshot's text table, every key in full.
-        let bytes = rmp_serde::to_vec(&OneIdEntries(&map)).expect("encodes");
-        assert_eq!(bytes, rmp_serde::to_vec(&pairs).expect("encodes"));
         let bytes = rmp_serde::to_vec(&DashValues(&map)).expect("encodes");
         assert_eq!(bytes, rmp_serde::to_vec(&values).expect("encodes"));
     }

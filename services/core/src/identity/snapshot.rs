@@ -233,6 +233,14 @@ impl IdentitySnapshot {
     }
 }
 
+#[cfg(test)]
+impl IdentitySnapshot {
+    /// Its profiles' One IDs, in the order it holds them.
+    pub(crate) fn profile_one_ids(&self) -> Vec<OneId> {
+        self.profiles.iter().map(|p| p.one_id.clone()).collect()
+    }
+}
+
 /// See [`IdentitySnapshot::written_order`].
 #[cfg(test)]
 pub(super) struct WrittenOrder {

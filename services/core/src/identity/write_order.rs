@@ -18,8 +18,28 @@
 //! in any order reads the same.
 
 use super::component::Component;
-use super::{IdentityGraph, Slot, Writer};
+use super::{IdentityGraph, OneId, Slot, Writer};
 use crate::ids::IdKey;
+
+impl IdentityGraph {
+    /// Calls `f` with every profile's One ID, in the order a snapshot
+    /// writes the profiles, the writer lock held (nothing changes the
+    /// order meanwhile): for the maps keyed by One ID that a snapshot
+    /// writes after the graph (journeys, timers), so that their references
+    /// follow the profiles' texts as the index's do.
+    pub fn each_one_id_in_profile_order<E>(&self, mut f: impl FnMut(&OneId) -> Result<(), E>) -> Result<(), E> {
+        let _writer = self.lock();
+        for p in self.profiles.iter() {
+            f(p.key())?;
+        }
+        Ok(())
+    }
+
+    /// Whether a profile has this One ID.
+    pub fn has_profile(&self, one_id: &OneId) -> bool {
+        self.profiles.contains_key(one_id)
+    }
+}
 
 /// Calls `f` with every entry of the index once. Those reached first: an
 /// identifier a profile lists whose slot names that profile, at its first

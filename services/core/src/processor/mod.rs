@@ -47,6 +47,7 @@ mod owner;
 mod snapshot;
 mod timer_set;
 mod timers;
+mod write_order;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

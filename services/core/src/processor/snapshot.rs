@@ -27,12 +27,13 @@ use crate::decide::value::{Population, ValueKey};
 use crate::hash::{HashMap, HashSet};
 use crate::identity::{Derivation, DerivationError, DerivationRecord, IdentitySnapshot, OneId, Sharer};
 use crate::intern::TextCounts;
-use crate::snapshot::{ByteBuf, Bytes, OneIdEntries, Pairs, Seq};
+use crate::snapshot::{ByteBuf, Bytes, Pairs};
 use crate::state::{stored, Stored};
 use crate::time::EventTime;
 
 use super::dedupe::Dedupe;
 use super::timer_set::{Timer, TimerSet};
+use super::write_order::{ByProfile, TimerHomes};
 use super::{PartitionClock, Processor};
 
 /// The home of timers restored from a format that did not keep homes whose
@@ -101,7 +102,6 @@ impl Serialize for CoreSnapshotRef<'_> {
 
 impl CoreSnapshotRef<'_> {
     fn write<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use crate::intern::OneIdRef;
         use serde::ser::SerializeStruct;
         let p = self.p;
         let (version, fields) = if self.table { (SNAPSHOT_VERSION, 18) } else { (6, 17) };
@@ -109,7 +109,12 @@ impl CoreSnapshotRef<'_> {
         st.serialize_field("version", &version)?;
         st.serialize_field("namespaces", &p.state.identity.namespaces().names())?;
         st.serialize_field("identity", &p.state.identity.snapshot())?;
-        st.serialize_field("journeys", &OneIdEntries(&p.state.journeys))?;
+        let identity = &p.state.identity;
+        let journeys = ByProfile {
+            identity,
+            map: &p.state.journeys,
+        };
+        st.serialize_field("journeys", &journeys)?;
         st.serialize_field("seen", &HashSet::<u64>::default())?;
         st.serialize_field("partitions", &Pairs(&p.clocks_without_pending()))?;
         st.serialize_field("timers", &BTreeSet::<Timer>::new())?;
@@ -123,8 +128,11 @@ impl CoreSnapshotRef<'_> {
         st.serialize_field("churn_model", &p.state.churn().as_ref().map(|l| &l.model))?;
         st.serialize_field("uplift", &models.uplift)?;
         st.serialize_field("value", &p.value)?;
-        let homes = p.timers.by_home();
-        st.serialize_field("timer_homes", &Seq(homes.iter().map(|(h, t)| (OneIdRef(h), t))))?;
+        let homes = TimerHomes {
+            identity,
+            timers: &p.timers,
+        };
+        st.serialize_field("timer_homes", &homes)?;
         st.serialize_field("journey_dict", &Bytes(stored::dictionary()))?;
         if self.table {
             st.serialize_field("texts", &crate::intern::written())?;
@@ -201,6 +209,14 @@ fn keyed<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> 
 impl CoreSnapshot {
     pub fn profiles(&self) -> usize {
         self.identity.profile_count()
+    }
+}
+
+#[cfg(test)]
+impl CoreSnapshot {
+    /// Its profiles' One IDs, in the order it holds them.
+    pub(super) fn profile_one_ids(&self) -> Vec<OneId> {
+        self.identity.profile_one_ids()
     }
 }
 

@@ -270,7 +270,23 @@ impl TimerSet {
         self.queue = BTreeMap::from_iter(queue);
     }
 
-    /// Every home with its timers, sorted by home (a snapshot).
+    /// A home's timers, with the home as the map holds it.
+    pub fn home(&self, one_id: &OneId) -> Option<(&OneId, &[Timer])> {
+        self.homes.get_key_value(one_id).map(|(h, t)| (h, &t[..]))
+    }
+
+    /// Every home with its timers, in the map's order.
+    pub fn entries(&self) -> impl Iterator<Item = (&OneId, &[Timer])> {
+        self.homes.iter().map(|(h, t)| (h, &t[..]))
+    }
+
+    pub fn home_count(&self) -> usize {
+        self.homes.len()
+    }
+
+    /// Every home with its timers, sorted by home (tests; a snapshot
+    /// writes them in the profiles' order, `write_order.rs`).
+    #[cfg(test)]
     pub fn by_home(&self) -> Vec<(&OneId, &[Timer])> {
         let mut all: Vec<(&OneId, &[Timer])> = self.homes.iter().map(|(h, t)| (h, &t[..])).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
