@@ -83,6 +83,8 @@
 //! - `forget.rs`: erasure and suppression;
 //! - `derive.rs`: One IDs and suppression entries from identifiers (keyed);
 //! - `snapshot.rs`: the graph written and read back;
+//! - `write_order.rs`: the order a snapshot writes the index and the
+//!   components in (the profiles', for the reader's locality);
 //! - `tally.rs`: the graph's size (profiles, identifiers, bytes), kept as
 //!   it changes so readers never walk it.
 //!
@@ -250,6 +252,11 @@ impl IdentityGraph {
     /// The One ID an identifier belongs to.
     pub fn one_id_of(&self, key: &IdKey) -> Option<OneId> {
         self.index.get(key).and_then(|r| r.value().one_id.clone())
+    }
+
+    /// Whether a profile has this One ID.
+    pub fn has_profile(&self, one_id: &OneId) -> bool {
+        self.profiles.contains_key(one_id)
     }
 
     /// A copy of a profile.

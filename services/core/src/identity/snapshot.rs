@@ -81,6 +81,21 @@ impl Serialize for Components<'_> {
     }
 }
 
+/// The devices as a sequence of `(identifier, device)`, in the profiles'
+/// order (`write_order.rs`).
+struct Devices<'a> {
+    graph: &'a IdentityGraph,
+    writer: &'a Writer,
+}
+
+impl Serialize for Devices<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::snapshot::exact_seq_with(s, self.writer.devices.len(), |emit| {
+            write_order::each_device(self.graph, self.writer, |k, device| emit((k, device)))
+        })
+    }
+}
+
 /// The graph as a snapshot holds it (see [`IdentityGraph::snapshot`]).
 #[derive(Deserialize)]
 pub struct IdentitySnapshot {
@@ -131,7 +146,13 @@ impl Serialize for IdentitySnapshotRef<'_> {
             },
         )?;
         st.serialize_field("next_component", &w.next_component)?;
-        st.serialize_field("devices", &crate::snapshot::Pairs(&w.devices))?;
+        st.serialize_field(
+            "devices",
+            &Devices {
+                graph: self.graph,
+                writer: w,
+            },
+        )?;
         st.serialize_field("suppressed", &w.suppressed)?;
         st.end()
     }
@@ -219,7 +240,7 @@ impl IdentityGraph {
 impl IdentitySnapshot {
     /// The order its sections hold their entries in: each profile's One ID
     /// and identifiers, the index's identifiers with their slot's One ID,
-    /// the components' numbers.
+    /// the components' numbers, the devices' identifiers.
     pub(super) fn written_order(&self) -> WrittenOrder {
         WrittenOrder {
             profiles: self
@@ -229,12 +250,10 @@ impl IdentitySnapshot {
                 .collect(),
             index: self.index.iter().map(|(k, s)| (k.clone(), s.one_id.clone())).collect(),
             components: self.components.iter().map(|(c, _)| *c).collect(),
+            devices: self.devices.iter().map(|(k, _)| k.clone()).collect(),
         }
     }
-}
 
-#[cfg(test)]
-impl IdentitySnapshot {
     /// Its profiles' One IDs, in the order it holds them.
     pub(crate) fn profile_one_ids(&self) -> Vec<OneId> {
         self.profiles.iter().map(|p| p.one_id.clone()).collect()
@@ -247,4 +266,5 @@ pub(super) struct WrittenOrder {
     pub(super) profiles: Vec<(OneId, Vec<IdKey>)>,
     pub(super) index: Vec<(IdKey, Option<OneId>)>,
     pub(super) components: Vec<u32>,
+    pub(super) devices: Vec<IdKey>,
 }

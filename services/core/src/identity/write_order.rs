@@ -1,11 +1,15 @@
 //! The order a snapshot writes the index and the components in: the
 //! profiles' order.
 //!
-//! In: the graph, its writer lock held (nothing changes while it is
-//! walked). Out: every entry of the index, and every component, handed to a
-//! callback exactly once: first those a profile reaches, in the order the
-//! snapshot writes the profiles (a profile's identifiers in its own order),
-//! then the rest in their maps' order. Keeps nothing.
+//! In: the graph, with nothing changing it while a snapshot is written
+//! (the snapshot holds the writer lock for the graph's sections, and the
+//! processor applies nothing while it writes the rest). Out: every entry
+//! of the index, and every component, handed to a callback exactly once:
+//! first those a profile reaches, in the order the snapshot writes the
+//! profiles (the devices likewise) (a profile's identifiers in its own order), then the rest in
+//! their maps' order; and the profiles' One IDs in that order, for the
+//! journeys and timers written after the graph
+//! ([`IdentityGraph::each_one_id_in_profile_order`]). Keeps nothing.
 //!
 //! Why: a snapshot's reader numbers the texts as it first reads them, and
 //! allocates them in that order, profiles first. A later reference to a
@@ -18,26 +22,23 @@
 //! in any order reads the same.
 
 use super::component::Component;
-use super::{IdentityGraph, OneId, Slot, Writer};
+use super::{DeviceStat, IdentityGraph, OneId, Slot, Writer};
 use crate::ids::IdKey;
 
 impl IdentityGraph {
     /// Calls `f` with every profile's One ID, in the order a snapshot
-    /// writes the profiles, the writer lock held (nothing changes the
-    /// order meanwhile): for the maps keyed by One ID that a snapshot
+    /// writes the profiles: for the maps keyed by One ID that a snapshot
     /// writes after the graph (journeys, timers), so that their references
-    /// follow the profiles' texts as the index's do.
+    /// follow the profiles' texts as the index's do. The order is the
+    /// profiles map's own, the same as the snapshot's while nothing changes
+    /// the graph in between (the caller's to ensure: a snapshot is written
+    /// with the processor applying nothing). Takes no lock: `f` may call
+    /// anything.
     pub fn each_one_id_in_profile_order<E>(&self, mut f: impl FnMut(&OneId) -> Result<(), E>) -> Result<(), E> {
-        let _writer = self.lock();
         for p in self.profiles.iter() {
             f(p.key())?;
         }
         Ok(())
-    }
-
-    /// Whether a profile has this One ID.
-    pub fn has_profile(&self, one_id: &OneId) -> bool {
-        self.profiles.contains_key(one_id)
     }
 }
 
@@ -59,7 +60,8 @@ pub(super) fn each_index_entry<E>(
             if let Some(slot) = g.index.get(k) {
                 if slot.one_id.as_ref() == Some(p.key()) {
                     reached += 1;
-                    f(k, &slot)?;
+                    // The index's own key (the allocation every copy shares).
+                    f(slot.key(), slot.value())?;
                 }
             }
         }
@@ -80,6 +82,43 @@ fn reached_by_profile(g: &IdentityGraph, k: &IdKey, slot: &Slot) -> bool {
         .as_ref()
         .and_then(|o| g.profiles.get(o))
         .is_some_and(|p| p.ids.contains(k))
+}
+
+/// Calls `f` with every device once: first those a profile reaches as
+/// [`each_index_entry`] reaches index entries (a profile's identifier, at
+/// its first place, whose slot names the profile), in the profiles' order;
+/// then the others (a shared device is in no profile).
+pub(super) fn each_device<'w, E>(
+    g: &IdentityGraph,
+    w: &'w Writer,
+    mut f: impl FnMut(&'w IdKey, &'w DeviceStat) -> Result<(), E>,
+) -> Result<(), E> {
+    if w.devices.is_empty() {
+        return Ok(());
+    }
+    let mut reached = 0usize;
+    for p in g.profiles.iter() {
+        let ids: &[IdKey] = &p.value().ids;
+        for (i, k) in ids.iter().enumerate() {
+            let Some((key, device)) = w.devices.get_key_value(k) else {
+                continue;
+            };
+            let names_it = g.index.get(k).is_some_and(|s| s.one_id.as_ref() == Some(p.key()));
+            if names_it && !ids[..i].contains(k) {
+                reached += 1;
+                f(key, device)?;
+            }
+        }
+    }
+    if reached < w.devices.len() {
+        for (k, device) in &w.devices {
+            let reached = g.index.get(k).is_some_and(|s| reached_by_profile(g, k, &s));
+            if !reached {
+                f(k, device)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Calls `f` with every component once: first those a profile's

@@ -57,6 +57,10 @@ fn every_entry_and_component_is_written_once_those_of_profiles_first_in_their_or
     let components: HashSet<u32> = order.components.iter().copied().collect();
     assert_eq!(components.len(), order.components.len(), "no component twice");
     assert_eq!(components, w.components.keys().copied().collect::<HashSet<_>>());
+    let devices: HashSet<&IdKey> = order.devices.iter().collect();
+    assert_eq!(devices.len(), order.devices.len(), "no device twice");
+    assert_eq!(devices, w.devices.keys().collect::<HashSet<_>>());
+    assert!(!devices.is_empty());
     drop(w);
 
     let restored = IdentityGraph::new(g.namespaces().clone());
@@ -88,6 +92,14 @@ fn many_profiles_write_their_index_and_components_in_the_profiles_order() {
         }
     }
     assert_eq!(order.components, first_reached, "the components follow the profiles");
+
+    let cookies: Vec<IdKey> = expected
+        .iter()
+        .filter(|k| g.lock().devices.contains_key(*k))
+        .cloned()
+        .collect();
+    assert_eq!(cookies.len(), 300, "each cookie a device");
+    assert_eq!(order.devices, cookies, "the devices follow the profiles");
 }
 
 #[test]
@@ -97,4 +109,61 @@ fn marks_beyond_their_cap_are_left_to_the_second_pass() {
     assert!(!marks.mark(0), "once");
     assert!(!marks.mark(128), "beyond the bits: never marked");
     assert!(marks.is_marked(127) && !marks.is_marked(128) && !marks.is_marked(5));
+}
+
+/// Shapes a well-kept graph does not have, written all the same: a profile
+/// that lists an identifier twice, one that lists another profile's
+/// identifier, a component numbered far past the others (beyond the marks'
+/// cap). Each entry and component once; the restore holds them all.
+#[test]
+fn odd_shapes_are_written_once_each() {
+    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
+    for i in 0..50 {
+        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
+        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
+            .expect("stitches");
+    }
+    let (_, before) = written(&g);
+    let a = before.profiles[0].0.clone();
+    let b_first = before.profiles[1].1[0].clone();
+    {
+        let mut p = g.profiles.get_mut(&a).expect("a");
+        let mut ids = p.ids.to_vec();
+        ids.push(ids[0].clone());
+        ids.insert(0, b_first.clone());
+        p.ids = ids.into();
+    }
+    let far = u32::MAX - 7;
+    {
+        let mut w = g.lock();
+        let c = g.index.get(&b_first).expect("indexed").component;
+        let moved = w.components.remove(&c).expect("its component");
+        w.components.insert(far, moved);
+        for mut slot in g.index.iter_mut() {
+            if slot.component == c {
+                slot.component = far;
+            }
+        }
+    }
+
+    let (snap, order) = written(&g);
+    let keys: Vec<IdKey> = order.index.iter().map(|(k, _)| k.clone()).collect();
+    let distinct: HashSet<&IdKey> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "no entry twice");
+    assert_eq!(keys.len(), g.index.len(), "every entry");
+    let at = |k: &IdKey| keys.iter().position(|x| x == k).expect("written");
+    // a's own two first, then b's: b_first where b lists it, not first.
+    assert_eq!(at(&b_first), 2, "under the profile its slot names (b), not under a");
+    let components: HashSet<u32> = order.components.iter().copied().collect();
+    assert_eq!(components.len(), order.components.len(), "no component twice");
+    assert_eq!(components.len(), g.lock().components.len(), "every component");
+    assert_eq!(order.components.last(), Some(&far), "past the cap: the second pass");
+    let devices: HashSet<&IdKey> = order.devices.iter().collect();
+    assert_eq!(devices.len(), order.devices.len(), "no device twice");
+    assert_eq!(devices.len(), g.lock().devices.len(), "every device");
+
+    let restored = IdentityGraph::new(g.namespaces().clone());
+    restored.restore(snap, g.derivation());
+    assert_eq!(restored.index.len(), g.index.len());
+    assert!(restored.lock().components.contains_key(&far));
 }

@@ -13,7 +13,7 @@
 //! event-time timers, `timer_set.rs` where they are kept; `evaluate.rs` churn and the next best action for one
 //! journey; `learn.rs` outcomes and conversions; `labels.rs` the churn
 //! model's labels; `dedupe.rs` the dedupe window; `snapshot.rs` the snapshot
-//! format; `fold.rs` the identity step of scale-out (evidence folded from the
+//! format, `write_order.rs` the order it writes journeys and timers in; `fold.rs` the identity step of scale-out (evidence folded from the
 //! identity log). This file applies one event.
 //!
 //! Order of work for one event: dedupe on `(channel, event_id)` -> the
