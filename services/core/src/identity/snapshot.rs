@@ -16,6 +16,7 @@
 //! How One IDs are derived is recorded by the processor's snapshot
 //! (`one_ids`) and handed to [`IdentityGraph::restore`].
 
+use std::cell::RefCell;
 use std::sync::MutexGuard;
 
 use serde::{Deserialize, Serialize};
@@ -45,16 +46,24 @@ struct SlotRecord {
     component: u32,
 }
 
-/// The index as a sequence of `(identifier, slot)`, the formers joined in.
+/// The index as a sequence of `(identifier, slot)`, the formers joined in;
+/// in the profiles' order (`write_order.rs`), noting the components its
+/// entries name in that order for [`Components`] (which would otherwise
+/// look every identifier up again).
 struct IndexEntries<'a> {
     graph: &'a IdentityGraph,
     writer: &'a Writer,
+    met: &'a RefCell<Vec<u32>>,
 }
 
 impl Serialize for IndexEntries<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         crate::snapshot::exact_seq_with(s, self.graph.index.len(), |emit| {
+            let mut met = self.met.borrow_mut();
             write_order::each_index_entry(self.graph, |k, slot| {
+                if met.last() != Some(&slot.component) {
+                    met.push(slot.component);
+                }
                 let record = SlotRecord {
                     one_id: slot.one_id.clone(),
                     former: self.writer.formers.get(k).cloned(),
@@ -66,17 +75,18 @@ impl Serialize for IndexEntries<'_> {
     }
 }
 
-/// The components as a sequence of `(number, component)`, in the
-/// profiles' order (`write_order.rs`).
+/// The components as a sequence of `(number, component)`, in the order
+/// the index's entries named them (`write_order.rs`).
 struct Components<'a> {
-    graph: &'a IdentityGraph,
     writer: &'a Writer,
+    met: &'a RefCell<Vec<u32>>,
 }
 
 impl Serialize for Components<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let met = std::mem::take(&mut *self.met.borrow_mut());
         crate::snapshot::exact_seq_with(s, self.writer.components.len(), |emit| {
-            write_order::each_component(self.graph, self.writer, |c, component| emit((c, component)))
+            write_order::each_component(self.writer, &met, |c, component| emit((c, component)))
         })
     }
 }
@@ -129,6 +139,7 @@ impl Serialize for IdentitySnapshotRef<'_> {
         use crate::snapshot::DashValues;
         use serde::ser::SerializeStruct;
         let w = &self.writer;
+        let met = RefCell::new(Vec::new());
         let mut st = s.serialize_struct("IdentitySnapshot", 6)?;
         st.serialize_field("profiles", &DashValues(&self.graph.profiles))?;
         st.serialize_field(
@@ -136,15 +147,10 @@ impl Serialize for IdentitySnapshotRef<'_> {
             &IndexEntries {
                 graph: self.graph,
                 writer: w,
+                met: &met,
             },
         )?;
-        st.serialize_field(
-            "components",
-            &Components {
-                graph: self.graph,
-                writer: w,
-            },
-        )?;
+        st.serialize_field("components", &Components { writer: w, met: &met })?;
         st.serialize_field("next_component", &w.next_component)?;
         st.serialize_field(
             "devices",

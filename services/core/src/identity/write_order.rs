@@ -23,7 +23,7 @@
 
 use super::component::Component;
 use super::{DeviceStat, IdentityGraph, OneId, Slot, Writer};
-use crate::ids::IdKey;
+use crate::ids::{IdKey, Kind};
 
 impl IdentityGraph {
     /// Calls `f` with every profile's One ID, in the order a snapshot
@@ -100,6 +100,12 @@ pub(super) fn each_device<'w, E>(
     for p in g.profiles.iter() {
         let ids: &[IdKey] = &p.value().ids;
         for (i, k) in ids.iter().enumerate() {
+            // Only a device's namespace holds devices: the others are not
+            // looked up (one hash probe each saved). A device under another
+            // namespace (the table changed) goes in the second pass.
+            if g.rules.rule(k.ns()).kind != Kind::Device {
+                continue;
+            }
             let Some((key, device)) = w.devices.get_key_value(k) else {
                 continue;
             };
@@ -121,27 +127,23 @@ pub(super) fn each_device<'w, E>(
     Ok(())
 }
 
-/// Calls `f` with every component once: first those a profile's
-/// identifiers' slots name, in the profiles' order, then the others.
+/// Calls `f` with every component once: first those `met` names (the
+/// components of the index's entries as [`each_index_entry`] handed them
+/// out: the profiles' order), then the others.
 pub(super) fn each_component<'w, E>(
-    g: &IdentityGraph,
     w: &'w Writer,
+    met: &[u32],
     mut f: impl FnMut(u32, &'w Component) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut done = Marks::for_components(w);
     let mut reached = 0usize;
-    for p in g.profiles.iter() {
-        for k in p.value().ids.iter() {
-            let Some(c) = g.index.get(k).map(|s| s.component) else {
-                continue;
-            };
-            let Some(component) = w.components.get(&c) else {
-                continue;
-            };
-            if done.mark(c) {
-                reached += 1;
-                f(c, component)?;
-            }
+    for &c in met {
+        let Some(component) = w.components.get(&c) else {
+            continue;
+        };
+        if done.mark(c) {
+            reached += 1;
+            f(c, component)?;
         }
     }
     if reached < w.components.len() {
