@@ -292,6 +292,12 @@ impl Namespaces {
         &self.rules[usize::from(ns.0)]
     }
 
+    /// A namespace's kind; `None` for an index the table does not have
+    /// (where [`Namespaces::rule`] would panic).
+    pub fn kind_of(&self, ns: Ns) -> Option<Kind> {
+        self.rules.get(usize::from(ns.0)).map(|r| r.kind)
+    }
+
     pub fn name(&self, ns: Ns) -> &str {
         &self.rule(ns).name
     }

@@ -139,7 +139,8 @@ impl Serialize for IdentitySnapshotRef<'_> {
         use crate::snapshot::DashValues;
         use serde::ser::SerializeStruct;
         let w = &self.writer;
-        let met = RefCell::new(Vec::new());
+        // About one component a profile (its identifiers share one).
+        let met = RefCell::new(Vec::with_capacity(self.graph.profiles.len()));
         let mut st = s.serialize_struct("IdentitySnapshot", 6)?;
         st.serialize_field("profiles", &DashValues(&self.graph.profiles))?;
         st.serialize_field(

@@ -1,13 +1,14 @@
-//! The order a snapshot writes the index and the components in: the
-//! profiles' order.
+//! The order a snapshot writes the graph's index, components and devices
+//! in: the profiles' order.
 //!
 //! In: the graph, with nothing changing it while a snapshot is written
 //! (the snapshot holds the writer lock for the graph's sections, and the
 //! processor applies nothing while it writes the rest). Out: every entry
-//! of the index, and every component, handed to a callback exactly once:
-//! first those a profile reaches, in the order the snapshot writes the
-//! profiles (the devices likewise) (a profile's identifiers in its own order), then the rest in
-//! their maps' order; and the profiles' One IDs in that order, for the
+//! of the index, every component and every device, handed to a callback
+//! exactly once. First those a profile reaches, in the order the snapshot
+//! writes the profiles and a profile's identifiers in its own order; then
+//! the rest, in the index's order for the components, in their own maps'
+//! order for the others. Also the profiles' One IDs in that order, for the
 //! journeys and timers written after the graph
 //! ([`IdentityGraph::each_one_id_in_profile_order`]). Keeps nothing.
 //!
@@ -102,8 +103,9 @@ pub(super) fn each_device<'w, E>(
         for (i, k) in ids.iter().enumerate() {
             // Only a device's namespace holds devices: the others are not
             // looked up (one hash probe each saved). A device under another
-            // namespace (the table changed) goes in the second pass.
-            if g.rules.rule(k.ns()).kind != Kind::Device {
+            // namespace (the table changed since it was recorded) goes in
+            // the second pass.
+            if !is_device(g, k) {
                 continue;
             }
             let Some((key, device)) = w.devices.get_key_value(k) else {
@@ -118,7 +120,8 @@ pub(super) fn each_device<'w, E>(
     }
     if reached < w.devices.len() {
         for (k, device) in &w.devices {
-            let reached = g.index.get(k).is_some_and(|s| reached_by_profile(g, k, &s));
+            // The first pass's test, the namespace's kind included.
+            let reached = is_device(g, k) && g.index.get(k).is_some_and(|s| reached_by_profile(g, k, &s));
             if !reached {
                 f(k, device)?;
             }
@@ -127,9 +130,16 @@ pub(super) fn each_device<'w, E>(
     Ok(())
 }
 
+/// Whether `k`'s namespace is a device's (one the table does not have is
+/// not).
+fn is_device(g: &IdentityGraph, k: &IdKey) -> bool {
+    g.rules.kind_of(k.ns()) == Some(Kind::Device)
+}
+
 /// Calls `f` with every component once: first those `met` names (the
-/// components of the index's entries as [`each_index_entry`] handed them
-/// out: the profiles' order), then the others.
+/// components of the index's entries in the order [`each_index_entry`]
+/// handed them out: the profiles' order, then the index's for entries no
+/// profile reaches), then the others.
 pub(super) fn each_component<'w, E>(
     w: &'w Writer,
     met: &[u32],

@@ -112,9 +112,10 @@ fn marks_beyond_their_cap_are_left_to_the_second_pass() {
 }
 
 /// Shapes a well-kept graph does not have, written all the same: a profile
-/// that lists an identifier twice, one that lists another profile's
-/// identifier, a component numbered far past the others (beyond the marks'
-/// cap). Each entry and component once; the restore holds them all.
+/// that lists its identifiers twice, one that lists another profile's
+/// identifiers, a component numbered far past the others (beyond the
+/// marks). Each entry, component and device once, under the profile its
+/// slot names; the restore holds them all.
 #[test]
 fn odd_shapes_are_written_once_each() {
     let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
@@ -125,13 +126,18 @@ fn odd_shapes_are_written_once_each() {
     }
     let (_, before) = written(&g);
     let a = before.profiles[0].0.clone();
-    let b_first = before.profiles[1].1[0].clone();
+    let (a_ids, b_ids) = (before.profiles[0].1.clone(), before.profiles[1].1.clone());
+    let b_first = b_ids[0].clone();
     {
+        // b's identifiers, then a's own twice (customer id and cookie).
         let mut p = g.profiles.get_mut(&a).expect("a");
-        let mut ids = p.ids.to_vec();
-        ids.push(ids[0].clone());
-        ids.insert(0, b_first.clone());
-        p.ids = ids.into();
+        p.ids = b_ids
+            .iter()
+            .chain(&a_ids)
+            .chain(&a_ids)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
     }
     let far = u32::MAX - 7;
     {
@@ -161,9 +167,44 @@ fn odd_shapes_are_written_once_each() {
     let devices: HashSet<&IdKey> = order.devices.iter().collect();
     assert_eq!(devices.len(), order.devices.len(), "no device twice");
     assert_eq!(devices.len(), g.lock().devices.len(), "every device");
+    let cookie = |ids: &[IdKey]| ids.iter().find(|k| g.lock().devices.contains_key(*k)).cloned();
+    assert_eq!(
+        order.devices[..2],
+        [cookie(&a_ids).expect("a's cookie"), cookie(&b_ids).expect("b's cookie")],
+        "a's cookie under a, b's under b"
+    );
 
     let restored = IdentityGraph::new(g.namespaces().clone());
     restored.restore(snap, g.derivation());
     assert_eq!(restored.index.len(), g.index.len());
     assert!(restored.lock().components.contains_key(&far));
+}
+
+/// A device recorded while its namespace was a device's, written after the
+/// table made it a person's (the restore does not check kinds): every
+/// device still once.
+#[test]
+fn a_device_whose_namespace_is_no_longer_a_devices_is_still_written() {
+    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
+    for i in 0..20 {
+        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
+        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
+            .expect("stitches");
+    }
+    let (snap, _) = written(&g);
+    let rules = Namespaces::default_rules()
+        .into_iter()
+        .map(|mut r| {
+            if r.name == "cookie_id" {
+                r.kind = crate::ids::Kind::Person;
+            }
+            r
+        })
+        .collect();
+    let changed = IdentityGraph::new(Arc::new(Namespaces::new(rules, Default::default()).expect("valid")));
+    changed.restore(snap, g.derivation());
+    assert_eq!(changed.lock().devices.len(), 20);
+    let (_, order) = written(&changed);
+    let devices: HashSet<&IdKey> = order.devices.iter().collect();
+    assert_eq!((devices.len(), order.devices.len()), (20, 20), "each device once");
 }
