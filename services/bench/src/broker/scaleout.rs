@@ -164,7 +164,27 @@ async fn run_group(
     let done = wait_until(Duration::from_secs(600), || sum(&engines, accounted) >= n).await;
     let seconds = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0 - publish_cpu;
-    anyhow::ensure!(done, "{name}: the backlog was not accounted for within 10 minutes");
+    anyhow::ensure!(
+        done,
+        "{name}: the backlog was not accounted for within 10 minutes: {} of {n} events; per instance (accounted, \
+         applied, buffered, evidence waiting, routed waiting): {:?}; clocks holding the watermark (backlog, recent, \
+         unread_end): {:?}",
+        sum(&engines, accounted),
+        engines
+            .iter()
+            .map(|e| {
+                let ev = &e.metrics.evidence;
+                (
+                    accounted(e),
+                    applied(e),
+                    buffered(e),
+                    ev.waiting.get(),
+                    ev.routed_waiting.get(),
+                )
+            })
+            .collect::<Vec<_>>(),
+        holding(&engines)
+    );
     // The last events wait for the watermark (idle_after) at the end of a
     // finite backlog: counted once released, outside the timing.
     let released = wait_until(Duration::from_secs(60), || sum(&engines, buffered) == 0).await;
