@@ -125,6 +125,33 @@ fn accounted(e: &Engine) -> i64 {
         + total(&m.events_invalid)
 }
 
+/// What a group that did not account for its `n` events within 10 minutes
+/// says: where the events are, per instance.
+fn not_accounted(engines: &[Engine], n: i64) -> String {
+    let per_instance: Vec<_> = engines
+        .iter()
+        .map(|e| {
+            let m = &e.metrics;
+            let applied = i64::try_from(m.events_applied.get()).unwrap_or(i64::MAX);
+            let waiting = (m.evidence.waiting.get(), m.evidence.routed_waiting.get());
+            (
+                accounted(e),
+                applied,
+                m.events_buffered.get().max(0),
+                waiting.0,
+                waiting.1,
+            )
+        })
+        .collect();
+    format!(
+        "the backlog was not accounted for within 10 minutes: {} of {n} events; per instance (accounted, applied, \
+         buffered, evidence waiting, routed waiting): {per_instance:?}; clocks holding the watermark (backlog, recent, \
+         unread_end): {:?}",
+        sum(engines, accounted),
+        holding(engines)
+    )
+}
+
 /// Starts `instances` engines of one group, waits until each holds
 /// partitions, publishes the backlog, and times it until every event is
 /// accounted for ([`accounted`]).
@@ -164,27 +191,7 @@ async fn run_group(
     let done = wait_until(Duration::from_secs(600), || sum(&engines, accounted) >= n).await;
     let seconds = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0 - publish_cpu;
-    anyhow::ensure!(
-        done,
-        "{name}: the backlog was not accounted for within 10 minutes: {} of {n} events; per instance (accounted, \
-         applied, buffered, evidence waiting, routed waiting): {:?}; clocks holding the watermark (backlog, recent, \
-         unread_end): {:?}",
-        sum(&engines, accounted),
-        engines
-            .iter()
-            .map(|e| {
-                let ev = &e.metrics.evidence;
-                (
-                    accounted(e),
-                    applied(e),
-                    buffered(e),
-                    ev.waiting.get(),
-                    ev.routed_waiting.get(),
-                )
-            })
-            .collect::<Vec<_>>(),
-        holding(&engines)
-    );
+    anyhow::ensure!(done, "{name}: {}", not_accounted(&engines, n));
     // The last events wait for the watermark (idle_after) at the end of a
     // finite backlog: counted once released, outside the timing.
     let released = wait_until(Duration::from_secs(60), || sum(&engines, buffered) == 0).await;
