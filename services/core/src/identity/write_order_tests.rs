@@ -9,6 +9,17 @@ use super::super::IdentityGraph;
 use crate::ids::{IdKey, Namespaces};
 use crate::testkit::web;
 
+/// A graph of `n` customers, each a cookie and a customer id.
+fn customers(n: i64) -> IdentityGraph {
+    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
+    for i in 0..n {
+        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
+        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
+            .expect("stitches");
+    }
+    g
+}
+
 fn written(g: &IdentityGraph) -> (IdentitySnapshot, WrittenOrder) {
     let bytes = rmp_serde::to_vec(&g.snapshot()).expect("the snapshot serialises");
     let snap: IdentitySnapshot = rmp_serde::from_slice(&bytes).expect("and reads back");
@@ -70,12 +81,7 @@ fn every_entry_and_component_is_written_once_those_of_profiles_first_in_their_or
 
 #[test]
 fn many_profiles_write_their_index_and_components_in_the_profiles_order() {
-    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
-    for i in 0..300 {
-        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
-        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
-            .expect("stitches");
-    }
+    let g = customers(300);
     let (_, order) = written(&g);
     assert_eq!(order.profiles.len(), 300);
 
@@ -118,12 +124,7 @@ fn marks_beyond_their_cap_are_left_to_the_second_pass() {
 /// slot names; the restore holds them all.
 #[test]
 fn odd_shapes_are_written_once_each() {
-    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
-    for i in 0..50 {
-        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
-        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
-            .expect("stitches");
-    }
+    let g = customers(50);
     let (_, before) = written(&g);
     let a = before.profiles[0].0.clone();
     let (a_ids, b_ids) = (before.profiles[0].1.clone(), before.profiles[1].1.clone());
@@ -185,12 +186,7 @@ fn odd_shapes_are_written_once_each() {
 /// device still once.
 #[test]
 fn a_device_whose_namespace_is_no_longer_a_devices_is_still_written() {
-    let g = IdentityGraph::new(Arc::new(Namespaces::with_defaults()));
-    for i in 0..20 {
-        let ids = json!({"cookie_id": format!("c-{i}"), "customer_id": format!("C-{i}")});
-        g.stitch(&web(&format!("w{i}"), i, ids, "page_view", json!({})))
-            .expect("stitches");
-    }
+    let g = customers(20);
     let (snap, _) = written(&g);
     let rules = Namespaces::default_rules()
         .into_iter()

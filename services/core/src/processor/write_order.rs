@@ -33,30 +33,58 @@ impl<V: Serialize> Serialize for ByProfile<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let map = self.map;
         exact_seq_with(s, map.len(), |emit| {
-            let mut reached = 0usize;
-            self.identity.each_one_id_in_profile_order(|o| match map.get(o) {
-                Some(r) => {
-                    reached += 1;
-                    emit(Entry::One(r))
-                }
-                None => Ok(()),
-            })?;
-            if reached < map.len() {
-                for r in map.iter() {
-                    if !self.identity.has_profile(r.key()) {
-                        emit(Entry::Many(r))?;
-                    }
-                }
-            }
-            Ok(())
+            let first = |o: &OneId| map.get(o).map(Entry::One);
+            in_profile_order(self.identity, map.len(), first, || map.iter().map(Entry::Many), emit)
         })
     }
+}
+
+/// Hands `emit` every entry of a map of `len` entries keyed by One ID
+/// once: first `first` of each profile's One ID, in the profiles' order,
+/// then those of `rest` whose key is no profile's.
+fn in_profile_order<T: Keyed, I: Iterator<Item = T>, E>(
+    identity: &IdentityGraph,
+    len: usize,
+    mut first: impl FnMut(&OneId) -> Option<T>,
+    rest: impl FnOnce() -> I,
+    emit: &mut dyn FnMut(T) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reached = 0usize;
+    identity.each_one_id_in_profile_order(|o| match first(o) {
+        Some(item) => {
+            reached += 1;
+            emit(item)
+        }
+        None => Ok(()),
+    })?;
+    if reached < len {
+        for item in rest() {
+            if !identity.has_profile(item.one_id()) {
+                emit(item)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An entry keyed by One ID.
+trait Keyed {
+    fn one_id(&self) -> &OneId;
 }
 
 /// An entry of a `DashMap` under either kind of guard, written as a pair.
 enum Entry<'a, V> {
     One(dashmap::mapref::one::Ref<'a, OneId, V>),
     Many(dashmap::mapref::multiple::RefMulti<'a, OneId, V>),
+}
+
+impl<V> Keyed for Entry<'_, V> {
+    fn one_id(&self) -> &OneId {
+        match self {
+            Entry::One(r) => r.key(),
+            Entry::Many(r) => r.key(),
+        }
+    }
 }
 
 impl<V: Serialize> Serialize for Entry<'_, V> {
@@ -82,22 +110,14 @@ impl Serialize for TimerHomes<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let timers = self.timers;
         exact_seq_with(s, timers.home_count(), |emit| {
-            let mut reached = 0usize;
-            self.identity.each_one_id_in_profile_order(|o| match timers.home(o) {
-                Some(home) => {
-                    reached += 1;
-                    emit(pair(home))
-                }
-                None => Ok(()),
-            })?;
-            if reached < timers.home_count() {
-                for home in timers.entries() {
-                    if !self.identity.has_profile(home.0) {
-                        emit(pair(home))?;
-                    }
-                }
-            }
-            Ok(())
+            let first = |o: &OneId| timers.home(o).map(pair);
+            in_profile_order(
+                self.identity,
+                timers.home_count(),
+                first,
+                || timers.entries().map(pair),
+                emit,
+            )
         })
     }
 }
@@ -105,6 +125,12 @@ impl Serialize for TimerHomes<'_> {
 /// A timer home as a snapshot writes it.
 fn pair<'a>((home, timers): (&'a OneId, &'a [Timer])) -> (OneIdRef<'a>, &'a [Timer]) {
     (OneIdRef(home), timers)
+}
+
+impl Keyed for (OneIdRef<'_>, &[Timer]) {
+    fn one_id(&self) -> &OneId {
+        self.0 .0
+    }
 }
 
 #[cfg(test)]
