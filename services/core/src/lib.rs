@@ -38,6 +38,7 @@ pub mod dirty;
 pub mod event;
 pub mod evidence;
 pub mod hash;
+pub mod hex_text;
 pub mod identity;
 pub mod ids;
 pub mod intern;

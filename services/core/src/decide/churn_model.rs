@@ -80,14 +80,12 @@ pub fn evaluate(cfg: &ChurnConfig, model: &ChurnModel, j: &Journey, now: EventTi
             0.0
         }
     };
-    let mut factors: Vec<Factor> = hand
-        .factors
-        .iter()
-        .map(|f| Factor {
-            contribution: hand_share * f.contribution,
-            ..f.clone()
-        })
-        .collect();
+    // The hand-weighted score's list, reused: no allocation per evaluation
+    // while the learned factors fit in its spare capacity.
+    let mut factors = hand.factors;
+    for f in &mut factors {
+        f.contribution *= hand_share;
+    }
     for (i, name) in FACTORS.iter().enumerate() {
         let part = learned_part(i);
         match factors.iter_mut().find(|f| f.name == *name) {

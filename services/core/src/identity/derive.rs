@@ -105,7 +105,8 @@ impl Derivation {
     /// The One ID of a profile founded by `namespace:value`.
     pub fn one_id(&self, namespace: &str, value: &str) -> OneId {
         let digest = self.digest("one-id", namespace, value);
-        OneId::from(format!("oj-{}", hex::encode(&digest[..12])))
+        let mut text = [0u8; 3 + 24];
+        OneId::from(crate::hex_text::write(&mut text, "oj-", &digest[..12]))
     }
 
     /// The suppression entry of a forgotten `namespace:value`.

@@ -1,8 +1,9 @@
 //! The journey's churn history: the last evaluations of the churn score with
 //! each factor's contribution, for the "why" chart of the Customer 360 page.
 //!
-//! In: each churn evaluation ([`Journey::record_churn`]: time, score, band,
-//! factors) and, on a merge, the absorbed journey's history. Out: at most
+//! In: each churn evaluation ([`Journey::record_churn_of`]: time, score,
+//! band, factors) and, on a merge, the absorbed journey's history
+//! ([`Journey::record_churn`] for each of its points). Out: at most
 //! [`CHURN_HISTORY`] [`ChurnPoint`]s in `churn.history`, oldest first.
 //!
 //! What it keeps, and why so little: an evaluation runs on every event and
@@ -41,8 +42,8 @@ impl ChurnPoint {
         }
     }
 
-    fn repeats(&self, other: &ChurnPoint) -> bool {
-        self.band == other.band && (self.score - other.score).abs() < CHURN_STEP
+    fn repeats(&self, score: f64, band: Option<Band>) -> bool {
+        self.band == band && (self.score - score).abs() < CHURN_STEP
     }
 }
 
@@ -50,12 +51,27 @@ impl Journey {
     /// Keeps one churn evaluation in the history, unless it repeats the
     /// point before it in time.
     pub fn record_churn(&mut self, point: ChurnPoint) {
-        let h = &mut self.churn.history;
-        let pos = h.partition_point(|p| p.at <= point.at);
-        if pos > 0 && h[pos - 1].repeats(&point) {
-            return;
+        if let Some(pos) = self.churn_place(point.at, point.score, point.band) {
+            self.churn.history.keep_at(pos, point, CHURN_HISTORY);
         }
-        h.keep_at(pos, point, CHURN_HISTORY);
+    }
+
+    /// As [`Journey::record_churn`] with the point of an evaluation
+    /// ([`ChurnPoint::of`]), built only when it is kept: most evaluations
+    /// repeat the point before them, and building one allocates.
+    pub fn record_churn_of(&mut self, at: EventTime, score: f64, band: Option<Band>, factors: &[Factor]) {
+        if let Some(pos) = self.churn_place(at, score, band) {
+            let point = ChurnPoint::of(at, score, band, factors);
+            self.churn.history.keep_at(pos, point, CHURN_HISTORY);
+        }
+    }
+
+    /// Where a point at `at` goes in the history; `None` when it repeats
+    /// the point before it in time.
+    fn churn_place(&self, at: EventTime, score: f64, band: Option<Band>) -> Option<usize> {
+        let h = &self.churn.history;
+        let pos = h.partition_point(|p| p.at <= at);
+        (pos == 0 || !h[pos - 1].repeats(score, band)).then_some(pos)
     }
 
     /// Takes the absorbed journey's churn history into this one (a merge).
@@ -91,6 +107,39 @@ mod tests {
             },
         ];
         ChurnPoint::of(at(minutes), score, band, &factors)
+    }
+
+    #[test]
+    fn an_evaluation_recorded_with_its_parts_keeps_what_its_point_keeps() {
+        let factors = |score| {
+            [Factor {
+                name: FactorName::Returns,
+                value: 2.0,
+                contribution: score,
+            }]
+        };
+        let steps = [
+            (10, 0.30, Some(Band::Low)),
+            (5, 0.10, None),
+            (11, 0.305, Some(Band::Low)),
+            (11, 0.305, Some(Band::Medium)),
+            (12, 0.45, Some(Band::Medium)),
+            (3, 0.10, None),
+            (12, 0.451, Some(Band::Medium)),
+        ];
+        let (mut by_point, mut by_parts) = (Journey::default(), Journey::default());
+        for i in 0..40 {
+            let (m, score, band) = steps[i % steps.len()];
+            let m = m + 7 * (i / steps.len()) as i64;
+            by_point.record_churn(ChurnPoint::of(at(m), score, band, &factors(score)));
+            by_parts.record_churn_of(at(m), score, band, &factors(score));
+        }
+        assert_eq!(*by_parts.churn.history, *by_point.churn.history);
+        assert_eq!(
+            by_parts.churn.history.len(),
+            CHURN_HISTORY,
+            "bounded, and repeats left out"
+        );
     }
 
     #[test]

@@ -333,6 +333,19 @@ impl Factors {
     pub fn heap_bytes(&self) -> usize {
         self.0.heap_bytes()
     }
+
+    /// Replaces the factors with `v`'s, in the allocation held when they
+    /// are as many (most evaluations of one journey report the same
+    /// factors with new values): no allocation per evaluation then.
+    pub fn assign(&mut self, v: &[Factor]) {
+        if self.0.len() == v.len() {
+            for (kept, f) in self.0.as_mut_slice().iter_mut().zip(v) {
+                *kept = KeptFactor::of(f);
+            }
+        } else {
+            self.0 = v.iter().map(KeptFactor::of).collect();
+        }
+    }
 }
 
 impl From<Vec<Factor>> for Factors {
@@ -364,6 +377,31 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+
+    #[test]
+    fn assigned_factors_are_the_converted_ones_in_the_same_list_when_as_many() {
+        let factor = |name, value: f64| Factor {
+            name,
+            value,
+            contribution: value / 10.0,
+        };
+        let two = vec![factor(FactorName::Returns, 1.0), factor(FactorName::Tenure, 2.0)];
+        let other_two = vec![factor(FactorName::Returns, 3.5), factor(FactorName::LastCsat, 4.0)];
+        let three = vec![
+            factor(FactorName::Returns, 1.0),
+            factor(FactorName::Tenure, 2.0),
+            factor(FactorName::ChannelsUsed, 3.0),
+        ];
+        let mut f = Factors::from(two);
+        let list = f.0.as_ptr();
+        f.assign(&other_two);
+        assert!(f == Factors::from(other_two.clone()), "{f:?}");
+        assert_eq!(f.0.as_ptr(), list, "as many factors: the same list");
+        f.assign(&three);
+        assert!(f == Factors::from(three.clone()), "{f:?}");
+        f.assign(&[]);
+        assert!(f.is_empty());
+    }
 
     #[test]
     fn keep_at_is_insert_then_pop_and_holds_exactly_its_elements() {

@@ -31,7 +31,7 @@ use crate::decide::uplift::held_out;
 use crate::decide::{self, churn_model, explore, Choice, ContactChannel, Estimate, Reach, Suppressed, Trigger};
 use crate::identity::{OneId, Profile};
 use crate::ids::Namespaces;
-use crate::journey::{Beaten, ChurnPoint, HeldBack, Journey, RecentAction};
+use crate::journey::{Beaten, HeldBack, Journey, RecentAction};
 use crate::output::{ChurnRisk, NextBestAction, Output, TriggerRef};
 use crate::time::EventTime;
 use crate::vocab::Band;
@@ -70,7 +70,12 @@ impl Processor {
             let learned = |a: &decide::ActionSpec, channel: ContactChannel| {
                 let post = models.propensities.posterior(a, tier, channel, cfg.prior_strength);
                 let draw = if cfg.explore {
-                    post.draw(explore::seed(&[&action_id(one_id, &a.name, &key)]))
+                    post.draw(explore::seed(&[action_id_in(
+                        &mut [0; ACTION_ID_LEN],
+                        one_id,
+                        &a.name,
+                        &key,
+                    )]))
                 } else {
                     post.mean()
                 };
@@ -163,9 +168,9 @@ impl Processor {
             }));
             j.churn.band = Some(band);
         }
-        j.record_churn(ChurnPoint::of(now, s.score, j.churn.band, &s.factors));
+        j.record_churn_of(now, s.score, j.churn.band, &s.factors);
         j.churn.score = s.score;
-        j.churn.factors = s.factors.into();
+        j.churn.factors.assign(&s.factors);
         j.churn.evaluated_at = now.into();
     }
 
@@ -237,12 +242,22 @@ fn trigger_key(trigger: &TriggerRef, now: EventTime) -> String {
 
 /// A deterministic id: the same decision replayed has the same id.
 fn action_id(one_id: &str, action: &str, trigger_key: &str) -> String {
+    let mut text = [0u8; ACTION_ID_LEN];
+    action_id_in(&mut text, one_id, action, trigger_key).to_string()
+}
+
+/// `act-` and 32 hex digits.
+const ACTION_ID_LEN: usize = 4 + 32;
+
+/// [`action_id`] written into `text`, for a use that does not keep it
+/// (the seed of a candidate's draw): no allocation.
+fn action_id_in<'a>(text: &'a mut [u8; ACTION_ID_LEN], one_id: &str, action: &str, trigger_key: &str) -> &'a str {
     let mut h = Sha256::new();
     for part in [one_id, action, trigger_key] {
         h.update(part.as_bytes());
         h.update(b"\0");
     }
-    format!("act-{}", hex::encode(&h.finalize()[..16]))
+    crate::hex_text::write(text, "act-", &h.finalize()[..16])
 }
 
 /// The newest identifier of each linking namespace.
