@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use super::types::{Evidence, EvidenceKey, IdentityOp, Moved, OneId, Stitch, StitchError};
 use super::{fingerprint, IdentityGraph, Writer};
-use crate::event::ChannelEvent;
+use crate::event::{Channel, ChannelEvent};
 use crate::ids::{ArcStr, IdKey};
+use crate::time::EventTime;
 
 impl IdentityGraph {
     /// Stitches one event: records its identifier set and folds it in (or
@@ -48,13 +49,13 @@ impl IdentityGraph {
             // Some are forgotten: the fold of its evidence filters them.
             return None;
         }
-        self.known_resolution(&w, &ids, &evidence_key(ev))
+        self.known_resolution(&w, &ids, &Position::of(ev))
     }
 
     fn stitch_locked(&self, w: &mut Writer, ev: &ChannelEvent) -> Result<Stitch, StitchError> {
         let ids = self.live_ids(w, ev)?;
-        let key = evidence_key(ev);
-        if let Some((one_id, anchor)) = self.known_resolution(w, &ids, &key) {
+        let position = Position::of(ev);
+        if let Some((one_id, anchor)) = self.known_resolution(w, &ids, &position) {
             return Ok(Stitch {
                 one_id,
                 anchor,
@@ -66,7 +67,7 @@ impl IdentityGraph {
                 rebuilt: false,
             });
         }
-        self.fold_new(w, key, ids)
+        self.fold_new(w, position.key(), ids)
     }
 
     /// Where identifier set `ids` resolves when it was folded at its first
@@ -74,9 +75,9 @@ impl IdentityGraph {
     /// new set, an earlier occurrence, or every identifier of the set has
     /// since left its profile (caps, shared devices), so it is folded again
     /// as a new occurrence.
-    fn known_resolution(&self, w: &Writer, ids: &[IdKey], key: &EvidenceKey) -> Option<(OneId, IdKey)> {
+    fn known_resolution(&self, w: &Writer, ids: &[IdKey], at: &Position<'_>) -> Option<(OneId, IdKey)> {
         let first = w.known.get(&fingerprint(ids))?;
-        if first > key {
+        if at.is_before(first) {
             return None;
         }
         self.resolve(w, ids)
@@ -255,10 +256,64 @@ impl IdentityGraph {
 }
 
 /// The key an event's evidence is ordered and recorded by.
-fn evidence_key(ev: &ChannelEvent) -> EvidenceKey {
-    EvidenceKey {
-        at: ev.occurred_at,
-        channel: ev.channel,
-        event_id: ArcStr::from(ev.event_id.as_str()),
+/// An event's canonical position, borrowed from the event: compared with
+/// the first occurrence kept for its identifier set as an [`EvidenceKey`]
+/// orders, and made into one (its event id allocated) only when the
+/// evidence is new. Most events repeat a known set: they allocate nothing
+/// here (session 35).
+struct Position<'a> {
+    at: EventTime,
+    channel: Channel,
+    event_id: &'a str,
+}
+
+impl<'a> Position<'a> {
+    fn of(ev: &'a ChannelEvent) -> Self {
+        Position {
+            at: ev.occurred_at,
+            channel: ev.channel,
+            event_id: &ev.event_id,
+        }
+    }
+
+    /// Whether this position sorts before `key`: [`EvidenceKey`]'s order
+    /// (time, channel, event id as text).
+    fn is_before(&self, key: &EvidenceKey) -> bool {
+        (self.at, self.channel, self.event_id) < (key.at, key.channel, key.event_id.as_str())
+    }
+
+    fn key(&self) -> EvidenceKey {
+        EvidenceKey {
+            at: self.at,
+            channel: self.channel,
+            event_id: ArcStr::from(self.event_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn channel(i: u8) -> Channel {
+        Channel::ALL[usize::from(i) % Channel::COUNT]
+    }
+
+    proptest! {
+        #[test]
+        fn a_position_orders_against_a_key_as_its_own_key_does(
+            (a_at, a_ch, a_id) in (-3i64..3, any::<u8>(), "[a-c]{0,3}"),
+            (b_at, b_ch, b_id) in (-3i64..3, any::<u8>(), "[a-c]{0,3}"),
+        ) {
+            let position = Position { at: EventTime(a_at), channel: channel(a_ch), event_id: &a_id };
+            let own = position.key();
+            prop_assert_eq!(
+                (own.at, own.channel, own.event_id.as_str()),
+                (EventTime(a_at), channel(a_ch), a_id.as_str())
+            );
+            let other = EvidenceKey { at: EventTime(b_at), channel: channel(b_ch), event_id: ArcStr::from(b_id.as_str()) };
+            prop_assert_eq!(position.is_before(&other), own < other);
+        }
     }
 }

@@ -22,6 +22,7 @@
 //! and withholds exactly the same.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use sha2::{Digest, Sha256};
 
@@ -74,7 +75,7 @@ impl Processor {
                         &mut [0; ACTION_ID_LEN],
                         one_id,
                         &a.name,
-                        &key,
+                        key,
                     )]))
                 } else {
                     post.mean()
@@ -187,7 +188,7 @@ impl Processor {
         now: EventTime,
         trigger: &TriggerRef,
     ) -> Option<NextBestAction> {
-        let action_id = action_id(one_id, &choice.action, &trigger_key(trigger, now));
+        let action_id = action_id(one_id, &choice.action, trigger_key(trigger, now));
         let held_out = held_out(self.cfg.decide.holdout_share, one_id, &choice.action);
         self.state.models().uplift.decided(&choice.action, held_out);
         if !held_out {
@@ -233,17 +234,48 @@ impl Processor {
 
 /// What distinguishes one decision of a journey from another: the event
 /// that caused it, or the timer and its time.
-fn trigger_key(trigger: &TriggerRef, now: EventTime) -> String {
+fn trigger_key(trigger: &TriggerRef, now: EventTime) -> TriggerKey<'_> {
     match &trigger.event_id {
-        Some(id) => format!("event:{id}"),
-        None => format!("timer:{}:{}", trigger.timer.unwrap_or(""), now.millis()),
+        Some(id) => TriggerKey::Event(id),
+        None => TriggerKey::Timer(trigger.timer.unwrap_or(""), now.millis()),
+    }
+}
+
+/// A [`trigger_key`]: hashed as the text `event:<id>` or
+/// `timer:<name>:<ms>`, never written out (it was a `String` made twice
+/// a decision).
+#[derive(Clone, Copy)]
+enum TriggerKey<'a> {
+    Event(&'a str),
+    Timer(&'a str, i64),
+}
+
+impl TriggerKey<'_> {
+    fn hash_into(self, h: &mut Sha256) {
+        match self {
+            TriggerKey::Event(id) => {
+                h.update(b"event:");
+                h.update(id.as_bytes());
+            }
+            TriggerKey::Timer(name, ms) => {
+                h.update(b"timer:");
+                h.update(name.as_bytes());
+                h.update(b":");
+                // An i64 in decimal takes at most 20 bytes (its minimum).
+                let mut digits = [0u8; 20];
+                let mut rest = &mut digits[..];
+                let _ = write!(rest, "{ms}");
+                let len = 20 - rest.len();
+                h.update(&digits[..len]);
+            }
+        }
     }
 }
 
 /// A deterministic id: the same decision replayed has the same id.
-fn action_id(one_id: &str, action: &str, trigger_key: &str) -> String {
+fn action_id(one_id: &str, action: &str, key: TriggerKey<'_>) -> String {
     let mut text = [0u8; ACTION_ID_LEN];
-    action_id_in(&mut text, one_id, action, trigger_key).to_string()
+    action_id_in(&mut text, one_id, action, key).to_string()
 }
 
 /// `act-` and 32 hex digits.
@@ -251,12 +283,14 @@ const ACTION_ID_LEN: usize = 4 + 32;
 
 /// [`action_id`] written into `text`, for a use that does not keep it
 /// (the seed of a candidate's draw): no allocation.
-fn action_id_in<'a>(text: &'a mut [u8; ACTION_ID_LEN], one_id: &str, action: &str, trigger_key: &str) -> &'a str {
+fn action_id_in<'a>(text: &'a mut [u8; ACTION_ID_LEN], one_id: &str, action: &str, key: TriggerKey<'_>) -> &'a str {
     let mut h = Sha256::new();
-    for part in [one_id, action, trigger_key] {
+    for part in [one_id, action] {
         h.update(part.as_bytes());
         h.update(b"\0");
     }
+    key.hash_into(&mut h);
+    h.update(b"\0");
     crate::hex_text::write(text, "act-", &h.finalize()[..16])
 }
 
@@ -266,4 +300,53 @@ fn addressable(p: &Profile, ns: &Namespaces) -> BTreeMap<String, String> {
         .iter()
         .map(|k| (ns.name(k.ns()).to_string(), k.value().to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The id as it was made before the key was hashed in parts.
+    fn as_made_before(one_id: &str, action: &str, key_text: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [one_id, action, key_text] {
+            h.update(part.as_bytes());
+            h.update(b"\0");
+        }
+        format!("act-{}", hex::encode(&h.finalize()[..16]))
+    }
+
+    proptest! {
+        #[test]
+        fn an_action_id_is_the_one_made_from_the_key_text(
+            one_id in "oj-[0-9a-f]{24}",
+            action in "[a-z_]{1,20}",
+            id in "[ -~]{0,30}",
+            timer in "[a-z_]{0,12}",
+            ms in any::<i64>(),
+        ) {
+            let event = TriggerRef::event(&id);
+            prop_assert_eq!(
+                action_id(&one_id, &action, trigger_key(&event, EventTime(ms))),
+                as_made_before(&one_id, &action, &format!("event:{id}"))
+            );
+            let fired = TriggerRef { timer: Some(timer.clone().leak()), ..TriggerRef::timer("") };
+            prop_assert_eq!(
+                action_id(&one_id, &action, trigger_key(&fired, EventTime(ms))),
+                as_made_before(&one_id, &action, &format!("timer:{timer}:{ms}"))
+            );
+        }
+    }
+
+    #[test]
+    fn the_longest_timer_time_is_hashed_whole() {
+        let fired = TriggerRef::timer("quiet");
+        for ms in [i64::MIN, i64::MAX, 0, -1] {
+            assert_eq!(
+                action_id("oj-1", "a", trigger_key(&fired, EventTime(ms))),
+                as_made_before("oj-1", "a", &format!("timer:quiet:{ms}"))
+            );
+        }
+    }
 }
