@@ -159,8 +159,8 @@ pub fn score(cfg: &ChurnConfig, j: &Journey, now: EventTime) -> Score {
 /// The features that apply to `j` at `now`: (name, reported value, weighted x).
 fn features(w: &ChurnWeights, j: &Journey, now: EventTime) -> Vec<(FactorName, f64, f64)> {
     // Room for every factor: the score's list becomes the reported factors
-    // in place, and the learned model adds its own to it
-    // (`churn_model::evaluate`) without growing it.
+    // (std's collect reuses it: allowed, not promised), and the learned
+    // model adds its own to it (`churn_model::evaluate`) without growing it.
     let mut feats: Vec<(FactorName, f64, f64)> = Vec::with_capacity(FactorName::COUNT);
     if let Some(last) = j.last_seen {
         let d = now.days_since(last);

@@ -80,9 +80,11 @@ pub fn evaluate(cfg: &ChurnConfig, model: &ChurnModel, j: &Journey, now: EventTi
             0.0
         }
     };
-    // The hand-weighted score's list, reused: no allocation per evaluation
-    // while the learned factors fit in its spare capacity.
+    // The hand-weighted score's list, reused, with room for every factor
+    // (a no-op when `churn::score` made it so; std's collect reuses its
+    // features' list, a reuse std allows but does not promise).
     let mut factors = hand.factors;
+    factors.reserve(FactorName::COUNT.saturating_sub(factors.len()));
     for f in &mut factors {
         f.contribution *= hand_share;
     }

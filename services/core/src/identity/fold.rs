@@ -255,7 +255,6 @@ impl IdentityGraph {
     }
 }
 
-/// The key an event's evidence is ordered and recorded by.
 /// An event's canonical position, borrowed from the event: compared with
 /// the first occurrence kept for its identifier set as an [`EvidenceKey`]
 /// orders, and made into one (its event id allocated) only when the
