@@ -122,7 +122,9 @@ impl Derivation {
             // The format 2 derivation, byte for byte.
             Derivation::Sha256V1 => {
                 let mut h = Sha256::new();
-                h.update(format!("onejourney/{purpose}/v1\0").as_bytes());
+                h.update(b"onejourney/");
+                h.update(purpose.as_bytes());
+                h.update(b"/v1\0");
                 h.update(namespace.as_bytes());
                 h.update(b"\0");
                 h.update(value.as_bytes());
