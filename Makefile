@@ -4,6 +4,12 @@
 CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
+# mimalloc (the engine's and the bench's allocator) keeps freed memory for
+# reuse instead of giving it back after 1 s and faulting it in again: the
+# writer 5-67% faster, resident memory 5% higher (docs/benchmarks.md, session
+# 36). The Dockerfile and the Kubernetes manifest set it too.
+MIMALLOC_PURGE_DELAY ?= -1
+export MIMALLOC_PURGE_DELAY
 
 .PHONY: run test lint unit e2e build tools deploy-check bench bench-scaleout bench-10m churn-eval clean
 
@@ -57,6 +63,7 @@ deploy-check: tools
 	hadolint deploy/compose/Dockerfile
 	python3 scripts/check-versions.py
 	python3 scripts/check-deploy-secrets.py
+	python3 scripts/check-deploy-allocator.py
 
 ## Criterion micro-benchmarks, then every figure of docs/benchmarks.md on a
 ## fresh tansu broker (release build); BENCH_OUT=path writes them as JSON.

@@ -52,6 +52,8 @@ pub struct BenchArgs {
     pub scaleout_events: usize,
     /// With a broker: the scaleout figures only.
     pub scaleout_only: bool,
+    /// The global allocator the figures ran on (`mimalloc` or `system`).
+    pub allocator: &'static str,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,12 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     // memory and the preload, first: before the simulation is generated, so
     // that no memory it freed is reused by the profiles and hidden from the
     // resident growth.
+    let purge_ms = onejourney_engine::allocator::configured_ms();
+    eprintln!(
+        "bench: allocator {}, mimalloc purge delay {purge_ms} ms (negative: never; {})",
+        args.allocator,
+        onejourney_engine::allocator::PURGE_DELAY_VAR
+    );
     let rss_at_start = rss_bytes();
     // The state figures write the preload's changelog: it is kept until
     // then, and keeps every journey live. `memory` is the state as the
@@ -506,6 +514,7 @@ fn report(groups: &[Group], events: usize, mean_bytes: f64, args: &BenchArgs) ->
     if let Some(out) = &args.out {
         let report = json!({
             "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+            "allocator": {"name": args.allocator, "mimalloc_purge_delay_ms": onejourney_engine::allocator::configured_ms()},
             "events": events,
             "mean_event_bytes": mean_bytes,
             "profiles": args.profiles,

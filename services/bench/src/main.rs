@@ -85,6 +85,11 @@ fn main() -> anyhow::Result<()> {
             paced_for: std::time::Duration::from_secs(args.paced_secs),
             scaleout_events: args.scaleout_events,
             scaleout_only: args.scaleout_only,
+            allocator: if cfg!(feature = "system-allocator") {
+                "system"
+            } else {
+                "mimalloc"
+            },
         },
         &runtime,
     )

@@ -35,12 +35,17 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
             paced_for: std::time::Duration::from_secs(1),
             scaleout_events: 0,
             scaleout_only: false,
+            // This test binary keeps the system's allocator.
+            allocator: "system",
         },
         &runtime,
     )
     .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let _ = std::fs::remove_file(&out);
+    // The figures say which allocator and purge setting they ran on.
+    assert_eq!(json["allocator"]["name"], "system", "{json}");
+    assert!(json["allocator"]["mimalloc_purge_delay_ms"].is_i64(), "{json}");
     let figure = |name: &str| {
         json["figures"]
             .as_array()

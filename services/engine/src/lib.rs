@@ -11,11 +11,13 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, profile lookup.
 //! - [`http::ui`]: the Customer 360 page, embedded.
 //! - [`metrics`], [`health`]: what ops watch.
+//! - [`allocator`]: the allocator setting the launchers make, reported.
 //! - [`cli`]: the flags and signal handling the `onejourney`,
 //!   `onejourney-demo` and `onejourney-bench` binaries share.
 //!
 //! [`Engine::start`] wires these together; one `CancellationToken` stops them.
 
+pub mod allocator;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             // A flag, the last layer: it can only switch the rebuild on.
             settings.state.rebuild |= rebuild;
             logging::init(&settings.log);
+            onejourney_engine::allocator::report();
             runtime.block_on(async {
                 let cancel = CancellationToken::new();
                 let engine = Engine::start(settings, cancel.clone()).await?;

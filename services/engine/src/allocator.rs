@@ -1,0 +1,124 @@
+//! The allocator's one setting that the binaries cannot make themselves:
+//! when mimalloc gives freed memory back to the OS.
+//!
+//! mimalloc (the global allocator of `onejourney` and `onejourney-bench`)
+//! returns memory that stayed free for its `purge_delay` (1,000 ms by
+//! default) to the OS, and the kernel maps and zeroes it again on the next
+//! touch. The writer frees and allocates all the time (a journey thawed on
+//! its event, frozen again when idle), so with the default it spent about a
+//! third of its time in page faults at 1M profiles (`perf`, session 36);
+//! with `MIMALLOC_PURGE_DELAY=-1` (never purge) the 1M core run took no
+//! page fault and ran 5-67% faster over five alternated pairs, at 5% more
+//! resident memory (`docs/benchmarks.md`, session 36). A 10-s delay gained
+//! nothing: the memory is reused at longer intervals than that.
+//!
+//! mimalloc reads its options from the environment when the process starts,
+//! before `main`; setting one from `main` would need `unsafe` FFI, which the
+//! workspace forbids. So the launchers set the variable (the Makefile, the
+//! Dockerfile, the Kubernetes manifest) and the binaries say at start which
+//! setting they run with ([`report`]).
+//!
+//! In: the environment's value. Out: the delay mimalloc applies
+//! ([`purge_delay_ms`]) and a log line. Keeps nothing.
+
+use tracing::{info, warn};
+
+/// The variable mimalloc reads (its name matched without regard to case).
+pub const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
+
+/// The variable's older name, which mimalloc still reads when the new one
+/// is not set.
+const LEGACY_VAR: &str = "MIMALLOC_RESET_DELAY";
+
+/// What the launchers set: never give freed memory back.
+pub const RECOMMENDED: &str = "-1";
+
+/// mimalloc's own default, in milliseconds.
+pub const DEFAULT_MS: i64 = 1_000;
+
+/// The purge delay mimalloc applies, in milliseconds (negative: never),
+/// for the variable's value `value` (`None`: not set), parsed as mimalloc
+/// parses it: empty, `1`, `true`, `yes` or `on` is 1; `0`, `false`, `no`
+/// or `off` is 0; otherwise a whole number, or the default when it is not
+/// one.
+pub fn purge_delay_ms(value: Option<&str>) -> i64 {
+    let Some(value) = value else {
+        return DEFAULT_MS;
+    };
+    match value.to_ascii_uppercase().as_str() {
+        "" | "1" | "TRUE" | "YES" | "ON" => 1,
+        "0" | "FALSE" | "NO" | "OFF" => 0,
+        // strtol skips leading white space and takes one sign.
+        other => other.trim_start().parse::<i64>().unwrap_or(DEFAULT_MS),
+    }
+}
+
+/// The variable's value in this process's environment.
+fn from_env() -> Option<String> {
+    let find = |name: &str| {
+        std::env::vars_os()
+            .find(|(k, _)| k.to_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.to_string_lossy().into_owned())
+    };
+    find(PURGE_DELAY_VAR).or_else(|| find(LEGACY_VAR))
+}
+
+/// The purge delay this process runs with, in milliseconds (negative:
+/// never).
+pub fn configured_ms() -> i64 {
+    purge_delay_ms(from_env().as_deref())
+}
+
+/// Logs the purge delay this process runs with: a warning when freed
+/// memory goes back to the OS (the slow setting), an info line otherwise.
+pub fn report() {
+    let set = from_env();
+    let delay = purge_delay_ms(set.as_deref());
+    if delay < 0 {
+        info!(
+            purge_delay = %set.as_deref().unwrap_or_default(),
+            "mimalloc keeps freed memory for reuse ({PURGE_DELAY_VAR})"
+        );
+    } else {
+        warn!(
+            purge_delay_ms = delay,
+            "mimalloc gives memory free for {delay} ms back to the OS and faults it in again: \
+             the writer ran 5-40% slower so (docs/benchmarks.md, session 36); \
+             start with {PURGE_DELAY_VAR}={RECOMMENDED}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_is_mimallocs_default() {
+        assert_eq!(purge_delay_ms(None), DEFAULT_MS);
+    }
+
+    #[test]
+    fn the_recommended_value_never_purges() {
+        assert!(purge_delay_ms(Some(RECOMMENDED)) < 0);
+        assert_eq!(purge_delay_ms(Some(" -1")), -1);
+    }
+
+    #[test]
+    fn words_and_numbers_parse_as_mimalloc_parses_them() {
+        assert_eq!(purge_delay_ms(Some("")), 1);
+        assert_eq!(purge_delay_ms(Some("on")), 1);
+        assert_eq!(purge_delay_ms(Some("Yes")), 1);
+        assert_eq!(purge_delay_ms(Some("off")), 0);
+        assert_eq!(purge_delay_ms(Some("0")), 0);
+        assert_eq!(purge_delay_ms(Some("250")), 250);
+        assert_eq!(purge_delay_ms(Some("+10000")), 10_000);
+    }
+
+    #[test]
+    fn what_is_not_a_number_leaves_the_default() {
+        assert_eq!(purge_delay_ms(Some("never")), DEFAULT_MS);
+        assert_eq!(purge_delay_ms(Some("-1ms")), DEFAULT_MS);
+        assert_eq!(purge_delay_ms(Some("-1 ")), DEFAULT_MS);
+    }
+}
