@@ -368,6 +368,23 @@ impl State {
         self.journeys.get(one_id).and_then(|s| s.value().journey())
     }
 
+    /// `f` of `one_id`'s journey as it is now, read where it lies: borrowed
+    /// when live (no copy of the `Arc`, which would make the writer's next
+    /// change copy the journey), decoded into a temporary when frozen (left
+    /// frozen). `None` when there is none.
+    pub fn with_journey<R>(&self, one_id: &str, f: impl FnOnce(&Journey) -> R) -> Option<R> {
+        let e = self.journeys.get(one_id)?;
+        match e.value() {
+            Stored::Live(j) => Some(f(j)),
+            frozen => {
+                let j = frozen.journey()?;
+                // Not under the shard's lock while `f` runs.
+                drop(e);
+                Some(f(&j))
+            }
+        }
+    }
+
     /// Puts a journey (back) in place (writer only).
     pub fn put_journey(&self, one_id: OneId, j: Arc<Journey>) {
         self.journey_bytes

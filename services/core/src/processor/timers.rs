@@ -147,6 +147,9 @@ impl Processor {
             // (two profiles merged), or the journey is gone.
             return;
         }
+        if self.is_stale(kind, due, &one_id) {
+            return;
+        }
         let Some(mut taken) = self.take_journey(&one_id) else {
             return;
         };
@@ -186,5 +189,24 @@ impl Processor {
         }
         self.arm_label(&key, &one_id);
         self.put_journey(one_id, taken);
+    }
+
+    /// Whether a cart or browse check finds its condition gone (the cart or
+    /// the last product view changed after it was armed, as most have):
+    /// then it decides nothing and changes nothing, and the journey is
+    /// read, not taken out and put back (which would thaw a frozen one and
+    /// count its size twice for nothing). The same conditions as
+    /// [`Processor::fire`]'s; the other kinds always take the journey.
+    fn is_stale(&self, kind: TimerKind, due: EventTime, one_id: &str) -> bool {
+        let cfg = &self.cfg.decide;
+        let holds = |j: &Journey| match kind {
+            TimerKind::Cart => cart_abandoned(j, cfg.cart_abandon_after, due),
+            TimerKind::Browse => browse_due(j, cfg.browse_abandon_after) == Some(due),
+            _ => true,
+        };
+        match kind {
+            TimerKind::Cart | TimerKind::Browse => !self.state.with_journey(one_id, holds).unwrap_or(false),
+            _ => false,
+        }
     }
 }

@@ -238,3 +238,43 @@ fn outcomes_and_merges_thaw_what_they_change() {
     assert!(all.iter().any(|(_, j)| j.total_events() == 4));
     assert_eq!(p.state().size(), p.state().recount());
 }
+
+/// A timer whose condition no longer holds (the cart changed after it was
+/// armed) decides nothing and changes nothing: it leaves a frozen journey
+/// frozen, where it used to take it out, thaw it and put it back (session
+/// 36). The check that still holds thaws it and runs.
+#[test]
+fn a_stale_cart_check_leaves_its_frozen_journey_frozen() {
+    let mut p = processor_with(IdentityLimits::default());
+    let cart = |id: &str, m, c: &str| {
+        web(
+            id,
+            m,
+            json!({"cookie_id": c}),
+            "add_to_cart",
+            crate::testkit::product("s", 9.0),
+        )
+    };
+    // The cart changes at minute 10: the check armed at minute 0 (due at
+    // 30) is stale, the one armed at 10 is due at 40.
+    p.process(&cart("a", 0, "c-1"), 0).expect("stitched");
+    p.process(&cart("b", 10, "c-1"), 0).expect("stitched");
+    p.state().take_dirty();
+    assert_eq!(p.state().freeze_idle(LATER), 1);
+    p.state().take_thawed();
+    // Another customer's event at minute 35 takes event time past the
+    // stale check only.
+    let other = |id: &str, m| web(id, m, json!({"cookie_id": "c-2"}), "page_view", json!({}));
+    let out = p.process(&other("z", 35), 0).expect("stitched");
+    assert!(
+        out.outputs.is_empty(),
+        "the stale check decides nothing: {:?}",
+        out.outputs
+    );
+    assert_eq!(p.state().take_thawed(), 0, "nothing thawed");
+    assert_eq!(frozen(p.state()), 1, "c-1's journey stays frozen");
+    assert_eq!(p.state().size(), p.state().recount());
+    p.process(&other("y", 45), 0).expect("stitched");
+    assert_eq!(p.state().take_thawed(), 1, "the live check took c-1's journey");
+    assert_eq!(frozen(p.state()), 0);
+}
