@@ -67,7 +67,20 @@ pub(crate) struct Figure {
 /// A ratio: its name, its value and its goal.
 type Ratio = (&'static str, f64, &'static str);
 
+/// Says which allocator and mimalloc purge delay the figures run on (the
+/// JSON keeps both too): the delay moves the core's figures by 5-67%
+/// (`onejourney_engine::allocator`).
+fn say_allocator(args: &BenchArgs) {
+    eprintln!(
+        "bench: allocator {}, mimalloc purge delay {} ms (negative: never; {})",
+        args.allocator,
+        onejourney_engine::allocator::configured_ms(),
+        onejourney_engine::allocator::PURGE_DELAY_VAR
+    );
+}
+
 pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    say_allocator(args);
     if args.scaleout_only {
         return scaleout_only(settings, args, runtime);
     }
@@ -75,12 +88,6 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     // memory and the preload, first: before the simulation is generated, so
     // that no memory it freed is reused by the profiles and hidden from the
     // resident growth.
-    let purge_ms = onejourney_engine::allocator::configured_ms();
-    eprintln!(
-        "bench: allocator {}, mimalloc purge delay {purge_ms} ms (negative: never; {})",
-        args.allocator,
-        onejourney_engine::allocator::PURGE_DELAY_VAR
-    );
     let rss_at_start = rss_bytes();
     // The state figures write the preload's changelog: it is kept until
     // then, and keeps every journey live. `memory` is the state as the
