@@ -233,12 +233,16 @@ impl Core {
         let mut work = Work::default();
         let mut checkpoints = Checkpoints::new(profiles, preloaded_customer);
         let faults_before = minor_faults();
+        let mut thawed = 0u64;
         for block in events.chunks(BLOCK) {
             let decoded = decode_all(&self.decoder, block);
             for (ev, part) in decoded {
+                // The thaws of the checkpoints' own changes are not the events'.
+                self.state.take_thawed();
                 let t = Instant::now();
                 work += offer(&mut self.processor, ev, part, &mut self.seq);
                 process_s += t.elapsed().as_secs_f64();
+                thawed += self.state.take_thawed();
                 checkpoints.between_events(&mut self.processor)?;
             }
         }
@@ -255,7 +259,8 @@ impl Core {
             note: format!(
                 "one thread, {} profiles loaded, {} events: decode {:.0} events/s, stitch+journey+decide {:.0} events/s, \
                  {} outputs, {} timers fired; checkpoints taken between events, not counted; \
-                 {:.2} minor page faults an event (decode, processing and checkpoints)",
+                 {:.2} minor page faults an event (decode, processing and checkpoints); \
+                 {thawed} frozen journeys thawed by the events and timers",
                 profiles,
                 events.len(),
                 decode_only,
