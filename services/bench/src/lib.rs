@@ -68,7 +68,7 @@ pub(crate) struct Figure {
 type Ratio = (&'static str, f64, &'static str);
 
 /// Says which allocator and mimalloc purge delay the figures run on (the
-/// JSON keeps both too): the delay moves the core's figures by 5-67%
+/// JSON keeps both too): the delay moves the core's figures by 5-25%
 /// (`onejourney_engine::allocator`).
 fn say_allocator(args: &BenchArgs) {
     eprintln!(

@@ -8,9 +8,11 @@
 //! its event, frozen again when idle), so with the default it spent about a
 //! third of its time in page faults at 1M profiles (`perf`, session 36);
 //! with `MIMALLOC_PURGE_DELAY=-1` (never purge) the 1M core run took no
-//! page fault and ran 5-67% faster over five alternated pairs, at 5% more
-//! resident memory (`docs/benchmarks.md`, session 36). A 10-s delay gained
-//! nothing: the memory is reused at longer intervals than that.
+//! page fault, and its stitch + journey + decide ran 5-25% faster in the
+//! four of five alternated pairs where the machine kept one speed (67% in
+//! the fifth, whose base run met a slow machine), at 5% more resident
+//! memory (`docs/benchmarks.md`, session 36). A 10-s delay gained nothing
+//! clear.
 //!
 //! mimalloc reads its options from the environment when the process starts,
 //! before `main`; setting one from `main` would need `unsafe` FFI, which the
@@ -83,7 +85,7 @@ pub fn report() {
         warn!(
             purge_delay_ms = delay,
             "mimalloc gives memory free for {delay} ms back to the OS and faults it in again: \
-             the writer ran 5-40% slower so (docs/benchmarks.md, session 36); \
+             the writer ran 5-20% slower so (docs/benchmarks.md, session 36); \
              start with {PURGE_DELAY_VAR}={RECOMMENDED}"
         );
     }
