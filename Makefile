@@ -4,10 +4,13 @@
 CARGO ?= cargo
 BROKER_PORT ?= 19092
 export BROKER_PORT
-# mimalloc (the engine's and the bench's allocator) keeps freed memory for
-# reuse instead of giving it back after 1 s and faulting it in again: the
-# writer 5-25% faster, resident memory 5% higher (docs/benchmarks.md, session
-# 36). The Dockerfile and the Kubernetes manifest set it too.
+# mimalloc (the allocator of the onejourney and onejourney-bench binaries:
+# make bench, and the engine processes the end-to-end tests start) keeps freed
+# memory for reuse instead of giving it back after 1 s and faulting it in
+# again: the writer 5-25% faster, resident memory 5% higher
+# (docs/benchmarks.md, session 36). make run's demo and the test binaries
+# keep the system allocator. The Dockerfile and the Kubernetes manifest set
+# it too.
 MIMALLOC_PURGE_DELAY ?= -1
 export MIMALLOC_PURGE_DELAY
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks that every launcher of the engine sets mimalloc's purge delay to
 -1 (keep freed memory for reuse; docs/benchmarks.md, session 36): the
-Makefile (make run, make bench, the tests), the Dockerfile (compose) and the
-Kubernetes StatefulSet. mimalloc reads it before main starts, so the engine
+Makefile (make bench, the engine processes of the end-to-end tests), the
+Dockerfile (compose) and the Kubernetes StatefulSet. mimalloc reads it before main starts, so the engine
 cannot set it itself (services/engine/src/allocator.rs).
 """
 
@@ -33,9 +33,14 @@ if not re.search(rf"^ENV {VAR}={re.escape(VALUE)}$", runtime, re.M):
 
 with open("deploy/kubernetes/onejourney.yaml") as f:
     docs = [d for d in yaml.safe_load_all(f) if d]
-sts = next(d for d in docs if d["kind"] == "StatefulSet")
-engine = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "onejourney")
-env = {e["name"]: e.get("value") for e in engine.get("env", [])}
+sts = next((d for d in docs if d.get("kind") == "StatefulSet"), None)
+if sts is None:
+    fail("the Kubernetes manifest has no StatefulSet")
+containers = sts.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+engine = next((c for c in containers if c.get("name") == "onejourney"), None)
+if engine is None:
+    fail("the StatefulSet has no onejourney container")
+env = {e.get("name"): e.get("value") for e in engine.get("env", [])}
 if env.get(VAR) != VALUE:
     fail(f"the StatefulSet sets {VAR} to {env.get(VAR)!r}, not {VALUE!r}")
 print("deploy allocator: ok")

@@ -371,8 +371,9 @@ impl State {
     /// `f` of `one_id`'s journey as it is now, read where it lies: borrowed
     /// when live (no copy of the `Arc`, which would make the writer's next
     /// change copy the journey), decoded into a temporary when frozen (left
-    /// frozen). `None` when there is none.
-    pub fn with_journey<R>(&self, one_id: &str, f: impl FnOnce(&Journey) -> R) -> Option<R> {
+    /// frozen). `None` when there is none. A live one's `f` runs under its
+    /// shard's read lock: it must not reach the journeys' map (writer only).
+    pub(crate) fn with_journey<R>(&self, one_id: &str, f: impl FnOnce(&Journey) -> R) -> Option<R> {
         let e = self.journeys.get(one_id)?;
         match e.value() {
             Stored::Live(j) => Some(f(j)),

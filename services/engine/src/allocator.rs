@@ -4,13 +4,13 @@
 //! mimalloc (the global allocator of `onejourney` and `onejourney-bench`)
 //! returns memory that stayed free for its `purge_delay` (1,000 ms by
 //! default) to the OS, and the kernel maps and zeroes it again on the next
-//! touch. The writer frees and allocates all the time (a journey thawed on
-//! its event, frozen again when idle), so with the default it spent about a
-//! third of its time in page faults at 1M profiles (`perf`, session 36);
-//! with `MIMALLOC_PURGE_DELAY=-1` (never purge) the 1M core run took no
-//! page fault, and its stitch + journey + decide ran 5-25% faster in the
-//! four of five alternated pairs where the machine kept one speed (67% in
-//! the fifth, whose base run met a slow machine), at 5% more resident
+//! touch. The writer frees and allocates all the time (events, decisions,
+//! the checkpoints' records), so with the default about a third of its
+//! samples were in page faults at 1M profiles (`perf`, session 36); with
+//! `MIMALLOC_PURGE_DELAY=-1` (never purge) the 1M core run's faults went
+//! from 0.30-0.35 an event to under 0.005, and its stitch + journey +
+//! decide ran faster in all five alternated pairs (+5% to +25% in four,
+//! +67% in one whose base run met a slow machine), at 5% more resident
 //! memory (`docs/benchmarks.md`, session 36). A 10-s delay gained nothing
 //! clear.
 //!
@@ -21,7 +21,9 @@
 //! setting they run with ([`report`]).
 //!
 //! In: the environment's value. Out: the delay mimalloc applies
-//! ([`purge_delay_ms`]) and a log line. Keeps nothing.
+//! ([`purge_delay_ms`]) and a log line. Keeps nothing. Not mirrored:
+//! mimalloc cuts a value at 64 characters, and multiplies the delay by
+//! `MIMALLOC_ARENA_PURGE_MULT` (1 by default) for its arenas.
 
 use tracing::{info, warn};
 
@@ -50,9 +52,26 @@ pub fn purge_delay_ms(value: Option<&str>) -> i64 {
     match value.to_ascii_uppercase().as_str() {
         "" | "1" | "TRUE" | "YES" | "ON" => 1,
         "0" | "FALSE" | "NO" | "OFF" => 0,
-        // strtol skips leading white space and takes one sign.
-        other => other.trim_start().parse::<i64>().unwrap_or(DEFAULT_MS),
+        other => strtol(other).unwrap_or(DEFAULT_MS),
     }
+}
+
+/// A whole number as C's `strtol` reads all of `s` (base 10, `long` of 64
+/// bits): C white space skipped in front, one sign, digits to the end, a
+/// number too large saturated; `None` when anything else is left.
+fn strtol(s: &str) -> Option<i64> {
+    let s = s.trim_start_matches([' ', '\t', '\n', '\u{0b}', '\u{0c}', '\r']);
+    let (negative, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let magnitude = digits.parse::<i128>().unwrap_or(i128::MAX);
+    let value = if negative { -magnitude } else { magnitude };
+    Some(i64::try_from(value).unwrap_or(if negative { i64::MIN } else { i64::MAX }))
 }
 
 /// The variable's value in this process's environment.
@@ -122,5 +141,17 @@ mod tests {
         assert_eq!(purge_delay_ms(Some("never")), DEFAULT_MS);
         assert_eq!(purge_delay_ms(Some("-1ms")), DEFAULT_MS);
         assert_eq!(purge_delay_ms(Some("-1 ")), DEFAULT_MS);
+        assert_eq!(purge_delay_ms(Some("-")), DEFAULT_MS);
+        assert_eq!(purge_delay_ms(Some("\u{a0}-1")), DEFAULT_MS, "not C white space");
+    }
+
+    #[test]
+    fn a_number_too_large_saturates_as_strtol_does() {
+        assert_eq!(purge_delay_ms(Some("-99999999999999999999")), i64::MIN);
+        assert_eq!(
+            purge_delay_ms(Some("99999999999999999999999999999999999999999")),
+            i64::MAX
+        );
+        assert_eq!(purge_delay_ms(Some("\t\u{0b}-5")), -5);
     }
 }

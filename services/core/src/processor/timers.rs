@@ -192,7 +192,8 @@ impl Processor {
     }
 
     /// Whether a cart or browse check finds its condition gone (the cart or
-    /// the last product view changed after it was armed, as most have):
+    /// the last product view changed after it was armed: two checks in
+    /// five in the bench's run):
     /// then it decides nothing and changes nothing, and the journey is
     /// read, not taken out and put back (which would thaw a frozen one and
     /// count its size twice for nothing). The same conditions as
