@@ -2,8 +2,9 @@
 """Checks that every launcher of the engine sets mimalloc's purge delay to
 -1 (keep freed memory for reuse; docs/benchmarks.md, session 36): the
 Makefile (make bench, the engine processes of the end-to-end tests), the
-Dockerfile (compose) and the Kubernetes StatefulSet. mimalloc reads it before main starts, so the engine
-cannot set it itself (services/engine/src/allocator.rs).
+Dockerfile (compose) and the Kubernetes StatefulSet. mimalloc reads it
+before main starts, so the engine cannot set it itself
+(services/engine/src/allocator.rs).
 """
 
 import os

@@ -192,11 +192,10 @@ impl Processor {
     }
 
     /// Whether a cart or browse check finds its condition gone (the cart or
-    /// the last product view changed after it was armed: two checks in
-    /// five in the bench's run):
-    /// then it decides nothing and changes nothing, and the journey is
-    /// read, not taken out and put back (which would thaw a frozen one and
-    /// count its size twice for nothing). The same conditions as
+    /// the last product view changed after it was armed: two checks in five
+    /// in the bench's run): then it decides nothing and changes nothing, and
+    /// the journey is read, not taken out and put back (which would thaw a
+    /// frozen one and count its size twice for nothing). The same conditions as
     /// [`Processor::fire`]'s; the other kinds always take the journey.
     fn is_stale(&self, kind: TimerKind, due: EventTime, one_id: &str) -> bool {
         let cfg = &self.cfg.decide;
