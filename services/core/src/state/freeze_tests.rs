@@ -176,18 +176,20 @@ fn a_frozen_value_reads_back_equal_and_smaller() {
     assert!(now * 3 < was, "{now} bytes frozen, {was} live");
 }
 
+/// Cookie `c` adds one item to its cart at `minute`.
+fn cart(id: &str, minute: i64, c: &str) -> crate::event::ChannelEvent {
+    web(
+        id,
+        minute,
+        json!({"cookie_id": c}),
+        "add_to_cart",
+        crate::testkit::product("s", 9.0),
+    )
+}
+
 #[test]
 fn outcomes_and_merges_thaw_what_they_change() {
     let mut p = processor_with(IdentityLimits::default());
-    let cart = |id: &str, m, c: &str| {
-        web(
-            id,
-            m,
-            json!({"cookie_id": c}),
-            "add_to_cart",
-            crate::testkit::product("s", 9.0),
-        )
-    };
     let mut outputs = Vec::new();
     // The third event, hours later, takes the watermark past both carts' timers.
     let later = web("z", 600, json!({"cookie_id": "c-3"}), "page_view", json!({}));
@@ -246,15 +248,6 @@ fn outcomes_and_merges_thaw_what_they_change() {
 #[test]
 fn a_stale_cart_check_leaves_its_frozen_journey_frozen() {
     let mut p = processor_with(IdentityLimits::default());
-    let cart = |id: &str, m, c: &str| {
-        web(
-            id,
-            m,
-            json!({"cookie_id": c}),
-            "add_to_cart",
-            crate::testkit::product("s", 9.0),
-        )
-    };
     // The cart changes at minute 10: the check armed at minute 0 (due at
     // 30) is stale, the one armed at 10 is due at 40.
     p.process(&cart("a", 0, "c-1"), 0).expect("stitched");
