@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::decide::triggers::{browse_due, cart_abandoned, cart_due};
-use crate::decide::Trigger;
+use crate::decide::{DecideConfig, Trigger};
 use crate::identity::OneId;
 use crate::ids::IdKey;
 use crate::journey::{Journey, Transition};
@@ -160,13 +160,12 @@ impl Processor {
         let trigger = TriggerRef::timer(kind.label());
         match kind {
             TimerKind::Cart => {
-                if cart_abandoned(j, cfg.cart_abandon_after, due) {
+                if still_due(kind, j, cfg, due) {
                     self.evaluate(&one_id, j, &[Trigger::CartAbandoned], due, &trigger, outputs);
                 }
             }
             TimerKind::Browse => {
-                // Only the check armed for the last product view counts.
-                if browse_due(j, cfg.browse_abandon_after) == Some(due) {
+                if still_due(kind, j, cfg, due) {
                     self.evaluate(&one_id, j, &[Trigger::BrowseAbandoned], due, &trigger, outputs);
                 }
             }
@@ -195,18 +194,25 @@ impl Processor {
     /// the last product view changed after it was armed: two checks in five
     /// in the bench's run): then it decides nothing and changes nothing, and
     /// the journey is read, not taken out and put back (which would thaw a
-    /// frozen one and count its size twice for nothing). The same conditions as
-    /// [`Processor::fire`]'s; the other kinds always take the journey.
+    /// frozen one and count its size twice for nothing). [`still_due`], as
+    /// [`Processor::fire`] checks it; the other kinds always take the journey.
     fn is_stale(&self, kind: TimerKind, due: EventTime, one_id: &str) -> bool {
-        let cfg = &self.cfg.decide;
-        let holds = |j: &Journey| match kind {
-            TimerKind::Cart => cart_abandoned(j, cfg.cart_abandon_after, due),
-            TimerKind::Browse => browse_due(j, cfg.browse_abandon_after) == Some(due),
-            _ => true,
-        };
-        match kind {
-            TimerKind::Cart | TimerKind::Browse => !self.state.with_journey(one_id, holds).unwrap_or(false),
-            _ => false,
-        }
+        matches!(kind, TimerKind::Cart | TimerKind::Browse)
+            && !self
+                .state
+                .with_journey(one_id, |j| still_due(kind, j, &self.cfg.decide, due))
+                .unwrap_or(false)
+    }
+}
+
+/// Whether a cart or browse check's condition still holds on `j` at `due`
+/// (true for the other kinds): the cart abandoned for `cart_abandon_after`;
+/// for a browse check, being the one armed for the last product view (only
+/// that one counts).
+fn still_due(kind: TimerKind, j: &Journey, cfg: &DecideConfig, due: EventTime) -> bool {
+    match kind {
+        TimerKind::Cart => cart_abandoned(j, cfg.cart_abandon_after, due),
+        TimerKind::Browse => browse_due(j, cfg.browse_abandon_after) == Some(due),
+        _ => true,
     }
 }
