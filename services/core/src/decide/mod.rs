@@ -69,6 +69,8 @@ pub use reach::Reach;
 pub use triggers::Trigger;
 
 #[cfg(test)]
+mod reason_tests;
+#[cfg(test)]
 mod tests;
 
 pub const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -132,7 +134,7 @@ pub fn decide(
     now: EventTime,
     propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
 ) -> Decision {
-    let mut ranked: Vec<Choice> = Vec::new();
+    let mut ranked: Vec<Candidate<'_>> = Vec::new();
     let mut suppressed = Vec::new();
     for a in cfg.actions.iter().filter(|a| triggers.contains(&a.trigger)) {
         match candidate(cfg, a, j, reach, now, propensity) {
@@ -142,47 +144,91 @@ pub fn decide(
         }
     }
     // Highest ranked value first; ties by catalog name so the choice is stable.
-    ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.action.cmp(&b.action)));
+    ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank).then_with(|| a.spec.name.cmp(&b.spec.name)));
     let mut it = ranked.into_iter();
-    let choice = it.next();
+    let best = it.next();
     let beaten: Vec<Beaten> = it
         .map(|c| Beaten {
-            action: c.action,
-            score: c.score,
+            action: c.spec.name.clone(),
+            score: round4(c.score),
         })
         .collect();
-    let choice = choice.map(|mut best| {
-        if !beaten.is_empty() {
-            let over: Vec<String> = beaten
-                .iter()
-                .map(|b| format!("{} ({:.2})", b.action, b.score))
-                .collect();
-            best.reason = format!("{}; chosen over {}", best.reason, over.join(", "));
-        }
-        best
-    });
     Decision {
-        choice,
+        choice: best.map(|best| best.choice(&beaten)),
         beaten,
         suppressed,
     }
 }
 
+/// An eligible action, priced and ranked; made a [`Choice`], with its
+/// reason and factors, only when it wins.
+struct Candidate<'a> {
+    spec: &'a ActionSpec,
+    facts: triggers::Facts<'a>,
+    channel: ContactChannel,
+    p: Estimate,
+    /// The value: the catalog's, the facts' and the lifetime value at stake.
+    value: f64,
+    clv: f64,
+    at_stake: f64,
+    lever: f64,
+    score: f64,
+    rank: f64,
+}
+
+impl Candidate<'_> {
+    /// The winner, with the actions it beat in its reason.
+    fn choice(self, beaten: &[Beaten]) -> Choice {
+        let a = self.spec;
+        let mut factors = self.facts.factors();
+        factors.extend(pricing(self.p, self.value, a.weight, self.lever));
+        let mut stake = String::new();
+        if a.clv_share > 0.0 {
+            factors.extend(lifetime(self.clv, a.clv_share, self.at_stake));
+            stake = format!(
+                ", of it {:.2} = {} of lifetime value {:.2}",
+                self.at_stake, a.clv_share, self.clv
+            );
+        }
+        let mut reason = format!(
+            "{}: {}; expected value {:.2} (propensity {:.3} x value {:.2}{stake}; ranked on a draw of {:.3})",
+            a.reason,
+            self.facts.detail(),
+            self.score,
+            self.p.mean,
+            self.value,
+            self.p.draw
+        );
+        if !beaten.is_empty() {
+            let over: Vec<String> = beaten
+                .iter()
+                .map(|b| format!("{} ({:.2})", b.action, b.score))
+                .collect();
+            reason = format!("{reason}; chosen over {}", over.join(", "));
+        }
+        Choice {
+            action: a.name.clone(),
+            channel: self.channel,
+            score: round4(self.score),
+            rank: self.rank,
+            reason,
+            factors,
+            expires_after: a.expires_after,
+        }
+    }
+}
+
 /// `Ok` when the action is eligible. `Err(None)`: its facts or conditions do
 /// not hold; `Err(Some(_))`: contact policy held it back.
-fn candidate(
+fn candidate<'a>(
     cfg: &DecideConfig,
-    a: &ActionSpec,
-    j: &Journey,
+    a: &'a ActionSpec,
+    j: &'a Journey,
     reach: &Reach,
     now: EventTime,
     propensity: &dyn Fn(&ActionSpec, ContactChannel) -> Estimate,
-) -> Result<Choice, Option<Suppressed>> {
-    let triggers::Facts {
-        extra_value,
-        mut factors,
-        detail,
-    } = triggers::facts(cfg, a.trigger, a.value_per_cart_unit, j, now).ok_or(None)?;
+) -> Result<Candidate<'a>, Option<Suppressed>> {
+    let facts = triggers::facts(cfg, a.trigger, a.value_per_cart_unit, j, now).ok_or(None)?;
     if !a.when.hold(j, now) {
         return Err(None);
     }
@@ -204,31 +250,24 @@ fn candidate(
     let channel = policy::channel(&cfg.policy, j, reach, &a.channels, now).map_err(Some)?;
     let clv = j.clv.map_or(0.0, |c| c.value);
     let at_stake = a.clv_share * clv;
-    let value = a.value + extra_value + at_stake;
+    let value = a.value + facts.extra_value + at_stake;
     let lever = cfg.levers.get(&a.name).copied().unwrap_or(1.0);
     let p = propensity(a, channel);
     let score = p.mean * value * a.weight * lever;
     if score < cfg.min_expected_value {
         return Err(Some(Suppressed::BelowMinimum));
     }
-    let rank = p.draw * value * a.weight * lever;
-    factors.extend(pricing(p, value, a.weight, lever));
-    let mut stake = String::new();
-    if a.clv_share > 0.0 {
-        factors.extend(lifetime(clv, a.clv_share, at_stake));
-        stake = format!(", of it {at_stake:.2} = {} of lifetime value {clv:.2}", a.clv_share);
-    }
-    Ok(Choice {
-        action: a.name.clone(),
+    Ok(Candidate {
+        spec: a,
+        facts,
         channel,
-        score: round4(score),
-        rank,
-        reason: format!(
-            "{}: {detail}; expected value {:.2} (propensity {:.3} x value {:.2}{stake}; ranked on a draw of {:.3})",
-            a.reason, score, p.mean, value, p.draw
-        ),
-        factors,
-        expires_after: a.expires_after,
+        p,
+        value,
+        clv,
+        at_stake,
+        lever,
+        score,
+        rank: p.draw * value * a.weight * lever,
     })
 }
 

@@ -88,27 +88,123 @@ pub fn browse_abandoned(j: &Journey, after: Duration, now: EventTime) -> Option<
     (untouched && browse_due(j, after).is_some_and(|due| due <= now)).then_some(v)
 }
 
-/// Why a trigger's action is worth taking: the value its facts add, the
-/// factors and a phrase for the reason.
-pub(super) struct Facts {
+/// Why a trigger's action is worth taking: the value its facts add, and
+/// what they were, from which [`Facts::factors`] and [`Facts::detail`] make
+/// the factors and the phrase of the reason (only for the action chosen:
+/// most candidates lose or are held back).
+pub(super) struct Facts<'a> {
     pub extra_value: f64,
-    pub factors: Vec<NamedValue>,
-    pub detail: String,
+    what: What<'a>,
+}
+
+/// The numbers behind each trigger's facts.
+enum What<'a> {
+    Cart {
+        value: f64,
+        items: usize,
+        minutes: f64,
+    },
+    Browse {
+        sku: &'a str,
+        hours: f64,
+    },
+    Purchase {
+        purchases: u32,
+        revenue: f64,
+        tier: &'static str,
+    },
+    Service {
+        complaints: usize,
+        unresolved: usize,
+        cancels: u32,
+        csat: f64,
+    },
+    Switch {
+        sku: &'a str,
+        channel: &'static str,
+        days: f64,
+    },
+    Lapsed {
+        days: f64,
+        purchases: u32,
+        churn: f64,
+    },
 }
 
 fn named(name: &'static str, value: f64) -> NamedValue {
     NamedValue { name, value }
 }
 
+impl Facts<'_> {
+    /// The named numbers that explain the facts.
+    pub fn factors(&self) -> Vec<NamedValue> {
+        match self.what {
+            What::Cart { value, items, minutes } => vec![
+                named("cart_value", round2(value)),
+                named("cart_items", items as f64),
+                named("minutes_since_cart_change", minutes.round()),
+            ],
+            What::Browse { hours, .. } => vec![named("hours_since_product_view", round2(hours))],
+            What::Purchase { purchases, revenue, .. } => vec![
+                named("purchases", f64::from(purchases)),
+                named("revenue", round2(revenue)),
+            ],
+            What::Service {
+                complaints,
+                unresolved,
+                cancels,
+                csat,
+            } => vec![
+                named("complaints_30d", complaints as f64),
+                named("unresolved_calls_30d", unresolved as f64),
+                named("cancel_requests", f64::from(cancels)),
+                named("last_csat", csat),
+            ],
+            What::Switch { days, .. } => vec![named("days_since_product_view", round2(days))],
+            What::Lapsed { days, purchases, churn } => vec![
+                named("days_since_last_purchase", days.floor()),
+                named("purchases", f64::from(purchases)),
+                named("churn_score", round2(churn)),
+            ],
+        }
+    }
+
+    /// The phrase of the reason.
+    pub fn detail(&self) -> String {
+        match self.what {
+            What::Cart { value, minutes, .. } => format!("cart of {value:.2} untouched for {minutes:.0} minutes"),
+            What::Browse { sku, hours } => format!("looked at {sku} {hours:.0} hours ago and left"),
+            What::Purchase { purchases: 1, .. } => String::from("first purchase"),
+            What::Purchase { purchases, tier, .. } => format!("purchase number {purchases}, tier {tier}"),
+            What::Service {
+                complaints,
+                unresolved,
+                cancels,
+                ..
+            } => format!(
+                "{complaints} complaint(s) and {unresolved} unresolved call(s) in 30 days, {cancels} cancel request(s)"
+            ),
+            What::Switch { sku, channel, .. } => format!("looked at {sku} on {channel} and is now on another channel"),
+            What::Lapsed { days, purchases, .. } => {
+                format!("no purchase for {days:.0} days after {purchases} purchase(s)")
+            }
+        }
+    }
+}
+
+fn facts_of(what: What<'_>) -> Facts<'_> {
+    Facts { extra_value: 0.0, what }
+}
+
 /// The trigger's facts at `now`: `None` when they do not hold.
 /// `value_per_cart_unit` is the action's, for cart actions.
-pub(super) fn facts(
+pub(super) fn facts<'a>(
     cfg: &DecideConfig,
     trigger: Trigger,
     value_per_cart_unit: f64,
-    j: &Journey,
+    j: &'a Journey,
     now: EventTime,
-) -> Option<Facts> {
+) -> Option<Facts<'a>> {
     match trigger {
         Trigger::CartAbandoned => cart_facts(cfg, value_per_cart_unit, j, now),
         Trigger::BrowseAbandoned => browse_facts(cfg, j, now),
@@ -119,7 +215,7 @@ pub(super) fn facts(
     }
 }
 
-fn cart_facts(cfg: &DecideConfig, value_per_cart_unit: f64, j: &Journey, now: EventTime) -> Option<Facts> {
+fn cart_facts<'a>(cfg: &DecideConfig, value_per_cart_unit: f64, j: &'a Journey, now: EventTime) -> Option<Facts<'a>> {
     let value = j.cart.value();
     let updated = j.cart.updated_at?;
     if !cart_abandoned(j, cfg.cart_abandon_after, now) {
@@ -128,81 +224,51 @@ fn cart_facts(cfg: &DecideConfig, value_per_cart_unit: f64, j: &Journey, now: Ev
     let minutes = (now.millis() - updated.millis()) as f64 / 60_000.0;
     Some(Facts {
         extra_value: value_per_cart_unit * value,
-        factors: vec![
-            named("cart_value", round2(value)),
-            named("cart_items", j.cart.items.len() as f64),
-            named("minutes_since_cart_change", minutes.round()),
-        ],
-        detail: format!("cart of {value:.2} untouched for {minutes:.0} minutes"),
+        what: What::Cart {
+            value,
+            items: j.cart.items.len(),
+            minutes,
+        },
     })
 }
 
-fn browse_facts(cfg: &DecideConfig, j: &Journey, now: EventTime) -> Option<Facts> {
+fn browse_facts<'a>(cfg: &DecideConfig, j: &'a Journey, now: EventTime) -> Option<Facts<'a>> {
     let v = browse_abandoned(j, cfg.browse_abandon_after, now)?;
     let hours = (now.millis() - v.at.millis()) as f64 / 3_600_000.0;
-    Some(Facts {
-        extra_value: 0.0,
-        factors: vec![named("hours_since_product_view", round2(hours))],
-        detail: format!("looked at {} {hours:.0} hours ago and left", v.sku),
+    Some(facts_of(What::Browse { sku: &v.sku, hours }))
+}
+
+fn purchase_facts(j: &Journey) -> Facts<'_> {
+    facts_of(What::Purchase {
+        purchases: j.purchases,
+        revenue: j.revenue,
+        tier: j.tier.label(),
     })
 }
 
-fn purchase_facts(j: &Journey) -> Facts {
-    Facts {
-        extra_value: 0.0,
-        factors: vec![
-            named("purchases", f64::from(j.purchases)),
-            named("revenue", round2(j.revenue)),
-        ],
-        detail: if j.purchases == 1 {
-            String::from("first purchase")
-        } else {
-            format!("purchase number {}, tier {}", j.purchases, j.tier.label())
-        },
-    }
+fn service_facts(j: &Journey, now: EventTime) -> Facts<'_> {
+    facts_of(What::Service {
+        complaints: count_within(&j.complaint_times, now, DAYS_30),
+        unresolved: count_within(&j.unresolved_times, now, DAYS_30),
+        cancels: j.cancel_requests,
+        csat: j.last_csat.map_or(0.0, f64::from),
+    })
 }
 
-fn service_facts(j: &Journey, now: EventTime) -> Facts {
-    let complaints = count_within(&j.complaint_times, now, DAYS_30);
-    let unresolved = count_within(&j.unresolved_times, now, DAYS_30);
-    Facts {
-        extra_value: 0.0,
-        factors: vec![
-            named("complaints_30d", complaints as f64),
-            named("unresolved_calls_30d", unresolved as f64),
-            named("cancel_requests", f64::from(j.cancel_requests)),
-            named("last_csat", j.last_csat.map_or(0.0, f64::from)),
-        ],
-        detail: format!(
-            "{complaints} complaint(s) and {unresolved} unresolved call(s) in 30 days, {} cancel request(s)",
-            j.cancel_requests
-        ),
-    }
-}
-
-fn switch_facts(j: &Journey, now: EventTime) -> Option<Facts> {
+fn switch_facts(j: &Journey, now: EventTime) -> Option<Facts<'_>> {
     let v = j.last_product_view.as_ref()?;
-    Some(Facts {
-        extra_value: 0.0,
-        factors: vec![named("days_since_product_view", round2(now.days_since(v.at)))],
-        detail: format!(
-            "looked at {} on {} and is now on another channel",
-            v.sku,
-            v.channel.label()
-        ),
-    })
+    Some(facts_of(What::Switch {
+        sku: &v.sku,
+        channel: v.channel.label(),
+        days: now.days_since(v.at),
+    }))
 }
 
-fn lapsed_facts(j: &Journey, now: EventTime) -> Option<Facts> {
+fn lapsed_facts(j: &Journey, now: EventTime) -> Option<Facts<'_>> {
     let last = j.last_purchase?;
-    let days = now.days_since(last);
-    Some(Facts {
-        extra_value: 0.0,
-        factors: vec![
-            named("days_since_last_purchase", days.floor()),
-            named("purchases", f64::from(j.purchases)),
-            named("churn_score", round2(j.churn.score)),
-        ],
-        detail: format!("no purchase for {days:.0} days after {} purchase(s)", j.purchases),
-    })
+    Some(facts_of(What::Lapsed {
+        days: now.days_since(last),
+        purchases: j.purchases,
+        churn: j.churn.score,
+    }))
 }
