@@ -4,7 +4,9 @@
 //! journey and decide with N profiles already in memory, on one thread and
 //! pipelined over all cores), `memory` (resident bytes per profile),
 //! `recovery` (writing and restoring a snapshot of that state) and, given a
-//! broker, `drain`, `echo` and `engine` ([`broker`]).
+//! broker, `drain`, `echo` and `engine` ([`broker`]). `--restore-only`
+//! measures `recovery_restart` alone: a snapshot an earlier run kept
+//! (`--keep-snapshot`) restored in a process that did nothing before.
 
 pub mod bgnbd;
 pub mod broker;
@@ -54,6 +56,12 @@ pub struct BenchArgs {
     pub scaleout_only: bool,
     /// The global allocator the figures ran on (`mimalloc` or `system`).
     pub allocator: &'static str,
+    /// Where `recovery` writes its snapshot without a broker, kept for a
+    /// later `restore_only` run.
+    pub keep_snapshot: Option<PathBuf>,
+    /// Only `recovery_restart`: this snapshot restored in a process that
+    /// did nothing before.
+    pub restore_only: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -81,10 +89,14 @@ fn say_allocator(args: &BenchArgs) {
 
 pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     say_allocator(args);
+    if let Some(file) = &args.restore_only {
+        return restart_only(settings, file, args);
+    }
     if args.scaleout_only {
         return scaleout_only(settings, args, runtime);
     }
     let (&first, more_sizes) = args.profiles.split_first().context("--profiles needs a size")?;
+    one_size_kept(args)?;
     // memory and the preload, first: before the simulation is generated, so
     // that no memory it freed is reused by the profiles and hidden from the
     // resident growth.
@@ -154,6 +166,22 @@ pub fn run(settings: &Settings, args: &BenchArgs, runtime: &tokio::runtime::Runt
     }
     groups[0].figures.push(overhead(sim_bytes, &events, first));
     report(&groups, events.len(), mean_bytes, args)
+}
+
+/// `--restore-only`: `recovery_restart` alone.
+fn restart_only(settings: &Settings, file: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let (figure, profiles) = preloaded::restart(settings, file)?;
+    report(&[Group::of(profiles, vec![figure], Vec::new())], 0, 0.0, args)
+}
+
+/// `--keep-snapshot` keeps one file: every size would write it in turn.
+fn one_size_kept(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.keep_snapshot.is_none() || args.profiles.len() <= 1,
+        "--keep-snapshot keeps the snapshot of one --profiles size, not {}",
+        args.profiles.len()
+    );
+    Ok(())
 }
 
 /// `bench_overhead`: what the bench holds besides the state.
@@ -238,12 +266,12 @@ impl Sized<'_> {
             for f in &figures {
                 eprintln!("bench: {} = {:.0} {} ({})", f.name, f.value, f.unit, f.note);
             }
-            figures.push(core.recovery(self.settings, None)?);
+            figures.push(core.recovery(self.settings, None, self.args.keep_snapshot.as_deref())?);
             return Ok((figures, ratios));
         }
         // The engines below have a state of their own: the core's goes
         // first, so they do not share the heap with it.
-        figures.push(core.recovery(self.settings, persisted.as_ref())?);
+        figures.push(core.recovery(self.settings, persisted.as_ref(), self.args.keep_snapshot.as_deref())?);
         let state = match &persisted {
             Some(p) => Some(self.runtime.block_on(broker::state::measure(p, self.backlog))?),
             None => None,
@@ -524,7 +552,12 @@ fn report(groups: &[Group], events: usize, mean_bytes: f64, args: &BenchArgs) ->
             "allocator": {"name": args.allocator, "mimalloc_purge_delay_ms": onejourney_engine::allocator::configured_ms()},
             "events": events,
             "mean_event_bytes": mean_bytes,
-            "profiles": args.profiles,
+            // --restore-only: the profiles the snapshot held, not --profiles.
+            "profiles": if args.restore_only.is_some() {
+                groups.iter().map(|g| g.profiles).collect()
+            } else {
+                args.profiles.clone()
+            },
             "figures": figures,
             "ratios": ratios,
         });

@@ -53,6 +53,16 @@ struct Args {
     /// With --brokers: the scaleout figures only.
     #[arg(long, requires = "brokers")]
     scaleout_only: bool,
+    /// Without --brokers, one --profiles size: write recovery's snapshot
+    /// here and keep it, for a later --restore-only run.
+    #[arg(long, conflicts_with_all = ["brokers", "memory_only"])]
+    keep_snapshot: Option<PathBuf>,
+    /// Only recovery_restart: restore this snapshot (written with
+    /// --keep-snapshot and the same settings) in this new process, as a
+    /// restarted engine reads its local snapshot; --profiles, --events and
+    /// the other modes do not apply.
+    #[arg(long, conflicts_with_all = ["keep_snapshot", "brokers", "memory_only"])]
+    restore_only: Option<PathBuf>,
     /// Seconds each half-rate latency run lasts.
     #[arg(long, default_value_t = 10)]
     paced_secs: u64,
@@ -85,6 +95,8 @@ fn main() -> anyhow::Result<()> {
             paced_for: std::time::Duration::from_secs(args.paced_secs),
             scaleout_events: args.scaleout_events,
             scaleout_only: args.scaleout_only,
+            keep_snapshot: args.keep_snapshot,
+            restore_only: args.restore_only,
             allocator: if cfg!(feature = "system-allocator") {
                 "system"
             } else {

@@ -1,13 +1,16 @@
 //! The pure core with N profiles preloaded: the `memory`, `core`,
-//! `core_all_cores` and `recovery` figures of `onejourney-bench`.
+//! `core_all_cores` and `recovery` figures of `onejourney-bench`; and
+//! `recovery_restart`, a snapshot file restored alone ([`restart`]).
 //!
 //! In: the settings, a profile count, the bench's events (channel, bytes,
-//! partition). Out: those figures. Keeps the decoder, the state and the
-//! processor ([`Core`]) until `recovery` ends it; nothing of the events:
-//! the preload streams its profiles one at a time and the core run decodes
-//! in blocks.
+//! partition); for [`restart`], a snapshot file. Out: those figures, and
+//! with `--keep-snapshot` `recovery`'s snapshot file, left where it was
+//! asked for. Keeps the decoder, the state and the processor ([`Core`])
+//! until `recovery` ends it; nothing of the events: the preload streams its
+//! profiles one at a time and the core run decodes in blocks.
 
 use std::hint::black_box;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -325,22 +328,26 @@ impl Core {
     /// `recovery`: the state read back from a snapshot into a new
     /// processor, as a restart does: the checkpoint [`broker::state::persist`]
     /// wrote (the preloaded profiles), or without a broker a snapshot of
-    /// everything the core holds now, written here. Ends the core: its state
-    /// is gone when this returns.
+    /// everything the core holds now, written here (at `keep` when given,
+    /// and left there for [`restart`]). Ends the core: its state is gone
+    /// when this returns.
     pub(crate) fn recovery(
         self,
         settings: &Settings,
         persisted: Option<&broker::state::Persisted>,
+        keep: Option<&Path>,
     ) -> anyhow::Result<Figure> {
         let dir = std::env::temp_dir().join(format!("onejourney-bench-{}", std::process::id()));
         let (file, size, write_s, profiles_now) = match persisted {
             Some(p) => (p.snapshot_path.clone(), p.snapshot_bytes, p.snapshot_s, p.profiles),
             None => {
-                let file = dir.join("bench.snapshot");
-                eprintln!("bench: recovery: writing the snapshot");
+                let file = keep.map_or_else(|| dir.join("bench.snapshot"), Path::to_path_buf);
+                eprintln!("bench: recovery: writing the snapshot to {}", file.display());
                 let t = Instant::now();
                 let snapshot = self.processor.snapshot();
                 let size = durable::write(&file, &durable::Header::default(), &snapshot, |_| {})?;
+                // A kept file replaced one of an earlier run: not that one too.
+                let _ = std::fs::remove_file(durable::prev_path(&file));
                 let profiles = self.state.identity.profile_count();
                 (file, size, t.elapsed().as_secs_f64(), profiles)
             }
@@ -348,40 +355,96 @@ impl Core {
         // The whole first state goes before the restore, so that the two
         // never share the heap (10M profiles would not fit twice).
         drop(self);
-        let rss_before = rss_bytes();
-        eprintln!(
-            "bench: recovery: restoring ({:.0} MB resident, peak {:.0} MB)",
-            rss_before as f64 / 1e6,
-            peak_rss_bytes() as f64 / 1e6
-        );
-        let t = Instant::now();
-        let (_, core_snap) = durable::read(&file, |_| {})?.context("the snapshot just written")?;
-        let read_s = t.elapsed().as_secs_f64();
-        let fresh = Arc::new(State::new(settings.namespaces()?));
-        let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
-        restored.restore(core_snap, 0)?;
-        let restore_s = t.elapsed().as_secs_f64();
-        anyhow::ensure!(fresh.identity.profile_count() == profiles_now, "restore lost profiles");
-        let (frozen, resident) = (fresh.size().frozen, rss_bytes().saturating_sub(rss_before));
-        drop(restored);
-        drop(fresh);
+        let back = read_back(settings, &file)?;
+        anyhow::ensure!(back.profiles == profiles_now, "restore lost profiles");
         let _ = std::fs::remove_dir_all(&dir);
         Ok(Figure {
             name: "recovery",
-            value: restore_s,
+            value: back.restore_s,
             unit: "s",
             note: format!(
-                "read ({read_s:.1} s) + restore of a {:.0} MB snapshot with {} profiles, {frozen} journeys frozen, \
-                 no engine (snapshot write {:.1} s); resident growth over the restore {:.0} MB (peak resident of the run {:.0} MB); \
-                 a restart adds reading back outputs published since the snapshot",
+                "read ({:.1} s) + restore of a {:.0} MB snapshot with {} profiles, {} journeys frozen, \
+                 no engine (snapshot write {write_s:.1} s); resident growth over the restore {:.0} MB (peak resident of the run {:.0} MB, {} minor page faults); \
+                 in the process that wrote it, into memory its first state freed (a restarted process: \
+                 `recovery_restart`); a restart adds reading back outputs published since the snapshot",
+                back.read_s,
                 size as f64 / 1e6,
                 profiles_now,
-                write_s,
-                resident as f64 / 1e6,
-                peak_rss_bytes() as f64 / 1e6
+                back.frozen,
+                back.resident as f64 / 1e6,
+                peak_rss_bytes() as f64 / 1e6,
+                back.faults
             ),
         })
     }
+}
+
+/// A snapshot read back and restored into a new processor, then dropped.
+struct ReadBack {
+    /// Seconds to read and decode the file.
+    read_s: f64,
+    /// Seconds from the start of the read to the end of the restore.
+    restore_s: f64,
+    profiles: usize,
+    frozen: usize,
+    /// Resident growth and minor page faults over the read and the restore.
+    resident: u64,
+    faults: u64,
+}
+
+fn read_back(settings: &Settings, file: &Path) -> anyhow::Result<ReadBack> {
+    let rss_before = rss_bytes();
+    eprintln!(
+        "bench: restoring {} ({:.0} MB resident, peak {:.0} MB)",
+        file.display(),
+        rss_before as f64 / 1e6,
+        peak_rss_bytes() as f64 / 1e6
+    );
+    let (t, faults_before) = (Instant::now(), minor_faults());
+    let (_, core_snap) = durable::read(file, |_| {})?.with_context(|| format!("no snapshot at {}", file.display()))?;
+    let read_s = t.elapsed().as_secs_f64();
+    let fresh = Arc::new(State::new(settings.namespaces()?));
+    let mut restored = Processor::new(Arc::new(settings.core()), fresh.clone());
+    restored.restore(core_snap, 0)?;
+    let restore_s = t.elapsed().as_secs_f64();
+    Ok(ReadBack {
+        read_s,
+        restore_s,
+        profiles: fresh.identity.profile_count(),
+        frozen: fresh.size().frozen,
+        resident: rss_bytes().saturating_sub(rss_before),
+        faults: minor_faults().saturating_sub(faults_before),
+    })
+}
+
+/// `recovery_restart`: [`Core::recovery`]'s read and restore of a snapshot
+/// it kept (`--keep-snapshot`), in a process that did nothing before, as a
+/// restarted engine's (without the broker's part: reading back the outputs
+/// and the changelog's tail). `recovery`'s own read reuses the memory the
+/// state it wrote freed, which a restarted process has not got.
+pub(crate) fn restart(settings: &Settings, file: &Path) -> anyhow::Result<(Figure, usize)> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let back = read_back(settings, file)?;
+    let figure = Figure {
+        name: "recovery_restart",
+        value: back.restore_s,
+        unit: "s",
+        note: format!(
+            "read ({:.1} s) + restore of a {:.0} MB snapshot with {} profiles, {} journeys frozen, in a \
+             process that did nothing before; resident growth {:.0} MB (peak resident {:.0} MB, {} minor page \
+             faults)",
+            back.read_s,
+            size as f64 / 1e6,
+            back.profiles,
+            back.frozen,
+            back.resident as f64 / 1e6,
+            peak_rss_bytes() as f64 / 1e6,
+            back.faults
+        ),
+    };
+    Ok((figure, back.profiles))
 }
 
 #[cfg(test)]

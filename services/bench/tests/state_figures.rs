@@ -37,6 +37,8 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
             scaleout_only: false,
             // This test binary keeps the system's allocator.
             allocator: "system",
+            keep_snapshot: None,
+            restore_only: None,
         },
         &runtime,
     )
