@@ -174,10 +174,20 @@ fn restart_only(settings: &Settings, file: &std::path::Path, args: &BenchArgs) -
     report(&[Group::of(profiles, vec![figure], Vec::new())], 0, 0.0, args)
 }
 
-/// `--keep-snapshot` keeps one file: every size would write it in turn.
+/// `--keep-snapshot` keeps the one file `recovery` writes without a
+/// broker: not with several sizes (each would write it in turn), a broker
+/// (`recovery` restores the state figures' checkpoint) or `--memory-only`
+/// (no `recovery`). The command line refuses the last two as well.
 fn one_size_kept(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.keep_snapshot.is_none() {
+        return Ok(());
+    }
     anyhow::ensure!(
-        args.keep_snapshot.is_none() || args.profiles.len() <= 1,
+        args.brokers.is_none() && !args.memory_only,
+        "--keep-snapshot needs a run without --brokers or --memory-only"
+    );
+    anyhow::ensure!(
+        args.profiles.len() <= 1,
         "--keep-snapshot keeps the snapshot of one --profiles size, not {}",
         args.profiles.len()
     );

@@ -145,5 +145,10 @@ fn keep_snapshot_refuses_what_would_leave_no_snapshot_or_the_wrong_one() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("one --profiles size"), "{err:#}");
+    // Called as a library, the conflicts the command line refuses.
+    let mut with_broker = keeping(&out, keep.clone(), vec![100]);
+    with_broker.brokers = Some("localhost:9092".into());
+    let err = run(&Settings::defaults().unwrap(), &with_broker, &runtime).unwrap_err();
+    assert!(err.to_string().contains("without --brokers"), "{err:#}");
     assert!(!keep.exists() && !out.exists());
 }
