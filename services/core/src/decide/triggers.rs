@@ -90,8 +90,7 @@ pub fn browse_abandoned(j: &Journey, after: Duration, now: EventTime) -> Option<
 
 /// Why a trigger's action is worth taking: the value its facts add, and
 /// what they were, from which [`Facts::factors`] and [`Facts::detail`] make
-/// the factors and the phrase of the reason (only for the action chosen:
-/// most candidates lose or are held back).
+/// the factors and the phrase of the reason, only for the action chosen.
 pub(super) struct Facts<'a> {
     pub extra_value: f64,
     what: What<'a>,
