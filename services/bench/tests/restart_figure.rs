@@ -6,11 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use onejourney_bench::{run, BenchArgs};
 use onejourney_engine::config::Settings;
+
+use common::figure;
 
 fn keeping(out: &Path, keep: PathBuf, profiles: Vec<usize>) -> BenchArgs {
     BenchArgs {
@@ -35,16 +39,6 @@ fn bench(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn figure(json: &serde_json::Value, name: &str) -> serde_json::Value {
-    json["figures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {json}"))
-        .clone()
 }
 
 fn read(out: &Path) -> serde_json::Value {

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use onejourney_bench::{run, BenchArgs};
 use onejourney_engine::config::Settings;
 
@@ -48,15 +50,7 @@ fn the_state_figures_are_measured_through_the_engine_and_written_to_the_json() {
     // The figures say which allocator and purge setting they ran on.
     assert_eq!(json["allocator"]["name"], "system", "{json}");
     assert!(json["allocator"]["mimalloc_purge_delay_ms"].is_i64(), "{json}");
-    let figure = |name: &str| {
-        json["figures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {json}"))
-            .clone()
-    };
+    let figure = |name: &str| common::figure(&json, name);
     for name in [
         "checkpoint_stall_ms",
         "restore_local_s",
