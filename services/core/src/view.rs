@@ -228,14 +228,13 @@ impl State {
         let p = self.identity.profile(&one_id)?;
         let mut shared = self
             .identity
-            .shared_devices(p.ids.iter().chain(p.refused().iter().map(|r| &r.key)));
+            .shared_devices(p.ids().iter().chain(p.refused().iter().map(|r| &r.key)));
         shared.sort();
         shared.dedup();
         Some(ExplainView {
             one_id: p.one_id.clone(),
             links: p
-                .links
-                .iter()
+                .links()
                 .map(|l| LinkView {
                     from: id(&l.from),
                     to: l.to.as_ref().map(id),
@@ -268,7 +267,7 @@ impl State {
         let journey = self.journey(&one_id).unwrap_or_default();
         let ns = self.identity.namespaces();
         let identifiers = profile
-            .ids
+            .ids()
             .iter()
             .chain(profile.households())
             .map(|k| IdentifierView {

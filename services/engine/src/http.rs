@@ -340,7 +340,7 @@ fn lookup_key(s: &HttpState, namespace: &str, value: &str) -> Result<IdKey, Resp
         return s
             .state
             .identity
-            .with_profile(value, |p| p.ids.first().cloned())
+            .with_profile(value, |p| p.ids().first().cloned())
             .flatten()
             .ok_or_else(unknown);
     }

@@ -189,7 +189,7 @@ impl IdentityGraph {
             IdentityOp::Dissolve { one_id } => {
                 if let Some((_, p)) = self.profiles.remove(one_id) {
                     w.sums.profile_out(profile_size(&p));
-                    self.unindex(&p.ids, one_id);
+                    self.unindex(p.ids(), one_id);
                 }
                 0
             }
@@ -236,12 +236,7 @@ impl IdentityGraph {
                 return 0;
             };
             let before = profile_size(&p);
-            if household {
-                push_exact(&mut p.rare_mut().households, link.from.clone());
-            } else {
-                p.ids.push(link.from.clone());
-            }
-            p.links.push(link.clone());
+            p.join(link);
             let dropped = self.enforce_caps(&mut p);
             p.fit();
             w.sums.profile_changed(before, profile_size(&p));
@@ -264,7 +259,7 @@ impl IdentityGraph {
             return 0;
         };
         w.sums.profile_out(profile_size(&gone));
-        for key in &gone.ids {
+        for key in gone.ids() {
             if let Some(mut s) = self.index.get_mut(key) {
                 s.one_id = Some(survivor.clone());
             }
@@ -282,13 +277,12 @@ impl IdentityGraph {
             };
             let before = profile_size(&p);
             p.first_seen = p.first_seen.min(gone.first_seen);
-            p.ids.extend(gone.ids);
             for h in rare.households {
                 if !p.households().contains(&h) {
                     push_exact(&mut p.rare_mut().households, h);
                 }
             }
-            p.links.extend(gone.links.into_iter().chain([link.clone()]));
+            p.absorb(gone, link);
             if !rare.dropped.is_empty() {
                 extend_exact(&mut p.rare_mut().dropped, rare.dropped);
             }
@@ -330,11 +324,10 @@ impl IdentityGraph {
         w.sums.resized(before, after);
         if let Some(one_id) = self.one_id_of(device) {
             let left = self.profiles.get_mut(&one_id).is_some_and(|mut p| {
-                let alone = p.ids.len() == 1;
+                let alone = p.ids().len() == 1;
                 if !alone {
                     let before = profile_size(&p);
-                    p.ids.retain(|k| k != device);
-                    p.links.retain(|l| l.from != *device);
+                    p.remove_id(device);
                     p.fit();
                     w.sums.profile_changed(before, profile_size(&p));
                 }
@@ -392,9 +385,9 @@ impl IdentityGraph {
         let limits = self.rules.limits();
         let mut dropped = Vec::new();
         loop {
-            let over_ns = p.ids.iter().find_map(|k| {
+            let over_ns = p.ids().iter().find_map(|k| {
                 let cap = self.rules.rule(k.ns()).max_per_profile?;
-                (p.ids.iter().filter(|x| x.ns() == k.ns()).count() > usize::from(cap)).then_some(k.ns())
+                (p.ids().iter().filter(|x| x.ns() == k.ns()).count() > usize::from(cap)).then_some(k.ns())
             });
             let households = p.households();
             let households_over = households.iter().find_map(|k| {
@@ -403,22 +396,20 @@ impl IdentityGraph {
             });
             if let Some(ns) = households_over {
                 if let Some(i) = households.iter().position(|k| k.ns() == ns) {
-                    let k = p.rare_mut().households.remove(i);
-                    p.links.retain(|l| l.from != k);
+                    p.remove_household(i);
                 }
                 continue;
             }
             let victim_ns = match over_ns {
                 Some(ns) => Some(ns),
-                None if p.ids.len() > limits.max_identifiers_per_profile => None,
+                None if p.ids().len() > limits.max_identifiers_per_profile => None,
                 None => break,
             };
             // The oldest link (by event time, then join order) of that namespace,
             // or of any device namespace.
             let victim = p
-                .links
-                .iter()
-                .filter(|l| p.ids.contains(&l.from))
+                .links()
+                .filter(|l| p.ids().contains(&l.from))
                 .filter(|l| match victim_ns {
                     Some(ns) => l.from.ns() == ns,
                     None => self.rules.rule(l.from.ns()).kind == Kind::Device,
@@ -428,8 +419,7 @@ impl IdentityGraph {
             let Some(victim) = victim else {
                 break;
             };
-            p.ids.retain(|k| *k != victim);
-            p.links.retain(|l| l.from != victim);
+            p.remove_id(&victim);
             push_exact(&mut p.rare_mut().dropped, victim.clone());
             dropped.push(victim);
         }

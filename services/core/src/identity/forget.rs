@@ -31,7 +31,7 @@ impl IdentityGraph {
     /// suppresses them. `None` when no profile holds `key`.
     pub fn forget(&self, key: &IdKey) -> Option<(IdentityOp, Forgotten)> {
         let one_id = self.one_id_of(key)?;
-        let ids = self.with_profile(&one_id, |p| p.ids.iter().chain(p.households()).cloned().collect())?;
+        let ids = self.with_profile(&one_id, |p| p.ids().iter().chain(p.households()).cloned().collect())?;
         // What applying the op does, keeping the entries it adds.
         let suppressed = {
             let mut w = self.lock();
@@ -67,7 +67,7 @@ impl IdentityGraph {
             .dropped()
             .iter()
             .filter(|k| self.index.get(*k).is_none_or(|s| s.one_id.is_none()));
-        let gone: HashSet<&IdKey> = p.ids.iter().chain(p.households()).chain(orphaned).collect();
+        let gone: HashSet<&IdKey> = p.ids().iter().chain(p.households()).chain(orphaned).collect();
         let mut comps = BTreeSet::new();
         let mut entries = Vec::with_capacity(gone.len());
         for k in &gone {

@@ -80,6 +80,8 @@
 //! - `apply.rs`: ops applied to the graph, caps enforced;
 //! - `component.rs`: a component's identifiers and its evidence, kept
 //!   sorted by key (the largest key is the last evidence's);
+//! - `links.rs`: a profile's links, in 24 bytes when one event made them
+//!   all;
 //! - `forget.rs`: erasure and suppression;
 //! - `derive.rs`: One IDs and suppression entries from identifiers (keyed);
 //! - `snapshot.rs`: the graph written and read back;
@@ -99,7 +101,9 @@
 //! A profile's rarely used lists (households, dropped, refused) sit in one
 //! box allocated on first use (56 bytes a profile instead of 144). Every
 //! list of a profile, a component and a device is sized exactly (most hold
-//! one to three entries). An index slot is 16 bytes: the rare profile a cap
+//! one to three entries). A profile one event founded holds its links as
+//! that event's id, time and channel (24 bytes, `links.rs`), not as a list
+//! of 40-byte links repeating its identifiers. An index slot is 16 bytes: the rare profile a cap
 //! dropped an identifier from sits in the writer's `formers`. None of this changes a serialised form
 //! (`format_tests.rs`); `size_tests.rs` holds the budget and a resident
 //! measurement of the bench's profile shape.
@@ -122,6 +126,7 @@ mod component;
 mod derive;
 mod fold;
 mod forget;
+mod links;
 mod members;
 mod plan;
 mod replay;
@@ -135,6 +140,8 @@ pub(crate) use share::Census;
 
 #[cfg(test)]
 mod format_tests;
+#[cfg(test)]
+mod links_tests;
 #[cfg(test)]
 mod size_tests;
 #[cfg(test)]
@@ -284,7 +291,7 @@ impl IdentityGraph {
         self.profiles
             .iter()
             .map(|p| {
-                let mut ids = p.ids.to_vec();
+                let mut ids = p.ids().to_vec();
                 ids.sort();
                 (p.one_id.clone(), ids)
             })

@@ -65,7 +65,7 @@ impl IdentityGraph {
     /// What the plan needs to know about a profile that may join.
     fn summary(&self, one_id: &str, leaving: &[&IdKey]) -> Option<Summary> {
         self.with_profile(one_id, |p| {
-            let ids = p.ids.iter().filter(|k| !leaving.contains(k));
+            let ids = p.ids().iter().filter(|k| !leaving.contains(k));
             Summary {
                 first_seen: p.first_seen,
                 uniques: ids
@@ -260,7 +260,7 @@ impl<'a> Plan<'a> {
             if let Some(one_id) = &current {
                 let alone = self
                     .graph
-                    .with_profile(one_id, |p| p.ids.iter().filter(|k| !left.contains(k)).count() == 1);
+                    .with_profile(one_id, |p| p.ids().iter().filter(|k| !left.contains(k)).count() == 1);
                 if alone.unwrap_or(false) {
                     own_of.push((device, one_id.clone()));
                     continue;

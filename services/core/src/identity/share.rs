@@ -66,8 +66,11 @@ impl IdentityGraph {
         for mut entry in self.profiles.iter_mut() {
             let (key, p) = entry.pair_mut();
             p.one_id = key.clone();
-            let Profile { ids, links, .. } = p;
-            for link in links.as_mut_slice() {
+            let (ids, links) = p.texts_mut();
+            if let Some(event_id) = links.event_id_mut() {
+                s.event(event_id);
+            }
+            for link in links.listed_mut().map_or(&mut [][..], |l| l.as_mut_slice()) {
                 s.event(&mut link.provenance.event_id);
                 // Ends no longer among its identifiers (dropped, moved).
                 for end in std::iter::once(&mut link.from).chain(link.to.as_mut()) {
@@ -113,17 +116,7 @@ impl IdentityGraph {
 /// `p` takes the index's copy of `k` wherever it holds `k` (its
 /// identifiers, both ends of its links).
 fn adopt(p: &mut Profile, k: &IdKey) {
-    for x in p.ids.as_mut_slice().iter_mut().filter(|x| *x == k) {
-        *x = k.clone();
-    }
-    for l in p.links.as_mut_slice() {
-        if l.from == *k {
-            l.from = k.clone();
-        }
-        if let Some(to) = l.to.as_mut().filter(|to| *to == k) {
-            *to = k.clone();
-        }
-    }
+    p.adopt(k);
 }
 
 /// Components with more identifiers than this look each evidence
@@ -244,12 +237,12 @@ impl IdentityGraph {
         for p in self.profiles.iter() {
             c.one_id(p.key());
             c.one_id(&p.one_id);
-            p.ids
+            p.ids()
                 .iter()
                 .chain(p.households())
                 .chain(p.dropped())
                 .for_each(|k| c.id(k));
-            for l in &p.links {
+            for l in p.links() {
                 c.id(&l.from);
                 l.to.iter().for_each(|k| c.id(k));
                 c.event(&l.provenance.event_id);

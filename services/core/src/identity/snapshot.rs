@@ -253,7 +253,7 @@ impl IdentitySnapshot {
             profiles: self
                 .profiles
                 .iter()
-                .map(|p| (p.one_id.clone(), p.ids.to_vec()))
+                .map(|p| (p.one_id.clone(), p.ids().to_vec()))
                 .collect(),
             index: self.index.iter().map(|(k, s)| (k.clone(), s.one_id.clone())).collect(),
             components: self.components.iter().map(|(c, _)| *c).collect(),

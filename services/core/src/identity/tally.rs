@@ -20,7 +20,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::component::Component;
-use super::types::{Evidence, EvidenceKey, LinkRecord, OneId, Profile};
+use super::types::{Evidence, EvidenceKey, OneId, Profile};
 use super::{DeviceStat, IdentityGraph, Slot, Writer};
 use crate::ids::IdKey;
 
@@ -88,15 +88,14 @@ impl Sums {
 pub(super) fn profile_size(p: &Profile) -> ProfileSize {
     let bytes = size_of::<Profile>()
         + p.one_id.len()
-        + (p.ids.len() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
-        + p.links.len() * size_of::<LinkRecord>()
-        + p.links.iter().map(|l| l.provenance.event_id.len() + 16).sum::<usize>()
+        + (p.ids().len() + p.households().len() + p.dropped().len()) * size_of::<IdKey>()
+        + p.links_heap_bytes()
         + p.rare_box_bytes()
         + std::mem::size_of_val(p.refused())
         + p.refused().iter().map(|r| r.event_id.len() + 16).sum::<usize>()
         + MAP_ENTRY;
     ProfileSize {
-        ids: p.ids.len(),
+        ids: p.ids().len(),
         bytes,
     }
 }

@@ -20,6 +20,7 @@ use crate::ids::{ArcStr, IdKey, Ns};
 use crate::journey::List;
 use crate::time::EventTime;
 
+use super::links::Links;
 pub use crate::one_id::OneId;
 
 /// Which rule made a link.
@@ -69,16 +70,18 @@ pub struct LinkRecord {
 /// lists that most profiles leave empty sit in one box allocated on first
 /// use ([`Profile::households`], [`Profile::dropped`], [`Profile::refused`]),
 /// which takes a profile from 144 to 80 bytes (56 since a One ID is one
-/// pointer and the identifiers and links are exact lists, [`List`]).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+/// pointer and the identifiers and links are exact lists, [`List`]; 64 since
+/// the links are 24 bytes, with no list when one event made them all).
+#[derive(Clone, Deserialize)]
 #[serde(from = "ProfileRecord")]
 pub struct Profile {
     pub one_id: OneId,
     pub first_seen: EventTime,
-    /// Linking identifiers, in the order they joined.
-    pub ids: List<IdKey>,
-    /// How every identifier joined, for `explain`.
-    pub links: List<LinkRecord>,
+    /// Linking identifiers, in the order they joined ([`Profile::ids`]).
+    ids: List<IdKey>,
+    /// How every identifier joined, for `explain` ([`Profile::links`]): in
+    /// 24 bytes when one event made them all (`links.rs`).
+    links: Links,
     /// The rarely used lists; `None` while all three are empty.
     rare: Option<Box<Rare>>,
 }
@@ -117,7 +120,7 @@ impl From<ProfileRecord> for Profile {
             one_id: r.one_id,
             first_seen: r.first_seen,
             ids: r.ids.into(),
-            links: r.links.into(),
+            links: Links::listed(r.links.into()),
             rare: Some(Box::new(Rare {
                 households: r.households,
                 dropped: r.dropped,
@@ -137,10 +140,43 @@ impl Serialize for Profile {
         st.serialize_field("first_seen", &self.first_seen)?;
         st.serialize_field("ids", &self.ids)?;
         st.serialize_field("households", self.households())?;
-        st.serialize_field("links", &self.links)?;
+        st.serialize_field("links", &LinksOf(self))?;
         st.serialize_field("dropped", self.dropped())?;
         st.serialize_field("refused", self.refused())?;
         st.end()
+    }
+}
+
+/// A profile's links as the sequence of [`LinkRecord`]s they always were.
+struct LinksOf<'a>(&'a Profile);
+
+impl Serialize for LinksOf<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::snapshot::exact_seq(s, self.0.link_count(), self.0.links())
+    }
+}
+
+/// Equal when they say the same: the links compared as records, whichever
+/// form holds them.
+impl PartialEq for Profile {
+    fn eq(&self, other: &Profile) -> bool {
+        self.one_id == other.one_id
+            && self.first_seen == other.first_seen
+            && self.ids == other.ids
+            && self.rare == other.rare
+            && self.links().eq(other.links())
+    }
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile")
+            .field("one_id", &self.one_id)
+            .field("first_seen", &self.first_seen)
+            .field("ids", &self.ids)
+            .field("links", &self.links().collect::<Vec<_>>())
+            .field("rare", &self.rare)
+            .finish()
     }
 }
 
@@ -151,9 +187,99 @@ impl Profile {
             one_id,
             first_seen,
             ids: List::new(),
-            links: List::new(),
+            links: Links::new(),
             rare: None,
         }
+    }
+
+    /// Linking identifiers, in the order they joined.
+    pub fn ids(&self) -> &[IdKey] {
+        &self.ids
+    }
+
+    /// How every identifier joined (households included), in order.
+    pub fn links(&self) -> impl ExactSizeIterator<Item = std::borrow::Cow<'_, LinkRecord>> {
+        self.links.iter(&self.ids)
+    }
+
+    /// How many links [`Profile::links`] gives.
+    pub fn link_count(&self) -> usize {
+        self.links.len(&self.ids)
+    }
+
+    /// `link.from` joins: as a linking identifier, or recorded as a
+    /// household one (`Rule::Household`).
+    pub(super) fn join(&mut self, link: &LinkRecord) {
+        self.links.list_mut(&self.ids).push(link.clone());
+        if link.provenance.rule == Rule::Household {
+            push_exact(&mut self.rare_mut().households, link.from.clone());
+        } else {
+            self.ids.push(link.from.clone());
+        }
+    }
+
+    /// Takes over a merged profile's identifiers and links, and the link
+    /// that merged it.
+    pub(super) fn absorb(&mut self, gone: Profile, link: &LinkRecord) {
+        let links = gone.links.iter(&gone.ids).map(std::borrow::Cow::into_owned);
+        let mine = self.links.list_mut(&self.ids);
+        mine.extend(links.chain([link.clone()]).collect::<Vec<_>>());
+        self.ids.extend(gone.ids);
+    }
+
+    /// `k` and its links leave the profile (a linking identifier).
+    pub(super) fn remove_id(&mut self, k: &IdKey) {
+        self.links.list_mut(&self.ids).retain(|l| l.from != *k);
+        self.ids.retain(|x| x != k);
+    }
+
+    /// The household identifier at `i` and its links leave the profile.
+    pub(super) fn remove_household(&mut self, i: usize) {
+        if i < self.households().len() {
+            let k = self.rare_mut().households.remove(i);
+            self.links.list_mut(&self.ids).retain(|l| l.from != k);
+        }
+    }
+
+    /// Every copy of `k` in the profile (its identifiers, both ends of its
+    /// links) becomes this one: the same text, one allocation.
+    pub(super) fn adopt(&mut self, k: &IdKey) {
+        for x in self.ids.as_mut_slice().iter_mut().filter(|x| *x == k) {
+            *x = k.clone();
+        }
+        for l in self.links.listed_mut().map_or(&mut [][..], List::as_mut_slice) {
+            if l.from == *k {
+                l.from = k.clone();
+            }
+            if let Some(to) = l.to.as_mut().filter(|to| *to == k) {
+                *to = k.clone();
+            }
+        }
+    }
+
+    /// The identifiers and the links, to share their texts in place (what
+    /// they say does not change).
+    pub(super) fn texts_mut(&mut self) -> (&[IdKey], &mut Links) {
+        (&self.ids, &mut self.links)
+    }
+
+    /// The heap bytes of the links (for the size estimate).
+    pub(super) fn links_heap_bytes(&self) -> usize {
+        self.links.heap_bytes()
+    }
+
+    /// Puts `ids` in place of the identifiers, the links kept as they
+    /// were (for the tests that build a graph no stitch makes).
+    #[cfg(test)]
+    pub(super) fn replace_ids(&mut self, ids: List<IdKey>) {
+        self.links.list_mut(&self.ids);
+        self.ids = ids;
+    }
+
+    /// True when the links are held as one event's (for the tests).
+    #[cfg(test)]
+    pub(super) fn links_are_one_event(&self) -> bool {
+        self.links.is_one_event()
     }
 
     /// Household identifiers, recorded but never linking.
@@ -251,6 +377,7 @@ impl Profile {
     /// Sizes every list of the profile exactly (after a change), and gives
     /// back the box of the rarely used lists when they are all empty.
     pub(super) fn fit(&mut self) {
+        self.links.compact(&self.ids);
         if let Some(r) = &mut self.rare {
             if r.households.is_empty() && r.dropped.is_empty() && r.refused.is_empty() {
                 self.rare = None;

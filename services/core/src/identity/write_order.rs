@@ -53,7 +53,7 @@ pub(super) fn each_index_entry<E>(
 ) -> Result<(), E> {
     let mut reached = 0usize;
     for p in g.profiles.iter() {
-        let ids: &[IdKey] = &p.value().ids;
+        let ids: &[IdKey] = p.value().ids();
         for (i, k) in ids.iter().enumerate() {
             if ids[..i].contains(k) {
                 continue;
@@ -82,7 +82,7 @@ fn reached_by_profile(g: &IdentityGraph, k: &IdKey, slot: &Slot) -> bool {
     slot.one_id
         .as_ref()
         .and_then(|o| g.profiles.get(o))
-        .is_some_and(|p| p.ids.contains(k))
+        .is_some_and(|p| p.ids().contains(k))
 }
 
 /// Calls `f` with every device once: first those a profile reaches as
@@ -99,7 +99,7 @@ pub(super) fn each_device<'w, E>(
     }
     let mut reached = 0usize;
     for p in g.profiles.iter() {
-        let ids: &[IdKey] = &p.value().ids;
+        let ids: &[IdKey] = p.value().ids();
         for (i, k) in ids.iter().enumerate() {
             // Only a device's namespace holds devices: the others are not
             // looked up (one hash probe each saved). A device under another

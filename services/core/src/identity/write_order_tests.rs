@@ -132,13 +132,15 @@ fn odd_shapes_are_written_once_each() {
     {
         // b's identifiers, then a's own twice (customer id and cookie).
         let mut p = g.profiles.get_mut(&a).expect("a");
-        p.ids = b_ids
-            .iter()
-            .chain(&a_ids)
-            .chain(&a_ids)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
+        p.replace_ids(
+            b_ids
+                .iter()
+                .chain(&a_ids)
+                .chain(&a_ids)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+        );
     }
     let far = u32::MAX - 7;
     {

@@ -59,9 +59,9 @@ impl Processor {
             return;
         }
         let identity = &self.state.identity;
-        let Some(reach) =
-            identity.with_profile(one_id, |p| Reach::of_ids(&p.ids, identity.namespaces(), j.push_opt_out))
-        else {
+        let Some(reach) = identity.with_profile(one_id, |p| {
+            Reach::of_ids(p.ids(), identity.namespaces(), j.push_opt_out)
+        }) else {
             return;
         };
         let tier = j.tier;
@@ -296,7 +296,7 @@ fn action_id_in<'a>(text: &'a mut [u8; ACTION_ID_LEN], one_id: &str, action: &st
 
 /// The newest identifier of each linking namespace.
 fn addressable(p: &Profile, ns: &Namespaces) -> BTreeMap<String, String> {
-    p.ids
+    p.ids()
         .iter()
         .map(|k| (ns.name(k.ns()).to_string(), k.value().to_string()))
         .collect()

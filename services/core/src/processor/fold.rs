@@ -146,10 +146,10 @@ impl Processor {
         // A chain of moves is short; the bound only guards against a cycle.
         for _ in 0..64 {
             if let Some(anchor) = graph.with_profile(&one_id, |p| {
-                if p.ids.contains(&r.anchor) {
+                if p.ids().contains(&r.anchor) {
                     Some(r.anchor.clone())
                 } else {
-                    p.ids.first().cloned()
+                    p.ids().first().cloned()
                 }
             }) {
                 return anchor.map(|a| (one_id, a));

@@ -292,7 +292,7 @@ impl Processor {
                 Some(Some(to)) => one_id = to.clone(),
                 _ => return None,
             }
-            if let Some(Some(via)) = self.state.identity.with_profile(&one_id, |p| p.ids.first().cloned()) {
+            if let Some(Some(via)) = self.state.identity.with_profile(&one_id, |p| p.ids().first().cloned()) {
                 return Some((one_id, via));
             }
         }

@@ -107,7 +107,7 @@ impl Processor {
         let Some(anchor) = self
             .state
             .identity
-            .with_profile(one_id, |p| p.ids.first().cloned())
+            .with_profile(one_id, |p| p.ids().first().cloned())
             .flatten()
         else {
             return;

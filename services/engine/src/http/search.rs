@@ -133,7 +133,7 @@ pub(super) async fn recent(
             .state
             .identity
             .with_profile(&one_id, |p| {
-                p.ids.first().map(|k| IdentifierDoc {
+                p.ids().first().map(|k| IdentifierDoc {
                     namespace: ns.name(k.ns()).to_string(),
                     value: k.value().to_string(),
                 })
