@@ -22,9 +22,18 @@
 //! profiles with the same links hold them alike; either form gives the same
 //! [`LinkRecord`]s, in the same order, and serialises as that sequence
 //! (the snapshot and identity-log formats do not change). A change made
-//! through [`Links::list_mut`] first spells the links out from the
+//! through [`Links::spelled_out`] first spells the links out from the
 //! identifiers as they are *before* the change: callers take the list, then
-//! change the identifiers.
+//! change the identifiers, then [`Links::compact`] (`Profile`'s changes in
+//! `types.rs` do all three).
+//!
+//! The texts: a spelled link's ends are clones of the profile's
+//! identifiers, and its event id of the one kept. A snapshot's text table
+//! (`crate::intern`) numbers a text only when it is shared; a profile's
+//! identifiers are the index's copies (`fold.rs`, and `share.rs` after a
+//! restore), so they are numbered as when the links held copies of their
+//! own, and the bytes written are the same (`links_tests.rs` compares a
+//! graph's snapshot in both forms).
 
 use std::borrow::Cow;
 
@@ -85,7 +94,7 @@ impl Links {
 
     /// The links as a list to change, spelled out from `ids` (the profile's
     /// identifiers before the change) when one event made them.
-    pub(super) fn list_mut(&mut self, ids: &[IdKey]) -> &mut List<LinkRecord> {
+    pub(super) fn spelled_out(&mut self, ids: &[IdKey]) -> &mut List<LinkRecord> {
         if let Form::OneEvent { .. } = self.0 {
             let spelled: List<LinkRecord> = self.iter(ids).map(Cow::into_owned).collect();
             self.0 = Form::Listed(spelled);
@@ -100,7 +109,7 @@ impl Links {
     /// The listed links to change in place without changing what they say
     /// (texts shared after a restore); `None` in the one-event form, whose
     /// only text is [`Links::event_id_mut`].
-    pub(super) fn listed_mut(&mut self) -> Option<&mut List<LinkRecord>> {
+    pub(super) fn listed_in_place(&mut self) -> Option<&mut List<LinkRecord>> {
         match &mut self.0 {
             Form::Listed(l) => Some(l),
             Form::OneEvent { .. } => None,

@@ -151,10 +151,18 @@ fn links_that_do_not_name_the_identifiers_in_order_stay_listed() {
 /// One change to a profile and to the plain list beside it.
 #[derive(Clone, Debug)]
 enum Change {
-    /// Identifier `id` joins through `to` on `event`.
-    Join { id: u8, to: u8, event: u8 },
+    /// Identifier `id` joins through `to` (none: as a founder) on `event`
+    /// by `rule` (a household one is recorded, not linking).
+    Join {
+        id: u8,
+        to: Option<u8>,
+        event: u8,
+        rule: Rule,
+    },
     /// The `i`-th identifier (modulo their number) leaves.
     Remove { i: usize },
+    /// The `i`-th household identifier (modulo their number) leaves.
+    RemoveHousehold { i: usize },
     /// A profile founded by one event with `n` identifiers (numbered from
     /// 100) merges in through `via` on `event`.
     Absorb { n: u8, via: u8, event: u8 },
@@ -162,8 +170,15 @@ enum Change {
 
 fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
-        (3u8..12, 0u8..12, 0u8..3).prop_map(|(id, to, event)| Change::Join { id, to, event }),
+        (
+            3u8..12,
+            prop::option::weighted(0.9, 0u8..12),
+            0u8..3,
+            prop::sample::select(Rule::ALL.to_vec())
+        )
+            .prop_map(|(id, to, event, rule)| Change::Join { id, to, event, rule }),
         (0usize..8).prop_map(|i| Change::Remove { i }),
+        (0usize..4).prop_map(|i| Change::RemoveHousehold { i }),
         (1u8..4, 0u8..3, 0u8..3).prop_map(|(n, via, event)| Change::Absorb { n, via, event }),
     ]
 }
@@ -176,14 +191,26 @@ proptest! {
     ) {
         let (mut p, mut model) = founded(n);
         let mut ids: Vec<IdKey> = p.ids().to_vec();
+        let mut households: Vec<IdKey> = Vec::new();
         for c in changes {
             match c {
-                Change::Join { id, to, event } => {
-                    let rule = if event == 0 && to == 0 { Rule::SameEvent } else { Rule::Merge };
-                    let l = link(id, Some(to), event, rule);
+                Change::Join { id, to, event, rule } => {
+                    let l = link(id, to, event, rule);
                     p.join(&l);
-                    ids.push(l.from.clone());
+                    if rule == Rule::Household {
+                        households.push(l.from.clone());
+                    } else {
+                        ids.push(l.from.clone());
+                    }
                     model.push(l);
+                }
+                Change::RemoveHousehold { i } => {
+                    if households.is_empty() {
+                        continue;
+                    }
+                    let k = households.remove(i % households.len());
+                    p.remove_household(i % (households.len() + 1));
+                    model.retain(|l| l.from != k);
                 }
                 Change::Remove { i } => {
                     if ids.is_empty() {
@@ -216,6 +243,7 @@ proptest! {
             }
             p.fit();
             prop_assert_eq!(p.ids(), &ids[..]);
+            prop_assert_eq!(p.households(), &households[..]);
             prop_assert_eq!(links_of(&p), model.clone());
             prop_assert_eq!(p.link_count(), model.len());
             prop_assert_eq!(p.links_are_one_event(), one_event_shape(&ids, &model));

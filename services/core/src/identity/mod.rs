@@ -99,13 +99,14 @@
 //! a graph holds about seven copies of each identifier and one of each
 //! event id per link. A One ID is one pointer too ([`OneId`], `crate::one_id`).
 //! A profile's rarely used lists (households, dropped, refused) sit in one
-//! box allocated on first use (56 bytes a profile instead of 144). Every
-//! list of a profile, a component and a device is sized exactly (most hold
-//! one to three entries). A profile one event founded holds its links as
-//! that event's id, time and channel (24 bytes, `links.rs`), not as a list
-//! of 40-byte links repeating its identifiers. An index slot is 16 bytes: the rare profile a cap
-//! dropped an identifier from sits in the writer's `formers`. None of this changes a serialised form
-//! (`format_tests.rs`); `size_tests.rs` holds the budget and a resident
+//! box allocated on first use (a profile was 144 bytes with them inline; 64
+//! now). Every list of a profile, a component and a device is sized
+//! exactly (most hold one to three entries). A profile one event founded
+//! holds its links as that event's id, time and channel (24 bytes,
+//! `links.rs`), not as a list of 40-byte links repeating its identifiers.
+//! An index slot is 16 bytes: the rare profile a cap dropped an identifier
+//! from sits in the writer's `formers`. None of this changes a serialised
+//! form (`format_tests.rs`); `size_tests.rs` holds the budget and a resident
 //! measurement of the bench's profile shape.
 //!
 //! This file holds the graph's state and its read-only queries.
@@ -129,6 +130,7 @@ mod forget;
 mod links;
 mod members;
 mod plan;
+mod profile;
 mod replay;
 mod share;
 mod snapshot;

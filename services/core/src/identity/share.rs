@@ -70,7 +70,7 @@ impl IdentityGraph {
             if let Some(event_id) = links.event_id_mut() {
                 s.event(event_id);
             }
-            for link in links.listed_mut().map_or(&mut [][..], |l| l.as_mut_slice()) {
+            for link in links.listed_in_place().map_or(&mut [][..], |l| l.as_mut_slice()) {
                 s.event(&mut link.provenance.event_id);
                 // Ends no longer among its identifiers (dropped, moved).
                 for end in std::iter::once(&mut link.from).chain(link.to.as_mut()) {

@@ -175,6 +175,31 @@ fn a_format_6_snapshot_is_shared_by_content_and_written_again_in_a_smaller_forma
     assert_eq!(q.pending_timers(), p.pending_timers());
 }
 
+#[test]
+fn a_snapshot_writes_the_same_bytes_whichever_form_holds_the_links() {
+    let mut p = busy();
+    // Besides busy's merged profiles, some of one login each.
+    for i in 0..30i64 {
+        let ids = json!({"customer_id": format!("L{i}"), "email": format!("l.{i}@example.com"),
+            "cookie_id": format!("lc-{i}")});
+        let _ = p.process(&web(&format!("one-{i}"), 100 + i, ids, "login", json!({})), 0);
+    }
+    let compact = p.state().identity.one_event_links();
+    assert!(compact >= 20, "{compact} profiles hold one event's links");
+    let before = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
+    p.state().identity.spell_out_links();
+    assert_eq!(p.state().identity.one_event_links(), 0);
+    let after = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
+    assert!(
+        before == after,
+        "{} bytes compact, {} listed",
+        before.len(),
+        after.len()
+    );
+    // Read back, the links are one event's again.
+    assert_eq!(restored(&after).state().identity.one_event_links(), compact);
+}
+
 /// Writes `processor/fixtures/snapshot-v6.msgpack` (run once, by hand; the
 /// file in the tree was written by the build before format 7, 4750a80).
 #[test]
