@@ -13,9 +13,9 @@
 //!   text);
 //! - **listed**: any other set of links, exactly as they are.
 //!
-//! Why: a profile of one visit or one login, most of a large retailer's
-//! profiles, held three links of 40 bytes (a 128-byte allocation) that
-//! repeated its identifiers and its one event.
+//! Why: a profile of one visit or one login (a one-time visitor; the
+//! bench's profile shape) held three links of 40 bytes (a 128-byte
+//! allocation) that repeated its identifiers and its one event.
 //!
 //! Invariant: the form is a function of the links and the identifiers
 //! (`compact` picks one event whenever the links are that shape), so two
@@ -25,15 +25,15 @@
 //! through [`Links::spelled_out`] first spells the links out from the
 //! identifiers as they are *before* the change: callers take the list, then
 //! change the identifiers, then [`Links::compact`] (`Profile`'s changes in
-//! `types.rs` do all three).
+//! `profile.rs` do all three).
 //!
 //! The texts: a spelled link's ends are clones of the profile's
 //! identifiers, and its event id of the one kept. A snapshot's text table
 //! (`crate::intern`) numbers a text only when it is shared; a profile's
 //! identifiers are the index's copies (`fold.rs`, and `share.rs` after a
 //! restore), so they are numbered as when the links held copies of their
-//! own, and the bytes written are the same (`links_tests.rs` compares a
-//! graph's snapshot in both forms).
+//! own, and the bytes written are the same (`processor/share_tests.rs`
+//! compares a snapshot in both forms).
 
 use std::borrow::Cow;
 
