@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use super::component::Component;
-use super::types::{OneId, Profile};
+use super::types::OneId;
 use super::IdentityGraph;
 use crate::hash::HashSet;
 use crate::ids::{ArcStr, IdKey};
@@ -57,7 +57,8 @@ impl IdentityGraph {
             };
             slot.one_id = Some(match self.profiles.get_mut(&*one_id) {
                 Some(mut p) => {
-                    adopt(&mut p, k);
+                    // The profile takes the index's copy of `k` wherever it holds it.
+                    p.adopt(k);
                     p.key().clone()
                 }
                 None => s.one_id(one_id),
@@ -111,12 +112,6 @@ impl IdentityGraph {
         drop(guard);
         s
     }
-}
-
-/// `p` takes the index's copy of `k` wherever it holds `k` (its
-/// identifiers, both ends of its links).
-fn adopt(p: &mut Profile, k: &IdKey) {
-    p.adopt(k);
 }
 
 /// Components with more identifiers than this look each evidence
