@@ -130,27 +130,19 @@ impl Links {
         let Form::Listed(l) = &self.0 else {
             return;
         };
-        let Some(first) = l.first() else {
+        let Some(p) = l.first().map(|first| &first.provenance) else {
             return;
         };
-        let p = &first.provenance;
-        let shaped = l.len() == ids.len()
-            && l.iter().zip(ids).enumerate().all(|(i, (link, id))| {
-                link.from == *id
-                    && link.provenance.event_id == p.event_id
-                    && link.provenance.at == p.at
-                    && link.provenance.channel == p.channel
-                    && match i {
-                        0 => link.to.is_none() && link.provenance.rule == Rule::Founder,
-                        _ => link.to.as_ref() == Some(&ids[0]) && link.provenance.rule == Rule::SameEvent,
-                    }
-            });
-        if shaped {
-            self.0 = Form::OneEvent {
-                event_id: p.event_id.clone(),
-                at: p.at,
-                channel: p.channel,
-            };
+        // The one-event form of the first link's event, kept when it
+        // spells out exactly these links ([`Iter`] is the shape's one
+        // definition).
+        let one = Links(Form::OneEvent {
+            event_id: p.event_id.clone(),
+            at: p.at,
+            channel: p.channel,
+        });
+        if l.len() == ids.len() && one.iter(ids).zip(l.iter()).all(|(spelled, link)| *spelled == *link) {
+            self.0 = one.0;
         }
     }
 

@@ -81,6 +81,7 @@ impl From<ProfileRecord> for Profile {
                 refused: r.refused,
             })),
         };
+        p.links.compact(&p.ids);
         p.fit();
         p
     }
@@ -181,7 +182,7 @@ impl Profile {
         debug_assert!(gone.rare.is_none(), "the merged profile's rare lists taken first");
         let links = gone.links.iter(&gone.ids).map(std::borrow::Cow::into_owned);
         let mine = self.links.spelled_out(&self.ids);
-        mine.extend(links.chain([link.clone()]).collect::<Vec<_>>());
+        mine.extend(links.chain([link.clone()]));
         self.ids.extend(gone.ids);
         self.links.compact(&self.ids);
     }
@@ -235,6 +236,14 @@ impl Profile {
     pub(super) fn replace_ids(&mut self, ids: List<IdKey>) {
         self.links.spelled_out(&self.ids);
         self.ids = ids;
+        self.links.compact(&self.ids);
+    }
+
+    /// The links listed, as before `links.rs` (for the tests that compare
+    /// what either form does).
+    #[cfg(test)]
+    pub(super) fn spell_out(&mut self) {
+        self.links.spelled_out(&self.ids);
     }
 
     /// True when the links are held as one event's (for the tests).
@@ -286,7 +295,6 @@ impl Profile {
     /// Sizes every list of the profile exactly (after a change), and gives
     /// back the box of the rarely used lists when they are all empty.
     pub(super) fn fit(&mut self) {
-        self.links.compact(&self.ids);
         if let Some(r) = &mut self.rare {
             if r.households.is_empty() && r.dropped.is_empty() && r.refused.is_empty() {
                 self.rare = None;
@@ -328,8 +336,7 @@ impl super::IdentityGraph {
     /// that compare what either form writes).
     pub(crate) fn spell_out_links(&self) {
         for mut p in self.profiles.iter_mut() {
-            let Profile { ids, links, .. } = &mut *p;
-            links.spelled_out(ids);
+            p.spell_out();
         }
     }
 }
