@@ -54,7 +54,7 @@ pub struct BenchArgs {
     pub scaleout_events: usize,
     /// With a broker: the scaleout figures only.
     pub scaleout_only: bool,
-    /// The global allocator the figures ran on (`mimalloc` or `system`).
+    /// The global allocator the figures ran on (`mimalloc`, `jemalloc` or `system`).
     pub allocator: &'static str,
     /// Where `recovery` writes its snapshot without a broker, kept for a
     /// later `restore_only` run.

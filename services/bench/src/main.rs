@@ -9,9 +9,14 @@ use onejourney_bench::BenchArgs;
 use onejourney_engine::cli::Common;
 
 /// As the engine binary: mimalloc, chosen by measurement (docs/benchmarks.md).
-#[cfg(not(feature = "system-allocator"))]
+#[cfg(not(any(feature = "system-allocator", feature = "jemalloc")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// jemalloc, measured against mimalloc (`--features jemalloc`).
+#[cfg(all(feature = "jemalloc", not(feature = "system-allocator")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Measure throughput, latency and memory figures on this machine (see docs/benchmarks.md).
 #[derive(Parser)]
@@ -99,6 +104,8 @@ fn main() -> anyhow::Result<()> {
             restore_only: args.restore_only,
             allocator: if cfg!(feature = "system-allocator") {
                 "system"
+            } else if cfg!(feature = "jemalloc") {
+                "jemalloc"
             } else {
                 "mimalloc"
             },
