@@ -4,10 +4,14 @@
 //! journeys it was not trained on:
 //! `cargo run --release -p onejourney-bench --example journey_dict -- services/core/src/state/journey.dict`.
 //!
-//! The dictionary is an in-memory optimisation only: frozen journeys never
-//! leave the process, so a new dictionary needs no migration. Retrain it
-//! when the journey's encoding changes a lot (the bench's `memory` note and
-//! `onejourney-bench`'s `frozen_ratio` test show when it stops fitting).
+//! Frozen journeys leave the process only in the local snapshot file, which
+//! carries the dictionary they were compressed with: a build with a new
+//! dictionary re-freezes them at restore, so a new dictionary needs no
+//! migration (a new journey layout, `stored::LAYOUT`, does: see
+//! `stored.rs`). Retrain it when the journey's encoding changes a lot (the
+//! bench's `memory` note and `onejourney-bench`'s `frozen` test show when
+//! it stops fitting). The ratio printed is against whole zstd frames; the
+//! state's frames are 8-9 bytes shorter.
 
 use anyhow::Context as _;
 use onejourney_bench::simulated::population;
@@ -23,8 +27,9 @@ fn main() -> anyhow::Result<()> {
     let all: Vec<Vec<u8>> = state
         .all_journeys()
         .iter()
-        .map(|(_, j)| rmp_serde::to_vec(&**j))
-        .collect::<Result<_, _>>()?;
+        .map(|(_, j)| onejourney_core::state::stored::encode(j))
+        .collect::<Option<_>>()
+        .context("a journey does not encode")?;
     let (train, test) = all.split_at(all.len() / 2);
     let dict = zstd::dict::from_samples(train, DICT_BYTES)?;
     let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict)?;

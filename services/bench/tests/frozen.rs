@@ -17,6 +17,7 @@ fn simulated_journeys_read_back_equal_and_four_times_smaller_frozen() {
     let mut before = state.all_journeys();
     before.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(before.len() > 1_500, "{} journeys", before.len());
+    // Against what the changelog writes of them (MessagePack).
     let encoded: usize = before.iter().map(|(_, j)| rmp_serde::to_vec(&**j).unwrap().len()).sum();
 
     state.take_dirty();

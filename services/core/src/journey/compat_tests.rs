@@ -45,7 +45,7 @@ fn action(id: &str, name: &str, minute: i64) -> RecentAction {
 
 /// A journey that uses every part: every event kind, decisions, contacts,
 /// responses, consent, churn, examples, value.
-pub(super) fn rich() -> Journey {
+pub(crate) fn rich() -> Journey {
     let mut j = Journey::default();
     j.apply(&web("1", 0, ids(), "product_view", product("a", 40.0)));
     j.apply(&web("2", 1, ids(), "add_to_cart", product("a", 40.0)));

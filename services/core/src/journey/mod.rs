@@ -288,4 +288,4 @@ impl Journey {
 }
 
 #[cfg(test)]
-mod compat_tests;
+pub(crate) mod compat_tests;

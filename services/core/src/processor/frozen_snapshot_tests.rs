@@ -5,18 +5,19 @@
 //! to do.
 //!
 //! In: a processor's snapshot, its frozen journeys swapped for ones
-//! compressed with another dictionary. Out: assertions only.
+//! compressed with another dictionary, in the layout builds before session
+//! 39 froze them (MessagePack in a whole frame: an older build's snapshot).
+//! Out: assertions only.
 
 use std::sync::Arc;
 
 use serde_json::json;
-use zstd::bulk::Compressor;
 
 use super::{CoreSnapshot, Processor, RestoreError};
 use crate::ids::Namespaces;
-use crate::journey::Journey;
 use crate::snapshot::ByteBuf;
-use crate::state::{State, Stored};
+use crate::state::stored::tests::frozen_before;
+use crate::state::State;
 use crate::testkit::{core_config, web};
 
 const LATER: crate::time::EventTime = crate::time::EventTime(i64::MAX / 2);
@@ -40,19 +41,6 @@ fn frozen_snapshot(n: i64) -> (Processor, CoreSnapshot) {
     assert_eq!(p.state().freeze_idle(LATER), n as usize);
     let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
     (p, rmp_serde::from_slice(&bytes).expect("reads back"))
-}
-
-/// `j` frozen as `stored.rs` lays it out, compressed with `dict`.
-fn frozen_with(j: &Journey, dict: &[u8]) -> Stored {
-    let encoded = rmp_serde::to_vec(j).expect("encodes");
-    let packed = Compressor::with_dictionary(3, dict)
-        .and_then(|mut c| c.compress(&encoded))
-        .expect("compresses");
-    let mut out = j.last_seen.map_or(i64::MIN, |t| t.0).to_be_bytes().to_vec();
-    out.push(u8::from(j.has_detail()));
-    out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-    out.extend_from_slice(&packed);
-    Stored::Frozen(out.into_boxed_slice())
 }
 
 /// A raw-content dictionary (no ID): 4 KB of noise.
@@ -79,7 +67,7 @@ fn frozen_journeys_of_another_dictionary_are_refrozen_with_this_builds() {
     let theirs = theirs(&snap);
     for (_, s) in snap.journeys.iter_mut() {
         let j = s.journey().expect("decodes with this build's dictionary");
-        let foreign = frozen_with(&j, &theirs);
+        let foreign = frozen_before(&j, &theirs);
         assert_ne!(foreign.journey(), Some(j), "not readable with this build's dictionary");
         *s = foreign;
     }

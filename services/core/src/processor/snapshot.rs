@@ -189,6 +189,14 @@ pub struct CoreSnapshot {
     texts: Option<TextCounts>,
 }
 
+#[cfg(test)]
+impl CoreSnapshot {
+    /// The journeys as read (tests change them before a restore).
+    pub(crate) fn journeys_mut(&mut self) -> &mut Vec<(OneId, Stored)> {
+        &mut self.journeys
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for CoreSnapshot {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         crate::intern::scope(|| {
@@ -457,6 +465,12 @@ fn restore_journeys(
     let mut refreezer = stored::Refreezer::new(&dict.0).map_err(RestoreError::Frozen)?;
     crate::hash::reserve(&state.journeys, journeys.len());
     for (one_id, s) in journeys {
+        if let Some(theirs) = s.foreign_layout() {
+            return Err(RestoreError::Frozen(format!(
+                "the journey of {one_id} was frozen in journey layout {theirs}, this build reads layout {}",
+                stored::LAYOUT
+            )));
+        }
         let s = match refreezer.as_mut() {
             Some(r) => r
                 .refreeze(s)
