@@ -19,7 +19,7 @@
 //! varints, no type tags), compressed with zstd and a dictionary trained
 //! on simulated journeys encoded so (`journey.dict`, written by the bench's
 //! `journey_dict` example): small records compress poorly alone (about 2x),
-//! and with the dictionary about 4.5x. The zstd frame leaves out what the
+//! and with the dictionary about 4.3x. The zstd frame leaves out what the
 //! header or this file already knows: its magic number (put back to
 //! decode), the dictionary's id and the content size. Frozen bytes leave
 //! the process only in the local snapshot file (format 6), which carries
@@ -30,8 +30,8 @@
 //! froze to about 165 bytes as MessagePack (what the changelog writes) in
 //! a whole frame, an allocation of 192; now about 121, an allocation of
 //! 128 (the trimmed frame saves 8-9 bytes: without a content size it
-//! carries a one-byte window size instead). Over a
-//! simulated population's journeys the frozen bytes fall by about 8%.
+//! carries a one-byte window size instead). Over a simulated population's
+//! journeys the frozen bytes fall by about 8%.
 //! MessagePack spends a type byte on every value and 9 bytes on every time,
 //! postcard 6 (a varint of the milliseconds).
 //!
