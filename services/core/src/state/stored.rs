@@ -118,11 +118,15 @@ pub fn encode(j: &Journey) -> Option<Vec<u8>> {
     postcard::to_stdvec(j).ok()
 }
 
-/// A compressor with this build's dictionary whose frames carry neither the
-/// dictionary's id nor the content size (the header has the length).
+/// A compressor with this build's dictionary, writing trimmed frames.
 fn compressor() -> Option<Compressor<'static>> {
+    trimmed(Compressor::with_prepared_dictionary(encoder_dict()).ok()?)
+}
+
+/// `c`, writing frames that carry neither the dictionary's id nor the
+/// content size (the header has the length).
+fn trimmed(mut c: Compressor<'_>) -> Option<Compressor<'_>> {
     use zstd::zstd_safe::CParameter;
-    let mut c = Compressor::with_prepared_dictionary(encoder_dict()).ok()?;
     c.set_parameter(CParameter::DictIdFlag(false)).ok()?;
     c.set_parameter(CParameter::ContentSizeFlag(false)).ok()?;
     Some(c)
@@ -135,18 +139,16 @@ fn compressor() -> Option<Compressor<'static>> {
 fn thaw(b: &[u8], d: &mut Decompressor<'_>) -> Option<Journey> {
     let len = u32::from_be_bytes(b.get(9..HEADER)?.try_into().ok()?) as usize;
     let body = b.get(HEADER..)?;
-    match encoding(b)? {
-        0 => {
-            let encoded = d.decompress(body, len).ok().filter(|e| e.len() == len)?;
-            return rmp_serde::from_slice(&encoded).ok();
-        }
-        LAYOUT => {}
+    let encoding = encoding(b)?;
+    let frame = match encoding {
+        0 => std::borrow::Cow::Borrowed(body),
+        LAYOUT => std::borrow::Cow::Owned([MAGIC.as_slice(), body].concat()),
         _ => return None,
-    }
-    let mut frame = Vec::with_capacity(MAGIC.len() + body.len());
-    frame.extend_from_slice(&MAGIC);
-    frame.extend_from_slice(body);
+    };
     let encoded = d.decompress(&frame, len).ok().filter(|e| e.len() == len)?;
+    if encoding == 0 {
+        return rmp_serde::from_slice(&encoded).ok();
+    }
     match postcard::take_from_bytes::<Journey>(&encoded) {
         Ok((j, [])) => Some(j),
         _ => None,

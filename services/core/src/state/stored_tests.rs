@@ -139,12 +139,9 @@ fn values_frozen_before_session_39_read_back_equal_under_their_dictionary() {
 
 #[test]
 fn values_of_another_dictionary_in_this_form_are_refrozen_with_this_builds() {
-    use zstd::zstd_safe::CParameter;
     let all = journeys(5, true);
     let theirs = another_dictionary(&all);
-    let mut c = Compressor::with_dictionary(LEVEL, &theirs).expect("loads");
-    c.set_parameter(CParameter::DictIdFlag(false)).expect("sets");
-    c.set_parameter(CParameter::ContentSizeFlag(false)).expect("sets");
+    let mut c = trimmed(Compressor::with_dictionary(LEVEL, &theirs).expect("loads")).expect("trims");
     let mut r = Refreezer::new(&theirs).expect("loads").expect("not this build's");
     for j in &all {
         let ours = Stored::freeze(j).expect("freezes");
