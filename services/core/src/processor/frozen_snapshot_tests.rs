@@ -2,7 +2,7 @@
 //! have (one written by a build with another `journey.dict`): re-frozen
 //! with this build's at restore, equal to what was written; bytes that do
 //! not decode under the snapshot's dictionary refuse the restore with what
-//! to do.
+//! to do; so do bytes of another journey layout, which also do not thaw.
 //!
 //! In: a processor's snapshot, its frozen journeys swapped for ones
 //! compressed with another dictionary, in the layout builds before session
@@ -16,8 +16,9 @@ use serde_json::json;
 use super::{CoreSnapshot, Processor, RestoreError};
 use crate::ids::Namespaces;
 use crate::snapshot::ByteBuf;
-use crate::state::stored::tests::frozen_before;
-use crate::state::State;
+use crate::state::stored::tests::{frozen_before, noise};
+use crate::state::stored::LAYOUT;
+use crate::state::{State, Stored};
 use crate::testkit::{core_config, web};
 
 const LATER: crate::time::EventTime = crate::time::EventTime(i64::MAX / 2);
@@ -41,13 +42,6 @@ fn frozen_snapshot(n: i64) -> (Processor, CoreSnapshot) {
     assert_eq!(p.state().freeze_idle(LATER), n as usize);
     let bytes = rmp_serde::to_vec(&p.snapshot()).expect("serialises");
     (p, rmp_serde::from_slice(&bytes).expect("reads back"))
-}
-
-/// A raw-content dictionary (no ID): 4 KB of noise.
-fn noise() -> Vec<u8> {
-    (0..1024u32)
-        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
-        .collect()
 }
 
 /// A raw-content dictionary the journeys' bytes match, so that their
@@ -93,4 +87,25 @@ fn frozen_bytes_that_do_not_decode_under_the_snapshots_dictionary_refuse_the_res
     let err = q.restore(snap, 0).expect_err("refused");
     assert!(matches!(err, RestoreError::Frozen(_)), "{err:?}");
     assert!(err.to_string().contains("--rebuild"), "{err}");
+}
+
+#[test]
+fn frozen_bytes_of_another_layout_neither_thaw_nor_restore() {
+    let (_, mut snap) = frozen_snapshot(1);
+    let (one_id, s) = snap.journeys.first_mut().expect("one journey");
+    let Stored::Frozen(b) = s else { panic!("frozen") };
+    // The flag byte: bit 0 detail, bits 1-7 the layout; the next layout.
+    b[8] += 1 << 1;
+    assert_eq!(s.foreign_layout(), Some(LAYOUT + 1));
+    assert_eq!(s.journey(), None, "another layout does not thaw");
+    let one_id = one_id.clone();
+    let mut q = processor();
+    let err = q.restore(snap, 0).expect_err("refused");
+    assert!(matches!(err, RestoreError::Frozen(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("{one_id} was frozen in journey layout {}", LAYOUT + 1)),
+        "{text}"
+    );
+    assert!(text.contains("changelog"), "{text}");
 }

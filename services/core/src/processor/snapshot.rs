@@ -189,14 +189,6 @@ pub struct CoreSnapshot {
     texts: Option<TextCounts>,
 }
 
-#[cfg(test)]
-impl CoreSnapshot {
-    /// The journeys as read (tests change them before a restore).
-    pub(crate) fn journeys_mut(&mut self) -> &mut Vec<(OneId, Stored)> {
-        &mut self.journeys
-    }
-}
-
 impl<'de> serde::Deserialize<'de> for CoreSnapshot {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         crate::intern::scope(|| {

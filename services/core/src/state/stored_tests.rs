@@ -3,8 +3,9 @@
 //! builds before session 39 froze) read back equal under the dictionary
 //! they were compressed with; the header's flag says whether detail is
 //! left to evict; values of another dictionary are re-frozen in this
-//! build's form; values of another layout neither thaw nor restore; the
-//! encoding of a rich journey is pinned to [`LAYOUT`].
+//! build's form; the encoding of a rich journey is pinned to [`LAYOUT`]
+//! (a value of another layout neither thaws nor restores:
+//! `processor/frozen_snapshot_tests.rs`).
 //!
 //! In: journeys built by a processor from logins and a cart. Out:
 //! assertions only.
@@ -69,12 +70,17 @@ pub(crate) fn frozen_before(j: &Journey, dict: &[u8]) -> Stored {
     Stored::Frozen(out.into_boxed_slice())
 }
 
-/// A raw-content dictionary (no id): 4 KB of noise, then `of`'s postcard
-/// encodings, so that frames of this build's form refer to it.
-fn another_dictionary(of: &[Arc<Journey>]) -> Vec<u8> {
-    let mut dict: Vec<u8> = (0..1024u32)
+/// A raw-content dictionary (no id): 4 KB of noise.
+pub(crate) fn noise() -> Vec<u8> {
+    (0..1024u32)
         .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
-        .collect();
+        .collect()
+}
+
+/// [`noise`], then `of`'s postcard encodings, so that frames of this
+/// build's form refer to it.
+fn another_dictionary(of: &[Arc<Journey>]) -> Vec<u8> {
+    let mut dict = noise();
     for j in of {
         dict.extend(encode(j).expect("encodes"));
     }
@@ -207,34 +213,4 @@ fn the_encoding_of_a_rich_journey_is_pinned_to_the_layout() {
         (1, (PINNED_LEN, PINNED_HASH)),
         "the journey's postcard encoding changed: raise stored::LAYOUT and pin the new (length, hash)"
     );
-}
-
-#[test]
-fn a_value_of_another_layout_neither_thaws_nor_restores() {
-    use crate::processor::{CoreSnapshot, RestoreError};
-    let mut p = processor_with(IdentityLimits::default());
-    let ids = json!({"customer_id": "L1"});
-    p.process(&web("e1", 0, ids, "login", json!({})), 0).expect("stitched");
-    p.state().take_dirty();
-    assert_eq!(p.state().freeze_idle(EventTime(i64::MAX / 2)), 1);
-    let mut snap: CoreSnapshot =
-        rmp_serde::from_slice(&rmp_serde::to_vec(&p.snapshot()).expect("writes")).expect("reads");
-    let (one_id, s) = snap
-        .journeys_mut()
-        .first_mut()
-        .map(|(o, s)| (o.clone(), s))
-        .expect("one journey");
-    let Stored::Frozen(b) = s else { panic!("frozen") };
-    b[8] = (LAYOUT + 1) << 1 | (b[8] & DETAIL);
-    assert_eq!(s.foreign_layout(), Some(LAYOUT + 1));
-    assert_eq!(s.journey(), None, "another layout does not thaw");
-    let mut q = processor_with(IdentityLimits::default());
-    let err = q.restore(snap, 0).expect_err("refused");
-    assert!(matches!(err, RestoreError::Frozen(_)), "{err:?}");
-    let text = err.to_string();
-    assert!(
-        text.contains(&format!("{one_id} was frozen in journey layout 2")),
-        "{text}"
-    );
-    assert!(text.contains("changelog"), "{text}");
 }
